@@ -1,0 +1,173 @@
+//! The records udptrace's eBPF programs hand to user space, and the kernel layout facts user space hands
+//! to the programs. Plain `#[repr(C)]` data with explicit padding: no pointers, no enums, no implicit holes,
+//! so that both sides agree on every byte whatever the compiler does.
+#![no_std]
+
+/// Every record in the ring buffer starts with an [`EventHeader`]; `kind` says which record follows.
+pub mod kind {
+    pub const SOCKET_ERROR: u8 = 1;
+    pub const ICMP_SENT: u8 = 2;
+}
+
+/// The attach mode of the hook that produced a record.
+pub mod probe {
+    pub const FENTRY: u8 = 1;
+    pub const KPROBE: u8 = 2;
+    pub const TRACEPOINT: u8 = 3;
+}
+
+/// Address families as the kernel spells them (`include/linux/socket.h`).
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// IP protocol numbers (`include/uapi/linux/in.h`).
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_UDPLITE: u8 = 136;
+
+/// What the kernel did with an ICMP error that reached the UDP layer.
+pub mod verdict {
+    /// Not known in this mode.
+    pub const UNKNOWN: u8 = 0;
+    /// `sk_err` set and the socket woken: the application's next call fails.
+    pub const DELIVERED: u8 = 1;
+    /// A soft error on a connected socket without `IP_RECVERR`: dropped.
+    pub const IGNORED_SOFT_ERROR: u8 = 2;
+    /// An unconnected socket without `IP_RECVERR`: every error is dropped.
+    pub const IGNORED_UNCONNECTED: u8 = 3;
+    /// No socket matched the quoted packet.
+    pub const NO_SOCKET: u8 = 4;
+}
+
+/// Bits of [`SocketError::flags`].
+pub mod socket_error_flags {
+    /// `icmp_type`, `icmp_code` and `icmp_from` are filled in.
+    pub const ICMP_KNOWN: u8 = 1 << 0;
+    /// The `RECVERR` bit below was read.
+    pub const RECVERR_KNOWN: u8 = 1 << 1;
+    /// The error was also queued for `MSG_ERRQUEUE`.
+    pub const RECVERR: u8 = 1 << 2;
+    /// `remote_addr`/`remote_port` are filled in (a connected socket, or the quoted packet was read).
+    pub const REMOTE_KNOWN: u8 = 1 << 3;
+}
+
+/// Bits of [`IcmpSent::flags`].
+pub mod icmp_sent_flags {
+    /// The offending packet's IP header was read.
+    pub const PACKET_KNOWN: u8 = 1 << 0;
+    /// Its transport ports were read (UDP, UDP-Lite or TCP).
+    pub const PORTS_KNOWN: u8 = 1 << 1;
+}
+
+pub const TASK_COMM_LEN: usize = 16;
+
+/// Kernel return addresses recorded with each `icmp_sent`, innermost first. The caller that decided to send
+/// the ICMP sits a few frames above `__icmp_send` (tracing glue adds up to five frames below it).
+pub const ICMP_STACK_DEPTH: usize = 16;
+
+/// Common to every record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    pub kind: u8,
+    pub probe: u8,
+    /// [`AF_INET`] or [`AF_INET6`], truncated to a byte.
+    pub family: u8,
+    pub _pad0: u8,
+    /// Inode number of the network namespace the event happened in.
+    pub netns: u32,
+    /// `bpf_ktime_get_boot_ns()`: CLOCK_BOOTTIME, so suspend does not skew the wall-clock time.
+    pub time_ns: u64,
+    /// Thread group id and thread id of the task the hook ran in.
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: [u8; TASK_COMM_LEN],
+}
+
+/// An ICMP error reached (or failed to reach) a UDP socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketError {
+    pub header: EventHeader,
+    /// Addresses in network byte order; IPv4 uses the first four bytes.
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+    /// Who sent the ICMP error (may be a router).
+    pub icmp_from: [u8; 16],
+    /// Ports in host byte order.
+    pub local_port: u16,
+    pub remote_port: u16,
+    /// The positive errno the socket got (`sk->sk_err`), 0 for none.
+    pub errno: i32,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub verdict: u8,
+    pub flags: u8,
+    pub _pad0: [u8; 4],
+}
+
+/// This host emitted an ICMP error about `src -> dst`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IcmpSent {
+    pub header: EventHeader,
+    /// The offending packet's addresses, network byte order.
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// Its ports, host byte order.
+    pub sport: u16,
+    pub dport: u16,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    /// The offending packet's IP protocol.
+    pub proto: u8,
+    pub flags: u8,
+    /// Bytes of `stack` that `bpf_get_stack` filled, or its negative error.
+    pub stack_bytes: i32,
+    pub _pad0: [u8; 4],
+    /// Kernel return addresses at the hook, innermost first.
+    pub stack: [u64; ICMP_STACK_DEPTH],
+}
+
+/// Byte offsets of the kernel structure members the programs read, resolved from the running kernel's BTF
+/// by user space and written into the programs' read-only data before load. Rust eBPF gets no CO-RE
+/// relocations, so nothing here is hard-coded for one kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// `struct sock` (its `struct sock_common __sk_common` included).
+    pub sk_family: u32,
+    pub sk_num: u32,
+    pub sk_dport: u32,
+    pub sk_rcv_saddr: u32,
+    pub sk_daddr: u32,
+    pub sk_v6_rcv_saddr: u32,
+    pub sk_v6_daddr: u32,
+    /// `__sk_common.skc_net.net`: the `struct net *`.
+    pub sk_net: u32,
+    pub sk_err: u32,
+    pub sk_protocol: u32,
+    /// `struct net`: `ns.inum`.
+    pub net_inum: u32,
+    /// `struct sk_buff`.
+    pub skb_head: u32,
+    pub skb_network_header: u32,
+    pub skb_dev: u32,
+    pub skb_sk: u32,
+    /// `struct net_device`: `nd_net.net`.
+    pub dev_net: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain `#[repr(C)]` integers and arrays with explicit padding; every bit pattern is valid.
+    unsafe impl aya::Pod for super::KernelOffsets {}
+}
+
+/// Compile-time checks that the layouts have no implicit padding (sizes are the sum of the fields).
+const _: () = {
+    assert!(core::mem::size_of::<EventHeader>() == 40);
+    assert!(core::mem::size_of::<SocketError>() == 40 + 48 + 4 + 4 + 4 + 4);
+    assert!(core::mem::size_of::<IcmpSent>() == 40 + 32 + 4 + 4 + 8 + 8 * ICMP_STACK_DEPTH);
+    assert!(core::mem::size_of::<KernelOffsets>() == 16 * 4);
+};

@@ -1,0 +1,70 @@
+//! udptrace's eBPF programs, one file per kernel area:
+//! - `recv.rs`: an ICMP error reaching a UDP socket (`socket_error`);
+//! - `send.rs`: an ICMP error this host emits (`icmp_sent`);
+//! - `kernel.rs`: reading kernel memory through offsets user space resolved from BTF.
+//!
+//! Each program is a thin wrapper around a `try_` function returning `Result`; failures are counted in
+//! `STATS`, never silently dropped.
+#![no_std]
+#![no_main]
+
+mod kernel;
+mod recv;
+mod send;
+
+use aya_ebpf::{
+    macros::{map, raw_tracepoint},
+    maps::{PerCpuArray, RingBuf},
+    programs::RawTracePointContext,
+};
+
+/// Events for user space. Resized by user space at load time (`--buffer` size); 1 MiB holds about
+/// 4,000 `icmp_sent` or 10,000 `socket_error` records.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// Per-CPU counters, indexed by the `STAT_*` constants.
+#[map]
+static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
+
+/// The ring buffer was full: an event was lost.
+const STAT_LOST: u32 = 0;
+/// A kernel read failed: the event could not be built.
+const STAT_READ_ERROR: u32 = 1;
+const STAT_COUNT: u32 = 2;
+
+#[inline(always)]
+fn count(stat: u32) {
+    if let Some(counter) = STATS.get_ptr_mut(stat) {
+        // SAFETY: per-CPU slot, and programs do not nest on one CPU for these hooks.
+        unsafe { *counter += 1 };
+    }
+}
+
+/// `sock:inet_sk_error_report` (5.14+): `TP_PROTO(const struct sock *sk)`.
+#[raw_tracepoint(tracepoint = "inet_sk_error_report")]
+pub fn tp_inet_sk_error_report(ctx: RawTracePointContext) -> i32 {
+    if recv::inet_sk_error_report(&ctx).is_err() {
+        count(STAT_READ_ERROR);
+    }
+    0
+}
+
+/// `icmp:icmp_send` (6.1.130+, 6.6.81+, 6.10+): `TP_PROTO(const struct sk_buff *skb, int type, int code)`.
+#[raw_tracepoint(tracepoint = "icmp_send")]
+pub fn tp_icmp_send(ctx: RawTracePointContext) -> i32 {
+    if send::icmp_send(&ctx).is_err() {
+        count(STAT_READ_ERROR);
+    }
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,202 @@
+//! Why this host sent an ICMP error, read from the kernel's own call chain at `__icmp_send`.
+//!
+//! The ICMP type alone cannot tell: a firewall REJECT and a port without a listener both send
+//! port-unreachable. The function that called `icmp_send()` can: the programs record the kernel stack,
+//! and the frames above `__icmp_send` are symbolised through `/proc/kallsyms`.
+
+use std::{fs, io};
+
+/// Why an ICMP error was sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Cause {
+    /// A UDP packet reached a port with no socket (`__udp4_lib_rcv`).
+    NoListener,
+    /// A netfilter REJECT rule (`nf_send_unreach`, iptables `REJECT` and nftables `reject`).
+    FirewallReject,
+    /// Routing failed: an unreachable/prohibit route, no route, or neighbour resolution failed.
+    NoRoute,
+    /// Forwarding found the TTL exhausted.
+    TtlExceeded,
+    /// Forwarding a DF packet over a link with a smaller MTU.
+    FragNeeded,
+    Other,
+}
+
+impl Cause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::NoListener => "no_listener",
+            Cause::FirewallReject => "firewall_reject",
+            Cause::NoRoute => "no_route",
+            Cause::TtlExceeded => "ttl_exceeded",
+            Cause::FragNeeded => "frag_needed",
+            Cause::Other => "other",
+        }
+    }
+}
+
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_FRAG_NEEDED: u8 = 4;
+const ICMP_TIME_EXCEEDED: u8 = 11;
+
+/// The function that sends the ICMP; the caller that decided to is above it.
+const SENDERS: &[&str] = &["__icmp_send", "icmp_send", "icmp6_send", "icmpv6_send"];
+
+/// Callers of `icmp_send()` and what they mean. The first one found above the sender decides.
+/// Names are those of `net/ipv4/` and `net/netfilter/` from 5.x to 6.18; `.isra`/`.constprop` clones are
+/// matched by their base name.
+fn cause_of_caller(function: &str, icmp_type: u8, code: u8) -> Option<Cause> {
+    let cause = match function {
+        // net/ipv4/netfilter/nf_reject_ipv4.c, net/ipv6/netfilter/nf_reject_ipv6.c
+        "nf_send_unreach" | "nf_send_unreach6" | "nft_reject_ipv4_eval" | "nft_reject_inet_eval" | "reject_tg" => {
+            Cause::FirewallReject
+        }
+        // net/ipv4/udp.c: no socket for the destination port.
+        "__udp4_lib_rcv" | "udp_rcv" | "udplite_rcv" | "__udp6_lib_rcv" | "udpv6_rcv" => Cause::NoListener,
+        // net/ipv4/route.c: ip_error() for unreachable/prohibit/blackhole routes and no route;
+        // ipv4_link_failure() when the neighbour could not be resolved.
+        "ip_error" | "ipv4_link_failure" | "ip6_pkt_drop" | "ip6_link_failure" => Cause::NoRoute,
+        // net/ipv4/ip_forward.c
+        "ip_forward" | "ip6_forward" => match (icmp_type, code) {
+            (ICMP_TIME_EXCEEDED, _) => Cause::TtlExceeded,
+            (ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED) => Cause::FragNeeded,
+            _ => Cause::Other,
+        },
+        // net/ipv4/ip_output.c: a local DF packet larger than the route's MTU.
+        "ip_fragment" | "ip_do_fragment" | "ip_finish_output_gso" => Cause::FragNeeded,
+        _ => return None,
+    };
+    Some(cause)
+}
+
+/// Strips compiler suffixes: `ip_error.cold`, `icmpv4_xrlim_allow.isra.0` -> the base name.
+fn base_name(symbol: &str) -> &str {
+    symbol.split_once('.').map_or(symbol, |(base, _)| base)
+}
+
+/// Classifies one `icmp_sent` from its symbolised stack (innermost first).
+pub fn classify<'a>(frames: impl IntoIterator<Item = Option<&'a str>>, icmp_type: u8, code: u8) -> Cause {
+    let mut above_sender = false;
+    for name in frames.into_iter().flatten().map(base_name) {
+        if SENDERS.contains(&name) {
+            above_sender = true;
+            continue;
+        }
+        if above_sender && let Some(cause) = cause_of_caller(name, icmp_type, code) {
+            return cause;
+        }
+    }
+    Cause::Other
+}
+
+/// Kernel text symbols, for symbolising return addresses.
+pub struct Kallsyms {
+    /// Sorted by address.
+    symbols: Vec<(u64, Box<str>)>,
+    /// `/proc/modules` when the table was read: a change means a module (e.g. nf_reject_ipv4) came or went.
+    modules: String,
+}
+
+impl Kallsyms {
+    pub fn load() -> io::Result<Self> {
+        let modules = fs::read_to_string("/proc/modules").unwrap_or_default();
+        let text = fs::read_to_string("/proc/kallsyms")?;
+        let table = Self::parse(&text, modules);
+        if table.symbols.is_empty() {
+            return Err(io::Error::other(
+                "/proc/kallsyms shows no addresses (kernel.kptr_restrict hides them from this user)",
+            ));
+        }
+        Ok(table)
+    }
+
+    /// Reads the table again if a module was loaded or unloaded since: a REJECT rule loads
+    /// `nf_reject_ipv4` on first use, which may be after udptrace started.
+    pub fn refresh_if_modules_changed(&mut self) {
+        let modules = fs::read_to_string("/proc/modules").unwrap_or_default();
+        if modules != self.modules
+            && let Ok(fresh) = Self::load()
+        {
+            *self = fresh;
+        }
+    }
+
+    fn parse(text: &str, modules: String) -> Self {
+        let mut symbols: Vec<(u64, Box<str>)> = text
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split_ascii_whitespace();
+                let addr = u64::from_str_radix(fields.next()?, 16).ok()?;
+                let kind = fields.next()?;
+                let name = fields.next()?;
+                (addr != 0 && matches!(kind, "t" | "T")).then(|| (addr, name.into()))
+            })
+            .collect();
+        symbols.sort_unstable_by_key(|(addr, _)| *addr);
+        Self { symbols, modules }
+    }
+
+    /// The function containing `addr`, if it is above the first known symbol.
+    pub fn function(&self, addr: u64) -> Option<&str> {
+        let index = self.symbols.partition_point(|(start, _)| *start <= addr);
+        index.checked_sub(1).map(|i| &*self.symbols[i].1)
+    }
+
+    pub fn classify(&self, stack: &[u64], icmp_type: u8, code: u8) -> Cause {
+        classify(stack.iter().map(|&addr| self.function(addr)), icmp_type, code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> Kallsyms {
+        Kallsyms::parse(
+            "ffffffff81000000 T _stext\n\
+             ffffffff81100000 t bpf_trace_run3\n\
+             ffffffff81200000 T __icmp_send\n\
+             ffffffff81300000 T __udp4_lib_rcv\n\
+             ffffffff81400000 t ip_error\n\
+             ffffffff81500000 T ip_forward\n\
+             ffffffff81600000 d some_data\n\
+             ffffffffa0000000 t nf_send_unreach\t[nf_reject_ipv4]\n\
+             ffffffffa0001000 t ip_do_fragment.constprop.0\n",
+            String::new(),
+        )
+    }
+
+    #[test]
+    fn symbolises_addresses_inside_functions() {
+        let k = table();
+        assert_eq!(k.function(0xffffffff81200010), Some("__icmp_send"));
+        assert_eq!(k.function(0xffffffff81300000), Some("__udp4_lib_rcv"));
+        // Data symbols are skipped: the address belongs to the text symbol before it.
+        assert_eq!(k.function(0xffffffff81600010), Some("ip_forward"));
+        assert_eq!(k.function(0xffffffffa0000044), Some("nf_send_unreach"));
+        assert_eq!(k.function(0x1000), None);
+    }
+
+    #[test]
+    fn the_caller_of_icmp_send_decides_the_cause() {
+        let k = table();
+        let stack = |caller: u64| [0xffffffff81100010, 0xffffffff81200010, caller, 0xffffffff81000010];
+        assert_eq!(k.classify(&stack(0xffffffff81300050), 3, 3), Cause::NoListener);
+        assert_eq!(k.classify(&stack(0xffffffffa0000050), 3, 3), Cause::FirewallReject);
+        assert_eq!(k.classify(&stack(0xffffffff81400050), 3, 1), Cause::NoRoute);
+        assert_eq!(k.classify(&stack(0xffffffff81500050), 11, 0), Cause::TtlExceeded);
+        assert_eq!(k.classify(&stack(0xffffffff81500050), 3, 4), Cause::FragNeeded);
+        assert_eq!(k.classify(&stack(0xffffffffa0001050), 3, 4), Cause::FragNeeded);
+    }
+
+    #[test]
+    fn frames_below_the_sender_and_unknown_frames_do_not_decide() {
+        let k = table();
+        // A REJECT frame below __icmp_send (tracing glue side) is ignored.
+        assert_eq!(k.classify(&[0xffffffffa0000050, 0xffffffff81200010, 0xffffffff81000010], 3, 3), Cause::Other);
+        // No __icmp_send frame at all: nothing decides.
+        assert_eq!(k.classify(&[0xffffffff81300050], 3, 3), Cause::Other);
+        assert_eq!(k.classify(&[], 3, 3), Cause::Other);
+        assert_eq!(classify([Some("__icmp_send"), None, Some("ip_error.cold")], 3, 0), Cause::NoRoute);
+    }
+}

@@ -1,0 +1,397 @@
+//! Decoding: ring-buffer bytes (the `#[repr(C)]` records of `udptrace-common`) into domain events.
+
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    time::{Duration, SystemTime},
+};
+
+use udptrace_common::{
+    AF_INET, AF_INET6, EventHeader, IcmpSent as RawIcmpSent, SocketError as RawSocketError, icmp_sent_flags, kind,
+    socket_error_flags, verdict,
+};
+
+use crate::{cause::Cause, hooks::AttachMode};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+impl Family {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+        }
+    }
+
+    fn from_af(af: u8) -> Option<Self> {
+        match u16::from(af) {
+            AF_INET => Some(Family::Ipv4),
+            AF_INET6 => Some(Family::Ipv6),
+            _ => None,
+        }
+    }
+
+    fn addr(self, bytes: [u8; 16]) -> IpAddr {
+        match self {
+            Family::Ipv4 => IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])),
+            Family::Ipv6 => IpAddr::V6(Ipv6Addr::from(bytes)),
+        }
+    }
+}
+
+/// What the kernel did with an ICMP error that reached the UDP layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Delivered,
+    IgnoredSoftError,
+    IgnoredUnconnected,
+    NoSocket,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Delivered => "delivered",
+            Verdict::IgnoredSoftError => "ignored_soft_error",
+            Verdict::IgnoredUnconnected => "ignored_unconnected",
+            Verdict::NoSocket => "no_socket",
+        }
+    }
+
+    fn from_byte(byte: u8) -> Option<Self> {
+        match byte {
+            verdict::DELIVERED => Some(Verdict::Delivered),
+            verdict::IGNORED_SOFT_ERROR => Some(Verdict::IgnoredSoftError),
+            verdict::IGNORED_UNCONNECTED => Some(Verdict::IgnoredUnconnected),
+            verdict::NO_SOCKET => Some(Verdict::NoSocket),
+            _ => None,
+        }
+    }
+}
+
+/// Facts every event carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Meta {
+    pub time: SystemTime,
+    pub netns: u32,
+    pub probe: AttachMode,
+    /// The task the hook ran in. For `socket_error` this is NOT yet the socket's owner: ICMP errors are
+    /// processed in softirq context, where the current task is whoever was interrupted.
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Icmp {
+    pub icmp_type: u8,
+    pub code: u8,
+    /// Who sent it; `None` for ICMP this host sends.
+    pub from: Option<IpAddr>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketError {
+    pub meta: Meta,
+    pub family: Family,
+    pub local: SocketAddr,
+    pub remote: Option<SocketAddr>,
+    pub icmp: Option<Icmp>,
+    /// Positive errno, 0 for none.
+    pub errno: i32,
+    pub verdict: Option<Verdict>,
+    pub recverr: Option<bool>,
+}
+
+/// The packet an ICMP error is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Packet {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// Ports, when the packet is UDP, UDP-Lite or TCP and not a later fragment.
+    pub ports: Option<(u16, u16)>,
+    pub proto: u8,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IcmpSent {
+    pub meta: Meta,
+    pub family: Family,
+    pub icmp: Icmp,
+    pub packet: Option<Packet>,
+    /// Kernel return addresses at the hook, innermost first.
+    pub stack: Vec<u64>,
+    pub cause: Cause,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    SocketError(SocketError),
+    IcmpSent(IcmpSent),
+    /// Events the kernel could not hand over (ring buffer full) since the last report.
+    Lost { time: SystemTime, count: u64 },
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    Short { kind: u8, len: usize, need: usize },
+    UnknownKind(u8),
+    UnknownFamily(u8),
+    UnknownProbe(u8),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Short { kind, len, need } => {
+                write!(f, "record of kind {kind} is {len} bytes, expected {need}")
+            }
+            DecodeError::UnknownKind(k) => write!(f, "unknown record kind {k}"),
+            DecodeError::UnknownFamily(af) => write!(f, "unknown address family {af}"),
+            DecodeError::UnknownProbe(p) => write!(f, "unknown probe mode {p}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Converts the programs' CLOCK_BOOTTIME stamps to wall-clock time.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    /// Wall-clock time at boot, in nanoseconds since the epoch.
+    boot_epoch_ns: i128,
+}
+
+impl Clock {
+    pub fn now() -> Self {
+        let realtime = clock_ns(libc::CLOCK_REALTIME);
+        let boottime = clock_ns(libc::CLOCK_BOOTTIME);
+        Self { boot_epoch_ns: realtime - boottime }
+    }
+
+    #[cfg(test)]
+    pub fn with_boot_epoch_ns(boot_epoch_ns: i128) -> Self {
+        Self { boot_epoch_ns }
+    }
+
+    pub fn wall(self, boot_ns: u64) -> SystemTime {
+        let ns = (self.boot_epoch_ns + i128::from(boot_ns)).max(0);
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
+    }
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid clock id and a valid pointer.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
+/// Reads a `T` from the start of `bytes`, which must be long enough.
+fn read_record<T: Copy>(bytes: &[u8], kind: u8) -> Result<T, DecodeError> {
+    let need = size_of::<T>();
+    if bytes.len() < need {
+        return Err(DecodeError::Short { kind, len: bytes.len(), need });
+    }
+    // SAFETY: the length is checked; T is a plain #[repr(C)] record valid for every bit pattern;
+    // read_unaligned copes with the ring buffer's 8-byte alignment.
+    Ok(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
+}
+
+fn meta(header: &EventHeader, clock: Clock) -> Result<Meta, DecodeError> {
+    let comm_len = header.comm.iter().position(|&b| b == 0).unwrap_or(header.comm.len());
+    Ok(Meta {
+        time: clock.wall(header.time_ns),
+        netns: header.netns,
+        probe: AttachMode::from_probe_byte(header.probe).ok_or(DecodeError::UnknownProbe(header.probe))?,
+        pid: header.pid,
+        tid: header.tid,
+        comm: String::from_utf8_lossy(&header.comm[..comm_len]).into_owned(),
+    })
+}
+
+pub fn decode(bytes: &[u8], clock: Clock) -> Result<Event, DecodeError> {
+    let header: EventHeader = read_record(bytes, bytes.first().copied().unwrap_or(0))?;
+    let family = Family::from_af(header.family).ok_or(DecodeError::UnknownFamily(header.family))?;
+    match header.kind {
+        kind::SOCKET_ERROR => {
+            let raw: RawSocketError = read_record(bytes, header.kind)?;
+            let flags = raw.flags;
+            let has = |bit: u8| flags & bit != 0;
+            Ok(Event::SocketError(SocketError {
+                meta: meta(&raw.header, clock)?,
+                family,
+                local: SocketAddr::new(family.addr(raw.local_addr), raw.local_port),
+                remote: has(socket_error_flags::REMOTE_KNOWN)
+                    .then(|| SocketAddr::new(family.addr(raw.remote_addr), raw.remote_port)),
+                icmp: has(socket_error_flags::ICMP_KNOWN).then(|| Icmp {
+                    icmp_type: raw.icmp_type,
+                    code: raw.icmp_code,
+                    from: Some(family.addr(raw.icmp_from)),
+                }),
+                errno: raw.errno,
+                verdict: Verdict::from_byte(raw.verdict),
+                recverr: has(socket_error_flags::RECVERR_KNOWN).then(|| has(socket_error_flags::RECVERR)),
+            }))
+        }
+        kind::ICMP_SENT => {
+            let raw: RawIcmpSent = read_record(bytes, header.kind)?;
+            let frames = usize::try_from(raw.stack_bytes.max(0)).unwrap_or(0) / 8;
+            Ok(Event::IcmpSent(IcmpSent {
+                meta: meta(&raw.header, clock)?,
+                family,
+                icmp: Icmp { icmp_type: raw.icmp_type, code: raw.icmp_code, from: None },
+                packet: (raw.flags & icmp_sent_flags::PACKET_KNOWN != 0).then(|| Packet {
+                    src: family.addr(raw.src),
+                    dst: family.addr(raw.dst),
+                    ports: (raw.flags & icmp_sent_flags::PORTS_KNOWN != 0).then_some((raw.sport, raw.dport)),
+                    proto: raw.proto,
+                }),
+                stack: raw.stack[..frames.min(raw.stack.len())].to_vec(),
+                cause: Cause::Other,
+            }))
+        }
+        other => Err(DecodeError::UnknownKind(other)),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use udptrace_common::{ICMP_STACK_DEPTH, probe};
+
+    use super::*;
+
+    pub fn bytes_of<T: Copy>(value: &T) -> Vec<u8> {
+        // SAFETY: T is a plain #[repr(C)] record without implicit padding.
+        unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
+    pub fn header(kind: u8, family: u16) -> EventHeader {
+        let mut comm = [0u8; 16];
+        comm[..6].copy_from_slice(b"client");
+        EventHeader {
+            kind,
+            probe: probe::TRACEPOINT,
+            family: family as u8,
+            _pad0: 0,
+            netns: 4026532001,
+            time_ns: 5_000_000_000,
+            pid: 4711,
+            tid: 4712,
+            comm,
+        }
+    }
+
+    pub fn raw_socket_error_v4() -> RawSocketError {
+        let mut raw = RawSocketError {
+            header: header(kind::SOCKET_ERROR, AF_INET),
+            local_port: 40312,
+            remote_port: 8888,
+            errno: libc::ECONNREFUSED,
+            verdict: verdict::DELIVERED,
+            flags: socket_error_flags::REMOTE_KNOWN,
+            ..Default::default()
+        };
+        raw.local_addr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        raw.remote_addr[..4].copy_from_slice(&[10, 0, 0, 9]);
+        raw
+    }
+
+    pub fn raw_icmp_sent_v4() -> RawIcmpSent {
+        let mut raw = RawIcmpSent {
+            header: header(kind::ICMP_SENT, AF_INET),
+            src: [0; 16],
+            dst: [0; 16],
+            sport: 40312,
+            dport: 8888,
+            icmp_type: 3,
+            icmp_code: 3,
+            proto: 17,
+            flags: icmp_sent_flags::PACKET_KNOWN | icmp_sent_flags::PORTS_KNOWN,
+            stack_bytes: 16,
+            _pad0: [0; 4],
+            stack: [0; ICMP_STACK_DEPTH],
+        };
+        raw.src[..4].copy_from_slice(&[10, 0, 0, 2]);
+        raw.dst[..4].copy_from_slice(&[10, 0, 0, 9]);
+        raw.stack[0] = 0xffff_ffff_8100_0010;
+        raw.stack[1] = 0xffff_ffff_8200_0020;
+        raw
+    }
+
+    const CLOCK: Clock = Clock { boot_epoch_ns: 1_700_000_000_000_000_000 };
+
+    #[test]
+    fn decodes_a_socket_error() {
+        let Event::SocketError(e) = decode(&bytes_of(&raw_socket_error_v4()), CLOCK).unwrap() else {
+            panic!("not a socket_error")
+        };
+        assert_eq!(e.family, Family::Ipv4);
+        assert_eq!(e.local, "10.0.0.2:40312".parse().unwrap());
+        assert_eq!(e.remote, Some("10.0.0.9:8888".parse().unwrap()));
+        assert_eq!(e.errno, libc::ECONNREFUSED);
+        assert_eq!(e.verdict, Some(Verdict::Delivered));
+        assert_eq!(e.icmp, None);
+        assert_eq!(e.recverr, None);
+        assert_eq!(e.meta.comm, "client");
+        assert_eq!((e.meta.pid, e.meta.tid, e.meta.netns), (4711, 4712, 4026532001));
+        assert_eq!(e.meta.probe, AttachMode::Tracepoint);
+        assert_eq!(e.meta.time, SystemTime::UNIX_EPOCH + Duration::from_nanos(1_700_000_005_000_000_000));
+    }
+
+    #[test]
+    fn decodes_ipv6_addresses_and_optional_fields() {
+        let mut raw = raw_socket_error_v4();
+        raw.header.family = AF_INET6 as u8;
+        raw.local_addr = "fd00::2".parse::<Ipv6Addr>().unwrap().octets();
+        raw.remote_addr = [0; 16];
+        raw.remote_port = 0;
+        raw.icmp_from = "fd00::9".parse::<Ipv6Addr>().unwrap().octets();
+        raw.icmp_type = 1;
+        raw.icmp_code = 4;
+        raw.flags = socket_error_flags::ICMP_KNOWN | socket_error_flags::RECVERR_KNOWN | socket_error_flags::RECVERR;
+        let Event::SocketError(e) = decode(&bytes_of(&raw), CLOCK).unwrap() else { panic!() };
+        assert_eq!(e.local, "[fd00::2]:40312".parse().unwrap());
+        assert_eq!(e.remote, None);
+        assert_eq!(e.icmp, Some(Icmp { icmp_type: 1, code: 4, from: Some("fd00::9".parse().unwrap()) }));
+        assert_eq!(e.recverr, Some(true));
+    }
+
+    #[test]
+    fn decodes_an_icmp_sent_with_its_stack() {
+        let Event::IcmpSent(e) = decode(&bytes_of(&raw_icmp_sent_v4()), CLOCK).unwrap() else { panic!() };
+        assert_eq!(e.icmp, Icmp { icmp_type: 3, code: 3, from: None });
+        let packet = e.packet.unwrap();
+        assert_eq!(packet.src, "10.0.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(packet.dst, "10.0.0.9".parse::<IpAddr>().unwrap());
+        assert_eq!(packet.ports, Some((40312, 8888)));
+        assert_eq!(e.stack, vec![0xffff_ffff_8100_0010, 0xffff_ffff_8200_0020]);
+    }
+
+    #[test]
+    fn a_failed_stack_read_gives_no_frames() {
+        let mut raw = raw_icmp_sent_v4();
+        raw.stack_bytes = -libc::EFAULT;
+        raw.flags = icmp_sent_flags::PACKET_KNOWN;
+        let Event::IcmpSent(e) = decode(&bytes_of(&raw), CLOCK).unwrap() else { panic!() };
+        assert!(e.stack.is_empty());
+        assert_eq!(e.packet.unwrap().ports, None);
+    }
+
+    #[test]
+    fn rejects_short_and_unknown_records() {
+        let bytes = bytes_of(&raw_socket_error_v4());
+        assert!(matches!(decode(&bytes[..50], CLOCK), Err(DecodeError::Short { kind: 1, len: 50, .. })));
+        assert!(matches!(decode(&bytes[..3], CLOCK), Err(DecodeError::Short { .. })));
+        let mut raw = raw_socket_error_v4();
+        raw.header.kind = 99;
+        assert_eq!(decode(&bytes_of(&raw), CLOCK), Err(DecodeError::UnknownKind(99)));
+        raw.header.kind = kind::SOCKET_ERROR;
+        raw.header.family = 7;
+        assert_eq!(decode(&bytes_of(&raw), CLOCK), Err(DecodeError::UnknownFamily(7)));
+    }
+}

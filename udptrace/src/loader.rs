@@ -1,0 +1,221 @@
+//! Loads the eBPF object and walks the attach ladder ([`crate::hooks::HOOKS`]) for each logical hook.
+//!
+//! Nothing is pinned: every program and map belongs to this process, so the kernel detaches and frees
+//! them when it exits, however it exits.
+
+use std::{io, path::Path};
+
+use anyhow::{Context as _, Result, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{ProgramError, RawTracePoint},
+};
+use clap::ValueEnum;
+
+use crate::{
+    btf::KernelBtf,
+    hooks::{AttachMode, HOOKS, Hook, Program, Target, Variant},
+};
+
+/// The programs, built by `build.rs` from `udptrace-ebpf`.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/udptrace"));
+
+/// `--probe`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProbeChoice {
+    /// fentry, else kprobe, else tracepoint, per hook.
+    Auto,
+    #[value(name = "fentry")]
+    FEntry,
+    Kprobe,
+    Tracepoint,
+}
+
+impl ProbeChoice {
+    /// The modes to try, in order.
+    pub fn modes(self) -> &'static [AttachMode] {
+        match self {
+            ProbeChoice::Auto => &AttachMode::LADDER,
+            ProbeChoice::FEntry => &[AttachMode::FEntry],
+            ProbeChoice::Kprobe => &[AttachMode::Kprobe],
+            ProbeChoice::Tracepoint => &[AttachMode::Tracepoint],
+        }
+    }
+}
+
+/// Why a variant did not attach.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub mode: AttachMode,
+    pub reason: String,
+    /// The verifier's log, when the verifier rejected a program (shown under `-v`).
+    pub verifier_log: Option<String>,
+}
+
+/// What happened to one logical hook.
+#[derive(Debug)]
+pub struct HookOutcome {
+    pub hook: &'static Hook,
+    pub attached: Option<AttachMode>,
+    /// The modes tried before (or instead of) the one that attached.
+    pub failures: Vec<Failure>,
+}
+
+/// Facts about this kernel that decide which modes can work, gathered once.
+pub struct KernelFacts {
+    pub btf: KernelBtf,
+    /// `/sys/bus/event_source/devices/kprobe` exists only with CONFIG_KPROBES.
+    pub has_kprobes: bool,
+    pub release: String,
+}
+
+impl KernelFacts {
+    pub fn gather() -> Result<Self> {
+        Ok(Self {
+            btf: KernelBtf::load()?,
+            has_kprobes: Path::new("/sys/bus/event_source/devices/kprobe/type").exists(),
+            release: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_else(|_| "unknown".to_owned()),
+        })
+    }
+
+    /// Why `variant` cannot work here, found without loading anything; `None` if it may.
+    fn precheck(&self, variant: &Variant) -> Option<String> {
+        if variant.mode == AttachMode::Kprobe && !self.has_kprobes {
+            return Some("no kprobes: this kernel was built without CONFIG_KPROBES".to_owned());
+        }
+        variant.programs.iter().find_map(|program| match program.target {
+            Target::RawTracepoint { category, name } => (!self.btf.has_tracepoint(name))
+                .then(|| format!("tracepoint {category}:{name} is absent (kernel {})", variant.since)),
+        })
+    }
+}
+
+/// Loads the object with this kernel's structure offsets. Loads no program yet.
+pub fn load_object(facts: &KernelFacts) -> Result<Ebpf> {
+    raise_memlock_limit();
+    let offsets = facts.btf.kernel_offsets()?;
+    EbpfLoader::new()
+        .override_global("OFFSETS", &offsets, true)
+        .load(EBPF_OBJECT)
+        .map_err(|e| permission_hint(anyhow::Error::new(e)))
+        .context("loading udptrace's eBPF object")
+}
+
+/// Walks the ladder for every hook: the first mode of `choice` that attaches wins.
+pub fn attach_all(ebpf: &mut Ebpf, facts: &KernelFacts, choice: ProbeChoice) -> Vec<HookOutcome> {
+    HOOKS
+        .iter()
+        .map(|hook| {
+            let mut outcome = HookOutcome { hook, attached: None, failures: Vec::new() };
+            for &mode in choice.modes() {
+                let Some(variant) = hook.variant(mode) else {
+                    outcome.failures.push(Failure {
+                        mode,
+                        reason: format!("udptrace has no {mode} variant of this hook"),
+                        verifier_log: None,
+                    });
+                    continue;
+                };
+                match attach_variant(ebpf, facts, variant) {
+                    Ok(()) => {
+                        outcome.attached = Some(mode);
+                        break;
+                    }
+                    Err(failure) => outcome.failures.push(failure),
+                }
+            }
+            outcome
+        })
+        .collect()
+}
+
+fn attach_variant(ebpf: &mut Ebpf, facts: &KernelFacts, variant: &Variant) -> Result<(), Failure> {
+    let fail = |reason: String, verifier_log: Option<String>| Failure { mode: variant.mode, reason, verifier_log };
+    if let Some(reason) = facts.precheck(variant) {
+        return Err(fail(reason, None));
+    }
+    for program in variant.programs {
+        attach_program(ebpf, program).map_err(|(reason, log)| fail(reason, log))?;
+    }
+    Ok(())
+}
+
+/// Loads and attaches one program. On failure: a one-line reason and the verifier log if there is one.
+fn attach_program(ebpf: &mut Ebpf, program: &Program) -> Result<(), (String, Option<String>)> {
+    let Some(prog) = ebpf.program_mut(program.name) else {
+        return Err((format!("program {} is missing from the eBPF object", program.name), None));
+    };
+    match program.target {
+        Target::RawTracepoint { name, .. } => {
+            let tp: &mut RawTracePoint = prog.try_into().map_err(|e: ProgramError| (e.to_string(), None))?;
+            tp.load().map_err(describe_program_error)?;
+            tp.attach(name).map_err(describe_program_error)?;
+        }
+    }
+    Ok(())
+}
+
+fn describe_program_error(error: ProgramError) -> (String, Option<String>) {
+    match error {
+        ProgramError::LoadError { io_error, verifier_log } => {
+            let log = verifier_log.to_string();
+            let reason = match io_error.raw_os_error() {
+                Some(libc::EPERM) => {
+                    "the kernel refused to load it (EPERM): missing CAP_BPF/CAP_PERFMON, or lockdown or a \
+                     security module forbids it"
+                        .to_owned()
+                }
+                _ if !log.trim().is_empty() => format!("the verifier rejected it ({io_error})"),
+                _ => format!("loading failed: {io_error}"),
+            };
+            (reason, Some(log).filter(|l| !l.trim().is_empty()))
+        }
+        other => (one_line(&anyhow::Error::new(other)), None),
+    }
+}
+
+/// The error chain on one line.
+pub fn one_line(error: &anyhow::Error) -> String {
+    error.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ")
+}
+
+/// Turns a permission error into what the user should do.
+fn permission_hint(error: anyhow::Error) -> anyhow::Error {
+    let denied = error.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|e| matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)))
+            || cause.to_string().contains("Operation not permitted")
+    });
+    if denied {
+        error.context("udptrace needs CAP_BPF and CAP_PERFMON (run it as root)")
+    } else {
+        error
+    }
+}
+
+/// Kernels before 5.11 charge BPF maps against RLIMIT_MEMLOCK; later ones ignore it.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: setrlimit with a valid pointer; failure only matters on old kernels, where map creation
+    // then reports it.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+}
+
+/// The whole attach result as an error when nothing useful attached for a forced mode.
+pub fn require_attached(outcomes: &[HookOutcome], choice: ProbeChoice) -> Result<()> {
+    if outcomes.iter().any(|o| o.attached.is_some()) {
+        return Ok(());
+    }
+    let reasons: Vec<String> = outcomes
+        .iter()
+        .flat_map(|o| o.failures.iter().map(move |f| format!("{} ({}): {}", o.hook.name, f.mode, f.reason)))
+        .collect();
+    let mode = match choice {
+        ProbeChoice::Auto => "any mode".to_owned(),
+        _ => format!("--probe {}", choice.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default()),
+    };
+    bail!("no hook could attach in {mode}: {}", reasons.join("; "))
+}

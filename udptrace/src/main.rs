@@ -1,0 +1,69 @@
+//! udptrace: the kernel's UDP/ICMP error paths, traced.
+//!
+//! Data flow, one module per stage: `loader` (attach ladder of `hooks`, offsets from `btf`) ->
+//! ring buffer -> `event` (decode) -> `cause` (enrich) -> `render` (text / JSON), driven by `trace`.
+
+mod btf;
+mod cause;
+mod cli;
+mod event;
+mod explain;
+mod hooks;
+mod loader;
+mod probes;
+mod render;
+mod trace;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Parser as _;
+
+use crate::{
+    cli::{Cli, Command},
+    loader::KernelFacts,
+};
+
+fn main() -> ExitCode {
+    // Bad usage exits 2 here, with clap's message.
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("udptrace: error: {}", loader::one_line(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let facts = KernelFacts::gather()?;
+    match cli.command {
+        Some(Command::Probes) => probes::print(&facts, cli.verbose),
+        None => trace(cli, &facts),
+    }
+}
+
+fn trace(cli: Cli, facts: &KernelFacts) -> Result<()> {
+    let mut ebpf = loader::load_object(facts)?;
+    let outcomes = loader::attach_all(&mut ebpf, facts, cli.probe);
+    loader::require_attached(&outcomes, cli.probe)?;
+
+    let mut modes = Vec::new();
+    for outcome in &outcomes {
+        match outcome.attached {
+            Some(mode) => modes.push(format!("{}={mode}", outcome.hook.name)),
+            None => eprintln!("udptrace: warning: {} not traced: {}", outcome.hook.name, probes::why_not(outcome)),
+        }
+        if cli.verbose {
+            probes::print_failures(outcome);
+        }
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let options = trace::Options { json: cli.json, duration: cli.duration, count: cli.count, verbose: cli.verbose };
+    eprintln!("udptrace: tracing ({}); Ctrl-C to stop", modes.join(", "));
+    let totals = runtime.block_on(trace::run(ebpf, options))?;
+    eprintln!("{}", totals.closing_line());
+    Ok(())
+}

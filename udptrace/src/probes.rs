@@ -1,0 +1,62 @@
+//! `udptrace probes`: per logical hook and mode, whether it attaches here and why not.
+
+use anyhow::Result;
+
+use crate::{
+    hooks::{AttachMode, HOOKS},
+    loader::{self, HookOutcome, KernelFacts, ProbeChoice},
+};
+
+pub fn print(facts: &KernelFacts, verbose: bool) -> Result<()> {
+    println!("kernel {}", facts.release);
+    // One fresh object per mode, so each mode is tried on its own; dropping it detaches everything.
+    let mut per_mode: Vec<(AttachMode, Vec<HookOutcome>)> = Vec::new();
+    for mode in AttachMode::LADDER {
+        let choice = match mode {
+            AttachMode::FEntry => ProbeChoice::FEntry,
+            AttachMode::Kprobe => ProbeChoice::Kprobe,
+            AttachMode::Tracepoint => ProbeChoice::Tracepoint,
+        };
+        let mut ebpf = loader::load_object(facts)?;
+        per_mode.push((mode, loader::attach_all(&mut ebpf, facts, choice)));
+    }
+
+    println!("{:<14} {:<11} {}", "hook", "mode", "result");
+    let mut auto = Vec::new();
+    for (index, hook) in HOOKS.iter().enumerate() {
+        let mut chosen = None;
+        for (mode, outcomes) in &per_mode {
+            let outcome = &outcomes[index];
+            let result = match (outcome.attached, hook.variant(*mode)) {
+                (Some(_), Some(variant)) => {
+                    chosen.get_or_insert(*mode);
+                    let targets: Vec<String> = variant.programs.iter().map(|p| p.target.to_string()).collect();
+                    format!("attached ({}; sees less: {})", targets.join(", "), variant.limits)
+                }
+                _ => format!("no: {}", why_not(outcome)),
+            };
+            println!("{:<14} {:<11} {}", hook.name, mode.as_str(), result);
+            if verbose {
+                print_failures(outcome);
+            }
+        }
+        auto.push(format!("{}={}", hook.name, chosen.map_or("none", AttachMode::as_str)));
+    }
+    println!("--probe auto would use: {}", auto.join(", "));
+    Ok(())
+}
+
+/// The last failure's reason, which is the one that matters for a forced mode.
+pub fn why_not(outcome: &HookOutcome) -> String {
+    outcome.failures.last().map_or_else(|| "not tried".to_owned(), |f| f.reason.clone())
+}
+
+/// Each failed mode and, when the verifier spoke, its log (for `-v`).
+pub fn print_failures(outcome: &HookOutcome) {
+    for failure in &outcome.failures {
+        eprintln!("udptrace: {} ({}): {}", outcome.hook.name, failure.mode, failure.reason);
+        if let Some(log) = &failure.verifier_log {
+            eprintln!("udptrace: verifier log:\n{log}");
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! Rendering: one text line per event, or one JSON object per line (`--json`, the schema of the README).
+
+use std::{fmt::Write as _, net::SocketAddr, time::SystemTime};
+
+use serde_json::{Value, json};
+
+use crate::{
+    event::{Event, IcmpSent, Packet, SocketError},
+    explain::{errno_name, explain_icmp_sent, explain_socket_error, icmp_name, proto_name},
+};
+
+pub fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_micros(time).to_string()
+}
+
+/// Escapes what a traced process controls (its `comm`): no control character reaches the terminal.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\x{:02x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn endpoint(packet: &Packet, src: bool) -> String {
+    let ip = if src { packet.src } else { packet.dst };
+    match packet.ports {
+        Some((sport, dport)) => SocketAddr::new(ip, if src { sport } else { dport }).to_string(),
+        None => ip.to_string(),
+    }
+}
+
+pub fn json(event: &Event) -> Value {
+    match event {
+        Event::SocketError(e) => socket_error_json(e),
+        Event::IcmpSent(e) => icmp_sent_json(e),
+        Event::Lost { time, count } => json!({
+            "event": "lost",
+            "time": rfc3339(*time),
+            "netns": null,
+            "probe": null,
+            "count": count,
+        }),
+    }
+}
+
+fn socket_error_json(e: &SocketError) -> Value {
+    json!({
+        "event": "socket_error",
+        "time": rfc3339(e.meta.time),
+        "netns": e.meta.netns,
+        "probe": e.meta.probe.as_str(),
+        "family": e.family.as_str(),
+        "local": e.local.to_string(),
+        "remote": e.remote.map(|r| r.to_string()),
+        "icmp": e.icmp.map(|i| json!({
+            "type": i.icmp_type,
+            "code": i.code,
+            "from": i.from.map(|f| f.to_string()),
+        })),
+        "errno": errno_name(e.errno),
+        "verdict": e.verdict.map(|v| v.as_str()),
+        "recverr": e.recverr,
+        // The task the error was processed in (see event::Meta): the socket's owner is a later addition.
+        "pid": e.meta.pid,
+        "comm": e.meta.comm,
+    })
+}
+
+fn icmp_sent_json(e: &IcmpSent) -> Value {
+    json!({
+        "event": "icmp_sent",
+        "time": rfc3339(e.meta.time),
+        "netns": e.meta.netns,
+        "probe": e.meta.probe.as_str(),
+        "family": e.family.as_str(),
+        "icmp": { "type": e.icmp.icmp_type, "code": e.icmp.code },
+        "packet": e.packet.map(|p| json!({
+            "src": endpoint(&p, true),
+            "dst": endpoint(&p, false),
+            "proto": proto_name(p.proto),
+        })),
+        "cause": e.cause.as_str(),
+    })
+}
+
+/// The local time of day, `HH:MM:SS.micros`, for the start of a text line.
+fn clock_time(time: SystemTime) -> String {
+    // RFC 3339 in UTC: keep the time of day. Text output is for eyes; JSON carries the full date.
+    let full = rfc3339(time);
+    full.split_once('T').map_or(full.clone(), |(_, t)| t.trim_end_matches('Z').to_owned())
+}
+
+pub fn text(event: &Event) -> String {
+    match event {
+        Event::SocketError(e) => {
+            let remote = e.remote.map_or_else(|| "?".to_owned(), |r| r.to_string());
+            let icmp = match e.icmp {
+                Some(i) => format!(
+                    "icmp {}{}",
+                    icmp_name(e.family, i.icmp_type, i.code),
+                    i.from.map(|f| format!(" from {f}")).unwrap_or_default()
+                ),
+                None => "icmp unseen".to_owned(),
+            };
+            format!(
+                "{} {} {}  {} -> {}  {}  pid {} {}  netns {}  ({})",
+                clock_time(e.meta.time),
+                errno_name(e.errno).unwrap_or("-"),
+                e.verdict.map_or("?", |v| v.as_str()),
+                e.local,
+                remote,
+                icmp,
+                e.meta.pid,
+                escape(&e.meta.comm),
+                e.meta.netns,
+                explain_socket_error(e),
+            )
+        }
+        Event::IcmpSent(e) => {
+            let about = e.packet.map_or_else(
+                || "an unreadable packet".to_owned(),
+                |p| format!("{} {} -> {}", proto_name(p.proto), endpoint(&p, true), endpoint(&p, false)),
+            );
+            format!(
+                "{} icmp_sent {}  about {}  cause {}  netns {}  ({})",
+                clock_time(e.meta.time),
+                icmp_name(e.family, e.icmp.icmp_type, e.icmp.code),
+                about,
+                e.cause.as_str(),
+                e.meta.netns,
+                explain_icmp_sent(e),
+            )
+        }
+        Event::Lost { time, count } => {
+            format!("{} lost {count} events: the ring buffer was full", clock_time(*time))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        cause::Cause,
+        event::{Clock, decode, tests as raw},
+    };
+
+    /// Booted at 2023-11-14T22:13:20Z; the sample events are stamped 5 s after boot.
+    fn clock() -> Clock {
+        Clock::with_boot_epoch_ns(1_700_000_000_000_000_000)
+    }
+
+    fn socket_error() -> Event {
+        decode(&raw::bytes_of(&raw::raw_socket_error_v4()), clock()).unwrap()
+    }
+
+    fn icmp_sent() -> Event {
+        let mut event = decode(&raw::bytes_of(&raw::raw_icmp_sent_v4()), clock()).unwrap();
+        if let Event::IcmpSent(e) = &mut event {
+            e.cause = Cause::NoListener;
+        }
+        event
+    }
+
+    #[test]
+    fn socket_error_json_has_the_schema_fields() {
+        let value = json(&socket_error());
+        assert_eq!(
+            value,
+            json!({
+                "event": "socket_error",
+                "time": "2023-11-14T22:13:25.000000Z",
+                "netns": 4026532001u32,
+                "probe": "tracepoint",
+                "family": "ipv4",
+                "local": "10.0.0.2:40312",
+                "remote": "10.0.0.9:8888",
+                "icmp": null,
+                "errno": "ECONNREFUSED",
+                "verdict": "delivered",
+                "recverr": null,
+                "pid": 4711,
+                "comm": "client",
+            })
+        );
+    }
+
+    #[test]
+    fn icmp_sent_json_has_the_schema_fields() {
+        assert_eq!(
+            json(&icmp_sent()),
+            json!({
+                "event": "icmp_sent",
+                "time": "2023-11-14T22:13:25.000000Z",
+                "netns": 4026532001u32,
+                "probe": "tracepoint",
+                "family": "ipv4",
+                "icmp": {"type": 3, "code": 3},
+                "packet": {"src": "10.0.0.2:40312", "dst": "10.0.0.9:8888", "proto": "udp"},
+                "cause": "no_listener",
+            })
+        );
+    }
+
+    #[test]
+    fn lost_json() {
+        let event = Event::Lost { time: SystemTime::UNIX_EPOCH, count: 7 };
+        assert_eq!(
+            json(&event),
+            json!({"event": "lost", "time": "1970-01-01T00:00:00.000000Z", "netns": null, "probe": null, "count": 7})
+        );
+    }
+
+    #[test]
+    fn ipv6_addresses_are_bracketed() {
+        let mut raw_event = raw::raw_socket_error_v4();
+        raw_event.header.family = udptrace_common::AF_INET6 as u8;
+        raw_event.local_addr = "fd00::2".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        raw_event.remote_addr = "fd00::9".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        let event = decode(&raw::bytes_of(&raw_event), clock()).unwrap();
+        let value = json(&event);
+        assert_eq!(value["local"], "[fd00::2]:40312");
+        assert_eq!(value["remote"], "[fd00::9]:8888");
+        assert_eq!(value["family"], "ipv6");
+        assert!(text(&event).contains("[fd00::2]:40312 -> [fd00::9]:8888"));
+    }
+
+    #[test]
+    fn text_lines_carry_the_facts_and_an_explanation() {
+        let line = text(&socket_error());
+        assert_eq!(
+            line,
+            "22:13:25.000000 ECONNREFUSED delivered  10.0.0.2:40312 -> 10.0.0.9:8888  icmp unseen  pid 4711 client  \
+             netns 4026532001  (no process listens on udp/8888 at 10.0.0.9; the next send or receive fails with \
+             ECONNREFUSED)"
+        );
+        assert_eq!(
+            text(&icmp_sent()),
+            "22:13:25.000000 icmp_sent port-unreachable  about udp 10.0.0.2:40312 -> 10.0.0.9:8888  cause \
+             no_listener  netns 4026532001  (no socket listens on udp/8888 here)"
+        );
+    }
+
+    #[test]
+    fn control_characters_from_the_traced_system_are_escaped() {
+        assert_eq!(escape("evil\x1b[31m\nname\\"), "evil\\x1b[31m\\x0aname\\\\");
+        let mut raw_event = raw::raw_socket_error_v4();
+        raw_event.header.comm[..4].copy_from_slice(b"a\x1b\nb");
+        let line = text(&decode(&raw::bytes_of(&raw_event), clock()).unwrap());
+        assert!(!line.chars().any(|c| c.is_control()), "{line:?}");
+    }
+}
