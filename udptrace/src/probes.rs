@@ -21,9 +21,9 @@ pub fn print(facts: &KernelFacts, verbose: bool) -> Result<()> {
         per_mode.push((mode, loader::attach_all(&mut ebpf, facts, choice)));
     }
 
-    println!("{:<14} {:<11} {}", "hook", "mode", "result");
     let mut auto = Vec::new();
     for (index, hook) in HOOKS.iter().enumerate() {
+        println!("\n{}: {}", hook.name, hook.observes);
         let mut chosen = None;
         for (mode, outcomes) in &per_mode {
             let outcome = &outcomes[index];
@@ -35,14 +35,14 @@ pub fn print(facts: &KernelFacts, verbose: bool) -> Result<()> {
                 }
                 _ => format!("no: {}", why_not(outcome)),
             };
-            println!("{:<14} {:<11} {}", hook.name, mode.as_str(), result);
+            println!("  {:<11} {}", mode.as_str(), result);
             if verbose {
                 print_failures(outcome);
             }
         }
         auto.push(format!("{}={}", hook.name, chosen.map_or("none", AttachMode::as_str)));
     }
-    println!("--probe auto would use: {}", auto.join(", "));
+    println!("\n--probe auto would use: {}", auto.join(", "));
     Ok(())
 }
 

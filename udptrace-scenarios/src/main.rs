@@ -1,0 +1,39 @@
+//! `udptrace-scenarios --udptrace PATH --probe MODE [--only NAME]`: runs the scenario suite against a
+//! udptrace binary and prints one line per check and the totals. Exits 1 if any check failed.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use udptrace_scenarios::{Config, run};
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let mut udptrace = None;
+    let mut mode = None;
+    let mut only = None;
+    let mut timeout = Duration::from_secs(10);
+    while let Some(arg) = args.next() {
+        match (arg.as_str(), args.next()) {
+            ("--udptrace", Some(v)) => udptrace = Some(PathBuf::from(v)),
+            ("--probe", Some(v)) => mode = Some(v),
+            ("--only", Some(v)) => only = Some(v),
+            ("--event-timeout", Some(v)) => match v.parse() {
+                Ok(secs) => timeout = Duration::from_secs(secs),
+                Err(_) => return usage(&format!("--event-timeout takes whole seconds, not `{v}`")),
+            },
+            (other, _) => return usage(&format!("unexpected argument `{other}`")),
+        }
+    }
+    let (Some(udptrace), Some(mode)) = (udptrace, mode) else {
+        return usage("--udptrace and --probe are required");
+    };
+    let config = Config { udptrace, mode: mode.clone(), only, event_timeout: timeout };
+    let report = run(&config, &format!("{mode:<11} "));
+    println!("{}", report.totals());
+    if report.failed() == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+fn usage(problem: &str) -> ExitCode {
+    eprintln!("udptrace-scenarios: {problem}");
+    eprintln!("usage: udptrace-scenarios --udptrace PATH --probe fentry|kprobe|tracepoint [--only NAME] [--event-timeout SECS]");
+    ExitCode::from(2)
+}

@@ -1,0 +1,178 @@
+//! A real udptrace process, as a user runs it: `--json`, one forced mode, events read line by line.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::mpsc::{Receiver, RecvTimeoutError, channel},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
+
+/// How long udptrace may take to attach. Emulated kernels (QEMU TCG) are slow to verify programs.
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct Tracer {
+    child: Child,
+    events: Receiver<Value>,
+    stderr: Receiver<String>,
+    /// The hooks udptrace attached, from its `udptrace: tracing (hook=mode, ...)` line.
+    pub attached: Vec<(String, String)>,
+    /// Every event read so far, for failure messages and "nothing else" checks.
+    pub seen: Vec<Value>,
+}
+
+impl Tracer {
+    pub fn start(udptrace: &Path, mode: &str) -> Result<Self> {
+        let mut child = Command::new(udptrace)
+            .args(["--json", "--probe", mode])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", udptrace.display()))?;
+        let (event_tx, events) = channel();
+        let stdout = child.stdout.take().context("udptrace stdout")?;
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let value = serde_json::from_str(&line).unwrap_or_else(|_| Value::String(line));
+                if event_tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        let (err_tx, stderr) = channel();
+        let child_stderr = child.stderr.take().context("udptrace stderr")?;
+        std::thread::spawn(move || {
+            for line in BufReader::new(child_stderr).lines().map_while(Result::ok) {
+                if err_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut tracer = Self { child, events, stderr, attached: Vec::new(), seen: Vec::new() };
+        tracer.wait_attached()?;
+        Ok(tracer)
+    }
+
+    fn wait_attached(&mut self) -> Result<()> {
+        let deadline = Instant::now() + ATTACH_TIMEOUT;
+        let mut said = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix("udptrace: tracing") {
+                        self.attached = parse_attached(rest);
+                        return Ok(());
+                    }
+                    said.push(line);
+                }
+                Err(_) => {
+                    let _ = self.child.kill();
+                    bail!("udptrace did not start tracing: {}", said.join(" | "));
+                }
+            }
+        }
+    }
+
+    /// The mode `hook` attached in, if it did.
+    pub fn mode_of(&self, hook: &str) -> Option<&str> {
+        self.attached.iter().find(|(h, _)| h == hook).map(|(_, m)| m.as_str())
+    }
+
+    /// Waits for the first event (already seen or new) for which `matches` holds.
+    pub fn expect(&mut self, what: &str, timeout: Duration, matches: impl Fn(&Value) -> bool) -> Result<Value> {
+        if let Some(found) = self.seen.iter().find(|v| matches(v)) {
+            return Ok(found.clone());
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(value) => {
+                    self.seen.push(value.clone());
+                    if matches(&value) {
+                        return Ok(value);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                    bail!("no {what} within {timeout:?}; udptrace printed: {}", self.seen_summary());
+                }
+            }
+        }
+    }
+
+    /// Collects what arrives for `period` (to check that something did NOT happen).
+    pub fn collect_for(&mut self, period: Duration) {
+        let deadline = Instant::now() + period;
+        while let Ok(value) = self.events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            self.seen.push(value);
+        }
+    }
+
+    pub fn seen_summary(&self) -> String {
+        if self.seen.is_empty() {
+            return "nothing".to_owned();
+        }
+        self.seen.iter().map(Value::to_string).collect::<Vec<_>>().join(" ")
+    }
+
+    /// SIGINT, as Ctrl-C: udptrace must exit 0 and print its closing counts.
+    pub fn stop(mut self) -> Result<String> {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = self.child.try_wait()? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                bail!("udptrace did not stop within 30 s of SIGINT");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let closing: Vec<String> = self.stderr.try_iter().collect();
+        if !status.success() {
+            bail!("udptrace exited with {status}: {}", closing.join(" | "));
+        }
+        closing
+            .into_iter()
+            .find(|l| l.contains("events seen"))
+            .context("udptrace stopped without printing how many events it saw and lost")
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `" (socket_error=tracepoint, icmp_send=tracepoint); Ctrl-C to stop"` -> pairs.
+fn parse_attached(rest: &str) -> Vec<(String, String)> {
+    let inside = rest.split_once('(').and_then(|(_, r)| r.split_once(')')).map_or("", |(i, _)| i);
+    inside
+        .split(',')
+        .filter_map(|pair| pair.trim().split_once('='))
+        .map(|(hook, mode)| (hook.to_owned(), mode.to_owned()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_tracing_line() {
+        assert_eq!(
+            parse_attached(" (socket_error=tracepoint, icmp_send=fentry); Ctrl-C to stop"),
+            vec![("socket_error".into(), "tracepoint".into()), ("icmp_send".into(), "fentry".into())]
+        );
+        assert!(parse_attached("").is_empty());
+    }
+}

@@ -1,0 +1,22 @@
+//! The scenario suite on this host, in tracepoint mode (the only mode the development and CI machines
+//! allow; fentry and kprobe run in the QEMU matrix, `cargo xtask vm-test`).
+//!
+//! A custom harness: every check prints pass, FAIL or "skip, because ...", and the closing line counts
+//! them. Without root the whole suite is skipped, and says so.
+
+use std::{process::ExitCode, time::Duration};
+
+use udptrace_scenarios::{Config, run};
+
+fn main() -> ExitCode {
+    let config = Config {
+        udptrace: env!("CARGO_BIN_EXE_udptrace").into(),
+        mode: "tracepoint".to_owned(),
+        only: std::env::args().nth(1).filter(|a| !a.starts_with('-')),
+        event_timeout: Duration::from_secs(10),
+    };
+    println!("\nrunning the scenario suite against {} (tracepoint mode)", config.udptrace.display());
+    let report = run(&config, "tracepoint  ");
+    println!("\nscenarios: {}", report.totals());
+    if report.failed() == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}

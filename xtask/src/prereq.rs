@@ -1,0 +1,140 @@
+//! Installing what the build and the tests need on a fresh machine, saying what it does as it goes.
+//! `.ci/run` reaches this through `cargo xtask test`; nothing is installed twice.
+
+use std::{
+    path::PathBuf,
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{is_root, say};
+
+/// The LLVM major that the preinstalled nightly uses; bpf-linker must link the same one.
+const LLVM_MAJOR: &str = "22";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Debian packages, by what needs them.
+pub const BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev"];
+pub const TEST_PACKAGES: &[&str] = &["iproute2", "procps"];
+
+/// `$CARGO_HOME/bin`, where `cargo install` puts bpf-linker.
+pub fn cargo_bin_dir() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cargo"))
+        .join("bin")
+}
+
+/// PATH with `$CARGO_HOME/bin` first, so that aya-build's nightly cargo finds bpf-linker.
+pub fn path_with_cargo_bin() -> String {
+    let current = std::env::var("PATH").unwrap_or_default();
+    format!("{}:{current}", cargo_bin_dir().display())
+}
+
+pub fn ensure_build() -> Result<()> {
+    ensure_packages(BUILD_PACKAGES)?;
+    ensure_rust_src()?;
+    ensure_bpf_linker()
+}
+
+pub fn ensure_test() -> Result<()> {
+    ensure_build()?;
+    ensure_packages(TEST_PACKAGES)
+}
+
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+pub fn ensure_packages(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!("missing Debian packages {}: install them as root (apt-get install {})", missing.join(" "), missing.join(" "));
+    }
+    say(&format!("installing Debian packages: {}", missing.join(" ")));
+    run_visible(Command::new("apt-get").args(["update", "-q"]))?;
+    run_visible(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn ensure_rust_src() -> Result<()> {
+    let output = Command::new("rustup")
+        .args(["component", "list", "--toolchain", "nightly", "--installed"])
+        .output()
+        .context("running rustup (is rustup installed?)")?;
+    if !output.status.success() {
+        bail!(
+            "rustup has no nightly toolchain: the eBPF programs need nightly (build-std), and no toolchain can be \
+             downloaded here: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    if String::from_utf8_lossy(&output.stdout).lines().any(|l| l.starts_with("rust-src")) {
+        return Ok(());
+    }
+    say("adding rust-src to the nightly toolchain (the eBPF build compiles core itself)");
+    run_visible(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+/// bpf-linker at the pinned version, linked against LLVM 22.
+fn bpf_linker_ok() -> bool {
+    let binary = cargo_bin_dir().join("bpf-linker");
+    let version = Command::new(&binary).arg("--version").output();
+    let Ok(version) = version else { return false };
+    if !String::from_utf8_lossy(&version.stdout).contains(BPF_LINKER_VERSION) {
+        return false;
+    }
+    // A dynamically linked bpf-linker names its libLLVM; it must be LLVM 22's.
+    let libs = Command::new("ldd").arg(&binary).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    match libs {
+        Ok(libs) => libs
+            .lines()
+            .filter(|l| l.contains("libLLVM"))
+            .all(|l| l.contains(&format!("libLLVM.so.{LLVM_MAJOR}")) || l.contains(&format!("libLLVM-{LLVM_MAJOR}"))),
+        Err(_) => true,
+    }
+}
+
+fn ensure_bpf_linker() -> Result<()> {
+    if bpf_linker_ok() {
+        return Ok(());
+    }
+    say(&format!("building bpf-linker {BPF_LINKER_VERSION} against LLVM {LLVM_MAJOR} (about a minute)"));
+    let llvm = format!("/usr/lib/llvm-{LLVM_MAJOR}");
+    let path = format!("{llvm}/bin:{}", path_with_cargo_bin());
+    run_visible(
+        Command::new("cargo")
+            .args(["install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked", "--force", "--no-default-features"])
+            .args(["--features", &format!("llvm-{LLVM_MAJOR}")])
+            .env("LLVM_PREFIX", &llvm)
+            // /usr/bin/llvm-config may be another LLVM: the PATH decides which one the build finds.
+            .env("PATH", path),
+    )?;
+    if !bpf_linker_ok() {
+        bail!("bpf-linker was installed but does not report {BPF_LINKER_VERSION} linked against LLVM {LLVM_MAJOR}");
+    }
+    Ok(())
+}
+
+/// Runs a command with its output shown, failing on a non-zero exit.
+pub fn run_visible(command: &mut Command) -> Result<()> {
+    let shown = format!("{command:?}");
+    let status = command.stdin(Stdio::null()).status().with_context(|| format!("running {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed with {status}");
+    }
+    Ok(())
+}
