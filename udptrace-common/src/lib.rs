@@ -147,11 +147,15 @@ pub struct KernelOffsets {
     pub sk_net: u32,
     pub sk_err: u32,
     pub sk_protocol: u32,
+    /// `__sk_common.skc_state`: TCP_ESTABLISHED (1) for a connected UDP socket.
+    pub sk_state: u32,
     /// `struct net`: `ns.inum`.
     pub net_inum: u32,
     /// `struct sk_buff`.
     pub skb_head: u32,
+    pub skb_data: u32,
     pub skb_network_header: u32,
+    pub skb_transport_header: u32,
     pub skb_dev: u32,
     pub skb_sk: u32,
     /// `struct net_device`: `nd_net.net`.
@@ -169,5 +173,5 @@ const _: () = {
     assert!(core::mem::size_of::<EventHeader>() == 40);
     assert!(core::mem::size_of::<SocketError>() == 40 + 48 + 4 + 4 + 4 + 4);
     assert!(core::mem::size_of::<IcmpSent>() == 40 + 32 + 4 + 4 + 8 + 8 * ICMP_STACK_DEPTH);
-    assert!(core::mem::size_of::<KernelOffsets>() == 16 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 19 * 4);
 };

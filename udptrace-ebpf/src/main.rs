@@ -3,8 +3,8 @@
 //! - `send.rs`: an ICMP error this host emits (`icmp_sent`);
 //! - `kernel.rs`: reading kernel memory through offsets user space resolved from BTF.
 //!
-//! Each program is a thin wrapper around a `try_` function returning `Result`; failures are counted in
-//! `STATS`, never silently dropped.
+//! Each program is a thin wrapper, one per mode (fentry/fexit, kprobe/kretprobe, tracepoint), around
+//! shared functions returning `Result`; failures are counted in `STATS`, never silently dropped.
 #![no_std]
 #![no_main]
 
@@ -13,9 +13,8 @@ mod recv;
 mod send;
 
 use aya_ebpf::{
-    macros::{map, raw_tracepoint},
+    macros::map,
     maps::{PerCpuArray, RingBuf},
-    programs::RawTracePointContext,
 };
 
 /// Events for user space. Resized by user space at load time (`--buffer` size); 1 MiB holds about
@@ -39,24 +38,6 @@ fn count(stat: u32) {
         // SAFETY: per-CPU slot, and programs do not nest on one CPU for these hooks.
         unsafe { *counter += 1 };
     }
-}
-
-/// `sock:inet_sk_error_report` (5.14+): `TP_PROTO(const struct sock *sk)`.
-#[raw_tracepoint(tracepoint = "inet_sk_error_report")]
-pub fn tp_inet_sk_error_report(ctx: RawTracePointContext) -> i32 {
-    if recv::inet_sk_error_report(&ctx).is_err() {
-        count(STAT_READ_ERROR);
-    }
-    0
-}
-
-/// `icmp:icmp_send` (6.1.130+, 6.6.81+, 6.10+): `TP_PROTO(const struct sk_buff *skb, int type, int code)`.
-#[raw_tracepoint(tracepoint = "icmp_send")]
-pub fn tp_icmp_send(ctx: RawTracePointContext) -> i32 {
-    if send::icmp_send(&ctx).is_err() {
-        count(STAT_READ_ERROR);
-    }
-    0
 }
 
 #[cfg(not(test))]

@@ -1,34 +1,72 @@
-//! An ICMP error this host emits.
+//! An ICMP error this host emits: `icmp_sent`.
 //!
-//! `icmp:icmp_send` fires inside `__icmp_send()` (`net/ipv4/icmp.c`) once the ICMP is built, after the
-//! rate limits: suppressed errors never reach it. IPv4 only. The offending packet is the skb the caller
-//! passed in; its network header is set on every path that calls `icmp_send()`.
+//! Tracepoint mode: `icmp:icmp_send` fires inside `__icmp_send()` (`net/ipv4/icmp.c`) once every check
+//! and rate limit has passed, right before the reply is pushed. IPv4 only.
+//!
+//! fentry/kprobe modes: `__icmp_send()` (IPv4; `icmp_send()` is an inline wrapper since 5.0) and
+//! `icmp6_send()` (IPv6; `icmpv6_send()` is an inline wrapper since 5.12, 5.4.102). Both return
+//! `void` and give up silently in many places (no route back, rate limits, errors about errors), so the
+//! entry only prepares the event in a per-CPU slot; it is emitted at exit only if the reply was pushed
+//! (`ip_push_pending_frames()` / `ip6_push_pending_frames()` ran in between, called from
+//! `icmp_push_reply()` / `icmpv6_push_pending_frames()` in 5.x to 6.18).
 //!
 //! Why the ICMP was sent is decided in user space from the kernel stack recorded here (`__udp4_lib_rcv`:
 //! no listener, `nf_send_unreach`: firewall REJECT, `ip_error`: no route, ...). The stack costs one
 //! unwind per ICMP error, and ICMP errors are rare and rate-limited, unlike a correlation through
 //! `skb:kfree_skb`, which would run for every packet the host drops.
 
-use aya_ebpf::{helpers::generated::bpf_get_stack, programs::RawTracePointContext, EbpfContext};
+use aya_ebpf::{
+    EbpfContext,
+    helpers::generated::bpf_get_stack,
+    macros::{fentry, fexit, kprobe, kretprobe, map, raw_tracepoint},
+    maps::PerCpuArray,
+    programs::{FEntryContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext},
+};
 use udptrace_common::{
-    AF_INET, ICMP_STACK_DEPTH, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE, IcmpSent, icmp_sent_flags, kind,
-    probe,
+    AF_INET, AF_INET6, ICMP_STACK_DEPTH, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE, IcmpSent, KernelOffsets,
+    icmp_sent_flags, kind, probe,
 };
 
 use crate::{
-    EVENTS, STAT_LOST, count,
+    EVENTS, STAT_LOST, STAT_READ_ERROR, count,
     kernel::{ReadResult, header, netns_inum, offsets, read, sock_netns},
 };
 
 /// IPv4 `frag_off`: the fragment offset bits. A non-first fragment carries no transport header.
 const IP_OFFSET_MASK: u16 = 0x1fff;
 
-pub fn icmp_send(ctx: &RawTracePointContext) -> ReadResult<()> {
-    let skb: *const u8 = ctx.arg(0);
-    let icmp_type: u64 = ctx.arg(1);
-    let icmp_code: u64 = ctx.arg(2);
-    let off = offsets();
+/// One ICMP error being built by `__icmp_send` / `icmp6_send` on this CPU.
+#[repr(C)]
+pub struct IcmpSend {
+    event: IcmpSent,
+    active: u8,
+    /// The reply was pushed to the IP layer.
+    sent: u8,
+    _pad: [u8; 6],
+}
 
+#[map]
+static ICMP_SEND: PerCpuArray<IcmpSend> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn state() -> Option<&'static mut IcmpSend> {
+    // SAFETY: a per-CPU slot; __icmp_send runs with bottom halves disabled from its rate-limit check on,
+    // so nothing else on this CPU uses the slot meanwhile.
+    ICMP_SEND.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
+/// Fills `event` for the offending packet `skb`: header, ICMP type/code, the packet, the kernel stack.
+#[inline(always)]
+fn fill<C: EbpfContext>(
+    ctx: &C,
+    mode: u8,
+    family: u16,
+    skb: *const u8,
+    icmp_type: u8,
+    icmp_code: u8,
+    event: &mut IcmpSent,
+) -> ReadResult<()> {
+    let off = offsets();
     // The namespace of the device the packet came in on; a locally generated packet (REJECT in OUTPUT)
     // may have none yet, then its socket's.
     let dev = read::<*const u8>(skb, off.skb_dev)?;
@@ -38,45 +76,55 @@ pub fn icmp_send(ctx: &RawTracePointContext) -> ReadResult<()> {
     } else {
         netns_inum(read::<*const u8>(dev, off.dev_net)?, &off)?
     };
-
-    let Some(mut entry) = EVENTS.reserve::<IcmpSent>(0) else {
-        count(STAT_LOST);
-        return Ok(());
-    };
-    let event = entry.as_mut_ptr();
-    // SAFETY: `event` points at a reserved ring-buffer slot of the right size; every field is written
-    // before submit.
-    unsafe {
-        (*event).header = header(ctx, kind::ICMP_SENT, probe::TRACEPOINT, AF_INET, netns);
-        (*event).icmp_type = icmp_type as u8;
-        (*event).icmp_code = icmp_code as u8;
-        (*event).src = [0; 16];
-        (*event).dst = [0; 16];
-        (*event).sport = 0;
-        (*event).dport = 0;
-        (*event).proto = 0;
-        (*event).flags = 0;
-        (*event)._pad0 = [0; 4];
-        read_offending_packet(skb, &off, &mut *event);
-        (*event).stack = [0; ICMP_STACK_DEPTH];
-        (*event).stack_bytes = bpf_get_stack(
-            ctx.as_ptr(),
-            (*event).stack.as_mut_ptr().cast(),
-            (ICMP_STACK_DEPTH * 8) as u32,
-            0,
-        ) as i32;
+    event.header = header(ctx, kind::ICMP_SENT, mode, family, netns);
+    event.icmp_type = icmp_type;
+    event.icmp_code = icmp_code;
+    event.src = [0; 16];
+    event.dst = [0; 16];
+    event.sport = 0;
+    event.dport = 0;
+    event.proto = 0;
+    event.flags = 0;
+    event._pad0 = [0; 4];
+    if family == AF_INET {
+        read_ipv4_packet(skb, &off, event);
+    } else {
+        read_ipv6_packet(skb, &off, event);
     }
-    entry.submit(0);
+    event.stack = [0; ICMP_STACK_DEPTH];
+    // SAFETY: the buffer is the event's stack array, of the size passed.
+    event.stack_bytes = unsafe {
+        bpf_get_stack(ctx.as_ptr(), event.stack.as_mut_ptr().cast(), (ICMP_STACK_DEPTH * 8) as u32, 0)
+    } as i32;
     Ok(())
+}
+
+/// The start of the offending packet's IP header.
+#[inline(always)]
+fn network_header(skb: *const u8, off: &KernelOffsets) -> ReadResult<*const u8> {
+    let head = read::<*const u8>(skb, off.skb_head)?;
+    Ok(head.wrapping_add(read::<u16>(skb, off.skb_network_header)? as usize))
+}
+
+#[inline(always)]
+fn has_ports(proto: u8) -> bool {
+    matches!(proto, IPPROTO_UDP | IPPROTO_UDPLITE | IPPROTO_TCP)
+}
+
+#[inline(always)]
+fn read_ports(at: *const u8, offset: u32, event: &mut IcmpSent) {
+    if let Ok(ports) = read::<[u8; 4]>(at, offset) {
+        event.sport = u16::from_be_bytes([ports[0], ports[1]]);
+        event.dport = u16::from_be_bytes([ports[2], ports[3]]);
+        event.flags |= icmp_sent_flags::PORTS_KNOWN;
+    }
 }
 
 /// Fills `src`, `dst`, `proto` and, when the packet has them, the ports. Leaves the flags clear for what
 /// could not be read: the event is still worth reporting.
 #[inline(always)]
-fn read_offending_packet(skb: *const u8, off: &udptrace_common::KernelOffsets, event: &mut IcmpSent) {
-    let Ok(head) = read::<*const u8>(skb, off.skb_head) else { return };
-    let Ok(network_header) = read::<u16>(skb, off.skb_network_header) else { return };
-    let iph = head.wrapping_add(network_header as usize);
+fn read_ipv4_packet(skb: *const u8, off: &KernelOffsets, event: &mut IcmpSent) {
+    let Ok(iph) = network_header(skb, off) else { return };
     // struct iphdr: version/ihl at 0, frag_off at 6, protocol at 9, saddr at 12, daddr at 16.
     let Ok(version_ihl) = read::<u8>(iph, 0) else { return };
     if version_ihl >> 4 != 4 {
@@ -91,15 +139,167 @@ fn read_offending_packet(skb: *const u8, off: &udptrace_common::KernelOffsets, e
     event.src[..4].copy_from_slice(&saddr);
     event.dst[..4].copy_from_slice(&daddr);
     event.flags |= icmp_sent_flags::PACKET_KNOWN;
-
     let ihl = u32::from(version_ihl & 0x0f) * 4;
-    let has_ports = matches!(proto, IPPROTO_UDP | IPPROTO_UDPLITE | IPPROTO_TCP);
-    if !has_ports || ihl < 20 || u16::from_be(frag_off) & IP_OFFSET_MASK != 0 {
+    if has_ports(proto) && ihl >= 20 && u16::from_be(frag_off) & IP_OFFSET_MASK == 0 {
+        read_ports(iph, ihl, event);
+    }
+}
+
+/// IPv6: nexthdr at 6, saddr at 8, daddr at 24. Ports only when no extension header comes first.
+#[inline(always)]
+fn read_ipv6_packet(skb: *const u8, off: &KernelOffsets, event: &mut IcmpSent) {
+    let Ok(ip6h) = network_header(skb, off) else { return };
+    let Ok(version) = read::<u8>(ip6h, 0) else { return };
+    if version >> 4 != 6 {
         return;
     }
-    if let Ok(ports) = read::<[u8; 4]>(iph, ihl) {
-        event.sport = u16::from_be_bytes([ports[0], ports[1]]);
-        event.dport = u16::from_be_bytes([ports[2], ports[3]]);
-        event.flags |= icmp_sent_flags::PORTS_KNOWN;
+    let (Ok(next), Ok(saddr), Ok(daddr)) = (read::<u8>(ip6h, 6), read::<[u8; 16]>(ip6h, 8), read::<[u8; 16]>(ip6h, 24))
+    else {
+        return;
+    };
+    event.proto = next;
+    event.src = saddr;
+    event.dst = daddr;
+    event.flags |= icmp_sent_flags::PACKET_KNOWN;
+    if has_ports(next) {
+        read_ports(ip6h, 40, event);
     }
+}
+
+#[inline(always)]
+fn icmp_send_enter<C: EbpfContext>(
+    ctx: &C,
+    mode: u8,
+    family: u16,
+    skb: *const u8,
+    icmp_type: u8,
+    icmp_code: u8,
+) -> ReadResult<()> {
+    let Some(slot) = state() else { return Ok(()) };
+    slot.active = 0;
+    fill(ctx, mode, family, skb, icmp_type, icmp_code, &mut slot.event)?;
+    slot.sent = 0;
+    slot.active = 1;
+    Ok(())
+}
+
+#[inline(always)]
+fn reply_pushed() {
+    if let Some(slot) = state()
+        && slot.active == 1
+    {
+        slot.sent = 1;
+    }
+}
+
+#[inline(always)]
+fn icmp_send_exit() {
+    let Some(slot) = state() else { return };
+    if slot.active == 1 && slot.sent == 1 && EVENTS.output::<IcmpSent>(&slot.event, 0).is_err() {
+        count(STAT_LOST);
+    }
+    slot.active = 0;
+}
+
+fn report(result: ReadResult<()>) -> u32 {
+    if result.is_err() {
+        count(STAT_READ_ERROR);
+    }
+    0
+}
+
+// fentry/fexit.
+
+/// `void __icmp_send(struct sk_buff *skb_in, int type, int code, __be32 info, ...)`; the last argument
+/// changed type in 6.18 and is not read.
+#[fentry(function = "__icmp_send")]
+pub fn fentry_icmp_send(ctx: FEntryContext) -> u32 {
+    report(icmp_send_enter(&ctx, probe::FENTRY, AF_INET, ctx.arg(0), ctx.arg::<i32>(1) as u8, ctx.arg::<i32>(2) as u8))
+}
+
+#[fexit(function = "__icmp_send")]
+pub fn fexit_icmp_send(_ctx: FExitContext) -> u32 {
+    icmp_send_exit();
+    0
+}
+
+/// `void icmp6_send(struct sk_buff *skb, u8 type, u8 code, __u32 info, ...)`.
+#[fentry(function = "icmp6_send")]
+pub fn fentry_icmp6_send(ctx: FEntryContext) -> u32 {
+    report(icmp_send_enter(&ctx, probe::FENTRY, AF_INET6, ctx.arg(0), ctx.arg::<u8>(1), ctx.arg::<u8>(2)))
+}
+
+#[fexit(function = "icmp6_send")]
+pub fn fexit_icmp6_send(_ctx: FExitContext) -> u32 {
+    icmp_send_exit();
+    0
+}
+
+#[fentry(function = "ip_push_pending_frames")]
+pub fn fentry_ip_push_pending_frames(_ctx: FEntryContext) -> u32 {
+    reply_pushed();
+    0
+}
+
+#[fentry(function = "ip6_push_pending_frames")]
+pub fn fentry_ip6_push_pending_frames(_ctx: FEntryContext) -> u32 {
+    reply_pushed();
+    0
+}
+
+// kprobe/kretprobe.
+
+#[kprobe]
+pub fn kprobe_icmp_send(ctx: ProbeContext) -> u32 {
+    match (ctx.arg::<*const u8>(0), ctx.arg::<u64>(1), ctx.arg::<u64>(2)) {
+        (Some(skb), Some(t), Some(c)) => report(icmp_send_enter(&ctx, probe::KPROBE, AF_INET, skb, t as u8, c as u8)),
+        _ => report(Err(-1)),
+    }
+}
+
+#[kprobe]
+pub fn kprobe_icmp6_send(ctx: ProbeContext) -> u32 {
+    match (ctx.arg::<*const u8>(0), ctx.arg::<u64>(1), ctx.arg::<u64>(2)) {
+        (Some(skb), Some(t), Some(c)) => report(icmp_send_enter(&ctx, probe::KPROBE, AF_INET6, skb, t as u8, c as u8)),
+        _ => report(Err(-1)),
+    }
+}
+
+/// Both `__icmp_send` and `icmp6_send` return here.
+#[kretprobe]
+pub fn kretprobe_icmp_send(_ctx: RetProbeContext) -> u32 {
+    icmp_send_exit();
+    0
+}
+
+/// Both `ip_push_pending_frames` and `ip6_push_pending_frames`.
+#[kprobe]
+pub fn kprobe_push_pending_frames(_ctx: ProbeContext) -> u32 {
+    reply_pushed();
+    0
+}
+
+// Tracepoint mode.
+
+/// `icmp:icmp_send` (6.10+, backported to 6.1.130 and 6.6.81):
+/// `TP_PROTO(const struct sk_buff *skb, int type, int code)`.
+#[raw_tracepoint(tracepoint = "icmp_send")]
+pub fn tp_icmp_send(ctx: RawTracePointContext) -> i32 {
+    let skb: *const u8 = ctx.arg(0);
+    let icmp_type: u64 = ctx.arg(1);
+    let icmp_code: u64 = ctx.arg(2);
+    let Some(mut entry) = EVENTS.reserve::<IcmpSent>(0) else {
+        count(STAT_LOST);
+        return 0;
+    };
+    // SAFETY: a reserved ring-buffer slot of the right size, filled field by field before submit.
+    let result = fill(&ctx, probe::TRACEPOINT, AF_INET, skb, icmp_type as u8, icmp_code as u8, unsafe {
+        &mut *entry.as_mut_ptr()
+    });
+    if result.is_ok() {
+        entry.submit(0);
+    } else {
+        entry.discard(0);
+    }
+    report(result) as i32
 }

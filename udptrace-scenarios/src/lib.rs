@@ -3,7 +3,7 @@
 //! (`cargo test`, tracepoint mode) and inside each QEMU kernel (`cargo xtask vm-test`).
 
 pub mod netns;
-mod suite;
+pub mod suite;
 pub mod tracer;
 
 use std::{fmt, path::PathBuf, time::Duration};
@@ -33,6 +33,11 @@ pub struct Config {
     pub only: Option<String>,
     /// How long to wait for each event: longer under emulation.
     pub event_timeout: Duration,
+    /// How long to watch for an event that must not come.
+    pub quiet_period: Duration,
+    /// Every hook must attach in `mode` (the QEMU matrix for fentry and kprobe): a hook that cannot is a
+    /// failure, not a skip.
+    pub require_attach: bool,
 }
 
 #[derive(Debug, Default)]
@@ -82,23 +87,55 @@ fn unable_to_run() -> Option<String> {
     None
 }
 
-/// Runs every scenario, printing each check as it completes (prefixed with `prefix`).
+/// Runs every scenario against one udptrace, printing each check as it completes (prefixed with
+/// `prefix`).
 pub fn run(config: &Config, prefix: &str) -> Report {
     let mut report = Report::default();
-    let scenarios = suite::SCENARIOS.iter().filter(|s| config.only.as_ref().is_none_or(|o| s.name.contains(o.as_str())));
-    let unable = unable_to_run();
-    if unable.is_none() {
-        netns::sweep_stale();
+    let mut record = |check: Check| {
+        println!("{prefix}{check}");
+        report.checks.push(check);
+    };
+    let scenarios: Vec<&suite::Scenario> =
+        suite::SCENARIOS.iter().filter(|s| config.only.as_ref().is_none_or(|o| s.name.contains(o.as_str()))).collect();
+    let all = |outcome: Outcome| scenarios.iter().map(move |s| Check { scenario: s.name, name: "all", outcome: outcome.clone() });
+
+    if let Some(why) = unable_to_run() {
+        all(Outcome::Skip(why)).for_each(&mut record);
+        return report;
     }
-    for scenario in scenarios {
-        let checks = match &unable {
-            Some(why) => vec![Check { scenario: scenario.name, name: "all", outcome: Outcome::Skip(why.clone()) }],
-            None => suite::run_one(scenario, config),
+    netns::sweep_stale();
+    let mut tracer = match tracer::Tracer::start(&config.udptrace, &config.mode) {
+        Ok(tracer) => tracer,
+        Err(e) => {
+            let why = format!("{e:#}");
+            let outcome = if config.require_attach || !why.contains("could attach") {
+                Outcome::Fail(why)
+            } else {
+                Outcome::Skip(format!("nothing attaches in {} mode here: {why}", config.mode))
+            };
+            all(outcome).for_each(&mut record);
+            return report;
+        }
+    };
+    if config.require_attach {
+        let outcome = match tracer.not_traced.as_slice() {
+            [] => Outcome::Pass,
+            missing => Outcome::Fail(missing.join("; ")),
         };
-        for check in checks {
-            println!("{prefix}{check}");
-            report.checks.push(check);
+        record(Check { scenario: "udptrace", name: "all_hooks_attach", outcome });
+    }
+    for scenario in &scenarios {
+        let results = (scenario.run)(config, &mut tracer)
+            .unwrap_or_else(|e| vec![("setup", Outcome::Fail(format!("{e:#}")))]);
+        for (name, outcome) in results {
+            record(Check { scenario: scenario.name, name, outcome });
         }
     }
+    let outcome = match tracer.stop() {
+        Ok(line) if line.contains(" 0 lost") && line.contains(" 0 unreadable") => Outcome::Pass,
+        Ok(line) => Outcome::Fail(format!("events went missing: {line}")),
+        Err(e) => Outcome::Fail(format!("{e:#}")),
+    };
+    record(Check { scenario: "udptrace", name: "clean_stop", outcome });
     report
 }

@@ -1,4 +1,4 @@
-//! `udptrace-scenarios --udptrace PATH --probe MODE [--only NAME]`: runs the scenario suite against a
+//! `udptrace-scenarios --udptrace PATH --probe MODE [--only NAME] [--require-attach]`: runs the scenario suite against a
 //! udptrace binary and prints one line per check and the totals. Exits 1 if any check failed.
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -11,7 +11,12 @@ fn main() -> ExitCode {
     let mut mode = None;
     let mut only = None;
     let mut timeout = Duration::from_secs(10);
+    let mut require_attach = false;
     while let Some(arg) = args.next() {
+        if arg == "--require-attach" {
+            require_attach = true;
+            continue;
+        }
         match (arg.as_str(), args.next()) {
             ("--udptrace", Some(v)) => udptrace = Some(PathBuf::from(v)),
             ("--probe", Some(v)) => mode = Some(v),
@@ -26,7 +31,14 @@ fn main() -> ExitCode {
     let (Some(udptrace), Some(mode)) = (udptrace, mode) else {
         return usage("--udptrace and --probe are required");
     };
-    let config = Config { udptrace, mode: mode.clone(), only, event_timeout: timeout };
+    let config = Config {
+        udptrace,
+        mode: mode.clone(),
+        only,
+        event_timeout: timeout,
+        quiet_period: timeout / 4,
+        require_attach,
+    };
     let report = run(&config, &format!("{mode:<11} "));
     println!("{}", report.totals());
     if report.failed() == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
@@ -34,6 +46,6 @@ fn main() -> ExitCode {
 
 fn usage(problem: &str) -> ExitCode {
     eprintln!("udptrace-scenarios: {problem}");
-    eprintln!("usage: udptrace-scenarios --udptrace PATH --probe fentry|kprobe|tracepoint [--only NAME] [--event-timeout SECS]");
+    eprintln!("usage: udptrace-scenarios --udptrace PATH --probe fentry|kprobe|tracepoint [--only NAME] [--event-timeout SECS] [--require-attach]");
     ExitCode::from(2)
 }

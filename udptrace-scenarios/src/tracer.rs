@@ -22,6 +22,8 @@ pub struct Tracer {
     pub attached: Vec<(String, String)>,
     /// Every event read so far, for failure messages and "nothing else" checks.
     pub seen: Vec<Value>,
+    /// udptrace's warnings about hooks it could not attach.
+    pub not_traced: Vec<String>,
 }
 
 impl Tracer {
@@ -52,7 +54,7 @@ impl Tracer {
                 }
             }
         });
-        let mut tracer = Self { child, events, stderr, attached: Vec::new(), seen: Vec::new() };
+        let mut tracer = Self { child, events, stderr, attached: Vec::new(), seen: Vec::new(), not_traced: Vec::new() };
         tracer.wait_attached()?;
         Ok(tracer)
     }
@@ -68,11 +70,15 @@ impl Tracer {
                         self.attached = parse_attached(rest);
                         return Ok(());
                     }
+                    if line.contains("not traced") {
+                        self.not_traced.push(line.clone());
+                    }
                     said.push(line);
                 }
-                Err(_) => {
+                Err(RecvTimeoutError::Disconnected) => bail!("{}", said.join(" | ")),
+                Err(RecvTimeoutError::Timeout) => {
                     let _ = self.child.kill();
-                    bail!("udptrace did not start tracing: {}", said.join(" | "));
+                    bail!("udptrace did not start tracing within {ATTACH_TIMEOUT:?}: {}", said.join(" | "));
                 }
             }
         }

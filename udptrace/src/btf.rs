@@ -78,9 +78,12 @@ impl KernelBtf {
             sk_err: sock("sk_err")?,
             // A u16 of its own since 5.6 (before, a bitfield: member_offset refuses it).
             sk_protocol: sock("sk_protocol")?,
+            sk_state: sock("__sk_common.skc_state")?,
             net_inum: self.member_offset("net", "ns.inum")?,
             skb_head: self.member_offset("sk_buff", "head")?,
+            skb_data: self.member_offset("sk_buff", "data")?,
             skb_network_header: self.member_offset("sk_buff", "network_header")?,
+            skb_transport_header: self.member_offset("sk_buff", "transport_header")?,
             skb_dev: self.member_offset("sk_buff", "dev")?,
             skb_sk: self.member_offset("sk_buff", "sk")?,
             dev_net: self.member_offset("net_device", "nd_net.net")?,

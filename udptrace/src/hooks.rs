@@ -50,6 +50,12 @@ impl fmt::Display for AttachMode {
 /// Where one program attaches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Target {
+    /// A kernel function, on entry, through a BPF trampoline (needs the function in BTF).
+    FEntry(&'static str),
+    /// A kernel function, on return, through a BPF trampoline.
+    FExit(&'static str),
+    Kprobe(&'static str),
+    Kretprobe(&'static str),
     /// A raw tracepoint, by its name without the category (`sock:inet_sk_error_report` is
     /// `inet_sk_error_report`); `category` is for display.
     RawTracepoint { category: &'static str, name: &'static str },
@@ -58,16 +64,25 @@ pub enum Target {
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Target::FEntry(func) => write!(f, "fentry:{func}"),
+            Target::FExit(func) => write!(f, "fexit:{func}"),
+            Target::Kprobe(func) => write!(f, "kprobe:{func}"),
+            Target::Kretprobe(func) => write!(f, "kretprobe:{func}"),
             Target::RawTracepoint { category, name } => write!(f, "{category}:{name}"),
         }
     }
 }
 
-/// One program of a variant: the name of the function in the eBPF object, and where it attaches.
+/// One program of a variant: the name of the function in the eBPF object, and where it attaches. One
+/// program may attach to several targets (a kretprobe shared by the IPv4 and IPv6 functions).
 #[derive(Clone, Copy, Debug)]
 pub struct Program {
     pub name: &'static str,
     pub target: Target,
+}
+
+const fn program(name: &'static str, target: Target) -> Program {
+    Program { name, target }
 }
 
 /// One way (mode) to implement a logical hook. All its programs attach, or none does.
@@ -96,32 +111,91 @@ impl Hook {
     }
 }
 
+use Target::{FEntry, FExit, Kprobe, Kretprobe, RawTracepoint};
+
 pub static HOOKS: &[Hook] = &[
     Hook {
         name: "socket_error",
         observes: "an ICMP error reaching a UDP socket (socket_error)",
-        variants: &[Variant {
-            mode: AttachMode::Tracepoint,
-            programs: &[Program {
-                name: "tp_inet_sk_error_report",
-                target: Target::RawTracepoint { category: "sock", name: "inet_sk_error_report" },
-            }],
-            since: "5.14",
-            limits: "only delivered errors; no ICMP header (icmp: null); remote unknown for unconnected sockets",
-        }],
+        variants: &[
+            Variant {
+                mode: AttachMode::FEntry,
+                programs: &[
+                    program("fentry_udp4_lib_err", FEntry("__udp4_lib_err")),
+                    program("fexit_udp4_lib_err", FExit("__udp4_lib_err")),
+                    program("fentry_udp6_lib_err", FEntry("__udp6_lib_err")),
+                    program("fexit_udp6_lib_err", FExit("__udp6_lib_err")),
+                    program("fexit_udp4_lib_lookup", FExit("__udp4_lib_lookup")),
+                    program("fexit_udp6_lib_lookup", FExit("__udp6_lib_lookup")),
+                    program("fexit_sock_queue_err_skb", FExit("sock_queue_err_skb")),
+                    program("fentry_sk_error_report", FEntry("sk_error_report")),
+                ],
+                since: "5.12 (sk_error_report); BPF trampolines: x86_64 5.5, arm64 6.0",
+                limits: "every verdict, with the ICMP header, IPv4 and IPv6",
+            },
+            Variant {
+                mode: AttachMode::Kprobe,
+                programs: &[
+                    program("kprobe_udp4_lib_err", Kprobe("__udp4_lib_err")),
+                    program("kprobe_udp6_lib_err", Kprobe("__udp6_lib_err")),
+                    program("kretprobe_udp_lib_err", Kretprobe("__udp4_lib_err")),
+                    program("kretprobe_udp_lib_err", Kretprobe("__udp6_lib_err")),
+                    program("kretprobe_udp_lib_lookup", Kretprobe("__udp4_lib_lookup")),
+                    program("kretprobe_udp_lib_lookup", Kretprobe("__udp6_lib_lookup")),
+                    program("kretprobe_sock_queue_err_skb", Kretprobe("sock_queue_err_skb")),
+                    program("kprobe_sk_error_report", Kprobe("sk_error_report")),
+                ],
+                since: "5.12 (sk_error_report); CONFIG_KPROBES",
+                limits: "every verdict, with the ICMP header, IPv4 and IPv6; the socket-lookup kretprobe runs for every UDP packet received",
+            },
+            Variant {
+                mode: AttachMode::Tracepoint,
+                programs: &[program(
+                    "tp_inet_sk_error_report",
+                    RawTracepoint { category: "sock", name: "inet_sk_error_report" },
+                )],
+                since: "5.14",
+                limits: "delivered errors only, without the ICMP header; no remote for unconnected sockets",
+            },
+        ],
     },
     Hook {
         name: "icmp_send",
         observes: "an ICMP error this host sends (icmp_sent)",
-        variants: &[Variant {
-            mode: AttachMode::Tracepoint,
-            programs: &[Program {
-                name: "tp_icmp_send",
-                target: Target::RawTracepoint { category: "icmp", name: "icmp_send" },
-            }],
-            since: "6.10 (backported to 6.1.130, 6.6.81)",
-            limits: "IPv4 only; errors suppressed by rate limits are not seen",
-        }],
+        variants: &[
+            Variant {
+                mode: AttachMode::FEntry,
+                programs: &[
+                    program("fentry_icmp_send", FEntry("__icmp_send")),
+                    program("fexit_icmp_send", FExit("__icmp_send")),
+                    program("fentry_icmp6_send", FEntry("icmp6_send")),
+                    program("fexit_icmp6_send", FExit("icmp6_send")),
+                    program("fentry_ip_push_pending_frames", FEntry("ip_push_pending_frames")),
+                    program("fentry_ip6_push_pending_frames", FEntry("ip6_push_pending_frames")),
+                ],
+                since: "5.0 (__icmp_send); BPF trampolines: x86_64 5.5, arm64 6.0",
+                limits: "IPv4 and IPv6, only ICMP errors actually pushed out",
+            },
+            Variant {
+                mode: AttachMode::Kprobe,
+                programs: &[
+                    program("kprobe_icmp_send", Kprobe("__icmp_send")),
+                    program("kprobe_icmp6_send", Kprobe("icmp6_send")),
+                    program("kretprobe_icmp_send", Kretprobe("__icmp_send")),
+                    program("kretprobe_icmp_send", Kretprobe("icmp6_send")),
+                    program("kprobe_push_pending_frames", Kprobe("ip_push_pending_frames")),
+                    program("kprobe_push_pending_frames", Kprobe("ip6_push_pending_frames")),
+                ],
+                since: "5.0 (__icmp_send); CONFIG_KPROBES",
+                limits: "IPv4 and IPv6, only ICMP errors actually pushed out",
+            },
+            Variant {
+                mode: AttachMode::Tracepoint,
+                programs: &[program("tp_icmp_send", RawTracepoint { category: "icmp", name: "icmp_send" })],
+                since: "6.10 (backported to 6.1.130, 6.6.81)",
+                limits: "IPv4 only",
+            },
+        ],
     },
 ];
 
@@ -130,18 +204,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_hook_has_a_tracepoint_variant_and_unique_program_names() {
-        let mut names = Vec::new();
+    fn every_hook_has_every_mode_and_no_program_serves_two_variants() {
+        let mut owners: Vec<(&str, AttachMode, &str)> = Vec::new();
         for hook in HOOKS {
-            assert!(hook.variant(AttachMode::Tracepoint).is_some(), "{} has no tracepoint variant", hook.name);
-            for variant in hook.variants {
+            for mode in AttachMode::LADDER {
+                let variant = hook.variant(mode).unwrap_or_else(|| panic!("{} has no {mode} variant", hook.name));
                 assert!(!variant.programs.is_empty());
-                names.extend(variant.programs.iter().map(|p| p.name));
+                for program in variant.programs {
+                    // The program's kind must match the mode it serves.
+                    let kind_ok = match (mode, program.target) {
+                        (AttachMode::FEntry, Target::FEntry(_) | Target::FExit(_)) => true,
+                        (AttachMode::Kprobe, Target::Kprobe(_) | Target::Kretprobe(_)) => true,
+                        (AttachMode::Tracepoint, Target::RawTracepoint { .. }) => true,
+                        _ => false,
+                    };
+                    assert!(kind_ok, "{} in {mode} attaches as {}", program.name, program.target);
+                    if let Some((_, other_mode, other_hook)) = owners.iter().find(|(n, ..)| *n == program.name) {
+                        assert_eq!((*other_mode, *other_hook), (mode, hook.name), "{} serves two variants", program.name);
+                    }
+                    owners.push((program.name, mode, hook.name));
+                }
             }
         }
-        let count = names.len();
-        names.sort_unstable();
-        names.dedup();
-        assert_eq!(names.len(), count, "a program is named by two variants");
     }
 }

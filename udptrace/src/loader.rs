@@ -7,8 +7,8 @@ use std::{io, path::Path};
 
 use anyhow::{Context as _, Result, bail};
 use aya::{
-    Ebpf, EbpfLoader,
-    programs::{ProgramError, RawTracePoint},
+    Btf, Ebpf, EbpfLoader,
+    programs::{FEntry, FExit, KProbe, ProgramError, RawTracePoint},
 };
 use clap::ValueEnum;
 
@@ -64,6 +64,8 @@ pub struct HookOutcome {
 /// Facts about this kernel that decide which modes can work, gathered once.
 pub struct KernelFacts {
     pub btf: KernelBtf,
+    /// aya's view of the same BTF, which fentry/fexit programs are loaded against; read on first use.
+    aya_btf: std::cell::OnceCell<Result<Btf, String>>,
     /// `/sys/bus/event_source/devices/kprobe` exists only with CONFIG_KPROBES.
     pub has_kprobes: bool,
     pub release: String,
@@ -73,11 +75,19 @@ impl KernelFacts {
     pub fn gather() -> Result<Self> {
         Ok(Self {
             btf: KernelBtf::load()?,
+            aya_btf: std::cell::OnceCell::new(),
             has_kprobes: Path::new("/sys/bus/event_source/devices/kprobe/type").exists(),
             release: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .map(|s| s.trim().to_owned())
                 .unwrap_or_else(|_| "unknown".to_owned()),
         })
+    }
+
+    fn aya_btf(&self) -> Result<&Btf, String> {
+        self.aya_btf
+            .get_or_init(|| Btf::from_sys_fs().map_err(|e| format!("reading the kernel's BTF: {e}")))
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// Why `variant` cannot work here, found without loading anything; `None` if it may.
@@ -87,7 +97,12 @@ impl KernelFacts {
         }
         variant.programs.iter().find_map(|program| match program.target {
             Target::RawTracepoint { category, name } => (!self.btf.has_tracepoint(name))
-                .then(|| format!("tracepoint {category}:{name} is absent (kernel {})", variant.since)),
+                .then(|| format!("tracepoint {category}:{name} is absent (needs kernel {})", variant.since)),
+            // A function missing from BTF is absent, or inlined everywhere: nothing can attach to it.
+            Target::FEntry(function) | Target::FExit(function) | Target::Kprobe(function) | Target::Kretprobe(function) => {
+                (!self.btf.has_function(function))
+                    .then(|| format!("kernel function {function} is absent (needs kernel {})", variant.since))
+            }
         })
     }
 }
@@ -137,24 +152,69 @@ fn attach_variant(ebpf: &mut Ebpf, facts: &KernelFacts, variant: &Variant) -> Re
         return Err(fail(reason, None));
     }
     for program in variant.programs {
-        attach_program(ebpf, program).map_err(|(reason, log)| fail(reason, log))?;
+        if let Err((reason, log)) = attach_program(ebpf, facts, program) {
+            // All or nothing: a half-attached variant would give half the story, and the next mode would
+            // report the same events twice.
+            unload_variant(ebpf, variant);
+            return Err(fail(format!("{}: {reason}", program.target), log));
+        }
     }
     Ok(())
 }
 
-/// Loads and attaches one program. On failure: a one-line reason and the verifier log if there is one.
-fn attach_program(ebpf: &mut Ebpf, program: &Program) -> Result<(), (String, Option<String>)> {
+/// Loads (once) and attaches one program. On failure: a one-line reason and the verifier log if any.
+fn attach_program(ebpf: &mut Ebpf, facts: &KernelFacts, program: &Program) -> Result<(), (String, Option<String>)> {
     let Some(prog) = ebpf.program_mut(program.name) else {
         return Err((format!("program {} is missing from the eBPF object", program.name), None));
     };
+    let wrong_kind = |e: ProgramError| (e.to_string(), None);
     match program.target {
+        Target::FEntry(function) => {
+            let fentry: &mut FEntry = prog.try_into().map_err(wrong_kind)?;
+            let btf = facts.aya_btf().map_err(|e| (e, None))?;
+            load_once(fentry.load(function, btf))?;
+            fentry.attach().map_err(describe_program_error)?;
+        }
+        Target::FExit(function) => {
+            let fexit: &mut FExit = prog.try_into().map_err(wrong_kind)?;
+            let btf = facts.aya_btf().map_err(|e| (e, None))?;
+            load_once(fexit.load(function, btf))?;
+            fexit.attach().map_err(describe_program_error)?;
+        }
+        Target::Kprobe(function) | Target::Kretprobe(function) => {
+            let kprobe: &mut KProbe = prog.try_into().map_err(wrong_kind)?;
+            load_once(kprobe.load())?;
+            kprobe.attach(function, 0).map_err(describe_program_error)?;
+        }
         Target::RawTracepoint { name, .. } => {
-            let tp: &mut RawTracePoint = prog.try_into().map_err(|e: ProgramError| (e.to_string(), None))?;
-            tp.load().map_err(describe_program_error)?;
+            let tp: &mut RawTracePoint = prog.try_into().map_err(wrong_kind)?;
+            load_once(tp.load())?;
             tp.attach(name).map_err(describe_program_error)?;
         }
     }
     Ok(())
+}
+
+/// A program shared by two targets is loaded for the first and only attached for the second.
+fn load_once(result: Result<(), ProgramError>) -> Result<(), (String, Option<String>)> {
+    match result {
+        Ok(()) | Err(ProgramError::AlreadyLoaded) => Ok(()),
+        Err(e) => Err(describe_program_error(e)),
+    }
+}
+
+/// Detaches and unloads every program of `variant` (those never loaded are left as they are).
+fn unload_variant(ebpf: &mut Ebpf, variant: &Variant) {
+    use aya::programs::Program as P;
+    for program in variant.programs {
+        let _ = match ebpf.program_mut(program.name) {
+            Some(P::FEntry(p)) => p.unload(),
+            Some(P::FExit(p)) => p.unload(),
+            Some(P::KProbe(p)) => p.unload(),
+            Some(P::RawTracePoint(p)) => p.unload(),
+            _ => Ok(()),
+        };
+    }
 }
 
 fn describe_program_error(error: ProgramError) -> (String, Option<String>) {
@@ -162,11 +222,15 @@ fn describe_program_error(error: ProgramError) -> (String, Option<String>) {
         ProgramError::LoadError { io_error, verifier_log } => {
             let log = verifier_log.to_string();
             let reason = match io_error.raw_os_error() {
-                Some(libc::EPERM) => {
-                    "the kernel refused to load it (EPERM): missing CAP_BPF/CAP_PERFMON, or lockdown or a \
-                     security module forbids it"
+                // SAFETY: no arguments.
+                Some(libc::EPERM) if unsafe { libc::geteuid() } == 0 => {
+                    "the kernel refused to load it (EPERM) although udptrace runs as root: kernel lockdown or a \
+                     security module forbids this program type here"
                         .to_owned()
                 }
+                Some(libc::EPERM) => "the kernel refused to load it (EPERM): udptrace needs CAP_BPF and \
+                                      CAP_PERFMON (run it as root)"
+                    .to_owned(),
                 _ if !log.trim().is_empty() => format!("the verifier rejected it ({io_error})"),
                 _ => format!("loading failed: {io_error}"),
             };
@@ -178,7 +242,14 @@ fn describe_program_error(error: ProgramError) -> (String, Option<String>) {
 
 /// The error chain on one line.
 pub fn one_line(error: &anyhow::Error) -> String {
-    error.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ")
+    let mut parts: Vec<String> = Vec::new();
+    for cause in error.chain().map(ToString::to_string) {
+        // Libraries often repeat their cause in their own message: say each thing once.
+        if !parts.last().is_some_and(|previous| previous.ends_with(&cause) || previous.contains(&cause)) {
+            parts.push(cause);
+        }
+    }
+    parts.join(": ")
 }
 
 /// Turns a permission error into what the user should do.

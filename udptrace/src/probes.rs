@@ -31,13 +31,13 @@ pub fn print(facts: &KernelFacts, verbose: bool) -> Result<()> {
                 (Some(_), Some(variant)) => {
                     chosen.get_or_insert(*mode);
                     let targets: Vec<String> = variant.programs.iter().map(|p| p.target.to_string()).collect();
-                    format!("attached ({}; sees less: {})", targets.join(", "), variant.limits)
+                    format!("attached: {} ({})", targets.join(", "), variant.limits)
                 }
                 _ => format!("no: {}", why_not(outcome)),
             };
             println!("  {:<11} {}", mode.as_str(), result);
             if verbose {
-                print_failures(outcome);
+                print_verifier_logs(outcome);
             }
         }
         auto.push(format!("{}={}", hook.name, chosen.map_or("none", AttachMode::as_str)));
@@ -55,8 +55,14 @@ pub fn why_not(outcome: &HookOutcome) -> String {
 pub fn print_failures(outcome: &HookOutcome) {
     for failure in &outcome.failures {
         eprintln!("udptrace: {} ({}): {}", outcome.hook.name, failure.mode, failure.reason);
+    }
+    print_verifier_logs(outcome);
+}
+
+fn print_verifier_logs(outcome: &HookOutcome) {
+    for failure in &outcome.failures {
         if let Some(log) = &failure.verifier_log {
-            eprintln!("udptrace: verifier log:\n{log}");
+            eprintln!("udptrace: {} ({}): verifier log:\n{log}", outcome.hook.name, failure.mode);
         }
     }
 }

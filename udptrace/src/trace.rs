@@ -169,8 +169,12 @@ impl Session {
         stop
     }
 
-    /// Adds what user space knows: the cause of an ICMP this host sent.
+    /// Adds what user space knows: the errno an ignored error would have been, the cause of an ICMP this
+    /// host sent.
     fn enrich(&mut self, mut event: Event) -> Event {
+        if let Event::SocketError(e) = &mut event {
+            fill_errno(e);
+        }
         if let (Event::IcmpSent(e), Some(kallsyms)) = (&mut event, &mut self.kallsyms) {
             e.cause = kallsyms.classify(&e.stack, e.icmp.icmp_type, e.icmp.code);
             if e.cause == crate::cause::Cause::Other {
@@ -211,6 +215,19 @@ impl Session {
             return Some(Stop::OutputClosed);
         }
         None
+    }
+}
+
+/// A delivered error carries the socket's `sk_err`. For an ignored one (or one that matched no socket) the
+/// kernel computed the errno but stored it nowhere: name the one its tables give, so that the user sees
+/// which error the application did not get.
+fn fill_errno(e: &mut crate::event::SocketError) {
+    if e.errno == 0
+        && e.verdict != Some(crate::event::Verdict::Delivered)
+        && let Some(icmp) = e.icmp
+        && let Some((errno, _hard)) = crate::explain::icmp_errno(e.family, icmp.icmp_type, icmp.code)
+    {
+        e.errno = errno;
     }
 }
 
