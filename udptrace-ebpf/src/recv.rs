@@ -32,7 +32,7 @@ use udptrace_common::{
 
 use crate::{
     EVENTS, STAT_LOST, STAT_READ_ERROR, count,
-    kernel::{ReadResult, header, netns_inum, offsets, read, sock_netns},
+    kernel::{ReadResult, header, netns_inum, offsets, read, read_into, sock_netns},
 };
 
 /// `-ENOENT`: `__udp4_lib_err` found no socket (an `int` return since 4.20).
@@ -83,12 +83,18 @@ fn udp_err_enter<C: EbpfContext>(ctx: &C, mode: u8, skb: *const u8, v6: Option<(
     let dev = read::<*const u8>(skb, off.skb_dev)?;
     let netns = if dev.is_null() { 0 } else { netns_inum(read::<*const u8>(dev, off.dev_net)?, &off)? };
 
-    let family = if v6.is_some() { AF_INET6 } else { AF_INET };
-    let mut event = SocketError {
-        header: header(ctx, kind::SOCKET_ERROR, mode, family, netns),
-        flags: socket_error_flags::ICMP_KNOWN | socket_error_flags::RECVERR_KNOWN | socket_error_flags::REMOTE_KNOWN,
-        ..SocketError::default()
-    };
+    // Built in place in the per-CPU slot: a SocketError on the stack as well would push the 6.1
+    // verifier past its 512-byte stack limit.
+    let event = &mut slot.event;
+    event.header = header(ctx, kind::SOCKET_ERROR, mode, if v6.is_some() { AF_INET6 } else { AF_INET }, netns);
+    event.flags =
+        socket_error_flags::ICMP_KNOWN | socket_error_flags::RECVERR_KNOWN | socket_error_flags::REMOTE_KNOWN;
+    event.errno = 0;
+    event.verdict = verdict::UNKNOWN;
+    event._pad0 = [0; 4];
+    event.local_addr = [0; 16];
+    event.remote_addr = [0; 16];
+    event.icmp_from = [0; 16];
     // The quoted packet was sent by a local socket: its source is the socket's address, its
     // destination the peer's.
     let ports_at = match v6 {
@@ -96,17 +102,17 @@ fn udp_err_enter<C: EbpfContext>(ctx: &C, mode: u8, skb: *const u8, v6: Option<(
             let icmp = head.wrapping_add(read::<u16>(skb, off.skb_transport_header)? as usize);
             event.icmp_type = read::<u8>(icmp, 0)?;
             event.icmp_code = read::<u8>(icmp, 1)?;
-            event.icmp_from[..4].copy_from_slice(&read::<[u8; 4]>(outer, 12)?);
-            event.local_addr[..4].copy_from_slice(&read::<[u8; 4]>(data, 12)?);
-            event.remote_addr[..4].copy_from_slice(&read::<[u8; 4]>(data, 16)?);
+            read_into(outer, 12, &mut event.icmp_from[..4])?;
+            read_into(data, 12, &mut event.local_addr[..4])?;
+            read_into(data, 16, &mut event.remote_addr[..4])?;
             u32::from(read::<u8>(data, 0)? & 0x0f) * 4
         }
         Some((icmp_type, icmp_code, offset)) => {
             event.icmp_type = icmp_type;
             event.icmp_code = icmp_code;
-            event.icmp_from = read::<[u8; 16]>(outer, 8)?;
-            event.local_addr = read::<[u8; 16]>(data, 8)?;
-            event.remote_addr = read::<[u8; 16]>(data, 24)?;
+            read_into(outer, 8, &mut event.icmp_from)?;
+            read_into(data, 8, &mut event.local_addr)?;
+            read_into(data, 24, &mut event.remote_addr)?;
             offset as u32
         }
     };
@@ -119,7 +125,6 @@ fn udp_err_enter<C: EbpfContext>(ctx: &C, mode: u8, skb: *const u8, v6: Option<(
     event.local_port = u16::from_be_bytes([ports[0], ports[1]]);
     event.remote_port = u16::from_be_bytes([ports[2], ports[3]]);
 
-    slot.event = event;
     slot.sk = 0;
     slot.reported = 0;
     slot.queued = 0;
@@ -156,21 +161,22 @@ fn queue_err_exit(ret: i64) {
 #[inline(always)]
 fn error_report(sk: *const u8) -> ReadResult<()> {
     let Some(slot) = state() else { return Ok(()) };
-    if slot.active != 1 || (slot.sk != 0 && slot.sk != sk as u64) {
+    // Only the socket the lookup found: raw sockets are told of the same ICMP error in the same softirq.
+    if slot.active != 1 || slot.sk != sk as u64 {
         return Ok(());
     }
     let errno = read::<i32>(sk, offsets().sk_err)?;
     if errno != 0 {
-        slot.sk = sk as u64;
         slot.event.errno = errno;
         slot.reported = 1;
     }
     Ok(())
 }
 
-/// Return of `__udp{4,6}_lib_err`: decide the verdict from what happened, emit the event.
+/// Return of `__udp{4,6}_lib_err` (`ret`), or of a caller that does not pass its value on (`None`):
+/// decide the verdict from what happened, emit the event.
 #[inline(always)]
-fn udp_err_exit(ret: i64) -> ReadResult<()> {
+fn udp_err_exit(ret: Option<i64>) -> ReadResult<()> {
     let Some(slot) = state() else { return Ok(()) };
     if slot.active != 1 {
         return Ok(());
@@ -180,7 +186,11 @@ fn udp_err_exit(ret: i64) -> ReadResult<()> {
     if slot.queued == 1 {
         event.flags |= socket_error_flags::RECVERR;
     }
-    event.verdict = if ret == -ENOENT {
+    let no_socket = match ret {
+        Some(ret) => ret == -ENOENT,
+        None => slot.sk == 0 && slot.reported == 0,
+    };
+    event.verdict = if no_socket {
         verdict::NO_SOCKET
     } else if slot.reported == 1 {
         verdict::DELIVERED
@@ -190,7 +200,7 @@ fn udp_err_exit(ret: i64) -> ReadResult<()> {
         let state = read::<u8>(slot.sk as *const u8, offsets().sk_state)?;
         if state == TCP_ESTABLISHED { verdict::IGNORED_SOFT_ERROR } else { verdict::IGNORED_UNCONNECTED }
     } else {
-        // A tunnel socket took it (encap_err_rcv), or the lookup was not seen.
+        // A tunnel socket took it (encap_err_rcv).
         verdict::UNKNOWN
     };
     if EVENTS.output::<SocketError>(event, 0).is_err() {
@@ -216,18 +226,37 @@ pub fn fentry_udp4_lib_err(ctx: FEntryContext) -> u32 {
 
 #[fexit(function = "__udp4_lib_err")]
 pub fn fexit_udp4_lib_err(ctx: FExitContext) -> u32 {
-    report(udp_err_exit(ctx.arg::<i32>(3) as i64))
+    report(udp_err_exit(Some(ctx.arg::<i32>(3) as i64)))
 }
 
-#[fentry(function = "__udp6_lib_err")]
-pub fn fentry_udp6_lib_err(ctx: FEntryContext) -> u32 {
-    let v6 = (ctx.arg::<u8>(2), ctx.arg::<u8>(3), ctx.arg::<i32>(4));
-    report(udp_err_enter(&ctx, probe::FENTRY, ctx.arg(0), Some(v6)))
+/// `icmpv6_notify(skb, type, code, info)` (4 arguments) hands an ICMPv6 error to `__udp6_lib_err`, which
+/// takes 7: more than BPF trampolines take on x86_64 before 6.3 (and its wrapper `udpv6_err` cannot be
+/// patched). `skb->data` is the quoted IPv6 header here; UDP right after it is the case traced (a quoted
+/// packet with extension headers before UDP is not).
+#[fentry(function = "icmpv6_notify")]
+pub fn fentry_icmpv6_notify(ctx: FEntryContext) -> u32 {
+    let skb: *const u8 = ctx.arg(0);
+    let next = offsets_read_data_u8(skb, 6);
+    if !matches!(next, Ok(IPPROTO_UDP | IPPROTO_UDPLITE)) {
+        return 0;
+    }
+    let v6 = (ctx.arg::<u8>(1), ctx.arg::<u8>(2), IPV6_HEADER_LEN);
+    report(udp_err_enter(&ctx, probe::FENTRY, skb, Some(v6)))
 }
 
-#[fexit(function = "__udp6_lib_err")]
-pub fn fexit_udp6_lib_err(ctx: FExitContext) -> u32 {
-    report(udp_err_exit(ctx.arg::<i32>(7) as i64))
+/// Its return value (void before 6.12, a drop reason since) says nothing about UDP: the lookup does.
+#[fexit(function = "icmpv6_notify")]
+pub fn fexit_icmpv6_notify(_ctx: FExitContext) -> u32 {
+    report(udp_err_exit(None))
+}
+
+const IPV6_HEADER_LEN: i32 = 40;
+
+/// A byte at `skb->data + offset`.
+#[inline(always)]
+fn offsets_read_data_u8(skb: *const u8, offset: u32) -> ReadResult<u8> {
+    let data = read::<*const u8>(skb, offsets().skb_data)?;
+    read::<u8>(data, offset)
 }
 
 #[fexit(function = "__udp4_lib_lookup")]
@@ -276,7 +305,7 @@ pub fn kprobe_udp6_lib_err(ctx: ProbeContext) -> u32 {
 /// Both `__udp4_lib_err` and `__udp6_lib_err` return here.
 #[kretprobe]
 pub fn kretprobe_udp_lib_err(ctx: RetProbeContext) -> u32 {
-    report(udp_err_exit(ctx.ret::<i32>() as i64))
+    report(udp_err_exit(Some(ctx.ret::<i32>() as i64)))
 }
 
 /// Both `__udp4_lib_lookup` and `__udp6_lib_lookup`.

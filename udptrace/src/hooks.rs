@@ -79,11 +79,24 @@ impl fmt::Display for Target {
 pub struct Program {
     pub name: &'static str,
     pub target: Target,
+    /// Attached instead when `target` cannot be, with the reason the kernel may refuse it.
+    pub fallback: Option<(&'static Program, &'static str)>,
 }
 
 const fn program(name: &'static str, target: Target) -> Program {
-    Program { name, target }
+    Program { name, target, fallback: None }
 }
+
+impl Program {
+    const fn or(self, fallback: &'static Program, why: &'static str) -> Program {
+        Program { fallback: Some((fallback, why)), ..self }
+    }
+}
+
+/// BPF trampolines take at most six arguments on x86_64 before 6.3; the socket lookups take nine.
+const NINE_ARGUMENTS: &str = "fexit cannot attach to a 9-argument function before 6.3 on x86_64";
+const KRETPROBE_LOOKUP4: Program = program("kretprobe_udp_lib_lookup", Kretprobe("__udp4_lib_lookup"));
+const KRETPROBE_LOOKUP6: Program = program("kretprobe_udp_lib_lookup", Kretprobe("__udp6_lib_lookup"));
 
 /// One way (mode) to implement a logical hook. All its programs attach, or none does.
 #[derive(Clone, Copy, Debug)]
@@ -123,15 +136,16 @@ pub static HOOKS: &[Hook] = &[
                 programs: &[
                     program("fentry_udp4_lib_err", FEntry("__udp4_lib_err")),
                     program("fexit_udp4_lib_err", FExit("__udp4_lib_err")),
-                    program("fentry_udp6_lib_err", FEntry("__udp6_lib_err")),
-                    program("fexit_udp6_lib_err", FExit("__udp6_lib_err")),
-                    program("fexit_udp4_lib_lookup", FExit("__udp4_lib_lookup")),
-                    program("fexit_udp6_lib_lookup", FExit("__udp6_lib_lookup")),
+                    // icmpv6_notify (4 arguments) rather than __udp6_lib_err (7): trampolines take six before 6.3.
+                    program("fentry_icmpv6_notify", FEntry("icmpv6_notify")),
+                    program("fexit_icmpv6_notify", FExit("icmpv6_notify")),
+                    program("fexit_udp4_lib_lookup", FExit("__udp4_lib_lookup")).or(&KRETPROBE_LOOKUP4, NINE_ARGUMENTS),
+                    program("fexit_udp6_lib_lookup", FExit("__udp6_lib_lookup")).or(&KRETPROBE_LOOKUP6, NINE_ARGUMENTS),
                     program("fexit_sock_queue_err_skb", FExit("sock_queue_err_skb")),
                     program("fentry_sk_error_report", FEntry("sk_error_report")),
                 ],
                 since: "5.12 (sk_error_report); BPF trampolines: x86_64 5.5, arm64 6.0",
-                limits: "every verdict, with the ICMP header, IPv4 and IPv6",
+                limits: "every verdict, with the ICMP header, IPv4 and IPv6 (not quoted IPv6 packets with extension headers)",
             },
             Variant {
                 mode: AttachMode::Kprobe,
@@ -140,8 +154,8 @@ pub static HOOKS: &[Hook] = &[
                     program("kprobe_udp6_lib_err", Kprobe("__udp6_lib_err")),
                     program("kretprobe_udp_lib_err", Kretprobe("__udp4_lib_err")),
                     program("kretprobe_udp_lib_err", Kretprobe("__udp6_lib_err")),
-                    program("kretprobe_udp_lib_lookup", Kretprobe("__udp4_lib_lookup")),
-                    program("kretprobe_udp_lib_lookup", Kretprobe("__udp6_lib_lookup")),
+                    KRETPROBE_LOOKUP4,
+                    KRETPROBE_LOOKUP6,
                     program("kretprobe_sock_queue_err_skb", Kretprobe("sock_queue_err_skb")),
                     program("kprobe_sk_error_report", Kprobe("sk_error_report")),
                 ],
@@ -219,6 +233,9 @@ mod tests {
                         _ => false,
                     };
                     assert!(kind_ok, "{} in {mode} attaches as {}", program.name, program.target);
+                    if let Some((fallback, why)) = program.fallback {
+                        assert!(!why.is_empty() && fallback.fallback.is_none(), "{} has a bad fallback", program.name);
+                    }
                     if let Some((_, other_mode, other_hook)) = owners.iter().find(|(n, ..)| *n == program.name) {
                         assert_eq!((*other_mode, *other_hook), (mode, hook.name), "{} serves two variants", program.name);
                     }

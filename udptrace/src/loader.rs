@@ -59,6 +59,8 @@ pub struct HookOutcome {
     pub attached: Option<AttachMode>,
     /// The modes tried before (or instead of) the one that attached.
     pub failures: Vec<Failure>,
+    /// Programs of the attached variant that went in through their fallback, and why.
+    pub fallbacks: Vec<String>,
 }
 
 /// Facts about this kernel that decide which modes can work, gathered once.
@@ -90,20 +92,20 @@ impl KernelFacts {
             .map_err(Clone::clone)
     }
 
-    /// Why `variant` cannot work here, found without loading anything; `None` if it may.
-    fn precheck(&self, variant: &Variant) -> Option<String> {
-        if variant.mode == AttachMode::Kprobe && !self.has_kprobes {
-            return Some("no kprobes: this kernel was built without CONFIG_KPROBES".to_owned());
-        }
-        variant.programs.iter().find_map(|program| match program.target {
+    /// Why `program` cannot attach here, found without loading anything; `None` if it may.
+    fn precheck(&self, program: &Program, since: &str) -> Option<String> {
+        match program.target {
+            Target::Kprobe(_) | Target::Kretprobe(_) if !self.has_kprobes => {
+                Some("no kprobes: this kernel was built without CONFIG_KPROBES".to_owned())
+            }
             Target::RawTracepoint { category, name } => (!self.btf.has_tracepoint(name))
-                .then(|| format!("tracepoint {category}:{name} is absent (needs kernel {})", variant.since)),
+                .then(|| format!("tracepoint {category}:{name} is absent (needs kernel {since})")),
             // A function missing from BTF is absent, or inlined everywhere: nothing can attach to it.
             Target::FEntry(function) | Target::FExit(function) | Target::Kprobe(function) | Target::Kretprobe(function) => {
                 (!self.btf.has_function(function))
-                    .then(|| format!("kernel function {function} is absent (needs kernel {})", variant.since))
+                    .then(|| format!("kernel function {function} is absent (needs kernel {since})"))
             }
-        })
+        }
     }
 }
 
@@ -123,7 +125,7 @@ pub fn attach_all(ebpf: &mut Ebpf, facts: &KernelFacts, choice: ProbeChoice) -> 
     HOOKS
         .iter()
         .map(|hook| {
-            let mut outcome = HookOutcome { hook, attached: None, failures: Vec::new() };
+            let mut outcome = HookOutcome { hook, attached: None, failures: Vec::new(), fallbacks: Vec::new() };
             for &mode in choice.modes() {
                 let Some(variant) = hook.variant(mode) else {
                     outcome.failures.push(Failure {
@@ -134,8 +136,9 @@ pub fn attach_all(ebpf: &mut Ebpf, facts: &KernelFacts, choice: ProbeChoice) -> 
                     continue;
                 };
                 match attach_variant(ebpf, facts, variant) {
-                    Ok(()) => {
+                    Ok(fallbacks) => {
                         outcome.attached = Some(mode);
+                        outcome.fallbacks = fallbacks;
                         break;
                     }
                     Err(failure) => outcome.failures.push(failure),
@@ -146,20 +149,36 @@ pub fn attach_all(ebpf: &mut Ebpf, facts: &KernelFacts, choice: ProbeChoice) -> 
         .collect()
 }
 
-fn attach_variant(ebpf: &mut Ebpf, facts: &KernelFacts, variant: &Variant) -> Result<(), Failure> {
-    let fail = |reason: String, verifier_log: Option<String>| Failure { mode: variant.mode, reason, verifier_log };
-    if let Some(reason) = facts.precheck(variant) {
-        return Err(fail(reason, None));
-    }
+/// Attaches every program of `variant`, each through its fallback if it must. Returns the fallbacks taken.
+fn attach_variant(ebpf: &mut Ebpf, facts: &KernelFacts, variant: &Variant) -> Result<Vec<String>, Failure> {
+    let mut fallbacks = Vec::new();
     for program in variant.programs {
-        if let Err((reason, log)) = attach_program(ebpf, facts, program) {
+        let attached = checked_attach(ebpf, facts, program, variant.since).or_else(|primary| {
+            let Some((fallback, why)) = program.fallback else { return Err(primary) };
+            checked_attach(ebpf, facts, fallback, variant.since)
+                .map(|()| fallbacks.push(format!("{} instead of {} ({why})", fallback.target, program.target)))
+                .map_err(|_| primary)
+        });
+        if let Err((reason, verifier_log)) = attached {
             // All or nothing: a half-attached variant would give half the story, and the next mode would
             // report the same events twice.
             unload_variant(ebpf, variant);
-            return Err(fail(format!("{}: {reason}", program.target), log));
+            return Err(Failure { mode: variant.mode, reason: format!("{}: {reason}", program.target), verifier_log });
         }
     }
-    Ok(())
+    Ok(fallbacks)
+}
+
+fn checked_attach(
+    ebpf: &mut Ebpf,
+    facts: &KernelFacts,
+    program: &Program,
+    since: &str,
+) -> Result<(), (String, Option<String>)> {
+    if let Some(reason) = facts.precheck(program, since) {
+        return Err((reason, None));
+    }
+    attach_program(ebpf, facts, program)
 }
 
 /// Loads (once) and attaches one program. On failure: a one-line reason and the verifier log if any.
@@ -206,7 +225,8 @@ fn load_once(result: Result<(), ProgramError>) -> Result<(), (String, Option<Str
 /// Detaches and unloads every program of `variant` (those never loaded are left as they are).
 fn unload_variant(ebpf: &mut Ebpf, variant: &Variant) {
     use aya::programs::Program as P;
-    for program in variant.programs {
+    let with_fallbacks = variant.programs.iter().flat_map(|p| std::iter::once(p).chain(p.fallback.map(|(f, _)| f)));
+    for program in with_fallbacks {
         let _ = match ebpf.program_mut(program.name) {
             Some(P::FEntry(p)) => p.unload(),
             Some(P::FExit(p)) => p.unload(),

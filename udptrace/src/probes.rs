@@ -31,7 +31,11 @@ pub fn print(facts: &KernelFacts, verbose: bool) -> Result<()> {
                 (Some(_), Some(variant)) => {
                     chosen.get_or_insert(*mode);
                     let targets: Vec<String> = variant.programs.iter().map(|p| p.target.to_string()).collect();
-                    format!("attached: {} ({})", targets.join(", "), variant.limits)
+                    let mut result = format!("attached: {} ({})", targets.join(", "), variant.limits);
+                    for fallback in &outcome.fallbacks {
+                        result.push_str(&format!("; {fallback}"));
+                    }
+                    result
                 }
                 _ => format!("no: {}", why_not(outcome)),
             };

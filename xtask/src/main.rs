@@ -6,6 +6,7 @@
 
 mod prereq;
 mod tally;
+mod vm;
 
 use std::{os::unix::process::CommandExt as _, path::PathBuf, process::Command};
 
@@ -30,8 +31,14 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Every test: unit tests (no root) and the scenario suite on this host (root).
+    /// Every test: unit tests (no root), the scenario suite on this host (root), the QEMU kernel matrix.
     Test,
+    /// The scenario suite in fentry, kprobe and tracepoint modes inside Debian's 6.1 and 6.12 kernels.
+    VmTest {
+        /// Only this kernel series (6.1 or 6.12).
+        #[arg(long)]
+        series: Option<String>,
+    },
 }
 
 pub fn say(message: &str) {
@@ -60,15 +67,54 @@ fn build() -> Result<PathBuf> {
     Ok(workspace_root().join("target/release/udptrace"))
 }
 
+/// The release binaries the VM runs.
+fn build_release() -> Result<(PathBuf, PathBuf)> {
+    say("building udptrace and udptrace-scenarios (release)");
+    prereq::run_visible(cargo().args(["build", "--release", "-p", "udptrace", "-p", "udptrace-scenarios"]))?;
+    let target = workspace_root().join("target/release");
+    Ok((target.join("udptrace"), target.join("udptrace-scenarios")))
+}
+
+/// Runs the QEMU matrix, prints it, and adds its checks to `totals`.
+fn vm_test(totals: &mut tally::Tally, series: Option<&str>) -> Result<()> {
+    prereq::ensure_build()?;
+    let runs = vm::vm_test(build_release, series)?;
+    println!("\n{}", vm::matrix(&runs));
+    let mut problems = Vec::new();
+    for (package, run) in &runs {
+        for check in &run.checks {
+            match check.outcome.split([',', ':']).next() {
+                Some("pass") => totals.passed += 1,
+                Some("skip") => totals.skipped += 1,
+                _ => totals.failed += 1,
+            }
+        }
+        problems.extend(run.problems().into_iter().map(|p| format!("{package}: {p}")));
+    }
+    if !problems.is_empty() {
+        bail!("the kernel matrix failed:\n  {}", problems.join("\n  "));
+    }
+    Ok(())
+}
+
 fn test() -> Result<()> {
     prereq::ensure_test()?;
     if !is_root() {
-        say("not root: the scenario suite will report itself skipped (it needs root for namespaces and eBPF)");
+        say("not root: the scenario suites will report themselves skipped (they need root for namespaces and eBPF)");
     }
     say("running unit tests and the host scenario suite (tracepoint mode)");
     let mut totals = tally::Tally::default();
     let cargo_ok = tally::run_and_tally(cargo().args(["test", "--no-fail-fast"]), &mut totals)?;
+    let vm = if is_root() {
+        say("running the QEMU kernel matrix");
+        vm_test(&mut totals, None)
+    } else {
+        say("skipped the QEMU kernel matrix, because it needs root (apt, namespaces and eBPF inside the VM)");
+        totals.skipped += 1;
+        Ok(())
+    };
     println!("\ntests: {}", totals.line());
+    vm?;
     if !cargo_ok || totals.failed > 0 {
         bail!("tests failed");
     }
@@ -85,6 +131,12 @@ fn main() {
         Task::Build => build().map(drop),
         Task::Run { args } => run(args),
         Task::Test => test(),
+        Task::VmTest { series } => {
+            let mut totals = tally::Tally::default();
+            let result = vm_test(&mut totals, series.as_deref());
+            println!("\nvm-test: {}", totals.line());
+            result
+        }
     };
     if let Err(error) = result {
         let chain: Vec<String> = error.chain().map(ToString::to_string).collect();

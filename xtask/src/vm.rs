@@ -1,0 +1,493 @@
+//! `cargo xtask vm-test`: the scenario suite in each forced mode inside Debian's 6.1 and 6.12 cloud
+//! kernels, booted under QEMU (TCG: KVM does not work on these machines), where kprobes and fentry exist.
+//!
+//! Kernels are resolved with apt-cache (the newest `linux-image-6.1*-cloud-amd64` and
+//! `linux-image-6.12*-cloud-amd64`), downloaded once into `.vm-cache/`, and booted from an initramfs
+//! holding busybox, iproute2's `ip`, udptrace, the scenario binary, their shared libraries and the veth
+//! module. The VM prints one line per check; this side collects them into a kernel x mode x check matrix.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{prereq, say, workspace_root};
+
+pub const VM_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "cpio", "xz-utils", "iproute2"];
+
+/// The kernel series the matrix covers.
+const SERIES: &[&str] = &["6.1", "6.12"];
+const MODES: &[&str] = &["fentry", "kprobe", "tracepoint"];
+/// A VM that has not powered off by then is killed and its run fails.
+const VM_TIMEOUT: Duration = Duration::from_secs(25 * 60);
+/// Marks the lines the VM's init prints for this side.
+const MARK: &str = "@@udptrace-vm";
+
+struct Kernel {
+    package: String,
+    vmlinuz: PathBuf,
+    /// veth.ko, decompressed.
+    veth: PathBuf,
+}
+
+fn cache_dir() -> PathBuf {
+    workspace_root().join(".vm-cache")
+}
+
+/// Natural order on package names: numbers compare as numbers (`6.1.0-9` < `6.1.0-56`).
+fn natural_key(name: &str) -> Vec<(String, u64)> {
+    let mut key = Vec::new();
+    let mut text = String::new();
+    let mut digits = String::new();
+    for c in name.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+        } else {
+            if !digits.is_empty() {
+                key.push((std::mem::take(&mut text), digits.parse().unwrap_or(u64::MAX)));
+                digits.clear();
+            }
+            text.push(c);
+        }
+    }
+    key.push((text, digits.parse().unwrap_or(0)));
+    key
+}
+
+/// The newest signed cloud kernel package of `series` in the apt lists, from names like
+/// `linux-image-6.1.0-56-cloud-amd64` and `linux-image-6.12.117+deb12-cloud-amd64`.
+pub fn newest_package(apt_names: &str, series: &str) -> Option<String> {
+    let prefix = format!("linux-image-{series}.");
+    apt_names
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| {
+            name.strip_prefix(&prefix).is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+                && name.ends_with("-cloud-amd64")
+                && !name.contains("unsigned")
+                && !name.contains("dbg")
+        })
+        .max_by_key(|name| natural_key(name))
+        .map(str::to_owned)
+}
+
+fn apt_search(series: &str) -> Result<String> {
+    let output = Command::new("apt-cache")
+        .args(["search", "--names-only", &format!("^linux-image-{}\\.[0-9].*-cloud-amd64$", series.replace('.', "\\."))])
+        .output()
+        .context("running apt-cache")?;
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn resolve(series: &str) -> Result<String> {
+    if let Some(package) = newest_package(&apt_search(series)?, series) {
+        return Ok(package);
+    }
+    say("the apt lists name no cloud kernel: updating them");
+    prereq::run_visible(Command::new("apt-get").args(["update", "-q"]))?;
+    newest_package(&apt_search(series)?, series)
+        .with_context(|| format!("no linux-image-{series}*-cloud-amd64 package in the apt lists"))
+}
+
+/// Downloads and unpacks `package` once; later runs reuse `.vm-cache/<package>/`.
+fn fetch(package: &str) -> Result<Kernel> {
+    let dir = cache_dir().join(package);
+    let kernel = Kernel { package: package.to_owned(), vmlinuz: dir.join("vmlinuz"), veth: dir.join("veth.ko") };
+    if kernel.vmlinuz.exists() && kernel.veth.exists() {
+        return Ok(kernel);
+    }
+    say(&format!("downloading {package} (cached in .vm-cache/ for later runs)"));
+    let work = cache_dir().join("download");
+    let _ = fs::remove_dir_all(&work);
+    fs::create_dir_all(&work)?;
+    let download = |dir: &Path| Command::new("apt-get").args(["download", "-q", package]).current_dir(dir).status();
+    if !download(&work).is_ok_and(|s| s.success()) {
+        // The lists may name a version the mirror no longer has.
+        prereq::run_visible(Command::new("apt-get").args(["update", "-q"]))?;
+        prereq::run_visible(Command::new("apt-get").args(["download", "-q", package]).current_dir(&work))?;
+    }
+    let deb = fs::read_dir(&work)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .context("apt-get download left no .deb")?;
+    let tree = work.join("tree");
+    prereq::run_visible(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree))?;
+    let vmlinuz = find_file(&tree.join("boot"), |name| name.starts_with("vmlinuz-"))?;
+    let veth = find_file(&tree.join("lib/modules"), |name| name.starts_with("veth.ko"))
+        .or_else(|_| find_file(&tree.join("usr/lib/modules"), |name| name.starts_with("veth.ko")))?;
+    fs::create_dir_all(&dir)?;
+    fs::copy(&vmlinuz, &kernel.vmlinuz)?;
+    decompress_module(&veth, &kernel.veth)?;
+    fs::remove_dir_all(&work)?;
+    Ok(kernel)
+}
+
+fn find_file(dir: &Path, matches: impl Fn(&str) -> bool + Copy) -> Result<PathBuf> {
+    for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if let Ok(found) = find_file(&path, matches) {
+                return Ok(found);
+            }
+        } else if entry.file_name().to_str().is_some_and(matches) {
+            return Ok(path);
+        }
+    }
+    bail!("nothing matching in {}", dir.display())
+}
+
+/// Debian compresses modules with xz from 6.x on (`veth.ko.xz`); busybox's insmod wants them plain.
+fn decompress_module(from: &Path, to: &Path) -> Result<()> {
+    if from.extension().is_some_and(|e| e == "xz") {
+        let output = Command::new("xz").arg("-dc").arg(from).output().context("running xz")?;
+        if !output.status.success() {
+            bail!("xz could not decompress {}", from.display());
+        }
+        fs::write(to, output.stdout)?;
+    } else {
+        fs::copy(from, to)?;
+    }
+    Ok(())
+}
+
+/// The shared libraries `binary` needs, with the dynamic loader, as absolute paths.
+fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
+    let output = Command::new("ldd").arg(binary).output().context("running ldd")?;
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().find(|word| word.starts_with('/')))
+        .map(PathBuf::from)
+        .collect())
+}
+
+fn copy_into(root: &Path, from: &Path, to: &str) -> Result<()> {
+    let target = root.join(to.trim_start_matches('/'));
+    fs::create_dir_all(target.parent().context("no parent")?)?;
+    // Follow symlinks: the initramfs gets the real file under the name asked for.
+    fs::copy(from, &target).with_context(|| format!("copying {} into the initramfs", from.display()))?;
+    Ok(())
+}
+
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys /dev /run /tmp /var
+/bin/busybox mount -t devtmpfs dev /dev
+exec </dev/console >/dev/console 2>&1
+/bin/busybox --install -s /bin
+export PATH=/usr/local/sbin:/usr/bin:/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t tmpfs run /run
+mount -t tmpfs tmp /tmp
+ln -s /run /var/run
+ip link set lo up
+insmod /lib/modules/veth.ko || echo "@@udptrace-vm warning: veth did not load"
+echo "@@udptrace-vm kernel $(uname -r)"
+udptrace probes -v 2>&1 | sed 's/^/@@udptrace-vm probes /'
+for mode in fentry kprobe tracepoint; do
+  require=--require-attach
+  [ "$mode" = tracepoint ] && require=
+  echo "@@udptrace-vm begin $mode"
+  udptrace-scenarios --udptrace /usr/bin/udptrace --probe "$mode" --event-timeout 30 $require
+  echo "@@udptrace-vm end $mode rc=$?"
+done
+echo "@@udptrace-vm done"
+poweroff -f
+"#;
+
+/// Builds the initramfs for `kernel` (its own veth module) around the release binaries.
+fn build_initramfs(kernel: &Kernel, binaries: &[(PathBuf, &str)]) -> Result<PathBuf> {
+    let root = cache_dir().join(format!("initramfs-{}", kernel.package));
+    let _ = fs::remove_dir_all(&root);
+    for dir in ["bin", "dev", "proc", "sys", "run", "tmp", "lib/modules"] {
+        fs::create_dir_all(root.join(dir))?;
+    }
+    copy_into(&root, Path::new("/bin/busybox"), "/bin/busybox")?;
+    let init = root.join("init");
+    fs::write(&init, INIT)?;
+    prereq::run_visible(Command::new("chmod").arg("755").arg(&init).arg(root.join("bin/busybox")))?;
+    copy_into(&root, &kernel.veth, "/lib/modules/veth.ko")?;
+    for (binary, target) in binaries {
+        copy_into(&root, binary, target)?;
+        for library in shared_libraries(binary)? {
+            copy_into(&root, &library, &library.to_string_lossy())?;
+        }
+    }
+    // The kernel opens /dev/console for init before anything is mounted.
+    let _ = Command::new("mknod").arg(root.join("dev/console")).args(["c", "5", "1"]).status();
+    let image = cache_dir().join(format!("initramfs-{}.cpio.gz", kernel.package));
+    let script = format!(
+        "cd '{}' && find . -print0 | cpio --null -o -H newc --quiet | gzip -1 > '{}'",
+        root.display(),
+        image.display()
+    );
+    prereq::run_visible(Command::new("sh").arg("-c").arg(script))?;
+    Ok(image)
+}
+
+/// One check as the VM printed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmCheck {
+    pub mode: String,
+    pub scenario: String,
+    pub check: String,
+    /// `pass`, `FAIL: ...` or `skip, because ...`.
+    pub outcome: String,
+}
+
+/// What one VM run printed that matters.
+#[derive(Debug, Default)]
+pub struct VmRun {
+    pub release: Option<String>,
+    pub checks: Vec<VmCheck>,
+    /// Exit status per mode of the scenario binary.
+    pub mode_status: BTreeMap<String, String>,
+    pub probes: Vec<String>,
+    pub done: bool,
+}
+
+impl VmRun {
+    /// Reads one console line.
+    pub fn add_line(&mut self, line: &str) {
+        let line = line.trim_end_matches('\r');
+        if let Some(rest) = line.strip_prefix(MARK) {
+            let rest = rest.trim_start();
+            if let Some(release) = rest.strip_prefix("kernel ") {
+                self.release = Some(release.to_owned());
+            } else if let Some(probes) = rest.strip_prefix("probes ") {
+                self.probes.push(probes.to_owned());
+            } else if let Some(end) = rest.strip_prefix("end ") {
+                if let Some((mode, status)) = end.split_once(' ') {
+                    self.mode_status.insert(mode.to_owned(), status.to_owned());
+                }
+            } else if rest == "done" {
+                self.done = true;
+            }
+            return;
+        }
+        // `MODE  SCENARIO  CHECK  OUTCOME`, as udptrace-scenarios prints them.
+        let mut words = line.split_whitespace();
+        let (Some(mode), Some(scenario), Some(check)) = (words.next(), words.next(), words.next()) else { return };
+        if !MODES.contains(&mode) {
+            return;
+        }
+        let outcome = words.collect::<Vec<_>>().join(" ");
+        if outcome.starts_with("pass") || outcome.starts_with("FAIL") || outcome.starts_with("skip") {
+            self.checks.push(VmCheck { mode: mode.into(), scenario: scenario.into(), check: check.into(), outcome });
+        }
+    }
+
+    /// Why this run is not a success, if it is not: a failed check, a missing mode, a skip in a mode
+    /// that must work (fentry and kprobe), or a VM that never finished.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !self.done {
+            problems.push("the VM did not finish the suite".to_owned());
+        }
+        for mode in MODES {
+            if !self.checks.iter().any(|c| c.mode == *mode) {
+                problems.push(format!("no result for {mode}"));
+            }
+        }
+        for c in &self.checks {
+            let must_run = c.mode != "tracepoint";
+            if c.outcome.starts_with("FAIL") || (must_run && c.outcome.starts_with("skip") && c.check == "all") {
+                problems.push(format!("{} {} {}: {}", c.mode, c.scenario, c.check, c.outcome));
+            }
+        }
+        problems
+    }
+}
+
+fn boot(kernel: &Kernel, initramfs: &Path, log: &Path) -> Result<VmRun> {
+    let mut child = Command::new("qemu-system-x86_64")
+        .args(["-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "1", "-nographic", "-no-reboot"])
+        .arg("-kernel")
+        .arg(&kernel.vmlinuz)
+        .arg("-initrd")
+        .arg(initramfs)
+        .args(["-append", "console=ttyS0 quiet loglevel=3 panic=-1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting qemu-system-x86_64")?;
+    let stdout = child.stdout.take().context("qemu's console")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut run = VmRun::default();
+    let mut transcript = String::new();
+    let deadline = Instant::now() + VM_TIMEOUT;
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => {
+                transcript.push_str(&line);
+                transcript.push('\n');
+                run.add_line(&line);
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                transcript.push_str("-- killed: the VM ran out of time\n");
+                break;
+            }
+        }
+    }
+    let _ = child.wait();
+    fs::write(log, transcript)?;
+    Ok(run)
+}
+
+pub fn vm_test(
+    build_release: impl Fn() -> Result<(PathBuf, PathBuf)>,
+    only_series: Option<&str>,
+) -> Result<Vec<(String, VmRun)>> {
+    prereq::ensure_packages(VM_PACKAGES)?;
+    let (udptrace, scenarios) = build_release()?;
+    let ip = fs::canonicalize("/usr/sbin/ip").or_else(|_| fs::canonicalize("/sbin/ip")).context("iproute2's ip")?;
+    let binaries = [(udptrace, "/usr/bin/udptrace"), (scenarios, "/usr/bin/udptrace-scenarios"), (ip, "/usr/local/sbin/ip")];
+    fs::create_dir_all(cache_dir().join("logs"))?;
+
+    let mut prepared = Vec::new();
+    for series in SERIES.iter().filter(|s| only_series.is_none_or(|o| o == **s)) {
+        let kernel = fetch(&resolve(series)?)?;
+        let initramfs = build_initramfs(&kernel, &binaries)?;
+        prepared.push((kernel, initramfs));
+    }
+    say(&format!(
+        "booting {} under QEMU (TCG); each runs the suite in {}",
+        prepared.iter().map(|(k, _)| k.package.as_str()).collect::<Vec<_>>().join(" and "),
+        MODES.join(", ")
+    ));
+    // One VM per core: TCG runs each guest on one host thread.
+    let runs: Vec<Result<(String, VmRun)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = prepared
+            .iter()
+            .map(|(kernel, initramfs)| {
+                scope.spawn(move || {
+                    let log = cache_dir().join("logs").join(format!("{}.log", kernel.package));
+                    let run = boot(kernel, initramfs, &log)?;
+                    say(&format!("{} finished; console log in {}", kernel.package, log.display()));
+                    Ok((kernel.package.clone(), run))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a VM thread panicked")))).collect()
+    });
+    runs.into_iter().collect()
+}
+
+/// The matrix: one row per check, one column per kernel x mode.
+pub fn matrix(runs: &[(String, VmRun)]) -> String {
+    let mut rows: Vec<(String, String)> = Vec::new();
+    for (_, run) in runs {
+        for c in &run.checks {
+            let row = (c.scenario.clone(), c.check.clone());
+            if !rows.contains(&row) {
+                rows.push(row);
+            }
+        }
+    }
+    let columns: Vec<(String, &str)> = runs
+        .iter()
+        .flat_map(|(package, run)| {
+            let kernel = run.release.clone().unwrap_or_else(|| package.clone());
+            MODES.iter().map(move |m| (kernel.clone(), *m))
+        })
+        .collect();
+    // `6.1.0-56-cloud-amd64 fentry` -> `6.1.0-56 fentry`.
+    let label = |kernel: &str, mode: &str| format!("{} {mode}", kernel.trim_end_matches("-cloud-amd64"));
+    let mut out = format!("{:<36}", "scenario / check");
+    for (kernel, mode) in &columns {
+        out.push_str(&format!(" {:<25}", label(kernel, mode)));
+    }
+    out.push('\n');
+    let mut notes = Vec::new();
+    for (scenario, check) in &rows {
+        out.push_str(&format!("{:<36}", format!("{scenario} {check}")));
+        for (kernel, mode) in &columns {
+            let cell = runs
+                .iter()
+                .find(|(p, r)| r.release.as_deref().unwrap_or(p) == kernel)
+                .and_then(|(_, r)| r.checks.iter().find(|c| c.mode == *mode && &c.scenario == scenario && &c.check == check))
+                .map_or("-".to_owned(), |c| {
+                    let word = c.outcome.split([',', ':']).next().unwrap_or("").to_owned();
+                    if word != "pass" {
+                        notes.push(format!("{kernel} {mode} {scenario} {check}: {}", c.outcome));
+                    }
+                    word
+                });
+            out.push_str(&format!(" {cell:<25}"));
+        }
+        out.push('\n');
+    }
+    for note in notes {
+        out.push_str(&format!("  {note}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_the_newest_cloud_kernel_of_each_series() {
+        let names = "linux-image-6.1.0-9-cloud-amd64 - Linux 6.1\n\
+                     linux-image-6.1.0-56-cloud-amd64 - Linux 6.1\n\
+                     linux-image-6.1.0-56-cloud-amd64-unsigned - Linux 6.1\n\
+                     linux-image-6.1.0-56-cloud-amd64-dbg - debug\n\
+                     linux-image-6.12.9+deb12-cloud-amd64 - Linux 6.12\n\
+                     linux-image-6.12.117+deb12-cloud-amd64 - Linux 6.12\n\
+                     linux-image-6.12.111+deb12-cloud-amd64 - Linux 6.12\n";
+        assert_eq!(newest_package(names, "6.1").as_deref(), Some("linux-image-6.1.0-56-cloud-amd64"));
+        assert_eq!(newest_package(names, "6.12").as_deref(), Some("linux-image-6.12.117+deb12-cloud-amd64"));
+        assert_eq!(newest_package(names, "6.6"), None);
+    }
+
+    #[test]
+    fn reads_the_console() {
+        let mut run = VmRun::default();
+        for line in [
+            "@@udptrace-vm kernel 6.12.117+deb12-cloud-amd64",
+            "[    1.234] random kernel message",
+            "fentry      closed_port_ipv4       socket_error     pass",
+            "fentry      closed_port_ipv6       icmp_sent        FAIL: no icmp_sent within 30s",
+            "@@udptrace-vm end fentry rc=1",
+            "kprobe      udptrace               all_hooks_attach pass",
+            "tracepoint  soft_error             icmp_sent        skip, because no hook\r",
+            "@@udptrace-vm done",
+        ] {
+            run.add_line(line);
+        }
+        assert_eq!(run.release.as_deref(), Some("6.12.117+deb12-cloud-amd64"));
+        assert_eq!(run.checks.len(), 4);
+        assert_eq!(run.checks[3].outcome, "skip, because no hook");
+        assert!(run.done);
+        let problems = run.problems();
+        assert_eq!(problems, vec!["fentry closed_port_ipv6 icmp_sent: FAIL: no icmp_sent within 30s".to_owned()]);
+    }
+
+    #[test]
+    fn a_vm_that_never_finished_or_skipped_a_required_mode_fails() {
+        let mut run = VmRun::default();
+        run.add_line("fentry      closed_port_ipv4       all              skip, because nothing attaches");
+        let problems = run.problems();
+        assert!(problems.iter().any(|p| p.contains("did not finish")));
+        assert!(problems.iter().any(|p| p.contains("no result for kprobe")));
+        assert!(problems.iter().any(|p| p.contains("fentry closed_port_ipv4 all")));
+    }
+}
