@@ -257,7 +257,8 @@ impl VmRun {
     /// Reads one console line.
     pub fn add_line(&mut self, line: &str) {
         let line = line.trim_end_matches('\r');
-        if let Some(rest) = line.strip_prefix(MARK) {
+        // The console may put terminal escapes (a reset when the VM starts) before a marked line.
+        if let Some(rest) = line.find(MARK).map(|at| &line[at + MARK.len()..]) {
             let rest = rest.trim_start();
             if let Some(release) = rest.strip_prefix("kernel ") {
                 self.release = Some(release.to_owned());
@@ -462,7 +463,7 @@ mod tests {
     fn reads_the_console() {
         let mut run = VmRun::default();
         for line in [
-            "@@udptrace-vm kernel 6.12.117+deb12-cloud-amd64",
+            "\x1bc\x1b[?7l\x1b[2J@@udptrace-vm kernel 6.12.117+deb12-cloud-amd64",
             "[    1.234] random kernel message",
             "fentry      closed_port_ipv4       socket_error     pass",
             "fentry      closed_port_ipv6       icmp_sent        FAIL: no icmp_sent within 30s",
