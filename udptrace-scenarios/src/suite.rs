@@ -142,6 +142,18 @@ pub fn compare(event: &Value, expected: &Value) -> Outcome {
     if diffs.is_empty() { Outcome::Pass } else { Outcome::Fail(format!("{} in {event}", diffs.join("; "))) }
 }
 
+/// What tracepoint mode reports of a delivered error: the socket woken, not the ICMP, without knowing
+/// whether the error was queued, and with no peer for an unconnected socket.
+fn as_tracepoint_sees(expected: &Value, connected: bool) -> Value {
+    let mut seen = expected.clone();
+    seen["icmp"] = Value::Null;
+    seen["recverr"] = Value::Null;
+    if !connected {
+        seen["remote"] = Value::Null;
+    }
+    seen
+}
+
 fn outcome_of(result: Result<Outcome>) -> Outcome {
     result.unwrap_or_else(|e| Outcome::Fail(format!("{e:#}")))
 }
@@ -232,10 +244,7 @@ fn closed_port(config: &Config, tracer: &mut Tracer, family: Family) -> Result<R
         "verdict": "delivered",
         "recverr": false,
     });
-    // Tracepoint mode sees the socket woken, not the ICMP, and cannot tell whether it was queued.
-    let mut tracepoint = expected.clone();
-    tracepoint["icmp"] = Value::Null;
-    tracepoint["recverr"] = Value::Null;
+    let tracepoint = as_tracepoint_sees(&expected, true);
     Ok(vec![
         ("client_errno", errno_check(&received, Some(io::ErrorKind::ConnectionRefused))),
         ("socket_error", check_socket_error(config, tracer, &hosts.client, local, expected, Some(tracepoint))),
@@ -275,14 +284,8 @@ fn unconnected(config: &Config, tracer: &mut Tracer, recverr: bool) -> Result<Re
         "verdict": if recverr { "delivered" } else { "ignored_unconnected" },
         "recverr": recverr,
     });
-    // Tracepoint mode: the delivered error without ICMP or peer (the socket has none); nothing otherwise.
-    let tracepoint = recverr.then(|| {
-        let mut t = expected.clone();
-        t["icmp"] = Value::Null;
-        t["recverr"] = Value::Null;
-        t["remote"] = Value::Null;
-        t
-    });
+    // Tracepoint mode: the delivered error, or nothing at all.
+    let tracepoint = recverr.then(|| as_tracepoint_sees(&expected, false));
     let want_errno = recverr.then_some(io::ErrorKind::ConnectionRefused);
     Ok(vec![
         ("client_errno", errno_check(&received, want_errno)),
