@@ -7,6 +7,8 @@
 pub mod kind {
     pub const SOCKET_ERROR: u8 = 1;
     pub const ICMP_SENT: u8 = 2;
+    /// An [`IcmpSent`](super::IcmpSent) record for an ICMP error a rate limit stopped.
+    pub const ICMP_SUPPRESSED: u8 = 3;
 }
 
 /// The attach mode of the hook that produced a record.
@@ -57,6 +59,10 @@ pub mod icmp_sent_flags {
     pub const PACKET_KNOWN: u8 = 1 << 0;
     /// Its transport ports were read (UDP, UDP-Lite or TCP).
     pub const PORTS_KNOWN: u8 = 1 << 1;
+    /// `ICMP_SUPPRESSED`: the global token bucket (`icmp_global_allow`) said no.
+    pub const SUPPRESSED_GLOBAL: u8 = 1 << 2;
+    /// `ICMP_SUPPRESSED`: the per-destination limit (`inet_peer_xrlim_allow`) said no.
+    pub const SUPPRESSED_HOST: u8 = 1 << 3;
 }
 
 pub const TASK_COMM_LEN: usize = 16;
@@ -106,7 +112,7 @@ pub struct SocketError {
     pub _pad0: [u8; 4],
 }
 
-/// This host emitted an ICMP error about `src -> dst`.
+/// This host emitted (or, as `ICMP_SUPPRESSED`, was stopped from emitting) an ICMP error about `src -> dst`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IcmpSent {

@@ -10,6 +10,10 @@
 //! (`ip_push_pending_frames()` / `ip6_push_pending_frames()` ran in between, called from
 //! `icmp_push_reply()` / `icmpv6_push_pending_frames()` in 5.x to 6.18).
 //!
+//! In these modes a rate limit saying no (`icmp_global_allow()` or `inet_peer_xrlim_allow()` returning
+//! false inside the same call) turns the event into `icmp_suppressed`. Tracepoint mode cannot see it:
+//! user space reports the namespaces' rate-limit counters instead.
+//!
 //! Why the ICMP was sent is decided in user space from the kernel stack recorded here (`__udp4_lib_rcv`:
 //! no listener, `nf_send_unreach`: firewall REJECT, `ip_error`: no route, ...). The stack costs one
 //! unwind per ICMP error, and ICMP errors are rare and rate-limited, unlike a correlation through
@@ -42,7 +46,9 @@ pub struct IcmpSend {
     active: u8,
     /// The reply was pushed to the IP layer.
     sent: u8,
-    _pad: [u8; 6],
+    /// A rate limit stopped it: the `SUPPRESSED_*` flag of the limit.
+    suppressed: u8,
+    _pad: [u8; 5],
 }
 
 #[map]
@@ -179,6 +185,7 @@ fn icmp_send_enter<C: EbpfContext>(
     slot.active = 0;
     fill(ctx, mode, family, skb, icmp_type, icmp_code, &mut slot.event)?;
     slot.sent = 0;
+    slot.suppressed = 0;
     slot.active = 1;
     Ok(())
 }
@@ -192,11 +199,32 @@ fn reply_pushed() {
     }
 }
 
+/// Return of `icmp_global_allow()` (the global token bucket, `net.ipv4.icmp_msgs_per_sec` and
+/// `icmp_msgs_burst`) or `inet_peer_xrlim_allow()` (per destination, `net.ipv4.icmp_ratelimit`,
+/// `net.ipv6.icmp.ratelimit`), both called from inside `__icmp_send` / `icmp6_send`.
+#[inline(always)]
+fn rate_limit_exit(allowed: bool, scope: u8) {
+    if let Some(slot) = state()
+        && slot.active == 1
+        && !allowed
+    {
+        slot.suppressed = scope;
+    }
+}
+
+/// Emits what became of the ICMP error: sent, or suppressed by a rate limit. One that gave up for another
+/// reason (no route back, an error about an error) was never an ICMP error the host sent.
 #[inline(always)]
 fn icmp_send_exit() {
     let Some(slot) = state() else { return };
-    if slot.active == 1 && slot.sent == 1 && EVENTS.output::<IcmpSent>(&slot.event, 0).is_err() {
-        count(STAT_LOST);
+    if slot.active == 1 && (slot.sent == 1 || slot.suppressed != 0) {
+        if slot.sent == 0 {
+            slot.event.header.kind = kind::ICMP_SUPPRESSED;
+            slot.event.flags |= slot.suppressed;
+        }
+        if EVENTS.output::<IcmpSent>(&slot.event, 0).is_err() {
+            count(STAT_LOST);
+        }
     }
     slot.active = 0;
 }
@@ -247,7 +275,34 @@ pub fn fentry_ip6_push_pending_frames(_ctx: FEntryContext) -> u32 {
     0
 }
 
+/// `bool icmp_global_allow(struct net *net)` (no argument before 6.1.y backports and 6.10): the return
+/// value through `bpf_get_func_ret` (5.17+), whatever the argument count.
+#[fexit(function = "icmp_global_allow")]
+pub fn fexit_icmp_global_allow(ctx: FExitContext) -> u32 {
+    rate_limit_exit(ctx.ret::<u64>().is_ok_and(|r| r as u8 != 0), icmp_sent_flags::SUPPRESSED_GLOBAL);
+    0
+}
+
+/// `bool inet_peer_xrlim_allow(struct inet_peer *peer, int timeout)`.
+#[fexit(function = "inet_peer_xrlim_allow")]
+pub fn fexit_inet_peer_xrlim_allow(ctx: FExitContext) -> u32 {
+    rate_limit_exit(ctx.arg::<u64>(2) as u8 != 0, icmp_sent_flags::SUPPRESSED_HOST);
+    0
+}
+
 // kprobe/kretprobe.
+
+#[kretprobe]
+pub fn kretprobe_icmp_global_allow(ctx: RetProbeContext) -> u32 {
+    rate_limit_exit(ctx.ret::<u64>() as u8 != 0, icmp_sent_flags::SUPPRESSED_GLOBAL);
+    0
+}
+
+#[kretprobe]
+pub fn kretprobe_inet_peer_xrlim_allow(ctx: RetProbeContext) -> u32 {
+    rate_limit_exit(ctx.ret::<u64>() as u8 != 0, icmp_sent_flags::SUPPRESSED_HOST);
+    0
+}
 
 #[kprobe]
 pub fn kprobe_icmp_send(ctx: ProbeContext) -> u32 {

@@ -3,6 +3,7 @@
 //! (`cargo test`, tracepoint mode) and inside each QEMU kernel (`cargo xtask vm-test`).
 
 pub mod netns;
+mod packets;
 pub mod suite;
 pub mod tracer;
 

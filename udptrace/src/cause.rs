@@ -38,6 +38,8 @@ impl Cause {
 const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_FRAG_NEEDED: u8 = 4;
 const ICMP_TIME_EXCEEDED: u8 = 11;
+const ICMPV6_PKT_TOOBIG: u8 = 2;
+const ICMPV6_TIME_EXCEED: u8 = 3;
 
 /// The function that sends the ICMP; the caller that decided to is above it.
 const SENDERS: &[&str] = &["__icmp_send", "icmp_send", "icmp6_send", "icmpv6_send"];
@@ -55,11 +57,20 @@ fn cause_of_caller(function: &str, icmp_type: u8, code: u8) -> Option<Cause> {
         "__udp4_lib_rcv" | "udp_rcv" | "udplite_rcv" | "__udp6_lib_rcv" | "udpv6_rcv" => Cause::NoListener,
         // net/ipv4/route.c: ip_error() for unreachable/prohibit/blackhole routes and no route;
         // ipv4_link_failure() when the neighbour could not be resolved.
-        "ip_error" | "ipv4_link_failure" | "ip6_pkt_drop" | "ip6_link_failure" => Cause::NoRoute,
+        "ip_error" | "ipv4_link_failure" => Cause::NoRoute,
+        // net/ipv6/route.c: unreachable and prohibit routes (ip6_pkt_drop may be inlined into these).
+        "ip6_pkt_drop" | "ip6_pkt_discard" | "ip6_pkt_discard_out" | "ip6_pkt_prohibit" | "ip6_pkt_prohibit_out"
+        | "ip6_link_failure" => Cause::NoRoute,
         // net/ipv4/ip_forward.c
-        "ip_forward" | "ip6_forward" => match (icmp_type, code) {
+        "ip_forward" => match (icmp_type, code) {
             (ICMP_TIME_EXCEEDED, _) => Cause::TtlExceeded,
             (ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED) => Cause::FragNeeded,
+            _ => Cause::Other,
+        },
+        // net/ipv6/ip6_output.c
+        "ip6_forward" => match icmp_type {
+            ICMPV6_TIME_EXCEED => Cause::TtlExceeded,
+            ICMPV6_PKT_TOOBIG => Cause::FragNeeded,
             _ => Cause::Other,
         },
         // net/ipv4/ip_output.c: a local DF packet larger than the route's MTU.

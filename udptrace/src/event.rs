@@ -128,10 +128,41 @@ pub struct IcmpSent {
     pub cause: Cause,
 }
 
+/// Which rate limit stopped an ICMP error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// The global token bucket (`icmp_global_allow`).
+    Global,
+    /// The per-destination limit (`inet_peer_xrlim_allow`).
+    Host,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Global => "global",
+            Scope::Host => "host",
+        }
+    }
+}
+
+/// ICMP errors this host wanted to send and a rate limit stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IcmpSuppressed {
+    pub meta: Meta,
+    pub family: Family,
+    pub scope: Scope,
+    /// 1 for an error a hook saw; the counter's increase for counts read from the kernel's counters.
+    pub count: u64,
+    /// The error that was not sent, as the hook saw it; `None` for counts from counters.
+    pub attempt: Option<IcmpSent>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     SocketError(SocketError),
     IcmpSent(IcmpSent),
+    IcmpSuppressed(IcmpSuppressed),
     /// Events the kernel could not hand over (ring buffer full) since the last report.
     Lost { time: SystemTime, count: u64 },
 }
@@ -238,10 +269,10 @@ pub fn decode(bytes: &[u8], clock: Clock) -> Result<Event, DecodeError> {
                 recverr: has(socket_error_flags::RECVERR_KNOWN).then(|| has(socket_error_flags::RECVERR)),
             }))
         }
-        kind::ICMP_SENT => {
+        kind::ICMP_SENT | kind::ICMP_SUPPRESSED => {
             let raw: RawIcmpSent = read_record(bytes, header.kind)?;
             let frames = usize::try_from(raw.stack_bytes.max(0)).unwrap_or(0) / 8;
-            Ok(Event::IcmpSent(IcmpSent {
+            let sent = IcmpSent {
                 meta: meta(&raw.header, clock)?,
                 family,
                 icmp: Icmp { icmp_type: raw.icmp_type, code: raw.icmp_code, from: None },
@@ -253,6 +284,17 @@ pub fn decode(bytes: &[u8], clock: Clock) -> Result<Event, DecodeError> {
                 }),
                 stack: raw.stack[..frames.min(raw.stack.len())].to_vec(),
                 cause: Cause::Other,
+            };
+            if header.kind == kind::ICMP_SENT {
+                return Ok(Event::IcmpSent(sent));
+            }
+            let scope = if raw.flags & icmp_sent_flags::SUPPRESSED_GLOBAL != 0 { Scope::Global } else { Scope::Host };
+            Ok(Event::IcmpSuppressed(IcmpSuppressed {
+                meta: sent.meta.clone(),
+                family,
+                scope,
+                count: 1,
+                attempt: Some(sent),
             }))
         }
         other => Err(DecodeError::UnknownKind(other)),
@@ -370,6 +412,19 @@ pub(crate) mod tests {
         assert_eq!(packet.dst, "10.0.0.9".parse::<IpAddr>().unwrap());
         assert_eq!(packet.ports, Some((40312, 8888)));
         assert_eq!(e.stack, vec![0xffff_ffff_8100_0010, 0xffff_ffff_8200_0020]);
+    }
+
+    #[test]
+    fn decodes_a_suppressed_icmp_with_its_scope() {
+        let mut raw = raw_icmp_sent_v4();
+        raw.header.kind = kind::ICMP_SUPPRESSED;
+        raw.flags |= icmp_sent_flags::SUPPRESSED_HOST;
+        let Event::IcmpSuppressed(e) = decode(&bytes_of(&raw), CLOCK).unwrap() else { panic!() };
+        assert_eq!((e.scope, e.count), (Scope::Host, 1));
+        assert_eq!(e.attempt.unwrap().packet.unwrap().ports, Some((40312, 8888)));
+        raw.flags = icmp_sent_flags::SUPPRESSED_GLOBAL;
+        let Event::IcmpSuppressed(e) = decode(&bytes_of(&raw), CLOCK).unwrap() else { panic!() };
+        assert_eq!(e.scope, Scope::Global);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use crate::{
     cause::Cause,
-    event::{Family, IcmpSent, SocketError, Verdict},
+    event::{Family, IcmpSent, IcmpSuppressed, Scope, SocketError, Verdict},
 };
 
 /// Linux errno names, index = errno (`include/uapi/asm-generic/errno-base.h`, `errno.h`).
@@ -191,6 +191,25 @@ pub fn explain_icmp_sent(e: &IcmpSent) -> String {
         Cause::TtlExceeded => "the packet's TTL ran out while this host forwarded it".to_owned(),
         Cause::FragNeeded => "the packet has DF set and is larger than the next link's MTU".to_owned(),
         Cause::Other => "sent by another kernel path".to_owned(),
+    }
+}
+
+/// Which limit stopped the error, and the sysctl that governs it.
+pub fn explain_icmp_suppressed(e: &IcmpSuppressed) -> String {
+    match (e.scope, e.family) {
+        (Scope::Global, _) => "the global ICMP rate limit stopped it: sysctl net.ipv4.icmp_msgs_per_sec and \
+                               net.ipv4.icmp_msgs_burst (IPv4 and IPv6), for the types in net.ipv4.icmp_ratemask"
+            .to_owned(),
+        (Scope::Host, Family::Ipv4) => {
+            "the per-destination ICMP rate limit stopped it: sysctl net.ipv4.icmp_ratelimit (ms between errors to \
+             one host), for the types in net.ipv4.icmp_ratemask"
+                .to_owned()
+        }
+        (Scope::Host, Family::Ipv6) => {
+            "the per-destination ICMPv6 rate limit stopped it: sysctl net.ipv6.icmp.ratelimit (ms between errors \
+             to one host)"
+                .to_owned()
+        }
     }
 }
 

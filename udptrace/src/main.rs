@@ -6,6 +6,7 @@
 mod btf;
 mod cause;
 mod cli;
+mod counters;
 mod event;
 mod explain;
 mod hooks;
@@ -60,8 +61,12 @@ fn trace(cli: Cli, facts: &KernelFacts) -> Result<()> {
         }
     }
 
+    // Tracepoint mode sees no rate limit: read the kernel's counters instead, from before `tracing` on.
+    let icmp_send_mode = outcomes.iter().find(|o| o.hook.name == "icmp_send").and_then(|o| o.attached);
+    let counters = (icmp_send_mode == Some(hooks::AttachMode::Tracepoint)).then(counters::Watcher::start);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let options = trace::Options { json: cli.json, duration: cli.duration, count: cli.count, verbose: cli.verbose };
+    let options =
+        trace::Options { json: cli.json, duration: cli.duration, count: cli.count, verbose: cli.verbose, counters };
     eprintln!("udptrace: tracing ({}); Ctrl-C to stop", modes.join(", "));
     let totals = runtime.block_on(trace::run(ebpf, options))?;
     eprintln!("{}", totals.closing_line());

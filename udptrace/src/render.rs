@@ -5,8 +5,8 @@ use std::{fmt::Write as _, net::SocketAddr, time::SystemTime};
 use serde_json::{Value, json};
 
 use crate::{
-    event::{Event, IcmpSent, Packet, SocketError},
-    explain::{errno_name, explain_icmp_sent, explain_socket_error, icmp_name, proto_name},
+    event::{Event, IcmpSent, IcmpSuppressed, Packet, SocketError},
+    explain::{errno_name, explain_icmp_sent, explain_icmp_suppressed, explain_socket_error, icmp_name, proto_name},
 };
 
 pub fn rfc3339(time: SystemTime) -> String {
@@ -40,6 +40,7 @@ pub fn json(event: &Event) -> Value {
     match event {
         Event::SocketError(e) => socket_error_json(e),
         Event::IcmpSent(e) => icmp_sent_json(e),
+        Event::IcmpSuppressed(e) => icmp_suppressed_json(e),
         Event::Lost { time, count } => json!({
             "event": "lost",
             "time": rfc3339(*time),
@@ -73,6 +74,32 @@ fn socket_error_json(e: &SocketError) -> Value {
     })
 }
 
+fn packet_json(packet: Option<Packet>) -> Value {
+    packet.map_or(Value::Null, |p| {
+        json!({
+            "src": endpoint(&p, true),
+            "dst": endpoint(&p, false),
+            "proto": proto_name(p.proto),
+        })
+    })
+}
+
+fn icmp_suppressed_json(e: &IcmpSuppressed) -> Value {
+    let attempt = e.attempt.as_ref();
+    json!({
+        "event": "icmp_suppressed",
+        "time": rfc3339(e.meta.time),
+        "netns": e.meta.netns,
+        "probe": e.meta.probe.as_str(),
+        "family": e.family.as_str(),
+        "icmp": attempt.map(|a| json!({ "type": a.icmp.icmp_type, "code": a.icmp.code })),
+        "packet": packet_json(attempt.and_then(|a| a.packet)),
+        "scope": e.scope.as_str(),
+        "count": e.count,
+        "cause": attempt.map(|a| a.cause.as_str()),
+    })
+}
+
 fn icmp_sent_json(e: &IcmpSent) -> Value {
     json!({
         "event": "icmp_sent",
@@ -81,11 +108,7 @@ fn icmp_sent_json(e: &IcmpSent) -> Value {
         "probe": e.meta.probe.as_str(),
         "family": e.family.as_str(),
         "icmp": { "type": e.icmp.icmp_type, "code": e.icmp.code },
-        "packet": e.packet.map(|p| json!({
-            "src": endpoint(&p, true),
-            "dst": endpoint(&p, false),
-            "proto": proto_name(p.proto),
-        })),
+        "packet": packet_json(e.packet),
         "cause": e.cause.as_str(),
     })
 }
@@ -95,6 +118,13 @@ fn clock_time(time: SystemTime) -> String {
     // RFC 3339 in UTC: keep the time of day. Text output is for eyes; JSON carries the full date.
     let full = rfc3339(time);
     full.split_once('T').map_or(full.clone(), |(_, t)| t.trim_end_matches('Z').to_owned())
+}
+
+fn about(packet: Option<Packet>) -> String {
+    packet.map_or_else(
+        || "an unreadable packet".to_owned(),
+        |p| format!("{} {} -> {}", proto_name(p.proto), endpoint(&p, true), endpoint(&p, false)),
+    )
 }
 
 pub fn text(event: &Event) -> String {
@@ -123,11 +153,21 @@ pub fn text(event: &Event) -> String {
                 explain_socket_error(e),
             )
         }
+        Event::IcmpSuppressed(e) => {
+            let what = match &e.attempt {
+                Some(a) => format!("{}  about {}", icmp_name(a.family, a.icmp.icmp_type, a.icmp.code), about(a.packet)),
+                None => format!("{} {} ICMP errors", e.count, e.family.as_str()),
+            };
+            format!(
+                "{} icmp_suppressed {what}  scope {}  netns {}  ({})",
+                clock_time(e.meta.time),
+                e.scope.as_str(),
+                e.meta.netns,
+                explain_icmp_suppressed(e),
+            )
+        }
         Event::IcmpSent(e) => {
-            let about = e.packet.map_or_else(
-                || "an unreadable packet".to_owned(),
-                |p| format!("{} {} -> {}", proto_name(p.proto), endpoint(&p, true), endpoint(&p, false)),
-            );
+            let about = about(e.packet);
             format!(
                 "{} icmp_sent {}  about {}  cause {}  netns {}  ({})",
                 clock_time(e.meta.time),
@@ -207,6 +247,27 @@ mod tests {
                 "cause": "no_listener",
             })
         );
+    }
+
+    #[test]
+    fn icmp_suppressed_json_and_text() {
+        let Event::IcmpSent(sent) = icmp_sent() else { panic!() };
+        let event = Event::IcmpSuppressed(crate::event::IcmpSuppressed {
+            meta: sent.meta.clone(),
+            family: sent.family,
+            scope: crate::event::Scope::Host,
+            count: 1,
+            attempt: Some(sent),
+        });
+        let value = json(&event);
+        assert_eq!(value["event"], "icmp_suppressed");
+        assert_eq!(value["scope"], "host");
+        assert_eq!(value["count"], 1);
+        assert_eq!(value["packet"]["dst"], "10.0.0.9:8888");
+        assert_eq!(value["cause"], "no_listener");
+        let line = text(&event);
+        assert!(line.contains("icmp_suppressed port-unreachable  about udp 10.0.0.2:40312 -> 10.0.0.9:8888  scope host"), "{line}");
+        assert!(line.contains("net.ipv4.icmp_ratelimit"), "{line}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use tokio::{
 
 use crate::{
     cause::Kallsyms,
+    counters,
     event::{Clock, Event, decode},
     render,
 };
@@ -35,6 +36,8 @@ pub struct Options {
     pub duration: Option<Duration>,
     pub count: Option<u64>,
     pub verbose: bool,
+    /// Where no hook sees the ICMP rate limits: the kernel's counters, read every `counters::PERIOD`.
+    pub counters: Option<counters::Watcher>,
 }
 
 /// What a session saw, for the closing line.
@@ -99,6 +102,8 @@ pub async fn run(mut ebpf: Ebpf, options: Options) -> Result<Totals> {
     let deadline = session.options.duration.map(|d| Instant::now() + d);
     let mut lost_check = interval(LOST_CHECK_PERIOD);
     lost_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut counter_check = interval(counters::PERIOD);
+    counter_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
     let stop = loop {
         tokio::select! {
@@ -118,6 +123,11 @@ pub async fn run(mut ebpf: Ebpf, options: Options) -> Result<Totals> {
                     break stop;
                 }
             }
+            _ = counter_check.tick(), if session.options.counters.is_some() => {
+                if let Some(stop) = session.report_counters() {
+                    break stop;
+                }
+            }
         }
     };
     // What arrived before the stop is still shown, unless the reader is gone or the count is reached.
@@ -126,6 +136,9 @@ pub async fn run(mut ebpf: Ebpf, options: Options) -> Result<Totals> {
     }
     if !matches!(stop, Stop::OutputClosed) {
         let _ = session.report_lost();
+        if !matches!(stop, Stop::Count) {
+            let _ = session.report_counters();
+        }
     }
     Ok(session.totals)
 }
@@ -175,7 +188,12 @@ impl Session {
         if let Event::SocketError(e) = &mut event {
             fill_errno(e);
         }
-        if let (Event::IcmpSent(e), Some(kallsyms)) = (&mut event, &mut self.kallsyms) {
+        let sent = match &mut event {
+            Event::IcmpSent(e) => Some(e),
+            Event::IcmpSuppressed(e) => e.attempt.as_mut(),
+            _ => None,
+        };
+        if let (Some(e), Some(kallsyms)) = (sent, &mut self.kallsyms) {
             e.cause = kallsyms.classify(&e.stack, e.icmp.icmp_type, e.icmp.code);
             if e.cause == crate::cause::Cause::Other {
                 // A caller in a module loaded after start-up (nf_reject_ipv4 on the first REJECT) is not in
@@ -194,6 +212,24 @@ impl Session {
     fn emit(&mut self, event: Event) -> Result<(), Stop> {
         let line = if self.options.json { render::json(&event).to_string() } else { render::text(&event) };
         writeln!(self.out, "{line}").map_err(|_| Stop::OutputClosed)
+    }
+
+    /// Emits an `icmp_suppressed` event for each rate-limit counter that rose.
+    fn report_counters(&mut self) -> Option<Stop> {
+        let events = self.options.counters.as_mut().map(counters::Watcher::poll).unwrap_or_default();
+        for event in events {
+            self.totals.events += 1;
+            if self.emit(event).is_err() {
+                return Some(Stop::OutputClosed);
+            }
+            if self.options.count.is_some_and(|n| self.totals.events >= n) {
+                return Some(Stop::Count);
+            }
+        }
+        if self.out.flush().is_err() {
+            return Some(Stop::OutputClosed);
+        }
+        None
     }
 
     /// Sums a per-CPU counter.

@@ -1,0 +1,184 @@
+//! Rate-limited ICMP errors from the kernel's own counters, for tracepoint mode, where no hook sees the
+//! rate limits: `Icmp: OutRateLimitGlobal OutRateLimitHost` in `/proc/net/snmp` (6.3+, backported to
+//! 6.1.y) and `Icmp6OutRateLimitHost` in `/proc/net/snmp6`, per network namespace.
+//!
+//! Every namespace a process is in (`/proc/*/ns/net`) or that `ip netns` named (`/run/netns/*`) is read
+//! each period from a thread that enters it (`/proc/thread-self/net/...` shows the reading thread's
+//! namespace). Increases become `icmp_suppressed` events with a `count`.
+
+use std::{
+    collections::HashMap,
+    fs::{self, File},
+    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
+    time::{Duration, SystemTime},
+};
+
+use crate::{
+    event::{Event, Family, IcmpSuppressed, Meta, Scope},
+    hooks::AttachMode,
+};
+
+/// One namespace's rate-limit counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateLimits {
+    /// IPv4 and IPv6 errors stopped by the global token bucket.
+    pub global: u64,
+    pub host: u64,
+    pub host6: u64,
+}
+
+impl RateLimits {
+    /// Reads the counters from `/proc/net/snmp` and `/proc/net/snmp6` text. Kernels without them read 0.
+    pub fn parse(snmp: &str, snmp6: &str) -> Self {
+        let mut limits = RateLimits::default();
+        // /proc/net/snmp: a header line and a value line per protocol, both starting with `Icmp:`.
+        let icmp: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Icmp:")).collect();
+        if let [names, values] = icmp[..] {
+            for (name, value) in names.split_whitespace().zip(values.split_whitespace()) {
+                let value = value.parse().unwrap_or(0);
+                match name {
+                    "OutRateLimitGlobal" => limits.global = value,
+                    "OutRateLimitHost" => limits.host = value,
+                    _ => {}
+                }
+            }
+        }
+        for line in snmp6.lines() {
+            let mut words = line.split_whitespace();
+            if words.next() == Some("Icmp6OutRateLimitHost") {
+                limits.host6 = words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            }
+        }
+        limits
+    }
+
+    /// What rose since `before`, as (family, scope, count).
+    pub fn increases(&self, before: &RateLimits) -> Vec<(Family, Scope, u64)> {
+        [
+            (Family::Ipv4, Scope::Global, self.global.saturating_sub(before.global)),
+            (Family::Ipv4, Scope::Host, self.host.saturating_sub(before.host)),
+            (Family::Ipv6, Scope::Host, self.host6.saturating_sub(before.host6)),
+        ]
+        .into_iter()
+        .filter(|(_, _, n)| *n > 0)
+        .collect()
+    }
+}
+
+/// Reads `ns`'s counters from a thread that enters it.
+fn read_in(ns: &File) -> Option<RateLimits> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // SAFETY: a valid namespace fd; setns changes only this short-lived thread.
+                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return None;
+                }
+                let snmp = fs::read_to_string("/proc/thread-self/net/snmp").ok()?;
+                let snmp6 = fs::read_to_string("/proc/thread-self/net/snmp6").unwrap_or_default();
+                Some(RateLimits::parse(&snmp, &snmp6))
+            })
+            .join()
+            .ok()
+            .flatten()
+    })
+}
+
+/// Every network namespace in use, by inode, with a handle to enter it.
+fn namespaces() -> HashMap<u64, File> {
+    let mut found = HashMap::new();
+    let procs = fs::read_dir("/proc").into_iter().flatten().flatten().filter_map(|entry| {
+        let name = entry.file_name();
+        name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())).map(|n| format!("/proc/{n}/ns/net"))
+    });
+    let named = fs::read_dir("/run/netns").into_iter().flatten().flatten().map(|e| e.path().display().to_string());
+    for path in procs.chain(named) {
+        let Ok(meta) = fs::metadata(&path) else { continue };
+        if let std::collections::hash_map::Entry::Vacant(slot) = found.entry(meta.ino())
+            && let Ok(file) = File::open(&path)
+        {
+            slot.insert(file);
+        }
+    }
+    found
+}
+
+/// Watches every namespace's counters.
+pub struct Watcher {
+    last: HashMap<u64, RateLimits>,
+}
+
+impl Watcher {
+    /// Takes the starting values: what was suppressed before udptrace started is not reported.
+    pub fn start() -> Self {
+        let last = namespaces().iter().filter_map(|(ino, f)| Some((*ino, read_in(f)?))).collect();
+        Self { last }
+    }
+
+    /// Reads every namespace again; returns an event per counter that rose. A namespace first seen now
+    /// was created since the last poll, so its counters started at zero.
+    pub fn poll(&mut self) -> Vec<Event> {
+        let mut events = Vec::new();
+        let mut seen = HashMap::new();
+        for (inode, file) in namespaces() {
+            let Some(now) = read_in(&file) else { continue };
+            let before = self.last.get(&inode).copied().unwrap_or_default();
+            for (family, scope, count) in now.increases(&before) {
+                events.push(Event::IcmpSuppressed(IcmpSuppressed {
+                    meta: Meta {
+                        time: SystemTime::now(),
+                        netns: u32::try_from(inode).unwrap_or(u32::MAX),
+                        probe: AttachMode::Tracepoint,
+                        pid: 0,
+                        tid: 0,
+                        comm: String::new(),
+                    },
+                    family,
+                    scope,
+                    count,
+                    attempt: None,
+                }));
+            }
+            seen.insert(inode, now);
+        }
+        self.last = seen;
+        events
+    }
+}
+
+/// How often the counters are read.
+pub const PERIOD: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SNMP: &str = "Ip: Forwarding DefaultTTL\nIp: 1 64\n\
+        Icmp: InMsgs InErrors OutMsgs OutRateLimitGlobal OutRateLimitHost OutErrors\n\
+        Icmp: 5 0 9 40 194 0\n\
+        IcmpMsg: OutType3\nIcmpMsg: 9\n";
+    const SNMP6: &str = "Icmp6InMsgs                     \t2\nIcmp6OutRateLimitHost           \t7\n";
+
+    #[test]
+    fn reads_the_rate_limit_counters() {
+        assert_eq!(RateLimits::parse(SNMP, SNMP6), RateLimits { global: 40, host: 194, host6: 7 });
+        // A kernel without the counters.
+        assert_eq!(RateLimits::parse("Icmp: InMsgs\nIcmp: 3\n", ""), RateLimits::default());
+    }
+
+    #[test]
+    fn reports_only_what_rose() {
+        let before = RateLimits { global: 40, host: 194, host6: 7 };
+        let now = RateLimits { global: 40, host: 200, host6: 9 };
+        assert_eq!(now.increases(&before), vec![(Family::Ipv4, Scope::Host, 6), (Family::Ipv6, Scope::Host, 2)]);
+        assert!(before.increases(&before).is_empty());
+    }
+
+    /// The namespaces of this machine can be listed and read where /proc allows it (root, or our own).
+    #[test]
+    fn reads_this_namespace() {
+        let Ok(own) = File::open("/proc/self/ns/net") else { return };
+        let limits = read_in(&own);
+        assert!(limits.is_some() || unsafe { libc::geteuid() } != 0);
+    }
+}
