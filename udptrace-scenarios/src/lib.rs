@@ -126,6 +126,7 @@ pub fn run(config: &Config, prefix: &str) -> Report {
         record(Check { scenario: "udptrace", name: "all_hooks_attach", outcome });
     }
     for scenario in &scenarios {
+        tracer.next_scenario();
         let results = (scenario.run)(config, &mut tracer)
             .unwrap_or_else(|e| vec![("setup", Outcome::Fail(format!("{e:#}")))]);
         for (name, outcome) in results {

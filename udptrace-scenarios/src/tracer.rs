@@ -111,6 +111,13 @@ impl Tracer {
         }
     }
 
+    /// Forgets what earlier scenarios produced, after a moment for stragglers to arrive. Namespace inode
+    /// numbers are reused once a namespace is gone, so old events could otherwise match new namespaces.
+    pub fn next_scenario(&mut self) {
+        self.collect_for(Duration::from_millis(200));
+        self.seen.clear();
+    }
+
     /// Collects what arrives for `period` (to check that something did NOT happen).
     pub fn collect_for(&mut self, period: Duration) {
         let deadline = Instant::now() + period;

@@ -3,8 +3,8 @@
 //!
 //! Kernels are resolved with apt-cache (the newest `linux-image-6.1*-cloud-amd64` and
 //! `linux-image-6.12*-cloud-amd64`), downloaded once into `.vm-cache/`, and booted from an initramfs
-//! holding busybox, iproute2's `ip`, udptrace, the scenario binary, their shared libraries and the veth
-//! module. The VM prints one line per check; this side collects them into a kernel x mode x check matrix.
+//! holding busybox, iproute2's `ip`, nftables' `nft`, udptrace, the scenario binary, their shared libraries
+//! and the kernel modules the scenarios need (veth, nftables REJECT). The VM prints one line per check; this side collects them into a kernel x mode x check matrix.
 
 use std::{
     collections::BTreeMap,
@@ -20,7 +20,12 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{prereq, say, workspace_root};
 
-pub const VM_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "cpio", "xz-utils", "iproute2"];
+pub const VM_PACKAGES: &[&str] =
+    &["qemu-system-x86", "busybox-static", "cpio", "xz-utils", "iproute2", "nftables", "kmod"];
+
+/// Kernel modules the scenarios need (veth links; nftables DROP and REJECT), loaded with their
+/// dependencies: the cloud kernels build them as modules.
+const MODULES: &[&str] = &["veth", "nft_reject_inet"];
 
 /// The kernel series the matrix covers.
 const SERIES: &[&str] = &["6.1", "6.12"];
@@ -33,8 +38,8 @@ const MARK: &str = "@@udptrace-vm";
 struct Kernel {
     package: String,
     vmlinuz: PathBuf,
-    /// veth.ko, decompressed.
-    veth: PathBuf,
+    /// Decompressed modules, dependencies before the modules that need them.
+    modules: Vec<PathBuf>,
 }
 
 fn cache_dir() -> PathBuf {
@@ -99,9 +104,11 @@ fn resolve(series: &str) -> Result<String> {
 /// Downloads and unpacks `package` once; later runs reuse `.vm-cache/<package>/`.
 fn fetch(package: &str) -> Result<Kernel> {
     let dir = cache_dir().join(package);
-    let kernel = Kernel { package: package.to_owned(), vmlinuz: dir.join("vmlinuz"), veth: dir.join("veth.ko") };
-    if kernel.vmlinuz.exists() && kernel.veth.exists() {
-        return Ok(kernel);
+    let order = dir.join("modules.order");
+    let vmlinuz = dir.join("vmlinuz");
+    if let (true, Ok(names)) = (vmlinuz.exists(), fs::read_to_string(&order)) {
+        let modules = names.lines().map(|name| dir.join(format!("{name}.ko"))).collect();
+        return Ok(Kernel { package: package.to_owned(), vmlinuz, modules });
     }
     say(&format!("downloading {package} (cached in .vm-cache/ for later runs)"));
     let work = cache_dir().join("download");
@@ -120,14 +127,43 @@ fn fetch(package: &str) -> Result<Kernel> {
         .context("apt-get download left no .deb")?;
     let tree = work.join("tree");
     prereq::run_visible(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree))?;
-    let vmlinuz = find_file(&tree.join("boot"), |name| name.starts_with("vmlinuz-"))?;
-    let veth = find_file(&tree.join("lib/modules"), |name| name.starts_with("veth.ko"))
-        .or_else(|_| find_file(&tree.join("usr/lib/modules"), |name| name.starts_with("veth.ko")))?;
     fs::create_dir_all(&dir)?;
-    fs::copy(&vmlinuz, &kernel.vmlinuz)?;
-    decompress_module(&veth, &kernel.veth)?;
+    fs::copy(find_file(&tree.join("boot"), |name| name.starts_with("vmlinuz-"))?, &vmlinuz)?;
+    let modules_root = [tree.join("lib/modules"), tree.join("usr/lib/modules")]
+        .into_iter()
+        .find(|p| p.exists())
+        .context("the package has no lib/modules")?;
+    let mut names = Vec::new();
+    for wanted in MODULES {
+        add_with_dependencies(&modules_root, wanted, &mut names)?;
+    }
+    for name in &names {
+        let file = module_file(&modules_root, name)?;
+        decompress_module(&file, &dir.join(format!("{name}.ko")))?;
+    }
+    fs::write(&order, names.join("\n"))?;
     fs::remove_dir_all(&work)?;
-    Ok(kernel)
+    let modules = names.iter().map(|name| dir.join(format!("{name}.ko"))).collect();
+    Ok(Kernel { package: package.to_owned(), vmlinuz, modules })
+}
+
+fn module_file(root: &Path, name: &str) -> Result<PathBuf> {
+    find_file(root, |file| file == format!("{name}.ko") || file.starts_with(&format!("{name}.ko.")))
+        .with_context(|| format!("module {name} is not in the kernel package (built in?)"))
+}
+
+/// Appends `name` to `order` after the modules it depends on (`modinfo -F depends`).
+fn add_with_dependencies(root: &Path, name: &str, order: &mut Vec<String>) -> Result<()> {
+    if order.iter().any(|n| n == name) {
+        return Ok(());
+    }
+    let file = module_file(root, name)?;
+    let output = Command::new("modinfo").args(["-F", "depends"]).arg(&file).output().context("running modinfo")?;
+    for dependency in String::from_utf8_lossy(&output.stdout).trim().split(',').filter(|d| !d.is_empty()) {
+        add_with_dependencies(root, dependency, order)?;
+    }
+    order.push(name.to_owned());
+    Ok(())
 }
 
 fn find_file(dir: &Path, matches: impl Fn(&str) -> bool + Copy) -> Result<PathBuf> {
@@ -188,15 +224,28 @@ mount -t tmpfs run /run
 mount -t tmpfs tmp /tmp
 ln -s /run /var/run
 ip link set lo up
-insmod /lib/modules/veth.ko || echo "@@udptrace-vm warning: veth did not load"
+for module in $(cat /lib/modules/order); do
+  insmod "/lib/modules/$module.ko" || echo "@@udptrace-vm warning: $module did not load"
+done
 echo "@@udptrace-vm kernel $(uname -r)"
 udptrace probes -v 2>&1 | sed 's/^/@@udptrace-vm probes /'
 for mode in fentry kprobe tracepoint; do
   require=--require-attach
   [ "$mode" = tracepoint ] && require=
   echo "@@udptrace-vm begin $mode"
+  # In fentry mode a second udptrace prints its text lines beside the suite: the README's examples.
+  if [ "$mode" = fentry ]; then
+    udptrace --probe fentry >/tmp/demo 2>&1 &
+    demo=$!
+    tries=0
+    while ! grep -q "udptrace: tracing" /tmp/demo && [ $tries -lt 120 ]; do sleep 1; tries=$((tries + 1)); done
+  fi
   udptrace-scenarios --udptrace /usr/bin/udptrace --probe "$mode" --event-timeout 30 $require
   echo "@@udptrace-vm end $mode rc=$?"
+  if [ "$mode" = fentry ]; then
+    kill -INT $demo; wait $demo
+    sed 's/^/@@udptrace-vm demo /' /tmp/demo
+  fi
 done
 echo "@@udptrace-vm done"
 poweroff -f
@@ -213,7 +262,13 @@ fn build_initramfs(kernel: &Kernel, binaries: &[(PathBuf, &str)]) -> Result<Path
     let init = root.join("init");
     fs::write(&init, INIT)?;
     prereq::run_visible(Command::new("chmod").arg("755").arg(&init).arg(root.join("bin/busybox")))?;
-    copy_into(&root, &kernel.veth, "/lib/modules/veth.ko")?;
+    let mut order = Vec::new();
+    for module in &kernel.modules {
+        let name = module.file_stem().and_then(|n| n.to_str()).context("module name")?;
+        copy_into(&root, module, &format!("/lib/modules/{name}.ko"))?;
+        order.push(name.to_owned());
+    }
+    fs::write(root.join("lib/modules/order"), order.join("\n"))?;
     for (binary, target) in binaries {
         copy_into(&root, binary, target)?;
         for library in shared_libraries(binary)? {
@@ -359,7 +414,13 @@ pub fn vm_test(
     prereq::ensure_packages(VM_PACKAGES)?;
     let (udptrace, scenarios) = build_release()?;
     let ip = fs::canonicalize("/usr/sbin/ip").or_else(|_| fs::canonicalize("/sbin/ip")).context("iproute2's ip")?;
-    let binaries = [(udptrace, "/usr/bin/udptrace"), (scenarios, "/usr/bin/udptrace-scenarios"), (ip, "/usr/local/sbin/ip")];
+    let nft = fs::canonicalize("/usr/sbin/nft").context("nftables' nft")?;
+    let binaries = [
+        (udptrace, "/usr/bin/udptrace"),
+        (scenarios, "/usr/bin/udptrace-scenarios"),
+        (ip, "/usr/local/sbin/ip"),
+        (nft, "/usr/local/sbin/nft"),
+    ];
     fs::create_dir_all(cache_dir().join("logs"))?;
 
     let mut prepared = Vec::new();
