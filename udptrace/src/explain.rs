@@ -155,26 +155,34 @@ pub fn proto_name(proto: u8) -> String {
 /// One short sentence: what happened to the socket and what the application sees.
 pub fn explain_socket_error(e: &SocketError) -> String {
     let errno = errno_name(e.errno).unwrap_or("an error");
+    let icmp = e.icmp.map(|i| icmp_name(e.family, i.icmp_type, i.code));
     let peer = e.remote.map(|r| format!("udp/{} at {}", r.port(), r.ip()));
+    let queued = if e.recverr == Some(true) { "; also queued for MSG_ERRQUEUE (IP_RECVERR)" } else { "" };
     match e.verdict {
         Some(Verdict::Delivered) => match (e.errno, &peer) {
             (libc::ECONNREFUSED, Some(peer)) => {
-                format!("no process listens on {peer}; the next send or receive fails with {errno}")
+                format!("no process listens on {peer}; the next send or receive fails with {errno}{queued}")
             }
-            (libc::ECONNREFUSED, None) => {
-                format!("the peer has no process on that port; the next send or receive fails with {errno}")
-            }
-            _ => format!("the socket's next send or receive fails with {errno}"),
+            (libc::EMSGSIZE, _) => format!(
+                "the path MTU is smaller than the datagram and it may not be fragmented; the next send or receive \
+                 fails with {errno}{queued}"
+            ),
+            _ => format!("the socket's next send or receive fails with {errno}{queued}"),
         },
+        Some(Verdict::IgnoredSoftError) if e.icmp.is_some_and(|i| (i.icmp_type, i.code) == (3, 4)) => {
+            "the socket turned path MTU discovery off (IP_PMTUDISC_DONT): Linux lowers the route's MTU and reports \
+             nothing"
+                .to_owned()
+        }
         Some(Verdict::IgnoredSoftError) => format!(
             "{} is a soft error: Linux does not report it to a connected UDP socket without IP_RECVERR",
-            e.icmp.map_or_else(|| "this error".to_owned(), |i| icmp_name(e.family, i.icmp_type, i.code))
+            icmp.unwrap_or_else(|| "this error".to_owned())
         ),
-        Some(Verdict::IgnoredUnconnected) => {
-            "the socket is not connected and has no IP_RECVERR: Linux reports no ICMP error to it".to_owned()
-        }
+        Some(Verdict::IgnoredUnconnected) => format!(
+            "the socket is not connected and has no IP_RECVERR: Linux drops {errno} and the application sees nothing"
+        ),
         Some(Verdict::NoSocket) => "no socket on this host matches the packet the ICMP error quotes".to_owned(),
-        None => format!("the socket was given {errno}"),
+        None => format!("a UDP tunnel socket took the error ({errno})"),
     }
 }
 
@@ -186,10 +194,14 @@ pub fn explain_icmp_sent(e: &IcmpSent) -> String {
             Some((proto, dport)) => format!("no socket listens on {proto}/{dport} here"),
             None => "no socket listens on that port here".to_owned(),
         },
-        Cause::FirewallReject => "a firewall REJECT rule answered for the packet".to_owned(),
-        Cause::NoRoute => "this host has no usable route to the packet's destination".to_owned(),
+        Cause::FirewallReject => "a firewall REJECT rule answered for the packet (nftables/iptables)".to_owned(),
+        Cause::NoRoute => {
+            "this host has no usable route to the packet's destination (an unreachable or prohibit route, no route, \
+             or the next hop did not answer ARP/ND)"
+                .to_owned()
+        }
         Cause::TtlExceeded => "the packet's TTL ran out while this host forwarded it".to_owned(),
-        Cause::FragNeeded => "the packet has DF set and is larger than the next link's MTU".to_owned(),
+        Cause::FragNeeded => "the packet may not be fragmented (DF) and is larger than the next link's MTU".to_owned(),
         Cause::Other => "sent by another kernel path".to_owned(),
     }
 }
@@ -292,6 +304,30 @@ mod tests {
         assert_eq!(kernel_verdict(!soft(3, 3), false, false), Verdict::IgnoredUnconnected);
         assert_eq!(kernel_verdict(!soft(3, 1), false, true), Verdict::Delivered);
         assert_eq!(kernel_verdict(!soft(3, 1), true, true), Verdict::Delivered);
+    }
+
+    #[test]
+    fn every_verdict_has_its_own_explanation() {
+        use crate::event::tests::raw_socket_error_v4;
+        let bytes = crate::event::tests::bytes_of(&raw_socket_error_v4());
+        let crate::event::Event::SocketError(mut e) =
+            crate::event::decode(&bytes, crate::event::Clock::with_boot_epoch_ns(0)).unwrap()
+        else {
+            panic!()
+        };
+        e.icmp = Some(crate::event::Icmp { icmp_type: 3, code: 1, from: None });
+        e.verdict = Some(Verdict::IgnoredSoftError);
+        assert_eq!(
+            explain_socket_error(&e),
+            "host-unreachable is a soft error: Linux does not report it to a connected UDP socket without IP_RECVERR"
+        );
+        let mut texts = Vec::new();
+        for verdict in [Verdict::Delivered, Verdict::IgnoredSoftError, Verdict::IgnoredUnconnected, Verdict::NoSocket] {
+            e.verdict = Some(verdict);
+            texts.push(explain_socket_error(&e));
+        }
+        texts.dedup();
+        assert_eq!(texts.len(), 4, "{texts:?}");
     }
 
     #[test]
