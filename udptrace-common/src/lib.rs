@@ -51,6 +51,8 @@ pub mod socket_error_flags {
     pub const RECVERR: u8 = 1 << 2;
     /// `remote_addr`/`remote_port` are filled in (a connected socket, or the quoted packet was read).
     pub const REMOTE_KNOWN: u8 = 1 << 3;
+    /// `owner` holds the last process seen sending on the socket.
+    pub const OWNER_KNOWN: u8 = 1 << 4;
 }
 
 /// Bits of [`IcmpSent::flags`].
@@ -90,6 +92,17 @@ pub struct EventHeader {
     pub comm: [u8; TASK_COMM_LEN],
 }
 
+/// The process that owns a socket: the last one seen sending on it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Owner {
+    pub pid: u32,
+    pub tid: u32,
+    /// `bpf_get_current_cgroup_id()`: the cgroup v2 id (the inode of its directory).
+    pub cgroup_id: u64,
+    pub comm: [u8; TASK_COMM_LEN],
+}
+
 /// An ICMP error reached (or failed to reach) a UDP socket.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -110,6 +123,10 @@ pub struct SocketError {
     pub verdict: u8,
     pub flags: u8,
     pub _pad0: [u8; 4],
+    /// The socket's inode number (what `/proc/PID/fd` shows as `socket:[N]`), 0 if there is no socket.
+    pub sock_ino: u64,
+    /// Valid with `OWNER_KNOWN`.
+    pub owner: Owner,
 }
 
 /// This host emitted (or, as `ICMP_SUPPRESSED`, was stopped from emitting) an ICMP error about `src -> dst`.
@@ -155,6 +172,11 @@ pub struct KernelOffsets {
     pub sk_protocol: u32,
     /// `__sk_common.skc_state`: TCP_ESTABLISHED (1) for a connected UDP socket.
     pub sk_state: u32,
+    /// `sock.sk_socket`, `socket.file`, `file.f_inode`, `inode.i_ino`: from a socket to its inode number.
+    pub sk_socket: u32,
+    pub socket_file: u32,
+    pub file_inode: u32,
+    pub inode_ino: u32,
     /// `struct net`: `ns.inum`.
     pub net_inum: u32,
     /// `struct sk_buff`.
@@ -177,7 +199,7 @@ mod pod {
 /// Compile-time checks that the layouts have no implicit padding (sizes are the sum of the fields).
 const _: () = {
     assert!(core::mem::size_of::<EventHeader>() == 40);
-    assert!(core::mem::size_of::<SocketError>() == 40 + 48 + 4 + 4 + 4 + 4);
+    assert!(core::mem::size_of::<SocketError>() == 40 + 48 + 4 + 4 + 4 + 4 + 8 + 32);
     assert!(core::mem::size_of::<IcmpSent>() == 40 + 32 + 4 + 4 + 8 + 8 * ICMP_STACK_DEPTH);
-    assert!(core::mem::size_of::<KernelOffsets>() == 19 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 23 * 4);
 };

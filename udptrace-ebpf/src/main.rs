@@ -1,6 +1,7 @@
 //! udptrace's eBPF programs, one file per kernel area:
 //! - `recv.rs`: an ICMP error reaching a UDP socket (`socket_error`);
 //! - `send.rs`: an ICMP error this host emits (`icmp_sent`);
+//! - `owner.rs`: who owns a socket, recorded where its process sends;
 //! - `kernel.rs`: reading kernel memory through offsets user space resolved from BTF.
 //!
 //! Each program is a thin wrapper, one per mode (fentry/fexit, kprobe/kretprobe, tracepoint), around
@@ -9,6 +10,7 @@
 #![no_main]
 
 mod kernel;
+mod owner;
 mod recv;
 mod send;
 
@@ -27,13 +29,13 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
 
 /// The ring buffer was full: an event was lost.
-const STAT_LOST: u32 = 0;
+pub(crate) const STAT_LOST: u32 = 0;
 /// A kernel read failed: the event could not be built.
-const STAT_READ_ERROR: u32 = 1;
+pub(crate) const STAT_READ_ERROR: u32 = 1;
 const STAT_COUNT: u32 = 2;
 
 #[inline(always)]
-fn count(stat: u32) {
+pub(crate) fn count(stat: u32) {
     if let Some(counter) = STATS.get_ptr_mut(stat) {
         // SAFETY: per-CPU slot, and programs do not nest on one CPU for these hooks.
         unsafe { *counter += 1 };

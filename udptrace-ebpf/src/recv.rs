@@ -33,6 +33,7 @@ use udptrace_common::{
 use crate::{
     EVENTS, STAT_LOST, STAT_READ_ERROR, count,
     kernel::{ReadResult, header, netns_inum, offsets, read, read_into, sock_netns},
+    owner::fill_owner,
 };
 
 /// `-ENOENT`: `__udp4_lib_err` found no socket (an `int` return since 4.20).
@@ -91,6 +92,8 @@ fn udp_err_enter<C: EbpfContext>(ctx: &C, mode: u8, skb: *const u8, v6: Option<(
         socket_error_flags::ICMP_KNOWN | socket_error_flags::RECVERR_KNOWN | socket_error_flags::REMOTE_KNOWN;
     event.errno = 0;
     event.verdict = verdict::UNKNOWN;
+    event.sock_ino = 0;
+    event.owner = Default::default();
     event._pad0 = [0; 4];
     event.local_addr = [0; 16];
     event.remote_addr = [0; 16];
@@ -182,6 +185,9 @@ fn udp_err_exit(ret: Option<i64>) -> ReadResult<()> {
         return Ok(());
     }
     slot.active = 0;
+    if slot.sk != 0 {
+        fill_owner(slot.sk as *const u8, &mut slot.event)?;
+    }
     let event = &mut slot.event;
     if slot.queued == 1 {
         event.flags |= socket_error_flags::RECVERR;
@@ -367,6 +373,7 @@ fn inet_sk_error_report(ctx: &RawTracePointContext) -> ReadResult<()> {
         ..SocketError::default()
     };
     read_socket_addrs(sk, &off, family, &mut event)?;
+    fill_owner(sk, &mut event)?;
     // An unconnected socket has no peer; its error's destination is only in the quoted packet.
     if event.remote_port != 0 {
         event.flags |= socket_error_flags::REMOTE_KNOWN;

@@ -2,6 +2,7 @@
 //! udptrace attached in one forced mode, asserting the exact events. The same suite runs on the host
 //! (`cargo test`, tracepoint mode) and inside each QEMU kernel (`cargo xtask vm-test`).
 
+pub mod helper;
 pub mod netns;
 mod packets;
 pub mod suite;
@@ -28,6 +29,8 @@ pub struct Check {
 /// Where and how the suite runs.
 pub struct Config {
     pub udptrace: PathBuf,
+    /// A binary that runs `helper::main` when its first argument is `helper` (the suite's own).
+    pub helper: PathBuf,
     /// `fentry`, `kprobe` or `tracepoint`.
     pub mode: String,
     /// Only scenarios whose name contains this.

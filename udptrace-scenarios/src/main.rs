@@ -6,6 +6,10 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use udptrace_scenarios::{Config, run};
 
 fn main() -> ExitCode {
+    let all: Vec<String> = std::env::args().collect();
+    if all.get(1).is_some_and(|a| a == "helper") {
+        return udptrace_scenarios::helper::main(&all[2..]);
+    }
     let mut args = std::env::args().skip(1);
     let mut udptrace = None;
     let mut mode = None;
@@ -31,8 +35,10 @@ fn main() -> ExitCode {
     let (Some(udptrace), Some(mode)) = (udptrace, mode) else {
         return usage("--udptrace and --probe are required");
     };
+    let Ok(helper) = std::env::current_exe() else { return usage("cannot find this program's own path") };
     let config = Config {
         udptrace,
+        helper,
         mode: mode.clone(),
         only,
         event_timeout: timeout,

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::{
     Config, Outcome,
+    helper::ClientProcess,
     netns::{Netns, exec_in, veth},
     packets::{icmp_counters, port_unreachable_quoting, send_raw_icmp, set_int_option, set_recverr, udp_socket},
     tracer::Tracer,
@@ -40,6 +41,9 @@ pub static SCENARIOS: &[Scenario] = &[
     Scenario { name: "server_restart", run: server_restart },
     Scenario { name: "rate_limit", run: rate_limit },
     Scenario { name: "no_socket", run: no_socket },
+    Scenario { name: "owner", run: owner },
+    Scenario { name: "owner_before_start", run: owner_before_start },
+    Scenario { name: "owner_forked_child", run: owner_forked_child },
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -649,6 +653,139 @@ fn no_socket(config: &Config, tracer: &mut Tracer) -> Result<Results> {
         "recverr": false,
     });
     Ok(vec![("socket_error", check_socket_error(config, tracer, &hosts.client, local, expected, None))])
+}
+
+/// A client process in the client namespace whose connected socket points at a listening server (so no
+/// ICMP comes back on its own), and a port-unreachable quoting that socket crafted in the server
+/// namespace: the error is processed in the injecting task's context, never the client's.
+struct OwnerCase {
+    hosts: TwoHosts,
+    _listener: UdpSocket,
+    server: SocketAddr,
+}
+
+impl OwnerCase {
+    fn new() -> Result<Self> {
+        let hosts = TwoHosts::new()?;
+        let server = SocketAddr::new(TwoHosts::server_ip(Family::V4), CLOSED_PORT);
+        let listener = udp_socket(&hosts.server, server)?;
+        Ok(Self { hosts, _listener: listener, server })
+    }
+
+    fn client(&self, config: &Config, extra: &[&str]) -> Result<ClientProcess> {
+        let server = self.server.to_string();
+        let mut args = vec!["--netns", self.hosts.client.name.as_str(), "--bind", CLIENT_V4, "--connect", &server];
+        args.extend_from_slice(extra);
+        ClientProcess::start(&config.helper, &args)
+    }
+
+    fn inject(&self, client: &ClientProcess) -> Result<()> {
+        let (IpAddr::V4(client_ip), IpAddr::V4(server_ip)) = (client.local.ip(), self.server.ip()) else {
+            bail!("IPv4 expected");
+        };
+        let icmp = port_unreachable_quoting(client_ip, client.local.port(), server_ip, self.server.port());
+        self.hosts.server.run(move || send_raw_icmp(client_ip, &icmp))?
+    }
+
+    /// The event must name `pid` (its comm and cgroup as /proc shows them), not the injecting process.
+    fn check(&self, config: &Config, tracer: &mut Tracer, client: &ClientProcess, pid: u32) -> Outcome {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim_end().to_owned();
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("0::").map(str::to_owned));
+        let expected = json!({
+            "local": client.local.to_string(),
+            "remote": self.server.to_string(),
+            "errno": "ECONNREFUSED",
+            "verdict": "delivered",
+            "pid": pid,
+            "comm": comm,
+            "cgroup": cgroup,
+        });
+        let tracepoint = as_tracepoint_sees(&expected, true);
+        check_socket_error(config, tracer, &self.hosts.client, client.local, expected, Some(tracepoint))
+    }
+}
+
+/// The cgroup v2 mount point (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on hybrid hosts).
+fn cgroup2_mount() -> Option<String> {
+    std::fs::read_to_string("/proc/self/mountinfo").ok()?.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        (right.split_whitespace().next() == Some("cgroup2")).then(|| left.split_whitespace().nth(4).map(str::to_owned))?
+    })
+}
+
+/// A cgroup of the test's own, removed when dropped (after the processes in it are gone).
+struct TestCgroup(String);
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// The owner, not the interrupted task: a client process in a cgroup of its own sends; another
+/// process (this one) injects an ICMP error quoting its socket. The event names the client, with its
+/// cgroup as /proc/PID/cgroup says.
+fn owner(config: &Config, tracer: &mut Tracer) -> Result<Results> {
+    let case = OwnerCase::new()?;
+    let cgroup = match cgroup2_mount() {
+        Some(mount) => {
+            let dir = format!("{mount}/udptrace-test-{}", std::process::id());
+            std::fs::create_dir_all(&dir).ok().map(|()| TestCgroup(dir))
+        }
+        None => None,
+    };
+    let mut extra = Vec::new();
+    if let Some(TestCgroup(dir)) = &cgroup {
+        extra.extend(["--cgroup", dir.as_str()]);
+    }
+    let client = case.client(config, &extra)?;
+    case.inject(&client)?;
+    let named = case.check(config, tracer, &client, client.pid);
+    let in_cgroup = match &cgroup {
+        None => Outcome::Skip("no writable cgroup v2 hierarchy here".to_owned()),
+        Some(TestCgroup(dir)) => {
+            let proc_says = std::fs::read_to_string(format!("/proc/{}/cgroup", client.pid)).unwrap_or_default();
+            let leaf = dir.rsplit('/').next().unwrap_or_default();
+            if proc_says.lines().any(|l| l.starts_with("0::") && l.ends_with(leaf)) {
+                Outcome::Pass
+            } else {
+                Outcome::Fail(format!("the client is not in {dir}: /proc says {proc_says:?}"))
+            }
+        }
+    };
+    drop(client);
+    Ok(vec![("names_the_owner", named), ("own_cgroup", in_cgroup)])
+}
+
+/// A socket opened and used before udptrace started: no send was seen, so the owner comes from
+/// /proc/*/fd through the socket's inode.
+fn owner_before_start(config: &Config, _shared: &mut Tracer) -> Result<Results> {
+    let case = OwnerCase::new()?;
+    let client = case.client(config, &[])?;
+    let mut late = Tracer::start(&config.udptrace, &config.mode)?;
+    case.inject(&client)?;
+    let named = case.check(config, &mut late, &client, client.pid);
+    let stop = match late.stop() {
+        Ok(_) => Outcome::Pass,
+        Err(e) => Outcome::Fail(format!("{e:#}")),
+    };
+    Ok(vec![("names_the_owner", named), ("clean_stop", stop)])
+}
+
+/// A forked child sends on its parent's socket, last. With a send hook the event names the child: the
+/// process that sent last is the one whose traffic drew the error. Without one (no send hook on this
+/// kernel in this mode) /proc can only say which processes hold the socket, and names the first, the
+/// parent.
+fn owner_forked_child(config: &Config, tracer: &mut Tracer) -> Result<Results> {
+    let case = OwnerCase::new()?;
+    let client = case.client(config, &["--fork"])?;
+    let parent = client.parent_pid();
+    case.inject(&client)?;
+    let expected_pid = if tracer.mode_of("socket_owner").is_some() { client.pid } else { parent };
+    Ok(vec![("names_the_last_sender", case.check(config, tracer, &client, expected_pid))])
 }
 
 #[cfg(test)]

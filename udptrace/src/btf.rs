@@ -79,6 +79,10 @@ impl KernelBtf {
             // A u16 of its own since 5.6 (before, a bitfield: member_offset refuses it).
             sk_protocol: sock("sk_protocol")?,
             sk_state: sock("__sk_common.skc_state")?,
+            sk_socket: sock("sk_socket")?,
+            socket_file: self.member_offset("socket", "file")?,
+            file_inode: self.member_offset("file", "f_inode")?,
+            inode_ino: self.member_offset("inode", "i_ino")?,
             net_inum: self.member_offset("net", "ns.inum")?,
             skb_head: self.member_offset("sk_buff", "head")?,
             skb_data: self.member_offset("sk_buff", "data")?,

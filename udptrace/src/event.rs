@@ -79,8 +79,9 @@ pub struct Meta {
     pub time: SystemTime,
     pub netns: u32,
     pub probe: AttachMode,
-    /// The task the hook ran in. For `socket_error` this is NOT yet the socket's owner: ICMP errors are
-    /// processed in softirq context, where the current task is whoever was interrupted.
+    /// The task the hook ran in. For `socket_error` this is not the socket's owner (see
+    /// `SocketError::owner`): ICMP errors are processed in softirq context, where the current task is
+    /// whoever was interrupted.
     pub pid: u32,
     pub tid: u32,
     pub comm: String,
@@ -105,6 +106,10 @@ pub struct SocketError {
     pub errno: i32,
     pub verdict: Option<Verdict>,
     pub recverr: Option<bool>,
+    /// The socket's inode number, when there is a socket.
+    pub sock_ino: Option<u64>,
+    /// The process that owns the socket (the last one seen sending on it, else found through /proc).
+    pub owner: Option<crate::owner::OwnerInfo>,
 }
 
 /// The packet an ICMP error is about.
@@ -233,15 +238,20 @@ fn read_record<T: Copy>(bytes: &[u8], kind: u8) -> Result<T, DecodeError> {
     Ok(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
 }
 
+/// A NUL-terminated kernel string (a task's comm).
+fn c_string(bytes: &[u8]) -> String {
+    let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..len]).into_owned()
+}
+
 fn meta(header: &EventHeader, clock: Clock) -> Result<Meta, DecodeError> {
-    let comm_len = header.comm.iter().position(|&b| b == 0).unwrap_or(header.comm.len());
     Ok(Meta {
         time: clock.wall(header.time_ns),
         netns: header.netns,
         probe: AttachMode::from_probe_byte(header.probe).ok_or(DecodeError::UnknownProbe(header.probe))?,
         pid: header.pid,
         tid: header.tid,
-        comm: String::from_utf8_lossy(&header.comm[..comm_len]).into_owned(),
+        comm: c_string(&header.comm),
     })
 }
 
@@ -267,6 +277,15 @@ pub fn decode(bytes: &[u8], clock: Clock) -> Result<Event, DecodeError> {
                 errno: raw.errno,
                 verdict: Verdict::from_byte(raw.verdict),
                 recverr: has(socket_error_flags::RECVERR_KNOWN).then(|| has(socket_error_flags::RECVERR)),
+                sock_ino: (raw.sock_ino != 0).then_some(raw.sock_ino),
+                owner: has(socket_error_flags::OWNER_KNOWN).then(|| crate::owner::OwnerInfo {
+                    pid: raw.owner.pid,
+                    tid: Some(raw.owner.tid),
+                    comm: c_string(&raw.owner.comm),
+                    cgroup_id: Some(raw.owner.cgroup_id),
+                    cgroup: None,
+                    container: None,
+                }),
             }))
         }
         kind::ICMP_SENT | kind::ICMP_SUPPRESSED => {
@@ -343,6 +362,15 @@ pub(crate) mod tests {
         raw
     }
 
+    /// The same error with its owner recorded.
+    pub fn raw_socket_error_v4_owned() -> RawSocketError {
+        let mut raw = raw_socket_error_v4();
+        raw.sock_ino = 88001;
+        raw.owner = udptrace_common::Owner { pid: 900, tid: 901, cgroup_id: 4242, comm: *b"dns-client\0\0\0\0\0\0" };
+        raw.flags |= socket_error_flags::OWNER_KNOWN;
+        raw
+    }
+
     pub fn raw_icmp_sent_v4() -> RawIcmpSent {
         let mut raw = RawIcmpSent {
             header: header(kind::ICMP_SENT, AF_INET),
@@ -382,7 +410,16 @@ pub(crate) mod tests {
         assert_eq!(e.meta.comm, "client");
         assert_eq!((e.meta.pid, e.meta.tid, e.meta.netns), (4711, 4712, 4026532001));
         assert_eq!(e.meta.probe, AttachMode::Tracepoint);
+        assert_eq!((e.sock_ino, e.owner.clone()), (None, None));
         assert_eq!(e.meta.time, SystemTime::UNIX_EPOCH + Duration::from_nanos(1_700_000_005_000_000_000));
+    }
+
+    #[test]
+    fn decodes_the_socket_owner() {
+        let Event::SocketError(e) = decode(&bytes_of(&raw_socket_error_v4_owned()), CLOCK).unwrap() else { panic!() };
+        assert_eq!(e.sock_ino, Some(88001));
+        let owner = e.owner.unwrap();
+        assert_eq!((owner.pid, owner.tid, owner.comm.as_str(), owner.cgroup_id), (900, Some(901), "dns-client", Some(4242)));
     }
 
     #[test]

@@ -174,6 +174,36 @@ pub static HOOKS: &[Hook] = &[
         ],
     },
     Hook {
+        name: "socket_owner",
+        observes: "which process sends on each UDP socket (pid/comm/cgroup of socket_error)",
+        variants: &[
+            Variant {
+                mode: AttachMode::FEntry,
+                programs: &[
+                    program("fentry_udp_sendmsg", FEntry("udp_sendmsg")),
+                    program("fentry_udpv6_sendmsg", FEntry("udpv6_sendmsg")),
+                ],
+                since: "BPF trampolines: x86_64 5.5, arm64 6.0",
+                limits: "the last sender of each socket; sockets no send was seen on are found through /proc",
+            },
+            Variant {
+                mode: AttachMode::Kprobe,
+                programs: &[
+                    program("kprobe_udp_sendmsg", Kprobe("udp_sendmsg")),
+                    program("kprobe_udp_sendmsg", Kprobe("udpv6_sendmsg")),
+                ],
+                since: "CONFIG_KPROBES",
+                limits: "the last sender of each socket; sockets no send was seen on are found through /proc",
+            },
+            Variant {
+                mode: AttachMode::Tracepoint,
+                programs: &[program("tp_sock_send_length", RawTracepoint { category: "sock", name: "sock_send_length" })],
+                since: "6.3",
+                limits: "the last sender of each socket; sockets no send was seen on are found through /proc",
+            },
+        ],
+    },
+    Hook {
         name: "icmp_send",
         observes: "an ICMP error this host sends (icmp_sent)",
         variants: &[

@@ -11,6 +11,7 @@ mod event;
 mod explain;
 mod hooks;
 mod loader;
+mod owner;
 mod probes;
 mod render;
 mod trace;

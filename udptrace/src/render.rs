@@ -68,9 +68,11 @@ fn socket_error_json(e: &SocketError) -> Value {
         "errno": errno_name(e.errno),
         "verdict": e.verdict.map(|v| v.as_str()),
         "recverr": e.recverr,
-        // The task the error was processed in (see event::Meta): the socket's owner is a later addition.
-        "pid": e.meta.pid,
-        "comm": e.meta.comm,
+        "pid": e.owner.as_ref().map(|o| o.pid),
+        "tid": e.owner.as_ref().and_then(|o| o.tid),
+        "comm": e.owner.as_ref().map(|o| o.comm.as_str()),
+        "cgroup": e.owner.as_ref().and_then(|o| o.cgroup.as_deref()),
+        "container": e.owner.as_ref().and_then(|o| o.container.as_deref()),
     })
 }
 
@@ -120,6 +122,19 @@ fn clock_time(time: SystemTime) -> String {
     full.split_once('T').map_or(full.clone(), |(_, t)| t.trim_end_matches('Z').to_owned())
 }
 
+/// `pid 4711 dns-client` with, when known, the container (12 characters, as docker shows it) or else the
+/// cgroup's last component.
+fn owner_text(owner: Option<&crate::owner::OwnerInfo>) -> String {
+    let Some(owner) = owner else { return "owner unknown".to_owned() };
+    let mut text = format!("pid {} {}", owner.pid, escape(&owner.comm));
+    if let Some(container) = &owner.container {
+        text.push_str(&format!(" container {}", &container[..container.len().min(12)]));
+    } else if let Some(cgroup) = owner.cgroup.as_deref().filter(|c| *c != "/") {
+        text.push_str(&format!(" cgroup {}", escape(cgroup.rsplit('/').next().unwrap_or(cgroup))));
+    }
+    text
+}
+
 fn about(packet: Option<Packet>) -> String {
     packet.map_or_else(
         || "an unreadable packet".to_owned(),
@@ -140,15 +155,14 @@ pub fn text(event: &Event) -> String {
                 None => "icmp unseen".to_owned(),
             };
             format!(
-                "{} {} {}  {} -> {}  {}  pid {} {}  netns {}  ({})",
+                "{} {} {}  {} -> {}  {}  {}  netns {}  ({})",
                 clock_time(e.meta.time),
                 errno_name(e.errno).unwrap_or("-"),
                 e.verdict.map_or("?", |v| v.as_str()),
                 e.local,
                 remote,
                 icmp,
-                e.meta.pid,
-                escape(&e.meta.comm),
+                owner_text(e.owner.as_ref()),
                 e.meta.netns,
                 explain_socket_error(e),
             )
@@ -198,7 +212,7 @@ mod tests {
     }
 
     fn socket_error() -> Event {
-        decode(&raw::bytes_of(&raw::raw_socket_error_v4()), clock()).unwrap()
+        decode(&raw::bytes_of(&raw::raw_socket_error_v4_owned()), clock()).unwrap()
     }
 
     fn icmp_sent() -> Event {
@@ -226,8 +240,11 @@ mod tests {
                 "errno": "ECONNREFUSED",
                 "verdict": "delivered",
                 "recverr": null,
-                "pid": 4711,
-                "comm": "client",
+                "pid": 900,
+                "tid": 901,
+                "comm": "dns-client",
+                "cgroup": null,
+                "container": null,
             })
         );
     }
@@ -298,7 +315,7 @@ mod tests {
         let line = text(&socket_error());
         assert_eq!(
             line,
-            "22:13:25.000000 ECONNREFUSED delivered  10.0.0.2:40312 -> 10.0.0.9:8888  icmp unseen  pid 4711 client  \
+            "22:13:25.000000 ECONNREFUSED delivered  10.0.0.2:40312 -> 10.0.0.9:8888  icmp unseen  pid 900 dns-client  \
              netns 4026532001  (no process listens on udp/8888 at 10.0.0.9; the next send or receive fails with \
              ECONNREFUSED)"
         );
@@ -310,10 +327,18 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_owner_is_said_and_null() {
+        let event = decode(&raw::bytes_of(&raw::raw_socket_error_v4()), clock()).unwrap();
+        assert_eq!(json(&event)["pid"], Value::Null);
+        assert_eq!(json(&event)["comm"], Value::Null);
+        assert!(text(&event).contains("owner unknown"));
+    }
+
+    #[test]
     fn control_characters_from_the_traced_system_are_escaped() {
         assert_eq!(escape("evil\x1b[31m\nname\\"), "evil\\x1b[31m\\x0aname\\\\");
-        let mut raw_event = raw::raw_socket_error_v4();
-        raw_event.header.comm[..4].copy_from_slice(b"a\x1b\nb");
+        let mut raw_event = raw::raw_socket_error_v4_owned();
+        raw_event.owner.comm[..4].copy_from_slice(b"a\x1b\nb");
         let line = text(&decode(&raw::bytes_of(&raw_event), clock()).unwrap());
         assert!(!line.chars().any(|c| c.is_control()), "{line:?}");
     }

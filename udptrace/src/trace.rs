@@ -19,7 +19,7 @@ use tokio::{
 
 use crate::{
     cause::Kallsyms,
-    counters,
+    counters, owner,
     event::{Clock, Event, decode},
     render,
 };
@@ -75,6 +75,7 @@ struct Session {
     clock: Clock,
     kallsyms: Option<Kallsyms>,
     stats: PerCpuArray<MapData, u64>,
+    owners: owner::Resolver,
     totals: Totals,
     out: io::BufWriter<io::Stdout>,
 }
@@ -95,7 +96,15 @@ pub async fn run(mut ebpf: Ebpf, options: Options) -> Result<Totals> {
         }
     };
     let mut session =
-        Session { options, clock: Clock::now(), kallsyms, stats, totals: Totals::default(), out: io::BufWriter::new(io::stdout()) };
+        Session {
+        options,
+        clock: Clock::now(),
+        kallsyms,
+        stats,
+        owners: owner::Resolver::new(),
+        totals: Totals::default(),
+        out: io::BufWriter::new(io::stdout()),
+    };
 
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -187,6 +196,11 @@ impl Session {
     fn enrich(&mut self, mut event: Event) -> Event {
         if let Event::SocketError(e) = &mut event {
             fill_errno(e);
+            match (&mut e.owner, e.sock_ino) {
+                (Some(owner), _) => self.owners.complete(owner),
+                (None, Some(ino)) => e.owner = self.owners.by_socket_inode(ino),
+                (None, None) => {}
+            }
         }
         let sent = match &mut event {
             Event::IcmpSent(e) => Some(e),

@@ -9,8 +9,18 @@ use std::{process::ExitCode, time::Duration};
 use udptrace_scenarios::{Config, run};
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    // The owner scenarios run this same binary as a client process of its own.
+    if args.get(1).is_some_and(|a| a == "helper") {
+        return udptrace_scenarios::helper::main(&args[2..]);
+    }
+    let Ok(helper) = std::env::current_exe() else {
+        eprintln!("scenarios: cannot find this program's own path");
+        return ExitCode::FAILURE;
+    };
     let config = Config {
         udptrace: env!("CARGO_BIN_EXE_udptrace").into(),
+        helper,
         mode: "tracepoint".to_owned(),
         only: std::env::args().nth(1).filter(|a| !a.starts_with('-')),
         event_timeout: Duration::from_secs(10),

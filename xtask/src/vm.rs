@@ -220,6 +220,7 @@ exec </dev/console >/dev/console 2>&1
 export PATH=/usr/local/sbin:/usr/bin:/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t tmpfs run /run
 mount -t tmpfs tmp /tmp
 ln -s /run /var/run

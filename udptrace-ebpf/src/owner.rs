@@ -1,0 +1,129 @@
+//! Who owns a socket. ICMP errors are processed in softirq context, where the current task is whoever was
+//! interrupted; the owner is recorded instead where the process itself runs: when it sends.
+//!
+//! The record is keyed by the socket's inode number (`sk->sk_socket->file->f_inode->i_ino`), which
+//! `/proc/PID/fd` also shows, so user space can resolve sockets no send was seen for. A map keyed this way
+//! works from every mode; socket-local storage (`BPF_MAP_TYPE_SK_STORAGE`) would need BTF-typed socket
+//! pointers, which kprobes and plain raw tracepoints do not have.
+//!
+//! On the send path the common case costs one map lookup: the record is only written when another task
+//! sends on the socket than last time.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid},
+    macros::{fentry, kprobe, map, raw_tracepoint},
+    maps::LruHashMap,
+    programs::{FEntryContext, ProbeContext, RawTracePointContext},
+};
+use udptrace_common::{AF_INET, AF_INET6, IPPROTO_UDP, IPPROTO_UDPLITE, Owner, SocketError, socket_error_flags};
+
+use crate::kernel::{ReadResult, offsets, read};
+
+/// Sockets' last senders, by socket inode. LRU: the oldest records go first when it is full.
+#[map]
+static OWNERS: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(65536, 0);
+
+/// The inode number of the socket `sk` belongs to; 0 for a socket without a file (kernel sockets).
+#[inline(always)]
+pub fn socket_inode(sk: *const u8) -> ReadResult<u64> {
+    let off = offsets();
+    let socket = read::<*const u8>(sk, off.sk_socket)?;
+    if socket.is_null() {
+        return Ok(0);
+    }
+    let file = read::<*const u8>(socket, off.socket_file)?;
+    if file.is_null() {
+        return Ok(0);
+    }
+    let inode = read::<*const u8>(file, off.file_inode)?;
+    if inode.is_null() {
+        return Ok(0);
+    }
+    read::<u64>(inode, off.inode_ino)
+}
+
+/// Records the current task as `sk`'s owner, if `sk` is a UDP socket and the task changed.
+#[inline(always)]
+fn record_sender(sk: *const u8) -> ReadResult<()> {
+    let off = offsets();
+    let family = read::<u16>(sk, off.sk_family)?;
+    let protocol = read::<u16>(sk, off.sk_protocol)?;
+    if (family != AF_INET && family != AF_INET6)
+        || (protocol != IPPROTO_UDP as u16 && protocol != IPPROTO_UDPLITE as u16)
+    {
+        return Ok(());
+    }
+    let ino = socket_inode(sk)?;
+    if ino == 0 {
+        return Ok(());
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (pid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    // SAFETY: a map lookup; the value is only read.
+    if let Some(known) = unsafe { OWNERS.get(&ino) }
+        && known.pid == pid
+        && known.tid == tid
+    {
+        return Ok(());
+    }
+    let owner = Owner {
+        pid,
+        tid,
+        // SAFETY: a helper without arguments.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        comm: bpf_get_current_comm().unwrap_or_default(),
+    };
+    let _ = OWNERS.insert(&ino, &owner, 0);
+    Ok(())
+}
+
+/// Fills `event`'s socket inode and, when a send was seen on the socket, its owner.
+#[inline(always)]
+pub fn fill_owner(sk: *const u8, event: &mut SocketError) -> ReadResult<()> {
+    let ino = socket_inode(sk)?;
+    event.sock_ino = ino;
+    if ino == 0 {
+        return Ok(());
+    }
+    // SAFETY: a map lookup; the value is copied out.
+    if let Some(owner) = unsafe { OWNERS.get(&ino) } {
+        event.owner = *owner;
+        event.flags |= socket_error_flags::OWNER_KNOWN;
+    }
+    Ok(())
+}
+
+fn report(result: ReadResult<()>) -> u32 {
+    if result.is_err() {
+        crate::count(crate::STAT_READ_ERROR);
+    }
+    0
+}
+
+/// `int udp_sendmsg(struct sock *sk, struct msghdr *msg, size_t len)`.
+#[fentry(function = "udp_sendmsg")]
+pub fn fentry_udp_sendmsg(ctx: FEntryContext) -> u32 {
+    report(record_sender(ctx.arg(0)))
+}
+
+/// `int udpv6_sendmsg(struct sock *sk, struct msghdr *msg, size_t len)`.
+#[fentry(function = "udpv6_sendmsg")]
+pub fn fentry_udpv6_sendmsg(ctx: FEntryContext) -> u32 {
+    report(record_sender(ctx.arg(0)))
+}
+
+/// Both `udp_sendmsg` and `udpv6_sendmsg`.
+#[kprobe]
+pub fn kprobe_udp_sendmsg(ctx: ProbeContext) -> u32 {
+    match ctx.arg::<*const u8>(0) {
+        Some(sk) => report(record_sender(sk)),
+        None => report(Err(-1)),
+    }
+}
+
+/// `sock:sock_send_length` (6.3+): `TP_PROTO(struct sock *sk, int ret, int flags)`, in the sending
+/// process, for every socket type (filtered to UDP above).
+#[raw_tracepoint(tracepoint = "sock_send_length")]
+pub fn tp_sock_send_length(ctx: RawTracePointContext) -> i32 {
+    report(record_sender(ctx.arg(0))) as i32
+}

@@ -1,0 +1,120 @@
+//! A client in a process of its own, for the owner scenarios: the suite's binary runs itself as
+//! `helper udp-client --netns NAME --bind IP --connect IP:PORT [--fork] [--cgroup DIR]`.
+//!
+//! It joins the cgroup (if asked), enters the namespace, connects a UDP socket and sends once; with
+//! `--fork` a child then sends on the same socket. The process that sent last prints
+//! `ready LOCAL_ADDR PID` and everything stays alive until its standard input closes.
+
+use std::{
+    fs::File,
+    io::{self, BufRead as _, Read as _, Write as _},
+    net::{SocketAddr, UdpSocket},
+    os::fd::AsRawFd as _,
+    process::{Child, ChildStdin, Command, ExitCode, Stdio},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+pub fn main(args: &[String]) -> ExitCode {
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("helper: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<()> {
+    let [kind, rest @ ..] = args else { bail!("helper: which helper?") };
+    if kind != "udp-client" {
+        bail!("unknown helper {kind}");
+    }
+    let value = |flag: &str| rest.iter().position(|a| a == flag).and_then(|i| rest.get(i + 1)).cloned();
+    let netns = value("--netns").context("--netns")?;
+    let bind: std::net::IpAddr = value("--bind").context("--bind")?.parse()?;
+    let connect: SocketAddr = value("--connect").context("--connect")?.parse()?;
+    if let Some(cgroup) = value("--cgroup") {
+        std::fs::write(format!("{cgroup}/cgroup.procs"), std::process::id().to_string())
+            .with_context(|| format!("joining cgroup {cgroup}"))?;
+    }
+    let ns = File::open(format!("/run/netns/{netns}"))?;
+    // SAFETY: a valid namespace fd; this process has a single thread.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error()).context("setns");
+    }
+    let socket = UdpSocket::bind(SocketAddr::new(bind, 0))?;
+    socket.connect(connect)?;
+    socket.send(b"parent")?;
+    if rest.iter().any(|a| a == "--fork") {
+        // SAFETY: fork in a single-threaded process; the child only sends, prints and waits.
+        match unsafe { libc::fork() } {
+            -1 => return Err(io::Error::last_os_error()).context("fork"),
+            0 => {
+                socket.send(b"child")?;
+                announce(&socket)?;
+            }
+            child => {
+                let mut status = 0;
+                // SAFETY: waiting for our own child.
+                unsafe { libc::waitpid(child, &mut status, 0) };
+            }
+        }
+        return Ok(());
+    }
+    announce(&socket)
+}
+
+/// Prints `ready LOCAL PID`, then waits for standard input to close.
+fn announce(socket: &UdpSocket) -> Result<()> {
+    println!("ready {} {}", socket.local_addr()?, std::process::id());
+    io::stdout().flush()?;
+    let mut sink = Vec::new();
+    io::stdin().read_to_end(&mut sink)?;
+    Ok(())
+}
+
+/// A running helper client, from the suite's side.
+pub struct ClientProcess {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    pub local: SocketAddr,
+    /// The process that sent last.
+    pub pid: u32,
+}
+
+impl ClientProcess {
+    pub fn start(helper: &std::path::Path, args: &[&str]) -> Result<Self> {
+        let mut child = Command::new(helper)
+            .args(["helper", "udp-client"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", helper.display()))?;
+        let stdin = child.stdin.take();
+        let mut line = String::new();
+        io::BufReader::new(child.stdout.take().context("helper stdout")?).read_line(&mut line)?;
+        let mut words = line.split_whitespace();
+        let (Some("ready"), Some(local), Some(pid)) = (words.next(), words.next(), words.next()) else {
+            let _ = child.kill();
+            bail!("the helper client did not start: {line:?}");
+        };
+        Ok(Self { local: local.parse()?, pid: pid.parse()?, child, stdin })
+    }
+}
+
+impl ClientProcess {
+    /// The helper's own process: the parent when it forked.
+    pub fn parent_pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ClientProcess {
+    fn drop(&mut self) {
+        // Closing its input ends it (and a forked child, which shares it).
+        self.stdin.take();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,216 @@
+//! The process, cgroup and container behind a socket.
+//!
+//! The programs record the last process seen sending on each socket. For a socket no send was seen on
+//! (opened before udptrace started, or on a kernel without a send hook), the socket's inode is looked up
+//! in `/proc/*/fd`, as `ss -p` does: cached, and rescanned at most once a second. Unknown stays unknown.
+
+use std::{
+    collections::HashMap,
+    fs,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+/// The owner as the event reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OwnerInfo {
+    pub pid: u32,
+    /// The sending thread, when a send was seen.
+    pub tid: Option<u32>,
+    pub comm: String,
+    /// The cgroup v2 id the kernel gave, when a send was seen.
+    pub cgroup_id: Option<u64>,
+    /// The cgroup v2 path (`/system.slice/foo.service`).
+    pub cgroup: Option<String>,
+    /// The container id parsed from the cgroup path.
+    pub container: Option<String>,
+}
+
+/// At most this many sockets are remembered from a /proc scan; a larger host is rescanned on demand.
+const MAX_CACHED_SOCKETS: usize = 200_000;
+const RESCAN_AFTER: Duration = Duration::from_secs(1);
+
+pub struct Resolver {
+    /// socket inode -> pid, from the last /proc scan.
+    sockets: HashMap<u64, u32>,
+    last_scan: Option<Instant>,
+    /// cgroup v2 id -> path, from the cgroup2 mount.
+    cgroups: HashMap<u64, String>,
+    cgroup_root: Option<PathBuf>,
+    last_cgroup_scan: Option<Instant>,
+}
+
+impl Resolver {
+    pub fn new() -> Self {
+        Self {
+            sockets: HashMap::new(),
+            last_scan: None,
+            cgroups: HashMap::new(),
+            cgroup_root: cgroup2_mount(),
+            last_cgroup_scan: None,
+        }
+    }
+
+    /// Completes an owner the kernel recorded: its cgroup path and container.
+    pub fn complete(&mut self, owner: &mut OwnerInfo) {
+        if owner.cgroup.is_none() {
+            owner.cgroup = owner
+                .cgroup_id
+                .and_then(|id| self.cgroup_path(id))
+                .or_else(|| cgroup_of_pid(owner.pid));
+        }
+        if owner.container.is_none() {
+            owner.container = owner.cgroup.as_deref().and_then(container_id).or_else(|| {
+                // Hybrid hosts: the container runtime may only show in a v1 hierarchy's path.
+                fs::read_to_string(format!("/proc/{}/cgroup", owner.pid))
+                    .ok()
+                    .and_then(|text| text.lines().find_map(|l| l.splitn(3, ':').nth(2).and_then(container_id)))
+            });
+        }
+    }
+
+    /// The owner of the socket with inode `ino`, from /proc.
+    pub fn by_socket_inode(&mut self, ino: u64) -> Option<OwnerInfo> {
+        let pid = match self.sockets.get(&ino) {
+            Some(&pid) if Path::new(&format!("/proc/{pid}")).exists() => pid,
+            _ => {
+                if self.last_scan.is_some_and(|t| t.elapsed() < RESCAN_AFTER) {
+                    return None;
+                }
+                self.scan_proc();
+                *self.sockets.get(&ino)?
+            }
+        };
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?.trim_end().to_owned();
+        let mut owner = OwnerInfo { pid, comm, ..OwnerInfo::default() };
+        self.complete(&mut owner);
+        Some(owner)
+    }
+
+    /// Maps every socket inode in /proc/*/fd to the first (lowest) pid holding it.
+    fn scan_proc(&mut self) {
+        self.last_scan = Some(Instant::now());
+        self.sockets.clear();
+        let mut pids: Vec<u32> = fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        pids.sort_unstable();
+        for pid in pids {
+            let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
+            for fd in fds.flatten() {
+                let Ok(target) = fs::read_link(fd.path()) else { continue };
+                if let Some(ino) = socket_inode_of_link(&target.to_string_lossy())
+                    && self.sockets.len() < MAX_CACHED_SOCKETS
+                {
+                    self.sockets.entry(ino).or_insert(pid);
+                }
+            }
+        }
+    }
+
+    fn cgroup_path(&mut self, id: u64) -> Option<String> {
+        if let Some(path) = self.cgroups.get(&id) {
+            return Some(path.clone());
+        }
+        if self.last_cgroup_scan.is_some_and(|t| t.elapsed() < RESCAN_AFTER) {
+            return None;
+        }
+        self.last_cgroup_scan = Some(Instant::now());
+        let root = self.cgroup_root.clone()?;
+        self.cgroups.clear();
+        let mut stack = vec![root.clone()];
+        while let Some(dir) = stack.pop() {
+            let Ok(meta) = fs::metadata(&dir) else { continue };
+            let relative = dir.strip_prefix(&root).map(|p| format!("/{}", p.display())).unwrap_or_default();
+            self.cgroups.insert(meta.ino(), relative);
+            for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(entry.path());
+                }
+            }
+        }
+        self.cgroups.get(&id).cloned()
+    }
+}
+
+/// `socket:[12345]` -> 12345.
+pub fn socket_inode_of_link(target: &str) -> Option<u64> {
+    target.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on hybrid hosts).
+fn cgroup2_mount() -> Option<PathBuf> {
+    let mounts = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mounts.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let mount_point = left.split_whitespace().nth(4)?;
+        (right.split_whitespace().next() == Some("cgroup2")).then(|| PathBuf::from(mount_point))
+    })
+}
+
+/// The cgroup v2 path of `pid` (the `0::` line of /proc/PID/cgroup).
+fn cgroup_of_pid(pid: u32) -> Option<String> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_owned)
+}
+
+/// The container id in a cgroup path: the 64-hex-digit id of docker (`docker-<id>.scope`, `/docker/<id>`),
+/// containerd (`cri-containerd-<id>.scope`), cri-o (`crio-<id>.scope`) and kubepods layouts.
+pub fn container_id(cgroup: &str) -> Option<String> {
+    let is_id = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    cgroup.rsplit('/').find_map(|component| {
+        let name = component.strip_suffix(".scope").unwrap_or(component);
+        let candidate = ["docker-", "cri-containerd-", "crio-", "containerd-", "libpod-"]
+            .iter()
+            .find_map(|prefix| name.strip_prefix(prefix))
+            .unwrap_or(name);
+        is_id(candidate).then(|| candidate.to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "4f9a1c0e2b7d8e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f";
+
+    #[test]
+    fn finds_container_ids_in_the_usual_layouts() {
+        assert_eq!(container_id(&format!("/system.slice/docker-{ID}.scope")).as_deref(), Some(ID));
+        assert_eq!(container_id(&format!("/docker/{ID}")).as_deref(), Some(ID));
+        assert_eq!(
+            container_id(&format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice/cri-containerd-{ID}.scope"))
+                .as_deref(),
+            Some(ID)
+        );
+        assert_eq!(container_id(&format!("/kubepods/besteffort/pod5678/{ID}")).as_deref(), Some(ID));
+        assert_eq!(container_id(&format!("/machine.slice/crio-{ID}.scope")).as_deref(), Some(ID));
+        assert_eq!(container_id("/user.slice/user-1000.slice/session-2.scope"), None);
+        assert_eq!(container_id("/"), None);
+        // Not 64 hex digits: not an id.
+        assert_eq!(container_id("/docker/abc123"), None);
+    }
+
+    #[test]
+    fn reads_socket_links() {
+        assert_eq!(socket_inode_of_link("socket:[4026532001]"), Some(4026532001));
+        assert_eq!(socket_inode_of_link("pipe:[12]"), None);
+        assert_eq!(socket_inode_of_link("/dev/null"), None);
+    }
+
+    /// A socket this test opens is found in /proc, with this process as owner.
+    #[test]
+    fn finds_its_own_socket_through_proc() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
+        let target = fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
+        let ino = socket_inode_of_link(&target.to_string_lossy()).unwrap();
+        let owner = Resolver::new().by_socket_inode(ino).expect("the socket's owner");
+        assert_eq!(owner.pid, std::process::id());
+        assert_eq!(owner.cgroup, cgroup_of_pid(std::process::id()));
+    }
+}
