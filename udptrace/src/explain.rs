@@ -160,9 +160,10 @@ pub fn explain_socket_error(e: &SocketError) -> String {
     let queued = if e.recverr == Some(true) { "; also queued for MSG_ERRQUEUE (IP_RECVERR)" } else { "" };
     match e.verdict {
         Some(Verdict::Delivered) => match (e.errno, &peer) {
-            (libc::ECONNREFUSED, Some(peer)) => {
-                format!("no process listens on {peer}; the next send or receive fails with {errno}{queued}")
-            }
+            (libc::ECONNREFUSED, Some(peer)) => format!(
+                "the peer refused {peer} (no listener, or a firewall REJECT); the next send or receive fails with \
+                 {errno}{queued}"
+            ),
             (libc::EMSGSIZE, _) => format!(
                 "the path MTU is smaller than the datagram and it may not be fragmented; the next send or receive \
                  fails with {errno}{queued}"

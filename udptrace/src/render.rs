@@ -316,8 +316,8 @@ mod tests {
         assert_eq!(
             line,
             "22:13:25.000000 ECONNREFUSED delivered  10.0.0.2:40312 -> 10.0.0.9:8888  icmp unseen  pid 900 dns-client  \
-             netns 4026532001  (no process listens on udp/8888 at 10.0.0.9; the next send or receive fails with \
-             ECONNREFUSED)"
+             netns 4026532001  (the peer refused udp/8888 at 10.0.0.9 (no listener, or a firewall REJECT); the next \
+             send or receive fails with ECONNREFUSED)"
         );
         assert_eq!(
             text(&icmp_sent()),
