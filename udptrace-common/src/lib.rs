@@ -194,6 +194,8 @@ pub struct KernelOffsets {
 mod pod {
     // SAFETY: plain `#[repr(C)]` integers and arrays with explicit padding; every bit pattern is valid.
     unsafe impl aya::Pod for super::KernelOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Owner {}
 }
 
 /// Compile-time checks that the layouts have no implicit padding (sizes are the sum of the fields).

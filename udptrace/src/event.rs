@@ -239,7 +239,7 @@ fn read_record<T: Copy>(bytes: &[u8], kind: u8) -> Result<T, DecodeError> {
 }
 
 /// A NUL-terminated kernel string (a task's comm).
-fn c_string(bytes: &[u8]) -> String {
+pub fn c_string(bytes: &[u8]) -> String {
     let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..len]).into_owned()
 }
@@ -278,14 +278,7 @@ pub fn decode(bytes: &[u8], clock: Clock) -> Result<Event, DecodeError> {
                 verdict: Verdict::from_byte(raw.verdict),
                 recverr: has(socket_error_flags::RECVERR_KNOWN).then(|| has(socket_error_flags::RECVERR)),
                 sock_ino: (raw.sock_ino != 0).then_some(raw.sock_ino),
-                owner: has(socket_error_flags::OWNER_KNOWN).then(|| crate::owner::OwnerInfo {
-                    pid: raw.owner.pid,
-                    tid: Some(raw.owner.tid),
-                    comm: c_string(&raw.owner.comm),
-                    cgroup_id: Some(raw.owner.cgroup_id),
-                    cgroup: None,
-                    container: None,
-                }),
+                owner: has(socket_error_flags::OWNER_KNOWN).then(|| crate::owner::OwnerInfo::recorded(&raw.owner)),
             }))
         }
         kind::ICMP_SENT | kind::ICMP_SUPPRESSED => {

@@ -27,6 +27,20 @@ pub struct OwnerInfo {
     pub container: Option<String>,
 }
 
+impl OwnerInfo {
+    /// What the programs recorded at a send.
+    pub fn recorded(owner: &udptrace_common::Owner) -> Self {
+        Self {
+            pid: owner.pid,
+            tid: Some(owner.tid),
+            comm: crate::event::c_string(&owner.comm),
+            cgroup_id: Some(owner.cgroup_id),
+            cgroup: None,
+            container: None,
+        }
+    }
+}
+
 /// At most this many sockets are remembered from a /proc scan; a larger host is rescanned on demand.
 const MAX_CACHED_SOCKETS: usize = 200_000;
 const RESCAN_AFTER: Duration = Duration::from_secs(1);

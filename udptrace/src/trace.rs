@@ -76,6 +76,8 @@ struct Session {
     kallsyms: Option<Kallsyms>,
     stats: PerCpuArray<MapData, u64>,
     owners: owner::Resolver,
+    /// The programs' socket-owner records (`OWNERS`), read for errors that came before the send hook.
+    recorded_owners: Option<aya::maps::HashMap<MapData, u64, udptrace_common::Owner>>,
     totals: Totals,
     out: io::BufWriter<io::Stdout>,
 }
@@ -102,6 +104,7 @@ pub async fn run(mut ebpf: Ebpf, options: Options) -> Result<Totals> {
         kallsyms,
         stats,
         owners: owner::Resolver::new(),
+        recorded_owners: ebpf.take_map("OWNERS").and_then(|m| aya::maps::HashMap::try_from(m).ok()),
         totals: Totals::default(),
         out: io::BufWriter::new(io::stdout()),
     };
@@ -196,6 +199,14 @@ impl Session {
     fn enrich(&mut self, mut event: Event) -> Event {
         if let Event::SocketError(e) = &mut event {
             fill_errno(e);
+            if e.owner.is_none()
+                && let (Some(ino), Some(recorded)) = (e.sock_ino, &self.recorded_owners)
+                && let Ok(owner) = recorded.get(&ino, 0)
+            {
+                // The send hook ran after the error: sock:sock_send_length fires when the send returns,
+                // and on loopback or veth the ICMP error comes back inside that send.
+                e.owner = Some(owner::OwnerInfo::recorded(&owner));
+            }
             match (&mut e.owner, e.sock_ino) {
                 (Some(owner), _) => self.owners.complete(owner),
                 (None, Some(ino)) => e.owner = self.owners.by_socket_inode(ino),
