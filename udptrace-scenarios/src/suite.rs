@@ -284,7 +284,12 @@ fn packet(src: SocketAddr, dst: SocketAddr) -> Value {
 /// port-unreachable (`icmp_sent`, cause `no_listener`); the client's kernel gives the connected socket
 /// ECONNREFUSED (`socket_error`, `delivered`).
 fn closed_port(config: &Config, tracer: &mut Tracer, family: Family) -> Result<Results> {
-    let hosts = TwoHosts::new()?;
+    refused(config, tracer, &TwoHosts::new()?, family, "no_listener")
+}
+
+/// A connected client sends to the server's port and is refused with a port-unreachable: the client
+/// gets ECONNREFUSED (`delivered`), the server's `icmp_sent` carries `cause`.
+fn refused(config: &Config, tracer: &mut Tracer, hosts: &TwoHosts, family: Family, cause: &str) -> Result<Results> {
     let server_ip = TwoHosts::server_ip(family);
     let server = SocketAddr::new(server_ip, CLOSED_PORT);
     let (local, received) =
@@ -311,7 +316,7 @@ fn closed_port(config: &Config, tracer: &mut Tracer, family: Family) -> Result<R
                 &hosts.server,
                 family,
                 local,
-                json!({"icmp": {"type": icmp_type, "code": code}, "packet": packet(local, server), "cause": "no_listener"}),
+                json!({"icmp": {"type": icmp_type, "code": code}, "packet": packet(local, server), "cause": cause}),
             ),
         ),
     ])
@@ -417,38 +422,9 @@ fn firewall_drop(config: &Config, tracer: &mut Tracer) -> Result<Results> {
 /// server's `icmp_sent` says `firewall_reject`, not `no_listener`.
 fn firewall_reject(config: &Config, tracer: &mut Tracer, family: Family) -> Result<Results> {
     let hosts = TwoHosts::new()?;
-    let server_ip = TwoHosts::server_ip(family);
-    let server = SocketAddr::new(server_ip, CLOSED_PORT);
-    let _listener = udp_socket(&hosts.server, server)?;
+    let _listener = udp_socket(&hosts.server, SocketAddr::new(TwoHosts::server_ip(family), CLOSED_PORT))?;
     nft_input_rule(&hosts.server, &format!("udp dport {CLOSED_PORT} reject"))?;
-    let (local, received) =
-        send_and_receive(&hosts.client, TwoHosts::client_ip(family), server, no_option, true, b"udptrace")?;
-    let (icmp_type, code) = family.port_unreachable();
-    let expected = json!({
-        "family": family.name(),
-        "local": local.to_string(),
-        "remote": server.to_string(),
-        "icmp": {"type": icmp_type, "code": code, "from": server_ip.to_string()},
-        "errno": "ECONNREFUSED",
-        "verdict": "delivered",
-        "recverr": false,
-    });
-    let tracepoint = as_tracepoint_sees(&expected, true);
-    Ok(vec![
-        ("client_errno", errno_check(&received, Some(libc::ECONNREFUSED))),
-        ("socket_error", check_socket_error(config, tracer, &hosts.client, local, expected, Some(tracepoint))),
-        (
-            "icmp_sent",
-            check_icmp_sent(
-                config,
-                tracer,
-                &hosts.server,
-                family,
-                local,
-                json!({"icmp": {"type": icmp_type, "code": code}, "packet": packet(local, server), "cause": "firewall_reject"}),
-            ),
-        ),
-    ])
+    refused(config, tracer, &hosts, family, "firewall_reject")
 }
 
 /// A datagram sent with TTL 1 through the router: time-exceeded from the router (`ttl_exceeded`), a
