@@ -289,37 +289,69 @@ fn closed_port(config: &Config, tracer: &mut Tracer, family: Family) -> Result<R
 
 /// A connected client sends to the server's port and is refused with a port-unreachable: the client
 /// gets ECONNREFUSED (`delivered`), the server's `icmp_sent` carries `cause`.
-fn refused(config: &Config, tracer: &mut Tracer, hosts: &TwoHosts, family: Family, cause: &str) -> Result<Results> {
+fn refused(config: &Config, tracer: &mut Tracer, hosts: &TwoHosts, family: Family, cause: &'static str) -> Result<Results> {
     let server_ip = TwoHosts::server_ip(family);
     let server = SocketAddr::new(server_ip, CLOSED_PORT);
     let (local, received) =
         send_and_receive(&hosts.client, TwoHosts::client_ip(family), server, no_option, true, b"udptrace")?;
-    let (icmp_type, code) = family.port_unreachable();
-    let expected = json!({
-        "family": family.name(),
-        "local": local.to_string(),
-        "remote": server.to_string(),
-        "icmp": {"type": icmp_type, "code": code, "from": server_ip.to_string()},
-        "errno": "ECONNREFUSED",
-        "verdict": "delivered",
-        "recverr": false,
-    });
-    let tracepoint = as_tracepoint_sees(&expected, true);
-    Ok(vec![
-        ("client_errno", errno_check(&received, Some(libc::ECONNREFUSED))),
-        ("socket_error", check_socket_error(config, tracer, &hosts.client, local, expected, Some(tracepoint))),
-        (
-            "icmp_sent",
-            check_icmp_sent(
-                config,
-                tracer,
-                &hosts.server,
-                family,
-                local,
-                json!({"icmp": {"type": icmp_type, "code": code}, "packet": packet(local, server), "cause": cause}),
-            ),
-        ),
-    ])
+    let path = ErrorPath {
+        family,
+        client: &hosts.client,
+        sender: &hosts.server,
+        from: server_ip,
+        icmp: family.port_unreachable(),
+        errno: "ECONNREFUSED",
+        verdict: "delivered",
+        client_errno: Some(libc::ECONNREFUSED),
+        cause,
+    };
+    Ok(path.checks(config, tracer, local, server, &received))
+}
+
+/// One ICMP error seen from both ends: the client's `socket_error` and the sender's `icmp_sent`.
+struct ErrorPath<'a> {
+    family: Family,
+    client: &'a Netns,
+    /// The namespace that sends the ICMP error (the server, or the router).
+    sender: &'a Netns,
+    from: IpAddr,
+    icmp: (u8, u8),
+    errno: &'static str,
+    verdict: &'static str,
+    /// What the client's receive call gets: this errno, or for `None` nothing (a timeout).
+    client_errno: Option<i32>,
+    cause: &'static str,
+}
+
+impl ErrorPath<'_> {
+    /// The three checks for a datagram from `local` to `remote` and what the client then received.
+    fn checks(
+        &self,
+        config: &Config,
+        tracer: &mut Tracer,
+        local: SocketAddr,
+        remote: SocketAddr,
+        received: &io::Result<usize>,
+    ) -> Results {
+        let (icmp_type, code) = self.icmp;
+        let expected = json!({
+            "family": self.family.name(),
+            "local": local.to_string(),
+            "remote": remote.to_string(),
+            "icmp": {"type": icmp_type, "code": code, "from": self.from.to_string()},
+            "errno": self.errno,
+            "verdict": self.verdict,
+            "recverr": false,
+        });
+        // Tracepoint mode sees delivered errors only.
+        let tracepoint = (self.verdict == "delivered").then(|| as_tracepoint_sees(&expected, true));
+        let sent = json!({"icmp": {"type": icmp_type, "code": code}, "packet": packet(local, remote), "cause": self.cause});
+        vec![
+            ("client_errno", errno_check(received, self.client_errno)),
+            ("socket_error", check_socket_error(config, tracer, self.client, local, expected, tracepoint)),
+            ("icmp_sent", check_icmp_sent(config, tracer, self.sender, self.family, local, sent)),
+        ]
+    }
 }
 
 /// Seed case 5 (`nc -u` without connect): an unconnected socket gets a port-unreachable. Without
@@ -356,37 +388,24 @@ fn unreachable(config: &Config, tracer: &mut Tracer, family: Family) -> Result<R
     net.router.ip(&["route", "add", "unreachable", "10.233.0.0/24"])?;
     net.router.ip(&["-6", "route", "add", "unreachable", "fd00:233::/64"])?;
     let peer = SocketAddr::new(family.pick("10.233.0.9", "fd00:233::9"), CLOSED_PORT);
-    let router = family.pick(ROUTER_IN_V4, ROUTER_IN_V6);
     let (local, received) =
         send_and_receive(&net.client, TwoHosts::client_ip(family), peer, no_option, true, b"udptrace")?;
-    let (icmp_type, code, errno) = match family {
-        Family::V4 => (3, 1, "EHOSTUNREACH"),
-        Family::V6 => (1, 0, "ENETUNREACH"),
+    let (icmp, errno) = match family {
+        Family::V4 => ((3, 1), "EHOSTUNREACH"),
+        Family::V6 => ((1, 0), "ENETUNREACH"),
     };
-    let expected = json!({
-        "family": family.name(),
-        "local": local.to_string(),
-        "remote": peer.to_string(),
-        "icmp": {"type": icmp_type, "code": code, "from": router.to_string()},
-        "errno": errno,
-        "verdict": "ignored_soft_error",
-        "recverr": false,
-    });
-    Ok(vec![
-        ("client_errno", errno_check(&received, None)),
-        ("socket_error", check_socket_error(config, tracer, &net.client, local, expected, None)),
-        (
-            "icmp_sent",
-            check_icmp_sent(
-                config,
-                tracer,
-                &net.router,
-                family,
-                local,
-                json!({"icmp": {"type": icmp_type, "code": code}, "packet": packet(local, peer), "cause": "no_route"}),
-            ),
-        ),
-    ])
+    let path = ErrorPath {
+        family,
+        client: &net.client,
+        sender: &net.router,
+        from: family.pick(ROUTER_IN_V4, ROUTER_IN_V6),
+        icmp,
+        errno,
+        verdict: "ignored_soft_error",
+        client_errno: None,
+        cause: "no_route",
+    };
+    Ok(path.checks(config, tracer, local, peer, &received))
 }
 
 /// Adds an nftables rule to `ns`'s input chain (table `inet udptrace`).
@@ -434,30 +453,18 @@ fn ttl_exceeded(config: &Config, tracer: &mut Tracer) -> Result<Results> {
     let server = SocketAddr::new(FAR_SERVER_V4.parse()?, CLOSED_PORT);
     let ttl_one = |s: &UdpSocket| s.set_ttl(1);
     let (local, received) = send_and_receive(&net.client, CLIENT_V4.parse()?, server, ttl_one, true, b"udptrace")?;
-    let expected = json!({
-        "family": "ipv4",
-        "local": local.to_string(),
-        "remote": server.to_string(),
-        "icmp": {"type": 11, "code": 0, "from": ROUTER_IN_V4},
-        "errno": "EHOSTUNREACH",
-        "verdict": "ignored_soft_error",
-        "recverr": false,
-    });
-    Ok(vec![
-        ("client_errno", errno_check(&received, None)),
-        ("socket_error", check_socket_error(config, tracer, &net.client, local, expected, None)),
-        (
-            "icmp_sent",
-            check_icmp_sent(
-                config,
-                tracer,
-                &net.router,
-                Family::V4,
-                local,
-                json!({"icmp": {"type": 11, "code": 0}, "packet": packet(local, server), "cause": "ttl_exceeded"}),
-            ),
-        ),
-    ])
+    let path = ErrorPath {
+        family: Family::V4,
+        client: &net.client,
+        sender: &net.router,
+        from: ROUTER_IN_V4.parse()?,
+        icmp: (11, 0),
+        errno: "EHOSTUNREACH",
+        verdict: "ignored_soft_error",
+        client_errno: None,
+        cause: "ttl_exceeded",
+    };
+    Ok(path.checks(config, tracer, local, server, &received))
 }
 
 /// A 1400-byte datagram with DF (IP_PMTUDISC_DO) towards a 1280-byte link: the router answers
@@ -469,31 +476,18 @@ fn frag_needed(config: &Config, tracer: &mut Tracer) -> Result<Results> {
     let dont_fragment = |s: &UdpSocket| set_int_option(s, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_DO);
     let big = [0x55u8; 1400];
     let (local, received) = send_and_receive(&net.client, CLIENT_V4.parse()?, server, dont_fragment, true, &big)?;
-    let expected = json!({
-        "family": "ipv4",
-        "local": local.to_string(),
-        "remote": server.to_string(),
-        "icmp": {"type": 3, "code": 4, "from": ROUTER_IN_V4},
-        "errno": "EMSGSIZE",
-        "verdict": "delivered",
-        "recverr": false,
-    });
-    let tracepoint = as_tracepoint_sees(&expected, true);
-    Ok(vec![
-        ("client_errno", errno_check(&received, Some(libc::EMSGSIZE))),
-        ("socket_error", check_socket_error(config, tracer, &net.client, local, expected, Some(tracepoint))),
-        (
-            "icmp_sent",
-            check_icmp_sent(
-                config,
-                tracer,
-                &net.router,
-                Family::V4,
-                local,
-                json!({"icmp": {"type": 3, "code": 4}, "packet": packet(local, server), "cause": "frag_needed"}),
-            ),
-        ),
-    ])
+    let path = ErrorPath {
+        family: Family::V4,
+        client: &net.client,
+        sender: &net.router,
+        from: ROUTER_IN_V4.parse()?,
+        icmp: (3, 4),
+        errno: "EMSGSIZE",
+        verdict: "delivered",
+        client_errno: Some(libc::EMSGSIZE),
+        cause: "frag_needed",
+    };
+    Ok(path.checks(config, tracer, local, server, &received))
 }
 
 /// Seed case 4: the server is down (ECONNREFUSED, one `socket_error`), comes back, and the same
