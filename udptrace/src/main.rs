@@ -12,6 +12,7 @@ mod explain;
 mod hooks;
 mod loader;
 mod owner;
+mod privileges;
 mod probes;
 mod render;
 mod trace;
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    privileges::check()?;
     let facts = KernelFacts::gather()?;
     match cli.command {
         Some(Command::Probes) => probes::print(&facts, cli.verbose),
