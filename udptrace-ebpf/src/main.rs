@@ -42,6 +42,15 @@ pub(crate) fn count(stat: u32) {
     }
 }
 
+/// The program's return value; a failed kernel read is counted, not dropped silently.
+#[inline(always)]
+pub(crate) fn report<T>(result: kernel::ReadResult<T>) -> u32 {
+    if result.is_err() {
+        count(STAT_READ_ERROR);
+    }
+    0
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -17,7 +17,10 @@ use aya_ebpf::{
 };
 use udptrace_common::{AF_INET, AF_INET6, IPPROTO_UDP, IPPROTO_UDPLITE, Owner, SocketError, socket_error_flags};
 
-use crate::kernel::{ReadResult, offsets, read};
+use crate::{
+    kernel::{ReadResult, offsets, read},
+    report,
+};
 
 /// Sockets' last senders, by socket inode. LRU: the oldest records go first when it is full.
 #[map]
@@ -93,12 +96,6 @@ pub fn fill_owner(sk: *const u8, event: &mut SocketError) -> ReadResult<()> {
     Ok(())
 }
 
-fn report(result: ReadResult<()>) -> u32 {
-    if result.is_err() {
-        crate::count(crate::STAT_READ_ERROR);
-    }
-    0
-}
 
 /// `int udp_sendmsg(struct sock *sk, struct msghdr *msg, size_t len)`.
 #[fentry(function = "udp_sendmsg")]
@@ -117,7 +114,7 @@ pub fn fentry_udpv6_sendmsg(ctx: FEntryContext) -> u32 {
 pub fn kprobe_udp_sendmsg(ctx: ProbeContext) -> u32 {
     match ctx.arg::<*const u8>(0) {
         Some(sk) => report(record_sender(sk)),
-        None => report(Err(-1)),
+        None => report::<()>(Err(-1)),
     }
 }
 

@@ -31,7 +31,7 @@ use udptrace_common::{
 };
 
 use crate::{
-    EVENTS, STAT_LOST, STAT_READ_ERROR, count,
+    EVENTS, STAT_LOST, count, report,
     kernel::{ReadResult, header, netns_inum, offsets, read, read_into, sock_netns},
     owner::fill_owner,
 };
@@ -215,12 +215,6 @@ fn udp_err_exit(ret: Option<i64>) -> ReadResult<()> {
     Ok(())
 }
 
-fn report<T>(result: ReadResult<T>) -> u32 {
-    if result.is_err() {
-        count(STAT_READ_ERROR);
-    }
-    0
-}
 
 // fentry/fexit (BTF trampolines, x86_64 5.5+). fexit's return value is the argument after the
 // function's last one (bpf_get_func_ret would need 5.17).

@@ -32,7 +32,7 @@ use udptrace_common::{
 };
 
 use crate::{
-    EVENTS, STAT_LOST, STAT_READ_ERROR, count,
+    EVENTS, STAT_LOST, count, report,
     kernel::{ReadResult, header, netns_inum, offsets, read, sock_netns},
 };
 
@@ -229,12 +229,6 @@ fn icmp_send_exit() {
     slot.active = 0;
 }
 
-fn report(result: ReadResult<()>) -> u32 {
-    if result.is_err() {
-        count(STAT_READ_ERROR);
-    }
-    0
-}
 
 // fentry/fexit.
 
@@ -308,7 +302,7 @@ pub fn kretprobe_inet_peer_xrlim_allow(ctx: RetProbeContext) -> u32 {
 pub fn kprobe_icmp_send(ctx: ProbeContext) -> u32 {
     match (ctx.arg::<*const u8>(0), ctx.arg::<u64>(1), ctx.arg::<u64>(2)) {
         (Some(skb), Some(t), Some(c)) => report(icmp_send_enter(&ctx, probe::KPROBE, AF_INET, skb, t as u8, c as u8)),
-        _ => report(Err(-1)),
+        _ => report::<()>(Err(-1)),
     }
 }
 
@@ -316,7 +310,7 @@ pub fn kprobe_icmp_send(ctx: ProbeContext) -> u32 {
 pub fn kprobe_icmp6_send(ctx: ProbeContext) -> u32 {
     match (ctx.arg::<*const u8>(0), ctx.arg::<u64>(1), ctx.arg::<u64>(2)) {
         (Some(skb), Some(t), Some(c)) => report(icmp_send_enter(&ctx, probe::KPROBE, AF_INET6, skb, t as u8, c as u8)),
-        _ => report(Err(-1)),
+        _ => report::<()>(Err(-1)),
     }
 }
 

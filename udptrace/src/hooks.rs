@@ -126,6 +126,9 @@ impl Hook {
 
 use Target::{FEntry, FExit, Kprobe, Kretprobe, RawTracepoint};
 
+/// What every mode of `socket_owner` sees.
+const OWNER_LIMITS: &str = "the last sender of each socket; sockets no send was seen on are found through /proc";
+
 pub static HOOKS: &[Hook] = &[
     Hook {
         name: "socket_error",
@@ -184,7 +187,7 @@ pub static HOOKS: &[Hook] = &[
                     program("fentry_udpv6_sendmsg", FEntry("udpv6_sendmsg")),
                 ],
                 since: "BPF trampolines: x86_64 5.5, arm64 6.0",
-                limits: "the last sender of each socket; sockets no send was seen on are found through /proc",
+                limits: OWNER_LIMITS,
             },
             Variant {
                 mode: AttachMode::Kprobe,
@@ -193,13 +196,13 @@ pub static HOOKS: &[Hook] = &[
                     program("kprobe_udp_sendmsg", Kprobe("udpv6_sendmsg")),
                 ],
                 since: "CONFIG_KPROBES",
-                limits: "the last sender of each socket; sockets no send was seen on are found through /proc",
+                limits: OWNER_LIMITS,
             },
             Variant {
                 mode: AttachMode::Tracepoint,
                 programs: &[program("tp_sock_send_length", RawTracepoint { category: "sock", name: "sock_send_length" })],
                 since: "6.3",
-                limits: "the last sender of each socket; sockets no send was seen on are found through /proc",
+                limits: OWNER_LIMITS,
             },
         ],
     },
