@@ -190,8 +190,75 @@ pub struct KernelOffsets {
     pub dev_net: u32,
 }
 
+/// At most this many values per filter option.
+pub const FILTER_VALUES: usize = 8;
+
+/// One `--addr IP[/LEN]`: `addr` in network byte order, host bits cleared.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AddrFilter {
+    pub addr: [u8; 16],
+    /// [`AF_INET`] or [`AF_INET6`].
+    pub family: u16,
+    pub prefix_len: u8,
+    pub _pad0: u8,
+}
+
+/// Which ICMP errors map to one of the `--errno` values, per family: a bit per code of the
+/// destination-unreachable type (ICMP type 3, ICMPv6 type 1; codes of 63 and above share bit 63), and a bit
+/// per other type, whatever its code. Built in user space from the kernel's conversion tables.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IcmpMask {
+    pub unreach_codes: u64,
+    pub types: [u64; 4],
+}
+
+/// The filter options. A count of 0 means that option is not given; values of one option are alternatives
+/// (OR), options combine with AND. The programs drop an event only when they know it fails: what they
+/// cannot see (an owner not recorded yet) is left to user space, which applies the same filter again.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub pids: [u32; FILTER_VALUES],
+    pub netns: [u32; FILTER_VALUES],
+    pub errnos: [i32; FILTER_VALUES],
+    pub ports: [u16; FILTER_VALUES],
+    pub comms: [[u8; TASK_COMM_LEN]; FILTER_VALUES],
+    pub addrs: [AddrFilter; FILTER_VALUES],
+    /// Indexed by 0 for IPv4, 1 for IPv6.
+    pub icmp: [IcmpMask; 2],
+    pub n_pids: u8,
+    pub n_netns: u8,
+    pub n_errnos: u8,
+    pub n_ports: u8,
+    pub n_comms: u8,
+    pub n_addrs: u8,
+    pub _pad0: [u8; 2],
+}
+
+/// Where records go.
+pub mod buffer {
+    /// The BPF ring buffer (`EVENTS`, 5.8+): one buffer shared by every CPU, records in order.
+    pub const RING: u8 = 0;
+    /// The per-CPU perf event array (`PERF_EVENTS`).
+    pub const PERF: u8 = 1;
+}
+
+/// What user space tells the programs before load (the read-only global `CONFIG`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    pub filter: Filter,
+    /// A [`buffer`] constant.
+    pub buffer: u8,
+    pub _pad0: [u8; 7],
+}
+
 #[cfg(feature = "user")]
 mod pod {
+    // SAFETY: plain `#[repr(C)]` integers and arrays with explicit padding; every bit pattern is valid.
+    unsafe impl aya::Pod for super::Config {}
     // SAFETY: plain `#[repr(C)]` integers and arrays with explicit padding; every bit pattern is valid.
     unsafe impl aya::Pod for super::KernelOffsets {}
     // SAFETY: as above.
@@ -204,4 +271,11 @@ const _: () = {
     assert!(core::mem::size_of::<SocketError>() == 40 + 48 + 4 + 4 + 4 + 4 + 8 + 32);
     assert!(core::mem::size_of::<IcmpSent>() == 40 + 32 + 4 + 4 + 8 + 8 * ICMP_STACK_DEPTH);
     assert!(core::mem::size_of::<KernelOffsets>() == 23 * 4);
+    assert!(core::mem::size_of::<AddrFilter>() == 20);
+    assert!(core::mem::size_of::<IcmpMask>() == 40);
+    assert!(
+        core::mem::size_of::<Filter>()
+            == FILTER_VALUES * (4 + 4 + 4 + 2 + TASK_COMM_LEN + 20) + 2 * 40 + 8
+    );
+    assert!(core::mem::size_of::<Config>() == core::mem::size_of::<Filter>() + 8);
 };

@@ -2,27 +2,37 @@
 //! - `recv.rs`: an ICMP error reaching a UDP socket (`socket_error`);
 //! - `send.rs`: an ICMP error this host emits (`icmp_sent`);
 //! - `owner.rs`: who owns a socket, recorded where its process sends;
-//! - `kernel.rs`: reading kernel memory through offsets user space resolved from BTF.
+//! - `kernel.rs`: reading kernel memory through offsets user space resolved from BTF;
+//! - `filter.rs`: the filter options, applied before an event takes buffer space.
 //!
 //! Each program is a thin wrapper, one per mode (fentry/fexit, kprobe/kretprobe, tracepoint), around
 //! shared functions returning `Result`; failures are counted in `STATS`, never silently dropped.
 #![no_std]
 #![no_main]
 
+mod filter;
 mod kernel;
 mod owner;
 mod recv;
 mod send;
 
 use aya_ebpf::{
+    EbpfContext,
     macros::map,
-    maps::{PerCpuArray, RingBuf},
+    maps::{PerCpuArray, PerfEventByteArray, RingBuf},
 };
+use udptrace_common::{IcmpSent, SocketError, buffer};
 
-/// Events for user space. Resized by user space at load time (`--buffer` size); 1 MiB holds about
-/// 4,000 `icmp_sent` or 10,000 `socket_error` records.
+use crate::filter::config;
+
+/// Events for user space (`--buffer ring`, the default). 1 MiB holds about 4,000 `icmp_sent` or 7,000
+/// `socket_error` records.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// Events for user space with `--buffer perf`: one perf buffer per CPU, which reports its own losses.
+#[map]
+static PERF_EVENTS: PerfEventByteArray = PerfEventByteArray::new(0);
 
 /// Per-CPU counters, indexed by the `STAT_*` constants.
 #[map]
@@ -32,13 +42,50 @@ static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
 pub(crate) const STAT_LOST: u32 = 0;
 /// A kernel read failed: the event could not be built.
 pub(crate) const STAT_READ_ERROR: u32 = 1;
-const STAT_COUNT: u32 = 2;
+/// The filter options dropped an event.
+pub(crate) const STAT_FILTERED: u32 = 2;
+const STAT_COUNT: u32 = 3;
 
 #[inline(always)]
 pub(crate) fn count(stat: u32) {
     if let Some(counter) = STATS.get_ptr_mut(stat) {
         // SAFETY: per-CPU slot, and programs do not nest on one CPU for these hooks.
         unsafe { *counter += 1 };
+    }
+}
+
+/// Hands `record` to user space through the buffer `--buffer` chose. A full ring buffer is counted here;
+/// a full perf buffer counts its own losses, which user space reads with the records.
+#[inline(always)]
+fn output<C: EbpfContext, T>(ctx: &C, record: &T) {
+    if config!(buffer) == buffer::PERF {
+        // SAFETY: `record` is a plain `#[repr(C)]` value; its bytes are read for its size only.
+        let bytes = unsafe {
+            core::slice::from_raw_parts((record as *const T).cast::<u8>(), size_of::<T>())
+        };
+        PERF_EVENTS.output(ctx, bytes, 0);
+    } else if EVENTS.output::<T>(record, 0).is_err() {
+        count(STAT_LOST);
+    }
+}
+
+/// Emits a `socket_error` record that passes the filter options.
+#[inline(always)]
+pub(crate) fn emit_socket_error<C: EbpfContext>(ctx: &C, event: &SocketError) {
+    if filter::socket_error_passes(event) {
+        output(ctx, event);
+    } else {
+        count(STAT_FILTERED);
+    }
+}
+
+/// Emits an `icmp_sent` or `icmp_suppressed` record that passes the filter options.
+#[inline(always)]
+pub(crate) fn emit_icmp_sent<C: EbpfContext>(ctx: &C, event: &IcmpSent) {
+    if filter::icmp_sent_passes(event) {
+        output(ctx, event);
+    } else {
+        count(STAT_FILTERED);
     }
 }
 

@@ -15,7 +15,9 @@ use aya_ebpf::{
     maps::LruHashMap,
     programs::{FEntryContext, ProbeContext, RawTracePointContext},
 };
-use udptrace_common::{AF_INET, AF_INET6, IPPROTO_UDP, IPPROTO_UDPLITE, Owner, SocketError, socket_error_flags};
+use udptrace_common::{
+    AF_INET, AF_INET6, IPPROTO_UDP, IPPROTO_UDPLITE, Owner, SocketError, socket_error_flags,
+};
 
 use crate::{
     kernel::{ReadResult, offsets, read},
@@ -95,7 +97,6 @@ pub fn fill_owner(sk: *const u8, event: &mut SocketError) -> ReadResult<()> {
     }
     Ok(())
 }
-
 
 /// `int udp_sendmsg(struct sock *sk, struct msghdr *msg, size_t len)`.
 #[fentry(function = "udp_sendmsg")]

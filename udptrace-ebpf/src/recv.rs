@@ -31,9 +31,10 @@ use udptrace_common::{
 };
 
 use crate::{
-    EVENTS, STAT_LOST, count, report,
+    emit_socket_error,
     kernel::{ReadResult, header, netns_inum, offsets, read, read_into, sock_netns},
     owner::fill_owner,
+    report,
 };
 
 /// `-ENOENT`: `__udp4_lib_err` found no socket (an `int` return since 4.20).
@@ -74,7 +75,12 @@ fn state() -> Option<&'static mut UdpErr> {
 /// The skb is the ICMP packet: `skb->data` points at the quoted IP header (pulled by `icmp_rcv` /
 /// `icmpv6_rcv`), the transport header is the ICMP header, the network header the outer IP header.
 #[inline(always)]
-fn udp_err_enter<C: EbpfContext>(ctx: &C, mode: u8, skb: *const u8, v6: Option<(u8, u8, i32)>) -> ReadResult<()> {
+fn udp_err_enter<C: EbpfContext>(
+    ctx: &C,
+    mode: u8,
+    skb: *const u8,
+    v6: Option<(u8, u8, i32)>,
+) -> ReadResult<()> {
     let Some(slot) = state() else { return Ok(()) };
     slot.active = 0;
     let off = offsets();
@@ -82,14 +88,25 @@ fn udp_err_enter<C: EbpfContext>(ctx: &C, mode: u8, skb: *const u8, v6: Option<(
     let data = read::<*const u8>(skb, off.skb_data)?;
     let outer = head.wrapping_add(read::<u16>(skb, off.skb_network_header)? as usize);
     let dev = read::<*const u8>(skb, off.skb_dev)?;
-    let netns = if dev.is_null() { 0 } else { netns_inum(read::<*const u8>(dev, off.dev_net)?, &off)? };
+    let netns = if dev.is_null() {
+        0
+    } else {
+        netns_inum(read::<*const u8>(dev, off.dev_net)?, &off)?
+    };
 
     // Built in place in the per-CPU slot: a SocketError on the stack as well would push the 6.1
     // verifier past its 512-byte stack limit.
     let event = &mut slot.event;
-    event.header = header(ctx, kind::SOCKET_ERROR, mode, if v6.is_some() { AF_INET6 } else { AF_INET }, netns);
-    event.flags =
-        socket_error_flags::ICMP_KNOWN | socket_error_flags::RECVERR_KNOWN | socket_error_flags::REMOTE_KNOWN;
+    event.header = header(
+        ctx,
+        kind::SOCKET_ERROR,
+        mode,
+        if v6.is_some() { AF_INET6 } else { AF_INET },
+        netns,
+    );
+    event.flags = socket_error_flags::ICMP_KNOWN
+        | socket_error_flags::RECVERR_KNOWN
+        | socket_error_flags::REMOTE_KNOWN;
     event.errno = 0;
     event.verdict = verdict::UNKNOWN;
     event.sock_ino = 0;
@@ -179,7 +196,7 @@ fn error_report(sk: *const u8) -> ReadResult<()> {
 /// Return of `__udp{4,6}_lib_err` (`ret`), or of a caller that does not pass its value on (`None`):
 /// decide the verdict from what happened, emit the event.
 #[inline(always)]
-fn udp_err_exit(ret: Option<i64>) -> ReadResult<()> {
+fn udp_err_exit<C: EbpfContext>(ctx: &C, ret: Option<i64>) -> ReadResult<()> {
     let Some(slot) = state() else { return Ok(()) };
     if slot.active != 1 {
         return Ok(());
@@ -204,17 +221,18 @@ fn udp_err_exit(ret: Option<i64>) -> ReadResult<()> {
         // Not reported, socket found: the kernel dropped it. The kernel's test is
         // `!harderr || sk_state != TCP_ESTABLISHED`: a connected socket here means a soft error.
         let state = read::<u8>(slot.sk as *const u8, offsets().sk_state)?;
-        if state == TCP_ESTABLISHED { verdict::IGNORED_SOFT_ERROR } else { verdict::IGNORED_UNCONNECTED }
+        if state == TCP_ESTABLISHED {
+            verdict::IGNORED_SOFT_ERROR
+        } else {
+            verdict::IGNORED_UNCONNECTED
+        }
     } else {
         // A tunnel socket took it (encap_err_rcv).
         verdict::UNKNOWN
     };
-    if EVENTS.output::<SocketError>(event, 0).is_err() {
-        count(STAT_LOST);
-    }
+    emit_socket_error(ctx, event);
     Ok(())
 }
-
 
 // fentry/fexit (BTF trampolines, x86_64 5.5+). fexit's return value is the argument after the
 // function's last one (bpf_get_func_ret would need 5.17).
@@ -226,7 +244,7 @@ pub fn fentry_udp4_lib_err(ctx: FEntryContext) -> u32 {
 
 #[fexit(function = "__udp4_lib_err")]
 pub fn fexit_udp4_lib_err(ctx: FExitContext) -> u32 {
-    report(udp_err_exit(Some(ctx.arg::<i32>(3) as i64)))
+    report(udp_err_exit(&ctx, Some(ctx.arg::<i32>(3) as i64)))
 }
 
 /// `icmpv6_notify(skb, type, code, info)` (4 arguments) hands an ICMPv6 error to `__udp6_lib_err`, which
@@ -246,8 +264,8 @@ pub fn fentry_icmpv6_notify(ctx: FEntryContext) -> u32 {
 
 /// Its return value (void before 6.12, a drop reason since) says nothing about UDP: the lookup does.
 #[fexit(function = "icmpv6_notify")]
-pub fn fexit_icmpv6_notify(_ctx: FExitContext) -> u32 {
-    report(udp_err_exit(None))
+pub fn fexit_icmpv6_notify(ctx: FExitContext) -> u32 {
+    report(udp_err_exit(&ctx, None))
 }
 
 const IPV6_HEADER_LEN: i32 = 40;
@@ -294,10 +312,18 @@ pub fn kprobe_udp4_lib_err(ctx: ProbeContext) -> u32 {
 
 #[kprobe]
 pub fn kprobe_udp6_lib_err(ctx: ProbeContext) -> u32 {
-    match (ctx.arg::<*const u8>(0), ctx.arg::<u64>(2), ctx.arg::<u64>(3), ctx.arg::<u64>(4)) {
-        (Some(skb), Some(t), Some(c), Some(o)) => {
-            report(udp_err_enter(&ctx, probe::KPROBE, skb, Some((t as u8, c as u8, o as i32))))
-        }
+    match (
+        ctx.arg::<*const u8>(0),
+        ctx.arg::<u64>(2),
+        ctx.arg::<u64>(3),
+        ctx.arg::<u64>(4),
+    ) {
+        (Some(skb), Some(t), Some(c), Some(o)) => report(udp_err_enter(
+            &ctx,
+            probe::KPROBE,
+            skb,
+            Some((t as u8, c as u8, o as i32)),
+        )),
         _ => report::<()>(Err(-1)),
     }
 }
@@ -305,7 +331,7 @@ pub fn kprobe_udp6_lib_err(ctx: ProbeContext) -> u32 {
 /// Both `__udp4_lib_err` and `__udp6_lib_err` return here.
 #[kretprobe]
 pub fn kretprobe_udp_lib_err(ctx: RetProbeContext) -> u32 {
-    report(udp_err_exit(Some(ctx.ret::<i32>() as i64)))
+    report(udp_err_exit(&ctx, Some(ctx.ret::<i32>() as i64)))
 }
 
 /// Both `__udp4_lib_lookup` and `__udp6_lib_lookup`.
@@ -358,7 +384,13 @@ fn inet_sk_error_report(ctx: &RawTracePointContext) -> ReadResult<()> {
     }
 
     let mut event = SocketError {
-        header: header(ctx, kind::SOCKET_ERROR, probe::TRACEPOINT, family, sock_netns(sk, &off)?),
+        header: header(
+            ctx,
+            kind::SOCKET_ERROR,
+            probe::TRACEPOINT,
+            family,
+            sock_netns(sk, &off)?,
+        ),
         errno,
         // sk_error_report only runs for an error the socket was given.
         verdict: verdict::DELIVERED,
@@ -373,14 +405,17 @@ fn inet_sk_error_report(ctx: &RawTracePointContext) -> ReadResult<()> {
         event.flags |= socket_error_flags::REMOTE_KNOWN;
     }
 
-    if EVENTS.output::<SocketError>(&event, 0).is_err() {
-        count(STAT_LOST);
-    }
+    emit_socket_error(ctx, &event);
     Ok(())
 }
 
 #[inline(always)]
-fn read_socket_addrs(sk: *const u8, off: &KernelOffsets, family: u16, event: &mut SocketError) -> ReadResult<()> {
+fn read_socket_addrs(
+    sk: *const u8,
+    off: &KernelOffsets,
+    family: u16,
+    event: &mut SocketError,
+) -> ReadResult<()> {
     if family == AF_INET {
         event.local_addr[..4].copy_from_slice(&read::<[u8; 4]>(sk, off.sk_rcv_saddr)?);
         event.remote_addr[..4].copy_from_slice(&read::<[u8; 4]>(sk, off.sk_daddr)?);

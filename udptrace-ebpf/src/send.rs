@@ -27,13 +27,14 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use udptrace_common::{
-    AF_INET, AF_INET6, ICMP_STACK_DEPTH, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE, IcmpSent, KernelOffsets,
-    icmp_sent_flags, kind, probe,
+    AF_INET, AF_INET6, ICMP_STACK_DEPTH, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE, IcmpSent,
+    KernelOffsets, icmp_sent_flags, kind, probe,
 };
 
 use crate::{
-    EVENTS, STAT_LOST, count, report,
+    emit_icmp_sent,
     kernel::{ReadResult, header, netns_inum, offsets, read, sock_netns},
+    report,
 };
 
 /// IPv4 `frag_off`: the fragment offset bits. A non-first fragment carries no transport header.
@@ -78,7 +79,11 @@ fn fill<C: EbpfContext>(
     let dev = read::<*const u8>(skb, off.skb_dev)?;
     let netns = if dev.is_null() {
         let sk = read::<*const u8>(skb, off.skb_sk)?;
-        if sk.is_null() { 0 } else { sock_netns(sk, &off)? }
+        if sk.is_null() {
+            0
+        } else {
+            sock_netns(sk, &off)?
+        }
     } else {
         netns_inum(read::<*const u8>(dev, off.dev_net)?, &off)?
     };
@@ -100,7 +105,12 @@ fn fill<C: EbpfContext>(
     event.stack = [0; ICMP_STACK_DEPTH];
     // SAFETY: the buffer is the event's stack array, of the size passed.
     event.stack_bytes = unsafe {
-        bpf_get_stack(ctx.as_ptr(), event.stack.as_mut_ptr().cast(), (ICMP_STACK_DEPTH * 8) as u32, 0)
+        bpf_get_stack(
+            ctx.as_ptr(),
+            event.stack.as_mut_ptr().cast(),
+            (ICMP_STACK_DEPTH * 8) as u32,
+            0,
+        )
     } as i32;
     Ok(())
 }
@@ -130,15 +140,22 @@ fn read_ports(at: *const u8, offset: u32, event: &mut IcmpSent) {
 /// could not be read: the event is still worth reporting.
 #[inline(always)]
 fn read_ipv4_packet(skb: *const u8, off: &KernelOffsets, event: &mut IcmpSent) {
-    let Ok(iph) = network_header(skb, off) else { return };
+    let Ok(iph) = network_header(skb, off) else {
+        return;
+    };
     // struct iphdr: version/ihl at 0, frag_off at 6, protocol at 9, saddr at 12, daddr at 16.
-    let Ok(version_ihl) = read::<u8>(iph, 0) else { return };
+    let Ok(version_ihl) = read::<u8>(iph, 0) else {
+        return;
+    };
     if version_ihl >> 4 != 4 {
         return;
     }
-    let (Ok(frag_off), Ok(proto), Ok(saddr), Ok(daddr)) =
-        (read::<u16>(iph, 6), read::<u8>(iph, 9), read::<[u8; 4]>(iph, 12), read::<[u8; 4]>(iph, 16))
-    else {
+    let (Ok(frag_off), Ok(proto), Ok(saddr), Ok(daddr)) = (
+        read::<u16>(iph, 6),
+        read::<u8>(iph, 9),
+        read::<[u8; 4]>(iph, 12),
+        read::<[u8; 4]>(iph, 16),
+    ) else {
         return;
     };
     event.proto = proto;
@@ -154,13 +171,20 @@ fn read_ipv4_packet(skb: *const u8, off: &KernelOffsets, event: &mut IcmpSent) {
 /// IPv6: nexthdr at 6, saddr at 8, daddr at 24. Ports only when no extension header comes first.
 #[inline(always)]
 fn read_ipv6_packet(skb: *const u8, off: &KernelOffsets, event: &mut IcmpSent) {
-    let Ok(ip6h) = network_header(skb, off) else { return };
-    let Ok(version) = read::<u8>(ip6h, 0) else { return };
+    let Ok(ip6h) = network_header(skb, off) else {
+        return;
+    };
+    let Ok(version) = read::<u8>(ip6h, 0) else {
+        return;
+    };
     if version >> 4 != 6 {
         return;
     }
-    let (Ok(next), Ok(saddr), Ok(daddr)) = (read::<u8>(ip6h, 6), read::<[u8; 16]>(ip6h, 8), read::<[u8; 16]>(ip6h, 24))
-    else {
+    let (Ok(next), Ok(saddr), Ok(daddr)) = (
+        read::<u8>(ip6h, 6),
+        read::<[u8; 16]>(ip6h, 8),
+        read::<[u8; 16]>(ip6h, 24),
+    ) else {
         return;
     };
     event.proto = next;
@@ -183,7 +207,15 @@ fn icmp_send_enter<C: EbpfContext>(
 ) -> ReadResult<()> {
     let Some(slot) = state() else { return Ok(()) };
     slot.active = 0;
-    fill(ctx, mode, family, skb, icmp_type, icmp_code, &mut slot.event)?;
+    fill(
+        ctx,
+        mode,
+        family,
+        skb,
+        icmp_type,
+        icmp_code,
+        &mut slot.event,
+    )?;
     slot.sent = 0;
     slot.suppressed = 0;
     slot.active = 1;
@@ -215,20 +247,17 @@ fn rate_limit_exit(allowed: bool, scope: u8) {
 /// Emits what became of the ICMP error: sent, or suppressed by a rate limit. One that gave up for another
 /// reason (no route back, an error about an error) was never an ICMP error the host sent.
 #[inline(always)]
-fn icmp_send_exit() {
+fn icmp_send_exit<C: EbpfContext>(ctx: &C) {
     let Some(slot) = state() else { return };
     if slot.active == 1 && (slot.sent == 1 || slot.suppressed != 0) {
         if slot.sent == 0 {
             slot.event.header.kind = kind::ICMP_SUPPRESSED;
             slot.event.flags |= slot.suppressed;
         }
-        if EVENTS.output::<IcmpSent>(&slot.event, 0).is_err() {
-            count(STAT_LOST);
-        }
+        emit_icmp_sent(ctx, &slot.event);
     }
     slot.active = 0;
 }
-
 
 // fentry/fexit.
 
@@ -236,24 +265,38 @@ fn icmp_send_exit() {
 /// changed type in 6.18 and is not read.
 #[fentry(function = "__icmp_send")]
 pub fn fentry_icmp_send(ctx: FEntryContext) -> u32 {
-    report(icmp_send_enter(&ctx, probe::FENTRY, AF_INET, ctx.arg(0), ctx.arg::<i32>(1) as u8, ctx.arg::<i32>(2) as u8))
+    report(icmp_send_enter(
+        &ctx,
+        probe::FENTRY,
+        AF_INET,
+        ctx.arg(0),
+        ctx.arg::<i32>(1) as u8,
+        ctx.arg::<i32>(2) as u8,
+    ))
 }
 
 #[fexit(function = "__icmp_send")]
-pub fn fexit_icmp_send(_ctx: FExitContext) -> u32 {
-    icmp_send_exit();
+pub fn fexit_icmp_send(ctx: FExitContext) -> u32 {
+    icmp_send_exit(&ctx);
     0
 }
 
 /// `void icmp6_send(struct sk_buff *skb, u8 type, u8 code, __u32 info, ...)`.
 #[fentry(function = "icmp6_send")]
 pub fn fentry_icmp6_send(ctx: FEntryContext) -> u32 {
-    report(icmp_send_enter(&ctx, probe::FENTRY, AF_INET6, ctx.arg(0), ctx.arg::<u8>(1), ctx.arg::<u8>(2)))
+    report(icmp_send_enter(
+        &ctx,
+        probe::FENTRY,
+        AF_INET6,
+        ctx.arg(0),
+        ctx.arg::<u8>(1),
+        ctx.arg::<u8>(2),
+    ))
 }
 
 #[fexit(function = "icmp6_send")]
-pub fn fexit_icmp6_send(_ctx: FExitContext) -> u32 {
-    icmp_send_exit();
+pub fn fexit_icmp6_send(ctx: FExitContext) -> u32 {
+    icmp_send_exit(&ctx);
     0
 }
 
@@ -273,14 +316,20 @@ pub fn fentry_ip6_push_pending_frames(_ctx: FEntryContext) -> u32 {
 /// value through `bpf_get_func_ret` (5.17+), whatever the argument count.
 #[fexit(function = "icmp_global_allow")]
 pub fn fexit_icmp_global_allow(ctx: FExitContext) -> u32 {
-    rate_limit_exit(ctx.ret::<u64>().is_ok_and(|r| r as u8 != 0), icmp_sent_flags::SUPPRESSED_GLOBAL);
+    rate_limit_exit(
+        ctx.ret::<u64>().is_ok_and(|r| r as u8 != 0),
+        icmp_sent_flags::SUPPRESSED_GLOBAL,
+    );
     0
 }
 
 /// `bool inet_peer_xrlim_allow(struct inet_peer *peer, int timeout)`.
 #[fexit(function = "inet_peer_xrlim_allow")]
 pub fn fexit_inet_peer_xrlim_allow(ctx: FExitContext) -> u32 {
-    rate_limit_exit(ctx.arg::<u64>(2) as u8 != 0, icmp_sent_flags::SUPPRESSED_HOST);
+    rate_limit_exit(
+        ctx.arg::<u64>(2) as u8 != 0,
+        icmp_sent_flags::SUPPRESSED_HOST,
+    );
     0
 }
 
@@ -288,36 +337,64 @@ pub fn fexit_inet_peer_xrlim_allow(ctx: FExitContext) -> u32 {
 
 #[kretprobe]
 pub fn kretprobe_icmp_global_allow(ctx: RetProbeContext) -> u32 {
-    rate_limit_exit(ctx.ret::<u64>() as u8 != 0, icmp_sent_flags::SUPPRESSED_GLOBAL);
+    rate_limit_exit(
+        ctx.ret::<u64>() as u8 != 0,
+        icmp_sent_flags::SUPPRESSED_GLOBAL,
+    );
     0
 }
 
 #[kretprobe]
 pub fn kretprobe_inet_peer_xrlim_allow(ctx: RetProbeContext) -> u32 {
-    rate_limit_exit(ctx.ret::<u64>() as u8 != 0, icmp_sent_flags::SUPPRESSED_HOST);
+    rate_limit_exit(
+        ctx.ret::<u64>() as u8 != 0,
+        icmp_sent_flags::SUPPRESSED_HOST,
+    );
     0
 }
 
 #[kprobe]
 pub fn kprobe_icmp_send(ctx: ProbeContext) -> u32 {
-    match (ctx.arg::<*const u8>(0), ctx.arg::<u64>(1), ctx.arg::<u64>(2)) {
-        (Some(skb), Some(t), Some(c)) => report(icmp_send_enter(&ctx, probe::KPROBE, AF_INET, skb, t as u8, c as u8)),
+    match (
+        ctx.arg::<*const u8>(0),
+        ctx.arg::<u64>(1),
+        ctx.arg::<u64>(2),
+    ) {
+        (Some(skb), Some(t), Some(c)) => report(icmp_send_enter(
+            &ctx,
+            probe::KPROBE,
+            AF_INET,
+            skb,
+            t as u8,
+            c as u8,
+        )),
         _ => report::<()>(Err(-1)),
     }
 }
 
 #[kprobe]
 pub fn kprobe_icmp6_send(ctx: ProbeContext) -> u32 {
-    match (ctx.arg::<*const u8>(0), ctx.arg::<u64>(1), ctx.arg::<u64>(2)) {
-        (Some(skb), Some(t), Some(c)) => report(icmp_send_enter(&ctx, probe::KPROBE, AF_INET6, skb, t as u8, c as u8)),
+    match (
+        ctx.arg::<*const u8>(0),
+        ctx.arg::<u64>(1),
+        ctx.arg::<u64>(2),
+    ) {
+        (Some(skb), Some(t), Some(c)) => report(icmp_send_enter(
+            &ctx,
+            probe::KPROBE,
+            AF_INET6,
+            skb,
+            t as u8,
+            c as u8,
+        )),
         _ => report::<()>(Err(-1)),
     }
 }
 
 /// Both `__icmp_send` and `icmp6_send` return here.
 #[kretprobe]
-pub fn kretprobe_icmp_send(_ctx: RetProbeContext) -> u32 {
-    icmp_send_exit();
+pub fn kretprobe_icmp_send(ctx: RetProbeContext) -> u32 {
+    icmp_send_exit(&ctx);
     0
 }
 
@@ -337,18 +414,20 @@ pub fn tp_icmp_send(ctx: RawTracePointContext) -> i32 {
     let skb: *const u8 = ctx.arg(0);
     let icmp_type: u64 = ctx.arg(1);
     let icmp_code: u64 = ctx.arg(2);
-    let Some(mut entry) = EVENTS.reserve::<IcmpSent>(0) else {
-        count(STAT_LOST);
-        return 0;
-    };
-    // SAFETY: a reserved ring-buffer slot of the right size, filled field by field before submit.
-    let result = fill(&ctx, probe::TRACEPOINT, AF_INET, skb, icmp_type as u8, icmp_code as u8, unsafe {
-        &mut *entry.as_mut_ptr()
-    });
+    // Built in the per-CPU slot (no fentry runs in this mode to share it): filtered before it takes
+    // buffer space, and too large for the stack beside everything else on 6.1.
+    let Some(slot) = state() else { return 0 };
+    let result = fill(
+        &ctx,
+        probe::TRACEPOINT,
+        AF_INET,
+        skb,
+        icmp_type as u8,
+        icmp_code as u8,
+        &mut slot.event,
+    );
     if result.is_ok() {
-        entry.submit(0);
-    } else {
-        entry.discard(0);
+        emit_icmp_sent(&ctx, &slot.event);
     }
     report(result) as i32
 }

@@ -64,7 +64,12 @@ impl Report {
     }
     /// The closing line: `N passed, N failed, N skipped`.
     pub fn totals(&self) -> String {
-        format!("{} passed, {} failed, {} skipped", self.passed(), self.failed(), self.skipped())
+        format!(
+            "{} passed, {} failed, {} skipped",
+            self.passed(),
+            self.failed(),
+            self.skipped()
+        )
     }
 }
 
@@ -99,9 +104,22 @@ pub fn run(config: &Config, prefix: &str) -> Report {
         println!("{prefix}{check}");
         report.checks.push(check);
     };
-    let scenarios: Vec<&suite::Scenario> =
-        suite::SCENARIOS.iter().filter(|s| config.only.as_ref().is_none_or(|o| s.name.contains(o.as_str()))).collect();
-    let all = |outcome: Outcome| scenarios.iter().map(move |s| Check { scenario: s.name, name: "all", outcome: outcome.clone() });
+    let scenarios: Vec<&suite::Scenario> = suite::SCENARIOS
+        .iter()
+        .filter(|s| {
+            config
+                .only
+                .as_ref()
+                .is_none_or(|o| s.name.contains(o.as_str()))
+        })
+        .collect();
+    let all = |outcome: Outcome| {
+        scenarios.iter().map(move |s| Check {
+            scenario: s.name,
+            name: "all",
+            outcome: outcome.clone(),
+        })
+    };
 
     if let Some(why) = unable_to_run() {
         all(Outcome::Skip(why)).for_each(&mut record);
@@ -115,7 +133,10 @@ pub fn run(config: &Config, prefix: &str) -> Report {
             let outcome = if config.require_attach || !why.contains("could attach") {
                 Outcome::Fail(why)
             } else {
-                Outcome::Skip(format!("nothing attaches in {} mode here: {why}", config.mode))
+                Outcome::Skip(format!(
+                    "nothing attaches in {} mode here: {why}",
+                    config.mode
+                ))
             };
             all(outcome).for_each(&mut record);
             return report;
@@ -126,14 +147,22 @@ pub fn run(config: &Config, prefix: &str) -> Report {
             [] => Outcome::Pass,
             missing => Outcome::Fail(missing.join("; ")),
         };
-        record(Check { scenario: "udptrace", name: "all_hooks_attach", outcome });
+        record(Check {
+            scenario: "udptrace",
+            name: "all_hooks_attach",
+            outcome,
+        });
     }
     for scenario in &scenarios {
         tracer.next_scenario();
         let results = (scenario.run)(config, &mut tracer)
             .unwrap_or_else(|e| vec![("setup", Outcome::Fail(format!("{e:#}")))]);
         for (name, outcome) in results {
-            record(Check { scenario: scenario.name, name, outcome });
+            record(Check {
+                scenario: scenario.name,
+                name,
+                outcome,
+            });
         }
     }
     let outcome = match tracer.stop() {
@@ -141,6 +170,10 @@ pub fn run(config: &Config, prefix: &str) -> Report {
         Ok(line) => Outcome::Fail(format!("events went missing: {line}")),
         Err(e) => Outcome::Fail(format!("{e:#}")),
     };
-    record(Check { scenario: "udptrace", name: "clean_stop", outcome });
+    record(Check {
+        scenario: "udptrace",
+        name: "clean_stop",
+        outcome,
+    });
     report
 }

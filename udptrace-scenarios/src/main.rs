@@ -35,7 +35,9 @@ fn main() -> ExitCode {
     let (Some(udptrace), Some(mode)) = (udptrace, mode) else {
         return usage("--udptrace and --probe are required");
     };
-    let Ok(helper) = std::env::current_exe() else { return usage("cannot find this program's own path") };
+    let Ok(helper) = std::env::current_exe() else {
+        return usage("cannot find this program's own path");
+    };
     let config = Config {
         udptrace,
         helper,
@@ -47,11 +49,17 @@ fn main() -> ExitCode {
     };
     let report = run(&config, &format!("{mode:<11} "));
     println!("{}", report.totals());
-    if report.failed() == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if report.failed() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn usage(problem: &str) -> ExitCode {
     eprintln!("udptrace-scenarios: {problem}");
-    eprintln!("usage: udptrace-scenarios --udptrace PATH --probe fentry|kprobe|tracepoint [--only NAME] [--event-timeout SECS] [--require-attach]");
+    eprintln!(
+        "usage: udptrace-scenarios --udptrace PATH --probe fentry|kprobe|tracepoint [--only NAME] [--event-timeout SECS] [--require-attach]"
+    );
     ExitCode::from(2)
 }

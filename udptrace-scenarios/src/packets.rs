@@ -13,10 +13,16 @@ use crate::netns::Netns;
 
 /// A UDP socket bound in `ns` to `local` (port 0: any).
 pub fn udp_socket(ns: &Netns, local: SocketAddr) -> Result<UdpSocket> {
-    ns.run(move || UdpSocket::bind(local))?.with_context(|| format!("binding {local} in {}", ns.name))
+    ns.run(move || UdpSocket::bind(local))?
+        .with_context(|| format!("binding {local} in {}", ns.name))
 }
 
-pub fn set_int_option(socket: &UdpSocket, level: libc::c_int, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
+pub fn set_int_option(
+    socket: &UdpSocket,
+    level: libc::c_int,
+    option: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: a valid socket and a c_int option value of the size passed.
     let rc = unsafe {
         libc::setsockopt(
@@ -27,7 +33,11 @@ pub fn set_int_option(socket: &UdpSocket, level: libc::c_int, option: libc::c_in
             size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 pub fn set_recverr(socket: &UdpSocket, ipv6: bool) -> io::Result<()> {
@@ -87,7 +97,10 @@ pub fn port_unreachable_quoting(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport:
 
 /// The Internet checksum (RFC 1071).
 pub fn checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -104,7 +117,9 @@ pub fn send_raw_icmp(to: Ipv4Addr, message: &[u8]) -> Result<()> {
         let addr = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: 0,
-            sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(to.octets()) },
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(to.octets()),
+            },
             sin_zero: [0; 8],
         };
         let sent = libc::sendto(
@@ -124,14 +139,18 @@ pub fn send_raw_icmp(to: Ipv4Addr, message: &[u8]) -> Result<()> {
     Ok(())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn crafted_icmp_has_valid_checksums() {
-        let message = port_unreachable_quoting(Ipv4Addr::new(10, 0, 0, 1), 4000, Ipv4Addr::new(10, 0, 0, 2), 53);
+        let message = port_unreachable_quoting(
+            Ipv4Addr::new(10, 0, 0, 1),
+            4000,
+            Ipv4Addr::new(10, 0, 0, 2),
+            53,
+        );
         assert_eq!(message.len(), 8 + 20 + 8);
         // A correct checksum makes the sum over the data (checksum included) come out as zero.
         assert_eq!(checksum(&message), 0);

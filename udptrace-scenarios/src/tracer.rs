@@ -54,7 +54,14 @@ impl Tracer {
                 }
             }
         });
-        let mut tracer = Self { child, events, stderr, attached: Vec::new(), seen: Vec::new(), not_traced: Vec::new() };
+        let mut tracer = Self {
+            child,
+            events,
+            stderr,
+            attached: Vec::new(),
+            seen: Vec::new(),
+            not_traced: Vec::new(),
+        };
         tracer.wait_attached()?;
         Ok(tracer)
     }
@@ -78,7 +85,10 @@ impl Tracer {
                 Err(RecvTimeoutError::Disconnected) => bail!("{}", said.join(" | ")),
                 Err(RecvTimeoutError::Timeout) => {
                     let _ = self.child.kill();
-                    bail!("udptrace did not start tracing within {ATTACH_TIMEOUT:?}: {}", said.join(" | "));
+                    bail!(
+                        "udptrace did not start tracing within {ATTACH_TIMEOUT:?}: {}",
+                        said.join(" | ")
+                    );
                 }
             }
         }
@@ -86,11 +96,19 @@ impl Tracer {
 
     /// The mode `hook` attached in, if it did.
     pub fn mode_of(&self, hook: &str) -> Option<&str> {
-        self.attached.iter().find(|(h, _)| h == hook).map(|(_, m)| m.as_str())
+        self.attached
+            .iter()
+            .find(|(h, _)| h == hook)
+            .map(|(_, m)| m.as_str())
     }
 
     /// Waits for the first event (already seen or new) for which `matches` holds.
-    pub fn expect(&mut self, what: &str, timeout: Duration, matches: impl Fn(&Value) -> bool) -> Result<Value> {
+    pub fn expect(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        matches: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
         if let Some(found) = self.seen.iter().find(|v| matches(v)) {
             return Ok(found.clone());
         }
@@ -105,7 +123,10 @@ impl Tracer {
                     }
                 }
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                    bail!("no {what} within {timeout:?}; udptrace printed: {}", self.seen_summary());
+                    bail!(
+                        "no {what} within {timeout:?}; udptrace printed: {}",
+                        self.seen_summary()
+                    );
                 }
             }
         }
@@ -121,7 +142,10 @@ impl Tracer {
     /// Collects what arrives for `period` (to check that something did NOT happen).
     pub fn collect_for(&mut self, period: Duration) {
         let deadline = Instant::now() + period;
-        while let Ok(value) = self.events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        while let Ok(value) = self
+            .events
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
             self.seen.push(value);
         }
     }
@@ -130,7 +154,11 @@ impl Tracer {
         if self.seen.is_empty() {
             return "nothing".to_owned();
         }
-        self.seen.iter().map(Value::to_string).collect::<Vec<_>>().join(" ")
+        self.seen
+            .iter()
+            .map(Value::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// SIGINT, as Ctrl-C: udptrace must exit 0 and print its closing counts.
@@ -168,7 +196,10 @@ impl Drop for Tracer {
 
 /// `" (socket_error=tracepoint, icmp_send=tracepoint); Ctrl-C to stop"` -> pairs.
 fn parse_attached(rest: &str) -> Vec<(String, String)> {
-    let inside = rest.split_once('(').and_then(|(_, r)| r.split_once(')')).map_or("", |(i, _)| i);
+    let inside = rest
+        .split_once('(')
+        .and_then(|(_, r)| r.split_once(')'))
+        .map_or("", |(i, _)| i);
     inside
         .split(',')
         .filter_map(|pair| pair.trim().split_once('='))
@@ -184,7 +215,10 @@ mod tests {
     fn parses_the_tracing_line() {
         assert_eq!(
             parse_attached(" (socket_error=tracepoint, icmp_send=fentry); Ctrl-C to stop"),
-            vec![("socket_error".into(), "tracepoint".into()), ("icmp_send".into(), "fentry".into())]
+            vec![
+                ("socket_error".into(), "tracepoint".into()),
+                ("icmp_send".into(), "fentry".into())
+            ]
         );
         assert!(parse_attached("").is_empty());
     }

@@ -2,9 +2,34 @@
 
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::loader::ProbeChoice;
+use crate::{
+    filter::{self, Filter, Prefix},
+    loader::ProbeChoice,
+};
+
+const EXAMPLES: &str = "\
+Examples:
+  Who gets ECONNREFUSED, and from whom?
+    udptrace --errno ECONNREFUSED
+  Why does this host send port unreachable (no listener, firewall REJECT)?
+    udptrace --errno ECONNREFUSED --port 53
+  What happens to one process's sockets:
+    udptrace -p 4711            udptrace --comm dns-client
+  Errors to or from a subnet, in one container's network namespace:
+    udptrace --addr 10.0.0.0/8 --netns /proc/4711/ns/net
+  Thousands of errors a second: a table every 10 seconds instead of a line each
+    udptrace --summary 10
+  NDJSON for 30 seconds, then stop:
+    udptrace --json --duration 30
+  Which hooks attach on this kernel, in which mode, and why not:
+    udptrace probes -v
+
+Filters run in the kernel where the data is there. Options combine with AND; an option given again
+adds an alternative (OR). -p and --comm select socket errors (the owner); icmp_sent events have none.
+
+Text output is coloured on a terminal; NO_COLOR=1 turns that off.";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -12,7 +37,7 @@ use crate::loader::ProbeChoice;
     version,
     about = "Which UDP socket got which ICMP error, which errno, whether the application saw it, and why the \
              other side sent it: traced in the kernel, without packet capture.",
-    after_help = "Examples:\n  udptrace                      trace until Ctrl-C, one line per event\n  udptrace --json --duration 30 NDJSON events for 30 seconds\n  udptrace probes               which hooks attach on this kernel, in which mode"
+    after_help = EXAMPLES
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -34,21 +59,93 @@ pub struct Cli {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
 
+    /// Only errors of sockets owned by process PID (the last process that sent on the socket).
+    #[arg(short, long = "pid", value_name = "PID", value_parser = clap::value_parser!(u32).range(1..),
+          help_heading = "Filters")]
+    pub pids: Vec<u32>,
+
+    /// Only errors of sockets owned by a process of this name (its first 15 bytes, as the kernel keeps).
+    #[arg(long = "comm", value_name = "NAME", value_parser = filter::parse_comm, help_heading = "Filters")]
+    pub comms: Vec<String>,
+
+    /// Only events with this local or remote port (for icmp_sent: the offending packet's ports).
+    #[arg(long = "port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..),
+          help_heading = "Filters")]
+    pub ports: Vec<u16>,
+
+    /// Only events with an address in IP/LEN: local, remote, or who sent the ICMP (IPv4 or IPv6).
+    #[arg(long = "addr", value_name = "IP[/LEN]", value_parser = filter::parse_prefix, help_heading = "Filters")]
+    pub addrs: Vec<Prefix>,
+
+    /// Only this errno (ECONNREFUSED, EHOSTUNREACH, ...); icmp_sent: the errno its ICMP gives the sender.
+    #[arg(long = "errno", value_name = "NAME", value_parser = filter::parse_errno, help_heading = "Filters")]
+    pub errnos: Vec<i32>,
+
+    /// Only this network namespace: its inode number or a path (/proc/PID/ns/net, /run/netns/NAME).
+    #[arg(long = "netns", value_name = "INODE", value_parser = filter::parse_netns, help_heading = "Filters")]
+    pub netns: Vec<u32>,
+
+    /// A table of counts by (errno, verdict, remote, owner) every SECS seconds (default 5) and at exit,
+    /// instead of one line per event.
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "5", value_parser = parse_duration)]
+    pub summary: Option<Duration>,
+
+    /// How events reach udptrace: the BPF ring buffer (5.8+), or a perf buffer per CPU.
+    #[arg(long, value_enum, default_value = "ring", value_name = "KIND")]
+    pub buffer: Buffer,
+
     /// Verbose: attach details, verifier logs on failure, the kernel stack of each icmp_sent.
     #[arg(short, long, global = true)]
     pub verbose: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Buffer {
+    Ring,
+    Perf,
+}
+
+impl Cli {
+    pub fn filter(&self) -> Filter {
+        Filter {
+            pids: self.pids.clone(),
+            comms: self.comms.clone(),
+            ports: self.ports.clone(),
+            addrs: self.addrs.clone(),
+            errnos: self.errnos.clone(),
+            netns: self.netns.clone(),
+        }
+    }
+
+    /// What clap cannot check alone; exits 2 like clap's own errors.
+    pub fn validate(&self) -> Result<(), clap::Error> {
+        use clap::CommandFactory as _;
+        self.filter()
+            .check_sizes()
+            .map_err(|e| Cli::command().error(clap::error::ErrorKind::TooManyValues, e))
+    }
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Which hooks can attach here, in which mode, and why not.
     Probes,
+    /// Print a shell completion script: `udptrace completions bash > /etc/bash_completion.d/udptrace`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let secs: f64 = text.trim().parse().map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
     if !secs.is_finite() || secs <= 0.0 {
-        return Err(format!("`{text}`: the duration must be a positive number of seconds"));
+        return Err(format!(
+            "`{text}`: the duration must be a positive number of seconds"
+        ));
     }
     Duration::try_from_secs_f64(secs).map_err(|_| format!("`{text}` is too long a duration"))
 }
@@ -70,13 +167,83 @@ mod tests {
 
     #[test]
     fn accepts_the_documented_options() {
-        let cli = parse(&["--json", "--probe", "tracepoint", "--duration", "2.5", "--count", "3", "-v"]).unwrap();
+        let cli = parse(&[
+            "--json",
+            "--probe",
+            "tracepoint",
+            "--duration",
+            "2.5",
+            "--count",
+            "3",
+            "-v",
+        ])
+        .unwrap();
         assert!(cli.json && cli.verbose);
         assert_eq!(cli.probe, ProbeChoice::Tracepoint);
         assert_eq!(cli.duration, Some(Duration::from_millis(2500)));
         assert_eq!(cli.count, Some(3));
-        assert!(matches!(parse(&["probes"]).unwrap().command, Some(Command::Probes)));
+        assert!(matches!(
+            parse(&["probes"]).unwrap().command,
+            Some(Command::Probes)
+        ));
         assert_eq!(parse(&[]).unwrap().probe, ProbeChoice::Auto);
+        assert_eq!(parse(&[]).unwrap().buffer, Buffer::Ring);
+        assert!(matches!(
+            parse(&["completions", "bash"]).unwrap().command,
+            Some(Command::Completions { .. })
+        ));
+    }
+
+    #[test]
+    fn filters_repeat_and_combine() {
+        let cli = parse(&[
+            "-p",
+            "10",
+            "--pid",
+            "11",
+            "--comm",
+            "dns",
+            "--port",
+            "53",
+            "--port",
+            "8888",
+            "--addr",
+            "10.0.0.0/8",
+            "--addr",
+            "fd00::1",
+            "--errno",
+            "econnrefused",
+            "--netns",
+            "4026531840",
+        ])
+        .unwrap();
+        let filter = cli.filter();
+        assert_eq!(filter.pids, [10, 11]);
+        assert_eq!(filter.comms, ["dns"]);
+        assert_eq!(filter.ports, [53, 8888]);
+        assert_eq!(filter.addrs.len(), 2);
+        assert_eq!(filter.errnos, [libc::ECONNREFUSED]);
+        assert_eq!(filter.netns, [4026531840]);
+        assert!(cli.validate().is_ok());
+        let many: Vec<String> = (1..=9)
+            .flat_map(|p| ["--port".to_owned(), p.to_string()])
+            .collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let err = parse(&many).unwrap().validate().unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn summary_takes_an_optional_period() {
+        assert_eq!(
+            parse(&["--summary"]).unwrap().summary,
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            parse(&["--summary", "2"]).unwrap().summary,
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(parse(&[]).unwrap().summary, None);
     }
 
     #[test]
@@ -90,6 +257,19 @@ mod tests {
             &["--count", "-3"],
             &["--probe", "uprobe"],
             &["--no-such-option"],
+            &["--port", "70000"],
+            &["--port", "0"],
+            &["--port", "http"],
+            &["--addr", "10.0.0.300"],
+            &["--addr", "10.0.0.0/40"],
+            &["--errno", "ENOTANERRNO"],
+            &["--errno", "ENOENT"],
+            &["--pid", "-5"],
+            &["--pid", "0"],
+            &["--netns", "blue"],
+            &["--summary", "0"],
+            &["--buffer", "pipe"],
+            &["completions", "cmd.exe"],
         ] {
             let err = parse(args).unwrap_err();
             assert_ne!(err.kind(), ErrorKind::DisplayHelp, "{args:?}");

@@ -9,12 +9,14 @@ mod cli;
 mod counters;
 mod event;
 mod explain;
+mod filter;
 mod hooks;
 mod loader;
 mod owner;
 mod privileges;
 mod probes;
 mod render;
+mod summary;
 mod trace;
 
 use std::process::ExitCode;
@@ -30,6 +32,9 @@ use crate::{
 fn main() -> ExitCode {
     // Bad usage exits 2 here, with clap's message.
     let cli = Cli::parse();
+    if let Err(error) = cli.validate() {
+        error.exit();
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -40,16 +45,34 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    privileges::check()?;
-    let facts = KernelFacts::gather()?;
     match cli.command {
-        Some(Command::Probes) => probes::print(&facts, cli.verbose),
-        None => trace(cli, &facts),
+        Some(Command::Completions { shell }) => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "udptrace", &mut std::io::stdout());
+            Ok(())
+        }
+        Some(Command::Probes) => {
+            privileges::check()?;
+            probes::print(&KernelFacts::gather()?, cli.verbose)
+        }
+        None => {
+            privileges::check()?;
+            trace(cli, &KernelFacts::gather()?)
+        }
     }
 }
 
 fn trace(cli: Cli, facts: &KernelFacts) -> Result<()> {
-    let mut ebpf = loader::load_object(facts)?;
+    let filter = cli.filter();
+    let config = udptrace_common::Config {
+        filter: filter.for_kernel(),
+        buffer: match cli.buffer {
+            cli::Buffer::Ring => udptrace_common::buffer::RING,
+            cli::Buffer::Perf => udptrace_common::buffer::PERF,
+        },
+        _pad0: [0; 7],
+    };
+    let mut ebpf = loader::load_object(facts, &config)?;
     let outcomes = loader::attach_all(&mut ebpf, facts, cli.probe);
     loader::require_attached(&outcomes, cli.probe)?;
 
@@ -57,7 +80,11 @@ fn trace(cli: Cli, facts: &KernelFacts) -> Result<()> {
     for outcome in &outcomes {
         match outcome.attached {
             Some(mode) => modes.push(format!("{}={mode}", outcome.hook.name)),
-            None => eprintln!("udptrace: warning: {} not traced: {}", outcome.hook.name, probes::why_not(outcome)),
+            None => eprintln!(
+                "udptrace: warning: {} not traced: {}",
+                outcome.hook.name,
+                probes::why_not(outcome)
+            ),
         }
         if cli.verbose {
             probes::print_failures(outcome);
@@ -65,11 +92,26 @@ fn trace(cli: Cli, facts: &KernelFacts) -> Result<()> {
     }
 
     // Tracepoint mode sees no rate limit: read the kernel's counters instead, from before `tracing` on.
-    let icmp_send_mode = outcomes.iter().find(|o| o.hook.name == "icmp_send").and_then(|o| o.attached);
-    let counters = (icmp_send_mode == Some(hooks::AttachMode::Tracepoint)).then(counters::Watcher::start);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let options =
-        trace::Options { json: cli.json, duration: cli.duration, count: cli.count, verbose: cli.verbose, counters };
+    let icmp_send_mode = outcomes
+        .iter()
+        .find(|o| o.hook.name == "icmp_send")
+        .and_then(|o| o.attached);
+    let counters =
+        (icmp_send_mode == Some(hooks::AttachMode::Tracepoint)).then(counters::Watcher::start);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let options = trace::Options {
+        json: cli.json,
+        duration: cli.duration,
+        count: cli.count,
+        verbose: cli.verbose,
+        counters,
+        filter,
+        summary: cli.summary,
+        buffer: cli.buffer,
+        color: !cli.json && render::color_wanted(),
+    };
     eprintln!("udptrace: tracing ({}); Ctrl-C to stop", modes.join(", "));
     let totals = runtime.block_on(trace::run(ebpf, options))?;
     eprintln!("{}", totals.closing_line());

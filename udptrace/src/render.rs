@@ -6,7 +6,10 @@ use serde_json::{Value, json};
 
 use crate::{
     event::{Event, IcmpSent, IcmpSuppressed, Packet, SocketError},
-    explain::{errno_name, explain_icmp_sent, explain_icmp_suppressed, explain_socket_error, icmp_name, proto_name},
+    explain::{
+        errno_name, explain_icmp_sent, explain_icmp_suppressed, explain_socket_error, icmp_name,
+        proto_name,
+    },
 };
 
 pub fn rfc3339(time: SystemTime) -> String {
@@ -119,18 +122,27 @@ fn icmp_sent_json(e: &IcmpSent) -> Value {
 fn clock_time(time: SystemTime) -> String {
     // RFC 3339 in UTC: keep the time of day. Text output is for eyes; JSON carries the full date.
     let full = rfc3339(time);
-    full.split_once('T').map_or(full.clone(), |(_, t)| t.trim_end_matches('Z').to_owned())
+    full.split_once('T')
+        .map_or(full.clone(), |(_, t)| t.trim_end_matches('Z').to_owned())
 }
 
 /// `pid 4711 dns-client` with, when known, the container (12 characters, as docker shows it) or else the
 /// cgroup's last component.
 fn owner_text(owner: Option<&crate::owner::OwnerInfo>) -> String {
-    let Some(owner) = owner else { return "owner unknown".to_owned() };
+    let Some(owner) = owner else {
+        return "owner unknown".to_owned();
+    };
     let mut text = format!("pid {} {}", owner.pid, escape(&owner.comm));
     if let Some(container) = &owner.container {
-        text.push_str(&format!(" container {}", &container[..container.len().min(12)]));
+        text.push_str(&format!(
+            " container {}",
+            &container[..container.len().min(12)]
+        ));
     } else if let Some(cgroup) = owner.cgroup.as_deref().filter(|c| *c != "/") {
-        text.push_str(&format!(" cgroup {}", escape(cgroup.rsplit('/').next().unwrap_or(cgroup))));
+        text.push_str(&format!(
+            " cgroup {}",
+            escape(cgroup.rsplit('/').next().unwrap_or(cgroup))
+        ));
     }
     text
 }
@@ -138,11 +150,102 @@ fn owner_text(owner: Option<&crate::owner::OwnerInfo>) -> String {
 fn about(packet: Option<Packet>) -> String {
     packet.map_or_else(
         || "an unreadable packet".to_owned(),
-        |p| format!("{} {} -> {}", proto_name(p.proto), endpoint(&p, true), endpoint(&p, false)),
+        |p| {
+            format!(
+                "{} {} -> {}",
+                proto_name(p.proto),
+                endpoint(&p, true),
+                endpoint(&p, false)
+            )
+        },
     )
 }
 
+/// Text output is coloured when stdout is a terminal and `NO_COLOR` is unset or empty (no-color.org).
+pub fn color_wanted() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// SGR sequences for the parts of a line.
+#[derive(Clone, Copy)]
+enum Tone {
+    /// An error the application got.
+    Delivered,
+    /// An error the kernel dropped, or that found no socket.
+    Ignored,
+    Sent,
+    Suppressed,
+    Lost,
+    /// The explanation.
+    Quiet,
+}
+
+impl Tone {
+    fn sgr(self) -> &'static str {
+        match self {
+            Tone::Delivered => "1;31",
+            Tone::Ignored => "33",
+            Tone::Sent => "36",
+            Tone::Suppressed => "35",
+            Tone::Lost => "1;7;31",
+            Tone::Quiet => "2",
+        }
+    }
+}
+
+/// Column widths: what, verdict or cause, the flow. Longer values push the rest of the line.
+const WHAT: usize = 15;
+const WHY: usize = 19;
+const FLOW: usize = 45;
+
+struct Line {
+    color: bool,
+    text: String,
+}
+
+impl Line {
+    fn new(color: bool, time: SystemTime) -> Self {
+        Line {
+            color,
+            text: clock_time(time),
+        }
+    }
+
+    /// Appends `value`, padded to `width`, in `tone`.
+    fn column(&mut self, value: &str, width: usize, tone: Option<Tone>) -> &mut Self {
+        let padded = format!("{value:<width$}");
+        self.text.push_str("  ");
+        match tone.filter(|_| self.color) {
+            Some(tone) => {
+                let _ = write!(
+                    self.text,
+                    "\x1b[{}m{}\x1b[0m{}",
+                    tone.sgr(),
+                    value,
+                    &padded[value.len()..]
+                );
+            }
+            None => self.text.push_str(&padded),
+        }
+        self
+    }
+
+    fn explanation(&mut self, text: &str) -> String {
+        let text = format!("({text})");
+        self.column(&text, 0, Some(Tone::Quiet));
+        std::mem::take(&mut self.text)
+    }
+}
+
+/// One line per event, uncoloured.
+#[cfg(test)]
 pub fn text(event: &Event) -> String {
+    styled_text(event, false)
+}
+
+/// One line per event: time, what (errno or event), verdict or cause, the flow, details, an explanation.
+pub fn styled_text(event: &Event, color: bool) -> String {
     match event {
         Event::SocketError(e) => {
             let remote = e.remote.map_or_else(|| "?".to_owned(), |r| r.to_string());
@@ -154,47 +257,62 @@ pub fn text(event: &Event) -> String {
                 ),
                 None => "icmp unseen".to_owned(),
             };
-            format!(
-                "{} {} {}  {} -> {}  {}  {}  netns {}  ({})",
-                clock_time(e.meta.time),
-                errno_name(e.errno).unwrap_or("-"),
-                e.verdict.map_or("?", |v| v.as_str()),
-                e.local,
-                remote,
-                icmp,
-                owner_text(e.owner.as_ref()),
-                e.meta.netns,
-                explain_socket_error(e),
-            )
+            let tone = match e.verdict {
+                Some(crate::event::Verdict::Delivered) => Tone::Delivered,
+                _ => Tone::Ignored,
+            };
+            Line::new(color, e.meta.time)
+                .column(errno_name(e.errno).unwrap_or("-"), WHAT, Some(tone))
+                .column(e.verdict.map_or("?", |v| v.as_str()), WHY, Some(tone))
+                .column(&format!("{} -> {remote}", e.local), FLOW, None)
+                .column(&icmp, 0, None)
+                .column(&owner_text(e.owner.as_ref()), 0, None)
+                .column(&format!("netns {}", e.meta.netns), 0, None)
+                .explanation(&explain_socket_error(e))
         }
         Event::IcmpSuppressed(e) => {
-            let what = match &e.attempt {
-                Some(a) => format!("{}  about {}", icmp_name(a.family, a.icmp.icmp_type, a.icmp.code), about(a.packet)),
-                None => format!("{} {} ICMP errors", e.count, e.family.as_str()),
+            let (flow, icmp) = match &e.attempt {
+                Some(a) => (
+                    about(a.packet),
+                    icmp_name(a.family, a.icmp.icmp_type, a.icmp.code),
+                ),
+                None => (
+                    format!("{} {} ICMP errors", e.count, e.family.as_str()),
+                    "any type".to_owned(),
+                ),
             };
-            format!(
-                "{} icmp_suppressed {what}  scope {}  netns {}  ({})",
-                clock_time(e.meta.time),
-                e.scope.as_str(),
-                e.meta.netns,
-                explain_icmp_suppressed(e),
+            Line::new(color, e.meta.time)
+                .column("icmp_suppressed", WHAT, Some(Tone::Suppressed))
+                .column(
+                    &format!("scope {}", e.scope.as_str()),
+                    WHY,
+                    Some(Tone::Suppressed),
+                )
+                .column(&flow, FLOW, None)
+                .column(&format!("icmp {icmp}"), 0, None)
+                .column(&format!("netns {}", e.meta.netns), 0, None)
+                .explanation(&explain_icmp_suppressed(e))
+        }
+        Event::IcmpSent(e) => Line::new(color, e.meta.time)
+            .column("icmp_sent", WHAT, Some(Tone::Sent))
+            .column(e.cause.as_str(), WHY, Some(Tone::Sent))
+            .column(&about(e.packet), FLOW, None)
+            .column(
+                &format!(
+                    "icmp {}",
+                    icmp_name(e.family, e.icmp.icmp_type, e.icmp.code)
+                ),
+                0,
+                None,
             )
-        }
-        Event::IcmpSent(e) => {
-            let about = about(e.packet);
-            format!(
-                "{} icmp_sent {}  about {}  cause {}  netns {}  ({})",
-                clock_time(e.meta.time),
-                icmp_name(e.family, e.icmp.icmp_type, e.icmp.code),
-                about,
-                e.cause.as_str(),
-                e.meta.netns,
-                explain_icmp_sent(e),
-            )
-        }
-        Event::Lost { time, count } => {
-            format!("{} lost {count} events: the ring buffer was full", clock_time(*time))
-        }
+            .column(&format!("netns {}", e.meta.netns), 0, None)
+            .explanation(&explain_icmp_sent(e)),
+        Event::Lost { time, count } => Line::new(color, *time)
+            .column("lost", WHAT, Some(Tone::Lost))
+            .column(&format!("{count} events"), WHY, Some(Tone::Lost))
+            .explanation(
+                "the kernel could not hand them over: the buffer was full; see the closing counts",
+            ),
     }
 }
 
@@ -268,7 +386,9 @@ mod tests {
 
     #[test]
     fn icmp_suppressed_json_and_text() {
-        let Event::IcmpSent(sent) = icmp_sent() else { panic!() };
+        let Event::IcmpSent(sent) = icmp_sent() else {
+            panic!()
+        };
         let event = Event::IcmpSuppressed(crate::event::IcmpSuppressed {
             meta: sent.meta.clone(),
             family: sent.family,
@@ -283,13 +403,22 @@ mod tests {
         assert_eq!(value["packet"]["dst"], "10.0.0.9:8888");
         assert_eq!(value["cause"], "no_listener");
         let line = text(&event);
-        assert!(line.contains("icmp_suppressed port-unreachable  about udp 10.0.0.2:40312 -> 10.0.0.9:8888  scope host"), "{line}");
+        assert!(
+            line.contains(
+                "icmp_suppressed  scope host           udp 10.0.0.2:40312 -> 10.0.0.9:8888"
+            ),
+            "{line}"
+        );
+        assert!(line.contains("icmp port-unreachable"), "{line}");
         assert!(line.contains("net.ipv4.icmp_ratelimit"), "{line}");
     }
 
     #[test]
     fn lost_json() {
-        let event = Event::Lost { time: SystemTime::UNIX_EPOCH, count: 7 };
+        let event = Event::Lost {
+            time: SystemTime::UNIX_EPOCH,
+            count: 7,
+        };
         assert_eq!(
             json(&event),
             json!({"event": "lost", "time": "1970-01-01T00:00:00.000000Z", "netns": null, "probe": null, "count": 7})
@@ -315,15 +444,34 @@ mod tests {
         let line = text(&socket_error());
         assert_eq!(
             line,
-            "22:13:25.000000 ECONNREFUSED delivered  10.0.0.2:40312 -> 10.0.0.9:8888  icmp unseen  pid 900 dns-client  \
-             netns 4026532001  (the peer refused udp/8888 at 10.0.0.9 (no listener, or a firewall REJECT); the next \
-             send or receive fails with ECONNREFUSED)"
+            "22:13:25.000000  ECONNREFUSED     delivered            10.0.0.2:40312 -> 10.0.0.9:8888                \
+             icmp unseen  pid 900 dns-client  netns 4026532001  (the peer refused udp/8888 at 10.0.0.9 (no \
+             listener, or a firewall REJECT); the next send or receive fails with ECONNREFUSED)"
         );
         assert_eq!(
             text(&icmp_sent()),
-            "22:13:25.000000 icmp_sent port-unreachable  about udp 10.0.0.2:40312 -> 10.0.0.9:8888  cause \
-             no_listener  netns 4026532001  (no socket listens on udp/8888 here)"
+            "22:13:25.000000  icmp_sent        no_listener          udp 10.0.0.2:40312 -> 10.0.0.9:8888            \
+             icmp port-unreachable  netns 4026532001  (no socket listens on udp/8888 here)"
         );
+    }
+
+    #[test]
+    fn colour_wraps_the_values_and_keeps_the_columns() {
+        let plain = text(&socket_error());
+        let coloured = styled_text(&socket_error(), true);
+        assert!(
+            coloured.contains("\x1b[1;31mECONNREFUSED\x1b[0m     "),
+            "{coloured:?}"
+        );
+        assert!(
+            coloured.contains("\x1b[2m(the peer refused"),
+            "{coloured:?}"
+        );
+        let stripped = coloured
+            .replace("\x1b[1;31m", "")
+            .replace("\x1b[2m", "")
+            .replace("\x1b[0m", "");
+        assert_eq!(stripped, plain);
     }
 
     #[test]

@@ -9,7 +9,10 @@ use std::{
 use anyhow::{Context as _, Result};
 use aya::{
     Ebpf,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{
+        MapData, PerCpuArray, RingBuf,
+        perf::{PerfEvent, PerfEventArray, PerfEventArrayBuffer},
+    },
 };
 use tokio::{
     io::{Interest, unix::AsyncFd},
@@ -19,14 +22,21 @@ use tokio::{
 
 use crate::{
     cause::Kallsyms,
-    counters, owner,
+    cli::Buffer,
+    counters,
     event::{Clock, Event, decode},
-    render,
+    filter::Filter,
+    owner, render,
+    summary::Table,
 };
 
 /// Indexes of the programs' per-CPU `STATS` map (`udptrace-ebpf/src/main.rs`).
 const STAT_LOST: u32 = 0;
 const STAT_READ_ERROR: u32 = 1;
+const STAT_FILTERED: u32 = 2;
+
+/// Pages of each CPU's perf buffer (`--buffer perf`): 128 KiB, about 600 `icmp_sent` records.
+const PERF_PAGES: usize = 32;
 
 /// How often the kernel's lost-event counters are checked while tracing.
 const LOST_CHECK_PERIOD: Duration = Duration::from_secs(1);
@@ -38,12 +48,21 @@ pub struct Options {
     pub verbose: bool,
     /// Where no hook sees the ICMP rate limits: the kernel's counters, read every `counters::PERIOD`.
     pub counters: Option<counters::Watcher>,
+    /// Applied again here to what the programs could not decide.
+    pub filter: Filter,
+    /// `--summary`: the period of the tables.
+    pub summary: Option<Duration>,
+    pub buffer: Buffer,
+    pub color: bool,
 }
 
 /// What a session saw, for the closing line.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Totals {
+    /// Events that passed the filter options.
     pub events: u64,
+    /// Events the filter options dropped, in the kernel or here.
+    pub filtered: u64,
     /// Reported lost by the kernel (ring buffer full).
     pub lost: u64,
     /// Seen by a program that could not read what it needed.
@@ -55,8 +74,8 @@ pub struct Totals {
 impl Totals {
     pub fn closing_line(&self) -> String {
         format!(
-            "udptrace: {} events seen, {} lost, {} unreadable, {} undecodable",
-            self.events, self.lost, self.unreadable, self.undecodable
+            "udptrace: {} events seen, {} filtered out, {} lost, {} unreadable, {} undecodable",
+            self.events, self.filtered, self.lost, self.unreadable, self.undecodable
         )
     }
 }
@@ -79,33 +98,171 @@ struct Session {
     /// The programs' socket-owner records (`OWNERS`), read for errors that came before the send hook.
     recorded_owners: Option<aya::maps::HashMap<MapData, u64, udptrace_common::Owner>>,
     totals: Totals,
+    /// Lost records the perf buffers reported (the ring buffer's are counted by the programs).
+    perf_lost: u64,
+    /// Events the filter options dropped here (the programs count theirs in `STATS`).
+    filtered_here: u64,
+    /// `--summary`: this period's table and the whole run's.
+    period: Table,
+    run: Table,
+    started: Instant,
     out: io::BufWriter<io::Stdout>,
 }
 
+/// Where the programs' records arrive.
+enum Source {
+    Ring(AsyncFd<RingBuf<MapData>>),
+    /// One buffer per online CPU.
+    Perf(Vec<AsyncFd<PerfEventArrayBuffer<MapData>>>),
+}
+
+impl Source {
+    fn open(ebpf: &mut Ebpf, buffer: Buffer) -> Result<Self> {
+        match buffer {
+            Buffer::Ring => {
+                let ring = RingBuf::try_from(
+                    ebpf.take_map("EVENTS")
+                        .context("the EVENTS map is missing")?,
+                )?;
+                // SAFETY: the ring buffer's fd stays open and unchanged while the AsyncFd owns the RingBuf.
+                let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+                    .map_err(|e| e.into_parts().1)
+                    .context("polling the ring buffer")?;
+                Ok(Source::Ring(ring))
+            }
+            Buffer::Perf => {
+                let mut array = PerfEventArray::try_from(
+                    ebpf.take_map("PERF_EVENTS")
+                        .context("the PERF_EVENTS map is missing")?,
+                )?;
+                let cpus =
+                    aya::util::online_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
+                let mut buffers = Vec::with_capacity(cpus.len());
+                for cpu in cpus {
+                    let buffer = array
+                        .open(cpu, Some(PERF_PAGES))
+                        .with_context(|| format!("opening the perf buffer of CPU {cpu}"))?;
+                    // SAFETY: the buffer's fd stays open and unchanged while the AsyncFd owns the buffer.
+                    let buffer =
+                        unsafe { AsyncFd::register_with_interest(buffer, Interest::READABLE) }
+                            .map_err(|e| e.into_parts().1)
+                            .context("polling a perf buffer")?;
+                    buffers.push(buffer);
+                }
+                Ok(Source::Perf(buffers))
+            }
+        }
+    }
+
+    /// Waits until a buffer may have records. Readiness is cleared before the caller drains every
+    /// buffer, so a record that arrives meanwhile is either drained now or signalled again.
+    async fn readable(&mut self) -> io::Result<()> {
+        match self {
+            Source::Ring(ring) => {
+                ring.readable_mut().await?.clear_ready();
+                Ok(())
+            }
+            Source::Perf(buffers) => {
+                std::future::poll_fn(|cx| {
+                    let mut ready = false;
+                    for buffer in buffers.iter_mut() {
+                        if let std::task::Poll::Ready(guard) = buffer.poll_read_ready_mut(cx) {
+                            guard?.clear_ready();
+                            ready = true;
+                        }
+                    }
+                    if ready {
+                        std::task::Poll::Ready(Ok(()))
+                    } else {
+                        std::task::Poll::Pending
+                    }
+                })
+                .await
+            }
+        }
+    }
+
+    /// Hands every waiting record to `session`, until it says stop.
+    fn drain(&mut self, session: &mut Session) -> Option<Stop> {
+        let stop = match self {
+            Source::Ring(ring) => {
+                let ring = ring.get_mut();
+                let mut stop = None;
+                while let Some(item) = ring.next() {
+                    if let Some(s) = session.record(&item) {
+                        stop = Some(s);
+                        break;
+                    }
+                }
+                stop
+            }
+            Source::Perf(buffers) => {
+                let mut stop = None;
+                let mut joined = Vec::new();
+                for buffer in buffers.iter_mut() {
+                    let flow = buffer.get_mut().try_fold((), |(), event| match event {
+                        PerfEvent::Sample { head, tail } => {
+                            let bytes = if tail.is_empty() {
+                                head
+                            } else {
+                                joined.clear();
+                                joined.extend_from_slice(head);
+                                joined.extend_from_slice(tail);
+                                &joined[..]
+                            };
+                            match session.record(bytes) {
+                                Some(s) => std::ops::ControlFlow::Break(s),
+                                None => std::ops::ControlFlow::Continue(()),
+                            }
+                        }
+                        PerfEvent::Lost { count } => {
+                            session.perf_lost += count;
+                            std::ops::ControlFlow::Continue(())
+                        }
+                    });
+                    if let std::ops::ControlFlow::Break(s) = flow {
+                        stop = Some(s);
+                        break;
+                    }
+                }
+                stop
+            }
+        };
+        if session.out.flush().is_err() {
+            return Some(Stop::OutputClosed);
+        }
+        stop
+    }
+}
+
 pub async fn run(mut ebpf: Ebpf, options: Options) -> Result<Totals> {
-    let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("the EVENTS map is missing")?)?;
+    let mut source = Source::open(&mut ebpf, options.buffer)?;
     let stats = PerCpuArray::try_from(ebpf.take_map("STATS").context("the STATS map is missing")?)?;
-    // SAFETY: the ring buffer's fd stays open and unchanged while the AsyncFd owns the RingBuf.
-    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|e| e.into_parts().1)
-        .context("polling the ring buffer")?;
 
     let kallsyms = match Kallsyms::load() {
         Ok(k) => Some(k),
         Err(e) => {
-            eprintln!("udptrace: warning: cannot read kernel symbols ({e}); icmp_sent causes will be \"other\"");
+            eprintln!(
+                "udptrace: warning: cannot read kernel symbols ({e}); icmp_sent causes will be \"other\""
+            );
             None
         }
     };
-    let mut session =
-        Session {
+    let mut session = Session {
         options,
         clock: Clock::now(),
         kallsyms,
         stats,
         owners: owner::Resolver::new(),
-        recorded_owners: ebpf.take_map("OWNERS").and_then(|m| aya::maps::HashMap::try_from(m).ok()),
+        recorded_owners: ebpf
+            .take_map("OWNERS")
+            .and_then(|m| aya::maps::HashMap::try_from(m).ok()),
         totals: Totals::default(),
+        perf_lost: 0,
+        filtered_here: 0,
+        period: Table::default(),
+        run: Table::default(),
+        started: Instant::now(),
         out: io::BufWriter::new(io::stdout()),
     };
 
@@ -116,14 +273,18 @@ pub async fn run(mut ebpf: Ebpf, options: Options) -> Result<Totals> {
     lost_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut counter_check = interval(counters::PERIOD);
     counter_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let summary_period = session.options.summary;
+    let mut summary_tick = tokio::time::interval_at(
+        Instant::now() + summary_period.unwrap_or(Duration::MAX / 4),
+        summary_period.unwrap_or(Duration::MAX / 4),
+    );
+    summary_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
     let stop = loop {
         tokio::select! {
-            guard = ring.readable_mut() => {
-                let mut guard = guard.context("waiting for events")?;
-                let stop = session.drain(guard.get_inner_mut());
-                guard.clear_ready();
-                if let Some(stop) = stop {
+            ready = source.readable() => {
+                ready.context("waiting for events")?;
+                if let Some(stop) = source.drain(&mut session) {
                     break stop;
                 }
             }
@@ -140,18 +301,25 @@ pub async fn run(mut ebpf: Ebpf, options: Options) -> Result<Totals> {
                     break stop;
                 }
             }
+            _ = summary_tick.tick(), if summary_period.is_some() => {
+                if let Some(stop) = session.print_period() {
+                    break stop;
+                }
+            }
         }
     };
     // What arrived before the stop is still shown, unless the reader is gone or the count is reached.
     if matches!(stop, Stop::Signal | Stop::Duration) {
-        let _ = session.drain(ring.get_mut());
+        let _ = source.drain(&mut session);
     }
     if !matches!(stop, Stop::OutputClosed) {
         let _ = session.report_lost();
         if !matches!(stop, Stop::Count) {
             let _ = session.report_counters();
         }
+        session.print_run();
     }
+    session.totals.filtered = session.counter(STAT_FILTERED) + session.filtered_here;
     Ok(session.totals)
 }
 
@@ -163,35 +331,39 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 }
 
 impl Session {
-    /// Handles every record waiting in the ring buffer.
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Option<Stop> {
-        let mut stop = None;
-        while let Some(item) = ring.next() {
-            match decode(&item, self.clock) {
-                Ok(event) => {
-                    self.totals.events += 1;
-                    let event = self.enrich(event);
-                    if let Err(stop_now) = self.emit(event) {
-                        stop = Some(stop_now);
-                        break;
-                    }
-                    if self.options.count.is_some_and(|n| self.totals.events >= n) {
-                        stop = Some(Stop::Count);
-                        break;
-                    }
+    /// Decodes, enriches and passes on one record.
+    fn record(&mut self, bytes: &[u8]) -> Option<Stop> {
+        match decode(bytes, self.clock) {
+            Ok(event) => {
+                let event = self.enrich(event);
+                self.event(event)
+            }
+            Err(e) => {
+                self.totals.undecodable += 1;
+                if self.options.verbose {
+                    eprintln!("udptrace: warning: undecodable record: {e}");
                 }
-                Err(e) => {
-                    self.totals.undecodable += 1;
-                    if self.options.verbose {
-                        eprintln!("udptrace: warning: undecodable record: {e}");
-                    }
-                }
+                None
             }
         }
-        if self.out.flush().is_err() {
+    }
+
+    /// Filters, counts and shows (or tabulates) one event.
+    fn event(&mut self, event: Event) -> Option<Stop> {
+        if !self.options.filter.matches(&event) {
+            self.filtered_here += 1;
+            return None;
+        }
+        if !matches!(event, Event::Lost { .. }) {
+            self.totals.events += 1;
+        }
+        if self.emit(event).is_err() {
             return Some(Stop::OutputClosed);
         }
-        stop
+        self.options
+            .count
+            .is_some_and(|n| self.totals.events >= n)
+            .then_some(Stop::Count)
     }
 
     /// Adds what user space knows: the errno an ignored error would have been, the cause of an ICMP this
@@ -227,7 +399,11 @@ impl Session {
                 e.cause = kallsyms.classify(&e.stack, e.icmp.icmp_type, e.icmp.code);
             }
             if self.options.verbose {
-                let frames: Vec<&str> = e.stack.iter().map(|&a| kallsyms.function(a).unwrap_or("?")).collect();
+                let frames: Vec<&str> = e
+                    .stack
+                    .iter()
+                    .map(|&a| kallsyms.function(a).unwrap_or("?"))
+                    .collect();
                 eprintln!("udptrace: icmp_sent stack: {}", frames.join(" <- "));
             }
         }
@@ -235,20 +411,79 @@ impl Session {
     }
 
     fn emit(&mut self, event: Event) -> Result<(), Stop> {
-        let line = if self.options.json { render::json(&event).to_string() } else { render::text(&event) };
+        if self.options.summary.is_some() {
+            self.period.add(&event);
+            self.run.add(&event);
+            return Ok(());
+        }
+        let line = if self.options.json {
+            render::json(&event).to_string()
+        } else {
+            render::styled_text(&event, self.options.color)
+        };
         writeln!(self.out, "{line}").map_err(|_| Stop::OutputClosed)
+    }
+
+    /// `--summary`: this period's table, then a fresh one.
+    fn print_period(&mut self) -> Option<Stop> {
+        let table = std::mem::take(&mut self.period);
+        let period = self.options.summary.unwrap_or_default();
+        let written = if self.options.json {
+            writeln!(
+                self.out,
+                "{}",
+                table.json(std::time::SystemTime::now(), Some(period.as_secs_f64()))
+            )
+        } else {
+            let now = render::rfc3339(std::time::SystemTime::now());
+            writeln!(
+                self.out,
+                "{}",
+                table.text(&format!(
+                    "udptrace summary {now}, last {}",
+                    humantime::format_duration(period)
+                ))
+            )
+        };
+        (written.is_err() || self.out.flush().is_err()).then_some(Stop::OutputClosed)
+    }
+
+    /// `--summary`: the whole run's table, at exit.
+    fn print_run(&mut self) {
+        if self.options.summary.is_none() {
+            return;
+        }
+        let elapsed = Duration::from_secs(self.started.elapsed().as_secs());
+        let _ = if self.options.json {
+            writeln!(
+                self.out,
+                "{}",
+                self.run.json(std::time::SystemTime::now(), None)
+            )
+        } else {
+            writeln!(
+                self.out,
+                "{}",
+                self.run.text(&format!(
+                    "udptrace summary, whole run ({})",
+                    humantime::format_duration(elapsed)
+                ))
+            )
+        };
+        let _ = self.out.flush();
     }
 
     /// Emits an `icmp_suppressed` event for each rate-limit counter that rose.
     fn report_counters(&mut self) -> Option<Stop> {
-        let events = self.options.counters.as_mut().map(counters::Watcher::poll).unwrap_or_default();
+        let events = self
+            .options
+            .counters
+            .as_mut()
+            .map(counters::Watcher::poll)
+            .unwrap_or_default();
         for event in events {
-            self.totals.events += 1;
-            if self.emit(event).is_err() {
-                return Some(Stop::OutputClosed);
-            }
-            if self.options.count.is_some_and(|n| self.totals.events >= n) {
-                return Some(Stop::Count);
+            if let Some(stop) = self.event(event) {
+                return Some(stop);
             }
         }
         if self.out.flush().is_err() {
@@ -259,19 +494,25 @@ impl Session {
 
     /// Sums a per-CPU counter.
     fn counter(&self, index: u32) -> u64 {
-        self.stats.get(&index, 0).map(|values| values.iter().sum()).unwrap_or(0)
+        self.stats
+            .get(&index, 0)
+            .map(|values| values.iter().sum())
+            .unwrap_or(0)
     }
 
     /// Emits a `lost` event for what the kernel dropped since the last check.
     fn report_lost(&mut self) -> Option<Stop> {
-        let lost = self.counter(STAT_LOST);
+        let lost = self.counter(STAT_LOST) + self.perf_lost;
         self.totals.unreadable = self.counter(STAT_READ_ERROR);
         let new = lost.saturating_sub(self.totals.lost);
         if new == 0 {
             return None;
         }
         self.totals.lost = lost;
-        let event = Event::Lost { time: std::time::SystemTime::now(), count: new };
+        let event = Event::Lost {
+            time: std::time::SystemTime::now(),
+            count: new,
+        };
         if self.emit(event).is_err() || self.out.flush().is_err() {
             return Some(Stop::OutputClosed);
         }
@@ -286,7 +527,8 @@ fn fill_errno(e: &mut crate::event::SocketError) {
     if e.errno == 0
         && e.verdict != Some(crate::event::Verdict::Delivered)
         && let Some(icmp) = e.icmp
-        && let Some((errno, _hard)) = crate::explain::icmp_errno(e.family, icmp.icmp_type, icmp.code)
+        && let Some((errno, _hard)) =
+            crate::explain::icmp_errno(e.family, icmp.icmp_type, icmp.code)
     {
         e.errno = errno;
     }
@@ -298,7 +540,16 @@ mod tests {
 
     #[test]
     fn the_closing_line_names_every_count() {
-        let totals = Totals { events: 12, lost: 3, unreadable: 1, undecodable: 0 };
-        assert_eq!(totals.closing_line(), "udptrace: 12 events seen, 3 lost, 1 unreadable, 0 undecodable");
+        let totals = Totals {
+            events: 12,
+            filtered: 4,
+            lost: 3,
+            unreadable: 1,
+            undecodable: 0,
+        };
+        assert_eq!(
+            totals.closing_line(),
+            "udptrace: 12 events seen, 4 filtered out, 3 lost, 1 unreadable, 0 undecodable"
+        );
     }
 }

@@ -28,8 +28,15 @@ fn main() -> ExitCode {
         // tracepoint is the only mode this host has, and every hook has a tracepoint variant.
         require_attach: false,
     };
-    println!("\nrunning the scenario suite against {} (tracepoint mode)", config.udptrace.display());
+    println!(
+        "\nrunning the scenario suite against {} (tracepoint mode)",
+        config.udptrace.display()
+    );
     let report = run(&config, "tracepoint  ");
     println!("\nscenarios: {}", report.totals());
-    if report.failed() == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if report.failed() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

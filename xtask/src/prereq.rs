@@ -15,7 +15,12 @@ const LLVM_MAJOR: &str = "22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages, by what needs them.
-pub const BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev"];
+pub const BUILD_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+];
 pub const TEST_PACKAGES: &[&str] = &["iproute2", "procps", "nftables"];
 
 /// `$CARGO_HOME/bin`, where `cargo install` puts bpf-linker.
@@ -58,9 +63,16 @@ pub fn ensure_packages(packages: &[&str]) -> Result<()> {
         return Ok(());
     }
     if !is_root() {
-        bail!("missing Debian packages {}: install them as root (apt-get install {})", missing.join(" "), missing.join(" "));
+        bail!(
+            "missing Debian packages {}: install them as root (apt-get install {})",
+            missing.join(" "),
+            missing.join(" ")
+        );
     }
-    say(&format!("installing Debian packages: {}", missing.join(" ")));
+    say(&format!(
+        "installing Debian packages: {}",
+        missing.join(" ")
+    ));
     run_visible(Command::new("apt-get").args(["update", "-q"]))?;
     run_visible(
         Command::new("apt-get")
@@ -82,11 +94,20 @@ fn ensure_rust_src() -> Result<()> {
             String::from_utf8_lossy(&output.stderr).trim()
         );
     }
-    if String::from_utf8_lossy(&output.stdout).lines().any(|l| l.starts_with("rust-src")) {
+    if String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .any(|l| l.starts_with("rust-src"))
+    {
         return Ok(());
     }
     say("adding rust-src to the nightly toolchain (the eBPF build compiles core itself)");
-    run_visible(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+    run_visible(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        "nightly",
+    ]))
 }
 
 /// bpf-linker at the pinned version, linked against LLVM 22.
@@ -98,12 +119,15 @@ fn bpf_linker_ok() -> bool {
         return false;
     }
     // A dynamically linked bpf-linker names its libLLVM; it must be LLVM 22's.
-    let libs = Command::new("ldd").arg(&binary).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    let libs = Command::new("ldd")
+        .arg(&binary)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
     match libs {
-        Ok(libs) => libs
-            .lines()
-            .filter(|l| l.contains("libLLVM"))
-            .all(|l| l.contains(&format!("libLLVM.so.{LLVM_MAJOR}")) || l.contains(&format!("libLLVM-{LLVM_MAJOR}"))),
+        Ok(libs) => libs.lines().filter(|l| l.contains("libLLVM")).all(|l| {
+            l.contains(&format!("libLLVM.so.{LLVM_MAJOR}"))
+                || l.contains(&format!("libLLVM-{LLVM_MAJOR}"))
+        }),
         Err(_) => true,
     }
 }
@@ -112,19 +136,29 @@ fn ensure_bpf_linker() -> Result<()> {
     if bpf_linker_ok() {
         return Ok(());
     }
-    say(&format!("building bpf-linker {BPF_LINKER_VERSION} against LLVM {LLVM_MAJOR} (about a minute)"));
+    say(&format!(
+        "building bpf-linker {BPF_LINKER_VERSION} against LLVM {LLVM_MAJOR} (about a minute)"
+    ));
     let llvm = format!("/usr/lib/llvm-{LLVM_MAJOR}");
     let path = format!("{llvm}/bin:{}", path_with_cargo_bin());
     run_visible(
         Command::new("cargo")
-            .args(["install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked", "--force", "--no-default-features"])
+            .args([
+                "install",
+                &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+                "--locked",
+                "--force",
+                "--no-default-features",
+            ])
             .args(["--features", &format!("llvm-{LLVM_MAJOR}")])
             .env("LLVM_PREFIX", &llvm)
             // /usr/bin/llvm-config may be another LLVM: the PATH decides which one the build finds.
             .env("PATH", path),
     )?;
     if !bpf_linker_ok() {
-        bail!("bpf-linker was installed but does not report {BPF_LINKER_VERSION} linked against LLVM {LLVM_MAJOR}");
+        bail!(
+            "bpf-linker was installed but does not report {BPF_LINKER_VERSION} linked against LLVM {LLVM_MAJOR}"
+        );
     }
     Ok(())
 }
@@ -132,7 +166,10 @@ fn ensure_bpf_linker() -> Result<()> {
 /// Runs a command with its output shown, failing on a non-zero exit.
 pub fn run_visible(command: &mut Command) -> Result<()> {
     let shown = format!("{command:?}");
-    let status = command.stdin(Stdio::null()).status().with_context(|| format!("running {shown}"))?;
+    let status = command
+        .stdin(Stdio::null())
+        .status()
+        .with_context(|| format!("running {shown}"))?;
     if !status.success() {
         bail!("{shown} failed with {status}");
     }

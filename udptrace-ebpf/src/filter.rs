@@ -1,0 +1,199 @@
+//! The filter options (`-p`, `--comm`, `--port`, `--addr`, `--errno`, `--netns`), applied before an event
+//! takes ring-buffer space. User space writes them into the read-only global `CONFIG` before load; the
+//! verifier then sees them as constants, and an option that is not given costs one compare.
+//!
+//! An event is dropped here only when it is known to fail. What the program cannot see (an owner no send
+//! was recorded for yet) passes, and user space decides with the same rules (`udptrace/src/filter.rs`).
+
+use udptrace_common::{
+    AF_INET, AddrFilter, Config, FILTER_VALUES, IcmpSent, SocketError, TASK_COMM_LEN,
+    icmp_sent_flags, socket_error_flags,
+};
+
+#[unsafe(no_mangle)]
+pub(crate) static CONFIG: Config = unsafe { core::mem::zeroed() };
+
+/// A field of `CONFIG`, read without letting the compiler fold the zeroed initialiser.
+macro_rules! config {
+    ($($field:tt)+) => {
+        // SAFETY: CONFIG is a valid static; the loader rewrites its bytes before the program runs.
+        unsafe { core::ptr::read_volatile(core::ptr::addr_of!($crate::filter::CONFIG.$($field)+)) }
+    };
+}
+pub(crate) use config;
+
+/// ICMP type whose codes the masks tell apart: destination unreachable.
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMPV6_DEST_UNREACH: u8 = 1;
+
+#[inline(always)]
+fn pid_passes(pid: u32) -> bool {
+    let n = config!(filter.n_pids) as usize;
+    let mut i = 0;
+    while i < FILTER_VALUES && i < n {
+        if config!(filter.pids[i]) == pid {
+            return true;
+        }
+        i += 1;
+    }
+    n == 0
+}
+
+#[inline(always)]
+fn netns_passes(netns: u32) -> bool {
+    let n = config!(filter.n_netns) as usize;
+    let mut i = 0;
+    while i < FILTER_VALUES && i < n {
+        if config!(filter.netns[i]) == netns {
+            return true;
+        }
+        i += 1;
+    }
+    n == 0
+}
+
+#[inline(always)]
+fn errno_passes(errno: i32) -> bool {
+    let n = config!(filter.n_errnos) as usize;
+    let mut i = 0;
+    while i < FILTER_VALUES && i < n {
+        if config!(filter.errnos[i]) == errno {
+            return true;
+        }
+        i += 1;
+    }
+    n == 0
+}
+
+/// Either port (`None` for one not known) is one of `--port`.
+#[inline(always)]
+fn ports_pass(a: Option<u16>, b: Option<u16>) -> bool {
+    let n = config!(filter.n_ports) as usize;
+    let mut i = 0;
+    while i < FILTER_VALUES && i < n {
+        let port = config!(filter.ports[i]);
+        if a == Some(port) || b == Some(port) {
+            return true;
+        }
+        i += 1;
+    }
+    n == 0
+}
+
+#[inline(always)]
+fn comm_passes(comm: &[u8; TASK_COMM_LEN]) -> bool {
+    let n = config!(filter.n_comms) as usize;
+    let mut i = 0;
+    while i < FILTER_VALUES && i < n {
+        if config!(filter.comms[i]) == *comm {
+            return true;
+        }
+        i += 1;
+    }
+    n == 0
+}
+
+/// `addr` is inside the prefix of `filter`.
+#[inline(always)]
+fn in_prefix(filter: &AddrFilter, family: u16, addr: &[u8; 16]) -> bool {
+    if filter.family != family {
+        return false;
+    }
+    let bits = filter.prefix_len as usize;
+    let mut byte = 0;
+    while byte < 16 {
+        let covered = bits.saturating_sub(byte * 8);
+        if covered == 0 {
+            return true;
+        }
+        let mask = if covered >= 8 {
+            0xff
+        } else {
+            0xffu8 << (8 - covered)
+        };
+        if addr[byte] & mask != filter.addr[byte] {
+            return false;
+        }
+        byte += 1;
+    }
+    true
+}
+
+/// One of the addresses (`None` for one not known) is inside one of the `--addr` prefixes.
+#[inline(always)]
+fn addrs_pass(family: u16, candidates: [Option<&[u8; 16]>; 3]) -> bool {
+    let n = config!(filter.n_addrs) as usize;
+    let mut i = 0;
+    while i < FILTER_VALUES && i < n {
+        let filter = config!(filter.addrs[i]);
+        for addr in candidates.into_iter().flatten() {
+            if in_prefix(&filter, family, addr) {
+                return true;
+            }
+        }
+        i += 1;
+    }
+    n == 0
+}
+
+/// The ICMP error maps to one of `--errno` (the masks user space built from the kernel's tables).
+#[inline(always)]
+fn icmp_errno_passes(family: u16, icmp_type: u8, code: u8) -> bool {
+    if config!(filter.n_errnos) == 0 {
+        return true;
+    }
+    let v6 = family != AF_INET;
+    let mask = config!(filter.icmp[v6 as usize]);
+    let unreach = if v6 {
+        ICMPV6_DEST_UNREACH
+    } else {
+        ICMP_DEST_UNREACH
+    };
+    if icmp_type == unreach {
+        mask.unreach_codes & (1 << code.min(63)) != 0
+    } else {
+        mask.types[(icmp_type >> 6) as usize & 3] & (1 << (icmp_type & 63)) != 0
+    }
+}
+
+#[inline(always)]
+pub fn socket_error_passes(e: &SocketError) -> bool {
+    let family = u16::from(e.header.family);
+    let owner = e.flags & socket_error_flags::OWNER_KNOWN != 0;
+    let remote = e.flags & socket_error_flags::REMOTE_KNOWN != 0;
+    let icmp = e.flags & socket_error_flags::ICMP_KNOWN != 0;
+    netns_passes(e.header.netns)
+        && (!owner || pid_passes(e.owner.pid) && comm_passes(&e.owner.comm))
+        && ports_pass(Some(e.local_port), remote.then_some(e.remote_port))
+        && addrs_pass(
+            family,
+            [
+                Some(&e.local_addr),
+                remote.then_some(&e.remote_addr),
+                icmp.then_some(&e.icmp_from),
+            ],
+        )
+        && if e.errno != 0 {
+            errno_passes(e.errno)
+        } else {
+            !icmp || icmp_errno_passes(family, e.icmp_type, e.icmp_code)
+        }
+}
+
+/// For `icmp_sent` and `icmp_suppressed`. No process owns the packet an ICMP error answers: `-p` and
+/// `--comm` select only `socket_error` events.
+#[inline(always)]
+pub fn icmp_sent_passes(e: &IcmpSent) -> bool {
+    let family = u16::from(e.header.family);
+    let packet = e.flags & icmp_sent_flags::PACKET_KNOWN != 0;
+    let ports = e.flags & icmp_sent_flags::PORTS_KNOWN != 0;
+    config!(filter.n_pids) == 0
+        && config!(filter.n_comms) == 0
+        && netns_passes(e.header.netns)
+        && ports_pass(ports.then_some(e.sport), ports.then_some(e.dport))
+        && addrs_pass(
+            family,
+            [packet.then_some(&e.src), packet.then_some(&e.dst), None],
+        )
+        && icmp_errno_passes(family, e.icmp_type, e.icmp_code)
+}

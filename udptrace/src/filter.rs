@@ -1,0 +1,597 @@
+//! The filter options: `-p/--pid`, `--comm`, `--port`, `--addr IP[/LEN]`, `--errno`, `--netns`.
+//!
+//! Options combine with AND; an option given twice means either value (OR). Each option looks at the
+//! fields an event has:
+//! - `socket_error`: the owner's pid and comm, the local and remote ports, the local and remote addresses
+//!   and who sent the ICMP, the errno;
+//! - `icmp_sent`, `icmp_suppressed`: the offending packet's ports and addresses, the errno its ICMP error
+//!   gives the sender; no process owns that packet, so `-p` and `--comm` select only `socket_error`;
+//! - `lost` always passes: udptrace never hides that it missed something.
+//!
+//! A field that is not known fails the option. The programs apply the same rules before an event takes
+//! buffer space (`udptrace-ebpf/src/filter.rs`), except that they let through what they cannot see yet
+//! (an owner found later through /proc), which [`Filter::matches`] decides here.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    os::unix::fs::MetadataExt as _,
+    path::Path,
+};
+
+use udptrace_common::{AF_INET, AF_INET6, AddrFilter, FILTER_VALUES, IcmpMask, TASK_COMM_LEN};
+
+use crate::{
+    event::{Event, Family, IcmpSent, SocketError},
+    explain::{errno_name, errno_number, icmp_errno},
+};
+
+/// `--addr IP[/LEN]`, host bits cleared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prefix {
+    pub addr: IpAddr,
+    pub len: u8,
+}
+
+impl Prefix {
+    fn contains(&self, addr: IpAddr) -> bool {
+        match (self.addr, addr) {
+            (IpAddr::V4(net), IpAddr::V4(a)) => prefix_eq(&net.octets(), &a.octets(), self.len),
+            (IpAddr::V6(net), IpAddr::V6(a)) => prefix_eq(&net.octets(), &a.octets(), self.len),
+            _ => false,
+        }
+    }
+}
+
+fn prefix_eq(net: &[u8], addr: &[u8], len: u8) -> bool {
+    let masked = mask(addr, len);
+    net == masked.as_slice()
+}
+
+fn mask(addr: &[u8], len: u8) -> Vec<u8> {
+    addr.iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let covered = usize::from(len).saturating_sub(i * 8);
+            if covered >= 8 {
+                *b
+            } else {
+                b & !(0xffu8.checked_shr(covered as u32).unwrap_or(0))
+            }
+        })
+        .collect()
+}
+
+pub fn parse_prefix(text: &str) -> Result<Prefix, String> {
+    let (ip, len) = match text.split_once('/') {
+        Some((ip, len)) => (ip, Some(len)),
+        None => (text, None),
+    };
+    let addr: IpAddr = ip
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|_| format!("`{ip}` is not an IPv4 or IPv6 address"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        None => max,
+        Some(len) => len
+            .parse::<u8>()
+            .ok()
+            .filter(|l| *l <= max)
+            .ok_or_else(|| format!("`{len}`: the prefix length of {ip} must be 0 to {max}"))?,
+    };
+    let addr = match addr {
+        IpAddr::V4(a) => {
+            let bytes: [u8; 4] = mask(&a.octets(), len)
+                .try_into()
+                .expect("4 bytes in, 4 out");
+            IpAddr::from(bytes)
+        }
+        IpAddr::V6(a) => {
+            let bytes: [u8; 16] = mask(&a.octets(), len)
+                .try_into()
+                .expect("16 bytes in, 16 out");
+            IpAddr::from(bytes)
+        }
+    };
+    Ok(Prefix { addr, len })
+}
+
+/// The errnos an ICMP error can give a UDP socket, from the kernel's tables.
+fn icmp_errnos() -> Vec<i32> {
+    let mut errnos = Vec::new();
+    for family in [Family::Ipv4, Family::Ipv6] {
+        for icmp_type in 0..=255u8 {
+            for code in 0..=255u8 {
+                if let Some((errno, _)) = icmp_errno(family, icmp_type, code)
+                    && !errnos.contains(&errno)
+                {
+                    errnos.push(errno);
+                }
+            }
+        }
+    }
+    errnos.sort_unstable();
+    errnos
+}
+
+/// `--errno NAME`: a name (any case) of an errno an ICMP error can give.
+pub fn parse_errno(text: &str) -> Result<i32, String> {
+    let possible = icmp_errnos();
+    let names = || {
+        possible
+            .iter()
+            .filter_map(|&e| errno_name(e))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let errno = errno_number(&text.to_ascii_uppercase()).ok_or_else(|| {
+        format!(
+            "`{text}` is not an errno name; ICMP errors give {}",
+            names()
+        )
+    })?;
+    if !possible.contains(&errno) {
+        return Err(format!(
+            "no ICMP error gives {}; they give {}",
+            text.to_ascii_uppercase(),
+            names()
+        ));
+    }
+    Ok(errno)
+}
+
+/// `--netns`: an inode number, or a path to a namespace (`/proc/PID/ns/net`, `/run/netns/NAME`).
+pub fn parse_netns(text: &str) -> Result<u32, String> {
+    if let Ok(inode) = text.parse::<u32>() {
+        return Ok(inode);
+    }
+    if !text.contains('/') {
+        return Err(format!(
+            "`{text}` is neither a namespace inode number nor a path to a namespace"
+        ));
+    }
+    let meta = std::fs::metadata(Path::new(text)).map_err(|e| format!("{text}: {e}"))?;
+    u32::try_from(meta.ino())
+        .map_err(|_| format!("{text}: inode {} is not a namespace's", meta.ino()))
+}
+
+/// `--comm NAME`: the kernel keeps 15 bytes of a task's name, so a longer one is cut there too.
+pub fn parse_comm(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        return Err("the process name is empty".to_owned());
+    }
+    let mut end = text.len().min(TASK_COMM_LEN - 1);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Ok(text[..end].to_owned())
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub pids: Vec<u32>,
+    pub comms: Vec<String>,
+    pub ports: Vec<u16>,
+    pub addrs: Vec<Prefix>,
+    pub errnos: Vec<i32>,
+    pub netns: Vec<u32>,
+}
+
+impl Filter {
+    /// One line for a value list longer than the programs hold.
+    pub fn check_sizes(&self) -> Result<(), String> {
+        for (option, n) in [
+            ("--pid", self.pids.len()),
+            ("--comm", self.comms.len()),
+            ("--port", self.ports.len()),
+            ("--addr", self.addrs.len()),
+            ("--errno", self.errnos.len()),
+            ("--netns", self.netns.len()),
+        ] {
+            if n > FILTER_VALUES {
+                return Err(format!(
+                    "{option} is given {n} times; at most {FILTER_VALUES} values are kept"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The same filter for the programs.
+    pub fn for_kernel(&self) -> udptrace_common::Filter {
+        let mut k = udptrace_common::Filter::default();
+        for (slot, pid) in k.pids.iter_mut().zip(&self.pids) {
+            *slot = *pid;
+        }
+        for (slot, netns) in k.netns.iter_mut().zip(&self.netns) {
+            *slot = *netns;
+        }
+        for (slot, errno) in k.errnos.iter_mut().zip(&self.errnos) {
+            *slot = *errno;
+        }
+        for (slot, port) in k.ports.iter_mut().zip(&self.ports) {
+            *slot = *port;
+        }
+        for (slot, comm) in k.comms.iter_mut().zip(&self.comms) {
+            slot[..comm.len()].copy_from_slice(comm.as_bytes());
+        }
+        for (slot, prefix) in k.addrs.iter_mut().zip(&self.addrs) {
+            *slot = match prefix.addr {
+                IpAddr::V4(a) => {
+                    let mut addr = [0; 16];
+                    addr[..4].copy_from_slice(&a.octets());
+                    AddrFilter {
+                        addr,
+                        family: AF_INET,
+                        prefix_len: prefix.len,
+                        _pad0: 0,
+                    }
+                }
+                IpAddr::V6(a) => AddrFilter {
+                    addr: a.octets(),
+                    family: AF_INET6,
+                    prefix_len: prefix.len,
+                    _pad0: 0,
+                },
+            };
+        }
+        k.icmp = [self.icmp_mask(Family::Ipv4), self.icmp_mask(Family::Ipv6)];
+        k.n_pids = self.pids.len() as u8;
+        k.n_netns = self.netns.len() as u8;
+        k.n_errnos = self.errnos.len() as u8;
+        k.n_ports = self.ports.len() as u8;
+        k.n_comms = self.comms.len() as u8;
+        k.n_addrs = self.addrs.len() as u8;
+        k
+    }
+
+    /// Which ICMP errors of `family` give one of `--errno` (see [`IcmpMask`]).
+    fn icmp_mask(&self, family: Family) -> IcmpMask {
+        let gives =
+            |t, c| icmp_errno(family, t, c).is_some_and(|(errno, _)| self.errnos.contains(&errno));
+        let unreach = match family {
+            Family::Ipv4 => 3,
+            Family::Ipv6 => 1,
+        };
+        let mut mask = IcmpMask::default();
+        for code in 0..=63u8 {
+            // Bit 63 stands for every code from 63 up, which the tables treat alike.
+            if gives(unreach, code) {
+                mask.unreach_codes |= 1 << code;
+            }
+        }
+        for icmp_type in (0..=255u8).filter(|&t| t != unreach) {
+            if gives(icmp_type, 0) {
+                mask.types[usize::from(icmp_type >> 6)] |= 1 << (icmp_type & 63);
+            }
+        }
+        mask
+    }
+
+    pub fn matches(&self, event: &Event) -> bool {
+        match event {
+            Event::SocketError(e) => self.socket_error(e),
+            Event::IcmpSent(e) => self.icmp_sent(e),
+            Event::IcmpSuppressed(e) => {
+                self.any_netns(e.meta.netns)
+                    && match &e.attempt {
+                        Some(attempt) => self.icmp_sent(attempt),
+                        // A count from the kernel's counters: no packet, no ICMP type.
+                        None => {
+                            self.pids.is_empty()
+                                && self.comms.is_empty()
+                                && self.ports.is_empty()
+                                && self.addrs.is_empty()
+                                && self.errnos.is_empty()
+                        }
+                    }
+            }
+            Event::Lost { .. } => true,
+        }
+    }
+
+    fn any_netns(&self, netns: u32) -> bool {
+        self.netns.is_empty() || self.netns.contains(&netns)
+    }
+
+    fn any_port(&self, ports: &[u16]) -> bool {
+        self.ports.is_empty() || ports.iter().any(|p| self.ports.contains(p))
+    }
+
+    fn any_addr(&self, addrs: &[IpAddr]) -> bool {
+        self.addrs.is_empty()
+            || self
+                .addrs
+                .iter()
+                .any(|prefix| addrs.iter().any(|a| prefix.contains(*a)))
+    }
+
+    fn any_errno(&self, errno: Option<i32>) -> bool {
+        self.errnos.is_empty() || errno.is_some_and(|e| self.errnos.contains(&e))
+    }
+
+    fn socket_error(&self, e: &SocketError) -> bool {
+        let owner = e.owner.as_ref();
+        let ports: Vec<u16> = std::iter::once(e.local.port())
+            .chain(e.remote.map(|r| r.port()))
+            .collect();
+        let addrs: Vec<IpAddr> = std::iter::once(e.local.ip())
+            .chain(e.remote.map(|r: SocketAddr| r.ip()))
+            .chain(e.icmp.and_then(|i| i.from))
+            .collect();
+        self.any_netns(e.meta.netns)
+            && (self.pids.is_empty() || owner.is_some_and(|o| self.pids.contains(&o.pid)))
+            && (self.comms.is_empty() || owner.is_some_and(|o| self.comms.contains(&o.comm)))
+            && self.any_port(&ports)
+            && self.any_addr(&addrs)
+            && self.any_errno((e.errno != 0).then_some(e.errno))
+    }
+
+    fn icmp_sent(&self, e: &IcmpSent) -> bool {
+        let ports: Vec<u16> = e
+            .packet
+            .and_then(|p| p.ports)
+            .map(|(s, d)| vec![s, d])
+            .unwrap_or_default();
+        let addrs: Vec<IpAddr> = e.packet.map(|p| vec![p.src, p.dst]).unwrap_or_default();
+        self.pids.is_empty()
+            && self.comms.is_empty()
+            && self.any_netns(e.meta.netns)
+            && (self.ports.is_empty() || self.any_port(&ports) && !ports.is_empty())
+            && (self.addrs.is_empty() || self.any_addr(&addrs) && !addrs.is_empty())
+            && self.any_errno(
+                icmp_errno(e.family, e.icmp.icmp_type, e.icmp.code).map(|(errno, _)| errno),
+            )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Meta, Packet};
+    use crate::hooks::AttachMode;
+
+    fn meta(netns: u32) -> Meta {
+        Meta {
+            time: std::time::UNIX_EPOCH,
+            netns,
+            probe: AttachMode::FEntry,
+            pid: 0,
+            tid: 0,
+            comm: String::new(),
+        }
+    }
+
+    fn refused(owner: Option<(u32, &str)>) -> Event {
+        Event::SocketError(SocketError {
+            meta: meta(4026532000),
+            family: Family::Ipv4,
+            local: "10.0.0.2:40312".parse().unwrap(),
+            remote: Some("10.0.0.9:8888".parse().unwrap()),
+            icmp: Some(crate::event::Icmp {
+                icmp_type: 3,
+                code: 3,
+                from: Some("10.0.0.1".parse().unwrap()),
+            }),
+            errno: libc::ECONNREFUSED,
+            verdict: Some(crate::event::Verdict::Delivered),
+            recverr: Some(false),
+            sock_ino: Some(77),
+            owner: owner.map(|(pid, comm)| crate::owner::OwnerInfo {
+                pid,
+                comm: comm.to_owned(),
+                ..Default::default()
+            }),
+        })
+    }
+
+    fn sent(icmp_type: u8, code: u8) -> Event {
+        Event::IcmpSent(IcmpSent {
+            meta: meta(4026532001),
+            family: Family::Ipv4,
+            icmp: crate::event::Icmp {
+                icmp_type,
+                code,
+                from: None,
+            },
+            packet: Some(Packet {
+                src: "10.0.0.2".parse().unwrap(),
+                dst: "10.0.0.9".parse().unwrap(),
+                ports: Some((40312, 8888)),
+                proto: 17,
+            }),
+            stack: Vec::new(),
+            cause: crate::cause::Cause::NoListener,
+        })
+    }
+
+    fn filter(edit: impl FnOnce(&mut Filter)) -> Filter {
+        let mut f = Filter::default();
+        edit(&mut f);
+        f
+    }
+
+    #[test]
+    fn no_option_lets_everything_through() {
+        for event in [
+            refused(None),
+            sent(3, 3),
+            Event::Lost {
+                time: std::time::UNIX_EPOCH,
+                count: 1,
+            },
+        ] {
+            assert!(Filter::default().matches(&event));
+        }
+    }
+
+    #[test]
+    fn each_option_looks_at_its_fields() {
+        let event = refused(Some((4711, "dns-client")));
+        assert!(filter(|f| f.pids = vec![1, 4711]).matches(&event));
+        assert!(!filter(|f| f.pids = vec![1]).matches(&event));
+        assert!(filter(|f| f.comms = vec!["dns-client".into()]).matches(&event));
+        assert!(!filter(|f| f.comms = vec!["dns".into()]).matches(&event));
+        assert!(filter(|f| f.ports = vec![8888]).matches(&event));
+        assert!(filter(|f| f.ports = vec![40312]).matches(&event));
+        assert!(!filter(|f| f.ports = vec![53]).matches(&event));
+        assert!(filter(|f| f.addrs = vec![parse_prefix("10.0.0.0/24").unwrap()]).matches(&event));
+        // Who sent the ICMP counts too: a router's address selects the errors it sent.
+        assert!(filter(|f| f.addrs = vec![parse_prefix("10.0.0.1").unwrap()]).matches(&event));
+        assert!(!filter(|f| f.addrs = vec![parse_prefix("10.0.1.0/24").unwrap()]).matches(&event));
+        assert!(!filter(|f| f.addrs = vec![parse_prefix("::/0").unwrap()]).matches(&event));
+        assert!(filter(|f| f.errnos = vec![libc::ECONNREFUSED]).matches(&event));
+        assert!(!filter(|f| f.errnos = vec![libc::EHOSTUNREACH]).matches(&event));
+        assert!(filter(|f| f.netns = vec![4026532000]).matches(&event));
+        assert!(!filter(|f| f.netns = vec![4026532001]).matches(&event));
+    }
+
+    #[test]
+    fn options_combine_with_and() {
+        let event = refused(Some((4711, "dns-client")));
+        assert!(
+            filter(|f| {
+                f.pids = vec![4711];
+                f.ports = vec![8888];
+            })
+            .matches(&event)
+        );
+        assert!(
+            !filter(|f| {
+                f.pids = vec![4711];
+                f.ports = vec![53];
+            })
+            .matches(&event)
+        );
+    }
+
+    #[test]
+    fn an_unknown_field_fails_its_option() {
+        assert!(!filter(|f| f.pids = vec![4711]).matches(&refused(None)));
+        // No process owns the packet an ICMP error answers.
+        assert!(!filter(|f| f.pids = vec![4711]).matches(&sent(3, 3)));
+        assert!(!filter(|f| f.comms = vec!["x".into()]).matches(&sent(3, 3)));
+        // Lost events are never filtered.
+        assert!(filter(|f| f.pids = vec![4711]).matches(&Event::Lost {
+            time: std::time::UNIX_EPOCH,
+            count: 2
+        }));
+    }
+
+    #[test]
+    fn an_icmp_sent_matches_by_the_errno_its_error_gives() {
+        let refused = filter(|f| f.errnos = vec![libc::ECONNREFUSED]);
+        assert!(refused.matches(&sent(3, 3)));
+        assert!(!refused.matches(&sent(11, 0)));
+        assert!(filter(|f| f.errnos = vec![libc::EHOSTUNREACH]).matches(&sent(11, 0)));
+        assert!(filter(|f| f.ports = vec![8888]).matches(&sent(3, 3)));
+    }
+
+    #[test]
+    fn the_kernel_masks_agree_with_the_tables() {
+        let f = filter(|f| f.errnos = vec![libc::ECONNREFUSED, libc::EMSGSIZE]);
+        let k = f.for_kernel();
+        assert_eq!(k.icmp[0].unreach_codes, (1 << 3) | (1 << 4));
+        assert_eq!(k.icmp[0].types, [0; 4]);
+        // ICMPv6: port unreachable (1/4) and packet too big (type 2).
+        assert_eq!(k.icmp[1].unreach_codes, 1 << 4);
+        assert_eq!(k.icmp[1].types, [1 << 2, 0, 0, 0]);
+        // EHOSTUNREACH: every IPv4 type the table does not name, so time exceeded (11) among them.
+        let host = filter(|f| f.errnos = vec![libc::EHOSTUNREACH]).for_kernel();
+        assert_ne!(host.icmp[0].types[0] & (1 << 11), 0);
+        assert_eq!(host.icmp[0].types[0] & (1 << 12), 0);
+        assert_eq!(host.n_errnos, 1);
+    }
+
+    #[test]
+    fn kernel_values_are_laid_out_as_given() {
+        let f = Filter {
+            pids: vec![7, 8],
+            comms: vec!["dns-client".into()],
+            ports: vec![53],
+            addrs: vec![
+                parse_prefix("fd00::/8").unwrap(),
+                parse_prefix("192.168.1.7/16").unwrap(),
+            ],
+            errnos: vec![],
+            netns: vec![4026531840],
+        };
+        let k = f.for_kernel();
+        assert_eq!(
+            (
+                k.n_pids, k.n_comms, k.n_ports, k.n_addrs, k.n_errnos, k.n_netns
+            ),
+            (2, 1, 1, 2, 0, 1)
+        );
+        assert_eq!(&k.pids[..2], &[7, 8]);
+        assert_eq!(&k.comms[0][..11], b"dns-client\0");
+        assert_eq!(k.addrs[0].family, AF_INET6);
+        assert_eq!(k.addrs[0].prefix_len, 8);
+        assert_eq!(k.addrs[0].addr[0], 0xfd);
+        assert_eq!(k.addrs[1].addr[..4], [192, 168, 0, 0]);
+        assert_eq!(k.addrs[1].family, AF_INET);
+    }
+
+    #[test]
+    fn parses_prefixes() {
+        assert_eq!(
+            parse_prefix("10.1.2.3").unwrap(),
+            Prefix {
+                addr: "10.1.2.3".parse().unwrap(),
+                len: 32
+            }
+        );
+        assert_eq!(
+            parse_prefix("10.1.2.3/20").unwrap(),
+            Prefix {
+                addr: "10.1.0.0".parse().unwrap(),
+                len: 20
+            }
+        );
+        assert_eq!(
+            parse_prefix("[fd00::1]/64").unwrap().addr,
+            "fd00::".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(parse_prefix("0.0.0.0/0").unwrap().len, 0);
+        for bad in [
+            "10.0.0.300",
+            "10.0.0.1/33",
+            "fd00::/129",
+            "10.0.0.1/",
+            "host.example",
+            "10.0.0.1/-1",
+            "",
+        ] {
+            assert!(parse_prefix(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn parses_errno_names() {
+        assert_eq!(parse_errno("ECONNREFUSED"), Ok(libc::ECONNREFUSED));
+        assert_eq!(parse_errno("ehostunreach"), Ok(libc::EHOSTUNREACH));
+        let unknown = parse_errno("EFOO").unwrap_err();
+        assert!(
+            unknown.contains("not an errno name") && unknown.contains("ECONNREFUSED"),
+            "{unknown}"
+        );
+        let impossible = parse_errno("ENOENT").unwrap_err();
+        assert!(
+            impossible.starts_with("no ICMP error gives ENOENT"),
+            "{impossible}"
+        );
+    }
+
+    #[test]
+    fn parses_namespaces_and_names() {
+        assert_eq!(parse_netns("4026531840"), Ok(4026531840));
+        assert!(parse_netns("blue").is_err());
+        assert!(parse_netns("/nonexistent/ns").is_err());
+        assert_eq!(
+            parse_comm("a-very-long-process-name").unwrap(),
+            "a-very-long-pro"
+        );
+        assert!(parse_comm("").is_err());
+    }
+}

@@ -1,0 +1,279 @@
+//! `--summary [SECS]`: counts by (event, errno, verdict or cause, address, owner) instead of a line per
+//! event. A table every period, for that period, and a final one at exit for the whole run.
+//!
+//! The address is the socket's remote for a `socket_error`, the offending packet's destination for an
+//! `icmp_sent` (the local service that answered with an error); ephemeral source ports would make every
+//! row unique. Memory is bounded: past `MAX_ROWS` distinct rows in a table, new ones are counted in one
+//! `(other)` row.
+
+use std::{collections::HashMap, time::SystemTime};
+
+use serde_json::{Value, json};
+
+use crate::{
+    event::Event,
+    explain::{errno_name, icmp_errno},
+    render::{escape, rfc3339},
+};
+
+/// Distinct rows one table keeps.
+const MAX_ROWS: usize = 10_000;
+/// Rows a table shows, largest counts first.
+const SHOWN_ROWS: usize = 20;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    pub event: &'static str,
+    pub errno: Option<&'static str>,
+    /// The verdict of a `socket_error`, the cause of an `icmp_sent`, the scope of an `icmp_suppressed`.
+    pub outcome: String,
+    pub address: Option<String>,
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+}
+
+impl Key {
+    fn other() -> Self {
+        Key {
+            event: "(other)",
+            errno: None,
+            outcome: String::new(),
+            address: None,
+            pid: None,
+            comm: None,
+        }
+    }
+
+    /// The row an event counts in, and how many it counts for; `None` for `lost`, counted apart.
+    fn of(event: &Event) -> Option<(Key, u64)> {
+        let sent_errno = |e: &crate::event::IcmpSent| {
+            icmp_errno(e.family, e.icmp.icmp_type, e.icmp.code)
+                .and_then(|(errno, _)| errno_name(errno))
+        };
+        let sent_address = |e: &crate::event::IcmpSent| {
+            e.packet.map(|p| match p.ports {
+                Some((_, dport)) => std::net::SocketAddr::new(p.dst, dport).to_string(),
+                None => p.dst.to_string(),
+            })
+        };
+        match event {
+            Event::SocketError(e) => Some((
+                Key {
+                    event: "socket_error",
+                    errno: errno_name(e.errno),
+                    outcome: e.verdict.map_or("?", |v| v.as_str()).to_owned(),
+                    address: e.remote.map(|r| r.to_string()),
+                    pid: e.owner.as_ref().map(|o| o.pid),
+                    comm: e.owner.as_ref().map(|o| o.comm.clone()),
+                },
+                1,
+            )),
+            Event::IcmpSent(e) => Some((
+                Key {
+                    event: "icmp_sent",
+                    errno: sent_errno(e),
+                    outcome: e.cause.as_str().to_owned(),
+                    address: sent_address(e),
+                    pid: None,
+                    comm: None,
+                },
+                1,
+            )),
+            Event::IcmpSuppressed(e) => Some((
+                Key {
+                    event: "icmp_suppressed",
+                    errno: e.attempt.as_ref().and_then(sent_errno),
+                    outcome: format!("scope {}", e.scope.as_str()),
+                    address: e.attempt.as_ref().and_then(sent_address),
+                    pid: None,
+                    comm: None,
+                },
+                e.count,
+            )),
+            Event::Lost { .. } => None,
+        }
+    }
+}
+
+/// Counts for one table.
+#[derive(Debug, Default)]
+pub struct Table {
+    rows: HashMap<Key, u64>,
+    pub events: u64,
+    pub lost: u64,
+}
+
+impl Table {
+    pub fn add(&mut self, event: &Event) {
+        let Some((key, count)) = Key::of(event) else {
+            if let Event::Lost { count, .. } = event {
+                self.lost += count;
+            }
+            return;
+        };
+        self.events += count;
+        let key = if self.rows.len() >= MAX_ROWS && !self.rows.contains_key(&key) {
+            Key::other()
+        } else {
+            key
+        };
+        *self.rows.entry(key).or_default() += count;
+    }
+
+    /// Rows, largest counts first (ties in key order, so the output is stable).
+    fn sorted(&self) -> Vec<(&Key, u64)> {
+        let mut rows: Vec<(&Key, u64)> = self.rows.iter().map(|(k, &n)| (k, n)).collect();
+        rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        rows
+    }
+
+    /// A plain-text table. `title` says which period it covers.
+    pub fn text(&self, title: &str) -> String {
+        let mut out = format!("{title}: {} events, {} lost\n", self.events, self.lost);
+        let rows = self.sorted();
+        if rows.is_empty() {
+            return out;
+        }
+        out.push_str(&format!(
+            "{:>9}  {:<15}  {:<13}  {:<20}  {:<45}  {}\n",
+            "COUNT", "EVENT", "ERRNO", "VERDICT/CAUSE", "ADDRESS", "OWNER"
+        ));
+        for (key, count) in rows.iter().take(SHOWN_ROWS) {
+            let owner = match (key.pid, &key.comm) {
+                (Some(pid), Some(comm)) => format!("pid {pid} {}", escape(comm)),
+                _ => "-".to_owned(),
+            };
+            out.push_str(&format!(
+                "{count:>9}  {:<15}  {:<13}  {:<20}  {:<45}  {owner}\n",
+                key.event,
+                key.errno.unwrap_or("-"),
+                key.outcome,
+                key.address.as_deref().unwrap_or("-"),
+            ));
+        }
+        if rows.len() > SHOWN_ROWS {
+            let rest: u64 = rows[SHOWN_ROWS..].iter().map(|(_, n)| n).sum();
+            out.push_str(&format!(
+                "{rest:>9}  in {} more rows\n",
+                rows.len() - SHOWN_ROWS
+            ));
+        }
+        out
+    }
+
+    /// One JSON object: `{"event":"summary", ...}`, every row (not only the shown ones).
+    pub fn json(&self, time: SystemTime, period_secs: Option<f64>) -> Value {
+        let rows: Vec<Value> = self
+            .sorted()
+            .into_iter()
+            .map(|(key, count)| {
+                json!({
+                    "count": count,
+                    "event": key.event,
+                    "errno": key.errno,
+                    "outcome": key.outcome,
+                    "address": key.address,
+                    "pid": key.pid,
+                    "comm": key.comm,
+                })
+            })
+            .collect();
+        json!({
+            "event": "summary",
+            "time": rfc3339(time),
+            "period": period_secs,
+            "events": self.events,
+            "lost": self.lost,
+            "rows": rows,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Clock, decode, tests as raw};
+
+    fn refused() -> Event {
+        decode(
+            &raw::bytes_of(&raw::raw_socket_error_v4_owned()),
+            Clock::with_boot_epoch_ns(0),
+        )
+        .unwrap()
+    }
+
+    fn sent() -> Event {
+        decode(
+            &raw::bytes_of(&raw::raw_icmp_sent_v4()),
+            Clock::with_boot_epoch_ns(0),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn counts_rows_largest_first() {
+        let mut table = Table::default();
+        for _ in 0..3 {
+            table.add(&refused());
+        }
+        table.add(&sent());
+        table.add(&Event::Lost {
+            time: SystemTime::UNIX_EPOCH,
+            count: 5,
+        });
+        assert_eq!((table.events, table.lost), (4, 5));
+        let text = table.text("last 5 s");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "last 5 s: 4 events, 5 lost");
+        assert!(lines[1].trim_start().starts_with("COUNT"));
+        assert!(
+            lines[2]
+                .trim_start()
+                .starts_with("3  socket_error     ECONNREFUSED   delivered"),
+            "{}",
+            lines[2]
+        );
+        assert!(
+            lines[2].contains("10.0.0.9:8888") && lines[2].ends_with("pid 900 dns-client"),
+            "{}",
+            lines[2]
+        );
+        // The ICMP error this host sent counts by the service it is about and the errno it gives.
+        assert!(
+            lines[3]
+                .trim_start()
+                .starts_with("1  icmp_sent        ECONNREFUSED"),
+            "{}",
+            lines[3]
+        );
+        assert!(lines[3].contains("10.0.0.9:8888"), "{}", lines[3]);
+        let value = table.json(SystemTime::UNIX_EPOCH, Some(5.0));
+        assert_eq!(value["event"], "summary");
+        assert_eq!(value["rows"][0]["count"], 3);
+        assert_eq!(value["rows"][0]["pid"], 900);
+        assert_eq!(value["rows"][1]["outcome"], "other");
+        assert_eq!(value["lost"], 5);
+    }
+
+    #[test]
+    fn rows_are_bounded() {
+        let mut table = Table::default();
+        let Event::SocketError(base) = refused() else {
+            panic!()
+        };
+        for port in 0..(MAX_ROWS as u16 + 50) {
+            let mut e = base.clone();
+            e.remote = Some(std::net::SocketAddr::new(e.local.ip(), port));
+            table.add(&Event::SocketError(e));
+        }
+        assert_eq!(table.rows.len(), MAX_ROWS + 1);
+        assert_eq!(table.rows[&Key::other()], 50);
+        assert_eq!(table.events, MAX_ROWS as u64 + 50);
+        let text = table.text("t");
+        assert!(text.lines().count() == 2 + SHOWN_ROWS + 1, "{text}");
+        assert!(
+            text.ends_with(&format!("in {} more rows\n", MAX_ROWS + 1 - SHOWN_ROWS)),
+            "{text}"
+        );
+    }
+}
