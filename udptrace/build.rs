@@ -4,12 +4,5 @@ use aya_build::{Package, Toolchain};
 
 fn main() -> anyhow::Result<()> {
     let root_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../udptrace-ebpf");
-    aya_build::build_ebpf(
-        [Package {
-            name: "udptrace-ebpf",
-            root_dir,
-            ..Default::default()
-        }],
-        Toolchain::default(),
-    )
+    aya_build::build_ebpf([Package { name: "udptrace-ebpf", root_dir, ..Default::default() }], Toolchain::default())
 }

@@ -273,9 +273,6 @@ const _: () = {
     assert!(core::mem::size_of::<KernelOffsets>() == 23 * 4);
     assert!(core::mem::size_of::<AddrFilter>() == 20);
     assert!(core::mem::size_of::<IcmpMask>() == 40);
-    assert!(
-        core::mem::size_of::<Filter>()
-            == FILTER_VALUES * (4 + 4 + 4 + 2 + TASK_COMM_LEN + 20) + 2 * 40 + 8
-    );
+    assert!(core::mem::size_of::<Filter>() == FILTER_VALUES * (4 + 4 + 4 + 2 + TASK_COMM_LEN + 20) + 2 * 40 + 8);
     assert!(core::mem::size_of::<Config>() == core::mem::size_of::<Filter>() + 8);
 };

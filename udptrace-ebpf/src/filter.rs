@@ -6,8 +6,8 @@
 //! was recorded for yet) passes, and user space decides with the same rules (`udptrace/src/filter.rs`).
 
 use udptrace_common::{
-    AF_INET, AddrFilter, Config, FILTER_VALUES, IcmpSent, SocketError, TASK_COMM_LEN,
-    icmp_sent_flags, socket_error_flags,
+    AF_INET, AddrFilter, Config, FILTER_VALUES, IcmpSent, SocketError, TASK_COMM_LEN, icmp_sent_flags,
+    socket_error_flags,
 };
 
 #[unsafe(no_mangle)]
@@ -106,11 +106,7 @@ fn in_prefix(filter: &AddrFilter, family: u16, addr: &[u8; 16]) -> bool {
         if covered == 0 {
             return true;
         }
-        let mask = if covered >= 8 {
-            0xff
-        } else {
-            0xffu8 << (8 - covered)
-        };
+        let mask = if covered >= 8 { 0xff } else { 0xffu8 << (8 - covered) };
         if addr[byte] & mask != filter.addr[byte] {
             return false;
         }
@@ -144,11 +140,7 @@ fn icmp_errno_passes(family: u16, icmp_type: u8, code: u8) -> bool {
     }
     let v6 = family != AF_INET;
     let mask = config!(filter.icmp[v6 as usize]);
-    let unreach = if v6 {
-        ICMPV6_DEST_UNREACH
-    } else {
-        ICMP_DEST_UNREACH
-    };
+    let unreach = if v6 { ICMPV6_DEST_UNREACH } else { ICMP_DEST_UNREACH };
     if icmp_type == unreach {
         mask.unreach_codes & (1 << code.min(63)) != 0
     } else {
@@ -165,14 +157,7 @@ pub fn socket_error_passes(e: &SocketError) -> bool {
     netns_passes(e.header.netns)
         && (!owner || pid_passes(e.owner.pid) && comm_passes(&e.owner.comm))
         && ports_pass(Some(e.local_port), remote.then_some(e.remote_port))
-        && addrs_pass(
-            family,
-            [
-                Some(&e.local_addr),
-                remote.then_some(&e.remote_addr),
-                icmp.then_some(&e.icmp_from),
-            ],
-        )
+        && addrs_pass(family, [Some(&e.local_addr), remote.then_some(&e.remote_addr), icmp.then_some(&e.icmp_from)])
         && if e.errno != 0 {
             errno_passes(e.errno)
         } else {
@@ -191,9 +176,6 @@ pub fn icmp_sent_passes(e: &IcmpSent) -> bool {
         && config!(filter.n_comms) == 0
         && netns_passes(e.header.netns)
         && ports_pass(ports.then_some(e.sport), ports.then_some(e.dport))
-        && addrs_pass(
-            family,
-            [packet.then_some(&e.src), packet.then_some(&e.dst), None],
-        )
+        && addrs_pass(family, [packet.then_some(&e.src), packet.then_some(&e.dst), None])
         && icmp_errno_passes(family, e.icmp_type, e.icmp_code)
 }

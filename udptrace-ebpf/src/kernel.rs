@@ -4,8 +4,8 @@
 use aya_ebpf::{
     EbpfContext,
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
-        bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_buf,
     },
 };
 use udptrace_common::{EventHeader, KernelOffsets};
@@ -26,18 +26,14 @@ pub type ReadResult<T> = Result<T, i64>;
 #[inline(always)]
 pub fn read<T>(base: *const u8, offset: u32) -> ReadResult<T> {
     // SAFETY: bpf_probe_read_kernel checks the address; a bad pointer yields an error, not a fault.
-    unsafe {
-        bpf_probe_read_kernel(base.wrapping_add(offset as usize).cast::<T>()).map_err(|e| e as i64)
-    }
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize).cast::<T>()).map_err(|e| e as i64) }
 }
 
 /// Reads `buf.len()` bytes at `base + offset` in kernel memory straight into `buf`.
 #[inline(always)]
 pub fn read_into(base: *const u8, offset: u32, buf: &mut [u8]) -> ReadResult<()> {
     // SAFETY: bpf_probe_read_kernel_buf checks the address and writes only within `buf`.
-    unsafe {
-        bpf_probe_read_kernel_buf(base.wrapping_add(offset as usize), buf).map_err(|e| e as i64)
-    }
+    unsafe { bpf_probe_read_kernel_buf(base.wrapping_add(offset as usize), buf).map_err(|e| e as i64) }
 }
 
 /// The inode number of a `struct net *`, which is what `ls -l /proc/PID/ns/net` shows.
@@ -58,13 +54,7 @@ pub fn sock_netns(sk: *const u8, off: &KernelOffsets) -> ReadResult<u32> {
 
 /// The header every record starts with. `pid`/`tid`/`comm` are the task the hook runs in.
 #[inline(always)]
-pub fn header<C: EbpfContext>(
-    _ctx: &C,
-    kind: u8,
-    probe: u8,
-    family: u16,
-    netns: u32,
-) -> EventHeader {
+pub fn header<C: EbpfContext>(_ctx: &C, kind: u8, probe: u8, family: u16, netns: u32) -> EventHeader {
     let pid_tgid = bpf_get_current_pid_tgid();
     EventHeader {
         kind,

@@ -18,6 +18,8 @@ mod send;
 
 use aya_ebpf::{
     EbpfContext,
+    bindings::BPF_F_CURRENT_CPU,
+    helpers::generated::bpf_perf_event_output,
     macros::map,
     maps::{PerCpuArray, PerfEventByteArray, RingBuf},
 };
@@ -30,7 +32,7 @@ use crate::filter::config;
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
-/// Events for user space with `--buffer perf`: one perf buffer per CPU, which reports its own losses.
+/// Events for user space with `--buffer perf`: one perf buffer per CPU.
 #[map]
 static PERF_EVENTS: PerfEventByteArray = PerfEventByteArray::new(0);
 
@@ -54,17 +56,27 @@ pub(crate) fn count(stat: u32) {
     }
 }
 
-/// Hands `record` to user space through the buffer `--buffer` chose. A full ring buffer is counted here;
-/// a full perf buffer counts its own losses, which user space reads with the records.
+/// Hands `record` to user space through the buffer `--buffer` chose; a full buffer is counted here.
 #[inline(always)]
 fn output<C: EbpfContext, T>(ctx: &C, record: &T) {
-    if config!(buffer) == buffer::PERF {
-        // SAFETY: `record` is a plain `#[repr(C)]` value; its bytes are read for its size only.
-        let bytes = unsafe {
-            core::slice::from_raw_parts((record as *const T).cast::<u8>(), size_of::<T>())
-        };
-        PERF_EVENTS.output(ctx, bytes, 0);
-    } else if EVENTS.output::<T>(record, 0).is_err() {
+    let full = if config!(buffer) == buffer::PERF {
+        // aya's `PerfEventByteArray::output` drops the helper's result, and a perf buffer reports its
+        // losses only with the next record that fits, which may never come: call the helper to count them.
+        // SAFETY: the map pointer is PERF_EVENTS itself (`repr(transparent)` over its definition), and
+        // `record` is a plain `#[repr(C)]` value read for its size only.
+        unsafe {
+            bpf_perf_event_output(
+                ctx.as_ptr(),
+                core::ptr::addr_of!(PERF_EVENTS).cast_mut().cast(),
+                BPF_F_CURRENT_CPU,
+                (record as *const T).cast_mut().cast(),
+                size_of::<T>() as u64,
+            ) < 0
+        }
+    } else {
+        EVENTS.output::<T>(record, 0).is_err()
+    };
+    if full {
         count(STAT_LOST);
     }
 }

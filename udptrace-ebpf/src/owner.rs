@@ -15,9 +15,7 @@ use aya_ebpf::{
     maps::LruHashMap,
     programs::{FEntryContext, ProbeContext, RawTracePointContext},
 };
-use udptrace_common::{
-    AF_INET, AF_INET6, IPPROTO_UDP, IPPROTO_UDPLITE, Owner, SocketError, socket_error_flags,
-};
+use udptrace_common::{AF_INET, AF_INET6, IPPROTO_UDP, IPPROTO_UDPLITE, Owner, SocketError, socket_error_flags};
 
 use crate::{
     kernel::{ReadResult, offsets, read},

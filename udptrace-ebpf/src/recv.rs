@@ -26,8 +26,8 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use udptrace_common::{
-    AF_INET, AF_INET6, IPPROTO_UDP, IPPROTO_UDPLITE, KernelOffsets, SocketError, kind, probe,
-    socket_error_flags, verdict,
+    AF_INET, AF_INET6, IPPROTO_UDP, IPPROTO_UDPLITE, KernelOffsets, SocketError, kind, probe, socket_error_flags,
+    verdict,
 };
 
 use crate::{
@@ -75,12 +75,7 @@ fn state() -> Option<&'static mut UdpErr> {
 /// The skb is the ICMP packet: `skb->data` points at the quoted IP header (pulled by `icmp_rcv` /
 /// `icmpv6_rcv`), the transport header is the ICMP header, the network header the outer IP header.
 #[inline(always)]
-fn udp_err_enter<C: EbpfContext>(
-    ctx: &C,
-    mode: u8,
-    skb: *const u8,
-    v6: Option<(u8, u8, i32)>,
-) -> ReadResult<()> {
+fn udp_err_enter<C: EbpfContext>(ctx: &C, mode: u8, skb: *const u8, v6: Option<(u8, u8, i32)>) -> ReadResult<()> {
     let Some(slot) = state() else { return Ok(()) };
     slot.active = 0;
     let off = offsets();
@@ -88,25 +83,13 @@ fn udp_err_enter<C: EbpfContext>(
     let data = read::<*const u8>(skb, off.skb_data)?;
     let outer = head.wrapping_add(read::<u16>(skb, off.skb_network_header)? as usize);
     let dev = read::<*const u8>(skb, off.skb_dev)?;
-    let netns = if dev.is_null() {
-        0
-    } else {
-        netns_inum(read::<*const u8>(dev, off.dev_net)?, &off)?
-    };
+    let netns = if dev.is_null() { 0 } else { netns_inum(read::<*const u8>(dev, off.dev_net)?, &off)? };
 
     // Built in place in the per-CPU slot: a SocketError on the stack as well would push the 6.1
     // verifier past its 512-byte stack limit.
     let event = &mut slot.event;
-    event.header = header(
-        ctx,
-        kind::SOCKET_ERROR,
-        mode,
-        if v6.is_some() { AF_INET6 } else { AF_INET },
-        netns,
-    );
-    event.flags = socket_error_flags::ICMP_KNOWN
-        | socket_error_flags::RECVERR_KNOWN
-        | socket_error_flags::REMOTE_KNOWN;
+    event.header = header(ctx, kind::SOCKET_ERROR, mode, if v6.is_some() { AF_INET6 } else { AF_INET }, netns);
+    event.flags = socket_error_flags::ICMP_KNOWN | socket_error_flags::RECVERR_KNOWN | socket_error_flags::REMOTE_KNOWN;
     event.errno = 0;
     event.verdict = verdict::UNKNOWN;
     event.sock_ino = 0;
@@ -221,11 +204,7 @@ fn udp_err_exit<C: EbpfContext>(ctx: &C, ret: Option<i64>) -> ReadResult<()> {
         // Not reported, socket found: the kernel dropped it. The kernel's test is
         // `!harderr || sk_state != TCP_ESTABLISHED`: a connected socket here means a soft error.
         let state = read::<u8>(slot.sk as *const u8, offsets().sk_state)?;
-        if state == TCP_ESTABLISHED {
-            verdict::IGNORED_SOFT_ERROR
-        } else {
-            verdict::IGNORED_UNCONNECTED
-        }
+        if state == TCP_ESTABLISHED { verdict::IGNORED_SOFT_ERROR } else { verdict::IGNORED_UNCONNECTED }
     } else {
         // A tunnel socket took it (encap_err_rcv).
         verdict::UNKNOWN
@@ -312,18 +291,10 @@ pub fn kprobe_udp4_lib_err(ctx: ProbeContext) -> u32 {
 
 #[kprobe]
 pub fn kprobe_udp6_lib_err(ctx: ProbeContext) -> u32 {
-    match (
-        ctx.arg::<*const u8>(0),
-        ctx.arg::<u64>(2),
-        ctx.arg::<u64>(3),
-        ctx.arg::<u64>(4),
-    ) {
-        (Some(skb), Some(t), Some(c), Some(o)) => report(udp_err_enter(
-            &ctx,
-            probe::KPROBE,
-            skb,
-            Some((t as u8, c as u8, o as i32)),
-        )),
+    match (ctx.arg::<*const u8>(0), ctx.arg::<u64>(2), ctx.arg::<u64>(3), ctx.arg::<u64>(4)) {
+        (Some(skb), Some(t), Some(c), Some(o)) => {
+            report(udp_err_enter(&ctx, probe::KPROBE, skb, Some((t as u8, c as u8, o as i32))))
+        }
         _ => report::<()>(Err(-1)),
     }
 }
@@ -384,13 +355,7 @@ fn inet_sk_error_report(ctx: &RawTracePointContext) -> ReadResult<()> {
     }
 
     let mut event = SocketError {
-        header: header(
-            ctx,
-            kind::SOCKET_ERROR,
-            probe::TRACEPOINT,
-            family,
-            sock_netns(sk, &off)?,
-        ),
+        header: header(ctx, kind::SOCKET_ERROR, probe::TRACEPOINT, family, sock_netns(sk, &off)?),
         errno,
         // sk_error_report only runs for an error the socket was given.
         verdict: verdict::DELIVERED,
@@ -410,12 +375,7 @@ fn inet_sk_error_report(ctx: &RawTracePointContext) -> ReadResult<()> {
 }
 
 #[inline(always)]
-fn read_socket_addrs(
-    sk: *const u8,
-    off: &KernelOffsets,
-    family: u16,
-    event: &mut SocketError,
-) -> ReadResult<()> {
+fn read_socket_addrs(sk: *const u8, off: &KernelOffsets, family: u16, event: &mut SocketError) -> ReadResult<()> {
     if family == AF_INET {
         event.local_addr[..4].copy_from_slice(&read::<[u8; 4]>(sk, off.sk_rcv_saddr)?);
         event.remote_addr[..4].copy_from_slice(&read::<[u8; 4]>(sk, off.sk_daddr)?);

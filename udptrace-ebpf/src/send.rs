@@ -27,8 +27,8 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use udptrace_common::{
-    AF_INET, AF_INET6, ICMP_STACK_DEPTH, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE, IcmpSent,
-    KernelOffsets, icmp_sent_flags, kind, probe,
+    AF_INET, AF_INET6, ICMP_STACK_DEPTH, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE, IcmpSent, KernelOffsets,
+    icmp_sent_flags, kind, probe,
 };
 
 use crate::{
@@ -79,11 +79,7 @@ fn fill<C: EbpfContext>(
     let dev = read::<*const u8>(skb, off.skb_dev)?;
     let netns = if dev.is_null() {
         let sk = read::<*const u8>(skb, off.skb_sk)?;
-        if sk.is_null() {
-            0
-        } else {
-            sock_netns(sk, &off)?
-        }
+        if sk.is_null() { 0 } else { sock_netns(sk, &off)? }
     } else {
         netns_inum(read::<*const u8>(dev, off.dev_net)?, &off)?
     };
@@ -104,14 +100,9 @@ fn fill<C: EbpfContext>(
     }
     event.stack = [0; ICMP_STACK_DEPTH];
     // SAFETY: the buffer is the event's stack array, of the size passed.
-    event.stack_bytes = unsafe {
-        bpf_get_stack(
-            ctx.as_ptr(),
-            event.stack.as_mut_ptr().cast(),
-            (ICMP_STACK_DEPTH * 8) as u32,
-            0,
-        )
-    } as i32;
+    event.stack_bytes =
+        unsafe { bpf_get_stack(ctx.as_ptr(), event.stack.as_mut_ptr().cast(), (ICMP_STACK_DEPTH * 8) as u32, 0) }
+            as i32;
     Ok(())
 }
 
@@ -150,12 +141,9 @@ fn read_ipv4_packet(skb: *const u8, off: &KernelOffsets, event: &mut IcmpSent) {
     if version_ihl >> 4 != 4 {
         return;
     }
-    let (Ok(frag_off), Ok(proto), Ok(saddr), Ok(daddr)) = (
-        read::<u16>(iph, 6),
-        read::<u8>(iph, 9),
-        read::<[u8; 4]>(iph, 12),
-        read::<[u8; 4]>(iph, 16),
-    ) else {
+    let (Ok(frag_off), Ok(proto), Ok(saddr), Ok(daddr)) =
+        (read::<u16>(iph, 6), read::<u8>(iph, 9), read::<[u8; 4]>(iph, 12), read::<[u8; 4]>(iph, 16))
+    else {
         return;
     };
     event.proto = proto;
@@ -180,11 +168,8 @@ fn read_ipv6_packet(skb: *const u8, off: &KernelOffsets, event: &mut IcmpSent) {
     if version >> 4 != 6 {
         return;
     }
-    let (Ok(next), Ok(saddr), Ok(daddr)) = (
-        read::<u8>(ip6h, 6),
-        read::<[u8; 16]>(ip6h, 8),
-        read::<[u8; 16]>(ip6h, 24),
-    ) else {
+    let (Ok(next), Ok(saddr), Ok(daddr)) = (read::<u8>(ip6h, 6), read::<[u8; 16]>(ip6h, 8), read::<[u8; 16]>(ip6h, 24))
+    else {
         return;
     };
     event.proto = next;
@@ -207,15 +192,7 @@ fn icmp_send_enter<C: EbpfContext>(
 ) -> ReadResult<()> {
     let Some(slot) = state() else { return Ok(()) };
     slot.active = 0;
-    fill(
-        ctx,
-        mode,
-        family,
-        skb,
-        icmp_type,
-        icmp_code,
-        &mut slot.event,
-    )?;
+    fill(ctx, mode, family, skb, icmp_type, icmp_code, &mut slot.event)?;
     slot.sent = 0;
     slot.suppressed = 0;
     slot.active = 1;
@@ -265,14 +242,7 @@ fn icmp_send_exit<C: EbpfContext>(ctx: &C) {
 /// changed type in 6.18 and is not read.
 #[fentry(function = "__icmp_send")]
 pub fn fentry_icmp_send(ctx: FEntryContext) -> u32 {
-    report(icmp_send_enter(
-        &ctx,
-        probe::FENTRY,
-        AF_INET,
-        ctx.arg(0),
-        ctx.arg::<i32>(1) as u8,
-        ctx.arg::<i32>(2) as u8,
-    ))
+    report(icmp_send_enter(&ctx, probe::FENTRY, AF_INET, ctx.arg(0), ctx.arg::<i32>(1) as u8, ctx.arg::<i32>(2) as u8))
 }
 
 #[fexit(function = "__icmp_send")]
@@ -284,14 +254,7 @@ pub fn fexit_icmp_send(ctx: FExitContext) -> u32 {
 /// `void icmp6_send(struct sk_buff *skb, u8 type, u8 code, __u32 info, ...)`.
 #[fentry(function = "icmp6_send")]
 pub fn fentry_icmp6_send(ctx: FEntryContext) -> u32 {
-    report(icmp_send_enter(
-        &ctx,
-        probe::FENTRY,
-        AF_INET6,
-        ctx.arg(0),
-        ctx.arg::<u8>(1),
-        ctx.arg::<u8>(2),
-    ))
+    report(icmp_send_enter(&ctx, probe::FENTRY, AF_INET6, ctx.arg(0), ctx.arg::<u8>(1), ctx.arg::<u8>(2)))
 }
 
 #[fexit(function = "icmp6_send")]
@@ -316,20 +279,14 @@ pub fn fentry_ip6_push_pending_frames(_ctx: FEntryContext) -> u32 {
 /// value through `bpf_get_func_ret` (5.17+), whatever the argument count.
 #[fexit(function = "icmp_global_allow")]
 pub fn fexit_icmp_global_allow(ctx: FExitContext) -> u32 {
-    rate_limit_exit(
-        ctx.ret::<u64>().is_ok_and(|r| r as u8 != 0),
-        icmp_sent_flags::SUPPRESSED_GLOBAL,
-    );
+    rate_limit_exit(ctx.ret::<u64>().is_ok_and(|r| r as u8 != 0), icmp_sent_flags::SUPPRESSED_GLOBAL);
     0
 }
 
 /// `bool inet_peer_xrlim_allow(struct inet_peer *peer, int timeout)`.
 #[fexit(function = "inet_peer_xrlim_allow")]
 pub fn fexit_inet_peer_xrlim_allow(ctx: FExitContext) -> u32 {
-    rate_limit_exit(
-        ctx.arg::<u64>(2) as u8 != 0,
-        icmp_sent_flags::SUPPRESSED_HOST,
-    );
+    rate_limit_exit(ctx.arg::<u64>(2) as u8 != 0, icmp_sent_flags::SUPPRESSED_HOST);
     0
 }
 
@@ -337,56 +294,28 @@ pub fn fexit_inet_peer_xrlim_allow(ctx: FExitContext) -> u32 {
 
 #[kretprobe]
 pub fn kretprobe_icmp_global_allow(ctx: RetProbeContext) -> u32 {
-    rate_limit_exit(
-        ctx.ret::<u64>() as u8 != 0,
-        icmp_sent_flags::SUPPRESSED_GLOBAL,
-    );
+    rate_limit_exit(ctx.ret::<u64>() as u8 != 0, icmp_sent_flags::SUPPRESSED_GLOBAL);
     0
 }
 
 #[kretprobe]
 pub fn kretprobe_inet_peer_xrlim_allow(ctx: RetProbeContext) -> u32 {
-    rate_limit_exit(
-        ctx.ret::<u64>() as u8 != 0,
-        icmp_sent_flags::SUPPRESSED_HOST,
-    );
+    rate_limit_exit(ctx.ret::<u64>() as u8 != 0, icmp_sent_flags::SUPPRESSED_HOST);
     0
 }
 
 #[kprobe]
 pub fn kprobe_icmp_send(ctx: ProbeContext) -> u32 {
-    match (
-        ctx.arg::<*const u8>(0),
-        ctx.arg::<u64>(1),
-        ctx.arg::<u64>(2),
-    ) {
-        (Some(skb), Some(t), Some(c)) => report(icmp_send_enter(
-            &ctx,
-            probe::KPROBE,
-            AF_INET,
-            skb,
-            t as u8,
-            c as u8,
-        )),
+    match (ctx.arg::<*const u8>(0), ctx.arg::<u64>(1), ctx.arg::<u64>(2)) {
+        (Some(skb), Some(t), Some(c)) => report(icmp_send_enter(&ctx, probe::KPROBE, AF_INET, skb, t as u8, c as u8)),
         _ => report::<()>(Err(-1)),
     }
 }
 
 #[kprobe]
 pub fn kprobe_icmp6_send(ctx: ProbeContext) -> u32 {
-    match (
-        ctx.arg::<*const u8>(0),
-        ctx.arg::<u64>(1),
-        ctx.arg::<u64>(2),
-    ) {
-        (Some(skb), Some(t), Some(c)) => report(icmp_send_enter(
-            &ctx,
-            probe::KPROBE,
-            AF_INET6,
-            skb,
-            t as u8,
-            c as u8,
-        )),
+    match (ctx.arg::<*const u8>(0), ctx.arg::<u64>(1), ctx.arg::<u64>(2)) {
+        (Some(skb), Some(t), Some(c)) => report(icmp_send_enter(&ctx, probe::KPROBE, AF_INET6, skb, t as u8, c as u8)),
         _ => report::<()>(Err(-1)),
     }
 }
@@ -417,15 +346,7 @@ pub fn tp_icmp_send(ctx: RawTracePointContext) -> i32 {
     // Built in the per-CPU slot (no fentry runs in this mode to share it): filtered before it takes
     // buffer space, and too large for the stack beside everything else on 6.1.
     let Some(slot) = state() else { return 0 };
-    let result = fill(
-        &ctx,
-        probe::TRACEPOINT,
-        AF_INET,
-        skb,
-        icmp_type as u8,
-        icmp_code as u8,
-        &mut slot.event,
-    );
+    let result = fill(&ctx, probe::TRACEPOINT, AF_INET, skb, icmp_type as u8, icmp_code as u8, &mut slot.event);
     if result.is_ok() {
         emit_icmp_sent(&ctx, &slot.event);
     }

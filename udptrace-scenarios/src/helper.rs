@@ -26,27 +26,17 @@ pub fn main(args: &[String]) -> ExitCode {
 }
 
 fn run(args: &[String]) -> Result<()> {
-    let [kind, rest @ ..] = args else {
-        bail!("helper: which helper?")
-    };
+    let [kind, rest @ ..] = args else { bail!("helper: which helper?") };
     if kind != "udp-client" {
         bail!("unknown helper {kind}");
     }
-    let value = |flag: &str| {
-        rest.iter()
-            .position(|a| a == flag)
-            .and_then(|i| rest.get(i + 1))
-            .cloned()
-    };
+    let value = |flag: &str| rest.iter().position(|a| a == flag).and_then(|i| rest.get(i + 1)).cloned();
     let netns = value("--netns").context("--netns")?;
     let bind: std::net::IpAddr = value("--bind").context("--bind")?.parse()?;
     let connect: SocketAddr = value("--connect").context("--connect")?.parse()?;
     if let Some(cgroup) = value("--cgroup") {
-        std::fs::write(
-            format!("{cgroup}/cgroup.procs"),
-            std::process::id().to_string(),
-        )
-        .with_context(|| format!("joining cgroup {cgroup}"))?;
+        std::fs::write(format!("{cgroup}/cgroup.procs"), std::process::id().to_string())
+            .with_context(|| format!("joining cgroup {cgroup}"))?;
     }
     let ns = File::open(format!("/run/netns/{netns}"))?;
     // SAFETY: a valid namespace fd; this process has a single thread.
@@ -106,17 +96,11 @@ impl ClientProcess {
         let mut line = String::new();
         io::BufReader::new(child.stdout.take().context("helper stdout")?).read_line(&mut line)?;
         let mut words = line.split_whitespace();
-        let (Some("ready"), Some(local), Some(pid)) = (words.next(), words.next(), words.next())
-        else {
+        let (Some("ready"), Some(local), Some(pid)) = (words.next(), words.next(), words.next()) else {
             let _ = child.kill();
             bail!("the helper client did not start: {line:?}");
         };
-        Ok(Self {
-            local: local.parse()?,
-            pid: pid.parse()?,
-            child,
-            stdin,
-        })
+        Ok(Self { local: local.parse()?, pid: pid.parse()?, child, stdin })
     }
 }
 

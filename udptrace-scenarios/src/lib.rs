@@ -33,6 +33,8 @@ pub struct Config {
     pub helper: PathBuf,
     /// `fentry`, `kprobe` or `tracepoint`.
     pub mode: String,
+    /// udptrace's `--buffer`: `ring` or `perf`.
+    pub buffer: String,
     /// Only scenarios whose name contains this.
     pub only: Option<String>,
     /// How long to wait for each event: longer under emulation.
@@ -64,12 +66,7 @@ impl Report {
     }
     /// The closing line: `N passed, N failed, N skipped`.
     pub fn totals(&self) -> String {
-        format!(
-            "{} passed, {} failed, {} skipped",
-            self.passed(),
-            self.failed(),
-            self.skipped()
-        )
+        format!("{} passed, {} failed, {} skipped", self.passed(), self.failed(), self.skipped())
     }
 }
 
@@ -104,21 +101,10 @@ pub fn run(config: &Config, prefix: &str) -> Report {
         println!("{prefix}{check}");
         report.checks.push(check);
     };
-    let scenarios: Vec<&suite::Scenario> = suite::SCENARIOS
-        .iter()
-        .filter(|s| {
-            config
-                .only
-                .as_ref()
-                .is_none_or(|o| s.name.contains(o.as_str()))
-        })
-        .collect();
+    let scenarios: Vec<&suite::Scenario> =
+        suite::SCENARIOS.iter().filter(|s| config.only.as_ref().is_none_or(|o| s.name.contains(o.as_str()))).collect();
     let all = |outcome: Outcome| {
-        scenarios.iter().map(move |s| Check {
-            scenario: s.name,
-            name: "all",
-            outcome: outcome.clone(),
-        })
+        scenarios.iter().map(move |s| Check { scenario: s.name, name: "all", outcome: outcome.clone() })
     };
 
     if let Some(why) = unable_to_run() {
@@ -126,17 +112,14 @@ pub fn run(config: &Config, prefix: &str) -> Report {
         return report;
     }
     netns::sweep_stale();
-    let mut tracer = match tracer::Tracer::start(&config.udptrace, &config.mode) {
+    let mut tracer = match tracer::Tracer::start(config, &[]) {
         Ok(tracer) => tracer,
         Err(e) => {
             let why = format!("{e:#}");
             let outcome = if config.require_attach || !why.contains("could attach") {
                 Outcome::Fail(why)
             } else {
-                Outcome::Skip(format!(
-                    "nothing attaches in {} mode here: {why}",
-                    config.mode
-                ))
+                Outcome::Skip(format!("nothing attaches in {} mode here: {why}", config.mode))
             };
             all(outcome).for_each(&mut record);
             return report;
@@ -147,22 +130,14 @@ pub fn run(config: &Config, prefix: &str) -> Report {
             [] => Outcome::Pass,
             missing => Outcome::Fail(missing.join("; ")),
         };
-        record(Check {
-            scenario: "udptrace",
-            name: "all_hooks_attach",
-            outcome,
-        });
+        record(Check { scenario: "udptrace", name: "all_hooks_attach", outcome });
     }
     for scenario in &scenarios {
         tracer.next_scenario();
-        let results = (scenario.run)(config, &mut tracer)
-            .unwrap_or_else(|e| vec![("setup", Outcome::Fail(format!("{e:#}")))]);
+        let results =
+            (scenario.run)(config, &mut tracer).unwrap_or_else(|e| vec![("setup", Outcome::Fail(format!("{e:#}")))]);
         for (name, outcome) in results {
-            record(Check {
-                scenario: scenario.name,
-                name,
-                outcome,
-            });
+            record(Check { scenario: scenario.name, name, outcome });
         }
     }
     let outcome = match tracer.stop() {
@@ -170,10 +145,6 @@ pub fn run(config: &Config, prefix: &str) -> Report {
         Ok(line) => Outcome::Fail(format!("events went missing: {line}")),
         Err(e) => Outcome::Fail(format!("{e:#}")),
     };
-    record(Check {
-        scenario: "udptrace",
-        name: "clean_stop",
-        outcome,
-    });
+    record(Check { scenario: "udptrace", name: "clean_stop", outcome });
     report
 }

@@ -1,4 +1,4 @@
-//! `udptrace-scenarios --udptrace PATH --probe MODE [--only NAME] [--require-attach]`: runs the scenario suite against a
+//! `udptrace-scenarios --udptrace PATH --probe MODE [--buffer ring|perf] [--only NAME] [--require-attach]`: runs the scenario suite against a
 //! udptrace binary and prints one line per check and the totals. Exits 1 if any check failed.
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -13,6 +13,7 @@ fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let mut udptrace = None;
     let mut mode = None;
+    let mut buffer = "ring".to_owned();
     let mut only = None;
     let mut timeout = Duration::from_secs(10);
     let mut require_attach = false;
@@ -24,6 +25,7 @@ fn main() -> ExitCode {
         match (arg.as_str(), args.next()) {
             ("--udptrace", Some(v)) => udptrace = Some(PathBuf::from(v)),
             ("--probe", Some(v)) => mode = Some(v),
+            ("--buffer", Some(v)) => buffer = v,
             ("--only", Some(v)) => only = Some(v),
             ("--event-timeout", Some(v)) => match v.parse() {
                 Ok(secs) => timeout = Duration::from_secs(secs),
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
         udptrace,
         helper,
         mode: mode.clone(),
+        buffer,
         only,
         event_timeout: timeout,
         quiet_period: timeout / 4,
@@ -49,17 +52,13 @@ fn main() -> ExitCode {
     };
     let report = run(&config, &format!("{mode:<11} "));
     println!("{}", report.totals());
-    if report.failed() == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    if report.failed() == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 fn usage(problem: &str) -> ExitCode {
     eprintln!("udptrace-scenarios: {problem}");
     eprintln!(
-        "usage: udptrace-scenarios --udptrace PATH --probe fentry|kprobe|tracepoint [--only NAME] [--event-timeout SECS] [--require-attach]"
+        "usage: udptrace-scenarios --udptrace PATH --probe fentry|kprobe|tracepoint [--buffer ring|perf] [--only NAME] [--event-timeout SECS] [--require-attach]"
     );
     ExitCode::from(2)
 }

@@ -23,11 +23,7 @@ pub fn ip(args: &[&str]) -> Result<()> {
         .output()
         .with_context(|| format!("running ip {}", args.join(" ")))?;
     if !output.status.success() {
-        bail!(
-            "ip {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
+        bail!("ip {} failed: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim());
     }
     Ok(())
 }
@@ -41,12 +37,7 @@ pub fn exec_in(ns: &Netns, program: &str, args: &[&str]) -> Result<String> {
         .output()
         .with_context(|| format!("running {program} in {}", ns.name))?;
     if !output.status.success() {
-        bail!(
-            "{program} {} in {} failed: {}",
-            args.join(" "),
-            ns.name,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
+        bail!("{program} {} in {} failed: {}", args.join(" "), ns.name, String::from_utf8_lossy(&output.stderr).trim());
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
@@ -61,11 +52,7 @@ pub struct Netns {
 impl Netns {
     pub fn new(tag: &str) -> Result<Self> {
         static SERIAL: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "{PREFIX}{}-{}{tag}",
-            std::process::id(),
-            SERIAL.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = format!("{PREFIX}{}-{}{tag}", std::process::id(), SERIAL.fetch_add(1, Ordering::Relaxed));
         ip(&["netns", "add", &name])?;
         let mut ns = Self { inode: 0, name };
         ns.inode = std::fs::metadata(ns.path()).map(|m| std::os::unix::fs::MetadataExt::ino(&m))?;
@@ -119,10 +106,8 @@ pub fn veth(a: &Netns, a_addrs: &[&str], b: &Netns, b_addrs: &[&str]) -> Result<
     let (a_if, b_if) = ("veth-a", "veth-b");
     let a_tmp = format!("u{}a", std::process::id());
     let b_tmp = format!("u{}b", std::process::id());
-    ip(&[
-        "link", "add", &a_tmp, "type", "veth", "peer", "name", &b_tmp,
-    ])
-    .context("creating a veth pair (is the veth module available?)")?;
+    ip(&["link", "add", &a_tmp, "type", "veth", "peer", "name", &b_tmp])
+        .context("creating a veth pair (is the veth module available?)")?;
     ip(&["link", "set", &a_tmp, "netns", &a.name, "name", a_if])?;
     ip(&["link", "set", &b_tmp, "netns", &b.name, "name", b_if])?;
     for (ns, ifname, addrs) in [(a, a_if, a_addrs), (b, b_if, b_addrs)] {
@@ -145,10 +130,7 @@ pub fn sweep_stale() {
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix(PREFIX)
-            .and_then(|rest| rest.split('-').next())
-        else {
+        let Some(pid) = name.strip_prefix(PREFIX).and_then(|rest| rest.split('-').next()) else {
             continue;
         };
         if !Path::new(&format!("/proc/{pid}")).exists() {

@@ -13,8 +13,7 @@ use crate::netns::Netns;
 
 /// A UDP socket bound in `ns` to `local` (port 0: any).
 pub fn udp_socket(ns: &Netns, local: SocketAddr) -> Result<UdpSocket> {
-    ns.run(move || UdpSocket::bind(local))?
-        .with_context(|| format!("binding {local} in {}", ns.name))
+    ns.run(move || UdpSocket::bind(local))?.with_context(|| format!("binding {local} in {}", ns.name))
 }
 
 pub fn set_int_option(
@@ -33,11 +32,7 @@ pub fn set_int_option(
             size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
 pub fn set_recverr(socket: &UdpSocket, ipv6: bool) -> io::Result<()> {
@@ -55,6 +50,8 @@ pub struct IcmpCounters {
     pub rate_limit_global: u64,
     pub rate_limit_host: u64,
     pub out_dest_unreach: u64,
+    /// ICMP messages received and dropped as malformed (`Icmp: InErrors`).
+    pub in_errors: u64,
 }
 
 pub fn icmp_counters(ns: &Netns) -> Result<IcmpCounters> {
@@ -69,6 +66,7 @@ pub fn icmp_counters(ns: &Netns) -> Result<IcmpCounters> {
                     "OutRateLimitGlobal" => counters.rate_limit_global = value,
                     "OutRateLimitHost" => counters.rate_limit_host = value,
                     "OutType3" => counters.out_dest_unreach = value,
+                    "InErrors" if prefix == "Icmp:" => counters.in_errors = value,
                     _ => {}
                 }
             }
@@ -80,14 +78,39 @@ pub fn icmp_counters(ns: &Netns) -> Result<IcmpCounters> {
 /// An ICMP destination-unreachable/port-unreachable message (header and quoted IPv4+UDP headers) about a
 /// datagram `src:sport -> dst:dport`.
 pub fn port_unreachable_quoting(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
-    let mut quoted = vec![0x45, 0, 0, 28 + 8, 0, 0, 0x40, 0, 64, 17, 0, 0];
+    crafted_port_unreachable(src, sport, dst, dport, Quote::default())
+}
+
+/// How the quoted packet of a crafted port-unreachable is (mis)shaped.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Quote {
+    /// 4-byte words of IP options (NOPs) after the 20-byte header: the UDP header moves back.
+    pub option_words: u8,
+    /// The header length field, when it should lie (`None`: the true length).
+    pub ihl: Option<u8>,
+    /// The total length field, when it should lie.
+    pub total_length: Option<u16>,
+    /// Bytes of the UDP header kept (`None`: all 8).
+    pub udp_bytes: Option<usize>,
+}
+
+pub fn crafted_port_unreachable(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, quote: Quote) -> Vec<u8> {
+    let header_len = 20 + 4 * usize::from(quote.option_words);
+    let ihl = quote.ihl.unwrap_or((header_len / 4) as u8);
+    let total = quote.total_length.unwrap_or((header_len + 8 + 8) as u16);
+    let mut quoted = vec![0x40 | (ihl & 0x0f), 0];
+    quoted.extend_from_slice(&total.to_be_bytes());
+    quoted.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
     quoted.extend_from_slice(&src.octets());
     quoted.extend_from_slice(&dst.octets());
+    quoted.resize(header_len, 1);
     let ip_checksum = checksum(&quoted);
     quoted[10..12].copy_from_slice(&ip_checksum.to_be_bytes());
-    quoted.extend_from_slice(&sport.to_be_bytes());
-    quoted.extend_from_slice(&dport.to_be_bytes());
-    quoted.extend_from_slice(&[0, 16, 0, 0]);
+    let mut udp = sport.to_be_bytes().to_vec();
+    udp.extend_from_slice(&dport.to_be_bytes());
+    udp.extend_from_slice(&[0, 16, 0, 0]);
+    udp.truncate(quote.udp_bytes.unwrap_or(8));
+    quoted.extend_from_slice(&udp);
     let mut message = vec![3, 3, 0, 0, 0, 0, 0, 0];
     message.extend_from_slice(&quoted);
     let icmp_checksum = checksum(&message);
@@ -97,10 +120,7 @@ pub fn port_unreachable_quoting(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport:
 
 /// The Internet checksum (RFC 1071).
 pub fn checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
+    let mut sum: u32 = bytes.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -117,9 +137,7 @@ pub fn send_raw_icmp(to: Ipv4Addr, message: &[u8]) -> Result<()> {
         let addr = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: 0,
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes(to.octets()),
-            },
+            sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(to.octets()) },
             sin_zero: [0; 8],
         };
         let sent = libc::sendto(
@@ -145,16 +163,27 @@ mod tests {
 
     #[test]
     fn crafted_icmp_has_valid_checksums() {
-        let message = port_unreachable_quoting(
-            Ipv4Addr::new(10, 0, 0, 1),
-            4000,
-            Ipv4Addr::new(10, 0, 0, 2),
-            53,
-        );
+        let message = port_unreachable_quoting(Ipv4Addr::new(10, 0, 0, 1), 4000, Ipv4Addr::new(10, 0, 0, 2), 53);
         assert_eq!(message.len(), 8 + 20 + 8);
         // A correct checksum makes the sum over the data (checksum included) come out as zero.
         assert_eq!(checksum(&message), 0);
         assert_eq!(checksum(&message[8..28]), 0);
         assert_eq!(&message[28..32], &[0x0f, 0xa0, 0, 53]);
+    }
+
+    #[test]
+    fn misshapen_quotes_are_built_as_asked() {
+        let (a, b) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+        let options = crafted_port_unreachable(a, 4000, b, 53, Quote { option_words: 1, ..Quote::default() });
+        assert_eq!(options[8], 0x46);
+        assert_eq!(&options[28..32], &[1, 1, 1, 1]);
+        assert_eq!(&options[32..36], &[0x0f, 0xa0, 0, 53]);
+        assert_eq!(checksum(&options[8..32]), 0);
+        let short = crafted_port_unreachable(a, 4000, b, 53, Quote { udp_bytes: Some(4), ..Quote::default() });
+        assert_eq!(short.len(), 8 + 20 + 4);
+        let liar =
+            crafted_port_unreachable(a, 4000, b, 53, Quote { ihl: Some(4), total_length: Some(9), ..Quote::default() });
+        assert_eq!((liar[8], &liar[10..12]), (0x44, &[0u8, 9][..]));
+        assert_eq!(checksum(&liar), 0);
     }
 }

@@ -15,12 +15,11 @@ use crate::{
     Config, Outcome,
     helper::ClientProcess,
     netns::{Netns, exec_in, veth},
-    packets::{
-        icmp_counters, port_unreachable_quoting, send_raw_icmp, set_int_option, set_recverr,
-        udp_socket,
-    },
+    packets::{icmp_counters, port_unreachable_quoting, send_raw_icmp, set_int_option, set_recverr, udp_socket},
     tracer::Tracer,
 };
+
+mod operator;
 
 pub type Results = Vec<(&'static str, Outcome)>;
 
@@ -30,74 +29,26 @@ pub struct Scenario {
 }
 
 pub static SCENARIOS: &[Scenario] = &[
-    Scenario {
-        name: "closed_port_ipv4",
-        run: |c, t| closed_port(c, t, Family::V4),
-    },
-    Scenario {
-        name: "closed_port_ipv6",
-        run: |c, t| closed_port(c, t, Family::V6),
-    },
-    Scenario {
-        name: "unconnected",
-        run: |c, t| unconnected(c, t, false),
-    },
-    Scenario {
-        name: "unconnected_recverr",
-        run: |c, t| unconnected(c, t, true),
-    },
-    Scenario {
-        name: "unreachable_ipv4",
-        run: |c, t| unreachable(c, t, Family::V4),
-    },
-    Scenario {
-        name: "unreachable_ipv6",
-        run: |c, t| unreachable(c, t, Family::V6),
-    },
-    Scenario {
-        name: "firewall_drop",
-        run: firewall_drop,
-    },
-    Scenario {
-        name: "firewall_reject_ipv4",
-        run: |c, t| firewall_reject(c, t, Family::V4),
-    },
-    Scenario {
-        name: "firewall_reject_ipv6",
-        run: |c, t| firewall_reject(c, t, Family::V6),
-    },
-    Scenario {
-        name: "ttl_exceeded",
-        run: ttl_exceeded,
-    },
-    Scenario {
-        name: "frag_needed",
-        run: frag_needed,
-    },
-    Scenario {
-        name: "server_restart",
-        run: server_restart,
-    },
-    Scenario {
-        name: "rate_limit",
-        run: rate_limit,
-    },
-    Scenario {
-        name: "no_socket",
-        run: no_socket,
-    },
-    Scenario {
-        name: "owner",
-        run: owner,
-    },
-    Scenario {
-        name: "owner_before_start",
-        run: owner_before_start,
-    },
-    Scenario {
-        name: "owner_forked_child",
-        run: owner_forked_child,
-    },
+    Scenario { name: "closed_port_ipv4", run: |c, t| closed_port(c, t, Family::V4) },
+    Scenario { name: "closed_port_ipv6", run: |c, t| closed_port(c, t, Family::V6) },
+    Scenario { name: "unconnected", run: |c, t| unconnected(c, t, false) },
+    Scenario { name: "unconnected_recverr", run: |c, t| unconnected(c, t, true) },
+    Scenario { name: "unreachable_ipv4", run: |c, t| unreachable(c, t, Family::V4) },
+    Scenario { name: "unreachable_ipv6", run: |c, t| unreachable(c, t, Family::V6) },
+    Scenario { name: "firewall_drop", run: firewall_drop },
+    Scenario { name: "firewall_reject_ipv4", run: |c, t| firewall_reject(c, t, Family::V4) },
+    Scenario { name: "firewall_reject_ipv6", run: |c, t| firewall_reject(c, t, Family::V6) },
+    Scenario { name: "ttl_exceeded", run: ttl_exceeded },
+    Scenario { name: "frag_needed", run: frag_needed },
+    Scenario { name: "server_restart", run: server_restart },
+    Scenario { name: "rate_limit", run: rate_limit },
+    Scenario { name: "no_socket", run: no_socket },
+    Scenario { name: "owner", run: owner },
+    Scenario { name: "owner_before_start", run: owner_before_start },
+    Scenario { name: "owner_forked_child", run: owner_forked_child },
+    Scenario { name: "filters", run: operator::filters },
+    Scenario { name: "flood", run: operator::flood },
+    Scenario { name: "malformed_icmp", run: operator::malformed_icmp },
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -150,12 +101,7 @@ impl TwoHosts {
     fn new() -> Result<Self> {
         let client = Netns::new("client")?;
         let server = Netns::new("server")?;
-        veth(
-            &client,
-            &["10.231.0.1/24", "fd00:231::1/64"],
-            &server,
-            &["10.231.0.2/24", "fd00:231::2/64"],
-        )?;
+        veth(&client, &["10.231.0.1/24", "fd00:231::1/64"], &server, &["10.231.0.2/24", "fd00:231::2/64"])?;
         Ok(Self { client, server })
     }
 
@@ -187,18 +133,8 @@ impl Routed {
         let router = Netns::new("router")?;
         let server = Netns::new("server")?;
         // The router ends up with veth-b towards the client and veth-a towards the server.
-        veth(
-            &client,
-            &["10.231.0.1/24", "fd00:231::1/64"],
-            &router,
-            &["10.231.0.2/24", "fd00:231::2/64"],
-        )?;
-        veth(
-            &router,
-            &["10.232.0.1/24", "fd00:232::1/64"],
-            &server,
-            &["10.232.0.2/24", "fd00:232::2/64"],
-        )?;
+        veth(&client, &["10.231.0.1/24", "fd00:231::1/64"], &router, &["10.231.0.2/24", "fd00:231::2/64"])?;
+        veth(&router, &["10.232.0.1/24", "fd00:232::1/64"], &server, &["10.232.0.2/24", "fd00:232::2/64"])?;
         router.sysctl("net.ipv4.ip_forward", "1")?;
         router.sysctl("net.ipv6.conf.all.forwarding", "1")?;
         client.ip(&["route", "add", "default", "via", ROUTER_IN_V4])?;
@@ -209,11 +145,7 @@ impl Routed {
             router.ip(&["link", "set", "veth-a", "mtu", &mtu.to_string()])?;
             server.ip(&["link", "set", "veth-b", "mtu", &mtu.to_string()])?;
         }
-        Ok(Self {
-            client,
-            router,
-            _server: server,
-        })
+        Ok(Self { client, router, _server: server })
     }
 }
 
@@ -254,18 +186,9 @@ pub fn compare(event: &Value, expected: &Value) -> Outcome {
     let diffs: Vec<String> = fields
         .iter()
         .filter(|(key, want)| event.get(key.as_str()) != Some(want))
-        .map(|(key, want)| {
-            format!(
-                "{key}: got {}, want {want}",
-                event.get(key.as_str()).unwrap_or(&Value::Null)
-            )
-        })
+        .map(|(key, want)| format!("{key}: got {}, want {want}", event.get(key.as_str()).unwrap_or(&Value::Null)))
         .collect();
-    if diffs.is_empty() {
-        Outcome::Pass
-    } else {
-        Outcome::Fail(format!("{} in {event}", diffs.join("; ")))
-    }
+    if diffs.is_empty() { Outcome::Pass } else { Outcome::Fail(format!("{} in {event}", diffs.join("; "))) }
 }
 
 /// What tracepoint mode reports of a delivered error: the socket woken, not the ICMP, without knowing
@@ -288,14 +211,7 @@ fn outcome_of(result: Result<Outcome>) -> Outcome {
 fn errno_check(received: &io::Result<usize>, errno: Option<i32>) -> Outcome {
     match (received, errno) {
         (Err(e), Some(want)) if e.raw_os_error() == Some(want) => Outcome::Pass,
-        (Err(e), None)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ) =>
-        {
-            Outcome::Pass
-        }
+        (Err(e), None) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Outcome::Pass,
         (other, want) => Outcome::Fail(format!(
             "the client's recv returned {other:?}, want {}",
             want.map_or_else(
@@ -307,9 +223,7 @@ fn errno_check(received: &io::Result<usize>, errno: Option<i32>) -> Outcome {
 }
 
 fn is_socket_error_of(ns: &Netns, local: SocketAddr) -> impl Fn(&Value) -> bool + '_ {
-    move |e: &Value| {
-        e["event"] == "socket_error" && e["netns"] == ns.inode && e["local"] == local.to_string()
-    }
+    move |e: &Value| e["event"] == "socket_error" && e["netns"] == ns.inode && e["local"] == local.to_string()
 }
 
 /// The `socket_error` for `local` in `ns`, compared with `expected` (plus `probe`). In tracepoint mode,
@@ -324,10 +238,7 @@ fn check_socket_error(
     tracepoint: Option<Value>,
 ) -> Outcome {
     let Some(mode) = tracer.mode_of("socket_error").map(str::to_owned) else {
-        return Outcome::Skip(format!(
-            "the socket_error hook did not attach in {} mode here",
-            config.mode
-        ));
+        return Outcome::Skip(format!("the socket_error hook did not attach in {} mode here", config.mode));
     };
     let matches = is_socket_error_of(ns, local);
     let mut expected = match (mode.as_str(), tracepoint) {
@@ -336,22 +247,14 @@ fn check_socket_error(
             tracer.collect_for(config.quiet_period);
             return match tracer.seen.iter().find(|e| matches(e)) {
                 None => Outcome::Pass,
-                Some(e) => Outcome::Fail(format!(
-                    "tracepoint mode cannot see this case, yet reported {e}"
-                )),
+                Some(e) => Outcome::Fail(format!("tracepoint mode cannot see this case, yet reported {e}")),
             };
         }
         _ => expected,
     };
     expected["probe"] = json!(mode);
     outcome_of(
-        tracer
-            .expect(
-                "a socket_error for the client",
-                config.event_timeout,
-                matches,
-            )
-            .map(|e| compare(&e, &expected)),
+        tracer.expect("a socket_error for the client", config.event_timeout, matches).map(|e| compare(&e, &expected)),
     )
 }
 
@@ -385,9 +288,7 @@ fn check_icmp_sent(
     outcome_of(
         tracer
             .expect("an icmp_sent", config.event_timeout, |e| {
-                e["event"] == "icmp_sent"
-                    && e["netns"] == ns.inode
-                    && e["packet"]["src"] == src.to_string()
+                e["event"] == "icmp_sent" && e["netns"] == ns.inode && e["packet"]["src"] == src.to_string()
             })
             .map(|e| compare(&e, &expected)),
     )
@@ -416,14 +317,8 @@ fn refused(
 ) -> Result<Results> {
     let server_ip = TwoHosts::server_ip(family);
     let server = SocketAddr::new(server_ip, CLOSED_PORT);
-    let (local, received) = send_and_receive(
-        &hosts.client,
-        TwoHosts::client_ip(family),
-        server,
-        no_option,
-        true,
-        b"udptrace",
-    )?;
+    let (local, received) =
+        send_and_receive(&hosts.client, TwoHosts::client_ip(family), server, no_option, true, b"udptrace")?;
     let path = ErrorPath {
         family,
         client: &hosts.client,
@@ -475,17 +370,12 @@ impl ErrorPath<'_> {
         });
         // Tracepoint mode sees delivered errors only.
         let tracepoint = (self.verdict == "delivered").then(|| as_tracepoint_sees(&expected, true));
-        let sent = json!({"icmp": {"type": icmp_type, "code": code}, "packet": packet(local, remote), "cause": self.cause});
+        let sent =
+            json!({"icmp": {"type": icmp_type, "code": code}, "packet": packet(local, remote), "cause": self.cause});
         vec![
             ("client_errno", errno_check(received, self.client_errno)),
-            (
-                "socket_error",
-                check_socket_error(config, tracer, self.client, local, expected, tracepoint),
-            ),
-            (
-                "icmp_sent",
-                check_icmp_sent(config, tracer, self.sender, self.family, local, sent),
-            ),
+            ("socket_error", check_socket_error(config, tracer, self.client, local, expected, tracepoint)),
+            ("icmp_sent", check_icmp_sent(config, tracer, self.sender, self.family, local, sent)),
         ]
     }
 }
@@ -497,20 +387,10 @@ fn unconnected(config: &Config, tracer: &mut Tracer, recverr: bool) -> Result<Re
     let hosts = TwoHosts::new()?;
     let server = SocketAddr::new(TwoHosts::server_ip(Family::V4), CLOSED_PORT);
     let setup = |s: &UdpSocket| {
-        if recverr {
-            set_recverr(s, false)
-        } else {
-            Ok(())
-        }
+        if recverr { set_recverr(s, false) } else { Ok(()) }
     };
-    let (local, received) = send_and_receive(
-        &hosts.client,
-        TwoHosts::client_ip(Family::V4),
-        server,
-        setup,
-        false,
-        b"udptrace",
-    )?;
+    let (local, received) =
+        send_and_receive(&hosts.client, TwoHosts::client_ip(Family::V4), server, setup, false, b"udptrace")?;
     let expected = json!({
         "family": "ipv4",
         "local": local.to_string(),
@@ -523,14 +403,8 @@ fn unconnected(config: &Config, tracer: &mut Tracer, recverr: bool) -> Result<Re
     // Tracepoint mode: the delivered error, or nothing at all.
     let tracepoint = recverr.then(|| as_tracepoint_sees(&expected, false));
     Ok(vec![
-        (
-            "client_errno",
-            errno_check(&received, recverr.then_some(libc::ECONNREFUSED)),
-        ),
-        (
-            "socket_error",
-            check_socket_error(config, tracer, &hosts.client, local, expected, tracepoint),
-        ),
+        ("client_errno", errno_check(&received, recverr.then_some(libc::ECONNREFUSED))),
+        ("socket_error", check_socket_error(config, tracer, &hosts.client, local, expected, tracepoint)),
     ])
 }
 
@@ -539,19 +413,11 @@ fn unconnected(config: &Config, tracer: &mut Tracer, recverr: bool) -> Result<Re
 /// IP_RECVERR never hears of it (`ignored_soft_error`); the router's `icmp_sent` says `no_route`.
 fn unreachable(config: &Config, tracer: &mut Tracer, family: Family) -> Result<Results> {
     let net = Routed::new(None)?;
-    net.router
-        .ip(&["route", "add", "unreachable", "10.233.0.0/24"])?;
-    net.router
-        .ip(&["-6", "route", "add", "unreachable", "fd00:233::/64"])?;
+    net.router.ip(&["route", "add", "unreachable", "10.233.0.0/24"])?;
+    net.router.ip(&["-6", "route", "add", "unreachable", "fd00:233::/64"])?;
     let peer = SocketAddr::new(family.pick("10.233.0.9", "fd00:233::9"), CLOSED_PORT);
-    let (local, received) = send_and_receive(
-        &net.client,
-        TwoHosts::client_ip(family),
-        peer,
-        no_option,
-        true,
-        b"udptrace",
-    )?;
+    let (local, received) =
+        send_and_receive(&net.client, TwoHosts::client_ip(family), peer, no_option, true, b"udptrace")?;
     let (icmp, errno) = match family {
         Family::V4 => ((3, 1), "EHOSTUNREACH"),
         Family::V6 => ((1, 0), "ENETUNREACH"),
@@ -573,11 +439,7 @@ fn unreachable(config: &Config, tracer: &mut Tracer, family: Family) -> Result<R
 /// Adds an nftables rule to `ns`'s input chain (table `inet udptrace`).
 fn nft_input_rule(ns: &Netns, rule: &str) -> Result<()> {
     exec_in(ns, "nft", &["add", "table", "inet", "udptrace"])?;
-    exec_in(
-        ns,
-        "nft",
-        &["add chain inet udptrace input { type filter hook input priority 0 ; }"],
-    )?;
+    exec_in(ns, "nft", &["add chain inet udptrace input { type filter hook input priority 0 ; }"])?;
     let mut args = vec!["add", "rule", "inet", "udptrace", "input"];
     args.extend(rule.split_whitespace());
     exec_in(ns, "nft", &args).map(drop)
@@ -589,14 +451,8 @@ fn firewall_drop(config: &Config, tracer: &mut Tracer) -> Result<Results> {
     let hosts = TwoHosts::new()?;
     nft_input_rule(&hosts.server, &format!("udp dport {CLOSED_PORT} drop"))?;
     let server = SocketAddr::new(TwoHosts::server_ip(Family::V4), CLOSED_PORT);
-    let (local, received) = send_and_receive(
-        &hosts.client,
-        TwoHosts::client_ip(Family::V4),
-        server,
-        no_option,
-        true,
-        b"udptrace",
-    )?;
+    let (local, received) =
+        send_and_receive(&hosts.client, TwoHosts::client_ip(Family::V4), server, no_option, true, b"udptrace")?;
     tracer.collect_for(config.quiet_period);
     let about_flow = |e: &Value| {
         is_socket_error_of(&hosts.client, local)(e)
@@ -606,20 +462,14 @@ fn firewall_drop(config: &Config, tracer: &mut Tracer) -> Result<Results> {
         None => Outcome::Pass,
         Some(e) => Outcome::Fail(format!("a dropped packet produced {e}")),
     };
-    Ok(vec![
-        ("client_errno", errno_check(&received, None)),
-        ("no_event", silence),
-    ])
+    Ok(vec![("client_errno", errno_check(&received, None)), ("no_event", silence)])
 }
 
 /// A firewall REJECT while a process listens: the same port-unreachable as a closed port, but the
 /// server's `icmp_sent` says `firewall_reject`, not `no_listener`.
 fn firewall_reject(config: &Config, tracer: &mut Tracer, family: Family) -> Result<Results> {
     let hosts = TwoHosts::new()?;
-    let _listener = udp_socket(
-        &hosts.server,
-        SocketAddr::new(TwoHosts::server_ip(family), CLOSED_PORT),
-    )?;
+    let _listener = udp_socket(&hosts.server, SocketAddr::new(TwoHosts::server_ip(family), CLOSED_PORT))?;
     nft_input_rule(&hosts.server, &format!("udp dport {CLOSED_PORT} reject"))?;
     refused(config, tracer, &hosts, family, "firewall_reject")
 }
@@ -630,14 +480,7 @@ fn ttl_exceeded(config: &Config, tracer: &mut Tracer) -> Result<Results> {
     let net = Routed::new(None)?;
     let server = SocketAddr::new(FAR_SERVER_V4.parse()?, CLOSED_PORT);
     let ttl_one = |s: &UdpSocket| s.set_ttl(1);
-    let (local, received) = send_and_receive(
-        &net.client,
-        CLIENT_V4.parse()?,
-        server,
-        ttl_one,
-        true,
-        b"udptrace",
-    )?;
+    let (local, received) = send_and_receive(&net.client, CLIENT_V4.parse()?, server, ttl_one, true, b"udptrace")?;
     let path = ErrorPath {
         family: Family::V4,
         client: &net.client,
@@ -658,23 +501,10 @@ fn frag_needed(config: &Config, tracer: &mut Tracer) -> Result<Results> {
     const MTU: u32 = 1280;
     let net = Routed::new(Some(MTU))?;
     let server = SocketAddr::new(FAR_SERVER_V4.parse()?, CLOSED_PORT);
-    let dont_fragment = |s: &UdpSocket| {
-        set_int_option(
-            s,
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
-            libc::IP_PMTUDISC_DO,
-        )
-    };
+    let dont_fragment =
+        |s: &UdpSocket| set_int_option(s, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_DO);
     let big = [0x55u8; 1400];
-    let (local, received) = send_and_receive(
-        &net.client,
-        CLIENT_V4.parse()?,
-        server,
-        dont_fragment,
-        true,
-        &big,
-    )?;
+    let (local, received) = send_and_receive(&net.client, CLIENT_V4.parse()?, server, dont_fragment, true, &big)?;
     let path = ErrorPath {
         family: Family::V4,
         client: &net.client,
@@ -694,10 +524,7 @@ fn frag_needed(config: &Config, tracer: &mut Tracer) -> Result<Results> {
 fn server_restart(config: &Config, tracer: &mut Tracer) -> Result<Results> {
     let hosts = TwoHosts::new()?;
     let server_addr = SocketAddr::new(TwoHosts::server_ip(Family::V4), CLOSED_PORT);
-    let client = udp_socket(
-        &hosts.client,
-        SocketAddr::new(TwoHosts::client_ip(Family::V4), 0),
-    )?;
+    let client = udp_socket(&hosts.client, SocketAddr::new(TwoHosts::client_ip(Family::V4), 0))?;
     client.connect(server_addr)?;
     client.set_read_timeout(Some(Duration::from_secs(2)))?;
     let local = client.local_addr()?;
@@ -711,39 +538,27 @@ fn server_restart(config: &Config, tracer: &mut Tracer) -> Result<Results> {
         &hosts.client,
         local,
         json!({"errno": "ECONNREFUSED", "verdict": "delivered", "remote": server_addr.to_string()}),
-        Some(
-            json!({"errno": "ECONNREFUSED", "verdict": "delivered", "remote": server_addr.to_string()}),
-        ),
+        Some(json!({"errno": "ECONNREFUSED", "verdict": "delivered", "remote": server_addr.to_string()})),
     );
 
     let server = udp_socket(&hosts.server, server_addr)?;
     server.set_read_timeout(Some(Duration::from_secs(2)))?;
     client.send(b"after restart")?;
     let recovered = outcome_of((|| {
-        let (n, from) = server
-            .recv_from(&mut buf)
-            .context("the restarted server received nothing")?;
+        let (n, from) = server.recv_from(&mut buf).context("the restarted server received nothing")?;
         server.send_to(&buf[..n], from)?;
-        let echoed = client
-            .recv(&mut buf)
-            .context("the client got no reply on its old socket")?;
+        let echoed = client.recv(&mut buf).context("the client got no reply on its old socket")?;
         if echoed != n {
             bail!("the echo was {echoed} bytes, not {n}");
         }
         Ok(Outcome::Pass)
     })());
     tracer.collect_for(config.quiet_period);
-    let count = tracer
-        .seen
-        .iter()
-        .filter(|e| is_socket_error_of(&hosts.client, local)(e))
-        .count();
+    let count = tracer.seen.iter().filter(|e| is_socket_error_of(&hosts.client, local)(e)).count();
     let only_while_down = match (tracer.mode_of("socket_error"), count) {
         (None, _) => Outcome::Skip("the socket_error hook did not attach".to_owned()),
         (Some(_), 1) => Outcome::Pass,
-        (Some(_), n) => Outcome::Fail(format!(
-            "{n} socket_error events for the client, want the one while down"
-        )),
+        (Some(_), n) => Outcome::Fail(format!("{n} socket_error events for the client, want the one while down")),
     };
     Ok(vec![
         ("client_errno", refused),
@@ -761,10 +576,7 @@ fn rate_limit(config: &Config, tracer: &mut Tracer) -> Result<Results> {
     let hosts = TwoHosts::new()?;
     let server = SocketAddr::new(TwoHosts::server_ip(Family::V4), CLOSED_PORT);
     let before = icmp_counters(&hosts.server)?;
-    let client = udp_socket(
-        &hosts.client,
-        SocketAddr::new(TwoHosts::client_ip(Family::V4), 0),
-    )?;
+    let client = udp_socket(&hosts.client, SocketAddr::new(TwoHosts::client_ip(Family::V4), 0))?;
     for _ in 0..FLOOD {
         // Unconnected: an ICMP error back must not make the next send fail.
         client.send_to(b"flood", server)?;
@@ -777,9 +589,7 @@ fn rate_limit(config: &Config, tracer: &mut Tracer) -> Result<Results> {
     if want_global + want_host == 0 {
         return Ok(vec![(
             "kernel_limited",
-            Outcome::Fail(format!(
-                "{FLOOD} datagrams triggered no rate limit: {after:?}"
-            )),
+            Outcome::Fail(format!("{FLOOD} datagrams triggered no rate limit: {after:?}")),
         )]);
     }
 
@@ -790,16 +600,9 @@ fn rate_limit(config: &Config, tracer: &mut Tracer) -> Result<Results> {
         let sums = |seen: &[Value]| {
             let mut global = 0;
             let mut host = 0;
-            for e in seen
-                .iter()
-                .filter(|e| e["event"] == "icmp_suppressed" && e["netns"] == hosts.server.inode)
-            {
+            for e in seen.iter().filter(|e| e["event"] == "icmp_suppressed" && e["netns"] == hosts.server.inode) {
                 let n = e["count"].as_u64().unwrap_or(0);
-                if e["scope"] == "global" {
-                    global += n
-                } else {
-                    host += n
-                }
+                if e["scope"] == "global" { global += n } else { host += n }
             }
             (global, host)
         };
@@ -819,17 +622,13 @@ fn rate_limit(config: &Config, tracer: &mut Tracer) -> Result<Results> {
     let sent = match icmp_send_unseen(config, tracer, Family::V4) {
         Some(why) => Outcome::Skip(why),
         None => {
-            let got = tracer
-                .seen
-                .iter()
-                .filter(|e| e["event"] == "icmp_sent" && e["netns"] == hosts.server.inode)
-                .count() as u64;
+            let got =
+                tracer.seen.iter().filter(|e| e["event"] == "icmp_sent" && e["netns"] == hosts.server.inode).count()
+                    as u64;
             if got == want_sent {
                 Outcome::Pass
             } else {
-                Outcome::Fail(format!(
-                    "udptrace reported {got} icmp_sent, the kernel sent {want_sent}"
-                ))
+                Outcome::Fail(format!("udptrace reported {got} icmp_sent, the kernel sent {want_sent}"))
             }
         }
     };
@@ -855,10 +654,7 @@ fn no_socket(config: &Config, tracer: &mut Tracer) -> Result<Results> {
         "verdict": "no_socket",
         "recverr": false,
     });
-    Ok(vec![(
-        "socket_error",
-        check_socket_error(config, tracer, &hosts.client, local, expected, None),
-    )])
+    Ok(vec![("socket_error", check_socket_error(config, tracer, &hosts.client, local, expected, None))])
 }
 
 /// A client process in the client namespace whose connected socket points at a listening server (so no
@@ -875,55 +671,27 @@ impl OwnerCase {
         let hosts = TwoHosts::new()?;
         let server = SocketAddr::new(TwoHosts::server_ip(Family::V4), CLOSED_PORT);
         let listener = udp_socket(&hosts.server, server)?;
-        Ok(Self {
-            hosts,
-            _listener: listener,
-            server,
-        })
+        Ok(Self { hosts, _listener: listener, server })
     }
 
     fn client(&self, config: &Config, extra: &[&str]) -> Result<ClientProcess> {
         let server = self.server.to_string();
-        let mut args = vec![
-            "--netns",
-            self.hosts.client.name.as_str(),
-            "--bind",
-            CLIENT_V4,
-            "--connect",
-            &server,
-        ];
+        let mut args = vec!["--netns", self.hosts.client.name.as_str(), "--bind", CLIENT_V4, "--connect", &server];
         args.extend_from_slice(extra);
         ClientProcess::start(&config.helper, &args)
     }
 
     fn inject(&self, client: &ClientProcess) -> Result<()> {
-        let (IpAddr::V4(client_ip), IpAddr::V4(server_ip)) = (client.local.ip(), self.server.ip())
-        else {
+        let (IpAddr::V4(client_ip), IpAddr::V4(server_ip)) = (client.local.ip(), self.server.ip()) else {
             bail!("IPv4 expected");
         };
-        let icmp = port_unreachable_quoting(
-            client_ip,
-            client.local.port(),
-            server_ip,
-            self.server.port(),
-        );
-        self.hosts
-            .server
-            .run(move || send_raw_icmp(client_ip, &icmp))?
+        let icmp = port_unreachable_quoting(client_ip, client.local.port(), server_ip, self.server.port());
+        self.hosts.server.run(move || send_raw_icmp(client_ip, &icmp))?
     }
 
     /// The event must name `pid` (its comm and cgroup as /proc shows them), not the injecting process.
-    fn check(
-        &self,
-        config: &Config,
-        tracer: &mut Tracer,
-        client: &ClientProcess,
-        pid: u32,
-    ) -> Outcome {
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .unwrap_or_default()
-            .trim_end()
-            .to_owned();
+    fn check(&self, config: &Config, tracer: &mut Tracer, client: &ClientProcess, pid: u32) -> Outcome {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim_end().to_owned();
         let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
             .unwrap_or_default()
             .lines()
@@ -938,27 +706,17 @@ impl OwnerCase {
             "cgroup": cgroup,
         });
         let tracepoint = as_tracepoint_sees(&expected, true);
-        check_socket_error(
-            config,
-            tracer,
-            &self.hosts.client,
-            client.local,
-            expected,
-            Some(tracepoint),
-        )
+        check_socket_error(config, tracer, &self.hosts.client, client.local, expected, Some(tracepoint))
     }
 }
 
 /// The cgroup v2 mount point (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on hybrid hosts).
 fn cgroup2_mount() -> Option<String> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .ok()?
-        .lines()
-        .find_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            (right.split_whitespace().next() == Some("cgroup2"))
-                .then(|| left.split_whitespace().nth(4).map(str::to_owned))?
-        })
+    std::fs::read_to_string("/proc/self/mountinfo").ok()?.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        (right.split_whitespace().next() == Some("cgroup2"))
+            .then(|| left.split_whitespace().nth(4).map(str::to_owned))?
+    })
 }
 
 /// A cgroup of the test's own, removed when dropped (after the processes in it are gone).
@@ -992,18 +750,12 @@ fn owner(config: &Config, tracer: &mut Tracer) -> Result<Results> {
     let in_cgroup = match &cgroup {
         None => Outcome::Skip("no writable cgroup v2 hierarchy here".to_owned()),
         Some(TestCgroup(dir)) => {
-            let proc_says =
-                std::fs::read_to_string(format!("/proc/{}/cgroup", client.pid)).unwrap_or_default();
+            let proc_says = std::fs::read_to_string(format!("/proc/{}/cgroup", client.pid)).unwrap_or_default();
             let leaf = dir.rsplit('/').next().unwrap_or_default();
-            if proc_says
-                .lines()
-                .any(|l| l.starts_with("0::") && l.ends_with(leaf))
-            {
+            if proc_says.lines().any(|l| l.starts_with("0::") && l.ends_with(leaf)) {
                 Outcome::Pass
             } else {
-                Outcome::Fail(format!(
-                    "the client is not in {dir}: /proc says {proc_says:?}"
-                ))
+                Outcome::Fail(format!("the client is not in {dir}: /proc says {proc_says:?}"))
             }
         }
     };
@@ -1016,7 +768,7 @@ fn owner(config: &Config, tracer: &mut Tracer) -> Result<Results> {
 fn owner_before_start(config: &Config, _shared: &mut Tracer) -> Result<Results> {
     let case = OwnerCase::new()?;
     let client = case.client(config, &[])?;
-    let mut late = Tracer::start(&config.udptrace, &config.mode)?;
+    let mut late = Tracer::start(config, &[])?;
     case.inject(&client)?;
     let named = case.check(config, &mut late, &client, client.pid);
     let stop = match late.stop() {
@@ -1035,15 +787,8 @@ fn owner_forked_child(config: &Config, tracer: &mut Tracer) -> Result<Results> {
     let client = case.client(config, &["--fork"])?;
     let parent = client.parent_pid();
     case.inject(&client)?;
-    let expected_pid = if tracer.mode_of("socket_owner").is_some() {
-        client.pid
-    } else {
-        parent
-    };
-    Ok(vec![(
-        "names_the_last_sender",
-        case.check(config, tracer, &client, expected_pid),
-    )])
+    let expected_pid = if tracer.mode_of("socket_owner").is_some() { client.pid } else { parent };
+    Ok(vec![("names_the_last_sender", case.check(config, tracer, &client, expected_pid))])
 }
 
 #[cfg(test)]
@@ -1053,20 +798,11 @@ mod tests {
     #[test]
     fn compare_names_every_differing_field() {
         let event = json!({"errno": "ECONNREFUSED", "verdict": "delivered", "icmp": null});
-        assert_eq!(
-            compare(&event, &json!({"errno": "ECONNREFUSED", "icmp": null})),
-            Outcome::Pass
-        );
-        let Outcome::Fail(why) = compare(
-            &event,
-            &json!({"errno": "EHOSTUNREACH", "remote": "10.0.0.9:1"}),
-        ) else {
+        assert_eq!(compare(&event, &json!({"errno": "ECONNREFUSED", "icmp": null})), Outcome::Pass);
+        let Outcome::Fail(why) = compare(&event, &json!({"errno": "EHOSTUNREACH", "remote": "10.0.0.9:1"})) else {
             panic!("a mismatch must fail")
         };
-        assert!(
-            why.contains("errno: got \"ECONNREFUSED\", want \"EHOSTUNREACH\""),
-            "{why}"
-        );
+        assert!(why.contains("errno: got \"ECONNREFUSED\", want \"EHOSTUNREACH\""), "{why}");
         assert!(why.contains("remote: got null"), "{why}");
     }
 
@@ -1074,15 +810,9 @@ mod tests {
     fn errno_check_wants_the_exact_error_or_silence() {
         let refused: io::Result<usize> = Err(io::Error::from_raw_os_error(libc::ECONNREFUSED));
         let timeout: io::Result<usize> = Err(io::Error::from(io::ErrorKind::WouldBlock));
-        assert_eq!(
-            errno_check(&refused, Some(libc::ECONNREFUSED)),
-            Outcome::Pass
-        );
+        assert_eq!(errno_check(&refused, Some(libc::ECONNREFUSED)), Outcome::Pass);
         assert!(matches!(errno_check(&refused, None), Outcome::Fail(_)));
         assert_eq!(errno_check(&timeout, None), Outcome::Pass);
-        assert!(matches!(
-            errno_check(&Ok(3), Some(libc::EMSGSIZE)),
-            Outcome::Fail(_)
-        ));
+        assert!(matches!(errno_check(&Ok(3), Some(libc::EMSGSIZE)), Outcome::Fail(_)));
     }
 }

@@ -16,6 +16,8 @@ const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct Tracer {
     child: Child,
+    /// Holds the stdout reader until [`Tracer::resume`] (a tracer whose reader stalls).
+    gate: Option<std::sync::mpsc::Sender<()>>,
     events: Receiver<Value>,
     stderr: Receiver<String>,
     /// The hooks udptrace attached, from its `udptrace: tracing (hook=mode, ...)` line.
@@ -27,9 +29,51 @@ pub struct Tracer {
 }
 
 impl Tracer {
-    pub fn start(udptrace: &Path, mode: &str) -> Result<Self> {
+    /// udptrace in the suite's mode and buffer, with `extra` options.
+    pub fn start(config: &crate::Config, extra: &[&str]) -> Result<Self> {
+        Self::spawn(&config.udptrace, &config.mode, &config.buffer, extra, false)
+    }
+
+    /// Like [`Tracer::start`], but nothing reads udptrace's output until [`Tracer::resume`]: once the
+    /// pipe is full udptrace blocks writing, and the kernel's buffer fills behind it.
+    pub fn start_stalled(config: &crate::Config, extra: &[&str]) -> Result<Self> {
+        Self::spawn(&config.udptrace, &config.mode, &config.buffer, extra, true)
+    }
+
+    pub fn resume(&mut self) {
+        if let Some(gate) = self.gate.take() {
+            let _ = gate.send(());
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The peak resident memory of the udptrace process (`VmHWM`), in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// Reads events until none came for `quiet` (at most `limit` in all); returns how many arrived.
+    pub fn collect_until_quiet(&mut self, quiet: Duration, limit: Duration) -> usize {
+        let start = self.seen.len();
+        let deadline = Instant::now() + limit;
+        loop {
+            let before = self.seen.len();
+            self.collect_for(quiet.min(deadline.saturating_duration_since(Instant::now())));
+            if self.seen.len() == before || Instant::now() >= deadline {
+                return self.seen.len() - start;
+            }
+        }
+    }
+
+    fn spawn(udptrace: &Path, mode: &str, buffer: &str, extra: &[&str], stalled: bool) -> Result<Self> {
         let mut child = Command::new(udptrace)
-            .args(["--json", "--probe", mode])
+            .args(["--json", "--probe", mode, "--buffer", buffer])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -37,7 +81,12 @@ impl Tracer {
             .with_context(|| format!("starting {}", udptrace.display()))?;
         let (event_tx, events) = channel();
         let stdout = child.stdout.take().context("udptrace stdout")?;
+        let (gate, opened) = channel::<()>();
+        let gate = stalled.then_some(gate);
         std::thread::spawn(move || {
+            if stalled && opened.recv().is_err() {
+                return;
+            }
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 let value = serde_json::from_str(&line).unwrap_or_else(|_| Value::String(line));
                 if event_tx.send(value).is_err() {
@@ -54,14 +103,8 @@ impl Tracer {
                 }
             }
         });
-        let mut tracer = Self {
-            child,
-            events,
-            stderr,
-            attached: Vec::new(),
-            seen: Vec::new(),
-            not_traced: Vec::new(),
-        };
+        let mut tracer =
+            Self { child, gate, events, stderr, attached: Vec::new(), seen: Vec::new(), not_traced: Vec::new() };
         tracer.wait_attached()?;
         Ok(tracer)
     }
@@ -85,10 +128,7 @@ impl Tracer {
                 Err(RecvTimeoutError::Disconnected) => bail!("{}", said.join(" | ")),
                 Err(RecvTimeoutError::Timeout) => {
                     let _ = self.child.kill();
-                    bail!(
-                        "udptrace did not start tracing within {ATTACH_TIMEOUT:?}: {}",
-                        said.join(" | ")
-                    );
+                    bail!("udptrace did not start tracing within {ATTACH_TIMEOUT:?}: {}", said.join(" | "));
                 }
             }
         }
@@ -96,19 +136,33 @@ impl Tracer {
 
     /// The mode `hook` attached in, if it did.
     pub fn mode_of(&self, hook: &str) -> Option<&str> {
-        self.attached
-            .iter()
-            .find(|(h, _)| h == hook)
-            .map(|(_, m)| m.as_str())
+        self.attached.iter().find(|(h, _)| h == hook).map(|(_, m)| m.as_str())
     }
 
-    /// Waits for the first event (already seen or new) for which `matches` holds.
-    pub fn expect(
+    /// Waits until `n` events (already seen or new) satisfy `matches`.
+    pub fn expect_count(
         &mut self,
         what: &str,
         timeout: Duration,
+        n: usize,
         matches: impl Fn(&Value) -> bool,
-    ) -> Result<Value> {
+    ) -> Result<()> {
+        let mut count = self.seen.iter().filter(|v| matches(v)).count();
+        let deadline = Instant::now() + timeout;
+        while count < n {
+            match self.events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(value) => {
+                    count += usize::from(matches(&value));
+                    self.seen.push(value);
+                }
+                Err(_) => bail!("{count} of {n} {what} within {timeout:?}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the first event (already seen or new) for which `matches` holds.
+    pub fn expect(&mut self, what: &str, timeout: Duration, matches: impl Fn(&Value) -> bool) -> Result<Value> {
         if let Some(found) = self.seen.iter().find(|v| matches(v)) {
             return Ok(found.clone());
         }
@@ -123,10 +177,7 @@ impl Tracer {
                     }
                 }
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                    bail!(
-                        "no {what} within {timeout:?}; udptrace printed: {}",
-                        self.seen_summary()
-                    );
+                    bail!("no {what} within {timeout:?}; udptrace printed: {}", self.seen_summary());
                 }
             }
         }
@@ -142,10 +193,7 @@ impl Tracer {
     /// Collects what arrives for `period` (to check that something did NOT happen).
     pub fn collect_for(&mut self, period: Duration) {
         let deadline = Instant::now() + period;
-        while let Ok(value) = self
-            .events
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
+        while let Ok(value) = self.events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             self.seen.push(value);
         }
     }
@@ -154,15 +202,11 @@ impl Tracer {
         if self.seen.is_empty() {
             return "nothing".to_owned();
         }
-        self.seen
-            .iter()
-            .map(Value::to_string)
-            .collect::<Vec<_>>()
-            .join(" ")
+        self.seen.iter().map(Value::to_string).collect::<Vec<_>>().join(" ")
     }
 
     /// SIGINT, as Ctrl-C: udptrace must exit 0 and print its closing counts.
-    pub fn stop(mut self) -> Result<String> {
+    pub fn stop(&mut self) -> Result<String> {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -196,10 +240,7 @@ impl Drop for Tracer {
 
 /// `" (socket_error=tracepoint, icmp_send=tracepoint); Ctrl-C to stop"` -> pairs.
 fn parse_attached(rest: &str) -> Vec<(String, String)> {
-    let inside = rest
-        .split_once('(')
-        .and_then(|(_, r)| r.split_once(')'))
-        .map_or("", |(i, _)| i);
+    let inside = rest.split_once('(').and_then(|(_, r)| r.split_once(')')).map_or("", |(i, _)| i);
     inside
         .split(',')
         .filter_map(|pair| pair.trim().split_once('='))
@@ -207,18 +248,39 @@ fn parse_attached(rest: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `(seen, filtered out, lost)` from udptrace's closing line
+/// (`udptrace: 12 events seen, 4 filtered out, 3 lost, 1 unreadable, 0 undecodable`).
+pub fn closing_counts(line: &str) -> Option<(u64, u64, u64)> {
+    let count = |what: &str| {
+        line.split(',')
+            .find(|part| part.trim_end().ends_with(what))?
+            .split_whitespace()
+            .rev()
+            .nth(what.split(' ').count())?
+            .parse()
+            .ok()
+    };
+    Some((count("events seen")?, count("filtered out")?, count("lost")?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
+    fn reads_the_closing_counts() {
+        assert_eq!(
+            closing_counts("udptrace: 12 events seen, 4 filtered out, 3 lost, 1 unreadable, 0 undecodable"),
+            Some((12, 4, 3))
+        );
+        assert_eq!(closing_counts("udptrace: tracing"), None);
+    }
+
+    #[test]
     fn parses_the_tracing_line() {
         assert_eq!(
             parse_attached(" (socket_error=tracepoint, icmp_send=fentry); Ctrl-C to stop"),
-            vec![
-                ("socket_error".into(), "tracepoint".into()),
-                ("icmp_send".into(), "fentry".into())
-            ]
+            vec![("socket_error".into(), "tracepoint".into()), ("icmp_send".into(), "fentry".into())]
         );
         assert!(parse_attached("").is_empty());
     }

@@ -39,9 +39,9 @@ impl KernelBtf {
         let mut ty = self.named_struct(outer)?;
         let mut offset_bits = 0u32;
         for name in path.split('.') {
-            let (bits, member_ty) = self.find_member(&ty, name)?.ok_or_else(|| {
-                anyhow!("struct {outer} has no member {path} in this kernel's BTF")
-            })?;
+            let (bits, member_ty) = self
+                .find_member(&ty, name)?
+                .ok_or_else(|| anyhow!("struct {outer} has no member {path} in this kernel's BTF"))?;
             offset_bits += bits;
             ty = member_ty;
         }
@@ -53,16 +53,12 @@ impl KernelBtf {
 
     /// Whether the kernel has the tracepoint `name` (every tracepoint has a `btf_trace_<name>` typedef).
     pub fn has_tracepoint(&self, name: &str) -> bool {
-        self.btf
-            .resolve_ids_by_name(&format!("btf_trace_{name}"))
-            .is_ok_and(|ids| !ids.is_empty())
+        self.btf.resolve_ids_by_name(&format!("btf_trace_{name}")).is_ok_and(|ids| !ids.is_empty())
     }
 
     /// Whether `name` is a function in the kernel's BTF (what fentry needs to attach).
     pub fn has_function(&self, name: &str) -> bool {
-        self.btf
-            .resolve_types_by_name(name)
-            .is_ok_and(|types| types.iter().any(|t| matches!(t, Type::Func(_))))
+        self.btf.resolve_types_by_name(name).is_ok_and(|types| types.iter().any(|t| matches!(t, Type::Func(_))))
     }
 
     /// The offsets of every member udptrace's programs read.
@@ -132,9 +128,7 @@ impl KernelBtf {
         loop {
             match &ty {
                 Type::Typedef(t) => ty = self.btf.resolve_chained_type(t)?,
-                Type::Const(t) | Type::Volatile(t) | Type::Restrict(t) => {
-                    ty = self.btf.resolve_chained_type(t)?
-                }
+                Type::Const(t) | Type::Volatile(t) | Type::Restrict(t) => ty = self.btf.resolve_chained_type(t)?,
                 Type::TypeTag(t) => ty = self.btf.resolve_chained_type(t)?,
                 _ => return Ok(ty),
             }

@@ -50,15 +50,11 @@ const SENDERS: &[&str] = &["__icmp_send", "icmp_send", "icmp6_send", "icmpv6_sen
 fn cause_of_caller(function: &str, icmp_type: u8, code: u8) -> Option<Cause> {
     let cause = match function {
         // net/ipv4/netfilter/nf_reject_ipv4.c, net/ipv6/netfilter/nf_reject_ipv6.c
-        "nf_send_unreach"
-        | "nf_send_unreach6"
-        | "nft_reject_ipv4_eval"
-        | "nft_reject_inet_eval"
-        | "reject_tg" => Cause::FirewallReject,
-        // net/ipv4/udp.c: no socket for the destination port.
-        "__udp4_lib_rcv" | "udp_rcv" | "udplite_rcv" | "__udp6_lib_rcv" | "udpv6_rcv" => {
-            Cause::NoListener
+        "nf_send_unreach" | "nf_send_unreach6" | "nft_reject_ipv4_eval" | "nft_reject_inet_eval" | "reject_tg" => {
+            Cause::FirewallReject
         }
+        // net/ipv4/udp.c: no socket for the destination port.
+        "__udp4_lib_rcv" | "udp_rcv" | "udplite_rcv" | "__udp6_lib_rcv" | "udpv6_rcv" => Cause::NoListener,
         // net/ipv4/route.c: ip_error() for unreachable/prohibit/blackhole routes and no route;
         // ipv4_link_failure() when the neighbour could not be resolved.
         "ip_error" | "ipv4_link_failure" => Cause::NoRoute,
@@ -94,11 +90,7 @@ fn base_name(symbol: &str) -> &str {
 }
 
 /// Classifies one `icmp_sent` from its symbolised stack (innermost first).
-pub fn classify<'a>(
-    frames: impl IntoIterator<Item = Option<&'a str>>,
-    icmp_type: u8,
-    code: u8,
-) -> Cause {
+pub fn classify<'a>(frames: impl IntoIterator<Item = Option<&'a str>>, icmp_type: u8, code: u8) -> Cause {
     let mut above_sender = false;
     for name in frames.into_iter().flatten().map(base_name) {
         if SENDERS.contains(&name) {
@@ -166,11 +158,7 @@ impl Kallsyms {
     }
 
     pub fn classify(&self, stack: &[u64], icmp_type: u8, code: u8) -> Cause {
-        classify(
-            stack.iter().map(|&addr| self.function(addr)),
-            icmp_type,
-            code,
-        )
+        classify(stack.iter().map(|&addr| self.function(addr)), icmp_type, code)
     }
 }
 
@@ -207,55 +195,23 @@ mod tests {
     #[test]
     fn the_caller_of_icmp_send_decides_the_cause() {
         let k = table();
-        let stack = |caller: u64| {
-            [
-                0xffffffff81100010,
-                0xffffffff81200010,
-                caller,
-                0xffffffff81000010,
-            ]
-        };
-        assert_eq!(
-            k.classify(&stack(0xffffffff81300050), 3, 3),
-            Cause::NoListener
-        );
-        assert_eq!(
-            k.classify(&stack(0xffffffffa0000050), 3, 3),
-            Cause::FirewallReject
-        );
+        let stack = |caller: u64| [0xffffffff81100010, 0xffffffff81200010, caller, 0xffffffff81000010];
+        assert_eq!(k.classify(&stack(0xffffffff81300050), 3, 3), Cause::NoListener);
+        assert_eq!(k.classify(&stack(0xffffffffa0000050), 3, 3), Cause::FirewallReject);
         assert_eq!(k.classify(&stack(0xffffffff81400050), 3, 1), Cause::NoRoute);
-        assert_eq!(
-            k.classify(&stack(0xffffffff81500050), 11, 0),
-            Cause::TtlExceeded
-        );
-        assert_eq!(
-            k.classify(&stack(0xffffffff81500050), 3, 4),
-            Cause::FragNeeded
-        );
-        assert_eq!(
-            k.classify(&stack(0xffffffffa0001050), 3, 4),
-            Cause::FragNeeded
-        );
+        assert_eq!(k.classify(&stack(0xffffffff81500050), 11, 0), Cause::TtlExceeded);
+        assert_eq!(k.classify(&stack(0xffffffff81500050), 3, 4), Cause::FragNeeded);
+        assert_eq!(k.classify(&stack(0xffffffffa0001050), 3, 4), Cause::FragNeeded);
     }
 
     #[test]
     fn frames_below_the_sender_and_unknown_frames_do_not_decide() {
         let k = table();
         // A REJECT frame below __icmp_send (tracing glue side) is ignored.
-        assert_eq!(
-            k.classify(
-                &[0xffffffffa0000050, 0xffffffff81200010, 0xffffffff81000010],
-                3,
-                3
-            ),
-            Cause::Other
-        );
+        assert_eq!(k.classify(&[0xffffffffa0000050, 0xffffffff81200010, 0xffffffff81000010], 3, 3), Cause::Other);
         // No __icmp_send frame at all: nothing decides.
         assert_eq!(k.classify(&[0xffffffff81300050], 3, 3), Cause::Other);
         assert_eq!(k.classify(&[], 3, 3), Cause::Other);
-        assert_eq!(
-            classify([Some("__icmp_send"), None, Some("ip_error.cold")], 3, 0),
-            Cause::NoRoute
-        );
+        assert_eq!(classify([Some("__icmp_send"), None, Some("ip_error.cold")], 3, 0), Cause::NoRoute);
     }
 }

@@ -120,9 +120,7 @@ impl Cli {
     /// What clap cannot check alone; exits 2 like clap's own errors.
     pub fn validate(&self) -> Result<(), clap::Error> {
         use clap::CommandFactory as _;
-        self.filter()
-            .check_sizes()
-            .map_err(|e| Cli::command().error(clap::error::ErrorKind::TooManyValues, e))
+        self.filter().check_sizes().map_err(|e| Cli::command().error(clap::error::ErrorKind::TooManyValues, e))
     }
 }
 
@@ -138,14 +136,9 @@ pub enum Command {
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let secs: f64 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    let secs: f64 = text.trim().parse().map_err(|_| format!("`{text}` is not a number of seconds"))?;
     if !secs.is_finite() || secs <= 0.0 {
-        return Err(format!(
-            "`{text}`: the duration must be a positive number of seconds"
-        ));
+        return Err(format!("`{text}`: the duration must be a positive number of seconds"));
     }
     Duration::try_from_secs_f64(secs).map_err(|_| format!("`{text}` is too long a duration"))
 }
@@ -167,31 +160,15 @@ mod tests {
 
     #[test]
     fn accepts_the_documented_options() {
-        let cli = parse(&[
-            "--json",
-            "--probe",
-            "tracepoint",
-            "--duration",
-            "2.5",
-            "--count",
-            "3",
-            "-v",
-        ])
-        .unwrap();
+        let cli = parse(&["--json", "--probe", "tracepoint", "--duration", "2.5", "--count", "3", "-v"]).unwrap();
         assert!(cli.json && cli.verbose);
         assert_eq!(cli.probe, ProbeChoice::Tracepoint);
         assert_eq!(cli.duration, Some(Duration::from_millis(2500)));
         assert_eq!(cli.count, Some(3));
-        assert!(matches!(
-            parse(&["probes"]).unwrap().command,
-            Some(Command::Probes)
-        ));
+        assert!(matches!(parse(&["probes"]).unwrap().command, Some(Command::Probes)));
         assert_eq!(parse(&[]).unwrap().probe, ProbeChoice::Auto);
         assert_eq!(parse(&[]).unwrap().buffer, Buffer::Ring);
-        assert!(matches!(
-            parse(&["completions", "bash"]).unwrap().command,
-            Some(Command::Completions { .. })
-        ));
+        assert!(matches!(parse(&["completions", "bash"]).unwrap().command, Some(Command::Completions { .. })));
     }
 
     #[test]
@@ -225,9 +202,7 @@ mod tests {
         assert_eq!(filter.errnos, [libc::ECONNREFUSED]);
         assert_eq!(filter.netns, [4026531840]);
         assert!(cli.validate().is_ok());
-        let many: Vec<String> = (1..=9)
-            .flat_map(|p| ["--port".to_owned(), p.to_string()])
-            .collect();
+        let many: Vec<String> = (1..=9).flat_map(|p| ["--port".to_owned(), p.to_string()]).collect();
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
         let err = parse(&many).unwrap().validate().unwrap_err();
         assert_eq!(err.exit_code(), 2);
@@ -235,14 +210,8 @@ mod tests {
 
     #[test]
     fn summary_takes_an_optional_period() {
-        assert_eq!(
-            parse(&["--summary"]).unwrap().summary,
-            Some(Duration::from_secs(5))
-        );
-        assert_eq!(
-            parse(&["--summary", "2"]).unwrap().summary,
-            Some(Duration::from_secs(2))
-        );
+        assert_eq!(parse(&["--summary"]).unwrap().summary, Some(Duration::from_secs(5)));
+        assert_eq!(parse(&["--summary", "2"]).unwrap().summary, Some(Duration::from_secs(2)));
         assert_eq!(parse(&[]).unwrap().summary, None);
     }
 

@@ -55,21 +55,9 @@ impl RateLimits {
     /// What rose since `before`, as (family, scope, count).
     pub fn increases(&self, before: &RateLimits) -> Vec<(Family, Scope, u64)> {
         [
-            (
-                Family::Ipv4,
-                Scope::Global,
-                self.global.saturating_sub(before.global),
-            ),
-            (
-                Family::Ipv4,
-                Scope::Host,
-                self.host.saturating_sub(before.host),
-            ),
-            (
-                Family::Ipv6,
-                Scope::Host,
-                self.host6.saturating_sub(before.host6),
-            ),
+            (Family::Ipv4, Scope::Global, self.global.saturating_sub(before.global)),
+            (Family::Ipv4, Scope::Host, self.host.saturating_sub(before.host)),
+            (Family::Ipv6, Scope::Host, self.host6.saturating_sub(before.host6)),
         ]
         .into_iter()
         .filter(|(_, _, n)| *n > 0)
@@ -99,21 +87,11 @@ fn read_in(ns: &File) -> Option<RateLimits> {
 /// Every network namespace in use, by inode, with a handle to enter it.
 fn namespaces() -> HashMap<u64, File> {
     let mut found = HashMap::new();
-    let procs = fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let name = entry.file_name();
-            name.to_str()
-                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-                .map(|n| format!("/proc/{n}/ns/net"))
-        });
-    let named = fs::read_dir("/run/netns")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path().display().to_string());
+    let procs = fs::read_dir("/proc").into_iter().flatten().flatten().filter_map(|entry| {
+        let name = entry.file_name();
+        name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())).map(|n| format!("/proc/{n}/ns/net"))
+    });
+    let named = fs::read_dir("/run/netns").into_iter().flatten().flatten().map(|e| e.path().display().to_string());
     for path in procs.chain(named) {
         let Ok(meta) = fs::metadata(&path) else {
             continue;
@@ -135,10 +113,7 @@ pub struct Watcher {
 impl Watcher {
     /// Takes the starting values: what was suppressed before udptrace started is not reported.
     pub fn start() -> Self {
-        let last = namespaces()
-            .iter()
-            .filter_map(|(ino, f)| Some((*ino, read_in(f)?)))
-            .collect();
+        let last = namespaces().iter().filter_map(|(ino, f)| Some((*ino, read_in(f)?))).collect();
         Self { last }
     }
 
@@ -184,45 +159,20 @@ mod tests {
         Icmp: InMsgs InErrors OutMsgs OutRateLimitGlobal OutRateLimitHost OutErrors\n\
         Icmp: 5 0 9 40 194 0\n\
         IcmpMsg: OutType3\nIcmpMsg: 9\n";
-    const SNMP6: &str =
-        "Icmp6InMsgs                     \t2\nIcmp6OutRateLimitHost           \t7\n";
+    const SNMP6: &str = "Icmp6InMsgs                     \t2\nIcmp6OutRateLimitHost           \t7\n";
 
     #[test]
     fn reads_the_rate_limit_counters() {
-        assert_eq!(
-            RateLimits::parse(SNMP, SNMP6),
-            RateLimits {
-                global: 40,
-                host: 194,
-                host6: 7
-            }
-        );
+        assert_eq!(RateLimits::parse(SNMP, SNMP6), RateLimits { global: 40, host: 194, host6: 7 });
         // A kernel without the counters.
-        assert_eq!(
-            RateLimits::parse("Icmp: InMsgs\nIcmp: 3\n", ""),
-            RateLimits::default()
-        );
+        assert_eq!(RateLimits::parse("Icmp: InMsgs\nIcmp: 3\n", ""), RateLimits::default());
     }
 
     #[test]
     fn reports_only_what_rose() {
-        let before = RateLimits {
-            global: 40,
-            host: 194,
-            host6: 7,
-        };
-        let now = RateLimits {
-            global: 40,
-            host: 200,
-            host6: 9,
-        };
-        assert_eq!(
-            now.increases(&before),
-            vec![
-                (Family::Ipv4, Scope::Host, 6),
-                (Family::Ipv6, Scope::Host, 2)
-            ]
-        );
+        let before = RateLimits { global: 40, host: 194, host6: 7 };
+        let now = RateLimits { global: 40, host: 200, host6: 9 };
+        assert_eq!(now.increases(&before), vec![(Family::Ipv4, Scope::Host, 6), (Family::Ipv6, Scope::Host, 2)]);
         assert!(before.increases(&before).is_empty());
     }
 

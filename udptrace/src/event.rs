@@ -7,8 +7,8 @@ use std::{
 };
 
 use udptrace_common::{
-    AF_INET, AF_INET6, EventHeader, IcmpSent as RawIcmpSent, SocketError as RawSocketError,
-    icmp_sent_flags, kind, socket_error_flags, verdict,
+    AF_INET, AF_INET6, EventHeader, IcmpSent as RawIcmpSent, SocketError as RawSocketError, icmp_sent_flags, kind,
+    socket_error_flags, verdict,
 };
 
 use crate::{cause::Cause, hooks::AttachMode};
@@ -209,9 +209,7 @@ impl Clock {
     pub fn now() -> Self {
         let realtime = clock_ns(libc::CLOCK_REALTIME);
         let boottime = clock_ns(libc::CLOCK_BOOTTIME);
-        Self {
-            boot_epoch_ns: realtime - boottime,
-        }
+        Self { boot_epoch_ns: realtime - boottime }
     }
 
     #[cfg(test)]
@@ -226,10 +224,7 @@ impl Clock {
 }
 
 fn clock_ns(clock: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: a valid clock id and a valid pointer.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
@@ -239,11 +234,7 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
 fn read_record<T: Copy>(bytes: &[u8], kind: u8) -> Result<T, DecodeError> {
     let need = size_of::<T>();
     if bytes.len() < need {
-        return Err(DecodeError::Short {
-            kind,
-            len: bytes.len(),
-            need,
-        });
+        return Err(DecodeError::Short { kind, len: bytes.len(), need });
     }
     // SAFETY: the length is checked; T is a plain #[repr(C)] record valid for every bit pattern;
     // read_unaligned copes with the ring buffer's 8-byte alignment.
@@ -260,8 +251,7 @@ fn meta(header: &EventHeader, clock: Clock) -> Result<Meta, DecodeError> {
     Ok(Meta {
         time: clock.wall(header.time_ns),
         netns: header.netns,
-        probe: AttachMode::from_probe_byte(header.probe)
-            .ok_or(DecodeError::UnknownProbe(header.probe))?,
+        probe: AttachMode::from_probe_byte(header.probe).ok_or(DecodeError::UnknownProbe(header.probe))?,
         pid: header.pid,
         tid: header.tid,
         comm: c_string(&header.comm),
@@ -289,11 +279,9 @@ pub fn decode(bytes: &[u8], clock: Clock) -> Result<Event, DecodeError> {
                 }),
                 errno: raw.errno,
                 verdict: Verdict::from_byte(raw.verdict),
-                recverr: has(socket_error_flags::RECVERR_KNOWN)
-                    .then(|| has(socket_error_flags::RECVERR)),
+                recverr: has(socket_error_flags::RECVERR_KNOWN).then(|| has(socket_error_flags::RECVERR)),
                 sock_ino: (raw.sock_ino != 0).then_some(raw.sock_ino),
-                owner: has(socket_error_flags::OWNER_KNOWN)
-                    .then(|| crate::owner::OwnerInfo::recorded(&raw.owner)),
+                owner: has(socket_error_flags::OWNER_KNOWN).then(|| crate::owner::OwnerInfo::recorded(&raw.owner)),
             }))
         }
         kind::ICMP_SENT | kind::ICMP_SUPPRESSED => {
@@ -302,16 +290,11 @@ pub fn decode(bytes: &[u8], clock: Clock) -> Result<Event, DecodeError> {
             let sent = IcmpSent {
                 meta: meta(&raw.header, clock)?,
                 family,
-                icmp: Icmp {
-                    icmp_type: raw.icmp_type,
-                    code: raw.icmp_code,
-                    from: None,
-                },
+                icmp: Icmp { icmp_type: raw.icmp_type, code: raw.icmp_code, from: None },
                 packet: (raw.flags & icmp_sent_flags::PACKET_KNOWN != 0).then(|| Packet {
                     src: family.addr(raw.src),
                     dst: family.addr(raw.dst),
-                    ports: (raw.flags & icmp_sent_flags::PORTS_KNOWN != 0)
-                        .then_some((raw.sport, raw.dport)),
+                    ports: (raw.flags & icmp_sent_flags::PORTS_KNOWN != 0).then_some((raw.sport, raw.dport)),
                     proto: raw.proto,
                 }),
                 stack: raw.stack[..frames.min(raw.stack.len())].to_vec(),
@@ -320,11 +303,7 @@ pub fn decode(bytes: &[u8], clock: Clock) -> Result<Event, DecodeError> {
             if header.kind == kind::ICMP_SENT {
                 return Ok(Event::IcmpSent(sent));
             }
-            let scope = if raw.flags & icmp_sent_flags::SUPPRESSED_GLOBAL != 0 {
-                Scope::Global
-            } else {
-                Scope::Host
-            };
+            let scope = if raw.flags & icmp_sent_flags::SUPPRESSED_GLOBAL != 0 { Scope::Global } else { Scope::Host };
             Ok(Event::IcmpSuppressed(IcmpSuppressed {
                 meta: sent.meta.clone(),
                 family,
@@ -345,8 +324,7 @@ pub(crate) mod tests {
 
     pub fn bytes_of<T: Copy>(value: &T) -> Vec<u8> {
         // SAFETY: T is a plain #[repr(C)] record without implicit padding.
-        unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }
-            .to_vec()
+        unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
     }
 
     pub fn header(kind: u8, family: u16) -> EventHeader {
@@ -384,12 +362,7 @@ pub(crate) mod tests {
     pub fn raw_socket_error_v4_owned() -> RawSocketError {
         let mut raw = raw_socket_error_v4();
         raw.sock_ino = 88001;
-        raw.owner = udptrace_common::Owner {
-            pid: 900,
-            tid: 901,
-            cgroup_id: 4242,
-            comm: *b"dns-client\0\0\0\0\0\0",
-        };
+        raw.owner = udptrace_common::Owner { pid: 900, tid: 901, cgroup_id: 4242, comm: *b"dns-client\0\0\0\0\0\0" };
         raw.flags |= socket_error_flags::OWNER_KNOWN;
         raw
     }
@@ -416,14 +389,11 @@ pub(crate) mod tests {
         raw
     }
 
-    const CLOCK: Clock = Clock {
-        boot_epoch_ns: 1_700_000_000_000_000_000,
-    };
+    const CLOCK: Clock = Clock { boot_epoch_ns: 1_700_000_000_000_000_000 };
 
     #[test]
     fn decodes_a_socket_error() {
-        let Event::SocketError(e) = decode(&bytes_of(&raw_socket_error_v4()), CLOCK).unwrap()
-        else {
+        let Event::SocketError(e) = decode(&bytes_of(&raw_socket_error_v4()), CLOCK).unwrap() else {
             panic!("not a socket_error")
         };
         assert_eq!(e.family, Family::Ipv4);
@@ -434,24 +404,15 @@ pub(crate) mod tests {
         assert_eq!(e.icmp, None);
         assert_eq!(e.recverr, None);
         assert_eq!(e.meta.comm, "client");
-        assert_eq!(
-            (e.meta.pid, e.meta.tid, e.meta.netns),
-            (4711, 4712, 4026532001)
-        );
+        assert_eq!((e.meta.pid, e.meta.tid, e.meta.netns), (4711, 4712, 4026532001));
         assert_eq!(e.meta.probe, AttachMode::Tracepoint);
         assert_eq!((e.sock_ino, e.owner.clone()), (None, None));
-        assert_eq!(
-            e.meta.time,
-            SystemTime::UNIX_EPOCH + Duration::from_nanos(1_700_000_005_000_000_000)
-        );
+        assert_eq!(e.meta.time, SystemTime::UNIX_EPOCH + Duration::from_nanos(1_700_000_005_000_000_000));
     }
 
     #[test]
     fn decodes_the_socket_owner() {
-        let Event::SocketError(e) = decode(&bytes_of(&raw_socket_error_v4_owned()), CLOCK).unwrap()
-        else {
-            panic!()
-        };
+        let Event::SocketError(e) = decode(&bytes_of(&raw_socket_error_v4_owned()), CLOCK).unwrap() else { panic!() };
         assert_eq!(e.sock_ino, Some(88001));
         let owner = e.owner.unwrap();
         assert_eq!(
@@ -470,38 +431,18 @@ pub(crate) mod tests {
         raw.icmp_from = "fd00::9".parse::<Ipv6Addr>().unwrap().octets();
         raw.icmp_type = 1;
         raw.icmp_code = 4;
-        raw.flags = socket_error_flags::ICMP_KNOWN
-            | socket_error_flags::RECVERR_KNOWN
-            | socket_error_flags::RECVERR;
-        let Event::SocketError(e) = decode(&bytes_of(&raw), CLOCK).unwrap() else {
-            panic!()
-        };
+        raw.flags = socket_error_flags::ICMP_KNOWN | socket_error_flags::RECVERR_KNOWN | socket_error_flags::RECVERR;
+        let Event::SocketError(e) = decode(&bytes_of(&raw), CLOCK).unwrap() else { panic!() };
         assert_eq!(e.local, "[fd00::2]:40312".parse().unwrap());
         assert_eq!(e.remote, None);
-        assert_eq!(
-            e.icmp,
-            Some(Icmp {
-                icmp_type: 1,
-                code: 4,
-                from: Some("fd00::9".parse().unwrap())
-            })
-        );
+        assert_eq!(e.icmp, Some(Icmp { icmp_type: 1, code: 4, from: Some("fd00::9".parse().unwrap()) }));
         assert_eq!(e.recverr, Some(true));
     }
 
     #[test]
     fn decodes_an_icmp_sent_with_its_stack() {
-        let Event::IcmpSent(e) = decode(&bytes_of(&raw_icmp_sent_v4()), CLOCK).unwrap() else {
-            panic!()
-        };
-        assert_eq!(
-            e.icmp,
-            Icmp {
-                icmp_type: 3,
-                code: 3,
-                from: None
-            }
-        );
+        let Event::IcmpSent(e) = decode(&bytes_of(&raw_icmp_sent_v4()), CLOCK).unwrap() else { panic!() };
+        assert_eq!(e.icmp, Icmp { icmp_type: 3, code: 3, from: None });
         let packet = e.packet.unwrap();
         assert_eq!(packet.src, "10.0.0.2".parse::<IpAddr>().unwrap());
         assert_eq!(packet.dst, "10.0.0.9".parse::<IpAddr>().unwrap());
@@ -514,18 +455,11 @@ pub(crate) mod tests {
         let mut raw = raw_icmp_sent_v4();
         raw.header.kind = kind::ICMP_SUPPRESSED;
         raw.flags |= icmp_sent_flags::SUPPRESSED_HOST;
-        let Event::IcmpSuppressed(e) = decode(&bytes_of(&raw), CLOCK).unwrap() else {
-            panic!()
-        };
+        let Event::IcmpSuppressed(e) = decode(&bytes_of(&raw), CLOCK).unwrap() else { panic!() };
         assert_eq!((e.scope, e.count), (Scope::Host, 1));
-        assert_eq!(
-            e.attempt.unwrap().packet.unwrap().ports,
-            Some((40312, 8888))
-        );
+        assert_eq!(e.attempt.unwrap().packet.unwrap().ports, Some((40312, 8888)));
         raw.flags = icmp_sent_flags::SUPPRESSED_GLOBAL;
-        let Event::IcmpSuppressed(e) = decode(&bytes_of(&raw), CLOCK).unwrap() else {
-            panic!()
-        };
+        let Event::IcmpSuppressed(e) = decode(&bytes_of(&raw), CLOCK).unwrap() else { panic!() };
         assert_eq!(e.scope, Scope::Global);
     }
 
@@ -534,9 +468,7 @@ pub(crate) mod tests {
         let mut raw = raw_icmp_sent_v4();
         raw.stack_bytes = -libc::EFAULT;
         raw.flags = icmp_sent_flags::PACKET_KNOWN;
-        let Event::IcmpSent(e) = decode(&bytes_of(&raw), CLOCK).unwrap() else {
-            panic!()
-        };
+        let Event::IcmpSent(e) = decode(&bytes_of(&raw), CLOCK).unwrap() else { panic!() };
         assert!(e.stack.is_empty());
         assert_eq!(e.packet.unwrap().ports, None);
     }
@@ -544,29 +476,13 @@ pub(crate) mod tests {
     #[test]
     fn rejects_short_and_unknown_records() {
         let bytes = bytes_of(&raw_socket_error_v4());
-        assert!(matches!(
-            decode(&bytes[..50], CLOCK),
-            Err(DecodeError::Short {
-                kind: 1,
-                len: 50,
-                ..
-            })
-        ));
-        assert!(matches!(
-            decode(&bytes[..3], CLOCK),
-            Err(DecodeError::Short { .. })
-        ));
+        assert!(matches!(decode(&bytes[..50], CLOCK), Err(DecodeError::Short { kind: 1, len: 50, .. })));
+        assert!(matches!(decode(&bytes[..3], CLOCK), Err(DecodeError::Short { .. })));
         let mut raw = raw_socket_error_v4();
         raw.header.kind = 99;
-        assert_eq!(
-            decode(&bytes_of(&raw), CLOCK),
-            Err(DecodeError::UnknownKind(99))
-        );
+        assert_eq!(decode(&bytes_of(&raw), CLOCK), Err(DecodeError::UnknownKind(99)));
         raw.header.kind = kind::SOCKET_ERROR;
         raw.header.family = 7;
-        assert_eq!(
-            decode(&bytes_of(&raw), CLOCK),
-            Err(DecodeError::UnknownFamily(7))
-        );
+        assert_eq!(decode(&bytes_of(&raw), CLOCK), Err(DecodeError::UnknownFamily(7)));
     }
 }

@@ -146,19 +146,12 @@ const ERRNO_NAMES: [&str; 134] = [
 
 /// The symbolic name of a positive errno; `None` for 0 and numbers Linux does not define.
 pub fn errno_name(errno: i32) -> Option<&'static str> {
-    usize::try_from(errno)
-        .ok()
-        .and_then(|i| ERRNO_NAMES.get(i))
-        .copied()
-        .filter(|n| !n.is_empty())
+    usize::try_from(errno).ok().and_then(|i| ERRNO_NAMES.get(i)).copied().filter(|n| !n.is_empty())
 }
 
 /// The number of an errno name (`ECONNREFUSED`); `None` for a name Linux does not define.
 pub fn errno_number(name: &str) -> Option<i32> {
-    ERRNO_NAMES
-        .iter()
-        .position(|n| !n.is_empty() && *n == name)
-        .and_then(|i| i32::try_from(i).ok())
+    ERRNO_NAMES.iter().position(|n| !n.is_empty() && *n == name).and_then(|i| i32::try_from(i).ok())
 }
 
 /// The errno the kernel derives from an ICMP error, and whether it is hard (reported to a connected socket
@@ -168,8 +161,7 @@ pub fn errno_number(name: &str) -> Option<i32> {
 /// table cannot know. `None` for route updates (source quench, redirect), which are not errors.
 pub fn icmp_errno(family: Family, icmp_type: u8, code: u8) -> Option<(i32, bool)> {
     use libc::{
-        EACCES, ECONNREFUSED, EHOSTDOWN, EHOSTUNREACH, EMSGSIZE, ENETUNREACH, ENONET, ENOPROTOOPT,
-        EOPNOTSUPP, EPROTO,
+        EACCES, ECONNREFUSED, EHOSTDOWN, EHOSTUNREACH, EMSGSIZE, ENETUNREACH, ENONET, ENOPROTOOPT, EOPNOTSUPP, EPROTO,
     };
     const V4_UNREACH: [(i32, bool); 16] = [
         (ENETUNREACH, false),
@@ -200,23 +192,13 @@ pub fn icmp_errno(family: Family, icmp_type: u8, code: u8) -> Option<(i32, bool)
     ];
     match family {
         Family::Ipv4 => match icmp_type {
-            3 => Some(
-                V4_UNREACH
-                    .get(usize::from(code))
-                    .copied()
-                    .unwrap_or((EHOSTUNREACH, false)),
-            ),
+            3 => Some(V4_UNREACH.get(usize::from(code)).copied().unwrap_or((EHOSTUNREACH, false))),
             4 | 5 => None,
             12 => Some((EPROTO, true)),
             _ => Some((EHOSTUNREACH, false)),
         },
         Family::Ipv6 => match icmp_type {
-            1 => Some(
-                V6_UNREACH
-                    .get(usize::from(code))
-                    .copied()
-                    .unwrap_or((EPROTO, true)),
-            ),
+            1 => Some(V6_UNREACH.get(usize::from(code)).copied().unwrap_or((EPROTO, true))),
             2 => Some((EMSGSIZE, true)),
             4 => Some((EPROTO, true)),
             3 => Some((EHOSTUNREACH, false)),
@@ -299,11 +281,7 @@ pub fn explain_socket_error(e: &SocketError) -> String {
     let errno = errno_name(e.errno).unwrap_or("an error");
     let icmp = e.icmp.map(|i| icmp_name(e.family, i.icmp_type, i.code));
     let peer = e.remote.map(|r| format!("udp/{} at {}", r.port(), r.ip()));
-    let queued = if e.recverr == Some(true) {
-        "; also queued for MSG_ERRQUEUE (IP_RECVERR)"
-    } else {
-        ""
-    };
+    let queued = if e.recverr == Some(true) { "; also queued for MSG_ERRQUEUE (IP_RECVERR)" } else { "" };
     match e.verdict {
         Some(Verdict::Delivered) => match (e.errno, &peer) {
             (libc::ECONNREFUSED, Some(peer)) => format!(
@@ -335,9 +313,7 @@ pub fn explain_socket_error(e: &SocketError) -> String {
 
 /// One short sentence: why this host sent the ICMP error.
 pub fn explain_icmp_sent(e: &IcmpSent) -> String {
-    let port = e
-        .packet
-        .and_then(|p| p.ports.map(|(_, dport)| (proto_name(p.proto), dport)));
+    let port = e.packet.and_then(|p| p.ports.map(|(_, dport)| (proto_name(p.proto), dport)));
     match e.cause {
         Cause::NoListener => match port {
             Some((proto, dport)) => format!("no socket listens on {proto}/{dport} here"),
@@ -448,18 +424,9 @@ mod tests {
     fn the_kernel_rule_for_reporting_errors() {
         let soft = |t, c| !icmp_errno(Family::Ipv4, t, c).unwrap().1;
         assert_eq!(kernel_verdict(!soft(3, 3), true, false), Verdict::Delivered);
-        assert_eq!(
-            kernel_verdict(!soft(3, 1), true, false),
-            Verdict::IgnoredSoftError
-        );
-        assert_eq!(
-            kernel_verdict(!soft(11, 0), true, false),
-            Verdict::IgnoredSoftError
-        );
-        assert_eq!(
-            kernel_verdict(!soft(3, 3), false, false),
-            Verdict::IgnoredUnconnected
-        );
+        assert_eq!(kernel_verdict(!soft(3, 1), true, false), Verdict::IgnoredSoftError);
+        assert_eq!(kernel_verdict(!soft(11, 0), true, false), Verdict::IgnoredSoftError);
+        assert_eq!(kernel_verdict(!soft(3, 3), false, false), Verdict::IgnoredUnconnected);
         assert_eq!(kernel_verdict(!soft(3, 1), false, true), Verdict::Delivered);
         assert_eq!(kernel_verdict(!soft(3, 1), true, true), Verdict::Delivered);
     }
@@ -473,23 +440,14 @@ mod tests {
         else {
             panic!()
         };
-        e.icmp = Some(crate::event::Icmp {
-            icmp_type: 3,
-            code: 1,
-            from: None,
-        });
+        e.icmp = Some(crate::event::Icmp { icmp_type: 3, code: 1, from: None });
         e.verdict = Some(Verdict::IgnoredSoftError);
         assert_eq!(
             explain_socket_error(&e),
             "host-unreachable is a soft error: Linux does not report it to a connected UDP socket without IP_RECVERR"
         );
         let mut texts = Vec::new();
-        for verdict in [
-            Verdict::Delivered,
-            Verdict::IgnoredSoftError,
-            Verdict::IgnoredUnconnected,
-            Verdict::NoSocket,
-        ] {
+        for verdict in [Verdict::Delivered, Verdict::IgnoredSoftError, Verdict::IgnoredUnconnected, Verdict::NoSocket] {
             e.verdict = Some(verdict);
             texts.push(explain_socket_error(&e));
         }

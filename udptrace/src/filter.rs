@@ -52,11 +52,7 @@ fn mask(addr: &[u8], len: u8) -> Vec<u8> {
         .enumerate()
         .map(|(i, b)| {
             let covered = usize::from(len).saturating_sub(i * 8);
-            if covered >= 8 {
-                *b
-            } else {
-                b & !(0xffu8.checked_shr(covered as u32).unwrap_or(0))
-            }
+            if covered >= 8 { *b } else { b & !(0xffu8.checked_shr(covered as u32).unwrap_or(0)) }
         })
         .collect()
 }
@@ -82,15 +78,11 @@ pub fn parse_prefix(text: &str) -> Result<Prefix, String> {
     };
     let addr = match addr {
         IpAddr::V4(a) => {
-            let bytes: [u8; 4] = mask(&a.octets(), len)
-                .try_into()
-                .expect("4 bytes in, 4 out");
+            let bytes: [u8; 4] = mask(&a.octets(), len).try_into().expect("4 bytes in, 4 out");
             IpAddr::from(bytes)
         }
         IpAddr::V6(a) => {
-            let bytes: [u8; 16] = mask(&a.octets(), len)
-                .try_into()
-                .expect("16 bytes in, 16 out");
+            let bytes: [u8; 16] = mask(&a.octets(), len).try_into().expect("16 bytes in, 16 out");
             IpAddr::from(bytes)
         }
     };
@@ -118,25 +110,11 @@ fn icmp_errnos() -> Vec<i32> {
 /// `--errno NAME`: a name (any case) of an errno an ICMP error can give.
 pub fn parse_errno(text: &str) -> Result<i32, String> {
     let possible = icmp_errnos();
-    let names = || {
-        possible
-            .iter()
-            .filter_map(|&e| errno_name(e))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let errno = errno_number(&text.to_ascii_uppercase()).ok_or_else(|| {
-        format!(
-            "`{text}` is not an errno name; ICMP errors give {}",
-            names()
-        )
-    })?;
+    let names = || possible.iter().filter_map(|&e| errno_name(e)).collect::<Vec<_>>().join(", ");
+    let errno = errno_number(&text.to_ascii_uppercase())
+        .ok_or_else(|| format!("`{text}` is not an errno name; ICMP errors give {}", names()))?;
     if !possible.contains(&errno) {
-        return Err(format!(
-            "no ICMP error gives {}; they give {}",
-            text.to_ascii_uppercase(),
-            names()
-        ));
+        return Err(format!("no ICMP error gives {}; they give {}", text.to_ascii_uppercase(), names()));
     }
     Ok(errno)
 }
@@ -147,13 +125,10 @@ pub fn parse_netns(text: &str) -> Result<u32, String> {
         return Ok(inode);
     }
     if !text.contains('/') {
-        return Err(format!(
-            "`{text}` is neither a namespace inode number nor a path to a namespace"
-        ));
+        return Err(format!("`{text}` is neither a namespace inode number nor a path to a namespace"));
     }
     let meta = std::fs::metadata(Path::new(text)).map_err(|e| format!("{text}: {e}"))?;
-    u32::try_from(meta.ino())
-        .map_err(|_| format!("{text}: inode {} is not a namespace's", meta.ino()))
+    u32::try_from(meta.ino()).map_err(|_| format!("{text}: inode {} is not a namespace's", meta.ino()))
 }
 
 /// `--comm NAME`: the kernel keeps 15 bytes of a task's name, so a longer one is cut there too.
@@ -190,9 +165,7 @@ impl Filter {
             ("--netns", self.netns.len()),
         ] {
             if n > FILTER_VALUES {
-                return Err(format!(
-                    "{option} is given {n} times; at most {FILTER_VALUES} values are kept"
-                ));
+                return Err(format!("{option} is given {n} times; at most {FILTER_VALUES} values are kept"));
             }
         }
         Ok(())
@@ -221,19 +194,9 @@ impl Filter {
                 IpAddr::V4(a) => {
                     let mut addr = [0; 16];
                     addr[..4].copy_from_slice(&a.octets());
-                    AddrFilter {
-                        addr,
-                        family: AF_INET,
-                        prefix_len: prefix.len,
-                        _pad0: 0,
-                    }
+                    AddrFilter { addr, family: AF_INET, prefix_len: prefix.len, _pad0: 0 }
                 }
-                IpAddr::V6(a) => AddrFilter {
-                    addr: a.octets(),
-                    family: AF_INET6,
-                    prefix_len: prefix.len,
-                    _pad0: 0,
-                },
+                IpAddr::V6(a) => AddrFilter { addr: a.octets(), family: AF_INET6, prefix_len: prefix.len, _pad0: 0 },
             };
         }
         k.icmp = [self.icmp_mask(Family::Ipv4), self.icmp_mask(Family::Ipv6)];
@@ -248,8 +211,7 @@ impl Filter {
 
     /// Which ICMP errors of `family` give one of `--errno` (see [`IcmpMask`]).
     fn icmp_mask(&self, family: Family) -> IcmpMask {
-        let gives =
-            |t, c| icmp_errno(family, t, c).is_some_and(|(errno, _)| self.errnos.contains(&errno));
+        let gives = |t, c| icmp_errno(family, t, c).is_some_and(|(errno, _)| self.errnos.contains(&errno));
         let unreach = match family {
             Family::Ipv4 => 3,
             Family::Ipv6 => 1,
@@ -300,11 +262,7 @@ impl Filter {
     }
 
     fn any_addr(&self, addrs: &[IpAddr]) -> bool {
-        self.addrs.is_empty()
-            || self
-                .addrs
-                .iter()
-                .any(|prefix| addrs.iter().any(|a| prefix.contains(*a)))
+        self.addrs.is_empty() || self.addrs.iter().any(|prefix| addrs.iter().any(|a| prefix.contains(*a)))
     }
 
     fn any_errno(&self, errno: Option<i32>) -> bool {
@@ -313,9 +271,7 @@ impl Filter {
 
     fn socket_error(&self, e: &SocketError) -> bool {
         let owner = e.owner.as_ref();
-        let ports: Vec<u16> = std::iter::once(e.local.port())
-            .chain(e.remote.map(|r| r.port()))
-            .collect();
+        let ports: Vec<u16> = std::iter::once(e.local.port()).chain(e.remote.map(|r| r.port())).collect();
         let addrs: Vec<IpAddr> = std::iter::once(e.local.ip())
             .chain(e.remote.map(|r: SocketAddr| r.ip()))
             .chain(e.icmp.and_then(|i| i.from))
@@ -329,20 +285,14 @@ impl Filter {
     }
 
     fn icmp_sent(&self, e: &IcmpSent) -> bool {
-        let ports: Vec<u16> = e
-            .packet
-            .and_then(|p| p.ports)
-            .map(|(s, d)| vec![s, d])
-            .unwrap_or_default();
+        let ports: Vec<u16> = e.packet.and_then(|p| p.ports).map(|(s, d)| vec![s, d]).unwrap_or_default();
         let addrs: Vec<IpAddr> = e.packet.map(|p| vec![p.src, p.dst]).unwrap_or_default();
         self.pids.is_empty()
             && self.comms.is_empty()
             && self.any_netns(e.meta.netns)
             && (self.ports.is_empty() || self.any_port(&ports) && !ports.is_empty())
             && (self.addrs.is_empty() || self.any_addr(&addrs) && !addrs.is_empty())
-            && self.any_errno(
-                icmp_errno(e.family, e.icmp.icmp_type, e.icmp.code).map(|(errno, _)| errno),
-            )
+            && self.any_errno(icmp_errno(e.family, e.icmp.icmp_type, e.icmp.code).map(|(errno, _)| errno))
     }
 }
 
@@ -353,14 +303,7 @@ mod tests {
     use crate::hooks::AttachMode;
 
     fn meta(netns: u32) -> Meta {
-        Meta {
-            time: std::time::UNIX_EPOCH,
-            netns,
-            probe: AttachMode::FEntry,
-            pid: 0,
-            tid: 0,
-            comm: String::new(),
-        }
+        Meta { time: std::time::UNIX_EPOCH, netns, probe: AttachMode::FEntry, pid: 0, tid: 0, comm: String::new() }
     }
 
     fn refused(owner: Option<(u32, &str)>) -> Event {
@@ -369,11 +312,7 @@ mod tests {
             family: Family::Ipv4,
             local: "10.0.0.2:40312".parse().unwrap(),
             remote: Some("10.0.0.9:8888".parse().unwrap()),
-            icmp: Some(crate::event::Icmp {
-                icmp_type: 3,
-                code: 3,
-                from: Some("10.0.0.1".parse().unwrap()),
-            }),
+            icmp: Some(crate::event::Icmp { icmp_type: 3, code: 3, from: Some("10.0.0.1".parse().unwrap()) }),
             errno: libc::ECONNREFUSED,
             verdict: Some(crate::event::Verdict::Delivered),
             recverr: Some(false),
@@ -390,11 +329,7 @@ mod tests {
         Event::IcmpSent(IcmpSent {
             meta: meta(4026532001),
             family: Family::Ipv4,
-            icmp: crate::event::Icmp {
-                icmp_type,
-                code,
-                from: None,
-            },
+            icmp: crate::event::Icmp { icmp_type, code, from: None },
             packet: Some(Packet {
                 src: "10.0.0.2".parse().unwrap(),
                 dst: "10.0.0.9".parse().unwrap(),
@@ -414,14 +349,7 @@ mod tests {
 
     #[test]
     fn no_option_lets_everything_through() {
-        for event in [
-            refused(None),
-            sent(3, 3),
-            Event::Lost {
-                time: std::time::UNIX_EPOCH,
-                count: 1,
-            },
-        ] {
+        for event in [refused(None), sent(3, 3), Event::Lost { time: std::time::UNIX_EPOCH, count: 1 }] {
             assert!(Filter::default().matches(&event));
         }
     }
@@ -473,10 +401,7 @@ mod tests {
         assert!(!filter(|f| f.pids = vec![4711]).matches(&sent(3, 3)));
         assert!(!filter(|f| f.comms = vec!["x".into()]).matches(&sent(3, 3)));
         // Lost events are never filtered.
-        assert!(filter(|f| f.pids = vec![4711]).matches(&Event::Lost {
-            time: std::time::UNIX_EPOCH,
-            count: 2
-        }));
+        assert!(filter(|f| f.pids = vec![4711]).matches(&Event::Lost { time: std::time::UNIX_EPOCH, count: 2 }));
     }
 
     #[test]
@@ -510,20 +435,12 @@ mod tests {
             pids: vec![7, 8],
             comms: vec!["dns-client".into()],
             ports: vec![53],
-            addrs: vec![
-                parse_prefix("fd00::/8").unwrap(),
-                parse_prefix("192.168.1.7/16").unwrap(),
-            ],
+            addrs: vec![parse_prefix("fd00::/8").unwrap(), parse_prefix("192.168.1.7/16").unwrap()],
             errnos: vec![],
             netns: vec![4026531840],
         };
         let k = f.for_kernel();
-        assert_eq!(
-            (
-                k.n_pids, k.n_comms, k.n_ports, k.n_addrs, k.n_errnos, k.n_netns
-            ),
-            (2, 1, 1, 2, 0, 1)
-        );
+        assert_eq!((k.n_pids, k.n_comms, k.n_ports, k.n_addrs, k.n_errnos, k.n_netns), (2, 1, 1, 2, 0, 1));
         assert_eq!(&k.pids[..2], &[7, 8]);
         assert_eq!(&k.comms[0][..11], b"dns-client\0");
         assert_eq!(k.addrs[0].family, AF_INET6);
@@ -535,34 +452,11 @@ mod tests {
 
     #[test]
     fn parses_prefixes() {
-        assert_eq!(
-            parse_prefix("10.1.2.3").unwrap(),
-            Prefix {
-                addr: "10.1.2.3".parse().unwrap(),
-                len: 32
-            }
-        );
-        assert_eq!(
-            parse_prefix("10.1.2.3/20").unwrap(),
-            Prefix {
-                addr: "10.1.0.0".parse().unwrap(),
-                len: 20
-            }
-        );
-        assert_eq!(
-            parse_prefix("[fd00::1]/64").unwrap().addr,
-            "fd00::".parse::<IpAddr>().unwrap()
-        );
+        assert_eq!(parse_prefix("10.1.2.3").unwrap(), Prefix { addr: "10.1.2.3".parse().unwrap(), len: 32 });
+        assert_eq!(parse_prefix("10.1.2.3/20").unwrap(), Prefix { addr: "10.1.0.0".parse().unwrap(), len: 20 });
+        assert_eq!(parse_prefix("[fd00::1]/64").unwrap().addr, "fd00::".parse::<IpAddr>().unwrap());
         assert_eq!(parse_prefix("0.0.0.0/0").unwrap().len, 0);
-        for bad in [
-            "10.0.0.300",
-            "10.0.0.1/33",
-            "fd00::/129",
-            "10.0.0.1/",
-            "host.example",
-            "10.0.0.1/-1",
-            "",
-        ] {
+        for bad in ["10.0.0.300", "10.0.0.1/33", "fd00::/129", "10.0.0.1/", "host.example", "10.0.0.1/-1", ""] {
             assert!(parse_prefix(bad).is_err(), "{bad}");
         }
     }
@@ -572,15 +466,9 @@ mod tests {
         assert_eq!(parse_errno("ECONNREFUSED"), Ok(libc::ECONNREFUSED));
         assert_eq!(parse_errno("ehostunreach"), Ok(libc::EHOSTUNREACH));
         let unknown = parse_errno("EFOO").unwrap_err();
-        assert!(
-            unknown.contains("not an errno name") && unknown.contains("ECONNREFUSED"),
-            "{unknown}"
-        );
+        assert!(unknown.contains("not an errno name") && unknown.contains("ECONNREFUSED"), "{unknown}");
         let impossible = parse_errno("ENOENT").unwrap_err();
-        assert!(
-            impossible.starts_with("no ICMP error gives ENOENT"),
-            "{impossible}"
-        );
+        assert!(impossible.starts_with("no ICMP error gives ENOENT"), "{impossible}");
     }
 
     #[test]
@@ -588,10 +476,7 @@ mod tests {
         assert_eq!(parse_netns("4026531840"), Ok(4026531840));
         assert!(parse_netns("blue").is_err());
         assert!(parse_netns("/nonexistent/ns").is_err());
-        assert_eq!(
-            parse_comm("a-very-long-process-name").unwrap(),
-            "a-very-long-pro"
-        );
+        assert_eq!(parse_comm("a-very-long-process-name").unwrap(), "a-very-long-pro");
         assert!(parse_comm("").is_err());
     }
 }

@@ -21,11 +21,7 @@ pub enum AttachMode {
 
 impl AttachMode {
     /// The order `--probe auto` tries them in.
-    pub const LADDER: [AttachMode; 3] = [
-        AttachMode::FEntry,
-        AttachMode::Kprobe,
-        AttachMode::Tracepoint,
-    ];
+    pub const LADDER: [AttachMode; 3] = [AttachMode::FEntry, AttachMode::Kprobe, AttachMode::Tracepoint];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -91,28 +87,19 @@ pub struct Program {
 }
 
 const fn program(name: &'static str, target: Target) -> Program {
-    Program {
-        name,
-        target,
-        fallback: None,
-    }
+    Program { name, target, fallback: None }
 }
 
 impl Program {
     const fn or(self, fallback: &'static Program, why: &'static str) -> Program {
-        Program {
-            fallback: Some((fallback, why)),
-            ..self
-        }
+        Program { fallback: Some((fallback, why)), ..self }
     }
 }
 
 /// BPF trampolines take at most six arguments on x86_64 before 6.3; the socket lookups take nine.
 const NINE_ARGUMENTS: &str = "fexit cannot attach to a 9-argument function before 6.3 on x86_64";
-const KRETPROBE_LOOKUP4: Program =
-    program("kretprobe_udp_lib_lookup", Kretprobe("__udp4_lib_lookup"));
-const KRETPROBE_LOOKUP6: Program =
-    program("kretprobe_udp_lib_lookup", Kretprobe("__udp6_lib_lookup"));
+const KRETPROBE_LOOKUP4: Program = program("kretprobe_udp_lib_lookup", Kretprobe("__udp4_lib_lookup"));
+const KRETPROBE_LOOKUP6: Program = program("kretprobe_udp_lib_lookup", Kretprobe("__udp6_lib_lookup"));
 
 /// One way (mode) to implement a logical hook. All its programs attach, or none does.
 #[derive(Clone, Copy, Debug)]
@@ -143,8 +130,7 @@ impl Hook {
 use Target::{FEntry, FExit, Kprobe, Kretprobe, RawTracepoint};
 
 /// What every mode of `socket_owner` sees.
-const OWNER_LIMITS: &str =
-    "the last sender of each socket; sockets no send was seen on are found through /proc";
+const OWNER_LIMITS: &str = "the last sender of each socket; sockets no send was seen on are found through /proc";
 
 pub static HOOKS: &[Hook] = &[
     Hook {
@@ -159,10 +145,8 @@ pub static HOOKS: &[Hook] = &[
                     // icmpv6_notify (4 arguments) rather than __udp6_lib_err (7): trampolines take six before 6.3.
                     program("fentry_icmpv6_notify", FEntry("icmpv6_notify")),
                     program("fexit_icmpv6_notify", FExit("icmpv6_notify")),
-                    program("fexit_udp4_lib_lookup", FExit("__udp4_lib_lookup"))
-                        .or(&KRETPROBE_LOOKUP4, NINE_ARGUMENTS),
-                    program("fexit_udp6_lib_lookup", FExit("__udp6_lib_lookup"))
-                        .or(&KRETPROBE_LOOKUP6, NINE_ARGUMENTS),
+                    program("fexit_udp4_lib_lookup", FExit("__udp4_lib_lookup")).or(&KRETPROBE_LOOKUP4, NINE_ARGUMENTS),
+                    program("fexit_udp6_lib_lookup", FExit("__udp6_lib_lookup")).or(&KRETPROBE_LOOKUP6, NINE_ARGUMENTS),
                     program("fexit_sock_queue_err_skb", FExit("sock_queue_err_skb")),
                     program("fentry_sk_error_report", FEntry("sk_error_report")),
                 ],
@@ -178,10 +162,7 @@ pub static HOOKS: &[Hook] = &[
                     program("kretprobe_udp_lib_err", Kretprobe("__udp6_lib_err")),
                     KRETPROBE_LOOKUP4,
                     KRETPROBE_LOOKUP6,
-                    program(
-                        "kretprobe_sock_queue_err_skb",
-                        Kretprobe("sock_queue_err_skb"),
-                    ),
+                    program("kretprobe_sock_queue_err_skb", Kretprobe("sock_queue_err_skb")),
                     program("kprobe_sk_error_report", Kprobe("sk_error_report")),
                 ],
                 since: "5.12 (sk_error_report); CONFIG_KPROBES",
@@ -191,10 +172,7 @@ pub static HOOKS: &[Hook] = &[
                 mode: AttachMode::Tracepoint,
                 programs: &[program(
                     "tp_inet_sk_error_report",
-                    RawTracepoint {
-                        category: "sock",
-                        name: "inet_sk_error_report",
-                    },
+                    RawTracepoint { category: "sock", name: "inet_sk_error_report" },
                 )],
                 since: "5.14",
                 limits: "delivered errors only, without the ICMP header; no remote for unconnected sockets",
@@ -227,10 +205,7 @@ pub static HOOKS: &[Hook] = &[
                 mode: AttachMode::Tracepoint,
                 programs: &[program(
                     "tp_sock_send_length",
-                    RawTracepoint {
-                        category: "sock",
-                        name: "sock_send_length",
-                    },
+                    RawTracepoint { category: "sock", name: "sock_send_length" },
                 )],
                 since: "6.3",
                 limits: OWNER_LIMITS,
@@ -248,19 +223,10 @@ pub static HOOKS: &[Hook] = &[
                     program("fexit_icmp_send", FExit("__icmp_send")),
                     program("fentry_icmp6_send", FEntry("icmp6_send")),
                     program("fexit_icmp6_send", FExit("icmp6_send")),
-                    program(
-                        "fentry_ip_push_pending_frames",
-                        FEntry("ip_push_pending_frames"),
-                    ),
-                    program(
-                        "fentry_ip6_push_pending_frames",
-                        FEntry("ip6_push_pending_frames"),
-                    ),
+                    program("fentry_ip_push_pending_frames", FEntry("ip_push_pending_frames")),
+                    program("fentry_ip6_push_pending_frames", FEntry("ip6_push_pending_frames")),
                     program("fexit_icmp_global_allow", FExit("icmp_global_allow")),
-                    program(
-                        "fexit_inet_peer_xrlim_allow",
-                        FExit("inet_peer_xrlim_allow"),
-                    ),
+                    program("fexit_inet_peer_xrlim_allow", FExit("inet_peer_xrlim_allow")),
                 ],
                 since: "5.17 (bpf_get_func_ret); BPF trampolines: x86_64 5.5, arm64 6.0",
                 limits: "IPv4 and IPv6; each ICMP error a rate limit stopped, with its packet",
@@ -272,35 +238,17 @@ pub static HOOKS: &[Hook] = &[
                     program("kprobe_icmp6_send", Kprobe("icmp6_send")),
                     program("kretprobe_icmp_send", Kretprobe("__icmp_send")),
                     program("kretprobe_icmp_send", Kretprobe("icmp6_send")),
-                    program(
-                        "kprobe_push_pending_frames",
-                        Kprobe("ip_push_pending_frames"),
-                    ),
-                    program(
-                        "kprobe_push_pending_frames",
-                        Kprobe("ip6_push_pending_frames"),
-                    ),
-                    program(
-                        "kretprobe_icmp_global_allow",
-                        Kretprobe("icmp_global_allow"),
-                    ),
-                    program(
-                        "kretprobe_inet_peer_xrlim_allow",
-                        Kretprobe("inet_peer_xrlim_allow"),
-                    ),
+                    program("kprobe_push_pending_frames", Kprobe("ip_push_pending_frames")),
+                    program("kprobe_push_pending_frames", Kprobe("ip6_push_pending_frames")),
+                    program("kretprobe_icmp_global_allow", Kretprobe("icmp_global_allow")),
+                    program("kretprobe_inet_peer_xrlim_allow", Kretprobe("inet_peer_xrlim_allow")),
                 ],
                 since: "5.0 (__icmp_send); CONFIG_KPROBES",
                 limits: "IPv4 and IPv6; each ICMP error a rate limit stopped, with its packet",
             },
             Variant {
                 mode: AttachMode::Tracepoint,
-                programs: &[program(
-                    "tp_icmp_send",
-                    RawTracepoint {
-                        category: "icmp",
-                        name: "icmp_send",
-                    },
-                )],
+                programs: &[program("tp_icmp_send", RawTracepoint { category: "icmp", name: "icmp_send" })],
                 since: "6.10 (backported to 6.1.130, 6.6.81)",
                 limits: "IPv4 only; rate-limited errors as per-namespace counts from the kernel's counters",
             },
@@ -317,9 +265,7 @@ mod tests {
         let mut owners: Vec<(&str, AttachMode, &str)> = Vec::new();
         for hook in HOOKS {
             for mode in AttachMode::LADDER {
-                let variant = hook
-                    .variant(mode)
-                    .unwrap_or_else(|| panic!("{} has no {mode} variant", hook.name));
+                let variant = hook.variant(mode).unwrap_or_else(|| panic!("{} has no {mode} variant", hook.name));
                 assert!(!variant.programs.is_empty());
                 for program in variant.programs {
                     // The program's kind must match the mode it serves.
@@ -329,21 +275,11 @@ mod tests {
                         (AttachMode::Tracepoint, Target::RawTracepoint { .. }) => true,
                         _ => false,
                     };
-                    assert!(
-                        kind_ok,
-                        "{} in {mode} attaches as {}",
-                        program.name, program.target
-                    );
+                    assert!(kind_ok, "{} in {mode} attaches as {}", program.name, program.target);
                     if let Some((fallback, why)) = program.fallback {
-                        assert!(
-                            !why.is_empty() && fallback.fallback.is_none(),
-                            "{} has a bad fallback",
-                            program.name
-                        );
+                        assert!(!why.is_empty() && fallback.fallback.is_none(), "{} has a bad fallback", program.name);
                     }
-                    if let Some((_, other_mode, other_hook)) =
-                        owners.iter().find(|(n, ..)| *n == program.name)
-                    {
+                    if let Some((_, other_mode, other_hook)) = owners.iter().find(|(n, ..)| *n == program.name) {
                         assert_eq!(
                             (*other_mode, *other_hook),
                             (mode, hook.name),

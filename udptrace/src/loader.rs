@@ -87,9 +87,7 @@ impl KernelFacts {
 
     fn aya_btf(&self) -> Result<&Btf, String> {
         self.aya_btf
-            .get_or_init(|| {
-                Btf::from_sys_fs().map_err(|e| format!("reading the kernel's BTF: {e}"))
-            })
+            .get_or_init(|| Btf::from_sys_fs().map_err(|e| format!("reading the kernel's BTF: {e}")))
             .as_ref()
             .map_err(Clone::clone)
     }
@@ -129,12 +127,7 @@ pub fn attach_all(ebpf: &mut Ebpf, facts: &KernelFacts, choice: ProbeChoice) -> 
     HOOKS
         .iter()
         .map(|hook| {
-            let mut outcome = HookOutcome {
-                hook,
-                attached: None,
-                failures: Vec::new(),
-                fallbacks: Vec::new(),
-            };
+            let mut outcome = HookOutcome { hook, attached: None, failures: Vec::new(), fallbacks: Vec::new() };
             for &mode in choice.modes() {
                 let Some(variant) = hook.variant(mode) else {
                     outcome.failures.push(Failure {
@@ -159,11 +152,7 @@ pub fn attach_all(ebpf: &mut Ebpf, facts: &KernelFacts, choice: ProbeChoice) -> 
 }
 
 /// Attaches every program of `variant`, each through its fallback if it must. Returns the fallbacks taken.
-fn attach_variant(
-    ebpf: &mut Ebpf,
-    facts: &KernelFacts,
-    variant: &Variant,
-) -> Result<Vec<String>, Failure> {
+fn attach_variant(ebpf: &mut Ebpf, facts: &KernelFacts, variant: &Variant) -> Result<Vec<String>, Failure> {
     let mut fallbacks = Vec::new();
     for program in variant.programs {
         let attached = checked_attach(ebpf, facts, program, variant.since).or_else(|primary| {
@@ -171,23 +160,14 @@ fn attach_variant(
                 return Err(primary);
             };
             checked_attach(ebpf, facts, fallback, variant.since)
-                .map(|()| {
-                    fallbacks.push(format!(
-                        "{} instead of {} ({why})",
-                        fallback.target, program.target
-                    ))
-                })
+                .map(|()| fallbacks.push(format!("{} instead of {} ({why})", fallback.target, program.target)))
                 .map_err(|_| primary)
         });
         if let Err((reason, verifier_log)) = attached {
             // All or nothing: a half-attached variant would give half the story, and the next mode would
             // report the same events twice.
             unload_variant(ebpf, variant);
-            return Err(Failure {
-                mode: variant.mode,
-                reason: format!("{}: {reason}", program.target),
-                verifier_log,
-            });
+            return Err(Failure { mode: variant.mode, reason: format!("{}: {reason}", program.target), verifier_log });
         }
     }
     Ok(fallbacks)
@@ -206,16 +186,9 @@ fn checked_attach(
 }
 
 /// Loads (once) and attaches one program. On failure: a one-line reason and the verifier log if any.
-fn attach_program(
-    ebpf: &mut Ebpf,
-    facts: &KernelFacts,
-    program: &Program,
-) -> Result<(), (String, Option<String>)> {
+fn attach_program(ebpf: &mut Ebpf, facts: &KernelFacts, program: &Program) -> Result<(), (String, Option<String>)> {
     let Some(prog) = ebpf.program_mut(program.name) else {
-        return Err((
-            format!("program {} is missing from the eBPF object", program.name),
-            None,
-        ));
+        return Err((format!("program {} is missing from the eBPF object", program.name), None));
     };
     let wrong_kind = |e: ProgramError| (e.to_string(), None);
     match program.target {
@@ -256,10 +229,7 @@ fn load_once(result: Result<(), ProgramError>) -> Result<(), (String, Option<Str
 /// Detaches and unloads every program of `variant` (those never loaded are left as they are).
 fn unload_variant(ebpf: &mut Ebpf, variant: &Variant) {
     use aya::programs::Program as P;
-    let with_fallbacks = variant
-        .programs
-        .iter()
-        .flat_map(|p| std::iter::once(p).chain(p.fallback.map(|(f, _)| f)));
+    let with_fallbacks = variant.programs.iter().flat_map(|p| std::iter::once(p).chain(p.fallback.map(|(f, _)| f)));
     for program in with_fallbacks {
         let _ = match ebpf.program_mut(program.name) {
             Some(P::FEntry(p)) => p.unload(),
@@ -273,10 +243,7 @@ fn unload_variant(ebpf: &mut Ebpf, variant: &Variant) {
 
 fn describe_program_error(error: ProgramError) -> (String, Option<String>) {
     match error {
-        ProgramError::LoadError {
-            io_error,
-            verifier_log,
-        } => {
+        ProgramError::LoadError { io_error, verifier_log } => {
             let log = verifier_log.to_string();
             let reason = match io_error.raw_os_error() {
                 // SAFETY: no arguments.
@@ -302,10 +269,7 @@ pub fn one_line(error: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in error.chain().map(ToString::to_string) {
         // Libraries often repeat their cause in their own message: say each thing once.
-        if !parts
-            .last()
-            .is_some_and(|previous| previous.ends_with(&cause) || previous.contains(&cause))
-        {
+        if !parts.last().is_some_and(|previous| previous.ends_with(&cause) || previous.contains(&cause)) {
             parts.push(cause);
         }
     }
@@ -315,24 +279,15 @@ pub fn one_line(error: &anyhow::Error) -> String {
 /// Turns a permission error into what the user should do.
 fn permission_hint(error: anyhow::Error) -> anyhow::Error {
     let denied = error.chain().any(|cause| {
-        cause
-            .downcast_ref::<io::Error>()
-            .is_some_and(|e| matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)))
+        cause.downcast_ref::<io::Error>().is_some_and(|e| matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)))
             || cause.to_string().contains("Operation not permitted")
     });
-    if denied {
-        error.context("udptrace needs CAP_BPF and CAP_PERFMON (run it as root)")
-    } else {
-        error
-    }
+    if denied { error.context("udptrace needs CAP_BPF and CAP_PERFMON (run it as root)") } else { error }
 }
 
 /// Kernels before 5.11 charge BPF maps against RLIMIT_MEMLOCK; later ones ignore it.
 fn raise_memlock_limit() {
-    let unlimited = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
     // SAFETY: setrlimit with a valid pointer; failure only matters on old kernels, where map creation
     // then reports it.
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
@@ -345,21 +300,11 @@ pub fn require_attached(outcomes: &[HookOutcome], choice: ProbeChoice) -> Result
     }
     let reasons: Vec<String> = outcomes
         .iter()
-        .flat_map(|o| {
-            o.failures
-                .iter()
-                .map(move |f| format!("{} ({}): {}", o.hook.name, f.mode, f.reason))
-        })
+        .flat_map(|o| o.failures.iter().map(move |f| format!("{} ({}): {}", o.hook.name, f.mode, f.reason)))
         .collect();
     let mode = match choice {
         ProbeChoice::Auto => "any mode".to_owned(),
-        _ => format!(
-            "--probe {}",
-            choice
-                .to_possible_value()
-                .map(|v| v.get_name().to_owned())
-                .unwrap_or_default()
-        ),
+        _ => format!("--probe {}", choice.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default()),
     };
     bail!("no hook could attach in {mode}: {}", reasons.join("; "))
 }

@@ -80,11 +80,7 @@ fn trace(cli: Cli, facts: &KernelFacts) -> Result<()> {
     for outcome in &outcomes {
         match outcome.attached {
             Some(mode) => modes.push(format!("{}={mode}", outcome.hook.name)),
-            None => eprintln!(
-                "udptrace: warning: {} not traced: {}",
-                outcome.hook.name,
-                probes::why_not(outcome)
-            ),
+            None => eprintln!("udptrace: warning: {} not traced: {}", outcome.hook.name, probes::why_not(outcome)),
         }
         if cli.verbose {
             probes::print_failures(outcome);
@@ -92,15 +88,9 @@ fn trace(cli: Cli, facts: &KernelFacts) -> Result<()> {
     }
 
     // Tracepoint mode sees no rate limit: read the kernel's counters instead, from before `tracing` on.
-    let icmp_send_mode = outcomes
-        .iter()
-        .find(|o| o.hook.name == "icmp_send")
-        .and_then(|o| o.attached);
-    let counters =
-        (icmp_send_mode == Some(hooks::AttachMode::Tracepoint)).then(counters::Watcher::start);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let icmp_send_mode = outcomes.iter().find(|o| o.hook.name == "icmp_send").and_then(|o| o.attached);
+    let counters = (icmp_send_mode == Some(hooks::AttachMode::Tracepoint)).then(counters::Watcher::start);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let options = trace::Options {
         json: cli.json,
         duration: cli.duration,

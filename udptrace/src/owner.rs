@@ -69,20 +69,14 @@ impl Resolver {
     /// Completes an owner the kernel recorded: its cgroup path and container.
     pub fn complete(&mut self, owner: &mut OwnerInfo) {
         if owner.cgroup.is_none() {
-            owner.cgroup = owner
-                .cgroup_id
-                .and_then(|id| self.cgroup_path(id))
-                .or_else(|| cgroup_of_pid(owner.pid));
+            owner.cgroup = owner.cgroup_id.and_then(|id| self.cgroup_path(id)).or_else(|| cgroup_of_pid(owner.pid));
         }
         if owner.container.is_none() {
             owner.container = owner.cgroup.as_deref().and_then(container_id).or_else(|| {
                 // Hybrid hosts: the container runtime may only show in a v1 hierarchy's path.
                 fs::read_to_string(format!("/proc/{}/cgroup", owner.pid))
                     .ok()
-                    .and_then(|text| {
-                        text.lines()
-                            .find_map(|l| l.splitn(3, ':').nth(2).and_then(container_id))
-                    })
+                    .and_then(|text| text.lines().find_map(|l| l.splitn(3, ':').nth(2).and_then(container_id)))
             });
         }
     }
@@ -99,15 +93,8 @@ impl Resolver {
                 *self.sockets.get(&ino)?
             }
         };
-        let comm = fs::read_to_string(format!("/proc/{pid}/comm"))
-            .ok()?
-            .trim_end()
-            .to_owned();
-        let mut owner = OwnerInfo {
-            pid,
-            comm,
-            ..OwnerInfo::default()
-        };
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?.trim_end().to_owned();
+        let mut owner = OwnerInfo { pid, comm, ..OwnerInfo::default() };
         self.complete(&mut owner);
         Some(owner)
     }
@@ -144,10 +131,7 @@ impl Resolver {
         if let Some(path) = self.cgroups.get(&id) {
             return Some(path.clone());
         }
-        if self
-            .last_cgroup_scan
-            .is_some_and(|t| t.elapsed() < RESCAN_AFTER)
-        {
+        if self.last_cgroup_scan.is_some_and(|t| t.elapsed() < RESCAN_AFTER) {
             return None;
         }
         self.last_cgroup_scan = Some(Instant::now());
@@ -158,10 +142,7 @@ impl Resolver {
             let Ok(meta) = fs::metadata(&dir) else {
                 continue;
             };
-            let relative = dir
-                .strip_prefix(&root)
-                .map(|p| format!("/{}", p.display()))
-                .unwrap_or_default();
+            let relative = dir.strip_prefix(&root).map(|p| format!("/{}", p.display())).unwrap_or_default();
             self.cgroups.insert(meta.ino(), relative);
             for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
                 if entry.file_type().is_ok_and(|t| t.is_dir()) {
@@ -175,11 +156,7 @@ impl Resolver {
 
 /// `socket:[12345]` -> 12345.
 pub fn socket_inode_of_link(target: &str) -> Option<u64> {
-    target
-        .strip_prefix("socket:[")?
-        .strip_suffix(']')?
-        .parse()
-        .ok()
+    target.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
 }
 
 /// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on hybrid hosts).
@@ -195,9 +172,7 @@ fn cgroup2_mount() -> Option<PathBuf> {
 /// The cgroup v2 path of `pid` (the `0::` line of /proc/PID/cgroup).
 fn cgroup_of_pid(pid: u32) -> Option<String> {
     let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .map(str::to_owned)
+    text.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_owned)
 }
 
 /// The container id in a cgroup path: the 64-hex-digit id of docker (`docker-<id>.scope`, `/docker/<id>`),
@@ -206,16 +181,10 @@ pub fn container_id(cgroup: &str) -> Option<String> {
     let is_id = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
     cgroup.rsplit('/').find_map(|component| {
         let name = component.strip_suffix(".scope").unwrap_or(component);
-        let candidate = [
-            "docker-",
-            "cri-containerd-",
-            "crio-",
-            "containerd-",
-            "libpod-",
-        ]
-        .iter()
-        .find_map(|prefix| name.strip_prefix(prefix))
-        .unwrap_or(name);
+        let candidate = ["docker-", "cri-containerd-", "crio-", "containerd-", "libpod-"]
+            .iter()
+            .find_map(|prefix| name.strip_prefix(prefix))
+            .unwrap_or(name);
         is_id(candidate).then(|| candidate.to_owned())
     })
 }
@@ -228,28 +197,18 @@ mod tests {
 
     #[test]
     fn finds_container_ids_in_the_usual_layouts() {
-        assert_eq!(
-            container_id(&format!("/system.slice/docker-{ID}.scope")).as_deref(),
-            Some(ID)
-        );
+        assert_eq!(container_id(&format!("/system.slice/docker-{ID}.scope")).as_deref(), Some(ID));
         assert_eq!(container_id(&format!("/docker/{ID}")).as_deref(), Some(ID));
         assert_eq!(
-            container_id(&format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice/cri-containerd-{ID}.scope"))
-                .as_deref(),
+            container_id(&format!(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice/cri-containerd-{ID}.scope"
+            ))
+            .as_deref(),
             Some(ID)
         );
-        assert_eq!(
-            container_id(&format!("/kubepods/besteffort/pod5678/{ID}")).as_deref(),
-            Some(ID)
-        );
-        assert_eq!(
-            container_id(&format!("/machine.slice/crio-{ID}.scope")).as_deref(),
-            Some(ID)
-        );
-        assert_eq!(
-            container_id("/user.slice/user-1000.slice/session-2.scope"),
-            None
-        );
+        assert_eq!(container_id(&format!("/kubepods/besteffort/pod5678/{ID}")).as_deref(), Some(ID));
+        assert_eq!(container_id(&format!("/machine.slice/crio-{ID}.scope")).as_deref(), Some(ID));
+        assert_eq!(container_id("/user.slice/user-1000.slice/session-2.scope"), None);
         assert_eq!(container_id("/"), None);
         // Not 64 hex digits: not an id.
         assert_eq!(container_id("/docker/abc123"), None);
@@ -257,10 +216,7 @@ mod tests {
 
     #[test]
     fn reads_socket_links() {
-        assert_eq!(
-            socket_inode_of_link("socket:[4026532001]"),
-            Some(4026532001)
-        );
+        assert_eq!(socket_inode_of_link("socket:[4026532001]"), Some(4026532001));
         assert_eq!(socket_inode_of_link("pipe:[12]"), None);
         assert_eq!(socket_inode_of_link("/dev/null"), None);
     }
@@ -272,9 +228,7 @@ mod tests {
         let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
         let target = fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
         let ino = socket_inode_of_link(&target.to_string_lossy()).unwrap();
-        let owner = Resolver::new()
-            .by_socket_inode(ino)
-            .expect("the socket's owner");
+        let owner = Resolver::new().by_socket_inode(ino).expect("the socket's owner");
         assert_eq!(owner.pid, std::process::id());
         assert_eq!(owner.cgroup, cgroup_of_pid(std::process::id()));
     }

@@ -10,10 +10,7 @@ const CAP_BPF: u32 = 39;
 
 /// The effective capability set from `/proc/self/status` text (`CapEff:` in hex).
 pub fn effective_capabilities(status: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+    status.lines().find_map(|l| l.strip_prefix("CapEff:")).and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
 }
 
 /// What is missing from `caps` to trace: CAP_BPF and CAP_PERFMON (5.8+), or CAP_SYS_ADMIN, which
@@ -35,20 +32,14 @@ pub fn missing(caps: u64) -> Vec<&'static str> {
 
 /// Fails with one line naming the missing capabilities.
 pub fn check() -> Result<()> {
-    let Some(caps) = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .as_deref()
-        .and_then(effective_capabilities)
+    let Some(caps) = std::fs::read_to_string("/proc/self/status").ok().as_deref().and_then(effective_capabilities)
     else {
         // Without /proc the kernel's own refusal will have to speak.
         return Ok(());
     };
     let missing = missing(caps);
     if !missing.is_empty() {
-        bail!(
-            "udptrace needs {} (or CAP_SYS_ADMIN) to load its eBPF programs: run it as root",
-            missing.join(" and ")
-        );
+        bail!("udptrace needs {} (or CAP_SYS_ADMIN) to load its eBPF programs: run it as root", missing.join(" and "));
     }
     Ok(())
 }
@@ -59,7 +50,8 @@ mod tests {
 
     #[test]
     fn reads_the_effective_set() {
-        let status = "Name:\tudptrace\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\nCapBnd:\t000001ffffffffff\n";
+        let status =
+            "Name:\tudptrace\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\nCapBnd:\t000001ffffffffff\n";
         assert_eq!(effective_capabilities(status), Some(0x1ff_ffff_ffff));
         assert_eq!(effective_capabilities("Name:\tx\n"), None);
     }

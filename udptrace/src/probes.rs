@@ -30,13 +30,8 @@ pub fn print(facts: &KernelFacts, verbose: bool) -> Result<()> {
             let result = match (outcome.attached, hook.variant(*mode)) {
                 (Some(_), Some(variant)) => {
                     chosen.get_or_insert(*mode);
-                    let targets: Vec<String> = variant
-                        .programs
-                        .iter()
-                        .map(|p| p.target.to_string())
-                        .collect();
-                    let mut result =
-                        format!("attached: {} ({})", targets.join(", "), variant.limits);
+                    let targets: Vec<String> = variant.programs.iter().map(|p| p.target.to_string()).collect();
+                    let mut result = format!("attached: {} ({})", targets.join(", "), variant.limits);
                     for fallback in &outcome.fallbacks {
                         result.push_str(&format!("; {fallback}"));
                     }
@@ -49,11 +44,7 @@ pub fn print(facts: &KernelFacts, verbose: bool) -> Result<()> {
                 print_verifier_logs(outcome);
             }
         }
-        auto.push(format!(
-            "{}={}",
-            hook.name,
-            chosen.map_or("none", AttachMode::as_str)
-        ));
+        auto.push(format!("{}={}", hook.name, chosen.map_or("none", AttachMode::as_str)));
     }
     println!("\n--probe auto would use: {}", auto.join(", "));
     Ok(())
@@ -61,19 +52,13 @@ pub fn print(facts: &KernelFacts, verbose: bool) -> Result<()> {
 
 /// The last failure's reason, which is the one that matters for a forced mode.
 pub fn why_not(outcome: &HookOutcome) -> String {
-    outcome
-        .failures
-        .last()
-        .map_or_else(|| "not tried".to_owned(), |f| f.reason.clone())
+    outcome.failures.last().map_or_else(|| "not tried".to_owned(), |f| f.reason.clone())
 }
 
 /// Each failed mode and, when the verifier spoke, its log (for `-v`).
 pub fn print_failures(outcome: &HookOutcome) {
     for failure in &outcome.failures {
-        eprintln!(
-            "udptrace: {} ({}): {}",
-            outcome.hook.name, failure.mode, failure.reason
-        );
+        eprintln!("udptrace: {} ({}): {}", outcome.hook.name, failure.mode, failure.reason);
     }
     print_verifier_logs(outcome);
 }
@@ -81,10 +66,7 @@ pub fn print_failures(outcome: &HookOutcome) {
 fn print_verifier_logs(outcome: &HookOutcome) {
     for failure in &outcome.failures {
         if let Some(log) = &failure.verifier_log {
-            eprintln!(
-                "udptrace: {} ({}): verifier log:\n{log}",
-                outcome.hook.name, failure.mode
-            );
+            eprintln!("udptrace: {} ({}): verifier log:\n{log}", outcome.hook.name, failure.mode);
         }
     }
 }

@@ -6,10 +6,7 @@ use serde_json::{Value, json};
 
 use crate::{
     event::{Event, IcmpSent, IcmpSuppressed, Packet, SocketError},
-    explain::{
-        errno_name, explain_icmp_sent, explain_icmp_suppressed, explain_socket_error, icmp_name,
-        proto_name,
-    },
+    explain::{errno_name, explain_icmp_sent, explain_icmp_suppressed, explain_socket_error, icmp_name, proto_name},
 };
 
 pub fn rfc3339(time: SystemTime) -> String {
@@ -122,8 +119,7 @@ fn icmp_sent_json(e: &IcmpSent) -> Value {
 fn clock_time(time: SystemTime) -> String {
     // RFC 3339 in UTC: keep the time of day. Text output is for eyes; JSON carries the full date.
     let full = rfc3339(time);
-    full.split_once('T')
-        .map_or(full.clone(), |(_, t)| t.trim_end_matches('Z').to_owned())
+    full.split_once('T').map_or(full.clone(), |(_, t)| t.trim_end_matches('Z').to_owned())
 }
 
 /// `pid 4711 dns-client` with, when known, the container (12 characters, as docker shows it) or else the
@@ -134,15 +130,9 @@ fn owner_text(owner: Option<&crate::owner::OwnerInfo>) -> String {
     };
     let mut text = format!("pid {} {}", owner.pid, escape(&owner.comm));
     if let Some(container) = &owner.container {
-        text.push_str(&format!(
-            " container {}",
-            &container[..container.len().min(12)]
-        ));
+        text.push_str(&format!(" container {}", &container[..container.len().min(12)]));
     } else if let Some(cgroup) = owner.cgroup.as_deref().filter(|c| *c != "/") {
-        text.push_str(&format!(
-            " cgroup {}",
-            escape(cgroup.rsplit('/').next().unwrap_or(cgroup))
-        ));
+        text.push_str(&format!(" cgroup {}", escape(cgroup.rsplit('/').next().unwrap_or(cgroup))));
     }
     text
 }
@@ -150,14 +140,7 @@ fn owner_text(owner: Option<&crate::owner::OwnerInfo>) -> String {
 fn about(packet: Option<Packet>) -> String {
     packet.map_or_else(
         || "an unreadable packet".to_owned(),
-        |p| {
-            format!(
-                "{} {} -> {}",
-                proto_name(p.proto),
-                endpoint(&p, true),
-                endpoint(&p, false)
-            )
-        },
+        |p| format!("{} {} -> {}", proto_name(p.proto), endpoint(&p, true), endpoint(&p, false)),
     )
 }
 
@@ -206,10 +189,7 @@ struct Line {
 
 impl Line {
     fn new(color: bool, time: SystemTime) -> Self {
-        Line {
-            color,
-            text: clock_time(time),
-        }
+        Line { color, text: clock_time(time) }
     }
 
     /// Appends `value`, padded to `width`, in `tone`.
@@ -218,13 +198,7 @@ impl Line {
         self.text.push_str("  ");
         match tone.filter(|_| self.color) {
             Some(tone) => {
-                let _ = write!(
-                    self.text,
-                    "\x1b[{}m{}\x1b[0m{}",
-                    tone.sgr(),
-                    value,
-                    &padded[value.len()..]
-                );
+                let _ = write!(self.text, "\x1b[{}m{}\x1b[0m{}", tone.sgr(), value, &padded[value.len()..]);
             }
             None => self.text.push_str(&padded),
         }
@@ -272,22 +246,12 @@ pub fn styled_text(event: &Event, color: bool) -> String {
         }
         Event::IcmpSuppressed(e) => {
             let (flow, icmp) = match &e.attempt {
-                Some(a) => (
-                    about(a.packet),
-                    icmp_name(a.family, a.icmp.icmp_type, a.icmp.code),
-                ),
-                None => (
-                    format!("{} {} ICMP errors", e.count, e.family.as_str()),
-                    "any type".to_owned(),
-                ),
+                Some(a) => (about(a.packet), icmp_name(a.family, a.icmp.icmp_type, a.icmp.code)),
+                None => (format!("{} {} ICMP errors", e.count, e.family.as_str()), "any type".to_owned()),
             };
             Line::new(color, e.meta.time)
                 .column("icmp_suppressed", WHAT, Some(Tone::Suppressed))
-                .column(
-                    &format!("scope {}", e.scope.as_str()),
-                    WHY,
-                    Some(Tone::Suppressed),
-                )
+                .column(&format!("scope {}", e.scope.as_str()), WHY, Some(Tone::Suppressed))
                 .column(&flow, FLOW, None)
                 .column(&format!("icmp {icmp}"), 0, None)
                 .column(&format!("netns {}", e.meta.netns), 0, None)
@@ -297,22 +261,13 @@ pub fn styled_text(event: &Event, color: bool) -> String {
             .column("icmp_sent", WHAT, Some(Tone::Sent))
             .column(e.cause.as_str(), WHY, Some(Tone::Sent))
             .column(&about(e.packet), FLOW, None)
-            .column(
-                &format!(
-                    "icmp {}",
-                    icmp_name(e.family, e.icmp.icmp_type, e.icmp.code)
-                ),
-                0,
-                None,
-            )
+            .column(&format!("icmp {}", icmp_name(e.family, e.icmp.icmp_type, e.icmp.code)), 0, None)
             .column(&format!("netns {}", e.meta.netns), 0, None)
             .explanation(&explain_icmp_sent(e)),
         Event::Lost { time, count } => Line::new(color, *time)
             .column("lost", WHAT, Some(Tone::Lost))
             .column(&format!("{count} events"), WHY, Some(Tone::Lost))
-            .explanation(
-                "the kernel could not hand them over: the buffer was full; see the closing counts",
-            ),
+            .explanation("the kernel could not hand them over: the buffer was full; see the closing counts"),
     }
 }
 
@@ -386,9 +341,7 @@ mod tests {
 
     #[test]
     fn icmp_suppressed_json_and_text() {
-        let Event::IcmpSent(sent) = icmp_sent() else {
-            panic!()
-        };
+        let Event::IcmpSent(sent) = icmp_sent() else { panic!() };
         let event = Event::IcmpSuppressed(crate::event::IcmpSuppressed {
             meta: sent.meta.clone(),
             family: sent.family,
@@ -403,22 +356,14 @@ mod tests {
         assert_eq!(value["packet"]["dst"], "10.0.0.9:8888");
         assert_eq!(value["cause"], "no_listener");
         let line = text(&event);
-        assert!(
-            line.contains(
-                "icmp_suppressed  scope host           udp 10.0.0.2:40312 -> 10.0.0.9:8888"
-            ),
-            "{line}"
-        );
+        assert!(line.contains("icmp_suppressed  scope host           udp 10.0.0.2:40312 -> 10.0.0.9:8888"), "{line}");
         assert!(line.contains("icmp port-unreachable"), "{line}");
         assert!(line.contains("net.ipv4.icmp_ratelimit"), "{line}");
     }
 
     #[test]
     fn lost_json() {
-        let event = Event::Lost {
-            time: SystemTime::UNIX_EPOCH,
-            count: 7,
-        };
+        let event = Event::Lost { time: SystemTime::UNIX_EPOCH, count: 7 };
         assert_eq!(
             json(&event),
             json!({"event": "lost", "time": "1970-01-01T00:00:00.000000Z", "netns": null, "probe": null, "count": 7})
@@ -459,18 +404,9 @@ mod tests {
     fn colour_wraps_the_values_and_keeps_the_columns() {
         let plain = text(&socket_error());
         let coloured = styled_text(&socket_error(), true);
-        assert!(
-            coloured.contains("\x1b[1;31mECONNREFUSED\x1b[0m     "),
-            "{coloured:?}"
-        );
-        assert!(
-            coloured.contains("\x1b[2m(the peer refused"),
-            "{coloured:?}"
-        );
-        let stripped = coloured
-            .replace("\x1b[1;31m", "")
-            .replace("\x1b[2m", "")
-            .replace("\x1b[0m", "");
+        assert!(coloured.contains("\x1b[1;31mECONNREFUSED\x1b[0m     "), "{coloured:?}");
+        assert!(coloured.contains("\x1b[2m(the peer refused"), "{coloured:?}");
+        let stripped = coloured.replace("\x1b[1;31m", "").replace("\x1b[2m", "").replace("\x1b[0m", "");
         assert_eq!(stripped, plain);
     }
 

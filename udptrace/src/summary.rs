@@ -34,21 +34,13 @@ pub struct Key {
 
 impl Key {
     fn other() -> Self {
-        Key {
-            event: "(other)",
-            errno: None,
-            outcome: String::new(),
-            address: None,
-            pid: None,
-            comm: None,
-        }
+        Key { event: "(other)", errno: None, outcome: String::new(), address: None, pid: None, comm: None }
     }
 
     /// The row an event counts in, and how many it counts for; `None` for `lost`, counted apart.
     fn of(event: &Event) -> Option<(Key, u64)> {
         let sent_errno = |e: &crate::event::IcmpSent| {
-            icmp_errno(e.family, e.icmp.icmp_type, e.icmp.code)
-                .and_then(|(errno, _)| errno_name(errno))
+            icmp_errno(e.family, e.icmp.icmp_type, e.icmp.code).and_then(|(errno, _)| errno_name(errno))
         };
         let sent_address = |e: &crate::event::IcmpSent| {
             e.packet.map(|p| match p.ports {
@@ -112,11 +104,7 @@ impl Table {
             return;
         };
         self.events += count;
-        let key = if self.rows.len() >= MAX_ROWS && !self.rows.contains_key(&key) {
-            Key::other()
-        } else {
-            key
-        };
+        let key = if self.rows.len() >= MAX_ROWS && !self.rows.contains_key(&key) { Key::other() } else { key };
         *self.rows.entry(key).or_default() += count;
     }
 
@@ -153,10 +141,7 @@ impl Table {
         }
         if rows.len() > SHOWN_ROWS {
             let rest: u64 = rows[SHOWN_ROWS..].iter().map(|(_, n)| n).sum();
-            out.push_str(&format!(
-                "{rest:>9}  in {} more rows\n",
-                rows.len() - SHOWN_ROWS
-            ));
+            out.push_str(&format!("{rest:>9}  in {} more rows\n", rows.len() - SHOWN_ROWS));
         }
         out
     }
@@ -195,19 +180,11 @@ mod tests {
     use crate::event::{Clock, decode, tests as raw};
 
     fn refused() -> Event {
-        decode(
-            &raw::bytes_of(&raw::raw_socket_error_v4_owned()),
-            Clock::with_boot_epoch_ns(0),
-        )
-        .unwrap()
+        decode(&raw::bytes_of(&raw::raw_socket_error_v4_owned()), Clock::with_boot_epoch_ns(0)).unwrap()
     }
 
     fn sent() -> Event {
-        decode(
-            &raw::bytes_of(&raw::raw_icmp_sent_v4()),
-            Clock::with_boot_epoch_ns(0),
-        )
-        .unwrap()
+        decode(&raw::bytes_of(&raw::raw_icmp_sent_v4()), Clock::with_boot_epoch_ns(0)).unwrap()
     }
 
     #[test]
@@ -217,35 +194,16 @@ mod tests {
             table.add(&refused());
         }
         table.add(&sent());
-        table.add(&Event::Lost {
-            time: SystemTime::UNIX_EPOCH,
-            count: 5,
-        });
+        table.add(&Event::Lost { time: SystemTime::UNIX_EPOCH, count: 5 });
         assert_eq!((table.events, table.lost), (4, 5));
         let text = table.text("last 5 s");
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "last 5 s: 4 events, 5 lost");
         assert!(lines[1].trim_start().starts_with("COUNT"));
-        assert!(
-            lines[2]
-                .trim_start()
-                .starts_with("3  socket_error     ECONNREFUSED   delivered"),
-            "{}",
-            lines[2]
-        );
-        assert!(
-            lines[2].contains("10.0.0.9:8888") && lines[2].ends_with("pid 900 dns-client"),
-            "{}",
-            lines[2]
-        );
+        assert!(lines[2].trim_start().starts_with("3  socket_error     ECONNREFUSED   delivered"), "{}", lines[2]);
+        assert!(lines[2].contains("10.0.0.9:8888") && lines[2].ends_with("pid 900 dns-client"), "{}", lines[2]);
         // The ICMP error this host sent counts by the service it is about and the errno it gives.
-        assert!(
-            lines[3]
-                .trim_start()
-                .starts_with("1  icmp_sent        ECONNREFUSED"),
-            "{}",
-            lines[3]
-        );
+        assert!(lines[3].trim_start().starts_with("1  icmp_sent        ECONNREFUSED"), "{}", lines[3]);
         assert!(lines[3].contains("10.0.0.9:8888"), "{}", lines[3]);
         let value = table.json(SystemTime::UNIX_EPOCH, Some(5.0));
         assert_eq!(value["event"], "summary");
@@ -258,9 +216,7 @@ mod tests {
     #[test]
     fn rows_are_bounded() {
         let mut table = Table::default();
-        let Event::SocketError(base) = refused() else {
-            panic!()
-        };
+        let Event::SocketError(base) = refused() else { panic!() };
         for port in 0..(MAX_ROWS as u16 + 50) {
             let mut e = base.clone();
             e.remote = Some(std::net::SocketAddr::new(e.local.ip(), port));
@@ -271,9 +227,6 @@ mod tests {
         assert_eq!(table.events, MAX_ROWS as u64 + 50);
         let text = table.text("t");
         assert!(text.lines().count() == 2 + SHOWN_ROWS + 1, "{text}");
-        assert!(
-            text.ends_with(&format!("in {} more rows\n", MAX_ROWS + 1 - SHOWN_ROWS)),
-            "{text}"
-        );
+        assert!(text.ends_with(&format!("in {} more rows\n", MAX_ROWS + 1 - SHOWN_ROWS)), "{text}");
     }
 }

@@ -18,25 +18,33 @@ fn main() -> ExitCode {
         eprintln!("scenarios: cannot find this program's own path");
         return ExitCode::FAILURE;
     };
-    let config = Config {
-        udptrace: env!("CARGO_BIN_EXE_udptrace").into(),
-        helper,
-        mode: "tracepoint".to_owned(),
-        only: std::env::args().nth(1).filter(|a| !a.starts_with('-')),
-        event_timeout: Duration::from_secs(10),
-        quiet_period: Duration::from_secs(2),
-        // tracepoint is the only mode this host has, and every hook has a tracepoint variant.
-        require_attach: false,
-    };
-    println!(
-        "\nrunning the scenario suite against {} (tracepoint mode)",
-        config.udptrace.display()
-    );
-    let report = run(&config, "tracepoint  ");
-    println!("\nscenarios: {}", report.totals());
-    if report.failed() == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+    let only = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
+    let mut failed = 0;
+    let mut totals = Vec::new();
+    // Both buffers: the ring buffer (the default) and the per-CPU perf buffers.
+    for buffer in ["ring", "perf"] {
+        let config = Config {
+            udptrace: env!("CARGO_BIN_EXE_udptrace").into(),
+            helper: helper.clone(),
+            mode: "tracepoint".to_owned(),
+            buffer: buffer.to_owned(),
+            only: only.clone(),
+            event_timeout: Duration::from_secs(10),
+            quiet_period: Duration::from_secs(2),
+            // tracepoint is the only mode this host has, and every hook has a tracepoint variant.
+            require_attach: false,
+        };
+        println!(
+            "\nrunning the scenario suite against {} (tracepoint mode, {buffer} buffer)",
+            config.udptrace.display()
+        );
+        let report = run(&config, &format!("tracepoint/{buffer:<5} "));
+        failed += report.failed();
+        totals.push(report.totals());
     }
+    // One line per run: the test tally adds them up.
+    for line in totals {
+        println!("\nscenarios: {line}");
+    }
+    if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

@@ -51,17 +51,12 @@ pub fn is_root() -> bool {
 }
 
 fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask sits in the workspace")
-        .to_owned()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_owned()
 }
 
 fn cargo() -> Command {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
-    command
-        .current_dir(workspace_root())
-        .env("PATH", prereq::path_with_cargo_bin());
+    command.current_dir(workspace_root()).env("PATH", prereq::path_with_cargo_bin());
     command
 }
 
@@ -75,14 +70,7 @@ fn build() -> Result<PathBuf> {
 /// The release binaries the VM runs.
 fn build_release() -> Result<(PathBuf, PathBuf)> {
     say("building udptrace and udptrace-scenarios (release)");
-    prereq::run_visible(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "udptrace",
-        "-p",
-        "udptrace-scenarios",
-    ]))?;
+    prereq::run_visible(cargo().args(["build", "--release", "-p", "udptrace", "-p", "udptrace-scenarios"]))?;
     let target = workspace_root().join("target/release");
     Ok((target.join("udptrace"), target.join("udptrace-scenarios")))
 }
@@ -101,11 +89,7 @@ fn vm_test(totals: &mut tally::Tally, series: Option<&str>) -> Result<()> {
                 _ => totals.failed += 1,
             }
         }
-        problems.extend(
-            run.problems()
-                .into_iter()
-                .map(|p| format!("{package}: {p}")),
-        );
+        problems.extend(run.problems().into_iter().map(|p| format!("{package}: {p}")));
     }
     if !problems.is_empty() {
         bail!("the kernel matrix failed:\n  {}", problems.join("\n  "));
@@ -116,9 +100,7 @@ fn vm_test(totals: &mut tally::Tally, series: Option<&str>) -> Result<()> {
 fn test() -> Result<()> {
     prereq::ensure_test()?;
     if !is_root() {
-        say(
-            "not root: the scenario suites will report themselves skipped (they need root for namespaces and eBPF)",
-        );
+        say("not root: the scenario suites will report themselves skipped (they need root for namespaces and eBPF)");
     }
     say("running unit tests and the host scenario suite (tracepoint mode)");
     let mut totals = tally::Tally::default();
@@ -127,9 +109,7 @@ fn test() -> Result<()> {
         say("running the QEMU kernel matrix");
         vm_test(&mut totals, None)
     } else {
-        say(
-            "skipped the QEMU kernel matrix, because it needs root (apt, namespaces and eBPF inside the VM)",
-        );
+        say("skipped the QEMU kernel matrix, because it needs root (apt, namespaces and eBPF inside the VM)");
         totals.skipped += 1;
         Ok(())
     };
@@ -167,9 +147,7 @@ fn main() {
 
 fn run(args: Vec<String>) -> Result<()> {
     if !is_root() {
-        bail!(
-            "udptrace loads eBPF programs and needs root (CAP_BPF and CAP_PERFMON): run `cargo xtask run` as root"
-        );
+        bail!("udptrace loads eBPF programs and needs root (CAP_BPF and CAP_PERFMON): run `cargo xtask run` as root");
     }
     let binary = build()?;
     say(&format!("running {} {}", binary.display(), args.join(" ")));

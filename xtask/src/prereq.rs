@@ -15,12 +15,7 @@ const LLVM_MAJOR: &str = "22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages, by what needs them.
-pub const BUILD_PACKAGES: &[&str] = &[
-    "llvm-22-dev",
-    "libpolly-22-dev",
-    "libzstd-dev",
-    "zlib1g-dev",
-];
+pub const BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev"];
 pub const TEST_PACKAGES: &[&str] = &["iproute2", "procps", "nftables"];
 
 /// `$CARGO_HOME/bin`, where `cargo install` puts bpf-linker.
@@ -69,10 +64,7 @@ pub fn ensure_packages(packages: &[&str]) -> Result<()> {
             missing.join(" ")
         );
     }
-    say(&format!(
-        "installing Debian packages: {}",
-        missing.join(" ")
-    ));
+    say(&format!("installing Debian packages: {}", missing.join(" ")));
     run_visible(Command::new("apt-get").args(["update", "-q"]))?;
     run_visible(
         Command::new("apt-get")
@@ -94,20 +86,11 @@ fn ensure_rust_src() -> Result<()> {
             String::from_utf8_lossy(&output.stderr).trim()
         );
     }
-    if String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .any(|l| l.starts_with("rust-src"))
-    {
+    if String::from_utf8_lossy(&output.stdout).lines().any(|l| l.starts_with("rust-src")) {
         return Ok(());
     }
     say("adding rust-src to the nightly toolchain (the eBPF build compiles core itself)");
-    run_visible(Command::new("rustup").args([
-        "component",
-        "add",
-        "rust-src",
-        "--toolchain",
-        "nightly",
-    ]))
+    run_visible(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
 }
 
 /// bpf-linker at the pinned version, linked against LLVM 22.
@@ -119,15 +102,12 @@ fn bpf_linker_ok() -> bool {
         return false;
     }
     // A dynamically linked bpf-linker names its libLLVM; it must be LLVM 22's.
-    let libs = Command::new("ldd")
-        .arg(&binary)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    let libs = Command::new("ldd").arg(&binary).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
     match libs {
-        Ok(libs) => libs.lines().filter(|l| l.contains("libLLVM")).all(|l| {
-            l.contains(&format!("libLLVM.so.{LLVM_MAJOR}"))
-                || l.contains(&format!("libLLVM-{LLVM_MAJOR}"))
-        }),
+        Ok(libs) => libs
+            .lines()
+            .filter(|l| l.contains("libLLVM"))
+            .all(|l| l.contains(&format!("libLLVM.so.{LLVM_MAJOR}")) || l.contains(&format!("libLLVM-{LLVM_MAJOR}"))),
         Err(_) => true,
     }
 }
@@ -136,9 +116,7 @@ fn ensure_bpf_linker() -> Result<()> {
     if bpf_linker_ok() {
         return Ok(());
     }
-    say(&format!(
-        "building bpf-linker {BPF_LINKER_VERSION} against LLVM {LLVM_MAJOR} (about a minute)"
-    ));
+    say(&format!("building bpf-linker {BPF_LINKER_VERSION} against LLVM {LLVM_MAJOR} (about a minute)"));
     let llvm = format!("/usr/lib/llvm-{LLVM_MAJOR}");
     let path = format!("{llvm}/bin:{}", path_with_cargo_bin());
     run_visible(
@@ -156,9 +134,7 @@ fn ensure_bpf_linker() -> Result<()> {
             .env("PATH", path),
     )?;
     if !bpf_linker_ok() {
-        bail!(
-            "bpf-linker was installed but does not report {BPF_LINKER_VERSION} linked against LLVM {LLVM_MAJOR}"
-        );
+        bail!("bpf-linker was installed but does not report {BPF_LINKER_VERSION} linked against LLVM {LLVM_MAJOR}");
     }
     Ok(())
 }
@@ -166,10 +142,7 @@ fn ensure_bpf_linker() -> Result<()> {
 /// Runs a command with its output shown, failing on a non-zero exit.
 pub fn run_visible(command: &mut Command) -> Result<()> {
     let shown = format!("{command:?}");
-    let status = command
-        .stdin(Stdio::null())
-        .status()
-        .with_context(|| format!("running {shown}"))?;
+    let status = command.stdin(Stdio::null()).status().with_context(|| format!("running {shown}"))?;
     if !status.success() {
         bail!("{shown} failed with {status}");
     }

@@ -17,10 +17,7 @@ pub struct Tally {
 
 impl Tally {
     pub fn line(&self) -> String {
-        format!(
-            "{} passed, {} failed, {} skipped",
-            self.passed, self.failed, self.skipped
-        )
+        format!("{} passed, {} failed, {} skipped", self.passed, self.failed, self.skipped)
     }
 
     /// Reads one line of runner output: libtest's `test result: ok. 3 passed; 0 failed; 1 ignored; ...`
@@ -54,11 +51,7 @@ impl Tally {
 
 /// Runs `command`, echoing its stdout and tallying it. Returns whether it exited 0.
 pub fn run_and_tally(command: &mut Command, tally: &mut Tally) -> Result<bool> {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting cargo test")?;
+    let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).spawn().context("starting cargo test")?;
     let stdout = child.stdout.take().context("cargo test's stdout")?;
     for line in BufReader::new(stdout).lines() {
         let line = line?;
@@ -75,20 +68,12 @@ mod tests {
     #[test]
     fn adds_libtest_and_scenario_lines() {
         let mut tally = Tally::default();
-        tally.add_line("test result: ok. 23 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.44s");
-        tally.add_line(
-            "test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out",
-        );
+        tally
+            .add_line("test result: ok. 23 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.44s");
+        tally.add_line("test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out");
         tally.add_line("scenarios: 7 passed, 0 failed, 1 skipped");
         tally.add_line("tracepoint  closed_port_ipv4 socket_error pass");
-        assert_eq!(
-            tally,
-            Tally {
-                passed: 32,
-                failed: 1,
-                skipped: 2
-            }
-        );
+        assert_eq!(tally, Tally { passed: 32, failed: 1, skipped: 2 });
         assert_eq!(tally.line(), "32 passed, 1 failed, 2 skipped");
     }
 }

@@ -20,15 +20,8 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{prereq, say, workspace_root};
 
-pub const VM_PACKAGES: &[&str] = &[
-    "qemu-system-x86",
-    "busybox-static",
-    "cpio",
-    "xz-utils",
-    "iproute2",
-    "nftables",
-    "kmod",
-];
+pub const VM_PACKAGES: &[&str] =
+    &["qemu-system-x86", "busybox-static", "cpio", "xz-utils", "iproute2", "nftables", "kmod"];
 
 /// Kernel modules the scenarios need (veth links; nftables DROP and REJECT), loaded with their
 /// dependencies: the cloud kernels build them as modules.
@@ -63,10 +56,7 @@ fn natural_key(name: &str) -> Vec<(String, u64)> {
             digits.push(c);
         } else {
             if !digits.is_empty() {
-                key.push((
-                    std::mem::take(&mut text),
-                    digits.parse().unwrap_or(u64::MAX),
-                ));
+                key.push((std::mem::take(&mut text), digits.parse().unwrap_or(u64::MAX)));
                 digits.clear();
             }
             text.push(c);
@@ -84,8 +74,7 @@ pub fn newest_package(apt_names: &str, series: &str) -> Option<String> {
         .lines()
         .filter_map(|line| line.split_whitespace().next())
         .filter(|name| {
-            name.strip_prefix(&prefix)
-                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+            name.strip_prefix(&prefix).is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
                 && name.ends_with("-cloud-amd64")
                 && !name.contains("unsigned")
                 && !name.contains("dbg")
@@ -99,10 +88,7 @@ fn apt_search(series: &str) -> Result<String> {
         .args([
             "search",
             "--names-only",
-            &format!(
-                "^linux-image-{}\\.[0-9].*-cloud-amd64$",
-                series.replace('.', "\\.")
-            ),
+            &format!("^linux-image-{}\\.[0-9].*-cloud-amd64$", series.replace('.', "\\.")),
         ])
         .output()
         .context("running apt-cache")?;
@@ -125,36 +111,18 @@ fn fetch(package: &str) -> Result<Kernel> {
     let order = dir.join("modules.order");
     let vmlinuz = dir.join("vmlinuz");
     if let (true, Ok(names)) = (vmlinuz.exists(), fs::read_to_string(&order)) {
-        let modules = names
-            .lines()
-            .map(|name| dir.join(format!("{name}.ko")))
-            .collect();
-        return Ok(Kernel {
-            package: package.to_owned(),
-            vmlinuz,
-            modules,
-        });
+        let modules = names.lines().map(|name| dir.join(format!("{name}.ko"))).collect();
+        return Ok(Kernel { package: package.to_owned(), vmlinuz, modules });
     }
-    say(&format!(
-        "downloading {package} (cached in .vm-cache/ for later runs)"
-    ));
+    say(&format!("downloading {package} (cached in .vm-cache/ for later runs)"));
     let work = cache_dir().join("download");
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work)?;
-    let download = |dir: &Path| {
-        Command::new("apt-get")
-            .args(["download", "-q", package])
-            .current_dir(dir)
-            .status()
-    };
+    let download = |dir: &Path| Command::new("apt-get").args(["download", "-q", package]).current_dir(dir).status();
     if !download(&work).is_ok_and(|s| s.success()) {
         // The lists may name a version the mirror no longer has.
         prereq::run_visible(Command::new("apt-get").args(["update", "-q"]))?;
-        prereq::run_visible(
-            Command::new("apt-get")
-                .args(["download", "-q", package])
-                .current_dir(&work),
-        )?;
+        prereq::run_visible(Command::new("apt-get").args(["download", "-q", package]).current_dir(&work))?;
     }
     let deb = fs::read_dir(&work)?
         .flatten()
@@ -164,10 +132,7 @@ fn fetch(package: &str) -> Result<Kernel> {
     let tree = work.join("tree");
     prereq::run_visible(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree))?;
     fs::create_dir_all(&dir)?;
-    fs::copy(
-        find_file(&tree.join("boot"), |name| name.starts_with("vmlinuz-"))?,
-        &vmlinuz,
-    )?;
+    fs::copy(find_file(&tree.join("boot"), |name| name.starts_with("vmlinuz-"))?, &vmlinuz)?;
     let modules_root = [tree.join("lib/modules"), tree.join("usr/lib/modules")]
         .into_iter()
         .find(|p| p.exists())
@@ -182,22 +147,13 @@ fn fetch(package: &str) -> Result<Kernel> {
     }
     fs::write(&order, names.join("\n"))?;
     fs::remove_dir_all(&work)?;
-    let modules = names
-        .iter()
-        .map(|name| dir.join(format!("{name}.ko")))
-        .collect();
-    Ok(Kernel {
-        package: package.to_owned(),
-        vmlinuz,
-        modules,
-    })
+    let modules = names.iter().map(|name| dir.join(format!("{name}.ko"))).collect();
+    Ok(Kernel { package: package.to_owned(), vmlinuz, modules })
 }
 
 fn module_file(root: &Path, name: &str) -> Result<PathBuf> {
-    find_file(root, |file| {
-        file == format!("{name}.ko") || file.starts_with(&format!("{name}.ko."))
-    })
-    .with_context(|| format!("module {name} is not in the kernel package (built in?)"))
+    find_file(root, |file| file == format!("{name}.ko") || file.starts_with(&format!("{name}.ko.")))
+        .with_context(|| format!("module {name} is not in the kernel package (built in?)"))
 }
 
 /// Appends `name` to `order` after the modules it depends on (`modinfo -F depends`).
@@ -206,16 +162,8 @@ fn add_with_dependencies(root: &Path, name: &str, order: &mut Vec<String>) -> Re
         return Ok(());
     }
     let file = module_file(root, name)?;
-    let output = Command::new("modinfo")
-        .args(["-F", "depends"])
-        .arg(&file)
-        .output()
-        .context("running modinfo")?;
-    for dependency in String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .split(',')
-        .filter(|d| !d.is_empty())
-    {
+    let output = Command::new("modinfo").args(["-F", "depends"]).arg(&file).output().context("running modinfo")?;
+    for dependency in String::from_utf8_lossy(&output.stdout).trim().split(',').filter(|d| !d.is_empty()) {
         add_with_dependencies(root, dependency, order)?;
     }
     order.push(name.to_owned());
@@ -223,10 +171,7 @@ fn add_with_dependencies(root: &Path, name: &str, order: &mut Vec<String>) -> Re
 }
 
 fn find_file(dir: &Path, matches: impl Fn(&str) -> bool + Copy) -> Result<PathBuf> {
-    for entry in fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .flatten()
-    {
+    for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?.flatten() {
         let path = entry.path();
         if path.is_dir() {
             if let Ok(found) = find_file(&path, matches) {
@@ -242,11 +187,7 @@ fn find_file(dir: &Path, matches: impl Fn(&str) -> bool + Copy) -> Result<PathBu
 /// Debian compresses modules with xz from 6.x on (`veth.ko.xz`); busybox's insmod wants them plain.
 fn decompress_module(from: &Path, to: &Path) -> Result<()> {
     if from.extension().is_some_and(|e| e == "xz") {
-        let output = Command::new("xz")
-            .arg("-dc")
-            .arg(from)
-            .output()
-            .context("running xz")?;
+        let output = Command::new("xz").arg("-dc").arg(from).output().context("running xz")?;
         if !output.status.success() {
             bail!("xz could not decompress {}", from.display());
         }
@@ -259,10 +200,7 @@ fn decompress_module(from: &Path, to: &Path) -> Result<()> {
 
 /// The shared libraries `binary` needs, with the dynamic loader, as absolute paths.
 fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
-    let output = Command::new("ldd")
-        .arg(binary)
-        .output()
-        .context("running ldd")?;
+    let output = Command::new("ldd").arg(binary).output().context("running ldd")?;
     Ok(String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|line| line.split_whitespace().find(|word| word.starts_with('/')))
@@ -274,8 +212,7 @@ fn copy_into(root: &Path, from: &Path, to: &str) -> Result<()> {
     let target = root.join(to.trim_start_matches('/'));
     fs::create_dir_all(target.parent().context("no parent")?)?;
     // Follow symlinks: the initramfs gets the real file under the name asked for.
-    fs::copy(from, &target)
-        .with_context(|| format!("copying {} into the initramfs", from.display()))?;
+    fs::copy(from, &target).with_context(|| format!("copying {} into the initramfs", from.display()))?;
     Ok(())
 }
 
@@ -300,7 +237,10 @@ udptrace probes -v 2>&1 | sed 's/^/@@udptrace-vm probes /'
 for mode in fentry kprobe tracepoint; do
   require=--require-attach
   [ "$mode" = tracepoint ] && require=
-  echo "@@udptrace-vm begin $mode"
+  # kprobe mode reads the per-CPU perf buffers, the other modes the ring buffer: both on every kernel.
+  buffer=ring
+  [ "$mode" = kprobe ] && buffer=perf
+  echo "@@udptrace-vm begin $mode ($buffer buffer)"
   # In fentry mode a second udptrace prints its text lines beside the suite: the README's examples.
   if [ "$mode" = fentry ]; then
     udptrace --probe fentry >/tmp/demo 2>&1 &
@@ -308,7 +248,7 @@ for mode in fentry kprobe tracepoint; do
     tries=0
     while ! grep -q "udptrace: tracing" /tmp/demo && [ $tries -lt 120 ]; do sleep 1; tries=$((tries + 1)); done
   fi
-  udptrace-scenarios --udptrace /usr/bin/udptrace --probe "$mode" --event-timeout 30 $require
+  udptrace-scenarios --udptrace /usr/bin/udptrace --probe "$mode" --buffer $buffer --event-timeout 30 $require
   echo "@@udptrace-vm end $mode rc=$?"
   if [ "$mode" = fentry ]; then
     kill -INT $demo; wait $demo
@@ -329,18 +269,10 @@ fn build_initramfs(kernel: &Kernel, binaries: &[(PathBuf, &str)]) -> Result<Path
     copy_into(&root, Path::new("/bin/busybox"), "/bin/busybox")?;
     let init = root.join("init");
     fs::write(&init, INIT)?;
-    prereq::run_visible(
-        Command::new("chmod")
-            .arg("755")
-            .arg(&init)
-            .arg(root.join("bin/busybox")),
-    )?;
+    prereq::run_visible(Command::new("chmod").arg("755").arg(&init).arg(root.join("bin/busybox")))?;
     let mut order = Vec::new();
     for module in &kernel.modules {
-        let name = module
-            .file_stem()
-            .and_then(|n| n.to_str())
-            .context("module name")?;
+        let name = module.file_stem().and_then(|n| n.to_str()).context("module name")?;
         copy_into(&root, module, &format!("/lib/modules/{name}.ko"))?;
         order.push(name.to_owned());
     }
@@ -352,10 +284,7 @@ fn build_initramfs(kernel: &Kernel, binaries: &[(PathBuf, &str)]) -> Result<Path
         }
     }
     // The kernel opens /dev/console for init before anything is mounted.
-    let _ = Command::new("mknod")
-        .arg(root.join("dev/console"))
-        .args(["c", "5", "1"])
-        .status();
+    let _ = Command::new("mknod").arg(root.join("dev/console")).args(["c", "5", "1"]).status();
     let image = cache_dir().join(format!("initramfs-{}.cpio.gz", kernel.package));
     let script = format!(
         "cd '{}' && find . -print0 | cpio --null -o -H newc --quiet | gzip -1 > '{}'",
@@ -409,22 +338,15 @@ impl VmRun {
         }
         // `MODE  SCENARIO  CHECK  OUTCOME`, as udptrace-scenarios prints them.
         let mut words = line.split_whitespace();
-        let (Some(mode), Some(scenario), Some(check)) = (words.next(), words.next(), words.next())
-        else {
+        let (Some(mode), Some(scenario), Some(check)) = (words.next(), words.next(), words.next()) else {
             return;
         };
         if !MODES.contains(&mode) {
             return;
         }
         let outcome = words.collect::<Vec<_>>().join(" ");
-        if outcome.starts_with("pass") || outcome.starts_with("FAIL") || outcome.starts_with("skip")
-        {
-            self.checks.push(VmCheck {
-                mode: mode.into(),
-                scenario: scenario.into(),
-                check: check.into(),
-                outcome,
-            });
+        if outcome.starts_with("pass") || outcome.starts_with("FAIL") || outcome.starts_with("skip") {
+            self.checks.push(VmCheck { mode: mode.into(), scenario: scenario.into(), check: check.into(), outcome });
         }
     }
 
@@ -442,13 +364,8 @@ impl VmRun {
         }
         for c in &self.checks {
             let must_run = c.mode != "tracepoint";
-            if c.outcome.starts_with("FAIL")
-                || (must_run && c.outcome.starts_with("skip") && c.check == "all")
-            {
-                problems.push(format!(
-                    "{} {} {}: {}",
-                    c.mode, c.scenario, c.check, c.outcome
-                ));
+            if c.outcome.starts_with("FAIL") || (must_run && c.outcome.starts_with("skip") && c.check == "all") {
+                problems.push(format!("{} {} {}: {}", c.mode, c.scenario, c.check, c.outcome));
             }
         }
         problems
@@ -457,18 +374,7 @@ impl VmRun {
 
 fn boot(kernel: &Kernel, initramfs: &Path, log: &Path) -> Result<VmRun> {
     let mut child = Command::new("qemu-system-x86_64")
-        .args([
-            "-accel",
-            "tcg",
-            "-cpu",
-            "max",
-            "-m",
-            "1024",
-            "-smp",
-            "1",
-            "-nographic",
-            "-no-reboot",
-        ])
+        .args(["-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "1", "-nographic", "-no-reboot"])
         .arg("-kernel")
         .arg(&kernel.vmlinuz)
         .arg("-initrd")
@@ -517,9 +423,7 @@ pub fn vm_test(
 ) -> Result<Vec<(String, VmRun)>> {
     prereq::ensure_packages(VM_PACKAGES)?;
     let (udptrace, scenarios) = build_release()?;
-    let ip = fs::canonicalize("/usr/sbin/ip")
-        .or_else(|_| fs::canonicalize("/sbin/ip"))
-        .context("iproute2's ip")?;
+    let ip = fs::canonicalize("/usr/sbin/ip").or_else(|_| fs::canonicalize("/sbin/ip")).context("iproute2's ip")?;
     let nft = fs::canonicalize("/usr/sbin/nft").context("nftables' nft")?;
     let binaries = [
         (udptrace, "/usr/bin/udptrace"),
@@ -530,21 +434,14 @@ pub fn vm_test(
     fs::create_dir_all(cache_dir().join("logs"))?;
 
     let mut prepared = Vec::new();
-    for series in SERIES
-        .iter()
-        .filter(|s| only_series.is_none_or(|o| o == **s))
-    {
+    for series in SERIES.iter().filter(|s| only_series.is_none_or(|o| o == **s)) {
         let kernel = fetch(&resolve(series)?)?;
         let initramfs = build_initramfs(&kernel, &binaries)?;
         prepared.push((kernel, initramfs));
     }
     say(&format!(
         "booting {} under QEMU (TCG); each runs the suite in {}",
-        prepared
-            .iter()
-            .map(|(k, _)| k.package.as_str())
-            .collect::<Vec<_>>()
-            .join(" and "),
+        prepared.iter().map(|(k, _)| k.package.as_str()).collect::<Vec<_>>().join(" and "),
         MODES.join(", ")
     ));
     // One VM per core: TCG runs each guest on one host thread.
@@ -553,26 +450,14 @@ pub fn vm_test(
             .iter()
             .map(|(kernel, initramfs)| {
                 scope.spawn(move || {
-                    let log = cache_dir()
-                        .join("logs")
-                        .join(format!("{}.log", kernel.package));
+                    let log = cache_dir().join("logs").join(format!("{}.log", kernel.package));
                     let run = boot(kernel, initramfs, &log)?;
-                    say(&format!(
-                        "{} finished; console log in {}",
-                        kernel.package,
-                        log.display()
-                    ));
+                    say(&format!("{} finished; console log in {}", kernel.package, log.display()));
                     Ok((kernel.package.clone(), run))
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a VM thread panicked")))
-            })
-            .collect()
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a VM thread panicked")))).collect()
     });
     runs.into_iter().collect()
 }
@@ -596,8 +481,7 @@ pub fn matrix(runs: &[(String, VmRun)]) -> String {
         })
         .collect();
     // `6.1.0-56-cloud-amd64 fentry` -> `6.1.0-56 fentry`.
-    let label =
-        |kernel: &str, mode: &str| format!("{} {mode}", kernel.trim_end_matches("-cloud-amd64"));
+    let label = |kernel: &str, mode: &str| format!("{} {mode}", kernel.trim_end_matches("-cloud-amd64"));
     let mut out = format!("{:<36}", "scenario / check");
     for (kernel, mode) in &columns {
         out.push_str(&format!(" {:<25}", label(kernel, mode)));
@@ -611,9 +495,7 @@ pub fn matrix(runs: &[(String, VmRun)]) -> String {
                 .iter()
                 .find(|(p, r)| r.release.as_deref().unwrap_or(p) == kernel)
                 .and_then(|(_, r)| {
-                    r.checks
-                        .iter()
-                        .find(|c| c.mode == *mode && &c.scenario == scenario && &c.check == check)
+                    r.checks.iter().find(|c| c.mode == *mode && &c.scenario == scenario && &c.check == check)
                 })
                 .map_or("-".to_owned(), |c| {
                     let word = c.outcome.split([',', ':']).next().unwrap_or("").to_owned();
@@ -645,14 +527,8 @@ mod tests {
                      linux-image-6.12.9+deb12-cloud-amd64 - Linux 6.12\n\
                      linux-image-6.12.117+deb12-cloud-amd64 - Linux 6.12\n\
                      linux-image-6.12.111+deb12-cloud-amd64 - Linux 6.12\n";
-        assert_eq!(
-            newest_package(names, "6.1").as_deref(),
-            Some("linux-image-6.1.0-56-cloud-amd64")
-        );
-        assert_eq!(
-            newest_package(names, "6.12").as_deref(),
-            Some("linux-image-6.12.117+deb12-cloud-amd64")
-        );
+        assert_eq!(newest_package(names, "6.1").as_deref(), Some("linux-image-6.1.0-56-cloud-amd64"));
+        assert_eq!(newest_package(names, "6.12").as_deref(), Some("linux-image-6.12.117+deb12-cloud-amd64"));
         assert_eq!(newest_package(names, "6.6"), None);
     }
 
@@ -676,25 +552,16 @@ mod tests {
         assert_eq!(run.checks[3].outcome, "skip, because no hook");
         assert!(run.done);
         let problems = run.problems();
-        assert_eq!(
-            problems,
-            vec!["fentry closed_port_ipv6 icmp_sent: FAIL: no icmp_sent within 30s".to_owned()]
-        );
+        assert_eq!(problems, vec!["fentry closed_port_ipv6 icmp_sent: FAIL: no icmp_sent within 30s".to_owned()]);
     }
 
     #[test]
     fn a_vm_that_never_finished_or_skipped_a_required_mode_fails() {
         let mut run = VmRun::default();
-        run.add_line(
-            "fentry      closed_port_ipv4       all              skip, because nothing attaches",
-        );
+        run.add_line("fentry      closed_port_ipv4       all              skip, because nothing attaches");
         let problems = run.problems();
         assert!(problems.iter().any(|p| p.contains("did not finish")));
         assert!(problems.iter().any(|p| p.contains("no result for kprobe")));
-        assert!(
-            problems
-                .iter()
-                .any(|p| p.contains("fentry closed_port_ipv4 all"))
-        );
+        assert!(problems.iter().any(|p| p.contains("fentry closed_port_ipv4 all")));
     }
 }
