@@ -190,14 +190,17 @@ pub struct KernelOffsets {
     pub dev_net: u32,
 }
 
-/// At most this many values per filter option.
+/// At most this many values per filter option. The programs test each slot without a loop (kernels
+/// before 6.x reject the loops the compiler makes of these tests), so this is fixed at 8.
 pub const FILTER_VALUES: usize = 8;
 
-/// One `--addr IP[/LEN]`: `addr` in network byte order, host bits cleared.
+/// One `--addr IP[/LEN]`: `addr` in network byte order with the host bits cleared, `mask` the prefix's
+/// network bits (IPv4 in the first four bytes of each).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AddrFilter {
     pub addr: [u8; 16],
+    pub mask: [u8; 16],
     /// [`AF_INET`] or [`AF_INET6`].
     pub family: u16,
     pub prefix_len: u8,
@@ -271,8 +274,8 @@ const _: () = {
     assert!(core::mem::size_of::<SocketError>() == 40 + 48 + 4 + 4 + 4 + 4 + 8 + 32);
     assert!(core::mem::size_of::<IcmpSent>() == 40 + 32 + 4 + 4 + 8 + 8 * ICMP_STACK_DEPTH);
     assert!(core::mem::size_of::<KernelOffsets>() == 23 * 4);
-    assert!(core::mem::size_of::<AddrFilter>() == 20);
+    assert!(core::mem::size_of::<AddrFilter>() == 36);
     assert!(core::mem::size_of::<IcmpMask>() == 40);
-    assert!(core::mem::size_of::<Filter>() == FILTER_VALUES * (4 + 4 + 4 + 2 + TASK_COMM_LEN + 20) + 2 * 40 + 8);
+    assert!(core::mem::size_of::<Filter>() == FILTER_VALUES * (4 + 4 + 4 + 2 + TASK_COMM_LEN + 36) + 2 * 40 + 8);
     assert!(core::mem::size_of::<Config>() == core::mem::size_of::<Filter>() + 8);
 };

@@ -26,110 +26,102 @@ pub(crate) use config;
 const ICMP_DEST_UNREACH: u8 = 3;
 const ICMPV6_DEST_UNREACH: u8 = 1;
 
+/// Whether `$test` holds for one of the first `$n` slots, `$i` being the slot's index. Written out slot by
+/// slot: the 6.1 verifier rejects the loop the compiler makes of a `while` over the slots ("back-edge"),
+/// and the unrolled tests are as cheap.
+macro_rules! any_slot {
+    ($n:expr, |$i:ident| $test:expr) => {{
+        const _: () = assert!(FILTER_VALUES == 8);
+        let n = $n as usize;
+        (n > 0 && {
+            let $i = 0;
+            $test
+        }) || (n > 1 && {
+            let $i = 1;
+            $test
+        }) || (n > 2 && {
+            let $i = 2;
+            $test
+        }) || (n > 3 && {
+            let $i = 3;
+            $test
+        }) || (n > 4 && {
+            let $i = 4;
+            $test
+        }) || (n > 5 && {
+            let $i = 5;
+            $test
+        }) || (n > 6 && {
+            let $i = 6;
+            $test
+        }) || (n > 7 && {
+            let $i = 7;
+            $test
+        })
+    }};
+}
+
+/// An option not given lets everything through; given, one of its values must match.
+macro_rules! option_passes {
+    ($count:ident, |$i:ident| $test:expr) => {{
+        let n = config!(filter.$count);
+        n == 0 || any_slot!(n, |$i| $test)
+    }};
+}
+
 #[inline(always)]
 fn pid_passes(pid: u32) -> bool {
-    let n = config!(filter.n_pids) as usize;
-    let mut i = 0;
-    while i < FILTER_VALUES && i < n {
-        if config!(filter.pids[i]) == pid {
-            return true;
-        }
-        i += 1;
-    }
-    n == 0
+    option_passes!(n_pids, |i| config!(filter.pids[i]) == pid)
 }
 
 #[inline(always)]
 fn netns_passes(netns: u32) -> bool {
-    let n = config!(filter.n_netns) as usize;
-    let mut i = 0;
-    while i < FILTER_VALUES && i < n {
-        if config!(filter.netns[i]) == netns {
-            return true;
-        }
-        i += 1;
-    }
-    n == 0
+    option_passes!(n_netns, |i| config!(filter.netns[i]) == netns)
 }
 
 #[inline(always)]
 fn errno_passes(errno: i32) -> bool {
-    let n = config!(filter.n_errnos) as usize;
-    let mut i = 0;
-    while i < FILTER_VALUES && i < n {
-        if config!(filter.errnos[i]) == errno {
-            return true;
-        }
-        i += 1;
-    }
-    n == 0
+    option_passes!(n_errnos, |i| config!(filter.errnos[i]) == errno)
 }
 
 /// Either port (`None` for one not known) is one of `--port`.
 #[inline(always)]
 fn ports_pass(a: Option<u16>, b: Option<u16>) -> bool {
-    let n = config!(filter.n_ports) as usize;
-    let mut i = 0;
-    while i < FILTER_VALUES && i < n {
+    option_passes!(n_ports, |i| {
         let port = config!(filter.ports[i]);
-        if a == Some(port) || b == Some(port) {
-            return true;
-        }
-        i += 1;
-    }
-    n == 0
+        a == Some(port) || b == Some(port)
+    })
+}
+
+/// 16 bytes as two words, compared without a byte loop.
+#[inline(always)]
+fn words(bytes: [u8; 16]) -> [u64; 2] {
+    // SAFETY: 16 bytes, every bit pattern a valid pair of u64.
+    unsafe { core::mem::transmute(bytes) }
 }
 
 #[inline(always)]
 fn comm_passes(comm: &[u8; TASK_COMM_LEN]) -> bool {
-    let n = config!(filter.n_comms) as usize;
-    let mut i = 0;
-    while i < FILTER_VALUES && i < n {
-        if config!(filter.comms[i]) == *comm {
-            return true;
-        }
-        i += 1;
-    }
-    n == 0
+    let comm = words(*comm);
+    option_passes!(n_comms, |i| words(config!(filter.comms[i])) == comm)
 }
 
 /// `addr` is inside the prefix of `filter`.
 #[inline(always)]
 fn in_prefix(filter: &AddrFilter, family: u16, addr: &[u8; 16]) -> bool {
-    if filter.family != family {
-        return false;
-    }
-    let bits = filter.prefix_len as usize;
-    let mut byte = 0;
-    while byte < 16 {
-        let covered = bits.saturating_sub(byte * 8);
-        if covered == 0 {
-            return true;
-        }
-        let mask = if covered >= 8 { 0xff } else { 0xffu8 << (8 - covered) };
-        if addr[byte] & mask != filter.addr[byte] {
-            return false;
-        }
-        byte += 1;
-    }
-    true
+    let (addr, mask, net) = (words(*addr), words(filter.mask), words(filter.addr));
+    filter.family == family && addr[0] & mask[0] == net[0] && addr[1] & mask[1] == net[1]
 }
 
 /// One of the addresses (`None` for one not known) is inside one of the `--addr` prefixes.
 #[inline(always)]
-fn addrs_pass(family: u16, candidates: [Option<&[u8; 16]>; 3]) -> bool {
-    let n = config!(filter.n_addrs) as usize;
-    let mut i = 0;
-    while i < FILTER_VALUES && i < n {
+fn addrs_pass(family: u16, a: Option<&[u8; 16]>, b: Option<&[u8; 16]>, c: Option<&[u8; 16]>) -> bool {
+    option_passes!(n_addrs, |i| {
         let filter = config!(filter.addrs[i]);
-        for addr in candidates.into_iter().flatten() {
-            if in_prefix(&filter, family, addr) {
-                return true;
-            }
-        }
-        i += 1;
-    }
-    n == 0
+        a.is_some_and(|a| in_prefix(&filter, family, a))
+            || b.is_some_and(|b| in_prefix(&filter, family, b))
+            || c.is_some_and(|c| in_prefix(&filter, family, c))
+    })
 }
 
 /// The ICMP error maps to one of `--errno` (the masks user space built from the kernel's tables).
@@ -157,7 +149,7 @@ pub fn socket_error_passes(e: &SocketError) -> bool {
     netns_passes(e.header.netns)
         && (!owner || pid_passes(e.owner.pid) && comm_passes(&e.owner.comm))
         && ports_pass(Some(e.local_port), remote.then_some(e.remote_port))
-        && addrs_pass(family, [Some(&e.local_addr), remote.then_some(&e.remote_addr), icmp.then_some(&e.icmp_from)])
+        && addrs_pass(family, Some(&e.local_addr), remote.then_some(&e.remote_addr), icmp.then_some(&e.icmp_from))
         && if e.errno != 0 {
             errno_passes(e.errno)
         } else {
@@ -176,6 +168,6 @@ pub fn icmp_sent_passes(e: &IcmpSent) -> bool {
         && config!(filter.n_comms) == 0
         && netns_passes(e.header.netns)
         && ports_pass(ports.then_some(e.sport), ports.then_some(e.dport))
-        && addrs_pass(family, [packet.then_some(&e.src), packet.then_some(&e.dst), None])
+        && addrs_pass(family, packet.then_some(&e.src), packet.then_some(&e.dst), None)
         && icmp_errno_passes(family, e.icmp_type, e.icmp_code)
 }

@@ -2,6 +2,7 @@
 //! udptrace attached in one forced mode, asserting the exact events. The same suite runs on the host
 //! (`cargo test`, tracepoint mode) and inside each QEMU kernel (`cargo xtask vm-test`).
 
+pub mod bench;
 pub mod helper;
 pub mod netns;
 mod packets;
@@ -9,6 +10,11 @@ pub mod suite;
 pub mod tracer;
 
 use std::{fmt, path::PathBuf, time::Duration};
+
+/// The first line of an error message, for a one-line report.
+pub fn one_line(text: &str) -> String {
+    text.lines().next().unwrap_or("").to_owned()
+}
 
 /// What one check came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,7 +122,9 @@ pub fn run(config: &Config, prefix: &str) -> Report {
         Ok(tracer) => tracer,
         Err(e) => {
             let why = format!("{e:#}");
-            let outcome = if config.require_attach || !why.contains("could attach") {
+            // A kernel may lack a hook; a verifier that rejects a program is a defect on every kernel.
+            let outcome = if config.require_attach || !why.contains("could attach") || why.contains("verifier rejected")
+            {
                 Outcome::Fail(why)
             } else {
                 Outcome::Skip(format!("nothing attaches in {} mode here: {why}", config.mode))
@@ -131,6 +139,14 @@ pub fn run(config: &Config, prefix: &str) -> Report {
             missing => Outcome::Fail(missing.join("; ")),
         };
         record(Check { scenario: "udptrace", name: "all_hooks_attach", outcome });
+    } else {
+        let rejected: Vec<&String> = tracer.not_traced.iter().filter(|l| l.contains("verifier rejected")).collect();
+        let outcome = if rejected.is_empty() {
+            Outcome::Pass
+        } else {
+            Outcome::Fail(rejected.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("; "))
+        };
+        record(Check { scenario: "udptrace", name: "verifier_accepts", outcome });
     }
     for scenario in &scenarios {
         tracer.next_scenario();

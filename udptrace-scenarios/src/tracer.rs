@@ -205,6 +205,13 @@ impl Tracer {
         self.seen.iter().map(Value::to_string).collect::<Vec<_>>().join(" ")
     }
 
+    /// SIGKILL, which leaves udptrace no chance to clean up; waits for the process to be gone.
+    pub fn kill_hard(&mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
     /// SIGINT, as Ctrl-C: udptrace must exit 0 and print its closing counts.
     pub fn stop(&mut self) -> Result<String> {
         // SAFETY: signalling our own child.

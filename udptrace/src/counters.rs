@@ -65,22 +65,28 @@ impl RateLimits {
     }
 }
 
+/// Reads the counters of udptrace's own namespace, which needs no `setns` (nor CAP_SYS_ADMIN).
+fn read_here() -> std::io::Result<RateLimits> {
+    let snmp = fs::read_to_string("/proc/self/net/snmp")?;
+    let snmp6 = fs::read_to_string("/proc/self/net/snmp6").unwrap_or_default();
+    Ok(RateLimits::parse(&snmp, &snmp6))
+}
+
 /// Reads `ns`'s counters from a thread that enters it.
-fn read_in(ns: &File) -> Option<RateLimits> {
+fn read_in(ns: &File) -> std::io::Result<RateLimits> {
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
                 // SAFETY: a valid namespace fd; setns changes only this short-lived thread.
                 if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    return None;
+                    return Err(std::io::Error::last_os_error());
                 }
-                let snmp = fs::read_to_string("/proc/thread-self/net/snmp").ok()?;
+                let snmp = fs::read_to_string("/proc/thread-self/net/snmp")?;
                 let snmp6 = fs::read_to_string("/proc/thread-self/net/snmp6").unwrap_or_default();
-                Some(RateLimits::parse(&snmp, &snmp6))
+                Ok(RateLimits::parse(&snmp, &snmp6))
             })
             .join()
-            .ok()
-            .flatten()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the reading thread panicked")))
     })
 }
 
@@ -108,13 +114,34 @@ fn namespaces() -> HashMap<u64, File> {
 /// Watches every namespace's counters.
 pub struct Watcher {
     last: HashMap<u64, RateLimits>,
+    /// Namespaces whose counters could not be read, said once each.
+    unreadable: std::collections::HashSet<u64>,
 }
 
 impl Watcher {
     /// Takes the starting values: what was suppressed before udptrace started is not reported.
     pub fn start() -> Self {
-        let last = namespaces().iter().filter_map(|(ino, f)| Some((*ino, read_in(f)?))).collect();
-        Self { last }
+        let mut watcher = Self { last: HashMap::new(), unreadable: Default::default() };
+        watcher.last = namespaces().iter().filter_map(|(ino, f)| Some((*ino, watcher.read(*ino, f)?))).collect();
+        watcher
+    }
+
+    /// `ns`'s counters; a namespace that cannot be entered is said once, not skipped in silence.
+    fn read(&mut self, inode: u64, ns: &File) -> Option<RateLimits> {
+        let own = fs::metadata("/proc/self/ns/net").is_ok_and(|m| m.ino() == inode);
+        let read = if own { read_here() } else { read_in(ns) };
+        match read {
+            Ok(limits) => Some(limits),
+            Err(e) => {
+                if self.unreadable.insert(inode) {
+                    eprintln!(
+                        "udptrace: warning: cannot read the ICMP rate-limit counters of network namespace {inode} \
+                         ({e}; entering it needs CAP_SYS_ADMIN): its suppressed errors are not reported"
+                    );
+                }
+                None
+            }
+        }
     }
 
     /// Reads every namespace again; returns an event per counter that rose. A namespace first seen now
@@ -123,7 +150,7 @@ impl Watcher {
         let mut events = Vec::new();
         let mut seen = HashMap::new();
         for (inode, file) in namespaces() {
-            let Some(now) = read_in(&file) else { continue };
+            let Some(now) = self.read(inode, &file) else { continue };
             let before = self.last.get(&inode).copied().unwrap_or_default();
             for (family, scope, count) in now.increases(&before) {
                 events.push(Event::IcmpSuppressed(IcmpSuppressed {
@@ -183,6 +210,6 @@ mod tests {
             return;
         };
         let limits = read_in(&own);
-        assert!(limits.is_some() || unsafe { libc::geteuid() } != 0);
+        assert!(limits.is_ok() || unsafe { libc::geteuid() } != 0);
     }
 }

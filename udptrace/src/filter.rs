@@ -190,14 +190,15 @@ impl Filter {
             slot[..comm.len()].copy_from_slice(comm.as_bytes());
         }
         for (slot, prefix) in k.addrs.iter_mut().zip(&self.addrs) {
-            *slot = match prefix.addr {
-                IpAddr::V4(a) => {
-                    let mut addr = [0; 16];
-                    addr[..4].copy_from_slice(&a.octets());
-                    AddrFilter { addr, family: AF_INET, prefix_len: prefix.len, _pad0: 0 }
-                }
-                IpAddr::V6(a) => AddrFilter { addr: a.octets(), family: AF_INET6, prefix_len: prefix.len, _pad0: 0 },
+            let (octets, family) = match prefix.addr {
+                IpAddr::V4(a) => (a.octets().to_vec(), AF_INET),
+                IpAddr::V6(a) => (a.octets().to_vec(), AF_INET6),
             };
+            let mut addr = [0; 16];
+            addr[..octets.len()].copy_from_slice(&octets);
+            let mut mask = [0; 16];
+            mask[..octets.len()].copy_from_slice(&self::mask(&[0xff; 16][..octets.len()], prefix.len));
+            *slot = AddrFilter { addr, mask, family, prefix_len: prefix.len, _pad0: 0 };
         }
         k.icmp = [self.icmp_mask(Family::Ipv4), self.icmp_mask(Family::Ipv6)];
         k.n_pids = self.pids.len() as u8;
@@ -447,7 +448,9 @@ mod tests {
         assert_eq!(k.addrs[0].prefix_len, 8);
         assert_eq!(k.addrs[0].addr[0], 0xfd);
         assert_eq!(k.addrs[1].addr[..4], [192, 168, 0, 0]);
+        assert_eq!(k.addrs[1].mask, [0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(k.addrs[1].family, AF_INET);
+        assert_eq!(k.addrs[0].mask[..2], [0xff, 0]);
     }
 
     #[test]

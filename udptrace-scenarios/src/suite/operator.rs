@@ -21,7 +21,7 @@ use crate::{
 const RSS_BOUND_KIB: u64 = 128 * 1024;
 
 /// A connected client socket in `hosts.client`, sent from once, refused by the server's kernel.
-fn refused_socket(hosts: &TwoHosts, port: u16) -> Result<(UdpSocket, SocketAddr)> {
+pub(super) fn refused_socket(hosts: &TwoHosts, port: u16) -> Result<(UdpSocket, SocketAddr)> {
     let socket = udp_socket(&hosts.client, SocketAddr::new(TwoHosts::client_ip(Family::V4), 0))?;
     socket.connect(SocketAddr::new(TwoHosts::server_ip(Family::V4), port))?;
     socket.set_read_timeout(Some(Duration::from_secs(2)))?;
@@ -284,4 +284,42 @@ pub fn malformed_icmp(config: &Config, tracer: &mut Tracer) -> Result<Results> {
         if wrong.is_empty() { Outcome::Pass } else { Outcome::Fail(format!("events with another 5-tuple: {wrong:?}")) },
     ));
     Ok(results)
+}
+
+/// The ids of the eBPF programs loaded on this host.
+fn program_ids() -> Result<std::collections::BTreeSet<u32>> {
+    Ok(aya::programs::loaded_programs().map(|p| p.map(|info| info.id())).collect::<Result<_, _>>()?)
+}
+
+/// SIGKILL leaves udptrace no chance to detach anything. Nothing is pinned, so the kernel must unload
+/// every program udptrace loaded when the process dies.
+pub fn sigkill_unloads(config: &Config, _shared: &mut Tracer) -> Result<Results> {
+    let before = program_ids()?;
+    let mut victim = Tracer::start(config, &[])?;
+    let loaded: Vec<u32> = program_ids()?.difference(&before).copied().collect();
+    if loaded.is_empty() {
+        return Ok(vec![("unloaded", Outcome::Fail("no new eBPF program appeared while udptrace ran".to_owned()))]);
+    }
+    victim.kill_hard()?;
+    // The kernel frees them once the last reference (the process's fds and links) is gone, which may take
+    // a moment after the exit.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: Vec<u32> =
+            loaded.iter().filter(|id| program_ids().is_ok_and(|now| now.contains(id))).copied().collect();
+        if left.is_empty() {
+            return Ok(vec![("unloaded", Outcome::Pass)]);
+        }
+        if std::time::Instant::now() > deadline {
+            return Ok(vec![(
+                "unloaded",
+                Outcome::Fail(format!(
+                    "{} of {} programs still loaded 10 s after SIGKILL: ids {left:?}",
+                    left.len(),
+                    loaded.len()
+                )),
+            )]);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
