@@ -19,6 +19,7 @@ use crate::{
     tracer::Tracer,
 };
 
+mod metrics;
 mod operator;
 
 pub type Results = Vec<(&'static str, Outcome)>;
@@ -49,6 +50,8 @@ pub static SCENARIOS: &[Scenario] = &[
     Scenario { name: "filters", run: operator::filters },
     Scenario { name: "flood", run: operator::flood },
     Scenario { name: "malformed_icmp", run: operator::malformed_icmp },
+    Scenario { name: "sigkill_unloads", run: operator::sigkill_unloads },
+    Scenario { name: "prometheus", run: metrics::prometheus },
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -21,6 +21,8 @@ Examples:
     udptrace --addr 10.0.0.0/8 --netns /proc/4711/ns/net
   Thousands of errors a second: a table every 10 seconds instead of a line each
     udptrace --summary 10
+  Counters for Prometheus on every node, no per-event output:
+    udptrace --metrics 0.0.0.0:9464 --quiet
   NDJSON for 30 seconds, then stop:
     udptrace --json --duration 30
   Which hooks attach on this kernel, in which mode, and why not:
@@ -90,6 +92,20 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "5", value_parser = parse_duration)]
     pub summary: Option<Duration>,
 
+    /// Serve Prometheus/OpenMetrics counters on http://ADDR:PORT/metrics while tracing (e.g. 0.0.0.0:9464).
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen_addr)]
+    pub metrics: Option<std::net::SocketAddr>,
+
+    /// Also label the metrics with addresses (socket errors: the remote; ICMP errors sent: the packet's
+    /// destination). Off by default: every distinct address becomes a time series of its own, which can
+    /// overload Prometheus on a busy host (cardinality).
+    #[arg(long, requires = "metrics")]
+    pub metrics_addresses: bool,
+
+    /// No event lines or tables on stdout (with --metrics: serve the counters only).
+    #[arg(short, long)]
+    pub quiet: bool,
+
     /// How events reach udptrace: the BPF ring buffer (5.8+), or a perf buffer per CPU.
     #[arg(long, value_enum, default_value = "ring", value_name = "KIND")]
     pub buffer: Buffer,
@@ -133,6 +149,10 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+fn parse_listen_addr(text: &str) -> Result<std::net::SocketAddr, String> {
+    text.parse().map_err(|_| format!("`{text}` is not ADDR:PORT (0.0.0.0:9464, 127.0.0.1:9464, [::]:9464)"))
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -209,6 +229,13 @@ mod tests {
     }
 
     #[test]
+    fn metrics_take_an_address() {
+        let cli = parse(&["--metrics", "[::]:9464", "--metrics-addresses", "-q"]).unwrap();
+        assert_eq!(cli.metrics, Some("[::]:9464".parse().unwrap()));
+        assert!(cli.metrics_addresses && cli.quiet);
+    }
+
+    #[test]
     fn summary_takes_an_optional_period() {
         assert_eq!(parse(&["--summary"]).unwrap().summary, Some(Duration::from_secs(5)));
         assert_eq!(parse(&["--summary", "2"]).unwrap().summary, Some(Duration::from_secs(2)));
@@ -239,6 +266,10 @@ mod tests {
             &["--summary", "0"],
             &["--buffer", "pipe"],
             &["completions", "cmd.exe"],
+            &["--metrics", "9464"],
+            &["--metrics", "localhost:9464"],
+            &["--metrics", "127.0.0.1:70000"],
+            &["--metrics-addresses"],
         ] {
             let err = parse(args).unwrap_err();
             assert_ne!(err.kind(), ErrorKind::DisplayHelp, "{args:?}");

@@ -412,7 +412,9 @@ pub(crate) mod tests {
 
     #[test]
     fn decodes_the_socket_owner() {
-        let Event::SocketError(e) = decode(&bytes_of(&raw_socket_error_v4_owned()), CLOCK).unwrap() else { panic!() };
+        let Event::SocketError(e) = decode(&bytes_of(&raw_socket_error_v4_owned()), CLOCK).unwrap() else {
+            panic!()
+        };
         assert_eq!(e.sock_ino, Some(88001));
         let owner = e.owner.unwrap();
         assert_eq!(

@@ -12,6 +12,7 @@ mod explain;
 mod filter;
 mod hooks;
 mod loader;
+mod metrics;
 mod owner;
 mod privileges;
 mod probes;
@@ -91,6 +92,17 @@ fn trace(cli: Cli, facts: &KernelFacts) -> Result<()> {
     let icmp_send_mode = outcomes.iter().find(|o| o.hook.name == "icmp_send").and_then(|o| o.attached);
     let counters = (icmp_send_mode == Some(hooks::AttachMode::Tracepoint)).then(counters::Watcher::start);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let metrics = cli.metrics.map(|addr| {
+        let hooks: Vec<(&'static str, &'static str)> =
+            outcomes.iter().filter_map(|o| o.attached.map(|mode| (o.hook.name, mode.as_str()))).collect();
+        (addr, metrics::Metrics::new(&hooks, cli.metrics_addresses))
+    });
+    let server = match &metrics {
+        Some((addr, m)) => Some(runtime.block_on(metrics::serve(*addr, m.clone()))?),
+        None => None,
+    };
+    let serving = cli.metrics.map(|addr| format!("; metrics on http://{addr}/metrics")).unwrap_or_default();
+    let banner = format!("udptrace: tracing ({}){serving}; Ctrl-C to stop", modes.join(", "));
     let options = trace::Options {
         json: cli.json,
         duration: cli.duration,
@@ -101,9 +113,14 @@ fn trace(cli: Cli, facts: &KernelFacts) -> Result<()> {
         summary: cli.summary,
         buffer: cli.buffer,
         color: !cli.json && render::color_wanted(),
+        quiet: cli.quiet,
+        metrics: metrics.map(|(_, m)| m),
+        banner,
     };
-    eprintln!("udptrace: tracing ({}); Ctrl-C to stop", modes.join(", "));
     let totals = runtime.block_on(trace::run(ebpf, options))?;
+    if let Some(server) = server {
+        server.abort();
+    }
     eprintln!("{}", totals.closing_line());
     Ok(())
 }

@@ -54,6 +54,13 @@ pub struct Options {
     pub summary: Option<Duration>,
     pub buffer: Buffer,
     pub color: bool,
+    /// No event lines or tables.
+    pub quiet: bool,
+    /// `--metrics`: every event that passes the filters is counted.
+    pub metrics: Option<crate::metrics::Metrics>,
+    /// The `udptrace: tracing` line, written once Ctrl-C and SIGTERM are handled: a signal right after it
+    /// still ends with the closing counts.
+    pub banner: String,
 }
 
 /// What a session saw, for the closing line.
@@ -249,6 +256,7 @@ pub async fn run(mut ebpf: Ebpf, options: Options) -> Result<Totals> {
 
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    eprintln!("{}", session.options.banner);
     let deadline = session.options.duration.map(|d| Instant::now() + d);
     let mut lost_check = interval(LOST_CHECK_PERIOD);
     lost_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -385,6 +393,12 @@ impl Session {
     }
 
     fn emit(&mut self, event: Event) -> Result<(), Stop> {
+        if let Some(metrics) = &self.options.metrics {
+            metrics.count(&event);
+        }
+        if self.options.quiet {
+            return Ok(());
+        }
         if self.options.summary.is_some() {
             self.period.add(&event);
             self.run.add(&event);
@@ -400,6 +414,9 @@ impl Session {
 
     /// `--summary`: this period's table, then a fresh one.
     fn print_period(&mut self) -> Option<Stop> {
+        if self.options.quiet {
+            return None;
+        }
         let table = std::mem::take(&mut self.period);
         let period = self.options.summary.unwrap_or_default();
         let written = if self.options.json {
@@ -417,7 +434,7 @@ impl Session {
 
     /// `--summary`: the whole run's table, at exit.
     fn print_run(&mut self) {
-        if self.options.summary.is_none() {
+        if self.options.summary.is_none() || self.options.quiet {
             return;
         }
         let elapsed = Duration::from_secs(self.started.elapsed().as_secs());
