@@ -71,7 +71,7 @@ pub const TASK_COMM_LEN: usize = 16;
 
 /// Kernel return addresses recorded with each `icmp_sent`, innermost first. The caller that decided to send
 /// the ICMP sits a few frames above `__icmp_send` (tracing glue adds up to five frames below it).
-pub const ICMP_STACK_DEPTH: usize = 16;
+pub const ICMP_STACK_DEPTH: usize = 8;
 
 /// Common to every record.
 #[repr(C)]

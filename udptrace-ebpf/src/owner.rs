@@ -12,7 +12,7 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid},
     macros::{fentry, kprobe, map, raw_tracepoint},
-    maps::LruHashMap,
+    maps::{LruHashMap, PerCpuArray},
     programs::{FEntryContext, ProbeContext, RawTracePointContext},
 };
 use udptrace_common::{AF_INET, AF_INET6, IPPROTO_UDP, IPPROTO_UDPLITE, Owner, SocketError, socket_error_flags};
@@ -25,6 +25,18 @@ use crate::{
 /// Sockets' last senders, by socket inode. LRU: the oldest records go first when it is full.
 #[map]
 static OWNERS: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(65536, 0);
+
+/// The last (socket, task) this CPU recorded: a task sending again on the same socket, the common case on
+/// a busy socket, costs one read and one compare. A socket freed and another allocated at the same address
+/// by the same task is then not recorded; its errors find their owner through /proc instead.
+#[repr(C)]
+pub struct LastSender {
+    sk: u64,
+    pid_tgid: u64,
+}
+
+#[map]
+static LAST_SENDER: PerCpuArray<LastSender> = PerCpuArray::with_max_entries(1, 0);
 
 /// The inode number of the socket `sk` belongs to; 0 for a socket without a file (kernel sockets).
 #[inline(always)]
@@ -48,19 +60,32 @@ pub fn socket_inode(sk: *const u8) -> ReadResult<u64> {
 /// Records the current task as `sk`'s owner, if `sk` is a UDP socket and the task changed.
 #[inline(always)]
 fn record_sender(sk: *const u8) -> ReadResult<()> {
-    let off = offsets();
-    let family = read::<u16>(sk, off.sk_family)?;
-    let protocol = read::<u16>(sk, off.sk_protocol)?;
-    if (family != AF_INET && family != AF_INET6)
-        || (protocol != IPPROTO_UDP as u16 && protocol != IPPROTO_UDPLITE as u16)
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: a per-CPU slot; a send hook does not nest on one CPU.
+    let last = LAST_SENDER.get_ptr_mut(0).map(|p| unsafe { &mut *p });
+    if let Some(last) = &last
+        && last.sk == sk as u64
+        && last.pid_tgid == pid_tgid
     {
+        return Ok(());
+    }
+    let off = offsets();
+    let protocol = read::<u16>(sk, off.sk_protocol)?;
+    if protocol != IPPROTO_UDP as u16 && protocol != IPPROTO_UDPLITE as u16 {
+        return Ok(());
+    }
+    let family = read::<u16>(sk, off.sk_family)?;
+    if family != AF_INET && family != AF_INET6 {
         return Ok(());
     }
     let ino = socket_inode(sk)?;
     if ino == 0 {
         return Ok(());
     }
-    let pid_tgid = bpf_get_current_pid_tgid();
+    if let Some(last) = last {
+        last.sk = sk as u64;
+        last.pid_tgid = pid_tgid;
+    }
     let (pid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     // SAFETY: a map lookup; the value is only read.
     if let Some(known) = unsafe { OWNERS.get(&ino) }

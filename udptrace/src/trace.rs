@@ -38,6 +38,10 @@ const STAT_FILTERED: u32 = 2;
 /// Pages of each CPU's perf buffer (`--buffer perf`): 256 KiB, about 1,100 `icmp_sent` records (bpftrace's default).
 const PERF_PAGES: usize = 64;
 
+/// How often the ring buffer is drained without a wake-up: the programs wake udptrace only once 64 KiB
+/// wait, so that a flood does not cost a wake-up per event; this bounds the delay of a quiet trickle.
+const DRAIN_PERIOD: Duration = Duration::from_millis(50);
+
 /// How often the kernel's lost-event counters are checked while tracing.
 const LOST_CHECK_PERIOD: Duration = Duration::from_secs(1);
 
@@ -258,6 +262,8 @@ pub async fn run(mut ebpf: Ebpf, options: Options) -> Result<Totals> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     eprintln!("{}", session.options.banner);
     let deadline = session.options.duration.map(|d| Instant::now() + d);
+    let mut drain_tick = interval(DRAIN_PERIOD);
+    drain_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut lost_check = interval(LOST_CHECK_PERIOD);
     lost_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut counter_check = interval(counters::PERIOD);
@@ -273,6 +279,11 @@ pub async fn run(mut ebpf: Ebpf, options: Options) -> Result<Totals> {
         tokio::select! {
             ready = source.readable() => {
                 ready.context("waiting for events")?;
+                if let Some(stop) = source.drain(&mut session) {
+                    break stop;
+                }
+            }
+            _ = drain_tick.tick() => {
                 if let Some(stop) = source.drain(&mut session) {
                     break stop;
                 }
