@@ -39,6 +39,19 @@ enum Task {
         #[arg(long)]
         series: Option<String>,
     },
+    /// What udptrace costs: on this host (beside bpftrace and tcpdump), then inside the QEMU kernels;
+    /// writes docs/benchmarks.md.
+    Bench {
+        /// Rounds per measurement (medians are reported).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Seconds per variant and round.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        /// Leave out the QEMU kernels.
+        #[arg(long)]
+        no_vm: bool,
+    },
 }
 
 pub fn say(message: &str) {
@@ -67,18 +80,20 @@ fn build() -> Result<PathBuf> {
     Ok(workspace_root().join("target/release/udptrace"))
 }
 
-/// The release binaries the VM runs.
-fn build_release() -> Result<(PathBuf, PathBuf)> {
-    say("building udptrace and udptrace-scenarios (release)");
+/// The release binaries the VM runs: udptrace, the scenario suite, the benchmark.
+fn build_release() -> Result<(PathBuf, PathBuf, PathBuf)> {
+    say("building udptrace, udptrace-scenarios and udptrace-bench (release)");
     prereq::run_visible(cargo().args(["build", "--release", "-p", "udptrace", "-p", "udptrace-scenarios"]))?;
     let target = workspace_root().join("target/release");
-    Ok((target.join("udptrace"), target.join("udptrace-scenarios")))
+    Ok((target.join("udptrace"), target.join("udptrace-scenarios"), target.join("udptrace-bench")))
 }
 
-/// Runs the QEMU matrix, prints it, and adds its checks to `totals`.
+/// Runs the QEMU matrix (the suite, then a smoke run of the benchmark), prints it, and adds its checks to
+/// `totals`.
 fn vm_test(totals: &mut tally::Tally, series: Option<&str>) -> Result<()> {
     prereq::ensure_build()?;
-    let runs = vm::vm_test(build_release, series)?;
+    let plan = vm::Plan { suite: true, bench: "smoke".to_owned() };
+    let runs = vm::vm_test(build_release, series, &plan)?;
     println!("\n{}", vm::matrix(&runs));
     let mut problems = Vec::new();
     for (package, run) in &runs {
@@ -89,7 +104,7 @@ fn vm_test(totals: &mut tally::Tally, series: Option<&str>) -> Result<()> {
                 _ => totals.failed += 1,
             }
         }
-        problems.extend(run.problems().into_iter().map(|p| format!("{package}: {p}")));
+        problems.extend(run.problems(&plan).into_iter().map(|p| format!("{package}: {p}")));
     }
     if !problems.is_empty() {
         bail!("the kernel matrix failed:\n  {}", problems.join("\n  "));
@@ -105,6 +120,18 @@ fn test() -> Result<()> {
     say("running unit tests and the host scenario suite (tracepoint mode)");
     let mut totals = tally::Tally::default();
     let cargo_ok = tally::run_and_tally(cargo().args(["test", "--no-fail-fast"]), &mut totals)?;
+    // The benchmark, short, so that it keeps working: it checks that it measured and that the events add
+    // up; nothing is timed.
+    say("running the benchmark's smoke test");
+    let (udptrace, _, bench) = build_release()?;
+    let smoke_ok = tally::run_and_tally(
+        Command::new(&bench)
+            .arg("--udptrace")
+            .arg(&udptrace)
+            .args(["--smoke", "--tcpdump", "--bpftrace"])
+            .arg(workspace_root().join("bench/errors.bt")),
+        &mut totals,
+    )?;
     let vm = if is_root() {
         say("running the QEMU kernel matrix");
         vm_test(&mut totals, None)
@@ -115,7 +142,7 @@ fn test() -> Result<()> {
     };
     println!("\ntests: {}", totals.line());
     vm?;
-    if !cargo_ok || totals.failed > 0 {
+    if !cargo_ok || !smoke_ok || totals.failed > 0 {
         bail!("tests failed");
     }
     if totals.passed == 0 {
@@ -131,6 +158,7 @@ fn main() {
         Task::Build => build().map(drop),
         Task::Run { args } => run(args),
         Task::Test => test(),
+        Task::Bench { rounds, seconds, no_vm } => bench(rounds, seconds, no_vm),
         Task::VmTest { series } => {
             let mut totals = tally::Tally::default();
             let result = vm_test(&mut totals, series.as_deref());
@@ -144,6 +172,57 @@ fn main() {
         std::process::exit(1);
     }
 }
+
+/// `cargo xtask bench`: the host's figures beside bpftrace and tcpdump, then each QEMU kernel's, into
+/// docs/benchmarks.md.
+fn bench(rounds: usize, seconds: f64, no_vm: bool) -> Result<()> {
+    if !is_root() {
+        bail!("the benchmark loads eBPF programs and creates network namespaces: run `cargo xtask bench` as root");
+    }
+    prereq::ensure_test()?;
+    let (udptrace, _, bench) = build_release()?;
+    let host_md = workspace_root().join("target/bench-host.md");
+    say(&format!("benchmarking on this host: {rounds} rounds of {seconds} s per variant"));
+    prereq::run_visible(
+        Command::new(&bench)
+            .arg("--udptrace")
+            .arg(&udptrace)
+            .args(["--rounds", &rounds.to_string(), "--seconds", &seconds.to_string(), "--tcpdump", "--bpftrace"])
+            .arg(workspace_root().join("bench/errors.bt"))
+            .arg("--out")
+            .arg(&host_md),
+    )?;
+    let mut doc = String::from(BENCH_INTRO);
+    doc.push_str(&std::fs::read_to_string(&host_md)?);
+    if !no_vm {
+        say("benchmarking inside the QEMU kernels (emulated: ratios only)");
+        let plan = vm::Plan { suite: false, bench: format!("{},{}", rounds.min(3), seconds.min(1.0)) };
+        for (package, run) in vm::vm_test(build_release, None, &plan)? {
+            doc.push_str(&format!("\n## {package} under QEMU (TCG, emulated: compare the ratios, not the rates)\n\n"));
+            let markdown: Vec<&str> =
+                run.bench.iter().map(String::as_str).skip_while(|l| !l.starts_with("## ")).skip(1).collect();
+            doc.push_str(&markdown.join("\n"));
+            doc.push('\n');
+        }
+    }
+    let path = workspace_root().join("docs/benchmarks.md");
+    std::fs::create_dir_all(path.parent().expect("docs/"))?;
+    std::fs::write(&path, doc)?;
+    say(&format!("wrote {}", path.display()));
+    Ok(())
+}
+
+const BENCH_INTRO: &str = "# What udptrace costs
+
+Written by `cargo xtask bench` (the sender, the bpftrace script and the harness are in the repository:
+`udptrace-scenarios/src/bench.rs`, `bench/errors.bt`). Two network namespaces joined by veth; a sender thread
+in one. Each round measures every variant once, in a rotating order; the tables give medians over rounds, and
+each variant's ratio to no tracer is the median of its per-round ratios, so that a machine's drift between
+rounds cancels out. udptrace runs with `--quiet --netns SERVER`: it receives, decodes and counts every event,
+and prints none; the bpftrace script prints one line per event to a pipe that is read and dropped; tcpdump
+writes the ICMP packets to a file.
+
+";
 
 fn run(args: Vec<String>) -> Result<()> {
     if !is_root() {

@@ -26,7 +26,7 @@ impl Tally {
         let line = line.trim();
         let body = if let Some(rest) = line.strip_prefix("test result: ") {
             rest.split_once(". ").map_or(rest, |(_, counts)| counts)
-        } else if let Some(rest) = line.strip_prefix("scenarios: ") {
+        } else if let Some(rest) = line.strip_prefix("scenarios: ").or_else(|| line.strip_prefix("bench: ")) {
             rest
         } else {
             return;

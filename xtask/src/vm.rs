@@ -234,7 +234,10 @@ for module in $(cat /lib/modules/order); do
 done
 echo "@@udptrace-vm kernel $(uname -r)"
 udptrace probes -v 2>&1 | sed 's/^/@@udptrace-vm probes /'
-for mode in fentry kprobe tracepoint; do
+# `udptrace.suite=0` on the kernel command line: the benchmark only (`cargo xtask bench`).
+modes="fentry kprobe tracepoint"
+grep -q "udptrace.suite=0" /proc/cmdline && modes=
+for mode in $modes; do
   require=--require-attach
   [ "$mode" = tracepoint ] && require=
   # kprobe mode reads the per-CPU perf buffers, the other modes the ring buffer: both on every kernel.
@@ -255,6 +258,17 @@ for mode in fentry kprobe tracepoint; do
     sed 's/^/@@udptrace-vm demo /' /tmp/demo
   fi
 done
+# The benchmark: `udptrace.bench=smoke` (a short run that checks itself) or `udptrace.bench=ROUNDS,SECONDS`.
+bench=$(sed -n 's/.*udptrace\.bench=\([^ ]*\).*/\1/p' /proc/cmdline)
+case "$bench" in
+  smoke) args=--smoke ;;
+  *,*) args="--rounds ${bench%,*} --seconds ${bench#*,}" ;;
+  *) args= ;;
+esac
+if [ -n "$args" ]; then
+  echo "@@udptrace-vm begin bench"
+  udptrace-bench --udptrace /usr/bin/udptrace $args 2>&1 | sed 's/^/@@udptrace-vm bench /'
+fi
 echo "@@udptrace-vm done"
 poweroff -f
 "#;
@@ -313,6 +327,8 @@ pub struct VmRun {
     /// Exit status per mode of the scenario binary.
     pub mode_status: BTreeMap<String, String>,
     pub probes: Vec<String>,
+    /// What the benchmark printed (Markdown and its smoke checks).
+    pub bench: Vec<String>,
     pub done: bool,
 }
 
@@ -327,6 +343,19 @@ impl VmRun {
                 self.release = Some(release.to_owned());
             } else if let Some(probes) = rest.strip_prefix("probes ") {
                 self.probes.push(probes.to_owned());
+            } else if let Some(bench) = rest.strip_prefix("bench") {
+                let bench = bench.strip_prefix(' ').unwrap_or(bench);
+                // `bench  smoke  CHECK  OUTCOME`: the smoke run's checks count like the suite's.
+                let words: Vec<&str> = bench.split_whitespace().collect();
+                if let ["bench", "smoke", check, outcome @ ..] = words.as_slice() {
+                    self.checks.push(VmCheck {
+                        mode: "bench".into(),
+                        scenario: "smoke".into(),
+                        check: (*check).into(),
+                        outcome: outcome.join(" "),
+                    });
+                }
+                self.bench.push(bench.to_owned());
             } else if let Some(end) = rest.strip_prefix("end ") {
                 if let Some((mode, status)) = end.split_once(' ') {
                     self.mode_status.insert(mode.to_owned(), status.to_owned());
@@ -352,12 +381,18 @@ impl VmRun {
 
     /// Why this run is not a success, if it is not: a failed check, a missing mode, a skip in a mode
     /// that must work (fentry and kprobe), or a VM that never finished.
-    pub fn problems(&self) -> Vec<String> {
+    pub fn problems(&self, plan: &Plan) -> Vec<String> {
         let mut problems = Vec::new();
         if !self.done {
-            problems.push("the VM did not finish the suite".to_owned());
+            problems.push("the VM did not finish".to_owned());
         }
-        for mode in MODES {
+        let expected: &[&str] = match (plan.suite, plan.bench == "smoke") {
+            (true, true) => &["fentry", "kprobe", "tracepoint", "bench"],
+            (true, false) => MODES,
+            (false, true) => &["bench"],
+            (false, false) => &[],
+        };
+        for mode in expected {
             if !self.checks.iter().any(|c| c.mode == *mode) {
                 problems.push(format!("no result for {mode}"));
             }
@@ -372,14 +407,27 @@ impl VmRun {
     }
 }
 
-fn boot(kernel: &Kernel, initramfs: &Path, log: &Path) -> Result<VmRun> {
+/// What the VMs run.
+pub struct Plan {
+    /// The scenario suite in every mode.
+    pub suite: bool,
+    /// The benchmark: `smoke`, or `ROUNDS,SECONDS`.
+    pub bench: String,
+}
+
+fn boot(kernel: &Kernel, initramfs: &Path, log: &Path, plan: &Plan) -> Result<VmRun> {
+    let append = format!(
+        "console=ttyS0 quiet loglevel=3 panic=-1 udptrace.bench={}{}",
+        plan.bench,
+        if plan.suite { "" } else { " udptrace.suite=0" }
+    );
     let mut child = Command::new("qemu-system-x86_64")
         .args(["-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "1", "-nographic", "-no-reboot"])
         .arg("-kernel")
         .arg(&kernel.vmlinuz)
         .arg("-initrd")
         .arg(initramfs)
-        .args(["-append", "console=ttyS0 quiet loglevel=3 panic=-1"])
+        .args(["-append", &append])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -418,16 +466,18 @@ fn boot(kernel: &Kernel, initramfs: &Path, log: &Path) -> Result<VmRun> {
 }
 
 pub fn vm_test(
-    build_release: impl Fn() -> Result<(PathBuf, PathBuf)>,
+    build_release: impl Fn() -> Result<(PathBuf, PathBuf, PathBuf)>,
     only_series: Option<&str>,
+    plan: &Plan,
 ) -> Result<Vec<(String, VmRun)>> {
     prereq::ensure_packages(VM_PACKAGES)?;
-    let (udptrace, scenarios) = build_release()?;
+    let (udptrace, scenarios, bench) = build_release()?;
     let ip = fs::canonicalize("/usr/sbin/ip").or_else(|_| fs::canonicalize("/sbin/ip")).context("iproute2's ip")?;
     let nft = fs::canonicalize("/usr/sbin/nft").context("nftables' nft")?;
     let binaries = [
         (udptrace, "/usr/bin/udptrace"),
         (scenarios, "/usr/bin/udptrace-scenarios"),
+        (bench, "/usr/bin/udptrace-bench"),
         (ip, "/usr/local/sbin/ip"),
         (nft, "/usr/local/sbin/nft"),
     ];
@@ -440,9 +490,13 @@ pub fn vm_test(
         prepared.push((kernel, initramfs));
     }
     say(&format!(
-        "booting {} under QEMU (TCG); each runs the suite in {}",
+        "booting {} under QEMU (TCG); each runs {}",
         prepared.iter().map(|(k, _)| k.package.as_str()).collect::<Vec<_>>().join(" and "),
-        MODES.join(", ")
+        if plan.suite {
+            format!("the suite in {}, then the benchmark ({})", MODES.join(", "), plan.bench)
+        } else {
+            format!("the benchmark ({})", plan.bench)
+        }
     ));
     // One VM per core: TCG runs each guest on one host thread.
     let runs: Vec<Result<(String, VmRun)>> = std::thread::scope(|scope| {
@@ -451,7 +505,7 @@ pub fn vm_test(
             .map(|(kernel, initramfs)| {
                 scope.spawn(move || {
                     let log = cache_dir().join("logs").join(format!("{}.log", kernel.package));
-                    let run = boot(kernel, initramfs, &log)?;
+                    let run = boot(kernel, initramfs, &log, plan)?;
                     say(&format!("{} finished; console log in {}", kernel.package, log.display()));
                     Ok((kernel.package.clone(), run))
                 })
@@ -543,15 +597,19 @@ mod tests {
             "@@udptrace-vm end fentry rc=1",
             "kprobe      udptrace               all_hooks_attach pass",
             "tracepoint  soft_error             icmp_sent        skip, because no hook\r",
+            "@@udptrace-vm bench | udptrace fentry | 1234 | 0.981 |",
+            "@@udptrace-vm bench bench  smoke  error_path_accounted     pass",
             "@@udptrace-vm done",
         ] {
             run.add_line(line);
         }
         assert_eq!(run.release.as_deref(), Some("6.12.117+deb12-cloud-amd64"));
-        assert_eq!(run.checks.len(), 4);
+        assert_eq!(run.checks.len(), 5);
         assert_eq!(run.checks[3].outcome, "skip, because no hook");
+        assert_eq!((run.checks[4].mode.as_str(), run.checks[4].check.as_str()), ("bench", "error_path_accounted"));
+        assert_eq!(run.bench[0], "| udptrace fentry | 1234 | 0.981 |");
         assert!(run.done);
-        let problems = run.problems();
+        let problems = run.problems(&Plan { suite: true, bench: "smoke".into() });
         assert_eq!(problems, vec!["fentry closed_port_ipv6 icmp_sent: FAIL: no icmp_sent within 30s".to_owned()]);
     }
 
@@ -559,7 +617,8 @@ mod tests {
     fn a_vm_that_never_finished_or_skipped_a_required_mode_fails() {
         let mut run = VmRun::default();
         run.add_line("fentry      closed_port_ipv4       all              skip, because nothing attaches");
-        let problems = run.problems();
+        let problems = run.problems(&Plan { suite: true, bench: "smoke".into() });
+        assert!(problems.iter().any(|p| p.contains("no result for bench")));
         assert!(problems.iter().any(|p| p.contains("did not finish")));
         assert!(problems.iter().any(|p| p.contains("no result for kprobe")));
         assert!(problems.iter().any(|p| p.contains("fentry closed_port_ipv4 all")));
