@@ -10,7 +10,7 @@
 #![no_std]
 #![no_main]
 
-mod filter;
+pub(crate) mod filter;
 mod kernel;
 mod owner;
 mod recv;
@@ -23,7 +23,7 @@ use aya_ebpf::{
     macros::map,
     maps::{PerCpuArray, PerfEventByteArray, RingBuf},
 };
-use udptrace_common::{IcmpSent, SocketError, buffer};
+use udptrace_common::buffer;
 
 use crate::filter::config;
 
@@ -90,21 +90,11 @@ fn output<C: EbpfContext, T>(ctx: &C, record: &T) {
     }
 }
 
-/// Emits a `socket_error` record that passes the filter options.
+/// Emits a record that passed the filter options (`filter::*_passes`), or counts it filtered out.
 #[inline(always)]
-pub(crate) fn emit_socket_error<C: EbpfContext>(ctx: &C, event: &SocketError) {
-    if filter::socket_error_passes(event) {
-        output(ctx, event);
-    } else {
-        count(STAT_FILTERED);
-    }
-}
-
-/// Emits an `icmp_sent` or `icmp_suppressed` record that passes the filter options.
-#[inline(always)]
-pub(crate) fn emit_icmp_sent<C: EbpfContext>(ctx: &C, event: &IcmpSent) {
-    if filter::icmp_sent_passes(event) {
-        output(ctx, event);
+pub(crate) fn emit<C: EbpfContext, T>(ctx: &C, record: &T, passes: bool) {
+    if passes {
+        output(ctx, record);
     } else {
         count(STAT_FILTERED);
     }

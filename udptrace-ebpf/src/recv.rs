@@ -31,7 +31,7 @@ use udptrace_common::{
 };
 
 use crate::{
-    emit_socket_error,
+    emit, filter,
     kernel::{ReadResult, header, netns_inum, offsets, read, read_into, sock_netns},
     owner::fill_owner,
     report,
@@ -209,7 +209,7 @@ fn udp_err_exit<C: EbpfContext>(ctx: &C, ret: Option<i64>) -> ReadResult<()> {
         // A tunnel socket took it (encap_err_rcv).
         verdict::UNKNOWN
     };
-    emit_socket_error(ctx, event);
+    emit(ctx, event, filter::socket_error_passes(event));
     Ok(())
 }
 
@@ -370,7 +370,7 @@ fn inet_sk_error_report(ctx: &RawTracePointContext) -> ReadResult<()> {
         event.flags |= socket_error_flags::REMOTE_KNOWN;
     }
 
-    emit_socket_error(ctx, &event);
+    emit(ctx, &event, filter::socket_error_passes(&event));
     Ok(())
 }
 

@@ -32,7 +32,7 @@ use udptrace_common::{
 };
 
 use crate::{
-    emit_icmp_sent,
+    emit, filter,
     kernel::{ReadResult, header, netns_inum, offsets, read, sock_netns},
     report,
 };
@@ -303,7 +303,7 @@ fn icmp_send_exit<C: EbpfContext>(ctx: &C) {
             slot.event.header.kind = kind::ICMP_SUPPRESSED;
             slot.event.flags |= slot.suppressed;
         }
-        emit_icmp_sent(ctx, &slot.event);
+        emit(ctx, &slot.event, filter::icmp_sent_passes(&slot.event));
     }
     slot.active = 0;
 }
@@ -420,7 +420,7 @@ pub fn tp_icmp_send(ctx: RawTracePointContext) -> i32 {
     let Some(slot) = state() else { return 0 };
     let result = fill(&ctx, probe::TRACEPOINT, AF_INET, skb, icmp_type as u8, icmp_code as u8, &mut slot.event);
     if result.is_ok() {
-        emit_icmp_sent(&ctx, &slot.event);
+        emit(&ctx, &slot.event, filter::icmp_sent_passes(&slot.event));
     }
     report(result) as i32
 }

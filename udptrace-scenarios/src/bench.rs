@@ -182,20 +182,15 @@ impl Drop for Receiver {
 /// A comparison tool running for the duration of one measurement.
 struct Tool {
     child: Child,
-    _scratch: Option<PathBuf>,
+    /// A file of the tool's, removed with it.
+    scratch: Option<PathBuf>,
 }
 
 impl Drop for Tool {
     fn drop(&mut self) {
-        // SAFETY: signalling our own child: SIGINT lets bpftrace and tcpdump finish cleanly.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(path) = &self._scratch {
+        // SIGINT lets bpftrace and tcpdump finish cleanly.
+        crate::stop_child(&mut self.child, libc::SIGINT, Duration::from_secs(10));
+        if let Some(path) = &self.scratch {
             let _ = std::fs::remove_file(path);
         }
     }
@@ -219,7 +214,7 @@ fn start_tool(mut command: Command, ready: &str, scratch: Option<PathBuf>) -> Re
             }
         });
     }
-    let tool = Tool { child, _scratch: scratch };
+    let tool = Tool { child, scratch };
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut said = Vec::new();
     loop {

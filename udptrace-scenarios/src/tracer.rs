@@ -214,20 +214,15 @@ impl Tracer {
 
     /// SIGINT, as Ctrl-C: udptrace must exit 0 and print its closing counts.
     pub fn stop(&mut self) -> Result<String> {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Some(status) = self.child.try_wait()? {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                bail!("udptrace did not stop within 30 s of SIGINT");
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let Some(status) = crate::stop_child(&mut self.child, libc::SIGINT, Duration::from_secs(30)) else {
+            bail!("udptrace did not stop within 30 s of SIGINT");
         };
-        let closing: Vec<String> = self.stderr.try_iter().collect();
+        // Everything it wrote to stderr, up to the end of the pipe.
+        let mut closing = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while let Ok(line) = self.stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            closing.push(line);
+        }
         if !status.success() {
             bail!("udptrace exited with {status}: {}", closing.join(" | "));
         }

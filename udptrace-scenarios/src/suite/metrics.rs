@@ -29,14 +29,8 @@ struct Prometheus {
 
 impl Drop for Prometheus {
     fn drop(&mut self) {
-        // SAFETY: signalling our own child; SIGTERM lets it close its storage.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // SIGTERM lets it close its storage.
+        crate::stop_child(&mut self.child, libc::SIGTERM, Duration::from_secs(10));
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
