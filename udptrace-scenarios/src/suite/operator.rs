@@ -101,7 +101,7 @@ pub fn filters(config: &Config, tracer: &mut Tracer) -> Result<Results> {
 }
 
 /// 8,000 datagrams to a closed port with the server's ICMP rate limits off (`icmp_ratemask` 0): the
-/// server's kernel sends as many port-unreachables. A udptrace whose reader stalls overflows its buffer:
+/// server's kernel answers each that reaches it with a port-unreachable. A udptrace whose reader stalls overflows its buffer:
 /// every error must be shown or counted lost, with the loss reported. A `--summary` udptrace must add up
 /// to the same total. Both stay within bounded memory.
 ///
@@ -123,25 +123,28 @@ pub fn flood(config: &Config, shared: &mut Tracer) -> Result<Results> {
     let client = udp_socket(&hosts.client, SocketAddr::new(TwoHosts::client_ip(Family::V4), 0))?;
     let server = SocketAddr::new(TwoHosts::server_ip(Family::V4), CLOSED_PORT);
     let server_ns = hosts.server.inode;
-    for burst in 1..=DATAGRAMS / BURST {
+    // The shared udptrace must have shown every error the kernel counted so far before the next burst. The
+    // kernel's count, not the datagrams sent: an emulated machine drops some at the veth backlog.
+    let caught_up = |shared: &mut Tracer| -> Result<u64> {
+        let sent = icmp_counters(&hosts.server)?.out_dest_unreach - before.out_dest_unreach;
+        shared.expect_count("icmp_sent from the shared udptrace", config.event_timeout, sent as usize, |e| {
+            e["event"] == "icmp_sent" && e["netns"] == server_ns
+        })?;
+        Ok(sent)
+    };
+    for _ in 0..DATAGRAMS / BURST {
         for _ in 0..BURST {
             // Unconnected: the errors coming back do not fail the next send.
             client.send_to(b"flood", server)?;
         }
-        let shown = (burst * BURST) as usize;
-        let caught_up = shared.expect_count("icmp_sent from the shared udptrace", config.event_timeout, shown, |e| {
-            e["event"] == "icmp_sent" && e["netns"] == server_ns
-        });
-        if let Err(e) = caught_up {
+        if let Err(e) = caught_up(shared) {
             return Ok(vec![("paced", Outcome::Fail(format!("{e:#}")))]);
         }
     }
     std::thread::sleep(Duration::from_millis(500));
-    let sent = icmp_counters(&hosts.server)?.out_dest_unreach - before.out_dest_unreach;
-    let kernel_sent = if sent == DATAGRAMS {
-        Outcome::Pass
-    } else {
-        Outcome::Fail(format!("the server's kernel sent {sent} port-unreachables for {DATAGRAMS} datagrams"))
+    let sent = match caught_up(shared) {
+        Ok(sent) => sent,
+        Err(e) => return Ok(vec![("paced", Outcome::Fail(format!("{e:#}")))]),
     };
 
     stalled.resume();
@@ -194,12 +197,7 @@ pub fn flood(config: &Config, shared: &mut Tracer) -> Result<Results> {
         [Some(a), Some(b)] if a.max(b) < RSS_BOUND_KIB => Outcome::Pass,
         [a, b] => Outcome::Fail(format!("peak RSS {a:?} KiB and {b:?} KiB, bound {RSS_BOUND_KIB} KiB")),
     };
-    Ok(vec![
-        ("kernel_sent_all", kernel_sent),
-        ("seen_or_lost", accounted),
-        ("summary_adds_up", summed),
-        ("memory_bounded", bounded),
-    ])
+    Ok(vec![("seen_or_lost", accounted), ("summary_adds_up", summed), ("memory_bounded", bounded)])
 }
 
 /// Port-unreachables crafted from a raw socket in the server namespace, quoting a live client socket:
