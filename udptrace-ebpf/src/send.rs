@@ -119,6 +119,17 @@ pub struct FlowKey {
     icmp_code: u8,
     proto: u8,
     _pad: u8,
+    _pad2: u32,
+}
+
+impl FlowKey {
+    /// Compared word by word: a byte-wise compare would be a call to a loop the 6.1 verifier rejects.
+    #[inline(always)]
+    fn same(&self, other: &FlowKey) -> bool {
+        // SAFETY: 48 plain bytes either way.
+        let (a, b): ([u64; 6], [u64; 6]) = unsafe { (core::mem::transmute(*self), core::mem::transmute(*other)) };
+        a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4] && a[5] == b[5]
+    }
 }
 
 #[repr(C)]
@@ -140,6 +151,16 @@ const STACK_REUSE_NS: u64 = 1_000_000_000;
 #[map]
 static STACKS: LruHashMap<FlowKey, KnownStack> = LruHashMap::with_max_entries(1024, 0);
 
+/// The last flow this CPU walked or reused a stack for: a flood of one flow skips the hash lookup too.
+#[repr(C)]
+pub struct LastFlow {
+    key: FlowKey,
+    known: KnownStack,
+}
+
+#[map]
+static LAST_FLOW: PerCpuArray<LastFlow> = PerCpuArray::with_max_entries(1, 0);
+
 /// Fills the event's kernel stack: walked, or reused from its flow's last walk (see `STACKS`).
 #[inline(always)]
 fn fill_stack<C: EbpfContext>(ctx: &C, mode: u8, event: &mut IcmpSent) {
@@ -154,15 +175,32 @@ fn fill_stack<C: EbpfContext>(ctx: &C, mode: u8, event: &mut IcmpSent) {
         icmp_code: event.icmp_code,
         proto: event.proto,
         _pad: 0,
+        _pad2: 0,
     };
-    if known
+    let now = event.header.time_ns;
+    // SAFETY: a per-CPU slot; __icmp_send does not nest on one CPU.
+    let last = LAST_FLOW.get_ptr_mut(0).map(|p| unsafe { &mut *p });
+    if known {
+        if let Some(last) = &last
+            && last.key.same(&key)
+            && now.wrapping_sub(last.known.time_ns) < STACK_REUSE_NS
+        {
+            event.stack = last.known.stack;
+            event.stack_bytes = last.known.stack_bytes as i32;
+            return;
+        }
         // SAFETY: a map lookup; the value is copied out.
-        && let Some(cached) = unsafe { STACKS.get(&key) }
-        && event.header.time_ns.wrapping_sub(cached.time_ns) < STACK_REUSE_NS
-    {
-        event.stack = cached.stack;
-        event.stack_bytes = cached.stack_bytes as i32;
-        return;
+        if let Some(cached) = unsafe { STACKS.get(&key) }
+            && now.wrapping_sub(cached.time_ns) < STACK_REUSE_NS
+        {
+            event.stack = cached.stack;
+            event.stack_bytes = cached.stack_bytes as i32;
+            if let Some(last) = last {
+                last.key = key;
+                last.known = *cached;
+            }
+            return;
+        }
     }
     event.stack = [0; ICMP_STACK_DEPTH];
     // Ask for no more frames than reach the caller of __icmp_send. Tracepoint mode: the program,
@@ -172,9 +210,12 @@ fn fill_stack<C: EbpfContext>(ctx: &C, mode: u8, event: &mut IcmpSent) {
     event.stack_bytes =
         unsafe { bpf_get_stack(ctx.as_ptr(), event.stack.as_mut_ptr().cast(), (frames * 8) as u32, 0) } as i32;
     if known && event.stack_bytes > 0 {
-        let walked =
-            KnownStack { time_ns: event.header.time_ns, stack_bytes: i64::from(event.stack_bytes), stack: event.stack };
+        let walked = KnownStack { time_ns: now, stack_bytes: i64::from(event.stack_bytes), stack: event.stack };
         let _ = STACKS.insert(&key, &walked, 0);
+        if let Some(last) = last {
+            last.key = key;
+            last.known = walked;
+        }
     }
 }
 
@@ -206,18 +247,19 @@ fn read_ipv4_packet(skb: *const u8, off: &KernelOffsets, event: &mut IcmpSent) {
     let Ok(iph) = network_header(skb, off) else {
         return;
     };
-    // struct iphdr: version/ihl at 0, frag_off at 6, protocol at 9, saddr at 12, daddr at 16.
-    let Ok(version_ihl) = read::<u8>(iph, 0) else {
+    // struct iphdr: version/ihl at 0, frag_off at 6, protocol at 9, saddr at 12, daddr at 16. One read of the
+    // whole header: each read is a helper call.
+    let Ok(h) = read::<[u8; 20]>(iph, 0) else {
         return;
     };
+    let version_ihl = h[0];
     if version_ihl >> 4 != 4 {
         return;
     }
-    let (Ok(frag_off), Ok(proto), Ok(saddr), Ok(daddr)) =
-        (read::<u16>(iph, 6), read::<u8>(iph, 9), read::<[u8; 4]>(iph, 12), read::<[u8; 4]>(iph, 16))
-    else {
-        return;
-    };
+    let frag_off = u16::from_ne_bytes([h[6], h[7]]);
+    let proto = h[9];
+    let saddr = [h[12], h[13], h[14], h[15]];
+    let daddr = [h[16], h[17], h[18], h[19]];
     event.proto = proto;
     event.src[..4].copy_from_slice(&saddr);
     event.dst[..4].copy_from_slice(&daddr);
@@ -234,16 +276,18 @@ fn read_ipv6_packet(skb: *const u8, off: &KernelOffsets, event: &mut IcmpSent) {
     let Ok(ip6h) = network_header(skb, off) else {
         return;
     };
-    let Ok(version) = read::<u8>(ip6h, 0) else {
+    // One read of the whole header (each read is a helper call).
+    let Ok(h) = read::<[u8; 40]>(ip6h, 0) else {
         return;
     };
-    if version >> 4 != 6 {
+    if h[0] >> 4 != 6 {
         return;
     }
-    let (Ok(next), Ok(saddr), Ok(daddr)) = (read::<u8>(ip6h, 6), read::<[u8; 16]>(ip6h, 8), read::<[u8; 16]>(ip6h, 24))
-    else {
-        return;
-    };
+    let next = h[6];
+    let mut saddr = [0u8; 16];
+    saddr.copy_from_slice(&h[8..24]);
+    let mut daddr = [0u8; 16];
+    daddr.copy_from_slice(&h[24..40]);
     event.proto = next;
     event.src = saddr;
     event.dst = daddr;
