@@ -257,13 +257,13 @@ fn offsets_read_data_u8(skb: *const u8, offset: u32) -> ReadResult<u8> {
 }
 
 #[fexit(function = "__udp4_lib_lookup")]
-pub fn fexit_udp4_lib_lookup(ctx: FExitContext) -> u32 {
+pub fn fexit_udp4_lookup(ctx: FExitContext) -> u32 {
     udp_lookup_exit(ctx.arg::<u64>(9));
     0
 }
 
 #[fexit(function = "__udp6_lib_lookup")]
-pub fn fexit_udp6_lib_lookup(ctx: FExitContext) -> u32 {
+pub fn fexit_udp6_lookup(ctx: FExitContext) -> u32 {
     udp_lookup_exit(ctx.arg::<u64>(9));
     0
 }
@@ -307,7 +307,7 @@ pub fn kretprobe_udp_lib_err(ctx: RetProbeContext) -> u32 {
 
 /// Both `__udp4_lib_lookup` and `__udp6_lib_lookup`.
 #[kretprobe]
-pub fn kretprobe_udp_lib_lookup(ctx: RetProbeContext) -> u32 {
+pub fn kretprobe_lookup(ctx: RetProbeContext) -> u32 {
     udp_lookup_exit(ctx.ret::<u64>());
     0
 }

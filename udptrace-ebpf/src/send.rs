@@ -409,7 +409,7 @@ pub fn fexit_inet_peer_xrlim_allow(ctx: FExitContext) -> u32 {
 // kprobe/kretprobe.
 
 #[kretprobe]
-pub fn kretprobe_icmp_global_allow(ctx: RetProbeContext) -> u32 {
+pub fn kretprobe_global_allow(ctx: RetProbeContext) -> u32 {
     rate_limit_exit(ctx.ret::<u64>() as u8 != 0, icmp_sent_flags::SUPPRESSED_GLOBAL);
     0
 }

@@ -98,8 +98,8 @@ impl Program {
 
 /// BPF trampolines take at most six arguments on x86_64 before 6.3; the socket lookups take nine.
 const NINE_ARGUMENTS: &str = "fexit cannot attach to a 9-argument function before 6.3 on x86_64";
-const KRETPROBE_LOOKUP4: Program = program("kretprobe_udp_lib_lookup", Kretprobe("__udp4_lib_lookup"));
-const KRETPROBE_LOOKUP6: Program = program("kretprobe_udp_lib_lookup", Kretprobe("__udp6_lib_lookup"));
+const KRETPROBE_LOOKUP4: Program = program("kretprobe_lookup", Kretprobe("__udp4_lib_lookup"));
+const KRETPROBE_LOOKUP6: Program = program("kretprobe_lookup", Kretprobe("__udp6_lib_lookup"));
 
 /// One way (mode) to implement a logical hook. All its programs attach, or none does.
 #[derive(Clone, Copy, Debug)]
@@ -145,8 +145,8 @@ pub static HOOKS: &[Hook] = &[
                     // icmpv6_notify (4 arguments) rather than __udp6_lib_err (7): trampolines take six before 6.3.
                     program("fentry_icmpv6_notify", FEntry("icmpv6_notify")),
                     program("fexit_icmpv6_notify", FExit("icmpv6_notify")),
-                    program("fexit_udp4_lib_lookup", FExit("__udp4_lib_lookup")).or(&KRETPROBE_LOOKUP4, NINE_ARGUMENTS),
-                    program("fexit_udp6_lib_lookup", FExit("__udp6_lib_lookup")).or(&KRETPROBE_LOOKUP6, NINE_ARGUMENTS),
+                    program("fexit_udp4_lookup", FExit("__udp4_lib_lookup")).or(&KRETPROBE_LOOKUP4, NINE_ARGUMENTS),
+                    program("fexit_udp6_lookup", FExit("__udp6_lib_lookup")).or(&KRETPROBE_LOOKUP6, NINE_ARGUMENTS),
                     program("fexit_sock_queue_err_skb", FExit("sock_queue_err_skb")),
                     program("fentry_sk_error_report", FEntry("sk_error_report")),
                 ],
@@ -240,7 +240,7 @@ pub static HOOKS: &[Hook] = &[
                     program("kretprobe_icmp_send", Kretprobe("icmp6_send")),
                     program("kprobe_push_pending_frames", Kprobe("ip_push_pending_frames")),
                     program("kprobe_push_pending_frames", Kprobe("ip6_push_pending_frames")),
-                    program("kretprobe_icmp_global_allow", Kretprobe("icmp_global_allow")),
+                    program("kretprobe_global_allow", Kretprobe("icmp_global_allow")),
                     program("kretprobe_inet_peer_xrlim_allow", Kretprobe("inet_peer_xrlim_allow")),
                 ],
                 since: "5.0 (__icmp_send); CONFIG_KPROBES",
@@ -259,6 +259,24 @@ pub static HOOKS: &[Hook] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The kernel keeps 15 bytes of a program's name (`bpftool prog`, BPF statistics, the benchmark): two
+    /// programs must not look alike there.
+    #[test]
+    fn program_names_differ_in_their_first_15_bytes() {
+        let mut names: Vec<&str> = HOOKS
+            .iter()
+            .flat_map(|hook| AttachMode::LADDER.into_iter().filter_map(|mode| hook.variant(mode)))
+            .flat_map(|variant| variant.programs.iter())
+            .flat_map(|program| std::iter::once(program.name).chain(program.fallback.map(|(f, _)| f.name)))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        for pair in names.windows(2) {
+            let short = |n: &str| n[..n.len().min(15)].to_owned();
+            assert_ne!(short(pair[0]), short(pair[1]), "{} and {}", pair[0], pair[1]);
+        }
+    }
 
     #[test]
     fn every_hook_has_every_mode_and_no_program_serves_two_variants() {
