@@ -172,10 +172,12 @@ pub struct KernelOffsets {
     pub sk_protocol: u32,
     /// `__sk_common.skc_state`: TCP_ESTABLISHED (1) for a connected UDP socket.
     pub sk_state: u32,
-    /// `sock.sk_socket`, `socket.file`, `file.f_inode`, `inode.i_ino`: from a socket to its inode number.
+    /// `sock.sk_socket`, then the socket's inode (`SOCK_INODE()`: `struct socket_alloc` holds the socket and
+    /// its inode side by side, so the inode is at a fixed distance from the socket), then `inode.i_ino`: from a
+    /// socket to its inode number in two reads.
     pub sk_socket: u32,
-    pub socket_file: u32,
-    pub file_inode: u32,
+    /// `offsetof(struct socket_alloc, vfs_inode) - offsetof(struct socket_alloc, socket)`.
+    pub socket_to_inode: u32,
     pub inode_ino: u32,
     /// `struct net`: `ns.inum`.
     pub net_inum: u32,
@@ -196,7 +198,10 @@ pub const FILTER_VALUES: usize = 8;
 
 /// One `--addr IP[/LEN]`: `addr` in network byte order with the host bits cleared, `mask` the prefix's
 /// network bits (IPv4 in the first four bytes of each).
-#[repr(C)]
+///
+/// 8-byte aligned, so that the programs read the address and mask as whole words (a byte-wise copy spills
+/// to the stack, which the 6.1 verifier limits to 512 bytes).
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AddrFilter {
     pub addr: [u8; 16],
@@ -204,7 +209,7 @@ pub struct AddrFilter {
     /// [`AF_INET`] or [`AF_INET6`].
     pub family: u16,
     pub prefix_len: u8,
-    pub _pad0: u8,
+    pub _pad0: [u8; 5],
 }
 
 /// Which ICMP errors map to one of the `--errno` values, per family: a bit per code of the
@@ -227,7 +232,8 @@ pub struct Filter {
     pub netns: [u32; FILTER_VALUES],
     pub errnos: [i32; FILTER_VALUES],
     pub ports: [u16; FILTER_VALUES],
-    pub comms: [[u8; TASK_COMM_LEN]; FILTER_VALUES],
+    /// Task names, NUL-padded, as two native-endian words each (read as words, like `AddrFilter`).
+    pub comms: [[u64; 2]; FILTER_VALUES],
     pub addrs: [AddrFilter; FILTER_VALUES],
     /// Indexed by 0 for IPv4, 1 for IPv6.
     pub icmp: [IcmpMask; 2],
@@ -273,9 +279,9 @@ const _: () = {
     assert!(core::mem::size_of::<EventHeader>() == 40);
     assert!(core::mem::size_of::<SocketError>() == 40 + 48 + 4 + 4 + 4 + 4 + 8 + 32);
     assert!(core::mem::size_of::<IcmpSent>() == 40 + 32 + 4 + 4 + 8 + 8 * ICMP_STACK_DEPTH);
-    assert!(core::mem::size_of::<KernelOffsets>() == 23 * 4);
-    assert!(core::mem::size_of::<AddrFilter>() == 36);
+    assert!(core::mem::size_of::<KernelOffsets>() == 22 * 4);
+    assert!(core::mem::size_of::<AddrFilter>() == 40);
     assert!(core::mem::size_of::<IcmpMask>() == 40);
-    assert!(core::mem::size_of::<Filter>() == FILTER_VALUES * (4 + 4 + 4 + 2 + TASK_COMM_LEN + 36) + 2 * 40 + 8);
+    assert!(core::mem::size_of::<Filter>() == FILTER_VALUES * (4 + 4 + 4 + 2 + TASK_COMM_LEN + 40) + 2 * 40 + 8);
     assert!(core::mem::size_of::<Config>() == core::mem::size_of::<Filter>() + 8);
 };

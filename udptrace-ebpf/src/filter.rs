@@ -103,7 +103,7 @@ fn words(bytes: [u8; 16]) -> [u64; 2] {
 #[inline(always)]
 fn comm_passes(comm: &[u8; TASK_COMM_LEN]) -> bool {
     let comm = words(*comm);
-    option_passes!(n_comms, |i| words(config!(filter.comms[i])) == comm)
+    option_passes!(n_comms, |i| config!(filter.comms[i]) == comm)
 }
 
 /// `addr` is inside the prefix of `filter`.

@@ -26,9 +26,10 @@ use crate::{
 #[map]
 static OWNERS: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(65536, 0);
 
-/// The last (socket, task) this CPU recorded: a task sending again on the same socket, the common case on
-/// a busy socket, costs one read and one compare. A socket freed and another allocated at the same address
-/// by the same task is then not recorded; its errors find their owner through /proc instead.
+/// The last (socket, task) this CPU recorded: a task sending again on the socket it sent on last, the common
+/// case on a busy socket, skips the protocol checks. The inode is read again all the same (a new socket at a
+/// freed one's address has a new inode), and the record is looked up (another process may have sent on the
+/// socket meanwhile, from another CPU).
 #[repr(C)]
 pub struct LastSender {
     sk: u64,
@@ -38,7 +39,8 @@ pub struct LastSender {
 #[map]
 static LAST_SENDER: PerCpuArray<LastSender> = PerCpuArray::with_max_entries(1, 0);
 
-/// The inode number of the socket `sk` belongs to; 0 for a socket without a file (kernel sockets).
+/// The inode number of the socket `sk` belongs to (what `/proc/PID/fd` shows as `socket:[N]`); 0 for a
+/// sock without a socket.
 #[inline(always)]
 pub fn socket_inode(sk: *const u8) -> ReadResult<u64> {
     let off = offsets();
@@ -46,47 +48,39 @@ pub fn socket_inode(sk: *const u8) -> ReadResult<u64> {
     if socket.is_null() {
         return Ok(0);
     }
-    let file = read::<*const u8>(socket, off.socket_file)?;
-    if file.is_null() {
-        return Ok(0);
-    }
-    let inode = read::<*const u8>(file, off.file_inode)?;
-    if inode.is_null() {
-        return Ok(0);
-    }
-    read::<u64>(inode, off.inode_ino)
+    read::<u64>(socket.wrapping_add(off.socket_to_inode as usize), off.inode_ino)
 }
 
 /// Records the current task as `sk`'s owner, if `sk` is a UDP socket and the task changed.
 #[inline(always)]
 fn record_sender(sk: *const u8) -> ReadResult<()> {
     let pid_tgid = bpf_get_current_pid_tgid();
+    let (pid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     // SAFETY: a per-CPU slot; a send hook does not nest on one CPU.
     let last = LAST_SENDER.get_ptr_mut(0).map(|p| unsafe { &mut *p });
-    if let Some(last) = &last
+    let ino = if let Some(last) = &last
         && last.sk == sk as u64
         && last.pid_tgid == pid_tgid
     {
-        return Ok(());
-    }
-    let off = offsets();
-    let protocol = read::<u16>(sk, off.sk_protocol)?;
-    if protocol != IPPROTO_UDP as u16 && protocol != IPPROTO_UDPLITE as u16 {
-        return Ok(());
-    }
-    let family = read::<u16>(sk, off.sk_family)?;
-    if family != AF_INET && family != AF_INET6 {
-        return Ok(());
-    }
-    let ino = socket_inode(sk)?;
+        socket_inode(sk)?
+    } else {
+        let off = offsets();
+        let protocol = read::<u16>(sk, off.sk_protocol)?;
+        if protocol != IPPROTO_UDP as u16 && protocol != IPPROTO_UDPLITE as u16 {
+            return Ok(());
+        }
+        let family = read::<u16>(sk, off.sk_family)?;
+        if family != AF_INET && family != AF_INET6 {
+            return Ok(());
+        }
+        socket_inode(sk)?
+    };
     if ino == 0 {
         return Ok(());
     }
     if let Some(last) = last {
-        last.sk = sk as u64;
-        last.pid_tgid = pid_tgid;
+        *last = LastSender { sk: sk as u64, pid_tgid };
     }
-    let (pid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     // SAFETY: a map lookup; the value is only read.
     if let Some(known) = unsafe { OWNERS.get(&ino) }
         && known.pid == pid

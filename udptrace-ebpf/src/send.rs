@@ -37,9 +37,6 @@ use crate::{
     report,
 };
 
-/// Stack frames recorded in tracepoint mode (see `fill`).
-const TRACEPOINT_FRAMES: usize = 5;
-
 /// IPv4 `frag_off`: the fragment offset bits. A non-first fragment carries no transport header.
 const IP_OFFSET_MASK: u16 = 0x1fff;
 
@@ -101,7 +98,12 @@ fn fill<C: EbpfContext>(
     } else {
         read_ipv6_packet(skb, &off, event);
     }
-    fill_stack(ctx, mode, event);
+    // The stack only serves an event that passes the filters; one that does not is counted when emitted.
+    event.stack = [0; ICMP_STACK_DEPTH];
+    event.stack_bytes = 0;
+    if filter::icmp_sent_passes(event) {
+        fill_stack(ctx, event);
+    }
     Ok(())
 }
 
@@ -163,7 +165,7 @@ static LAST_FLOW: PerCpuArray<LastFlow> = PerCpuArray::with_max_entries(1, 0);
 
 /// Fills the event's kernel stack: walked, or reused from its flow's last walk (see `STACKS`).
 #[inline(always)]
-fn fill_stack<C: EbpfContext>(ctx: &C, mode: u8, event: &mut IcmpSent) {
+fn fill_stack<C: EbpfContext>(ctx: &C, event: &mut IcmpSent) {
     let known = event.flags & icmp_sent_flags::PACKET_KNOWN != 0;
     let key = FlowKey {
         src: event.src,
@@ -203,19 +205,21 @@ fn fill_stack<C: EbpfContext>(ctx: &C, mode: u8, event: &mut IcmpSent) {
         }
     }
     event.stack = [0; ICMP_STACK_DEPTH];
-    // Ask for no more frames than reach the caller of __icmp_send. Tracepoint mode: the program,
-    // bpf_trace_run3, __icmp_send, the caller, one spare. fentry and kprobe: up to five frames of glue first.
-    let frames = if mode == probe::TRACEPOINT { TRACEPOINT_FRAMES } else { ICMP_STACK_DEPTH };
-    // SAFETY: the buffer is the event's stack array, and `frames` is at most its length.
+    // SAFETY: the buffer is the event's stack array, of the size passed.
     event.stack_bytes =
-        unsafe { bpf_get_stack(ctx.as_ptr(), event.stack.as_mut_ptr().cast(), (frames * 8) as u32, 0) } as i32;
-    if known && event.stack_bytes > 0 {
-        let walked = KnownStack { time_ns: now, stack_bytes: i64::from(event.stack_bytes), stack: event.stack };
-        let _ = STACKS.insert(&key, &walked, 0);
-        if let Some(last) = last {
-            last.key = key;
-            last.known = walked;
-        }
+        unsafe { bpf_get_stack(ctx.as_ptr(), event.stack.as_mut_ptr().cast(), (ICMP_STACK_DEPTH * 8) as u32, 0) }
+            as i32;
+    // Remembered in the per-CPU slot, and from there in the hash (a copy on the stack would add 80 bytes to
+    // a stack the 6.1 verifier holds to 512).
+    if known
+        && event.stack_bytes > 0
+        && let Some(last) = last
+    {
+        last.key = key;
+        last.known.time_ns = now;
+        last.known.stack_bytes = i64::from(event.stack_bytes);
+        last.known.stack = event.stack;
+        let _ = STACKS.insert(&last.key, &last.known, 0);
     }
 }
 

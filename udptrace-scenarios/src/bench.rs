@@ -266,9 +266,9 @@ fn tracer_config(udptrace: &Path, mode: &str) -> Config {
     }
 }
 
-/// The ids of the eBPF programs loaded now.
+/// The ids of udptrace's eBPF programs loaded now (see `suite::operator::program_ids`).
 fn program_ids() -> Result<std::collections::BTreeSet<u32>> {
-    Ok(aya::programs::loaded_programs().map(|p| p.map(|info| info.id())).collect::<Result<_, _>>()?)
+    crate::suite::program_ids()
 }
 
 /// Which of `modes` attach every hook here, each with its start-up time and why not for the others.

@@ -22,6 +22,8 @@ use crate::{
 mod metrics;
 mod operator;
 
+pub use operator::program_ids;
+
 pub type Results = Vec<(&'static str, Outcome)>;
 
 pub struct Scenario {

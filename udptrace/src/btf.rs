@@ -78,8 +78,9 @@ impl KernelBtf {
             sk_protocol: sock("sk_protocol")?,
             sk_state: sock("__sk_common.skc_state")?,
             sk_socket: sock("sk_socket")?,
-            socket_file: self.member_offset("socket", "file")?,
-            file_inode: self.member_offset("file", "f_inode")?,
+            // SOCK_INODE() (include/net/sock.h, unchanged since 2.6): the inode beside the socket.
+            socket_to_inode: self.member_offset("socket_alloc", "vfs_inode")?
+                - self.member_offset("socket_alloc", "socket")?,
             inode_ino: self.member_offset("inode", "i_ino")?,
             net_inum: self.member_offset("net", "ns.inum")?,
             skb_head: self.member_offset("sk_buff", "head")?,

@@ -187,7 +187,12 @@ impl Filter {
             *slot = *port;
         }
         for (slot, comm) in k.comms.iter_mut().zip(&self.comms) {
-            slot[..comm.len()].copy_from_slice(comm.as_bytes());
+            let mut bytes = [0u8; TASK_COMM_LEN];
+            bytes[..comm.len()].copy_from_slice(comm.as_bytes());
+            *slot = [
+                u64::from_ne_bytes(bytes[..8].try_into().expect("8 bytes")),
+                u64::from_ne_bytes(bytes[8..].try_into().expect("8 bytes")),
+            ];
         }
         for (slot, prefix) in k.addrs.iter_mut().zip(&self.addrs) {
             let (octets, family) = match prefix.addr {
@@ -198,7 +203,7 @@ impl Filter {
             addr[..octets.len()].copy_from_slice(&octets);
             let mut mask = [0; 16];
             mask[..octets.len()].copy_from_slice(&self::mask(&[0xff; 16][..octets.len()], prefix.len));
-            *slot = AddrFilter { addr, mask, family, prefix_len: prefix.len, _pad0: 0 };
+            *slot = AddrFilter { addr, mask, family, prefix_len: prefix.len, _pad0: [0; 5] };
         }
         k.icmp = [self.icmp_mask(Family::Ipv4), self.icmp_mask(Family::Ipv6)];
         k.n_pids = self.pids.len() as u8;
@@ -443,7 +448,8 @@ mod tests {
         let k = f.for_kernel();
         assert_eq!((k.n_pids, k.n_comms, k.n_ports, k.n_addrs, k.n_errnos, k.n_netns), (2, 1, 1, 2, 0, 1));
         assert_eq!(&k.pids[..2], &[7, 8]);
-        assert_eq!(&k.comms[0][..11], b"dns-client\0");
+        assert_eq!(&k.comms[0][0].to_ne_bytes(), b"dns-clie");
+        assert_eq!(&k.comms[0][1].to_ne_bytes(), b"nt\0\0\0\0\0\0");
         assert_eq!(k.addrs[0].family, AF_INET6);
         assert_eq!(k.addrs[0].prefix_len, 8);
         assert_eq!(k.addrs[0].addr[0], 0xfd);

@@ -4,7 +4,14 @@
 //! and ports become labels only with `--metrics-addresses`: on a busy host every peer would otherwise be a
 //! time series of its own.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use anyhow::{Context as _, Result};
 use prometheus_client::{
@@ -23,6 +30,9 @@ use crate::{
 };
 
 type Labels = Vec<(&'static str, String)>;
+
+/// Connections served at once.
+const MAX_CONNECTIONS: usize = 16;
 
 /// The counters, shared between the tracing loop and the HTTP server.
 #[derive(Clone)]
@@ -138,12 +148,26 @@ fn destination(e: &IcmpSent) -> String {
 /// Binds `addr` now, so that a port in use fails before tracing starts; serves from the returned task.
 pub async fn serve(addr: SocketAddr, metrics: Metrics) -> Result<tokio::task::JoinHandle<()>> {
     let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot serve metrics on {addr}"))?;
+    let open = Arc::new(AtomicUsize::new(0));
     Ok(tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            let metrics = metrics.clone();
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                // Out of file descriptors, or the like: wait instead of spinning on the tracing thread.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            // A scraper needs one connection; more than a few at once are not served.
+            if open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+                continue;
+            }
+            open.fetch_add(1, Ordering::Relaxed);
+            let (metrics, open) = (metrics.clone(), Arc::clone(&open));
             tokio::spawn(async move {
                 let _ = tokio::time::timeout(Duration::from_secs(10), answer(stream, &metrics)).await;
+                open.fetch_sub(1, Ordering::Relaxed);
             });
         }
     }))

@@ -118,9 +118,14 @@ struct Session {
     out: io::BufWriter<io::Stdout>,
 }
 
+/// Records handled in one go before the loop looks at signals, timers and the metrics server again: a
+/// steady flood must not hold the loop in one drain.
+const DRAIN_BATCH: usize = 4096;
+
 /// Where the programs' records arrive.
 enum Source {
-    Ring(AsyncFd<RingBuf<MapData>>),
+    /// The ring buffer, and whether the last drain stopped at `DRAIN_BATCH` with records left.
+    Ring(AsyncFd<RingBuf<MapData>>, bool),
     /// One buffer per online CPU.
     Perf(Vec<AsyncFd<PerfEventArrayBuffer<MapData>>>),
 }
@@ -134,7 +139,7 @@ impl Source {
                 let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
                     .map_err(|e| e.into_parts().1)
                     .context("polling the ring buffer")?;
-                Ok(Source::Ring(ring))
+                Ok(Source::Ring(ring, false))
             }
             Buffer::Perf => {
                 let mut array =
@@ -160,7 +165,13 @@ impl Source {
     /// buffer, so a record that arrives meanwhile is either drained now or signalled again.
     async fn readable(&mut self) -> io::Result<()> {
         match self {
-            Source::Ring(ring) => {
+            Source::Ring(ring, more) => {
+                if std::mem::take(more) {
+                    // Records are left from the last drain: ready at once, but after the other branches'
+                    // turn (`select!` picks among ready branches at random).
+                    tokio::task::yield_now().await;
+                    return Ok(());
+                }
                 ring.readable_mut().await?.clear_ready();
                 Ok(())
             }
@@ -180,15 +191,26 @@ impl Source {
         }
     }
 
-    /// Hands every waiting record to `session`, until it says stop.
+    /// Whether the last drain left records behind.
+    fn has_more(&self) -> bool {
+        matches!(self, Source::Ring(_, true))
+    }
+
+    /// Hands waiting records to `session` (at most `DRAIN_BATCH` from the ring buffer), until it says stop.
     fn drain(&mut self, session: &mut Session) -> Option<Stop> {
         let stop = match self {
-            Source::Ring(ring) => {
+            Source::Ring(ring, more) => {
                 let ring = ring.get_mut();
                 let mut stop = None;
+                let mut handled = 0;
                 while let Some(item) = ring.next() {
                     if let Some(s) = session.record(&item) {
                         stop = Some(s);
+                        break;
+                    }
+                    handled += 1;
+                    if handled == DRAIN_BATCH {
+                        *more = true;
                         break;
                     }
                 }
@@ -309,8 +331,13 @@ pub async fn run(mut ebpf: Ebpf, options: Options) -> Result<Totals> {
         }
     };
     // What arrived before the stop is still shown, unless the reader is gone or the count is reached.
+    // Bounded: under a flood records keep coming until the programs are detached.
     if matches!(stop, Stop::Signal | Stop::Duration) {
-        let _ = source.drain(&mut session);
+        for _ in 0..64 {
+            if source.drain(&mut session).is_some() || !source.has_more() {
+                break;
+            }
+        }
     }
     if !matches!(stop, Stop::OutputClosed) {
         let _ = session.report_lost();
