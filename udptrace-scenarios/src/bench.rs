@@ -368,7 +368,7 @@ pub fn run(options: &Options) -> Result<Report> {
     let mut costs: Vec<ProgramCost> = Vec::new();
     let mut failed_tools: Vec<String> = Vec::new();
     report.error = rounds(&error_variants, options.rounds, |variant| {
-        let before = icmp_counters(&hosts.server)?.out_dest_unreach;
+        let before = icmp_counters(&hosts.server)?;
         match variant {
             Variant::Bare => blast(&hosts, false, options.seconds),
             Variant::Udptrace(mode) => {
@@ -377,7 +377,7 @@ pub fn run(options: &Options) -> Result<Report> {
                 let ours: Vec<u32> = program_ids()?.difference(&ids_before).copied().collect();
                 let rate = blast(&hosts, false, options.seconds)?;
                 std::thread::sleep(Duration::from_millis(1500));
-                let kernel = icmp_counters(&hosts.server)?.out_dest_unreach - before;
+                let kernel = icmp_counters(&hosts.server)?.reported_by(mode) - before.reported_by(mode);
                 for info in aya::programs::loaded_programs().flatten().filter(|i| ours.contains(&i.id())) {
                     if info.run_count() > 0 {
                         costs.push(ProgramCost {

@@ -52,6 +52,17 @@ pub struct IcmpCounters {
     pub out_dest_unreach: u64,
     /// ICMP messages received and dropped as malformed (`Icmp: InErrors`).
     pub in_errors: u64,
+    /// ICMP errors `__icmp_send` built but could not queue (`Icmp: OutErrors`, e.g. the ICMP socket's send
+    /// buffer full in a flood).
+    pub out_errors: u64,
+}
+
+impl IcmpCounters {
+    /// The port-unreachables a hook in `mode` reports: those the kernel sent; in tracepoint mode also those
+    /// it failed to queue, since `icmp:icmp_send` fires before the reply is appended (net/ipv4/icmp.c).
+    pub fn reported_by(&self, mode: &str) -> u64 {
+        if mode == "tracepoint" { self.out_dest_unreach + self.out_errors } else { self.out_dest_unreach }
+    }
 }
 
 pub fn icmp_counters(ns: &Netns) -> Result<IcmpCounters> {
@@ -67,6 +78,7 @@ pub fn icmp_counters(ns: &Netns) -> Result<IcmpCounters> {
                     "OutRateLimitHost" => counters.rate_limit_host = value,
                     "OutType3" => counters.out_dest_unreach = value,
                     "InErrors" if prefix == "Icmp:" => counters.in_errors = value,
+                    "OutErrors" if prefix == "Icmp:" => counters.out_errors = value,
                     _ => {}
                 }
             }
