@@ -27,6 +27,7 @@ use tokio::{
 use crate::{
     event::{Event, IcmpSent},
     explain::errno_name,
+    render::endpoint,
 };
 
 type Labels = Vec<(&'static str, String)>;
@@ -136,13 +137,7 @@ impl Metrics {
 
 /// The offending packet's destination: the local service an ICMP error is about.
 fn destination(e: &IcmpSent) -> String {
-    e.packet.map_or_else(
-        || "unknown".to_owned(),
-        |p| match p.ports {
-            Some((_, dport)) => SocketAddr::new(p.dst, dport).to_string(),
-            None => p.dst.to_string(),
-        },
-    )
+    e.packet.map_or_else(|| "unknown".to_owned(), |p| endpoint(&p, false))
 }
 
 /// Binds `addr` now, so that a port in use fails before tracing starts; serves from the returned task.

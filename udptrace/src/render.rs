@@ -28,7 +28,8 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-fn endpoint(packet: &Packet, src: bool) -> String {
+/// The packet's source (`src`) or destination, with its port when the packet has ports.
+pub fn endpoint(packet: &Packet, src: bool) -> String {
     let ip = if src { packet.src } else { packet.dst };
     match packet.ports {
         Some((sport, dport)) => SocketAddr::new(ip, if src { sport } else { dport }).to_string(),

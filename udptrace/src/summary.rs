@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::{
     event::Event,
     explain::{errno_name, icmp_errno},
-    render::{escape, rfc3339},
+    render::{endpoint, escape, rfc3339},
 };
 
 /// Distinct rows one table keeps.
@@ -42,12 +42,7 @@ impl Key {
         let sent_errno = |e: &crate::event::IcmpSent| {
             icmp_errno(e.family, e.icmp.icmp_type, e.icmp.code).and_then(|(errno, _)| errno_name(errno))
         };
-        let sent_address = |e: &crate::event::IcmpSent| {
-            e.packet.map(|p| match p.ports {
-                Some((_, dport)) => std::net::SocketAddr::new(p.dst, dport).to_string(),
-                None => p.dst.to_string(),
-            })
-        };
+        let sent_address = |e: &crate::event::IcmpSent| e.packet.map(|p| endpoint(&p, false));
         match event {
             Event::SocketError(e) => Some((
                 Key {
