@@ -58,12 +58,8 @@ fn record_sender(sk: *const u8) -> ReadResult<()> {
     let (pid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     // SAFETY: a per-CPU slot; a send hook does not nest on one CPU.
     let last = LAST_SENDER.get_ptr_mut(0).map(|p| unsafe { &mut *p });
-    let ino = if let Some(last) = &last
-        && last.sk == sk as u64
-        && last.pid_tgid == pid_tgid
-    {
-        socket_inode(sk)?
-    } else {
+    let sent_here_last = last.as_ref().is_some_and(|last| last.sk == sk as u64 && last.pid_tgid == pid_tgid);
+    if !sent_here_last {
         let off = offsets();
         let protocol = read::<u16>(sk, off.sk_protocol)?;
         if protocol != IPPROTO_UDP as u16 && protocol != IPPROTO_UDPLITE as u16 {
@@ -73,8 +69,8 @@ fn record_sender(sk: *const u8) -> ReadResult<()> {
         if family != AF_INET && family != AF_INET6 {
             return Ok(());
         }
-        socket_inode(sk)?
-    };
+    }
+    let ino = socket_inode(sk)?;
     if ino == 0 {
         return Ok(());
     }

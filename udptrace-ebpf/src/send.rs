@@ -204,8 +204,7 @@ fn fill_stack<C: EbpfContext>(ctx: &C, event: &mut IcmpSent) {
             return;
         }
     }
-    event.stack = [0; ICMP_STACK_DEPTH];
-    // SAFETY: the buffer is the event's stack array, of the size passed.
+    // SAFETY: the buffer is the event's stack array (zeroed by `fill`), of the size passed.
     event.stack_bytes =
         unsafe { bpf_get_stack(ctx.as_ptr(), event.stack.as_mut_ptr().cast(), (ICMP_STACK_DEPTH * 8) as u32, 0) }
             as i32;
