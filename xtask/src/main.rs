@@ -2,7 +2,10 @@
 //!
 //! - `cargo xtask run [-- ARGS]`: install what is missing, build, run udptrace as root with ARGS.
 //! - `cargo xtask test`: install what is missing, then every test: unit tests, the root scenario suite on
-//!   this host (inside `cargo test`).
+//!   this host (inside `cargo test`), the benchmark's smoke run, the QEMU kernel matrix.
+//! - `cargo xtask vm-test`: the QEMU kernel matrix alone.
+//! - `cargo xtask bench`: what udptrace costs, on this host and in the QEMU kernels; writes
+//!   docs/benchmarks.md.
 
 mod prereq;
 mod tally;
