@@ -1,8 +1,8 @@
 //! A client in a process of its own, for the owner scenarios: the suite's binary runs itself as
-//! `helper udp-client --netns NAME --bind IP --connect IP:PORT [--fork] [--cgroup DIR]`.
+//! `helper udp-client --netns NAME --bind IP --connect IP:PORT [--fork | --no-send] [--cgroup DIR]`.
 //!
-//! It joins the cgroup (if asked), enters the namespace, connects a UDP socket and sends once; with
-//! `--fork` a child then sends on the same socket. The process that sent last prints
+//! It joins the cgroup (if asked), enters the namespace, connects a UDP socket and sends once (not at all
+//! with `--no-send`: no send hook sees the socket); with `--fork` a child then sends on the same socket. The process that sent last prints
 //! `ready LOCAL_ADDR PID` and everything stays alive until its standard input closes.
 
 use std::{
@@ -45,6 +45,9 @@ fn run(args: &[String]) -> Result<()> {
     }
     let socket = UdpSocket::bind(SocketAddr::new(bind, 0))?;
     socket.connect(connect)?;
+    if rest.iter().any(|a| a == "--no-send") {
+        return announce(&socket);
+    }
     socket.send(b"parent")?;
     if rest.iter().any(|a| a == "--fork") {
         // SAFETY: fork in a single-threaded process; the child only sends, prints and waits.

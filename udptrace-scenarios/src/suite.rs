@@ -49,6 +49,7 @@ pub static SCENARIOS: &[Scenario] = &[
     Scenario { name: "owner", run: owner },
     Scenario { name: "owner_before_start", run: owner_before_start },
     Scenario { name: "owner_forked_child", run: owner_forked_child },
+    Scenario { name: "owner_back_to_back", run: owner_back_to_back },
     Scenario { name: "filters", run: operator::filters },
     Scenario { name: "flood", run: operator::flood },
     Scenario { name: "malformed_icmp", run: operator::malformed_icmp },
@@ -794,6 +795,20 @@ fn owner_forked_child(config: &Config, tracer: &mut Tracer) -> Result<Results> {
     case.inject(&client)?;
     let expected_pid = if tracer.mode_of("socket_owner").is_some() { client.pid } else { parent };
     Ok(vec![("names_the_last_sender", case.check(config, tracer, &client, expected_pid))])
+}
+
+/// Two sockets that no send hook saw (they never send) get errors back to back. /proc is scanned for the
+/// first; the second was opened after that scan, within the second in which /proc is not scanned again.
+/// Its event waits for the next scan and names its owner: not knowing is for sockets no process holds.
+fn owner_back_to_back(config: &Config, tracer: &mut Tracer) -> Result<Results> {
+    let case = OwnerCase::new()?;
+    let first = case.client(config, &["--no-send"])?;
+    case.inject(&first)?;
+    let first_named = case.check(config, tracer, &first, first.pid);
+    let second = case.client(config, &["--no-send"])?;
+    case.inject(&second)?;
+    let second_named = case.check(config, tracer, &second, second.pid);
+    Ok(vec![("names_the_first", first_named), ("names_the_second", second_named)])
 }
 
 #[cfg(test)]

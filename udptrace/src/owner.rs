@@ -2,7 +2,8 @@
 //!
 //! The programs record the last process seen sending on each socket. For a socket no send was seen on
 //! (opened before udptrace started, or on a kernel without a send hook), the socket's inode is looked up
-//! in `/proc/*/fd`, as `ss -p` does: cached, and rescanned at most once a second. Unknown stays unknown.
+//! in `/proc/*/fd`, as `ss -p` does: cached, and rescanned at most once a second; an event whose socket the
+//! last scan did not see waits for the next one. Unknown stays unknown.
 
 use std::{
     collections::HashMap,
@@ -39,6 +40,16 @@ impl OwnerInfo {
             container: None,
         }
     }
+}
+
+/// What /proc says of a socket.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup {
+    Found(OwnerInfo),
+    /// No process holds it.
+    Unknown,
+    /// Not in the last scan, which is too recent to repeat: ask again from this instant.
+    Later(Instant),
 }
 
 /// At most this many sockets are remembered from a /proc scan; a larger host is rescanned on demand.
@@ -81,22 +92,35 @@ impl Resolver {
         }
     }
 
-    /// The owner of the socket with inode `ino`, from /proc.
-    pub fn by_socket_inode(&mut self, ino: u64) -> Option<OwnerInfo> {
+    /// The owner of the socket with inode `ino`, from /proc, for an event that arrived at `seen`.
+    ///
+    /// A socket missing from the last scan is only unknown if that scan began after the event arrived
+    /// (the socket existed throughout, so no process held it). Otherwise /proc is scanned again, at most
+    /// once every `RESCAN_AFTER`: until then the answer is `Later`, unless `may_wait` is false (the
+    /// session is ending, or too many events wait), which scans at once.
+    pub fn by_socket_inode(&mut self, ino: u64, seen: Instant, may_wait: bool) -> Lookup {
         let pid = match self.sockets.get(&ino) {
             Some(&pid) if Path::new(&format!("/proc/{pid}")).exists() => pid,
-            _ => {
-                if self.last_scan.is_some_and(|t| t.elapsed() < RESCAN_AFTER) {
-                    return None;
+            cached => {
+                match self.last_scan {
+                    Some(scan) if scan >= seen && cached.is_none() => return Lookup::Unknown,
+                    Some(scan) if may_wait && scan.elapsed() < RESCAN_AFTER => {
+                        return Lookup::Later(scan + RESCAN_AFTER);
+                    }
+                    _ => self.scan_proc(),
                 }
-                self.scan_proc();
-                *self.sockets.get(&ino)?
+                match self.sockets.get(&ino) {
+                    Some(&pid) => pid,
+                    None => return Lookup::Unknown,
+                }
             }
         };
-        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?.trim_end().to_owned();
-        let mut owner = OwnerInfo { pid, comm, ..OwnerInfo::default() };
+        let Ok(comm) = fs::read_to_string(format!("/proc/{pid}/comm")) else {
+            return Lookup::Unknown;
+        };
+        let mut owner = OwnerInfo { pid, comm: comm.trim_end().to_owned(), ..OwnerInfo::default() };
         self.complete(&mut owner);
-        Some(owner)
+        Lookup::Found(owner)
     }
 
     /// Maps every socket inode in /proc/*/fd to the first (lowest) pid holding it.
@@ -228,8 +252,41 @@ mod tests {
         let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
         let target = fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
         let ino = socket_inode_of_link(&target.to_string_lossy()).unwrap();
-        let owner = Resolver::new().by_socket_inode(ino).expect("the socket's owner");
+        let Lookup::Found(owner) = Resolver::new().by_socket_inode(ino, Instant::now(), true) else {
+            panic!("the socket's owner")
+        };
         assert_eq!(owner.pid, std::process::id());
         assert_eq!(owner.cgroup, cgroup_of_pid(std::process::id()));
+    }
+
+    fn inode_of(socket: &std::net::UdpSocket) -> u64 {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(socket);
+        socket_inode_of_link(&fs::read_link(format!("/proc/self/fd/{fd}")).unwrap().to_string_lossy()).unwrap()
+    }
+
+    /// A socket opened after the last scan, with an error within the second after it: it waits for the
+    /// next scan instead of going without an owner; a socket no scan since its event has seen is unknown.
+    #[test]
+    fn a_socket_newer_than_the_last_scan_waits_for_the_next() {
+        let mut resolver = Resolver::new();
+        let first = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert!(matches!(resolver.by_socket_inode(inode_of(&first), Instant::now(), true), Lookup::Found(_)));
+        let second = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let seen = Instant::now();
+        let Lookup::Later(at) = resolver.by_socket_inode(inode_of(&second), seen, true) else {
+            panic!("a socket the last scan could not see must wait for the next")
+        };
+        assert!(at > seen && at <= seen + RESCAN_AFTER);
+        // Ending (or too much waiting): scan at once.
+        let Lookup::Found(owner) = resolver.by_socket_inode(inode_of(&second), seen, false) else {
+            panic!("the second socket's owner")
+        };
+        assert_eq!(owner.pid, std::process::id());
+        // Gone before the scan that followed its event: no process holds it, and no scan is repeated.
+        let third = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (ino, seen) = (inode_of(&third), Instant::now());
+        drop(third);
+        let _ = resolver.by_socket_inode(ino, seen, false);
+        assert_eq!(resolver.by_socket_inode(ino, seen, true), Lookup::Unknown);
     }
 }

@@ -2,6 +2,7 @@
 //! or `--count`; then say how many events were seen and how many were lost.
 
 use std::{
+    collections::VecDeque,
     io::{self, Write as _},
     time::Duration,
 };
@@ -106,6 +107,11 @@ struct Session {
     kallsyms: Option<Kallsyms>,
     stats: PerCpuArray<MapData, u64>,
     owners: owner::Resolver,
+    /// Events that wait for the next /proc scan to name a socket's owner, with when each arrived; the
+    /// events after them wait too, so that the output keeps the kernel's order.
+    waiting: VecDeque<(Event, std::time::Instant)>,
+    /// When the next /proc scan is allowed, while events wait for it.
+    owner_scan_at: Option<std::time::Instant>,
     /// The programs' socket-owner records (`OWNERS`), read for errors that came before the send hook.
     recorded_owners: Option<aya::maps::HashMap<MapData, u64, udptrace_common::Owner>>,
     totals: Totals,
@@ -117,6 +123,10 @@ struct Session {
     started: Instant,
     out: io::BufWriter<io::Stdout>,
 }
+
+/// Events that may wait for an owner scan; one more scans at once. A second of a flood of errors on
+/// sockets opened since the last scan.
+const MAX_WAITING: usize = 16_384;
 
 /// Records handled in one go before the loop looks at signals, timers and the metrics server again: a
 /// steady flood must not hold the loop in one drain.
@@ -271,6 +281,8 @@ pub async fn run(mut ebpf: Ebpf, options: Options) -> Result<Totals> {
         kallsyms,
         stats,
         owners: owner::Resolver::new(),
+        waiting: VecDeque::new(),
+        owner_scan_at: None,
         recorded_owners: ebpf.take_map("OWNERS").and_then(|m| aya::maps::HashMap::try_from(m).ok()),
         totals: Totals::default(),
         filtered_here: 0,
@@ -323,6 +335,14 @@ pub async fn run(mut ebpf: Ebpf, options: Options) -> Result<Totals> {
                     break stop;
                 }
             }
+            () = sleep_until_opt(session.owner_scan_at.map(Instant::from_std)), if session.owner_scan_at.is_some() => {
+                if let Some(stop) = session.release_waiting(true) {
+                    break stop;
+                }
+                if session.out.flush().is_err() {
+                    break Stop::OutputClosed;
+                }
+            }
             _ = summary_tick.tick(), if summary_period.is_some() => {
                 if let Some(stop) = session.print_period() {
                     break stop;
@@ -338,6 +358,9 @@ pub async fn run(mut ebpf: Ebpf, options: Options) -> Result<Totals> {
                 break;
             }
         }
+        // Events waiting for an owner scan get it now.
+        let _ = session.release_waiting(false);
+        let _ = session.out.flush();
     }
     if !matches!(stop, Stop::OutputClosed) {
         let _ = session.report_lost();
@@ -363,7 +386,7 @@ impl Session {
         match decode(bytes, self.clock) {
             Ok(event) => {
                 let event = self.enrich(event);
-                self.event(event)
+                self.proceed(event, std::time::Instant::now())
             }
             Err(e) => {
                 self.totals.undecodable += 1;
@@ -373,6 +396,63 @@ impl Session {
                 None
             }
         }
+    }
+
+    /// Passes on an event once /proc has named its socket's owner (if it must), in arrival order.
+    fn proceed(&mut self, event: Event, seen: std::time::Instant) -> Option<Stop> {
+        if !self.waiting.is_empty() {
+            self.waiting.push_back((event, seen));
+            return if self.waiting.len() >= MAX_WAITING { self.release_waiting(false) } else { None };
+        }
+        match self.with_owner(event, seen, true) {
+            Ok(event) => self.event(event),
+            Err((event, at)) => {
+                self.waiting.push_back((event, seen));
+                self.owner_scan_at = Some(at);
+                None
+            }
+        }
+    }
+
+    /// Names the owner of a socket no program recorded, from /proc; gives the event back, with when to try
+    /// again, if it must wait for the next scan.
+    fn with_owner(
+        &mut self,
+        mut event: Event,
+        seen: std::time::Instant,
+        may_wait: bool,
+    ) -> Result<Event, (Event, std::time::Instant)> {
+        if let Event::SocketError(e) = &mut event
+            && e.owner.is_none()
+            && let Some(ino) = e.sock_ino
+        {
+            match self.owners.by_socket_inode(ino, seen, may_wait) {
+                owner::Lookup::Found(owner) => e.owner = Some(owner),
+                owner::Lookup::Unknown => {}
+                owner::Lookup::Later(at) => return Err((event, at)),
+            }
+        }
+        Ok(event)
+    }
+
+    /// Passes on the events that waited for an owner scan, in order; `may_wait: false` scans at once.
+    fn release_waiting(&mut self, may_wait: bool) -> Option<Stop> {
+        self.owner_scan_at = None;
+        while let Some((event, seen)) = self.waiting.pop_front() {
+            match self.with_owner(event, seen, may_wait) {
+                Ok(event) => {
+                    if let Some(stop) = self.event(event) {
+                        return Some(stop);
+                    }
+                }
+                Err((event, at)) => {
+                    self.waiting.push_front((event, seen));
+                    self.owner_scan_at = Some(at);
+                    return None;
+                }
+            }
+        }
+        None
     }
 
     /// Filters, counts and shows (or tabulates) one event.
@@ -403,10 +483,9 @@ impl Session {
                 // and on loopback or veth the ICMP error comes back inside that send.
                 e.owner = Some(owner::OwnerInfo::recorded(&owner));
             }
-            match (&mut e.owner, e.sock_ino) {
-                (Some(owner), _) => self.owners.complete(owner),
-                (None, Some(ino)) => e.owner = self.owners.by_socket_inode(ino),
-                (None, None) => {}
+            // A socket no program recorded is looked up in /proc by `with_owner`, in order.
+            if let Some(owner) = &mut e.owner {
+                self.owners.complete(owner);
             }
         }
         let sent = match &mut event {
