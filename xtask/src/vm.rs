@@ -233,6 +233,7 @@ for module in $(cat /lib/modules/order); do
   insmod "/lib/modules/$module.ko" || echo "@@udptrace-vm warning: $module did not load"
 done
 echo "@@udptrace-vm kernel $(uname -r)"
+echo "@@udptrace-vm version $(cat /proc/version)"
 udptrace probes -v 2>&1 | sed 's/^/@@udptrace-vm probes /'
 # `udptrace.suite=0` on the kernel command line: the benchmark only (`cargo xtask bench`).
 modes="fentry kprobe tracepoint"
@@ -322,7 +323,11 @@ pub struct VmCheck {
 /// What one VM run printed that matters.
 #[derive(Debug, Default)]
 pub struct VmRun {
+    /// The series the kernel was resolved for (`6.1`).
+    pub series: String,
     pub release: Option<String>,
+    /// `/proc/version`, which names Debian's package version (`Debian 6.1.158-1`).
+    pub version: Option<String>,
     pub checks: Vec<VmCheck>,
     /// Exit status per mode of the scenario binary.
     pub mode_status: BTreeMap<String, String>,
@@ -341,6 +346,8 @@ impl VmRun {
             let rest = rest.trim_start();
             if let Some(release) = rest.strip_prefix("kernel ") {
                 self.release = Some(release.to_owned());
+            } else if let Some(version) = rest.strip_prefix("version ") {
+                self.version = Some(version.to_owned());
             } else if let Some(probes) = rest.strip_prefix("probes ") {
                 self.probes.push(probes.to_owned());
             } else if let Some(bench) = rest.strip_prefix("bench") {
@@ -487,11 +494,11 @@ pub fn vm_test(
     for series in SERIES.iter().filter(|s| only_series.is_none_or(|o| o == **s)) {
         let kernel = fetch(&resolve(series)?)?;
         let initramfs = build_initramfs(&kernel, &binaries)?;
-        prepared.push((kernel, initramfs));
+        prepared.push((*series, kernel, initramfs));
     }
     say(&format!(
         "booting {} under QEMU (TCG); each runs {}",
-        prepared.iter().map(|(k, _)| k.package.as_str()).collect::<Vec<_>>().join(" and "),
+        prepared.iter().map(|(_, k, _)| k.package.as_str()).collect::<Vec<_>>().join(" and "),
         if plan.suite {
             format!("the suite in {}, then the benchmark ({})", MODES.join(", "), plan.bench)
         } else {
@@ -502,10 +509,11 @@ pub fn vm_test(
     let runs: Vec<Result<(String, VmRun)>> = std::thread::scope(|scope| {
         let handles: Vec<_> = prepared
             .iter()
-            .map(|(kernel, initramfs)| {
+            .map(|(series, kernel, initramfs)| {
                 scope.spawn(move || {
                     let log = cache_dir().join("logs").join(format!("{}.log", kernel.package));
-                    let run = boot(kernel, initramfs, &log, plan)?;
+                    let mut run = boot(kernel, initramfs, &log, plan)?;
+                    run.series = (*series).to_owned();
                     say(&format!("{} finished; console log in {}", kernel.package, log.display()));
                     Ok((kernel.package.clone(), run))
                 })
@@ -514,6 +522,72 @@ pub fn vm_test(
         handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a VM thread panicked")))).collect()
     });
     runs.into_iter().collect()
+}
+
+/// Where the kernels the suite last passed on are written, one line per series:
+/// `SERIES PACKAGE RELEASE DEBIAN-VERSION`. The matrix resolves the newest kernel of each series, so a
+/// kernel Debian publishes can fail a suite that did not change; a failure then says what last passed.
+fn passed_file() -> PathBuf {
+    workspace_root().join("xtask/kernels-passed.txt")
+}
+
+/// `6.1.158-1` from `/proc/version`: its last `Debian` word (the first names the compiler's).
+fn debian_version(proc_version: &str) -> Option<&str> {
+    let at = proc_version.rfind("Debian ")? + "Debian ".len();
+    proc_version[at..].split_whitespace().next().map(|v| v.trim_end_matches(')'))
+}
+
+impl VmRun {
+    /// `6.1.0-57-cloud-amd64 (Debian 6.1.158-1)`, as far as the VM said.
+    pub fn kernel(&self, package: &str) -> String {
+        let release = self.release.clone().unwrap_or_else(|| package.to_owned());
+        match self.version.as_deref().and_then(debian_version) {
+            Some(version) => format!("{release} (Debian {version})"),
+            None => release,
+        }
+    }
+}
+
+/// The line `passed` holds for `series`, if any.
+fn last_passed<'a>(passed: &'a str, series: &str) -> Option<&'a str> {
+    passed.lines().find(|l| l.split_whitespace().next() == Some(series))
+}
+
+/// What to say of a run that failed: which kernel it ran on and which one the suite last passed on.
+pub fn kernel_note(package: &str, run: &VmRun) -> String {
+    let passed = fs::read_to_string(passed_file()).unwrap_or_default();
+    let last = match last_passed(&passed, &run.series).map(|l| l.split_whitespace().collect::<Vec<_>>()) {
+        Some(words) if words.len() >= 3 => {
+            let version = words.get(3).filter(|v| **v != "-").map(|v| format!(" (Debian {v})")).unwrap_or_default();
+            if words[1] == package {
+                format!("the suite last passed on this same kernel, {}{version}", words[2])
+            } else {
+                format!(
+                    "the suite last passed on {}{version}: a newer kernel, not only this change, may be why",
+                    words[2]
+                )
+            }
+        }
+        _ => "no earlier pass is recorded for this series".to_owned(),
+    };
+    format!("ran on {}; {last}", run.kernel(package))
+}
+
+/// Records that the suite passed on `run`'s kernel (a file to commit with the change that passed).
+pub fn record_pass(package: &str, run: &VmRun) -> Result<()> {
+    let path = passed_file();
+    let passed = fs::read_to_string(&path).unwrap_or_default();
+    let release = run.release.as_deref().unwrap_or(package);
+    let version = run.version.as_deref().and_then(debian_version).unwrap_or("-");
+    let line = format!("{} {package} {release} {version}", run.series);
+    let mut lines: Vec<String> = passed
+        .lines()
+        .filter(|l| l.split_whitespace().next() != Some(run.series.as_str()))
+        .map(str::to_owned)
+        .collect();
+    lines.push(line);
+    lines.sort_by_key(|l| natural_key(l));
+    fs::write(&path, lines.join("\n") + "\n").with_context(|| format!("writing {}", path.display()))
 }
 
 /// The matrix: one row per check, one column per kernel x mode.
@@ -584,6 +658,24 @@ mod tests {
         assert_eq!(newest_package(names, "6.1").as_deref(), Some("linux-image-6.1.0-56-cloud-amd64"));
         assert_eq!(newest_package(names, "6.12").as_deref(), Some("linux-image-6.12.117+deb12-cloud-amd64"));
         assert_eq!(newest_package(names, "6.6"), None);
+    }
+
+    #[test]
+    fn says_which_kernel_ran_and_which_last_passed() {
+        let version = "Linux version 6.1.0-57-cloud-amd64 (debian-kernel@lists.debian.org) (gcc-12 (Debian \
+                       12.2.0-14+deb12u1) 12.2.0) #1 SMP PREEMPT_DYNAMIC Debian 6.1.158-1 (2026-11-20)";
+        assert_eq!(debian_version(version), Some("6.1.158-1"));
+        let passed = "6.1 linux-image-6.1.0-56-cloud-amd64 6.1.0-56-cloud-amd64 6.1.153-1\n\
+                      6.12 linux-image-6.12.117+deb12-cloud-amd64 6.12.117+deb12-cloud-amd64 6.12.117-1\n";
+        assert_eq!(
+            last_passed(passed, "6.1").map(|l| l.split(' ').nth(1)),
+            Some(Some("linux-image-6.1.0-56-cloud-amd64"))
+        );
+        assert_eq!(last_passed(passed, "6.6"), None);
+        let mut run = VmRun { series: "6.1".into(), ..VmRun::default() };
+        run.add_line("@@udptrace-vm kernel 6.1.0-57-cloud-amd64");
+        run.add_line(&format!("@@udptrace-vm version {version}"));
+        assert_eq!(run.kernel("linux-image-6.1.0-57-cloud-amd64"), "6.1.0-57-cloud-amd64 (Debian 6.1.158-1)");
     }
 
     #[test]
