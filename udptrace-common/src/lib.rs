@@ -18,6 +18,60 @@ pub mod probe {
     pub const TRACEPOINT: u8 = 3;
 }
 
+/// The names user space finds the programs' maps and globals by: the statics of `udptrace-ebpf` carry these
+/// names (a unit test of `udptrace` checks the object against them).
+pub mod names {
+    /// The BPF ring buffer (`--buffer ring`).
+    pub const EVENTS: &str = "EVENTS";
+    /// The per-CPU perf buffers (`--buffer perf`).
+    pub const PERF_EVENTS: &str = "PERF_EVENTS";
+    /// Per-CPU counters, indexed by [`stat`](super::stat).
+    pub const STATS: &str = "STATS";
+    /// Sockets' last senders, by socket inode.
+    pub const OWNERS: &str = "OWNERS";
+    /// The read-only global of [`KernelOffsets`](super::KernelOffsets).
+    pub const OFFSETS: &str = "OFFSETS";
+    /// The read-only global of [`Config`](super::Config).
+    pub const CONFIG: &str = "CONFIG";
+    /// Every map user space opens by name.
+    pub const MAPS: &[&str] = &[EVENTS, PERF_EVENTS, STATS, OWNERS];
+}
+
+/// Indexes of the per-CPU `STATS` counters.
+pub mod stat {
+    /// The buffer was full: an event was lost.
+    pub const LOST: u32 = 0;
+    /// A kernel read failed: the event could not be built.
+    pub const READ_ERROR: u32 = 1;
+    /// The filter options dropped an event.
+    pub const FILTERED: u32 = 2;
+    pub const COUNT: u32 = 3;
+}
+
+/// ICMP (IPv4) types and codes (`include/uapi/linux/icmp.h`).
+pub mod icmp {
+    pub const DEST_UNREACH: u8 = 3;
+    pub const SOURCE_QUENCH: u8 = 4;
+    pub const REDIRECT: u8 = 5;
+    pub const TIME_EXCEEDED: u8 = 11;
+    pub const PARAMETERPROB: u8 = 12;
+    /// Codes of `DEST_UNREACH`.
+    pub const PORT_UNREACH: u8 = 3;
+    pub const FRAG_NEEDED: u8 = 4;
+}
+
+/// ICMPv6 types and codes (`include/uapi/linux/icmpv6.h`, `include/net/ndisc.h`).
+pub mod icmpv6 {
+    pub const DEST_UNREACH: u8 = 1;
+    pub const PKT_TOOBIG: u8 = 2;
+    pub const TIME_EXCEED: u8 = 3;
+    pub const PARAMPROB: u8 = 4;
+    /// A route update, not an error.
+    pub const NDISC_REDIRECT: u8 = 137;
+    /// A code of `DEST_UNREACH`.
+    pub const PORT_UNREACH: u8 = 4;
+}
+
 /// Address families as the kernel spells them (`include/linux/socket.h`).
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
@@ -86,10 +140,6 @@ pub struct EventHeader {
     pub netns: u32,
     /// `bpf_ktime_get_boot_ns()`: CLOCK_BOOTTIME, so suspend does not skew the wall-clock time.
     pub time_ns: u64,
-    /// Thread group id and thread id of the task the hook ran in.
-    pub pid: u32,
-    pub tid: u32,
-    pub comm: [u8; TASK_COMM_LEN],
 }
 
 /// The process that owns a socket: the last one seen sending on it.
@@ -276,9 +326,9 @@ mod pod {
 
 /// Compile-time checks that the layouts have no implicit padding (sizes are the sum of the fields).
 const _: () = {
-    assert!(core::mem::size_of::<EventHeader>() == 40);
-    assert!(core::mem::size_of::<SocketError>() == 40 + 48 + 4 + 4 + 4 + 4 + 8 + 32);
-    assert!(core::mem::size_of::<IcmpSent>() == 40 + 32 + 4 + 4 + 8 + 8 * ICMP_STACK_DEPTH);
+    assert!(core::mem::size_of::<EventHeader>() == 16);
+    assert!(core::mem::size_of::<SocketError>() == 16 + 48 + 4 + 4 + 4 + 4 + 8 + 32);
+    assert!(core::mem::size_of::<IcmpSent>() == 16 + 32 + 4 + 4 + 8 + 8 * ICMP_STACK_DEPTH);
     assert!(core::mem::size_of::<KernelOffsets>() == 22 * 4);
     assert!(core::mem::size_of::<AddrFilter>() == 40);
     assert!(core::mem::size_of::<IcmpMask>() == 40);

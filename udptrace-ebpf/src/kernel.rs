@@ -1,13 +1,7 @@
 //! Reading kernel structures. Member offsets come from user space (resolved from the running kernel's BTF
 //! before load) through the read-only global `OFFSETS`; nothing is hard-coded for one kernel.
 
-use aya_ebpf::{
-    EbpfContext,
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
-        bpf_probe_read_kernel_buf,
-    },
-};
+use aya_ebpf::helpers::{bpf_ktime_get_boot_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
 use udptrace_common::{EventHeader, KernelOffsets};
 
 #[unsafe(no_mangle)]
@@ -52,10 +46,9 @@ pub fn sock_netns(sk: *const u8, off: &KernelOffsets) -> ReadResult<u32> {
     netns_inum(net, off)
 }
 
-/// The header every record starts with. `pid`/`tid`/`comm` are the task the hook runs in.
+/// The header every record starts with.
 #[inline(always)]
-pub fn header<C: EbpfContext>(_ctx: &C, kind: u8, probe: u8, family: u16, netns: u32) -> EventHeader {
-    let pid_tgid = bpf_get_current_pid_tgid();
+pub fn header(kind: u8, probe: u8, family: u16, netns: u32) -> EventHeader {
     EventHeader {
         kind,
         probe,
@@ -64,8 +57,5 @@ pub fn header<C: EbpfContext>(_ctx: &C, kind: u8, probe: u8, family: u16, netns:
         netns,
         // SAFETY: a helper without arguments.
         time_ns: unsafe { bpf_ktime_get_boot_ns() },
-        pid: (pid_tgid >> 32) as u32,
-        tid: pid_tgid as u32,
-        comm: bpf_get_current_comm().unwrap_or_default(),
     }
 }

@@ -88,7 +88,7 @@ fn udp_err_enter<C: EbpfContext>(ctx: &C, mode: u8, skb: *const u8, v6: Option<(
     // Built in place in the per-CPU slot: a SocketError on the stack as well would push the 6.1
     // verifier past its 512-byte stack limit.
     let event = &mut slot.event;
-    event.header = header(ctx, kind::SOCKET_ERROR, mode, if v6.is_some() { AF_INET6 } else { AF_INET }, netns);
+    event.header = header(kind::SOCKET_ERROR, mode, if v6.is_some() { AF_INET6 } else { AF_INET }, netns);
     event.flags = socket_error_flags::ICMP_KNOWN | socket_error_flags::RECVERR_KNOWN | socket_error_flags::REMOTE_KNOWN;
     event.errno = 0;
     event.verdict = verdict::UNKNOWN;
@@ -360,7 +360,7 @@ fn inet_sk_error_report(ctx: &RawTracePointContext) -> ReadResult<()> {
     slot.active = 0;
     let event = &mut slot.event;
     *event = SocketError::default();
-    event.header = header(ctx, kind::SOCKET_ERROR, probe::TRACEPOINT, family, sock_netns(sk, &off)?);
+    event.header = header(kind::SOCKET_ERROR, probe::TRACEPOINT, family, sock_netns(sk, &off)?);
     event.errno = errno;
     // sk_error_report only runs for an error the socket was given.
     event.verdict = verdict::DELIVERED;

@@ -83,7 +83,7 @@ fn fill<C: EbpfContext>(
     } else {
         netns_inum(read::<*const u8>(dev, off.dev_net)?, &off)?
     };
-    event.header = header(ctx, kind::ICMP_SENT, mode, family, netns);
+    event.header = header(kind::ICMP_SENT, mode, family, netns);
     event.icmp_type = icmp_type;
     event.icmp_code = icmp_code;
     event.src = [0; 16];

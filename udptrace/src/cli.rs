@@ -5,8 +5,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::{
-    filter::{self, Filter, Prefix},
-    loader::ProbeChoice,
+    domain::AttachMode,
+    pipeline::{
+        filter::{self, Filter, Prefix},
+        source,
+    },
 };
 
 const EXAMPLES: &str = "\
@@ -115,10 +118,51 @@ pub struct Cli {
     pub verbose: bool,
 }
 
+/// `--probe`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProbeChoice {
+    /// fentry, else kprobe, else tracepoint, per hook.
+    Auto,
+    #[value(name = "fentry")]
+    FEntry,
+    Kprobe,
+    Tracepoint,
+}
+
+impl ProbeChoice {
+    /// The modes to try, in order.
+    pub fn modes(self) -> &'static [AttachMode] {
+        match self {
+            ProbeChoice::Auto => &AttachMode::LADDER,
+            ProbeChoice::FEntry => &[AttachMode::FEntry],
+            ProbeChoice::Kprobe => &[AttachMode::Kprobe],
+            ProbeChoice::Tracepoint => &[AttachMode::Tracepoint],
+        }
+    }
+
+    /// How the user said it: `any mode`, `--probe fentry`.
+    pub fn describe(self) -> String {
+        match self {
+            ProbeChoice::Auto => "any mode".to_owned(),
+            _ => format!("--probe {}", self.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default()),
+        }
+    }
+}
+
+/// `--buffer`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Buffer {
     Ring,
     Perf,
+}
+
+impl From<Buffer> for source::Buffer {
+    fn from(buffer: Buffer) -> Self {
+        match buffer {
+            Buffer::Ring => source::Buffer::Ring,
+            Buffer::Perf => source::Buffer::Perf,
+        }
+    }
 }
 
 impl Cli {
@@ -187,6 +231,8 @@ mod tests {
         assert_eq!(cli.count, Some(3));
         assert!(matches!(parse(&["probes"]).unwrap().command, Some(Command::Probes)));
         assert_eq!(parse(&[]).unwrap().probe, ProbeChoice::Auto);
+        assert_eq!(ProbeChoice::Auto.modes(), AttachMode::LADDER);
+        assert_eq!(ProbeChoice::Kprobe.describe(), "--probe kprobe");
         assert_eq!(parse(&[]).unwrap().buffer, Buffer::Ring);
         assert!(matches!(parse(&["completions", "bash"]).unwrap().command, Some(Command::Completions { .. })));
     }

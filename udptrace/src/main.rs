@@ -1,33 +1,31 @@
 //! udptrace: the kernel's UDP/ICMP error paths, traced.
 //!
-//! Data flow, one module per stage: `loader` (attach ladder of `hooks`, offsets from `btf`) ->
-//! ring buffer -> `event` (decode) -> `cause` (enrich) -> `render` (text / JSON), driven by `trace`.
+//! The modules follow the data: `kernel` (the attach table, BTF, loading and attaching the programs) ->
+//! the programs' records in a buffer -> `pipeline` (source, decode, enrich, filter, the session loop) ->
+//! `output` (the sinks: text, JSON, summary, metrics). `domain` holds the types they all speak; `cli` the
+//! command line.
 
-mod btf;
-mod cause;
 mod cli;
-mod counters;
-mod event;
-mod explain;
-mod filter;
-mod hooks;
-mod loader;
-mod metrics;
-mod owner;
-mod privileges;
-mod probes;
-mod render;
-mod summary;
-mod trace;
+mod domain;
+mod kernel;
+mod output;
+mod pipeline;
 
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use clap::Parser as _;
+use udptrace_common::names;
 
 use crate::{
     cli::{Cli, Command},
-    loader::KernelFacts,
+    domain::AttachMode,
+    kernel::{
+        loader::{self, HookOutcome, KernelFacts},
+        privileges, probes,
+    },
+    output::{Sink, json::JsonSink, metrics, summary::SummarySink, text::TextSink},
+    pipeline::{counters, enrich::Enricher, session, source::Source},
 };
 
 fn main() -> ExitCode {
@@ -39,10 +37,22 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("udptrace: error: {}", loader::one_line(&error));
+            eprintln!("udptrace: error: {}", one_line(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error chain on one line.
+pub fn one_line(error: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in error.chain().map(ToString::to_string) {
+        // Libraries often repeat their cause in their own message: say each thing once.
+        if !parts.last().is_some_and(|previous| previous.ends_with(&cause) || previous.contains(&cause)) {
+            parts.push(cause);
+        }
+    }
+    parts.join(": ")
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -65,18 +75,11 @@ fn run(cli: Cli) -> Result<()> {
 
 fn trace(cli: Cli, facts: &KernelFacts) -> Result<()> {
     let filter = cli.filter();
-    let config = udptrace_common::Config {
-        filter: filter.for_kernel(),
-        buffer: match cli.buffer {
-            cli::Buffer::Ring => udptrace_common::buffer::RING,
-            cli::Buffer::Perf => udptrace_common::buffer::PERF,
-        },
-        _pad0: [0; 7],
-    };
+    let buffer: pipeline::source::Buffer = cli.buffer.into();
+    let config = udptrace_common::Config { filter: filter.for_kernel(), buffer: buffer.for_kernel(), _pad0: [0; 7] };
     let mut ebpf = loader::load_object(facts, &config)?;
-    let outcomes = loader::attach_all(&mut ebpf, facts, cli.probe);
-    loader::require_attached(&outcomes, cli.probe)?;
-
+    let outcomes = loader::attach_all(&mut ebpf, facts, cli.probe.modes());
+    loader::require_attached(&outcomes, &cli.probe.describe())?;
     let mut modes = Vec::new();
     for outcome in &outcomes {
         match outcome.attached {
@@ -88,39 +91,207 @@ fn trace(cli: Cli, facts: &KernelFacts) -> Result<()> {
         }
     }
 
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // The buffers register with the runtime's reactor.
+    let _entered = runtime.enter();
+    let source = Source::open(&mut ebpf, buffer)?;
+    let stats = aya::maps::PerCpuArray::try_from(ebpf.take_map(names::STATS).context("the STATS map is missing")?)?;
+    let recorded = ebpf.take_map(names::OWNERS).and_then(|m| aya::maps::HashMap::try_from(m).ok());
     // Tracepoint mode sees no rate limit: read the kernel's counters instead, from before `tracing` on.
     let icmp_send_mode = outcomes.iter().find(|o| o.hook.name == "icmp_send").and_then(|o| o.attached);
-    let counters = (icmp_send_mode == Some(hooks::AttachMode::Tracepoint)).then(counters::Watcher::start);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let metrics = cli.metrics.map(|addr| {
-        let hooks: Vec<(&'static str, &'static str)> =
-            outcomes.iter().filter_map(|o| o.attached.map(|mode| (o.hook.name, mode.as_str()))).collect();
-        (addr, metrics::Metrics::new(&hooks, cli.metrics_addresses))
-    });
-    let server = match &metrics {
-        Some((addr, m)) => Some(runtime.block_on(metrics::serve(*addr, m.clone()))?),
-        None => None,
-    };
+    let counters = (icmp_send_mode == Some(AttachMode::Tracepoint)).then(counters::Watcher::start);
+    let stages = session::Stages { enricher: Enricher::new(recorded, cli.verbose), filter, counters, stats };
+
+    let (sinks, server) = runtime.block_on(sinks(&cli, &outcomes))?;
     let serving = cli.metrics.map(|addr| format!("; metrics on http://{addr}/metrics")).unwrap_or_default();
-    let banner = format!("udptrace: tracing ({}){serving}; Ctrl-C to stop", modes.join(", "));
-    let options = trace::Options {
-        json: cli.json,
+    let options = session::Options {
         duration: cli.duration,
         count: cli.count,
         verbose: cli.verbose,
-        counters,
-        filter,
-        summary: cli.summary,
-        buffer: cli.buffer,
-        color: !cli.json && render::color_wanted(),
-        quiet: cli.quiet,
-        metrics: metrics.map(|(_, m)| m),
-        banner,
+        period: cli.summary.filter(|_| !cli.quiet),
+        banner: format!("udptrace: tracing ({}){serving}; Ctrl-C to stop", modes.join(", ")),
     };
-    let totals = runtime.block_on(trace::run(ebpf, options))?;
+    let totals = runtime.block_on(session::run(source, stages, sinks, options))?;
     if let Some(server) = server {
         server.abort();
     }
     eprintln!("{}", totals.closing_line());
     Ok(())
+}
+
+/// The outputs the options ask for; the metrics server is bound before tracing starts, so that a port in
+/// use fails in one line.
+async fn sinks(
+    cli: &Cli,
+    outcomes: &[HookOutcome],
+) -> Result<(Vec<Box<dyn Sink>>, Option<tokio::task::JoinHandle<()>>)> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    let mut server = None;
+    if let Some(addr) = cli.metrics {
+        let hooks: Vec<(&'static str, &'static str)> =
+            outcomes.iter().filter_map(|o| o.attached.map(|mode| (o.hook.name, mode.as_str()))).collect();
+        let counters = metrics::Metrics::new(&hooks, cli.metrics_addresses);
+        server = Some(metrics::serve(addr, counters.clone()).await?);
+        sinks.push(Box::new(metrics::MetricsSink(counters)));
+    }
+    if !cli.quiet {
+        let stdout = std::io::stdout();
+        let shown: Box<dyn Sink> = match (cli.summary, cli.json) {
+            (Some(_), json) => Box::new(SummarySink::new(stdout, json)),
+            (None, true) => Box::new(JsonSink::new(stdout)),
+            (None, false) => Box::new(TextSink::new(stdout, output::text::color_wanted())),
+        };
+        sinks.push(shown);
+    }
+    Ok((sinks, server))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// The modules, by path (`pipeline::session`), and the modules of this crate each one names.
+    fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = vec![root.clone()];
+        let mut graph = BTreeMap::new();
+        while let Some(path) = files.pop() {
+            if path.is_dir() {
+                files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+                continue;
+            }
+            let relative = path.strip_prefix(&root).unwrap().with_extension("");
+            let mut module: Vec<String> =
+                relative.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+            if matches!(module.last().map(String::as_str), Some("mod" | "main")) {
+                module.pop();
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            // Test code may reach anywhere; the modules' own code is what must not go in circles.
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            graph.insert(module.join("::"), references(code, &module));
+        }
+        // A path names the longest module it starts with (`kernel::tables::errno_name` is `kernel::tables`).
+        let modules: Vec<String> = graph.keys().cloned().collect();
+        for uses in graph.values_mut() {
+            *uses = uses
+                .iter()
+                .filter_map(|path| modules.iter().filter(|m| is_within(path, m)).max_by_key(|m| m.len()).cloned())
+                .collect();
+        }
+        graph
+    }
+
+    /// `path` is `module` or something inside it.
+    fn is_within(path: &str, module: &str) -> bool {
+        !module.is_empty() && (path == module || path.starts_with(&format!("{module}::")))
+    }
+
+    /// The lower-case paths `code` (of module `here`) names through `crate::` and `super::`.
+    fn references(code: &str, here: &[String]) -> BTreeSet<String> {
+        let known = ["cli", "domain", "kernel", "output", "pipeline"];
+        let mut found = BTreeSet::new();
+        let flat = code.replace(['\n', ' '], "");
+        for (prefix, base) in [("crate::", Vec::new()), ("super::", here[..here.len().saturating_sub(1)].to_vec())] {
+            let mut rest = flat.as_str();
+            while let Some(at) = rest.find(prefix) {
+                rest = &rest[at + prefix.len()..];
+                for path in expand(rest) {
+                    let mut module = base.clone();
+                    module.extend(path.into_iter().take_while(|p| p.chars().next().is_some_and(char::is_lowercase)));
+                    let path = module.join("::");
+                    if module.first().is_some_and(|m| known.contains(&m.as_str())) && path != here.join("::") {
+                        found.insert(path);
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    /// The paths of a `use` tree that starts `rest`: `a::{b, c::d}` -> [a::b, a::c::d] (module names only).
+    fn expand(rest: &str) -> Vec<Vec<String>> {
+        let end = rest.find([';', ')', ',', '}', '(', '<', '!', '.', '&', '=', '|', '[']).unwrap_or(rest.len());
+        let (head, tail) = rest.split_at(end.min(rest.find('{').unwrap_or(usize::MAX)));
+        let head: Vec<String> = head.split("::").filter(|p| !p.is_empty()).map(str::to_owned).collect();
+        let Some(inner) = tail.strip_prefix('{') else {
+            return vec![head];
+        };
+        let mut depth = 0;
+        let mut parts = vec![String::new()];
+        for c in inner.chars() {
+            match c {
+                '{' => depth += 1,
+                '}' if depth == 0 => break,
+                '}' => depth -= 1,
+                ',' if depth == 0 => {
+                    parts.push(String::new());
+                    continue;
+                }
+                _ => {}
+            }
+            parts.last_mut().expect("one part at least").push(c);
+        }
+        parts
+            .iter()
+            .filter(|p| !p.is_empty())
+            .flat_map(|p| expand(p))
+            .map(|tail| head.iter().cloned().chain(tail).collect())
+            .collect()
+    }
+
+    /// No module reaches back into one that reaches it: the layout is a pipeline, not a web. A module
+    /// counts as depending on another when it names it or something inside it.
+    #[test]
+    fn modules_do_not_depend_on_each_other_in_circles() {
+        let graph = module_graph();
+        let depends = |from: &str, to: &str| graph.get(from).is_some_and(|uses| uses.iter().any(|u| is_within(u, to)));
+        // Every module reachable from each one, through its dependencies.
+        for start in graph.keys() {
+            let mut seen = BTreeSet::new();
+            let mut stack = vec![start.clone()];
+            while let Some(module) = stack.pop() {
+                for next in graph.keys().filter(|m| depends(&module, m)) {
+                    assert_ne!(next, start, "{start} depends on itself through {module}");
+                    if seen.insert(next.clone()) {
+                        stack.push(next.clone());
+                    }
+                }
+            }
+        }
+        // The domain types depend on nothing else of udptrace; clap stays in the command line.
+        assert_eq!(graph["domain"], BTreeSet::new());
+        for (module, _) in graph.iter().filter(|(m, _)| !m.is_empty() && *m != "cli") {
+            let text = std::fs::read_to_string(source_of(module)).unwrap();
+            assert!(!text.contains("clap::"), "{module} uses clap");
+        }
+    }
+
+    fn source_of(module: &str) -> std::path::PathBuf {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let file = root.join(format!("{}.rs", module.replace("::", "/")));
+        if file.exists() { file } else { root.join(module.replace("::", "/")).join("mod.rs") }
+    }
+
+    #[test]
+    fn the_graph_reader_sees_use_trees() {
+        let here = vec!["output".to_owned(), "text".to_owned()];
+        let found = references(
+            "use super::{Lines, explain::{icmp_name, proto_name}};\nuse crate::{domain::Event, kernel::tables::errno_name};",
+            &here,
+        );
+        let found: Vec<&str> = found.iter().map(String::as_str).collect();
+        assert_eq!(
+            found,
+            [
+                "domain",
+                "kernel::tables::errno_name",
+                "output",
+                "output::explain::icmp_name",
+                "output::explain::proto_name"
+            ]
+        );
+        let graph = module_graph();
+        assert!(graph["output::text"].contains("output::explain") && graph["output::text"].contains("kernel::tables"));
+    }
 }

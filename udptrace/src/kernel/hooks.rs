@@ -1,51 +1,10 @@
 //! The attach ladder, as data: each logical hook and, per mode, the programs that implement it, what they
-//! attach to and the kernel that first has it. The loader walks this table; `udptrace probes` prints it;
-//! the README's mode table is written from it.
+//! attach to and the kernel that first has it. The loader walks this table and `udptrace probes` prints
+//! it; a test checks it against the programs in the eBPF object (`loader.rs`).
 
 use std::fmt;
 
-use clap::ValueEnum;
-
-/// How a program attaches to the kernel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum)]
-pub enum AttachMode {
-    /// fentry/fexit: BPF trampolines on kernel functions (BTF, x86_64 5.5+). Cheapest, sees arguments
-    /// and return values.
-    #[value(name = "fentry")]
-    FEntry,
-    /// kprobe/kretprobe: needs CONFIG_KPROBES.
-    Kprobe,
-    /// Tracepoints (stable ABI): the only mode on kernels without kprobes and fentry; sees less.
-    Tracepoint,
-}
-
-impl AttachMode {
-    /// The order `--probe auto` tries them in.
-    pub const LADDER: [AttachMode; 3] = [AttachMode::FEntry, AttachMode::Kprobe, AttachMode::Tracepoint];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AttachMode::FEntry => "fentry",
-            AttachMode::Kprobe => "kprobe",
-            AttachMode::Tracepoint => "tracepoint",
-        }
-    }
-
-    pub fn from_probe_byte(byte: u8) -> Option<Self> {
-        match byte {
-            udptrace_common::probe::FENTRY => Some(AttachMode::FEntry),
-            udptrace_common::probe::KPROBE => Some(AttachMode::Kprobe),
-            udptrace_common::probe::TRACEPOINT => Some(AttachMode::Tracepoint),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for AttachMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use crate::domain::AttachMode;
 
 /// Where one program attaches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -287,12 +246,12 @@ mod tests {
                 assert!(!variant.programs.is_empty());
                 for program in variant.programs {
                     // The program's kind must match the mode it serves.
-                    let kind_ok = match (mode, program.target) {
-                        (AttachMode::FEntry, Target::FEntry(_) | Target::FExit(_)) => true,
-                        (AttachMode::Kprobe, Target::Kprobe(_) | Target::Kretprobe(_)) => true,
-                        (AttachMode::Tracepoint, Target::RawTracepoint { .. }) => true,
-                        _ => false,
-                    };
+                    let kind_ok = matches!(
+                        (mode, program.target),
+                        (AttachMode::FEntry, Target::FEntry(_) | Target::FExit(_))
+                            | (AttachMode::Kprobe, Target::Kprobe(_) | Target::Kretprobe(_))
+                            | (AttachMode::Tracepoint, Target::RawTracepoint { .. })
+                    );
                     assert!(kind_ok, "{} in {mode} attaches as {}", program.name, program.target);
                     if let Some((fallback, why)) = program.fallback {
                         assert!(!why.is_empty() && fallback.fallback.is_none(), "{} has a bad fallback", program.name);

@@ -10,38 +10,16 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
     programs::{FEntry, FExit, KProbe, ProgramError, RawTracePoint},
 };
-use clap::ValueEnum;
+use udptrace_common::names;
 
-use crate::{
+use super::{
     btf::KernelBtf,
-    hooks::{AttachMode, HOOKS, Hook, Program, Target, Variant},
+    hooks::{HOOKS, Hook, Program, Target, Variant},
 };
+use crate::domain::AttachMode;
 
 /// The programs, built by `build.rs` from `udptrace-ebpf`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/udptrace"));
-
-/// `--probe`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ProbeChoice {
-    /// fentry, else kprobe, else tracepoint, per hook.
-    Auto,
-    #[value(name = "fentry")]
-    FEntry,
-    Kprobe,
-    Tracepoint,
-}
-
-impl ProbeChoice {
-    /// The modes to try, in order.
-    pub fn modes(self) -> &'static [AttachMode] {
-        match self {
-            ProbeChoice::Auto => &AttachMode::LADDER,
-            ProbeChoice::FEntry => &[AttachMode::FEntry],
-            ProbeChoice::Kprobe => &[AttachMode::Kprobe],
-            ProbeChoice::Tracepoint => &[AttachMode::Tracepoint],
-        }
-    }
-}
 
 /// Why a variant did not attach.
 #[derive(Debug, Clone)]
@@ -115,20 +93,20 @@ pub fn load_object(facts: &KernelFacts, config: &udptrace_common::Config) -> Res
     raise_memlock_limit();
     let offsets = facts.btf.kernel_offsets()?;
     EbpfLoader::new()
-        .override_global("OFFSETS", &offsets, true)
-        .override_global("CONFIG", config, true)
+        .override_global(names::OFFSETS, &offsets, true)
+        .override_global(names::CONFIG, config, true)
         .load(EBPF_OBJECT)
         .map_err(|e| permission_hint(anyhow::Error::new(e)))
         .context("loading udptrace's eBPF object")
 }
 
-/// Walks the ladder for every hook: the first mode of `choice` that attaches wins.
-pub fn attach_all(ebpf: &mut Ebpf, facts: &KernelFacts, choice: ProbeChoice) -> Vec<HookOutcome> {
+/// Walks the ladder for every hook: the first of `modes` that attaches wins.
+pub fn attach_all(ebpf: &mut Ebpf, facts: &KernelFacts, modes: &[AttachMode]) -> Vec<HookOutcome> {
     HOOKS
         .iter()
         .map(|hook| {
             let mut outcome = HookOutcome { hook, attached: None, failures: Vec::new(), fallbacks: Vec::new() };
-            for &mode in choice.modes() {
+            for &mode in modes {
                 let Some(variant) = hook.variant(mode) else {
                     outcome.failures.push(Failure {
                         mode,
@@ -260,20 +238,8 @@ fn describe_program_error(error: ProgramError) -> (String, Option<String>) {
             };
             (reason, Some(log).filter(|l| !l.trim().is_empty()))
         }
-        other => (one_line(&anyhow::Error::new(other)), None),
+        other => (crate::one_line(&anyhow::Error::new(other)), None),
     }
-}
-
-/// The error chain on one line.
-pub fn one_line(error: &anyhow::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for cause in error.chain().map(ToString::to_string) {
-        // Libraries often repeat their cause in their own message: say each thing once.
-        if !parts.last().is_some_and(|previous| previous.ends_with(&cause) || previous.contains(&cause)) {
-            parts.push(cause);
-        }
-    }
-    parts.join(": ")
 }
 
 /// Turns a permission error into what the user should do.
@@ -293,8 +259,8 @@ fn raise_memlock_limit() {
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
 }
 
-/// The whole attach result as an error when nothing useful attached for a forced mode.
-pub fn require_attached(outcomes: &[HookOutcome], choice: ProbeChoice) -> Result<()> {
+/// The whole attach result as an error when nothing attached in `modes` (said as `what`: `--probe fentry`).
+pub fn require_attached(outcomes: &[HookOutcome], what: &str) -> Result<()> {
     if outcomes.iter().any(|o| o.attached.is_some()) {
         return Ok(());
     }
@@ -302,9 +268,37 @@ pub fn require_attached(outcomes: &[HookOutcome], choice: ProbeChoice) -> Result
         .iter()
         .flat_map(|o| o.failures.iter().map(move |f| format!("{} ({}): {}", o.hook.name, f.mode, f.reason)))
         .collect();
-    let mode = match choice {
-        ProbeChoice::Auto => "any mode".to_owned(),
-        _ => format!("--probe {}", choice.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default()),
-    };
-    bail!("no hook could attach in {mode}: {}", reasons.join("; "))
+    bail!("no hook could attach in {what}: {}", reasons.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// Every program the attach table names is in the object the build embedded, and every program in
+    /// the object is in the table: a renamed or forgotten program fails here, not on a user's kernel.
+    #[test]
+    fn the_object_holds_exactly_the_programs_of_the_attach_table() {
+        let object = aya_obj::Object::parse(EBPF_OBJECT).expect("the embedded eBPF object parses");
+        let in_object: BTreeSet<&str> = object.programs.keys().map(String::as_str).collect();
+        let in_table: BTreeSet<&str> = HOOKS
+            .iter()
+            .flat_map(|hook| hook.variants)
+            .flat_map(|variant| variant.programs)
+            .flat_map(|program| std::iter::once(program.name).chain(program.fallback.map(|(f, _)| f.name)))
+            .collect();
+        assert_eq!(in_object, in_table);
+        // And the maps and globals user space opens by name.
+        for name in names::MAPS {
+            assert!(object.maps.contains_key(*name), "map {name} is not in the object: {:?}", object.maps.keys());
+        }
+        use object::{Object as _, ObjectSymbol as _};
+        let elf = object::File::parse(EBPF_OBJECT).expect("the embedded eBPF object is ELF");
+        let symbols: Vec<&str> = elf.symbols().filter_map(|s| s.name().ok()).collect();
+        for global in [names::OFFSETS, names::CONFIG] {
+            assert!(symbols.contains(&global), "global {global} is not in the object");
+        }
+    }
 }

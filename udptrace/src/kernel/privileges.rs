@@ -2,29 +2,19 @@
 //! what is missing instead of a raw EPERM from the first map.
 
 use anyhow::{Result, bail};
+use caps::{CapSet, Capability, CapsHashSet};
 
-/// Capability numbers (`include/uapi/linux/capability.h`).
-const CAP_SYS_ADMIN: u32 = 21;
-const CAP_PERFMON: u32 = 38;
-const CAP_BPF: u32 = 39;
-
-/// The effective capability set from `/proc/self/status` text (`CapEff:` in hex).
-pub fn effective_capabilities(status: &str) -> Option<u64> {
-    status.lines().find_map(|l| l.strip_prefix("CapEff:")).and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-}
-
-/// What is missing from `caps` to trace: CAP_BPF and CAP_PERFMON (5.8+), or CAP_SYS_ADMIN, which
+/// What is missing from `effective` to trace: CAP_BPF and CAP_PERFMON (5.8+), or CAP_SYS_ADMIN, which
 /// covers both on every kernel.
-pub fn missing(caps: u64) -> Vec<&'static str> {
-    let has = |cap: u32| caps & (1 << cap) != 0;
-    if has(CAP_SYS_ADMIN) {
+pub fn missing(effective: &CapsHashSet) -> Vec<&'static str> {
+    if effective.contains(&Capability::CAP_SYS_ADMIN) {
         return Vec::new();
     }
     let mut missing = Vec::new();
-    if !has(CAP_BPF) {
+    if !effective.contains(&Capability::CAP_BPF) {
         missing.push("CAP_BPF");
     }
-    if !has(CAP_PERFMON) {
+    if !effective.contains(&Capability::CAP_PERFMON) {
         missing.push("CAP_PERFMON");
     }
     missing
@@ -32,12 +22,11 @@ pub fn missing(caps: u64) -> Vec<&'static str> {
 
 /// Fails with one line naming the missing capabilities.
 pub fn check() -> Result<()> {
-    let Some(caps) = std::fs::read_to_string("/proc/self/status").ok().as_deref().and_then(effective_capabilities)
-    else {
-        // Without /proc the kernel's own refusal will have to speak.
+    let Ok(effective) = caps::read(None, CapSet::Effective) else {
+        // Without a readable capability set the kernel's own refusal will have to speak.
         return Ok(());
     };
-    let missing = missing(caps);
+    let missing = missing(&effective);
     if !missing.is_empty() {
         bail!("udptrace needs {} (or CAP_SYS_ADMIN) to load its eBPF programs: run it as root", missing.join(" and "));
     }
@@ -49,19 +38,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_the_effective_set() {
-        let status =
-            "Name:\tudptrace\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\nCapBnd:\t000001ffffffffff\n";
-        assert_eq!(effective_capabilities(status), Some(0x1ff_ffff_ffff));
-        assert_eq!(effective_capabilities("Name:\tx\n"), None);
+    fn names_what_is_missing() {
+        let set = |caps: &[Capability]| caps.iter().copied().collect::<CapsHashSet>();
+        assert!(missing(&caps::all()).is_empty());
+        assert!(missing(&set(&[Capability::CAP_SYS_ADMIN])).is_empty());
+        assert!(missing(&set(&[Capability::CAP_BPF, Capability::CAP_PERFMON])).is_empty());
+        assert_eq!(missing(&set(&[])), vec!["CAP_BPF", "CAP_PERFMON"]);
+        assert_eq!(missing(&set(&[Capability::CAP_BPF, Capability::CAP_NET_ADMIN])), vec!["CAP_PERFMON"]);
     }
 
+    /// The set read from this process agrees with /proc/self/status.
     #[test]
-    fn names_what_is_missing() {
-        assert!(missing(0x1ff_ffff_ffff).is_empty());
-        assert!(missing(1 << CAP_SYS_ADMIN).is_empty());
-        assert!(missing((1 << CAP_BPF) | (1 << CAP_PERFMON)).is_empty());
-        assert_eq!(missing(0), vec!["CAP_BPF", "CAP_PERFMON"]);
-        assert_eq!(missing(1 << CAP_BPF), vec!["CAP_PERFMON"]);
+    fn reads_this_process_set() {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:")).unwrap().trim();
+        let bits = u64::from_str_radix(hex, 16).unwrap();
+        let effective = caps::read(None, CapSet::Effective).unwrap();
+        assert_eq!(effective.contains(&Capability::CAP_SYS_ADMIN), bits & (1 << 21) != 0);
+        assert_eq!(effective.contains(&Capability::CAP_BPF), bits & (1 << 39) != 0);
     }
 }

@@ -2,23 +2,19 @@
 
 use anyhow::Result;
 
-use crate::{
-    hooks::{AttachMode, HOOKS},
-    loader::{self, HookOutcome, KernelFacts, ProbeChoice},
+use super::{
+    hooks::HOOKS,
+    loader::{self, HookOutcome, KernelFacts},
 };
+use crate::domain::AttachMode;
 
 pub fn print(facts: &KernelFacts, verbose: bool) -> Result<()> {
     println!("kernel {}", facts.release);
     // One fresh object per mode, so each mode is tried on its own; dropping it detaches everything.
     let mut per_mode: Vec<(AttachMode, Vec<HookOutcome>)> = Vec::new();
     for mode in AttachMode::LADDER {
-        let choice = match mode {
-            AttachMode::FEntry => ProbeChoice::FEntry,
-            AttachMode::Kprobe => ProbeChoice::Kprobe,
-            AttachMode::Tracepoint => ProbeChoice::Tracepoint,
-        };
         let mut ebpf = loader::load_object(facts, &udptrace_common::Config::default())?;
-        per_mode.push((mode, loader::attach_all(&mut ebpf, facts, choice)));
+        per_mode.push((mode, loader::attach_all(&mut ebpf, facts, &[mode])));
     }
 
     let mut auto = Vec::new();

@@ -5,35 +5,49 @@
 //! time series of its own.
 
 use std::{
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
+    collections::HashMap,
+    convert::Infallible,
+    io,
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use anyhow::{Context as _, Result};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{
+    Method, Request, Response, StatusCode,
+    body::Incoming,
+    header::{self, HeaderValue},
+    server::conn::http1,
+    service::service_fn,
+};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::{
     encoding::text::encode,
     metrics::{counter::Counter, family::Family, gauge::Gauge, info::Info},
     registry::Registry,
 };
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::{TcpListener, TcpStream},
-};
+use tokio::net::TcpListener;
 
+use super::{Sink, endpoint};
 use crate::{
-    event::{Event, IcmpSent},
-    explain::errno_name,
-    render::endpoint,
+    domain::{Event, IcmpSent},
+    kernel::tables::errno_name,
 };
 
 type Labels = Vec<(&'static str, String)>;
 
-/// Connections served at once.
-const MAX_CONNECTIONS: usize = 16;
+/// `--metrics`: every event that passes the filters is counted.
+pub struct MetricsSink(pub Metrics);
+
+impl Sink for MetricsSink {
+    fn event(&mut self, event: &Event) -> io::Result<()> {
+        self.0.count(event);
+        Ok(())
+    }
+}
 
 /// The counters, shared between the tracing loop and the HTTP server.
 #[derive(Clone)]
@@ -140,78 +154,120 @@ fn destination(e: &IcmpSent) -> String {
     e.packet.map_or_else(|| "unknown".to_owned(), |p| endpoint(&p, false))
 }
 
+/// Connections served at once, from all clients and from one address: a scraper needs one, and a client
+/// that opens many cannot crowd the others out.
+const MAX_CONNECTIONS: usize = 512;
+const MAX_CONNECTIONS_PER_ADDRESS: usize = 8;
+/// A request's headers must arrive within this, and fit in this many bytes; a connection lasts at most
+/// `CONNECTION_TIMEOUT`. A stalled or oversized request is closed, and never holds up another.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_REQUEST_BYTES: usize = 16 * 1024;
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The connections open now, in all and by client address.
+#[derive(Default)]
+struct Open {
+    total: usize,
+    by_address: HashMap<IpAddr, usize>,
+}
+
+/// A connection's place among the open ones, given back when it is dropped.
+struct Admitted {
+    open: Arc<Mutex<Open>>,
+    address: IpAddr,
+}
+
+impl Admitted {
+    fn new(open: &Arc<Mutex<Open>>, address: IpAddr) -> Option<Self> {
+        let mut guard = open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let here = guard.by_address.get(&address).copied().unwrap_or(0);
+        if guard.total >= MAX_CONNECTIONS || here >= MAX_CONNECTIONS_PER_ADDRESS {
+            return None;
+        }
+        guard.total += 1;
+        guard.by_address.insert(address, here + 1);
+        Some(Self { open: Arc::clone(open), address })
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut guard = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        guard.total -= 1;
+        if let Some(n) = guard.by_address.get_mut(&self.address) {
+            *n -= 1;
+            if *n == 0 {
+                guard.by_address.remove(&self.address);
+            }
+        }
+    }
+}
+
 /// Binds `addr` now, so that a port in use fails before tracing starts; serves from the returned task.
 pub async fn serve(addr: SocketAddr, metrics: Metrics) -> Result<tokio::task::JoinHandle<()>> {
     let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot serve metrics on {addr}"))?;
-    let open = Arc::new(AtomicUsize::new(0));
+    let open = Arc::new(Mutex::new(Open::default()));
     Ok(tokio::spawn(async move {
         loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
                 // Out of file descriptors, or the like: wait instead of spinning on the tracing thread.
                 Err(_) => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             };
-            // A scraper needs one connection; more than a few at once are not served.
-            if open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+            let Some(admitted) = Admitted::new(&open, peer.ip()) else {
                 continue;
-            }
-            open.fetch_add(1, Ordering::Relaxed);
-            let (metrics, open) = (metrics.clone(), Arc::clone(&open));
+            };
+            let metrics = metrics.clone();
             tokio::spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(10), answer(stream, &metrics)).await;
-                open.fetch_sub(1, Ordering::Relaxed);
+                let service = service_fn(move |request| {
+                    let response = answer(&request, &metrics);
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                let connection = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .max_buf_size(MAX_REQUEST_BYTES)
+                    .keep_alive(false)
+                    .serve_connection(TokioIo::new(stream), service);
+                let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
+                drop(admitted);
             });
         }
     }))
 }
 
-/// One HTTP/1.1 request, one answer, then the connection closes.
-async fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
-    let mut request = Vec::with_capacity(1024);
-    let mut buf = [0u8; 1024];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 16 * 1024 {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            break;
+/// The answer to one request: the counters on `GET /metrics`.
+fn answer(request: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    let (status, content_type, body) = match (request.method(), request.uri().path()) {
+        (&Method::GET, "/metrics") => {
+            (StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", metrics.encode())
         }
-        request.extend_from_slice(&buf[..n]);
-    }
-    let line = String::from_utf8_lossy(&request);
-    let mut words = line.split_whitespace();
-    let (status, content_type, body) = match (words.next(), words.next()) {
-        (Some("GET"), Some(path)) if path == "/metrics" || path.starts_with("/metrics?") => {
-            ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", metrics.encode())
-        }
-        (Some("GET"), Some("/")) => {
-            ("200 OK", "text/plain; charset=utf-8", "udptrace: metrics on /metrics\n".to_owned())
-        }
-        (Some("GET"), _) => {
-            ("404 Not Found", "text/plain; charset=utf-8", "not found; metrics are on /metrics\n".to_owned())
-        }
-        _ => ("405 Method Not Allowed", "text/plain; charset=utf-8", "only GET\n".to_owned()),
+        (&Method::GET, "/") => (StatusCode::OK, TEXT, "udptrace: metrics on /metrics\n".to_owned()),
+        (&Method::GET, _) => (StatusCode::NOT_FOUND, TEXT, "not found; metrics are on /metrics\n".to_owned()),
+        _ => (StatusCode::METHOD_NOT_ALLOWED, TEXT, "only GET\n".to_owned()),
     };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
 }
 
 #[cfg(test)]
 mod tests {
+    use tokio::{
+        io::{AsyncReadExt as _, AsyncWriteExt as _},
+        net::TcpStream,
+    };
+
     use super::*;
-    use crate::event::{Clock, decode, tests as raw};
+    use crate::domain::samples;
 
     fn events() -> (Event, Event) {
-        let clock = Clock::with_boot_epoch_ns(0);
-        let refused = decode(&raw::bytes_of(&raw::raw_socket_error_v4_owned()), clock).unwrap();
-        let sent = decode(&raw::bytes_of(&raw::raw_icmp_sent_v4()), clock).unwrap();
-        (refused, sent)
+        (Event::SocketError(samples::owned_socket_error()), Event::IcmpSent(samples::icmp_sent()))
     }
 
     #[test]
@@ -254,28 +310,87 @@ mod tests {
         assert!(text.contains("dst=\"10.0.0.9:8888\""), "{text}");
     }
 
+    async fn free_address() -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    }
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer
+    }
+
     #[tokio::test]
     async fn serves_metrics_over_http() {
         let metrics = Metrics::new(&[("icmp_send", "kprobe")], false);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        drop(listener);
+        let addr = free_address().await;
         let server = serve(addr, metrics).await.unwrap();
-        let get = |path: &'static str| async move {
-            let mut stream = TcpStream::connect(addr).await.unwrap();
-            stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
-            let mut answer = String::new();
-            stream.read_to_string(&mut answer).await.unwrap();
-            answer
-        };
-        let answer = get("/metrics").await;
+        let answer = get(addr, "/metrics").await;
         assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
         assert!(answer.contains("application/openmetrics-text"), "{answer}");
         assert!(answer.contains("udptrace_hook_mode{hook=\"icmp_send\",mode=\"kprobe\"} 1"), "{answer}");
-        assert!(get("/other").await.starts_with("HTTP/1.1 404"));
+        assert!(get(addr, "/metrics?x=1").await.starts_with("HTTP/1.1 200 OK"));
+        assert!(get(addr, "/other").await.starts_with("HTTP/1.1 404"));
         // A second udptrace on the same address says so, in one line.
         let taken = serve(addr, Metrics::new(&[], false)).await.unwrap_err();
         assert!(format!("{taken:#}").starts_with(&format!("cannot serve metrics on {addr}")), "{taken:#}");
+        server.abort();
+    }
+
+    /// A connection from `from`, a loopback address of its own.
+    async fn connect_from(from: &str, addr: SocketAddr) -> TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(from.parse().unwrap(), 0)).unwrap();
+        socket.connect(addr).await.unwrap()
+    }
+
+    async fn scrape_from(from: &str, addr: SocketAddr) -> String {
+        let mut stream = connect_from(from, addr).await;
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer).await;
+        answer
+    }
+
+    /// Clients that stall mid-request or send a huge one cannot keep a scraper from its counters.
+    #[tokio::test]
+    async fn stalled_and_oversized_requests_do_not_block_a_scrape() {
+        let addr = free_address().await;
+        let server = serve(addr, Metrics::new(&[("socket_error", "fentry")], false)).await.unwrap();
+        // 64 clients, each from an address of its own, that send half a request line and wait.
+        let mut stalled = Vec::new();
+        for client in 1..=64 {
+            let mut stream = connect_from(&format!("127.0.1.{client}"), addr).await;
+            stream.write_all(b"GET /metr").await.unwrap();
+            stalled.push(stream);
+        }
+        let scraper = "127.0.0.2";
+        let answer = tokio::time::timeout(Duration::from_secs(5), scrape_from(scraper, addr))
+            .await
+            .expect("a scrape must be answered while others stall");
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        // A request with 10 MB of headers is refused, not answered.
+        let mut huge = connect_from("127.0.0.3", addr).await;
+        let (mut read, mut write) = huge.split();
+        let header = format!("GET /metrics HTTP/1.1\r\nX-Padding: {}\r\n\r\n", "a".repeat(10 << 20));
+        let (_, answer) = tokio::join!(write.write_all(header.as_bytes()), async {
+            let mut answer = Vec::new();
+            let _ = read.read_to_end(&mut answer).await;
+            String::from_utf8_lossy(&answer).into_owned()
+        });
+        assert!(
+            !answer.starts_with("HTTP/1.1 200"),
+            "a 10 MB header was answered: {}",
+            &answer[..answer.len().min(80)]
+        );
+        drop(huge);
+        // And it keeps serving.
+        let answer = tokio::time::timeout(Duration::from_secs(5), scrape_from(scraper, addr)).await.unwrap();
+        assert!(answer.contains("udptrace_hook_mode{hook=\"socket_error\",mode=\"fentry\"} 1"), "{answer}");
+        drop(stalled);
         server.abort();
     }
 }

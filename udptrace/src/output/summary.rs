@@ -6,15 +6,70 @@
 //! row unique. Memory is bounded: past `MAX_ROWS` distinct rows in a table, new ones are counted in one
 //! `(other)` row.
 
-use std::{collections::HashMap, time::SystemTime};
+use std::{
+    collections::HashMap,
+    io::{self, Write},
+    time::{Duration, SystemTime},
+};
 
 use serde_json::{Value, json};
 
+use super::{Lines, Sink, endpoint, escape, rfc3339};
 use crate::{
-    event::Event,
-    explain::{errno_name, icmp_errno},
-    render::{endpoint, escape, rfc3339},
+    domain::{Event, IcmpSent},
+    kernel::tables::{errno_name, icmp_errno},
 };
+
+/// `--summary`: this period's table and the whole run's, as text or JSON on `out`.
+pub struct SummarySink<W: Write> {
+    out: Lines<W>,
+    json: bool,
+    period: Table,
+    run: Table,
+}
+
+impl<W: Write> SummarySink<W> {
+    pub fn new(out: W, json: bool) -> Self {
+        Self { out: Lines::new(out), json, period: Table::default(), run: Table::default() }
+    }
+}
+
+impl<W: Write> Sink for SummarySink<W> {
+    fn event(&mut self, event: &Event) -> io::Result<()> {
+        self.period.add(event);
+        self.run.add(event);
+        Ok(())
+    }
+
+    /// This period's table, then a fresh one.
+    fn period(&mut self, length: Duration) -> io::Result<()> {
+        let table = std::mem::take(&mut self.period);
+        let now = SystemTime::now();
+        if self.json {
+            self.out.line(table.json(now, Some(length.as_secs_f64())))?;
+        } else {
+            let title = format!("udptrace summary {}, last {}", rfc3339(now), humantime::format_duration(length));
+            self.out.line(table.text(&title))?;
+        }
+        self.out.flush()
+    }
+
+    /// The whole run's table.
+    fn finish(&mut self, elapsed: Duration) -> io::Result<()> {
+        let elapsed = Duration::from_secs(elapsed.as_secs());
+        if self.json {
+            self.out.line(self.run.json(SystemTime::now(), None))?;
+        } else {
+            let title = format!("udptrace summary, whole run ({})", humantime::format_duration(elapsed));
+            self.out.line(self.run.text(&title))?;
+        }
+        self.out.flush()
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
 
 /// Distinct rows one table keeps.
 const MAX_ROWS: usize = 10_000;
@@ -39,10 +94,9 @@ impl Key {
 
     /// The row an event counts in, and how many it counts for; `None` for `lost`, counted apart.
     fn of(event: &Event) -> Option<(Key, u64)> {
-        let sent_errno = |e: &crate::event::IcmpSent| {
-            icmp_errno(e.family, e.icmp.icmp_type, e.icmp.code).and_then(|(errno, _)| errno_name(errno))
-        };
-        let sent_address = |e: &crate::event::IcmpSent| e.packet.map(|p| endpoint(&p, false));
+        let sent_errno =
+            |e: &IcmpSent| icmp_errno(e.family, e.icmp.icmp_type, e.icmp.code).and_then(|(errno, _)| errno_name(errno));
+        let sent_address = |e: &IcmpSent| e.packet.map(|p| endpoint(&p, false));
         match event {
             Event::SocketError(e) => Some((
                 Key {
@@ -172,14 +226,14 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Clock, decode, tests as raw};
+    use crate::domain::samples;
 
     fn refused() -> Event {
-        decode(&raw::bytes_of(&raw::raw_socket_error_v4_owned()), Clock::with_boot_epoch_ns(0)).unwrap()
+        Event::SocketError(samples::owned_socket_error())
     }
 
     fn sent() -> Event {
-        decode(&raw::bytes_of(&raw::raw_icmp_sent_v4()), Clock::with_boot_epoch_ns(0)).unwrap()
+        Event::IcmpSent(samples::icmp_sent())
     }
 
     #[test]
@@ -223,5 +277,19 @@ mod tests {
         let text = table.text("t");
         assert!(text.lines().count() == 2 + SHOWN_ROWS + 1, "{text}");
         assert!(text.ends_with(&format!("in {} more rows\n", MAX_ROWS + 1 - SHOWN_ROWS)), "{text}");
+    }
+
+    #[test]
+    fn the_sink_writes_a_table_per_period_and_one_for_the_run() {
+        let mut sink = SummarySink::new(Vec::new(), true);
+        sink.event(&refused()).unwrap();
+        sink.period(Duration::from_secs(5)).unwrap();
+        sink.event(&sent()).unwrap();
+        sink.finish(Duration::from_secs(7)).unwrap();
+        let text = String::from_utf8(sink.out.into_inner()).unwrap();
+        let tables: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(tables.len(), 2);
+        assert_eq!((tables[0]["period"].as_f64(), tables[0]["events"].as_u64()), (Some(5.0), Some(1)));
+        assert_eq!((tables[1]["period"].clone(), tables[1]["events"].as_u64()), (Value::Null, Some(2)));
     }
 }

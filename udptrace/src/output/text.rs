@@ -1,131 +1,53 @@
-//! Rendering: one text line per event, or one JSON object per line (`--json`, the schema of the README).
+//! Text output: one line per event, in aligned columns, with a sentence that says what it means.
 
-use std::{fmt::Write as _, net::SocketAddr, time::SystemTime};
-
-use serde_json::{Value, json};
-
-use crate::{
-    event::{Event, IcmpSent, IcmpSuppressed, Packet, SocketError},
-    explain::{errno_name, explain_icmp_sent, explain_icmp_suppressed, explain_socket_error, icmp_name, proto_name},
+use std::{
+    fmt::Write as _,
+    io::{self, Write},
+    time::SystemTime,
 };
 
-pub fn rfc3339(time: SystemTime) -> String {
-    humantime::format_rfc3339_micros(time).to_string()
+use super::{
+    Lines, Sink, endpoint, escape,
+    explain::{explain_icmp_sent, explain_icmp_suppressed, explain_socket_error, icmp_name, proto_name},
+    rfc3339,
+};
+use crate::{
+    domain::{Event, OwnerInfo, Packet, Verdict},
+    kernel::tables::errno_name,
+};
+
+/// A line per event on `out`, coloured or not.
+pub struct TextSink<W: Write> {
+    out: Lines<W>,
+    color: bool,
 }
 
-/// Escapes what a traced process controls (its `comm`): no control character reaches the terminal.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\x{:02x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// The packet's source (`src`) or destination, with its port when the packet has ports.
-pub fn endpoint(packet: &Packet, src: bool) -> String {
-    let ip = if src { packet.src } else { packet.dst };
-    match packet.ports {
-        Some((sport, dport)) => SocketAddr::new(ip, if src { sport } else { dport }).to_string(),
-        None => ip.to_string(),
+impl<W: Write> TextSink<W> {
+    pub fn new(out: W, color: bool) -> Self {
+        Self { out: Lines::new(out), color }
     }
 }
 
-pub fn json(event: &Event) -> Value {
-    match event {
-        Event::SocketError(e) => socket_error_json(e),
-        Event::IcmpSent(e) => icmp_sent_json(e),
-        Event::IcmpSuppressed(e) => icmp_suppressed_json(e),
-        Event::Lost { time, count } => json!({
-            "event": "lost",
-            "time": rfc3339(*time),
-            "netns": null,
-            "probe": null,
-            "count": count,
-        }),
+impl<W: Write> Sink for TextSink<W> {
+    fn event(&mut self, event: &Event) -> io::Result<()> {
+        self.out.line(styled_text(event, self.color))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
     }
 }
 
-fn socket_error_json(e: &SocketError) -> Value {
-    json!({
-        "event": "socket_error",
-        "time": rfc3339(e.meta.time),
-        "netns": e.meta.netns,
-        "probe": e.meta.probe.as_str(),
-        "family": e.family.as_str(),
-        "local": e.local.to_string(),
-        "remote": e.remote.map(|r| r.to_string()),
-        "icmp": e.icmp.map(|i| json!({
-            "type": i.icmp_type,
-            "code": i.code,
-            "from": i.from.map(|f| f.to_string()),
-        })),
-        "errno": errno_name(e.errno),
-        "verdict": e.verdict.map(|v| v.as_str()),
-        "recverr": e.recverr,
-        "pid": e.owner.as_ref().map(|o| o.pid),
-        "tid": e.owner.as_ref().and_then(|o| o.tid),
-        "comm": e.owner.as_ref().map(|o| o.comm.as_str()),
-        "cgroup": e.owner.as_ref().and_then(|o| o.cgroup.as_deref()),
-        "container": e.owner.as_ref().and_then(|o| o.container.as_deref()),
-    })
-}
-
-fn packet_json(packet: Option<Packet>) -> Value {
-    packet.map_or(Value::Null, |p| {
-        json!({
-            "src": endpoint(&p, true),
-            "dst": endpoint(&p, false),
-            "proto": proto_name(p.proto),
-        })
-    })
-}
-
-fn icmp_suppressed_json(e: &IcmpSuppressed) -> Value {
-    let attempt = e.attempt.as_ref();
-    json!({
-        "event": "icmp_suppressed",
-        "time": rfc3339(e.meta.time),
-        "netns": e.meta.netns,
-        "probe": e.meta.probe.as_str(),
-        "family": e.family.as_str(),
-        "icmp": attempt.map(|a| json!({ "type": a.icmp.icmp_type, "code": a.icmp.code })),
-        "packet": packet_json(attempt.and_then(|a| a.packet)),
-        "scope": e.scope.as_str(),
-        "count": e.count,
-        "cause": attempt.map(|a| a.cause.as_str()),
-    })
-}
-
-fn icmp_sent_json(e: &IcmpSent) -> Value {
-    json!({
-        "event": "icmp_sent",
-        "time": rfc3339(e.meta.time),
-        "netns": e.meta.netns,
-        "probe": e.meta.probe.as_str(),
-        "family": e.family.as_str(),
-        "icmp": { "type": e.icmp.icmp_type, "code": e.icmp.code },
-        "packet": packet_json(e.packet),
-        "cause": e.cause.as_str(),
-    })
-}
-
-/// The local time of day, `HH:MM:SS.micros`, for the start of a text line.
+/// The time of day in UTC, `HH:MM:SS.micros`, for the start of a text line.
 fn clock_time(time: SystemTime) -> String {
-    // RFC 3339 in UTC: keep the time of day. Text output is for eyes; JSON carries the full date.
+    // Text output is for eyes; JSON carries the full date.
     let full = rfc3339(time);
     full.split_once('T').map_or(full.clone(), |(_, t)| t.trim_end_matches('Z').to_owned())
 }
 
 /// `pid 4711 dns-client` with, when known, the container (12 characters, as docker shows it) or else the
 /// cgroup's last component.
-fn owner_text(owner: Option<&crate::owner::OwnerInfo>) -> String {
+fn owner_text(owner: Option<&OwnerInfo>) -> String {
     let Some(owner) = owner else {
         return "owner unknown".to_owned();
     };
@@ -213,12 +135,6 @@ impl Line {
     }
 }
 
-/// One line per event, uncoloured.
-#[cfg(test)]
-pub fn text(event: &Event) -> String {
-    styled_text(event, false)
-}
-
 /// One line per event: time, what (errno or event), verdict or cause, the flow, details, an explanation.
 pub fn styled_text(event: &Event, color: bool) -> String {
     match event {
@@ -233,7 +149,7 @@ pub fn styled_text(event: &Event, color: bool) -> String {
                 None => "icmp unseen".to_owned(),
             };
             let tone = match e.verdict {
-                Some(crate::event::Verdict::Delivered) => Tone::Delivered,
+                Some(Verdict::Delivered) => Tone::Delivered,
                 _ => Tone::Ignored,
             };
             Line::new(color, e.meta.time)
@@ -275,114 +191,18 @@ pub fn styled_text(event: &Event, color: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        cause::Cause,
-        event::{Clock, decode, tests as raw},
-    };
+    use crate::domain::{Cause, IcmpSent, SocketError, samples};
 
-    /// Booted at 2023-11-14T22:13:20Z; the sample events are stamped 5 s after boot.
-    fn clock() -> Clock {
-        Clock::with_boot_epoch_ns(1_700_000_000_000_000_000)
+    fn text(event: &Event) -> String {
+        styled_text(event, false)
     }
 
     fn socket_error() -> Event {
-        decode(&raw::bytes_of(&raw::raw_socket_error_v4_owned()), clock()).unwrap()
+        Event::SocketError(samples::owned_socket_error())
     }
 
-    fn icmp_sent() -> Event {
-        let mut event = decode(&raw::bytes_of(&raw::raw_icmp_sent_v4()), clock()).unwrap();
-        if let Event::IcmpSent(e) = &mut event {
-            e.cause = Cause::NoListener;
-        }
-        event
-    }
-
-    #[test]
-    fn socket_error_json_has_the_schema_fields() {
-        let value = json(&socket_error());
-        assert_eq!(
-            value,
-            json!({
-                "event": "socket_error",
-                "time": "2023-11-14T22:13:25.000000Z",
-                "netns": 4026532001u32,
-                "probe": "tracepoint",
-                "family": "ipv4",
-                "local": "10.0.0.2:40312",
-                "remote": "10.0.0.9:8888",
-                "icmp": null,
-                "errno": "ECONNREFUSED",
-                "verdict": "delivered",
-                "recverr": null,
-                "pid": 900,
-                "tid": 901,
-                "comm": "dns-client",
-                "cgroup": null,
-                "container": null,
-            })
-        );
-    }
-
-    #[test]
-    fn icmp_sent_json_has_the_schema_fields() {
-        assert_eq!(
-            json(&icmp_sent()),
-            json!({
-                "event": "icmp_sent",
-                "time": "2023-11-14T22:13:25.000000Z",
-                "netns": 4026532001u32,
-                "probe": "tracepoint",
-                "family": "ipv4",
-                "icmp": {"type": 3, "code": 3},
-                "packet": {"src": "10.0.0.2:40312", "dst": "10.0.0.9:8888", "proto": "udp"},
-                "cause": "no_listener",
-            })
-        );
-    }
-
-    #[test]
-    fn icmp_suppressed_json_and_text() {
-        let Event::IcmpSent(sent) = icmp_sent() else { panic!() };
-        let event = Event::IcmpSuppressed(crate::event::IcmpSuppressed {
-            meta: sent.meta.clone(),
-            family: sent.family,
-            scope: crate::event::Scope::Host,
-            count: 1,
-            attempt: Some(sent),
-        });
-        let value = json(&event);
-        assert_eq!(value["event"], "icmp_suppressed");
-        assert_eq!(value["scope"], "host");
-        assert_eq!(value["count"], 1);
-        assert_eq!(value["packet"]["dst"], "10.0.0.9:8888");
-        assert_eq!(value["cause"], "no_listener");
-        let line = text(&event);
-        assert!(line.contains("icmp_suppressed  scope host           udp 10.0.0.2:40312 -> 10.0.0.9:8888"), "{line}");
-        assert!(line.contains("icmp port-unreachable"), "{line}");
-        assert!(line.contains("net.ipv4.icmp_ratelimit"), "{line}");
-    }
-
-    #[test]
-    fn lost_json() {
-        let event = Event::Lost { time: SystemTime::UNIX_EPOCH, count: 7 };
-        assert_eq!(
-            json(&event),
-            json!({"event": "lost", "time": "1970-01-01T00:00:00.000000Z", "netns": null, "probe": null, "count": 7})
-        );
-    }
-
-    #[test]
-    fn ipv6_addresses_are_bracketed() {
-        let mut raw_event = raw::raw_socket_error_v4();
-        raw_event.header.family = udptrace_common::AF_INET6 as u8;
-        raw_event.local_addr = "fd00::2".parse::<std::net::Ipv6Addr>().unwrap().octets();
-        raw_event.remote_addr = "fd00::9".parse::<std::net::Ipv6Addr>().unwrap().octets();
-        let event = decode(&raw::bytes_of(&raw_event), clock()).unwrap();
-        let value = json(&event);
-        assert_eq!(value["local"], "[fd00::2]:40312");
-        assert_eq!(value["remote"], "[fd00::9]:8888");
-        assert_eq!(value["family"], "ipv6");
-        assert!(text(&event).contains("[fd00::2]:40312 -> [fd00::9]:8888"));
+    fn icmp_sent() -> IcmpSent {
+        IcmpSent { cause: Cause::NoListener, ..samples::icmp_sent() }
     }
 
     #[test]
@@ -395,10 +215,30 @@ mod tests {
              listener, or a firewall REJECT); the next send or receive fails with ECONNREFUSED)"
         );
         assert_eq!(
-            text(&icmp_sent()),
+            text(&Event::IcmpSent(icmp_sent())),
             "22:13:25.000000  icmp_sent        no_listener          udp 10.0.0.2:40312 -> 10.0.0.9:8888            \
              icmp port-unreachable  netns 4026532001  (no socket listens on udp/8888 here)"
         );
+    }
+
+    #[test]
+    fn icmp_suppressed_text() {
+        let event = Event::IcmpSuppressed(samples::host_limited(icmp_sent()));
+        let line = text(&event);
+        assert!(line.contains("icmp_suppressed  scope host           udp 10.0.0.2:40312 -> 10.0.0.9:8888"), "{line}");
+        assert!(line.contains("icmp port-unreachable"), "{line}");
+        assert!(line.contains("net.ipv4.icmp_ratelimit"), "{line}");
+    }
+
+    #[test]
+    fn ipv6_addresses_are_bracketed() {
+        let e = SocketError {
+            family: crate::domain::Family::Ipv6,
+            local: "[fd00::2]:40312".parse().unwrap(),
+            remote: Some("[fd00::9]:8888".parse().unwrap()),
+            ..samples::socket_error()
+        };
+        assert!(text(&Event::SocketError(e)).contains("[fd00::2]:40312 -> [fd00::9]:8888"));
     }
 
     #[test]
@@ -412,19 +252,26 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_owner_is_said_and_null() {
-        let event = decode(&raw::bytes_of(&raw::raw_socket_error_v4()), clock()).unwrap();
-        assert_eq!(json(&event)["pid"], Value::Null);
-        assert_eq!(json(&event)["comm"], Value::Null);
-        assert!(text(&event).contains("owner unknown"));
+    fn an_unknown_owner_is_said() {
+        assert!(text(&Event::SocketError(samples::socket_error())).contains("owner unknown"));
     }
 
     #[test]
-    fn control_characters_from_the_traced_system_are_escaped() {
-        assert_eq!(escape("evil\x1b[31m\nname\\"), "evil\\x1b[31m\\x0aname\\\\");
-        let mut raw_event = raw::raw_socket_error_v4_owned();
-        raw_event.owner.comm[..4].copy_from_slice(b"a\x1b\nb");
-        let line = text(&decode(&raw::bytes_of(&raw_event), clock()).unwrap());
+    fn control_characters_in_a_comm_do_not_reach_the_terminal() {
+        let mut e = samples::owned_socket_error();
+        if let Some(owner) = &mut e.owner {
+            owner.comm = "a\x1b\nb".to_owned();
+        }
+        let line = text(&Event::SocketError(e));
         assert!(!line.chars().any(|c| c.is_control()), "{line:?}");
+    }
+
+    #[test]
+    fn the_sink_writes_a_line_per_event() {
+        let mut sink = TextSink::new(Vec::new(), false);
+        sink.event(&socket_error()).unwrap();
+        sink.event(&Event::IcmpSent(icmp_sent())).unwrap();
+        let written = String::from_utf8(sink.out.into_inner()).unwrap();
+        assert_eq!(written, format!("{}\n{}\n", text(&socket_error()), text(&Event::IcmpSent(icmp_sent()))));
     }
 }

@@ -10,13 +10,10 @@ use std::{
     collections::HashMap,
     fs::{self, File},
     os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
-    time::{Duration, SystemTime},
+    time::SystemTime,
 };
 
-use crate::{
-    event::{Event, Family, IcmpSuppressed, Meta, Scope},
-    hooks::AttachMode,
-};
+use crate::domain::{AttachMode, Event, Family, IcmpSuppressed, Meta, Scope};
 
 /// One namespace's rate-limit counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -158,9 +155,6 @@ impl Watcher {
                         time: SystemTime::now(),
                         netns: u32::try_from(inode).unwrap_or(u32::MAX),
                         probe: AttachMode::Tracepoint,
-                        pid: 0,
-                        tid: 0,
-                        comm: String::new(),
                     },
                     family,
                     scope,
@@ -174,9 +168,6 @@ impl Watcher {
         events
     }
 }
-
-/// How often the counters are read.
-pub const PERIOD: Duration = Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {

@@ -1,4 +1,4 @@
-//! Decoding: ring-buffer bytes (the `#[repr(C)]` records of `udptrace-common`) into domain events.
+//! Decoding: the buffer's bytes (the `#[repr(C)]` records of `udptrace-common`) into domain events.
 
 use std::{
     fmt,
@@ -8,171 +8,60 @@ use std::{
 
 use udptrace_common::{
     AF_INET, AF_INET6, EventHeader, IcmpSent as RawIcmpSent, SocketError as RawSocketError, icmp_sent_flags, kind,
-    socket_error_flags, verdict,
+    probe, socket_error_flags, verdict,
 };
 
-use crate::{cause::Cause, hooks::AttachMode};
+use crate::domain::{
+    AttachMode, Cause, Event, Family, Icmp, IcmpSent, IcmpSuppressed, Meta, OwnerInfo, Packet, Scope, SocketError,
+    Verdict,
+};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Family {
-    Ipv4,
-    Ipv6,
-}
-
-impl Family {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Family::Ipv4 => "ipv4",
-            Family::Ipv6 => "ipv6",
-        }
-    }
-
-    fn from_af(af: u8) -> Option<Self> {
-        match u16::from(af) {
-            AF_INET => Some(Family::Ipv4),
-            AF_INET6 => Some(Family::Ipv6),
-            _ => None,
-        }
-    }
-
-    fn addr(self, bytes: [u8; 16]) -> IpAddr {
-        match self {
-            Family::Ipv4 => IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])),
-            Family::Ipv6 => IpAddr::V6(Ipv6Addr::from(bytes)),
-        }
+/// The family of a record's `family` byte.
+fn family_of(af: u8) -> Option<Family> {
+    match u16::from(af) {
+        AF_INET => Some(Family::Ipv4),
+        AF_INET6 => Some(Family::Ipv6),
+        _ => None,
     }
 }
 
-/// What the kernel did with an ICMP error that reached the UDP layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    Delivered,
-    IgnoredSoftError,
-    IgnoredUnconnected,
-    NoSocket,
-}
-
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Delivered => "delivered",
-            Verdict::IgnoredSoftError => "ignored_soft_error",
-            Verdict::IgnoredUnconnected => "ignored_unconnected",
-            Verdict::NoSocket => "no_socket",
-        }
-    }
-
-    fn from_byte(byte: u8) -> Option<Self> {
-        match byte {
-            verdict::DELIVERED => Some(Verdict::Delivered),
-            verdict::IGNORED_SOFT_ERROR => Some(Verdict::IgnoredSoftError),
-            verdict::IGNORED_UNCONNECTED => Some(Verdict::IgnoredUnconnected),
-            verdict::NO_SOCKET => Some(Verdict::NoSocket),
-            _ => None,
-        }
+/// An address of `family` from the records' 16 bytes (IPv4 in the first four).
+fn addr(family: Family, bytes: [u8; 16]) -> IpAddr {
+    match family {
+        Family::Ipv4 => IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])),
+        Family::Ipv6 => IpAddr::V6(Ipv6Addr::from(bytes)),
     }
 }
 
-/// Facts every event carries.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Meta {
-    pub time: SystemTime,
-    pub netns: u32,
-    pub probe: AttachMode,
-    /// The task the hook ran in. For `socket_error` this is not the socket's owner (see
-    /// `SocketError::owner`): ICMP errors are processed in softirq context, where the current task is
-    /// whoever was interrupted.
-    pub pid: u32,
-    pub tid: u32,
-    pub comm: String,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Icmp {
-    pub icmp_type: u8,
-    pub code: u8,
-    /// Who sent it; `None` for ICMP this host sends.
-    pub from: Option<IpAddr>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SocketError {
-    pub meta: Meta,
-    pub family: Family,
-    pub local: SocketAddr,
-    pub remote: Option<SocketAddr>,
-    pub icmp: Option<Icmp>,
-    /// Positive errno, 0 for none.
-    pub errno: i32,
-    pub verdict: Option<Verdict>,
-    pub recverr: Option<bool>,
-    /// The socket's inode number, when there is a socket.
-    pub sock_ino: Option<u64>,
-    /// The process that owns the socket (the last one seen sending on it, else found through /proc).
-    pub owner: Option<crate::owner::OwnerInfo>,
-}
-
-/// The packet an ICMP error is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Packet {
-    pub src: IpAddr,
-    pub dst: IpAddr,
-    /// Ports, when the packet is UDP, UDP-Lite or TCP and not a later fragment.
-    pub ports: Option<(u16, u16)>,
-    pub proto: u8,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IcmpSent {
-    pub meta: Meta,
-    pub family: Family,
-    pub icmp: Icmp,
-    pub packet: Option<Packet>,
-    /// Kernel return addresses at the hook, innermost first.
-    pub stack: Vec<u64>,
-    pub cause: Cause,
-}
-
-/// Which rate limit stopped an ICMP error.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Scope {
-    /// The global token bucket (`icmp_global_allow`).
-    Global,
-    /// The per-destination limit (`inet_peer_xrlim_allow`).
-    Host,
-}
-
-impl Scope {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::Global => "global",
-            Scope::Host => "host",
-        }
+fn verdict_of(byte: u8) -> Option<Verdict> {
+    match byte {
+        verdict::DELIVERED => Some(Verdict::Delivered),
+        verdict::IGNORED_SOFT_ERROR => Some(Verdict::IgnoredSoftError),
+        verdict::IGNORED_UNCONNECTED => Some(Verdict::IgnoredUnconnected),
+        verdict::NO_SOCKET => Some(Verdict::NoSocket),
+        _ => None,
     }
 }
 
-/// ICMP errors this host wanted to send and a rate limit stopped.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IcmpSuppressed {
-    pub meta: Meta,
-    pub family: Family,
-    pub scope: Scope,
-    /// 1 for an error a hook saw; the counter's increase for counts read from the kernel's counters.
-    pub count: u64,
-    /// The error that was not sent, as the hook saw it; `None` for counts from counters.
-    pub attempt: Option<IcmpSent>,
+fn mode_of(byte: u8) -> Option<AttachMode> {
+    match byte {
+        probe::FENTRY => Some(AttachMode::FEntry),
+        probe::KPROBE => Some(AttachMode::Kprobe),
+        probe::TRACEPOINT => Some(AttachMode::Tracepoint),
+        _ => None,
+    }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
-    SocketError(SocketError),
-    IcmpSent(IcmpSent),
-    IcmpSuppressed(IcmpSuppressed),
-    /// Events the kernel could not hand over (ring buffer full) since the last report.
-    Lost {
-        time: SystemTime,
-        count: u64,
-    },
+/// What the programs recorded of a socket's owner at a send.
+pub fn recorded_owner(owner: &udptrace_common::Owner) -> OwnerInfo {
+    OwnerInfo {
+        pid: owner.pid,
+        tid: Some(owner.tid),
+        comm: c_string(&owner.comm),
+        cgroup_id: Some(owner.cgroup_id),
+        cgroup: None,
+        container: None,
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -212,11 +101,6 @@ impl Clock {
         Self { boot_epoch_ns: realtime - boottime }
     }
 
-    #[cfg(test)]
-    pub fn with_boot_epoch_ns(boot_epoch_ns: i128) -> Self {
-        Self { boot_epoch_ns }
-    }
-
     pub fn wall(self, boot_ns: u64) -> SystemTime {
         let ns = (self.boot_epoch_ns + i128::from(boot_ns)).max(0);
         SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
@@ -251,16 +135,13 @@ fn meta(header: &EventHeader, clock: Clock) -> Result<Meta, DecodeError> {
     Ok(Meta {
         time: clock.wall(header.time_ns),
         netns: header.netns,
-        probe: AttachMode::from_probe_byte(header.probe).ok_or(DecodeError::UnknownProbe(header.probe))?,
-        pid: header.pid,
-        tid: header.tid,
-        comm: c_string(&header.comm),
+        probe: mode_of(header.probe).ok_or(DecodeError::UnknownProbe(header.probe))?,
     })
 }
 
 pub fn decode(bytes: &[u8], clock: Clock) -> Result<Event, DecodeError> {
     let header: EventHeader = read_record(bytes, bytes.first().copied().unwrap_or(0))?;
-    let family = Family::from_af(header.family).ok_or(DecodeError::UnknownFamily(header.family))?;
+    let family = family_of(header.family).ok_or(DecodeError::UnknownFamily(header.family))?;
     match header.kind {
         kind::SOCKET_ERROR => {
             let raw: RawSocketError = read_record(bytes, header.kind)?;
@@ -269,19 +150,19 @@ pub fn decode(bytes: &[u8], clock: Clock) -> Result<Event, DecodeError> {
             Ok(Event::SocketError(SocketError {
                 meta: meta(&raw.header, clock)?,
                 family,
-                local: SocketAddr::new(family.addr(raw.local_addr), raw.local_port),
+                local: SocketAddr::new(addr(family, raw.local_addr), raw.local_port),
                 remote: has(socket_error_flags::REMOTE_KNOWN)
-                    .then(|| SocketAddr::new(family.addr(raw.remote_addr), raw.remote_port)),
+                    .then(|| SocketAddr::new(addr(family, raw.remote_addr), raw.remote_port)),
                 icmp: has(socket_error_flags::ICMP_KNOWN).then(|| Icmp {
                     icmp_type: raw.icmp_type,
                     code: raw.icmp_code,
-                    from: Some(family.addr(raw.icmp_from)),
+                    from: Some(addr(family, raw.icmp_from)),
                 }),
                 errno: raw.errno,
-                verdict: Verdict::from_byte(raw.verdict),
+                verdict: verdict_of(raw.verdict),
                 recverr: has(socket_error_flags::RECVERR_KNOWN).then(|| has(socket_error_flags::RECVERR)),
                 sock_ino: (raw.sock_ino != 0).then_some(raw.sock_ino),
-                owner: has(socket_error_flags::OWNER_KNOWN).then(|| crate::owner::OwnerInfo::recorded(&raw.owner)),
+                owner: has(socket_error_flags::OWNER_KNOWN).then(|| recorded_owner(&raw.owner)),
             }))
         }
         kind::ICMP_SENT | kind::ICMP_SUPPRESSED => {
@@ -292,8 +173,8 @@ pub fn decode(bytes: &[u8], clock: Clock) -> Result<Event, DecodeError> {
                 family,
                 icmp: Icmp { icmp_type: raw.icmp_type, code: raw.icmp_code, from: None },
                 packet: (raw.flags & icmp_sent_flags::PACKET_KNOWN != 0).then(|| Packet {
-                    src: family.addr(raw.src),
-                    dst: family.addr(raw.dst),
+                    src: addr(family, raw.src),
+                    dst: addr(family, raw.dst),
                     ports: (raw.flags & icmp_sent_flags::PORTS_KNOWN != 0).then_some((raw.sport, raw.dport)),
                     proto: raw.proto,
                 }),
@@ -317,19 +198,18 @@ pub fn decode(bytes: &[u8], clock: Clock) -> Result<Event, DecodeError> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use udptrace_common::{ICMP_STACK_DEPTH, probe};
+mod tests {
+    use udptrace_common::ICMP_STACK_DEPTH;
 
     use super::*;
+    use crate::domain::samples;
 
-    pub fn bytes_of<T: Copy>(value: &T) -> Vec<u8> {
+    fn bytes_of<T: Copy>(value: &T) -> Vec<u8> {
         // SAFETY: T is a plain #[repr(C)] record without implicit padding.
         unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
     }
 
-    pub fn header(kind: u8, family: u16) -> EventHeader {
-        let mut comm = [0u8; 16];
-        comm[..6].copy_from_slice(b"client");
+    fn header(kind: u8, family: u16) -> EventHeader {
         EventHeader {
             kind,
             probe: probe::TRACEPOINT,
@@ -337,13 +217,11 @@ pub(crate) mod tests {
             _pad0: 0,
             netns: 4026532001,
             time_ns: 5_000_000_000,
-            pid: 4711,
-            tid: 4712,
-            comm,
         }
     }
 
-    pub fn raw_socket_error_v4() -> RawSocketError {
+    /// What the programs record for `samples::socket_error()`.
+    fn raw_socket_error_v4() -> RawSocketError {
         let mut raw = RawSocketError {
             header: header(kind::SOCKET_ERROR, AF_INET),
             local_port: 40312,
@@ -358,8 +236,8 @@ pub(crate) mod tests {
         raw
     }
 
-    /// The same error with its owner recorded.
-    pub fn raw_socket_error_v4_owned() -> RawSocketError {
+    /// What the programs record for `samples::owned_socket_error()`.
+    fn raw_socket_error_v4_owned() -> RawSocketError {
         let mut raw = raw_socket_error_v4();
         raw.sock_ino = 88001;
         raw.owner = udptrace_common::Owner { pid: 900, tid: 901, cgroup_id: 4242, comm: *b"dns-client\0\0\0\0\0\0" };
@@ -367,7 +245,8 @@ pub(crate) mod tests {
         raw
     }
 
-    pub fn raw_icmp_sent_v4() -> RawIcmpSent {
+    /// What the programs record for `samples::icmp_sent()`.
+    fn raw_icmp_sent_v4() -> RawIcmpSent {
         let mut raw = RawIcmpSent {
             header: header(kind::ICMP_SENT, AF_INET),
             src: [0; 16],
@@ -393,34 +272,17 @@ pub(crate) mod tests {
 
     #[test]
     fn decodes_a_socket_error() {
-        let Event::SocketError(e) = decode(&bytes_of(&raw_socket_error_v4()), CLOCK).unwrap() else {
-            panic!("not a socket_error")
-        };
-        assert_eq!(e.family, Family::Ipv4);
-        assert_eq!(e.local, "10.0.0.2:40312".parse().unwrap());
-        assert_eq!(e.remote, Some("10.0.0.9:8888".parse().unwrap()));
-        assert_eq!(e.errno, libc::ECONNREFUSED);
-        assert_eq!(e.verdict, Some(Verdict::Delivered));
-        assert_eq!(e.icmp, None);
-        assert_eq!(e.recverr, None);
-        assert_eq!(e.meta.comm, "client");
-        assert_eq!((e.meta.pid, e.meta.tid, e.meta.netns), (4711, 4712, 4026532001));
-        assert_eq!(e.meta.probe, AttachMode::Tracepoint);
-        assert_eq!((e.sock_ino, e.owner.clone()), (None, None));
+        let event = decode(&bytes_of(&raw_socket_error_v4()), CLOCK).unwrap();
+        assert_eq!(event, Event::SocketError(samples::socket_error()));
+        let Event::SocketError(e) = event else { unreachable!() };
         assert_eq!(e.meta.time, SystemTime::UNIX_EPOCH + Duration::from_nanos(1_700_000_005_000_000_000));
+        assert_eq!(e.meta.probe, AttachMode::Tracepoint);
     }
 
     #[test]
     fn decodes_the_socket_owner() {
-        let Event::SocketError(e) = decode(&bytes_of(&raw_socket_error_v4_owned()), CLOCK).unwrap() else {
-            panic!()
-        };
-        assert_eq!(e.sock_ino, Some(88001));
-        let owner = e.owner.unwrap();
-        assert_eq!(
-            (owner.pid, owner.tid, owner.comm.as_str(), owner.cgroup_id),
-            (900, Some(901), "dns-client", Some(4242))
-        );
+        let event = decode(&bytes_of(&raw_socket_error_v4_owned()), CLOCK).unwrap();
+        assert_eq!(event, Event::SocketError(samples::owned_socket_error()));
     }
 
     #[test]
@@ -435,6 +297,7 @@ pub(crate) mod tests {
         raw.icmp_code = 4;
         raw.flags = socket_error_flags::ICMP_KNOWN | socket_error_flags::RECVERR_KNOWN | socket_error_flags::RECVERR;
         let Event::SocketError(e) = decode(&bytes_of(&raw), CLOCK).unwrap() else { panic!() };
+        assert_eq!(e.family, Family::Ipv6);
         assert_eq!(e.local, "[fd00::2]:40312".parse().unwrap());
         assert_eq!(e.remote, None);
         assert_eq!(e.icmp, Some(Icmp { icmp_type: 1, code: 4, from: Some("fd00::9".parse().unwrap()) }));
@@ -443,13 +306,8 @@ pub(crate) mod tests {
 
     #[test]
     fn decodes_an_icmp_sent_with_its_stack() {
-        let Event::IcmpSent(e) = decode(&bytes_of(&raw_icmp_sent_v4()), CLOCK).unwrap() else { panic!() };
-        assert_eq!(e.icmp, Icmp { icmp_type: 3, code: 3, from: None });
-        let packet = e.packet.unwrap();
-        assert_eq!(packet.src, "10.0.0.2".parse::<IpAddr>().unwrap());
-        assert_eq!(packet.dst, "10.0.0.9".parse::<IpAddr>().unwrap());
-        assert_eq!(packet.ports, Some((40312, 8888)));
-        assert_eq!(e.stack, vec![0xffff_ffff_8100_0010, 0xffff_ffff_8200_0020]);
+        let event = decode(&bytes_of(&raw_icmp_sent_v4()), CLOCK).unwrap();
+        assert_eq!(event, Event::IcmpSent(samples::icmp_sent()));
     }
 
     #[test]
@@ -459,7 +317,7 @@ pub(crate) mod tests {
         raw.flags |= icmp_sent_flags::SUPPRESSED_HOST;
         let Event::IcmpSuppressed(e) = decode(&bytes_of(&raw), CLOCK).unwrap() else { panic!() };
         assert_eq!((e.scope, e.count), (Scope::Host, 1));
-        assert_eq!(e.attempt.unwrap().packet.unwrap().ports, Some((40312, 8888)));
+        assert_eq!(e.attempt, Some(samples::icmp_sent()));
         raw.flags = icmp_sent_flags::SUPPRESSED_GLOBAL;
         let Event::IcmpSuppressed(e) = decode(&bytes_of(&raw), CLOCK).unwrap() else { panic!() };
         assert_eq!(e.scope, Scope::Global);
@@ -486,5 +344,8 @@ pub(crate) mod tests {
         raw.header.kind = kind::SOCKET_ERROR;
         raw.header.family = 7;
         assert_eq!(decode(&bytes_of(&raw), CLOCK), Err(DecodeError::UnknownFamily(7)));
+        raw.header.family = AF_INET as u8;
+        raw.header.probe = 9;
+        assert_eq!(decode(&bytes_of(&raw), CLOCK), Err(DecodeError::UnknownProbe(9)));
     }
 }

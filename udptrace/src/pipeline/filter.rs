@@ -21,8 +21,8 @@ use std::{
 use udptrace_common::{AF_INET, AF_INET6, AddrFilter, FILTER_VALUES, IcmpMask, TASK_COMM_LEN};
 
 use crate::{
-    event::{Event, Family, IcmpSent, SocketError},
-    explain::{errno_name, errno_number, icmp_errno},
+    domain::{Event, Family, IcmpSent, SocketError},
+    kernel::tables::{errno_name, errno_number, icmp_errno},
 };
 
 /// `--addr IP[/LEN]`, host bits cleared.
@@ -219,8 +219,8 @@ impl Filter {
     fn icmp_mask(&self, family: Family) -> IcmpMask {
         let gives = |t, c| icmp_errno(family, t, c).is_some_and(|(errno, _)| self.errnos.contains(&errno));
         let unreach = match family {
-            Family::Ipv4 => 3,
-            Family::Ipv6 => 1,
+            Family::Ipv4 => udptrace_common::icmp::DEST_UNREACH,
+            Family::Ipv6 => udptrace_common::icmpv6::DEST_UNREACH,
         };
         let mut mask = IcmpMask::default();
         for code in 0..=63u8 {
@@ -305,11 +305,10 @@ impl Filter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Meta, Packet};
-    use crate::hooks::AttachMode;
+    use crate::domain::{AttachMode, Cause, Icmp, Meta, OwnerInfo, Packet, Verdict};
 
     fn meta(netns: u32) -> Meta {
-        Meta { time: std::time::UNIX_EPOCH, netns, probe: AttachMode::FEntry, pid: 0, tid: 0, comm: String::new() }
+        Meta { time: std::time::UNIX_EPOCH, netns, probe: AttachMode::FEntry }
     }
 
     fn refused(owner: Option<(u32, &str)>) -> Event {
@@ -318,16 +317,12 @@ mod tests {
             family: Family::Ipv4,
             local: "10.0.0.2:40312".parse().unwrap(),
             remote: Some("10.0.0.9:8888".parse().unwrap()),
-            icmp: Some(crate::event::Icmp { icmp_type: 3, code: 3, from: Some("10.0.0.1".parse().unwrap()) }),
+            icmp: Some(Icmp { icmp_type: 3, code: 3, from: Some("10.0.0.1".parse().unwrap()) }),
             errno: libc::ECONNREFUSED,
-            verdict: Some(crate::event::Verdict::Delivered),
+            verdict: Some(Verdict::Delivered),
             recverr: Some(false),
             sock_ino: Some(77),
-            owner: owner.map(|(pid, comm)| crate::owner::OwnerInfo {
-                pid,
-                comm: comm.to_owned(),
-                ..Default::default()
-            }),
+            owner: owner.map(|(pid, comm)| OwnerInfo { pid, comm: comm.to_owned(), ..Default::default() }),
         })
     }
 
@@ -335,7 +330,7 @@ mod tests {
         Event::IcmpSent(IcmpSent {
             meta: meta(4026532001),
             family: Family::Ipv4,
-            icmp: crate::event::Icmp { icmp_type, code, from: None },
+            icmp: Icmp { icmp_type, code, from: None },
             packet: Some(Packet {
                 src: "10.0.0.2".parse().unwrap(),
                 dst: "10.0.0.9".parse().unwrap(),
@@ -343,7 +338,7 @@ mod tests {
                 proto: 17,
             }),
             stack: Vec::new(),
-            cause: crate::cause::Cause::NoListener,
+            cause: Cause::NoListener,
         })
     }
 

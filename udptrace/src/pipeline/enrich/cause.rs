@@ -6,40 +6,9 @@
 
 use std::{fs, io};
 
-/// Why an ICMP error was sent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Cause {
-    /// A UDP packet reached a port with no socket (`__udp4_lib_rcv`).
-    NoListener,
-    /// A netfilter REJECT rule (`nf_send_unreach`, iptables `REJECT` and nftables `reject`).
-    FirewallReject,
-    /// Routing failed: an unreachable/prohibit route, no route, or neighbour resolution failed.
-    NoRoute,
-    /// Forwarding found the TTL exhausted.
-    TtlExceeded,
-    /// Forwarding a DF packet over a link with a smaller MTU.
-    FragNeeded,
-    Other,
-}
+use udptrace_common::{icmp, icmpv6};
 
-impl Cause {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Cause::NoListener => "no_listener",
-            Cause::FirewallReject => "firewall_reject",
-            Cause::NoRoute => "no_route",
-            Cause::TtlExceeded => "ttl_exceeded",
-            Cause::FragNeeded => "frag_needed",
-            Cause::Other => "other",
-        }
-    }
-}
-
-const ICMP_DEST_UNREACH: u8 = 3;
-const ICMP_FRAG_NEEDED: u8 = 4;
-const ICMP_TIME_EXCEEDED: u8 = 11;
-const ICMPV6_PKT_TOOBIG: u8 = 2;
-const ICMPV6_TIME_EXCEED: u8 = 3;
+use crate::domain::Cause;
 
 /// The function that sends the ICMP; the caller that decided to is above it.
 const SENDERS: &[&str] = &["__icmp_send", "icmp_send", "icmp6_send", "icmpv6_send"];
@@ -67,14 +36,14 @@ fn cause_of_caller(function: &str, icmp_type: u8, code: u8) -> Option<Cause> {
         | "ip6_link_failure" => Cause::NoRoute,
         // net/ipv4/ip_forward.c
         "ip_forward" => match (icmp_type, code) {
-            (ICMP_TIME_EXCEEDED, _) => Cause::TtlExceeded,
-            (ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED) => Cause::FragNeeded,
+            (icmp::TIME_EXCEEDED, _) => Cause::TtlExceeded,
+            (icmp::DEST_UNREACH, icmp::FRAG_NEEDED) => Cause::FragNeeded,
             _ => Cause::Other,
         },
         // net/ipv6/ip6_output.c
         "ip6_forward" => match icmp_type {
-            ICMPV6_TIME_EXCEED => Cause::TtlExceeded,
-            ICMPV6_PKT_TOOBIG => Cause::FragNeeded,
+            icmpv6::TIME_EXCEED => Cause::TtlExceeded,
+            icmpv6::PKT_TOOBIG => Cause::FragNeeded,
             _ => Cause::Other,
         },
         // net/ipv4/ip_output.c: a local DF packet larger than the route's MTU.

@@ -9,38 +9,13 @@ use std::{
     collections::HashMap,
     fs,
     os::unix::fs::MetadataExt as _,
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
-/// The owner as the event reports it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct OwnerInfo {
-    pub pid: u32,
-    /// The sending thread, when a send was seen.
-    pub tid: Option<u32>,
-    pub comm: String,
-    /// The cgroup v2 id the kernel gave, when a send was seen.
-    pub cgroup_id: Option<u64>,
-    /// The cgroup v2 path (`/system.slice/foo.service`).
-    pub cgroup: Option<String>,
-    /// The container id parsed from the cgroup path.
-    pub container: Option<String>,
-}
+use procfs::process::{FDTarget, Process};
 
-impl OwnerInfo {
-    /// What the programs recorded at a send.
-    pub fn recorded(owner: &udptrace_common::Owner) -> Self {
-        Self {
-            pid: owner.pid,
-            tid: Some(owner.tid),
-            comm: crate::event::c_string(&owner.comm),
-            cgroup_id: Some(owner.cgroup_id),
-            cgroup: None,
-            container: None,
-        }
-    }
-}
+use crate::domain::OwnerInfo;
 
 /// What /proc says of a socket.
 #[derive(Debug, PartialEq, Eq)]
@@ -58,7 +33,7 @@ const RESCAN_AFTER: Duration = Duration::from_secs(1);
 
 pub struct Resolver {
     /// socket inode -> pid, from the last /proc scan.
-    sockets: HashMap<u64, u32>,
+    sockets: HashMap<u64, i32>,
     last_scan: Option<Instant>,
     /// cgroup v2 id -> path, from the cgroup2 mount.
     cgroups: HashMap<u64, String>,
@@ -85,9 +60,7 @@ impl Resolver {
         if owner.container.is_none() {
             owner.container = owner.cgroup.as_deref().and_then(container_id).or_else(|| {
                 // Hybrid hosts: the container runtime may only show in a v1 hierarchy's path.
-                fs::read_to_string(format!("/proc/{}/cgroup", owner.pid))
-                    .ok()
-                    .and_then(|text| text.lines().find_map(|l| l.splitn(3, ':').nth(2).and_then(container_id)))
+                cgroups_of(owner.pid)?.into_iter().find_map(|c| container_id(&c.pathname))
             });
         }
     }
@@ -100,7 +73,7 @@ impl Resolver {
     /// session is ending, or too many events wait), which scans at once.
     pub fn by_socket_inode(&mut self, ino: u64, seen: Instant, may_wait: bool) -> Lookup {
         let pid = match self.sockets.get(&ino) {
-            Some(&pid) if Path::new(&format!("/proc/{pid}")).exists() => pid,
+            Some(&pid) if Process::new(pid).is_ok() => pid,
             cached => {
                 match self.last_scan {
                     Some(scan) if scan >= seen && cached.is_none() => return Lookup::Unknown,
@@ -115,10 +88,13 @@ impl Resolver {
                 }
             }
         };
-        let Ok(comm) = fs::read_to_string(format!("/proc/{pid}/comm")) else {
+        let Ok(stat) = Process::new(pid).and_then(|p| p.stat()) else {
             return Lookup::Unknown;
         };
-        let mut owner = OwnerInfo { pid, comm: comm.trim_end().to_owned(), ..OwnerInfo::default() };
+        let Ok(pid) = u32::try_from(pid) else {
+            return Lookup::Unknown;
+        };
+        let mut owner = OwnerInfo { pid, comm: stat.comm, ..OwnerInfo::default() };
         self.complete(&mut owner);
         Lookup::Found(owner)
     }
@@ -127,25 +103,18 @@ impl Resolver {
     fn scan_proc(&mut self) {
         self.last_scan = Some(Instant::now());
         self.sockets.clear();
-        let mut pids: Vec<u32> = fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse().ok())
-            .collect();
-        pids.sort_unstable();
-        for pid in pids {
-            let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        let mut processes: Vec<Process> = procfs::process::all_processes().into_iter().flatten().flatten().collect();
+        processes.sort_unstable_by_key(Process::pid);
+        for process in processes {
+            // A process that exited, or whose fds this user may not read, holds nothing we can see.
+            let Ok(fds) = process.fd() else {
                 continue;
             };
             for fd in fds.flatten() {
-                let Ok(target) = fs::read_link(fd.path()) else {
-                    continue;
-                };
-                if let Some(ino) = socket_inode_of_link(&target.to_string_lossy())
+                if let FDTarget::Socket(ino) = fd.target
                     && self.sockets.len() < MAX_CACHED_SOCKETS
                 {
-                    self.sockets.entry(ino).or_insert(pid);
+                    self.sockets.entry(ino).or_insert(process.pid());
                 }
             }
         }
@@ -178,25 +147,20 @@ impl Resolver {
     }
 }
 
-/// `socket:[12345]` -> 12345.
-pub fn socket_inode_of_link(target: &str) -> Option<u64> {
-    target.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
-}
-
 /// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on hybrid hosts).
 fn cgroup2_mount() -> Option<PathBuf> {
-    let mounts = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    mounts.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        let mount_point = left.split_whitespace().nth(4)?;
-        (right.split_whitespace().next() == Some("cgroup2")).then(|| PathBuf::from(mount_point))
-    })
+    let mounts = Process::myself().and_then(|p| p.mountinfo()).ok()?;
+    mounts.into_iter().find(|m| m.fs_type == "cgroup2").map(|m| m.mount_point)
 }
 
-/// The cgroup v2 path of `pid` (the `0::` line of /proc/PID/cgroup).
+/// The cgroups `pid` is in, one per hierarchy.
+fn cgroups_of(pid: u32) -> Option<Vec<procfs::ProcessCGroup>> {
+    Process::new(i32::try_from(pid).ok()?).and_then(|p| p.cgroups()).ok().map(|c| c.0)
+}
+
+/// The cgroup v2 path of `pid` (hierarchy 0 of /proc/PID/cgroup).
 fn cgroup_of_pid(pid: u32) -> Option<String> {
-    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    text.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_owned)
+    cgroups_of(pid)?.into_iter().find(|c| c.hierarchy == 0).map(|c| c.pathname)
 }
 
 /// The container id in a cgroup path: the 64-hex-digit id of docker (`docker-<id>.scope`, `/docker/<id>`),
@@ -238,30 +202,23 @@ mod tests {
         assert_eq!(container_id("/docker/abc123"), None);
     }
 
-    #[test]
-    fn reads_socket_links() {
-        assert_eq!(socket_inode_of_link("socket:[4026532001]"), Some(4026532001));
-        assert_eq!(socket_inode_of_link("pipe:[12]"), None);
-        assert_eq!(socket_inode_of_link("/dev/null"), None);
-    }
-
     /// A socket this test opens is found in /proc, with this process as owner.
     #[test]
     fn finds_its_own_socket_through_proc() {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
-        let target = fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
-        let ino = socket_inode_of_link(&target.to_string_lossy()).unwrap();
+        let ino = inode_of(&socket);
         let Lookup::Found(owner) = Resolver::new().by_socket_inode(ino, Instant::now(), true) else {
             panic!("the socket's owner")
         };
         assert_eq!(owner.pid, std::process::id());
         assert_eq!(owner.cgroup, cgroup_of_pid(std::process::id()));
+        let own = fs::read_to_string("/proc/self/cgroup").unwrap();
+        assert_eq!(owner.cgroup.as_deref(), own.lines().find_map(|l| l.strip_prefix("0::")));
     }
 
     fn inode_of(socket: &std::net::UdpSocket) -> u64 {
         let fd = std::os::fd::AsRawFd::as_raw_fd(socket);
-        socket_inode_of_link(&fs::read_link(format!("/proc/self/fd/{fd}")).unwrap().to_string_lossy()).unwrap()
+        fs::metadata(format!("/proc/self/fd/{fd}")).unwrap().ino()
     }
 
     /// A socket opened after the last scan, with an error within the second after it: it waits for the

@@ -1,0 +1,297 @@
+//! What udptrace reports, in its own terms: the events, the facts they carry, the attach modes. Every
+//! other module speaks these types; this one depends on no other module of udptrace.
+
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr},
+    time::SystemTime,
+};
+
+use strum::IntoStaticStr;
+
+/// How a program attaches to the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, IntoStaticStr)]
+pub enum AttachMode {
+    /// fentry/fexit: BPF trampolines on kernel functions (BTF, x86_64 5.5+). Cheapest, sees arguments
+    /// and return values.
+    #[strum(serialize = "fentry")]
+    FEntry,
+    /// kprobe/kretprobe: needs CONFIG_KPROBES.
+    #[strum(serialize = "kprobe")]
+    Kprobe,
+    /// Tracepoints (stable ABI): the only mode on kernels without kprobes and fentry; sees less.
+    #[strum(serialize = "tracepoint")]
+    Tracepoint,
+}
+
+impl AttachMode {
+    /// The order `--probe auto` tries them in.
+    pub const LADDER: [AttachMode; 3] = [AttachMode::FEntry, AttachMode::Kprobe, AttachMode::Tracepoint];
+
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+impl fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+impl Family {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// What the kernel did with an ICMP error that reached the UDP layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum Verdict {
+    Delivered,
+    IgnoredSoftError,
+    IgnoredUnconnected,
+    NoSocket,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// Which rate limit stopped an ICMP error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum Scope {
+    /// The global token bucket (`icmp_global_allow`).
+    Global,
+    /// The per-destination limit (`inet_peer_xrlim_allow`).
+    Host,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// Why this host sent an ICMP error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum Cause {
+    /// A UDP packet reached a port with no socket (`__udp4_lib_rcv`).
+    NoListener,
+    /// A netfilter REJECT rule (`nf_send_unreach`, iptables `REJECT` and nftables `reject`).
+    FirewallReject,
+    /// Routing failed: an unreachable/prohibit route, no route, or neighbour resolution failed.
+    NoRoute,
+    /// Forwarding found the TTL exhausted.
+    TtlExceeded,
+    /// Forwarding a DF packet over a link with a smaller MTU.
+    FragNeeded,
+    Other,
+}
+
+impl Cause {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// Facts every event carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Meta {
+    pub time: SystemTime,
+    pub netns: u32,
+    pub probe: AttachMode,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Icmp {
+    pub icmp_type: u8,
+    pub code: u8,
+    /// Who sent it; `None` for ICMP this host sends.
+    pub from: Option<IpAddr>,
+}
+
+/// The process behind a socket, as the event reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OwnerInfo {
+    pub pid: u32,
+    /// The sending thread, when a send was seen.
+    pub tid: Option<u32>,
+    pub comm: String,
+    /// The cgroup v2 id the kernel gave, when a send was seen.
+    pub cgroup_id: Option<u64>,
+    /// The cgroup v2 path (`/system.slice/foo.service`).
+    pub cgroup: Option<String>,
+    /// The container id parsed from the cgroup path.
+    pub container: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketError {
+    pub meta: Meta,
+    pub family: Family,
+    pub local: SocketAddr,
+    pub remote: Option<SocketAddr>,
+    pub icmp: Option<Icmp>,
+    /// Positive errno, 0 for none.
+    pub errno: i32,
+    pub verdict: Option<Verdict>,
+    pub recverr: Option<bool>,
+    /// The socket's inode number, when there is a socket.
+    pub sock_ino: Option<u64>,
+    /// The process that owns the socket (the last one seen sending on it, else found through /proc).
+    pub owner: Option<OwnerInfo>,
+}
+
+/// The packet an ICMP error is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Packet {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// Ports, when the packet is UDP, UDP-Lite or TCP and not a later fragment.
+    pub ports: Option<(u16, u16)>,
+    pub proto: u8,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IcmpSent {
+    pub meta: Meta,
+    pub family: Family,
+    pub icmp: Icmp,
+    pub packet: Option<Packet>,
+    /// Kernel return addresses at the hook, innermost first.
+    pub stack: Vec<u64>,
+    pub cause: Cause,
+}
+
+/// ICMP errors this host wanted to send and a rate limit stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IcmpSuppressed {
+    pub meta: Meta,
+    pub family: Family,
+    pub scope: Scope,
+    /// 1 for an error a hook saw; the counter's increase for counts read from the kernel's counters.
+    pub count: u64,
+    /// The error that was not sent, as the hook saw it; `None` for counts from counters.
+    pub attempt: Option<IcmpSent>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    SocketError(SocketError),
+    IcmpSent(IcmpSent),
+    IcmpSuppressed(IcmpSuppressed),
+    /// Events the kernel could not hand over (buffer full) since the last report.
+    Lost {
+        time: SystemTime,
+        count: u64,
+    },
+}
+
+/// Sample events for the tests of every stage: the ones the programs' records in `pipeline::decode`'s
+/// tests decode to.
+#[cfg(test)]
+pub mod samples {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+
+    /// 5 s after a boot at 2023-11-14T22:13:20Z.
+    pub fn time() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(1_700_000_005_000_000_000)
+    }
+
+    pub fn meta() -> Meta {
+        Meta { time: time(), netns: 4026532001, probe: AttachMode::Tracepoint }
+    }
+
+    /// A delivered ECONNREFUSED on a connected IPv4 socket, its owner unknown.
+    pub fn socket_error() -> SocketError {
+        SocketError {
+            meta: meta(),
+            family: Family::Ipv4,
+            local: "10.0.0.2:40312".parse().unwrap(),
+            remote: Some("10.0.0.9:8888".parse().unwrap()),
+            icmp: None,
+            errno: libc::ECONNREFUSED,
+            verdict: Some(Verdict::Delivered),
+            recverr: None,
+            sock_ino: None,
+            owner: None,
+        }
+    }
+
+    /// The same, with the owner a send hook recorded.
+    pub fn owned_socket_error() -> SocketError {
+        SocketError {
+            sock_ino: Some(88001),
+            owner: Some(OwnerInfo {
+                pid: 900,
+                tid: Some(901),
+                comm: "dns-client".to_owned(),
+                cgroup_id: Some(4242),
+                cgroup: None,
+                container: None,
+            }),
+            ..socket_error()
+        }
+    }
+
+    /// A port unreachable this host sent about a UDP packet, its cause not classified yet.
+    pub fn icmp_sent() -> IcmpSent {
+        IcmpSent {
+            meta: meta(),
+            family: Family::Ipv4,
+            icmp: Icmp { icmp_type: 3, code: 3, from: None },
+            packet: Some(Packet {
+                src: "10.0.0.2".parse().unwrap(),
+                dst: "10.0.0.9".parse().unwrap(),
+                ports: Some((40312, 8888)),
+                proto: 17,
+            }),
+            stack: vec![0xffff_ffff_8100_0010, 0xffff_ffff_8200_0020],
+            cause: Cause::Other,
+        }
+    }
+
+    /// `attempt`, stopped by the per-destination rate limit.
+    pub fn host_limited(attempt: IcmpSent) -> IcmpSuppressed {
+        IcmpSuppressed {
+            meta: attempt.meta.clone(),
+            family: attempt.family,
+            scope: Scope::Host,
+            count: 1,
+            attempt: Some(attempt),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The spellings are the JSON contract of the README.
+    #[test]
+    fn names_are_the_public_spellings() {
+        assert_eq!(AttachMode::FEntry.as_str(), "fentry");
+        assert_eq!(AttachMode::Tracepoint.to_string(), "tracepoint");
+        assert_eq!(Family::Ipv6.as_str(), "ipv6");
+        assert_eq!(Verdict::IgnoredSoftError.as_str(), "ignored_soft_error");
+        assert_eq!(Verdict::NoSocket.as_str(), "no_socket");
+        assert_eq!(Scope::Global.as_str(), "global");
+        assert_eq!(Cause::FirewallReject.as_str(), "firewall_reject");
+        assert_eq!(Cause::TtlExceeded.as_str(), "ttl_exceeded");
+    }
+}

@@ -1,0 +1,15 @@
+//! What udptrace asks of the kernel, and what it knows of it:
+//!
+//! - `hooks`: the attach table (each logical hook, per mode, its programs and targets);
+//! - `btf`: the running kernel's structure layout and functions, from its BTF;
+//! - `loader`: loading the eBPF object with those offsets and walking the attach ladder;
+//! - `privileges`: the capabilities that takes;
+//! - `probes`: `udptrace probes`, the table tried on this kernel;
+//! - `tables`: the kernel's errno names and its ICMP-to-errno conversion.
+
+pub mod btf;
+pub mod hooks;
+pub mod loader;
+pub mod privileges;
+pub mod probes;
+pub mod tables;

@@ -1,0 +1,208 @@
+//! What user space adds to a decoded event: the errno an ignored error would have given, the socket's
+//! owner where no program recorded one (`owner`, from /proc), why this host sent an ICMP error (`cause`,
+//! from the kernel stack).
+//!
+//! Events leave in the order they came. An event whose socket /proc has not been scanned for yet waits for
+//! the next scan (at most a second), and the events behind it wait with it.
+
+pub mod cause;
+pub mod owner;
+
+use std::{collections::VecDeque, time::Instant};
+
+use aya::maps::{HashMap, MapData};
+
+use self::{
+    cause::Kallsyms,
+    owner::{Lookup, Resolver},
+};
+use crate::{
+    domain::{Cause, Event, SocketError, Verdict},
+    kernel::tables::icmp_errno,
+    pipeline::decode::recorded_owner,
+};
+
+/// Events that may wait for an owner scan; one more scans at once. A second of a flood of errors on
+/// sockets opened since the last scan.
+const MAX_WAITING: usize = 16_384;
+
+pub struct Enricher {
+    kallsyms: Option<Kallsyms>,
+    owners: Resolver,
+    /// The programs' socket-owner records (`OWNERS`), read for errors that came before the send hook.
+    recorded: Option<HashMap<MapData, u64, udptrace_common::Owner>>,
+    /// Print each `icmp_sent`'s kernel stack.
+    verbose: bool,
+    /// Events in arrival order, with when each arrived and whether its owner is still to be looked up.
+    queue: VecDeque<(Event, Instant, bool)>,
+    /// When the event at the front may ask /proc again, while it waits.
+    wake_at: Option<Instant>,
+    /// Once ending, nothing waits: /proc is scanned at once.
+    ending: bool,
+}
+
+impl Enricher {
+    pub fn new(recorded: Option<HashMap<MapData, u64, udptrace_common::Owner>>, verbose: bool) -> Self {
+        let kallsyms = match Kallsyms::load() {
+            Ok(k) => Some(k),
+            Err(e) => {
+                eprintln!("udptrace: warning: cannot read kernel symbols ({e}); icmp_sent causes will be \"other\"");
+                None
+            }
+        };
+        Self {
+            kallsyms,
+            owners: Resolver::new(),
+            recorded,
+            verbose,
+            queue: VecDeque::new(),
+            wake_at: None,
+            ending: false,
+        }
+    }
+
+    /// Takes an event that arrived at `seen`; [`Enricher::next`] hands it back when it is complete.
+    pub fn push(&mut self, mut event: Event, seen: Instant) {
+        let mut needs_owner = false;
+        match &mut event {
+            Event::SocketError(e) => {
+                fill_errno(e);
+                self.recorded_owner(e);
+                match &mut e.owner {
+                    Some(owner) => self.owners.complete(owner),
+                    None => needs_owner = e.sock_ino.is_some(),
+                }
+            }
+            Event::IcmpSent(e) => self.classify(e),
+            Event::IcmpSuppressed(e) => {
+                if let Some(attempt) = &mut e.attempt {
+                    self.classify(attempt);
+                }
+            }
+            Event::Lost { .. } => {}
+        }
+        self.queue.push_back((event, seen, needs_owner));
+    }
+
+    /// The next complete event, in arrival order; `None` while the front one waits for a /proc scan.
+    pub fn next(&mut self) -> Option<Event> {
+        let may_wait = !self.ending && self.queue.len() < MAX_WAITING;
+        let (event, seen, needs_owner) = self.queue.front_mut()?;
+        if *needs_owner
+            && let Event::SocketError(e) = event
+            && let Some(ino) = e.sock_ino
+        {
+            match self.owners.by_socket_inode(ino, *seen, may_wait) {
+                Lookup::Found(owner) => e.owner = Some(owner),
+                Lookup::Unknown => {}
+                Lookup::Later(at) => {
+                    self.wake_at = Some(at);
+                    return None;
+                }
+            }
+        }
+        self.wake_at = None;
+        self.queue.pop_front().map(|(event, ..)| event)
+    }
+
+    /// When to call [`Enricher::next`] again for an event that waits for /proc.
+    pub fn wake_at(&self) -> Option<Instant> {
+        self.wake_at
+    }
+
+    /// From now on nothing waits: the session is ending.
+    pub fn end(&mut self) {
+        self.ending = true;
+    }
+
+    /// The send hook ran after the error: `sock:sock_send_length` fires when the send returns, and on
+    /// loopback or veth the ICMP error comes back inside that send.
+    fn recorded_owner(&self, e: &mut SocketError) {
+        if e.owner.is_none()
+            && let (Some(ino), Some(recorded)) = (e.sock_ino, &self.recorded)
+            && let Ok(owner) = recorded.get(&ino, 0)
+        {
+            e.owner = Some(recorded_owner(&owner));
+        }
+    }
+
+    fn classify(&mut self, e: &mut crate::domain::IcmpSent) {
+        let Some(kallsyms) = &mut self.kallsyms else {
+            return;
+        };
+        e.cause = kallsyms.classify(&e.stack, e.icmp.icmp_type, e.icmp.code);
+        if e.cause == Cause::Other {
+            // A caller in a module loaded after start-up (nf_reject_ipv4 on the first REJECT) is not in the
+            // table yet.
+            kallsyms.refresh_if_modules_changed();
+            e.cause = kallsyms.classify(&e.stack, e.icmp.icmp_type, e.icmp.code);
+        }
+        if self.verbose {
+            let frames: Vec<&str> = e.stack.iter().map(|&a| kallsyms.function(a).unwrap_or("?")).collect();
+            eprintln!("udptrace: icmp_sent stack: {}", frames.join(" <- "));
+        }
+    }
+}
+
+/// A delivered error carries the socket's `sk_err`. For an ignored one (or one that matched no socket) the
+/// kernel computed the errno but stored it nowhere: name the one its tables give, so that the user sees
+/// which error the application did not get.
+fn fill_errno(e: &mut SocketError) {
+    if e.errno == 0
+        && e.verdict != Some(Verdict::Delivered)
+        && let Some(icmp) = e.icmp
+        && let Some((errno, _hard)) = icmp_errno(e.family, icmp.icmp_type, icmp.code)
+    {
+        e.errno = errno;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Icmp, samples};
+
+    #[test]
+    fn an_ignored_error_names_the_errno_the_application_did_not_get() {
+        let mut e = samples::socket_error();
+        e.errno = 0;
+        e.verdict = Some(Verdict::IgnoredSoftError);
+        e.icmp = Some(Icmp { icmp_type: 3, code: 1, from: None });
+        fill_errno(&mut e);
+        assert_eq!(e.errno, libc::EHOSTUNREACH);
+        // A delivered error keeps the socket's own.
+        let mut delivered = samples::socket_error();
+        delivered.errno = 0;
+        delivered.icmp = Some(Icmp { icmp_type: 3, code: 3, from: None });
+        fill_errno(&mut delivered);
+        assert_eq!(delivered.errno, 0);
+    }
+
+    /// Events leave in order; one whose owner /proc must name holds the ones behind it until it can.
+    #[test]
+    fn events_wait_in_order_for_an_owner_scan() {
+        let mut enricher = Enricher::new(None, false);
+        let first = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let ino = |s: &std::net::UdpSocket| {
+            use std::os::unix::fs::MetadataExt as _;
+            let fd = std::os::fd::AsRawFd::as_raw_fd(s);
+            std::fs::metadata(format!("/proc/self/fd/{fd}")).unwrap().ino()
+        };
+        let error_on = |ino: u64| Event::SocketError(SocketError { sock_ino: Some(ino), ..samples::socket_error() });
+        enricher.push(error_on(ino(&first)), Instant::now());
+        let Some(Event::SocketError(e)) = enricher.next() else { panic!("the first event is complete") };
+        assert_eq!(e.owner.map(|o| o.pid), Some(std::process::id()));
+        // A socket newer than that scan, then an event that needs nothing.
+        let second = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        enricher.push(error_on(ino(&second)), Instant::now());
+        enricher.push(Event::IcmpSent(samples::icmp_sent()), Instant::now());
+        assert_eq!(enricher.next(), None);
+        assert!(enricher.wake_at().is_some());
+        enricher.end();
+        let Some(Event::SocketError(e)) = enricher.next() else { panic!("the waiting event comes first") };
+        assert_eq!(e.owner.map(|o| o.pid), Some(std::process::id()));
+        assert!(matches!(enricher.next(), Some(Event::IcmpSent(_))));
+        assert_eq!(enricher.next(), None);
+        assert_eq!(enricher.wake_at(), None);
+    }
+}

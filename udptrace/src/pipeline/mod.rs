@@ -1,0 +1,15 @@
+//! From the programs' records to events the sinks can show, in the order data flows:
+//!
+//! - `source`: the ring buffer or the per-CPU perf buffers the programs write to;
+//! - `decode`: their `#[repr(C)]` records into domain events;
+//! - `enrich`: what user space adds (errno, owner, cause), in arrival order;
+//! - `counters`: the kernel's rate-limit counters, for modes whose hooks do not see the limits;
+//! - `filter`: the filter options, again, for what the programs could not decide;
+//! - `session`: the loop that drives them and hands each event to the sinks.
+
+pub mod counters;
+pub mod decode;
+pub mod enrich;
+pub mod filter;
+pub mod session;
+pub mod source;
