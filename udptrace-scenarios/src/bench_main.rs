@@ -5,51 +5,57 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
+use clap::Parser;
 use udptrace_scenarios::bench::{Options, Report, run};
 
+#[derive(Parser)]
+#[command(name = "udptrace-bench", about = "What udptrace costs, beside bpftrace and tcpdump")]
+struct Args {
+    /// The udptrace binary to measure.
+    #[arg(long, value_name = "PATH")]
+    udptrace: PathBuf,
+    /// The modes to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "fentry,kprobe,tracepoint", value_name = "MODES",
+          value_parser = ["fentry", "kprobe", "tracepoint"])]
+    modes: Vec<String>,
+    /// Rounds per measurement (medians are reported).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    rounds: u32,
+    /// Seconds per variant and round.
+    #[arg(long, default_value_t = 2.0, value_parser = positive_seconds, value_name = "S")]
+    seconds: f64,
+    /// Measure bpftrace running this script beside udptrace.
+    #[arg(long, value_name = "SCRIPT")]
+    bpftrace: Option<PathBuf>,
+    /// Measure `tcpdump -i any icmp -w` beside udptrace.
+    #[arg(long)]
+    tcpdump: bool,
+    /// Also write the Markdown here.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Short, and check only that every part ran and that udptrace accounted for every error.
+    #[arg(long)]
+    smoke: bool,
+}
+
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s > 0.0 && s.is_finite() => Ok(s),
+        _ => Err(format!("`{text}` is not a positive number of seconds")),
+    }
+}
+
 fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
+    let args = Args::parse();
     let mut options = Options {
-        udptrace: PathBuf::new(),
-        modes: vec!["fentry".into(), "kprobe".into(), "tracepoint".into()],
-        rounds: 5,
-        seconds: 2.0,
-        bpftrace_script: None,
-        tcpdump: false,
+        udptrace: args.udptrace,
+        modes: args.modes,
+        rounds: args.rounds as usize,
+        seconds: args.seconds,
+        bpftrace_script: args.bpftrace,
+        tcpdump: args.tcpdump,
     };
-    let (mut out, mut smoke) = (None, false);
-    while let Some(arg) = args.next() {
-        let value = match arg.as_str() {
-            "--smoke" => {
-                smoke = true;
-                continue;
-            }
-            "--tcpdump" => {
-                options.tcpdump = true;
-                continue;
-            }
-            _ => args.next(),
-        };
-        let Some(value) = value else { return usage(&format!("{arg} needs a value")) };
-        match arg.as_str() {
-            "--udptrace" => options.udptrace = value.into(),
-            "--modes" => options.modes = value.split(',').map(str::to_owned).collect(),
-            "--rounds" => match value.parse() {
-                Ok(n) if n > 0 => options.rounds = n,
-                _ => return usage(&format!("--rounds takes a positive whole number, not `{value}`")),
-            },
-            "--seconds" => match value.parse::<f64>() {
-                Ok(s) if s > 0.0 && s.is_finite() => options.seconds = s,
-                _ => return usage(&format!("--seconds takes a positive number, not `{value}`")),
-            },
-            "--bpftrace" => options.bpftrace_script = Some(value.into()),
-            "--out" => out = Some(PathBuf::from(value)),
-            other => return usage(&format!("unexpected argument `{other}`")),
-        }
-    }
-    if options.udptrace.as_os_str().is_empty() {
-        return usage("--udptrace is required");
-    }
+    let (out, smoke) = (args.out, args.smoke);
     if smoke {
         options.rounds = 1;
         options.seconds = 0.5;
@@ -128,13 +134,4 @@ fn humantime_date() -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default()
-}
-
-fn usage(problem: &str) -> ExitCode {
-    eprintln!("udptrace-bench: {problem}");
-    eprintln!(
-        "usage: udptrace-bench --udptrace PATH [--modes fentry,kprobe,tracepoint] [--rounds N] [--seconds S] \
-         [--bpftrace SCRIPT] [--tcpdump] [--out FILE] [--smoke]"
-    );
-    ExitCode::from(2)
 }

@@ -14,9 +14,42 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use clap::{Args, Parser};
+
+/// `helper udp-client ...`.
+#[derive(Parser)]
+#[command(name = "udptrace-scenarios helper")]
+enum Helper {
+    UdpClient(UdpClient),
+}
+
+#[derive(Args)]
+struct UdpClient {
+    /// The network namespace (`ip netns` name) to open the socket in.
+    #[arg(long)]
+    netns: String,
+    #[arg(long)]
+    bind: std::net::IpAddr,
+    #[arg(long)]
+    connect: SocketAddr,
+    /// A child then sends on the same socket, last.
+    #[arg(long, conflicts_with = "no_send")]
+    fork: bool,
+    /// Connect only: no send hook sees the socket.
+    #[arg(long)]
+    no_send: bool,
+    /// Join this cgroup first.
+    #[arg(long)]
+    cgroup: Option<String>,
+}
 
 pub fn main(args: &[String]) -> ExitCode {
-    match run(args) {
+    let parsed = Helper::try_parse_from(std::iter::once("helper").chain(args.iter().map(String::as_str)));
+    let result = match parsed {
+        Ok(Helper::UdpClient(client)) => udp_client(&client),
+        Err(e) => e.exit(),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("helper: {e:#}");
@@ -25,31 +58,24 @@ pub fn main(args: &[String]) -> ExitCode {
     }
 }
 
-fn run(args: &[String]) -> Result<()> {
-    let [kind, rest @ ..] = args else { bail!("helper: which helper?") };
-    if kind != "udp-client" {
-        bail!("unknown helper {kind}");
-    }
-    let value = |flag: &str| rest.iter().position(|a| a == flag).and_then(|i| rest.get(i + 1)).cloned();
-    let netns = value("--netns").context("--netns")?;
-    let bind: std::net::IpAddr = value("--bind").context("--bind")?.parse()?;
-    let connect: SocketAddr = value("--connect").context("--connect")?.parse()?;
-    if let Some(cgroup) = value("--cgroup") {
+fn udp_client(args: &UdpClient) -> Result<()> {
+    if let Some(cgroup) = &args.cgroup {
         std::fs::write(format!("{cgroup}/cgroup.procs"), std::process::id().to_string())
             .with_context(|| format!("joining cgroup {cgroup}"))?;
     }
+    let netns = &args.netns;
     let ns = File::open(format!("/run/netns/{netns}"))?;
     // SAFETY: a valid namespace fd; this process has a single thread.
     if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
         return Err(io::Error::last_os_error()).context("setns");
     }
-    let socket = UdpSocket::bind(SocketAddr::new(bind, 0))?;
-    socket.connect(connect)?;
-    if rest.iter().any(|a| a == "--no-send") {
+    let socket = UdpSocket::bind(SocketAddr::new(args.bind, 0))?;
+    socket.connect(args.connect)?;
+    if args.no_send {
         return announce(&socket);
     }
     socket.send(b"parent")?;
-    if rest.iter().any(|a| a == "--fork") {
+    if args.fork {
         // SAFETY: fork in a single-threaded process; the child only sends, prints and waits.
         match unsafe { libc::fork() } {
             -1 => return Err(io::Error::last_os_error()).context("fork"),

@@ -1,64 +1,72 @@
-//! `udptrace-scenarios --udptrace PATH --probe MODE [--buffer ring|perf] [--only NAME] [--require-attach]`: runs the scenario suite against a
-//! udptrace binary and prints one line per check and the totals. Exits 1 if any check failed.
+//! `udptrace-scenarios --udptrace PATH --probe MODE [--buffer ring|perf] [--only NAME] [--require-attach]`:
+//! runs the scenario suite against a udptrace binary and prints one line per check and the totals. Exits 1
+//! if any check failed. `udptrace-scenarios helper ...` is the suite's own client process.
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
+use clap::{Parser, ValueEnum};
 use udptrace_scenarios::{Config, run};
+
+#[derive(Parser)]
+#[command(name = "udptrace-scenarios", about = "The scenario suite, against a udptrace binary")]
+struct Args {
+    /// The udptrace binary to test.
+    #[arg(long, value_name = "PATH")]
+    udptrace: PathBuf,
+    /// The mode every udptrace of the suite is forced into.
+    #[arg(long, value_enum, value_name = "MODE")]
+    probe: Mode,
+    /// udptrace's `--buffer`.
+    #[arg(long, value_enum, default_value = "ring", value_name = "KIND")]
+    buffer: Buffer,
+    /// Only scenarios whose name contains NAME.
+    #[arg(long, value_name = "NAME")]
+    only: Option<String>,
+    /// How long to wait for each event (longer under emulation).
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    event_timeout: u64,
+    /// Every hook must attach in MODE: a hook that cannot is a failure, not a skip.
+    #[arg(long)]
+    require_attach: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Mode {
+    #[value(name = "fentry")]
+    FEntry,
+    Kprobe,
+    Tracepoint,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Buffer {
+    Ring,
+    Perf,
+}
 
 fn main() -> ExitCode {
     let all: Vec<String> = std::env::args().collect();
     if all.get(1).is_some_and(|a| a == "helper") {
         return udptrace_scenarios::helper::main(&all[2..]);
     }
-    let mut args = std::env::args().skip(1);
-    let mut udptrace = None;
-    let mut mode = None;
-    let mut buffer = "ring".to_owned();
-    let mut only = None;
-    let mut timeout = Duration::from_secs(10);
-    let mut require_attach = false;
-    while let Some(arg) = args.next() {
-        if arg == "--require-attach" {
-            require_attach = true;
-            continue;
-        }
-        match (arg.as_str(), args.next()) {
-            ("--udptrace", Some(v)) => udptrace = Some(PathBuf::from(v)),
-            ("--probe", Some(v)) => mode = Some(v),
-            ("--buffer", Some(v)) => buffer = v,
-            ("--only", Some(v)) => only = Some(v),
-            ("--event-timeout", Some(v)) => match v.parse() {
-                Ok(secs) => timeout = Duration::from_secs(secs),
-                Err(_) => return usage(&format!("--event-timeout takes whole seconds, not `{v}`")),
-            },
-            (other, _) => return usage(&format!("unexpected argument `{other}`")),
-        }
-    }
-    let (Some(udptrace), Some(mode)) = (udptrace, mode) else {
-        return usage("--udptrace and --probe are required");
-    };
+    let args = Args::parse();
     let Ok(helper) = std::env::current_exe() else {
-        return usage("cannot find this program's own path");
+        eprintln!("udptrace-scenarios: cannot find this program's own path");
+        return ExitCode::from(2);
     };
+    let mode = args.probe.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default();
+    let timeout = Duration::from_secs(args.event_timeout);
     let config = Config {
-        udptrace,
+        udptrace: args.udptrace,
         helper,
         mode: mode.clone(),
-        buffer,
-        only,
+        buffer: args.buffer.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default(),
+        only: args.only,
         event_timeout: timeout,
         quiet_period: timeout / 4,
-        require_attach,
+        require_attach: args.require_attach,
     };
     let report = run(&config, &format!("{mode:<11} "));
     println!("{}", report.totals());
     if report.failed() == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
-}
-
-fn usage(problem: &str) -> ExitCode {
-    eprintln!("udptrace-scenarios: {problem}");
-    eprintln!(
-        "usage: udptrace-scenarios --udptrace PATH --probe fentry|kprobe|tracepoint [--buffer ring|perf] [--only NAME] [--event-timeout SECS] [--require-attach]"
-    );
-    ExitCode::from(2)
 }
