@@ -3,10 +3,11 @@
 //! verifier then sees them as constants, and an option that is not given costs one compare.
 //!
 //! An event is dropped here only when it is known to fail. What the program cannot see (an owner no send
-//! was recorded for yet) passes, and user space decides with the same rules (`udptrace/src/filter.rs`).
+//! was recorded for yet) passes, and user space decides with the same rules
+//! (`udptrace/src/pipeline/filter.rs`).
 
 use udptrace_common::{
-    AF_INET, AddrFilter, Config, FILTER_VALUES, IcmpSent, SocketError, TASK_COMM_LEN, icmp_sent_flags,
+    AF_INET, AddrFilter, Config, FILTER_VALUES, IcmpSent, SocketError, TASK_COMM_LEN, icmp, icmp_sent_flags, icmpv6,
     socket_error_flags,
 };
 
@@ -22,13 +23,9 @@ macro_rules! config {
 }
 pub(crate) use config;
 
-/// ICMP type whose codes the masks tell apart: destination unreachable.
-const ICMP_DEST_UNREACH: u8 = 3;
-const ICMPV6_DEST_UNREACH: u8 = 1;
-
 /// Whether `$test` holds for one of the first `$n` slots, `$i` being the slot's index. Written out slot by
-/// slot: the 6.1 verifier rejects the loop the compiler makes of a `while` over the slots ("back-edge"),
-/// and the unrolled tests are as cheap.
+/// slot: the verifier must prove that a loop ends, and it rejected the loop the compiler makes of a
+/// `while` over the slots ("back-edge", on 6.1); the unrolled tests are as cheap.
 macro_rules! any_slot {
     ($n:expr, |$i:ident| $test:expr) => {{
         const _: () = assert!(FILTER_VALUES == 8);
@@ -132,7 +129,8 @@ fn icmp_errno_passes(family: u16, icmp_type: u8, code: u8) -> bool {
     }
     let v6 = family != AF_INET;
     let mask = config!(filter.icmp[v6 as usize]);
-    let unreach = if v6 { ICMPV6_DEST_UNREACH } else { ICMP_DEST_UNREACH };
+    // The type whose codes the masks tell apart: destination unreachable.
+    let unreach = if v6 { icmpv6::DEST_UNREACH } else { icmp::DEST_UNREACH };
     if icmp_type == unreach {
         mask.unreach_codes & (1 << code.min(63)) != 0
     } else {

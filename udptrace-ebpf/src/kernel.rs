@@ -1,7 +1,13 @@
-//! Reading kernel structures. Member offsets come from user space (resolved from the running kernel's BTF
-//! before load) through the read-only global `OFFSETS`; nothing is hard-coded for one kernel.
+//! Reading the kernel: function arguments in every mode, structure members through offsets user space
+//! resolved from the running kernel's BTF (the read-only global `OFFSETS`; nothing is hard-coded for one
+//! kernel), and the per-CPU slots the hooks of one kernel call share.
 
-use aya_ebpf::helpers::{bpf_ktime_get_boot_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
+use aya_ebpf::{
+    Argument,
+    helpers::{bpf_ktime_get_boot_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf},
+    maps::PerCpuArray,
+    programs::{FEntryContext, FExitContext, ProbeContext, RawTracePointContext},
+};
 use udptrace_common::{EventHeader, KernelOffsets};
 
 #[unsafe(no_mangle)]
@@ -14,20 +20,74 @@ pub fn offsets() -> KernelOffsets {
     unsafe { core::ptr::read_volatile(&OFFSETS) }
 }
 
-pub type ReadResult<T> = Result<T, i64>;
+/// A read that failed: what was read (`sk_buff.head`), and the helper's error.
+#[derive(Clone, Copy)]
+pub struct ReadError {
+    pub what: &'static str,
+    pub code: i64,
+}
 
-/// Reads a `T` at `base + offset` in kernel memory.
+pub type ReadResult<T> = Result<T, ReadError>;
+
+/// Reads a `T` at `base + offset` in kernel memory; `what` names it if it fails.
 #[inline(always)]
-pub fn read<T>(base: *const u8, offset: u32) -> ReadResult<T> {
+pub fn read<T>(base: *const u8, offset: u32, what: &'static str) -> ReadResult<T> {
     // SAFETY: bpf_probe_read_kernel checks the address; a bad pointer yields an error, not a fault.
-    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize).cast::<T>()).map_err(|e| e as i64) }
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize).cast::<T>()) }
+        .map_err(|code| ReadError { what, code: code as i64 })
 }
 
 /// Reads `buf.len()` bytes at `base + offset` in kernel memory straight into `buf`.
 #[inline(always)]
-pub fn read_into(base: *const u8, offset: u32, buf: &mut [u8]) -> ReadResult<()> {
+pub fn read_into(base: *const u8, offset: u32, buf: &mut [u8], what: &'static str) -> ReadResult<()> {
     // SAFETY: bpf_probe_read_kernel_buf checks the address and writes only within `buf`.
-    unsafe { bpf_probe_read_kernel_buf(base.wrapping_add(offset as usize), buf).map_err(|e| e as i64) }
+    unsafe { bpf_probe_read_kernel_buf(base.wrapping_add(offset as usize), buf) }
+        .map_err(|code| ReadError { what, code: code as i64 })
+}
+
+/// The arguments of the traced function, however the mode hands them over.
+pub trait Args {
+    /// Argument `n` (from 0). For fexit, the argument after the last is the return value.
+    fn get<T: Argument>(&self, n: usize) -> ReadResult<T>;
+}
+
+impl Args for FEntryContext {
+    #[inline(always)]
+    fn get<T: Argument>(&self, n: usize) -> ReadResult<T> {
+        Ok(self.arg(n))
+    }
+}
+
+impl Args for FExitContext {
+    #[inline(always)]
+    fn get<T: Argument>(&self, n: usize) -> ReadResult<T> {
+        Ok(self.arg(n))
+    }
+}
+
+impl Args for RawTracePointContext {
+    #[inline(always)]
+    fn get<T: Argument>(&self, n: usize) -> ReadResult<T> {
+        Ok(self.arg(n))
+    }
+}
+
+impl Args for ProbeContext {
+    /// From the registers: x86_64 passes six arguments in registers; a kprobe sees no others.
+    #[inline(always)]
+    fn get<T: Argument>(&self, n: usize) -> ReadResult<T> {
+        self.arg(n).ok_or(ReadError { what: "a function argument", code: -1 })
+    }
+}
+
+/// This CPU's entry of a one-entry per-CPU array: where the hooks of one kernel call meet. The hooks that
+/// share a slot run on one CPU without nesting (in softirq, or with bottom halves disabled), which each
+/// caller states.
+#[inline(always)]
+pub fn slot<T>(map: &'static PerCpuArray<T>) -> Option<&'static mut T> {
+    // SAFETY: the pointer is the map's own entry for this CPU, valid for the program's run; callers do not
+    // use it from nested programs.
+    map.get_ptr_mut(0).map(|p| unsafe { &mut *p })
 }
 
 /// The inode number of a `struct net *`, which is what `ls -l /proc/PID/ns/net` shows.
@@ -36,14 +96,24 @@ pub fn netns_inum(net: *const u8, off: &KernelOffsets) -> ReadResult<u32> {
     if net.is_null() {
         return Ok(0);
     }
-    read::<u32>(net, off.net_inum)
+    read::<u32>(net, off.net_inum, "net.ns.inum")
 }
 
 /// The network namespace of a socket (`sock_net(sk)`).
 #[inline(always)]
 pub fn sock_netns(sk: *const u8, off: &KernelOffsets) -> ReadResult<u32> {
-    let net = read::<*const u8>(sk, off.sk_net)?;
+    let net = read::<*const u8>(sk, off.sk_net, "sock.__sk_common.skc_net")?;
     netns_inum(net, off)
+}
+
+/// The network namespace of the device a packet is on (`dev_net(skb->dev)`); 0 if it has no device yet.
+#[inline(always)]
+pub fn skb_dev_netns(skb: *const u8, off: &KernelOffsets) -> ReadResult<u32> {
+    let dev = read::<*const u8>(skb, off.skb_dev, "sk_buff.dev")?;
+    if dev.is_null() {
+        return Ok(0);
+    }
+    netns_inum(read::<*const u8>(dev, off.dev_net, "net_device.nd_net")?, off)
 }
 
 /// The header every record starts with.

@@ -2,11 +2,14 @@
 //! - `recv.rs`: an ICMP error reaching a UDP socket (`socket_error`);
 //! - `send.rs`: an ICMP error this host emits (`icmp_sent`);
 //! - `owner.rs`: who owns a socket, recorded where its process sends;
-//! - `kernel.rs`: reading kernel memory through offsets user space resolved from BTF;
+//! - `kernel.rs`: arguments in every mode, kernel memory through offsets user space resolved from BTF,
+//!   the per-CPU slots;
 //! - `filter.rs`: the filter options, applied before an event takes buffer space.
 //!
-//! Each program is a thin wrapper, one per mode (fentry/fexit, kprobe/kretprobe, tracepoint), around
-//! shared functions returning `Result`; failures are counted in `STATS`, never silently dropped.
+//! Each program is one line per mode (fentry/fexit, kprobe/kretprobe, tracepoint):
+//! `report(&ctx, "name", hook_body(&ctx, ...))`, the body reading the arguments it needs through
+//! `kernel::Args` whatever the mode. A failed read is counted in `STATS` and logged through aya-log
+//! (shown by `udptrace -v`); nothing is logged on the success path.
 #![no_std]
 #![no_main]
 
@@ -23,9 +26,9 @@ use aya_ebpf::{
     macros::map,
     maps::{PerCpuArray, PerfEventByteArray, RingBuf},
 };
-use udptrace_common::buffer;
+use udptrace_common::{buffer, stat};
 
-use crate::filter::config;
+use crate::{filter::config, kernel::ReadResult};
 
 /// Events for user space (`--buffer ring`, the default). 1 MiB holds about 4,000 `icmp_sent` or 7,000
 /// `socket_error` records.
@@ -39,17 +42,9 @@ const WAKEUP_BYTES: u64 = 64 << 10;
 #[map]
 static PERF_EVENTS: PerfEventByteArray = PerfEventByteArray::new(0);
 
-/// Per-CPU counters, indexed by the `STAT_*` constants.
+/// Per-CPU counters, indexed by `udptrace_common::stat`.
 #[map]
-static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
-
-/// The ring buffer was full: an event was lost.
-pub(crate) const STAT_LOST: u32 = 0;
-/// A kernel read failed: the event could not be built.
-pub(crate) const STAT_READ_ERROR: u32 = 1;
-/// The filter options dropped an event.
-pub(crate) const STAT_FILTERED: u32 = 2;
-const STAT_COUNT: u32 = 3;
+static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 
 #[inline(always)]
 pub(crate) fn count(stat: u32) {
@@ -79,14 +74,14 @@ fn output<C: EbpfContext, T>(ctx: &C, record: &T) {
     } else {
         // Waking the reader for every record costs more than the rest of the program (an interrupt and a
         // scheduler wake-up, several microseconds, inside the traced path): wake it only once a batch has
-        // piled up. User space also drains the buffer every few milliseconds (`trace.rs`), so a quiet
+        // piled up. User space also drains the buffer every few milliseconds (`pipeline/source.rs`), so a quiet
         // trickle is not held back.
         let waiting = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
         let wakeup = if waiting >= WAKEUP_BYTES { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
         EVENTS.output::<T>(record, wakeup as u64).is_err()
     };
     if full {
-        count(STAT_LOST);
+        count(stat::LOST);
     }
 }
 
@@ -96,15 +91,17 @@ pub(crate) fn emit<C: EbpfContext, T>(ctx: &C, record: &T, passes: bool) {
     if passes {
         output(ctx, record);
     } else {
-        count(STAT_FILTERED);
+        count(stat::FILTERED);
     }
 }
 
-/// The program's return value; a failed kernel read is counted, not dropped silently.
+/// The return value of `program`: 0. A failed kernel read is counted (the closing line's `unreadable`) and
+/// logged, naming the program and what it read.
 #[inline(always)]
-pub(crate) fn report<T>(result: kernel::ReadResult<T>) -> u32 {
-    if result.is_err() {
-        count(STAT_READ_ERROR);
+pub(crate) fn report<C: EbpfContext>(ctx: &C, program: &'static str, result: ReadResult<()>) -> u32 {
+    if let Err(e) = result {
+        count(stat::READ_ERROR);
+        aya_log_ebpf::warn!(ctx, "{}: reading {} failed (error {})", program, e.what, e.code);
     }
     0
 }

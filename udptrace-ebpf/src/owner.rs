@@ -18,7 +18,7 @@ use aya_ebpf::{
 use udptrace_common::{AF_INET, AF_INET6, IPPROTO_UDP, IPPROTO_UDPLITE, Owner, SocketError, socket_error_flags};
 
 use crate::{
-    kernel::{ReadResult, offsets, read},
+    kernel::{Args, ReadResult, offsets, read, slot},
     report,
 };
 
@@ -44,28 +44,30 @@ static LAST_SENDER: PerCpuArray<LastSender> = PerCpuArray::with_max_entries(1, 0
 #[inline(always)]
 pub fn socket_inode(sk: *const u8) -> ReadResult<u64> {
     let off = offsets();
-    let socket = read::<*const u8>(sk, off.sk_socket)?;
+    let socket = read::<*const u8>(sk, off.sk_socket, "sock.sk_socket")?;
     if socket.is_null() {
         return Ok(0);
     }
-    read::<u64>(socket.wrapping_add(off.socket_to_inode as usize), off.inode_ino)
+    read::<u64>(socket.wrapping_add(off.socket_to_inode as usize), off.inode_ino, "inode.i_ino")
 }
 
-/// Records the current task as `sk`'s owner, if `sk` is a UDP socket and the task changed.
+/// Records the current task as the owner of the socket the send (argument 0, a `struct sock *`) is on, if
+/// it is a UDP socket and the task changed.
 #[inline(always)]
-fn record_sender(sk: *const u8) -> ReadResult<()> {
+fn record_sender<C: Args>(ctx: &C) -> ReadResult<()> {
+    let sk: *const u8 = ctx.get(0)?;
     let pid_tgid = bpf_get_current_pid_tgid();
     let (pid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
-    // SAFETY: a per-CPU slot; a send hook does not nest on one CPU.
-    let last = LAST_SENDER.get_ptr_mut(0).map(|p| unsafe { &mut *p });
+    // A send hook does not nest on one CPU.
+    let last = slot(&LAST_SENDER);
     let sent_here_last = last.as_ref().is_some_and(|last| last.sk == sk as u64 && last.pid_tgid == pid_tgid);
     if !sent_here_last {
         let off = offsets();
-        let protocol = read::<u16>(sk, off.sk_protocol)?;
+        let protocol = read::<u16>(sk, off.sk_protocol, "sock.sk_protocol")?;
         if protocol != IPPROTO_UDP as u16 && protocol != IPPROTO_UDPLITE as u16 {
             return Ok(());
         }
-        let family = read::<u16>(sk, off.sk_family)?;
+        let family = read::<u16>(sk, off.sk_family, "sock.__sk_common.skc_family")?;
         if family != AF_INET && family != AF_INET6 {
             return Ok(());
         }
@@ -114,27 +116,24 @@ pub fn fill_owner(sk: *const u8, event: &mut SocketError) -> ReadResult<()> {
 /// `int udp_sendmsg(struct sock *sk, struct msghdr *msg, size_t len)`.
 #[fentry(function = "udp_sendmsg")]
 pub fn fentry_udp_sendmsg(ctx: FEntryContext) -> u32 {
-    report(record_sender(ctx.arg(0)))
+    report(&ctx, "fentry_udp_sendmsg", record_sender(&ctx))
 }
 
 /// `int udpv6_sendmsg(struct sock *sk, struct msghdr *msg, size_t len)`.
 #[fentry(function = "udpv6_sendmsg")]
 pub fn fentry_udpv6_sendmsg(ctx: FEntryContext) -> u32 {
-    report(record_sender(ctx.arg(0)))
+    report(&ctx, "fentry_udpv6_sendmsg", record_sender(&ctx))
 }
 
 /// Both `udp_sendmsg` and `udpv6_sendmsg`.
 #[kprobe]
 pub fn kprobe_udp_sendmsg(ctx: ProbeContext) -> u32 {
-    match ctx.arg::<*const u8>(0) {
-        Some(sk) => report(record_sender(sk)),
-        None => report::<()>(Err(-1)),
-    }
+    report(&ctx, "kprobe_udp_sendmsg", record_sender(&ctx))
 }
 
 /// `sock:sock_send_length` (6.3+): `TP_PROTO(struct sock *sk, int ret, int flags)`, in the sending
 /// process, for every socket type (filtered to UDP above).
 #[raw_tracepoint(tracepoint = "sock_send_length")]
 pub fn tp_sock_send_length(ctx: RawTracePointContext) -> i32 {
-    report(record_sender(ctx.arg(0))) as i32
+    report(&ctx, "tp_sock_send_length", record_sender(&ctx)) as i32
 }

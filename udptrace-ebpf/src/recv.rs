@@ -26,13 +26,13 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use udptrace_common::{
-    AF_INET, AF_INET6, IPPROTO_UDP, IPPROTO_UDPLITE, KernelOffsets, SocketError, kind, probe, socket_error_flags,
-    verdict,
+    AF_INET, AF_INET6, IPPROTO_UDP, IPPROTO_UDPLITE, KernelOffsets, SocketError, icmp, icmpv6, kind, probe,
+    socket_error_flags, verdict,
 };
 
 use crate::{
     emit, filter,
-    kernel::{ReadResult, header, netns_inum, offsets, read, read_into, sock_netns},
+    kernel::{Args, ReadResult, header, offsets, read, read_into, skb_dev_netns, slot, sock_netns},
     owner::fill_owner,
     report,
 };
@@ -41,10 +41,8 @@ use crate::{
 const ENOENT: i64 = 2;
 /// `TCP_ESTABLISHED`: what `connect()` sets on a UDP socket.
 const TCP_ESTABLISHED: u8 = 1;
-/// ICMP types that are route updates, not errors: the kernel never reports them to a socket.
-const ICMP_SOURCE_QUENCH: u8 = 4;
-const ICMP_REDIRECT: u8 = 5;
-const NDISC_REDIRECT: u8 = 137;
+/// The IPv6 header before the quoted UDP header (`icmpv6_notify`: none between them is the case traced).
+const IPV6_HEADER_LEN: u32 = 40;
 
 /// One ICMP error on its way through `__udp{4,6}_lib_err` on this CPU.
 #[repr(C)]
@@ -63,30 +61,55 @@ pub struct UdpErr {
 #[map]
 static UDP_ERR: PerCpuArray<UdpErr> = PerCpuArray::with_max_entries(1, 0);
 
+/// The error in flight on this CPU: these hooks run in one softirq, which does not nest on one CPU.
 #[inline(always)]
 fn state() -> Option<&'static mut UdpErr> {
-    // SAFETY: a per-CPU slot; these hooks run in softirq, which does not nest on one CPU.
-    UDP_ERR.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+    slot(&UDP_ERR)
 }
 
-/// Entry of `__udp4_lib_err(skb, info, udptable)` (`family == AF_INET`) or `__udp6_lib_err(skb, opt,
-/// type, code, offset, info, udptable)` (`v6` holds type, code and offset).
+/// Where an ICMP error enters UDP, and the arguments that say which.
+#[derive(Clone, Copy)]
+enum ErrEntry {
+    /// `int __udp4_lib_err(struct sk_buff *skb, u32 info, struct udp_table *udptable)`.
+    Udp4,
+    /// `int __udp6_lib_err(struct sk_buff *skb, struct inet6_skb_parm *opt, u8 type, u8 code, int offset,
+    /// __be32 info, struct udp_table *udptable)`.
+    Udp6,
+    /// `void icmpv6_notify(struct sk_buff *skb, u8 type, u8 code, __be32 info)` (returns a drop reason from
+    /// 6.12), which calls `__udp6_lib_err` through `udpv6_err`.
+    Icmpv6Notify,
+}
+
+/// Entry of an ICMP error into UDP: reads the ICMP header and the quoted packet and opens the error in the
+/// per-CPU slot.
 ///
 /// The skb is the ICMP packet: `skb->data` points at the quoted IP header (pulled by `icmp_rcv` /
 /// `icmpv6_rcv`), the transport header is the ICMP header, the network header the outer IP header.
 #[inline(always)]
-fn udp_err_enter<C: EbpfContext>(ctx: &C, mode: u8, skb: *const u8, v6: Option<(u8, u8, i32)>) -> ReadResult<()> {
+fn udp_err_enter<C: Args>(ctx: &C, mode: u8, entry: ErrEntry) -> ReadResult<()> {
     let Some(slot) = state() else { return Ok(()) };
     slot.active = 0;
+    let skb: *const u8 = ctx.get(0)?;
     let off = offsets();
-    let head = read::<*const u8>(skb, off.skb_head)?;
-    let data = read::<*const u8>(skb, off.skb_data)?;
-    let outer = head.wrapping_add(read::<u16>(skb, off.skb_network_header)? as usize);
-    let dev = read::<*const u8>(skb, off.skb_dev)?;
-    let netns = if dev.is_null() { 0 } else { netns_inum(read::<*const u8>(dev, off.dev_net)?, &off)? };
+    let data = read::<*const u8>(skb, off.skb_data, "sk_buff.data")?;
+    // type, code and where the quoted UDP header starts; `None` for IPv4, read from the ICMP header.
+    let v6 = match entry {
+        ErrEntry::Udp4 => None,
+        ErrEntry::Udp6 => Some((ctx.get::<u8>(2)?, ctx.get::<u8>(3)?, ctx.get::<i32>(4)? as u32)),
+        ErrEntry::Icmpv6Notify => {
+            let next = read::<u8>(data, 6, "the quoted ipv6hdr.nexthdr")?;
+            if next != IPPROTO_UDP && next != IPPROTO_UDPLITE {
+                return Ok(());
+            }
+            Some((ctx.get::<u8>(1)?, ctx.get::<u8>(2)?, IPV6_HEADER_LEN))
+        }
+    };
+    let head = read::<*const u8>(skb, off.skb_head, "sk_buff.head")?;
+    let outer = head.wrapping_add(read::<u16>(skb, off.skb_network_header, "sk_buff.network_header")? as usize);
+    let netns = skb_dev_netns(skb, &off)?;
 
-    // Built in place in the per-CPU slot: a SocketError on the stack as well would push the 6.1
-    // verifier past its 512-byte stack limit.
+    // Built in place in the per-CPU slot: with a SocketError on the stack as well, the program would pass
+    // the verifier's 512-byte stack limit (every kernel's).
     let event = &mut slot.event;
     event.header = header(kind::SOCKET_ERROR, mode, if v6.is_some() { AF_INET6 } else { AF_INET }, netns);
     event.flags = socket_error_flags::ICMP_KNOWN | socket_error_flags::RECVERR_KNOWN | socket_error_flags::REMOTE_KNOWN;
@@ -102,29 +125,33 @@ fn udp_err_enter<C: EbpfContext>(ctx: &C, mode: u8, skb: *const u8, v6: Option<(
     // destination the peer's.
     let ports_at = match v6 {
         None => {
-            let icmp = head.wrapping_add(read::<u16>(skb, off.skb_transport_header)? as usize);
-            event.icmp_type = read::<u8>(icmp, 0)?;
-            event.icmp_code = read::<u8>(icmp, 1)?;
-            read_into(outer, 12, &mut event.icmp_from[..4])?;
-            read_into(data, 12, &mut event.local_addr[..4])?;
-            read_into(data, 16, &mut event.remote_addr[..4])?;
-            u32::from(read::<u8>(data, 0)? & 0x0f) * 4
+            let header =
+                head.wrapping_add(read::<u16>(skb, off.skb_transport_header, "sk_buff.transport_header")? as usize);
+            event.icmp_type = read::<u8>(header, 0, "icmphdr.type")?;
+            event.icmp_code = read::<u8>(header, 1, "icmphdr.code")?;
+            read_into(outer, 12, &mut event.icmp_from[..4], "iphdr.saddr")?;
+            read_into(data, 12, &mut event.local_addr[..4], "the quoted iphdr.saddr")?;
+            read_into(data, 16, &mut event.remote_addr[..4], "the quoted iphdr.daddr")?;
+            u32::from(read::<u8>(data, 0, "the quoted iphdr.ihl")? & 0x0f) * 4
         }
         Some((icmp_type, icmp_code, offset)) => {
             event.icmp_type = icmp_type;
             event.icmp_code = icmp_code;
-            read_into(outer, 8, &mut event.icmp_from)?;
-            read_into(data, 8, &mut event.local_addr)?;
-            read_into(data, 24, &mut event.remote_addr)?;
-            offset as u32
+            read_into(outer, 8, &mut event.icmp_from, "ipv6hdr.saddr")?;
+            read_into(data, 8, &mut event.local_addr, "the quoted ipv6hdr.saddr")?;
+            read_into(data, 24, &mut event.remote_addr, "the quoted ipv6hdr.daddr")?;
+            offset
         }
     };
-    if matches!(event.icmp_type, ICMP_SOURCE_QUENCH | ICMP_REDIRECT) && v6.is_none()
-        || event.icmp_type == NDISC_REDIRECT && v6.is_some()
-    {
+    // Route updates, not errors: the kernel never reports them to a socket.
+    let route_update = match v6 {
+        None => matches!(event.icmp_type, icmp::SOURCE_QUENCH | icmp::REDIRECT),
+        Some(_) => event.icmp_type == icmpv6::NDISC_REDIRECT,
+    };
+    if route_update {
         return Ok(());
     }
-    let ports = read::<[u8; 4]>(data, ports_at)?;
+    let ports = read::<[u8; 4]>(data, ports_at, "the quoted udphdr ports")?;
     event.local_port = u16::from_be_bytes([ports[0], ports[1]]);
     event.remote_port = u16::from_be_bytes([ports[2], ports[3]]);
 
@@ -135,40 +162,43 @@ fn udp_err_enter<C: EbpfContext>(ctx: &C, mode: u8, skb: *const u8, v6: Option<(
     Ok(())
 }
 
-/// Return of `__udp4_lib_lookup` / `__udp6_lib_lookup`. These run for every UDP packet received: with
-/// no error in flight on this CPU this is one map lookup and a compare.
+/// Return of `__udp4_lib_lookup` / `__udp6_lib_lookup` (`struct sock *`). These run for every UDP packet
+/// received: with no error in flight on this CPU this is one map lookup and a compare.
 #[inline(always)]
-fn udp_lookup_exit(sk: u64) {
+fn udp_lookup_exit(sk: u64) -> ReadResult<()> {
     if let Some(slot) = state()
         && slot.active == 1
         && sk != 0
     {
         slot.sk = sk;
     }
+    Ok(())
 }
 
-/// Return of `sock_queue_err_skb(sk, skb)`: 0 when the error was queued for `MSG_ERRQUEUE`. It fails
-/// when the socket's receive buffer is full of unread errors.
+/// Return of `int sock_queue_err_skb(struct sock *sk, struct sk_buff *skb)`: 0 when the error was queued
+/// for `MSG_ERRQUEUE`. It fails when the socket's receive buffer is full of unread errors.
 #[inline(always)]
-fn queue_err_exit(ret: i64) {
+fn queue_err_exit(ret: i32) -> ReadResult<()> {
     if let Some(slot) = state()
         && slot.active == 1
         && ret == 0
     {
         slot.queued = 1;
     }
+    Ok(())
 }
 
-/// Entry of `sk_error_report(sk)` (5.12+; before, callers invoked `sk->sk_error_report` directly).
-/// With IP_RECVERR it runs twice: from `sock_queue_err_skb` before `sk_err` is set, then after.
+/// Entry of `void sk_error_report(struct sock *sk)` (5.12+; before, callers invoked `sk->sk_error_report`
+/// directly). With IP_RECVERR it runs twice: from `sock_queue_err_skb` before `sk_err` is set, then after.
 #[inline(always)]
-fn error_report(sk: *const u8) -> ReadResult<()> {
+fn error_report<C: Args>(ctx: &C) -> ReadResult<()> {
     let Some(slot) = state() else { return Ok(()) };
+    let sk: *const u8 = ctx.get(0)?;
     // Only the socket the lookup found: raw sockets are told of the same ICMP error in the same softirq.
     if slot.active != 1 || slot.sk != sk as u64 {
         return Ok(());
     }
-    let errno = read::<i32>(sk, offsets().sk_err)?;
+    let errno = read::<i32>(sk, offsets().sk_err, "sock.sk_err")?;
     if errno != 0 {
         slot.event.errno = errno;
         slot.reported = 1;
@@ -203,7 +233,7 @@ fn udp_err_exit<C: EbpfContext>(ctx: &C, ret: Option<i64>) -> ReadResult<()> {
     } else if slot.sk != 0 {
         // Not reported, socket found: the kernel dropped it. The kernel's test is
         // `!harderr || sk_state != TCP_ESTABLISHED`: a connected socket here means a soft error.
-        let state = read::<u8>(slot.sk as *const u8, offsets().sk_state)?;
+        let state = read::<u8>(slot.sk as *const u8, offsets().sk_state, "sock.__sk_common.skc_state")?;
         if state == TCP_ESTABLISHED { verdict::IGNORED_SOFT_ERROR } else { verdict::IGNORED_UNCONNECTED }
     } else {
         // A tunnel socket took it (encap_err_rcv).
@@ -218,112 +248,81 @@ fn udp_err_exit<C: EbpfContext>(ctx: &C, ret: Option<i64>) -> ReadResult<()> {
 
 #[fentry(function = "__udp4_lib_err")]
 pub fn fentry_udp4_lib_err(ctx: FEntryContext) -> u32 {
-    report(udp_err_enter(&ctx, probe::FENTRY, ctx.arg(0), None))
+    report(&ctx, "fentry_udp4_lib_err", udp_err_enter(&ctx, probe::FENTRY, ErrEntry::Udp4))
 }
 
 #[fexit(function = "__udp4_lib_err")]
 pub fn fexit_udp4_lib_err(ctx: FExitContext) -> u32 {
-    report(udp_err_exit(&ctx, Some(ctx.arg::<i32>(3) as i64)))
+    report(&ctx, "fexit_udp4_lib_err", ctx.get::<i32>(3).and_then(|ret| udp_err_exit(&ctx, Some(i64::from(ret)))))
 }
 
-/// `icmpv6_notify(skb, type, code, info)` (4 arguments) hands an ICMPv6 error to `__udp6_lib_err`, which
-/// takes 7: more than BPF trampolines take on x86_64 before 6.3 (and its wrapper `udpv6_err` cannot be
-/// patched). `skb->data` is the quoted IPv6 header here; UDP right after it is the case traced (a quoted
-/// packet with extension headers before UDP is not).
+/// `icmpv6_notify` (4 arguments) hands an ICMPv6 error to `__udp6_lib_err`, which takes 7: more than BPF
+/// trampolines take on x86_64 before 6.3 (and its wrapper `udpv6_err` cannot be patched). A quoted packet
+/// with extension headers before UDP is not traced.
 #[fentry(function = "icmpv6_notify")]
 pub fn fentry_icmpv6_notify(ctx: FEntryContext) -> u32 {
-    let skb: *const u8 = ctx.arg(0);
-    let next = offsets_read_data_u8(skb, 6);
-    if !matches!(next, Ok(IPPROTO_UDP | IPPROTO_UDPLITE)) {
-        return 0;
-    }
-    let v6 = (ctx.arg::<u8>(1), ctx.arg::<u8>(2), IPV6_HEADER_LEN);
-    report(udp_err_enter(&ctx, probe::FENTRY, skb, Some(v6)))
+    report(&ctx, "fentry_icmpv6_notify", udp_err_enter(&ctx, probe::FENTRY, ErrEntry::Icmpv6Notify))
 }
 
 /// Its return value (void before 6.12, a drop reason since) says nothing about UDP: the lookup does.
 #[fexit(function = "icmpv6_notify")]
 pub fn fexit_icmpv6_notify(ctx: FExitContext) -> u32 {
-    report(udp_err_exit(&ctx, None))
+    report(&ctx, "fexit_icmpv6_notify", udp_err_exit(&ctx, None))
 }
 
-const IPV6_HEADER_LEN: i32 = 40;
-
-/// A byte at `skb->data + offset`.
-#[inline(always)]
-fn offsets_read_data_u8(skb: *const u8, offset: u32) -> ReadResult<u8> {
-    let data = read::<*const u8>(skb, offsets().skb_data)?;
-    read::<u8>(data, offset)
-}
-
+/// The lookups take 9 arguments: the return value is the 10th.
 #[fexit(function = "__udp4_lib_lookup")]
 pub fn fexit_udp4_lookup(ctx: FExitContext) -> u32 {
-    udp_lookup_exit(ctx.arg::<u64>(9));
-    0
+    report(&ctx, "fexit_udp4_lookup", ctx.get::<u64>(9).and_then(udp_lookup_exit))
 }
 
 #[fexit(function = "__udp6_lib_lookup")]
 pub fn fexit_udp6_lookup(ctx: FExitContext) -> u32 {
-    udp_lookup_exit(ctx.arg::<u64>(9));
-    0
+    report(&ctx, "fexit_udp6_lookup", ctx.get::<u64>(9).and_then(udp_lookup_exit))
 }
 
 #[fexit(function = "sock_queue_err_skb")]
 pub fn fexit_sock_queue_err_skb(ctx: FExitContext) -> u32 {
-    queue_err_exit(ctx.arg::<i32>(2) as i64);
-    0
+    report(&ctx, "fexit_sock_queue_err_skb", ctx.get::<i32>(2).and_then(queue_err_exit))
 }
 
 #[fentry(function = "sk_error_report")]
 pub fn fentry_sk_error_report(ctx: FEntryContext) -> u32 {
-    report(error_report(ctx.arg(0)))
+    report(&ctx, "fentry_sk_error_report", error_report(&ctx))
 }
 
 // kprobe/kretprobe (CONFIG_KPROBES): the same hooks, arguments from registers.
 
 #[kprobe]
 pub fn kprobe_udp4_lib_err(ctx: ProbeContext) -> u32 {
-    match ctx.arg::<*const u8>(0) {
-        Some(skb) => report(udp_err_enter(&ctx, probe::KPROBE, skb, None)),
-        None => report::<()>(Err(-1)),
-    }
+    report(&ctx, "kprobe_udp4_lib_err", udp_err_enter(&ctx, probe::KPROBE, ErrEntry::Udp4))
 }
 
 #[kprobe]
 pub fn kprobe_udp6_lib_err(ctx: ProbeContext) -> u32 {
-    match (ctx.arg::<*const u8>(0), ctx.arg::<u64>(2), ctx.arg::<u64>(3), ctx.arg::<u64>(4)) {
-        (Some(skb), Some(t), Some(c), Some(o)) => {
-            report(udp_err_enter(&ctx, probe::KPROBE, skb, Some((t as u8, c as u8, o as i32))))
-        }
-        _ => report::<()>(Err(-1)),
-    }
+    report(&ctx, "kprobe_udp6_lib_err", udp_err_enter(&ctx, probe::KPROBE, ErrEntry::Udp6))
 }
 
 /// Both `__udp4_lib_err` and `__udp6_lib_err` return here.
 #[kretprobe]
 pub fn kretprobe_udp_lib_err(ctx: RetProbeContext) -> u32 {
-    report(udp_err_exit(&ctx, Some(ctx.ret::<i32>() as i64)))
+    report(&ctx, "kretprobe_udp_lib_err", udp_err_exit(&ctx, Some(i64::from(ctx.ret::<i32>()))))
 }
 
 /// Both `__udp4_lib_lookup` and `__udp6_lib_lookup`.
 #[kretprobe]
 pub fn kretprobe_lookup(ctx: RetProbeContext) -> u32 {
-    udp_lookup_exit(ctx.ret::<u64>());
-    0
+    report(&ctx, "kretprobe_lookup", udp_lookup_exit(ctx.ret::<u64>()))
 }
 
 #[kretprobe]
 pub fn kretprobe_sock_queue_err_skb(ctx: RetProbeContext) -> u32 {
-    queue_err_exit(ctx.ret::<i32>() as i64);
-    0
+    report(&ctx, "kretprobe_sock_queue_err_skb", queue_err_exit(ctx.ret::<i32>()))
 }
 
 #[kprobe]
 pub fn kprobe_sk_error_report(ctx: ProbeContext) -> u32 {
-    match ctx.arg::<*const u8>(0) {
-        Some(sk) => report(error_report(sk)),
-        None => report::<()>(Err(-1)),
-    }
+    report(&ctx, "kprobe_sk_error_report", error_report(&ctx))
 }
 
 // Tracepoint mode.
@@ -331,31 +330,32 @@ pub fn kprobe_sk_error_report(ctx: ProbeContext) -> u32 {
 /// `sock:inet_sk_error_report` (5.14+): `TP_PROTO(const struct sock *sk)`.
 #[raw_tracepoint(tracepoint = "inet_sk_error_report")]
 pub fn tp_inet_sk_error_report(ctx: RawTracePointContext) -> i32 {
-    report(inet_sk_error_report(&ctx)) as i32
+    report(&ctx, "tp_inet_sk_error_report", inet_sk_error_report(&ctx)) as i32
 }
 
+#[inline(always)]
 fn inet_sk_error_report(ctx: &RawTracePointContext) -> ReadResult<()> {
-    let sk: *const u8 = ctx.arg(0);
+    let sk: *const u8 = ctx.get(0)?;
     let off = offsets();
 
-    let family = read::<u16>(sk, off.sk_family)?;
+    let family = read::<u16>(sk, off.sk_family, "sock.__sk_common.skc_family")?;
     if family != AF_INET && family != AF_INET6 {
         return Ok(());
     }
-    let protocol = read::<u16>(sk, off.sk_protocol)?;
+    let protocol = read::<u16>(sk, off.sk_protocol, "sock.sk_protocol")?;
     if protocol != IPPROTO_UDP as u16 && protocol != IPPROTO_UDPLITE as u16 {
         return Ok(());
     }
     // With IP_RECVERR, sock_queue_err_skb() wakes the socket once before __udp4_lib_err sets sk_err, then
     // __udp4_lib_err wakes it again with the error (net/core/skbuff.c, net/ipv4/udp.c). The first wake-up
     // carries no new error: report the one that does.
-    let errno = read::<i32>(sk, off.sk_err)?;
+    let errno = read::<i32>(sk, off.sk_err, "sock.sk_err")?;
     if errno == 0 {
         return Ok(());
     }
 
     // Built in the per-CPU slot (no fentry or kprobe runs in this mode to share it), as in those modes: on
-    // the stack, the event and the filters' temporaries come close to the 6.1 verifier's 512 bytes.
+    // the stack, the event and the filters' temporaries come close to the verifier's 512-byte limit.
     let Some(slot) = state() else { return Ok(()) };
     slot.active = 0;
     let event = &mut slot.event;
@@ -364,8 +364,8 @@ fn inet_sk_error_report(ctx: &RawTracePointContext) -> ReadResult<()> {
     event.errno = errno;
     // sk_error_report only runs for an error the socket was given.
     event.verdict = verdict::DELIVERED;
-    event.local_port = read::<u16>(sk, off.sk_num)?;
-    event.remote_port = u16::from_be(read::<u16>(sk, off.sk_dport)?);
+    event.local_port = read::<u16>(sk, off.sk_num, "sock.__sk_common.skc_num")?;
+    event.remote_port = u16::from_be(read::<u16>(sk, off.sk_dport, "sock.__sk_common.skc_dport")?);
     read_socket_addrs(sk, &off, family, event)?;
     fill_owner(sk, event)?;
     // An unconnected socket has no peer; its error's destination is only in the quoted packet.
@@ -379,11 +379,11 @@ fn inet_sk_error_report(ctx: &RawTracePointContext) -> ReadResult<()> {
 #[inline(always)]
 fn read_socket_addrs(sk: *const u8, off: &KernelOffsets, family: u16, event: &mut SocketError) -> ReadResult<()> {
     if family == AF_INET {
-        event.local_addr[..4].copy_from_slice(&read::<[u8; 4]>(sk, off.sk_rcv_saddr)?);
-        event.remote_addr[..4].copy_from_slice(&read::<[u8; 4]>(sk, off.sk_daddr)?);
+        event.local_addr[..4].copy_from_slice(&read::<[u8; 4]>(sk, off.sk_rcv_saddr, "sock.skc_rcv_saddr")?);
+        event.remote_addr[..4].copy_from_slice(&read::<[u8; 4]>(sk, off.sk_daddr, "sock.skc_daddr")?);
     } else {
-        event.local_addr = read::<[u8; 16]>(sk, off.sk_v6_rcv_saddr)?;
-        event.remote_addr = read::<[u8; 16]>(sk, off.sk_v6_daddr)?;
+        event.local_addr = read::<[u8; 16]>(sk, off.sk_v6_rcv_saddr, "sock.skc_v6_rcv_saddr")?;
+        event.remote_addr = read::<[u8; 16]>(sk, off.sk_v6_daddr, "sock.skc_v6_daddr")?;
     }
     Ok(())
 }

@@ -33,7 +33,7 @@ use udptrace_common::{
 
 use crate::{
     emit, filter,
-    kernel::{ReadResult, header, netns_inum, offsets, read, sock_netns},
+    kernel::{Args, ReadResult, header, offsets, read, skb_dev_netns, slot, sock_netns},
     report,
 };
 
@@ -55,11 +55,11 @@ pub struct IcmpSend {
 #[map]
 static ICMP_SEND: PerCpuArray<IcmpSend> = PerCpuArray::with_max_entries(1, 0);
 
+/// The error being sent on this CPU: `__icmp_send` runs with bottom halves disabled from its rate-limit
+/// check on, so nothing else on this CPU uses the slot meanwhile.
 #[inline(always)]
 fn state() -> Option<&'static mut IcmpSend> {
-    // SAFETY: a per-CPU slot; __icmp_send runs with bottom halves disabled from its rate-limit check on,
-    // so nothing else on this CPU uses the slot meanwhile.
-    ICMP_SEND.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+    slot(&ICMP_SEND)
 }
 
 /// Fills `event` for the offending packet `skb`: header, ICMP type/code, the packet, the kernel stack.
@@ -76,13 +76,13 @@ fn fill<C: EbpfContext>(
     let off = offsets();
     // The namespace of the device the packet came in on; a locally generated packet (REJECT in OUTPUT)
     // may have none yet, then its socket's.
-    let dev = read::<*const u8>(skb, off.skb_dev)?;
-    let netns = if dev.is_null() {
-        let sk = read::<*const u8>(skb, off.skb_sk)?;
-        if sk.is_null() { 0 } else { sock_netns(sk, &off)? }
-    } else {
-        netns_inum(read::<*const u8>(dev, off.dev_net)?, &off)?
-    };
+    let mut netns = skb_dev_netns(skb, &off)?;
+    if netns == 0 {
+        let sk = read::<*const u8>(skb, off.skb_sk, "sk_buff.sk")?;
+        if !sk.is_null() {
+            netns = sock_netns(sk, &off)?;
+        }
+    }
     event.header = header(kind::ICMP_SENT, mode, family, netns);
     event.icmp_type = icmp_type;
     event.icmp_code = icmp_code;
@@ -125,7 +125,8 @@ pub struct FlowKey {
 }
 
 impl FlowKey {
-    /// Compared word by word: a byte-wise compare would be a call to a loop the 6.1 verifier rejects.
+    /// Compared word by word: a byte-wise compare is a call to a loop, which the verifier must prove ends
+    /// and rejected on 6.1 ("back-edge").
     #[inline(always)]
     fn same(&self, other: &FlowKey) -> bool {
         // SAFETY: 48 plain bytes either way.
@@ -180,8 +181,8 @@ fn fill_stack<C: EbpfContext>(ctx: &C, event: &mut IcmpSent) {
         _pad2: 0,
     };
     let now = event.header.time_ns;
-    // SAFETY: a per-CPU slot; __icmp_send does not nest on one CPU.
-    let last = LAST_FLOW.get_ptr_mut(0).map(|p| unsafe { &mut *p });
+    // __icmp_send does not nest on one CPU.
+    let last = slot(&LAST_FLOW);
     if known {
         if let Some(last) = &last
             && last.key.same(&key)
@@ -209,7 +210,7 @@ fn fill_stack<C: EbpfContext>(ctx: &C, event: &mut IcmpSent) {
         unsafe { bpf_get_stack(ctx.as_ptr(), event.stack.as_mut_ptr().cast(), (ICMP_STACK_DEPTH * 8) as u32, 0) }
             as i32;
     // Remembered in the per-CPU slot, and from there in the hash (a copy on the stack would add 80 bytes to
-    // a stack the 6.1 verifier holds to 512).
+    // a stack the verifier holds to 512 bytes).
     if known
         && event.stack_bytes > 0
         && let Some(last) = last
@@ -225,8 +226,8 @@ fn fill_stack<C: EbpfContext>(ctx: &C, event: &mut IcmpSent) {
 /// The start of the offending packet's IP header.
 #[inline(always)]
 fn network_header(skb: *const u8, off: &KernelOffsets) -> ReadResult<*const u8> {
-    let head = read::<*const u8>(skb, off.skb_head)?;
-    Ok(head.wrapping_add(read::<u16>(skb, off.skb_network_header)? as usize))
+    let head = read::<*const u8>(skb, off.skb_head, "sk_buff.head")?;
+    Ok(head.wrapping_add(read::<u16>(skb, off.skb_network_header, "sk_buff.network_header")? as usize))
 }
 
 #[inline(always)]
@@ -236,7 +237,7 @@ fn has_ports(proto: u8) -> bool {
 
 #[inline(always)]
 fn read_ports(at: *const u8, offset: u32, event: &mut IcmpSent) {
-    if let Ok(ports) = read::<[u8; 4]>(at, offset) {
+    if let Ok(ports) = read::<[u8; 4]>(at, offset, "the packet's ports") {
         event.sport = u16::from_be_bytes([ports[0], ports[1]]);
         event.dport = u16::from_be_bytes([ports[2], ports[3]]);
         event.flags |= icmp_sent_flags::PORTS_KNOWN;
@@ -252,7 +253,7 @@ fn read_ipv4_packet(skb: *const u8, off: &KernelOffsets, event: &mut IcmpSent) {
     };
     // struct iphdr: version/ihl at 0, frag_off at 6, protocol at 9, saddr at 12, daddr at 16. One read of the
     // whole header: each read is a helper call.
-    let Ok(h) = read::<[u8; 20]>(iph, 0) else {
+    let Ok(h) = read::<[u8; 20]>(iph, 0, "iphdr") else {
         return;
     };
     let version_ihl = h[0];
@@ -280,7 +281,7 @@ fn read_ipv6_packet(skb: *const u8, off: &KernelOffsets, event: &mut IcmpSent) {
         return;
     };
     // One read of the whole header (each read is a helper call).
-    let Ok(h) = read::<[u8; 40]>(ip6h, 0) else {
+    let Ok(h) = read::<[u8; 40]>(ip6h, 0, "ipv6hdr") else {
         return;
     };
     if h[0] >> 4 != 6 {
@@ -300,17 +301,17 @@ fn read_ipv6_packet(skb: *const u8, off: &KernelOffsets, event: &mut IcmpSent) {
     }
 }
 
+/// Entry of `void __icmp_send(struct sk_buff *skb_in, int type, int code, __be32 info, const struct
+/// inet_skb_parm *opt)` (IPv4; the last argument changed type in 6.18 and is not read) or `void
+/// icmp6_send(struct sk_buff *skb, u8 type, u8 code, __u32 info, const struct in6_addr *force_saddr, const
+/// struct inet6_skb_parm *parm)` (IPv6): the error is prepared in the per-CPU slot.
 #[inline(always)]
-fn icmp_send_enter<C: EbpfContext>(
-    ctx: &C,
-    mode: u8,
-    family: u16,
-    skb: *const u8,
-    icmp_type: u8,
-    icmp_code: u8,
-) -> ReadResult<()> {
+fn icmp_send_enter<C: EbpfContext + Args>(ctx: &C, mode: u8, family: u16) -> ReadResult<()> {
     let Some(slot) = state() else { return Ok(()) };
     slot.active = 0;
+    let skb: *const u8 = ctx.get(0)?;
+    // An `int` for IPv4, a `u8` for IPv6: the low byte either way.
+    let (icmp_type, icmp_code) = (ctx.get::<u64>(1)? as u8, ctx.get::<u64>(2)? as u8);
     fill(ctx, mode, family, skb, icmp_type, icmp_code, &mut slot.event)?;
     slot.sent = 0;
     slot.suppressed = 0;
@@ -319,32 +320,34 @@ fn icmp_send_enter<C: EbpfContext>(
 }
 
 #[inline(always)]
-fn reply_pushed() {
+fn reply_pushed() -> ReadResult<()> {
     if let Some(slot) = state()
         && slot.active == 1
     {
         slot.sent = 1;
     }
+    Ok(())
 }
 
 /// Return of `icmp_global_allow()` (the global token bucket, `net.ipv4.icmp_msgs_per_sec` and
 /// `icmp_msgs_burst`) or `inet_peer_xrlim_allow()` (per destination, `net.ipv4.icmp_ratelimit`,
 /// `net.ipv6.icmp.ratelimit`), both called from inside `__icmp_send` / `icmp6_send`.
 #[inline(always)]
-fn rate_limit_exit(allowed: bool, scope: u8) {
+fn rate_limit_exit(allowed: bool, scope: u8) -> ReadResult<()> {
     if let Some(slot) = state()
         && slot.active == 1
         && !allowed
     {
         slot.suppressed = scope;
     }
+    Ok(())
 }
 
 /// Emits what became of the ICMP error: sent, or suppressed by a rate limit. One that gave up for another
 /// reason (no route back, an error about an error) was never an ICMP error the host sent.
 #[inline(always)]
-fn icmp_send_exit<C: EbpfContext>(ctx: &C) {
-    let Some(slot) = state() else { return };
+fn icmp_send_exit<C: EbpfContext>(ctx: &C) -> ReadResult<()> {
+    let Some(slot) = state() else { return Ok(()) };
     if slot.active == 1 && (slot.sent == 1 || slot.suppressed != 0) {
         if slot.sent == 0 {
             slot.event.header.kind = kind::ICMP_SUPPRESSED;
@@ -353,104 +356,90 @@ fn icmp_send_exit<C: EbpfContext>(ctx: &C) {
         emit(ctx, &slot.event, filter::icmp_sent_passes(&slot.event));
     }
     slot.active = 0;
+    Ok(())
 }
 
 // fentry/fexit.
 
-/// `void __icmp_send(struct sk_buff *skb_in, int type, int code, __be32 info, ...)`; the last argument
-/// changed type in 6.18 and is not read.
 #[fentry(function = "__icmp_send")]
 pub fn fentry_icmp_send(ctx: FEntryContext) -> u32 {
-    report(icmp_send_enter(&ctx, probe::FENTRY, AF_INET, ctx.arg(0), ctx.arg::<i32>(1) as u8, ctx.arg::<i32>(2) as u8))
+    report(&ctx, "fentry_icmp_send", icmp_send_enter(&ctx, probe::FENTRY, AF_INET))
 }
 
 #[fexit(function = "__icmp_send")]
 pub fn fexit_icmp_send(ctx: FExitContext) -> u32 {
-    icmp_send_exit(&ctx);
-    0
+    report(&ctx, "fexit_icmp_send", icmp_send_exit(&ctx))
 }
 
-/// `void icmp6_send(struct sk_buff *skb, u8 type, u8 code, __u32 info, ...)`.
 #[fentry(function = "icmp6_send")]
 pub fn fentry_icmp6_send(ctx: FEntryContext) -> u32 {
-    report(icmp_send_enter(&ctx, probe::FENTRY, AF_INET6, ctx.arg(0), ctx.arg::<u8>(1), ctx.arg::<u8>(2)))
+    report(&ctx, "fentry_icmp6_send", icmp_send_enter(&ctx, probe::FENTRY, AF_INET6))
 }
 
 #[fexit(function = "icmp6_send")]
 pub fn fexit_icmp6_send(ctx: FExitContext) -> u32 {
-    icmp_send_exit(&ctx);
-    0
+    report(&ctx, "fexit_icmp6_send", icmp_send_exit(&ctx))
 }
 
 #[fentry(function = "ip_push_pending_frames")]
-pub fn fentry_ip_push_pending_frames(_ctx: FEntryContext) -> u32 {
-    reply_pushed();
-    0
+pub fn fentry_ip_push_pending_frames(ctx: FEntryContext) -> u32 {
+    report(&ctx, "fentry_ip_push_pending_frames", reply_pushed())
 }
 
 #[fentry(function = "ip6_push_pending_frames")]
-pub fn fentry_ip6_push_pending_frames(_ctx: FEntryContext) -> u32 {
-    reply_pushed();
-    0
+pub fn fentry_ip6_push_pending_frames(ctx: FEntryContext) -> u32 {
+    report(&ctx, "fentry_ip6_push_pending_frames", reply_pushed())
 }
 
 /// `bool icmp_global_allow(struct net *net)` (no argument before 6.1.y backports and 6.10): the return
 /// value through `bpf_get_func_ret` (5.17+), whatever the argument count.
 #[fexit(function = "icmp_global_allow")]
 pub fn fexit_icmp_global_allow(ctx: FExitContext) -> u32 {
-    rate_limit_exit(ctx.ret::<u64>().is_ok_and(|r| r as u8 != 0), icmp_sent_flags::SUPPRESSED_GLOBAL);
-    0
+    let allowed = ctx.ret::<u64>().is_ok_and(|r| r as u8 != 0);
+    report(&ctx, "fexit_icmp_global_allow", rate_limit_exit(allowed, icmp_sent_flags::SUPPRESSED_GLOBAL))
 }
 
-/// `bool inet_peer_xrlim_allow(struct inet_peer *peer, int timeout)`.
+/// `bool inet_peer_xrlim_allow(struct inet_peer *peer, int timeout)`: the return value is the third.
 #[fexit(function = "inet_peer_xrlim_allow")]
 pub fn fexit_inet_peer_xrlim_allow(ctx: FExitContext) -> u32 {
-    rate_limit_exit(ctx.arg::<u64>(2) as u8 != 0, icmp_sent_flags::SUPPRESSED_HOST);
-    0
+    let exit = ctx.get::<u64>(2).and_then(|r| rate_limit_exit(r as u8 != 0, icmp_sent_flags::SUPPRESSED_HOST));
+    report(&ctx, "fexit_inet_peer_xrlim_allow", exit)
 }
 
 // kprobe/kretprobe.
 
-#[kretprobe]
-pub fn kretprobe_global_allow(ctx: RetProbeContext) -> u32 {
-    rate_limit_exit(ctx.ret::<u64>() as u8 != 0, icmp_sent_flags::SUPPRESSED_GLOBAL);
-    0
-}
-
-#[kretprobe]
-pub fn kretprobe_inet_peer_xrlim_allow(ctx: RetProbeContext) -> u32 {
-    rate_limit_exit(ctx.ret::<u64>() as u8 != 0, icmp_sent_flags::SUPPRESSED_HOST);
-    0
-}
-
 #[kprobe]
 pub fn kprobe_icmp_send(ctx: ProbeContext) -> u32 {
-    match (ctx.arg::<*const u8>(0), ctx.arg::<u64>(1), ctx.arg::<u64>(2)) {
-        (Some(skb), Some(t), Some(c)) => report(icmp_send_enter(&ctx, probe::KPROBE, AF_INET, skb, t as u8, c as u8)),
-        _ => report::<()>(Err(-1)),
-    }
+    report(&ctx, "kprobe_icmp_send", icmp_send_enter(&ctx, probe::KPROBE, AF_INET))
 }
 
 #[kprobe]
 pub fn kprobe_icmp6_send(ctx: ProbeContext) -> u32 {
-    match (ctx.arg::<*const u8>(0), ctx.arg::<u64>(1), ctx.arg::<u64>(2)) {
-        (Some(skb), Some(t), Some(c)) => report(icmp_send_enter(&ctx, probe::KPROBE, AF_INET6, skb, t as u8, c as u8)),
-        _ => report::<()>(Err(-1)),
-    }
+    report(&ctx, "kprobe_icmp6_send", icmp_send_enter(&ctx, probe::KPROBE, AF_INET6))
 }
 
 /// Both `__icmp_send` and `icmp6_send` return here.
 #[kretprobe]
 pub fn kretprobe_icmp_send(ctx: RetProbeContext) -> u32 {
-    icmp_send_exit(&ctx);
-    0
+    report(&ctx, "kretprobe_icmp_send", icmp_send_exit(&ctx))
 }
 
 /// Both `ip_push_pending_frames` and `ip6_push_pending_frames`.
 #[kprobe]
-pub fn kprobe_push_pending_frames(_ctx: ProbeContext) -> u32 {
-    reply_pushed();
-    0
+pub fn kprobe_push_pending_frames(ctx: ProbeContext) -> u32 {
+    report(&ctx, "kprobe_push_pending_frames", reply_pushed())
+}
+
+#[kretprobe]
+pub fn kretprobe_global_allow(ctx: RetProbeContext) -> u32 {
+    let allowed = ctx.ret::<u64>() as u8 != 0;
+    report(&ctx, "kretprobe_global_allow", rate_limit_exit(allowed, icmp_sent_flags::SUPPRESSED_GLOBAL))
+}
+
+#[kretprobe]
+pub fn kretprobe_inet_peer_xrlim_allow(ctx: RetProbeContext) -> u32 {
+    let allowed = ctx.ret::<u64>() as u8 != 0;
+    report(&ctx, "kretprobe_inet_peer_xrlim_allow", rate_limit_exit(allowed, icmp_sent_flags::SUPPRESSED_HOST))
 }
 
 // Tracepoint mode.
@@ -459,15 +448,17 @@ pub fn kprobe_push_pending_frames(_ctx: ProbeContext) -> u32 {
 /// `TP_PROTO(const struct sk_buff *skb, int type, int code)`.
 #[raw_tracepoint(tracepoint = "icmp_send")]
 pub fn tp_icmp_send(ctx: RawTracePointContext) -> i32 {
-    let skb: *const u8 = ctx.arg(0);
-    let icmp_type: u64 = ctx.arg(1);
-    let icmp_code: u64 = ctx.arg(2);
-    // Built in the per-CPU slot (no fentry runs in this mode to share it): filtered before it takes
-    // buffer space, and too large for the stack beside everything else on 6.1.
-    let Some(slot) = state() else { return 0 };
-    let result = fill(&ctx, probe::TRACEPOINT, AF_INET, skb, icmp_type as u8, icmp_code as u8, &mut slot.event);
-    if result.is_ok() {
-        emit(&ctx, &slot.event, filter::icmp_sent_passes(&slot.event));
-    }
-    report(result) as i32
+    report(&ctx, "tp_icmp_send", icmp_send_tracepoint(&ctx)) as i32
+}
+
+/// Built in the per-CPU slot (no fentry runs in this mode to share it): filtered before it takes buffer
+/// space, and too large for the stack beside everything else.
+#[inline(always)]
+fn icmp_send_tracepoint(ctx: &RawTracePointContext) -> ReadResult<()> {
+    let Some(slot) = state() else { return Ok(()) };
+    let skb: *const u8 = ctx.get(0)?;
+    let (icmp_type, icmp_code) = (ctx.get::<u64>(1)? as u8, ctx.get::<u64>(2)? as u8);
+    fill(ctx, probe::TRACEPOINT, AF_INET, skb, icmp_type, icmp_code, &mut slot.event)?;
+    emit(ctx, &slot.event, filter::icmp_sent_passes(&slot.event));
+    Ok(())
 }

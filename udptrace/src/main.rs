@@ -77,7 +77,7 @@ fn trace(cli: Cli, facts: &KernelFacts) -> Result<()> {
     let filter = cli.filter();
     let buffer: pipeline::source::Buffer = cli.buffer.into();
     let config = udptrace_common::Config { filter: filter.for_kernel(), buffer: buffer.for_kernel(), _pad0: [0; 7] };
-    let mut ebpf = loader::load_object(facts, &config)?;
+    let mut ebpf = loader::load_object(facts, &config, cli.verbose)?;
     let outcomes = loader::attach_all(&mut ebpf, facts, cli.probe.modes());
     loader::require_attached(&outcomes, &cli.probe.describe())?;
     let mut modes = Vec::new();
@@ -100,7 +100,14 @@ fn trace(cli: Cli, facts: &KernelFacts) -> Result<()> {
     // Tracepoint mode sees no rate limit: read the kernel's counters instead, from before `tracing` on.
     let icmp_send_mode = outcomes.iter().find(|o| o.hook.name == "icmp_send").and_then(|o| o.attached);
     let counters = (icmp_send_mode == Some(AttachMode::Tracepoint)).then(counters::Watcher::start);
-    let stages = session::Stages { enricher: Enricher::new(recorded, cli.verbose), filter, counters, stats };
+    let logs = match cli.verbose.then(|| loader::program_logs(&mut ebpf)) {
+        Some(Err(e)) => {
+            eprintln!("udptrace: warning: {}", one_line(&e));
+            None
+        }
+        logs => logs.and_then(Result::ok),
+    };
+    let stages = session::Stages { enricher: Enricher::new(recorded, cli.verbose), filter, counters, stats, logs };
 
     let (sinks, server) = runtime.block_on(sinks(&cli, &outcomes))?;
     let serving = cli.metrics.map(|addr| format!("; metrics on http://{addr}/metrics")).unwrap_or_default();

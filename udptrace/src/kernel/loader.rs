@@ -88,16 +88,44 @@ impl KernelFacts {
     }
 }
 
-/// Loads the object with this kernel's structure offsets. Loads no program yet.
-pub fn load_object(facts: &KernelFacts, config: &udptrace_common::Config) -> Result<Ebpf> {
+/// aya-log's global in the object: the level of the messages the programs write (0: none).
+const AYA_LOG_LEVEL: &str = "AYA_LOG_LEVEL";
+/// aya-log's level for warnings (`aya_log_common::Level::Warn`): the programs' failed reads.
+const LOG_WARNINGS: u8 = 2;
+
+/// Loads the object with this kernel's structure offsets. Loads no program yet. With `logs`, the programs
+/// say what they failed to read ([`program_logs`] reads it); without, they write nothing.
+pub fn load_object(facts: &KernelFacts, config: &udptrace_common::Config, logs: bool) -> Result<Ebpf> {
     raise_memlock_limit();
     let offsets = facts.btf.kernel_offsets()?;
+    let level = if logs { LOG_WARNINGS } else { 0 };
     EbpfLoader::new()
         .override_global(names::OFFSETS, &offsets, true)
         .override_global(names::CONFIG, config, true)
+        .override_global(AYA_LOG_LEVEL, &level, true)
         .load(EBPF_OBJECT)
         .map_err(|e| permission_hint(anyhow::Error::new(e)))
         .context("loading udptrace's eBPF object")
+}
+
+/// What the programs log, to stderr.
+pub struct ProgramLog;
+
+impl log::Log for ProgramLog {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        eprintln!("udptrace: program: {}", record.args());
+    }
+
+    fn flush(&self) {}
+}
+
+/// Reads what the programs log (their failed reads, under `-v`), each time it is flushed.
+pub fn program_logs(ebpf: &mut Ebpf) -> Result<aya_log::EbpfLogger<ProgramLog>> {
+    aya_log::EbpfLogger::init_with_logger(ebpf, ProgramLog).context("reading the programs' log")
 }
 
 /// Walks the ladder for every hook: the first of `modes` that attaches wins.

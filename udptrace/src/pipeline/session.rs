@@ -48,6 +48,8 @@ pub struct Stages {
     pub counters: Option<counters::Watcher>,
     /// The programs' per-CPU counters (`STATS`).
     pub stats: PerCpuArray<MapData, u64>,
+    /// What the programs log (`-v`: the reads that failed).
+    pub logs: Option<aya_log::EbpfLogger<crate::kernel::loader::ProgramLog>>,
 }
 
 /// What a session saw, for the closing line.
@@ -141,6 +143,9 @@ pub async fn run(mut source: Source, stages: Stages, sinks: Vec<Box<dyn Sink>>, 
         let _ = session.pass_on();
     }
     if !matches!(stop, Stop::OutputClosed) {
+        if let Some(logs) = &mut session.stages.logs {
+            logs.flush();
+        }
         let _ = session.read_lost();
         if !matches!(stop, Stop::Count) {
             let _ = session.read_counters();
@@ -214,8 +219,12 @@ impl Session {
         self.each_sink(|sink| sink.flush())
     }
 
-    /// Once a second: what the kernel lost, and the rate-limit counters where no hook sees the limits.
+    /// Once a second: what the programs logged and the kernel lost, and the rate-limit counters where no
+    /// hook sees the limits.
     fn housekeeping(&mut self) -> ControlFlow<Stop> {
+        if let Some(logs) = &mut self.stages.logs {
+            logs.flush();
+        }
         self.read_lost()?;
         self.read_counters()
     }
