@@ -115,7 +115,6 @@ fn trace(cli: Cli, facts: &KernelFacts) -> Result<()> {
         duration: cli.duration,
         count: cli.count,
         verbose: cli.verbose,
-        period: cli.summary.filter(|_| !cli.quiet),
         banner: format!("udptrace: tracing ({}){serving}; Ctrl-C to stop", modes.join(", ")),
     };
     let totals = runtime.block_on(session::run(source, stages, sinks, options))?;
@@ -144,7 +143,7 @@ async fn sinks(
     if !cli.quiet {
         let stdout = std::io::stdout();
         let shown: Box<dyn Sink> = match (cli.summary, cli.json) {
-            (Some(_), json) => Box::new(SummarySink::new(stdout, json)),
+            (Some(period), json) => Box::new(SummarySink::new(stdout, json, period)),
             (None, true) => Box::new(JsonSink::new(stdout)),
             (None, false) => Box::new(TextSink::new(stdout, output::text::color_wanted())),
         };

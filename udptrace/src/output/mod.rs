@@ -1,6 +1,6 @@
 //! Where events go: each output is a [`Sink`]. The session hands every event that passed the filters to
-//! every sink, tells them when a `--summary` period ends and when the run is over; it knows none of them by
-//! name.
+//! every sink, tells those that ask when a period of theirs ends and all of them when the run is over; it
+//! knows none of them by name.
 //!
 //! - `text`: a line per event, with an explanation (`explain`);
 //! - `json`: an object per line (NDJSON, the README's schema);
@@ -27,8 +27,13 @@ pub trait Sink {
     /// An event that passed the filters. An error means the output is gone (`udptrace | head`).
     fn event(&mut self, event: &Event) -> io::Result<()>;
 
-    /// A `--summary` period of this length ended.
-    fn period(&mut self, _length: Duration) -> io::Result<()> {
+    /// How often this sink wants to be told that a period ended (`--summary SECS`); `None`: never.
+    fn period(&self) -> Option<Duration> {
+        None
+    }
+
+    /// A period of this sink's ended.
+    fn end_period(&mut self) -> io::Result<()> {
         Ok(())
     }
 

@@ -20,17 +20,18 @@ use crate::{
     kernel::tables::{errno_name, icmp_errno},
 };
 
-/// `--summary`: this period's table and the whole run's, as text or JSON on `out`.
+/// `--summary SECS`: a table every `length`, and the whole run's at the end, as text or JSON on `out`.
 pub struct SummarySink<W: Write> {
     out: Lines<W>,
     json: bool,
+    length: Duration,
     period: Table,
     run: Table,
 }
 
 impl<W: Write> SummarySink<W> {
-    pub fn new(out: W, json: bool) -> Self {
-        Self { out: Lines::new(out), json, period: Table::default(), run: Table::default() }
+    pub fn new(out: W, json: bool, length: Duration) -> Self {
+        Self { out: Lines::new(out), json, length, period: Table::default(), run: Table::default() }
     }
 }
 
@@ -41,8 +42,13 @@ impl<W: Write> Sink for SummarySink<W> {
         Ok(())
     }
 
+    fn period(&self) -> Option<Duration> {
+        Some(self.length)
+    }
+
     /// This period's table, then a fresh one.
-    fn period(&mut self, length: Duration) -> io::Result<()> {
+    fn end_period(&mut self) -> io::Result<()> {
+        let length = self.length;
         let table = std::mem::take(&mut self.period);
         let now = SystemTime::now();
         if self.json {
@@ -281,9 +287,10 @@ mod tests {
 
     #[test]
     fn the_sink_writes_a_table_per_period_and_one_for_the_run() {
-        let mut sink = SummarySink::new(Vec::new(), true);
+        let mut sink = SummarySink::new(Vec::new(), true, Duration::from_secs(5));
+        assert_eq!(sink.period(), Some(Duration::from_secs(5)));
         sink.event(&refused()).unwrap();
-        sink.period(Duration::from_secs(5)).unwrap();
+        sink.end_period().unwrap();
         sink.event(&sent()).unwrap();
         sink.finish(Duration::from_secs(7)).unwrap();
         let text = String::from_utf8(sink.out.into_inner()).unwrap();

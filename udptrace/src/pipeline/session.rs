@@ -32,8 +32,6 @@ pub struct Options {
     pub count: Option<u64>,
     /// Say what could not be decoded.
     pub verbose: bool,
-    /// `--summary`: how often the sinks are told that a period ended.
-    pub period: Option<Duration>,
     /// The `udptrace: tracing` line, written once Ctrl-C and SIGTERM are handled: a signal right after it
     /// still ends with the closing counts.
     pub banner: String,
@@ -105,8 +103,10 @@ pub async fn run(mut source: Source, stages: Stages, sinks: Vec<Box<dyn Sink>>, 
     let deadline = session.options.duration.map(|d| tokio::time::Instant::now() + d);
     let mut housekeeping = interval(HOUSEKEEPING_PERIOD);
     housekeeping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let period = session.options.period.unwrap_or(Duration::MAX / 4);
-    let mut period_tick = interval_at(tokio::time::Instant::now() + period, period);
+    // The shortest period a sink asks for; every sink that asked is told when it ends.
+    let period = session.sinks.iter().filter_map(|s| s.period()).min();
+    let every = period.unwrap_or(Duration::MAX / 4);
+    let mut period_tick = interval_at(tokio::time::Instant::now() + every, every);
     period_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
     let stop = loop {
@@ -120,8 +120,8 @@ pub async fn run(mut source: Source, stages: Stages, sinks: Vec<Box<dyn Sink>>, 
             () = sleep_until(deadline) => ControlFlow::Break(Stop::Duration),
             () = sleep_until(session.stages.enricher.wake_at().map(Into::into)) => session.pass_on(),
             _ = housekeeping.tick() => session.housekeeping(),
-            _ = period_tick.tick(), if session.options.period.is_some() => {
-                session.each_sink(|sink| sink.period(period))
+            _ = period_tick.tick(), if period.is_some() => {
+                session.each_sink(|sink| if sink.period().is_some() { sink.end_period() } else { Ok(()) })
             }
         };
         if let ControlFlow::Break(stop) = step {
