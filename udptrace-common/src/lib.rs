@@ -27,7 +27,7 @@ pub mod names {
     pub const PERF_EVENTS: &str = "PERF_EVENTS";
     /// Per-CPU counters, indexed by [`stat`](super::stat).
     pub const STATS: &str = "STATS";
-    /// Sockets' last senders, by socket inode.
+    /// Sockets' creators, by socket cookie.
     pub const OWNERS: &str = "OWNERS";
     /// The read-only global of [`KernelOffsets`](super::KernelOffsets).
     pub const OFFSETS: &str = "OFFSETS";
@@ -105,7 +105,7 @@ pub mod socket_error_flags {
     pub const RECVERR: u8 = 1 << 2;
     /// `remote_addr`/`remote_port` are filled in (a connected socket, or the quoted packet was read).
     pub const REMOTE_KNOWN: u8 = 1 << 3;
-    /// `owner` holds the last process seen sending on the socket.
+    /// `owner` holds the process that created the socket.
     pub const OWNER_KNOWN: u8 = 1 << 4;
 }
 
@@ -142,7 +142,7 @@ pub struct EventHeader {
     pub time_ns: u64,
 }
 
-/// The process that owns a socket: the last one seen sending on it.
+/// The process that owns a socket: the one that created it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Owner {
@@ -222,6 +222,9 @@ pub struct KernelOffsets {
     pub sk_protocol: u32,
     /// `__sk_common.skc_state`: TCP_ESTABLISHED (1) for a connected UDP socket.
     pub sk_state: u32,
+    /// `__sk_common.skc_cookie`: the socket's cookie, once something asked for it (the program that records
+    /// a socket's creator does).
+    pub sk_cookie: u32,
     /// `sock.sk_socket`, then the socket's inode (`SOCK_INODE()`: `struct socket_alloc` holds the socket and
     /// its inode side by side, so the inode is at a fixed distance from the socket), then `inode.i_ino`: from a
     /// socket to its inode number in two reads.
@@ -329,7 +332,7 @@ const _: () = {
     assert!(core::mem::size_of::<EventHeader>() == 16);
     assert!(core::mem::size_of::<SocketError>() == 16 + 48 + 4 + 4 + 4 + 4 + 8 + 32);
     assert!(core::mem::size_of::<IcmpSent>() == 16 + 32 + 4 + 4 + 8 + 8 * ICMP_STACK_DEPTH);
-    assert!(core::mem::size_of::<KernelOffsets>() == 22 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 23 * 4);
     assert!(core::mem::size_of::<AddrFilter>() == 40);
     assert!(core::mem::size_of::<IcmpMask>() == 40);
     assert!(core::mem::size_of::<Filter>() == FILTER_VALUES * (4 + 4 + 4 + 2 + TASK_COMM_LEN + 40) + 2 * 40 + 8);

@@ -22,6 +22,10 @@ pub enum AttachMode {
     /// Tracepoints (stable ABI): the only mode on kernels without kprobes and fentry; sees less.
     #[strum(serialize = "tracepoint")]
     Tracepoint,
+    /// A cgroup program on the root of the cgroup v2 hierarchy: runs in the process, for every cgroup,
+    /// whatever `--probe` says.
+    #[strum(serialize = "cgroup")]
+    Cgroup,
 }
 
 impl AttachMode {
@@ -127,10 +131,10 @@ pub struct Icmp {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OwnerInfo {
     pub pid: u32,
-    /// The sending thread, when a send was seen.
+    /// The creating thread, when the creation was seen.
     pub tid: Option<u32>,
     pub comm: String,
-    /// The cgroup v2 id the kernel gave, when a send was seen.
+    /// The cgroup v2 id the kernel gave, when the creation was seen.
     pub cgroup_id: Option<u64>,
     /// The cgroup v2 path (`/system.slice/foo.service`).
     pub cgroup: Option<String>,
@@ -151,7 +155,7 @@ pub struct SocketError {
     pub recverr: Option<bool>,
     /// The socket's inode number, when there is a socket.
     pub sock_ino: Option<u64>,
-    /// The process that owns the socket (the last one seen sending on it, else found through /proc).
+    /// The process that owns the socket (the one that created it, else the first holder /proc shows).
     pub owner: Option<OwnerInfo>,
 }
 
@@ -233,7 +237,7 @@ pub mod samples {
         }
     }
 
-    /// The same, with the owner a send hook recorded.
+    /// The same, with the owner recorded at the socket's creation.
     pub fn owned_socket_error() -> SocketError {
         SocketError {
             sock_ino: Some(88001),
@@ -287,6 +291,7 @@ mod tests {
     fn names_are_the_public_spellings() {
         assert_eq!(AttachMode::FEntry.as_str(), "fentry");
         assert_eq!(AttachMode::Tracepoint.to_string(), "tracepoint");
+        assert_eq!(AttachMode::Cgroup.as_str(), "cgroup");
         assert_eq!(Family::Ipv6.as_str(), "ipv6");
         assert_eq!(Verdict::IgnoredSoftError.as_str(), "ignored_soft_error");
         assert_eq!(Verdict::NoSocket.as_str(), "no_socket");

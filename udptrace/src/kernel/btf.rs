@@ -77,6 +77,8 @@ impl KernelBtf {
             // A u16 of its own since 5.6 (before, a bitfield: member_offset refuses it).
             sk_protocol: sock("sk_protocol")?,
             sk_state: sock("__sk_common.skc_state")?,
+            // An atomic64_t: its counter is its first member.
+            sk_cookie: sock("__sk_common.skc_cookie")?,
             sk_socket: sock("sk_socket")?,
             // SOCK_INODE() (include/net/sock.h, unchanged since 2.6): the inode beside the socket.
             socket_to_inode: self.member_offset("socket_alloc", "vfs_inode")?

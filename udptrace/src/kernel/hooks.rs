@@ -21,6 +21,8 @@ pub enum Target {
         category: &'static str,
         name: &'static str,
     },
+    /// `socket()`, through the root of the cgroup v2 hierarchy (`BPF_CGROUP_INET_SOCK_CREATE`).
+    CgroupSockCreate,
 }
 
 impl fmt::Display for Target {
@@ -31,6 +33,7 @@ impl fmt::Display for Target {
             Target::Kprobe(func) => write!(f, "kprobe:{func}"),
             Target::Kretprobe(func) => write!(f, "kretprobe:{func}"),
             Target::RawTracepoint { category, name } => write!(f, "{category}:{name}"),
+            Target::CgroupSockCreate => write!(f, "cgroup/sock_create"),
         }
     }
 }
@@ -84,12 +87,18 @@ impl Hook {
     pub fn variant(&self, mode: AttachMode) -> Option<&'static Variant> {
         self.variants.iter().find(|v| v.mode == mode)
     }
+
+    /// The modes to try for this hook when the user asked for `wanted`: a hook that exists only as a
+    /// cgroup program is that, whatever the mode.
+    pub fn modes(&self, wanted: &[AttachMode]) -> Vec<AttachMode> {
+        match self.variants {
+            [only] if only.mode == AttachMode::Cgroup => vec![AttachMode::Cgroup],
+            _ => wanted.to_vec(),
+        }
+    }
 }
 
-use Target::{FEntry, FExit, Kprobe, Kretprobe, RawTracepoint};
-
-/// What every mode of `socket_owner` sees.
-const OWNER_LIMITS: &str = "the last sender of each socket; sockets no send was seen on are found through /proc";
+use Target::{CgroupSockCreate, FEntry, FExit, Kprobe, Kretprobe, RawTracepoint};
 
 pub static HOOKS: &[Hook] = &[
     Hook {
@@ -140,36 +149,16 @@ pub static HOOKS: &[Hook] = &[
     },
     Hook {
         name: "socket_owner",
-        observes: "which process sends on each UDP socket (pid/comm/cgroup of socket_error)",
-        variants: &[
-            Variant {
-                mode: AttachMode::FEntry,
-                programs: &[
-                    program("fentry_udp_sendmsg", FEntry("udp_sendmsg")),
-                    program("fentry_udpv6_sendmsg", FEntry("udpv6_sendmsg")),
-                ],
-                since: "BPF trampolines: x86_64 5.5, arm64 6.0",
-                limits: OWNER_LIMITS,
-            },
-            Variant {
-                mode: AttachMode::Kprobe,
-                programs: &[
-                    program("kprobe_udp_sendmsg", Kprobe("udp_sendmsg")),
-                    program("kprobe_udp_sendmsg", Kprobe("udpv6_sendmsg")),
-                ],
-                since: "CONFIG_KPROBES",
-                limits: OWNER_LIMITS,
-            },
-            Variant {
-                mode: AttachMode::Tracepoint,
-                programs: &[program(
-                    "tp_sock_send_length",
-                    RawTracepoint { category: "sock", name: "sock_send_length" },
-                )],
-                since: "6.3",
-                limits: OWNER_LIMITS,
-            },
-        ],
+        observes: "which process created each UDP socket (pid/comm/cgroup of socket_error)",
+        // Once per socket, in the creating process, in every mode: no program runs per datagram.
+        variants: &[Variant {
+            mode: AttachMode::Cgroup,
+            programs: &[program("cgroup_sock_create", CgroupSockCreate)],
+            since: "4.10 (cgroup/sock_create), 5.7 (bpf links, which the kernel detaches when udptrace exits); \
+                    a cgroup v2 hierarchy; CAP_NET_ADMIN",
+            limits: "the process that created each UDP socket while udptrace ran; sockets created before are found \
+                     through /proc (their first holder)",
+        }],
     },
     Hook {
         name: "icmp_send",
@@ -225,7 +214,7 @@ mod tests {
     fn program_names_differ_in_their_first_15_bytes() {
         let mut names: Vec<&str> = HOOKS
             .iter()
-            .flat_map(|hook| AttachMode::LADDER.into_iter().filter_map(|mode| hook.variant(mode)))
+            .flat_map(|hook| hook.variants)
             .flat_map(|variant| variant.programs.iter())
             .flat_map(|program| std::iter::once(program.name).chain(program.fallback.map(|(f, _)| f.name)))
             .collect();
@@ -241,7 +230,7 @@ mod tests {
     fn every_hook_has_every_mode_and_no_program_serves_two_variants() {
         let mut owners: Vec<(&str, AttachMode, &str)> = Vec::new();
         for hook in HOOKS {
-            for mode in AttachMode::LADDER {
+            for mode in hook.modes(&AttachMode::LADDER) {
                 let variant = hook.variant(mode).unwrap_or_else(|| panic!("{} has no {mode} variant", hook.name));
                 assert!(!variant.programs.is_empty());
                 for program in variant.programs {
@@ -251,6 +240,7 @@ mod tests {
                         (AttachMode::FEntry, Target::FEntry(_) | Target::FExit(_))
                             | (AttachMode::Kprobe, Target::Kprobe(_) | Target::Kretprobe(_))
                             | (AttachMode::Tracepoint, Target::RawTracepoint { .. })
+                            | (AttachMode::Cgroup, Target::CgroupSockCreate)
                     );
                     assert!(kind_ok, "{} in {mode} attaches as {}", program.name, program.target);
                     if let Some((fallback, why)) = program.fallback {

@@ -8,7 +8,7 @@ use std::{io, path::Path};
 use anyhow::{Context as _, Result, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    programs::{FEntry, FExit, KProbe, ProgramError, RawTracePoint},
+    programs::{CgroupAttachMode, CgroupSock, FEntry, FExit, KProbe, ProgramError, RawTracePoint},
 };
 use udptrace_common::names;
 
@@ -48,6 +48,9 @@ pub struct KernelFacts {
     aya_btf: std::cell::OnceCell<Result<Btf, String>>,
     /// `/sys/bus/event_source/devices/kprobe` exists only with CONFIG_KPROBES.
     pub has_kprobes: bool,
+    /// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on hybrid
+    /// hosts), if it is.
+    pub cgroup2: Option<std::path::PathBuf>,
     pub release: String,
 }
 
@@ -57,6 +60,11 @@ impl KernelFacts {
             btf: KernelBtf::load()?,
             aya_btf: std::cell::OnceCell::new(),
             has_kprobes: Path::new("/sys/bus/event_source/devices/kprobe/type").exists(),
+            cgroup2: procfs::process::Process::myself()
+                .and_then(|p| p.mountinfo())
+                .ok()
+                .and_then(|mounts| mounts.into_iter().find(|m| m.fs_type == "cgroup2"))
+                .map(|m| m.mount_point),
             release: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .map(|s| s.trim().to_owned())
                 .unwrap_or_else(|_| "unknown".to_owned()),
@@ -78,6 +86,11 @@ impl KernelFacts {
             }
             Target::RawTracepoint { category, name } => (!self.btf.has_tracepoint(name))
                 .then(|| format!("tracepoint {category}:{name} is absent (needs kernel {since})")),
+            Target::CgroupSockCreate if self.cgroup2.is_none() => {
+                Some("no cgroup v2 hierarchy is mounted here".to_owned())
+            }
+            Target::CgroupSockCreate => (!super::privileges::may_attach_to_cgroups())
+                .then(|| "cgroup programs need CAP_NET_ADMIN, which udptrace does not have".to_owned()),
             // A function missing from BTF is absent, or inlined everywhere: nothing can attach to it.
             Target::FEntry(function)
             | Target::FExit(function)
@@ -128,13 +141,14 @@ pub fn program_logs(ebpf: &mut Ebpf) -> Result<aya_log::EbpfLogger<ProgramLog>> 
     aya_log::EbpfLogger::init_with_logger(ebpf, ProgramLog).context("reading the programs' log")
 }
 
-/// Walks the ladder for every hook: the first of `modes` that attaches wins.
+/// Walks the ladder for every hook: the first of `modes` (of the hook's own, see [`Hook::modes`]) that
+/// attaches wins.
 pub fn attach_all(ebpf: &mut Ebpf, facts: &KernelFacts, modes: &[AttachMode]) -> Vec<HookOutcome> {
     HOOKS
         .iter()
         .map(|hook| {
             let mut outcome = HookOutcome { hook, attached: None, failures: Vec::new(), fallbacks: Vec::new() };
-            for &mode in modes {
+            for mode in hook.modes(modes) {
                 let Some(variant) = hook.variant(mode) else {
                     outcome.failures.push(Failure {
                         mode,
@@ -220,6 +234,15 @@ fn attach_program(ebpf: &mut Ebpf, facts: &KernelFacts, program: &Program) -> Re
             load_once(tp.load())?;
             tp.attach(name).map_err(describe_program_error)?;
         }
+        Target::CgroupSockCreate => {
+            let sock: &mut CgroupSock = prog.try_into().map_err(wrong_kind)?;
+            load_once(sock.load())?;
+            let root = facts.cgroup2.as_deref().ok_or(("no cgroup v2 hierarchy".to_owned(), None))?;
+            let cgroup = std::fs::File::open(root).map_err(|e| (format!("opening {}: {e}", root.display()), None))?;
+            // A bpf link (5.7+): beside the programs others attached, and detached by the kernel when udptrace
+            // exits. Links take no attach flags; they always let several programs share a cgroup.
+            sock.attach(cgroup, CgroupAttachMode::Single).map_err(describe_program_error)?;
+        }
     }
     Ok(())
 }
@@ -242,6 +265,7 @@ fn unload_variant(ebpf: &mut Ebpf, variant: &Variant) {
             Some(P::FExit(p)) => p.unload(),
             Some(P::KProbe(p)) => p.unload(),
             Some(P::RawTracePoint(p)) => p.unload(),
+            Some(P::CgroupSock(p)) => p.unload(),
             _ => Ok(()),
         };
     }
@@ -259,7 +283,7 @@ fn describe_program_error(error: ProgramError) -> (String, Option<String>) {
                         .to_owned()
                 }
                 Some(libc::EPERM) => "the kernel refused to load it (EPERM): udptrace needs CAP_BPF and \
-                                      CAP_PERFMON (run it as root)"
+                                      CAP_PERFMON, and CAP_NET_ADMIN for cgroup programs (run it as root)"
                     .to_owned(),
                 _ if !log.trim().is_empty() => format!("the verifier rejected it ({io_error})"),
                 _ => format!("loading failed: {io_error}"),

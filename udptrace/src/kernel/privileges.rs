@@ -20,6 +20,13 @@ pub fn missing(effective: &CapsHashSet) -> Vec<&'static str> {
     missing
 }
 
+/// Whether this process may load and attach cgroup programs: CAP_NET_ADMIN (or CAP_SYS_ADMIN). Unknown
+/// counts as yes: the kernel's refusal then speaks.
+pub fn may_attach_to_cgroups() -> bool {
+    caps::read(None, CapSet::Effective)
+        .map_or(true, |e| e.contains(&Capability::CAP_NET_ADMIN) || e.contains(&Capability::CAP_SYS_ADMIN))
+}
+
 /// Fails with one line naming the missing capabilities.
 pub fn check() -> Result<()> {
     let Ok(effective) = caps::read(None, CapSet::Effective) else {

@@ -21,7 +21,10 @@ pub fn print(facts: &KernelFacts, verbose: bool) -> Result<()> {
     for (index, hook) in HOOKS.iter().enumerate() {
         println!("\n{}: {}", hook.name, hook.observes);
         let mut chosen = None;
-        for (mode, outcomes) in &per_mode {
+        // A hook of one mode whatever is asked (a cgroup program) is tried with each, and said once.
+        let shown = if hook.modes(&AttachMode::LADDER).len() == 1 { &per_mode[..1] } else { &per_mode[..] };
+        for (mode, outcomes) in shown {
+            let mode = &hook.modes(&[*mode])[0];
             let outcome = &outcomes[index];
             let result = match (outcome.attached, hook.variant(*mode)) {
                 (Some(_), Some(variant)) => {

@@ -52,8 +52,8 @@ fn mode_of(byte: u8) -> Option<AttachMode> {
     }
 }
 
-/// What the programs recorded of a socket's owner at a send.
-pub fn recorded_owner(owner: &udptrace_common::Owner) -> OwnerInfo {
+/// What the programs recorded of a socket's owner at its creation.
+fn recorded_owner(owner: &udptrace_common::Owner) -> OwnerInfo {
     OwnerInfo {
         pid: owner.pid,
         tid: Some(owner.tid),

@@ -1,6 +1,6 @@
 //! What user space adds to a decoded event: the errno an ignored error would have given, the socket's
-//! owner where no program recorded one (`owner`, from /proc), why this host sent an ICMP error (`cause`,
-//! from the kernel stack).
+//! owner where no program recorded one (`owner`, from /proc: a socket created before udptrace started),
+//! why this host sent an ICMP error (`cause`, from the kernel stack).
 //!
 //! Events leave in the order they came. An event whose socket /proc has not been scanned for yet waits for
 //! the next scan (at most a second), and the events behind it wait with it.
@@ -10,8 +10,6 @@ pub mod owner;
 
 use std::{collections::VecDeque, time::Instant};
 
-use aya::maps::{HashMap, MapData};
-
 use self::{
     cause::Kallsyms,
     owner::{Lookup, Resolver},
@@ -19,7 +17,6 @@ use self::{
 use crate::{
     domain::{Cause, Event, SocketError, Verdict},
     kernel::tables::icmp_errno,
-    pipeline::decode::recorded_owner,
 };
 
 /// Events that may wait for an owner scan; one more scans at once. A second of a flood of errors on
@@ -29,8 +26,6 @@ const MAX_WAITING: usize = 16_384;
 pub struct Enricher {
     kallsyms: Option<Kallsyms>,
     owners: Resolver,
-    /// The programs' socket-owner records (`OWNERS`), read for errors that came before the send hook.
-    recorded: Option<HashMap<MapData, u64, udptrace_common::Owner>>,
     /// Print each `icmp_sent`'s kernel stack.
     verbose: bool,
     /// Events in arrival order, with when each arrived and whether its owner is still to be looked up.
@@ -42,7 +37,7 @@ pub struct Enricher {
 }
 
 impl Enricher {
-    pub fn new(recorded: Option<HashMap<MapData, u64, udptrace_common::Owner>>, verbose: bool) -> Self {
+    pub fn new(verbose: bool) -> Self {
         let kallsyms = match Kallsyms::load() {
             Ok(k) => Some(k),
             Err(e) => {
@@ -50,15 +45,7 @@ impl Enricher {
                 None
             }
         };
-        Self {
-            kallsyms,
-            owners: Resolver::new(),
-            recorded,
-            verbose,
-            queue: VecDeque::new(),
-            wake_at: None,
-            ending: false,
-        }
+        Self { kallsyms, owners: Resolver::new(), verbose, queue: VecDeque::new(), wake_at: None, ending: false }
     }
 
     /// Takes an event that arrived at `seen`; [`Enricher::next`] hands it back when it is complete.
@@ -67,7 +54,6 @@ impl Enricher {
         match &mut event {
             Event::SocketError(e) => {
                 fill_errno(e);
-                self.recorded_owner(e);
                 match &mut e.owner {
                     Some(owner) => self.owners.complete(owner),
                     None => needs_owner = e.sock_ino.is_some(),
@@ -113,17 +99,6 @@ impl Enricher {
     /// From now on nothing waits: the session is ending.
     pub fn end(&mut self) {
         self.ending = true;
-    }
-
-    /// The send hook ran after the error: `sock:sock_send_length` fires when the send returns, and on
-    /// loopback or veth the ICMP error comes back inside that send.
-    fn recorded_owner(&self, e: &mut SocketError) {
-        if e.owner.is_none()
-            && let (Some(ino), Some(recorded)) = (e.sock_ino, &self.recorded)
-            && let Ok(owner) = recorded.get(&ino, 0)
-        {
-            e.owner = Some(recorded_owner(&owner));
-        }
     }
 
     fn classify(&mut self, e: &mut crate::domain::IcmpSent) {
@@ -181,7 +156,7 @@ mod tests {
     /// Events leave in order; one whose owner /proc must name holds the ones behind it until it can.
     #[test]
     fn events_wait_in_order_for_an_owner_scan() {
-        let mut enricher = Enricher::new(None, false);
+        let mut enricher = Enricher::new(false);
         let first = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let ino = |s: &std::net::UdpSocket| {
             use std::os::unix::fs::MetadataExt as _;
