@@ -107,6 +107,10 @@ pub mod socket_error_flags {
     pub const REMOTE_KNOWN: u8 = 1 << 3;
     /// `owner` holds the process that created the socket.
     pub const OWNER_KNOWN: u8 = 1 << 4;
+    /// The kernel told no socket of the error, and did not say that none matched (it returned 0, or the
+    /// mode does not see what it returned): user space looks the quoted 4-tuple up in the namespace's
+    /// socket table to say which socket ignored it, and why.
+    pub const UNREPORTED: u8 = 1 << 5;
 }
 
 /// Bits of [`IcmpSent::flags`].

@@ -4,16 +4,19 @@
 //! (`net/ipv4/udp.c`, `net/ipv6/udp.c`, identical in shape from 5.x to 6.18):
 //!
 //! ```text
-//! sk = __udp4_lib_lookup(quoted packet, reversed)          -> fexit: which socket (or none)
-//! if !sk: return -ENOENT                                    -> verdict no_socket
-//! if !RECVERR: if soft error or not connected: return 0     -> verdict ignored_*
-//! else ip_icmp_error() -> sock_queue_err_skb() == 0         -> recverr: queued on the error queue
-//! sk->sk_err = err; sk_error_report(sk)                     -> verdict delivered, errno = sk_err
+//! sk = __udp4_lib_lookup(quoted packet, reversed)
+//! if !sk: return -ENOENT                                    -> exit: verdict no_socket
+//! if !RECVERR: if soft error or not connected: return 0     -> exit, nothing reported: ignored_*
+//! else ip_icmp_error() -> sock_queue_err_skb(sk)            -> sk_error_report(sk) once if queued
+//! sk->sk_err = err; sk_error_report(sk)                     -> sk_error_report(sk): delivered, sk_err
 //! ```
 //!
 //! The whole sequence runs synchronously in one softirq on one CPU, so the hooks meet in a per-CPU
-//! slot (`UDP_ERR`): filled at entry, amended by the inner hooks, emitted once at exit. The verdict is
-//! what the kernel did, not a re-derivation from the errno tables.
+//! slot (`UDP_ERR`): filled at entry, amended by the reports, emitted once at exit. No hook runs outside
+//! an ICMP error: the socket is the one `sk_error_report` names while the error is in flight (two
+//! reports: the error was also queued for `MSG_ERRQUEUE`). An error the kernel reported to nobody is
+//! flagged `UNREPORTED`: which socket ignored it, connected or not, user space looks up in the socket
+//! table. The verdict is what the kernel did, not a re-derivation from the errno tables.
 //!
 //! Tracepoint mode sees only the wake-up: `sock:inet_sk_error_report` (5.14+) fires inside
 //! `sk_error_report()` for an error the kernel delivers. Ignored errors and ICMPs matching no socket
@@ -39,8 +42,6 @@ use crate::{
 
 /// `-ENOENT`: `__udp4_lib_err` found no socket (an `int` return since 4.20).
 const ENOENT: i64 = 2;
-/// `TCP_ESTABLISHED`: what `connect()` sets on a UDP socket.
-const TCP_ESTABLISHED: u8 = 1;
 /// The IPv6 header before the quoted UDP header (`icmpv6_notify`: none between them is the case traced).
 const IPV6_HEADER_LEN: u32 = 40;
 
@@ -48,14 +49,13 @@ const IPV6_HEADER_LEN: u32 = 40;
 #[repr(C)]
 pub struct UdpErr {
     event: SocketError,
-    /// The socket the lookup found, 0 if none (yet).
+    /// The socket `sk_error_report()` named, 0 if none (yet).
     sk: u64,
     active: u8,
-    /// `sk_error_report()` ran for the socket after `sk_err` was set.
-    reported: u8,
-    /// `sock_queue_err_skb()` queued the error on the socket's error queue.
-    queued: u8,
-    _pad: [u8; 5],
+    /// How often `sk_error_report()` ran for it: once when the error was delivered, once more when it was
+    /// also queued for `MSG_ERRQUEUE` (`sock_queue_err_skb` reports too).
+    reports: u8,
+    _pad: [u8; 6],
 }
 
 #[map]
@@ -73,7 +73,7 @@ enum ErrEntry {
     /// `int __udp4_lib_err(struct sk_buff *skb, u32 info, struct udp_table *udptable)`.
     Udp4,
     /// `int __udp6_lib_err(struct sk_buff *skb, struct inet6_skb_parm *opt, u8 type, u8 code, int offset,
-    /// __be32 info, struct udp_table *udptable)`.
+    /// __be32 info, struct udp_table *udptable)` (5.10 to 6.18).
     Udp6,
     /// `void icmpv6_notify(struct sk_buff *skb, u8 type, u8 code, __be32 info)` (returns a drop reason from
     /// 6.12), which calls `__udp6_lib_err` through `udpv6_err`.
@@ -156,52 +156,32 @@ fn udp_err_enter<C: Args>(ctx: &C, mode: u8, entry: ErrEntry) -> ReadResult<()> 
     event.remote_port = u16::from_be_bytes([ports[2], ports[3]]);
 
     slot.sk = 0;
-    slot.reported = 0;
-    slot.queued = 0;
+    slot.reports = 0;
     slot.active = 1;
     Ok(())
 }
 
-/// Return of `__udp4_lib_lookup` / `__udp6_lib_lookup` (`struct sock *`). These run for every UDP packet
-/// received: with no error in flight on this CPU this is one map lookup and a compare.
-#[inline(always)]
-fn udp_lookup_exit(sk: u64) -> ReadResult<()> {
-    if let Some(slot) = state()
-        && slot.active == 1
-        && sk != 0
-    {
-        slot.sk = sk;
-    }
-    Ok(())
-}
-
-/// Return of `int sock_queue_err_skb(struct sock *sk, struct sk_buff *skb)`: 0 when the error was queued
-/// for `MSG_ERRQUEUE`. It fails when the socket's receive buffer is full of unread errors.
-#[inline(always)]
-fn queue_err_exit(ret: i32) -> ReadResult<()> {
-    if let Some(slot) = state()
-        && slot.active == 1
-        && ret == 0
-    {
-        slot.queued = 1;
-    }
-    Ok(())
-}
-
 /// Entry of `void sk_error_report(struct sock *sk)` (5.12+; before, callers invoked `sk->sk_error_report`
-/// directly). With IP_RECVERR it runs twice: from `sock_queue_err_skb` before `sk_err` is set, then after.
+/// directly), for any socket's error; with no ICMP error in flight on this CPU, a map lookup and a compare.
+/// While one is, the socket it names is the UDP socket the error matched: raw sockets are told before
+/// `__udp4_lib_err` runs. With IP_RECVERR it runs twice: from `sock_queue_err_skb` before `sk_err` is set,
+/// then after.
 #[inline(always)]
 fn error_report<C: Args>(ctx: &C) -> ReadResult<()> {
     let Some(slot) = state() else { return Ok(()) };
-    let sk: *const u8 = ctx.get(0)?;
-    // Only the socket the lookup found: raw sockets are told of the same ICMP error in the same softirq.
-    if slot.active != 1 || slot.sk != sk as u64 {
+    if slot.active != 1 {
         return Ok(());
     }
+    let sk: *const u8 = ctx.get(0)?;
+    if slot.sk == 0 {
+        slot.sk = sk as u64;
+    } else if slot.sk != sk as u64 {
+        return Ok(());
+    }
+    slot.reports = slot.reports.saturating_add(1);
     let errno = read::<i32>(sk, offsets().sk_err, "sock.sk_err")?;
     if errno != 0 {
         slot.event.errno = errno;
-        slot.reported = 1;
     }
     Ok(())
 }
@@ -219,24 +199,17 @@ fn udp_err_exit<C: EbpfContext>(ctx: &C, ret: Option<i64>) -> ReadResult<()> {
         fill_owner(slot.sk as *const u8, &mut slot.event)?;
     }
     let event = &mut slot.event;
-    if slot.queued == 1 {
+    if slot.reports >= 2 {
         event.flags |= socket_error_flags::RECVERR;
     }
-    let no_socket = match ret {
-        Some(ret) => ret == -ENOENT,
-        None => slot.sk == 0 && slot.reported == 0,
-    };
-    event.verdict = if no_socket {
+    event.verdict = if ret == Some(-ENOENT) {
         verdict::NO_SOCKET
-    } else if slot.reported == 1 {
+    } else if slot.reports >= 1 {
         verdict::DELIVERED
-    } else if slot.sk != 0 {
-        // Not reported, socket found: the kernel dropped it. The kernel's test is
-        // `!harderr || sk_state != TCP_ESTABLISHED`: a connected socket here means a soft error.
-        let state = read::<u8>(slot.sk as *const u8, offsets().sk_state, "sock.__sk_common.skc_state")?;
-        if state == TCP_ESTABLISHED { verdict::IGNORED_SOFT_ERROR } else { verdict::IGNORED_UNCONNECTED }
     } else {
-        // A tunnel socket took it (encap_err_rcv).
+        // Reported to nobody: a socket ignored it (a soft error on a connected socket, or an unconnected
+        // one, without IP_RECVERR; or a tunnel took it), or, where the return is not seen, none matched.
+        event.flags |= socket_error_flags::UNREPORTED;
         verdict::UNKNOWN
     };
     emit(ctx, event, filter::socket_error_passes(event));
@@ -256,9 +229,20 @@ pub fn fexit_udp4_lib_err(ctx: FExitContext) -> u32 {
     report(&ctx, "fexit_udp4_lib_err", ctx.get::<i32>(3).and_then(|ret| udp_err_exit(&ctx, Some(i64::from(ret)))))
 }
 
-/// `icmpv6_notify` (4 arguments) hands an ICMPv6 error to `__udp6_lib_err`, which takes 7: more than BPF
-/// trampolines take on x86_64 before 6.3 (and its wrapper `udpv6_err` cannot be patched). A quoted packet
-/// with extension headers before UDP is not traced.
+#[fentry(function = "__udp6_lib_err")]
+pub fn fentry_udp6_lib_err(ctx: FEntryContext) -> u32 {
+    report(&ctx, "fentry_udp6_lib_err", udp_err_enter(&ctx, probe::FENTRY, ErrEntry::Udp6))
+}
+
+/// 7 arguments: the return value is the 8th.
+#[fexit(function = "__udp6_lib_err")]
+pub fn fexit_udp6_lib_err(ctx: FExitContext) -> u32 {
+    report(&ctx, "fexit_udp6_lib_err", ctx.get::<i32>(7).and_then(|ret| udp_err_exit(&ctx, Some(i64::from(ret)))))
+}
+
+/// Before 6.3, in place of `__udp6_lib_err`, whose 7 arguments are more than BPF trampolines take on x86_64
+/// there (and its wrapper `udpv6_err` cannot be patched): `icmpv6_notify` (4 arguments) hands ICMPv6
+/// errors to it. A quoted packet with extension headers before UDP is not traced.
 #[fentry(function = "icmpv6_notify")]
 pub fn fentry_icmpv6_notify(ctx: FEntryContext) -> u32 {
     report(&ctx, "fentry_icmpv6_notify", udp_err_enter(&ctx, probe::FENTRY, ErrEntry::Icmpv6Notify))
@@ -268,22 +252,6 @@ pub fn fentry_icmpv6_notify(ctx: FEntryContext) -> u32 {
 #[fexit(function = "icmpv6_notify")]
 pub fn fexit_icmpv6_notify(ctx: FExitContext) -> u32 {
     report(&ctx, "fexit_icmpv6_notify", udp_err_exit(&ctx, None))
-}
-
-/// The lookups take 9 arguments: the return value is the 10th.
-#[fexit(function = "__udp4_lib_lookup")]
-pub fn fexit_udp4_lookup(ctx: FExitContext) -> u32 {
-    report(&ctx, "fexit_udp4_lookup", ctx.get::<u64>(9).and_then(udp_lookup_exit))
-}
-
-#[fexit(function = "__udp6_lib_lookup")]
-pub fn fexit_udp6_lookup(ctx: FExitContext) -> u32 {
-    report(&ctx, "fexit_udp6_lookup", ctx.get::<u64>(9).and_then(udp_lookup_exit))
-}
-
-#[fexit(function = "sock_queue_err_skb")]
-pub fn fexit_sock_queue_err_skb(ctx: FExitContext) -> u32 {
-    report(&ctx, "fexit_sock_queue_err_skb", ctx.get::<i32>(2).and_then(queue_err_exit))
 }
 
 #[fentry(function = "sk_error_report")]
@@ -307,17 +275,6 @@ pub fn kprobe_udp6_lib_err(ctx: ProbeContext) -> u32 {
 #[kretprobe]
 pub fn kretprobe_udp_lib_err(ctx: RetProbeContext) -> u32 {
     report(&ctx, "kretprobe_udp_lib_err", udp_err_exit(&ctx, Some(i64::from(ctx.ret::<i32>()))))
-}
-
-/// Both `__udp4_lib_lookup` and `__udp6_lib_lookup`.
-#[kretprobe]
-pub fn kretprobe_lookup(ctx: RetProbeContext) -> u32 {
-    report(&ctx, "kretprobe_lookup", udp_lookup_exit(ctx.ret::<u64>()))
-}
-
-#[kretprobe]
-pub fn kretprobe_sock_queue_err_skb(ctx: RetProbeContext) -> u32 {
-    report(&ctx, "kretprobe_sock_queue_err_skb", queue_err_exit(ctx.ret::<i32>()))
 }
 
 #[kprobe]

@@ -155,6 +155,9 @@ pub struct SocketError {
     pub recverr: Option<bool>,
     /// The socket's inode number, when there is a socket.
     pub sock_ino: Option<u64>,
+    /// The kernel told no socket of the error and did not say that none matched: which socket ignored it
+    /// is for user space to look up (`pipeline::enrich::sockets`).
+    pub unreported: bool,
     /// The process that owns the socket (the one that created it, else the first holder /proc shows).
     pub owner: Option<OwnerInfo>,
 }
@@ -233,6 +236,7 @@ pub mod samples {
             verdict: Some(Verdict::Delivered),
             recverr: None,
             sock_ino: None,
+            unreported: false,
             owner: None,
         }
     }

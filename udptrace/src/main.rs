@@ -96,6 +96,7 @@ fn trace(cli: Cli, facts: &KernelFacts) -> Result<()> {
     let _entered = runtime.enter();
     let source = Source::open(&mut ebpf, buffer)?;
     let stats = aya::maps::PerCpuArray::try_from(ebpf.take_map(names::STATS).context("the STATS map is missing")?)?;
+    let creators = ebpf.take_map(names::OWNERS).and_then(|m| aya::maps::HashMap::try_from(m).ok());
     // Tracepoint mode sees no rate limit: read the kernel's counters instead, from before `tracing` on.
     let icmp_send_mode = outcomes.iter().find(|o| o.hook.name == "icmp_send").and_then(|o| o.attached);
     let counters = (icmp_send_mode == Some(AttachMode::Tracepoint)).then(counters::Watcher::start);
@@ -106,7 +107,7 @@ fn trace(cli: Cli, facts: &KernelFacts) -> Result<()> {
         }
         logs => logs.and_then(Result::ok),
     };
-    let stages = session::Stages { enricher: Enricher::new(cli.verbose), filter, counters, stats, logs };
+    let stages = session::Stages { enricher: Enricher::new(creators, cli.verbose), filter, counters, stats, logs };
 
     let (sinks, server) = runtime.block_on(sinks(&cli, &outcomes))?;
     let serving = cli.metrics.map(|addr| format!("; metrics on http://{addr}/metrics")).unwrap_or_default();

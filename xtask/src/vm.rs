@@ -23,9 +23,10 @@ use crate::{prereq, say, workspace_root};
 pub const VM_PACKAGES: &[&str] =
     &["qemu-system-x86", "busybox-static", "cpio", "xz-utils", "iproute2", "nftables", "kmod"];
 
-/// Kernel modules the scenarios need (veth links; nftables DROP and REJECT), loaded with their
-/// dependencies: the cloud kernels build them as modules.
-const MODULES: &[&str] = &["veth", "nft_reject_inet"];
+/// Kernel modules the scenarios need (veth links; nftables DROP and REJECT; the UDP socket table through
+/// sock_diag, which a full system loads on first use), loaded with their dependencies: the cloud kernels
+/// build them as modules.
+const MODULES: &[&str] = &["veth", "nft_reject_inet", "udp_diag"];
 
 /// The kernel series the matrix covers.
 const SERIES: &[&str] = &["6.1", "6.12"];
@@ -110,7 +111,10 @@ fn fetch(package: &str) -> Result<Kernel> {
     let dir = cache_dir().join(package);
     let order = dir.join("modules.order");
     let vmlinuz = dir.join("vmlinuz");
-    if let (true, Ok(names)) = (vmlinuz.exists(), fs::read_to_string(&order)) {
+    // A cache made before a module joined MODULES is made again.
+    if let (true, Ok(names)) = (vmlinuz.exists(), fs::read_to_string(&order))
+        && MODULES.iter().all(|wanted| names.lines().any(|name| name == *wanted))
+    {
         let modules = names.lines().map(|name| dir.join(format!("{name}.ko"))).collect();
         return Ok(Kernel { package: package.to_owned(), vmlinuz, modules });
     }

@@ -58,10 +58,11 @@ impl Program {
     }
 }
 
-/// BPF trampolines take at most six arguments on x86_64 before 6.3; the socket lookups take nine.
-const NINE_ARGUMENTS: &str = "fexit cannot attach to a 9-argument function before 6.3 on x86_64";
-const KRETPROBE_LOOKUP4: Program = program("kretprobe_lookup", Kretprobe("__udp4_lib_lookup"));
-const KRETPROBE_LOOKUP6: Program = program("kretprobe_lookup", Kretprobe("__udp6_lib_lookup"));
+/// BPF trampolines take at most six arguments on x86_64 before 6.3 (`arch/x86/net/bpf_jit_comp.c`);
+/// `__udp6_lib_err` takes seven. `icmpv6_notify`, which calls it, takes four.
+const SEVEN_ARGUMENTS: &str = "a BPF trampoline cannot take a 7-argument function before 6.3 on x86_64";
+const FENTRY_ICMPV6_NOTIFY: Program = program("fentry_icmpv6_notify", FEntry("icmpv6_notify"));
+const FEXIT_ICMPV6_NOTIFY: Program = program("fexit_icmpv6_notify", FExit("icmpv6_notify"));
 
 /// One way (mode) to implement a logical hook. All its programs attach, or none does.
 #[derive(Clone, Copy, Debug)]
@@ -110,16 +111,13 @@ pub static HOOKS: &[Hook] = &[
                 programs: &[
                     program("fentry_udp4_lib_err", FEntry("__udp4_lib_err")),
                     program("fexit_udp4_lib_err", FExit("__udp4_lib_err")),
-                    // icmpv6_notify (4 arguments) rather than __udp6_lib_err (7): trampolines take six before 6.3.
-                    program("fentry_icmpv6_notify", FEntry("icmpv6_notify")),
-                    program("fexit_icmpv6_notify", FExit("icmpv6_notify")),
-                    program("fexit_udp4_lookup", FExit("__udp4_lib_lookup")).or(&KRETPROBE_LOOKUP4, NINE_ARGUMENTS),
-                    program("fexit_udp6_lookup", FExit("__udp6_lib_lookup")).or(&KRETPROBE_LOOKUP6, NINE_ARGUMENTS),
-                    program("fexit_sock_queue_err_skb", FExit("sock_queue_err_skb")),
+                    program("fentry_udp6_lib_err", FEntry("__udp6_lib_err")).or(&FENTRY_ICMPV6_NOTIFY, SEVEN_ARGUMENTS),
+                    program("fexit_udp6_lib_err", FExit("__udp6_lib_err")).or(&FEXIT_ICMPV6_NOTIFY, SEVEN_ARGUMENTS),
                     program("fentry_sk_error_report", FEntry("sk_error_report")),
                 ],
                 since: "5.12 (sk_error_report); BPF trampolines: x86_64 5.5, arm64 6.0",
-                limits: "every verdict, with the ICMP header, IPv4 and IPv6 (not quoted IPv6 packets with extension headers)",
+                limits: "every verdict, with the ICMP header, IPv4 and IPv6 (before 6.3: IPv6 through icmpv6_notify, \
+                         which does not say that no socket matched, nor see quoted packets with extension headers)",
             },
             Variant {
                 mode: AttachMode::Kprobe,
@@ -128,13 +126,10 @@ pub static HOOKS: &[Hook] = &[
                     program("kprobe_udp6_lib_err", Kprobe("__udp6_lib_err")),
                     program("kretprobe_udp_lib_err", Kretprobe("__udp4_lib_err")),
                     program("kretprobe_udp_lib_err", Kretprobe("__udp6_lib_err")),
-                    KRETPROBE_LOOKUP4,
-                    KRETPROBE_LOOKUP6,
-                    program("kretprobe_sock_queue_err_skb", Kretprobe("sock_queue_err_skb")),
                     program("kprobe_sk_error_report", Kprobe("sk_error_report")),
                 ],
                 since: "5.12 (sk_error_report); CONFIG_KPROBES",
-                limits: "every verdict, with the ICMP header, IPv4 and IPv6; the socket-lookup kretprobe runs for every UDP packet received",
+                limits: "every verdict, with the ICMP header, IPv4 and IPv6",
             },
             Variant {
                 mode: AttachMode::Tracepoint,

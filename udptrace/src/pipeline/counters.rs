@@ -9,10 +9,10 @@
 use std::{
     collections::HashMap,
     fs::{self, File},
-    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
     time::SystemTime,
 };
 
+use super::netns;
 use crate::domain::{AttachMode, Event, Family, IcmpSuppressed, Meta, Scope};
 
 /// One namespace's rate-limit counters.
@@ -71,41 +71,11 @@ fn read_here() -> std::io::Result<RateLimits> {
 
 /// Reads `ns`'s counters from a thread that enters it.
 fn read_in(ns: &File) -> std::io::Result<RateLimits> {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                // SAFETY: a valid namespace fd; setns changes only this short-lived thread.
-                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let snmp = fs::read_to_string("/proc/thread-self/net/snmp")?;
-                let snmp6 = fs::read_to_string("/proc/thread-self/net/snmp6").unwrap_or_default();
-                Ok(RateLimits::parse(&snmp, &snmp6))
-            })
-            .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("the reading thread panicked")))
+    netns::inside(ns, || {
+        let snmp = fs::read_to_string("/proc/thread-self/net/snmp")?;
+        let snmp6 = fs::read_to_string("/proc/thread-self/net/snmp6").unwrap_or_default();
+        Ok(RateLimits::parse(&snmp, &snmp6))
     })
-}
-
-/// Every network namespace in use, by inode, with a handle to enter it.
-fn namespaces() -> HashMap<u64, File> {
-    let mut found = HashMap::new();
-    let procs = fs::read_dir("/proc").into_iter().flatten().flatten().filter_map(|entry| {
-        let name = entry.file_name();
-        name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())).map(|n| format!("/proc/{n}/ns/net"))
-    });
-    let named = fs::read_dir("/run/netns").into_iter().flatten().flatten().map(|e| e.path().display().to_string());
-    for path in procs.chain(named) {
-        let Ok(meta) = fs::metadata(&path) else {
-            continue;
-        };
-        if let std::collections::hash_map::Entry::Vacant(slot) = found.entry(meta.ino())
-            && let Ok(file) = File::open(&path)
-        {
-            slot.insert(file);
-        }
-    }
-    found
 }
 
 /// Watches every namespace's counters.
@@ -119,13 +89,13 @@ impl Watcher {
     /// Takes the starting values: what was suppressed before udptrace started is not reported.
     pub fn start() -> Self {
         let mut watcher = Self { last: HashMap::new(), unreadable: Default::default() };
-        watcher.last = namespaces().iter().filter_map(|(ino, f)| Some((*ino, watcher.read(*ino, f)?))).collect();
+        watcher.last = netns::namespaces().iter().filter_map(|(ino, f)| Some((*ino, watcher.read(*ino, f)?))).collect();
         watcher
     }
 
     /// `ns`'s counters; a namespace that cannot be entered is said once, not skipped in silence.
     fn read(&mut self, inode: u64, ns: &File) -> Option<RateLimits> {
-        let own = fs::metadata("/proc/self/ns/net").is_ok_and(|m| m.ino() == inode);
+        let own = netns::own() == Some(inode);
         let read = if own { read_here() } else { read_in(ns) };
         match read {
             Ok(limits) => Some(limits),
@@ -146,7 +116,7 @@ impl Watcher {
     pub fn poll(&mut self) -> Vec<Event> {
         let mut events = Vec::new();
         let mut seen = HashMap::new();
-        for (inode, file) in namespaces() {
+        for (inode, file) in netns::namespaces() {
             let Some(now) = self.read(inode, &file) else { continue };
             let before = self.last.get(&inode).copied().unwrap_or_default();
             for (family, scope, count) in now.increases(&before) {

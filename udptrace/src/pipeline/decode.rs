@@ -53,7 +53,7 @@ fn mode_of(byte: u8) -> Option<AttachMode> {
 }
 
 /// What the programs recorded of a socket's owner at its creation.
-fn recorded_owner(owner: &udptrace_common::Owner) -> OwnerInfo {
+pub fn recorded_owner(owner: &udptrace_common::Owner) -> OwnerInfo {
     OwnerInfo {
         pid: owner.pid,
         tid: Some(owner.tid),
@@ -162,6 +162,7 @@ pub fn decode(bytes: &[u8], clock: Clock) -> Result<Event, DecodeError> {
                 verdict: verdict_of(raw.verdict),
                 recverr: has(socket_error_flags::RECVERR_KNOWN).then(|| has(socket_error_flags::RECVERR)),
                 sock_ino: (raw.sock_ino != 0).then_some(raw.sock_ino),
+                unreported: has(socket_error_flags::UNREPORTED),
                 owner: has(socket_error_flags::OWNER_KNOWN).then(|| recorded_owner(&raw.owner)),
             }))
         }

@@ -322,6 +322,7 @@ mod tests {
             verdict: Some(Verdict::Delivered),
             recverr: Some(false),
             sock_ino: Some(77),
+            unreported: false,
             owner: owner.map(|(pid, comm)| OwnerInfo { pid, comm: comm.to_owned(), ..Default::default() }),
         })
     }

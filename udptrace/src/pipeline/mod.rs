@@ -4,6 +4,7 @@
 //! - `decode`: their `#[repr(C)]` records into domain events;
 //! - `enrich`: what user space adds (errno, owner, cause), in arrival order;
 //! - `counters`: the kernel's rate-limit counters, for modes whose hooks do not see the limits;
+//! - `netns`: the network namespaces, and work done inside one;
 //! - `filter`: the filter options, again, for what the programs could not decide;
 //! - `session`: the loop that drives them and hands each event to the sinks.
 
@@ -11,5 +12,6 @@ pub mod counters;
 pub mod decode;
 pub mod enrich;
 pub mod filter;
+pub mod netns;
 pub mod session;
 pub mod source;

@@ -1,23 +1,32 @@
-//! What user space adds to a decoded event: the errno an ignored error would have given, the socket's
-//! owner where no program recorded one (`owner`, from /proc: a socket created before udptrace started),
-//! why this host sent an ICMP error (`cause`, from the kernel stack).
+//! What user space adds to a decoded event: which socket ignored an error the kernel reported to nobody
+//! (`sockets`, from the namespace's socket table), the errno an ignored error would have given, the
+//! socket's owner where no program recorded one (`owner`, from /proc: a socket created before udptrace
+//! started), why this host sent an ICMP error (`cause`, from the kernel stack).
 //!
 //! Events leave in the order they came. An event whose socket /proc has not been scanned for yet waits for
 //! the next scan (at most a second), and the events behind it wait with it.
 
 pub mod cause;
 pub mod owner;
+pub mod sockets;
 
 use std::{collections::VecDeque, time::Instant};
+
+use aya::maps::{HashMap, MapData};
 
 use self::{
     cause::Kallsyms,
     owner::{Lookup, Resolver},
+    sockets::SocketTable,
 };
 use crate::{
     domain::{Cause, Event, SocketError, Verdict},
     kernel::tables::icmp_errno,
+    pipeline::decode::recorded_owner,
 };
+
+/// The programs' records of sockets' creators (`OWNERS`), by socket cookie.
+pub type Creators = HashMap<MapData, u64, udptrace_common::Owner>;
 
 /// Events that may wait for an owner scan; one more scans at once. A second of a flood of errors on
 /// sockets opened since the last scan.
@@ -26,6 +35,9 @@ const MAX_WAITING: usize = 16_384;
 pub struct Enricher {
     kallsyms: Option<Kallsyms>,
     owners: Resolver,
+    sockets: SocketTable,
+    /// Sockets' creators as the programs recorded them, for sockets found in the socket table.
+    creators: Option<Creators>,
     /// Print each `icmp_sent`'s kernel stack.
     verbose: bool,
     /// Events in arrival order, with when each arrived and whether its owner is still to be looked up.
@@ -37,7 +49,7 @@ pub struct Enricher {
 }
 
 impl Enricher {
-    pub fn new(verbose: bool) -> Self {
+    pub fn new(creators: Option<Creators>, verbose: bool) -> Self {
         let kallsyms = match Kallsyms::load() {
             Ok(k) => Some(k),
             Err(e) => {
@@ -45,7 +57,16 @@ impl Enricher {
                 None
             }
         };
-        Self { kallsyms, owners: Resolver::new(), verbose, queue: VecDeque::new(), wake_at: None, ending: false }
+        Self {
+            kallsyms,
+            owners: Resolver::new(),
+            sockets: SocketTable::default(),
+            creators,
+            verbose,
+            queue: VecDeque::new(),
+            wake_at: None,
+            ending: false,
+        }
     }
 
     /// Takes an event that arrived at `seen`; [`Enricher::next`] hands it back when it is complete.
@@ -53,6 +74,9 @@ impl Enricher {
         let mut needs_owner = false;
         match &mut event {
             Event::SocketError(e) => {
+                if e.unreported {
+                    self.find_socket(e);
+                }
                 fill_errno(e);
                 match &mut e.owner {
                     Some(owner) => self.owners.complete(owner),
@@ -99,6 +123,26 @@ impl Enricher {
     /// From now on nothing waits: the session is ending.
     pub fn end(&mut self) {
         self.ending = true;
+    }
+
+    /// The kernel told no socket of `e`: the socket table says which socket took it, and so why it was
+    /// ignored (the kernel drops an error for a connected socket only if it is soft, and every error for an
+    /// unconnected one, without IP_RECVERR). No socket found: the verdict stays unknown.
+    fn find_socket(&mut self, e: &mut SocketError) {
+        let Some(remote) = e.remote else {
+            return;
+        };
+        let Some(found) = self.sockets.find(u64::from(e.meta.netns), e.local, remote) else {
+            return;
+        };
+        e.verdict = Some(if found.connected { Verdict::IgnoredSoftError } else { Verdict::IgnoredUnconnected });
+        e.sock_ino = Some(found.inode);
+        if e.owner.is_none()
+            && let Some(creators) = &self.creators
+            && let Ok(owner) = creators.get(&found.cookie, 0)
+        {
+            e.owner = Some(recorded_owner(&owner));
+        }
     }
 
     fn classify(&mut self, e: &mut crate::domain::IcmpSent) {
@@ -156,7 +200,7 @@ mod tests {
     /// Events leave in order; one whose owner /proc must name holds the ones behind it until it can.
     #[test]
     fn events_wait_in_order_for_an_owner_scan() {
-        let mut enricher = Enricher::new(false);
+        let mut enricher = Enricher::new(None, false);
         let first = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let ino = |s: &std::net::UdpSocket| {
             use std::os::unix::fs::MetadataExt as _;

@@ -1,0 +1,257 @@
+//! Which socket an ICMP error was about, when the kernel told no socket of it: the namespace's UDP socket
+//! table, asked through `sock_diag` for the quoted 4-tuple, as `ss` asks it. The kernel answers with the
+//! socket its own receive path would pick (`udp_dump_one` calls `__udp4_lib_lookup`, `net/ipv4/udp_diag.c`,
+//! 5.10 to 6.18): connected sockets by their exact peer, unconnected ones whatever the peer.
+//!
+//! The answer is the table as it is when udptrace asks, a few milliseconds after the error: a socket that
+//! closed meanwhile is not found, and the verdict then stays unknown.
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    io,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
+use netlink_packet_sock_diag::{
+    SockDiagMessage,
+    constants::{AF_INET, AF_INET6, IPPROTO_UDP, IPPROTO_UDPLITE},
+    inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
+};
+use netlink_sys::{Socket, protocols::NETLINK_SOCK_DIAG};
+
+use crate::pipeline::netns;
+
+/// `TCP_ESTABLISHED`: what `connect()` sets on a UDP socket (`TCP_CLOSE` otherwise).
+const TCP_ESTABLISHED: u8 = 1;
+/// A lookup stands for its 4-tuple this long: a flood of errors about one flow asks once.
+const REMEMBER: Duration = Duration::from_secs(1);
+/// At most this many lookups and namespaces are remembered.
+const MAX_REMEMBERED: usize = 4096;
+const MAX_NAMESPACES: usize = 256;
+/// How long the kernel may take to answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// The socket the table holds for a 4-tuple.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Found {
+    pub connected: bool,
+    pub inode: u64,
+    pub cookie: u64,
+}
+
+#[derive(Default)]
+pub struct SocketTable {
+    /// A sock_diag socket per network namespace, by inode; `None` where one could not be opened.
+    diag: HashMap<u64, Option<Socket>>,
+    /// Namespaces in use, with a handle to enter them; read again when one is missing, at most once a second.
+    namespaces: HashMap<u64, File>,
+    namespaces_read: Option<Instant>,
+    /// Recent answers, by namespace and 4-tuple.
+    recent: HashMap<(u64, SocketAddr, SocketAddr), (Instant, Option<Found>)>,
+}
+
+/// Why a namespace's socket table cannot be read, said once per namespace.
+fn say_unreadable(netns: u64, why: &io::Error) {
+    eprintln!(
+        "udptrace: warning: cannot read the UDP socket table of network namespace {netns} ({why}): errors the \
+         kernel reported to no socket there have verdict null"
+    );
+}
+
+impl SocketTable {
+    /// The UDP (or UDP-Lite) socket of namespace `netns` that an error quoting `local -> remote` matches.
+    pub fn find(&mut self, netns: u64, local: SocketAddr, remote: SocketAddr) -> Option<Found> {
+        let key = (netns, local, remote);
+        if let Some((at, found)) = self.recent.get(&key)
+            && at.elapsed() < REMEMBER
+        {
+            return *found;
+        }
+        let found = self.ask(netns, local, remote);
+        if self.recent.len() >= MAX_REMEMBERED {
+            self.recent.retain(|_, (at, _)| at.elapsed() < REMEMBER);
+            if self.recent.len() >= MAX_REMEMBERED {
+                self.recent.clear();
+            }
+        }
+        self.recent.insert(key, (Instant::now(), found));
+        found
+    }
+
+    fn ask(&mut self, netns: u64, local: SocketAddr, remote: SocketAddr) -> Option<Found> {
+        let socket = self.socket(netns)?;
+        // A failed exchange (the kernel did not answer in time) leaves the verdict unknown, like no socket.
+        [IPPROTO_UDP, IPPROTO_UDPLITE]
+            .into_iter()
+            .find_map(|protocol| query(socket, protocol, local, remote).ok().flatten())
+    }
+
+    /// The sock_diag socket of `netns`, opened inside it the first time.
+    fn socket(&mut self, netns: u64) -> Option<&Socket> {
+        if !self.diag.contains_key(&netns) {
+            if self.diag.len() >= MAX_NAMESPACES {
+                self.diag.clear();
+            }
+            let opened = if netns::own() == Some(netns) {
+                open()
+            } else {
+                match self.namespace(netns) {
+                    Some(namespace) => netns::inside(namespace, open),
+                    None => Err(io::Error::other("no process is in it and no name refers to it any more")),
+                }
+            };
+            if let Err(why) = &opened {
+                say_unreadable(netns, why);
+            }
+            self.diag.insert(netns, opened.ok());
+        }
+        self.diag.get(&netns)?.as_ref()
+    }
+
+    fn namespace(&mut self, netns: u64) -> Option<&File> {
+        let stale = self.namespaces_read.is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
+        if !self.namespaces.contains_key(&netns) && stale {
+            self.namespaces = netns::namespaces();
+            self.namespaces_read = Some(Instant::now());
+        }
+        self.namespaces.get(&netns)
+    }
+}
+
+/// A sock_diag socket of the calling thread's namespace, once the kernel showed it can list UDP sockets:
+/// without `udp_diag` (a module, loaded on first use where modprobe can) it answers every lookup "no such
+/// socket", which must not pass for an answer.
+fn open() -> io::Result<Socket> {
+    let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
+    socket.bind_auto()?;
+    socket.connect(&netlink_sys::SocketAddr::new(0, 0))?;
+    set_receive_timeout(&socket, ANSWER_TIMEOUT)?;
+    // A dump of no state lists nothing, but only a kernel that can list UDP sockets answers it with Done.
+    let mut probe =
+        request(IPPROTO_UDP, "0.0.0.0:0".parse().expect("an address"), "0.0.0.0:0".parse().expect("an address"));
+    probe.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    if let NetlinkPayload::InnerMessage(SockDiagMessage::InetRequest(request)) = &mut probe.payload {
+        request.states = StateFlags::empty();
+    }
+    match exchange(&socket, &mut probe)?.payload {
+        NetlinkPayload::Done(_) => Ok(socket),
+        NetlinkPayload::Error(e) => Err(io::Error::other(format!("the kernel cannot list UDP sockets: {e}"))),
+        other => Err(io::Error::other(format!("unexpected answer to a socket dump: {other:?}"))),
+    }
+}
+
+/// Sends `message` and reads the first answer.
+fn exchange(
+    socket: &Socket,
+    message: &mut NetlinkMessage<SockDiagMessage>,
+) -> io::Result<NetlinkMessage<SockDiagMessage>> {
+    message.finalize();
+    let mut buf = vec![0; message.buffer_len()];
+    message.serialize(&mut buf);
+    socket.send(&buf, 0)?;
+    let mut answer = Vec::with_capacity(8192);
+    socket.recv(&mut answer, 0)?;
+    NetlinkMessage::<SockDiagMessage>::deserialize(&answer).map_err(io::Error::other)
+}
+
+fn set_receive_timeout(socket: &Socket, timeout: Duration) -> io::Result<()> {
+    let tv = libc::timeval { tv_sec: timeout.as_secs() as libc::time_t, tv_usec: timeout.subsec_micros() as _ };
+    // SAFETY: a valid socket and a valid timeval of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(socket),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const tv).cast(),
+            size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// The request for the socket an error quoting `local -> remote` would match. The kernel's fields are the
+/// receive path's: `src` is the peer, `dst` the local socket ("swapped for historical reasons").
+fn request(protocol: u8, local: SocketAddr, remote: SocketAddr) -> NetlinkMessage<SockDiagMessage> {
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST;
+    NetlinkMessage::new(
+        header,
+        SockDiagMessage::InetRequest(InetRequest {
+            family: if local.is_ipv4() { AF_INET } else { AF_INET6 },
+            protocol,
+            extensions: ExtensionFlags::empty(),
+            states: StateFlags::all(),
+            socket_id: SocketId {
+                source_port: remote.port(),
+                destination_port: local.port(),
+                source_address: remote.ip(),
+                destination_address: local.ip(),
+                interface_id: 0,
+                // INET_DIAG_NOCOOKIE: any socket, whatever its cookie.
+                cookie: [0xff; 8],
+            },
+        })
+        .into(),
+    )
+}
+
+/// Asks once; `Ok(None)` when the table holds no such socket.
+fn query(socket: &Socket, protocol: u8, local: SocketAddr, remote: SocketAddr) -> io::Result<Option<Found>> {
+    let reply = exchange(socket, &mut request(protocol, local, remote))?;
+    Ok(match reply.payload {
+        NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
+            let cookie = response.header.socket_id.cookie;
+            Some(Found {
+                connected: response.header.state == TCP_ESTABLISHED,
+                inode: u64::from(response.header.inode),
+                cookie: u64::from(u32::from_ne_bytes(cookie[..4].try_into().expect("4 bytes")))
+                    | u64::from(u32::from_ne_bytes(cookie[4..].try_into().expect("4 bytes"))) << 32,
+            })
+        }
+        // -ENOENT: no such socket.
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{net::UdpSocket, os::unix::fs::MetadataExt as _};
+
+    use super::*;
+
+    fn inode_of(socket: &UdpSocket) -> u64 {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(socket);
+        std::fs::metadata(format!("/proc/self/fd/{fd}")).unwrap().ino()
+    }
+
+    /// This process's own sockets, in its own namespace: a connected one by its peer, an unconnected one
+    /// whatever the peer, and nothing for a 4-tuple no socket has.
+    #[test]
+    fn finds_connected_and_unconnected_sockets_by_the_quoted_tuple() {
+        let here = netns::own().unwrap();
+        let mut table = SocketTable::default();
+        let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let connected = UdpSocket::bind("127.0.0.1:0").unwrap();
+        connected.connect(peer).unwrap();
+        let found = table.find(here, connected.local_addr().unwrap(), peer).expect("the connected socket");
+        assert!(found.connected);
+        assert_eq!(found.inode, inode_of(&connected));
+        assert_ne!(found.cookie, 0);
+        let unconnected = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let found = table.find(here, unconnected.local_addr().unwrap(), peer).expect("the unconnected socket");
+        assert!(!found.connected);
+        assert_eq!(found.inode, inode_of(&unconnected));
+        let gone = unconnected.local_addr().unwrap();
+        drop(unconnected);
+        // Remembered for a second, then asked again.
+        assert!(table.find(here, gone, peer).is_some());
+        table.recent.clear();
+        assert_eq!(table.find(here, gone, peer), None);
+        let v6 = UdpSocket::bind("[::1]:0").unwrap();
+        let found = table.find(here, v6.local_addr().unwrap(), "[::1]:9".parse().unwrap()).expect("an IPv6 socket");
+        assert_eq!(found.inode, inode_of(&v6));
+    }
+}

@@ -1,0 +1,51 @@
+//! Network namespaces: every one in use, and doing something inside one. The rate-limit counters and the
+//! socket-table lookups read what a namespace shows only to its own members.
+
+use std::{
+    collections::HashMap,
+    fs::{self, File},
+    io,
+    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
+};
+
+/// Every network namespace in use (a process is in it, or `ip netns` named it), by inode, with a handle
+/// to enter it.
+pub fn namespaces() -> HashMap<u64, File> {
+    let mut found = HashMap::new();
+    let procs =
+        procfs::process::all_processes().into_iter().flatten().flatten().map(|p| format!("/proc/{}/ns/net", p.pid()));
+    let named = fs::read_dir("/run/netns").into_iter().flatten().flatten().map(|e| e.path().display().to_string());
+    for path in procs.chain(named) {
+        let Ok(meta) = fs::metadata(&path) else {
+            continue;
+        };
+        if let std::collections::hash_map::Entry::Vacant(slot) = found.entry(meta.ino())
+            && let Ok(file) = File::open(&path)
+        {
+            slot.insert(file);
+        }
+    }
+    found
+}
+
+/// The inode of udptrace's own network namespace.
+pub fn own() -> Option<u64> {
+    fs::metadata("/proc/self/ns/net").ok().map(|m| m.ino())
+}
+
+/// Runs `work` on a short-lived thread that entered `ns` (CAP_SYS_ADMIN): what it opens there (a file in
+/// `/proc/thread-self/net`, a socket) belongs to that namespace.
+pub fn inside<T: Send>(ns: &File, work: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // SAFETY: a valid namespace fd; setns changes only this thread.
+                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                work()
+            })
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the thread in the namespace panicked")))
+    })
+}
