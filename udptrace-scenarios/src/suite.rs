@@ -54,6 +54,7 @@ pub static SCENARIOS: &[Scenario] = &[
     Scenario { name: "flood", run: operator::flood },
     Scenario { name: "malformed_icmp", run: operator::malformed_icmp },
     Scenario { name: "sigkill_unloads", run: operator::sigkill_unloads },
+    Scenario { name: "healthy_path", run: operator::healthy_path },
     Scenario { name: "prometheus", run: metrics::prometheus },
 ];
 

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::{CLIENT_V4, CLOSED_PORT, Family, Results, SERVER_V4, TwoHosts, compare, is_socket_error_of};
 use crate::{
     Config, Outcome,
-    packets::{Quote, crafted_port_unreachable, icmp_counters, send_raw_icmp, udp_socket},
+    packets::{Quote, crafted_port_unreachable, icmp_counters, send_raw_icmp, set_int_option, udp_socket},
     tracer::{Tracer, closing_counts},
 };
 
@@ -360,7 +360,9 @@ impl Drop for PinnedToOneCpu {
 /// The ids of udptrace's eBPF programs loaded on this host: its programs' names start with the mode they
 /// serve, which keeps out what other loaders (systemd, say) load meanwhile.
 pub fn program_ids() -> Result<std::collections::BTreeSet<u32>> {
-    let ours = |name: &str| ["fentry_", "fexit_", "kprobe_", "kretprobe_", "tp_"].iter().any(|p| name.starts_with(p));
+    let ours = |name: &str| {
+        ["fentry_", "fexit_", "kprobe_", "kretprobe_", "tp_", "cgroup_"].iter().any(|p| name.starts_with(p))
+    };
     let mut ids = std::collections::BTreeSet::new();
     for info in aya::programs::loaded_programs() {
         let info = info?;
@@ -369,6 +371,71 @@ pub fn program_ids() -> Result<std::collections::BTreeSet<u32>> {
         }
     }
     Ok(ids)
+}
+
+/// Each udptrace program's run count, by id and name.
+fn run_counts() -> Result<std::collections::BTreeMap<u32, (String, u64)>> {
+    let ids = program_ids()?;
+    Ok(aya::programs::loaded_programs()
+        .flatten()
+        .filter(|info| ids.contains(&info.id()))
+        .map(|info| (info.id(), (info.name_as_str().unwrap_or("?").to_owned(), info.run_count())))
+        .collect())
+}
+
+/// Nothing on the healthy path: 20,000 datagrams received without error, with BPF statistics on, run no
+/// program of the shared udptrace's more than a few times (a program that ran per datagram would count
+/// 20,000 runs). Then one refused datagram: the statistics must see the error path run, or they counted
+/// nothing and the first check proved nothing.
+pub fn healthy_path(_config: &Config, _shared: &mut Tracer) -> Result<Results> {
+    const DATAGRAMS: u64 = 20_000;
+    const OPEN_PORT: u16 = 7100;
+    let hosts = TwoHosts::new()?;
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)?;
+    let server = SocketAddr::new(TwoHosts::server_ip(Family::V4), OPEN_PORT);
+    let receiver = udp_socket(&hosts.server, server)?;
+    receiver.set_read_timeout(Some(Duration::from_millis(500)))?;
+    // Room for every datagram, so that none is dropped at the socket either: each takes the healthy path.
+    set_int_option(&receiver, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 64 << 20)?;
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        let mut received = 0u64;
+        while received < DATAGRAMS && receiver.recv(&mut buf).is_ok() {
+            received += 1;
+        }
+        received
+    });
+    let sender = udp_socket(&hosts.client, SocketAddr::new(TwoHosts::client_ip(Family::V4), 0))?;
+    sender.connect(server)?;
+    let before = run_counts()?;
+    for _ in 0..DATAGRAMS {
+        sender.send(b"healthy")?;
+    }
+    let received = reader.join().unwrap_or(0);
+    let after = run_counts()?;
+    let per_datagram: Vec<String> = after
+        .iter()
+        .filter_map(|(id, (name, runs))| {
+            let delta = runs - before.get(id).map_or(0, |(_, r)| *r);
+            (delta >= DATAGRAMS / 10).then(|| format!("{name} ran {delta} times"))
+        })
+        .collect();
+    let quiet = match (after.is_empty(), per_datagram.as_slice()) {
+        (true, _) => Outcome::Fail("no udptrace program is loaded".to_owned()),
+        (false, []) => Outcome::Pass,
+        (false, ran) => {
+            Outcome::Fail(format!("for {DATAGRAMS} datagrams sent ({received} received): {}", ran.join(", ")))
+        }
+    };
+    let (_refused, _) = refused_socket(&hosts, CLOSED_PORT)?;
+    std::thread::sleep(Duration::from_millis(200));
+    let error_runs: u64 = run_counts()?.iter().map(|(id, (_, runs))| runs - after.get(id).map_or(0, |(_, r)| *r)).sum();
+    let counted = if error_runs > 0 {
+        Outcome::Pass
+    } else {
+        Outcome::Fail("a refused datagram ran no udptrace program: the statistics count nothing".to_owned())
+    };
+    Ok(vec![("no_program_per_datagram", quiet), ("statistics_count", counted)])
 }
 
 /// SIGKILL leaves udptrace no chance to detach anything. Nothing is pinned, so the kernel must unload
