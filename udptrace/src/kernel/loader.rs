@@ -3,7 +3,7 @@
 //! Nothing is pinned: every program and map belongs to this process, so the kernel detaches and frees
 //! them when it exits, however it exits.
 
-use std::{io, path::Path};
+use std::{collections::HashSet, io, path::Path};
 
 use anyhow::{Context as _, Result, bail};
 use aya::{
@@ -41,10 +41,15 @@ pub struct HookOutcome {
     pub fallbacks: Vec<String>,
 }
 
-/// Facts about this kernel that decide which modes can work, gathered once.
+/// Facts about this kernel that decide which modes can work, gathered once. What they take from the kernel's
+/// BTF is kept, not the BTF: a parsed BTF is tens of MiB.
 pub struct KernelFacts {
-    pub btf: KernelBtf,
-    /// aya's view of the same BTF, which fentry/fexit programs are loaded against; read on first use.
+    /// The offsets of the members the programs read.
+    pub offsets: udptrace_common::KernelOffsets,
+    /// The functions and tracepoints of the attach table this kernel has.
+    functions: HashSet<&'static str>,
+    tracepoints: HashSet<&'static str>,
+    /// aya's view of the BTF, which fentry/fexit programs are loaded against; read on first use.
     aya_btf: std::cell::OnceCell<Result<Btf, String>>,
     /// `/sys/bus/event_source/devices/kprobe` exists only with CONFIG_KPROBES.
     pub has_kprobes: bool,
@@ -56,8 +61,33 @@ pub struct KernelFacts {
 
 impl KernelFacts {
     pub fn gather() -> Result<Self> {
+        let btf = KernelBtf::load()?;
+        let targets = HOOKS
+            .iter()
+            .flat_map(|hook| hook.variants)
+            .flat_map(|variant| variant.programs)
+            .flat_map(|program| std::iter::once(program).chain(program.fallback.map(|(f, _)| f)))
+            .map(|program| program.target);
+        let (mut functions, mut tracepoints) = (HashSet::new(), HashSet::new());
+        for target in targets {
+            match target {
+                Target::FEntry(f) | Target::FExit(f) | Target::Kprobe(f) | Target::Kretprobe(f) => {
+                    if btf.has_function(f) {
+                        functions.insert(f);
+                    }
+                }
+                Target::RawTracepoint { name, .. } => {
+                    if btf.has_tracepoint(name) {
+                        tracepoints.insert(name);
+                    }
+                }
+                Target::CgroupSockCreate => {}
+            }
+        }
         Ok(Self {
-            btf: KernelBtf::load()?,
+            offsets: btf.kernel_offsets()?,
+            functions,
+            tracepoints,
             aya_btf: std::cell::OnceCell::new(),
             has_kprobes: Path::new("/sys/bus/event_source/devices/kprobe/type").exists(),
             cgroup2: procfs::process::Process::myself()
@@ -84,7 +114,7 @@ impl KernelFacts {
             Target::Kprobe(_) | Target::Kretprobe(_) if !self.has_kprobes => {
                 Some("no kprobes: this kernel was built without CONFIG_KPROBES".to_owned())
             }
-            Target::RawTracepoint { category, name } => (!self.btf.has_tracepoint(name))
+            Target::RawTracepoint { category, name } => (!self.tracepoints.contains(name))
                 .then(|| format!("tracepoint {category}:{name} is absent (needs kernel {since})")),
             Target::CgroupSockCreate if self.cgroup2.is_none() => {
                 Some("no cgroup v2 hierarchy is mounted here".to_owned())
@@ -95,7 +125,7 @@ impl KernelFacts {
             Target::FEntry(function)
             | Target::FExit(function)
             | Target::Kprobe(function)
-            | Target::Kretprobe(function) => (!self.btf.has_function(function))
+            | Target::Kretprobe(function) => (!self.functions.contains(function))
                 .then(|| format!("kernel function {function} is absent (needs kernel {since})")),
         }
     }
@@ -110,10 +140,12 @@ const LOG_WARNINGS: u8 = 2;
 /// say what they failed to read ([`program_logs`] reads it); without, they write nothing.
 pub fn load_object(facts: &KernelFacts, config: &udptrace_common::Config, logs: bool) -> Result<Ebpf> {
     raise_memlock_limit();
-    let offsets = facts.btf.kernel_offsets()?;
     let level = if logs { LOG_WARNINGS } else { 0 };
     EbpfLoader::new()
-        .override_global(names::OFFSETS, &offsets, true)
+        // The programs carry no CO-RE relocations (offsets come through OFFSETS): the kernel's BTF, which
+        // the loader would parse for them, is not needed here.
+        .btf(None)
+        .override_global(names::OFFSETS, &facts.offsets, true)
         .override_global(names::CONFIG, config, true)
         .override_global(AYA_LOG_LEVEL, &level, true)
         .load(EBPF_OBJECT)
