@@ -343,13 +343,16 @@ fn raise_memlock_limit() {
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
 }
 
-/// The whole attach result as an error when nothing attached in `modes` (said as `what`: `--probe fentry`).
+/// The whole attach result as an error when no hook that reports events attached in the modes asked for
+/// (said as `what`: `--probe fentry`). A hook that attaches whatever the mode (the cgroup program that
+/// records owners) reports nothing by itself and does not count.
 pub fn require_attached(outcomes: &[HookOutcome], what: &str) -> Result<()> {
-    if outcomes.iter().any(|o| o.attached.is_some()) {
+    if outcomes.iter().any(|o| o.attached.is_some_and(|mode| mode != AttachMode::Cgroup)) {
         return Ok(());
     }
     let reasons: Vec<String> = outcomes
         .iter()
+        .filter(|o| o.attached.is_none())
         .flat_map(|o| o.failures.iter().map(move |f| format!("{} ({}): {}", o.hook.name, f.mode, f.reason)))
         .collect();
     bail!("no hook could attach in {what}: {}", reasons.join("; "))
@@ -360,6 +363,24 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
+
+    /// The owner hook attaches whatever the mode; alone it traces nothing, so a forced mode in which no other
+    /// hook attaches is still an error.
+    #[test]
+    fn the_owner_hook_alone_is_not_tracing() {
+        let outcome = |name: &str, attached| HookOutcome {
+            hook: HOOKS.iter().find(|h| h.name == name).expect("a hook of the table"),
+            attached,
+            failures: vec![Failure { mode: AttachMode::FEntry, reason: "refused".to_owned(), verifier_log: None }],
+            fallbacks: Vec::new(),
+        };
+        let owner_only = [outcome("socket_owner", Some(AttachMode::Cgroup)), outcome("socket_error", None)];
+        let error = require_attached(&owner_only, "--probe fentry").unwrap_err().to_string();
+        assert!(error.starts_with("no hook could attach in --probe fentry: socket_error (fentry): refused"), "{error}");
+        let traced =
+            [outcome("socket_owner", Some(AttachMode::Cgroup)), outcome("socket_error", Some(AttachMode::FEntry))];
+        assert!(require_attached(&traced, "--probe fentry").is_ok());
+    }
 
     /// Every program the attach table names is in the object the build embedded, and every program in
     /// the object is in the table: a renamed or forgotten program fails here, not on a user's kernel.
