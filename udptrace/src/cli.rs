@@ -64,7 +64,7 @@ pub struct Cli {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
 
-    /// Only errors of sockets owned by process PID (the last process that sent on the socket).
+    /// Only errors of sockets owned by process PID (the process that created the socket).
     #[arg(short, long = "pid", value_name = "PID", value_parser = clap::value_parser!(u32).range(1..),
           help_heading = "Filters")]
     pub pids: Vec<u32>,
@@ -199,10 +199,16 @@ fn parse_listen_addr(text: &str) -> Result<std::net::SocketAddr, String> {
     text.parse().map_err(|_| format!("`{text}` is not ADDR:PORT (0.0.0.0:9464, 127.0.0.1:9464, [::]:9464)"))
 }
 
+/// The longest `--duration` or `--summary` period: ten years, far inside what a clock can add.
+const MAX_SECONDS: f64 = 10.0 * 365.0 * 86_400.0;
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let secs: f64 = text.trim().parse().map_err(|_| format!("`{text}` is not a number of seconds"))?;
     if !secs.is_finite() || secs <= 0.0 {
         return Err(format!("`{text}`: the duration must be a positive number of seconds"));
+    }
+    if secs > MAX_SECONDS {
+        return Err(format!("`{text}` is too long a duration (at most {MAX_SECONDS} seconds)"));
     }
     Duration::try_from_secs_f64(secs).map_err(|_| format!("`{text}` is too long a duration"))
 }
@@ -295,6 +301,8 @@ mod tests {
             &["--duration", "0"],
             &["--duration", "soon"],
             &["--duration", "inf"],
+            &["--duration", "1e19"],
+            &["--summary", "1e19"],
             &["--count", "0"],
             &["--count", "-3"],
             &["--probe", "uprobe"],
