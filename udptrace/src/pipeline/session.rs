@@ -238,17 +238,18 @@ impl Session {
             return ControlFlow::Continue(());
         }
         self.totals.lost = lost;
-        let event = Event::Lost { time: std::time::SystemTime::now(), count: new };
-        self.each_sink(|sink| sink.event(&event))
+        // Behind the events that wait for an owner, so that the output keeps its order.
+        self.stages.enricher.push(Event::Lost { time: std::time::SystemTime::now(), count: new }, Instant::now());
+        self.pass_on()
     }
 
     /// Emits an `icmp_suppressed` event for each rate-limit counter that rose.
     fn read_counters(&mut self) -> ControlFlow<Stop> {
         let events = self.stages.counters.as_mut().map(counters::Watcher::poll).unwrap_or_default();
         for event in events {
-            self.event(event)?;
+            self.stages.enricher.push(event, Instant::now());
         }
-        ControlFlow::Continue(())
+        self.pass_on()
     }
 
     /// Sums a per-CPU counter.

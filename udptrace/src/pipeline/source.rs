@@ -95,10 +95,12 @@ impl Source {
     async fn readable(&mut self) -> io::Result<()> {
         match self {
             Source::Ring(ring, more) => {
-                if std::mem::take(more) {
+                if *more {
                     // Records are left from the last drain: ready at once, but after the other branches'
-                    // turn (`select!` picks among ready branches at random).
+                    // turn (`select!` picks among ready branches at random). Cleared only once this
+                    // branch wins, so that another branch winning meanwhile does not lose it.
                     tokio::task::yield_now().await;
+                    *more = false;
                     return Ok(());
                 }
                 ring.readable_mut().await?.clear_ready();
