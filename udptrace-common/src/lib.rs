@@ -176,7 +176,9 @@ pub struct SocketError {
     pub icmp_code: u8,
     pub verdict: u8,
     pub flags: u8,
-    pub _pad0: [u8; 4],
+    /// The interface the ICMP error came in on (`skb->dev->ifindex`), 0 if unknown: the socket table is
+    /// asked with it, so that a socket bound to a device (`SO_BINDTODEVICE`, a VRF) is the one found.
+    pub ifindex: u32,
     /// The socket's inode number (what `/proc/PID/fd` shows as `socket:[N]`), 0 if there is no socket.
     pub sock_ino: u64,
     /// Valid with `OWNER_KNOWN`.
@@ -245,8 +247,9 @@ pub struct KernelOffsets {
     pub skb_transport_header: u32,
     pub skb_dev: u32,
     pub skb_sk: u32,
-    /// `struct net_device`: `nd_net.net`.
+    /// `struct net_device`: `nd_net.net`, `ifindex`.
     pub dev_net: u32,
+    pub dev_ifindex: u32,
 }
 
 /// At most this many values per filter option. The programs test each slot without a loop (kernels
@@ -336,7 +339,7 @@ const _: () = {
     assert!(core::mem::size_of::<EventHeader>() == 16);
     assert!(core::mem::size_of::<SocketError>() == 16 + 48 + 4 + 4 + 4 + 4 + 8 + 32);
     assert!(core::mem::size_of::<IcmpSent>() == 16 + 32 + 4 + 4 + 8 + 8 * ICMP_STACK_DEPTH);
-    assert!(core::mem::size_of::<KernelOffsets>() == 23 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 24 * 4);
     assert!(core::mem::size_of::<AddrFilter>() == 40);
     assert!(core::mem::size_of::<IcmpMask>() == 40);
     assert!(core::mem::size_of::<Filter>() == FILTER_VALUES * (4 + 4 + 4 + 2 + TASK_COMM_LEN + 40) + 2 * 40 + 8);

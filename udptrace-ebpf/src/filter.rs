@@ -2,7 +2,7 @@
 //! takes ring-buffer space. User space writes them into the read-only global `CONFIG` before load; the
 //! verifier then sees them as constants, and an option that is not given costs one compare.
 //!
-//! An event is dropped here only when it is known to fail. What the program cannot see (an owner no send
+//! An event is dropped here only when it is known to fail. What the program cannot see (an owner no record
 //! was recorded for yet) passes, and user space decides with the same rules
 //! (`udptrace/src/pipeline/filter.rs`).
 

@@ -116,6 +116,16 @@ pub fn skb_dev_netns(skb: *const u8, off: &KernelOffsets) -> ReadResult<u32> {
     netns_inum(read::<*const u8>(dev, off.dev_net, "net_device.nd_net")?, off)
 }
 
+/// The index of the device a packet is on (`skb->dev->ifindex`); 0 if it has no device yet.
+#[inline(always)]
+pub fn skb_ifindex(skb: *const u8, off: &KernelOffsets) -> ReadResult<u32> {
+    let dev = read::<*const u8>(skb, off.skb_dev, "sk_buff.dev")?;
+    if dev.is_null() {
+        return Ok(0);
+    }
+    read::<u32>(dev, off.dev_ifindex, "net_device.ifindex")
+}
+
 /// The header every record starts with.
 #[inline(always)]
 pub fn header(kind: u8, probe: u8, family: u16, netns: u32) -> EventHeader {

@@ -1,7 +1,7 @@
 //! udptrace's eBPF programs, one file per kernel area:
 //! - `recv.rs`: an ICMP error reaching a UDP socket (`socket_error`);
 //! - `send.rs`: an ICMP error this host emits (`icmp_sent`);
-//! - `owner.rs`: who owns a socket, recorded where its process sends;
+//! - `owner.rs`: who owns a socket, recorded when its process creates it;
 //! - `kernel.rs`: arguments in every mode, kernel memory through offsets user space resolved from BTF,
 //!   the per-CPU slots;
 //! - `filter.rs`: the filter options, applied before an event takes buffer space.

@@ -35,7 +35,7 @@ use udptrace_common::{
 
 use crate::{
     emit, filter,
-    kernel::{Args, ReadResult, header, offsets, read, read_into, skb_dev_netns, slot, sock_netns},
+    kernel::{Args, ReadResult, header, offsets, read, read_into, skb_dev_netns, skb_ifindex, slot, sock_netns},
     owner::fill_owner,
     report,
 };
@@ -117,7 +117,7 @@ fn udp_err_enter<C: Args>(ctx: &C, mode: u8, entry: ErrEntry) -> ReadResult<()> 
     event.verdict = verdict::UNKNOWN;
     event.sock_ino = 0;
     event.owner = Default::default();
-    event._pad0 = [0; 4];
+    event.ifindex = skb_ifindex(skb, &off)?;
     event.local_addr = [0; 16];
     event.remote_addr = [0; 16];
     event.icmp_from = [0; 16];

@@ -158,6 +158,8 @@ pub struct SocketError {
     /// The kernel told no socket of the error and did not say that none matched: which socket ignored it
     /// is for user space to look up (`pipeline::enrich::sockets`).
     pub unreported: bool,
+    /// The interface the ICMP error came in on, 0 if unknown.
+    pub ifindex: u32,
     /// The process that owns the socket (the one that created it, else the first holder /proc shows).
     pub owner: Option<OwnerInfo>,
 }
@@ -237,6 +239,7 @@ pub mod samples {
             recverr: None,
             sock_ino: None,
             unreported: false,
+            ifindex: 0,
             owner: None,
         }
     }

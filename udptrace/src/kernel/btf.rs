@@ -92,6 +92,7 @@ impl KernelBtf {
             skb_dev: self.member_offset("sk_buff", "dev")?,
             skb_sk: self.member_offset("sk_buff", "sk")?,
             dev_net: self.member_offset("net_device", "nd_net.net")?,
+            dev_ifindex: self.member_offset("net_device", "ifindex")?,
         })
     }
 

@@ -6,26 +6,39 @@ use std::{
     fs::{self, File},
     io,
     os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
+    path::{Path, PathBuf},
 };
 
 /// Every network namespace in use (a process is in it, or `ip netns` named it), by inode, with a handle
-/// to enter it.
+/// to enter it. Holding the handles keeps the namespaces alive: drop them soon.
 pub fn namespaces() -> HashMap<u64, File> {
+    paths().into_iter().filter_map(|(ino, path)| Some((ino, open(ino, &path).ok()?))).collect()
+}
+
+/// Where each network namespace in use can be opened, by inode. Nothing is held open.
+pub fn paths() -> HashMap<u64, PathBuf> {
     let mut found = HashMap::new();
-    let procs =
-        procfs::process::all_processes().into_iter().flatten().flatten().map(|p| format!("/proc/{}/ns/net", p.pid()));
-    let named = fs::read_dir("/run/netns").into_iter().flatten().flatten().map(|e| e.path().display().to_string());
+    let procs = procfs::process::all_processes()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|p| PathBuf::from(format!("/proc/{}/ns/net", p.pid())));
+    let named = fs::read_dir("/run/netns").into_iter().flatten().flatten().map(|e| e.path());
     for path in procs.chain(named) {
-        let Ok(meta) = fs::metadata(&path) else {
-            continue;
-        };
-        if let std::collections::hash_map::Entry::Vacant(slot) = found.entry(meta.ino())
-            && let Ok(file) = File::open(&path)
-        {
-            slot.insert(file);
+        if let Ok(meta) = fs::metadata(&path) {
+            found.entry(meta.ino()).or_insert(path);
         }
     }
     found
+}
+
+/// Opens the namespace `ino` at `path`, if `path` still is that namespace.
+pub fn open(ino: u64, path: &Path) -> io::Result<File> {
+    let file = File::open(path)?;
+    if file.metadata()?.ino() != ino {
+        return Err(io::Error::other(format!("{} is another namespace now", path.display())));
+    }
+    Ok(file)
 }
 
 /// The inode of udptrace's own network namespace.

@@ -19,8 +19,10 @@ use self::{
     owner::{Lookup, Resolver},
     sockets::SocketTable,
 };
+use udptrace_common::{icmp, icmpv6};
+
 use crate::{
-    domain::{Cause, Event, SocketError, Verdict},
+    domain::{Cause, Event, Family, SocketError, Verdict},
     kernel::tables::icmp_errno,
     pipeline::decode::recorded_owner,
 };
@@ -132,10 +134,21 @@ impl Enricher {
         let Some(remote) = e.remote else {
             return;
         };
-        let Some(found) = self.sockets.find(u64::from(e.meta.netns), e.local, remote) else {
+        let Some(found) = self.sockets.find(u64::from(e.meta.netns), e.ifindex, e.local, remote) else {
             return;
         };
-        e.verdict = Some(if found.connected { Verdict::IgnoredSoftError } else { Verdict::IgnoredUnconnected });
+        // A frag-needed the kernel reported to nobody was dropped for the socket's path MTU setting
+        // (IP_PMTUDISC_DONT), whatever IP_RECVERR says; a packet-too-big, for IPv6's (ip6_sk_accept_pmtu).
+        // Only the first, on a connected socket, has a verdict that says so.
+        let pmtu = e.icmp.map(|i| (e.family, i.icmp_type, i.code));
+        e.verdict = match pmtu {
+            Some((Family::Ipv4, icmp::DEST_UNREACH, icmp::FRAG_NEEDED)) if found.connected => {
+                Some(Verdict::IgnoredSoftError)
+            }
+            Some((Family::Ipv4, icmp::DEST_UNREACH, icmp::FRAG_NEEDED) | (Family::Ipv6, icmpv6::PKT_TOOBIG, _)) => None,
+            _ if found.connected => Some(Verdict::IgnoredSoftError),
+            _ => Some(Verdict::IgnoredUnconnected),
+        };
         e.sock_ino = Some(found.inode);
         if e.owner.is_none()
             && let Some(creators) = &self.creators

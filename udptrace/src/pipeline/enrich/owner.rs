@@ -1,9 +1,9 @@
 //! The process, cgroup and container behind a socket.
 //!
-//! The programs record the last process seen sending on each socket. For a socket no send was seen on
-//! (opened before udptrace started, or on a kernel without a send hook), the socket's inode is looked up
-//! in `/proc/*/fd`, as `ss -p` does: cached, and rescanned at most once a second; an event whose socket the
-//! last scan did not see waits for the next one. Unknown stays unknown.
+//! The programs record the process that created each socket. For a socket created before udptrace started
+//! (or where the cgroup program could not attach), the socket's inode is looked up in `/proc/*/fd`, as
+//! `ss -p` does: cached, and rescanned at most once a second; an event whose socket the last scan could not
+//! have seen waits for the next one. Unknown stays unknown.
 
 use std::{
     collections::HashMap,

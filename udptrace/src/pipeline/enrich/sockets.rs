@@ -28,9 +28,12 @@ use crate::pipeline::netns;
 const TCP_ESTABLISHED: u8 = 1;
 /// A lookup stands for its 4-tuple this long: a flood of errors about one flow asks once.
 const REMEMBER: Duration = Duration::from_secs(1);
-/// At most this many lookups and namespaces are remembered.
+/// At most this many lookups are remembered.
 const MAX_REMEMBERED: usize = 4096;
-const MAX_NAMESPACES: usize = 256;
+/// A namespace's sock_diag socket is closed after this long unused: an open one keeps its namespace
+/// alive, and a pod's namespace must go when the pod does. A namespace whose socket could not be opened
+/// is tried again after as long.
+const IDLE: Duration = Duration::from_secs(10);
 /// How long the kernel may take to answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_millis(200);
 
@@ -44,13 +47,16 @@ pub struct Found {
 
 #[derive(Default)]
 pub struct SocketTable {
-    /// A sock_diag socket per network namespace, by inode; `None` where one could not be opened.
-    diag: HashMap<u64, Option<Socket>>,
-    /// Namespaces in use, with a handle to enter them; read again when one is missing, at most once a second.
-    namespaces: HashMap<u64, File>,
+    /// A sock_diag socket per network namespace, by inode, and when it was last used; `None` where one
+    /// could not be opened.
+    diag: HashMap<u64, (Instant, Option<Socket>)>,
+    /// Where the namespaces in use can be opened; read again when one is missing, at most once a second.
+    namespaces: HashMap<u64, std::path::PathBuf>,
     namespaces_read: Option<Instant>,
-    /// Recent answers, by namespace and 4-tuple.
-    recent: HashMap<(u64, SocketAddr, SocketAddr), (Instant, Option<Found>)>,
+    /// Namespaces whose table could not be read, said once each.
+    said: std::collections::HashSet<u64>,
+    /// Recent answers, by namespace, interface and 4-tuple.
+    recent: HashMap<(u64, u32, SocketAddr, SocketAddr), (Instant, Option<Found>)>,
 }
 
 /// Why a namespace's socket table cannot be read, said once per namespace.
@@ -62,15 +68,16 @@ fn say_unreadable(netns: u64, why: &io::Error) {
 }
 
 impl SocketTable {
-    /// The UDP (or UDP-Lite) socket of namespace `netns` that an error quoting `local -> remote` matches.
-    pub fn find(&mut self, netns: u64, local: SocketAddr, remote: SocketAddr) -> Option<Found> {
-        let key = (netns, local, remote);
+    /// The UDP (or UDP-Lite) socket of namespace `netns` that an error quoting `local -> remote`, come in on
+    /// interface `ifindex` (0: unknown), matches.
+    pub fn find(&mut self, netns: u64, ifindex: u32, local: SocketAddr, remote: SocketAddr) -> Option<Found> {
+        let key = (netns, ifindex, local, remote);
         if let Some((at, found)) = self.recent.get(&key)
             && at.elapsed() < REMEMBER
         {
             return *found;
         }
-        let found = self.ask(netns, local, remote);
+        let found = self.ask(netns, ifindex, local, remote);
         if self.recent.len() >= MAX_REMEMBERED {
             self.recent.retain(|_, (at, _)| at.elapsed() < REMEMBER);
             if self.recent.len() >= MAX_REMEMBERED {
@@ -81,43 +88,49 @@ impl SocketTable {
         found
     }
 
-    fn ask(&mut self, netns: u64, local: SocketAddr, remote: SocketAddr) -> Option<Found> {
+    fn ask(&mut self, netns: u64, ifindex: u32, local: SocketAddr, remote: SocketAddr) -> Option<Found> {
         let socket = self.socket(netns)?;
         // A failed exchange (the kernel did not answer in time) leaves the verdict unknown, like no socket.
         [IPPROTO_UDP, IPPROTO_UDPLITE]
             .into_iter()
-            .find_map(|protocol| query(socket, protocol, local, remote).ok().flatten())
+            .find_map(|protocol| query(socket, protocol, ifindex, local, remote).ok().flatten())
     }
 
-    /// The sock_diag socket of `netns`, opened inside it the first time.
+    /// The sock_diag socket of `netns`, opened inside it when there is none (or it was idle).
     fn socket(&mut self, netns: u64) -> Option<&Socket> {
+        self.diag.retain(|_, (used, _)| used.elapsed() < IDLE);
         if !self.diag.contains_key(&netns) {
-            if self.diag.len() >= MAX_NAMESPACES {
-                self.diag.clear();
-            }
             let opened = if netns::own() == Some(netns) {
                 open()
             } else {
-                match self.namespace(netns) {
-                    Some(namespace) => netns::inside(namespace, open),
-                    None => Err(io::Error::other("no process is in it and no name refers to it any more")),
-                }
+                self.namespace(netns).and_then(|namespace| netns::inside(&namespace, open))
             };
-            if let Err(why) = &opened {
+            if let Err(why) = &opened
+                && self.said.len() < 4096
+                && self.said.insert(netns)
+            {
                 say_unreadable(netns, why);
             }
-            self.diag.insert(netns, opened.ok());
+            self.diag.insert(netns, (Instant::now(), opened.ok()));
         }
-        self.diag.get(&netns)?.as_ref()
+        let (used, socket) = self.diag.get_mut(&netns)?;
+        if socket.is_some() {
+            *used = Instant::now();
+        }
+        socket.as_ref()
     }
 
-    fn namespace(&mut self, netns: u64) -> Option<&File> {
+    /// A handle to `netns`, opened now and closed by the caller.
+    fn namespace(&mut self, netns: u64) -> io::Result<File> {
         let stale = self.namespaces_read.is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
         if !self.namespaces.contains_key(&netns) && stale {
-            self.namespaces = netns::namespaces();
+            self.namespaces = netns::paths();
             self.namespaces_read = Some(Instant::now());
         }
-        self.namespaces.get(&netns)
+        match self.namespaces.get(&netns) {
+            Some(path) => netns::open(netns, path),
+            None => Err(io::Error::other("no process is in it and no name refers to it any more")),
+        }
     }
 }
 
@@ -131,7 +144,7 @@ fn open() -> io::Result<Socket> {
     set_receive_timeout(&socket, ANSWER_TIMEOUT)?;
     // A dump of no state lists nothing, but only a kernel that can list UDP sockets answers it with Done.
     let mut probe =
-        request(IPPROTO_UDP, "0.0.0.0:0".parse().expect("an address"), "0.0.0.0:0".parse().expect("an address"));
+        request(IPPROTO_UDP, 0, "0.0.0.0:0".parse().expect("an address"), "0.0.0.0:0".parse().expect("an address"));
     probe.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     if let NetlinkPayload::InnerMessage(SockDiagMessage::InetRequest(request)) = &mut probe.payload {
         request.states = StateFlags::empty();
@@ -174,7 +187,7 @@ fn set_receive_timeout(socket: &Socket, timeout: Duration) -> io::Result<()> {
 
 /// The request for the socket an error quoting `local -> remote` would match. The kernel's fields are the
 /// receive path's: `src` is the peer, `dst` the local socket ("swapped for historical reasons").
-fn request(protocol: u8, local: SocketAddr, remote: SocketAddr) -> NetlinkMessage<SockDiagMessage> {
+fn request(protocol: u8, ifindex: u32, local: SocketAddr, remote: SocketAddr) -> NetlinkMessage<SockDiagMessage> {
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST;
     NetlinkMessage::new(
@@ -189,7 +202,7 @@ fn request(protocol: u8, local: SocketAddr, remote: SocketAddr) -> NetlinkMessag
                 destination_port: local.port(),
                 source_address: remote.ip(),
                 destination_address: local.ip(),
-                interface_id: 0,
+                interface_id: ifindex,
                 // INET_DIAG_NOCOOKIE: any socket, whatever its cookie.
                 cookie: [0xff; 8],
             },
@@ -199,8 +212,14 @@ fn request(protocol: u8, local: SocketAddr, remote: SocketAddr) -> NetlinkMessag
 }
 
 /// Asks once; `Ok(None)` when the table holds no such socket.
-fn query(socket: &Socket, protocol: u8, local: SocketAddr, remote: SocketAddr) -> io::Result<Option<Found>> {
-    let reply = exchange(socket, &mut request(protocol, local, remote))?;
+fn query(
+    socket: &Socket,
+    protocol: u8,
+    ifindex: u32,
+    local: SocketAddr,
+    remote: SocketAddr,
+) -> io::Result<Option<Found>> {
+    let reply = exchange(socket, &mut request(protocol, ifindex, local, remote))?;
     Ok(match reply.payload {
         NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
             let cookie = response.header.socket_id.cookie;
@@ -236,22 +255,22 @@ mod tests {
         let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let connected = UdpSocket::bind("127.0.0.1:0").unwrap();
         connected.connect(peer).unwrap();
-        let found = table.find(here, connected.local_addr().unwrap(), peer).expect("the connected socket");
+        let found = table.find(here, 0, connected.local_addr().unwrap(), peer).expect("the connected socket");
         assert!(found.connected);
         assert_eq!(found.inode, inode_of(&connected));
         assert_ne!(found.cookie, 0);
         let unconnected = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let found = table.find(here, unconnected.local_addr().unwrap(), peer).expect("the unconnected socket");
+        let found = table.find(here, 0, unconnected.local_addr().unwrap(), peer).expect("the unconnected socket");
         assert!(!found.connected);
         assert_eq!(found.inode, inode_of(&unconnected));
         let gone = unconnected.local_addr().unwrap();
         drop(unconnected);
         // Remembered for a second, then asked again.
-        assert!(table.find(here, gone, peer).is_some());
+        assert!(table.find(here, 0, gone, peer).is_some());
         table.recent.clear();
-        assert_eq!(table.find(here, gone, peer), None);
+        assert_eq!(table.find(here, 0, gone, peer), None);
         let v6 = UdpSocket::bind("[::1]:0").unwrap();
-        let found = table.find(here, v6.local_addr().unwrap(), "[::1]:9".parse().unwrap()).expect("an IPv6 socket");
+        let found = table.find(here, 0, v6.local_addr().unwrap(), "[::1]:9".parse().unwrap()).expect("an IPv6 socket");
         assert_eq!(found.inode, inode_of(&v6));
     }
 }
