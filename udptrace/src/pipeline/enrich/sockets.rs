@@ -31,9 +31,11 @@ const REMEMBER: Duration = Duration::from_secs(1);
 /// At most this many lookups are remembered.
 const MAX_REMEMBERED: usize = 4096;
 /// A namespace's sock_diag socket is closed after this long unused: an open one keeps its namespace
-/// alive, and a pod's namespace must go when the pod does. A namespace whose socket could not be opened
-/// is tried again after as long.
+/// alive, and a pod's namespace must go when the pod does.
 const IDLE: Duration = Duration::from_secs(10);
+/// A namespace whose socket could not be opened is tried again after this long: its inode number may
+/// belong to a new namespace by then (the kernel reuses them).
+const RETRY: Duration = Duration::from_secs(1);
 /// How long the kernel may take to answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_millis(200);
 
@@ -50,9 +52,8 @@ pub struct SocketTable {
     /// A sock_diag socket per network namespace, by inode, and when it was last used; `None` where one
     /// could not be opened.
     diag: HashMap<u64, (Instant, Option<Socket>)>,
-    /// Where the namespaces in use can be opened; read again when one is missing, at most once a second.
+    /// Where the namespaces in use can be opened; read again when one cannot be.
     namespaces: HashMap<u64, std::path::PathBuf>,
-    namespaces_read: Option<Instant>,
     /// Namespaces whose table could not be read, said once each.
     said: std::collections::HashSet<u64>,
     /// Recent answers, by namespace, interface and 4-tuple.
@@ -98,7 +99,7 @@ impl SocketTable {
 
     /// The sock_diag socket of `netns`, opened inside it when there is none (or it was idle).
     fn socket(&mut self, netns: u64) -> Option<&Socket> {
-        self.diag.retain(|_, (used, _)| used.elapsed() < IDLE);
+        self.diag.retain(|_, (used, socket)| used.elapsed() < if socket.is_some() { IDLE } else { RETRY });
         if !self.diag.contains_key(&netns) {
             let opened = if netns::own() == Some(netns) {
                 open()
@@ -120,13 +121,15 @@ impl SocketTable {
         socket.as_ref()
     }
 
-    /// A handle to `netns`, opened now and closed by the caller.
+    /// A handle to `netns`, opened now and closed by the caller. A path that no longer leads to it (its
+    /// process exited, its name was deleted, its inode number went to a new namespace) is looked for again.
     fn namespace(&mut self, netns: u64) -> io::Result<File> {
-        let stale = self.namespaces_read.is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
-        if !self.namespaces.contains_key(&netns) && stale {
-            self.namespaces = netns::paths();
-            self.namespaces_read = Some(Instant::now());
+        if let Some(path) = self.namespaces.get(&netns)
+            && let Ok(file) = netns::open(netns, path)
+        {
+            return Ok(file);
         }
+        self.namespaces = netns::paths();
         match self.namespaces.get(&netns) {
             Some(path) => netns::open(netns, path),
             None => Err(io::Error::other("no process is in it and no name refers to it any more")),
@@ -255,6 +258,9 @@ mod tests {
         let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let connected = UdpSocket::bind("127.0.0.1:0").unwrap();
         connected.connect(peer).unwrap();
+        // The interface the error came in on (loopback's is 1) does not matter to an unbound socket.
+        let on_lo = table.find(here, 1, connected.local_addr().unwrap(), peer);
+        assert_eq!(on_lo.map(|f| f.inode), Some(inode_of(&connected)), "found through lo");
         let found = table.find(here, 0, connected.local_addr().unwrap(), peer).expect("the connected socket");
         assert!(found.connected);
         assert_eq!(found.inode, inode_of(&connected));
