@@ -107,7 +107,13 @@ fn trace(cli: Cli, facts: &KernelFacts) -> Result<()> {
         }
         logs => logs.and_then(Result::ok),
     };
-    let stages = session::Stages { enricher: Enricher::new(creators, cli.verbose), filter, counters, stats, logs };
+    let stages = session::Stages {
+        enricher: Enricher::new(creators, facts.cgroup2.clone(), cli.verbose),
+        filter,
+        counters,
+        stats,
+        logs,
+    };
 
     let (sinks, server) = runtime.block_on(sinks(&cli, &outcomes))?;
     let serving = cli.metrics.map(|addr| format!("; metrics on http://{addr}/metrics")).unwrap_or_default();

@@ -51,7 +51,7 @@ pub struct Enricher {
 }
 
 impl Enricher {
-    pub fn new(creators: Option<Creators>, verbose: bool) -> Self {
+    pub fn new(creators: Option<Creators>, cgroup_root: Option<std::path::PathBuf>, verbose: bool) -> Self {
         let kallsyms = match Kallsyms::load() {
             Ok(k) => Some(k),
             Err(e) => {
@@ -61,7 +61,7 @@ impl Enricher {
         };
         Self {
             kallsyms,
-            owners: Resolver::new(),
+            owners: Resolver::new(cgroup_root),
             sockets: SocketTable::default(),
             creators,
             verbose,
@@ -213,13 +213,9 @@ mod tests {
     /// Events leave in order; one whose owner /proc must name holds the ones behind it until it can.
     #[test]
     fn events_wait_in_order_for_an_owner_scan() {
-        let mut enricher = Enricher::new(None, false);
+        let mut enricher = Enricher::new(None, None, false);
         let first = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let ino = |s: &std::net::UdpSocket| {
-            use std::os::unix::fs::MetadataExt as _;
-            let fd = std::os::fd::AsRawFd::as_raw_fd(s);
-            std::fs::metadata(format!("/proc/self/fd/{fd}")).unwrap().ino()
-        };
+        let ino = owner::tests::inode_of;
         let error_on = |ino: u64| Event::SocketError(SocketError { sock_ino: Some(ino), ..samples::socket_error() });
         enricher.push(error_on(ino(&first)), Instant::now());
         let Some(Event::SocketError(e)) = enricher.next() else { panic!("the first event is complete") };

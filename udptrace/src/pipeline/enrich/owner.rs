@@ -42,14 +42,9 @@ pub struct Resolver {
 }
 
 impl Resolver {
-    pub fn new() -> Self {
-        Self {
-            sockets: HashMap::new(),
-            last_scan: None,
-            cgroups: HashMap::new(),
-            cgroup_root: cgroup2_mount(),
-            last_cgroup_scan: None,
-        }
+    /// `cgroup_root`: where the cgroup v2 hierarchy is mounted (`KernelFacts::cgroup2`).
+    pub fn new(cgroup_root: Option<PathBuf>) -> Self {
+        Self { sockets: HashMap::new(), last_scan: None, cgroups: HashMap::new(), cgroup_root, last_cgroup_scan: None }
     }
 
     /// Completes an owner the kernel recorded: its cgroup path and container.
@@ -147,12 +142,6 @@ impl Resolver {
     }
 }
 
-/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on hybrid hosts).
-fn cgroup2_mount() -> Option<PathBuf> {
-    let mounts = Process::myself().and_then(|p| p.mountinfo()).ok()?;
-    mounts.into_iter().find(|m| m.fs_type == "cgroup2").map(|m| m.mount_point)
-}
-
 /// The cgroups `pid` is in, one per hierarchy.
 fn cgroups_of(pid: u32) -> Option<Vec<procfs::ProcessCGroup>> {
     Process::new(i32::try_from(pid).ok()?).and_then(|p| p.cgroups()).ok().map(|c| c.0)
@@ -178,7 +167,7 @@ pub fn container_id(cgroup: &str) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use super::*;
 
     const ID: &str = "4f9a1c0e2b7d8e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f";
@@ -207,7 +196,7 @@ mod tests {
     fn finds_its_own_socket_through_proc() {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let ino = inode_of(&socket);
-        let Lookup::Found(owner) = Resolver::new().by_socket_inode(ino, Instant::now(), true) else {
+        let Lookup::Found(owner) = Resolver::new(None).by_socket_inode(ino, Instant::now(), true) else {
             panic!("the socket's owner")
         };
         assert_eq!(owner.pid, std::process::id());
@@ -216,7 +205,8 @@ mod tests {
         assert_eq!(owner.cgroup.as_deref(), own.lines().find_map(|l| l.strip_prefix("0::")));
     }
 
-    fn inode_of(socket: &std::net::UdpSocket) -> u64 {
+    /// The inode number of one of this process's sockets, as `/proc/self/fd` shows it.
+    pub fn inode_of(socket: &std::net::UdpSocket) -> u64 {
         let fd = std::os::fd::AsRawFd::as_raw_fd(socket);
         fs::metadata(format!("/proc/self/fd/{fd}")).unwrap().ino()
     }
@@ -225,7 +215,7 @@ mod tests {
     /// next scan instead of going without an owner; a socket no scan since its event has seen is unknown.
     #[test]
     fn a_socket_newer_than_the_last_scan_waits_for_the_next() {
-        let mut resolver = Resolver::new();
+        let mut resolver = Resolver::new(None);
         let first = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         assert!(matches!(resolver.by_socket_inode(inode_of(&first), Instant::now(), true), Lookup::Found(_)));
         let second = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();

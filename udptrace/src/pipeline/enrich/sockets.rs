@@ -47,6 +47,9 @@ pub struct Found {
     pub cookie: u64,
 }
 
+/// What a lookup is for: the namespace, the interface, the quoted local and remote addresses.
+type Flow = (u64, u32, SocketAddr, SocketAddr);
+
 #[derive(Default)]
 pub struct SocketTable {
     /// A sock_diag socket per network namespace, by inode, and when it was last used; `None` where one
@@ -56,8 +59,8 @@ pub struct SocketTable {
     namespaces: HashMap<u64, std::path::PathBuf>,
     /// Namespaces whose table could not be read, said once each.
     said: std::collections::HashSet<u64>,
-    /// Recent answers, by namespace, interface and 4-tuple.
-    recent: HashMap<(u64, u32, SocketAddr, SocketAddr), (Instant, Option<Found>)>,
+    /// Recent answers, and when each was given.
+    recent: HashMap<Flow, (Instant, Option<Found>)>,
 }
 
 /// Why a namespace's socket table cannot be read, said once per namespace.
@@ -240,14 +243,11 @@ fn query(
 
 #[cfg(test)]
 mod tests {
-    use std::{net::UdpSocket, os::unix::fs::MetadataExt as _};
+    use std::net::UdpSocket;
 
     use super::*;
 
-    fn inode_of(socket: &UdpSocket) -> u64 {
-        let fd = std::os::fd::AsRawFd::as_raw_fd(socket);
-        std::fs::metadata(format!("/proc/self/fd/{fd}")).unwrap().ino()
-    }
+    use crate::pipeline::enrich::owner::tests::inode_of;
 
     /// This process's own sockets, in its own namespace: a connected one by its peer, an unconnected one
     /// whatever the peer, and nothing for a 4-tuple no socket has.
