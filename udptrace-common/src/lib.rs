@@ -33,8 +33,40 @@ pub mod names {
     pub const OFFSETS: &str = "OFFSETS";
     /// The read-only global of [`Config`](super::Config).
     pub const CONFIG: &str = "CONFIG";
+    /// Whether the programs count records in the kernel, and in which generation ([`tally`](super::tally)).
+    pub const TALLY: &str = "TALLY";
+    /// The counted records, two generations per record type: `[generation 0, generation 1]`.
+    pub const SOCKET_ERROR_TALLIES: [&str; 2] = ["SOCKET_ERRORS_0", "SOCKET_ERRORS_1"];
+    pub const ICMP_SENT_TALLIES: [&str; 2] = ["ICMP_SENT_0", "ICMP_SENT_1"];
     /// Every map user space opens by name.
-    pub const MAPS: &[&str] = &[EVENTS, PERF_EVENTS, STATS, OWNERS];
+    pub const MAPS: &[&str] = &[
+        EVENTS,
+        PERF_EVENTS,
+        STATS,
+        OWNERS,
+        TALLY,
+        SOCKET_ERROR_TALLIES[0],
+        SOCKET_ERROR_TALLIES[1],
+        ICMP_SENT_TALLIES[0],
+        ICMP_SENT_TALLIES[1],
+    ];
+}
+
+/// Counting in the kernel: when only counts are wanted (`--summary`, `--quiet`, `--metrics --quiet`), a
+/// record is not handed over but counted in a hash map keyed by the record itself, its time zeroed. The
+/// `TALLY` array's one value says where: [`STREAM`](tally::STREAM) (every record to the buffer, the state
+/// after load), or the generation counted in. User space switches the generation, waits until no program
+/// can still be counting in the old one (an RCU grace period), then reads and empties it. A record that
+/// finds its generation full goes to the buffer instead, so nothing is dropped.
+pub mod tally {
+    /// Records go to the buffer.
+    pub const STREAM: u32 = 0;
+    /// Records are counted in generation 0 (`*_0` maps).
+    pub const GENERATION_0: u32 = 1;
+    /// Records are counted in generation 1 (`*_1` maps).
+    pub const GENERATION_1: u32 = 2;
+    /// Distinct records one generation of one record type holds (per-CPU counts: 8 bytes per entry and CPU).
+    pub const ENTRIES: u32 = 2048;
 }
 
 /// Indexes of the per-CPU `STATS` counters.
@@ -332,6 +364,10 @@ mod pod {
     unsafe impl aya::Pod for super::KernelOffsets {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Owner {}
+    // SAFETY: as above (the tally maps' keys).
+    unsafe impl aya::Pod for super::SocketError {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::IcmpSent {}
 }
 
 /// Compile-time checks that the layouts have no implicit padding (sizes are the sum of the fields).

@@ -2,6 +2,7 @@
 //! - `recv.rs`: an ICMP error reaching a UDP socket (`socket_error`);
 //! - `send.rs`: an ICMP error this host emits (`icmp_sent`);
 //! - `owner.rs`: who owns a socket, recorded when its process creates it;
+//! - `tally.rs`: records counted in the kernel, when only counts are wanted;
 //! - `kernel.rs`: arguments in every mode, kernel memory through offsets user space resolved from BTF,
 //!   the per-CPU slots;
 //! - `filter.rs`: the filter options, applied before an event takes buffer space.
@@ -18,6 +19,7 @@ mod kernel;
 mod owner;
 mod recv;
 mod send;
+mod tally;
 
 use aya_ebpf::{
     EbpfContext,
@@ -85,13 +87,14 @@ fn output<C: EbpfContext, T>(ctx: &C, record: &T) {
     }
 }
 
-/// Emits a record that passed the filter options (`filter::*_passes`), or counts it filtered out.
+/// Emits a record that passed the filter options (`filter::*_passes`): counted in the kernel when only
+/// counts are wanted, else handed over. One that did not pass is counted filtered out.
 #[inline(always)]
-pub(crate) fn emit<C: EbpfContext, T>(ctx: &C, record: &T, passes: bool) {
-    if passes {
-        output(ctx, record);
-    } else {
+pub(crate) fn emit<C: EbpfContext, T: tally::Tallied>(ctx: &C, record: &mut T, passes: bool) {
+    if !passes {
         count(stat::FILTERED);
+    } else if !tally::count(record) {
+        output(ctx, record);
     }
 }
 

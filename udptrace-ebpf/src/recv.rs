@@ -212,7 +212,8 @@ fn udp_err_exit<C: EbpfContext>(ctx: &C, ret: Option<i64>) -> ReadResult<()> {
         event.flags |= socket_error_flags::UNREPORTED;
         verdict::UNKNOWN
     };
-    emit(ctx, event, filter::socket_error_passes(event));
+    let passes = filter::socket_error_passes(event);
+    emit(ctx, event, passes);
     Ok(())
 }
 
@@ -329,7 +330,8 @@ fn inet_sk_error_report(ctx: &RawTracePointContext) -> ReadResult<()> {
     if event.remote_port != 0 {
         event.flags |= socket_error_flags::REMOTE_KNOWN;
     }
-    emit(ctx, event, filter::socket_error_passes(event));
+    let passes = filter::socket_error_passes(event);
+    emit(ctx, event, passes);
     Ok(())
 }
 

@@ -353,7 +353,8 @@ fn icmp_send_exit<C: EbpfContext>(ctx: &C) -> ReadResult<()> {
             slot.event.header.kind = kind::ICMP_SUPPRESSED;
             slot.event.flags |= slot.suppressed;
         }
-        emit(ctx, &slot.event, filter::icmp_sent_passes(&slot.event));
+        let passes = filter::icmp_sent_passes(&slot.event);
+        emit(ctx, &mut slot.event, passes);
     }
     slot.active = 0;
     Ok(())
@@ -459,6 +460,7 @@ fn icmp_send_tracepoint(ctx: &RawTracePointContext) -> ReadResult<()> {
     let skb: *const u8 = ctx.get(0)?;
     let (icmp_type, icmp_code) = (ctx.get::<u64>(1)? as u8, ctx.get::<u64>(2)? as u8);
     fill(ctx, probe::TRACEPOINT, AF_INET, skb, icmp_type, icmp_code, &mut slot.event)?;
-    emit(ctx, &slot.event, filter::icmp_sent_passes(&slot.event));
+    let passes = filter::icmp_sent_passes(&slot.event);
+    emit(ctx, &mut slot.event, passes);
     Ok(())
 }

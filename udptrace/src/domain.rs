@@ -162,6 +162,9 @@ pub struct SocketError {
     pub ifindex: u32,
     /// The process that owns the socket (the one that created it, else the first holder /proc shows).
     pub owner: Option<OwnerInfo>,
+    /// How many such errors this event stands for: 1, or, when the programs count in the kernel
+    /// (`pipeline::tally`), how many they counted since the last read.
+    pub count: u64,
 }
 
 /// The packet an ICMP error is about.
@@ -183,6 +186,8 @@ pub struct IcmpSent {
     /// Kernel return addresses at the hook, innermost first.
     pub stack: Vec<u64>,
     pub cause: Cause,
+    /// How many such errors this event stands for (see `SocketError::count`).
+    pub count: u64,
 }
 
 /// ICMP errors this host wanted to send and a rate limit stopped.
@@ -191,7 +196,8 @@ pub struct IcmpSuppressed {
     pub meta: Meta,
     pub family: Family,
     pub scope: Scope,
-    /// 1 for an error a hook saw; the counter's increase for counts read from the kernel's counters.
+    /// 1 for an error a hook saw, or how many the programs counted (`pipeline::tally`); the counter's
+    /// increase for counts read from the kernel's counters.
     pub count: u64,
     /// The error that was not sent, as the hook saw it; `None` for counts from counters.
     pub attempt: Option<IcmpSent>,
@@ -207,6 +213,18 @@ pub enum Event {
         time: SystemTime,
         count: u64,
     },
+}
+
+impl Event {
+    /// How many errors the event stands for (`Lost` stands for none that were seen).
+    pub fn count(&self) -> u64 {
+        match self {
+            Event::SocketError(e) => e.count,
+            Event::IcmpSent(e) => e.count,
+            Event::IcmpSuppressed(e) => e.count,
+            Event::Lost { .. } => 0,
+        }
+    }
 }
 
 /// Sample events for the tests of every stage: the ones the programs' records in `pipeline::decode`'s
@@ -241,6 +259,7 @@ pub mod samples {
             unreported: false,
             ifindex: 0,
             owner: None,
+            count: 1,
         }
     }
 
@@ -274,6 +293,7 @@ pub mod samples {
             }),
             stack: vec![0xffff_ffff_8100_0010, 0xffff_ffff_8200_0020],
             cause: Cause::Other,
+            count: 1,
         }
     }
 

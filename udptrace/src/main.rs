@@ -25,7 +25,7 @@ use crate::{
         privileges, probes,
     },
     output::{Sink, json::JsonSink, metrics, summary::SummarySink, text::TextSink},
-    pipeline::{counters, enrich::Enricher, session, source::Source},
+    pipeline::{counters, enrich::Enricher, session, source::Source, tally::Tally},
 };
 
 fn main() -> ExitCode {
@@ -107,12 +107,25 @@ fn trace(cli: Cli, facts: &KernelFacts) -> Result<()> {
         }
         logs => logs.and_then(Result::ok),
     };
+    // Where only counts are wanted, the programs count in the kernel instead of handing over a record per
+    // error; `--count` stops after a number of events, so it needs them one by one.
+    let counts_only = (cli.quiet || cli.summary.is_some()) && cli.count.is_none();
+    let tally = match counts_only.then(|| Tally::start(&mut ebpf)) {
+        Some(Err(e)) => {
+            if cli.verbose {
+                eprintln!("udptrace: counting in the kernel is off, events are handed over: {}", one_line(&e));
+            }
+            None
+        }
+        tally => tally.and_then(Result::ok),
+    };
     let stages = session::Stages {
         enricher: Enricher::new(creators, facts.cgroup2.clone(), cli.verbose),
         filter,
         counters,
         stats,
         logs,
+        tally,
     };
 
     let (sinks, server) = runtime.block_on(sinks(&cli, &outcomes))?;

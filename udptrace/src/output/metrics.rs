@@ -110,10 +110,10 @@ impl Metrics {
                 if self.addresses {
                     labels.push(("remote", e.remote.map_or_else(|| "unknown".to_owned(), |r| r.to_string())));
                 }
-                self.socket_errors.get_or_create(&labels).inc();
+                self.socket_errors.get_or_create(&labels).inc_by(e.count);
             }
             Event::IcmpSent(e) => {
-                self.icmp_sent.get_or_create(&self.sent_labels(e)).inc();
+                self.icmp_sent.get_or_create(&self.sent_labels(e)).inc_by(e.count);
             }
             Event::IcmpSuppressed(e) => {
                 let mut labels = vec![("scope", e.scope.as_str().to_owned()), ("family", e.family.as_str().to_owned())];

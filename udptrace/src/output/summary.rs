@@ -113,7 +113,7 @@ impl Key {
                     pid: e.owner.as_ref().map(|o| o.pid),
                     comm: e.owner.as_ref().map(|o| o.comm.clone()),
                 },
-                1,
+                e.count,
             )),
             Event::IcmpSent(e) => Some((
                 Key {
@@ -124,7 +124,7 @@ impl Key {
                     pid: None,
                     comm: None,
                 },
-                1,
+                e.count,
             )),
             Event::IcmpSuppressed(e) => Some((
                 Key {

@@ -107,6 +107,11 @@ impl Clock {
     }
 }
 
+/// CLOCK_BOOTTIME now, as the programs stamp records.
+pub fn boot_time_ns() -> u64 {
+    u64::try_from(clock_ns(libc::CLOCK_BOOTTIME)).unwrap_or(0)
+}
+
 fn clock_ns(clock: libc::clockid_t) -> i128 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: a valid clock id and a valid pointer.
@@ -165,6 +170,7 @@ pub fn decode(bytes: &[u8], clock: Clock) -> Result<Event, DecodeError> {
                 unreported: has(socket_error_flags::UNREPORTED),
                 ifindex: raw.ifindex,
                 owner: has(socket_error_flags::OWNER_KNOWN).then(|| recorded_owner(&raw.owner)),
+                count: 1,
             }))
         }
         kind::ICMP_SENT | kind::ICMP_SUPPRESSED => {
@@ -182,6 +188,7 @@ pub fn decode(bytes: &[u8], clock: Clock) -> Result<Event, DecodeError> {
                 }),
                 stack: raw.stack[..frames.min(raw.stack.len())].to_vec(),
                 cause: Cause::Other,
+                count: 1,
             };
             if header.kind == kind::ICMP_SENT {
                 return Ok(Event::IcmpSent(sent));

@@ -325,6 +325,7 @@ mod tests {
             unreported: false,
             ifindex: 0,
             owner: owner.map(|(pid, comm)| OwnerInfo { pid, comm: comm.to_owned(), ..Default::default() }),
+            count: 1,
         })
     }
 
@@ -341,6 +342,7 @@ mod tests {
             }),
             stack: Vec::new(),
             cause: Cause::NoListener,
+            count: 1,
         })
     }
 

@@ -3,6 +3,7 @@
 //! - `source`: the ring buffer or the per-CPU perf buffers the programs write to;
 //! - `decode`: their `#[repr(C)]` records into domain events;
 //! - `enrich`: what user space adds (errno, owner, cause), in arrival order;
+//! - `tally`: the counts the programs keep instead of records, when only counts are wanted;
 //! - `counters`: the kernel's rate-limit counters, for modes whose hooks do not see the limits;
 //! - `netns`: the network namespaces, and work done inside one;
 //! - `filter`: the filter options, again, for what the programs could not decide;
@@ -15,3 +16,4 @@ pub mod filter;
 pub mod netns;
 pub mod session;
 pub mod source;
+pub mod tally;

@@ -20,6 +20,7 @@ use super::{
     enrich::Enricher,
     filter::Filter,
     source::Source,
+    tally::Tally,
 };
 use crate::{domain::Event, output::Sink};
 
@@ -48,6 +49,8 @@ pub struct Stages {
     pub stats: PerCpuArray<MapData, u64>,
     /// What the programs log (`-v`: the reads that failed).
     pub logs: Option<aya_log::EbpfLogger<crate::kernel::loader::ProgramLog>>,
+    /// The counts the programs keep instead of records, when only counts are wanted.
+    pub tally: Option<Tally>,
 }
 
 /// What a session saw, for the closing line.
@@ -121,7 +124,12 @@ pub async fn run(mut source: Source, stages: Stages, sinks: Vec<Box<dyn Sink>>, 
             () = sleep_until(session.stages.enricher.wake_at().map(Into::into)) => session.pass_on(),
             _ = housekeeping.tick() => session.housekeeping(),
             _ = period_tick.tick(), if period.is_some() => {
-                session.each_sink(|sink| if sink.period().is_some() { sink.end_period() } else { Ok(()) })
+                // A period's table includes what the kernel counted up to its end.
+                match session.read_tally() {
+                    ControlFlow::Continue(()) => session
+                        .each_sink(|sink| if sink.period().is_some() { sink.end_period() } else { Ok(()) }),
+                    stop => stop,
+                }
             }
         };
         if let ControlFlow::Break(stop) = step {
@@ -134,6 +142,7 @@ pub async fn run(mut source: Source, stages: Stages, sinks: Vec<Box<dyn Sink>>, 
     // What arrived before the stop is still shown, unless an output is gone or the count is reached.
     // Bounded: under a flood records keep coming until the programs are detached.
     if matches!(stop, Stop::Signal | Stop::Duration) {
+        let _ = session.stop_tally();
         session.stages.enricher.end();
         for _ in 0..64 {
             if session.drain(&mut source).is_break() || !source.has_more() {
@@ -193,12 +202,10 @@ impl Session {
     /// Filters, counts and hands one event to every sink.
     fn event(&mut self, event: Event) -> ControlFlow<Stop> {
         if !self.stages.filter.matches(&event) {
-            self.filtered_here += 1;
+            self.filtered_here += event.count();
             return ControlFlow::Continue(());
         }
-        if !matches!(event, Event::Lost { .. }) {
-            self.totals.events += 1;
-        }
+        self.totals.events += event.count();
         self.each_sink(|sink| sink.event(&event))?;
         if self.options.count.is_some_and(|n| self.totals.events >= n) {
             return ControlFlow::Break(Stop::Count);
@@ -226,7 +233,44 @@ impl Session {
             logs.flush();
         }
         self.read_lost()?;
-        self.read_counters()
+        self.read_counters()?;
+        self.read_tally()
+    }
+
+    /// Hands on what the programs counted since the last read.
+    fn read_tally(&mut self) -> ControlFlow<Stop> {
+        let Some(tally) = &mut self.stages.tally else { return ControlFlow::Continue(()) };
+        let read = tally.read(self.clock);
+        self.tallied(read)
+    }
+
+    /// The programs hand records over again, and what they counted is handed on.
+    fn stop_tally(&mut self) -> ControlFlow<Stop> {
+        let Some(tally) = &mut self.stages.tally else { return ControlFlow::Continue(()) };
+        let read = tally.stop(self.clock);
+        self.tallied(read)
+    }
+
+    fn tallied(&mut self, read: Result<Vec<Event>>) -> ControlFlow<Stop> {
+        match read {
+            Ok(events) => {
+                let now = Instant::now();
+                for event in events {
+                    self.stages.enricher.push(event, now);
+                }
+            }
+            Err(e) => {
+                // The programs may still be counting: tell them to hand records over, and go on without.
+                if let Some(mut tally) = self.stages.tally.take() {
+                    let _ = tally.stop(self.clock);
+                }
+                eprintln!(
+                    "udptrace: warning: {}; events are handed over one by one from now on",
+                    crate::one_line(&e.context("reading the counts kept in the kernel"))
+                );
+            }
+        }
+        self.pass_on()
     }
 
     /// Emits a `lost` event for what the kernel dropped since the last read.
