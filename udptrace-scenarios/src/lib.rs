@@ -3,6 +3,7 @@
 //! (`cargo test`, tracepoint mode) and inside each QEMU kernel (`cargo xtask vm-test`).
 
 pub mod bench;
+pub mod bench_traffic;
 pub mod helper;
 pub mod netns;
 mod packets;

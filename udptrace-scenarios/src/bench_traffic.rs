@@ -1,0 +1,339 @@
+//! The benchmark's traffic, each side in a process of its own, so that neither shares a process with the
+//! harness or with the other: `udptrace-bench` runs itself again as `udptrace-bench __traffic ...`.
+//!
+//! - `__traffic send NETNS ADDR:PORT SECONDS BYTES connected|unconnected`: enters the network namespace at
+//!   the path NETNS, then sends datagrams of BYTES bytes in a tight loop for SECONDS, with `send()` on a
+//!   socket connected to ADDR:PORT or with `send_to()` on an unconnected one. A failed send is counted and
+//!   the loop goes on. Prints `sent=N failed=N elapsed_ns=N error=TEXT` (the first failure, or `-`).
+//! - `__traffic receive NETNS ADDR:PORT`: enters NETNS, binds ADDR:PORT with a 64 MiB receive buffer
+//!   (`SO_RCVBUFFORCE`), prints `ready`, and counts what `recvmmsg()` returns, 64 datagrams a call at most,
+//!   until its standard input closes; then it drains until nothing has come for 200 ms and prints
+//!   `received=N`.
+
+use std::{
+    fs::File,
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{SocketAddr, UdpSocket},
+    os::{fd::AsRawFd as _, unix::process::ExitStatusExt as _},
+    process::{Child, ChildStdin, Command, ExitCode, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::netns::Netns;
+
+/// The first argument that makes `udptrace-bench` one side of the traffic.
+pub const COMMAND: &str = "__traffic";
+
+/// The receive buffer of the receiving socket: room for every datagram of a burst.
+const RECEIVE_BUFFER: libc::c_int = 64 << 20;
+/// Datagrams per `recvmmsg()` call, at most.
+const BATCH: usize = 64;
+/// How long the receiver goes on after its input closes, once nothing more arrives.
+const DRAIN: Duration = Duration::from_millis(200);
+
+/// `udptrace-bench __traffic ARGS`: one side of the traffic. `args` are those after `__traffic`.
+pub fn main(args: &[String]) -> ExitCode {
+    let result = match args.first().map(String::as_str) {
+        Some("send") => send_main(&args[1..]),
+        Some("receive") => receive_main(&args[1..]),
+        _ => Err(anyhow::anyhow!(
+            "usage: {COMMAND} send NETNS ADDR:PORT SECONDS BYTES connected|unconnected, or {COMMAND} receive NETNS ADDR:PORT"
+        )),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("udptrace-bench {COMMAND}: {}", crate::one_line(&format!("{e:#}")));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Moves this process (it has one thread yet) into the network namespace at `path`.
+fn enter(path: &str) -> Result<()> {
+    let file = File::open(path).with_context(|| format!("opening {path}"))?;
+    // SAFETY: a valid namespace fd; the process has no other thread to leave behind.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("entering {path}"));
+    }
+    Ok(())
+}
+
+fn address(text: &str) -> Result<SocketAddr> {
+    text.parse().map_err(|_| anyhow::anyhow!("`{text}` is not an ADDR:PORT"))
+}
+
+fn send_main(args: &[String]) -> Result<()> {
+    let [netns, to, seconds, bytes, how] = args else {
+        bail!("usage: {COMMAND} send NETNS ADDR:PORT SECONDS BYTES connected|unconnected");
+    };
+    let to = address(to)?;
+    let seconds = match seconds.parse::<f64>() {
+        Ok(s) if s > 0.0 && s <= 3600.0 => s,
+        _ => bail!("`{seconds}` is not a number of seconds from 0 to 3600"),
+    };
+    let bytes = match bytes.parse::<usize>() {
+        Ok(n) if n <= 1400 => n,
+        _ => bail!("`{bytes}` is not a datagram size from 0 to 1400 bytes"),
+    };
+    let connected = match how.as_str() {
+        "connected" => true,
+        "unconnected" => false,
+        _ => bail!("`{how}`: connected or unconnected"),
+    };
+    enter(netns)?;
+    let socket = UdpSocket::bind(SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0)).context("binding")?;
+    if connected {
+        socket.connect(to).with_context(|| format!("connecting to {to}"))?;
+    }
+    let payload = vec![0u8; bytes];
+    let deadline = Duration::from_secs_f64(seconds);
+    let (mut sent, mut failed, mut first_error) = (0u64, 0u64, None);
+    let start = Instant::now();
+    while start.elapsed() < deadline {
+        for _ in 0..64 {
+            let result = if connected { socket.send(&payload) } else { socket.send_to(&payload, to) };
+            match result {
+                Ok(_) => sent += 1,
+                Err(e) => {
+                    failed += 1;
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    let error = first_error.map_or_else(|| "-".to_owned(), |e| e.to_string());
+    println!("sent={sent} failed={failed} elapsed_ns={} error={error}", elapsed.as_nanos());
+    Ok(())
+}
+
+fn receive_main(args: &[String]) -> Result<()> {
+    let [netns, bind] = args else {
+        bail!("usage: {COMMAND} receive NETNS ADDR:PORT");
+    };
+    let bind = address(bind)?;
+    enter(netns)?;
+    let socket = UdpSocket::bind(bind).with_context(|| format!("binding {bind}"))?;
+    crate::packets::set_int_option(&socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RECEIVE_BUFFER)
+        .context("SO_RCVBUFFORCE")?;
+    // A blocked receive wakes this often to look whether the input closed.
+    socket.set_read_timeout(Some(Duration::from_millis(20)))?;
+    let closed = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&closed);
+    std::thread::spawn(move || {
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        flag.store(true, Ordering::Relaxed);
+    });
+    println!("ready");
+    std::io::stdout().flush()?;
+
+    let mut buffers = vec![[0u8; 256]; BATCH];
+    let mut iovecs: Vec<libc::iovec> =
+        buffers.iter_mut().map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() }).collect();
+    // SAFETY: mmsghdr is plain data; zeroed is a valid (empty) value.
+    let mut messages: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
+    for (message, iovec) in messages.iter_mut().zip(iovecs.iter_mut()) {
+        message.msg_hdr.msg_iov = iovec;
+        message.msg_hdr.msg_iovlen = 1;
+    }
+    let mut received = 0u64;
+    let mut last = Instant::now();
+    let mut closed_at: Option<Instant> = None;
+    loop {
+        // SAFETY: BATCH headers, each pointing at one live buffer of its length; no timeout argument.
+        let n = unsafe {
+            libc::recvmmsg(
+                socket.as_raw_fd(),
+                messages.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if n > 0 {
+            received += n as u64;
+            last = Instant::now();
+        } else if n < 0 {
+            let error = std::io::Error::last_os_error();
+            if !matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) {
+                return Err(error).context("recvmmsg");
+            }
+        }
+        if closed_at.is_none() && closed.load(Ordering::Relaxed) {
+            closed_at = Some(Instant::now());
+        }
+        if let Some(at) = closed_at
+            && ((at.elapsed() >= DRAIN && last.elapsed() >= DRAIN) || at.elapsed() >= Duration::from_secs(10))
+        {
+            break;
+        }
+    }
+    println!("received={received}");
+    Ok(())
+}
+
+/// A child process, killed if it is still running when this drops.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn traffic_command(args: &[&str]) -> Result<Command> {
+    let exe = std::env::current_exe().context("finding the benchmark's own binary")?;
+    let mut command = Command::new(exe);
+    command.arg(COMMAND).args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    Ok(command)
+}
+
+/// The first line the process wrote to stderr, once it has exited.
+fn stderr_of(child: &mut Child) -> String {
+    let mut text = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        let _ = stderr.read_to_string(&mut text);
+    }
+    crate::one_line(text.trim())
+}
+
+/// What a sender did.
+#[derive(Clone, Debug, Default)]
+pub struct Sent {
+    pub datagrams: u64,
+    pub failed: u64,
+    pub elapsed: Duration,
+    /// The first failed send, if one failed.
+    pub error: Option<String>,
+}
+
+impl Sent {
+    pub fn rate(&self) -> f64 {
+        self.datagrams as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn parse(line: &str) -> Option<Self> {
+        let (counts, error) = line.split_once(" error=")?;
+        let mut fields = counts.split(' ').map(|f| f.split_once('='));
+        let mut next = |key: &str| match fields.next() {
+            Some(Some((k, v))) if k == key => v.parse::<u64>().ok(),
+            _ => None,
+        };
+        let (datagrams, failed, nanos) = (next("sent")?, next("failed")?, next("elapsed_ns")?);
+        (nanos > 0).then(|| Sent {
+            datagrams,
+            failed,
+            elapsed: Duration::from_nanos(nanos),
+            error: (error != "-").then(|| error.to_owned()),
+        })
+    }
+}
+
+/// Sends from a process of its own in `ns` for `seconds`: to `to` on a connected socket with `send()`, or
+/// with `send_to()` on an unconnected one. Returns when the sender has exited.
+pub fn send(ns: &Netns, to: SocketAddr, seconds: f64, bytes: usize, connected: bool) -> Result<Sent> {
+    let (path, to, secs, bytes) = (ns.path(), to.to_string(), seconds.to_string(), bytes.to_string());
+    let how = if connected { "connected" } else { "unconnected" };
+    let mut command = traffic_command(&["send", &path, &to, &secs, &bytes, how])?;
+    let mut child = Process(command.stdin(Stdio::null()).spawn().context("starting the sender")?);
+    // Emulated machines are slow to start a process; the sender ends by itself after `seconds`.
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds) + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.0.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            bail!("the sender did not finish within {seconds} s and a minute");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut out = String::new();
+    if let Some(mut stdout) = child.0.stdout.take() {
+        stdout.read_to_string(&mut out)?;
+    }
+    if !status.success() {
+        let how = status.signal().map_or_else(|| format!("{status}"), |s| format!("signal {s}"));
+        bail!("the sender failed ({how}): {}", stderr_of(&mut child.0));
+    }
+    Sent::parse(out.trim()).with_context(|| format!("the sender said {:?}", out.trim()))
+}
+
+/// A receiver in a process of its own, counting what arrives until [`Receiver::finish`].
+pub struct Receiver {
+    child: Process,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Receiver {
+    /// Starts the receiver bound to `bind` in `ns`; returns once it is ready to receive.
+    pub fn start(ns: &Netns, bind: SocketAddr) -> Result<Self> {
+        let (path, bind) = (ns.path(), bind.to_string());
+        let mut command = traffic_command(&["receive", &path, &bind])?;
+        let mut child = Process(command.stdin(Stdio::piped()).spawn().context("starting the receiver")?);
+        let stdin = child.0.stdin.take();
+        let stdout = child.0.stdout.take().context("the receiver's stdout")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut receiver = Self { child, stdin, lines };
+        match receiver.lines.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) if line == "ready" => Ok(receiver),
+            Ok(line) => bail!("the receiver said {line:?}"),
+            Err(_) => receiver.failed("did not get ready"),
+        }
+    }
+
+    fn failed<T>(&mut self, what: &str) -> Result<T> {
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
+        bail!("the receiver {what}: {}", stderr_of(&mut self.child.0))
+    }
+
+    /// Closes the receiver's input; it drains what is still on its way and says how many datagrams it
+    /// received in all.
+    pub fn finish(mut self) -> Result<u64> {
+        drop(self.stdin.take());
+        let line = match self.lines.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => line,
+            Err(_) => return self.failed("did not report"),
+        };
+        let _ = self.child.0.wait();
+        line.strip_prefix("received=")
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("the receiver said {line:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_what_the_sender_says() {
+        let sent = Sent::parse("sent=120 failed=2 elapsed_ns=1000000000 error=Connection refused (os error 111)")
+            .expect("parses");
+        assert_eq!((sent.datagrams, sent.failed, sent.elapsed), (120, 2, Duration::from_secs(1)));
+        assert_eq!(sent.error.as_deref(), Some("Connection refused (os error 111)"));
+        assert_eq!(sent.rate(), 120.0);
+        assert!(Sent::parse("sent=1 failed=0 elapsed_ns=5 error=-").is_some_and(|s| s.error.is_none()));
+        assert!(Sent::parse("sent=1 failed=0 elapsed_ns=0 error=-").is_none());
+        assert!(Sent::parse("sent=x failed=0 elapsed_ns=5 error=-").is_none());
+        assert!(Sent::parse("failed=0 sent=1 elapsed_ns=5 error=-").is_none());
+        assert!(Sent::parse("").is_none());
+    }
+}
