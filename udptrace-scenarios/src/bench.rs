@@ -1,29 +1,34 @@
 //! `udptrace-bench`: what it costs to leave udptrace on, measured side by side in one run.
 //!
-//! Two network namespaces joined by a veth pair; a sender thread in one, the kernel's UDP and ICMP paths in
-//! the other. Every figure is a ratio or a paired comparison from the same run: each round measures every
-//! variant once, in a rotating order, and the median over rounds is reported, because these machines are
-//! noisy. Nothing here asserts a time; `--smoke` checks only that every part ran and that the error path's
-//! events add up.
+//! Two network namespaces joined by a veth pair. The traffic runs in processes of its own (see
+//! `bench_traffic`): a sender in the client's namespace that sends 32-byte datagrams in a tight loop and
+//! times itself, and on the hot path a receiver in the server's namespace. The harness only starts and
+//! stops them, and reads counters before and after. Every figure is a ratio or a paired comparison from the
+//! same run: each round measures every variant once, in a rotating order, and the median over rounds is
+//! reported, because these machines are noisy. Nothing here asserts a time; `--smoke` checks only that
+//! every part ran and that the error path's events add up.
 //!
-//! 1. Hot path: datagrams per second to an open port, with no tracer and with udptrace in each mode.
-//! 2. Error path: datagrams per second to a closed port with the ICMP rate limits off (`icmp_ratemask` 0):
-//!    no tracer, udptrace per mode, a bpftrace script on the same tracepoints (`bench/errors.bt`), and
-//!    `tcpdump -i any icmp -w FILE` in the server's namespace. udptrace's events plus its lost count must
-//!    equal the port-unreachables the kernel counted.
-//! 3. Per-event cost in the kernel: `run_time_ns / run_cnt` of each udptrace program (BPF_ENABLE_STATS).
-//! 4. Start-up (spawn to `udptrace: tracing`) and peak RSS.
+//! 1. Hot path: datagrams per second with `send()` on a connected socket to an open port, with no tracer
+//!    and with udptrace in each mode. The receiver takes them with `recvmmsg()`, 64 at a time, into a
+//!    64 MiB receive buffer, so that it keeps up; whether every datagram took the healthy path is checked,
+//!    not assumed: the server's `Udp: RcvbufErrors` and `InErrors` must not move, and the receiver must
+//!    have every datagram sent. BPF statistics give every udptrace program's runs per datagram: a
+//!    program that runs per datagram shows about 1.
+//! 2. Error path: datagrams per second with `send_to()` on an unconnected socket to a closed port, with the
+//!    ICMP rate limits off (`icmp_ratemask` 0), so that every datagram draws a port unreachable and no
+//!    error stops the sender: no tracer, udptrace per mode with `--quiet` and with `--summary 1`, a
+//!    bpftrace script on the same tracepoints (`bench/errors.bt`), and `tcpdump -i any icmp -w FILE` in the
+//!    server's namespace. udptrace's events plus its lost count must equal the port unreachables the
+//!    kernel counted; and the per-program cost, from BPF statistics.
+//! 3. Start-up (spawn to `udptrace: tracing`) and peak RSS.
 
 use std::{
+    collections::{BTreeMap, BTreeSet},
     fmt::Write as _,
     io::{BufRead as _, BufReader},
-    net::{SocketAddr, UdpSocket},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
     time::{Duration, Instant},
 };
 
@@ -31,8 +36,9 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{
     Config,
+    bench_traffic::{self, Sent},
     netns::{Netns, veth},
-    packets::{icmp_counters, udp_socket},
+    packets::icmp_counters,
     tracer::{Tracer, closing_counts},
 };
 
@@ -40,7 +46,15 @@ const CLIENT: &str = "10.241.0.1";
 const SERVER: &str = "10.241.0.2";
 const OPEN_PORT: u16 = 9000;
 const CLOSED_PORT: u16 = 9001;
+/// The size of every datagram sent: small, so that the per-datagram path is measured, not copying.
+pub const DATAGRAM_BYTES: usize = 32;
+/// How long the error path waits after the sender before it reads the counters and stops a tracer: what
+/// is still in the buffers reaches udptrace.
+const SETTLE: Duration = Duration::from_millis(1500);
+/// The same for the variants that account for nothing: the last port unreachables go out.
+const SETTLE_SHORT: Duration = Duration::from_millis(200);
 
+#[derive(Clone, Debug)]
 pub struct Options {
     pub udptrace: PathBuf,
     /// Modes to measure; those that do not attach here are reported as such.
@@ -57,7 +71,10 @@ pub struct Options {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Variant {
     Bare,
+    /// udptrace in this mode, `--quiet`: every event read, decoded and counted, none printed.
     Udptrace(String),
+    /// udptrace in this mode, `--summary 1`: a table a second on a pipe that is read.
+    Summary(String),
     Bpftrace,
     Tcpdump,
 }
@@ -67,34 +84,114 @@ impl Variant {
         match self {
             Variant::Bare => "no tracer".to_owned(),
             Variant::Udptrace(mode) => format!("udptrace {mode}"),
+            Variant::Summary(mode) => format!("udptrace {mode} --summary 1"),
             Variant::Bpftrace => "bpftrace script".to_owned(),
             Variant::Tcpdump => "tcpdump -i any icmp -w".to_owned(),
         }
     }
+
+    /// udptrace's mode and options in this variant, if it runs udptrace.
+    fn udptrace<'a>(&'a self, server_ns: &'a str) -> Option<(&'a str, Vec<&'a str>)> {
+        match self {
+            Variant::Udptrace(mode) => Some((mode, vec!["--quiet", "--netns", server_ns])),
+            // Not `--quiet`, which would leave the table out: its output is piped and read.
+            Variant::Summary(mode) => Some((mode, vec!["--summary", "1", "--netns", server_ns])),
+            _ => None,
+        }
+    }
 }
 
-/// One per-program figure from BPF statistics.
+/// One udptrace program's BPF statistics over a variant's rounds.
 #[derive(Clone, Debug)]
 pub struct ProgramCost {
-    pub mode: String,
+    pub variant: String,
+    /// As the kernel keeps it (15 characters), with `#2`... when one udptrace loads several of that name.
     pub name: String,
     pub runs: u64,
-    pub ns_per_run: f64,
+    pub run_time_ns: u64,
+    /// Datagrams sent while these runs were counted.
+    pub datagrams: u64,
+}
+
+impl ProgramCost {
+    pub fn runs_per_datagram(&self) -> f64 {
+        self.runs as f64 / self.datagrams as f64
+    }
+}
+
+/// One variant of the hot path: the median rate and ratio, and the datagrams over all its rounds.
+#[derive(Clone, Debug, Default)]
+pub struct HotRow {
+    pub label: String,
+    pub rate: f64,
+    pub ratio: f64,
+    pub rounds: usize,
+    pub sent: u64,
+    pub received: u64,
+    /// The server's `Udp: RcvbufErrors` and `Udp: InErrors`, how much they moved.
+    pub rcvbuf_errors: u64,
+    pub in_errors: u64,
+    /// Rounds in which the receiver got every datagram sent and no UDP error counter moved.
+    pub healthy_rounds: usize,
+}
+
+impl HotRow {
+    pub fn healthy(&self) -> bool {
+        self.rounds > 0 && self.healthy_rounds == self.rounds
+    }
+}
+
+/// One variant of the error path.
+#[derive(Clone, Debug, Default)]
+pub struct ErrorRow {
+    pub label: String,
+    pub rate: f64,
+    pub ratio: f64,
+    pub sent: u64,
+    /// Port unreachables the server sent (`IcmpMsg: OutType3`), over all rounds.
+    pub unreachables: u64,
+}
+
+/// How one udptrace variant accounted for the port unreachables, over its rounds.
+#[derive(Clone, Debug, Default)]
+pub struct Accounting {
+    pub label: String,
+    /// Where the counts come from: the closing line, or the last summary table.
+    pub source: &'static str,
+    pub rounds: usize,
+    pub accounted_rounds: usize,
+    pub kernel: u64,
+    pub events: u64,
+    pub lost: u64,
+}
+
+impl Accounting {
+    pub fn accounted(&self) -> bool {
+        self.rounds > 0 && self.accounted_rounds == self.rounds
+    }
+}
+
+/// Start-up and memory of one way of running udptrace.
+#[derive(Clone, Debug, Default)]
+pub struct Startup {
+    pub label: String,
+    pub startups: Vec<Duration>,
+    pub peak_rss_kib: Option<u64>,
 }
 
 #[derive(Debug, Default)]
 pub struct Report {
-    /// (variant, median datagrams/s, median ratio to no tracer) for the hot path.
-    pub hot: Vec<(String, f64, f64)>,
-    /// The same for the error path.
-    pub error: Vec<(String, f64, f64)>,
-    /// Error path accounting per udptrace run: (mode, kernel ICMP errors, events shown, lost).
-    pub accounting: Vec<(String, u64, u64, u64)>,
-    pub programs: Vec<ProgramCost>,
-    /// (mode, start-up, peak RSS KiB).
-    pub startup: Vec<(String, Duration, Option<u64>)>,
+    pub hot: Vec<HotRow>,
+    /// Every udptrace program loaded on the hot path, with the runs it made there.
+    pub hot_programs: Vec<ProgramCost>,
+    pub error: Vec<ErrorRow>,
+    pub accounting: Vec<Accounting>,
+    pub error_programs: Vec<ProgramCost>,
+    pub startup: Vec<Startup>,
     /// Modes or tools left out, and why.
     pub left_out: Vec<String>,
+    /// What else happened that a reader of the figures should know (failed sends).
+    pub notes: Vec<String>,
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -120,63 +217,34 @@ impl Hosts {
         server.sysctl("net.ipv4.icmp_ratemask", "0")?;
         Ok(Self { client, server })
     }
-}
 
-/// Sends for `seconds` from a socket in `ns`; returns datagrams per second. `connected`: to the open port
-/// with `send`; else to the closed port with `send_to` (errors coming back do not fail the next send).
-fn blast(hosts: &Hosts, connected: bool, seconds: f64) -> Result<f64> {
-    let socket = udp_socket(&hosts.client, format!("{CLIENT}:0").parse()?)?;
-    let payload = [0u8; 64];
-    let deadline = Duration::from_secs_f64(seconds);
-    let start = Instant::now();
-    let mut sent = 0u64;
-    if connected {
-        socket.connect(SocketAddr::new(SERVER.parse()?, OPEN_PORT))?;
-        while start.elapsed() < deadline {
-            for _ in 0..64 {
-                sent += u64::from(socket.send(&payload).is_ok());
-            }
-        }
-    } else {
-        let to = SocketAddr::new(SERVER.parse()?, CLOSED_PORT);
-        while start.elapsed() < deadline {
-            for _ in 0..64 {
-                sent += u64::from(socket.send_to(&payload, to).is_ok());
-            }
-        }
-    }
-    Ok(sent as f64 / start.elapsed().as_secs_f64())
-}
-
-/// A receiver draining the open port, so that the hot path is a delivery, not a drop.
-struct Receiver {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Receiver {
-    fn start(hosts: &Hosts) -> Result<Self> {
-        let socket: UdpSocket = udp_socket(&hosts.server, SocketAddr::new(SERVER.parse()?, OPEN_PORT))?;
-        socket.set_read_timeout(Some(Duration::from_millis(100)))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while !flag.load(Ordering::Relaxed) {
-                let _ = socket.recv(&mut buf);
-            }
-        });
-        Ok(Self { stop, thread: Some(thread) })
+    fn server(port: u16) -> SocketAddr {
+        SocketAddr::new(SERVER.parse().expect("an IPv4 address"), port)
     }
 }
 
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+/// The UDP counters of a namespace that say a datagram did not reach its socket.
+#[derive(Clone, Copy, Debug, Default)]
+struct UdpCounters {
+    in_errors: u64,
+    rcvbuf_errors: u64,
+}
+
+fn udp_counters(ns: &Netns) -> Result<UdpCounters> {
+    let snmp = ns.run(|| std::fs::read_to_string("/proc/thread-self/net/snmp"))??;
+    let lines: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Udp:")).collect();
+    let [names, values] = lines[..] else {
+        bail!("no Udp counters in /proc/net/snmp of {}", ns.name);
+    };
+    let mut counters = UdpCounters::default();
+    for (name, value) in names.split_whitespace().zip(values.split_whitespace()) {
+        match name {
+            "InErrors" => counters.in_errors = value.parse().unwrap_or(0),
+            "RcvbufErrors" => counters.rcvbuf_errors = value.parse().unwrap_or(0),
+            _ => {}
         }
     }
+    Ok(counters)
 }
 
 /// A comparison tool running for the duration of one measurement.
@@ -266,30 +334,128 @@ fn tracer_config(udptrace: &Path, mode: &str) -> Config {
     }
 }
 
-/// The ids of udptrace's eBPF programs loaded now (see `suite::operator::program_ids`).
-fn program_ids() -> Result<std::collections::BTreeSet<u32>> {
-    crate::suite::program_ids()
+/// The eBPF programs process `pid` holds, through a program or a link fd (`prog_id:` in its fdinfo).
+fn programs_of(pid: u32) -> BTreeSet<u32> {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return BTreeSet::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+        .flat_map(|info| {
+            info.lines()
+                .filter_map(|l| l.strip_prefix("prog_id:").and_then(|id| id.trim().parse().ok()))
+                .collect::<Vec<u32>>()
+        })
+        .collect()
 }
 
-/// Which of `modes` attach every hook here, each with its start-up time and why not for the others.
-fn usable_modes(options: &Options, hosts: &Hosts, report: &mut Report) -> Vec<String> {
+/// Per program id: its name, run count and run time (ns) now.
+type Stats = BTreeMap<u32, (String, u64, u64)>;
+
+fn stats_of(ids: &BTreeSet<u32>) -> Stats {
+    aya::programs::loaded_programs()
+        .flatten()
+        .filter(|info| ids.contains(&info.id()))
+        .map(|info| {
+            let name = info.name_as_str().unwrap_or("?").to_owned();
+            (info.id(), (name, info.run_count(), info.run_time().as_nanos() as u64))
+        })
+        .collect()
+}
+
+/// Program costs summed over rounds, by variant and program.
+#[derive(Default)]
+struct Costs(BTreeMap<(String, String), ProgramCost>);
+
+impl Costs {
+    /// Adds what each program did between `before` and `after`, while `datagrams` were sent.
+    fn add(&mut self, label: &str, before: &Stats, after: &Stats, datagrams: u64) {
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        for (id, (name, runs, time)) in after {
+            let (runs_before, time_before) = before.get(id).map_or((0, 0), |(_, r, t)| (*r, *t));
+            let nth = seen.entry(name).or_default();
+            *nth += 1;
+            let name = if *nth == 1 { name.clone() } else { format!("{name} #{nth}") };
+            let cost = self.0.entry((label.to_owned(), name.clone())).or_insert_with(|| ProgramCost {
+                variant: label.to_owned(),
+                name,
+                runs: 0,
+                run_time_ns: 0,
+                datagrams: 0,
+            });
+            cost.runs += runs.saturating_sub(runs_before);
+            cost.run_time_ns += time.saturating_sub(time_before);
+            cost.datagrams += datagrams;
+        }
+    }
+
+    fn into_rows(self, order: &[Variant]) -> Vec<ProgramCost> {
+        let mut rows: Vec<ProgramCost> = self.0.into_values().collect();
+        let rank = |label: &str| order.iter().position(|v| v.label() == label).unwrap_or(usize::MAX);
+        rows.sort_by(|a, b| (rank(&a.variant), &a.name).cmp(&(rank(&b.variant), &b.name)));
+        rows
+    }
+}
+
+/// Start-up times and peak RSS, per way of running udptrace.
+#[derive(Default)]
+struct Starts(Vec<Startup>);
+
+impl Starts {
+    fn entry(&mut self, label: &str) -> &mut Startup {
+        if let Some(at) = self.0.iter().position(|s| s.label == label) {
+            return &mut self.0[at];
+        }
+        self.0.push(Startup { label: label.to_owned(), ..Startup::default() });
+        self.0.last_mut().expect("just pushed")
+    }
+
+    fn rss(&mut self, label: &str, tracer: &Tracer) {
+        let entry = self.entry(label);
+        entry.peak_rss_kib = entry.peak_rss_kib.max(tracer.peak_rss_kib());
+    }
+}
+
+/// udptrace as `variant` runs it, with the programs it loaded; `None` for a variant without udptrace.
+fn start_udptrace(
+    options: &Options,
+    variant: &Variant,
+    server_ns: &str,
+    starts: &mut Starts,
+) -> Result<Option<(Tracer, BTreeSet<u32>)>> {
+    let Some((mode, args)) = variant.udptrace(server_ns) else {
+        return Ok(None);
+    };
+    let before = crate::suite::program_ids()?;
+    let started = Instant::now();
+    let tracer = Tracer::start(&tracer_config(&options.udptrace, mode), &args)?;
+    starts.entry(&variant.label()).startups.push(started.elapsed());
+    // The programs its fds hold; else (no fdinfo) those that appeared while it started.
+    let mut ours = programs_of(tracer.pid());
+    if ours.is_empty() {
+        ours = crate::suite::program_ids()?.difference(&before).copied().collect();
+    }
+    Ok(Some((tracer, ours)))
+}
+
+/// Which of `modes` attach every hook here, each with its start-up time, and why not for the others.
+fn usable_modes(options: &Options, hosts: &Hosts, report: &mut Report, starts: &mut Starts) -> Vec<String> {
+    let server_ns = hosts.server.inode.to_string();
     let mut usable = Vec::new();
     for mode in &options.modes {
-        let started = Instant::now();
-        match Tracer::start(
-            &tracer_config(&options.udptrace, mode),
-            &["--quiet", "--netns", &hosts.server.inode.to_string()],
-        ) {
-            Ok(mut tracer) => {
-                let startup = started.elapsed();
+        let variant = Variant::Udptrace(mode.clone());
+        match start_udptrace(options, &variant, &server_ns, starts) {
+            Ok(Some((mut tracer, _))) => {
                 // A hook this kernel lacks in this mode is said; the mode is measured with the others.
                 for missing in &tracer.not_traced {
                     report.left_out.push(format!("udptrace {mode}, measured without: {missing}"));
                 }
-                report.startup.push((mode.clone(), startup, tracer.peak_rss_kib()));
+                starts.rss(&variant.label(), &tracer);
                 let _ = tracer.stop();
                 usable.push(mode.clone());
             }
+            Ok(None) => {}
             Err(e) => report.left_out.push(format!("udptrace {mode}: {}", crate::one_line(&format!("{e:#}")))),
         }
     }
@@ -297,7 +463,7 @@ fn usable_modes(options: &Options, hosts: &Hosts, report: &mut Report) -> Vec<St
 }
 
 /// Runs `measure` for every variant, `rounds` times, each round in another order; returns per variant the
-/// median rate and the median of its per-round ratio to the bare rate.
+/// median rate and the median of its per-round ratio to the bare rate (the first variant's).
 fn rounds(
     variants: &[Variant],
     rounds: usize,
@@ -324,88 +490,203 @@ fn rounds(
         .collect())
 }
 
+/// Failed sends are not measured datagrams; they are said.
+fn note_failures(notes: &mut Vec<String>, label: &str, path: &str, sent: &Sent) {
+    if sent.failed > 0 {
+        let error = sent.error.as_deref().unwrap_or("?");
+        notes.push(format!("{path}, {label}: {} sends failed ({error}); not counted as sent", sent.failed));
+    }
+}
+
+/// Bad input, said in one line before anything is set up.
+fn check_inputs(options: &Options) -> Result<()> {
+    if !options.udptrace.is_file() {
+        bail!("--udptrace {}: no such file", options.udptrace.display());
+    }
+    if let Some(script) = &options.bpftrace_script
+        && !script.is_file()
+    {
+        bail!("--bpftrace {}: no such file", script.display());
+    }
+    if options.rounds == 0 || !(options.seconds > 0.0 && options.seconds <= 3600.0) {
+        bail!("rounds must be at least 1 and seconds from 0 to 3600");
+    }
+    Ok(())
+}
+
 pub fn run(options: &Options) -> Result<Report> {
+    check_inputs(options)?;
     crate::netns::sweep_stale();
+    let mut options = options.clone();
+    let mut once = BTreeSet::new();
+    options.modes.retain(|mode| once.insert(mode.clone()));
     let hosts = Hosts::new()?;
     let mut report = Report::default();
-    let modes = usable_modes(options, &hosts, &mut report);
-    let server_ns = hosts.server.inode.to_string();
-    let udptrace_args = ["--quiet", "--netns", server_ns.as_str()];
+    let mut starts = Starts::default();
+    // On for both paths: a program that runs per healthy datagram shows in the hot path's run counts.
+    let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enabling BPF run-time statistics")?;
+    let modes = usable_modes(&options, &hosts, &mut report, &mut starts);
+    hot_path(&options, &hosts, &modes, &mut report, &mut starts)?;
+    error_path(&options, &hosts, &modes, &mut report, &mut starts)?;
+    drop(stats);
+    report.startup = starts.0;
+    Ok(report)
+}
 
-    // 1. Hot path.
+/// 1. The hot path: a sender alone in its process, a receiver that keeps up, and whether it did.
+fn hot_path(
+    options: &Options,
+    hosts: &Hosts,
+    modes: &[String],
+    report: &mut Report,
+    starts: &mut Starts,
+) -> Result<()> {
+    let server_ns = hosts.server.inode.to_string();
+    let to = Hosts::server(OPEN_PORT);
     let mut variants = vec![Variant::Bare];
     variants.extend(modes.iter().cloned().map(Variant::Udptrace));
-    {
-        let _receiver = Receiver::start(&hosts)?;
-        report.hot = rounds(&variants, options.rounds, |variant| {
-            let _tracer = match variant {
-                Variant::Udptrace(mode) => {
-                    Some(Tracer::start(&tracer_config(&options.udptrace, mode), &udptrace_args)?)
-                }
-                _ => None,
-            };
-            blast(&hosts, true, options.seconds)
-        })?;
-    }
+    let mut totals: BTreeMap<String, HotRow> = BTreeMap::new();
+    let mut costs = Costs::default();
+    let mut notes = Vec::new();
+    let rates = rounds(&variants, options.rounds, |variant| {
+        let label = variant.label();
+        let mut tracer = start_udptrace(options, variant, &server_ns, starts)?;
+        let ids = tracer.as_ref().map(|(_, ids)| ids.clone()).unwrap_or_default();
+        let receiver = bench_traffic::Receiver::start(&hosts.server, to)?;
+        let udp_before = udp_counters(&hosts.server)?;
+        let stats_before = stats_of(&ids);
+        let sent = bench_traffic::send(&hosts.client, to, options.seconds, DATAGRAM_BYTES, true)?;
+        let received = receiver.finish()?;
+        let stats_after = stats_of(&ids);
+        let udp_after = udp_counters(&hosts.server)?;
+        if let Some((tracer, _)) = &mut tracer {
+            starts.rss(&label, tracer);
+            let line = tracer.stop()?;
+            if let Some((seen, _, lost)) = closing_counts(&line)
+                && seen + lost > 0
+            {
+                notes.push(format!("hot path, {label}: udptrace saw {seen} events and lost {lost}"));
+            }
+            costs.add(&label, &stats_before, &stats_after, sent.datagrams);
+        }
+        note_failures(&mut notes, &label, "hot path", &sent);
+        let row = totals.entry(label.clone()).or_default();
+        let rcvbuf_errors = udp_after.rcvbuf_errors.saturating_sub(udp_before.rcvbuf_errors);
+        let in_errors = udp_after.in_errors.saturating_sub(udp_before.in_errors);
+        row.rounds += 1;
+        row.sent += sent.datagrams;
+        row.received += received;
+        row.rcvbuf_errors += rcvbuf_errors;
+        row.in_errors += in_errors;
+        row.healthy_rounds += usize::from(rcvbuf_errors == 0 && in_errors == 0 && received == sent.datagrams);
+        Ok(sent.rate())
+    })?;
+    report.hot = rates
+        .into_iter()
+        .map(|(label, rate, ratio)| {
+            let row = totals.remove(&label).unwrap_or_default();
+            HotRow { label, rate, ratio, ..row }
+        })
+        .collect();
+    report.hot_programs = costs.into_rows(&variants);
+    report.notes.extend(notes);
+    Ok(())
+}
 
-    // 2. Error path, with accounting; 3. per-program cost from the same udptrace runs.
-    let mut error_variants = variants.clone();
+/// The whole run's counts from `--summary`'s last table: `(events, lost)`.
+fn last_summary(tracer: &mut Tracer) -> Option<(u64, u64)> {
+    // The output is read to its end: udptrace has exited.
+    tracer.collect_for(Duration::from_secs(2));
+    let table = tracer.seen.iter().rev().find(|v| v["event"] == "summary" && v["period"].is_null())?;
+    Some((table["events"].as_u64()?, table["lost"].as_u64()?))
+}
+
+/// 2. The error path: every variant, udptrace's accounting, and its programs' costs.
+fn error_path(
+    options: &Options,
+    hosts: &Hosts,
+    modes: &[String],
+    report: &mut Report,
+    starts: &mut Starts,
+) -> Result<()> {
+    let server_ns = hosts.server.inode.to_string();
+    let to = Hosts::server(CLOSED_PORT);
+    let mut variants = vec![Variant::Bare];
+    variants.extend(modes.iter().cloned().map(Variant::Udptrace));
+    variants.extend(modes.iter().cloned().map(Variant::Summary));
     if let Some(script) = &options.bpftrace_script {
         match Command::new("bpftrace").arg("--version").output() {
-            Ok(out) if out.status.success() => error_variants.push(Variant::Bpftrace),
+            Ok(out) if out.status.success() => variants.push(Variant::Bpftrace),
             _ => report.left_out.push(format!("bpftrace ({}): not installed", script.display())),
         }
     }
     if options.tcpdump {
         match Command::new("tcpdump").arg("--version").output() {
-            Ok(out) if out.status.success() => error_variants.push(Variant::Tcpdump),
+            Ok(out) if out.status.success() => variants.push(Variant::Tcpdump),
             _ => report.left_out.push("tcpdump: not installed".to_owned()),
         }
     }
-    let _tracefs = error_variants.contains(&Variant::Bpftrace).then(Tracefs::ensure);
-    let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enabling BPF run-time statistics")?;
-    let mut accounting = Vec::new();
-    let mut costs: Vec<ProgramCost> = Vec::new();
+    let _tracefs = variants.contains(&Variant::Bpftrace).then(Tracefs::ensure);
+    let mut totals: BTreeMap<String, ErrorRow> = BTreeMap::new();
+    let mut accounting: Vec<Accounting> = Vec::new();
+    let mut costs = Costs::default();
     let mut failed_tools: Vec<String> = Vec::new();
-    report.error = rounds(&error_variants, options.rounds, |variant| {
+    let mut notes = Vec::new();
+    let send = || bench_traffic::send(&hosts.client, to, options.seconds, DATAGRAM_BYTES, false);
+    let rates = rounds(&variants, options.rounds, |variant| {
+        let label = variant.label();
         let before = icmp_counters(&hosts.server)?;
-        match variant {
-            Variant::Bare => blast(&hosts, false, options.seconds),
-            Variant::Udptrace(mode) => {
-                let ids_before = program_ids()?;
-                let mut tracer = Tracer::start(&tracer_config(&options.udptrace, mode), &udptrace_args)?;
-                let ours: Vec<u32> = program_ids()?.difference(&ids_before).copied().collect();
-                let rate = blast(&hosts, false, options.seconds)?;
-                std::thread::sleep(Duration::from_millis(1500));
+        let tool = |command: Command, ready: &str, scratch: Option<PathBuf>| {
+            start_tool(command, ready, scratch).map_err(|e| format!("{label}: {}", crate::one_line(&format!("{e:#}"))))
+        };
+        let sent = match variant {
+            Variant::Bare => send()?,
+            Variant::Udptrace(mode) | Variant::Summary(mode) => {
+                let (mut tracer, ids) = start_udptrace(options, variant, &server_ns, starts)?.context("udptrace")?;
+                let stats_before = stats_of(&ids);
+                let sent = send()?;
+                std::thread::sleep(SETTLE);
                 let kernel = icmp_counters(&hosts.server)?.reported_by(mode) - before.reported_by(mode);
-                for info in aya::programs::loaded_programs().flatten().filter(|i| ours.contains(&i.id())) {
-                    if info.run_count() > 0 {
-                        costs.push(ProgramCost {
-                            mode: mode.clone(),
-                            name: info.name_as_str().unwrap_or("?").to_owned(),
-                            runs: info.run_count(),
-                            ns_per_run: info.run_time().as_nanos() as f64 / info.run_count() as f64,
-                        });
-                    }
-                }
-                let rss = tracer.peak_rss_kib();
+                costs.add(&label, &stats_before, &stats_of(&ids), sent.datagrams);
+                starts.rss(&label, &tracer);
                 let line = tracer.stop()?;
                 let (seen, _, lost) = closing_counts(&line).with_context(|| format!("no counts in {line:?}"))?;
-                accounting.push((mode.clone(), kernel, seen, lost));
-                if let Some(entry) = report.startup.iter_mut().find(|(m, _, _)| m == mode) {
-                    entry.2 = entry.2.max(rss);
-                }
-                Ok(rate)
+                let (source, events, lost) = match variant {
+                    Variant::Summary(_) => match last_summary(&mut tracer) {
+                        Some((events, lost)) => ("its last table", events, lost),
+                        None => {
+                            notes.push(format!(
+                                "error path, {label}: no table for the whole run; counted from the closing line"
+                            ));
+                            ("closing line", seen, lost)
+                        }
+                    },
+                    _ => ("closing line", seen, lost),
+                };
+                let at = match accounting.iter().position(|a| a.label == label) {
+                    Some(at) => at,
+                    None => {
+                        accounting.push(Accounting { label: label.clone(), source, ..Accounting::default() });
+                        accounting.len() - 1
+                    }
+                };
+                let entry = &mut accounting[at];
+                entry.rounds += 1;
+                entry.accounted_rounds += usize::from(events + lost == kernel);
+                entry.kernel += kernel;
+                entry.events += events;
+                entry.lost += lost;
+                sent
             }
             Variant::Bpftrace => {
                 let script = options.bpftrace_script.as_ref().context("no script")?;
                 let mut command = Command::new("bpftrace");
                 command.arg(script);
-                match start_tool(command, "Attaching", None) {
-                    Ok(_tool) => blast(&hosts, false, options.seconds),
+                match tool(command, "Attaching", None) {
+                    Ok(_tool) => send()?,
                     Err(e) => {
-                        failed_tools.push(format!("bpftrace: {}", crate::one_line(&format!("{e:#}"))));
-                        Ok(f64::NAN)
+                        failed_tools.push(e);
+                        return Ok(f64::NAN);
                     }
                 }
             }
@@ -416,76 +697,247 @@ pub fn run(options: &Options) -> Result<Report> {
                     .args(["netns", "exec", &hosts.server.name, "tcpdump", "-i", "any", "-w"])
                     .arg(&file)
                     .arg("icmp");
-                match start_tool(command, "listening on", Some(file)) {
-                    Ok(_tool) => blast(&hosts, false, options.seconds),
+                match tool(command, "listening on", Some(file)) {
+                    Ok(_tool) => send()?,
                     Err(e) => {
-                        failed_tools.push(format!("tcpdump: {}", crate::one_line(&format!("{e:#}"))));
-                        Ok(f64::NAN)
+                        failed_tools.push(e);
+                        return Ok(f64::NAN);
                     }
                 }
             }
+        };
+        if variant.udptrace(&server_ns).is_none() {
+            std::thread::sleep(SETTLE_SHORT);
         }
+        let after = icmp_counters(&hosts.server)?;
+        note_failures(&mut notes, &label, "error path", &sent);
+        let row = totals.entry(label.clone()).or_default();
+        row.sent += sent.datagrams;
+        row.unreachables += after.out_dest_unreach.saturating_sub(before.out_dest_unreach);
+        Ok(sent.rate())
     })?;
-    drop(stats);
+    report.error = rates
+        .into_iter()
+        .map(|(label, rate, ratio)| {
+            let row = totals.remove(&label).unwrap_or_default();
+            ErrorRow { label, rate, ratio, ..row }
+        })
+        .collect();
+    failed_tools.sort();
     failed_tools.dedup();
     report.left_out.extend(failed_tools);
     report.accounting = accounting;
-    // Per program and mode, the run with the most invocations (the others are the same programs, re-loaded).
-    costs.sort_by(|a, b| (&a.mode, &a.name, b.runs).cmp(&(&b.mode, &b.name, a.runs)));
-    costs.dedup_by(|a, b| a.mode == b.mode && a.name == b.name);
-    report.programs = costs;
-    Ok(report)
+    report.error_programs = costs.into_rows(&variants);
+    report.notes.extend(notes);
+    Ok(())
 }
 
 impl Report {
-    /// Whether every udptrace run accounted for every error the kernel sent.
+    /// Whether every udptrace run, with `--quiet` and with `--summary`, accounted for every error the kernel
+    /// sent.
     pub fn accounted(&self) -> bool {
-        !self.accounting.is_empty() && self.accounting.iter().all(|(_, kernel, seen, lost)| seen + lost == *kernel)
+        !self.accounting.is_empty() && self.accounting.iter().all(Accounting::accounted)
     }
 
     pub fn markdown(&self, header: &str) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "{header}");
-        let table = |out: &mut String, title: &str, rows: &[(String, f64, f64)]| {
+        let rounds_word = |ok: usize, all: usize| {
+            if ok == all && all > 0 { "yes".to_owned() } else { format!("NO ({ok} of {all} rounds)") }
+        };
+
+        let _ = writeln!(
+            out,
+            "\n### 1. Hot path: {DATAGRAM_BYTES}-byte datagrams to an open port, received by a process that keeps up\n\n\
+             `send()` on a connected socket, in a process of its own; `recvmmsg()` into a 64 MiB buffer in another. \
+             Sent, received and the server's `Udp:` error counters are summed over the rounds; a datagram took the \
+             healthy path if it was received and neither `RcvbufErrors` nor `InErrors` moved.\n\n\
+             | variant | datagrams/s (median) | ratio to no tracer (median of rounds) | sent | received | `RcvbufErrors` | `InErrors` | every datagram on the healthy path |\n\
+             |---|---:|---:|---:|---:|---:|---:|---|"
+        );
+        for row in &self.hot {
             let _ = writeln!(
                 out,
-                "\n### {title}\n\n| variant | datagrams/s (median) | ratio to no tracer (median of rounds) |\n|---|---:|---:|"
+                "| {} | {:.0} | {:.3} | {} | {} | {} | {} | {} |",
+                row.label,
+                row.rate,
+                row.ratio,
+                row.sent,
+                row.received,
+                row.rcvbuf_errors,
+                row.in_errors,
+                rounds_word(row.healthy_rounds, row.rounds)
             );
-            for (label, rate, ratio) in rows {
-                let _ = writeln!(out, "| {label} | {rate:.0} | {ratio:.3} |");
+        }
+        let programs = |out: &mut String, rows: &[ProgramCost]| {
+            let _ = writeln!(
+                out,
+                "| variant | program | runs | runs per datagram sent | ns per run |\n|---|---|---:|---:|---:|"
+            );
+            for p in rows {
+                let per_run =
+                    if p.runs == 0 { "-".to_owned() } else { format!("{:.0}", p.run_time_ns as f64 / p.runs as f64) };
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {:.3} | {per_run} |",
+                    p.variant,
+                    p.name,
+                    p.runs,
+                    p.runs_per_datagram()
+                );
+            }
+            if rows.is_empty() {
+                let _ = writeln!(out, "| (no udptrace variant was measured) | | | | |");
             }
         };
-        table(&mut out, "1. Hot path: UDP to an open port", &self.hot);
-        table(&mut out, "2. Error path: UDP to a closed port, ICMP rate limits off", &self.error);
         let _ = writeln!(
             out,
-            "\nEvery port-unreachable the kernel sent, as udptrace accounted for it:\n\n| udptrace mode | kernel sent | events | lost | accounted |\n|---|---:|---:|---:|---|"
+            "\nEvery program udptrace loaded, with what it ran while the hot path was measured (BPF statistics, all \
+             rounds): a program that ran for every datagram would show about 1 run per datagram.\n"
         );
-        for (mode, kernel, seen, lost) in &self.accounting {
-            let ok = if seen + lost == *kernel { "yes" } else { "NO" };
-            let _ = writeln!(out, "| {mode} | {kernel} | {seen} | {lost} | {ok} |");
+        programs(&mut out, &self.hot_programs);
+
+        let _ = writeln!(
+            out,
+            "\n### 2. Error path: {DATAGRAM_BYTES}-byte datagrams to a closed port, ICMP rate limits off\n\n\
+             `send_to()` on an unconnected socket, in a process of its own: each datagram draws a port unreachable, \
+             and no error reaches the sender. Sent and port unreachables (`IcmpMsg: OutType3`) over all rounds.\n\n\
+             | variant | datagrams/s (median) | ratio to no tracer (median of rounds) | sent | port unreachables sent |\n\
+             |---|---:|---:|---:|---:|"
+        );
+        for row in &self.error {
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} | {:.3} | {} | {} |",
+                row.label, row.rate, row.ratio, row.sent, row.unreachables
+            );
         }
         let _ = writeln!(
             out,
-            "\n### 3. Per-invocation cost in the kernel (BPF statistics)\n\n| mode | program | runs | ns per run |\n|---|---|---:|---:|"
+            "\nEvery port unreachable the kernel sent, as udptrace accounted for it, over all rounds (in tracepoint \
+             mode the kernel's count includes those it failed to queue, which the tracepoint sees):\n\n\
+             | variant | counted from | rounds | kernel sent | events | lost | accounted |\n|---|---|---:|---:|---:|---:|---|"
         );
-        for p in &self.programs {
-            let _ = writeln!(out, "| {} | {} | {} | {:.0} |", p.mode, p.name, p.runs, p.ns_per_run);
+        for a in &self.accounting {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                a.label,
+                a.source,
+                a.rounds,
+                a.kernel,
+                a.events,
+                a.lost,
+                rounds_word(a.accounted_rounds, a.rounds)
+            );
         }
+        let _ = writeln!(out, "\nudptrace's programs on the error path (BPF statistics, all rounds):\n");
+        programs(&mut out, &self.error_programs);
+
         let _ = writeln!(
             out,
-            "\n### 4. Start-up and memory\n\n| mode | spawn to `udptrace: tracing` | peak RSS |\n|---|---:|---:|"
+            "\n### 3. Start-up and memory\n\n| udptrace | spawn to `udptrace: tracing` (median) | starts | peak RSS (largest) |\n|---|---:|---:|---:|"
         );
-        for (mode, startup, rss) in &self.startup {
-            let rss = rss.map_or_else(|| "?".to_owned(), |kib| format!("{:.1} MiB", kib as f64 / 1024.0));
-            let _ = writeln!(out, "| {mode} | {} ms | {rss} |", startup.as_millis());
+        for s in &self.startup {
+            let rss = s.peak_rss_kib.map_or_else(|| "?".to_owned(), |kib| format!("{:.1} MiB", kib as f64 / 1024.0));
+            let mut ms: Vec<f64> = s.startups.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+            let _ = writeln!(out, "| {} | {:.0} ms | {} | {rss} |", s.label, median(&mut ms), s.startups.len());
         }
-        if !self.left_out.is_empty() {
-            let _ = writeln!(out, "\nLeft out here:\n");
-            for why in &self.left_out {
-                let _ = writeln!(out, "- {why}");
+        for (title, lines) in [("Left out here", &self.left_out), ("Also seen", &self.notes)] {
+            if !lines.is_empty() {
+                let _ = writeln!(out, "\n{title}:\n");
+                for line in lines {
+                    let _ = writeln!(out, "- {line}");
+                }
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(entries: &[(u32, &str, u64, u64)]) -> Stats {
+        entries.iter().map(|(id, name, runs, ns)| (*id, ((*name).to_owned(), *runs, *ns))).collect()
+    }
+
+    #[test]
+    fn program_costs_add_up_over_rounds_and_keep_namesakes_apart() {
+        let mut costs = Costs::default();
+        let label = "udptrace fentry";
+        // Round 1: two programs of one (truncated) name, one that never runs.
+        costs.add(
+            label,
+            &stats(&[(10, "kretprobe_looku", 5, 50), (11, "kretprobe_looku", 0, 0), (12, "tp_icmp_send", 0, 0)]),
+            &stats(&[
+                (10, "kretprobe_looku", 105, 1050),
+                (11, "kretprobe_looku", 100, 2000),
+                (12, "tp_icmp_send", 0, 0),
+            ]),
+            100,
+        );
+        // Round 2: the same programs loaded again, under new ids.
+        costs.add(
+            label,
+            &Stats::new(),
+            &stats(&[(20, "kretprobe_looku", 300, 3000), (21, "kretprobe_looku", 0, 0), (22, "tp_icmp_send", 0, 0)]),
+            300,
+        );
+        let rows = costs.into_rows(&[Variant::Bare, Variant::Udptrace("fentry".into())]);
+        let got: Vec<(&str, u64, u64, u64)> =
+            rows.iter().map(|p| (p.name.as_str(), p.runs, p.run_time_ns, p.datagrams)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("kretprobe_looku", 400, 4000, 400),
+                ("kretprobe_looku #2", 100, 2000, 400),
+                ("tp_icmp_send", 0, 0, 400)
+            ]
+        );
+        assert_eq!(rows[0].runs_per_datagram(), 1.0);
+    }
+
+    #[test]
+    fn medians_and_verdicts() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&mut []).is_nan());
+        let row = HotRow { rounds: 3, healthy_rounds: 2, ..HotRow::default() };
+        assert!(!row.healthy());
+        assert!(HotRow { rounds: 3, healthy_rounds: 3, ..HotRow::default() }.healthy());
+        assert!(!Report::default().accounted());
+    }
+
+    #[test]
+    fn the_markdown_lists_programs_that_did_not_run() {
+        let report = Report {
+            hot: vec![HotRow {
+                label: "udptrace tracepoint".into(),
+                rate: 1000.0,
+                ratio: 0.99,
+                rounds: 1,
+                sent: 1000,
+                received: 990,
+                rcvbuf_errors: 10,
+                in_errors: 10,
+                healthy_rounds: 0,
+            }],
+            hot_programs: vec![ProgramCost {
+                variant: "udptrace tracepoint".into(),
+                name: "tp_icmp_send".into(),
+                runs: 0,
+                run_time_ns: 0,
+                datagrams: 1000,
+            }],
+            ..Report::default()
+        };
+        let text = report.markdown("## header");
+        assert!(
+            text.contains("| udptrace tracepoint | 1000 | 0.990 | 1000 | 990 | 10 | 10 | NO (0 of 1 rounds) |"),
+            "{text}"
+        );
+        assert!(text.contains("| udptrace tracepoint | tp_icmp_send | 0 | 0.000 | - |"), "{text}");
     }
 }
