@@ -223,13 +223,32 @@ fn bench(rounds: usize, seconds: f64, no_vm: bool) -> Result<()> {
 
 const BENCH_INTRO: &str = "# What udptrace costs
 
-Written by `cargo xtask bench` (the sender, the bpftrace script and the harness are in the repository:
-`udptrace-scenarios/src/bench.rs`, `bench/errors.bt`). Two network namespaces joined by veth; a sender thread
-in one. Each round measures every variant once, in a rotating order; the tables give medians over rounds, and
-each variant's ratio to no tracer is the median of its per-round ratios, so that a machine's drift between
-rounds cancels out. udptrace runs with `--quiet --netns SERVER`: it receives, decodes and counts every event,
-and prints none; the bpftrace script prints one line per event to a pipe that is read and dropped; tcpdump
-writes the ICMP packets to a file.
+Written by `cargo xtask bench` (the harness, the traffic and the bpftrace script are in the repository:
+`udptrace-scenarios/src/bench.rs`, `udptrace-scenarios/src/bench_traffic.rs`, `bench/errors.bt`). Two network
+namespaces joined by veth. The traffic runs in processes of its own, not in the harness: a sender in the
+client's namespace sends 32-byte datagrams in a tight loop for the round's seconds and times itself; the
+harness starts it, waits, and reads its count.
+
+- Hot path: `send()` on a connected socket to an open port. The receiver, another process, in the server's
+  namespace, takes the datagrams with `recvmmsg()`, 64 a call at most, into a 64 MiB receive buffer
+  (`SO_RCVBUFFORCE`), and drains until nothing has come for 200 ms after the sender stops. That it kept up
+  is checked, not assumed: the table says per variant whether every datagram sent was received and the
+  server's `Udp: RcvbufErrors` and `InErrors` did not move. BPF statistics are on: every program udptrace
+  loaded is listed with its runs per datagram sent, zero runs included; a program that ran for every
+  datagram would show about 1.
+- Error path: `send_to()` on an unconnected socket to a closed port, with the server's ICMP rate limits off
+  (`icmp_ratemask` 0): every datagram draws a port unreachable, and none reaches the sender as an error, so
+  nothing interrupts the loop. Beside udptrace in each mode: udptrace `--summary 1`, the bpftrace script on
+  the same tracepoints, and `tcpdump -i any icmp -w FILE` in the server's namespace. udptrace's events plus
+  its lost count must equal the port unreachables the kernel counted, in every round.
+
+Each round measures every variant once, in a rotating order; the tables give medians over rounds, and each
+variant's ratio to no tracer is the median of its per-round ratios, so that a machine's drift between rounds
+cancels out. udptrace runs with `--quiet --netns SERVER` (it receives, decodes and counts every event, and
+prints none) or with `--summary 1 --netns SERVER` (a JSON table a second, to a pipe that is read); the
+bpftrace script prints one line per event to a pipe that is read and dropped; tcpdump writes the ICMP packets
+to a file. The QEMU kernels record fentry and kprobe the same way, emulated (TCG) on one CPU that the sender,
+the receiver and the tracer share: compare their ratios, not their rates.
 
 ";
 
