@@ -3,17 +3,80 @@
 //! Rust eBPF programs get no CO-RE relocations, so every structure member the programs read is located
 //! here at start-up and handed to them as [`KernelOffsets`]. A member that moved between kernels is
 //! found wherever it is; one that is missing is an error that names it.
+//!
+//! The reader is udptrace's own and small: the file's bytes, where each type starts, and the named types
+//! in name order. Nothing is decoded until asked for, so reading a vmlinux BTF costs its size and little
+//! more (a general BTF parser builds every type, several times the file). The format is
+//! `include/uapi/linux/btf.h`; the layout section of 7.x kernels, which gives each kind's size, is used
+//! where there is one, so that a kind this reader does not know is skipped, not misread.
 
-use std::path::Path;
+use std::{cmp::Ordering, path::Path};
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use btf_rs::{Btf, Type};
 use udptrace_common::KernelOffsets;
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
+const MAGIC: u16 = 0xeb9f;
+/// `struct btf_type`: name_off, info, size/type.
+const TYPE_HEADER: usize = 12;
+
+/// The kinds this reader looks inside (`BTF_KIND_*`).
+mod kind {
+    pub const INT: u8 = 1;
+    pub const ARRAY: u8 = 3;
+    pub const STRUCT: u8 = 4;
+    pub const UNION: u8 = 5;
+    pub const ENUM: u8 = 6;
+    pub const TYPEDEF: u8 = 8;
+    pub const VOLATILE: u8 = 9;
+    pub const CONST: u8 = 10;
+    pub const RESTRICT: u8 = 11;
+    pub const FUNC: u8 = 12;
+    pub const FUNC_PROTO: u8 = 13;
+    pub const VAR: u8 = 14;
+    pub const DATASEC: u8 = 15;
+    pub const DECL_TAG: u8 = 17;
+    pub const TYPE_TAG: u8 = 18;
+    pub const ENUM64: u8 = 19;
+}
+
+/// Bytes after `struct btf_type` for a kind the layout section does not describe: a fixed part and a part
+/// per `vlen` element (`include/uapi/linux/btf.h`, unchanged from 5.2 to 7.3).
+fn known_layout(kind: u8) -> Option<(usize, usize)> {
+    Some(match kind {
+        kind::INT | kind::VAR | kind::DECL_TAG => (4, 0),
+        kind::ARRAY => (12, 0),
+        kind::STRUCT | kind::UNION | kind::DATASEC | kind::ENUM64 => (0, 12),
+        kind::ENUM | kind::FUNC_PROTO => (0, 8),
+        // PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT, TYPE_TAG.
+        2 | 7 | kind::TYPEDEF | kind::VOLATILE | kind::CONST | kind::RESTRICT | kind::FUNC | 16 | kind::TYPE_TAG => {
+            (0, 0)
+        }
+        _ => return None,
+    })
+}
+
+/// One type, as stored.
+#[derive(Clone, Copy, Debug)]
+struct TypeRef {
+    /// Where its `struct btf_type` starts in `KernelBtf::data`.
+    at: usize,
+    name_off: u32,
+    kind: u8,
+    kind_flag: bool,
+    vlen: usize,
+    /// `size` or `type`, by kind.
+    size_or_type: u32,
+}
+
 pub struct KernelBtf {
-    btf: Btf,
+    data: Vec<u8>,
+    strings: std::ops::Range<usize>,
+    /// Where each type starts; type id `n` is `starts[n - 1]` (id 0 is `void`).
+    starts: Vec<u32>,
+    /// Ids of the named structs, unions, typedefs and functions, sorted by name.
+    by_name: Vec<u32>,
 }
 
 impl KernelBtf {
@@ -29,8 +92,62 @@ impl KernelBtf {
                 path.display()
             );
         }
-        let btf = Btf::from_file(path).with_context(|| format!("reading {}", path.display()))?;
-        Ok(Self { btf })
+        let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::parse(data).with_context(|| format!("reading {}", path.display()))
+    }
+
+    fn parse(data: Vec<u8>) -> Result<Self> {
+        let word = |at: usize| u32_at(&data, at).ok_or_else(|| anyhow!("truncated BTF header"));
+        if u16_at(&data, 0) != Some(MAGIC) {
+            bail!("not BTF in this machine's byte order");
+        }
+        let header_len = word(4)? as usize;
+        let section = |off: usize, len: usize| -> Result<std::ops::Range<usize>> {
+            let start = header_len.checked_add(word(off)? as usize).ok_or_else(|| anyhow!("bad BTF header"))?;
+            let end = start.checked_add(word(len)? as usize).ok_or_else(|| anyhow!("bad BTF header"))?;
+            if end > data.len() {
+                bail!("a BTF section runs past the end of the file");
+            }
+            Ok(start..end)
+        };
+        let types = section(8, 12)?;
+        let strings = section(16, 20)?;
+        // 7.x: `struct btf_layout` {info_sz, elem_sz, flags} per kind, when the header is long enough.
+        let layout = if header_len >= 32 { Some(section(24, 28)?) } else { None };
+        let size_of_kind = |kind: u8| -> Option<(usize, usize)> {
+            if let Some(layout) = &layout {
+                let at = layout.start + 4 * usize::from(kind);
+                if at + 4 <= layout.end {
+                    return Some((usize::from(data[at]), usize::from(data[at + 1])));
+                }
+            }
+            known_layout(kind)
+        };
+
+        let mut starts = Vec::with_capacity(data.len() / 40);
+        let mut at = types.start;
+        while at < types.end {
+            let info = u32_at(&data, at + 4).ok_or_else(|| anyhow!("truncated BTF type"))?;
+            let kind = ((info >> 24) & 0x7f) as u8;
+            let vlen = (info & 0x00ff_ffff) as usize;
+            let (fixed, per_element) = size_of_kind(kind).ok_or_else(|| anyhow!("BTF kind {kind} is unknown"))?;
+            starts.push(u32::try_from(at).context("BTF larger than 4 GiB")?);
+            at += TYPE_HEADER + fixed + per_element * vlen;
+        }
+        if at != types.end {
+            bail!("the last BTF type runs past its section");
+        }
+        let mut btf = Self { data, strings, starts, by_name: Vec::new() };
+        let mut by_name: Vec<u32> = (1..=btf.starts.len() as u32)
+            .filter(|&id| {
+                btf.type_ref(id).is_some_and(|t| {
+                    t.name_off != 0 && matches!(t.kind, kind::STRUCT | kind::UNION | kind::TYPEDEF | kind::FUNC)
+                })
+            })
+            .collect();
+        by_name.sort_unstable_by(|&a, &b| btf.name_of(a).cmp(btf.name_of(b)));
+        btf.by_name = by_name;
+        Ok(btf)
     }
 
     /// The byte offset of `path` (`a.b.c`, anonymous structs and unions searched through) in `struct
@@ -40,12 +157,12 @@ impl KernelBtf {
         let mut offset_bits = 0u32;
         for name in path.split('.') {
             let (bits, member_ty) = self
-                .find_member(&ty, name)?
+                .find_member(ty, name, 0)?
                 .ok_or_else(|| anyhow!("struct {outer} has no member {path} in this kernel's BTF"))?;
             offset_bits += bits;
             ty = member_ty;
         }
-        if !offset_bits.is_multiple_of(8) {
+        if !offset_bits.is_multiple_of(8) || self.is_bitfield_type(ty) {
             bail!("{outer}.{path} is a bitfield in this kernel's BTF");
         }
         Ok(offset_bits / 8)
@@ -53,12 +170,12 @@ impl KernelBtf {
 
     /// Whether the kernel has the tracepoint `name` (every tracepoint has a `btf_trace_<name>` typedef).
     pub fn has_tracepoint(&self, name: &str) -> bool {
-        self.btf.resolve_ids_by_name(&format!("btf_trace_{name}")).is_ok_and(|ids| !ids.is_empty())
+        self.named(&format!("btf_trace_{name}")).any(|t| t.kind == kind::TYPEDEF)
     }
 
     /// Whether `name` is a function in the kernel's BTF (what fentry needs to attach).
     pub fn has_function(&self, name: &str) -> bool {
-        self.btf.resolve_types_by_name(name).is_ok_and(|types| types.iter().any(|t| matches!(t, Type::Func(_))))
+        self.named(name).any(|t| t.kind == kind::FUNC)
     }
 
     /// The offsets of every member udptrace's programs read.
@@ -96,48 +213,113 @@ impl KernelBtf {
         })
     }
 
-    fn named_struct(&self, name: &str) -> Result<Type> {
-        let types = self.btf.resolve_types_by_name(name).unwrap_or_default();
-        types
-            .into_iter()
-            .find(|t| matches!(t, Type::Struct(s) if s.size() > 0))
+    fn type_ref(&self, id: u32) -> Option<TypeRef> {
+        let at = *self.starts.get(usize::try_from(id).ok()?.checked_sub(1)?)? as usize;
+        let info = u32_at(&self.data, at + 4)?;
+        Some(TypeRef {
+            at,
+            name_off: u32_at(&self.data, at)?,
+            kind: ((info >> 24) & 0x7f) as u8,
+            kind_flag: info >> 31 == 1,
+            vlen: (info & 0x00ff_ffff) as usize,
+            size_or_type: u32_at(&self.data, at + 8)?,
+        })
+    }
+
+    /// A string of the string section; empty if the offset is out of it.
+    fn string(&self, offset: u32) -> &[u8] {
+        let start = self.strings.start.saturating_add(offset as usize);
+        let section = self.data.get(start..self.strings.end).unwrap_or_default();
+        let len = section.iter().position(|&b| b == 0).unwrap_or(section.len());
+        &section[..len]
+    }
+
+    fn name_of(&self, id: u32) -> &[u8] {
+        self.type_ref(id).map_or(&[][..], |t| self.string(t.name_off))
+    }
+
+    /// The named structs, unions, typedefs and functions called `name`.
+    fn named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = TypeRef> + 'a {
+        let name = name.as_bytes();
+        let first = self.by_name.partition_point(|&id| self.name_of(id).cmp(name) == Ordering::Less);
+        self.by_name[first..]
+            .iter()
+            .take_while(move |&&id| self.name_of(id) == name)
+            .filter_map(|&id| self.type_ref(id))
+    }
+
+    fn named_struct(&self, name: &str) -> Result<TypeRef> {
+        self.named(name)
+            .find(|t| t.kind == kind::STRUCT && t.size_or_type > 0)
             .ok_or_else(|| anyhow!("struct {name} is not in this kernel's BTF"))
     }
 
     /// Looks `name` up among the members of `ty` (a struct or union, through typedefs and qualifiers),
     /// descending into anonymous members. Returns the member's bit offset and its type.
-    fn find_member(&self, ty: &Type, name: &str) -> Result<Option<(u32, Type)>> {
-        let ty = self.strip(ty.clone())?;
-        let members = match &ty {
-            Type::Struct(s) | Type::Union(s) => &s.members,
-            _ => return Ok(None),
-        };
-        for member in members {
-            let member_name = self.btf.resolve_name(member).unwrap_or_default();
-            let member_ty = self.btf.resolve_chained_type(member)?;
-            if member_name == name {
-                return Ok(Some((member.bit_offset(), member_ty)));
+    fn find_member(&self, ty: TypeRef, name: &str, depth: usize) -> Result<Option<(u32, TypeRef)>> {
+        if depth > 16 {
+            bail!("BTF nests anonymous members deeper than 16");
+        }
+        let ty = self.strip(ty)?;
+        if !matches!(ty.kind, kind::STRUCT | kind::UNION) {
+            return Ok(None);
+        }
+        for index in 0..ty.vlen {
+            let at = ty.at + TYPE_HEADER + 12 * index;
+            let (Some(name_off), Some(type_id), Some(offset)) =
+                (u32_at(&self.data, at), u32_at(&self.data, at + 4), u32_at(&self.data, at + 8))
+            else {
+                bail!("truncated BTF struct");
+            };
+            // With kind_flag, the offset's top byte is the bitfield size (`BTF_MEMBER_BITFIELD_SIZE`).
+            let (bit_offset, bitfield) =
+                if ty.kind_flag { (offset & 0x00ff_ffff, offset >> 24 != 0) } else { (offset, false) };
+            let member_ty = self.type_ref(type_id).ok_or_else(|| anyhow!("BTF member of unknown type {type_id}"))?;
+            let member_name = self.string(name_off);
+            if member_name == name.as_bytes() {
+                if bitfield {
+                    bail!("member {name} is a bitfield in this kernel's BTF");
+                }
+                return Ok(Some((bit_offset, member_ty)));
             }
             if member_name.is_empty()
-                && let Some((bits, found)) = self.find_member(&member_ty, name)?
+                && let Some((bits, found)) = self.find_member(member_ty, name, depth + 1)?
             {
-                return Ok(Some((member.bit_offset() + bits, found)));
+                return Ok(Some((bit_offset + bits, found)));
             }
         }
         Ok(None)
     }
 
     /// Follows typedefs and qualifiers to the underlying type.
-    fn strip(&self, mut ty: Type) -> Result<Type> {
-        loop {
-            match &ty {
-                Type::Typedef(t) => ty = self.btf.resolve_chained_type(t)?,
-                Type::Const(t) | Type::Volatile(t) | Type::Restrict(t) => ty = self.btf.resolve_chained_type(t)?,
-                Type::TypeTag(t) => ty = self.btf.resolve_chained_type(t)?,
-                _ => return Ok(ty),
+    fn strip(&self, mut ty: TypeRef) -> Result<TypeRef> {
+        for _ in 0..32 {
+            if !matches!(ty.kind, kind::TYPEDEF | kind::VOLATILE | kind::CONST | kind::RESTRICT | kind::TYPE_TAG) {
+                return Ok(ty);
             }
+            ty = self.type_ref(ty.size_or_type).ok_or_else(|| anyhow!("BTF refers to unknown type"))?;
         }
+        bail!("BTF qualifiers nest deeper than 32")
     }
+
+    /// An integer narrower than its storage: a bitfield in a struct without kind_flag.
+    fn is_bitfield_type(&self, ty: TypeRef) -> bool {
+        let Ok(ty) = self.strip(ty) else { return false };
+        ty.kind == kind::INT
+            && u32_at(&self.data, ty.at + TYPE_HEADER).is_some_and(|encoding| {
+                let bits = encoding & 0xff;
+                let offset = (encoding >> 16) & 0xff;
+                offset != 0 || bits != ty.size_or_type * 8
+            })
+    }
+}
+
+fn u16_at(data: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_ne_bytes(data.get(at..at.checked_add(2)?)?.try_into().ok()?))
+}
+
+fn u32_at(data: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(data.get(at..at.checked_add(4)?)?.try_into().ok()?))
 }
 
 #[cfg(test)]
@@ -159,6 +341,134 @@ mod tests {
         assert!(btf.has_tracepoint("inet_sk_error_report"));
         assert!(!btf.has_tracepoint("no_such_tracepoint_here"));
         assert!(btf.has_function("__udp4_lib_err"));
+        assert!(!btf.has_function("sock"));
         assert!(btf.member_offset("sock", "no_such_member").is_err());
+    }
+
+    /// A small BTF, written the way the kernel writes one.
+    struct Writer {
+        types: Vec<u8>,
+        strings: Vec<u8>,
+        next_id: u32,
+    }
+
+    impl Writer {
+        fn new() -> Self {
+            Self { types: Vec::new(), strings: vec![0], next_id: 1 }
+        }
+
+        fn name(&mut self, name: &str) -> u32 {
+            if name.is_empty() {
+                return 0;
+            }
+            let at = self.strings.len() as u32;
+            self.strings.extend_from_slice(name.as_bytes());
+            self.strings.push(0);
+            at
+        }
+
+        fn push(&mut self, name: &str, kind: u8, kind_flag: bool, vlen: u32, size_or_type: u32, rest: &[u32]) -> u32 {
+            let name_off = self.name(name);
+            let info = (u32::from(kind) << 24) | vlen | (u32::from(kind_flag) << 31);
+            for word in [name_off, info, size_or_type].iter().chain(rest) {
+                self.types.extend_from_slice(&word.to_ne_bytes());
+            }
+            self.next_id += 1;
+            self.next_id - 1
+        }
+
+        fn member(&mut self, name: &str, type_id: u32, offset: u32) -> [u32; 3] {
+            [self.name(name), type_id, offset]
+        }
+
+        /// With `layout`, a 7.x header and a layout section that describes kind 20 (unknown here) as 4
+        /// bytes plus 8 per element.
+        fn finish(self, layout: bool) -> Vec<u8> {
+            let header_len: u32 = if layout { 32 } else { 24 };
+            let mut layout_section = Vec::new();
+            if layout {
+                for kind in 0..=20u8 {
+                    let (fixed, each) = if kind == 20 { (4, 8) } else { known_layout(kind).unwrap_or((0, 0)) };
+                    layout_section.extend_from_slice(&[fixed as u8, each as u8, 0, 0]);
+                }
+            }
+            let types_len = self.types.len() as u32;
+            let strings_len = self.strings.len() as u32;
+            let mut out = Vec::new();
+            out.extend_from_slice(&MAGIC.to_ne_bytes());
+            out.extend_from_slice(&[1, 0]);
+            let mut header = vec![header_len, 0, types_len, types_len, strings_len];
+            if layout {
+                header.extend([types_len + strings_len, layout_section.len() as u32]);
+            }
+            for word in header {
+                out.extend_from_slice(&word.to_ne_bytes());
+            }
+            out.extend_from_slice(&self.types);
+            out.extend_from_slice(&self.strings);
+            out.extend_from_slice(&layout_section);
+            out
+        }
+    }
+
+    /// `struct outer { int a; union { struct { int pad; int deep; }; }; const int_t c; int bits:3; }`,
+    /// a typedef, a function, a tracepoint typedef, and, with `unknown_kind`, a type of a kind 20.
+    fn sample(layout: bool) -> Vec<u8> {
+        let mut w = Writer::new();
+        let int = w.push("int", kind::INT, false, 0, 4, &[32]);
+        let int3 = w.push("int", kind::INT, false, 0, 4, &[3]);
+        let int_t = w.push("int_t", kind::TYPEDEF, false, 0, int, &[]);
+        let const_int = w.push("", kind::CONST, false, 0, int_t, &[]);
+        if layout {
+            w.push("future", 20, false, 2, 0, &[0, 0, 0, 0, 0]);
+        }
+        let pad = w.member("pad", int, 0);
+        let deep = w.member("deep", int, 32);
+        let inner = w.push("", kind::STRUCT, false, 2, 8, &[pad, deep].concat());
+        let anon = w.member("", inner, 0);
+        let union = w.push("", kind::UNION, false, 1, 8, &anon);
+        let a = w.member("a", int, 0);
+        let u = w.member("", union, 32);
+        let c = w.member("c", const_int, 96);
+        let bits = w.member("bits", int3, 128);
+        w.push("outer", kind::STRUCT, false, 4, 20, &[a, u, c, bits].concat());
+        let proto = w.push("", kind::FUNC_PROTO, false, 0, int, &[]);
+        w.push("do_thing", kind::FUNC, false, 0, proto, &[]);
+        w.push("btf_trace_thing_happened", kind::TYPEDEF, false, 0, proto, &[]);
+        w.finish(layout)
+    }
+
+    #[test]
+    fn finds_members_through_anonymous_unions_and_qualifiers() {
+        for layout in [false, true] {
+            let btf = KernelBtf::parse(sample(layout)).expect("parses");
+            assert_eq!(btf.member_offset("outer", "a").unwrap(), 0);
+            assert_eq!(btf.member_offset("outer", "deep").unwrap(), 8, "through the anonymous union and struct");
+            assert_eq!(btf.member_offset("outer", "c").unwrap(), 12);
+            let bitfield = btf.member_offset("outer", "bits").unwrap_err().to_string();
+            assert!(bitfield.contains("bitfield"), "{bitfield}");
+            assert!(btf.member_offset("outer", "missing").is_err());
+            assert!(btf.member_offset("int_t", "a").is_err(), "a typedef is not a struct");
+            assert!(btf.has_function("do_thing"));
+            assert!(!btf.has_function("outer"));
+            assert!(btf.has_tracepoint("thing_happened"));
+            assert!(!btf.has_tracepoint("do_thing"));
+        }
+    }
+
+    #[test]
+    fn bad_btf_is_an_error_not_a_panic() {
+        let good = sample(false);
+        assert!(KernelBtf::parse(Vec::new()).is_err());
+        assert!(KernelBtf::parse(vec![0; 24]).is_err(), "no magic");
+        for len in [4, 12, 24, 40, good.len() - 3] {
+            assert!(KernelBtf::parse(good[..len].to_vec()).is_err(), "truncated at {len}");
+        }
+        // A kind this reader does not know, without a layout section to size it.
+        let mut unknown = good.clone();
+        let info_at = 24 + 4;
+        unknown[info_at..info_at + 4].copy_from_slice(&(20u32 << 24).to_ne_bytes());
+        let error = KernelBtf::parse(unknown).map(|_| ()).unwrap_err().to_string();
+        assert!(error.contains("kind 20"), "{error}");
     }
 }

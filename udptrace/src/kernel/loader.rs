@@ -101,6 +101,11 @@ impl KernelFacts {
         })
     }
 
+    /// Frees aya's view of the BTF (tens of MiB): once the programs are attached nothing needs it.
+    pub fn release_aya_btf(&mut self) {
+        self.aya_btf = std::cell::OnceCell::new();
+    }
+
     fn aya_btf(&self) -> Result<&Btf, String> {
         self.aya_btf
             .get_or_init(|| Btf::from_sys_fs().map_err(|e| format!("reading the kernel's BTF: {e}")))
