@@ -9,14 +9,15 @@
 //! every part ran and that the error path's events add up.
 //!
 //! 1. Hot path: datagrams per second with `send()` on a connected socket to an open port, with no tracer
-//!    and with udptrace in each mode. The receiver takes them with `recvmmsg()`, 64 at a time, into a
+//!    and with udptrace in each mode, started as a user starts it (a text line per event). The receiver takes them with `recvmmsg()`, 64 at a time, into a
 //!    64 MiB receive buffer, so that it keeps up; whether every datagram took the healthy path is checked,
 //!    not assumed: the server's `Udp: RcvbufErrors` and `InErrors` must not move, and the receiver must
 //!    have every datagram sent. BPF statistics give every udptrace program's runs per datagram: a
 //!    program that runs per datagram shows about 1.
 //! 2. Error path: datagrams per second with `send_to()` on an unconnected socket to a closed port, with the
 //!    ICMP rate limits off (`icmp_ratemask` 0), so that every datagram draws a port unreachable and no
-//!    error stops the sender: no tracer, udptrace per mode with `--quiet` and with `--summary 1`, a
+//!    error stops the sender: no tracer; udptrace per mode printing a line per event, with `--quiet`, and
+//!    with `--summary 1` (the last two count in the kernel instead of handing over a record per error); a
 //!    bpftrace script on the same tracepoints (`bench/errors.bt`), and `tcpdump -i any icmp -w FILE` in the
 //!    server's namespace. udptrace's events plus its lost count must equal the port unreachables the
 //!    kernel counted; and the per-program cost, from BPF statistics.
@@ -71,9 +72,11 @@ pub struct Options {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Variant {
     Bare,
-    /// udptrace in this mode, `--quiet`: every event read, decoded and counted, none printed.
+    /// udptrace in this mode as a user starts it: a text line per event, to a pipe that is read and dropped.
     Udptrace(String),
-    /// udptrace in this mode, `--summary 1`: a table a second on a pipe that is read.
+    /// udptrace in this mode, `--quiet`: nothing printed; the programs count in the kernel.
+    Quiet(String),
+    /// udptrace in this mode, `--summary 1`: counted in the kernel, a table a second on a pipe that is read.
     Summary(String),
     Bpftrace,
     Tcpdump,
@@ -84,18 +87,17 @@ impl Variant {
         match self {
             Variant::Bare => "no tracer".to_owned(),
             Variant::Udptrace(mode) => format!("udptrace {mode}"),
+            Variant::Quiet(mode) => format!("udptrace {mode} --quiet"),
             Variant::Summary(mode) => format!("udptrace {mode} --summary 1"),
             Variant::Bpftrace => "bpftrace script".to_owned(),
             Variant::Tcpdump => "tcpdump -i any icmp -w".to_owned(),
         }
     }
 
-    /// udptrace's mode and options in this variant, if it runs udptrace.
-    fn udptrace<'a>(&'a self, server_ns: &'a str) -> Option<(&'a str, Vec<&'a str>)> {
+    /// udptrace's mode in this variant, if it runs udptrace.
+    fn mode(&self) -> Option<&str> {
         match self {
-            Variant::Udptrace(mode) => Some((mode, vec!["--quiet", "--netns", server_ns])),
-            // Not `--quiet`, which would leave the table out: its output is piped and read.
-            Variant::Summary(mode) => Some((mode, vec!["--summary", "1", "--netns", server_ns])),
+            Variant::Udptrace(mode) | Variant::Quiet(mode) | Variant::Summary(mode) => Some(mode),
             _ => None,
         }
     }
@@ -334,6 +336,111 @@ fn tracer_config(udptrace: &Path, mode: &str) -> Config {
     }
 }
 
+/// The peak resident memory of process `pid` (`VmHWM`), in KiB.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// udptrace as a user starts it, printing a text line per event to a pipe that is read and dropped.
+struct Printer {
+    child: Child,
+    stderr: std::sync::mpsc::Receiver<String>,
+    not_traced: Vec<String>,
+}
+
+impl Printer {
+    fn start(udptrace: &Path, mode: &str, server_ns: &str) -> Result<Self> {
+        let mut child = Command::new(udptrace)
+            .args(["--probe", mode, "--netns", server_ns])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", udptrace.display()))?;
+        let mut stdout = child.stdout.take().context("udptrace stdout")?;
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        let stderr = child.stderr.take().context("udptrace stderr")?;
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut printer = Self { child, stderr: lines, not_traced: Vec::new() };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut said = Vec::new();
+        loop {
+            match printer.stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) if line.starts_with("udptrace: tracing") => return Ok(printer),
+                Ok(line) => {
+                    if line.contains("not traced") {
+                        printer.not_traced.push(line.clone());
+                    }
+                    said.push(line);
+                }
+                Err(_) => bail!("udptrace did not start tracing: {}", said.join(" | ")),
+            }
+        }
+    }
+
+    /// SIGINT, as Ctrl-C; returns the closing line.
+    fn stop(&mut self) -> Result<String> {
+        let Some(status) = crate::stop_child(&mut self.child, libc::SIGINT, Duration::from_secs(30)) else {
+            bail!("udptrace did not stop within 30 s of SIGINT");
+        };
+        let mut closing = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while let Ok(line) = self.stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            closing.push(line);
+        }
+        if !status.success() {
+            bail!("udptrace exited with {status}: {}", closing.join(" | "));
+        }
+        closing.into_iter().find(|l| l.contains("events seen")).context("udptrace stopped without its closing counts")
+    }
+}
+
+impl Drop for Printer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A udptrace under measurement: printing every event, or counting them (`--quiet`, `--summary`).
+enum Running {
+    Printing(Printer),
+    Counting(Tracer),
+}
+
+impl Running {
+    fn pid(&self) -> u32 {
+        match self {
+            Running::Printing(p) => p.child.id(),
+            Running::Counting(t) => t.pid(),
+        }
+    }
+
+    fn not_traced(&self) -> &[String] {
+        match self {
+            Running::Printing(p) => &p.not_traced,
+            Running::Counting(t) => &t.not_traced,
+        }
+    }
+
+    /// Stops udptrace; returns its closing line.
+    fn stop(&mut self) -> Result<String> {
+        match self {
+            Running::Printing(p) => p.stop(),
+            Running::Counting(t) => t.stop(),
+        }
+    }
+}
+
 /// The eBPF programs process `pid` holds, through a program or a link fd (`prog_id:` in its fdinfo).
 fn programs_of(pid: u32) -> BTreeSet<u32> {
     let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
@@ -411,9 +518,9 @@ impl Starts {
         self.0.last_mut().expect("just pushed")
     }
 
-    fn rss(&mut self, label: &str, tracer: &Tracer) {
+    fn rss(&mut self, label: &str, udptrace: &Running) {
         let entry = self.entry(label);
-        entry.peak_rss_kib = entry.peak_rss_kib.max(tracer.peak_rss_kib());
+        entry.peak_rss_kib = entry.peak_rss_kib.max(peak_rss_kib(udptrace.pid()));
     }
 }
 
@@ -423,20 +530,26 @@ fn start_udptrace(
     variant: &Variant,
     server_ns: &str,
     starts: &mut Starts,
-) -> Result<Option<(Tracer, BTreeSet<u32>)>> {
-    let Some((mode, args)) = variant.udptrace(server_ns) else {
+) -> Result<Option<(Running, BTreeSet<u32>)>> {
+    let Some(mode) = variant.mode() else {
         return Ok(None);
     };
+    let config = tracer_config(&options.udptrace, mode);
     let before = crate::suite::program_ids()?;
     let started = Instant::now();
-    let tracer = Tracer::start(&tracer_config(&options.udptrace, mode), &args)?;
+    let udptrace = match variant {
+        Variant::Quiet(_) => Running::Counting(Tracer::start(&config, &["--quiet", "--netns", server_ns])?),
+        // Not `--quiet`, which would leave the table out: the tables are piped and read.
+        Variant::Summary(_) => Running::Counting(Tracer::start(&config, &["--summary", "1", "--netns", server_ns])?),
+        _ => Running::Printing(Printer::start(&options.udptrace, mode, server_ns)?),
+    };
     starts.entry(&variant.label()).startups.push(started.elapsed());
     // The programs its fds hold; else (no fdinfo) those that appeared while it started.
-    let mut ours = programs_of(tracer.pid());
+    let mut ours = programs_of(udptrace.pid());
     if ours.is_empty() {
         ours = crate::suite::program_ids()?.difference(&before).copied().collect();
     }
-    Ok(Some((tracer, ours)))
+    Ok(Some((udptrace, ours)))
 }
 
 /// Which of `modes` attach every hook here, each with its start-up time, and why not for the others.
@@ -448,7 +561,7 @@ fn usable_modes(options: &Options, hosts: &Hosts, report: &mut Report, starts: &
         match start_udptrace(options, &variant, &server_ns, starts) {
             Ok(Some((mut tracer, _))) => {
                 // A hook this kernel lacks in this mode is said; the mode is measured with the others.
-                for missing in &tracer.not_traced {
+                for missing in tracer.not_traced() {
                     report.left_out.push(format!("udptrace {mode}, measured without: {missing}"));
                 }
                 starts.rss(&variant.label(), &tracer);
@@ -613,6 +726,7 @@ fn error_path(
     let to = Hosts::server(CLOSED_PORT);
     let mut variants = vec![Variant::Bare];
     variants.extend(modes.iter().cloned().map(Variant::Udptrace));
+    variants.extend(modes.iter().cloned().map(Variant::Quiet));
     variants.extend(modes.iter().cloned().map(Variant::Summary));
     if let Some(script) = &options.bpftrace_script {
         match Command::new("bpftrace").arg("--version").output() {
@@ -641,7 +755,7 @@ fn error_path(
         };
         let sent = match variant {
             Variant::Bare => send()?,
-            Variant::Udptrace(mode) | Variant::Summary(mode) => {
+            Variant::Udptrace(mode) | Variant::Quiet(mode) | Variant::Summary(mode) => {
                 let (mut tracer, ids) = start_udptrace(options, variant, &server_ns, starts)?.context("udptrace")?;
                 let stats_before = stats_of(&ids);
                 let sent = send()?;
@@ -651,8 +765,9 @@ fn error_path(
                 starts.rss(&label, &tracer);
                 let line = tracer.stop()?;
                 let (seen, _, lost) = closing_counts(&line).with_context(|| format!("no counts in {line:?}"))?;
-                let (source, events, lost) = match variant {
-                    Variant::Summary(_) => match last_summary(&mut tracer) {
+                let (source, events, lost) = match &mut tracer {
+                    Running::Counting(summary) if matches!(variant, Variant::Summary(_)) => match last_summary(summary)
+                    {
                         Some((events, lost)) => ("its last table", events, lost),
                         None => {
                             notes.push(format!(
@@ -706,7 +821,7 @@ fn error_path(
                 }
             }
         };
-        if variant.udptrace(&server_ns).is_none() {
+        if variant.mode().is_none() {
             std::thread::sleep(SETTLE_SHORT);
         }
         let after = icmp_counters(&hosts.server)?;
@@ -801,7 +916,9 @@ impl Report {
             out,
             "\n### 2. Error path: {DATAGRAM_BYTES}-byte datagrams to a closed port, ICMP rate limits off\n\n\
              `send_to()` on an unconnected socket, in a process of its own: each datagram draws a port unreachable, \
-             and no error reaches the sender. Sent and port unreachables (`IcmpMsg: OutType3`) over all rounds.\n\n\
+             and no error reaches the sender. `udptrace MODE` prints a text line per event to a pipe that is read \
+             and dropped; `--quiet` and `--summary 1` only count. Sent and port unreachables \
+             (`IcmpMsg: OutType3`) over all rounds.\n\n\
              | variant | datagrams/s (median) | ratio to no tracer (median of rounds) | sent | port unreachables sent |\n\
              |---|---:|---:|---:|---:|"
         );

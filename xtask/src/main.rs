@@ -238,14 +238,17 @@ harness starts it, waits, and reads its count.
   datagram would show about 1.
 - Error path: `send_to()` on an unconnected socket to a closed port, with the server's ICMP rate limits off
   (`icmp_ratemask` 0): every datagram draws a port unreachable, and none reaches the sender as an error, so
-  nothing interrupts the loop. Beside udptrace in each mode: udptrace `--summary 1`, the bpftrace script on
-  the same tracepoints, and `tcpdump -i any icmp -w FILE` in the server's namespace. udptrace's events plus
-  its lost count must equal the port unreachables the kernel counted, in every round.
+  nothing interrupts the loop. udptrace runs three ways in each mode: as a user starts it, a text line per
+  event; with `--quiet`; and with `--summary 1`. Beside it: the bpftrace script on the same tracepoints, and
+  `tcpdump -i any icmp -w FILE` in the server's namespace. udptrace's events plus its lost count must equal
+  the port unreachables the kernel counted, in every round.
 
 Each round measures every variant once, in a rotating order; the tables give medians over rounds, and each
 variant's ratio to no tracer is the median of its per-round ratios, so that a machine's drift between rounds
-cancels out. udptrace runs with `--quiet --netns SERVER` (it receives, decodes and counts every event, and
-prints none) or with `--summary 1 --netns SERVER` (a JSON table a second, to a pipe that is read); the
+cancels out. udptrace always has `--netns SERVER`. Started as a user starts it, it hands over a record per
+error and prints a text line for each, to a pipe that is read and dropped (the hot path runs it so too);
+with `--quiet` (nothing printed) or `--summary 1` (a JSON table a second, to a pipe that is read), only
+counts are wanted, and its programs count in the kernel instead of handing over a record per error. The
 bpftrace script prints one line per event to a pipe that is read and dropped; tcpdump writes the ICMP packets
 to a file. The QEMU kernels record fentry and kprobe the same way, emulated (TCG) on one CPU that the sender,
 the receiver and the tracer share: compare their ratios, not their rates.
