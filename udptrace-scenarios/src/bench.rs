@@ -9,11 +9,12 @@
 //! every part ran and that the error path's events add up.
 //!
 //! 1. Hot path: datagrams per second with `send()` on a connected socket to an open port, with no tracer
-//!    and with udptrace in each mode, started as a user starts it (a text line per event). The receiver takes them with `recvmmsg()`, 64 at a time, into a
-//!    64 MiB receive buffer, so that it keeps up; whether every datagram took the healthy path is checked,
-//!    not assumed: the server's `Udp: RcvbufErrors` and `InErrors` must not move, and the receiver must
-//!    have every datagram sent. BPF statistics give every udptrace program's runs per datagram: a
-//!    program that runs per datagram shows about 1.
+//!    and with udptrace in each mode, started as a user starts it (a text line per event). The receiver
+//!    takes them with `recvmmsg()`, 64 at a time, into a 64 MiB receive buffer, so that it keeps up;
+//!    whether every datagram took the healthy path is checked, not assumed: the server's
+//!    `Udp: RcvbufErrors` and `InErrors` must not move, and the receiver must have every datagram sent.
+//!    BPF statistics give every udptrace program's runs per datagram: a program that runs per datagram
+//!    shows about 1.
 //! 2. Error path: datagrams per second with `send_to()` on an unconnected socket to a closed port, with the
 //!    ICMP rate limits off (`icmp_ratemask` 0), so that every datagram draws a port unreachable and no
 //!    error stops the sender: no tracer; udptrace per mode printing a line per event, with `--quiet`, and
