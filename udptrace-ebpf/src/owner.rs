@@ -1,24 +1,29 @@
 //! Who owns a socket. ICMP errors are processed in softirq context, where the current task is whoever was
-//! interrupted; the owner is recorded instead where the process itself runs, once per socket: when it
-//! creates the socket. Nothing here runs per datagram.
+//! interrupted; the owner is recorded instead where the process itself runs: when it creates the socket,
+//! and again when a process connects it. Nothing here runs per datagram.
 //!
-//! A cgroup program (`cgroup/sock_create`, attached to the root of the cgroup v2 hierarchy, beside any
-//! others) runs in `socket()` for every process in every cgroup. It records the creating process by the
-//! socket's cookie, which asking for it fixes in `sk->__sk_common.skc_cookie`; the error path reads the
-//! cookie back from the `struct sock` and looks the record up. The record also carries the socket's inode
-//! number to user space, which looks up sockets created before udptrace started in `/proc/PID/fd`.
+//! Cgroup programs, attached to the root of the cgroup v2 hierarchy beside any others, run for every
+//! process in every cgroup: `cgroup/sock_create` in `socket()`, `cgroup/connect4` and `cgroup/connect6` in
+//! `connect()` (before the kernel connects: a connect that then fails still counts), `cgroup/sock_release`
+//! when the socket is closed for good. They record the process by the socket's cookie, which asking for it
+//! fixes in `sk->__sk_common.skc_cookie`; the error path reads the cookie back from the `struct sock` and
+//! looks the record up. A socket handed to another process (fork, SCM_RIGHTS) keeps the process that
+//! created or last connected it. The event also carries the socket's inode number to user space, which
+//! looks up sockets created before udptrace started in `/proc/PID/fd`.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_socket_cookie},
-    macros::{cgroup_sock, map},
+    macros::{cgroup_sock, cgroup_sock_addr, map},
     maps::LruHashMap,
-    programs::SockContext,
+    programs::{SockAddrContext, SockContext},
 };
 use udptrace_common::{AF_INET, AF_INET6, IPPROTO_UDP, IPPROTO_UDPLITE, Owner, SocketError, socket_error_flags};
 
 use crate::kernel::{ReadResult, offsets, read};
 
-/// Sockets' creators, by socket cookie. LRU: the oldest records go first when it is full.
+/// Sockets' creators (or last connectors), by socket cookie; a record goes with its socket. LRU, so that
+/// the map never fills: sockets closed while udptrace was not attached leave nothing behind, but a socket
+/// whose close was not seen (udptrace restarted) would.
 #[map]
 static OWNERS: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(65536, 0);
 
@@ -31,16 +36,69 @@ pub fn cgroup_sock_create(ctx: SockContext) -> i32 {
     1
 }
 
+/// The last close of a socket (`inet_release`). Its record goes with it.
+#[cgroup_sock(sock_release)]
+pub fn cgroup_sock_release(ctx: SockContext) -> i32 {
+    if is_udp(&ctx) {
+        // SAFETY: the helper takes this program's context.
+        let cookie = unsafe { bpf_get_socket_cookie(ctx.sock.cast()) };
+        let _ = OWNERS.remove(&cookie);
+    }
+    1
+}
+
+/// `connect()` on an IPv4 socket (`__inet_stream_connect` / `inet_dgram_connect`), before the kernel
+/// connects it. The connecting process becomes the socket's owner.
+#[cgroup_sock_addr(connect4)]
+pub fn cgroup_connect4(ctx: SockAddrContext) -> i32 {
+    record_connector(&ctx);
+    // 1 lets the connect go ahead.
+    1
+}
+
+/// `connect()` on an IPv6 socket.
+#[cgroup_sock_addr(connect6)]
+pub fn cgroup_connect6(ctx: SockAddrContext) -> i32 {
+    record_connector(&ctx);
+    1
+}
+
 #[inline(always)]
-fn record_creator(ctx: &SockContext) {
+fn is_udp(ctx: &SockContext) -> bool {
     // SAFETY: the kernel hands the program its `struct bpf_sock`, whose fields it may read.
     let (family, protocol) = unsafe { ((*ctx.sock).family, (*ctx.sock).protocol) };
+    is_inet_udp(family, protocol)
+}
+
+#[inline(always)]
+fn is_inet_udp(family: u32, protocol: u32) -> bool {
     let udp = protocol == u32::from(IPPROTO_UDP) || protocol == u32::from(IPPROTO_UDPLITE);
-    if !udp || (family != u32::from(AF_INET) && family != u32::from(AF_INET6)) {
+    udp && (family == u32::from(AF_INET) || family == u32::from(AF_INET6))
+}
+
+#[inline(always)]
+fn record_connector(ctx: &SockAddrContext) {
+    // SAFETY: the kernel hands the program its `struct bpf_sock_addr`, whose fields it may read.
+    let (family, protocol) = unsafe { ((*ctx.sock_addr).family, (*ctx.sock_addr).protocol) };
+    if !is_inet_udp(family, protocol) {
         return;
     }
     // SAFETY: the helper takes this program's context.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock.cast()) };
+    record(unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) });
+}
+
+#[inline(always)]
+fn record_creator(ctx: &SockContext) {
+    if !is_udp(ctx) {
+        return;
+    }
+    // SAFETY: the helper takes this program's context.
+    record(unsafe { bpf_get_socket_cookie(ctx.sock.cast()) });
+}
+
+/// Records the current process as the owner of the socket with `cookie`.
+#[inline(always)]
+fn record(cookie: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let owner = Owner {
         pid: (pid_tgid >> 32) as u32,

@@ -1,9 +1,12 @@
 //! A client in a process of its own, for the owner scenarios: the suite's binary runs itself as
-//! `helper udp-client --netns NAME --bind IP --connect IP:PORT [--fork | --no-send] [--cgroup DIR]`.
+//! `helper udp-client --netns NAME --bind IP --connect IP:PORT [--fork | --no-send | --connect-in-child]
+//! [--cgroup DIR]`.
 //!
 //! It joins the cgroup (if asked), enters the namespace, connects a UDP socket and sends once (not at all
-//! with `--no-send`: no send hook sees the socket); with `--fork` a child then sends on the same socket. The process that sent last prints
-//! `ready LOCAL_ADDR PID` and everything stays alive until its standard input closes.
+//! with `--no-send`: no send hook sees the socket); with `--fork` a child then sends on the same socket;
+//! with `--connect-in-child` the parent only creates the socket and a child connects it and sends. The
+//! process that sent last prints `ready LOCAL_ADDR PID` and everything stays alive until its standard
+//! input closes.
 
 use std::{
     fs::File,
@@ -38,6 +41,9 @@ struct UdpClient {
     /// Connect only: no send hook sees the socket.
     #[arg(long)]
     no_send: bool,
+    /// The parent creates the socket; a child connects it and sends.
+    #[arg(long, conflicts_with_all = ["fork", "no_send"])]
+    connect_in_child: bool,
     /// Join this cgroup first.
     #[arg(long)]
     cgroup: Option<String>,
@@ -70,28 +76,40 @@ fn udp_client(args: &UdpClient) -> Result<()> {
         return Err(io::Error::last_os_error()).context("setns");
     }
     let socket = UdpSocket::bind(SocketAddr::new(args.bind, 0))?;
+    if args.connect_in_child {
+        return in_child(|| {
+            socket.connect(args.connect)?;
+            socket.send(b"child")?;
+            announce(&socket)
+        });
+    }
     socket.connect(args.connect)?;
     if args.no_send {
         return announce(&socket);
     }
     socket.send(b"parent")?;
     if args.fork {
-        // SAFETY: fork in a single-threaded process; the child only sends, prints and waits.
-        match unsafe { libc::fork() } {
-            -1 => return Err(io::Error::last_os_error()).context("fork"),
-            0 => {
-                socket.send(b"child")?;
-                announce(&socket)?;
-            }
-            child => {
-                let mut status = 0;
-                // SAFETY: waiting for our own child.
-                unsafe { libc::waitpid(child, &mut status, 0) };
-            }
-        }
-        return Ok(());
+        return in_child(|| {
+            socket.send(b"child")?;
+            announce(&socket)
+        });
     }
     announce(&socket)
+}
+
+/// Runs `child` in a forked child and waits for it.
+fn in_child(child: impl FnOnce() -> Result<()>) -> Result<()> {
+    // SAFETY: fork in a single-threaded process; the child only uses the socket, prints and waits.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()).context("fork"),
+        0 => child(),
+        pid => {
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            Ok(())
+        }
+    }
 }
 
 /// Prints `ready LOCAL PID`, then waits for standard input to close.

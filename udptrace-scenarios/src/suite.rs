@@ -49,12 +49,14 @@ pub static SCENARIOS: &[Scenario] = &[
     Scenario { name: "owner", run: owner },
     Scenario { name: "owner_before_start", run: owner_before_start },
     Scenario { name: "owner_forked_child", run: owner_forked_child },
+    Scenario { name: "owner_connected_by_child", run: owner_connected_by_child },
     Scenario { name: "owner_back_to_back", run: owner_back_to_back },
     Scenario { name: "filters", run: operator::filters },
     Scenario { name: "flood", run: operator::flood },
     Scenario { name: "malformed_icmp", run: operator::malformed_icmp },
     Scenario { name: "sigkill_unloads", run: operator::sigkill_unloads },
     Scenario { name: "healthy_path", run: operator::healthy_path },
+    Scenario { name: "owner_records_freed", run: operator::owner_records_freed },
     Scenario { name: "prometheus", run: metrics::prometheus },
 ];
 
@@ -793,6 +795,18 @@ fn owner_forked_child(config: &Config, tracer: &mut Tracer) -> Result<Results> {
     let parent = client.parent_pid();
     case.inject(&client)?;
     Ok(vec![("names_the_creator", case.check(config, tracer, &client, parent))])
+}
+
+/// A parent creates the socket, a forked child connects it and sends: the event names the child, which
+/// connected it last (`cgroup/connect4`). Without that hook there is no connector to name.
+fn owner_connected_by_child(config: &Config, tracer: &mut Tracer) -> Result<Results> {
+    if tracer.mode_of("socket_owner").is_none() {
+        return Ok(vec![("names_the_connector", Outcome::Skip("the socket_owner hook did not attach".to_owned()))]);
+    }
+    let case = OwnerCase::new()?;
+    let client = case.client(config, &["--connect-in-child"])?;
+    case.inject(&client)?;
+    Ok(vec![("names_the_connector", case.check(config, tracer, &client, client.pid))])
 }
 
 /// Two sockets that never send get errors back to back, each named. Where the creation hook attaches it

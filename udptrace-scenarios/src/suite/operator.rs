@@ -500,3 +500,51 @@ impl Drop for Stopped {
         unsafe { libc::kill(self.0, libc::SIGCONT) };
     }
 }
+
+/// Owner records go with their sockets: 300 UDP sockets opened while a udptrace runs add 300 records to its
+/// `OWNERS` map, and closing them takes the records out again (`cgroup/sock_release`).
+pub fn owner_records_freed(config: &Config, _shared: &mut Tracer) -> Result<Results> {
+    const SOCKETS: usize = 300;
+    let tracer = Tracer::start(config, &[])?;
+    if tracer.mode_of("socket_owner").is_none() {
+        return Ok(vec![("freed", Outcome::Skip("the socket_owner hook did not attach".to_owned()))]);
+    }
+    let records = || owner_records(tracer.pid());
+    let before = records()?;
+    let sockets: Vec<UdpSocket> =
+        (0..SOCKETS).map(|_| UdpSocket::bind("127.0.0.1:0")).collect::<std::io::Result<_>>()?;
+    let open = records()?;
+    drop(sockets);
+    let after = records()?;
+    // Other processes on the machine may open or close a few sockets meanwhile.
+    let slack = SOCKETS / 10;
+    let recorded = if open >= before + SOCKETS - slack {
+        Outcome::Pass
+    } else {
+        Outcome::Fail(format!("{SOCKETS} sockets opened: OWNERS went from {before} to {open} records"))
+    };
+    let freed = if after <= before + slack {
+        Outcome::Pass
+    } else {
+        Outcome::Fail(format!("{SOCKETS} sockets closed: OWNERS holds {after} records, {before} before they opened"))
+    };
+    Ok(vec![("recorded", recorded), ("freed", freed)])
+}
+
+/// The number of records in the `OWNERS` map of the udptrace process `pid`.
+fn owner_records(pid: u32) -> Result<usize> {
+    let fdinfo = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))?;
+    for entry in fdinfo.flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let Some(id) = text.lines().find_map(|l| l.strip_prefix("map_id:")).and_then(|v| v.trim().parse().ok()) else {
+            continue;
+        };
+        let data = aya::maps::MapData::from_id(id)?;
+        if data.info()?.name_as_str() != Some("OWNERS") {
+            continue;
+        }
+        let map = aya::maps::HashMap::<_, u64, [u64; 4]>::try_from(aya::maps::Map::LruHashMap(data))?;
+        return Ok(map.keys().filter(Result::is_ok).count());
+    }
+    anyhow::bail!("udptrace (pid {pid}) holds no OWNERS map")
+}

@@ -21,8 +21,20 @@ pub enum Target {
         category: &'static str,
         name: &'static str,
     },
-    /// `socket()`, through the root of the cgroup v2 hierarchy (`BPF_CGROUP_INET_SOCK_CREATE`).
-    CgroupSockCreate,
+    /// A socket's life, through the root of the cgroup v2 hierarchy.
+    Cgroup(CgroupHook),
+}
+
+/// The cgroup attach points udptrace uses (`enum bpf_attach_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CgroupHook {
+    /// `socket()`: `BPF_CGROUP_INET_SOCK_CREATE` (4.10).
+    SockCreate,
+    /// The socket's last close: `BPF_CGROUP_INET_SOCK_RELEASE` (5.9).
+    SockRelease,
+    /// `connect()`: `BPF_CGROUP_INET4_CONNECT`, `BPF_CGROUP_INET6_CONNECT` (4.17).
+    Connect4,
+    Connect6,
 }
 
 impl fmt::Display for Target {
@@ -33,7 +45,10 @@ impl fmt::Display for Target {
             Target::Kprobe(func) => write!(f, "kprobe:{func}"),
             Target::Kretprobe(func) => write!(f, "kretprobe:{func}"),
             Target::RawTracepoint { category, name } => write!(f, "{category}:{name}"),
-            Target::CgroupSockCreate => write!(f, "cgroup/sock_create"),
+            Target::Cgroup(CgroupHook::SockCreate) => write!(f, "cgroup/sock_create"),
+            Target::Cgroup(CgroupHook::SockRelease) => write!(f, "cgroup/sock_release"),
+            Target::Cgroup(CgroupHook::Connect4) => write!(f, "cgroup/connect4"),
+            Target::Cgroup(CgroupHook::Connect6) => write!(f, "cgroup/connect6"),
         }
     }
 }
@@ -99,7 +114,7 @@ impl Hook {
     }
 }
 
-use Target::{CgroupSockCreate, FEntry, FExit, Kprobe, Kretprobe, RawTracepoint};
+use Target::{Cgroup, FEntry, FExit, Kprobe, Kretprobe, RawTracepoint};
 
 pub static HOOKS: &[Hook] = &[
     Hook {
@@ -144,15 +159,20 @@ pub static HOOKS: &[Hook] = &[
     },
     Hook {
         name: "socket_owner",
-        observes: "which process created each UDP socket (pid/comm/cgroup of socket_error)",
-        // Once per socket, in the creating process, in every mode: no program runs per datagram.
+        observes: "which process created or last connected each UDP socket (pid/comm/cgroup of socket_error)",
+        // In socket(), connect() and the last close, in every mode: no program runs per datagram.
         variants: &[Variant {
             mode: AttachMode::Cgroup,
-            programs: &[program("cgroup_sock_create", CgroupSockCreate)],
-            since: "4.10 (cgroup/sock_create), 5.7 (bpf links, which the kernel detaches when udptrace exits); \
-                    a cgroup v2 hierarchy; CAP_NET_ADMIN",
-            limits: "the process that created each UDP socket while udptrace ran; sockets created before are found \
-                     through /proc (their first holder)",
+            programs: &[
+                program("cgroup_sock_create", Cgroup(CgroupHook::SockCreate)),
+                program("cgroup_connect4", Cgroup(CgroupHook::Connect4)),
+                program("cgroup_connect6", Cgroup(CgroupHook::Connect6)),
+                program("cgroup_sock_release", Cgroup(CgroupHook::SockRelease)),
+            ],
+            since: "5.9 (cgroup/sock_release; sock_create 4.10, connect4/6 4.17), 5.7 (bpf links, which the kernel \
+                    detaches when udptrace exits); a cgroup v2 hierarchy; CAP_NET_ADMIN",
+            limits: "the process that created or last connected each UDP socket while udptrace ran; sockets created \
+                     before are found through /proc (their first holder)",
         }],
     },
     Hook {
@@ -235,7 +255,7 @@ mod tests {
                         (AttachMode::FEntry, Target::FEntry(_) | Target::FExit(_))
                             | (AttachMode::Kprobe, Target::Kprobe(_) | Target::Kretprobe(_))
                             | (AttachMode::Tracepoint, Target::RawTracepoint { .. })
-                            | (AttachMode::Cgroup, Target::CgroupSockCreate)
+                            | (AttachMode::Cgroup, Target::Cgroup(_))
                     );
                     assert!(kind_ok, "{} in {mode} attaches as {}", program.name, program.target);
                     if let Some((fallback, why)) = program.fallback {

@@ -8,13 +8,13 @@ use std::{collections::HashSet, io, path::Path};
 use anyhow::{Context as _, Result, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    programs::{CgroupAttachMode, CgroupSock, FEntry, FExit, KProbe, ProgramError, RawTracePoint},
+    programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr, FEntry, FExit, KProbe, ProgramError, RawTracePoint},
 };
 use udptrace_common::names;
 
 use super::{
     btf::KernelBtf,
-    hooks::{HOOKS, Hook, Program, Target, Variant},
+    hooks::{CgroupHook, HOOKS, Hook, Program, Target, Variant},
 };
 use crate::domain::AttachMode;
 
@@ -81,7 +81,7 @@ impl KernelFacts {
                         tracepoints.insert(name);
                     }
                 }
-                Target::CgroupSockCreate => {}
+                Target::Cgroup(_) => {}
             }
         }
         Ok(Self {
@@ -121,10 +121,8 @@ impl KernelFacts {
             }
             Target::RawTracepoint { category, name } => (!self.tracepoints.contains(name))
                 .then(|| format!("tracepoint {category}:{name} is absent (needs kernel {since})")),
-            Target::CgroupSockCreate if self.cgroup2.is_none() => {
-                Some("no cgroup v2 hierarchy is mounted here".to_owned())
-            }
-            Target::CgroupSockCreate => (!super::privileges::may_attach_to_cgroups())
+            Target::Cgroup(_) if self.cgroup2.is_none() => Some("no cgroup v2 hierarchy is mounted here".to_owned()),
+            Target::Cgroup(_) => (!super::privileges::may_attach_to_cgroups())
                 .then(|| "cgroup programs need CAP_NET_ADMIN, which udptrace does not have".to_owned()),
             // A function missing from BTF is absent, or inlined everywhere: nothing can attach to it.
             Target::FEntry(function)
@@ -271,14 +269,23 @@ fn attach_program(ebpf: &mut Ebpf, facts: &KernelFacts, program: &Program) -> Re
             load_once(tp.load())?;
             tp.attach(name).map_err(describe_program_error)?;
         }
-        Target::CgroupSockCreate => {
-            let sock: &mut CgroupSock = prog.try_into().map_err(wrong_kind)?;
-            load_once(sock.load())?;
+        Target::Cgroup(hook) => {
             let root = facts.cgroup2.as_deref().ok_or(("no cgroup v2 hierarchy".to_owned(), None))?;
             let cgroup = std::fs::File::open(root).map_err(|e| (format!("opening {}: {e}", root.display()), None))?;
             // A bpf link (5.7+): beside the programs others attached, and detached by the kernel when udptrace
             // exits. Links take no attach flags; they always let several programs share a cgroup.
-            sock.attach(cgroup, CgroupAttachMode::Single).map_err(describe_program_error)?;
+            match hook {
+                CgroupHook::SockCreate | CgroupHook::SockRelease => {
+                    let sock: &mut CgroupSock = prog.try_into().map_err(wrong_kind)?;
+                    load_once(sock.load())?;
+                    sock.attach(cgroup, CgroupAttachMode::Single).map_err(describe_program_error)?;
+                }
+                CgroupHook::Connect4 | CgroupHook::Connect6 => {
+                    let addr: &mut CgroupSockAddr = prog.try_into().map_err(wrong_kind)?;
+                    load_once(addr.load())?;
+                    addr.attach(cgroup, CgroupAttachMode::Single).map_err(describe_program_error)?;
+                }
+            }
         }
     }
     Ok(())
@@ -303,6 +310,7 @@ fn unload_variant(ebpf: &mut Ebpf, variant: &Variant) {
             Some(P::KProbe(p)) => p.unload(),
             Some(P::RawTracePoint(p)) => p.unload(),
             Some(P::CgroupSock(p)) => p.unload(),
+            Some(P::CgroupSockAddr(p)) => p.unload(),
             _ => Ok(()),
         };
     }
