@@ -160,8 +160,10 @@ pub mod icmp_sent_flags {
 pub const TASK_COMM_LEN: usize = 16;
 
 /// Kernel return addresses recorded with each `icmp_sent`, innermost first. The caller that decided to send
-/// the ICMP sits a few frames above `__icmp_send` (tracing glue adds up to five frames below it).
-pub const ICMP_STACK_DEPTH: usize = 8;
+/// the ICMP sits a few frames above `__icmp_send` (tracing glue adds up to five frames below it), and a
+/// neighbour failure is known three frames above that (`ipv4_send_dest_unreach` <- `ipv4_link_failure` <-
+/// `arp_error_report`).
+pub const ICMP_STACK_DEPTH: usize = 12;
 
 /// Common to every record.
 #[repr(C)]

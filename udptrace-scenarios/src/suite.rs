@@ -38,6 +38,8 @@ pub static SCENARIOS: &[Scenario] = &[
     Scenario { name: "unconnected_recverr", run: |c, t| unconnected(c, t, true) },
     Scenario { name: "unreachable_ipv4", run: |c, t| unreachable(c, t, Family::V4) },
     Scenario { name: "unreachable_ipv6", run: |c, t| unreachable(c, t, Family::V6) },
+    Scenario { name: "host_down_ipv4", run: |c, t| host_down(c, t, Family::V4) },
+    Scenario { name: "host_down_ipv6", run: |c, t| host_down(c, t, Family::V6) },
     Scenario { name: "firewall_drop", run: firewall_drop },
     Scenario { name: "firewall_reject_ipv4", run: |c, t| firewall_reject(c, t, Family::V4) },
     Scenario { name: "firewall_reject_ipv6", run: |c, t| firewall_reject(c, t, Family::V6) },
@@ -441,6 +443,40 @@ fn unreachable(config: &Config, tracer: &mut Tracer, family: Family) -> Result<R
         verdict: "ignored_soft_error",
         client_errno: None,
         cause: "no_route",
+    };
+    Ok(path.checks(config, tracer, local, peer, &received))
+}
+
+/// Seed case: the host is down. The router has a route to the server's link, but nobody there answers
+/// ARP/ND for the address; when neighbour resolution gives up, the router answers host unreachable
+/// (`arp_error_report` -> `ipv4_link_failure`; `ndisc_error_report` -> `ip6_link_failure`). A soft error:
+/// the connected client without IP_RECVERR ignores it.
+fn host_down(config: &Config, tracer: &mut Tracer, family: Family) -> Result<Results> {
+    let net = Routed::new(None)?;
+    // One probe, given up after 100 ms, instead of three over three seconds.
+    for proto in ["ipv4", "ipv6"] {
+        for (key, value) in [("mcast_solicit", "1"), ("ucast_solicit", "1"), ("retrans_time_ms", "100")] {
+            net.router.sysctl(&format!("net.{proto}.neigh.veth-a.{key}"), value)?;
+        }
+    }
+    let peer = SocketAddr::new(family.pick("10.232.0.77", "fd00:232::77"), CLOSED_PORT);
+    let (local, received) =
+        send_and_receive(&net.client, TwoHosts::client_ip(family), peer, no_option, true, b"udptrace")?;
+    let icmp = match family {
+        Family::V4 => (3, 1),
+        // ICMPV6_ADDR_UNREACH.
+        Family::V6 => (1, 3),
+    };
+    let path = ErrorPath {
+        family,
+        client: &net.client,
+        sender: &net.router,
+        from: family.pick(ROUTER_IN_V4, ROUTER_IN_V6),
+        icmp,
+        errno: "EHOSTUNREACH",
+        verdict: "ignored_soft_error",
+        client_errno: None,
+        cause: "neighbour_unreachable",
     };
     Ok(path.checks(config, tracer, local, peer, &received))
 }

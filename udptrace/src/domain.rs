@@ -96,8 +96,13 @@ pub enum Cause {
     NoListener,
     /// A netfilter REJECT rule (`nf_send_unreach`, iptables `REJECT` and nftables `reject`).
     FirewallReject,
-    /// Routing failed: an unreachable/prohibit route, no route, or neighbour resolution failed.
+    /// Routing failed: an unreachable/prohibit route, no route, a tunnel that could not route it.
     NoRoute,
+    /// The next hop, or the destination on the link, did not answer ARP/ND (the neighbour entry failed):
+    /// a host that is down or absent.
+    NeighbourUnreachable,
+    /// An IPVS virtual service had no usable real server (`ip_vs_leave`).
+    NoBackend,
     /// Forwarding found the TTL exhausted.
     TtlExceeded,
     /// Forwarding a DF packet over a link with a smaller MTU.
@@ -325,5 +330,7 @@ mod tests {
         assert_eq!(Scope::Global.as_str(), "global");
         assert_eq!(Cause::FirewallReject.as_str(), "firewall_reject");
         assert_eq!(Cause::TtlExceeded.as_str(), "ttl_exceeded");
+        assert_eq!(Cause::NeighbourUnreachable.as_str(), "neighbour_unreachable");
+        assert_eq!(Cause::NoBackend.as_str(), "no_backend");
     }
 }

@@ -110,9 +110,13 @@ pub fn explain_icmp_sent(e: &IcmpSent) -> String {
         Cause::FirewallReject => "a firewall REJECT rule answered for the packet (nftables/iptables)".to_owned(),
         Cause::NoRoute => {
             "this host has no usable route to the packet's destination (an unreachable or prohibit route, no route, \
-             or the next hop did not answer ARP/ND)"
+             or a tunnel that could not route it)"
                 .to_owned()
         }
+        Cause::NeighbourUnreachable => {
+            "the next hop did not answer ARP/ND: the host on the link is down or absent".to_owned()
+        }
+        Cause::NoBackend => "an IPVS virtual service has no usable real server for the packet".to_owned(),
         Cause::TtlExceeded => "the packet's TTL ran out while this host forwarded it".to_owned(),
         Cause::FragNeeded => "the packet may not be fragmented (DF) and is larger than the next link's MTU".to_owned(),
         Cause::Other => "sent by another kernel path".to_owned(),

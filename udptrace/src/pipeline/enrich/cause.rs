@@ -8,10 +8,17 @@ use std::{fs, io};
 
 use udptrace_common::{icmp, icmpv6};
 
-use crate::domain::Cause;
+use crate::domain::{Cause, Family};
 
-/// The function that sends the ICMP; the caller that decided to is above it.
-const SENDERS: &[&str] = &["__icmp_send", "icmp_send", "icmp6_send", "icmpv6_send"];
+/// The function that sends the ICMP; the caller that decided to is above it. `icmp_ndo_send` and
+/// `icmpv6_ndo_send` (net/ipv4/icmp.c, net/ipv6/ip6_icmp.c, 5.6+) are what tunnel drivers call.
+const SENDERS: &[&str] = &["__icmp_send", "icmp_send", "icmp6_send", "icmpv6_send", "icmp_ndo_send", "icmpv6_ndo_send"];
+
+/// What a link failure (`ipv4_link_failure`, `ip6_link_failure`) was: neighbour resolution giving up calls
+/// it from these (net/ipv4/arp.c, net/ipv6/ndisc.c, net/core/neighbour.c), a tunnel or IPVS through
+/// `dst_link_failure()` from elsewhere.
+const NEIGHBOUR_FAILURE: &[&str] =
+    &["arp_error_report", "ndisc_error_report", "neigh_invalidate", "neigh_timer_handler"];
 
 /// Callers of `icmp_send()` and what they mean. The first one found above the sender decides.
 /// Names are those of `net/ipv4/` and `net/netfilter/` from 5.x to 6.18; `.isra`/`.constprop` clones are
@@ -24,16 +31,16 @@ fn cause_of_caller(function: &str, icmp_type: u8, code: u8) -> Option<Cause> {
         }
         // net/ipv4/udp.c: no socket for the destination port.
         "__udp4_lib_rcv" | "udp_rcv" | "udplite_rcv" | "__udp6_lib_rcv" | "udpv6_rcv" => Cause::NoListener,
-        // net/ipv4/route.c: ip_error() for unreachable/prohibit/blackhole routes and no route;
-        // ipv4_link_failure() when the neighbour could not be resolved.
-        "ip_error" | "ipv4_link_failure" => Cause::NoRoute,
+        // net/ipv4/route.c: ip_error() for unreachable/prohibit/blackhole routes and no route.
+        "ip_error" => Cause::NoRoute,
+        // net/ipv4/ipvs/ip_vs_core.c: a virtual service without a usable real server.
+        "ip_vs_leave" => Cause::NoBackend,
+        // drivers/net/wireguard/device.c: no peer's allowed IPs hold the destination.
+        "wg_xmit" => Cause::NoRoute,
         // net/ipv6/route.c: unreachable and prohibit routes (ip6_pkt_drop may be inlined into these).
-        "ip6_pkt_drop"
-        | "ip6_pkt_discard"
-        | "ip6_pkt_discard_out"
-        | "ip6_pkt_prohibit"
-        | "ip6_pkt_prohibit_out"
-        | "ip6_link_failure" => Cause::NoRoute,
+        "ip6_pkt_drop" | "ip6_pkt_discard" | "ip6_pkt_discard_out" | "ip6_pkt_prohibit" | "ip6_pkt_prohibit_out" => {
+            Cause::NoRoute
+        }
         // net/ipv4/ip_forward.c
         "ip_forward" => match (icmp_type, code) {
             (icmp::TIME_EXCEEDED, _) => Cause::TtlExceeded,
@@ -58,19 +65,44 @@ fn base_name(symbol: &str) -> &str {
     symbol.split_once('.').map_or(symbol, |(base, _)| base)
 }
 
-/// Classifies one `icmp_sent` from its symbolised stack (innermost first).
-pub fn classify<'a>(frames: impl IntoIterator<Item = Option<&'a str>>, icmp_type: u8, code: u8) -> Cause {
+/// Classifies one `icmp_sent` from its symbolised stack (innermost first). When no caller is recognised,
+/// the ICMP type says what it can: frag-needed and packet-too-big are about the MTU, time-exceeded (code 0)
+/// about the TTL, whoever sent them (tunnels, IPVS, xfrm, `ip6_fragment`).
+pub fn classify<'a>(
+    frames: impl IntoIterator<Item = Option<&'a str>>,
+    family: Family,
+    icmp_type: u8,
+    code: u8,
+) -> Cause {
     let mut above_sender = false;
-    for name in frames.into_iter().flatten().map(base_name) {
+    let mut frames = frames.into_iter().flatten().map(base_name);
+    while let Some(name) = frames.next() {
         if SENDERS.contains(&name) {
             above_sender = true;
             continue;
         }
-        if above_sender && let Some(cause) = cause_of_caller(name, icmp_type, code) {
+        if !above_sender {
+            continue;
+        }
+        // net/ipv4/route.c: ipv4_link_failure() -> ipv4_send_dest_unreach(); net/ipv6/route.c.
+        if matches!(name, "ipv4_link_failure" | "ipv4_send_dest_unreach" | "ip6_link_failure") {
+            return if frames.any(|caller| NEIGHBOUR_FAILURE.contains(&caller)) {
+                Cause::NeighbourUnreachable
+            } else {
+                Cause::NoRoute
+            };
+        }
+        if let Some(cause) = cause_of_caller(name, icmp_type, code) {
             return cause;
         }
     }
-    Cause::Other
+    match (family, icmp_type, code) {
+        (Family::Ipv4, icmp::DEST_UNREACH, icmp::FRAG_NEEDED) | (Family::Ipv6, icmpv6::PKT_TOOBIG, _) => {
+            Cause::FragNeeded
+        }
+        (Family::Ipv4, icmp::TIME_EXCEEDED, 0) | (Family::Ipv6, icmpv6::TIME_EXCEED, 0) => Cause::TtlExceeded,
+        _ => Cause::Other,
+    }
 }
 
 /// Kernel text symbols, for symbolising return addresses.
@@ -126,8 +158,8 @@ impl Kallsyms {
         index.checked_sub(1).map(|i| &*self.symbols[i].1)
     }
 
-    pub fn classify(&self, stack: &[u64], icmp_type: u8, code: u8) -> Cause {
-        classify(stack.iter().map(|&addr| self.function(addr)), icmp_type, code)
+    pub fn classify(&self, stack: &[u64], family: Family, icmp_type: u8, code: u8) -> Cause {
+        classify(stack.iter().map(|&addr| self.function(addr)), family, icmp_type, code)
     }
 }
 
@@ -165,22 +197,61 @@ mod tests {
     fn the_caller_of_icmp_send_decides_the_cause() {
         let k = table();
         let stack = |caller: u64| [0xffffffff81100010, 0xffffffff81200010, caller, 0xffffffff81000010];
-        assert_eq!(k.classify(&stack(0xffffffff81300050), 3, 3), Cause::NoListener);
-        assert_eq!(k.classify(&stack(0xffffffffa0000050), 3, 3), Cause::FirewallReject);
-        assert_eq!(k.classify(&stack(0xffffffff81400050), 3, 1), Cause::NoRoute);
-        assert_eq!(k.classify(&stack(0xffffffff81500050), 11, 0), Cause::TtlExceeded);
-        assert_eq!(k.classify(&stack(0xffffffff81500050), 3, 4), Cause::FragNeeded);
-        assert_eq!(k.classify(&stack(0xffffffffa0001050), 3, 4), Cause::FragNeeded);
+        assert_eq!(k.classify4(&stack(0xffffffff81300050), 3, 3), Cause::NoListener);
+        assert_eq!(k.classify4(&stack(0xffffffffa0000050), 3, 3), Cause::FirewallReject);
+        assert_eq!(k.classify4(&stack(0xffffffff81400050), 3, 1), Cause::NoRoute);
+        assert_eq!(k.classify4(&stack(0xffffffff81500050), 11, 0), Cause::TtlExceeded);
+        assert_eq!(k.classify4(&stack(0xffffffff81500050), 3, 4), Cause::FragNeeded);
+        assert_eq!(k.classify4(&stack(0xffffffffa0001050), 3, 4), Cause::FragNeeded);
     }
 
     #[test]
     fn frames_below_the_sender_and_unknown_frames_do_not_decide() {
         let k = table();
         // A REJECT frame below __icmp_send (tracing glue side) is ignored.
-        assert_eq!(k.classify(&[0xffffffffa0000050, 0xffffffff81200010, 0xffffffff81000010], 3, 3), Cause::Other);
+        assert_eq!(k.classify4(&[0xffffffffa0000050, 0xffffffff81200010, 0xffffffff81000010], 3, 3), Cause::Other);
         // No __icmp_send frame at all: nothing decides.
-        assert_eq!(k.classify(&[0xffffffff81300050], 3, 3), Cause::Other);
-        assert_eq!(k.classify(&[], 3, 3), Cause::Other);
-        assert_eq!(classify([Some("__icmp_send"), None, Some("ip_error.cold")], 3, 0), Cause::NoRoute);
+        assert_eq!(k.classify4(&[0xffffffff81300050], 3, 3), Cause::Other);
+        assert_eq!(k.classify4(&[], 3, 3), Cause::Other);
+        assert_eq!(classify([Some("__icmp_send"), None, Some("ip_error.cold")], Family::Ipv4, 3, 0), Cause::NoRoute);
+    }
+
+    impl Kallsyms {
+        fn classify4(&self, stack: &[u64], icmp_type: u8, code: u8) -> Cause {
+            self.classify(stack, Family::Ipv4, icmp_type, code)
+        }
+    }
+
+    fn by_names(names: &[&'static str], family: Family, icmp_type: u8, code: u8) -> Cause {
+        classify(names.iter().map(|&n| Some(n)), family, icmp_type, code)
+    }
+
+    #[test]
+    fn a_link_failure_is_the_neighbour_when_neighbour_resolution_gave_up() {
+        let arp = ["bpf_trace_run3", "__icmp_send", "ipv4_send_dest_unreach", "ipv4_link_failure", "arp_error_report"];
+        assert_eq!(by_names(&arp, Family::Ipv4, 3, 1), Cause::NeighbourUnreachable);
+        let nd = ["icmp6_send", "icmpv6_send", "ip6_link_failure", "ndisc_error_report", "neigh_invalidate"];
+        assert_eq!(by_names(&nd, Family::Ipv6, 1, 3), Cause::NeighbourUnreachable);
+        // A tunnel's dst_link_failure(): a route that failed, not a neighbour.
+        let tunnel = ["__icmp_send", "ipv4_link_failure", "ip_tunnel_xmit", "ipgre_xmit"];
+        assert_eq!(by_names(&tunnel, Family::Ipv4, 3, 1), Cause::NoRoute);
+    }
+
+    #[test]
+    fn tunnel_senders_and_unknown_callers_fall_back_on_the_icmp_type() {
+        // WireGuard without a peer for the address, through icmp_ndo_send().
+        assert_eq!(by_names(&["__icmp_send", "icmp_ndo_send", "wg_xmit"], Family::Ipv4, 3, 1), Cause::NoRoute);
+        assert_eq!(by_names(&["__icmp_send", "ip_vs_leave"], Family::Ipv4, 3, 3), Cause::NoBackend);
+        // A PMTU error from a tunnel or xfrm: no known caller, the type decides.
+        assert_eq!(
+            by_names(&["__icmp_send", "icmp_ndo_send", "ip_md_tunnel_xmit"], Family::Ipv4, 3, 4),
+            Cause::FragNeeded
+        );
+        assert_eq!(by_names(&["icmp6_send", "ip6_fragment"], Family::Ipv6, 2, 0), Cause::FragNeeded);
+        assert_eq!(by_names(&["__icmp_send", "decrement_ttl"], Family::Ipv4, 11, 0), Cause::TtlExceeded);
+        assert_eq!(by_names(&["icmp6_send", "decrement_ttl"], Family::Ipv6, 3, 0), Cause::TtlExceeded);
+        // IPv4 3/0 is a network unreachable, not a time exceeded.
+        assert_eq!(by_names(&["__icmp_send", "somewhere"], Family::Ipv4, 3, 0), Cause::Other);
+        assert_eq!(by_names(&["__icmp_send", "somewhere"], Family::Ipv4, 11, 1), Cause::Other);
     }
 }

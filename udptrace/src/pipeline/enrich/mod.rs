@@ -162,12 +162,12 @@ impl Enricher {
         let Some(kallsyms) = &mut self.kallsyms else {
             return;
         };
-        e.cause = kallsyms.classify(&e.stack, e.icmp.icmp_type, e.icmp.code);
+        e.cause = kallsyms.classify(&e.stack, e.family, e.icmp.icmp_type, e.icmp.code);
         if e.cause == Cause::Other {
             // A caller in a module loaded after start-up (nf_reject_ipv4 on the first REJECT) is not in the
             // table yet.
             kallsyms.refresh_if_modules_changed();
-            e.cause = kallsyms.classify(&e.stack, e.icmp.icmp_type, e.icmp.code);
+            e.cause = kallsyms.classify(&e.stack, e.family, e.icmp.icmp_type, e.icmp.code);
         }
         if self.verbose {
             let frames: Vec<&str> = e.stack.iter().map(|&a| kallsyms.function(a).unwrap_or("?")).collect();
