@@ -199,7 +199,9 @@ pub struct IcmpSent {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IcmpSuppressed {
     pub meta: Meta,
-    pub family: Family,
+    /// `None` for the global counter, which both families share (`icmpv6_global_allow` counts in the IPv4
+    /// `OutRateLimitGlobal`, net/ipv6/icmp.c).
+    pub family: Option<Family>,
     pub scope: Scope,
     /// 1 for an error a hook saw, or how many the programs counted (`pipeline::tally`); the counter's
     /// increase for counts read from the kernel's counters.
@@ -306,7 +308,7 @@ pub mod samples {
     pub fn host_limited(attempt: IcmpSent) -> IcmpSuppressed {
         IcmpSuppressed {
             meta: attempt.meta.clone(),
-            family: attempt.family,
+            family: Some(attempt.family),
             scope: Scope::Host,
             count: 1,
             attempt: Some(attempt),

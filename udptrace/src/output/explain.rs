@@ -125,18 +125,35 @@ pub fn explain_icmp_sent(e: &IcmpSent) -> String {
 
 /// Which limit stopped the error, and the sysctl that governs it.
 pub fn explain_icmp_suppressed(e: &IcmpSuppressed) -> String {
+    let from_counter = e.attempt.is_none();
     match (e.scope, e.family) {
-        (Scope::Global, _) => "the global ICMP rate limit stopped it: sysctl net.ipv4.icmp_msgs_per_sec and \
-                               net.ipv4.icmp_msgs_burst (IPv4 and IPv6), for the types in net.ipv4.icmp_ratemask"
+        (Scope::Global, Some(Family::Ipv4)) => "the global ICMP rate limit stopped it: sysctl \
+                                                 net.ipv4.icmp_msgs_per_sec and net.ipv4.icmp_msgs_burst, for the \
+                                                 types in net.ipv4.icmp_ratemask"
             .to_owned(),
-        (Scope::Host, Family::Ipv4) => {
-            "the per-destination ICMP rate limit stopped it: sysctl net.ipv4.icmp_ratelimit (ms between errors to \
-             one host), for the types in net.ipv4.icmp_ratemask"
+        (Scope::Global, Some(Family::Ipv6)) => "the global ICMP rate limit stopped it: sysctl \
+                                                 net.ipv4.icmp_msgs_per_sec and net.ipv4.icmp_msgs_burst (shared \
+                                                 with IPv6), for the types in net.ipv6.icmp.ratemask"
+            .to_owned(),
+        (Scope::Global, None) => "the global ICMP rate limit stopped them (IPv4 and IPv6 together: the kernel counts \
+                                  both in one counter): sysctl net.ipv4.icmp_msgs_per_sec and \
+                                  net.ipv4.icmp_msgs_burst, for the types in net.ipv4.icmp_ratemask and \
+                                  net.ipv6.icmp.ratemask"
+            .to_owned(),
+        (Scope::Host, Some(Family::Ipv6)) if from_counter => {
+            "the per-destination ICMPv6 rate limit stopped them, or no route led back to the packet's source (the \
+             kernel counts both in Icmp6OutRateLimitHost): sysctl net.ipv6.icmp.ratelimit (ms between errors to one \
+             host), for the types in net.ipv6.icmp.ratemask"
                 .to_owned()
         }
-        (Scope::Host, Family::Ipv6) => {
+        (Scope::Host, Some(Family::Ipv6)) => {
             "the per-destination ICMPv6 rate limit stopped it: sysctl net.ipv6.icmp.ratelimit (ms between errors \
-             to one host)"
+             to one host), for the types in net.ipv6.icmp.ratemask"
+                .to_owned()
+        }
+        (Scope::Host, _) => {
+            "the per-destination ICMP rate limit stopped it: sysctl net.ipv4.icmp_ratelimit (ms between errors to \
+             one host), for the types in net.ipv4.icmp_ratemask"
                 .to_owned()
         }
     }
@@ -146,6 +163,18 @@ pub fn explain_icmp_suppressed(e: &IcmpSuppressed) -> String {
 mod tests {
     use super::*;
     use crate::domain::{Icmp, samples};
+
+    #[test]
+    fn a_rate_limit_names_its_family_sysctls_and_what_the_counter_cannot_tell() {
+        let counted = |scope, family| IcmpSuppressed { meta: samples::meta(), family, scope, count: 3, attempt: None };
+        let global = explain_icmp_suppressed(&counted(Scope::Global, None));
+        assert!(global.contains("IPv4 and IPv6 together") && global.contains("net.ipv6.icmp.ratemask"), "{global}");
+        let host6 = explain_icmp_suppressed(&counted(Scope::Host, Some(Family::Ipv6)));
+        assert!(host6.contains("no route led back") && host6.contains("net.ipv6.icmp.ratemask"), "{host6}");
+        assert!(!host6.contains("net.ipv4"), "{host6}");
+        let seen = IcmpSuppressed { family: Some(Family::Ipv6), ..samples::host_limited(samples::icmp_sent()) };
+        assert!(!explain_icmp_suppressed(&seen).contains("no route"), "a hook saw the limit say no");
+    }
 
     #[test]
     fn every_verdict_has_its_own_explanation() {

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::{Lines, Sink, endpoint, explain::proto_name, rfc3339};
 use crate::{
-    domain::{Event, IcmpSent, IcmpSuppressed, Packet, SocketError},
+    domain::{Event, Family, IcmpSent, IcmpSuppressed, Packet, SocketError},
     kernel::tables::errno_name,
 };
 
@@ -88,7 +88,7 @@ fn icmp_suppressed_json(e: &IcmpSuppressed) -> Value {
         "time": rfc3339(e.meta.time),
         "netns": e.meta.netns,
         "probe": e.meta.probe.as_str(),
-        "family": e.family.as_str(),
+        "family": e.family.map(Family::as_str),
         "icmp": attempt.map(|a| json!({ "type": a.icmp.icmp_type, "code": a.icmp.code })),
         "packet": packet_json(attempt.and_then(|a| a.packet)),
         "scope": e.scope.as_str(),

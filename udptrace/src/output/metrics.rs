@@ -116,7 +116,8 @@ impl Metrics {
                 self.icmp_sent.get_or_create(&self.sent_labels(e)).inc_by(e.count);
             }
             Event::IcmpSuppressed(e) => {
-                let mut labels = vec![("scope", e.scope.as_str().to_owned()), ("family", e.family.as_str().to_owned())];
+                let family = e.family.map_or("unknown", |f| f.as_str());
+                let mut labels = vec![("scope", e.scope.as_str().to_owned()), ("family", family.to_owned())];
                 if self.addresses {
                     labels.push(("dst", e.attempt.as_ref().map_or_else(|| "unknown".to_owned(), destination)));
                 }

@@ -164,7 +164,10 @@ pub fn styled_text(event: &Event, color: bool) -> String {
         Event::IcmpSuppressed(e) => {
             let (flow, icmp) = match &e.attempt {
                 Some(a) => (about(a.packet), icmp_name(a.family, a.icmp.icmp_type, a.icmp.code)),
-                None => (format!("{} {} ICMP errors", e.count, e.family.as_str()), "any type".to_owned()),
+                None => {
+                    let family = e.family.map_or_else(String::new, |f| format!(" {}", f.as_str()));
+                    (format!("{}{family} ICMP errors", e.count), "any type".to_owned())
+                }
             };
             Line::new(color, e.meta.time)
                 .column("icmp_suppressed", WHAT, Some(Tone::Suppressed))

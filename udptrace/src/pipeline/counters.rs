@@ -2,6 +2,11 @@
 //! rate limits: `Icmp: OutRateLimitGlobal OutRateLimitHost` in `/proc/net/snmp` (6.3+, backported to
 //! 6.1.y) and `Icmp6OutRateLimitHost` in `/proc/net/snmp6`, per network namespace.
 //!
+//! What the counters cannot tell is not guessed: `icmpv6_global_allow()` counts in the IPv4
+//! `OutRateLimitGlobal` (net/ipv6/icmp.c, 6.3 to 7.3), so the global count has no family; and
+//! `icmpv6_xrlim_allow()` counts `Icmp6OutRateLimitHost` also when no route leads back to the packet's
+//! source, which the explanation of an IPv6 per-host count says.
+//!
 //! Every namespace a process is in (`/proc/*/ns/net`) or that `ip netns` named (`/run/netns/*`) is read
 //! each period from a thread that enters it (`/proc/thread-self/net/...` shows the reading thread's
 //! namespace). Increases become `icmp_suppressed` events with a `count`.
@@ -49,12 +54,12 @@ impl RateLimits {
         limits
     }
 
-    /// What rose since `before`, as (family, scope, count).
-    pub fn increases(&self, before: &RateLimits) -> Vec<(Family, Scope, u64)> {
+    /// What rose since `before`, as (family, scope, count); the global counter is both families'.
+    pub fn increases(&self, before: &RateLimits) -> Vec<(Option<Family>, Scope, u64)> {
         [
-            (Family::Ipv4, Scope::Global, self.global.saturating_sub(before.global)),
-            (Family::Ipv4, Scope::Host, self.host.saturating_sub(before.host)),
-            (Family::Ipv6, Scope::Host, self.host6.saturating_sub(before.host6)),
+            (None, Scope::Global, self.global.saturating_sub(before.global)),
+            (Some(Family::Ipv4), Scope::Host, self.host.saturating_sub(before.host)),
+            (Some(Family::Ipv6), Scope::Host, self.host6.saturating_sub(before.host6)),
         ]
         .into_iter()
         .filter(|(_, _, n)| *n > 0)
@@ -160,8 +165,14 @@ mod tests {
     fn reports_only_what_rose() {
         let before = RateLimits { global: 40, host: 194, host6: 7 };
         let now = RateLimits { global: 40, host: 200, host6: 9 };
-        assert_eq!(now.increases(&before), vec![(Family::Ipv4, Scope::Host, 6), (Family::Ipv6, Scope::Host, 2)]);
+        assert_eq!(
+            now.increases(&before),
+            vec![(Some(Family::Ipv4), Scope::Host, 6), (Some(Family::Ipv6), Scope::Host, 2)]
+        );
         assert!(before.increases(&before).is_empty());
+        // The global counter is both families': IPv6's global limit counts in the IPv4 counter.
+        let global = RateLimits { global: 45, ..before };
+        assert_eq!(global.increases(&before), vec![(None, Scope::Global, 5)]);
     }
 
     /// The namespaces of this machine can be listed and read where /proc allows it (root, or our own).

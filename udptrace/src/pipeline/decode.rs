@@ -196,7 +196,7 @@ pub fn decode(bytes: &[u8], clock: Clock) -> Result<Event, DecodeError> {
             let scope = if raw.flags & icmp_sent_flags::SUPPRESSED_GLOBAL != 0 { Scope::Global } else { Scope::Host };
             Ok(Event::IcmpSuppressed(IcmpSuppressed {
                 meta: sent.meta.clone(),
-                family,
+                family: Some(family),
                 scope,
                 count: 1,
                 attempt: Some(sent),
