@@ -284,7 +284,21 @@ pub struct KernelOffsets {
     /// `struct net_device`: `nd_net.net`, `ifindex`.
     pub dev_net: u32,
     pub dev_ifindex: u32,
+    /// IP_RECVERR, which decides for an ICMP error: the byte of `struct sock` (its `struct inet_sock`) that
+    /// holds the bit ([`RECVERR_UNKNOWN`] if the BTF does not show it), and the bit.
+    pub recverr4_at: u32,
+    /// IPV6_RECVERR, for an ICMPv6 error: the byte that holds it, in the sock, or with `recverr6_in_pinfo` in
+    /// the `struct ipv6_pinfo` that `inet_sock.pinet6` points to.
+    pub recverr6_at: u32,
+    pub pinet6: u32,
+    pub recverr4_bit: u8,
+    pub recverr6_bit: u8,
+    pub recverr6_in_pinfo: u8,
+    pub _pad0: u8,
 }
+
+/// [`KernelOffsets::recverr4_at`] or `recverr6_at` when the flag is not found.
+pub const RECVERR_UNKNOWN: u32 = u32::MAX;
 
 /// At most this many values per filter option. The programs test each slot without a loop (kernels
 /// before 6.x reject the loops the compiler makes of these tests), so this is fixed at 8.
@@ -348,6 +362,24 @@ pub mod buffer {
     pub const PERF: u8 = 1;
 }
 
+/// A kernel function's text, `[start, end)`, from `/proc/kallsyms`; all zero when it is not known.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TextRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+/// The kernel functions that call `sk_error_report()` for something other than an ICMP error reaching the
+/// socket, in this order (net/core/skbuff.c, net/ipv4/udp.c): tracepoint mode's `sock:inet_sk_error_report`
+/// fires for them too, and skips a report one of them made.
+/// - `sock_queue_err_skb`: an error queued for `MSG_ERRQUEUE` (with IP_RECVERR, `ip_icmp_error()` queues
+///   the ICMP error there first; `__udp4_lib_err` then reports it again with `sk_err` set, and that report is
+///   the one kept);
+/// - `sock_dequeue_err_skb`: a `MSG_ERRQUEUE` read that leaves more errors queued;
+/// - `udp_abort`: `ss -K` or `bpf_sock_destroy()`.
+pub const NOT_ICMP_REPORTERS: [&str; 3] = ["sock_queue_err_skb", "sock_dequeue_err_skb", "udp_abort"];
+
 /// What user space tells the programs before load (the read-only global `CONFIG`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -356,6 +388,8 @@ pub struct Config {
     /// A [`buffer`] constant.
     pub buffer: u8,
     pub _pad0: [u8; 7],
+    /// The text of [`NOT_ICMP_REPORTERS`], in that order.
+    pub not_icmp_reporters: [TextRange; 3],
 }
 
 #[cfg(feature = "user")]
@@ -377,9 +411,9 @@ const _: () = {
     assert!(core::mem::size_of::<EventHeader>() == 16);
     assert!(core::mem::size_of::<SocketError>() == 16 + 48 + 4 + 4 + 4 + 4 + 8 + 32);
     assert!(core::mem::size_of::<IcmpSent>() == 16 + 32 + 4 + 4 + 8 + 8 * ICMP_STACK_DEPTH);
-    assert!(core::mem::size_of::<KernelOffsets>() == 24 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 27 * 4 + 4);
     assert!(core::mem::size_of::<AddrFilter>() == 40);
     assert!(core::mem::size_of::<IcmpMask>() == 40);
     assert!(core::mem::size_of::<Filter>() == FILTER_VALUES * (4 + 4 + 4 + 2 + TASK_COMM_LEN + 40) + 2 * 40 + 8);
-    assert!(core::mem::size_of::<Config>() == core::mem::size_of::<Filter>() + 8);
+    assert!(core::mem::size_of::<Config>() == core::mem::size_of::<Filter>() + 8 + 3 * 16);
 };

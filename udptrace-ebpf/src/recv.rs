@@ -13,8 +13,9 @@
 //!
 //! The whole sequence runs synchronously in one softirq on one CPU, so the hooks meet in a per-CPU
 //! slot (`UDP_ERR`): filled at entry, amended by the reports, emitted once at exit. No hook runs outside
-//! an ICMP error: the socket is the one `sk_error_report` names while the error is in flight (two
-//! reports: the error was also queued for `MSG_ERRQUEUE`). An error the kernel reported to nobody is
+//! an ICMP error: the socket is the one `sk_error_report` names while the error is in flight. Its
+//! IP_RECVERR (IPV6_RECVERR) is read from the socket where the BTF shows it (`inet_sock.inet_flags` from
+//! 6.6, a bitfield before), in every mode. An error the kernel reported to nobody is
 //! flagged `UNREPORTED`: which socket ignored it, connected or not, user space looks up in the socket
 //! table. The verdict is what the kernel did, not a re-derivation from the errno tables.
 //!
@@ -29,12 +30,13 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use udptrace_common::{
-    AF_INET, AF_INET6, IPPROTO_UDP, IPPROTO_UDPLITE, KernelOffsets, SocketError, icmp, icmpv6, kind, probe,
-    socket_error_flags, verdict,
+    AF_INET, AF_INET6, IPPROTO_UDP, IPPROTO_UDPLITE, KernelOffsets, RECVERR_UNKNOWN, SocketError, icmp, icmpv6, kind,
+    probe, socket_error_flags, verdict,
 };
 
 use crate::{
-    emit, filter,
+    emit,
+    filter::{self, config},
     kernel::{Args, ReadResult, header, offsets, read, read_into, skb_dev_netns, skb_ifindex, slot, sock_netns},
     owner::fill_owner,
     report,
@@ -112,7 +114,7 @@ fn udp_err_enter<C: Args>(ctx: &C, mode: u8, entry: ErrEntry) -> ReadResult<()> 
     // the verifier's 512-byte stack limit (every kernel's).
     let event = &mut slot.event;
     event.header = header(kind::SOCKET_ERROR, mode, if v6.is_some() { AF_INET6 } else { AF_INET }, netns);
-    event.flags = socket_error_flags::ICMP_KNOWN | socket_error_flags::RECVERR_KNOWN | socket_error_flags::REMOTE_KNOWN;
+    event.flags = socket_error_flags::ICMP_KNOWN | socket_error_flags::REMOTE_KNOWN;
     event.errno = 0;
     event.verdict = verdict::UNKNOWN;
     event.sock_ino = 0;
@@ -196,12 +198,12 @@ fn udp_err_exit<C: EbpfContext>(ctx: &C, ret: Option<i64>) -> ReadResult<()> {
     }
     slot.active = 0;
     if slot.sk != 0 {
-        fill_owner(slot.sk as *const u8, &mut slot.event)?;
+        let sk = slot.sk as *const u8;
+        fill_owner(sk, &mut slot.event)?;
+        let v6 = slot.event.header.family == AF_INET6 as u8;
+        fill_recverr(sk, v6, &mut slot.event)?;
     }
     let event = &mut slot.event;
-    if slot.reports >= 2 {
-        event.flags |= socket_error_flags::RECVERR;
-    }
     event.verdict = if ret == Some(-ENOENT) {
         verdict::NO_SOCKET
     } else if slot.reports >= 1 {
@@ -304,11 +306,13 @@ fn inet_sk_error_report(ctx: &RawTracePointContext) -> ReadResult<()> {
     if protocol != IPPROTO_UDP as u16 && protocol != IPPROTO_UDPLITE as u16 {
         return Ok(());
     }
-    // With IP_RECVERR, sock_queue_err_skb() wakes the socket once before __udp4_lib_err sets sk_err, then
-    // __udp4_lib_err wakes it again with the error (net/core/skbuff.c, net/ipv4/udp.c). The first wake-up
-    // carries no new error: report the one that does.
+    // The tracepoint fires for every sk_error_report(): an ICMP error reaching the socket (from
+    // __udp4_lib_err / __udp6_lib_err, with sk_err just set), but also an error queued for MSG_ERRQUEUE (with
+    // IP_RECVERR, sock_queue_err_skb() reports once before __udp4_lib_err sets sk_err and reports again), a
+    // MSG_ERRQUEUE read that leaves more queued, an abort (net/core/skbuff.c, net/ipv4/udp.c). Only the first
+    // is an ICMP error: the others are told apart by their caller on the kernel stack.
     let errno = read::<i32>(sk, off.sk_err, "sock.sk_err")?;
-    if errno == 0 {
+    if errno == 0 || reported_for_another_reason(ctx) {
         return Ok(());
     }
 
@@ -326,6 +330,10 @@ fn inet_sk_error_report(ctx: &RawTracePointContext) -> ReadResult<()> {
     event.remote_port = u16::from_be(read::<u16>(sk, off.sk_dport, "sock.__sk_common.skc_dport")?);
     read_socket_addrs(sk, &off, family, event)?;
     fill_owner(sk, event)?;
+    // The tracepoint does not say which ICMP brought the error: an IPv6 socket's is ICMPv6 unless its peer
+    // is an IPv4-mapped address (a dual-stack socket talking IPv4).
+    let v4_mapped = event.remote_addr[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+    fill_recverr(sk, family == AF_INET6 && !v4_mapped, event)?;
     // An unconnected socket has no peer; its error's destination is only in the quoted packet.
     if event.remote_port != 0 {
         event.flags |= socket_error_flags::REMOTE_KNOWN;
@@ -343,6 +351,69 @@ fn read_socket_addrs(sk: *const u8, off: &KernelOffsets, family: u16, event: &mu
     } else {
         event.local_addr = read::<[u8; 16]>(sk, off.sk_v6_rcv_saddr, "sock.skc_v6_rcv_saddr")?;
         event.remote_addr = read::<[u8; 16]>(sk, off.sk_v6_daddr, "sock.skc_v6_daddr")?;
+    }
+    Ok(())
+}
+
+/// Frames of the kernel stack at `sock:inet_sk_error_report` that hold the reporter: the program, the
+/// tracepoint's glue (`bpf_trace_run1`, `__traceiter_inet_sk_error_report`), `sk_error_report`, its caller.
+const REPORT_FRAMES: usize = 6;
+
+/// Whether one of `udptrace_common::NOT_ICMP_REPORTERS` made this report (an error-queue write or read, an
+/// abort), from the return addresses on the kernel stack. An unknown stack is not skipped.
+#[inline(always)]
+fn reported_for_another_reason(ctx: &RawTracePointContext) -> bool {
+    let mut frames = [0u64; REPORT_FRAMES];
+    // SAFETY: the buffer is `frames`, of the size passed.
+    let bytes = unsafe {
+        aya_ebpf::helpers::generated::bpf_get_stack(
+            ctx.as_ptr(),
+            frames.as_mut_ptr().cast(),
+            (REPORT_FRAMES * 8) as u32,
+            0,
+        )
+    };
+    if bytes <= 0 {
+        return false;
+    }
+    // Written out frame by frame and range by range: no loop for the verifier to bound.
+    macro_rules! within {
+        ($at:expr, $i:literal) => {{
+            let (start, end) = (config!(not_icmp_reporters[$i].start), config!(not_icmp_reporters[$i].end));
+            start != 0 && $at >= start && $at < end
+        }};
+    }
+    let reporter = |at: u64| within!(at, 0) || within!(at, 1) || within!(at, 2);
+    reporter(frames[0])
+        || reporter(frames[1])
+        || reporter(frames[2])
+        || reporter(frames[3])
+        || reporter(frames[4])
+        || reporter(frames[5])
+}
+
+/// Sets the event's IP_RECVERR (for an ICMPv6 error, IPV6_RECVERR) as the socket has it, when the kernel's
+/// BTF showed where it is: the flag the kernel tested, not a guess from what it did.
+#[inline(always)]
+fn fill_recverr(sk: *const u8, v6: bool, event: &mut SocketError) -> ReadResult<()> {
+    let off = offsets();
+    let (at, bit) = if v6 { (off.recverr6_at, off.recverr6_bit) } else { (off.recverr4_at, off.recverr4_bit) };
+    if at == RECVERR_UNKNOWN {
+        return Ok(());
+    }
+    let base = if v6 && off.recverr6_in_pinfo == 1 {
+        let pinfo = read::<*const u8>(sk, off.pinet6, "inet_sock.pinet6")?;
+        if pinfo.is_null() {
+            return Ok(());
+        }
+        pinfo
+    } else {
+        sk
+    };
+    let byte = read::<u8>(base, at, "the socket's RECVERR flag")?;
+    event.flags |= socket_error_flags::RECVERR_KNOWN;
+    if (byte >> bit) & 1 == 1 {
+        event.flags |= socket_error_flags::RECVERR;
     }
     Ok(())
 }

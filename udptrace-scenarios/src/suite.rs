@@ -5,6 +5,7 @@
 use std::{
     io,
     net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket},
+    os::fd::AsRawFd as _,
     time::{Duration, Instant},
 };
 
@@ -36,6 +37,8 @@ pub static SCENARIOS: &[Scenario] = &[
     Scenario { name: "closed_port_ipv6", run: |c, t| closed_port(c, t, Family::V6) },
     Scenario { name: "unconnected", run: |c, t| unconnected(c, t, false) },
     Scenario { name: "unconnected_recverr", run: |c, t| unconnected(c, t, true) },
+    Scenario { name: "error_queue", run: error_queue },
+    Scenario { name: "error_queue_full", run: error_queue_full },
     Scenario { name: "unreachable_ipv4", run: |c, t| unreachable(c, t, Family::V4) },
     Scenario { name: "unreachable_ipv6", run: |c, t| unreachable(c, t, Family::V6) },
     Scenario { name: "host_down_ipv4", run: |c, t| host_down(c, t, Family::V4) },
@@ -207,7 +210,6 @@ pub fn compare(event: &Value, expected: &Value) -> Outcome {
 fn as_tracepoint_sees(expected: &Value, connected: bool) -> Value {
     let mut seen = expected.clone();
     seen["icmp"] = Value::Null;
-    seen["recverr"] = Value::Null;
     if !connected {
         seen["remote"] = Value::Null;
     }
@@ -417,6 +419,98 @@ fn unconnected(config: &Config, tracer: &mut Tracer, recverr: bool) -> Result<Re
         ("client_errno", errno_check(&received, recverr.then_some(libc::ECONNREFUSED))),
         ("socket_error", check_socket_error(config, tracer, &hosts.client, local, expected, tracepoint)),
     ])
+}
+
+/// One event per ICMP error, whatever else reports on the socket: four port unreachables reach an
+/// IP_RECVERR socket (each queued for MSG_ERRQUEUE, each reported by the kernel twice), then the four are
+/// read back from the error queue (each read that leaves more queued reports again). Exactly four
+/// `socket_error` events.
+fn error_queue(config: &Config, tracer: &mut Tracer) -> Result<Results> {
+    const ERRORS: usize = 4;
+    let hosts = TwoHosts::new()?;
+    hosts.server.sysctl("net.ipv4.icmp_ratemask", "0")?;
+    let server = SocketAddr::new(TwoHosts::server_ip(Family::V4), CLOSED_PORT);
+    let socket = udp_socket(&hosts.client, SocketAddr::new(TwoHosts::client_ip(Family::V4), 0))?;
+    set_recverr(&socket, false)?;
+    let local = socket.local_addr()?;
+    for _ in 0..ERRORS {
+        socket.send_to(b"udptrace", server)?;
+        std::thread::sleep(Duration::from_millis(100));
+        // SO_ERROR takes the pending error (the next send would fail with it); the queued copies stay.
+        let _ = socket.take_error();
+    }
+    let mut read_back = 0;
+    let mut buf = [0u8; 64];
+    for _ in 0..ERRORS {
+        // SAFETY: reads into `buf`, of the length passed, from a socket this scenario owns.
+        let n = unsafe {
+            libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT)
+        };
+        read_back += usize::from(n >= 0);
+    }
+    let queued = if read_back == ERRORS {
+        Outcome::Pass
+    } else {
+        Outcome::Fail(format!("read {read_back} of {ERRORS} errors back from the error queue"))
+    };
+    let ours = |e: &Value| e["event"] == "socket_error" && e["local"] == local.to_string();
+    let mut counted = match tracer.expect_count("the queued errors", config.event_timeout, ERRORS, ours) {
+        Ok(()) => Outcome::Pass,
+        Err(e) => Outcome::Fail(format!("{e:#}")),
+    };
+    // Nothing more may follow: the reads reported again, and those reports are not ICMP errors.
+    tracer.collect_for(config.quiet_period);
+    let seen = tracer.seen.iter().filter(|e| ours(e)).count();
+    if seen != ERRORS && counted == Outcome::Pass {
+        counted = Outcome::Fail(format!("{ERRORS} ICMP errors, {seen} socket_error events"));
+    }
+    Ok(vec![("read_back", queued), ("one_event_per_error", counted)])
+}
+
+/// IP_RECVERR is the socket's flag, not a guess from what the kernel did: with its error queue full (a
+/// receive buffer of the kernel's minimum, nothing read), the errors that no longer fit are still delivered
+/// to an IP_RECVERR socket, and every event says `recverr: true`.
+fn error_queue_full(config: &Config, tracer: &mut Tracer) -> Result<Results> {
+    const ERRORS: usize = 6;
+    let hosts = TwoHosts::new()?;
+    hosts.server.sysctl("net.ipv4.icmp_ratemask", "0")?;
+    let server = SocketAddr::new(TwoHosts::server_ip(Family::V4), CLOSED_PORT);
+    let socket = udp_socket(&hosts.client, SocketAddr::new(TwoHosts::client_ip(Family::V4), 0))?;
+    set_recverr(&socket, false)?;
+    set_int_option(&socket, libc::SOL_SOCKET, libc::SO_RCVBUF, 1)?;
+    let local = socket.local_addr()?;
+    for _ in 0..ERRORS {
+        socket.send_to(b"udptrace", server)?;
+        std::thread::sleep(Duration::from_millis(100));
+        let _ = socket.take_error();
+    }
+    let mut queued = 0;
+    let mut buf = [0u8; 64];
+    for _ in 0..ERRORS {
+        // SAFETY: reads into `buf`, of the length passed, from a socket this scenario owns.
+        let n = unsafe {
+            libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT)
+        };
+        queued += usize::from(n >= 0);
+    }
+    let filled = if queued < ERRORS {
+        Outcome::Pass
+    } else {
+        Outcome::Fail(format!("all {ERRORS} errors fitted in the error queue: the case was not made"))
+    };
+    let ours = |e: &Value| e["event"] == "socket_error" && e["local"] == local.to_string();
+    let flagged = match tracer.expect_count("the errors", config.event_timeout, ERRORS, ours) {
+        Err(e) => Outcome::Fail(format!("{e:#}")),
+        Ok(()) => {
+            let wrong: Vec<&Value> = tracer.seen.iter().filter(|e| ours(e) && e["recverr"] != true).collect();
+            if wrong.is_empty() {
+                Outcome::Pass
+            } else {
+                Outcome::Fail(format!("{} of {ERRORS} events do not say recverr true: {:?}", wrong.len(), wrong))
+            }
+        }
+    };
+    Ok(vec![("queue_filled", filled), ("recverr_flag", flagged)])
 }
 
 /// Seed case 2: the peer's address is unreachable behind a router (an unreachable route there). The

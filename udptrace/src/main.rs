@@ -90,7 +90,19 @@ fn run(cli: Cli) -> Result<()> {
 fn trace(cli: Cli, mut facts: KernelFacts) -> Result<()> {
     let filter = cli.filter();
     let buffer: pipeline::source::Buffer = cli.buffer.into();
-    let config = udptrace_common::Config { filter: filter.for_kernel(), buffer: buffer.for_kernel(), _pad0: [0; 7] };
+    let config = udptrace_common::Config {
+        filter: filter.for_kernel(),
+        buffer: buffer.for_kernel(),
+        _pad0: [0; 7],
+        not_icmp_reporters: facts.not_icmp_reporters,
+    };
+    if cli.verbose && facts.not_icmp_reporters.iter().any(|r| r.start == 0) {
+        eprintln!(
+            "udptrace: /proc/kallsyms does not show all of {:?}: in tracepoint mode, error-queue reads and aborts \
+             may be reported as socket errors",
+            udptrace_common::NOT_ICMP_REPORTERS
+        );
+    }
     let mut ebpf = loader::load_object(&facts, &config, cli.verbose)?;
     let outcomes = loader::attach_all(&mut ebpf, &facts, cli.probe.modes());
     facts.release_aya_btf();

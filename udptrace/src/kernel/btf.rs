@@ -13,7 +13,7 @@
 use std::{cmp::Ordering, path::Path};
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use udptrace_common::KernelOffsets;
+use udptrace_common::{KernelOffsets, RECVERR_UNKNOWN};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -168,6 +168,41 @@ impl KernelBtf {
         Ok(offset_bits / 8)
     }
 
+    /// The bit offset of `path` in `struct outer`, a bitfield or not.
+    pub fn member_bit_offset(&self, outer: &str, path: &str) -> Result<u32> {
+        let mut ty = self.named_struct(outer)?;
+        let mut offset_bits = 0u32;
+        for name in path.split('.') {
+            let (bits, member_ty) = self
+                .find_member_any(ty, name, 0)?
+                .ok_or_else(|| anyhow!("struct {outer} has no member {path} in this kernel's BTF"))?;
+            offset_bits += bits;
+            ty = member_ty;
+        }
+        Ok(offset_bits)
+    }
+
+    /// The value of the enumerator `name` (of any enum, named or not), if the BTF has one.
+    pub fn enumerator(&self, name: &str) -> Option<i64> {
+        (1..=self.starts.len() as u32).filter_map(|id| self.type_ref(id)).find_map(|t| {
+            let (size, wide) = match t.kind {
+                kind::ENUM => (8, false),
+                kind::ENUM64 => (12, true),
+                _ => return None,
+            };
+            (0..t.vlen).find_map(|i| {
+                let at = t.at + TYPE_HEADER + size * i;
+                (self.string(u32_at(&self.data, at)?) == name.as_bytes()).then_some(())?;
+                let low = u32_at(&self.data, at + 4)?;
+                Some(if wide {
+                    i64::from(low) | (i64::from(u32_at(&self.data, at + 8)?) << 32)
+                } else {
+                    i64::from(low as i32)
+                })
+            })
+        })
+    }
+
     /// Whether the kernel has the tracepoint `name` (every tracepoint has a `btf_trace_<name>` typedef).
     pub fn has_tracepoint(&self, name: &str) -> bool {
         self.named(&format!("btf_trace_{name}")).any(|t| t.kind == kind::TYPEDEF)
@@ -181,6 +216,8 @@ impl KernelBtf {
     /// The offsets of every member udptrace's programs read.
     pub fn kernel_offsets(&self) -> Result<KernelOffsets> {
         let sock = |path: &str| self.member_offset("sock", path);
+        let recverr4 = self.flag_bit("INET_FLAGS_RECVERR", "inet_sock", "recverr").map(|(bits, _)| bits);
+        let recverr6 = self.flag_bit("INET_FLAGS_RECVERR6", "ipv6_pinfo", "recverr");
         Ok(KernelOffsets {
             sk_family: sock("__sk_common.skc_family")?,
             sk_num: sock("__sk_common.skc_num")?,
@@ -210,7 +247,27 @@ impl KernelBtf {
             skb_sk: self.member_offset("sk_buff", "sk")?,
             dev_net: self.member_offset("net_device", "nd_net.net")?,
             dev_ifindex: self.member_offset("net_device", "ifindex")?,
+            recverr4_at: recverr4.map_or(RECVERR_UNKNOWN, |bits| bits / 8),
+            recverr4_bit: recverr4.map_or(0, |bits| (bits % 8) as u8),
+            recverr6_at: recverr6.map_or(RECVERR_UNKNOWN, |(bits, _)| bits / 8),
+            recverr6_bit: recverr6.map_or(0, |(bits, _)| (bits % 8) as u8),
+            recverr6_in_pinfo: u8::from(recverr6.is_some_and(|(_, in_pinfo)| in_pinfo)),
+            pinet6: self.member_offset("inet_sock", "pinet6").unwrap_or(0),
+            _pad0: 0,
         })
+    }
+
+    /// The bit offset of a socket flag: in `inet_sock.inet_flags`, as the enumerator `flag` numbers it
+    /// (6.6+ for IPv4's, 6.7+ for IPv6's: include/net/inet_sock.h), else the bitfield `old` of `struct
+    /// in_struct` (before). Bit numbers count from the least significant bit of each byte (little-endian, as
+    /// BTF's bitfield offsets do on the machines udptrace runs on).
+    fn flag_bit(&self, flag: &str, in_struct: &str, old: &str) -> Option<(u32, bool)> {
+        if let Some(bit) = self.enumerator(flag)
+            && let Ok(flags) = self.member_offset("inet_sock", "inet_flags")
+        {
+            return Some((flags * 8 + u32::try_from(bit).ok()?, false));
+        }
+        self.member_bit_offset(in_struct, old).ok().map(|bits| (bits, in_struct != "inet_sock"))
     }
 
     fn type_ref(&self, id: u32) -> Option<TypeRef> {
@@ -257,6 +314,16 @@ impl KernelBtf {
     /// Looks `name` up among the members of `ty` (a struct or union, through typedefs and qualifiers),
     /// descending into anonymous members. Returns the member's bit offset and its type.
     fn find_member(&self, ty: TypeRef, name: &str, depth: usize) -> Result<Option<(u32, TypeRef)>> {
+        self.find_member_with(ty, name, depth, false)
+    }
+
+    fn find_member_with(
+        &self,
+        ty: TypeRef,
+        name: &str,
+        depth: usize,
+        bitfields: bool,
+    ) -> Result<Option<(u32, TypeRef)>> {
         if depth > 16 {
             bail!("BTF nests anonymous members deeper than 16");
         }
@@ -277,18 +344,23 @@ impl KernelBtf {
             let member_ty = self.type_ref(type_id).ok_or_else(|| anyhow!("BTF member of unknown type {type_id}"))?;
             let member_name = self.string(name_off);
             if member_name == name.as_bytes() {
-                if bitfield {
+                if bitfield && !bitfields {
                     bail!("member {name} is a bitfield in this kernel's BTF");
                 }
                 return Ok(Some((bit_offset, member_ty)));
             }
             if member_name.is_empty()
-                && let Some((bits, found)) = self.find_member(member_ty, name, depth + 1)?
+                && let Some((bits, found)) = self.find_member_with(member_ty, name, depth + 1, bitfields)?
             {
                 return Ok(Some((bit_offset + bits, found)));
             }
         }
         Ok(None)
+    }
+
+    /// `find_member`, bitfields allowed.
+    fn find_member_any(&self, ty: TypeRef, name: &str, depth: usize) -> Result<Option<(u32, TypeRef)>> {
+        self.find_member_with(ty, name, depth, true)
     }
 
     /// Follows typedefs and qualifiers to the underlying type.

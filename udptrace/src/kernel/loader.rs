@@ -57,6 +57,8 @@ pub struct KernelFacts {
     /// hosts), if it is.
     pub cgroup2: Option<std::path::PathBuf>,
     pub release: String,
+    /// The text of `udptrace_common::NOT_ICMP_REPORTERS` (zero where `/proc/kallsyms` does not show it).
+    pub not_icmp_reporters: [udptrace_common::TextRange; 3],
 }
 
 impl KernelFacts {
@@ -98,6 +100,7 @@ impl KernelFacts {
             release: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .map(|s| s.trim().to_owned())
                 .unwrap_or_else(|_| "unknown".to_owned()),
+            not_icmp_reporters: super::kallsyms::text_ranges(udptrace_common::NOT_ICMP_REPORTERS),
         })
     }
 

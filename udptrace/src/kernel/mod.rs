@@ -2,6 +2,7 @@
 //!
 //! - `hooks`: the attach table (each logical hook, per mode, its programs and targets);
 //! - `btf`: the running kernel's structure layout and functions, from its BTF;
+//! - `kallsyms`: where a few kernel functions' text lies, for the programs that check their callers;
 //! - `loader`: loading the eBPF object with those offsets and walking the attach ladder;
 //! - `privileges`: the capabilities that takes;
 //! - `probes`: `udptrace probes`, the table tried on this kernel;
@@ -9,6 +10,7 @@
 
 pub mod btf;
 pub mod hooks;
+pub mod kallsyms;
 pub mod loader;
 pub mod privileges;
 pub mod probes;

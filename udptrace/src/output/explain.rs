@@ -67,7 +67,11 @@ pub fn explain_socket_error(e: &SocketError) -> String {
     let errno = errno_name(e.errno).unwrap_or("an error");
     let icmp = e.icmp.map(|i| icmp_name(e.family, i.icmp_type, i.code));
     let peer = e.remote.map(|r| format!("udp/{} at {}", r.port(), r.ip()));
-    let queued = if e.recverr == Some(true) { "; also queued for MSG_ERRQUEUE (IP_RECVERR)" } else { "" };
+    let queued = if e.recverr == Some(true) {
+        "; the socket has IP_RECVERR, so it is also queued for MSG_ERRQUEUE unless that queue is full"
+    } else {
+        ""
+    };
     match e.verdict {
         Some(Verdict::Delivered) => match (e.errno, &peer) {
             (libc::ECONNREFUSED, Some(peer)) => format!(
@@ -95,7 +99,10 @@ pub fn explain_socket_error(e: &SocketError) -> String {
             "the socket is not connected and has no IP_RECVERR: Linux drops {errno} and the application sees nothing"
         ),
         Some(Verdict::NoSocket) => "no socket on this host matches the packet the ICMP error quotes".to_owned(),
-        None => format!("a UDP tunnel socket took the error ({errno})"),
+        None => format!(
+            "the kernel told no socket of it ({errno}), and none matching the quoted packet was found: a UDP tunnel may \
+             have taken it, or the socket has closed"
+        ),
     }
 }
 

@@ -141,14 +141,19 @@ impl Enricher {
         // (IP_PMTUDISC_DONT), whatever IP_RECVERR says; a packet-too-big, for IPv6's (ip6_sk_accept_pmtu).
         // Only the first, on a connected socket, has a verdict that says so.
         let pmtu = e.icmp.map(|i| (e.family, i.icmp_type, i.code));
+        let pmtu = matches!(
+            pmtu,
+            Some((Family::Ipv4, icmp::DEST_UNREACH, icmp::FRAG_NEEDED) | (Family::Ipv6, icmpv6::PKT_TOOBIG, _))
+        );
         e.verdict = match pmtu {
-            Some((Family::Ipv4, icmp::DEST_UNREACH, icmp::FRAG_NEEDED)) if found.connected => {
-                Some(Verdict::IgnoredSoftError)
-            }
-            Some((Family::Ipv4, icmp::DEST_UNREACH, icmp::FRAG_NEEDED) | (Family::Ipv6, icmpv6::PKT_TOOBIG, _)) => None,
-            _ if found.connected => Some(Verdict::IgnoredSoftError),
-            _ => Some(Verdict::IgnoredUnconnected),
+            true if found.connected && e.family == Family::Ipv4 => Some(Verdict::IgnoredSoftError),
+            true => None,
+            false if found.connected => Some(Verdict::IgnoredSoftError),
+            false => Some(Verdict::IgnoredUnconnected),
         };
+        // The kernel ignores an error only without IP_RECVERR, except a frag-needed, which it drops before
+        // that test: there the flag is not known.
+        e.recverr = (!pmtu).then_some(false);
         e.sock_ino = Some(found.inode);
         if e.owner.is_none()
             && let Some(creators) = &self.creators

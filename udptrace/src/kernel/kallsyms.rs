@@ -1,0 +1,78 @@
+//! Where a few kernel functions' text lies, from `/proc/kallsyms`, read line by line (the file is several
+//! MiB; nothing of it is kept).
+
+use std::io::{BufRead as _, BufReader};
+
+use udptrace_common::TextRange;
+
+/// The text of each of `names`, in their order: from its address to the next symbol's. Zero for a name the
+/// table does not show (absent, or addresses hidden by `kernel.kptr_restrict`).
+pub fn text_ranges<const N: usize>(names: [&str; N]) -> [TextRange; N] {
+    match std::fs::File::open("/proc/kallsyms") {
+        Ok(file) => ranges_in(BufReader::new(file).lines().map_while(Result::ok), names),
+        Err(_) => [TextRange::default(); N],
+    }
+}
+
+/// `lines` in `/proc/kallsyms` form (`ADDRESS TYPE NAME [MODULE]`), in address order as the kernel lists
+/// its own text.
+fn ranges_in<const N: usize>(lines: impl Iterator<Item = String>, names: [&str; N]) -> [TextRange; N] {
+    let mut ranges = [TextRange::default(); N];
+    // The function whose end is the next symbol's start.
+    let mut open: Option<usize> = None;
+    for line in lines {
+        let mut fields = line.split_ascii_whitespace();
+        let (Some(address), Some(_kind), Some(name)) = (fields.next(), fields.next(), fields.next()) else {
+            continue;
+        };
+        let Ok(address) = u64::from_str_radix(address, 16) else { continue };
+        if let Some(index) = open
+            && address > ranges[index].start
+        {
+            ranges[index].end = address;
+            open = None;
+        }
+        if address == 0 {
+            continue;
+        }
+        if let Some(index) = names.iter().position(|n| *n == name)
+            && ranges[index].start == 0
+        {
+            ranges[index].start = address;
+            open = Some(index);
+        }
+    }
+    // A function whose end was never seen (the last symbol) is not trusted.
+    for range in &mut ranges {
+        if range.end == 0 {
+            *range = TextRange::default();
+        }
+    }
+    ranges
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_function_ends_where_the_next_symbol_starts() {
+        let table = "ffffffff81e3cde0 T __pfx_sock_dequeue_err_skb\n\
+                     ffffffff81e3cdf0 T sock_dequeue_err_skb\n\
+                     ffffffff81e3cf80 T __pfx_skb_foo\n\
+                     ffffffff82043d90 T udp_abort\n\
+                     0000000000000000 T hidden\n\
+                     ffffffff82043e90 t udp_other\n";
+        let ranges = ranges_in(table.lines().map(str::to_owned), ["sock_dequeue_err_skb", "udp_abort", "missing"]);
+        assert_eq!(ranges[0], TextRange { start: 0xffffffff81e3cdf0, end: 0xffffffff81e3cf80 });
+        // The zero address of a hidden symbol does not end it; the next real one does.
+        assert_eq!(ranges[1], TextRange { start: 0xffffffff82043d90, end: 0xffffffff82043e90 });
+        assert_eq!(ranges[2], TextRange::default());
+    }
+
+    #[test]
+    fn hidden_addresses_give_nothing() {
+        let table = "0000000000000000 T sock_queue_err_skb\n0000000000000000 T next\n";
+        assert_eq!(ranges_in(table.lines().map(str::to_owned), ["sock_queue_err_skb"]), [TextRange::default()]);
+    }
+}
