@@ -910,11 +910,17 @@ fn owner_before_start(config: &Config, _shared: &mut Tracer) -> Result<Results> 
     let mut late = Tracer::start(config, &[])?;
     case.inject(&client)?;
     let named = case.check(config, &mut late, &client, client.pid);
+    // Found through /proc, which also says how many processes hold it: the helper alone.
+    let event = late.seen.iter().rev().find(|e| e["event"] == "socket_error" && e["local"] == client.local.to_string());
+    let holders = match event.map(|e| &e["holders"]) {
+        Some(n) if *n == 1 => Outcome::Pass,
+        other => Outcome::Fail(format!("holders: got {other:?}, want 1")),
+    };
     let stop = match late.stop() {
         Ok(_) => Outcome::Pass,
         Err(e) => Outcome::Fail(format!("{e:#}")),
     };
-    Ok(vec![("names_the_owner", named), ("clean_stop", stop)])
+    Ok(vec![("names_the_owner", named), ("holders", holders), ("clean_stop", stop)])
 }
 
 /// A forked child sends on its parent's socket, last. The event names the parent, which created the

@@ -145,6 +145,9 @@ pub struct OwnerInfo {
     pub cgroup: Option<String>,
     /// The container id parsed from the cgroup path.
     pub container: Option<String>,
+    /// How many processes hold the socket, when `/proc` was searched for it (a socket created before
+    /// udptrace started); `None` when the owner came from the kernel's record.
+    pub holders: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -281,6 +284,7 @@ pub mod samples {
                 cgroup_id: Some(4242),
                 cgroup: None,
                 container: None,
+                holders: None,
             }),
             ..socket_error()
         }

@@ -68,6 +68,7 @@ fn socket_error_json(e: &SocketError) -> Value {
         "comm": e.owner.as_ref().map(|o| o.comm.as_str()),
         "cgroup": e.owner.as_ref().and_then(|o| o.cgroup.as_deref()),
         "container": e.owner.as_ref().and_then(|o| o.container.as_deref()),
+        "holders": e.owner.as_ref().and_then(|o| o.holders),
     })
 }
 
@@ -143,6 +144,7 @@ mod tests {
                 "comm": "dns-client",
                 "cgroup": null,
                 "container": null,
+                "holders": null,
             })
         );
     }

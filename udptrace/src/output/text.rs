@@ -52,6 +52,9 @@ fn owner_text(owner: Option<&OwnerInfo>) -> String {
         return "owner unknown".to_owned();
     };
     let mut text = format!("pid {} {}", owner.pid, escape(&owner.comm));
+    if let Some(others) = owner.holders.and_then(|n| n.checked_sub(1)).filter(|&n| n > 0) {
+        text.push_str(&format!(" (+{others} more holding it)"));
+    }
     if let Some(container) = &owner.container {
         text.push_str(&format!(" container {}", &container[..container.len().min(12)]));
     } else if let Some(cgroup) = owner.cgroup.as_deref().filter(|c| *c != "/") {

@@ -61,6 +61,7 @@ pub fn recorded_owner(owner: &udptrace_common::Owner) -> OwnerInfo {
         cgroup_id: Some(owner.cgroup_id),
         cgroup: None,
         container: None,
+        holders: None,
     }
 }
 

@@ -1,9 +1,10 @@
 //! The process, cgroup and container behind a socket.
 //!
-//! The programs record the process that created each socket. For a socket created before udptrace started
-//! (or where the cgroup program could not attach), the socket's inode is looked up in `/proc/*/fd`, as
-//! `ss -p` does: cached, and rescanned at most once a second; an event whose socket the last scan could not
-//! have seen waits for the next one. Unknown stays unknown.
+//! The programs record the process that created or last connected each socket. For a socket created before
+//! udptrace started (or where the cgroup programs could not attach), the socket's inode is looked up in
+//! `/proc/*/fd`, as `ss -p` does: cached, and rescanned at most once a second; an event whose socket the last
+//! scan could not have seen waits for the next one. The lowest pid holding it is named, unless that is PID 1
+//! and another process holds it too, and the event says how many hold it. Unknown stays unknown.
 
 use std::{
     collections::HashMap,
@@ -31,9 +32,34 @@ pub enum Lookup {
 const MAX_CACHED_SOCKETS: usize = 200_000;
 const RESCAN_AFTER: Duration = Duration::from_secs(1);
 
+/// The processes that hold one socket, as a /proc scan found them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Holders {
+    /// The one named: the lowest pid, but not PID 1 when another holds it too (a service manager that
+    /// passed the socket to the service it started, systemd's socket activation, keeps its copy).
+    named: i32,
+    /// How many processes hold it.
+    count: u32,
+    /// The last pid counted (the scan goes in pid order, so a process's several fds count once).
+    last: i32,
+}
+
+impl Holders {
+    fn note(sockets: &mut HashMap<u64, Holders>, ino: u64, pid: i32) {
+        let holders = sockets.entry(ino).or_insert(Holders { named: pid, count: 0, last: 0 });
+        if holders.last != pid {
+            holders.count += 1;
+            holders.last = pid;
+        }
+        if holders.named == 1 && pid != 1 {
+            holders.named = pid;
+        }
+    }
+}
+
 pub struct Resolver {
-    /// socket inode -> pid, from the last /proc scan.
-    sockets: HashMap<u64, i32>,
+    /// socket inode -> its holders, from the last /proc scan.
+    sockets: HashMap<u64, Holders>,
     last_scan: Option<Instant>,
     /// cgroup v2 id -> path, from the cgroup2 mount.
     cgroups: HashMap<u64, String>,
@@ -67,8 +93,8 @@ impl Resolver {
     /// once every `RESCAN_AFTER`: until then the answer is `Later`, unless `may_wait` is false (the
     /// session is ending, or too many events wait), which scans at once.
     pub fn by_socket_inode(&mut self, ino: u64, seen: Instant, may_wait: bool) -> Lookup {
-        let pid = match self.sockets.get(&ino) {
-            Some(&pid) if Process::new(pid).is_ok() => pid,
+        let holders = match self.sockets.get(&ino) {
+            Some(&holders) if Process::new(holders.named).is_ok() => holders,
             cached => {
                 match self.last_scan {
                     Some(scan) if scan >= seen && cached.is_none() => return Lookup::Unknown,
@@ -78,23 +104,24 @@ impl Resolver {
                     _ => self.scan_proc(),
                 }
                 match self.sockets.get(&ino) {
-                    Some(&pid) => pid,
+                    Some(&holders) => holders,
                     None => return Lookup::Unknown,
                 }
             }
         };
+        let pid = holders.named;
         let Ok(stat) = Process::new(pid).and_then(|p| p.stat()) else {
             return Lookup::Unknown;
         };
         let Ok(pid) = u32::try_from(pid) else {
             return Lookup::Unknown;
         };
-        let mut owner = OwnerInfo { pid, comm: stat.comm, ..OwnerInfo::default() };
+        let mut owner = OwnerInfo { pid, comm: stat.comm, holders: Some(holders.count), ..OwnerInfo::default() };
         self.complete(&mut owner);
         Lookup::Found(owner)
     }
 
-    /// Maps every socket inode in /proc/*/fd to the first (lowest) pid holding it.
+    /// Maps every socket inode in /proc/*/fd to the processes holding it.
     fn scan_proc(&mut self) {
         self.last_scan = Some(Instant::now());
         self.sockets.clear();
@@ -107,9 +134,9 @@ impl Resolver {
             };
             for fd in fds.flatten() {
                 if let FDTarget::Socket(ino) = fd.target
-                    && self.sockets.len() < MAX_CACHED_SOCKETS
+                    && (self.sockets.len() < MAX_CACHED_SOCKETS || self.sockets.contains_key(&ino))
                 {
-                    self.sockets.entry(ino).or_insert(process.pid());
+                    Holders::note(&mut self.sockets, ino, process.pid());
                 }
             }
         }
@@ -191,6 +218,17 @@ pub mod tests {
         assert_eq!(container_id("/docker/abc123"), None);
     }
 
+    #[test]
+    fn the_service_manager_is_named_only_when_it_alone_holds_the_socket() {
+        let mut sockets = HashMap::new();
+        // In pid order, as the scan goes: PID 1 passed socket 7 to pid 812, which holds it on two fds.
+        for (ino, pid) in [(7, 1), (9, 1), (7, 812), (7, 812), (7, 900)] {
+            Holders::note(&mut sockets, ino, pid);
+        }
+        assert_eq!((sockets[&7].named, sockets[&7].count), (812, 3));
+        assert_eq!((sockets[&9].named, sockets[&9].count), (1, 1));
+    }
+
     /// A socket this test opens is found in /proc, with this process as owner.
     #[test]
     fn finds_its_own_socket_through_proc() {
@@ -200,6 +238,7 @@ pub mod tests {
             panic!("the socket's owner")
         };
         assert_eq!(owner.pid, std::process::id());
+        assert_eq!(owner.holders, Some(1));
         assert_eq!(owner.cgroup, cgroup_of_pid(std::process::id()));
         let own = fs::read_to_string("/proc/self/cgroup").unwrap();
         assert_eq!(owner.cgroup.as_deref(), own.lines().find_map(|l| l.strip_prefix("0::")));
