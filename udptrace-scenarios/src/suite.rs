@@ -39,6 +39,7 @@ pub static SCENARIOS: &[Scenario] = &[
     Scenario { name: "unconnected_recverr", run: |c, t| unconnected(c, t, true) },
     Scenario { name: "error_queue", run: error_queue },
     Scenario { name: "error_queue_full", run: error_queue_full },
+    Scenario { name: "socket_destroyed", run: socket_destroyed },
     Scenario { name: "unreachable_ipv4", run: |c, t| unreachable(c, t, Family::V4) },
     Scenario { name: "unreachable_ipv6", run: |c, t| unreachable(c, t, Family::V6) },
     Scenario { name: "host_down_ipv4", run: |c, t| host_down(c, t, Family::V4) },
@@ -511,6 +512,40 @@ fn error_queue_full(config: &Config, tracer: &mut Tracer) -> Result<Results> {
         }
     };
     Ok(vec![("queue_filled", filled), ("recverr_flag", flagged)])
+}
+
+/// `ss -K` destroys a connected UDP socket: the kernel aborts it (`udp_abort`, ECONNABORTED) and wakes it,
+/// which is no ICMP error, and no `socket_error` may say otherwise.
+fn socket_destroyed(config: &Config, tracer: &mut Tracer) -> Result<Results> {
+    let hosts = TwoHosts::new()?;
+    let server = SocketAddr::new(TwoHosts::server_ip(Family::V4), CLOSED_PORT);
+    let socket = udp_socket(&hosts.client, SocketAddr::new(TwoHosts::client_ip(Family::V4), 0))?;
+    socket.connect(server)?;
+    let local = socket.local_addr()?;
+    let port = format!(":{}", local.port());
+    if let Err(e) = crate::netns::exec_in(&hosts.client, "ss", &["-K", "-u", "-n", "sport", "=", &port]) {
+        return Ok(vec![("not_an_icmp_error", Outcome::Skip(format!("ss -K could not run: {e:#}")))]);
+    }
+    match socket.take_error()? {
+        Some(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
+        other => {
+            return Ok(vec![(
+                "not_an_icmp_error",
+                Outcome::Skip(format!(
+                    "this kernel did not destroy the socket (CONFIG_INET_DIAG_DESTROY?): its error is {other:?}"
+                )),
+            )]);
+        }
+    }
+    tracer.collect_for(config.quiet_period);
+    let ours: Vec<&Value> =
+        tracer.seen.iter().filter(|e| e["event"] == "socket_error" && e["local"] == local.to_string()).collect();
+    let outcome = if ours.is_empty() {
+        Outcome::Pass
+    } else {
+        Outcome::Fail(format!("the abort was reported as an ICMP error: {ours:?}"))
+    };
+    Ok(vec![("not_an_icmp_error", outcome)])
 }
 
 /// Seed case 2: the peer's address is unreachable behind a router (an unreachable route there). The
