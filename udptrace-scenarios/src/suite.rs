@@ -826,7 +826,8 @@ fn no_socket(config: &Config, tracer: &mut Tracer) -> Result<Results> {
         "icmp": {"type": 3, "code": 3, "from": SERVER_V4},
         "errno": "ECONNREFUSED",
         "verdict": "no_socket",
-        "recverr": false,
+        // No socket, so no flag to read.
+        "recverr": null,
     });
     Ok(vec![("socket_error", check_socket_error(config, tracer, &hosts.client, local, expected, None))])
 }
