@@ -422,19 +422,18 @@ fn unconnected(config: &Config, tracer: &mut Tracer, recverr: bool) -> Result<Re
     ])
 }
 
-/// One event per ICMP error, whatever else reports on the socket: four port unreachables reach an
-/// IP_RECVERR socket (each queued for MSG_ERRQUEUE, each reported by the kernel twice), then the four are
-/// read back from the error queue (each read that leaves more queued reports again). Exactly four
-/// `socket_error` events.
-fn error_queue(config: &Config, tracer: &mut Tracer) -> Result<Results> {
-    const ERRORS: usize = 4;
-    let hosts = TwoHosts::new()?;
+/// `errors` port unreachables reach an unconnected IP_RECVERR socket in `hosts`' client (with `rcvbuf`, a
+/// receive buffer that small), each queued for MSG_ERRQUEUE if it fits; then the error queue is read.
+/// Returns the socket's address and how many errors were read back.
+fn recverr_errors(hosts: &TwoHosts, errors: usize, rcvbuf: Option<i32>) -> Result<(SocketAddr, usize)> {
     hosts.server.sysctl("net.ipv4.icmp_ratemask", "0")?;
     let server = SocketAddr::new(TwoHosts::server_ip(Family::V4), CLOSED_PORT);
     let socket = udp_socket(&hosts.client, SocketAddr::new(TwoHosts::client_ip(Family::V4), 0))?;
     set_recverr(&socket, false)?;
-    let local = socket.local_addr()?;
-    for _ in 0..ERRORS {
+    if let Some(bytes) = rcvbuf {
+        set_int_option(&socket, libc::SOL_SOCKET, libc::SO_RCVBUF, bytes)?;
+    }
+    for _ in 0..errors {
         socket.send_to(b"udptrace", server)?;
         std::thread::sleep(Duration::from_millis(100));
         // SO_ERROR takes the pending error (the next send would fail with it); the queued copies stay.
@@ -442,13 +441,24 @@ fn error_queue(config: &Config, tracer: &mut Tracer) -> Result<Results> {
     }
     let mut read_back = 0;
     let mut buf = [0u8; 64];
-    for _ in 0..ERRORS {
+    for _ in 0..errors {
         // SAFETY: reads into `buf`, of the length passed, from a socket this scenario owns.
         let n = unsafe {
             libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT)
         };
         read_back += usize::from(n >= 0);
     }
+    Ok((socket.local_addr()?, read_back))
+}
+
+/// One event per ICMP error, whatever else reports on the socket: four port unreachables reach an
+/// IP_RECVERR socket (each queued for MSG_ERRQUEUE, each reported by the kernel twice), then the four are
+/// read back from the error queue (each read that leaves more queued reports again). Exactly four
+/// `socket_error` events.
+fn error_queue(config: &Config, tracer: &mut Tracer) -> Result<Results> {
+    const ERRORS: usize = 4;
+    let hosts = TwoHosts::new()?;
+    let (local, read_back) = recverr_errors(&hosts, ERRORS, None)?;
     let queued = if read_back == ERRORS {
         Outcome::Pass
     } else {
@@ -474,26 +484,7 @@ fn error_queue(config: &Config, tracer: &mut Tracer) -> Result<Results> {
 fn error_queue_full(config: &Config, tracer: &mut Tracer) -> Result<Results> {
     const ERRORS: usize = 6;
     let hosts = TwoHosts::new()?;
-    hosts.server.sysctl("net.ipv4.icmp_ratemask", "0")?;
-    let server = SocketAddr::new(TwoHosts::server_ip(Family::V4), CLOSED_PORT);
-    let socket = udp_socket(&hosts.client, SocketAddr::new(TwoHosts::client_ip(Family::V4), 0))?;
-    set_recverr(&socket, false)?;
-    set_int_option(&socket, libc::SOL_SOCKET, libc::SO_RCVBUF, 1)?;
-    let local = socket.local_addr()?;
-    for _ in 0..ERRORS {
-        socket.send_to(b"udptrace", server)?;
-        std::thread::sleep(Duration::from_millis(100));
-        let _ = socket.take_error();
-    }
-    let mut queued = 0;
-    let mut buf = [0u8; 64];
-    for _ in 0..ERRORS {
-        // SAFETY: reads into `buf`, of the length passed, from a socket this scenario owns.
-        let n = unsafe {
-            libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT)
-        };
-        queued += usize::from(n >= 0);
-    }
+    let (local, queued) = recverr_errors(&hosts, ERRORS, Some(1))?;
     let filled = if queued < ERRORS {
         Outcome::Pass
     } else {
@@ -556,12 +547,28 @@ fn unreachable(config: &Config, tracer: &mut Tracer, family: Family) -> Result<R
     net.router.ip(&["route", "add", "unreachable", "10.233.0.0/24"])?;
     net.router.ip(&["-6", "route", "add", "unreachable", "fd00:233::/64"])?;
     let peer = SocketAddr::new(family.pick("10.233.0.9", "fd00:233::9"), CLOSED_PORT);
-    let (local, received) =
-        send_and_receive(&net.client, TwoHosts::client_ip(family), peer, no_option, true, b"udptrace")?;
     let (icmp, errno) = match family {
         Family::V4 => ((3, 1), "EHOSTUNREACH"),
         Family::V6 => ((1, 0), "ENETUNREACH"),
     };
+    soft_error_from_router(config, tracer, &net, family, peer, icmp, errno, "no_route")
+}
+
+/// A connected client sends to `peer` behind the router, which answers with a soft error (`icmp`, giving
+/// `errno`, for `cause`): the client without IP_RECVERR ignores it.
+#[allow(clippy::too_many_arguments)]
+fn soft_error_from_router(
+    config: &Config,
+    tracer: &mut Tracer,
+    net: &Routed,
+    family: Family,
+    peer: SocketAddr,
+    icmp: (u8, u8),
+    errno: &'static str,
+    cause: &'static str,
+) -> Result<Results> {
+    let (local, received) =
+        send_and_receive(&net.client, TwoHosts::client_ip(family), peer, no_option, true, b"udptrace")?;
     let path = ErrorPath {
         family,
         client: &net.client,
@@ -571,7 +578,7 @@ fn unreachable(config: &Config, tracer: &mut Tracer, family: Family) -> Result<R
         errno,
         verdict: "ignored_soft_error",
         client_errno: None,
-        cause: "no_route",
+        cause,
     };
     Ok(path.checks(config, tracer, local, peer, &received))
 }
@@ -589,25 +596,12 @@ fn host_down(config: &Config, tracer: &mut Tracer, family: Family) -> Result<Res
         }
     }
     let peer = SocketAddr::new(family.pick("10.232.0.77", "fd00:232::77"), CLOSED_PORT);
-    let (local, received) =
-        send_and_receive(&net.client, TwoHosts::client_ip(family), peer, no_option, true, b"udptrace")?;
     let icmp = match family {
         Family::V4 => (3, 1),
         // ICMPV6_ADDR_UNREACH.
         Family::V6 => (1, 3),
     };
-    let path = ErrorPath {
-        family,
-        client: &net.client,
-        sender: &net.router,
-        from: family.pick(ROUTER_IN_V4, ROUTER_IN_V6),
-        icmp,
-        errno: "EHOSTUNREACH",
-        verdict: "ignored_soft_error",
-        client_errno: None,
-        cause: "neighbour_unreachable",
-    };
-    Ok(path.checks(config, tracer, local, peer, &received))
+    soft_error_from_router(config, tracer, &net, family, peer, icmp, "EHOSTUNREACH", "neighbour_unreachable")
 }
 
 /// Adds an nftables rule to `ns`'s input chain (table `inet udptrace`).

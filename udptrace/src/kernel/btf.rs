@@ -153,15 +153,7 @@ impl KernelBtf {
     /// The byte offset of `path` (`a.b.c`, anonymous structs and unions searched through) in `struct
     /// outer`.
     pub fn member_offset(&self, outer: &str, path: &str) -> Result<u32> {
-        let mut ty = self.named_struct(outer)?;
-        let mut offset_bits = 0u32;
-        for name in path.split('.') {
-            let (bits, member_ty) = self
-                .find_member(ty, name, 0)?
-                .ok_or_else(|| anyhow!("struct {outer} has no member {path} in this kernel's BTF"))?;
-            offset_bits += bits;
-            ty = member_ty;
-        }
+        let (offset_bits, ty) = self.member_path(outer, path, false)?;
         if !offset_bits.is_multiple_of(8) || self.is_bitfield_type(ty) {
             bail!("{outer}.{path} is a bitfield in this kernel's BTF");
         }
@@ -170,16 +162,21 @@ impl KernelBtf {
 
     /// The bit offset of `path` in `struct outer`, a bitfield or not.
     pub fn member_bit_offset(&self, outer: &str, path: &str) -> Result<u32> {
+        self.member_path(outer, path, true).map(|(bits, _)| bits)
+    }
+
+    /// The bit offset and type of `path` in `struct outer`; `bitfields`: whether the last may be one.
+    fn member_path(&self, outer: &str, path: &str, bitfields: bool) -> Result<(u32, TypeRef)> {
         let mut ty = self.named_struct(outer)?;
         let mut offset_bits = 0u32;
         for name in path.split('.') {
             let (bits, member_ty) = self
-                .find_member_any(ty, name, 0)?
+                .find_member(ty, name, 0, bitfields)?
                 .ok_or_else(|| anyhow!("struct {outer} has no member {path} in this kernel's BTF"))?;
             offset_bits += bits;
             ty = member_ty;
         }
-        Ok(offset_bits)
+        Ok((offset_bits, ty))
     }
 
     /// The value of the enumerator `name` (of any enum, named or not), if the BTF has one.
@@ -313,17 +310,7 @@ impl KernelBtf {
 
     /// Looks `name` up among the members of `ty` (a struct or union, through typedefs and qualifiers),
     /// descending into anonymous members. Returns the member's bit offset and its type.
-    fn find_member(&self, ty: TypeRef, name: &str, depth: usize) -> Result<Option<(u32, TypeRef)>> {
-        self.find_member_with(ty, name, depth, false)
-    }
-
-    fn find_member_with(
-        &self,
-        ty: TypeRef,
-        name: &str,
-        depth: usize,
-        bitfields: bool,
-    ) -> Result<Option<(u32, TypeRef)>> {
+    fn find_member(&self, ty: TypeRef, name: &str, depth: usize, bitfields: bool) -> Result<Option<(u32, TypeRef)>> {
         if depth > 16 {
             bail!("BTF nests anonymous members deeper than 16");
         }
@@ -350,17 +337,12 @@ impl KernelBtf {
                 return Ok(Some((bit_offset, member_ty)));
             }
             if member_name.is_empty()
-                && let Some((bits, found)) = self.find_member_with(member_ty, name, depth + 1, bitfields)?
+                && let Some((bits, found)) = self.find_member(member_ty, name, depth + 1, bitfields)?
             {
                 return Ok(Some((bit_offset + bits, found)));
             }
         }
         Ok(None)
-    }
-
-    /// `find_member`, bitfields allowed.
-    fn find_member_any(&self, ty: TypeRef, name: &str, depth: usize) -> Result<Option<(u32, TypeRef)>> {
-        self.find_member_with(ty, name, depth, true)
     }
 
     /// Follows typedefs and qualifiers to the underlying type.
