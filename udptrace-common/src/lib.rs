@@ -377,8 +377,10 @@ pub struct TextRange {
 ///   the ICMP error there first; `__udp4_lib_err` then reports it again with `sk_err` set, and that report is
 ///   the one kept);
 /// - `sock_dequeue_err_skb`: a `MSG_ERRQUEUE` read that leaves more errors queued;
-/// - `udp_abort`: `ss -K` or `bpf_sock_destroy()`.
-pub const NOT_ICMP_REPORTERS: [&str; 3] = ["sock_queue_err_skb", "sock_dequeue_err_skb", "udp_abort"];
+/// - `udp_abort`: `ss -K` or `bpf_sock_destroy()`;
+/// - `__msg_zerocopy_callback`, `msg_zerocopy_complete`: a `MSG_ZEROCOPY` completion.
+pub const NOT_ICMP_REPORTERS: [&str; 5] =
+    ["sock_queue_err_skb", "sock_dequeue_err_skb", "udp_abort", "__msg_zerocopy_callback", "msg_zerocopy_complete"];
 
 /// What user space tells the programs before load (the read-only global `CONFIG`).
 #[repr(C)]
@@ -389,7 +391,7 @@ pub struct Config {
     pub buffer: u8,
     pub _pad0: [u8; 7],
     /// The text of [`NOT_ICMP_REPORTERS`], in that order.
-    pub not_icmp_reporters: [TextRange; 3],
+    pub not_icmp_reporters: [TextRange; 5],
 }
 
 #[cfg(feature = "user")]
@@ -415,5 +417,5 @@ const _: () = {
     assert!(core::mem::size_of::<AddrFilter>() == 40);
     assert!(core::mem::size_of::<IcmpMask>() == 40);
     assert!(core::mem::size_of::<Filter>() == FILTER_VALUES * (4 + 4 + 4 + 2 + TASK_COMM_LEN + 40) + 2 * 40 + 8);
-    assert!(core::mem::size_of::<Config>() == core::mem::size_of::<Filter>() + 8 + 3 * 16);
+    assert!(core::mem::size_of::<Config>() == core::mem::size_of::<Filter>() + 8 + 5 * 16);
 };

@@ -201,7 +201,8 @@ fn udp_err_exit<C: EbpfContext>(ctx: &C, ret: Option<i64>) -> ReadResult<()> {
         let sk = slot.sk as *const u8;
         fill_owner(sk, &mut slot.event)?;
         let v6 = slot.event.header.family == AF_INET6 as u8;
-        fill_recverr(sk, v6, &mut slot.event)?;
+        // A flag that cannot be read stays unknown; the event still goes out.
+        let _ = fill_recverr(sk, v6, &mut slot.event);
     }
     let event = &mut slot.event;
     event.verdict = if ret == Some(-ENOENT) {
@@ -332,8 +333,13 @@ fn inet_sk_error_report(ctx: &RawTracePointContext) -> ReadResult<()> {
     fill_owner(sk, event)?;
     // The tracepoint does not say which ICMP brought the error: an IPv6 socket's is ICMPv6 unless its peer
     // is an IPv4-mapped address (a dual-stack socket talking IPv4).
+    // An unconnected IPv6 socket has no peer to tell: its flag stays unknown (unless it is IPv6 only, which
+    // is not read here).
     let v4_mapped = event.remote_addr[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
-    fill_recverr(sk, family == AF_INET6 && !v4_mapped, event)?;
+    if family == AF_INET || event.remote_port != 0 {
+        // A flag that cannot be read stays unknown; the event still goes out.
+        let _ = fill_recverr(sk, family == AF_INET6 && !v4_mapped, event);
+    }
     // An unconnected socket has no peer; its error's destination is only in the quoted packet.
     if event.remote_port != 0 {
         event.flags |= socket_error_flags::REMOTE_KNOWN;
@@ -355,9 +361,10 @@ fn read_socket_addrs(sk: *const u8, off: &KernelOffsets, family: u16, event: &mu
     Ok(())
 }
 
-/// Frames of the kernel stack at `sock:inet_sk_error_report` that hold the reporter: the program, the
-/// tracepoint's glue (`bpf_trace_run1`, `__traceiter_inet_sk_error_report`), `sk_error_report`, its caller.
-const REPORT_FRAMES: usize = 6;
+/// Frames of the kernel stack at `sock:inet_sk_error_report` searched for the reporter: the program, the
+/// tracepoint's glue (`bpf_trace_run1`, `__bpf_trace_inet_sk_error_report`, `__traceiter_...`),
+/// `sk_error_report`, its caller, and room for more glue.
+const REPORT_FRAMES: usize = 10;
 
 /// Whether one of `udptrace_common::NOT_ICMP_REPORTERS` made this report (an error-queue write or read, an
 /// abort), from the return addresses on the kernel stack. An unknown stack is not skipped.
@@ -383,13 +390,17 @@ fn reported_for_another_reason(ctx: &RawTracePointContext) -> bool {
             start != 0 && $at >= start && $at < end
         }};
     }
-    let reporter = |at: u64| within!(at, 0) || within!(at, 1) || within!(at, 2);
+    let reporter = |at: u64| within!(at, 0) || within!(at, 1) || within!(at, 2) || within!(at, 3) || within!(at, 4);
     reporter(frames[0])
         || reporter(frames[1])
         || reporter(frames[2])
         || reporter(frames[3])
         || reporter(frames[4])
         || reporter(frames[5])
+        || reporter(frames[6])
+        || reporter(frames[7])
+        || reporter(frames[8])
+        || reporter(frames[9])
 }
 
 /// Sets the event's IP_RECVERR (for an ICMPv6 error, IPV6_RECVERR) as the socket has it, when the kernel's

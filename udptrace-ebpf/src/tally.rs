@@ -10,6 +10,8 @@ use aya_ebpf::{
 };
 use udptrace_common::{IcmpSent, SocketError, tally};
 
+use crate::filter::config;
+
 /// Where records go: `tally::STREAM`, or the generation they are counted in. User space writes it.
 #[map]
 static TALLY: Array<u32> = Array::with_max_entries(1, 0);
@@ -23,33 +25,64 @@ static ICMP_SENT_0: PerCpuHashMap<IcmpSent, u64> = PerCpuHashMap::with_max_entri
 #[map]
 static ICMP_SENT_1: PerCpuHashMap<IcmpSent, u64> = PerCpuHashMap::with_max_entries(tally::ENTRIES, 0);
 
-/// A record that can be counted: its two generations of counts, and its time, which is not part of the key.
+/// A record that can be counted: its two generations of counts, and what is not part of its key.
 pub(crate) trait Tallied: Sized + 'static {
+    /// What `coarsen` takes out, to put back if the record is handed over after all.
+    type Detail: Copy;
     fn generations() -> (&'static PerCpuHashMap<Self, u64>, &'static PerCpuHashMap<Self, u64>);
-    fn time(&mut self) -> &mut u64;
+    /// Clears what varies from one error to the next and no count needs: the time, and whatever else.
+    fn coarsen(&mut self) -> Self::Detail;
+    fn restore(&mut self, detail: Self::Detail);
 }
 
+/// A socket error keeps its socket's 4-tuple: an unreported one is looked up by it.
 impl Tallied for SocketError {
+    type Detail = u64;
+
     #[inline(always)]
     fn generations() -> (&'static PerCpuHashMap<Self, u64>, &'static PerCpuHashMap<Self, u64>) {
         (&SOCKET_ERRORS_0, &SOCKET_ERRORS_1)
     }
 
     #[inline(always)]
-    fn time(&mut self) -> &mut u64 {
-        &mut self.header.time_ns
+    fn coarsen(&mut self) -> u64 {
+        core::mem::replace(&mut self.header.time_ns, 0)
+    }
+
+    #[inline(always)]
+    fn restore(&mut self, time: u64) {
+        self.header.time_ns = time;
     }
 }
 
+/// An ICMP error this host sends is counted by what it is about (the destination the offending packet was
+/// for, the type, the cause's stack), not by who sent that packet: a scan or a flood from many source ports is
+/// then a handful of keys, not one per packet. Kept when `--addr` or `--port` is given, which user space
+/// checks again on the source too.
 impl Tallied for IcmpSent {
+    type Detail = (u64, [u8; 16], u16);
+
     #[inline(always)]
     fn generations() -> (&'static PerCpuHashMap<Self, u64>, &'static PerCpuHashMap<Self, u64>) {
         (&ICMP_SENT_0, &ICMP_SENT_1)
     }
 
     #[inline(always)]
-    fn time(&mut self) -> &mut u64 {
-        &mut self.header.time_ns
+    fn coarsen(&mut self) -> Self::Detail {
+        let detail = (self.header.time_ns, self.src, self.sport);
+        self.header.time_ns = 0;
+        if config!(filter.n_addrs) == 0 && config!(filter.n_ports) == 0 {
+            self.src = [0; 16];
+            self.sport = 0;
+        }
+        detail
+    }
+
+    #[inline(always)]
+    fn restore(&mut self, (time, src, sport): Self::Detail) {
+        self.header.time_ns = time;
+        self.src = src;
+        self.sport = sport;
     }
 }
 
@@ -63,10 +96,10 @@ pub(crate) fn count<T: Tallied>(record: &mut T) -> bool {
         Some(tally::GENERATION_1) => second,
         _ => return false,
     };
-    let time = core::mem::replace(record.time(), 0);
+    let detail = record.coarsen();
     let counted = add(map, record);
     if !counted {
-        *record.time() = time;
+        record.restore(detail);
     }
     counted
 }

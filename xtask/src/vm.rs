@@ -3,7 +3,7 @@
 //!
 //! Kernels are resolved with apt-cache (the newest `linux-image-6.1*-cloud-amd64` and
 //! `linux-image-6.12*-cloud-amd64`), downloaded once into `.vm-cache/`, and booted from an initramfs
-//! holding busybox, iproute2's `ip`, nftables' `nft`, udptrace, the scenario binary, their shared libraries
+//! holding busybox, iproute2's `ip` and `ss`, nftables' `nft`, udptrace, the scenario binary, their shared libraries
 //! and the kernel modules the scenarios need (veth, nftables REJECT). The VM prints one line per check; this side collects them into a kernel x mode x check matrix.
 
 use std::{
@@ -485,12 +485,15 @@ pub fn vm_test(
     let (udptrace, scenarios, bench) = build_release()?;
     let ip = fs::canonicalize("/usr/sbin/ip").or_else(|_| fs::canonicalize("/sbin/ip")).context("iproute2's ip")?;
     let nft = fs::canonicalize("/usr/sbin/nft").context("nftables' nft")?;
+    // iproute2's ss, for the scenario that destroys a socket (`ss -K`).
+    let ss = fs::canonicalize("/usr/bin/ss").or_else(|_| fs::canonicalize("/bin/ss")).context("iproute2's ss")?;
     let binaries = [
         (udptrace, "/usr/bin/udptrace"),
         (scenarios, "/usr/bin/udptrace-scenarios"),
         (bench, "/usr/bin/udptrace-bench"),
         (ip, "/usr/local/sbin/ip"),
         (nft, "/usr/local/sbin/nft"),
+        (ss, "/usr/local/sbin/ss"),
     ];
     fs::create_dir_all(cache_dir().join("logs"))?;
 

@@ -173,7 +173,7 @@ impl KernelBtf {
             let (bits, member_ty) = self
                 .find_member(ty, name, 0, bitfields)?
                 .ok_or_else(|| anyhow!("struct {outer} has no member {path} in this kernel's BTF"))?;
-            offset_bits += bits;
+            offset_bits = offset_bits.checked_add(bits).ok_or_else(|| anyhow!("{outer}.{path}: offset overflows"))?;
             ty = member_ty;
         }
         Ok((offset_bits, ty))
@@ -232,8 +232,10 @@ impl KernelBtf {
             sk_cookie: sock("__sk_common.skc_cookie")?,
             sk_socket: sock("sk_socket")?,
             // SOCK_INODE() (include/net/sock.h, unchanged since 2.6): the inode beside the socket.
-            socket_to_inode: self.member_offset("socket_alloc", "vfs_inode")?
-                - self.member_offset("socket_alloc", "socket")?,
+            socket_to_inode: self
+                .member_offset("socket_alloc", "vfs_inode")?
+                .checked_sub(self.member_offset("socket_alloc", "socket")?)
+                .context("struct socket_alloc has its inode before its socket")?,
             inode_ino: self.member_offset("inode", "i_ino")?,
             net_inum: self.member_offset("net", "ns.inum")?,
             skb_head: self.member_offset("sk_buff", "head")?,
@@ -262,7 +264,7 @@ impl KernelBtf {
         if let Some(bit) = self.enumerator(flag)
             && let Ok(flags) = self.member_offset("inet_sock", "inet_flags")
         {
-            return Some((flags * 8 + u32::try_from(bit).ok()?, false));
+            return Some((flags.checked_mul(8)?.checked_add(u32::try_from(bit).ok()?)?, false));
         }
         self.member_bit_offset(in_struct, old).ok().map(|bits| (bits, in_struct != "inet_sock"))
     }
@@ -339,7 +341,7 @@ impl KernelBtf {
             if member_name.is_empty()
                 && let Some((bits, found)) = self.find_member(member_ty, name, depth + 1, bitfields)?
             {
-                return Ok(Some((bit_offset + bits, found)));
+                return Ok(bit_offset.checked_add(bits).map(|total| (total, found)));
             }
         }
         Ok(None)

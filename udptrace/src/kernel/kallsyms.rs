@@ -35,7 +35,9 @@ fn ranges_in<const N: usize>(lines: impl Iterator<Item = String>, names: [&str; 
         if address == 0 {
             continue;
         }
-        if let Some(index) = names.iter().position(|n| *n == name)
+        // `name.isra.0`, `name.constprop.0`: the compiler's copies of `name` are `name` too.
+        let base = name.split_once('.').map_or(name, |(base, _)| base);
+        if let Some(index) = names.iter().position(|n| *n == base)
             && ranges[index].start == 0
         {
             ranges[index].start = address;
@@ -68,6 +70,13 @@ mod tests {
         // The zero address of a hidden symbol does not end it; the next real one does.
         assert_eq!(ranges[1], TextRange { start: 0xffffffff82043d90, end: 0xffffffff82043e90 });
         assert_eq!(ranges[2], TextRange::default());
+    }
+
+    #[test]
+    fn a_compiler_copy_stands_for_its_function() {
+        let table = "ffffffff81000000 t __msg_zerocopy_callback.isra.0\nffffffff81000100 T next\n";
+        let ranges = ranges_in(table.lines().map(str::to_owned), ["__msg_zerocopy_callback"]);
+        assert_eq!(ranges[0], TextRange { start: 0xffffffff81000000, end: 0xffffffff81000100 });
     }
 
     #[test]

@@ -58,7 +58,7 @@ pub struct KernelFacts {
     pub cgroup2: Option<std::path::PathBuf>,
     pub release: String,
     /// The text of `udptrace_common::NOT_ICMP_REPORTERS` (zero where `/proc/kallsyms` does not show it).
-    pub not_icmp_reporters: [udptrace_common::TextRange; 3],
+    pub not_icmp_reporters: [udptrace_common::TextRange; 5],
 }
 
 impl KernelFacts {

@@ -260,9 +260,15 @@ impl Session {
                 }
             }
             Err(e) => {
-                // The programs may still be counting: tell them to hand records over, and go on without.
-                if let Some(mut tally) = self.stages.tally.take() {
-                    let _ = tally.stop(self.clock);
+                // The programs may still be counting: tell them to hand records over, and go on without;
+                // what the other generation holds is still handed on.
+                if let Some(mut tally) = self.stages.tally.take()
+                    && let Ok(events) = tally.stop(self.clock)
+                {
+                    let now = Instant::now();
+                    for event in events {
+                        self.stages.enricher.push(event, now);
+                    }
                 }
                 eprintln!(
                     "udptrace: warning: {}; events are handed over one by one from now on",

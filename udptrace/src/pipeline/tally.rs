@@ -7,9 +7,10 @@
 //! (`kernel/sched/membarrier.c`, the same in 5.10 and 7.3), and every program of ours runs under
 //! `rcu_read_lock()` (the trampolines of `kernel/bpf/trampoline.c`, `trace_call_bpf()` for kprobes,
 //! `__bpf_trace_run()` for raw tracepoints). Once it returns, none can still be counting in the old
-//! generation, which is then read and emptied without a race. With one CPU online the call returns at once,
-//! which is as safe: the programs that count run in softirq or with bottom halves disabled, so none is
-//! half-way while this runs. Under `nohz_full` the kernel refuses the call, and records are handed over.
+//! generation, which is then read and emptied without a race. With one CPU online the call returns at once:
+//! the programs that count run in softirq or with bottom halves disabled, so none is half-way while this
+//! runs, except on a fully preemptible kernel, where the fexit of an `__icmp_send` a process makes (a REJECT
+//! in the OUTPUT chain) may be preempted while it counts, and one count may then be lost. Under `nohz_full` the kernel refuses the call, and records are handed over.
 
 use std::time::Instant;
 
@@ -108,10 +109,16 @@ fn drain<K: aya::Pod>(
     stamp: impl Fn(K) -> K,
 ) -> Result<Vec<Event>> {
     let keys: Vec<K> = map.keys().collect::<Result<_, _>>().context("listing the kernel's counts")?;
-    let mut events = Vec::with_capacity(keys.len());
+    // Every count is read before any is removed: a read that fails leaves the generation as it was.
+    let mut read = Vec::with_capacity(keys.len());
     for key in keys {
-        let count: u64 = map.get(&key, 0).context("reading a kernel count")?.iter().sum();
-        map.remove(&key).context("emptying the kernel's counts")?;
+        read.push((map.get(&key, 0).context("reading a kernel count")?.iter().sum::<u64>(), key));
+    }
+    for (_, key) in &read {
+        map.remove(key).context("emptying the kernel's counts")?;
+    }
+    let mut events = Vec::with_capacity(read.len());
+    for (count, key) in read {
         let record = stamp(key);
         // SAFETY: `K` is one of the programs' plain `#[repr(C)]` records (`aya::Pod`).
         let bytes = unsafe { std::slice::from_raw_parts((&record as *const K).cast::<u8>(), size_of::<K>()) };

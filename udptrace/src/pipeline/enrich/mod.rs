@@ -153,7 +153,9 @@ impl Enricher {
         };
         // The kernel ignores an error only without IP_RECVERR, except a frag-needed, which it drops before
         // that test: there the flag is not known.
-        e.recverr = (!pmtu).then_some(false);
+        if e.recverr.is_none() {
+            e.recverr = (!pmtu).then_some(false);
+        }
         e.sock_ino = Some(found.inode);
         if e.owner.is_none()
             && let Some(creators) = &self.creators
