@@ -41,7 +41,7 @@ use crate::{
     bench_traffic::{self, Sent},
     netns::{Netns, veth},
     packets::icmp_counters,
-    tracer::{Tracer, closing_counts},
+    tracer::{Tracer, closing_counts, peak_rss_kib, stop_udptrace},
 };
 
 const CLIENT: &str = "10.241.0.1";
@@ -337,13 +337,6 @@ fn tracer_config(udptrace: &Path, mode: &str) -> Config {
     }
 }
 
-/// The peak resident memory of process `pid` (`VmHWM`), in KiB.
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// udptrace as a user starts it, printing a text line per event to a pipe that is read and dropped.
 struct Printer {
     child: Child,
@@ -390,18 +383,7 @@ impl Printer {
 
     /// SIGINT, as Ctrl-C; returns the closing line.
     fn stop(&mut self) -> Result<String> {
-        let Some(status) = crate::stop_child(&mut self.child, libc::SIGINT, Duration::from_secs(30)) else {
-            bail!("udptrace did not stop within 30 s of SIGINT");
-        };
-        let mut closing = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while let Ok(line) = self.stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            closing.push(line);
-        }
-        if !status.success() {
-            bail!("udptrace exited with {status}: {}", closing.join(" | "));
-        }
-        closing.into_iter().find(|l| l.contains("events seen")).context("udptrace stopped without its closing counts")
+        stop_udptrace(&mut self.child, &self.stderr)
     }
 }
 

@@ -52,9 +52,7 @@ impl Tracer {
 
     /// The peak resident memory of the udptrace process (`VmHWM`), in KiB.
     pub fn peak_rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        line.split_whitespace().nth(1)?.parse().ok()
+        peak_rss_kib(self.child.id())
     }
 
     /// Reads events until none came for `quiet` (at most `limit` in all); returns how many arrived.
@@ -214,23 +212,36 @@ impl Tracer {
 
     /// SIGINT, as Ctrl-C: udptrace must exit 0 and print its closing counts.
     pub fn stop(&mut self) -> Result<String> {
-        let Some(status) = crate::stop_child(&mut self.child, libc::SIGINT, Duration::from_secs(30)) else {
-            bail!("udptrace did not stop within 30 s of SIGINT");
-        };
-        // Everything it wrote to stderr, up to the end of the pipe.
-        let mut closing = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while let Ok(line) = self.stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            closing.push(line);
-        }
-        if !status.success() {
-            bail!("udptrace exited with {status}: {}", closing.join(" | "));
-        }
-        closing
-            .into_iter()
-            .find(|l| l.contains("events seen"))
-            .context("udptrace stopped without printing how many events it saw and lost")
+        stop_udptrace(&mut self.child, &self.stderr)
     }
+}
+
+/// The peak resident memory of process `pid` (`VmHWM`), in KiB.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Stops a udptrace `child` with SIGINT, as Ctrl-C: it must exit 0 and print its closing counts, the line
+/// returned; `stderr` carries its standard error line by line.
+pub fn stop_udptrace(child: &mut Child, stderr: &Receiver<String>) -> Result<String> {
+    let Some(status) = crate::stop_child(child, libc::SIGINT, Duration::from_secs(30)) else {
+        bail!("udptrace did not stop within 30 s of SIGINT");
+    };
+    // Everything it wrote to stderr, up to the end of the pipe.
+    let mut closing = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while let Ok(line) = stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        closing.push(line);
+    }
+    if !status.success() {
+        bail!("udptrace exited with {status}: {}", closing.join(" | "));
+    }
+    closing
+        .into_iter()
+        .find(|l| l.contains("events seen"))
+        .context("udptrace stopped without printing how many events it saw and lost")
 }
 
 impl Drop for Tracer {

@@ -5,6 +5,12 @@ use std::io::{BufRead as _, BufReader};
 
 use udptrace_common::TextRange;
 
+/// Strips compiler suffixes: `ip_error.cold`, `icmpv4_xrlim_allow.isra.0` -> the base name. The compiler's
+/// copies of a function are that function.
+pub fn base_name(symbol: &str) -> &str {
+    symbol.split_once('.').map_or(symbol, |(base, _)| base)
+}
+
 /// The text of each of `names`, in their order: from its address to the next symbol's. Zero for a name the
 /// table does not show (absent, or addresses hidden by `kernel.kptr_restrict`).
 pub fn text_ranges<const N: usize>(names: [&str; N]) -> [TextRange; N] {
@@ -35,9 +41,7 @@ fn ranges_in<const N: usize>(lines: impl Iterator<Item = String>, names: [&str; 
         if address == 0 {
             continue;
         }
-        // `name.isra.0`, `name.constprop.0`: the compiler's copies of `name` are `name` too.
-        let base = name.split_once('.').map_or(name, |(base, _)| base);
-        if let Some(index) = names.iter().position(|n| *n == base)
+        if let Some(index) = names.iter().position(|n| *n == base_name(name))
             && ranges[index].start == 0
         {
             ranges[index].start = address;

@@ -252,29 +252,18 @@ impl Session {
     }
 
     fn tallied(&mut self, read: Result<Vec<Event>>) -> ControlFlow<Stop> {
-        match read {
-            Ok(events) => {
-                let now = Instant::now();
-                for event in events {
-                    self.stages.enricher.push(event, now);
-                }
-            }
-            Err(e) => {
-                // The programs may still be counting: tell them to hand records over, and go on without;
-                // what the other generation holds is still handed on.
-                if let Some(mut tally) = self.stages.tally.take()
-                    && let Ok(events) = tally.stop(self.clock)
-                {
-                    let now = Instant::now();
-                    for event in events {
-                        self.stages.enricher.push(event, now);
-                    }
-                }
-                eprintln!(
-                    "udptrace: warning: {}; events are handed over one by one from now on",
-                    crate::one_line(&e.context("reading the counts kept in the kernel"))
-                );
-            }
+        let events = read.unwrap_or_else(|e| {
+            eprintln!(
+                "udptrace: warning: {}; events are handed over one by one from now on",
+                crate::one_line(&e.context("reading the counts kept in the kernel"))
+            );
+            // The programs may still be counting: tell them to hand records over, and go on without; what
+            // the other generation holds is still handed on.
+            self.stages.tally.take().and_then(|mut tally| tally.stop(self.clock).ok()).unwrap_or_default()
+        });
+        let now = Instant::now();
+        for event in events {
+            self.stages.enricher.push(event, now);
         }
         self.pass_on()
     }

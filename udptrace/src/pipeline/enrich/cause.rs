@@ -8,7 +8,10 @@ use std::{fs, io};
 
 use udptrace_common::{icmp, icmpv6};
 
-use crate::domain::{Cause, Family};
+use crate::{
+    domain::{Cause, Family},
+    kernel::kallsyms::base_name,
+};
 
 /// The function that sends the ICMP; the caller that decided to is above it. `icmp_ndo_send` and
 /// `icmpv6_ndo_send` (net/ipv4/icmp.c, net/ipv6/ip6_icmp.c, 5.6+) are what tunnel drivers call.
@@ -58,11 +61,6 @@ fn cause_of_caller(function: &str, icmp_type: u8, code: u8) -> Option<Cause> {
         _ => return None,
     };
     Some(cause)
-}
-
-/// Strips compiler suffixes: `ip_error.cold`, `icmpv4_xrlim_allow.isra.0` -> the base name.
-fn base_name(symbol: &str) -> &str {
-    symbol.split_once('.').map_or(symbol, |(base, _)| base)
 }
 
 /// Classifies one `icmp_sent` from its symbolised stack (innermost first). When no caller is recognised,
