@@ -244,9 +244,33 @@ pub fn fexit_udp6_lib_err(ctx: FExitContext) -> u32 {
     report(&ctx, "fexit_udp6_lib_err", ctx.get::<i32>(7).and_then(|ret| udp_err_exit(&ctx, Some(i64::from(ret)))))
 }
 
-/// Before 6.3, in place of `__udp6_lib_err`, whose 7 arguments are more than BPF trampolines take on x86_64
-/// there (and its wrapper `udpv6_err` cannot be patched): `icmpv6_notify` (4 arguments) hands ICMPv6
-/// errors to it. A quoted packet with extension headers before UDP is not traced.
+/// From 7.2, `int udp_err(skb, info)` in place of `__udp4_lib_err` (folded into it, net/ipv4/udp.c): the
+/// return value is the third.
+#[fentry(function = "udp_err")]
+pub fn fentry_udp_err(ctx: FEntryContext) -> u32 {
+    report(&ctx, "fentry_udp_err", udp_err_enter(&ctx, probe::FENTRY, ErrEntry::Udp4))
+}
+
+#[fexit(function = "udp_err")]
+pub fn fexit_udp_err(ctx: FExitContext) -> u32 {
+    report(&ctx, "fexit_udp_err", ctx.get::<i32>(2).and_then(|ret| udp_err_exit(&ctx, Some(i64::from(ret)))))
+}
+
+/// `udpv6_err(skb, opt, type, code, offset, info)`, the six leading arguments of `__udp6_lib_err`: before 6.3
+/// in place of it (a 7-argument function), and from 7.2 where it is folded in (net/ipv6/udp.c). The return
+/// value is the seventh.
+#[fentry(function = "udpv6_err")]
+pub fn fentry_udpv6_err(ctx: FEntryContext) -> u32 {
+    report(&ctx, "fentry_udpv6_err", udp_err_enter(&ctx, probe::FENTRY, ErrEntry::Udp6))
+}
+
+#[fexit(function = "udpv6_err")]
+pub fn fexit_udpv6_err(ctx: FExitContext) -> u32 {
+    report(&ctx, "fexit_udpv6_err", ctx.get::<i32>(6).and_then(|ret| udp_err_exit(&ctx, Some(i64::from(ret)))))
+}
+
+/// Where neither `__udp6_lib_err` nor `udpv6_err` can be traced: `icmpv6_notify` (4 arguments) hands ICMPv6
+/// errors to them. A quoted packet with extension headers before UDP is not traced.
 #[fentry(function = "icmpv6_notify")]
 pub fn fentry_icmpv6_notify(ctx: FEntryContext) -> u32 {
     report(&ctx, "fentry_icmpv6_notify", udp_err_enter(&ctx, probe::FENTRY, ErrEntry::Icmpv6Notify))
@@ -261,6 +285,13 @@ pub fn fexit_icmpv6_notify(ctx: FExitContext) -> u32 {
 #[fentry(function = "sk_error_report")]
 pub fn fentry_sk_error_report(ctx: FEntryContext) -> u32 {
     report(&ctx, "fentry_sk_error_report", error_report(&ctx))
+}
+
+/// Before 5.12, which has no `sk_error_report`: the callback `__udp4_lib_err` calls for the sockets processes
+/// open (net/core/sock.c, `sock_init_data`).
+#[fentry(function = "sock_def_error_report")]
+pub fn fentry_sock_def_error_report(ctx: FEntryContext) -> u32 {
+    report(&ctx, "fentry_sock_def_error_report", error_report(&ctx))
 }
 
 // kprobe/kretprobe (CONFIG_KPROBES): the same hooks, arguments from registers.

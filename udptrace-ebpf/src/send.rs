@@ -52,14 +52,55 @@ pub struct IcmpSend {
     _pad: [u8; 5],
 }
 
-#[map]
-static ICMP_SEND: PerCpuArray<IcmpSend> = PerCpuArray::with_max_entries(1, 0);
+/// How deep calls of `__icmp_send` / `icmp6_send` nest on one CPU: a call in process context (a REJECT in
+/// the OUTPUT chain, a UDP send that finds no route) runs its entry hook before `local_bh_disable()` and its
+/// exit hook after `local_bh_enable()`, which runs the softirqs that came meanwhile; one of them may send an
+/// ICMP error of its own (net/ipv4/icmp.c, net/ipv6/icmp.c). Two levels are enough: softirqs do not nest.
+const NESTING: u32 = 2;
 
-/// The error being sent on this CPU: `__icmp_send` runs with bottom halves disabled from its rate-limit
-/// check on, so nothing else on this CPU uses the slot meanwhile.
+/// One slot per nesting level, and after them the level in use on this CPU (its `active` byte counts
+/// the calls under way).
+#[map]
+static ICMP_SEND: PerCpuArray<IcmpSend> = PerCpuArray::with_max_entries(NESTING + 1, 0);
+
+/// The level the next call takes, or the current one; kept in the `active` byte of the slot after the
+/// levels.
+#[inline(always)]
+fn depth() -> Option<&'static mut u8> {
+    // SAFETY: the map's own entry for this CPU; the hooks that use it do not interrupt one another's
+    // programs (they run between them).
+    ICMP_SEND.get_ptr_mut(NESTING).map(|p| unsafe { &mut (*p).active })
+}
+
+#[inline(always)]
+fn level(n: u8) -> Option<&'static mut IcmpSend> {
+    // SAFETY: as above.
+    ICMP_SEND.get_ptr_mut(u32::from(n).min(NESTING - 1)).map(|p| unsafe { &mut *p })
+}
+
+/// The slot of the call under way on this CPU, the innermost if calls nest.
 #[inline(always)]
 fn state() -> Option<&'static mut IcmpSend> {
-    slot(&ICMP_SEND)
+    level(depth()?.saturating_sub(1))
+}
+
+/// A new call's slot. Deeper than [`NESTING`] (it cannot happen) the innermost slot is reused.
+#[inline(always)]
+fn enter_state() -> Option<&'static mut IcmpSend> {
+    let depth = depth()?;
+    let n = *depth;
+    *depth = (n + 1).min(NESTING as u8);
+    level(n)
+}
+
+/// The slot of the call that returns, which is then left. A return whose entry was not seen (the call was
+/// under way when udptrace attached) finds its slot inactive.
+#[inline(always)]
+fn exit_state() -> Option<&'static mut IcmpSend> {
+    let depth = depth()?;
+    let n = depth.saturating_sub(1);
+    *depth = n;
+    level(n)
 }
 
 /// Fills `event` for the offending packet `skb`: header, ICMP type/code, the packet, the kernel stack.
@@ -307,7 +348,7 @@ fn read_ipv6_packet(skb: *const u8, off: &KernelOffsets, event: &mut IcmpSent) {
 /// struct inet6_skb_parm *parm)` (IPv6): the error is prepared in the per-CPU slot.
 #[inline(always)]
 fn icmp_send_enter<C: EbpfContext + Args>(ctx: &C, mode: u8, family: u16) -> ReadResult<()> {
-    let Some(slot) = state() else { return Ok(()) };
+    let Some(slot) = enter_state() else { return Ok(()) };
     slot.active = 0;
     let skb: *const u8 = ctx.get(0)?;
     // An `int` for IPv4, a `u8` for IPv6: the low byte either way.
@@ -347,7 +388,7 @@ fn rate_limit_exit(allowed: bool, scope: u8) -> ReadResult<()> {
 /// reason (no route back, an error about an error) was never an ICMP error the host sent.
 #[inline(always)]
 fn icmp_send_exit<C: EbpfContext>(ctx: &C) -> ReadResult<()> {
-    let Some(slot) = state() else { return Ok(()) };
+    let Some(slot) = exit_state() else { return Ok(()) };
     if slot.active == 1 && (slot.sent == 1 || slot.suppressed != 0) {
         if slot.sent == 0 {
             slot.event.header.kind = kind::ICMP_SUPPRESSED;
@@ -392,12 +433,20 @@ pub fn fentry_ip6_push_pending_frames(ctx: FEntryContext) -> u32 {
     report(&ctx, "fentry_ip6_push_pending_frames", reply_pushed())
 }
 
-/// `bool icmp_global_allow(struct net *net)` (no argument before 6.1.y backports and 6.10): the return
-/// value through `bpf_get_func_ret` (5.17+), whatever the argument count.
+/// `bool icmp_global_allow(struct net *net)` (6.10, and the 6.1.y and 6.6.y backports): the return value is
+/// the second. `bpf_get_func_ret`, which finds it whatever the count, is 5.17.
 #[fexit(function = "icmp_global_allow")]
 pub fn fexit_icmp_global_allow(ctx: FExitContext) -> u32 {
-    let allowed = ctx.ret::<u64>().is_ok_and(|r| r as u8 != 0);
-    report(&ctx, "fexit_icmp_global_allow", rate_limit_exit(allowed, icmp_sent_flags::SUPPRESSED_GLOBAL))
+    let exit = ctx.get::<u64>(1).and_then(|r| rate_limit_exit(r as u8 != 0, icmp_sent_flags::SUPPRESSED_GLOBAL));
+    report(&ctx, "fexit_icmp_global_allow", exit)
+}
+
+/// `bool icmp_global_allow(void)`, before: the return value is the first. The verifier refuses the program
+/// above there (it reads past the arguments), so this one goes in instead.
+#[fexit(function = "icmp_global_allow")]
+pub fn fexit_global_allow_noargs(ctx: FExitContext) -> u32 {
+    let exit = ctx.get::<u64>(0).and_then(|r| rate_limit_exit(r as u8 != 0, icmp_sent_flags::SUPPRESSED_GLOBAL));
+    report(&ctx, "fexit_global_allow_noargs", exit)
 }
 
 /// `bool inet_peer_xrlim_allow(struct inet_peer *peer, int timeout)`: the return value is the third.
@@ -452,11 +501,11 @@ pub fn tp_icmp_send(ctx: RawTracePointContext) -> i32 {
     report(&ctx, "tp_icmp_send", icmp_send_tracepoint(&ctx)) as i32
 }
 
-/// Built in the per-CPU slot (no fentry runs in this mode to share it): filtered before it takes buffer
+/// Built in the first per-CPU slot (no fentry runs in this mode to share it): filtered before it takes buffer
 /// space, and too large for the stack beside everything else.
 #[inline(always)]
 fn icmp_send_tracepoint(ctx: &RawTracePointContext) -> ReadResult<()> {
-    let Some(slot) = state() else { return Ok(()) };
+    let Some(slot) = level(0) else { return Ok(()) };
     let skb: *const u8 = ctx.get(0)?;
     let (icmp_type, icmp_code) = (ctx.get::<u64>(1)? as u8, ctx.get::<u64>(2)? as u8);
     fill(ctx, probe::TRACEPOINT, AF_INET, skb, icmp_type, icmp_code, &mut slot.event)?;

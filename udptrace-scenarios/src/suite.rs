@@ -47,6 +47,8 @@ pub static SCENARIOS: &[Scenario] = &[
     Scenario { name: "firewall_drop", run: firewall_drop },
     Scenario { name: "firewall_reject_ipv4", run: |c, t| firewall_reject(c, t, Family::V4) },
     Scenario { name: "firewall_reject_ipv6", run: |c, t| firewall_reject(c, t, Family::V6) },
+    Scenario { name: "nested_send_ipv4", run: |c, t| nested_send(c, t, Family::V4) },
+    Scenario { name: "nested_send_ipv6", run: |c, t| nested_send(c, t, Family::V6) },
     Scenario { name: "ttl_exceeded", run: ttl_exceeded },
     Scenario { name: "frag_needed", run: frag_needed },
     Scenario { name: "server_restart", run: server_restart },
@@ -606,11 +608,45 @@ fn host_down(config: &Config, tracer: &mut Tracer, family: Family) -> Result<Res
 
 /// Adds an nftables rule to `ns`'s input chain (table `inet udptrace`).
 fn nft_input_rule(ns: &Netns, rule: &str) -> Result<()> {
+    nft_rule(ns, "input", rule)
+}
+
+/// Adds an nftables rule to the chain `hook` (`input`, `output`) of `ns`'s table `inet udptrace`.
+fn nft_rule(ns: &Netns, hook: &str, rule: &str) -> Result<()> {
     exec_in(ns, "nft", &["add", "table", "inet", "udptrace"])?;
-    exec_in(ns, "nft", &["add chain inet udptrace input { type filter hook input priority 0 ; }"])?;
-    let mut args = vec!["add", "rule", "inet", "udptrace", "input"];
+    exec_in(ns, "nft", &[&format!("add chain inet udptrace {hook} {{ type filter hook {hook} priority 0 ; }}")])?;
+    let mut args = vec!["add", "rule", "inet", "udptrace", hook];
     args.extend(rule.split_whitespace());
     exec_in(ns, "nft", &args).map(drop)
+}
+
+/// Two ICMP errors nested on one CPU. The client's OUTPUT chain rejects its datagram: `__icmp_send` runs in
+/// the sending process, and its port unreachable goes back to the client through loopback. When it enables
+/// bottom halves again, still inside `__icmp_send`, the softirq delivers that error, which the client's
+/// INPUT chain rejects too: a second `__icmp_send` on the same CPU (it sends nothing, an ICMP error is never
+/// sent about an ICMP error). The outer one's `icmp_sent` must survive the inner call. `send()` fails with
+/// EPERM: a REJECT in OUTPUT drops the datagram before it leaves.
+fn nested_send(config: &Config, tracer: &mut Tracer, family: Family) -> Result<Results> {
+    let hosts = TwoHosts::new()?;
+    nft_rule(&hosts.client, "output", &format!("udp dport {CLOSED_PORT} reject"))?;
+    // ICMP and ICMPv6 by number: the QEMU images have no /etc/protocols.
+    nft_rule(&hosts.client, "input", "meta l4proto { 1, 58 } reject")?;
+    let server = SocketAddr::new(TwoHosts::server_ip(family), CLOSED_PORT);
+    let socket = udp_socket(&hosts.client, SocketAddr::new(TwoHosts::client_ip(family), 0))?;
+    socket.connect(server)?;
+    let sent = socket.send(b"udptrace");
+    let send_errno = match &sent {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => Outcome::Pass,
+        other => Outcome::Fail(format!("send returned {other:?}, want EPERM")),
+    };
+    let (icmp_type, code) = family.port_unreachable();
+    let local = socket.local_addr()?;
+    let expected =
+        json!({"icmp": {"type": icmp_type, "code": code}, "packet": packet(local, server), "cause": "firewall_reject"});
+    Ok(vec![
+        ("send_errno", send_errno),
+        ("icmp_sent", check_icmp_sent(config, tracer, &hosts.client, family, local, expected)),
+    ])
 }
 
 /// Seed case 3: the server's firewall drops the port. Nothing comes back, and udptrace says nothing

@@ -1,15 +1,18 @@
-//! `cargo xtask vm-test`: the scenario suite in each forced mode inside Debian's 6.1 and 6.12 cloud
-//! kernels, booted under QEMU (TCG: KVM does not work on these machines), where kprobes and fentry exist.
+//! `cargo xtask vm-test`: the scenario suite in each mode inside Debian's cloud kernels (5.10, 6.1, 6.12,
+//! 6.18 and the newest 7.x), booted under QEMU (TCG: KVM does not work on these machines), where kprobes
+//! and fentry exist.
 //!
-//! Kernels are resolved with apt-cache (the newest `linux-image-6.1*-cloud-amd64` and
-//! `linux-image-6.12*-cloud-amd64`), downloaded once into `.vm-cache/`, and booted from an initramfs
-//! holding busybox, iproute2's `ip` and `ss`, nftables' `nft`, udptrace, the scenario binary, their shared libraries
-//! and the kernel modules the scenarios need (veth, nftables REJECT). The VM prints one line per check; this side collects them into a kernel x mode x check matrix.
+//! Kernels are resolved over apt lists kept in `.vm-cache/apt/` (bullseye, bookworm and its updates,
+//! trixie-backports; the machine's own apt setup is not touched), downloaded once into `.vm-cache/`, and
+//! booted from an initramfs holding busybox, iproute2's `ip` and `ss`, nftables' `nft`, udptrace, the scenario
+//! binary, their shared libraries and the kernel modules the scenarios need (veth, nftables REJECT). The VM
+//! prints one line per check; this side collects them into a kernel x mode x check matrix. The VMs run one
+//! per core.
 
 use std::{
     collections::BTreeMap,
     fs,
-    io::{BufRead as _, BufReader},
+    io::{BufRead as _, BufReader, Write as _},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::mpsc,
@@ -28,9 +31,7 @@ pub const VM_PACKAGES: &[&str] =
 /// build them as modules.
 const MODULES: &[&str] = &["veth", "nft_reject_inet", "udp_diag"];
 
-/// The kernel series the matrix covers.
-const SERIES: &[&str] = &["6.1", "6.12"];
-const MODES: &[&str] = &["fentry", "kprobe", "tracepoint"];
+pub const MODES: &[&str] = &["fentry", "kprobe", "tracepoint"];
 /// A VM that has not powered off by then is killed and its run fails.
 const VM_TIMEOUT: Duration = Duration::from_secs(25 * 60);
 /// Marks the lines the VM's init prints for this side.
@@ -84,30 +85,105 @@ pub fn newest_package(apt_names: &str, series: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn apt_search(series: &str) -> Result<String> {
-    let output = Command::new("apt-cache")
-        .args([
-            "search",
-            "--names-only",
-            &format!("^linux-image-{}\\.[0-9].*-cloud-amd64$", series.replace('.', "\\.")),
-        ])
-        .output()
-        .context("running apt-cache")?;
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+/// The kernel series the matrix covers: the LTS kernels fleets run, and the newest 7.x (`7`), resolved at
+/// run time so that the matrix follows Debian's newest kernel without a code change.
+pub const SERIES: &[&str] = &["5.10", "6.1", "6.12", "6.18", "7"];
+
+/// The Debian suites the cloud kernels come from: bullseye (5.10), bookworm and its updates (6.1, 6.12),
+/// trixie-backports (6.16 to the newest 7.x).
+const APT_SOURCES: &str = "\
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bullseye main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security bullseye-security main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm-updates main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security bookworm-security main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie-backports main
+";
+
+/// Lists older than this are fetched again before a kernel is resolved.
+const APT_LISTS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// apt over lists of udptrace's own, in `.vm-cache/apt/`: the machine's sources, lists and package cache
+/// are left as they were.
+struct Apt {
+    dir: PathBuf,
 }
 
-fn resolve(series: &str) -> Result<String> {
-    if let Some(package) = newest_package(&apt_search(series)?, series) {
-        return Ok(package);
+impl Apt {
+    fn new() -> Result<Apt> {
+        let dir = cache_dir().join("apt");
+        for sub in ["lists/partial", "cache/archives/partial"] {
+            fs::create_dir_all(dir.join(sub))?;
+        }
+        fs::write(dir.join("sources.list"), APT_SOURCES)?;
+        Ok(Apt { dir })
     }
-    say("the apt lists name no cloud kernel: updating them");
-    prereq::run_visible(Command::new("apt-get").args(["update", "-q"]))?;
-    newest_package(&apt_search(series)?, series)
-        .with_context(|| format!("no linux-image-{series}*-cloud-amd64 package in the apt lists"))
+
+    fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(program);
+        let dir = self.dir.display();
+        for option in [
+            format!("Dir::Etc::SourceList={dir}/sources.list"),
+            "Dir::Etc::SourceParts=/nonexistent".to_owned(),
+            format!("Dir::State::Lists={dir}/lists"),
+            format!("Dir::Cache={dir}/cache"),
+            "Dir::State::status=/dev/null".to_owned(),
+        ] {
+            command.args(["-o", &option]);
+        }
+        command
+    }
+
+    fn update(&self) -> Result<()> {
+        say("fetching the apt lists of Debian's kernel suites into .vm-cache/apt/");
+        prereq::run_visible(self.command("apt-get").args(["update", "-q"]))?;
+        fs::write(self.dir.join("updated"), "")?;
+        Ok(())
+    }
+
+    fn fresh(&self) -> bool {
+        fs::metadata(self.dir.join("updated"))
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < APT_LISTS_MAX_AGE))
+    }
+
+    fn search(&self, series: &str) -> Result<String> {
+        let output = self
+            .command("apt-cache")
+            .args([
+                "search",
+                "--names-only",
+                &format!("^linux-image-{}\\.[0-9].*-cloud-amd64$", series.replace('.', "\\.")),
+            ])
+            .output()
+            .context("running apt-cache")?;
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// The newest cloud kernel package of `series`.
+    fn resolve(&self, series: &str) -> Result<String> {
+        if !self.fresh() {
+            self.update()?;
+        }
+        newest_package(&self.search(series)?, series)
+            .with_context(|| format!("no linux-image-{series}*-cloud-amd64 package in Debian's kernel suites"))
+    }
+
+    /// Downloads `package` into `dir`; once more after an update, since the lists may name a version the
+    /// mirror no longer has.
+    fn download(&self, package: &str, dir: &Path) -> Result<()> {
+        let mut command = self.command("apt-get");
+        command.args(["download", "-q", package]).current_dir(dir);
+        if command.status().is_ok_and(|s| s.success()) {
+            return Ok(());
+        }
+        self.update()?;
+        prereq::run_visible(self.command("apt-get").args(["download", "-q", package]).current_dir(dir))
+    }
 }
 
 /// Downloads and unpacks `package` once; later runs reuse `.vm-cache/<package>/`.
-fn fetch(package: &str) -> Result<Kernel> {
+fn fetch(apt: &Apt, package: &str) -> Result<Kernel> {
     let dir = cache_dir().join(package);
     let order = dir.join("modules.order");
     let vmlinuz = dir.join("vmlinuz");
@@ -119,24 +195,35 @@ fn fetch(package: &str) -> Result<Kernel> {
         return Ok(Kernel { package: package.to_owned(), vmlinuz, modules });
     }
     say(&format!("downloading {package} (cached in .vm-cache/ for later runs)"));
-    let work = cache_dir().join("download");
+    let work = cache_dir().join(format!("download-{package}"));
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work)?;
-    let download = |dir: &Path| Command::new("apt-get").args(["download", "-q", package]).current_dir(dir).status();
-    if !download(&work).is_ok_and(|s| s.success()) {
-        // The lists may name a version the mirror no longer has.
-        prereq::run_visible(Command::new("apt-get").args(["update", "-q"]))?;
-        prereq::run_visible(Command::new("apt-get").args(["download", "-q", package]).current_dir(&work))?;
-    }
-    let deb = fs::read_dir(&work)?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .context("apt-get download left no .deb")?;
     let tree = work.join("tree");
-    prereq::run_visible(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree))?;
+    let unpack = |package: &str| -> Result<()> {
+        apt.download(package, &work)?;
+        let deb = fs::read_dir(&work)?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "deb"))
+            .context("apt-get download left no .deb")?;
+        prereq::run_visible(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree))?;
+        fs::remove_file(&deb)?;
+        Ok(())
+    };
+    unpack(package)?;
+    // From 7.x (and 6.19 in trixie-backports) Debian's linux-image package is empty and depends on
+    // linux-binary-VERSION (the vmlinuz, in usr/lib/modules/VERSION/) and linux-modules-VERSION.
+    let kernel_file = |tree: &Path| {
+        find_file(&tree.join("boot"), |name| name.starts_with("vmlinuz-"))
+            .or_else(|_| find_file(&tree.join("usr/lib/modules"), |name| name == "vmlinuz"))
+    };
+    if kernel_file(&tree).is_err() {
+        let version = package.strip_prefix("linux-image-").context("not a linux-image package")?;
+        unpack(&format!("linux-binary-{version}"))?;
+        unpack(&format!("linux-modules-{version}"))?;
+    }
     fs::create_dir_all(&dir)?;
-    fs::copy(find_file(&tree.join("boot"), |name| name.starts_with("vmlinuz-"))?, &vmlinuz)?;
+    fs::copy(kernel_file(&tree)?, &vmlinuz)?;
     let modules_root = [tree.join("lib/modules"), tree.join("usr/lib/modules")]
         .into_iter()
         .find(|p| p.exists())
@@ -239,8 +326,15 @@ done
 echo "@@udptrace-vm kernel $(uname -r)"
 echo "@@udptrace-vm version $(cat /proc/version)"
 udptrace probes -v 2>&1 | sed 's/^/@@udptrace-vm probes /'
-# `udptrace.suite=0` on the kernel command line: the benchmark only (`cargo xtask bench`).
+# `udptrace.suite=0` on the kernel command line: the benchmark only (`cargo xtask bench`);
+# `udptrace.modes=kprobe,fentry` and `udptrace.only=NAME` narrow the suite (`cargo xtask vm-test --mode --only`),
+# and then a second udptrace prints its text lines and kernel stacks (-v) beside every mode.
 modes="fentry kprobe tracepoint"
+chosen=$(sed -n 's/.*udptrace\.modes=\([^ ]*\).*/\1/p' /proc/cmdline)
+[ -n "$chosen" ] && modes=$(echo "$chosen" | tr , ' ')
+only=$(sed -n 's/.*udptrace\.only=\([^ ]*\).*/\1/p' /proc/cmdline)
+narrow=
+[ -n "$only" ] && narrow="--only $only"
 grep -q "udptrace.suite=0" /proc/cmdline && modes=
 for mode in $modes; do
   require=--require-attach
@@ -250,15 +344,18 @@ for mode in $modes; do
   [ "$mode" = kprobe ] && buffer=perf
   echo "@@udptrace-vm begin $mode ($buffer buffer)"
   # In fentry mode a second udptrace prints its text lines beside the suite: the README's examples.
-  if [ "$mode" = fentry ]; then
-    udptrace --probe fentry >/tmp/demo 2>&1 &
+  demo=
+  if [ "$mode" = fentry ] || [ -n "$chosen$only" ]; then
+    verbose=
+    [ -n "$chosen$only" ] && verbose=-v
+    udptrace --probe "$mode" $verbose >/tmp/demo 2>&1 &
     demo=$!
     tries=0
     while ! grep -q "udptrace: tracing" /tmp/demo && [ $tries -lt 120 ]; do sleep 1; tries=$((tries + 1)); done
   fi
-  udptrace-scenarios --udptrace /usr/bin/udptrace --probe "$mode" --buffer $buffer --event-timeout 30 $require
+  udptrace-scenarios --udptrace /usr/bin/udptrace --probe "$mode" --buffer $buffer --event-timeout 30 $require $narrow
   echo "@@udptrace-vm end $mode rc=$?"
-  if [ "$mode" = fentry ]; then
+  if [ -n "$demo" ]; then
     kill -INT $demo; wait $demo
     sed 's/^/@@udptrace-vm demo /' /tmp/demo
   fi
@@ -339,6 +436,8 @@ pub struct VmRun {
     /// What the benchmark printed (Markdown and its smoke checks).
     pub bench: Vec<String>,
     pub done: bool,
+    /// How long the VM ran, from boot to power-off.
+    pub wall: Duration,
 }
 
 impl VmRun {
@@ -397,13 +496,7 @@ impl VmRun {
         if !self.done {
             problems.push("the VM did not finish".to_owned());
         }
-        let expected: &[&str] = match (plan.suite, plan.bench == "smoke") {
-            (true, true) => &["fentry", "kprobe", "tracepoint", "bench"],
-            (true, false) => MODES,
-            (false, true) => &["bench"],
-            (false, false) => &[],
-        };
-        for mode in expected {
+        for mode in plan.expected_modes() {
             if !self.checks.iter().any(|c| c.mode == *mode) {
                 problems.push(format!("no result for {mode}"));
             }
@@ -419,19 +512,49 @@ impl VmRun {
 }
 
 /// What the VMs run.
+#[derive(Default)]
 pub struct Plan {
     /// The scenario suite in every mode.
     pub suite: bool,
     /// The benchmark: `smoke`, or `ROUNDS,SECONDS`.
     pub bench: String,
+    /// Only these modes (all when empty), and only the scenarios whose names contain `only`.
+    pub modes: Vec<String>,
+    pub only: Option<String>,
+}
+
+impl Plan {
+    /// The kernel command line that tells the VM's init what to run.
+    fn append(&self) -> String {
+        let mut append = format!("console=ttyS0 quiet loglevel=3 panic=-1 udptrace.bench={}", self.bench);
+        if !self.suite {
+            append.push_str(" udptrace.suite=0");
+        }
+        if !self.modes.is_empty() {
+            append.push_str(&format!(" udptrace.modes={}", self.modes.join(",")));
+        }
+        if let Some(only) = &self.only {
+            append.push_str(&format!(" udptrace.only={only}"));
+        }
+        append
+    }
+
+    /// The modes whose results a full run must have.
+    fn expected_modes(&self) -> Vec<&str> {
+        let mut modes: Vec<&str> = match (self.suite, self.modes.is_empty()) {
+            (false, _) => Vec::new(),
+            (true, true) => MODES.to_vec(),
+            (true, false) => self.modes.iter().map(String::as_str).collect(),
+        };
+        if self.bench == "smoke" {
+            modes.push("bench");
+        }
+        modes
+    }
 }
 
 fn boot(kernel: &Kernel, initramfs: &Path, log: &Path, plan: &Plan) -> Result<VmRun> {
-    let append = format!(
-        "console=ttyS0 quiet loglevel=3 panic=-1 udptrace.bench={}{}",
-        plan.bench,
-        if plan.suite { "" } else { " udptrace.suite=0" }
-    );
+    let append = plan.append();
     let mut child = Command::new("qemu-system-x86_64")
         .args(["-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "1", "-nographic", "-no-reboot"])
         .arg("-kernel")
@@ -454,25 +577,24 @@ fn boot(kernel: &Kernel, initramfs: &Path, log: &Path, plan: &Plan) -> Result<Vm
         }
     });
     let mut run = VmRun::default();
-    let mut transcript = String::new();
+    // Written as it comes, so that a VM still running can be followed (`tail -f`).
+    let mut transcript = std::io::LineWriter::new(fs::File::create(log)?);
     let deadline = Instant::now() + VM_TIMEOUT;
     loop {
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(line) => {
-                transcript.push_str(&line);
-                transcript.push('\n');
+                writeln!(transcript, "{line}")?;
                 run.add_line(&line);
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let _ = child.kill();
-                transcript.push_str("-- killed: the VM ran out of time\n");
+                writeln!(transcript, "-- killed: the VM ran out of time")?;
                 break;
             }
         }
     }
     let _ = child.wait();
-    fs::write(log, transcript)?;
     Ok(run)
 }
 
@@ -497,38 +619,59 @@ pub fn vm_test(
     ];
     fs::create_dir_all(cache_dir().join("logs"))?;
 
+    let apt = Apt::new()?;
     let mut prepared = Vec::new();
     for series in SERIES.iter().filter(|s| only_series.is_none_or(|o| o == **s)) {
-        let kernel = fetch(&resolve(series)?)?;
+        let kernel = fetch(&apt, &apt.resolve(series)?)?;
         let initramfs = build_initramfs(&kernel, &binaries)?;
         prepared.push((*series, kernel, initramfs));
     }
+    if prepared.is_empty() {
+        bail!("no kernel series {}: the matrix has {}", only_series.unwrap_or(""), SERIES.join(", "));
+    }
+    // One VM per core: TCG runs each guest on one host thread.
+    let lanes = std::thread::available_parallelism().map_or(1, |n| n.get()).min(prepared.len());
     say(&format!(
-        "booting {} under QEMU (TCG); each runs {}",
-        prepared.iter().map(|(_, k, _)| k.package.as_str()).collect::<Vec<_>>().join(" and "),
+        "booting {} under QEMU (TCG), {lanes} at a time; each runs {}",
+        prepared.iter().map(|(_, k, _)| k.package.as_str()).collect::<Vec<_>>().join(", "),
         if plan.suite {
             format!("the suite in {}, then the benchmark ({})", MODES.join(", "), plan.bench)
         } else {
             format!("the benchmark ({})", plan.bench)
         }
     ));
-    // One VM per core: TCG runs each guest on one host thread.
-    let runs: Vec<Result<(String, VmRun)>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = prepared
-            .iter()
-            .map(|(series, kernel, initramfs)| {
-                scope.spawn(move || {
+    let started = Instant::now();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let finished = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..lanes {
+            scope.spawn(|| {
+                while let Some((series, kernel, initramfs)) =
+                    prepared.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                {
                     let log = cache_dir().join("logs").join(format!("{}.log", kernel.package));
-                    let mut run = boot(kernel, initramfs, &log, plan)?;
-                    run.series = (*series).to_owned();
-                    say(&format!("{} finished; console log in {}", kernel.package, log.display()));
-                    Ok((kernel.package.clone(), run))
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a VM thread panicked")))).collect()
+                    let vm_started = Instant::now();
+                    let result = boot(kernel, initramfs, &log, plan).map(|mut run| {
+                        run.series = (*series).to_owned();
+                        run.wall = vm_started.elapsed();
+                        say(&format!(
+                            "{} finished in {:.0} s; console log in {}",
+                            kernel.package,
+                            run.wall.as_secs_f64(),
+                            log.display()
+                        ));
+                        (kernel.package.clone(), run)
+                    });
+                    finished.lock().unwrap_or_else(|e| e.into_inner()).push(result);
+                }
+            });
+        }
     });
-    runs.into_iter().collect()
+    say(&format!("the kernel matrix took {:.0} s", started.elapsed().as_secs_f64()));
+    let mut runs = finished.into_inner().unwrap_or_else(|e| e.into_inner()).into_iter().collect::<Result<Vec<_>>>()?;
+    // In the matrix's order, whichever VM finished first.
+    runs.sort_by_key(|(_, run)| SERIES.iter().position(|s| *s == run.series));
+    Ok(runs)
 }
 
 /// Where the kernels the suite last passed on are written, one line per series:
@@ -597,54 +740,40 @@ pub fn record_pass(package: &str, run: &VmRun) -> Result<()> {
     fs::write(&path, lines.join("\n") + "\n").with_context(|| format!("writing {}", path.display()))
 }
 
-/// The matrix: one row per check, one column per kernel x mode.
+/// The matrix: per kernel, one row per check and one column per mode; what did not pass is listed under it.
 pub fn matrix(runs: &[(String, VmRun)]) -> String {
-    let mut rows: Vec<(String, String)> = Vec::new();
-    for (_, run) in runs {
+    let mut out = String::new();
+    for (package, run) in runs {
+        out.push_str(&format!("{} ({:.0} s)\n", run.kernel(package), run.wall.as_secs_f64()));
+        let mut rows: Vec<(&str, &str)> = Vec::new();
         for c in &run.checks {
-            let row = (c.scenario.clone(), c.check.clone());
-            if !rows.contains(&row) {
-                rows.push(row);
+            if !rows.contains(&(&c.scenario, &c.check)) {
+                rows.push((&c.scenario, &c.check));
             }
         }
-    }
-    let columns: Vec<(String, &str)> = runs
-        .iter()
-        .flat_map(|(package, run)| {
-            let kernel = run.release.clone().unwrap_or_else(|| package.clone());
-            MODES.iter().map(move |m| (kernel.clone(), *m))
-        })
-        .collect();
-    // `6.1.0-56-cloud-amd64 fentry` -> `6.1.0-56 fentry`.
-    let label = |kernel: &str, mode: &str| format!("{} {mode}", kernel.trim_end_matches("-cloud-amd64"));
-    let mut out = format!("{:<36}", "scenario / check");
-    for (kernel, mode) in &columns {
-        out.push_str(&format!(" {:<25}", label(kernel, mode)));
-    }
-    out.push('\n');
-    let mut notes = Vec::new();
-    for (scenario, check) in &rows {
-        out.push_str(&format!("{:<36}", format!("{scenario} {check}")));
-        for (kernel, mode) in &columns {
-            let cell = runs
-                .iter()
-                .find(|(p, r)| r.release.as_deref().unwrap_or(p) == kernel)
-                .and_then(|(_, r)| {
-                    r.checks.iter().find(|c| c.mode == *mode && &c.scenario == scenario && &c.check == check)
-                })
-                .map_or("-".to_owned(), |c| {
-                    let word = c.outcome.split([',', ':']).next().unwrap_or("").to_owned();
-                    if word != "pass" {
-                        notes.push(format!("{kernel} {mode} {scenario} {check}: {}", c.outcome));
-                    }
-                    word
-                });
-            out.push_str(&format!(" {cell:<25}"));
+        let columns: Vec<&str> = MODES.iter().copied().chain(["bench"]).collect();
+        out.push_str(&format!("  {:<44}", "scenario / check"));
+        for mode in &columns {
+            out.push_str(&format!(" {mode:<10}"));
         }
         out.push('\n');
-    }
-    for note in notes {
-        out.push_str(&format!("  {note}\n"));
+        let mut notes = Vec::new();
+        for (scenario, check) in rows {
+            out.push_str(&format!("  {:<44}", format!("{scenario} {check}")));
+            for mode in &columns {
+                let cell = run.checks.iter().find(|c| c.mode == *mode && c.scenario == scenario && c.check == check);
+                let word = cell.map_or("-", |c| c.outcome.split([',', ':']).next().unwrap_or(""));
+                if let Some(c) = cell.filter(|_| word != "pass") {
+                    notes.push(format!("  {mode} {scenario} {check}: {}", c.outcome));
+                }
+                out.push_str(&format!(" {word:<10}"));
+            }
+            out.push('\n');
+        }
+        for note in notes {
+            out.push_str(&format!("{note}\n"));
+        }
+        out.push('\n');
     }
     out
 }
@@ -665,6 +794,14 @@ mod tests {
         assert_eq!(newest_package(names, "6.1").as_deref(), Some("linux-image-6.1.0-56-cloud-amd64"));
         assert_eq!(newest_package(names, "6.12").as_deref(), Some("linux-image-6.12.117+deb12-cloud-amd64"));
         assert_eq!(newest_package(names, "6.6"), None);
+        let backports = "linux-image-5.10.0-46-cloud-amd64 - Linux 5.10\n\
+                         linux-image-7.0.13+deb13-cloud-amd64 - Linux 7.0\n\
+                         linux-image-7.3.4+deb13-cloud-amd64 - Linux 7.3\n\
+                         linux-image-7.2.12+deb13-cloud-amd64 - Linux 7.2\n\
+                         linux-image-6.18.15+deb13-cloud-amd64 - Linux 6.18\n";
+        assert_eq!(newest_package(backports, "7").as_deref(), Some("linux-image-7.3.4+deb13-cloud-amd64"));
+        assert_eq!(newest_package(backports, "5.10").as_deref(), Some("linux-image-5.10.0-46-cloud-amd64"));
+        assert_eq!(newest_package(backports, "6.1"), None);
     }
 
     #[test]
@@ -708,7 +845,7 @@ mod tests {
         assert_eq!((run.checks[4].mode.as_str(), run.checks[4].check.as_str()), ("bench", "error_path_accounted"));
         assert_eq!(run.bench[0], "| udptrace fentry | 1234 | 0.981 |");
         assert!(run.done);
-        let problems = run.problems(&Plan { suite: true, bench: "smoke".into() });
+        let problems = run.problems(&Plan { suite: true, bench: "smoke".into(), ..Plan::default() });
         assert_eq!(problems, vec!["fentry closed_port_ipv6 icmp_sent: FAIL: no icmp_sent within 30s".to_owned()]);
     }
 
@@ -716,7 +853,7 @@ mod tests {
     fn a_vm_that_never_finished_or_skipped_a_required_mode_fails() {
         let mut run = VmRun::default();
         run.add_line("fentry      closed_port_ipv4       all              skip, because nothing attaches");
-        let problems = run.problems(&Plan { suite: true, bench: "smoke".into() });
+        let problems = run.problems(&Plan { suite: true, bench: "smoke".into(), ..Plan::default() });
         assert!(problems.iter().any(|p| p.contains("no result for bench")));
         assert!(problems.iter().any(|p| p.contains("did not finish")));
         assert!(problems.iter().any(|p| p.contains("no result for kprobe")));

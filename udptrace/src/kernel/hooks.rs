@@ -59,7 +59,8 @@ impl fmt::Display for Target {
 pub struct Program {
     pub name: &'static str,
     pub target: Target,
-    /// Attached instead when `target` cannot be, with the reason the kernel may refuse it.
+    /// Attached instead when `target` cannot be, with the reason the kernel may refuse it. A fallback may
+    /// have a fallback of its own: they are tried in order.
     pub fallback: Option<(&'static Program, &'static str)>,
 }
 
@@ -71,13 +72,48 @@ impl Program {
     const fn or(self, fallback: &'static Program, why: &'static str) -> Program {
         Program { fallback: Some((fallback, why)), ..self }
     }
+
+    /// This program and its fallbacks, in the order they are tried.
+    pub fn chain(&'static self) -> impl Iterator<Item = &'static Program> {
+        std::iter::successors(Some(self), |p| p.fallback.map(|(f, _)| f))
+    }
 }
 
+/// 7.2 removed UDP-Lite and folded `__udp4_lib_err(skb, info, udptable)` into the protocol handler
+/// `int udp_err(skb, info)`, and `__udp6_lib_err(skb, opt, type, code, offset, info, udptable)` into
+/// `static int udpv6_err(skb, opt, type, code, offset, info)` (net/ipv4/udp.c, net/ipv6/udp.c): the same
+/// leading arguments and the same return values, one argument fewer. Before 7.2 both are wrappers around the
+/// `__udp*_lib_err` functions, which are tried first.
+const FOLDED: &str = "__udp4_lib_err and __udp6_lib_err are folded into udp_err and udpv6_err from 7.2";
+const FENTRY_UDP_ERR: Program = program("fentry_udp_err", FEntry("udp_err"));
+const FEXIT_UDP_ERR: Program = program("fexit_udp_err", FExit("udp_err"));
+const KPROBE_UDP_ERR: Program = program("kprobe_udp4_lib_err", Kprobe("udp_err"));
+const KRETPROBE_UDP_ERR: Program = program("kretprobe_udp_lib_err", Kretprobe("udp_err"));
+const KPROBE_UDPV6_ERR: Program = program("kprobe_udp6_lib_err", Kprobe("udpv6_err"));
+const KRETPROBE_UDPV6_ERR: Program = program("kretprobe_udp_lib_err", Kretprobe("udpv6_err"));
+
 /// BPF trampolines take at most six arguments on x86_64 before 6.3 (`arch/x86/net/bpf_jit_comp.c`);
-/// `__udp6_lib_err` takes seven. `icmpv6_notify`, which calls it, takes four.
+/// `__udp6_lib_err` takes seven. Its wrapper `udpv6_err` takes six, and `icmpv6_notify`, which calls it
+/// through the protocol table, four.
 const SEVEN_ARGUMENTS: &str = "a BPF trampoline cannot take a 7-argument function before 6.3 on x86_64";
+const FENTRY_UDPV6_ERR: Program =
+    program("fentry_udpv6_err", FEntry("udpv6_err")).or(&FENTRY_ICMPV6_NOTIFY, "udpv6_err cannot be traced");
+const FEXIT_UDPV6_ERR: Program =
+    program("fexit_udpv6_err", FExit("udpv6_err")).or(&FEXIT_ICMPV6_NOTIFY, "udpv6_err cannot be traced");
 const FENTRY_ICMPV6_NOTIFY: Program = program("fentry_icmpv6_notify", FEntry("icmpv6_notify"));
 const FEXIT_ICMPV6_NOTIFY: Program = program("fexit_icmpv6_notify", FExit("icmpv6_notify"));
+
+/// `bool icmp_global_allow(struct net *net)` takes the namespace from 6.10 (and 6.1.y, 6.6.y backports;
+/// net/ipv4/icmp.c), nothing before: fexit finds the return value after the arguments.
+const GLOBAL_ALLOW_NOARGS: &str = "icmp_global_allow takes no argument before 6.10";
+const FEXIT_GLOBAL_ALLOW_NOARGS: Program = program("fexit_global_allow_noargs", FExit("icmp_global_allow"));
+
+/// `void sk_error_report(struct sock *sk)` is 5.12 (net/core/sock.c); before, `__udp4_lib_err` calls
+/// `sk->sk_error_report(sk)` directly, which is `sock_def_error_report` for every socket a process opened
+/// (a kernel socket, such as SUNRPC's, may set its own).
+const NO_SK_ERROR_REPORT: &str = "sk_error_report is 5.12: before, the kernel calls sock_def_error_report";
+const FENTRY_SOCK_DEF_ERROR_REPORT: Program = program("fentry_sock_def_error_report", FEntry("sock_def_error_report"));
+const KPROBE_SOCK_DEF_ERROR_REPORT: Program = program("kprobe_sk_error_report", Kprobe("sock_def_error_report"));
 
 /// One way (mode) to implement a logical hook. All its programs attach, or none does.
 #[derive(Clone, Copy, Debug)]
@@ -124,26 +160,28 @@ pub static HOOKS: &[Hook] = &[
             Variant {
                 mode: AttachMode::FEntry,
                 programs: &[
-                    program("fentry_udp4_lib_err", FEntry("__udp4_lib_err")),
-                    program("fexit_udp4_lib_err", FExit("__udp4_lib_err")),
-                    program("fentry_udp6_lib_err", FEntry("__udp6_lib_err")).or(&FENTRY_ICMPV6_NOTIFY, SEVEN_ARGUMENTS),
-                    program("fexit_udp6_lib_err", FExit("__udp6_lib_err")).or(&FEXIT_ICMPV6_NOTIFY, SEVEN_ARGUMENTS),
-                    program("fentry_sk_error_report", FEntry("sk_error_report")),
+                    program("fentry_udp4_lib_err", FEntry("__udp4_lib_err")).or(&FENTRY_UDP_ERR, FOLDED),
+                    program("fexit_udp4_lib_err", FExit("__udp4_lib_err")).or(&FEXIT_UDP_ERR, FOLDED),
+                    program("fentry_udp6_lib_err", FEntry("__udp6_lib_err")).or(&FENTRY_UDPV6_ERR, SEVEN_ARGUMENTS),
+                    program("fexit_udp6_lib_err", FExit("__udp6_lib_err")).or(&FEXIT_UDPV6_ERR, SEVEN_ARGUMENTS),
+                    program("fentry_sk_error_report", FEntry("sk_error_report"))
+                        .or(&FENTRY_SOCK_DEF_ERROR_REPORT, NO_SK_ERROR_REPORT),
                 ],
-                since: "5.12 (sk_error_report); BPF trampolines: x86_64 5.5, arm64 6.0",
+                since: "BPF trampolines: x86_64 5.5, arm64 6.0",
                 limits: "every verdict, with the ICMP header, IPv4 and IPv6 (before 6.3: IPv6 through icmpv6_notify, \
                          which does not say that no socket matched, nor see quoted packets with extension headers)",
             },
             Variant {
                 mode: AttachMode::Kprobe,
                 programs: &[
-                    program("kprobe_udp4_lib_err", Kprobe("__udp4_lib_err")),
-                    program("kprobe_udp6_lib_err", Kprobe("__udp6_lib_err")),
-                    program("kretprobe_udp_lib_err", Kretprobe("__udp4_lib_err")),
-                    program("kretprobe_udp_lib_err", Kretprobe("__udp6_lib_err")),
-                    program("kprobe_sk_error_report", Kprobe("sk_error_report")),
+                    program("kprobe_udp4_lib_err", Kprobe("__udp4_lib_err")).or(&KPROBE_UDP_ERR, FOLDED),
+                    program("kprobe_udp6_lib_err", Kprobe("__udp6_lib_err")).or(&KPROBE_UDPV6_ERR, FOLDED),
+                    program("kretprobe_udp_lib_err", Kretprobe("__udp4_lib_err")).or(&KRETPROBE_UDP_ERR, FOLDED),
+                    program("kretprobe_udp_lib_err", Kretprobe("__udp6_lib_err")).or(&KRETPROBE_UDPV6_ERR, FOLDED),
+                    program("kprobe_sk_error_report", Kprobe("sk_error_report"))
+                        .or(&KPROBE_SOCK_DEF_ERROR_REPORT, NO_SK_ERROR_REPORT),
                 ],
-                since: "5.12 (sk_error_report); CONFIG_KPROBES",
+                since: "CONFIG_KPROBES",
                 limits: "every verdict, with the ICMP header, IPv4 and IPv6",
             },
             Variant {
@@ -181,26 +219,34 @@ pub static HOOKS: &[Hook] = &[
         variants: &[
             Variant {
                 mode: AttachMode::FEntry,
+                // The exits go in first: a call already under way when udptrace starts then ends unseen,
+                // rather than leaving its entry behind (`icmp_send_exit`).
                 programs: &[
-                    program("fentry_icmp_send", FEntry("__icmp_send")),
                     program("fexit_icmp_send", FExit("__icmp_send")),
-                    program("fentry_icmp6_send", FEntry("icmp6_send")),
                     program("fexit_icmp6_send", FExit("icmp6_send")),
+                    program("fentry_icmp_send", FEntry("__icmp_send")),
+                    program("fentry_icmp6_send", FEntry("icmp6_send")),
                     program("fentry_ip_push_pending_frames", FEntry("ip_push_pending_frames")),
                     program("fentry_ip6_push_pending_frames", FEntry("ip6_push_pending_frames")),
-                    program("fexit_icmp_global_allow", FExit("icmp_global_allow")),
+                    program("fexit_icmp_global_allow", FExit("icmp_global_allow"))
+                        .or(&FEXIT_GLOBAL_ALLOW_NOARGS, GLOBAL_ALLOW_NOARGS),
                     program("fexit_inet_peer_xrlim_allow", FExit("inet_peer_xrlim_allow")),
                 ],
-                since: "5.17 (bpf_get_func_ret); BPF trampolines: x86_64 5.5, arm64 6.0",
+                since: "BPF trampolines: x86_64 5.5, arm64 6.0",
                 limits: "IPv4 and IPv6; each ICMP error a rate limit stopped, with its packet",
             },
             Variant {
                 mode: AttachMode::Kprobe,
+                // The kretprobes go in before the kprobes on the same functions. A kprobe added later runs
+                // first (kernel/kprobes.c, add_new_kprobe: the newest at the head of the list), so it records
+                // the kernel stack before the kretprobe replaces the return address: before 5.14 the x86
+                // unwinder stops at kretprobe_trampoline (arch/x86/kernel/unwind_orc.c), and every cause
+                // would read `other`. A return seen before its entry is ignored (`icmp_send_exit`).
                 programs: &[
-                    program("kprobe_icmp_send", Kprobe("__icmp_send")),
-                    program("kprobe_icmp6_send", Kprobe("icmp6_send")),
                     program("kretprobe_icmp_send", Kretprobe("__icmp_send")),
                     program("kretprobe_icmp_send", Kretprobe("icmp6_send")),
+                    program("kprobe_icmp_send", Kprobe("__icmp_send")),
+                    program("kprobe_icmp6_send", Kprobe("icmp6_send")),
                     program("kprobe_push_pending_frames", Kprobe("ip_push_pending_frames")),
                     program("kprobe_push_pending_frames", Kprobe("ip6_push_pending_frames")),
                     program("kretprobe_global_allow", Kretprobe("icmp_global_allow")),
@@ -231,7 +277,7 @@ mod tests {
             .iter()
             .flat_map(|hook| hook.variants)
             .flat_map(|variant| variant.programs.iter())
-            .flat_map(|program| std::iter::once(program.name).chain(program.fallback.map(|(f, _)| f.name)))
+            .flat_map(|program| program.chain().map(|p| p.name))
             .collect();
         names.sort_unstable();
         names.dedup();
@@ -248,7 +294,7 @@ mod tests {
             for mode in hook.modes(&AttachMode::LADDER) {
                 let variant = hook.variant(mode).unwrap_or_else(|| panic!("{} has no {mode} variant", hook.name));
                 assert!(!variant.programs.is_empty());
-                for program in variant.programs {
+                for program in variant.programs.iter().flat_map(Program::chain) {
                     // The program's kind must match the mode it serves.
                     let kind_ok = matches!(
                         (mode, program.target),
@@ -259,7 +305,11 @@ mod tests {
                     );
                     assert!(kind_ok, "{} in {mode} attaches as {}", program.name, program.target);
                     if let Some((fallback, why)) = program.fallback {
-                        assert!(!why.is_empty() && fallback.fallback.is_none(), "{} has a bad fallback", program.name);
+                        assert!(
+                            !why.is_empty() && (fallback.name, fallback.target) != (program.name, program.target),
+                            "{} has a bad fallback",
+                            program.name
+                        );
                     }
                     if let Some((_, other_mode, other_hook)) = owners.iter().find(|(n, ..)| *n == program.name) {
                         assert_eq!(

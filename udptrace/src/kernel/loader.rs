@@ -68,7 +68,7 @@ impl KernelFacts {
             .iter()
             .flat_map(|hook| hook.variants)
             .flat_map(|variant| variant.programs)
-            .flat_map(|program| std::iter::once(program).chain(program.fallback.map(|(f, _)| f)))
+            .flat_map(Program::chain)
             .map(|program| program.target);
         let (mut functions, mut tracepoints) = (HashSet::new(), HashSet::new());
         for target in targets {
@@ -209,23 +209,22 @@ pub fn attach_all(ebpf: &mut Ebpf, facts: &KernelFacts, modes: &[AttachMode]) ->
         .collect()
 }
 
-/// Attaches every program of `variant`, each through its fallback if it must. Returns the fallbacks taken.
+/// Attaches every program of `variant`, each through its fallbacks if it must. Returns the fallbacks taken.
 fn attach_variant(ebpf: &mut Ebpf, facts: &KernelFacts, variant: &Variant) -> Result<Vec<String>, Failure> {
     let mut fallbacks = Vec::new();
     for program in variant.programs {
-        let attached = checked_attach(ebpf, facts, program, variant.since).or_else(|primary| {
-            let Some((fallback, why)) = program.fallback else {
-                return Err(primary);
-            };
-            checked_attach(ebpf, facts, fallback, variant.since)
-                .map(|()| fallbacks.push(format!("{} instead of {} ({why})", fallback.target, program.target)))
-                .map_err(|_| primary)
-        });
+        let mut attached = checked_attach(ebpf, facts, program, variant.since);
+        let mut tried = program;
+        while let (Err((reason, _)), Some((fallback, why))) = (&attached, tried.fallback) {
+            let taken = format!("{} instead of {} ({why}; {reason})", fallback.target, tried.target);
+            attached = checked_attach(ebpf, facts, fallback, variant.since).map(|()| fallbacks.push(taken));
+            tried = fallback;
+        }
         if let Err((reason, verifier_log)) = attached {
             // All or nothing: a half-attached variant would give half the story, and the next mode would
             // report the same events twice.
             unload_variant(ebpf, variant);
-            return Err(Failure { mode: variant.mode, reason: format!("{}: {reason}", program.target), verifier_log });
+            return Err(Failure { mode: variant.mode, reason: format!("{}: {reason}", tried.target), verifier_log });
         }
     }
     Ok(fallbacks)
@@ -305,8 +304,7 @@ fn load_once(result: Result<(), ProgramError>) -> Result<(), (String, Option<Str
 /// Detaches and unloads every program of `variant` (those never loaded are left as they are).
 fn unload_variant(ebpf: &mut Ebpf, variant: &Variant) {
     use aya::programs::Program as P;
-    let with_fallbacks = variant.programs.iter().flat_map(|p| std::iter::once(p).chain(p.fallback.map(|(f, _)| f)));
-    for program in with_fallbacks {
+    for program in variant.programs.iter().flat_map(Program::chain) {
         let _ = match ebpf.program_mut(program.name) {
             Some(P::FEntry(p)) => p.unload(),
             Some(P::FExit(p)) => p.unload(),
@@ -408,7 +406,7 @@ mod tests {
             .iter()
             .flat_map(|hook| hook.variants)
             .flat_map(|variant| variant.programs)
-            .flat_map(|program| std::iter::once(program.name).chain(program.fallback.map(|(f, _)| f.name)))
+            .flat_map(|program| program.chain().map(|p| p.name))
             .collect();
         assert_eq!(in_object, in_table);
         // And the maps and globals user space opens by name.
