@@ -6,9 +6,9 @@
 //! fentry/kprobe modes: `__icmp_send()` (IPv4; `icmp_send()` is an inline wrapper since 5.0) and
 //! `icmp6_send()` (IPv6; `icmpv6_send()` is an inline wrapper since 5.12, 5.4.102). Both return
 //! `void` and give up silently in many places (no route back, rate limits, errors about errors), so the
-//! entry only prepares the event in a per-CPU slot; it is emitted at exit only if the reply was pushed
-//! (`ip_push_pending_frames()` / `ip6_push_pending_frames()` ran in between, called from
-//! `icmp_push_reply()` / `icmpv6_push_pending_frames()` in 5.x to 6.18).
+//! entry only prepares the event in a per-CPU slot; it is emitted when the reply is pushed
+//! (`ip_push_pending_frames()` / `ip6_push_pending_frames()`, called from `icmp_push_reply()` /
+//! `icmpv6_push_pending_frames()` in 5.x to 7.x) inside that call, and the exit only closes the slot.
 //!
 //! In these modes a rate limit saying no (`icmp_global_allow()` or `inet_peer_xrlim_allow()` returning
 //! false inside the same call) turns the event into `icmp_suppressed`. Tracepoint mode cannot see it:
@@ -44,12 +44,9 @@ const IP_OFFSET_MASK: u16 = 0x1fff;
 #[repr(C)]
 pub struct IcmpSend {
     event: IcmpSent,
+    /// The call is under way and its error not emitted yet.
     active: u8,
-    /// The reply was pushed to the IP layer.
-    sent: u8,
-    /// A rate limit stopped it: the `SUPPRESSED_*` flag of the limit.
-    suppressed: u8,
-    _pad: [u8; 5],
+    _pad: [u8; 7],
 }
 
 /// How deep calls of `__icmp_send` / `icmp6_send` nest on one CPU: a call in process context (a REJECT in
@@ -354,50 +351,53 @@ fn icmp_send_enter<C: EbpfContext + Args>(ctx: &C, mode: u8, family: u16) -> Rea
     // An `int` for IPv4, a `u8` for IPv6: the low byte either way.
     let (icmp_type, icmp_code) = (ctx.get::<u64>(1)? as u8, ctx.get::<u64>(2)? as u8);
     fill(ctx, mode, family, skb, icmp_type, icmp_code, &mut slot.event)?;
-    slot.sent = 0;
-    slot.suppressed = 0;
     slot.active = 1;
     Ok(())
 }
 
+/// The reply was handed to the IP layer: the ICMP error is sent. It is emitted here, where it is decided,
+/// not at the exit hook: before 5.14 the kretprobe of a call that another call nested in (from the softirqs
+/// its `local_bh_enable()` runs) never fires (kernel/kprobes.c, the kretprobe instances of one task), and its
+/// error would be lost.
 #[inline(always)]
-fn reply_pushed() -> ReadResult<()> {
+fn reply_pushed<C: EbpfContext>(ctx: &C) -> ReadResult<()> {
     if let Some(slot) = state()
         && slot.active == 1
     {
-        slot.sent = 1;
+        slot.active = 0;
+        let passes = filter::icmp_sent_passes(&slot.event);
+        emit(ctx, &mut slot.event, passes);
     }
     Ok(())
 }
 
 /// Return of `icmp_global_allow()` (the global token bucket, `net.ipv4.icmp_msgs_per_sec` and
 /// `icmp_msgs_burst`) or `inet_peer_xrlim_allow()` (per destination, `net.ipv4.icmp_ratelimit`,
-/// `net.ipv6.icmp.ratelimit`), both called from inside `__icmp_send` / `icmp6_send`.
+/// `net.ipv6.icmp.ratelimit`), both called from inside `__icmp_send` / `icmp6_send`, which gives up when
+/// either says no: the error is emitted as suppressed, here for the reason above.
 #[inline(always)]
-fn rate_limit_exit(allowed: bool, scope: u8) -> ReadResult<()> {
+fn rate_limit_exit<C: EbpfContext>(ctx: &C, allowed: bool, scope: u8) -> ReadResult<()> {
     if let Some(slot) = state()
         && slot.active == 1
         && !allowed
     {
-        slot.suppressed = scope;
+        slot.active = 0;
+        slot.event.header.kind = kind::ICMP_SUPPRESSED;
+        slot.event.flags |= scope;
+        let passes = filter::icmp_sent_passes(&slot.event);
+        emit(ctx, &mut slot.event, passes);
     }
     Ok(())
 }
 
-/// Emits what became of the ICMP error: sent, or suppressed by a rate limit. One that gave up for another
-/// reason (no route back, an error about an error) was never an ICMP error the host sent.
+/// The call returns: its slot is left. One that gave up for another reason (no route back, an error about an
+/// error) was never an ICMP error the host sent, and emitted nothing. A lost exit (see [`reply_pushed`])
+/// leaves the depth one level too deep, which the next calls use as they would the first.
 #[inline(always)]
-fn icmp_send_exit<C: EbpfContext>(ctx: &C) -> ReadResult<()> {
-    let Some(slot) = exit_state() else { return Ok(()) };
-    if slot.active == 1 && (slot.sent == 1 || slot.suppressed != 0) {
-        if slot.sent == 0 {
-            slot.event.header.kind = kind::ICMP_SUPPRESSED;
-            slot.event.flags |= slot.suppressed;
-        }
-        let passes = filter::icmp_sent_passes(&slot.event);
-        emit(ctx, &mut slot.event, passes);
+fn icmp_send_exit() -> ReadResult<()> {
+    if let Some(slot) = exit_state() {
+        slot.active = 0;
     }
-    slot.active = 0;
     Ok(())
 }
 
@@ -410,7 +410,7 @@ pub fn fentry_icmp_send(ctx: FEntryContext) -> u32 {
 
 #[fexit(function = "__icmp_send")]
 pub fn fexit_icmp_send(ctx: FExitContext) -> u32 {
-    report(&ctx, "fexit_icmp_send", icmp_send_exit(&ctx))
+    report(&ctx, "fexit_icmp_send", icmp_send_exit())
 }
 
 #[fentry(function = "icmp6_send")]
@@ -420,24 +420,24 @@ pub fn fentry_icmp6_send(ctx: FEntryContext) -> u32 {
 
 #[fexit(function = "icmp6_send")]
 pub fn fexit_icmp6_send(ctx: FExitContext) -> u32 {
-    report(&ctx, "fexit_icmp6_send", icmp_send_exit(&ctx))
+    report(&ctx, "fexit_icmp6_send", icmp_send_exit())
 }
 
 #[fentry(function = "ip_push_pending_frames")]
 pub fn fentry_ip_push_pending_frames(ctx: FEntryContext) -> u32 {
-    report(&ctx, "fentry_ip_push_pending_frames", reply_pushed())
+    report(&ctx, "fentry_ip_push_pending_frames", reply_pushed(&ctx))
 }
 
 #[fentry(function = "ip6_push_pending_frames")]
 pub fn fentry_ip6_push_pending_frames(ctx: FEntryContext) -> u32 {
-    report(&ctx, "fentry_ip6_push_pending_frames", reply_pushed())
+    report(&ctx, "fentry_ip6_push_pending_frames", reply_pushed(&ctx))
 }
 
 /// `bool icmp_global_allow(struct net *net)` (6.10, and the 6.1.y and 6.6.y backports): the return value is
 /// the second. `bpf_get_func_ret`, which finds it whatever the count, is 5.17.
 #[fexit(function = "icmp_global_allow")]
 pub fn fexit_icmp_global_allow(ctx: FExitContext) -> u32 {
-    let exit = ctx.get::<u64>(1).and_then(|r| rate_limit_exit(r as u8 != 0, icmp_sent_flags::SUPPRESSED_GLOBAL));
+    let exit = ctx.get::<u64>(1).and_then(|r| rate_limit_exit(&ctx, r as u8 != 0, icmp_sent_flags::SUPPRESSED_GLOBAL));
     report(&ctx, "fexit_icmp_global_allow", exit)
 }
 
@@ -445,14 +445,14 @@ pub fn fexit_icmp_global_allow(ctx: FExitContext) -> u32 {
 /// above there (it reads past the arguments), so this one goes in instead.
 #[fexit(function = "icmp_global_allow")]
 pub fn fexit_global_allow_noargs(ctx: FExitContext) -> u32 {
-    let exit = ctx.get::<u64>(0).and_then(|r| rate_limit_exit(r as u8 != 0, icmp_sent_flags::SUPPRESSED_GLOBAL));
+    let exit = ctx.get::<u64>(0).and_then(|r| rate_limit_exit(&ctx, r as u8 != 0, icmp_sent_flags::SUPPRESSED_GLOBAL));
     report(&ctx, "fexit_global_allow_noargs", exit)
 }
 
 /// `bool inet_peer_xrlim_allow(struct inet_peer *peer, int timeout)`: the return value is the third.
 #[fexit(function = "inet_peer_xrlim_allow")]
 pub fn fexit_inet_peer_xrlim_allow(ctx: FExitContext) -> u32 {
-    let exit = ctx.get::<u64>(2).and_then(|r| rate_limit_exit(r as u8 != 0, icmp_sent_flags::SUPPRESSED_HOST));
+    let exit = ctx.get::<u64>(2).and_then(|r| rate_limit_exit(&ctx, r as u8 != 0, icmp_sent_flags::SUPPRESSED_HOST));
     report(&ctx, "fexit_inet_peer_xrlim_allow", exit)
 }
 
@@ -471,25 +471,25 @@ pub fn kprobe_icmp6_send(ctx: ProbeContext) -> u32 {
 /// Both `__icmp_send` and `icmp6_send` return here.
 #[kretprobe]
 pub fn kretprobe_icmp_send(ctx: RetProbeContext) -> u32 {
-    report(&ctx, "kretprobe_icmp_send", icmp_send_exit(&ctx))
+    report(&ctx, "kretprobe_icmp_send", icmp_send_exit())
 }
 
 /// Both `ip_push_pending_frames` and `ip6_push_pending_frames`.
 #[kprobe]
 pub fn kprobe_push_pending_frames(ctx: ProbeContext) -> u32 {
-    report(&ctx, "kprobe_push_pending_frames", reply_pushed())
+    report(&ctx, "kprobe_push_pending_frames", reply_pushed(&ctx))
 }
 
 #[kretprobe]
 pub fn kretprobe_global_allow(ctx: RetProbeContext) -> u32 {
     let allowed = ctx.ret::<u64>() as u8 != 0;
-    report(&ctx, "kretprobe_global_allow", rate_limit_exit(allowed, icmp_sent_flags::SUPPRESSED_GLOBAL))
+    report(&ctx, "kretprobe_global_allow", rate_limit_exit(&ctx, allowed, icmp_sent_flags::SUPPRESSED_GLOBAL))
 }
 
 #[kretprobe]
 pub fn kretprobe_inet_peer_xrlim_allow(ctx: RetProbeContext) -> u32 {
     let allowed = ctx.ret::<u64>() as u8 != 0;
-    report(&ctx, "kretprobe_inet_peer_xrlim_allow", rate_limit_exit(allowed, icmp_sent_flags::SUPPRESSED_HOST))
+    report(&ctx, "kretprobe_inet_peer_xrlim_allow", rate_limit_exit(&ctx, allowed, icmp_sent_flags::SUPPRESSED_HOST))
 }
 
 // Tracepoint mode.

@@ -55,6 +55,12 @@ pub struct IcmpCounters {
     /// ICMP errors `__icmp_send` built but could not queue (`Icmp: OutErrors`, e.g. the ICMP socket's send
     /// buffer full in a flood).
     pub out_errors: u64,
+    /// Datagrams to a port nothing listens on (`Udp: NoPorts`): each made `__udp4_lib_rcv` call `icmp_send`.
+    pub no_ports: u64,
+    /// Whether the kernel has the `OutRateLimit*` counters (6.3, backported to 6.1.y;
+    /// include/uapi/linux/snmp.h): without them, a suppressed error shows only as a `NoPorts` without its
+    /// `OutType3`.
+    pub has_rate_limit_counters: bool,
 }
 
 impl IcmpCounters {
@@ -68,13 +74,17 @@ impl IcmpCounters {
 pub fn icmp_counters(ns: &Netns) -> Result<IcmpCounters> {
     let snmp = ns.run(|| std::fs::read_to_string("/proc/thread-self/net/snmp"))??;
     let mut counters = IcmpCounters::default();
-    for prefix in ["Icmp:", "IcmpMsg:"] {
+    for prefix in ["Icmp:", "IcmpMsg:", "Udp:"] {
         let lines: Vec<&str> = snmp.lines().filter(|l| l.starts_with(prefix)).collect();
         if let [names, values] = lines[..] {
             for (name, value) in names.split_whitespace().zip(values.split_whitespace()) {
                 let value = value.parse().unwrap_or(0);
                 match name {
-                    "OutRateLimitGlobal" => counters.rate_limit_global = value,
+                    "OutRateLimitGlobal" => {
+                        counters.rate_limit_global = value;
+                        counters.has_rate_limit_counters = true;
+                    }
+                    "NoPorts" if prefix == "Udp:" => counters.no_ports = value,
                     "OutRateLimitHost" => counters.rate_limit_host = value,
                     "OutType3" => counters.out_dest_unreach = value,
                     "InErrors" if prefix == "Icmp:" => counters.in_errors = value,

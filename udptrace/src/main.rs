@@ -151,6 +151,7 @@ fn trace(cli: Cli, mut facts: KernelFacts) -> Result<()> {
         filter,
         counters,
         stats,
+        misses: crate::kernel::misses::Misses::new(&ebpf),
         logs,
         tally,
     };

@@ -24,7 +24,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::{prereq, say, workspace_root};
 
 pub const VM_PACKAGES: &[&str] =
-    &["qemu-system-x86", "busybox-static", "cpio", "xz-utils", "iproute2", "nftables", "kmod"];
+    &["qemu-system-x86", "busybox-static", "cpio", "xz-utils", "zstd", "iproute2", "nftables", "kmod", "bpftool"];
 
 /// Kernel modules the scenarios need (veth links; nftables DROP and REJECT; the UDP socket table through
 /// sock_diag, which a full system loads on first use), loaded with their dependencies: the cloud kernels
@@ -356,6 +356,9 @@ for mode in $modes; do
   udptrace-scenarios --udptrace /usr/bin/udptrace --probe "$mode" --buffer $buffer --event-timeout 30 $require $narrow
   echo "@@udptrace-vm end $mode rc=$?"
   if [ -n "$demo" ]; then
+    # What the kernel says of the programs and links, misses included, while the demo still holds them.
+    [ -n "$chosen$only" ] && bpftool prog show 2>&1 | sed 's/^/@@udptrace-vm demo bpftool /'
+    [ -n "$chosen$only" ] && bpftool link show 2>&1 | sed 's/^/@@udptrace-vm demo bpftool /'
     kill -INT $demo; wait $demo
     sed 's/^/@@udptrace-vm demo /' /tmp/demo
   fi
@@ -609,6 +612,8 @@ pub fn vm_test(
     let nft = fs::canonicalize("/usr/sbin/nft").context("nftables' nft")?;
     // iproute2's ss, for the scenario that destroys a socket (`ss -K`).
     let ss = fs::canonicalize("/usr/bin/ss").or_else(|_| fs::canonicalize("/bin/ss")).context("iproute2's ss")?;
+    // bpftool, for what the kernel says of the programs in a narrowed run (`--mode`, `--only`).
+    let bpftool = fs::canonicalize("/usr/sbin/bpftool").context("bpftool")?;
     let binaries = [
         (udptrace, "/usr/bin/udptrace"),
         (scenarios, "/usr/bin/udptrace-scenarios"),
@@ -616,6 +621,7 @@ pub fn vm_test(
         (ip, "/usr/local/sbin/ip"),
         (nft, "/usr/local/sbin/nft"),
         (ss, "/usr/local/sbin/ss"),
+        (bpftool, "/usr/local/sbin/bpftool"),
     ];
     fs::create_dir_all(cache_dir().join("logs"))?;
 
@@ -778,6 +784,94 @@ pub fn matrix(runs: &[(String, VmRun)]) -> String {
     out
 }
 
+/// What `udptrace probes` said of `mode` in `run`: the functions attached in place of others
+/// (`udp_err for __udp4_lib_err`), and the hooks that did not attach, with the kernel's reason.
+fn probes_of(run: &VmRun, mode: &str) -> (Vec<String>, Vec<String>) {
+    let (mut instead, mut missing) = (Vec::new(), Vec::new());
+    let mut hook = "";
+    for line in &run.probes {
+        if !line.starts_with(' ') {
+            if let Some((name, _)) = line.split_once(": ") {
+                hook = name;
+            }
+            continue;
+        }
+        let line = line.trim_start();
+        let Some(rest) = line.strip_prefix(mode).filter(|r| r.starts_with(' ')).map(str::trim_start) else {
+            continue;
+        };
+        if let Some(reason) = rest.strip_prefix("no: ") {
+            missing.push(format!("{hook}: {reason}"));
+        }
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        for at in 1..words.len().saturating_sub(2) {
+            if words[at] == "instead" && words[at + 1] == "of" {
+                let name = |w: &str| w.split_once(':').map_or(w, |(_, f)| f).to_owned();
+                let pair = format!("{} for {}", name(words[at - 1]), name(words[at + 2]));
+                if !instead.contains(&pair) {
+                    instead.push(pair);
+                }
+            }
+        }
+    }
+    (instead, missing)
+}
+
+/// The README's table of what the last full matrix proved: one row per kernel, one column per mode.
+pub fn proven_table(runs: &[(String, VmRun)]) -> String {
+    let mut out = String::from(
+        "| kernel | fentry (ring buffer) | kprobe (perf buffers) | tracepoint (ring buffer) |\n|---|---|---|---|\n",
+    );
+    for (package, run) in runs {
+        out.push_str(&format!(
+            "| Debian {} |",
+            run.kernel(package).trim_end_matches(')').replacen(" (Debian ", ", ", 1)
+        ));
+        for mode in MODES {
+            let checks: Vec<&VmCheck> = run.checks.iter().filter(|c| c.mode == *mode).collect();
+            let count = |word: &str| checks.iter().filter(|c| c.outcome.starts_with(word)).count();
+            let (passed, failed, skipped) = (count("pass"), count("FAIL"), count("skip"));
+            let (instead, missing) = probes_of(run, mode);
+            let mut cell = if passed == 0 && failed == 0 {
+                format!("cannot run: {}", missing.first().map_or("nothing attaches", String::as_str))
+            } else if failed > 0 {
+                format!("**{failed} failed**, {passed} passed")
+            } else {
+                format!("{passed} passed")
+            };
+            if skipped > 0 && passed + failed > 0 {
+                cell.push_str(&format!(", {skipped} skipped"));
+            }
+            if !instead.is_empty() && passed + failed > 0 {
+                cell.push_str(&format!("; {}", instead.join(", ")));
+            }
+            if passed + failed > 0 {
+                for hook in &missing {
+                    cell.push_str(&format!("; no {hook}"));
+                }
+            }
+            out.push_str(&format!(" {} |", cell.replace('|', "/")));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The README's markers around the table [`proven_table`] writes.
+const TABLE_BEGIN: &str = "<!-- kernel matrix: written by cargo xtask vm-test -->";
+const TABLE_END: &str = "<!-- end of kernel matrix -->";
+
+/// Writes `table` into the README between its markers.
+pub fn write_proven_table(table: &str) -> Result<()> {
+    let path = workspace_root().join("README.md");
+    let readme = fs::read_to_string(&path)?;
+    let (Some(begin), Some(end)) = (readme.find(TABLE_BEGIN), readme.find(TABLE_END)) else {
+        bail!("README.md has no kernel matrix markers");
+    };
+    let updated = format!("{}{TABLE_BEGIN}\n{table}{}", &readme[..begin], &readme[end..]);
+    fs::write(&path, updated).with_context(|| format!("writing {}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -847,6 +941,32 @@ mod tests {
         assert!(run.done);
         let problems = run.problems(&Plan { suite: true, bench: "smoke".into(), ..Plan::default() });
         assert_eq!(problems, vec!["fentry closed_port_ipv6 icmp_sent: FAIL: no icmp_sent within 30s".to_owned()]);
+    }
+
+    #[test]
+    fn the_readme_table_says_what_each_mode_proved_and_through_what() {
+        let mut run = VmRun { series: "7".into(), ..VmRun::default() };
+        for line in [
+            "@@udptrace-vm kernel 7.3.4+deb13-cloud-amd64",
+            "@@udptrace-vm probes socket_error: an ICMP error reaching a UDP socket (socket_error)",
+            "@@udptrace-vm probes   fentry      attached: fentry:udp_err, fexit:udp_err (every verdict); \
+             fentry:udp_err instead of fentry:__udp4_lib_err (folded; absent); fexit:udp_err instead of \
+             fexit:__udp4_lib_err (folded; absent)",
+            "@@udptrace-vm probes   tracepoint  no: sock:inet_sk_error_report: tracepoint is absent (needs kernel 5.14)",
+            "fentry      closed_port_ipv4       socket_error     pass",
+            "fentry      closed_port_ipv6       icmp_sent        skip, because no hook",
+            "kprobe      closed_port_ipv4       socket_error     FAIL: no event",
+            "tracepoint  closed_port_ipv4       all              skip, because nothing attaches",
+        ] {
+            run.add_line(line);
+        }
+        let table = proven_table(&[("linux-image-7.3.4+deb13-cloud-amd64".into(), run)]);
+        let row = table.lines().nth(2).unwrap();
+        assert_eq!(
+            row,
+            "| Debian 7.3.4+deb13-cloud-amd64 | 1 passed, 1 skipped; udp_err for __udp4_lib_err | **1 failed**, 0 passed | \
+             cannot run: socket_error: sock:inet_sk_error_report: tracepoint is absent (needs kernel 5.14) |"
+        );
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub struct HookOutcome {
     pub failures: Vec<Failure>,
     /// Programs of the attached variant that went in through their fallback, and why.
     pub fallbacks: Vec<String>,
+    /// Where the attached variant's programs went in, fallbacks included.
+    pub targets: Vec<String>,
 }
 
 /// Facts about this kernel that decide which modes can work, gathered once. What they take from the kernel's
@@ -132,7 +134,7 @@ impl KernelFacts {
             | Target::FExit(function)
             | Target::Kprobe(function)
             | Target::Kretprobe(function) => (!self.functions.contains(function))
-                .then(|| format!("kernel function {function} is absent (needs kernel {since})")),
+                .then(|| format!("kernel function {function} is not in this kernel's BTF (absent, or inlined)")),
         }
     }
 }
@@ -185,7 +187,8 @@ pub fn attach_all(ebpf: &mut Ebpf, facts: &KernelFacts, modes: &[AttachMode]) ->
     HOOKS
         .iter()
         .map(|hook| {
-            let mut outcome = HookOutcome { hook, attached: None, failures: Vec::new(), fallbacks: Vec::new() };
+            let mut outcome =
+                HookOutcome { hook, attached: None, failures: Vec::new(), fallbacks: Vec::new(), targets: Vec::new() };
             for mode in hook.modes(modes) {
                 let Some(variant) = hook.variant(mode) else {
                     outcome.failures.push(Failure {
@@ -196,8 +199,9 @@ pub fn attach_all(ebpf: &mut Ebpf, facts: &KernelFacts, modes: &[AttachMode]) ->
                     continue;
                 };
                 match attach_variant(ebpf, facts, variant) {
-                    Ok(fallbacks) => {
+                    Ok((targets, fallbacks)) => {
                         outcome.attached = Some(mode);
+                        outcome.targets = targets;
                         outcome.fallbacks = fallbacks;
                         break;
                     }
@@ -209,25 +213,45 @@ pub fn attach_all(ebpf: &mut Ebpf, facts: &KernelFacts, modes: &[AttachMode]) ->
         .collect()
 }
 
-/// Attaches every program of `variant`, each through its fallbacks if it must. Returns the fallbacks taken.
-fn attach_variant(ebpf: &mut Ebpf, facts: &KernelFacts, variant: &Variant) -> Result<Vec<String>, Failure> {
-    let mut fallbacks = Vec::new();
+/// Attaches every program of `variant`, each through its fallbacks if it must. Returns where each went in,
+/// and the fallbacks taken with the reasons.
+fn attach_variant(
+    ebpf: &mut Ebpf,
+    facts: &KernelFacts,
+    variant: &Variant,
+) -> Result<(Vec<String>, Vec<String>), Failure> {
+    let (mut targets, mut fallbacks) = (Vec::new(), Vec::new());
     for program in variant.programs {
         let mut attached = checked_attach(ebpf, facts, program, variant.since);
         let mut tried = program;
+        let mut reasons = Vec::new();
         while let (Err((reason, _)), Some((fallback, why))) = (&attached, tried.fallback) {
-            let taken = format!("{} instead of {} ({why}; {reason})", fallback.target, tried.target);
-            attached = checked_attach(ebpf, facts, fallback, variant.since).map(|()| fallbacks.push(taken));
+            reasons.push(format!("{why}: {}: {reason}", tried.target));
+            attached = checked_attach(ebpf, facts, fallback, variant.since);
             tried = fallback;
         }
-        if let Err((reason, verifier_log)) = attached {
-            // All or nothing: a half-attached variant would give half the story, and the next mode would
-            // report the same events twice.
-            unload_variant(ebpf, variant);
-            return Err(Failure { mode: variant.mode, reason: format!("{}: {reason}", tried.target), verifier_log });
+        match attached {
+            Ok(()) => {
+                targets.push(tried.target.to_string());
+                if !reasons.is_empty() {
+                    let what = if tried.target == program.target {
+                        format!("{} instead of {} at {}", tried.name, program.name, tried.target)
+                    } else {
+                        format!("{} instead of {}", tried.target, program.target)
+                    };
+                    fallbacks.push(format!("{what} ({})", reasons.join("; ")));
+                }
+            }
+            Err((reason, verifier_log)) => {
+                // All or nothing: a half-attached variant would give half the story, and the next mode
+                // would report the same events twice.
+                unload_variant(ebpf, variant);
+                let reason = format!("{}: {reason}", tried.target);
+                return Err(Failure { mode: variant.mode, reason, verifier_log });
+            }
         }
     }
-    Ok(fallbacks)
+    Ok((targets, fallbacks))
 }
 
 fn checked_attach(
@@ -387,6 +411,7 @@ mod tests {
             attached,
             failures: vec![Failure { mode: AttachMode::FEntry, reason: "refused".to_owned(), verifier_log: None }],
             fallbacks: Vec::new(),
+            targets: Vec::new(),
         };
         let owner_only = [outcome("socket_owner", Some(AttachMode::Cgroup)), outcome("socket_error", None)];
         let error = require_attached(&owner_only, "--probe fentry").unwrap_err().to_string();

@@ -4,6 +4,7 @@
 //! - `btf`: the running kernel's structure layout and functions, from its BTF;
 //! - `kallsyms`: where a few kernel functions' text lies, for the programs that check their callers;
 //! - `loader`: loading the eBPF object with those offsets and walking the attach ladder;
+//! - `misses`: the runs of the programs the kernel skipped, counted as lost;
 //! - `privileges`: the capabilities that takes;
 //! - `probes`: `udptrace probes`, the table tried on this kernel;
 //! - `tables`: the kernel's errno names and its ICMP-to-errno conversion.
@@ -12,6 +13,7 @@ pub mod btf;
 pub mod hooks;
 pub mod kallsyms;
 pub mod loader;
+pub mod misses;
 pub mod privileges;
 pub mod probes;
 pub mod tables;

@@ -29,8 +29,7 @@ pub fn print(facts: &KernelFacts, verbose: bool) -> Result<()> {
             let result = match (outcome.attached, hook.variant(*mode)) {
                 (Some(_), Some(variant)) => {
                     chosen.get_or_insert(*mode);
-                    let targets: Vec<String> = variant.programs.iter().map(|p| p.target.to_string()).collect();
-                    let mut result = format!("attached: {} ({})", targets.join(", "), variant.limits);
+                    let mut result = format!("attached: {} ({})", outcome.targets.join(", "), variant.limits);
                     for fallback in &outcome.fallbacks {
                         result.push_str(&format!("; {fallback}"));
                     }

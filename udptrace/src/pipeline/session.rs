@@ -47,6 +47,8 @@ pub struct Stages {
     pub counters: Option<counters::Watcher>,
     /// The programs' per-CPU counters (`STATS`).
     pub stats: PerCpuArray<MapData, u64>,
+    /// The runs of the programs the kernel skipped, each an event lost.
+    pub misses: crate::kernel::misses::Misses,
     /// What the programs log (`-v`: the reads that failed).
     pub logs: Option<aya_log::EbpfLogger<crate::kernel::loader::ProgramLog>>,
     /// The counts the programs keep instead of records, when only counts are wanted.
@@ -268,9 +270,10 @@ impl Session {
         self.pass_on()
     }
 
-    /// Emits a `lost` event for what the kernel dropped since the last read.
+    /// Emits a `lost` event for what the kernel dropped since the last read: records that did not fit, and
+    /// errors whose programs the kernel skipped.
     fn read_lost(&mut self) -> ControlFlow<Stop> {
-        let lost = self.stat(stat::LOST);
+        let lost = self.stat(stat::LOST) + self.stages.misses.total();
         self.totals.unreadable = self.stat(stat::READ_ERROR);
         let new = lost.saturating_sub(self.totals.lost);
         if new == 0 {

@@ -17,6 +17,13 @@ use crate::{
 /// `icmpv6_ndo_send` (net/ipv4/icmp.c, net/ipv6/ip6_icmp.c, 5.6+) are what tunnel drivers call.
 const SENDERS: &[&str] = &["__icmp_send", "icmp_send", "icmp6_send", "icmpv6_send", "icmp_ndo_send", "icmpv6_ndo_send"];
 
+/// Whether `name` is the frame of the traced function itself. A BPF trampoline stands in the place of the
+/// function it traces: up to 6.x the stack shows both (`bpf_trampoline_N <- __icmp_send <- udp_rcv`), from
+/// 7.x only the trampoline (`bpf_trampoline_N <- udp_rcv`; arch/x86/net/bpf_jit_comp.c).
+fn is_sender(name: &str) -> bool {
+    SENDERS.contains(&name) || name.starts_with("bpf_trampoline_")
+}
+
 /// What a link failure (`ipv4_link_failure`, `ip6_link_failure`) was: neighbour resolution giving up calls
 /// it from these (net/ipv4/arp.c, net/ipv6/ndisc.c, net/core/neighbour.c), a tunnel or IPVS through
 /// `dst_link_failure()` from elsewhere.
@@ -75,7 +82,7 @@ pub fn classify<'a>(
     let mut above_sender = false;
     let mut frames = frames.into_iter().flatten().map(base_name);
     while let Some(name) = frames.next() {
-        if SENDERS.contains(&name) {
+        if is_sender(name) {
             above_sender = true;
             continue;
         }
@@ -212,6 +219,15 @@ mod tests {
         assert_eq!(k.classify4(&[0xffffffff81300050], 3, 3), Cause::Other);
         assert_eq!(k.classify4(&[], 3, 3), Cause::Other);
         assert_eq!(classify([Some("__icmp_send"), None, Some("ip_error.cold")], Family::Ipv4, 3, 0), Cause::NoRoute);
+    }
+
+    #[test]
+    fn a_trampoline_stands_for_the_function_it_traces() {
+        // 7.x: fentry's stack has no __icmp_send frame, only the trampoline's.
+        let stack = ["bpf_prog_070e6e4707be90c2_fentry_icmp_send", "bpf_trampoline_6442537206", "udp_rcv"];
+        assert_eq!(by_names(&stack, Family::Ipv4, 3, 3), Cause::NoListener);
+        let stack = ["bpf_prog_1_fentry_icmp_send", "bpf_trampoline_72030_0", "__icmp_send", "__udp4_lib_rcv"];
+        assert_eq!(by_names(&stack, Family::Ipv4, 3, 3), Cause::NoListener);
     }
 
     impl Kallsyms {
