@@ -114,6 +114,9 @@ pub struct Quote {
     pub total_length: Option<u16>,
     /// Bytes of the UDP header kept (`None`: all 8).
     pub udp_bytes: Option<usize>,
+    /// Quoted bytes after the UDP header (a tunnel's header), when not empty.
+    pub payload: [u8; 8],
+    pub payload_len: usize,
 }
 
 pub fn crafted_port_unreachable(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, quote: Quote) -> Vec<u8> {
@@ -133,6 +136,7 @@ pub fn crafted_port_unreachable(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport:
     udp.extend_from_slice(&[0, 16, 0, 0]);
     udp.truncate(quote.udp_bytes.unwrap_or(8));
     quoted.extend_from_slice(&udp);
+    quoted.extend_from_slice(&quote.payload[..quote.payload_len.min(8)]);
     let mut message = vec![3, 3, 0, 0, 0, 0, 0, 0];
     message.extend_from_slice(&quoted);
     let icmp_checksum = checksum(&message);

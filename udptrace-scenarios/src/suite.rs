@@ -16,7 +16,10 @@ use crate::{
     Config, Outcome,
     helper::ClientProcess,
     netns::{Netns, exec_in, veth},
-    packets::{icmp_counters, port_unreachable_quoting, send_raw_icmp, set_int_option, set_recverr, udp_socket},
+    packets::{
+        Quote, crafted_port_unreachable, icmp_counters, port_unreachable_quoting, send_raw_icmp, set_int_option,
+        set_recverr, udp_socket,
+    },
     tracer::Tracer,
 };
 
@@ -54,6 +57,8 @@ pub static SCENARIOS: &[Scenario] = &[
     Scenario { name: "server_restart", run: server_restart },
     Scenario { name: "rate_limit", run: rate_limit },
     Scenario { name: "no_socket", run: no_socket },
+    Scenario { name: "tunnel_socket", run: tunnel_socket },
+    Scenario { name: "kernel_socket", run: kernel_socket },
     Scenario { name: "owner", run: owner },
     Scenario { name: "owner_before_start", run: owner_before_start },
     Scenario { name: "owner_forked_child", run: owner_forked_child },
@@ -871,6 +876,75 @@ fn no_socket(config: &Config, tracer: &mut Tracer) -> Result<Results> {
         "verdict": "no_socket",
         // No socket, so no flag to read.
         "recverr": null,
+    });
+    Ok(vec![("socket_error", check_socket_error(config, tracer, &hosts.client, local, expected, None))])
+}
+
+/// A port unreachable quoting a UDP tunnel's socket (`UDP_ENCAP`, here L2TP's, which needs nothing else in
+/// the kernel): the kernel hands it to the tunnel, never to the application, whatever IP_RECVERR says
+/// (`tunnel`). Before, this read `ignored_unconnected`. Tracepoint mode sees nothing: nothing is delivered.
+fn tunnel_socket(config: &Config, tracer: &mut Tracer) -> Result<Results> {
+    const UDP_ENCAP: i32 = 100;
+    const UDP_ENCAP_L2TPINUDP: i32 = 3;
+    const TUNNEL_PORT: u16 = 1701;
+    let hosts = TwoHosts::new()?;
+    let client: Ipv4Addr = CLIENT_V4.parse()?;
+    let server: Ipv4Addr = SERVER_V4.parse()?;
+    let local = SocketAddr::new(IpAddr::V4(client), TUNNEL_PORT);
+    let socket = udp_socket(&hosts.client, local)?;
+    set_int_option(&socket, libc::SOL_UDP, UDP_ENCAP, UDP_ENCAP_L2TPINUDP).context("setting UDP_ENCAP")?;
+    let icmp = port_unreachable_quoting(client, TUNNEL_PORT, server, TUNNEL_PORT);
+    hosts.server.run(move || send_raw_icmp(client, &icmp))??;
+    let expected = json!({
+        "family": "ipv4",
+        "local": local.to_string(),
+        "remote": SocketAddr::new(IpAddr::V4(server), TUNNEL_PORT).to_string(),
+        "icmp": {"type": 3, "code": 3, "from": SERVER_V4},
+        "errno": "ECONNREFUSED",
+        "verdict": "tunnel",
+        "recverr": null,
+        "pid": std::process::id(),
+    });
+    let outcome = check_socket_error(config, tracer, &hosts.client, local, expected, None);
+    drop(socket);
+    Ok(vec![("socket_error", outcome)])
+}
+
+/// A port unreachable about a VXLAN device's packet: its socket is the kernel's, held by no process, and
+/// VXLAN takes the error (its VNI is in the quoted header). udptrace says `kernel socket` (holders 0) and
+/// leaves the verdict unknown, as it cannot see what the tunnel did. Before, this read `ignored_unconnected`.
+fn kernel_socket(config: &Config, tracer: &mut Tracer) -> Result<Results> {
+    const VXLAN_PORT: u16 = 4789;
+    const VNI: u32 = 42;
+    let hosts = TwoHosts::new()?;
+    let client: Ipv4Addr = CLIENT_V4.parse()?;
+    let server: Ipv4Addr = SERVER_V4.parse()?;
+    let vni = VNI.to_string();
+    let port = VXLAN_PORT.to_string();
+    let link =
+        ["link", "add", "vx-ut", "type", "vxlan", "id", &vni, "dstport", &port, "local", CLIENT_V4, "nolearning"];
+    if let Err(e) = exec_in(&hosts.client, "ip", &link) {
+        return Ok(vec![("all", Outcome::Skip(format!("no VXLAN device could be made here: {e:#}")))]);
+    }
+    exec_in(&hosts.client, "ip", &["link", "set", "vx-ut", "up"])?;
+    // The VXLAN header the error quotes: the I flag and the VNI (RFC 7348).
+    let mut payload = [0x08, 0, 0, 0, 0, 0, 0, 0];
+    payload[4..7].copy_from_slice(&VNI.to_be_bytes()[1..]);
+    let quote = Quote { payload, payload_len: 8, ..Quote::default() };
+    // Quoting the device's own port as the source: the kernel's first lookup finds its socket.
+    let icmp = crafted_port_unreachable(client, VXLAN_PORT, server, VXLAN_PORT, quote);
+    hosts.server.run(move || send_raw_icmp(client, &icmp))??;
+    let local = SocketAddr::new(IpAddr::V4(client), VXLAN_PORT);
+    let expected = json!({
+        "family": "ipv4",
+        "local": local.to_string(),
+        "remote": SocketAddr::new(IpAddr::V4(server), VXLAN_PORT).to_string(),
+        "icmp": {"type": 3, "code": 3, "from": SERVER_V4},
+        "errno": "ECONNREFUSED",
+        "verdict": null,
+        "recverr": null,
+        "pid": null,
+        "holders": 0,
     });
     Ok(vec![("socket_error", check_socket_error(config, tracer, &hosts.client, local, expected, None))])
 }

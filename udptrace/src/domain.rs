@@ -64,6 +64,9 @@ pub enum Verdict {
     IgnoredSoftError,
     IgnoredUnconnected,
     NoSocket,
+    /// The socket is a tunnel's (`UDP_ENCAP` set: ESP-in-UDP, L2TP, or a kernel tunnel): the kernel hands the
+    /// error to the tunnel, never to an application (`__udp4_lib_err`, `tunnel = true`).
+    Tunnel,
 }
 
 impl Verdict {
@@ -170,6 +173,8 @@ pub struct SocketError {
     pub ifindex: u32,
     /// The process that owns the socket (the one that created it, else the first holder /proc shows).
     pub owner: Option<OwnerInfo>,
+    /// No process holds the socket: one the kernel made for itself (a VXLAN, WireGuard or L2TP tunnel's).
+    pub kernel_socket: bool,
     /// How many such errors this event stands for: 1, or, when the programs count in the kernel
     /// (`pipeline::tally`), how many they counted since the last read.
     pub count: u64,
@@ -267,6 +272,7 @@ pub mod samples {
             recverr: None,
             sock_ino: None,
             unreported: false,
+            kernel_socket: false,
             ifindex: 0,
             owner: None,
             count: 1,

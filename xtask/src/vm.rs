@@ -28,8 +28,8 @@ pub const VM_PACKAGES: &[&str] =
 
 /// Kernel modules the scenarios need (veth links; nftables DROP and REJECT; the UDP socket table through
 /// sock_diag, which a full system loads on first use), loaded with their dependencies: the cloud kernels
-/// build them as modules.
-const MODULES: &[&str] = &["veth", "nft_reject_inet", "udp_diag"];
+/// build them as modules. VXLAN, for a socket that is the kernel's own.
+const MODULES: &[&str] = &["veth", "nft_reject_inet", "udp_diag", "vxlan"];
 
 pub const MODES: &[&str] = &["fentry", "kprobe", "tracepoint"];
 /// A VM that has not powered off by then is killed and its run fails.

@@ -93,8 +93,8 @@ const KPROBE_UDPV6_ERR: Program = program("kprobe_udp6_lib_err", Kprobe("udpv6_e
 const KRETPROBE_UDPV6_ERR: Program = program("kretprobe_udp_lib_err", Kretprobe("udpv6_err"));
 
 /// BPF trampolines take at most six arguments on x86_64 before 6.3 (`arch/x86/net/bpf_jit_comp.c`);
-/// `__udp6_lib_err` takes seven. Its wrapper `udpv6_err` takes six, and `icmpv6_notify`, which calls it
-/// through the protocol table, four.
+/// `__udp6_lib_err` takes seven. Its wrapper `udpv6_err` takes six, but 5.10's BTF lacks it and 6.1 refuses
+/// to patch it (EBUSY); `icmpv6_notify`, which calls it through the protocol table, takes four.
 const SEVEN_ARGUMENTS: &str = "a BPF trampoline cannot take a 7-argument function before 6.3 on x86_64";
 const FENTRY_UDPV6_ERR: Program =
     program("fentry_udpv6_err", FEntry("udpv6_err")).or(&FENTRY_ICMPV6_NOTIFY, "udpv6_err cannot be traced");

@@ -99,6 +99,12 @@ pub fn explain_socket_error(e: &SocketError) -> String {
             "the socket is not connected and has no IP_RECVERR: Linux drops {errno} and the application sees nothing"
         ),
         Some(Verdict::NoSocket) => "no socket on this host matches the packet the ICMP error quotes".to_owned(),
+        Some(Verdict::Tunnel) => format!(
+            "the socket is a UDP tunnel's (UDP_ENCAP): Linux hands {errno} to the tunnel, never to the application"
+        ),
+        None if e.kernel_socket => format!(
+            "the socket is the kernel's own, held by no process (a VXLAN, WireGuard or L2TP tunnel's): a tunnel takes              {errno} itself, and whether it did is not visible"
+        ),
         None => format!(
             "the kernel told no socket of it ({errno}), and none matching the quoted packet was found: a UDP tunnel may \
              have taken it, or the socket has closed"
@@ -193,12 +199,23 @@ mod tests {
             "host-unreachable is a soft error: Linux does not report it to a connected UDP socket without IP_RECVERR"
         );
         let mut texts = Vec::new();
-        for verdict in [Verdict::Delivered, Verdict::IgnoredSoftError, Verdict::IgnoredUnconnected, Verdict::NoSocket] {
+        for verdict in [
+            Verdict::Delivered,
+            Verdict::IgnoredSoftError,
+            Verdict::IgnoredUnconnected,
+            Verdict::NoSocket,
+            Verdict::Tunnel,
+        ] {
             e.verdict = Some(verdict);
             texts.push(explain_socket_error(&e));
         }
+        e.verdict = None;
+        texts.push(explain_socket_error(&e));
+        e.kernel_socket = true;
+        texts.push(explain_socket_error(&e));
+        texts.sort();
         texts.dedup();
-        assert_eq!(texts.len(), 4, "{texts:?}");
+        assert_eq!(texts.len(), 7, "{texts:?}");
     }
 
     #[test]

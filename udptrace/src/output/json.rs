@@ -68,7 +68,8 @@ fn socket_error_json(e: &SocketError) -> Value {
         "comm": e.owner.as_ref().map(|o| o.comm.as_str()),
         "cgroup": e.owner.as_ref().and_then(|o| o.cgroup.as_deref()),
         "container": e.owner.as_ref().and_then(|o| o.container.as_deref()),
-        "holders": e.owner.as_ref().and_then(|o| o.holders),
+        // A kernel socket: no process holds it.
+        "holders": if e.kernel_socket { Some(0) } else { e.owner.as_ref().and_then(|o| o.holders) },
     })
 }
 

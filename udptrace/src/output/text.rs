@@ -160,7 +160,11 @@ pub fn styled_text(event: &Event, color: bool) -> String {
                 .column(e.verdict.map_or("?", |v| v.as_str()), WHY, Some(tone))
                 .column(&format!("{} -> {remote}", e.local), FLOW, None)
                 .column(&icmp, 0, None)
-                .column(&owner_text(e.owner.as_ref()), 0, None)
+                .column(
+                    &if e.kernel_socket { "kernel socket".to_owned() } else { owner_text(e.owner.as_ref()) },
+                    0,
+                    None,
+                )
                 .column(&format!("netns {}", e.meta.netns), 0, None)
                 .explanation(&explain_socket_error(e))
         }

@@ -169,6 +169,7 @@ pub fn decode(bytes: &[u8], clock: Clock) -> Result<Event, DecodeError> {
                 recverr: has(socket_error_flags::RECVERR_KNOWN).then(|| has(socket_error_flags::RECVERR)),
                 sock_ino: (raw.sock_ino != 0).then_some(raw.sock_ino),
                 unreported: has(socket_error_flags::UNREPORTED),
+                kernel_socket: false,
                 ifindex: raw.ifindex,
                 owner: has(socket_error_flags::OWNER_KNOWN).then(|| recorded_owner(&raw.owner)),
                 count: 1,

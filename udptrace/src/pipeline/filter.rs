@@ -323,6 +323,7 @@ mod tests {
             recverr: Some(false),
             sock_ino: Some(77),
             unreported: false,
+            kernel_socket: false,
             ifindex: 0,
             owner: owner.map(|(pid, comm)| OwnerInfo { pid, comm: comm.to_owned(), ..Default::default() }),
             count: 1,

@@ -106,12 +106,21 @@ impl Enricher {
         {
             match self.owners.by_socket_inode(ino, *seen, may_wait) {
                 Lookup::Found(owner) => e.owner = Some(owner),
-                Lookup::Unknown => {}
+                Lookup::Unknown => {
+                    // No process holds a socket that is still there: the kernel's own.
+                    if let Some(remote) = e.remote {
+                        e.kernel_socket =
+                            self.sockets.still_holds(u64::from(e.meta.netns), e.ifindex, e.local, remote, ino);
+                    }
+                }
                 Lookup::Later(at) => {
                     self.wake_at = Some(at);
                     return None;
                 }
             }
+        }
+        if let Event::SocketError(e) = event {
+            tunnel_or_kernel(&self.owners, e);
         }
         self.wake_at = None;
         self.queue.pop_front().map(|(event, ..)| event)
@@ -193,6 +202,29 @@ fn fill_errno(e: &mut SocketError) {
         && let Some((errno, _hard)) = icmp_errno(e.family, icmp.icmp_type, icmp.code)
     {
         e.errno = errno;
+    }
+}
+
+/// An error the kernel reported to no socket, about a socket the table holds: a tunnel's socket
+/// (`UDP_ENCAP` set, read through its holder's descriptor) hands it to the tunnel, whatever the socket's
+/// state; a kernel socket (a VXLAN or WireGuard device's, held by no process) may be a tunnel's, which
+/// udptrace cannot ask, so its verdict is unknown. Neither depends on IP_RECVERR: a tunnel takes the error
+/// before the kernel looks at the flag.
+fn tunnel_or_kernel(owners: &Resolver, e: &mut SocketError) {
+    if !e.unreported || !matches!(e.verdict, Some(Verdict::IgnoredSoftError | Verdict::IgnoredUnconnected)) {
+        return;
+    }
+    let Some(ino) = e.sock_ino else { return };
+    if e.kernel_socket {
+        (e.verdict, e.recverr) = (None, None);
+        return;
+    }
+    let tunnel = owners
+        .descriptor(ino, e.owner.as_ref().map(|o| o.pid))
+        .and_then(|(pid, fd)| owner::encap_type(pid, fd))
+        .is_some_and(|kind| kind != 0);
+    if tunnel {
+        (e.verdict, e.recverr) = (Some(Verdict::Tunnel), None);
     }
 }
 

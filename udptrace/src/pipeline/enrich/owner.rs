@@ -14,6 +14,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::os::fd::FromRawFd as _;
+
 use procfs::process::{FDTarget, Process};
 
 use crate::domain::OwnerInfo;
@@ -26,6 +28,32 @@ pub enum Lookup {
     Unknown,
     /// Not in the last scan, which is too recent to repeat: ask again from this instant.
     Later(Instant),
+}
+
+/// `UDP_ENCAP` (include/uapi/linux/udp.h): the tunnel type of a UDP socket, 0 for none.
+const UDP_ENCAP: libc::c_int = 100;
+
+/// The tunnel type (`UDP_ENCAP`) of the socket that process `pid` holds as descriptor `fd`: the descriptor is
+/// duplicated through `pidfd_getfd` (5.6; root may, as a debugger would), asked, and closed. `None` where it
+/// cannot be.
+pub fn encap_type(pid: i32, fd: i32) -> Option<libc::c_int> {
+    // SAFETY: plain syscalls on integers; every descriptor they return is owned below and closed.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0);
+        let pidfd = std::os::fd::OwnedFd::from_raw_fd(i32::try_from(pidfd).ok().filter(|&f| f >= 0)?);
+        let copy = libc::syscall(libc::SYS_pidfd_getfd, std::os::fd::AsRawFd::as_raw_fd(&pidfd), fd, 0);
+        let copy = std::os::fd::OwnedFd::from_raw_fd(i32::try_from(copy).ok().filter(|&f| f >= 0)?);
+        let mut value: libc::c_int = 0;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+        let got = libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&copy),
+            libc::SOL_UDP,
+            UDP_ENCAP,
+            (&raw mut value).cast(),
+            &mut len,
+        );
+        (got == 0).then_some(value)
+    }
 }
 
 /// At most this many sockets are remembered from a /proc scan; a larger host is rescanned on demand.
@@ -42,17 +70,20 @@ struct Holders {
     count: u32,
     /// The last pid counted (the scan goes in pid order, so a process's several fds count once).
     last: i32,
+    /// One of the named process's descriptors for the socket.
+    fd: i32,
 }
 
 impl Holders {
-    fn note(sockets: &mut HashMap<u64, Holders>, ino: u64, pid: i32) {
-        let holders = sockets.entry(ino).or_insert(Holders { named: pid, count: 0, last: 0 });
+    fn note(sockets: &mut HashMap<u64, Holders>, ino: u64, pid: i32, fd: i32) {
+        let holders = sockets.entry(ino).or_insert(Holders { named: pid, count: 0, last: 0, fd });
         if holders.last != pid {
             holders.count += 1;
             holders.last = pid;
         }
         if holders.named == 1 && pid != 1 {
             holders.named = pid;
+            holders.fd = fd;
         }
     }
 }
@@ -121,6 +152,17 @@ impl Resolver {
         Lookup::Found(owner)
     }
 
+    /// A process and one of its descriptors for the socket `ino`: the holder the last scan named, else the
+    /// process `pid` (the owner the kernel recorded), searched now.
+    pub fn descriptor(&self, ino: u64, pid: Option<u32>) -> Option<(i32, i32)> {
+        if let Some(holders) = self.sockets.get(&ino) {
+            return Some((holders.named, holders.fd));
+        }
+        let pid = i32::try_from(pid?).ok()?;
+        let fds = Process::new(pid).ok()?.fd().ok()?;
+        fds.flatten().find(|fd| fd.target == FDTarget::Socket(ino)).map(|fd| (pid, fd.fd))
+    }
+
     /// Maps every socket inode in /proc/*/fd to the processes holding it.
     fn scan_proc(&mut self) {
         self.last_scan = Some(Instant::now());
@@ -136,7 +178,7 @@ impl Resolver {
                 if let FDTarget::Socket(ino) = fd.target
                     && (self.sockets.len() < MAX_CACHED_SOCKETS || self.sockets.contains_key(&ino))
                 {
-                    Holders::note(&mut self.sockets, ino, process.pid());
+                    Holders::note(&mut self.sockets, ino, process.pid(), fd.fd);
                 }
             }
         }
@@ -222,11 +264,40 @@ pub mod tests {
     fn the_service_manager_is_named_only_when_it_alone_holds_the_socket() {
         let mut sockets = HashMap::new();
         // In pid order, as the scan goes: PID 1 passed socket 7 to pid 812, which holds it on two fds.
-        for (ino, pid) in [(7, 1), (9, 1), (7, 812), (7, 812), (7, 900)] {
-            Holders::note(&mut sockets, ino, pid);
+        for (fd, (ino, pid)) in [(7, 1), (9, 1), (7, 812), (7, 812), (7, 900)].into_iter().enumerate() {
+            Holders::note(&mut sockets, ino, pid, fd as i32 + 3);
         }
-        assert_eq!((sockets[&7].named, sockets[&7].count), (812, 3));
+        assert_eq!((sockets[&7].named, sockets[&7].count, sockets[&7].fd), (812, 3, 5));
         assert_eq!((sockets[&9].named, sockets[&9].count), (1, 1));
+    }
+
+    /// A socket set up as an ESP-in-UDP tunnel endpoint reads as one through its holder's descriptor; a plain
+    /// one does not.
+    #[test]
+    fn reads_a_sockets_tunnel_type_through_its_holder() {
+        let plain = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tunnel = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&tunnel);
+        let espinudp: libc::c_int = 2;
+        // SAFETY: sets an int option on a socket this test owns.
+        let set = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_UDP,
+                UDP_ENCAP,
+                (&raw const espinudp).cast(),
+                size_of::<libc::c_int>() as u32,
+            )
+        };
+        let me = std::process::id() as i32;
+        let plain_fd = std::os::fd::AsRawFd::as_raw_fd(&plain);
+        // pidfd_getfd needs 5.6 and ptrace rights over the holder (itself, here).
+        if let Some(plain_type) = encap_type(me, plain_fd) {
+            assert_eq!(plain_type, 0);
+            if set == 0 {
+                assert_eq!(encap_type(me, fd), Some(espinudp));
+            }
+        }
     }
 
     /// A socket this test opens is found in /proc, with this process as owner.

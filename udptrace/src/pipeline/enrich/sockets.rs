@@ -92,6 +92,11 @@ impl SocketTable {
         found
     }
 
+    /// Whether the table still holds the socket `inode` for the 4-tuple, asked now (not from the recent answers).
+    pub fn still_holds(&mut self, netns: u64, ifindex: u32, local: SocketAddr, remote: SocketAddr, inode: u64) -> bool {
+        self.ask(netns, ifindex, local, remote).is_some_and(|found| found.inode == inode)
+    }
+
     fn ask(&mut self, netns: u64, ifindex: u32, local: SocketAddr, remote: SocketAddr) -> Option<Found> {
         let socket = self.socket(netns)?;
         // A failed exchange (the kernel did not answer in time) leaves the verdict unknown, like no socket.
