@@ -57,6 +57,7 @@ pub static SCENARIOS: &[Scenario] = &[
     Scenario { name: "server_restart", run: server_restart },
     Scenario { name: "rate_limit", run: rate_limit },
     Scenario { name: "no_socket", run: no_socket },
+    Scenario { name: "no_route_back_ipv6", run: no_route_back_ipv6 },
     Scenario { name: "tunnel_socket", run: tunnel_socket },
     Scenario { name: "kernel_socket", run: kernel_socket },
     Scenario { name: "owner", run: owner },
@@ -878,6 +879,42 @@ fn no_socket(config: &Config, tracer: &mut Tracer) -> Result<Results> {
         "recverr": null,
     });
     Ok(vec![("socket_error", check_socket_error(config, tracer, &hosts.client, local, expected, None))])
+}
+
+/// A datagram from a source the server has no route back to (an address the client adds for itself): the
+/// server's kernel wants to send a port unreachable, finds no route, and sends nothing. No hook reports an ICMP
+/// error there, sent or suppressed; tracepoint mode, which reads the kernel's counters, shows what
+/// `icmpv6_xrlim_allow` counts for it (`Icmp6OutRateLimitHost`, net/ipv6/icmp.c): a `host` count for IPv6, which
+/// its explanation says may be a missing route.
+fn no_route_back_ipv6(config: &Config, tracer: &mut Tracer) -> Result<Results> {
+    const UNROUTED: &str = "fd00:999::1";
+    let hosts = TwoHosts::new()?;
+    hosts.client.ip(&["-6", "addr", "add", &format!("{UNROUTED}/128"), "dev", "veth-a", "nodad"])?;
+    let server = SocketAddr::new(TwoHosts::server_ip(Family::V6), CLOSED_PORT);
+    let (local, _) = send_and_receive(&hosts.client, UNROUTED.parse()?, server, no_option, false, b"udptrace")?;
+    let server_ns = hosts.server.inode;
+    let about_flow = |e: &Value| {
+        (e["event"] == "icmp_sent" || e["event"] == "icmp_suppressed") && e["packet"]["src"] == local.to_string()
+    };
+    let counted = |e: &Value| {
+        e["event"] == "icmp_suppressed" && e["netns"] == server_ns && e["family"] == "ipv6" && e["scope"] == "host"
+    };
+    let outcome = match tracer.mode_of("icmp_send") {
+        None => Outcome::Skip("the icmp_send hook did not attach".to_owned()),
+        Some("tracepoint") => outcome_of(
+            tracer
+                .expect("the host count of the error not sent", config.event_timeout, counted)
+                .map(|e| if e["count"].as_u64() >= Some(1) { Outcome::Pass } else { Outcome::Fail(format!("{e}")) }),
+        ),
+        Some(_) => {
+            tracer.collect_for(config.quiet_period);
+            match tracer.seen.iter().find(|e| about_flow(e) || (counted(e) && e["packet"].is_object())) {
+                None => Outcome::Pass,
+                Some(e) => Outcome::Fail(format!("no ICMP error was sent or rate-limited, yet udptrace reported {e}")),
+            }
+        }
+    };
+    Ok(vec![("not_an_error_sent", outcome)])
 }
 
 /// A port unreachable quoting a UDP tunnel's socket (`UDP_ENCAP`, here L2TP's, which needs nothing else in
