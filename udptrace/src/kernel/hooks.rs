@@ -168,8 +168,9 @@ pub static HOOKS: &[Hook] = &[
                         .or(&FENTRY_SOCK_DEF_ERROR_REPORT, NO_SK_ERROR_REPORT),
                 ],
                 since: "BPF trampolines: x86_64 5.5, arm64 6.0",
-                limits: "every verdict, with the ICMP header, IPv4 and IPv6 (before 6.3: IPv6 through icmpv6_notify, \
-                         which does not say that no socket matched, nor see quoted packets with extension headers)",
+                limits: "every verdict, with the ICMP header, IPv4 and IPv6 (where neither __udp6_lib_err nor udpv6_err \
+                         can be traced, as on 5.10 and 6.1: IPv6 through icmpv6_notify, which does not say that no \
+                         socket matched, nor see quoted packets with extension headers)",
             },
             Variant {
                 mode: AttachMode::Kprobe,
@@ -210,7 +211,7 @@ pub static HOOKS: &[Hook] = &[
             since: "5.9 (cgroup/sock_release; sock_create 4.10, connect4/6 4.17), 5.7 (bpf links, which the kernel \
                     detaches when udptrace exits); a cgroup v2 hierarchy; CAP_NET_ADMIN",
             limits: "the process that created or last connected each UDP socket while udptrace ran; sockets created \
-                     before are found through /proc (their first holder)",
+                     before are found through /proc (the first holder that is not PID 1, and how many hold it)",
         }],
     },
     Hook {
