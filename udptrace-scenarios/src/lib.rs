@@ -184,8 +184,9 @@ pub fn run(config: &Config, prefix: &str) -> Report {
     let outcome = match tracer.stop() {
         Ok(line) if line.contains(" 0 lost") && line.contains(" 0 unreadable") => Outcome::Pass,
         Ok(line) if kprobes && line.contains(" 0 unreadable") => {
-            let reported: u64 =
-                tracer.seen.iter().filter(|e| e["event"] == "lost").filter_map(|e| e["count"].as_u64()).sum();
+            // What it printed while stopping, too.
+            tracer.collect_for(std::time::Duration::from_millis(500));
+            let reported = tracer.lost_reported();
             if line.contains(&format!(" {reported} lost")) {
                 Outcome::Pass
             } else {

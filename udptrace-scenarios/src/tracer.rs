@@ -26,6 +26,8 @@ pub struct Tracer {
     pub seen: Vec<Value>,
     /// udptrace's warnings about hooks it could not attach.
     pub not_traced: Vec<String>,
+    /// The counts of the `lost` events of the scenarios before this one.
+    lost_earlier: u64,
 }
 
 impl Tracer {
@@ -101,8 +103,16 @@ impl Tracer {
                 }
             }
         });
-        let mut tracer =
-            Self { child, gate, events, stderr, attached: Vec::new(), seen: Vec::new(), not_traced: Vec::new() };
+        let mut tracer = Self {
+            child,
+            gate,
+            events,
+            stderr,
+            attached: Vec::new(),
+            seen: Vec::new(),
+            not_traced: Vec::new(),
+            lost_earlier: 0,
+        };
         tracer.wait_attached()?;
         Ok(tracer)
     }
@@ -185,7 +195,13 @@ impl Tracer {
     /// numbers are reused once a namespace is gone, so old events could otherwise match new namespaces.
     pub fn next_scenario(&mut self) {
         self.collect_for(Duration::from_millis(200));
+        self.lost_earlier += lost_in(&self.seen);
         self.seen.clear();
+    }
+
+    /// The counts of every `lost` event this udptrace printed.
+    pub fn lost_reported(&self) -> u64 {
+        self.lost_earlier + lost_in(&self.seen)
     }
 
     /// Collects what arrives for `period` (to check that something did NOT happen).
@@ -274,6 +290,10 @@ pub fn closing_counts(line: &str) -> Option<(u64, u64, u64)> {
             .ok()
     };
     Some((count("events seen")?, count("filtered out")?, count("lost")?))
+}
+
+fn lost_in(events: &[Value]) -> u64 {
+    events.iter().filter(|e| e["event"] == "lost").filter_map(|e| e["count"].as_u64()).sum()
 }
 
 #[cfg(test)]
