@@ -223,7 +223,8 @@ pub enum Event {
     SocketError(SocketError),
     IcmpSent(IcmpSent),
     IcmpSuppressed(IcmpSuppressed),
-    /// Events the kernel could not hand over (buffer full) since the last report.
+    /// Events the kernel could not hand over (buffer full), or ran no program for (`kernel::misses`), since
+    /// the last report.
     Lost {
         time: SystemTime,
         count: u64,

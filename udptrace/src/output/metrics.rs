@@ -86,7 +86,8 @@ impl Metrics {
         let lost = Counter::default();
         registry.register(
             "lost_events",
-            "Events the kernel could not hand over to udptrace (buffer full): the counters above miss them",
+            "Events the kernel could not hand over to udptrace (buffer full) or ran no program for: the counters above \
+             miss them",
             lost.clone(),
         );
         registry.register("build", "udptrace's version", Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]));
