@@ -57,6 +57,7 @@ pub static SCENARIOS: &[Scenario] = &[
     Scenario { name: "server_restart", run: server_restart },
     Scenario { name: "rate_limit", run: rate_limit },
     Scenario { name: "no_socket", run: no_socket },
+    Scenario { name: "no_socket_gro", run: no_socket_gro },
     Scenario { name: "no_route_back_ipv6", run: no_route_back_ipv6 },
     Scenario { name: "tunnel_socket", run: tunnel_socket },
     Scenario { name: "kernel_socket", run: kernel_socket },
@@ -879,6 +880,37 @@ fn no_socket(config: &Config, tracer: &mut Tracer) -> Result<Results> {
         "recverr": null,
     });
     Ok(vec![("socket_error", check_socket_error(config, tracer, &hosts.client, local, expected, None))])
+}
+
+/// As `no_socket`, with a `UDP_GRO` socket open (QUIC stacks set it), which turns on the kernel's encap path for
+/// every error that matches no socket (`udp_encap_needed_key`), and a listener on the quoted destination port:
+/// `__udp4_lib_err_encap` looks that listener up (keyed on the quoted destination port), finds no tunnel in it
+/// and returns `-ENOENT`. Still `no_socket`, with no owner: the listener did not take the error.
+fn no_socket_gro(config: &Config, tracer: &mut Tracer) -> Result<Results> {
+    const UDP_GRO: i32 = 104;
+    const GONE_PORT: u16 = 40998;
+    let hosts = TwoHosts::new()?;
+    let client: Ipv4Addr = CLIENT_V4.parse()?;
+    let server: Ipv4Addr = SERVER_V4.parse()?;
+    let gro = udp_socket(&hosts.client, SocketAddr::new(IpAddr::V4(client), 0))?;
+    set_int_option(&gro, libc::SOL_UDP, UDP_GRO, 1).context("setting UDP_GRO")?;
+    let _listener = udp_socket(&hosts.client, SocketAddr::new(IpAddr::V4(client), CLOSED_PORT))?;
+    let icmp = port_unreachable_quoting(client, GONE_PORT, server, CLOSED_PORT);
+    hosts.server.run(move || send_raw_icmp(client, &icmp))??;
+    let local = SocketAddr::new(IpAddr::V4(client), GONE_PORT);
+    let expected = json!({
+        "family": "ipv4",
+        "local": local.to_string(),
+        "remote": SocketAddr::new(IpAddr::V4(server), CLOSED_PORT).to_string(),
+        "icmp": {"type": 3, "code": 3, "from": SERVER_V4},
+        "errno": "ECONNREFUSED",
+        "verdict": "no_socket",
+        "recverr": null,
+        "pid": null,
+    });
+    let outcome = check_socket_error(config, tracer, &hosts.client, local, expected, None);
+    drop(gro);
+    Ok(vec![("socket_error", outcome)])
 }
 
 /// A datagram from a source the server has no route back to (an address the client adds for itself): the
