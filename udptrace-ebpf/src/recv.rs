@@ -1,11 +1,13 @@
 //! An ICMP error reaching a UDP socket: `socket_error`.
 //!
 //! fentry/kprobe modes follow the kernel's own decision in `__udp4_lib_err` / `__udp6_lib_err`
-//! (`net/ipv4/udp.c`, `net/ipv6/udp.c`, identical in shape from 5.x to 6.18):
+//! (`net/ipv4/udp.c`, `net/ipv6/udp.c`, identical in shape from 5.x to 6.18, and from 7.2 in `udp_err` /
+//! `udpv6_err`, into which they are folded):
 //!
 //! ```text
 //! sk = __udp4_lib_lookup(quoted packet, reversed)
-//! if !sk: return -ENOENT                                    -> exit: verdict no_socket
+//! if !sk: (tunnel lookups, then) return -ENOENT             -> exit: verdict no_socket
+//! if a tunnel's socket (encap_type): the tunnel takes it    -> exit, nothing reported: user space says tunnel
 //! if !RECVERR: if soft error or not connected: return 0     -> exit, nothing reported: ignored_*
 //! else ip_icmp_error() -> sock_queue_err_skb(sk)            -> sk_error_report(sk) once if queued
 //! sk->sk_err = err; sk_error_report(sk)                     -> sk_error_report(sk): delivered, sk_err
