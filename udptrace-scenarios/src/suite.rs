@@ -859,27 +859,44 @@ fn rate_limit(config: &Config, tracer: &mut Tracer) -> Result<Results> {
     Ok(vec![("suppressed_match", suppressed), ("sent_match", sent)])
 }
 
+/// Sends, from the server namespace, a port unreachable quoting a datagram `client:sport -> server:dport` (with
+/// `quote`'s shape), and checks the client's `socket_error` against the fields every such error has and
+/// `fields`. Tracepoint mode sees none of these (nothing is delivered): it must report nothing.
+fn crafted_error(
+    config: &Config,
+    tracer: &mut Tracer,
+    hosts: &TwoHosts,
+    (sport, dport): (u16, u16),
+    quote: Quote,
+    fields: Value,
+) -> Result<Outcome> {
+    let client: Ipv4Addr = CLIENT_V4.parse()?;
+    let server: Ipv4Addr = SERVER_V4.parse()?;
+    let icmp = crafted_port_unreachable(client, sport, server, dport, quote);
+    hosts.server.run(move || send_raw_icmp(client, &icmp))??;
+    let local = SocketAddr::new(IpAddr::V4(client), sport);
+    let mut expected = json!({
+        "family": "ipv4",
+        "local": local.to_string(),
+        "remote": SocketAddr::new(IpAddr::V4(server), dport).to_string(),
+        "icmp": {"type": 3, "code": 3, "from": SERVER_V4},
+        "errno": "ECONNREFUSED",
+    });
+    for (key, value) in fields.as_object().into_iter().flatten() {
+        expected[key] = value.clone();
+    }
+    Ok(check_socket_error(config, tracer, &hosts.client, local, expected, None))
+}
+
 /// An ICMP port-unreachable quoting a socket that does not exist (crafted by a raw socket in the server
 /// namespace): the client's kernel finds nothing to give it to (`no_socket`).
 fn no_socket(config: &Config, tracer: &mut Tracer) -> Result<Results> {
     const GONE_PORT: u16 = 40999;
     let hosts = TwoHosts::new()?;
-    let client: Ipv4Addr = CLIENT_V4.parse()?;
-    let server: Ipv4Addr = SERVER_V4.parse()?;
-    let icmp = port_unreachable_quoting(client, GONE_PORT, server, CLOSED_PORT);
-    hosts.server.run(move || send_raw_icmp(client, &icmp))??;
-    let local = SocketAddr::new(IpAddr::V4(client), GONE_PORT);
-    let expected = json!({
-        "family": "ipv4",
-        "local": local.to_string(),
-        "remote": SocketAddr::new(IpAddr::V4(server), CLOSED_PORT).to_string(),
-        "icmp": {"type": 3, "code": 3, "from": SERVER_V4},
-        "errno": "ECONNREFUSED",
-        "verdict": "no_socket",
-        // No socket, so no flag to read.
-        "recverr": null,
-    });
-    Ok(vec![("socket_error", check_socket_error(config, tracer, &hosts.client, local, expected, None))])
+    // No socket, so no flag to read.
+    let fields = json!({"verdict": "no_socket", "recverr": null});
+    let outcome = crafted_error(config, tracer, &hosts, (GONE_PORT, CLOSED_PORT), Quote::default(), fields)?;
+    Ok(vec![("socket_error", outcome)])
 }
 
 /// As `no_socket`, with a `UDP_GRO` socket open (QUIC stacks set it), which turns on the kernel's encap path for
@@ -890,25 +907,12 @@ fn no_socket_gro(config: &Config, tracer: &mut Tracer) -> Result<Results> {
     const UDP_GRO: i32 = 104;
     const GONE_PORT: u16 = 40998;
     let hosts = TwoHosts::new()?;
-    let client: Ipv4Addr = CLIENT_V4.parse()?;
-    let server: Ipv4Addr = SERVER_V4.parse()?;
-    let gro = udp_socket(&hosts.client, SocketAddr::new(IpAddr::V4(client), 0))?;
+    let client = TwoHosts::client_ip(Family::V4);
+    let gro = udp_socket(&hosts.client, SocketAddr::new(client, 0))?;
     set_int_option(&gro, libc::SOL_UDP, UDP_GRO, 1).context("setting UDP_GRO")?;
-    let _listener = udp_socket(&hosts.client, SocketAddr::new(IpAddr::V4(client), CLOSED_PORT))?;
-    let icmp = port_unreachable_quoting(client, GONE_PORT, server, CLOSED_PORT);
-    hosts.server.run(move || send_raw_icmp(client, &icmp))??;
-    let local = SocketAddr::new(IpAddr::V4(client), GONE_PORT);
-    let expected = json!({
-        "family": "ipv4",
-        "local": local.to_string(),
-        "remote": SocketAddr::new(IpAddr::V4(server), CLOSED_PORT).to_string(),
-        "icmp": {"type": 3, "code": 3, "from": SERVER_V4},
-        "errno": "ECONNREFUSED",
-        "verdict": "no_socket",
-        "recverr": null,
-        "pid": null,
-    });
-    let outcome = check_socket_error(config, tracer, &hosts.client, local, expected, None);
+    let _listener = udp_socket(&hosts.client, SocketAddr::new(client, CLOSED_PORT))?;
+    let fields = json!({"verdict": "no_socket", "recverr": null, "pid": null});
+    let outcome = crafted_error(config, tracer, &hosts, (GONE_PORT, CLOSED_PORT), Quote::default(), fields)?;
     drop(gro);
     Ok(vec![("socket_error", outcome)])
 }
@@ -957,24 +961,10 @@ fn tunnel_socket(config: &Config, tracer: &mut Tracer) -> Result<Results> {
     const UDP_ENCAP_L2TPINUDP: i32 = 3;
     const TUNNEL_PORT: u16 = 1701;
     let hosts = TwoHosts::new()?;
-    let client: Ipv4Addr = CLIENT_V4.parse()?;
-    let server: Ipv4Addr = SERVER_V4.parse()?;
-    let local = SocketAddr::new(IpAddr::V4(client), TUNNEL_PORT);
-    let socket = udp_socket(&hosts.client, local)?;
+    let socket = udp_socket(&hosts.client, SocketAddr::new(TwoHosts::client_ip(Family::V4), TUNNEL_PORT))?;
     set_int_option(&socket, libc::SOL_UDP, UDP_ENCAP, UDP_ENCAP_L2TPINUDP).context("setting UDP_ENCAP")?;
-    let icmp = port_unreachable_quoting(client, TUNNEL_PORT, server, TUNNEL_PORT);
-    hosts.server.run(move || send_raw_icmp(client, &icmp))??;
-    let expected = json!({
-        "family": "ipv4",
-        "local": local.to_string(),
-        "remote": SocketAddr::new(IpAddr::V4(server), TUNNEL_PORT).to_string(),
-        "icmp": {"type": 3, "code": 3, "from": SERVER_V4},
-        "errno": "ECONNREFUSED",
-        "verdict": "tunnel",
-        "recverr": null,
-        "pid": std::process::id(),
-    });
-    let outcome = check_socket_error(config, tracer, &hosts.client, local, expected, None);
+    let fields = json!({"verdict": "tunnel", "recverr": null, "pid": std::process::id()});
+    let outcome = crafted_error(config, tracer, &hosts, (TUNNEL_PORT, TUNNEL_PORT), Quote::default(), fields)?;
     drop(socket);
     Ok(vec![("socket_error", outcome)])
 }
@@ -986,8 +976,6 @@ fn kernel_socket(config: &Config, tracer: &mut Tracer) -> Result<Results> {
     const VXLAN_PORT: u16 = 4789;
     const VNI: u32 = 42;
     let hosts = TwoHosts::new()?;
-    let client: Ipv4Addr = CLIENT_V4.parse()?;
-    let server: Ipv4Addr = SERVER_V4.parse()?;
     let vni = VNI.to_string();
     let port = VXLAN_PORT.to_string();
     let link =
@@ -1001,21 +989,9 @@ fn kernel_socket(config: &Config, tracer: &mut Tracer) -> Result<Results> {
     payload[4..7].copy_from_slice(&VNI.to_be_bytes()[1..]);
     let quote = Quote { payload, payload_len: 8, ..Quote::default() };
     // Quoting the device's own port as the source: the kernel's first lookup finds its socket.
-    let icmp = crafted_port_unreachable(client, VXLAN_PORT, server, VXLAN_PORT, quote);
-    hosts.server.run(move || send_raw_icmp(client, &icmp))??;
-    let local = SocketAddr::new(IpAddr::V4(client), VXLAN_PORT);
-    let expected = json!({
-        "family": "ipv4",
-        "local": local.to_string(),
-        "remote": SocketAddr::new(IpAddr::V4(server), VXLAN_PORT).to_string(),
-        "icmp": {"type": 3, "code": 3, "from": SERVER_V4},
-        "errno": "ECONNREFUSED",
-        "verdict": null,
-        "recverr": null,
-        "pid": null,
-        "holders": 0,
-    });
-    Ok(vec![("socket_error", check_socket_error(config, tracer, &hosts.client, local, expected, None))])
+    let fields = json!({"verdict": null, "recverr": null, "pid": null, "holders": 0});
+    let outcome = crafted_error(config, tracer, &hosts, (VXLAN_PORT, VXLAN_PORT), quote, fields)?;
+    Ok(vec![("socket_error", outcome)])
 }
 
 /// A client process in the client namespace whose connected socket points at a listening server (so no
