@@ -225,7 +225,9 @@ fn attach_variant(
         let mut attached = checked_attach(ebpf, facts, program, variant.since);
         let mut tried = program;
         let mut reasons = Vec::new();
+        let mut first = None;
         while let (Err((reason, _)), Some((fallback, why))) = (&attached, tried.fallback) {
+            first.get_or_insert_with(|| reason.clone());
             reasons.push(format!("{why}: {}: {reason}", tried.target));
             attached = checked_attach(ebpf, facts, fallback, variant.since);
             tried = fallback;
@@ -246,7 +248,11 @@ fn attach_variant(
                 // All or nothing: a half-attached variant would give half the story, and the next mode
                 // would report the same events twice.
                 unload_variant(ebpf, variant);
-                let reason = format!("{}: {reason}", tried.target);
+                // The program's own target first: a fallback's failure alone would hide why it was tried.
+                let reason = match first {
+                    None => format!("{}: {reason}", tried.target),
+                    Some(first) => format!("{}: {first} (and {}: {reason})", program.target, tried.target),
+                };
                 return Err(Failure { mode: variant.mode, reason, verifier_log });
             }
         }
