@@ -292,7 +292,8 @@ pub fn closing_counts(line: &str) -> Option<(u64, u64, u64)> {
     Some((count("events seen")?, count("filtered out")?, count("lost")?))
 }
 
-fn lost_in(events: &[Value]) -> u64 {
+/// The counts of the `lost` events among `events`.
+pub fn lost_in(events: &[Value]) -> u64 {
     events.iter().filter(|e| e["event"] == "lost").filter_map(|e| e["count"].as_u64()).sum()
 }
 

@@ -13,7 +13,7 @@ use super::{CLIENT_V4, CLOSED_PORT, Family, Results, SERVER_V4, TwoHosts, compar
 use crate::{
     Config, Outcome,
     packets::{Quote, crafted_port_unreachable, icmp_counters, send_raw_icmp, set_int_option, udp_socket},
-    tracer::{Tracer, closing_counts},
+    tracer::{Tracer, closing_counts, lost_in},
 };
 
 /// Peak memory a udptrace may reach while a flood overflows its buffer: the buffers, the kernel symbol
@@ -179,7 +179,7 @@ pub fn flood(config: &Config, shared: &mut Tracer) -> Result<Results> {
         loop {
             let recent = &shared.seen[since.min(shared.seen.len())..];
             let shown = recent.iter().filter(|e| e["event"] == "icmp_sent" && e["netns"] == server_ns).count();
-            let lost: u64 = recent.iter().filter(|e| e["event"] == "lost").filter_map(|e| e["count"].as_u64()).sum();
+            let lost = lost_in(recent);
             if shown as u64 + lost >= sent {
                 return Ok(sent);
             }
@@ -217,8 +217,7 @@ pub fn flood(config: &Config, shared: &mut Tracer) -> Result<Results> {
     summary.collect_for(Duration::from_millis(500));
 
     let shown = stalled.seen.iter().filter(|e| e["event"] == "icmp_sent").count() as u64;
-    let reported_lost: u64 =
-        stalled.seen.iter().filter(|e| e["event"] == "lost").filter_map(|e| e["count"].as_u64()).sum();
+    let reported_lost = lost_in(&stalled.seen);
     // What kprobe mode's skipped runs lose is counted before the filter options (`--netns` here): those of
     // the client's socket errors count too, so lost may exceed what this namespace missed.
     let adds_up = |shown: u64, lost: u64| {
