@@ -17,7 +17,7 @@ use aya::maps::{HashMap, MapData};
 use self::{
     cause::Kallsyms,
     owner::{Lookup, Resolver},
-    sockets::SocketTable,
+    sockets::{Recent, SocketTable},
 };
 use udptrace_common::{icmp, icmpv6};
 
@@ -38,6 +38,10 @@ pub struct Enricher {
     kallsyms: Option<Kallsyms>,
     owners: Resolver,
     sockets: SocketTable,
+    /// Lately, by socket inode: whether a socket no process holds was still in the table (the kernel's own),
+    /// and whether a socket's holder shows it a tunnel's. A flood of errors about one socket asks once.
+    kernel_sockets: Recent<u64, bool>,
+    tunnels: Recent<u64, bool>,
     /// Sockets' creators as the programs recorded them, for sockets found in the socket table.
     creators: Option<Creators>,
     /// Print each `icmp_sent`'s kernel stack.
@@ -63,6 +67,8 @@ impl Enricher {
             kallsyms,
             owners: Resolver::new(cgroup_root),
             sockets: SocketTable::default(),
+            kernel_sockets: Recent::default(),
+            tunnels: Recent::default(),
             creators,
             verbose,
             queue: VecDeque::new(),
@@ -109,8 +115,10 @@ impl Enricher {
                 Lookup::Unknown => {
                     // No process holds a socket that is still there: the kernel's own.
                     if let Some(remote) = e.remote {
-                        e.kernel_socket =
-                            self.sockets.still_holds(u64::from(e.meta.netns), e.ifindex, e.local, remote, ino);
+                        let (sockets, netns) = (&mut self.sockets, u64::from(e.meta.netns));
+                        e.kernel_socket = self
+                            .kernel_sockets
+                            .get_or_ask(ino, || sockets.still_holds(netns, e.ifindex, e.local, remote, ino));
                     }
                 }
                 Lookup::Later(at) => {
@@ -120,7 +128,7 @@ impl Enricher {
             }
         }
         if let Event::SocketError(e) = event {
-            tunnel_or_kernel(&self.owners, e);
+            tunnel_or_kernel(&self.owners, &mut self.tunnels, e);
         }
         self.wake_at = None;
         self.queue.pop_front().map(|(event, ..)| event)
@@ -210,7 +218,7 @@ fn fill_errno(e: &mut SocketError) {
 /// state; a kernel socket (a VXLAN or WireGuard device's, held by no process) may be a tunnel's, which
 /// udptrace cannot ask, so its verdict is unknown. Neither depends on IP_RECVERR: a tunnel takes the error
 /// before the kernel looks at the flag.
-fn tunnel_or_kernel(owners: &Resolver, e: &mut SocketError) {
+fn tunnel_or_kernel(owners: &Resolver, tunnels: &mut Recent<u64, bool>, e: &mut SocketError) {
     if !e.unreported || !matches!(e.verdict, Some(Verdict::IgnoredSoftError | Verdict::IgnoredUnconnected)) {
         return;
     }
@@ -219,10 +227,10 @@ fn tunnel_or_kernel(owners: &Resolver, e: &mut SocketError) {
         (e.verdict, e.recverr) = (None, None);
         return;
     }
-    let tunnel = owners
-        .descriptor(ino, e.owner.as_ref().map(|o| o.pid))
-        .and_then(|(pid, fd)| owner::encap_type(pid, fd))
-        .is_some_and(|kind| kind != 0);
+    let pid = e.owner.as_ref().map(|o| o.pid);
+    let tunnel = tunnels.get_or_ask(ino, || {
+        owners.descriptor(ino, pid).and_then(|(pid, fd)| owner::encap_type(pid, fd)).is_some_and(|kind| kind != 0)
+    });
     if tunnel {
         (e.verdict, e.recverr) = (Some(Verdict::Tunnel), None);
     }

@@ -26,10 +26,46 @@ use crate::pipeline::netns;
 
 /// `TCP_ESTABLISHED`: what `connect()` sets on a UDP socket (`TCP_CLOSE` otherwise).
 const TCP_ESTABLISHED: u8 = 1;
-/// A lookup stands for its 4-tuple this long: a flood of errors about one flow asks once.
+/// An answer stands this long: a flood of errors about one flow or socket asks once.
 const REMEMBER: Duration = Duration::from_secs(1);
-/// At most this many lookups are remembered.
+/// At most this many answers are remembered.
 const MAX_REMEMBERED: usize = 4096;
+
+/// Answers about sockets given lately, each standing for [`REMEMBER`], at most [`MAX_REMEMBERED`] of them.
+pub struct Recent<K, V> {
+    answers: HashMap<K, (Instant, V)>,
+}
+
+impl<K, V> Default for Recent<K, V> {
+    fn default() -> Self {
+        Self { answers: HashMap::new() }
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V: Copy> Recent<K, V> {
+    /// The answer for `key` given less than [`REMEMBER`] ago, else `ask`'s, remembered.
+    pub fn get_or_ask(&mut self, key: K, ask: impl FnOnce() -> V) -> V {
+        if let Some((at, answer)) = self.answers.get(&key)
+            && at.elapsed() < REMEMBER
+        {
+            return *answer;
+        }
+        let answer = ask();
+        if self.answers.len() >= MAX_REMEMBERED {
+            self.answers.retain(|_, (at, _)| at.elapsed() < REMEMBER);
+            if self.answers.len() >= MAX_REMEMBERED {
+                self.answers.clear();
+            }
+        }
+        self.answers.insert(key, (Instant::now(), answer));
+        answer
+    }
+
+    #[cfg(test)]
+    pub fn clear(&mut self) {
+        self.answers.clear();
+    }
+}
 /// A namespace's sock_diag socket is closed after this long unused: an open one keeps its namespace
 /// alive, and a pod's namespace must go when the pod does.
 const IDLE: Duration = Duration::from_secs(10);
@@ -60,7 +96,7 @@ pub struct SocketTable {
     /// Namespaces whose table could not be read, said once each.
     said: std::collections::HashSet<u64>,
     /// Recent answers, and when each was given.
-    recent: HashMap<Flow, (Instant, Option<Found>)>,
+    recent: Recent<Flow, Option<Found>>,
 }
 
 /// Why a namespace's socket table cannot be read, said once per namespace.
@@ -75,20 +111,10 @@ impl SocketTable {
     /// The UDP (or UDP-Lite) socket of namespace `netns` that an error quoting `local -> remote`, come in on
     /// interface `ifindex` (0: unknown), matches.
     pub fn find(&mut self, netns: u64, ifindex: u32, local: SocketAddr, remote: SocketAddr) -> Option<Found> {
-        let key = (netns, ifindex, local, remote);
-        if let Some((at, found)) = self.recent.get(&key)
-            && at.elapsed() < REMEMBER
-        {
-            return *found;
-        }
-        let found = self.ask(netns, ifindex, local, remote);
-        if self.recent.len() >= MAX_REMEMBERED {
-            self.recent.retain(|_, (at, _)| at.elapsed() < REMEMBER);
-            if self.recent.len() >= MAX_REMEMBERED {
-                self.recent.clear();
-            }
-        }
-        self.recent.insert(key, (Instant::now(), found));
+        // Taken out while `ask` borrows the table.
+        let mut recent = std::mem::take(&mut self.recent);
+        let found = recent.get_or_ask((netns, ifindex, local, remote), || self.ask(netns, ifindex, local, remote));
+        self.recent = recent;
         found
     }
 
