@@ -364,11 +364,17 @@ fn reply_pushed<C: EbpfContext>(ctx: &C) -> ReadResult<()> {
     if let Some(slot) = state()
         && slot.active == 1
     {
-        slot.active = 0;
-        let passes = filter::icmp_sent_passes(&slot.event);
-        emit(ctx, &mut slot.event, passes);
+        decided(ctx, slot);
     }
     Ok(())
+}
+
+/// Emits the call's error, decided now, and closes the slot to everything after.
+#[inline(always)]
+fn decided<C: EbpfContext>(ctx: &C, slot: &mut IcmpSend) {
+    slot.active = 0;
+    let passes = filter::icmp_sent_passes(&slot.event);
+    emit(ctx, &mut slot.event, passes);
 }
 
 /// Return of `icmp_global_allow()` (the global token bucket, `net.ipv4.icmp_msgs_per_sec` and
@@ -381,11 +387,9 @@ fn rate_limit_exit<C: EbpfContext>(ctx: &C, allowed: bool, scope: u8) -> ReadRes
         && slot.active == 1
         && !allowed
     {
-        slot.active = 0;
         slot.event.header.kind = kind::ICMP_SUPPRESSED;
         slot.event.flags |= scope;
-        let passes = filter::icmp_sent_passes(&slot.event);
-        emit(ctx, &mut slot.event, passes);
+        decided(ctx, slot);
     }
     Ok(())
 }
@@ -437,16 +441,20 @@ pub fn fentry_ip6_push_pending_frames(ctx: FEntryContext) -> u32 {
 /// the second. `bpf_get_func_ret`, which finds it whatever the count, is 5.17.
 #[fexit(function = "icmp_global_allow")]
 pub fn fexit_icmp_global_allow(ctx: FExitContext) -> u32 {
-    let exit = ctx.get::<u64>(1).and_then(|r| rate_limit_exit(&ctx, r as u8 != 0, icmp_sent_flags::SUPPRESSED_GLOBAL));
-    report(&ctx, "fexit_icmp_global_allow", exit)
+    report(&ctx, "fexit_icmp_global_allow", global_allow_exit(&ctx, 1))
 }
 
 /// `bool icmp_global_allow(void)`, before: the return value is the first. The verifier refuses the program
 /// above there (it reads past the arguments), so this one goes in instead.
 #[fexit(function = "icmp_global_allow")]
 pub fn fexit_global_allow_noargs(ctx: FExitContext) -> u32 {
-    let exit = ctx.get::<u64>(0).and_then(|r| rate_limit_exit(&ctx, r as u8 != 0, icmp_sent_flags::SUPPRESSED_GLOBAL));
-    report(&ctx, "fexit_global_allow_noargs", exit)
+    report(&ctx, "fexit_global_allow_noargs", global_allow_exit(&ctx, 0))
+}
+
+/// `icmp_global_allow`'s return value, argument `at` of the fexit context.
+#[inline(always)]
+fn global_allow_exit(ctx: &FExitContext, at: usize) -> ReadResult<()> {
+    ctx.get::<u64>(at).and_then(|r| rate_limit_exit(ctx, r as u8 != 0, icmp_sent_flags::SUPPRESSED_GLOBAL))
 }
 
 /// `bool inet_peer_xrlim_allow(struct inet_peer *peer, int timeout)`: the return value is the third.
