@@ -9,12 +9,13 @@
 use std::{
     collections::HashMap,
     fs,
-    os::unix::fs::MetadataExt as _,
+    os::{
+        fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+        unix::fs::MetadataExt as _,
+    },
     path::PathBuf,
     time::{Duration, Instant},
 };
-
-use std::os::fd::FromRawFd as _;
 
 use procfs::process::{FDTarget, Process};
 
@@ -40,18 +41,12 @@ pub fn encap_type(pid: i32, fd: i32) -> Option<libc::c_int> {
     // SAFETY: plain syscalls on integers; every descriptor they return is owned below and closed.
     unsafe {
         let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0);
-        let pidfd = std::os::fd::OwnedFd::from_raw_fd(i32::try_from(pidfd).ok().filter(|&f| f >= 0)?);
-        let copy = libc::syscall(libc::SYS_pidfd_getfd, std::os::fd::AsRawFd::as_raw_fd(&pidfd), fd, 0);
-        let copy = std::os::fd::OwnedFd::from_raw_fd(i32::try_from(copy).ok().filter(|&f| f >= 0)?);
+        let pidfd = OwnedFd::from_raw_fd(i32::try_from(pidfd).ok().filter(|&f| f >= 0)?);
+        let copy = libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0);
+        let copy = OwnedFd::from_raw_fd(i32::try_from(copy).ok().filter(|&f| f >= 0)?);
         let mut value: libc::c_int = 0;
         let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-        let got = libc::getsockopt(
-            std::os::fd::AsRawFd::as_raw_fd(&copy),
-            libc::SOL_UDP,
-            UDP_ENCAP,
-            (&raw mut value).cast(),
-            &mut len,
-        );
+        let got = libc::getsockopt(copy.as_raw_fd(), libc::SOL_UDP, UDP_ENCAP, (&raw mut value).cast(), &mut len);
         (got == 0).then_some(value)
     }
 }
