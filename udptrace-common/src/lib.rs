@@ -9,6 +9,8 @@ pub mod kind {
     pub const ICMP_SENT: u8 = 2;
     /// An [`IcmpSent`](super::IcmpSent) record for an ICMP error a rate limit stopped.
     pub const ICMP_SUPPRESSED: u8 = 3;
+    /// A [`UdpDropped`](super::UdpDropped) record: the kernel dropped a UDP datagram.
+    pub const UDP_DROPPED: u8 = 4;
 }
 
 /// The attach mode of the hook that produced a record.
@@ -38,6 +40,10 @@ pub mod names {
     /// The counted records, two generations per record type: `[generation 0, generation 1]`.
     pub const SOCKET_ERROR_TALLIES: [&str; 2] = ["SOCKET_ERRORS_0", "SOCKET_ERRORS_1"];
     pub const ICMP_SENT_TALLIES: [&str; 2] = ["ICMP_SENT_0", "ICMP_SENT_1"];
+    /// What user space tells the drop program while it runs, indexed by [`drops::GENERATION`] and
+    /// [`drops::ICMP6_AT_DROP`](super::drops::ICMP6_AT_DROP).
+    pub const DROP_CONTROL: &str = "DROP_CONTROL";
+    pub const DROP_TALLIES: [&str; 2] = ["UDP_DROPS_0", "UDP_DROPS_1"];
     /// Every map user space opens by name.
     pub const MAPS: &[&str] = &[
         EVENTS,
@@ -49,6 +55,9 @@ pub mod names {
         SOCKET_ERROR_TALLIES[1],
         ICMP_SENT_TALLIES[0],
         ICMP_SENT_TALLIES[1],
+        DROP_CONTROL,
+        DROP_TALLIES[0],
+        DROP_TALLIES[1],
     ];
 }
 
@@ -67,6 +76,56 @@ pub mod tally {
     pub const GENERATION_1: u32 = 2;
     /// Distinct records one generation of one record type holds (per-CPU counts: 8 bytes per entry and CPU).
     pub const ENTRIES: u32 = 2048;
+}
+
+/// Dropped datagrams (`skb:kfree_skb`). The first drop of a flow (its reason, packet 5-tuple, socket) in a
+/// second is handed over at once; the rest of that second are counted in the kernel, in a per-CPU hash
+/// keyed by the record itself, its time and queue length zeroed, with two generations as in [`tally`]:
+/// user space reads one each second while the programs count in the other. When only counts are wanted
+/// every drop is counted. A generation that is full hands records over, one per drop.
+pub mod drops {
+    /// Distinct drops one generation holds.
+    pub const ENTRIES: u32 = 4096;
+    /// `DROP_CONTROL[GENERATION]`: which of the two generations the program counts in, 0 or 1 (always one:
+    /// a flood of drops is counted whether records are wanted or not).
+    pub const GENERATION: u32 = 0;
+    /// `DROP_CONTROL[ICMP6_AT_DROP]`: 1 when no hook sees `icmp6_send` (the ICMP hooks attached in tracepoint
+    /// mode): a `no_socket` drop of an IPv6 datagram is then reported as the port unreachable the kernel
+    /// decided to send. Written once the hooks are attached.
+    pub const ICMP6_AT_DROP: u32 = 1;
+    pub const CONTROL_ENTRIES: u32 = 2;
+    /// Flows whose first drop was handed over lately.
+    pub const SEEN_ENTRIES: u32 = 8192;
+    /// How long a handed-over drop stands for its flow's next ones, which are counted meanwhile.
+    pub const PERIOD_NS: u64 = 1_000_000_000;
+    /// [`UdpDropped::reason`](super::UdpDropped::reason) on a kernel whose `skb:kfree_skb` gives none
+    /// (before 5.17).
+    pub const NO_REASON: u32 = u32::MAX;
+    /// `direction`: the datagram came in on an interface of this host (`skb->skb_iif` set; forwarded
+    /// ones too).
+    pub const IN: u8 = 1;
+    /// Sent by this host.
+    pub const OUT: u8 = 2;
+}
+
+/// Bits of [`UdpDropped::flags`].
+pub mod udp_dropped_flags {
+    /// The socket is known: the one that dropped it on receive (`skb:kfree_skb`'s `rx_sk`, 6.11), or the one
+    /// sending it: `local_*` and `sock_ino` are filled in.
+    pub const SOCKET_KNOWN: u8 = 1 << 0;
+    /// `owner` holds the process that created the socket.
+    pub const OWNER_KNOWN: u8 = 1 << 1;
+    /// `rcvbuf` and `queued` were read from the socket when it dropped the datagram.
+    pub const RCVBUF_KNOWN: u8 = 1 << 2;
+}
+
+/// What a dropped datagram's count carries besides the count: the largest receive queue seen.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropCount {
+    pub count: u64,
+    pub queued: u32,
+    pub _pad0: u32,
 }
 
 /// Indexes of the per-CPU `STATS` counters.
@@ -151,6 +210,10 @@ pub mod icmp_sent_flags {
     pub const PACKET_KNOWN: u8 = 1 << 0;
     /// Its transport ports were read (UDP, UDP-Lite or TCP).
     pub const PORTS_KNOWN: u8 = 1 << 1;
+    /// Seen where the kernel drops the datagram it answers (a `no_socket` drop in tracepoint mode, where no
+    /// hook sees `icmpv6_send`): the cause is no listener, and whether a rate limit let the error out is not
+    /// seen.
+    pub const AT_DROP: u8 = 1 << 4;
     /// `ICMP_SUPPRESSED`: the global token bucket (`icmp_global_allow`) said no.
     pub const SUPPRESSED_GLOBAL: u8 = 1 << 2;
     /// `ICMP_SUPPRESSED`: the per-destination limit (`inet_peer_xrlim_allow`) said no.
@@ -242,6 +305,39 @@ pub struct IcmpSent {
     pub stack: [u64; ICMP_STACK_DEPTH],
 }
 
+/// The kernel dropped a UDP (or UDP-Lite) datagram: `skb:kfree_skb`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UdpDropped {
+    pub header: EventHeader,
+    /// The datagram's addresses, network byte order; its ports, host byte order.
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    /// `enum skb_drop_reason`, or [`drops::NO_REASON`].
+    pub reason: u32,
+    /// Where it was freed: `kfree_skb`'s caller, a kernel text address.
+    pub location: u64,
+    /// The socket it was dropped at, with `SOCKET_KNOWN`: its bound address and port.
+    pub local_addr: [u8; 16],
+    pub local_port: u16,
+    /// [`drops::IN`] or [`drops::OUT`].
+    pub direction: u8,
+    pub proto: u8,
+    pub flags: u8,
+    pub _pad0: [u8; 3],
+    /// The interface it came in on or was leaving by, 0 if none.
+    pub ifindex: u32,
+    /// With `SOCKET_KNOWN`: `sk_rcvbuf`, and `sk_rmem_alloc` when it was dropped.
+    pub rcvbuf: u32,
+    pub queued: u32,
+    pub _pad1: u32,
+    pub sock_ino: u64,
+    /// Valid with `OWNER_KNOWN`.
+    pub owner: Owner,
+}
+
 /// Byte offsets of the kernel structure members the programs read, resolved from the running kernel's BTF
 /// by user space and written into the programs' read-only data before load. Rust eBPF gets no CO-RE
 /// relocations, so nothing here is hard-coded for one kernel.
@@ -295,6 +391,11 @@ pub struct KernelOffsets {
     pub recverr6_bit: u8,
     pub recverr6_in_pinfo: u8,
     pub _pad0: u8,
+    /// `sk_buff.protocol` (`__be16`), `sk_buff.skb_iif`; `sock.sk_rcvbuf`, `sock.sk_backlog.rmem_alloc`.
+    pub skb_protocol: u32,
+    pub skb_iif: u32,
+    pub sk_rcvbuf: u32,
+    pub sk_rmem_alloc: u32,
 }
 
 /// [`KernelOffsets::recverr4_at`] or `recverr6_at` when the flag is not found.
@@ -392,6 +493,11 @@ pub struct Config {
     pub _pad0: [u8; 7],
     /// The text of [`NOT_ICMP_REPORTERS`], in that order.
     pub not_icmp_reporters: [TextRange; 5],
+    /// `SKB_DROP_REASON_NO_SOCKET` in this kernel's `enum skb_drop_reason` ([`drops::NO_REASON`] if none).
+    pub reason_no_socket: u32,
+    /// How many arguments `skb:kfree_skb` has: 2 (skb, location; before 5.17), 3 (reason), 4 (`rx_sk`, 6.11).
+    pub kfree_skb_args: u8,
+    pub _pad1: [u8; 3],
 }
 
 #[cfg(feature = "user")]
@@ -406,6 +512,10 @@ mod pod {
     unsafe impl aya::Pod for super::SocketError {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::IcmpSent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::UdpDropped {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DropCount {}
 }
 
 /// Compile-time checks that the layouts have no implicit padding (sizes are the sum of the fields).
@@ -413,9 +523,11 @@ const _: () = {
     assert!(core::mem::size_of::<EventHeader>() == 16);
     assert!(core::mem::size_of::<SocketError>() == 16 + 48 + 4 + 4 + 4 + 4 + 8 + 32);
     assert!(core::mem::size_of::<IcmpSent>() == 16 + 32 + 4 + 4 + 8 + 8 * ICMP_STACK_DEPTH);
-    assert!(core::mem::size_of::<KernelOffsets>() == 27 * 4 + 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 27 * 4 + 4 + 4 * 4);
+    assert!(core::mem::size_of::<UdpDropped>() == 16 + 32 + 4 + 4 + 8 + 16 + 8 + 16 + 8 + 32);
+    assert!(core::mem::size_of::<DropCount>() == 16);
     assert!(core::mem::size_of::<AddrFilter>() == 40);
     assert!(core::mem::size_of::<IcmpMask>() == 40);
     assert!(core::mem::size_of::<Filter>() == FILTER_VALUES * (4 + 4 + 4 + 2 + TASK_COMM_LEN + 40) + 2 * 40 + 8);
-    assert!(core::mem::size_of::<Config>() == core::mem::size_of::<Filter>() + 8 + 5 * 16);
+    assert!(core::mem::size_of::<Config>() == core::mem::size_of::<Filter>() + 8 + 5 * 16 + 8);
 };

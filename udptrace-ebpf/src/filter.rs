@@ -7,8 +7,8 @@
 //! (`udptrace/src/pipeline/filter.rs`).
 
 use udptrace_common::{
-    AF_INET, AddrFilter, Config, FILTER_VALUES, IcmpSent, SocketError, TASK_COMM_LEN, icmp, icmp_sent_flags, icmpv6,
-    socket_error_flags,
+    AF_INET, AddrFilter, Config, FILTER_VALUES, IcmpSent, SocketError, TASK_COMM_LEN, UdpDropped, icmp,
+    icmp_sent_flags, icmpv6, socket_error_flags, udp_dropped_flags,
 };
 
 #[unsafe(no_mangle)]
@@ -168,4 +168,24 @@ pub fn icmp_sent_passes(e: &IcmpSent) -> bool {
         && ports_pass(ports.then_some(e.sport), ports.then_some(e.dport))
         && addrs_pass(family, packet.then_some(&e.src), packet.then_some(&e.dst), None)
         && icmp_errno_passes(family, e.icmp_type, e.icmp_code)
+}
+
+/// For `udp_dropped`. A drop carries no errno: `--errno` leaves it out. `-p` and `--comm` select the socket's
+/// owner; a drop without a known owner passes to user space, which may find one, unless `socket_final` (the
+/// kernel names the socket of every drop at one, 6.11) and there is no socket.
+#[inline(always)]
+pub fn udp_dropped_passes(e: &UdpDropped, socket_final: bool) -> bool {
+    let family = u16::from(e.header.family);
+    let socket = e.flags & udp_dropped_flags::SOCKET_KNOWN != 0;
+    let owner = e.flags & udp_dropped_flags::OWNER_KNOWN != 0;
+    let by_process = config!(filter.n_pids) != 0 || config!(filter.n_comms) != 0;
+    config!(filter.n_errnos) == 0
+        && netns_passes(e.header.netns)
+        && if owner {
+            pid_passes(e.owner.pid) && comm_passes(&e.owner.comm)
+        } else {
+            !(by_process && socket_final && !socket)
+        }
+        && ports_pass(Some(e.sport), Some(e.dport))
+        && addrs_pass(family, Some(&e.src), Some(&e.dst), socket.then_some(&e.local_addr))
 }

@@ -1,6 +1,7 @@
 //! udptrace's eBPF programs, one file per kernel area:
 //! - `recv.rs`: an ICMP error reaching a UDP socket (`socket_error`);
 //! - `send.rs`: an ICMP error this host emits (`icmp_sent`);
+//! - `drop.rs`: a UDP datagram the kernel drops (`udp_dropped`);
 //! - `owner.rs`: who owns a socket, recorded when its process creates it;
 //! - `tally.rs`: records counted in the kernel, when only counts are wanted;
 //! - `kernel.rs`: arguments in every mode, kernel memory through offsets user space resolved from BTF,
@@ -13,7 +14,11 @@
 //! (shown by `udptrace -v`); nothing is logged on the success path.
 #![no_std]
 #![no_main]
+// `atomic_xadd`: the BPF target has no `AtomicU64`; the add compiles to BPF's atomic add (5.10 has it).
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
+mod drop;
 pub(crate) mod filter;
 mod kernel;
 mod owner;
@@ -58,7 +63,7 @@ pub(crate) fn count(stat: u32) {
 
 /// Hands `record` to user space through the buffer `--buffer` chose; a full buffer is counted here.
 #[inline(always)]
-fn output<C: EbpfContext, T>(ctx: &C, record: &T) {
+pub(crate) fn output<C: EbpfContext, T>(ctx: &C, record: &T) {
     let full = if config!(buffer) == buffer::PERF {
         // aya's `PerfEventByteArray::output` drops the helper's result, and a perf buffer reports its
         // losses only with the next record that fits, which may never come: call the helper to count them.

@@ -122,18 +122,26 @@ fn socket_inode(sk: *const u8) -> ReadResult<u64> {
     read::<u64>(socket.wrapping_add(off.socket_to_inode as usize), off.inode_ino, "inode.i_ino")
 }
 
-/// Fills `event`'s socket inode and, when its creation was seen, its owner.
+/// The socket's inode and, when its creation was seen, its owner.
 #[inline(always)]
-pub fn fill_owner(sk: *const u8, event: &mut SocketError) -> ReadResult<()> {
-    event.sock_ino = socket_inode(sk)?;
+pub fn socket_owner(sk: *const u8) -> ReadResult<(u64, Option<Owner>)> {
+    let ino = socket_inode(sk)?;
     let cookie = read::<u64>(sk, offsets().sk_cookie, "sock.__sk_common.skc_cookie")?;
     if cookie == 0 {
         // Nothing asked for the cookie: the socket was created before udptrace started.
-        return Ok(());
+        return Ok((ino, None));
     }
     // SAFETY: a map lookup; the value is copied out.
-    if let Some(owner) = unsafe { OWNERS.get(&cookie) } {
-        event.owner = *owner;
+    Ok((ino, unsafe { OWNERS.get(&cookie) }.copied()))
+}
+
+/// Fills `event`'s socket inode and, when its creation was seen, its owner.
+#[inline(always)]
+pub fn fill_owner(sk: *const u8, event: &mut SocketError) -> ReadResult<()> {
+    let (ino, owner) = socket_owner(sk)?;
+    event.sock_ino = ino;
+    if let Some(owner) = owner {
+        event.owner = owner;
         event.flags |= socket_error_flags::OWNER_KNOWN;
     }
     Ok(())

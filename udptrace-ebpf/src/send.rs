@@ -19,6 +19,7 @@
 //! unwind per ICMP error, and ICMP errors are rare and rate-limited, unlike a correlation through
 //! `skb:kfree_skb`, which would run for every packet the host drops.
 
+use aya_ebpf::helpers::bpf_ktime_get_boot_ns;
 use aya_ebpf::{
     EbpfContext,
     helpers::generated::bpf_get_stack,
@@ -27,8 +28,8 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use udptrace_common::{
-    AF_INET, AF_INET6, ICMP_STACK_DEPTH, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE, IcmpSent, KernelOffsets,
-    icmp_sent_flags, kind, probe,
+    AF_INET, AF_INET6, ICMP_STACK_DEPTH, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE, IcmpSent, KernelOffsets, icmp,
+    icmp_sent_flags, icmpv6, kind, probe,
 };
 
 use crate::{
@@ -44,6 +45,8 @@ const IP_OFFSET_MASK: u16 = 0x1fff;
 #[repr(C)]
 pub struct IcmpSend {
     event: IcmpSent,
+    /// The offending packet.
+    skb: u64,
     /// The call is under way and its error not emitted yet.
     active: u8,
     _pad: [u8; 7],
@@ -351,6 +354,7 @@ fn icmp_send_enter<C: EbpfContext + Args>(ctx: &C, mode: u8, family: u16) -> Rea
     // An `int` for IPv4, a `u8` for IPv6: the low byte either way.
     let (icmp_type, icmp_code) = (ctx.get::<u64>(1)? as u8, ctx.get::<u64>(2)? as u8);
     fill(ctx, mode, family, skb, icmp_type, icmp_code, &mut slot.event)?;
+    slot.skb = skb as u64;
     slot.active = 1;
     Ok(())
 }
@@ -373,6 +377,7 @@ fn reply_pushed<C: EbpfContext>(ctx: &C) -> ReadResult<()> {
 #[inline(always)]
 fn decided<C: EbpfContext>(ctx: &C, slot: &mut IcmpSend) {
     slot.active = 0;
+    note_port_unreachable(slot.skb, &slot.event);
     let passes = filter::icmp_sent_passes(&slot.event);
     emit(ctx, &mut slot.event, passes);
 }
@@ -517,6 +522,63 @@ fn icmp_send_tracepoint(ctx: &RawTracePointContext) -> ReadResult<()> {
     let skb: *const u8 = ctx.get(0)?;
     let (icmp_type, icmp_code) = (ctx.get::<u64>(1)? as u8, ctx.get::<u64>(2)? as u8);
     fill(ctx, probe::TRACEPOINT, AF_INET, skb, icmp_type, icmp_code, &mut slot.event)?;
+    note_port_unreachable(skb as u64, &slot.event);
+    let passes = filter::icmp_sent_passes(&slot.event);
+    emit(ctx, &mut slot.event, passes);
+    Ok(())
+}
+
+/// The packet this CPU last answered with a port unreachable, and when.
+#[repr(C)]
+pub struct Answered {
+    skb: u64,
+    time_ns: u64,
+}
+
+#[map]
+static ANSWERED: PerCpuArray<Answered> = PerCpuArray::with_max_entries(1, 0);
+
+/// How long after its port unreachable the drop of a packet is taken for that packet's: the kernel frees it
+/// right after sending (`__udp4_lib_rcv`, `nft_reject_*` then `NF_DROP`), in the same softirq.
+const ANSWERED_NS: u64 = 1_000_000;
+
+/// Notes the packet a port unreachable (sent, or stopped by a rate limit) answers: its drop follows, and is
+/// not reported again (`drop.rs`).
+#[inline(always)]
+fn note_port_unreachable(skb: u64, event: &IcmpSent) {
+    let port_unreachable = if u16::from(event.header.family) == AF_INET {
+        (event.icmp_type, event.icmp_code) == (icmp::DEST_UNREACH, icmp::PORT_UNREACH)
+    } else {
+        (event.icmp_type, event.icmp_code) == (icmpv6::DEST_UNREACH, icmpv6::PORT_UNREACH)
+    };
+    if port_unreachable && let Some(answered) = slot(&ANSWERED) {
+        answered.skb = skb;
+        answered.time_ns = event.header.time_ns;
+    }
+}
+
+/// Whether `skb` is the packet this CPU just answered with a port unreachable; the note is then used up.
+#[inline(always)]
+pub(crate) fn answered_port_unreachable(skb: u64) -> bool {
+    let Some(answered) = slot(&ANSWERED) else { return false };
+    if answered.skb != skb {
+        return false;
+    }
+    answered.skb = 0;
+    // SAFETY: a helper without arguments.
+    unsafe { bpf_ktime_get_boot_ns() }.wrapping_sub(answered.time_ns) < ANSWERED_NS
+}
+
+/// Tracepoint mode, IPv6: no hook sees `icmp6_send`, and `__udp6_lib_rcv` (net/ipv6/udp.c, 5.17+) frees a
+/// datagram no socket takes with `SKB_DROP_REASON_NO_SOCKET` right after `icmpv6_send(skb,
+/// ICMPV6_DEST_UNREACH, ICMPV6_PORT_UNREACH, 0)`: the port unreachable the kernel decided to send. Whether
+/// a rate limit let it out is not seen here (`AT_DROP`); the namespace's counters say how many were not.
+/// Built in the second slot: `tp_icmp_send` uses the first.
+#[inline(always)]
+pub(crate) fn icmp6_at_no_socket_drop(ctx: &RawTracePointContext, skb: *const u8) -> ReadResult<()> {
+    let Some(slot) = level(1) else { return Ok(()) };
+    fill(ctx, probe::TRACEPOINT, AF_INET6, skb, icmpv6::DEST_UNREACH, icmpv6::PORT_UNREACH, &mut slot.event)?;
+    slot.event.flags |= icmp_sent_flags::AT_DROP;
     let passes = filter::icmp_sent_passes(&slot.event);
     emit(ctx, &mut slot.event, passes);
     Ok(())

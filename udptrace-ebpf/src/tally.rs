@@ -86,6 +86,12 @@ impl Tallied for IcmpSent {
     }
 }
 
+/// Whether user space asked for counts only.
+#[inline(always)]
+pub(crate) fn counting() -> bool {
+    matches!(TALLY.get(0).copied(), Some(tally::GENERATION_0 | tally::GENERATION_1))
+}
+
 /// Counts `record` if user space asked for counts; `false`: it is to be handed over (counts not asked for,
 /// or this generation is full). `record` lives in a per-CPU map slot, so it serves as the key as it is.
 #[inline(always)]

@@ -199,7 +199,57 @@ pub struct IcmpSent {
     /// Kernel return addresses at the hook, innermost first.
     pub stack: Vec<u64>,
     pub cause: Cause,
+    /// `Some(false)`: the hook sits past the rate limits, the error went out; `None`: seen where the kernel
+    /// decided to send it (a `no_socket` drop in tracepoint mode), before the rate limits.
+    pub rate_limited: Option<bool>,
     /// How many such errors this event stands for (see `SocketError::count`).
+    pub count: u64,
+}
+
+/// Which way a dropped datagram was going.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum Direction {
+    /// It came in on an interface of this host (to be received, or forwarded).
+    In,
+    /// This host was sending it.
+    Out,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// A UDP datagram the kernel dropped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UdpDropped {
+    pub meta: Meta,
+    pub family: Family,
+    /// The datagram (its ports always known).
+    pub packet: Packet,
+    pub direction: Direction,
+    /// The kernel's `enum skb_drop_reason` value; `None` on kernels without reasons (before 5.17).
+    pub reason_code: Option<u32>,
+    /// Its name, lower case without `SKB_DROP_REASON_`, from the running kernel's BTF; `None` without a
+    /// reason, or for a value the enum does not name (a subsystem's).
+    pub reason: Option<String>,
+    /// The kernel text address that freed it, and its function.
+    pub location_addr: u64,
+    pub location: Option<String>,
+    /// The socket it was dropped at (or, on the way out, sent from): its address, inode and owner.
+    pub local: Option<SocketAddr>,
+    pub sock_ino: Option<u64>,
+    pub owner: Option<OwnerInfo>,
+    /// No process holds the socket: the kernel's own.
+    pub kernel_socket: bool,
+    /// The socket's receive buffer and what was queued in it, for a drop on receive.
+    pub rcvbuf: Option<u32>,
+    pub queued: Option<u32>,
+    /// The interface, 0 if none.
+    pub ifindex: u32,
+    /// How many drops of the same reason, flow and socket this event stands for.
     pub count: u64,
 }
 
@@ -223,6 +273,7 @@ pub enum Event {
     SocketError(SocketError),
     IcmpSent(IcmpSent),
     IcmpSuppressed(IcmpSuppressed),
+    UdpDropped(UdpDropped),
     /// Events the kernel could not hand over (buffer full), or ran no program for (`kernel::misses`), since
     /// the last report.
     Lost {
@@ -238,6 +289,7 @@ impl Event {
             Event::SocketError(e) => e.count,
             Event::IcmpSent(e) => e.count,
             Event::IcmpSuppressed(e) => e.count,
+            Event::UdpDropped(e) => e.count,
             Event::Lost { .. } => 0,
         }
     }
@@ -311,6 +363,42 @@ pub mod samples {
             }),
             stack: vec![0xffff_ffff_8100_0010, 0xffff_ffff_8200_0020],
             cause: Cause::Other,
+            rate_limited: Some(false),
+            count: 1,
+        }
+    }
+
+    /// A datagram a full receive buffer dropped, the socket and its owner known.
+    pub fn rcvbuf_drop() -> UdpDropped {
+        UdpDropped {
+            meta: meta(),
+            family: Family::Ipv4,
+            packet: Packet {
+                src: "10.0.0.1".parse().unwrap(),
+                dst: "10.0.0.2".parse().unwrap(),
+                ports: Some((5000, 9996)),
+                proto: 17,
+            },
+            direction: Direction::In,
+            reason_code: Some(9),
+            reason: Some("socket_rcvbuff".to_owned()),
+            location_addr: 0xffff_ffff_8300_0030,
+            location: Some("udp_queue_rcv_one_skb".to_owned()),
+            local: Some("0.0.0.0:9996".parse().unwrap()),
+            sock_ino: Some(88002),
+            owner: Some(OwnerInfo {
+                pid: 700,
+                tid: Some(700),
+                comm: "slow-reader".to_owned(),
+                cgroup_id: None,
+                cgroup: None,
+                container: None,
+                holders: None,
+            }),
+            kernel_socket: false,
+            rcvbuf: Some(212992),
+            queued: Some(213504),
+            ifindex: 2,
             count: 1,
         }
     }
@@ -345,5 +433,7 @@ mod tests {
         assert_eq!(Cause::TtlExceeded.as_str(), "ttl_exceeded");
         assert_eq!(Cause::NeighbourUnreachable.as_str(), "neighbour_unreachable");
         assert_eq!(Cause::NoBackend.as_str(), "no_backend");
+        assert_eq!(Direction::In.as_str(), "in");
+        assert_eq!(Direction::Out.as_str(), "out");
     }
 }

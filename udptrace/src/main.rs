@@ -95,6 +95,13 @@ fn trace(cli: Cli, mut facts: KernelFacts) -> Result<()> {
         buffer: buffer.for_kernel(),
         _pad0: [0; 7],
         not_icmp_reporters: facts.not_icmp_reporters,
+        reason_no_socket: facts
+            .drop_reasons
+            .iter()
+            .find_map(|(&value, name)| (name == "no_socket").then_some(value))
+            .unwrap_or(udptrace_common::drops::NO_REASON),
+        kfree_skb_args: facts.kfree_skb_args,
+        _pad1: [0; 3],
     };
     if cli.verbose && facts.not_icmp_reporters.iter().any(|r| r.start == 0) {
         eprintln!(
@@ -146,14 +153,31 @@ fn trace(cli: Cli, mut facts: KernelFacts) -> Result<()> {
         }
         tally => tally.and_then(Result::ok),
     };
+    // The drop program counts floods in the kernel whatever is shown; it reports IPv6 port unreachables
+    // where no hook sees icmp6_send.
+    let drops = outcomes.iter().any(|o| o.hook.name == "udp_dropped" && o.attached.is_some()).then(|| {
+        let icmp6_at_drop = !matches!(icmp_send_mode, Some(AttachMode::FEntry | AttachMode::Kprobe));
+        pipeline::tally::DropCounts::start(&mut ebpf, icmp6_at_drop)
+    });
+    let drops = match drops {
+        Some(Err(e)) => {
+            eprintln!(
+                "udptrace: warning: {}: drops after the first of each flow and second are not shown",
+                one_line(&e)
+            );
+            None
+        }
+        drops => drops.and_then(Result::ok),
+    };
     let stages = session::Stages {
-        enricher: Enricher::new(creators, facts.cgroup2.clone(), cli.verbose),
+        enricher: Enricher::new(creators, facts.cgroup2.clone(), std::mem::take(&mut facts.drop_reasons), cli.verbose),
         filter,
         counters,
         stats,
         misses: crate::kernel::misses::Misses::new(&ebpf),
         logs,
         tally,
+        drops,
     };
 
     let (sinks, server) = runtime.block_on(sinks(&cli, &outcomes))?;

@@ -205,6 +205,42 @@ impl KernelBtf {
         self.named(&format!("btf_trace_{name}")).any(|t| t.kind == kind::TYPEDEF)
     }
 
+    /// The enumerators of `enum name` (an `ENUM` or `ENUM64` of that name), value and name.
+    pub fn enum_values(&self, name: &str) -> Vec<(i64, String)> {
+        let Some(t) = (1..=self.starts.len() as u32)
+            .filter_map(|id| self.type_ref(id))
+            .find(|t| matches!(t.kind, kind::ENUM | kind::ENUM64) && self.string(t.name_off) == name.as_bytes())
+        else {
+            return Vec::new();
+        };
+        let (size, wide) = if t.kind == kind::ENUM64 { (12, true) } else { (8, false) };
+        (0..t.vlen)
+            .filter_map(|i| {
+                let at = t.at + TYPE_HEADER + size * i;
+                let name = String::from_utf8_lossy(self.string(u32_at(&self.data, at)?)).into_owned();
+                let low = u32_at(&self.data, at + 4)?;
+                let value = if wide {
+                    i64::from(low) | (i64::from(u32_at(&self.data, at + 8)?) << 32)
+                } else if t.kind_flag {
+                    // Unsigned (kind_flag on an enum, 6.0+).
+                    i64::from(low)
+                } else {
+                    i64::from(low as i32)
+                };
+                Some((value, name))
+            })
+            .collect()
+    }
+
+    /// How many arguments the tracepoint `name` passes: its `btf_trace_<name>` typedef is a pointer to a
+    /// function whose first parameter is the tracepoint's own data, then the `TP_PROTO` arguments.
+    pub fn tracepoint_args(&self, name: &str) -> Option<usize> {
+        let typedef = self.named(&format!("btf_trace_{name}")).find(|t| t.kind == kind::TYPEDEF)?;
+        let pointer = self.type_ref(typedef.size_or_type)?;
+        let proto = self.type_ref(pointer.size_or_type)?;
+        (proto.kind == kind::FUNC_PROTO).then(|| proto.vlen.saturating_sub(1))
+    }
+
     /// Whether `name` is a function in the kernel's BTF (what fentry needs to attach).
     pub fn has_function(&self, name: &str) -> bool {
         self.named(name).any(|t| t.kind == kind::FUNC)
@@ -253,6 +289,11 @@ impl KernelBtf {
             recverr6_in_pinfo: u8::from(recverr6.is_some_and(|(_, in_pinfo)| in_pinfo)),
             pinet6: self.member_offset("inet_sock", "pinet6").unwrap_or(0),
             _pad0: 0,
+            skb_protocol: self.member_offset("sk_buff", "protocol")?,
+            skb_iif: self.member_offset("sk_buff", "skb_iif")?,
+            sk_rcvbuf: sock("sk_rcvbuf")?,
+            // An atomic_t: its counter is its first member.
+            sk_rmem_alloc: sock("sk_backlog.rmem_alloc")?,
         })
     }
 
@@ -399,6 +440,14 @@ mod tests {
         assert!(btf.has_function("__udp4_lib_err"));
         assert!(!btf.has_function("sock"));
         assert!(btf.member_offset("sock", "no_such_member").is_err());
+        // skb:kfree_skb gained its reason in 5.17 and its socket in 6.11.
+        let args = btf.tracepoint_args("kfree_skb").expect("skb:kfree_skb");
+        assert!((2..=4).contains(&args), "kfree_skb passes {args} arguments");
+        if args >= 3 {
+            let reasons = btf.enum_values("skb_drop_reason");
+            assert!(reasons.iter().any(|(_, name)| name == "SKB_DROP_REASON_NO_SOCKET"), "{reasons:?}");
+        }
+        assert!(btf.tracepoint_args("no_such_tracepoint_here").is_none());
     }
 
     /// A small BTF, written the way the kernel writes one.

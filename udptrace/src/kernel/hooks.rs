@@ -140,11 +140,11 @@ impl Hook {
         self.variants.iter().find(|v| v.mode == mode)
     }
 
-    /// The modes to try for this hook when the user asked for `wanted`: a hook that exists only as a
-    /// cgroup program is that, whatever the mode.
+    /// The modes to try for this hook when the user asked for `wanted`: a hook that exists in one mode only
+    /// (a cgroup program; the raw tracepoint every kernel has for drops) is that, whatever the mode.
     pub fn modes(&self, wanted: &[AttachMode]) -> Vec<AttachMode> {
         match self.variants {
-            [only] if only.mode == AttachMode::Cgroup => vec![AttachMode::Cgroup],
+            [only] => vec![only.mode],
             _ => wanted.to_vec(),
         }
     }
@@ -263,6 +263,21 @@ pub static HOOKS: &[Hook] = &[
                 limits: "IPv4 only; rate-limited errors as per-namespace counts from the kernel's counters",
             },
         ],
+    },
+    Hook {
+        name: "udp_dropped",
+        observes: "a UDP datagram the kernel drops, with its reason (udp_dropped)",
+        // skb:kfree_skb fires for packets the kernel drops, never for those it delivers or sends: one
+        // raw tracepoint, in every mode (a kprobe or fentry on kfree_skb_reason would see the same, later
+        // renamed sk_skb_reason_drop, at a higher cost).
+        variants: &[Variant {
+            mode: AttachMode::Tracepoint,
+            programs: &[program("tp_kfree_skb", RawTracepoint { category: "skb", name: "kfree_skb" })],
+            since: "5.10 (the drop reason 5.17, the socket that dropped it on receive 6.11)",
+            limits: "the reason from 5.17 (before, only where: the kernel function); the socket and its owner, \
+                     rcvbuf and queue length at the drop from 6.11; before, a socket that drops on receive is \
+                     looked up in the socket table by the datagram's addresses, and its queue length is not known",
+        }],
     },
 ];
 

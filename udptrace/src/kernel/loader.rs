@@ -61,6 +61,10 @@ pub struct KernelFacts {
     pub release: String,
     /// The text of `udptrace_common::NOT_ICMP_REPORTERS` (zero where `/proc/kallsyms` does not show it).
     pub not_icmp_reporters: [udptrace_common::TextRange; 5],
+    /// How many arguments `skb:kfree_skb` passes (2 before 5.17, 3, 4 from 6.11; 0 if it is not there).
+    pub kfree_skb_args: u8,
+    /// `enum skb_drop_reason` (5.17+): each value's name, lower case without `SKB_DROP_REASON_`.
+    pub drop_reasons: std::collections::HashMap<u32, String>,
 }
 
 impl KernelFacts {
@@ -88,7 +92,17 @@ impl KernelFacts {
                 Target::Cgroup(_) => {}
             }
         }
+        let drop_reasons = btf
+            .enum_values("skb_drop_reason")
+            .into_iter()
+            .filter_map(|(value, name)| {
+                let name = name.strip_prefix("SKB_DROP_REASON_").or_else(|| name.strip_prefix("SKB_"))?;
+                Some((u32::try_from(value).ok()?, name.to_ascii_lowercase()))
+            })
+            .collect();
         Ok(Self {
+            kfree_skb_args: btf.tracepoint_args("kfree_skb").map_or(0, |n| n.min(4) as u8),
+            drop_reasons,
             offsets: btf.kernel_offsets()?,
             functions,
             tracepoints,

@@ -14,7 +14,8 @@ use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd};
 use aya::Ebpf;
 
 /// The programs that open an event: an ICMP error's entry into UDP, an ICMP error being sent, and the
-/// tracepoints, which are an event each.
+/// tracepoints, which are an event each. A skipped `tp_kfree_skb` may have been the drop of any packet,
+/// not only a UDP datagram: it is counted lost all the same, as what udptrace could not see.
 const OPENERS: &[&str] = &[
     "fentry_udp4_lib_err",
     "fentry_udp_err",
@@ -29,6 +30,7 @@ const OPENERS: &[&str] = &[
     "kprobe_icmp_send",
     "kprobe_icmp6_send",
     "tp_icmp_send",
+    "tp_kfree_skb",
 ];
 
 /// `BPF_OBJ_GET_INFO_BY_FD` (include/uapi/linux/bpf.h).

@@ -4,7 +4,7 @@
 use udptrace_common::{icmp, icmpv6};
 
 use crate::{
-    domain::{Cause, Family, IcmpSent, IcmpSuppressed, Scope, SocketError, Verdict},
+    domain::{Cause, Family, IcmpSent, IcmpSuppressed, Scope, SocketError, UdpDropped, Verdict},
     kernel::tables::errno_name,
 };
 
@@ -114,6 +114,17 @@ pub fn explain_socket_error(e: &SocketError) -> String {
 
 /// One short sentence: why this host sent the ICMP error.
 pub fn explain_icmp_sent(e: &IcmpSent) -> String {
+    let why = icmp_sent_cause(e);
+    if e.rate_limited.is_none() {
+        return format!(
+            "{why}; seen where the kernel decides to answer, before the rate limits, which tracepoint mode does not \
+             see: any they stopped are counted as icmp_suppressed"
+        );
+    }
+    why
+}
+
+fn icmp_sent_cause(e: &IcmpSent) -> String {
     let port = e.packet.and_then(|p| p.ports.map(|(_, dport)| (proto_name(p.proto), dport)));
     match e.cause {
         Cause::NoListener => match port {
@@ -134,6 +145,66 @@ pub fn explain_icmp_sent(e: &IcmpSent) -> String {
         Cause::FragNeeded => "the packet may not be fragmented (DF) and is larger than the next link's MTU".to_owned(),
         Cause::Other => "sent by another kernel path".to_owned(),
     }
+}
+
+/// What a drop reason means, and what to do about it: the reasons UDP meets, by their names in `enum
+/// skb_drop_reason` (include/net/dropreason-core.h from 6.4, include/net/dropreason.h in 6.0 to 6.3,
+/// include/linux/skbuff.h in 5.17 to 5.19). A reason not listed here is named, not explained.
+fn reason_sentence(reason: &str) -> Option<&'static str> {
+    Some(match reason {
+        "socket_rcvbuff" => {
+            "the socket's receive buffer was full: its process reads too slowly; raise SO_RCVBUF (capped by net.core.rmem_max) or read faster"
+        }
+        "proto_mem" => "UDP's memory limit was reached (net.ipv4.udp_mem): the host's UDP sockets hold too much unread",
+        "socket_filter" => "the socket's filter (SO_ATTACH_FILTER, a BPF program) refused it",
+        "socket_close" => "its socket closed with it still queued, unread",
+        "netfilter_drop" => "a firewall DROP rule (nftables/iptables): the sender gets no error",
+        "neigh_failed" => {
+            "the next hop did not answer ARP/ND: the host is down or not on this link; the sender may get EHOSTUNREACH"
+        }
+        "neigh_queuefull" => "too many datagrams waited for ARP/ND to answer (net.ipv4.neigh.*.unres_qlen_bytes)",
+        "udp_csum" => "its UDP checksum was wrong: damaged on the way, or a NIC offload bug",
+        "no_socket" => "no socket took it, and no port unreachable answered it (rate-limited, or not sent)",
+        "xfrm_policy" => "an IPsec policy refused it",
+        "ip_noproto" => "no protocol handler for it",
+        "otherhost" => "it was addressed to another host's MAC address",
+        "ip_csum" | "ip_inhdr" => "its IP header was bad",
+        "ip_rpfilter" => {
+            "reverse-path filtering dropped it (net.ipv4.conf.*.rp_filter): the route back to its source is elsewhere"
+        }
+        "unicast_in_l2_multicast" => "a unicast IP packet in a link-layer multicast frame",
+        "ip_outnoroutes" | "ip_inaddrerrors" | "ip_innoroutes" => "no route for it",
+        "pkt_too_small" => "it was shorter than its headers say",
+        "tc_drop" | "tc_ingress" | "tc_egress" => "a tc filter or action dropped it",
+        "qdisc_drop" => "the interface's queue (qdisc) was full",
+        "cpu_backlog" => "the CPU's receive backlog was full (net.core.netdev_max_backlog)",
+        "dev_ready" => "the interface was down",
+        "full_ring" => "the device's ring was full",
+        "not_specified" => "the kernel gave no reason at this place",
+        _ => return None,
+    })
+}
+
+/// One short sentence: what dropping this datagram means, and what to do.
+pub fn explain_udp_dropped(e: &UdpDropped) -> String {
+    let at = e.location.as_deref().map(|l| format!(" in {l}")).unwrap_or_default();
+    let mut text = match e.reason.as_deref() {
+        Some(reason) => match reason_sentence(reason) {
+            Some(sentence) => sentence.to_owned(),
+            None => format!("the kernel's reason is {reason}{at}"),
+        },
+        None if e.reason_code.is_some() => format!("a reason this kernel's BTF does not name{at}"),
+        None => format!("this kernel gives no drop reason (before 5.17); it was dropped{at}"),
+    };
+    if e.reason.as_deref() == Some("socket_rcvbuff")
+        && let (Some(rcvbuf), Some(queued)) = (e.rcvbuf, e.queued)
+    {
+        text.push_str(&format!(" ({queued} of {rcvbuf} bytes queued)"));
+    }
+    if e.count > 1 {
+        text.push_str(&format!("; {} such drops", e.count));
+    }
+    text
 }
 
 /// Which limit stopped the error, and the sysctl that governs it.

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::{Lines, Sink, endpoint, explain::proto_name, rfc3339};
 use crate::{
-    domain::{Event, Family, IcmpSent, IcmpSuppressed, Packet, SocketError},
+    domain::{Event, Family, IcmpSent, IcmpSuppressed, Packet, SocketError, UdpDropped},
     kernel::tables::errno_name,
 };
 
@@ -36,6 +36,7 @@ pub fn json(event: &Event) -> Value {
         Event::SocketError(e) => socket_error_json(e),
         Event::IcmpSent(e) => icmp_sent_json(e),
         Event::IcmpSuppressed(e) => icmp_suppressed_json(e),
+        Event::UdpDropped(e) => udp_dropped_json(e),
         Event::Lost { time, count } => json!({
             "event": "lost",
             "time": rfc3339(*time),
@@ -109,6 +110,32 @@ fn icmp_sent_json(e: &IcmpSent) -> Value {
         "icmp": { "type": e.icmp.icmp_type, "code": e.icmp.code },
         "packet": packet_json(e.packet),
         "cause": e.cause.as_str(),
+        "rate_limited": e.rate_limited,
+    })
+}
+
+fn udp_dropped_json(e: &UdpDropped) -> Value {
+    let owner = e.owner.as_ref();
+    json!({
+        "event": "udp_dropped",
+        "time": rfc3339(e.meta.time),
+        "netns": e.meta.netns,
+        "probe": e.meta.probe.as_str(),
+        "family": e.family.as_str(),
+        "packet": packet_json(Some(e.packet)),
+        "reason": e.reason.as_deref(),
+        "location": e.location.as_deref(),
+        "direction": e.direction.as_str(),
+        "local": e.local.map(|l| l.to_string()),
+        "pid": owner.map(|o| o.pid),
+        "tid": owner.and_then(|o| o.tid),
+        "comm": owner.map(|o| o.comm.as_str()),
+        "cgroup": owner.and_then(|o| o.cgroup.as_deref()),
+        "container": owner.and_then(|o| o.container.as_deref()),
+        "holders": if e.kernel_socket { Some(0) } else { owner.and_then(|o| o.holders) },
+        "rcvbuf": e.rcvbuf,
+        "queued": e.queued,
+        "count": e.count,
     })
 }
 
@@ -121,6 +148,35 @@ mod tests {
 
     fn icmp_sent() -> IcmpSent {
         IcmpSent { cause: Cause::NoListener, ..samples::icmp_sent() }
+    }
+
+    #[test]
+    fn udp_dropped_json_has_the_schema_fields() {
+        let value = json(&Event::UdpDropped(samples::rcvbuf_drop()));
+        assert_eq!(
+            value,
+            json!({
+                "event": "udp_dropped",
+                "time": "2023-11-14T22:13:25.000000Z",
+                "netns": 4026532001u32,
+                "probe": "tracepoint",
+                "family": "ipv4",
+                "packet": {"src": "10.0.0.1:5000", "dst": "10.0.0.2:9996", "proto": "udp"},
+                "reason": "socket_rcvbuff",
+                "location": "udp_queue_rcv_one_skb",
+                "direction": "in",
+                "local": "0.0.0.0:9996",
+                "pid": 700,
+                "tid": 700,
+                "comm": "slow-reader",
+                "cgroup": null,
+                "container": null,
+                "holders": null,
+                "rcvbuf": 212992,
+                "queued": 213504,
+                "count": 1,
+            })
+        );
     }
 
     #[test]
@@ -163,6 +219,7 @@ mod tests {
                 "icmp": {"type": 3, "code": 3},
                 "packet": {"src": "10.0.0.2:40312", "dst": "10.0.0.9:8888", "proto": "udp"},
                 "cause": "no_listener",
+                "rate_limited": false,
             })
         );
     }

@@ -56,6 +56,7 @@ pub struct Metrics {
     socket_errors: Family<Labels, Counter>,
     icmp_sent: Family<Labels, Counter>,
     icmp_suppressed: Family<Labels, Counter>,
+    udp_drops: Family<Labels, Counter>,
     lost: Counter,
     /// Label events with addresses (`--metrics-addresses`).
     addresses: bool,
@@ -83,6 +84,13 @@ impl Metrics {
             "ICMP errors this host would have sent and a rate limit stopped, by scope and family",
             icmp_suppressed.clone(),
         );
+        let udp_drops = Family::<Labels, Counter>::default();
+        registry.register(
+            "udp_drops",
+            "UDP datagrams the kernel dropped, by drop reason (\"unknown\" on kernels without reasons), direction and \
+             family",
+            udp_drops.clone(),
+        );
         let lost = Counter::default();
         registry.register(
             "lost_events",
@@ -96,7 +104,7 @@ impl Metrics {
             modes.get_or_create(&vec![("hook", (*hook).to_owned()), ("mode", (*mode).to_owned())]).set(1);
         }
         registry.register("hook_mode", "The mode each logical hook attached in (1 for the active one)", modes);
-        Self { registry: Arc::new(registry), socket_errors, icmp_sent, icmp_suppressed, lost, addresses }
+        Self { registry: Arc::new(registry), socket_errors, icmp_sent, icmp_suppressed, udp_drops, lost, addresses }
     }
 
     /// Counts one event that passed the filters.
@@ -123,6 +131,17 @@ impl Metrics {
                     labels.push(("dst", e.attempt.as_ref().map_or_else(|| "unknown".to_owned(), destination)));
                 }
                 self.icmp_suppressed.get_or_create(&labels).inc_by(e.count);
+            }
+            Event::UdpDropped(e) => {
+                let mut labels = vec![
+                    ("reason", e.reason.clone().unwrap_or_else(|| "unknown".to_owned())),
+                    ("direction", e.direction.as_str().to_owned()),
+                    ("family", e.family.as_str().to_owned()),
+                ];
+                if self.addresses {
+                    labels.push(("dst", endpoint(&e.packet, false)));
+                }
+                self.udp_drops.get_or_create(&labels).inc_by(e.count);
             }
             Event::Lost { count, .. } => {
                 self.lost.inc_by(*count);
@@ -288,7 +307,14 @@ mod tests {
         metrics.count(&refused);
         metrics.count(&sent);
         metrics.count(&Event::Lost { time: std::time::UNIX_EPOCH, count: 4 });
+        let mut flood = samples::rcvbuf_drop();
+        flood.count = 300;
+        metrics.count(&Event::UdpDropped(flood));
         let text = metrics.encode();
+        assert!(
+            text.contains("udptrace_udp_drops_total{reason=\"socket_rcvbuff\",direction=\"in\",family=\"ipv4\"} 300"),
+            "{text}"
+        );
         assert!(
             text.contains(
                 "udptrace_socket_errors_total{errno=\"ECONNREFUSED\",verdict=\"delivered\",family=\"ipv4\"} 2"

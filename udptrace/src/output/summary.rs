@@ -137,6 +137,21 @@ impl Key {
                 },
                 e.count,
             )),
+            Event::UdpDropped(e) => Some((
+                Key {
+                    event: "udp_dropped",
+                    errno: None,
+                    outcome: e
+                        .reason
+                        .clone()
+                        .or_else(|| e.location.as_ref().map(|l| format!("in {l}")))
+                        .unwrap_or_else(|| "?".to_owned()),
+                    address: Some(endpoint(&e.packet, false)),
+                    pid: e.owner.as_ref().map(|o| o.pid),
+                    comm: e.owner.as_ref().map(|o| o.comm.clone()),
+                },
+                e.count,
+            )),
             Event::Lost { .. } => None,
         }
     }

@@ -8,7 +8,9 @@ use std::{
 
 use super::{
     Lines, Sink, endpoint, escape,
-    explain::{explain_icmp_sent, explain_icmp_suppressed, explain_socket_error, icmp_name, proto_name},
+    explain::{
+        explain_icmp_sent, explain_icmp_suppressed, explain_socket_error, explain_udp_dropped, icmp_name, proto_name,
+    },
     rfc3339,
 };
 use crate::{
@@ -191,6 +193,20 @@ pub fn styled_text(event: &Event, color: bool) -> String {
             .column(&format!("icmp {}", icmp_name(e.family, e.icmp.icmp_type, e.icmp.code)), 0, None)
             .column(&format!("netns {}", e.meta.netns), 0, None)
             .explanation(&explain_icmp_sent(e)),
+        Event::UdpDropped(e) => {
+            let mut line = Line::new(color, e.meta.time);
+            line.column("udp_dropped", WHAT, Some(Tone::Ignored))
+                .column(e.reason.as_deref().or(e.location.as_deref()).unwrap_or("?"), WHY, Some(Tone::Ignored))
+                .column(&format!("{} {}", e.direction.as_str(), about(Some(e.packet))), FLOW, None);
+            if e.count > 1 {
+                line.column(&format!("x{}", e.count), 0, None);
+            }
+            if let Some(local) = e.local {
+                let owner = if e.kernel_socket { "kernel socket".to_owned() } else { owner_text(e.owner.as_ref()) };
+                line.column(&format!("socket {local} {owner}"), 0, None);
+            }
+            line.column(&format!("netns {}", e.meta.netns), 0, None).explanation(&explain_udp_dropped(e))
+        }
         Event::Lost { time, count } => Line::new(color, *time)
             .column("lost", WHAT, Some(Tone::Lost))
             .column(&format!("{count} events"), WHY, Some(Tone::Lost))
@@ -213,6 +229,19 @@ mod tests {
 
     fn icmp_sent() -> IcmpSent {
         IcmpSent { cause: Cause::NoListener, ..samples::icmp_sent() }
+    }
+
+    #[test]
+    fn a_drop_line_says_why_where_and_whose() {
+        let mut drop = samples::rcvbuf_drop();
+        drop.count = 4711;
+        assert_eq!(
+            text(&Event::UdpDropped(drop)),
+            "22:13:25.000000  udp_dropped      socket_rcvbuff       in udp 10.0.0.1:5000 -> 10.0.0.2:9996          \
+             x4711  socket 0.0.0.0:9996 pid 700 slow-reader  netns 4026532001  (the socket's receive buffer was \
+             full: its process reads too slowly; raise SO_RCVBUF (capped by net.core.rmem_max) or read faster \
+             (213504 of 212992 bytes queued); 4711 such drops)"
+        );
     }
 
     #[test]

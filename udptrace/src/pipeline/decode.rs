@@ -7,13 +7,13 @@ use std::{
 };
 
 use udptrace_common::{
-    AF_INET, AF_INET6, EventHeader, IcmpSent as RawIcmpSent, SocketError as RawSocketError, icmp_sent_flags, kind,
-    probe, socket_error_flags, verdict,
+    AF_INET, AF_INET6, EventHeader, IcmpSent as RawIcmpSent, SocketError as RawSocketError,
+    UdpDropped as RawUdpDropped, drops, icmp_sent_flags, kind, probe, socket_error_flags, udp_dropped_flags, verdict,
 };
 
 use crate::domain::{
-    AttachMode, Cause, Event, Family, Icmp, IcmpSent, IcmpSuppressed, Meta, OwnerInfo, Packet, Scope, SocketError,
-    Verdict,
+    AttachMode, Cause, Direction, Event, Family, Icmp, IcmpSent, IcmpSuppressed, Meta, OwnerInfo, Packet, Scope,
+    SocketError, UdpDropped, Verdict,
 };
 
 /// The family of a record's `family` byte.
@@ -189,7 +189,9 @@ pub fn decode(bytes: &[u8], clock: Clock) -> Result<Event, DecodeError> {
                     proto: raw.proto,
                 }),
                 stack: raw.stack[..frames.min(raw.stack.len())].to_vec(),
-                cause: Cause::Other,
+                // Seen at the drop that follows `icmpv6_send()` in `__udp6_lib_rcv`: no listener.
+                cause: if raw.flags & icmp_sent_flags::AT_DROP != 0 { Cause::NoListener } else { Cause::Other },
+                rate_limited: (raw.flags & icmp_sent_flags::AT_DROP == 0).then_some(false),
                 count: 1,
             };
             if header.kind == kind::ICMP_SENT {
@@ -204,8 +206,41 @@ pub fn decode(bytes: &[u8], clock: Clock) -> Result<Event, DecodeError> {
                 attempt: Some(sent),
             }))
         }
+        kind::UDP_DROPPED => {
+            let raw: RawUdpDropped = read_record(bytes, header.kind)?;
+            Ok(Event::UdpDropped(udp_dropped(&raw, family, clock)?))
+        }
         other => Err(DecodeError::UnknownKind(other)),
     }
+}
+
+fn udp_dropped(raw: &RawUdpDropped, family: Family, clock: Clock) -> Result<UdpDropped, DecodeError> {
+    let has = |bit: u8| raw.flags & bit != 0;
+    let socket = has(udp_dropped_flags::SOCKET_KNOWN);
+    let rcvbuf = has(udp_dropped_flags::RCVBUF_KNOWN);
+    Ok(UdpDropped {
+        meta: meta(&raw.header, clock)?,
+        family,
+        packet: Packet {
+            src: addr(family, raw.src),
+            dst: addr(family, raw.dst),
+            ports: Some((raw.sport, raw.dport)),
+            proto: raw.proto,
+        },
+        direction: if raw.direction == drops::OUT { Direction::Out } else { Direction::In },
+        reason_code: (raw.reason != drops::NO_REASON).then_some(raw.reason),
+        reason: None,
+        location_addr: raw.location,
+        location: None,
+        local: socket.then(|| SocketAddr::new(addr(family, raw.local_addr), raw.local_port)),
+        sock_ino: (socket && raw.sock_ino != 0).then_some(raw.sock_ino),
+        owner: has(udp_dropped_flags::OWNER_KNOWN).then(|| recorded_owner(&raw.owner)),
+        kernel_socket: false,
+        rcvbuf: rcvbuf.then_some(raw.rcvbuf),
+        queued: rcvbuf.then_some(raw.queued),
+        ifindex: raw.ifindex,
+        count: 1,
+    })
 }
 
 #[cfg(test)]
@@ -342,6 +377,63 @@ mod tests {
         let Event::IcmpSent(e) = decode(&bytes_of(&raw), CLOCK).unwrap() else { panic!() };
         assert!(e.stack.is_empty());
         assert_eq!(e.packet.unwrap().ports, None);
+    }
+
+    /// What the programs record for `samples::rcvbuf_drop()`.
+    fn raw_rcvbuf_drop() -> RawUdpDropped {
+        let mut raw = RawUdpDropped {
+            header: header(kind::UDP_DROPPED, AF_INET),
+            sport: 5000,
+            dport: 9996,
+            reason: 9,
+            location: 0xffff_ffff_8300_0030,
+            local_port: 9996,
+            direction: drops::IN,
+            proto: 17,
+            flags: udp_dropped_flags::SOCKET_KNOWN | udp_dropped_flags::OWNER_KNOWN | udp_dropped_flags::RCVBUF_KNOWN,
+            ifindex: 2,
+            rcvbuf: 212992,
+            queued: 213504,
+            sock_ino: 88002,
+            owner: udptrace_common::Owner { pid: 700, tid: 700, cgroup_id: 0, comm: *b"slow-reader\0\0\0\0\0" },
+            ..Default::default()
+        };
+        raw.src[..4].copy_from_slice(&[10, 0, 0, 1]);
+        raw.dst[..4].copy_from_slice(&[10, 0, 0, 2]);
+        raw
+    }
+
+    #[test]
+    fn decodes_a_drop_with_its_socket() {
+        let Event::UdpDropped(mut e) = decode(&bytes_of(&raw_rcvbuf_drop()), CLOCK).unwrap() else {
+            panic!()
+        };
+        // Names come later, from the kernel's BTF and symbols (`enrich`).
+        assert_eq!((e.reason.take(), e.location.take()), (None, None));
+        let mut want = samples::rcvbuf_drop();
+        (want.reason, want.location) = (None, None);
+        want.owner.as_mut().unwrap().cgroup_id = Some(0);
+        assert_eq!(e, want);
+    }
+
+    #[test]
+    fn a_drop_without_reason_or_socket_says_so() {
+        let mut raw = raw_rcvbuf_drop();
+        raw.reason = drops::NO_REASON;
+        raw.direction = drops::OUT;
+        raw.flags = 0;
+        let Event::UdpDropped(e) = decode(&bytes_of(&raw), CLOCK).unwrap() else { panic!() };
+        assert_eq!(e.reason_code, None);
+        assert_eq!(e.direction, Direction::Out);
+        assert_eq!((e.local, e.sock_ino, e.owner, e.rcvbuf, e.queued), (None, None, None, None, None));
+    }
+
+    #[test]
+    fn an_icmp_seen_at_its_drop_is_no_listener_and_rate_limits_unseen() {
+        let mut raw = raw_icmp_sent_v4();
+        raw.flags |= icmp_sent_flags::AT_DROP;
+        let Event::IcmpSent(e) = decode(&bytes_of(&raw), CLOCK).unwrap() else { panic!() };
+        assert_eq!((e.cause, e.rate_limited), (Cause::NoListener, None));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::{
 use udptrace_common::{AF_INET, AF_INET6, AddrFilter, FILTER_VALUES, IcmpMask, TASK_COMM_LEN};
 
 use crate::{
-    domain::{Event, Family, IcmpSent, SocketError},
+    domain::{Event, Family, IcmpSent, SocketError, UdpDropped},
     kernel::tables::{errno_name, errno_number, icmp_errno},
 };
 
@@ -255,6 +255,7 @@ impl Filter {
                         }
                     }
             }
+            Event::UdpDropped(e) => self.udp_dropped(e),
             Event::Lost { .. } => true,
         }
     }
@@ -300,11 +301,38 @@ impl Filter {
             && (self.addrs.is_empty() || self.any_addr(&addrs) && !addrs.is_empty())
             && self.any_errno(icmp_errno(e.family, e.icmp.icmp_type, e.icmp.code).map(|(errno, _)| errno))
     }
+
+    /// A drop gives no errno: `--errno` leaves it out. `-p` and `--comm` select the socket's owner.
+    fn udp_dropped(&self, e: &UdpDropped) -> bool {
+        let owner = e.owner.as_ref();
+        let (sport, dport) = e.packet.ports.unwrap_or_default();
+        let addrs: Vec<IpAddr> = [e.packet.src, e.packet.dst].into_iter().chain(e.local.map(|l| l.ip())).collect();
+        self.any_netns(e.meta.netns)
+            && (self.pids.is_empty() || owner.is_some_and(|o| self.pids.contains(&o.pid)))
+            && (self.comms.is_empty() || owner.is_some_and(|o| self.comms.contains(&o.comm)))
+            && self.any_port(&[sport, dport])
+            && self.any_addr(&addrs)
+            && self.errnos.is_empty()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_drop_is_selected_by_its_packet_and_its_socket_owner_but_has_no_errno() {
+        let drop = Event::UdpDropped(crate::domain::samples::rcvbuf_drop());
+        let filter = |f: Filter| f.matches(&drop);
+        assert!(filter(Filter::default()));
+        assert!(filter(Filter { pids: vec![700], ..Default::default() }));
+        assert!(!filter(Filter { pids: vec![701], ..Default::default() }));
+        assert!(filter(Filter { ports: vec![5000], ..Default::default() }));
+        assert!(!filter(Filter { ports: vec![53], ..Default::default() }));
+        assert!(filter(Filter { addrs: vec![parse_prefix("10.0.0.1/32").unwrap()], ..Default::default() }));
+        assert!(!filter(Filter { errnos: vec![libc::ECONNREFUSED], ..Default::default() }));
+        assert!(!filter(Filter { netns: vec![1], ..Default::default() }));
+    }
     use crate::domain::{AttachMode, Cause, Icmp, Meta, OwnerInfo, Packet, Verdict};
 
     fn meta(netns: u32) -> Meta {
@@ -343,6 +371,7 @@ mod tests {
             }),
             stack: Vec::new(),
             cause: Cause::NoListener,
+            rate_limited: Some(false),
             count: 1,
         })
     }

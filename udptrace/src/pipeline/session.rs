@@ -20,7 +20,7 @@ use super::{
     enrich::Enricher,
     filter::Filter,
     source::Source,
-    tally::Tally,
+    tally::{DropCounts, Tally},
 };
 use crate::{domain::Event, output::Sink};
 
@@ -53,6 +53,8 @@ pub struct Stages {
     pub logs: Option<aya_log::EbpfLogger<crate::kernel::loader::ProgramLog>>,
     /// The counts the programs keep instead of records, when only counts are wanted.
     pub tally: Option<Tally>,
+    /// The drops the drop program counted.
+    pub drops: Option<DropCounts>,
 }
 
 /// What a session saw, for the closing line.
@@ -144,6 +146,8 @@ pub async fn run(mut source: Source, stages: Stages, sinks: Vec<Box<dyn Sink>>, 
     // What arrived before the stop is still shown, unless an output is gone or the count is reached.
     // Bounded: under a flood records keep coming until the programs are detached.
     if matches!(stop, Stop::Signal | Stop::Duration) {
+        // The drops counted until now, before the closing line: their first ones may still be in the buffer,
+        // drained below.
         let _ = session.stop_tally();
         session.stages.enricher.end();
         for _ in 0..64 {
@@ -241,6 +245,7 @@ impl Session {
 
     /// Hands on what the programs counted since the last read.
     fn read_tally(&mut self) -> ControlFlow<Stop> {
+        self.read_drops()?;
         let Some(tally) = &mut self.stages.tally else { return ControlFlow::Continue(()) };
         let read = tally.read(self.clock);
         self.tallied(read)
@@ -248,9 +253,25 @@ impl Session {
 
     /// The programs hand records over again, and what they counted is handed on.
     fn stop_tally(&mut self) -> ControlFlow<Stop> {
+        self.read_drops()?;
         let Some(tally) = &mut self.stages.tally else { return ControlFlow::Continue(()) };
         let read = tally.stop(self.clock);
         self.tallied(read)
+    }
+
+    /// Hands on the drops counted since the last read. A failed read is said, and the drops the program
+    /// counts meanwhile wait for the next.
+    fn read_drops(&mut self) -> ControlFlow<Stop> {
+        let Some(drops) = &mut self.stages.drops else { return ControlFlow::Continue(()) };
+        let events = drops.read(self.clock).unwrap_or_else(|e| {
+            eprintln!("udptrace: warning: {}", crate::one_line(&e.context("reading the drops counted in the kernel")));
+            Vec::new()
+        });
+        let now = Instant::now();
+        for event in events {
+            self.stages.enricher.push(event, now);
+        }
+        self.pass_on()
     }
 
     fn tallied(&mut self, read: Result<Vec<Event>>) -> ControlFlow<Stop> {

@@ -19,7 +19,9 @@ use aya::{
     Ebpf,
     maps::{Array, MapData, PerCpuHashMap},
 };
-use udptrace_common::{IcmpSent as RawIcmpSent, SocketError as RawSocketError, names, tally};
+use udptrace_common::{
+    DropCount, IcmpSent as RawIcmpSent, SocketError as RawSocketError, UdpDropped as RawUdpDropped, drops, names, tally,
+};
 
 use super::decode::{Clock, boot_time_ns, decode};
 use crate::domain::Event;
@@ -102,6 +104,74 @@ impl Tally {
     }
 }
 
+/// The drops the program counted (`udptrace_common::drops`): read every second whatever the session shows,
+/// for the program counts a flow's drops after the first of each second whether records are wanted or not.
+pub struct DropCounts {
+    control: Array<MapData, u32>,
+    counts: [PerCpuHashMap<MapData, RawUdpDropped, DropCount>; 2],
+    /// The generation the program counts in.
+    current: usize,
+}
+
+impl DropCounts {
+    /// Takes the maps from `ebpf`, and tells the program whether it reports IPv6 port unreachables
+    /// (`icmp6_at_drop`: no hook sees `icmp6_send`).
+    pub fn start(ebpf: &mut Ebpf, icmp6_at_drop: bool) -> Result<Self> {
+        grace_period_available()?;
+        let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("the {name} map is missing"));
+        let mut control = Array::try_from(take(names::DROP_CONTROL)?)?;
+        let counts = [
+            PerCpuHashMap::try_from(take(names::DROP_TALLIES[0])?)?,
+            PerCpuHashMap::try_from(take(names::DROP_TALLIES[1])?)?,
+        ];
+        control.set(drops::GENERATION, 0, 0).context("setting the drop counts' generation")?;
+        control.set(drops::ICMP6_AT_DROP, u32::from(icmp6_at_drop), 0).context("configuring the drop program")?;
+        Ok(Self { control, counts, current: 0 })
+    }
+
+    /// What the program counted since the last read, one event per flow with its count; nothing to do (no
+    /// grace period waited for) when it counted nothing.
+    pub fn read(&mut self, clock: Clock) -> Result<Vec<Event>> {
+        let old = self.current;
+        if self.counts[old].keys().next().is_none() {
+            return Ok(Vec::new());
+        }
+        self.current = 1 - old;
+        self.control.set(drops::GENERATION, self.current as u32, 0).context("switching the drop counts")?;
+        grace_period()?;
+        let now = boot_time_ns();
+        let map = &mut self.counts[old];
+        let keys: Vec<RawUdpDropped> = map.keys().collect::<Result<_, _>>().context("listing the drop counts")?;
+        let mut read = Vec::with_capacity(keys.len());
+        for key in keys {
+            let values = map.get(&key, 0).context("reading a drop count")?;
+            let count = values.iter().map(|v| v.count).sum::<u64>();
+            let queued = values.iter().map(|v| v.queued).max().unwrap_or(0);
+            read.push((key, count, queued));
+        }
+        for (key, ..) in &read {
+            map.remove(key).context("emptying the drop counts")?;
+        }
+        let mut events = Vec::with_capacity(read.len());
+        for (mut key, count, queued) in read {
+            // Counted drops carry no time: they are stamped with the time they were read.
+            key.header.time_ns = now;
+            key.queued = queued;
+            if let Ok(event) = decode(bytes_of(&key), clock)
+                && count > 0
+            {
+                events.push(counted(event, count));
+            }
+        }
+        Ok(events)
+    }
+}
+
+fn bytes_of<K: aya::Pod>(record: &K) -> &[u8] {
+    // SAFETY: `K` is one of the programs' plain `#[repr(C)]` records (`aya::Pod`).
+    unsafe { std::slice::from_raw_parts((record as *const K).cast::<u8>(), size_of::<K>()) }
+}
+
 /// Every record of `map` as an event with its count summed over the CPUs; the map is left empty.
 fn drain<K: aya::Pod>(
     map: &mut PerCpuHashMap<MapData, K, u64>,
@@ -120,8 +190,7 @@ fn drain<K: aya::Pod>(
     let mut events = Vec::with_capacity(read.len());
     for (count, key) in read {
         let record = stamp(key);
-        // SAFETY: `K` is one of the programs' plain `#[repr(C)]` records (`aya::Pod`).
-        let bytes = unsafe { std::slice::from_raw_parts((&record as *const K).cast::<u8>(), size_of::<K>()) };
+        let bytes = bytes_of(&record);
         // A record the programs wrote decodes as it would from the buffer; one that does not is skipped
         // here as it is there, and the buffer's path says so.
         if let Ok(event) = decode(bytes, clock)
@@ -139,6 +208,7 @@ fn counted(mut event: Event, count: u64) -> Event {
         Event::SocketError(e) => e.count = count,
         Event::IcmpSent(e) => e.count = count,
         Event::IcmpSuppressed(e) => e.count = count,
+        Event::UdpDropped(e) => e.count = count,
         Event::Lost { .. } => {}
     }
     event

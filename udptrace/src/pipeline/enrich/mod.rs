@@ -22,7 +22,7 @@ use self::{
 use udptrace_common::{icmp, icmpv6};
 
 use crate::{
-    domain::{Cause, Event, Family, SocketError, Verdict},
+    domain::{Cause, Direction, Event, Family, SocketError, UdpDropped, Verdict},
     kernel::tables::icmp_errno,
     pipeline::decode::recorded_owner,
 };
@@ -44,6 +44,10 @@ pub struct Enricher {
     tunnels: Recent<u64, bool>,
     /// Sockets' creators as the programs recorded them, for sockets found in the socket table.
     creators: Option<Creators>,
+    /// The names of this kernel's drop reasons (`enum skb_drop_reason`), by value.
+    drop_reasons: std::collections::HashMap<u32, String>,
+    /// When the module list was last compared with the symbols' (see `name_drop`).
+    modules_checked: Instant,
     /// Print each `icmp_sent`'s kernel stack.
     verbose: bool,
     /// Events in arrival order, with when each arrived and whether its owner is still to be looked up.
@@ -55,7 +59,12 @@ pub struct Enricher {
 }
 
 impl Enricher {
-    pub fn new(creators: Option<Creators>, cgroup_root: Option<std::path::PathBuf>, verbose: bool) -> Self {
+    pub fn new(
+        creators: Option<Creators>,
+        cgroup_root: Option<std::path::PathBuf>,
+        drop_reasons: std::collections::HashMap<u32, String>,
+        verbose: bool,
+    ) -> Self {
         let kallsyms = match Kallsyms::load() {
             Ok(k) => Some(k),
             Err(e) => {
@@ -70,6 +79,8 @@ impl Enricher {
             kernel_sockets: Recent::default(),
             tunnels: Recent::default(),
             creators,
+            drop_reasons,
+            modules_checked: Instant::now(),
             verbose,
             queue: VecDeque::new(),
             wake_at: None,
@@ -97,6 +108,16 @@ impl Enricher {
                     self.classify(attempt);
                 }
             }
+            Event::UdpDropped(e) => {
+                self.name_drop(e);
+                if e.local.is_none() {
+                    self.find_receiving_socket(e);
+                }
+                match &mut e.owner {
+                    Some(owner) => self.owners.complete(owner),
+                    None => needs_owner = e.sock_ino.is_some(),
+                }
+            }
             Event::Lost { .. } => {}
         }
         self.queue.push_back((event, seen, needs_owner));
@@ -106,6 +127,20 @@ impl Enricher {
     pub fn next(&mut self) -> Option<Event> {
         let may_wait = !self.ending && self.queue.len() < MAX_WAITING;
         let (event, seen, needs_owner) = self.queue.front_mut()?;
+        if *needs_owner
+            && let Event::UdpDropped(e) = event
+            && let Some(ino) = e.sock_ino
+        {
+            match self.owners.by_socket_inode(ino, *seen, may_wait) {
+                Lookup::Found(owner) => e.owner = Some(owner),
+                // No process holds it: a kernel socket (a tunnel's), or one closed since.
+                Lookup::Unknown => e.kernel_socket = e.local.is_some(),
+                Lookup::Later(at) => {
+                    self.wake_at = Some(at);
+                    return None;
+                }
+            }
+        }
         if *needs_owner
             && let Event::SocketError(e) = event
             && let Some(ino) = e.sock_ino
@@ -182,10 +217,52 @@ impl Enricher {
         }
     }
 
+    /// The reason's name from the kernel's BTF, and the function that freed the datagram.
+    fn name_drop(&mut self, e: &mut UdpDropped) {
+        e.reason = e.reason_code.and_then(|code| self.drop_reasons.get(&code).cloned());
+        let Some(kallsyms) = &mut self.kallsyms else { return };
+        // A module loaded since start-up (nf_tables for the first rule) is not in the table yet, and its
+        // addresses would take the name of the last function before them: the module list is checked first,
+        // at most every 100 ms.
+        if self.modules_checked.elapsed() >= std::time::Duration::from_millis(100) {
+            kallsyms.refresh_if_modules_changed();
+            self.modules_checked = Instant::now();
+        }
+        e.location = kallsyms.function(e.location_addr).map(|n| crate::kernel::kallsyms::base_name(n).to_owned());
+    }
+
+    /// Before 6.11 the kernel does not say which socket dropped a datagram it received: for the drops that
+    /// happen at a socket, the socket table names the one the datagram was for, and its receive buffer.
+    /// What it held when the datagram was dropped is not known.
+    fn find_receiving_socket(&mut self, e: &mut UdpDropped) {
+        if e.direction != Direction::In || !at_a_socket(e) {
+            return;
+        }
+        let Some((sport, dport)) = e.packet.ports else { return };
+        let (local, remote) =
+            (std::net::SocketAddr::new(e.packet.dst, dport), std::net::SocketAddr::new(e.packet.src, sport));
+        let Some(found) = self.sockets.find(u64::from(e.meta.netns), e.ifindex, local, remote) else {
+            return;
+        };
+        e.local = Some(found.local);
+        e.sock_ino = Some(found.inode);
+        e.rcvbuf = found.rcvbuf;
+        if let Some(creators) = &self.creators
+            && let Ok(owner) = creators.get(&found.cookie, 0)
+        {
+            e.owner = Some(recorded_owner(&owner));
+        }
+    }
+
     fn classify(&mut self, e: &mut crate::domain::IcmpSent) {
         let Some(kallsyms) = &mut self.kallsyms else {
             return;
         };
+        // Seen at the drop that follows the kernel's decision (tracepoint mode, IPv6): its cause is known, and
+        // its stack is the drop's, not the sender's.
+        if e.rate_limited.is_none() {
+            return;
+        }
         e.cause = kallsyms.classify(&e.stack, e.family, e.icmp.icmp_type, e.icmp.code);
         if e.cause == Cause::Other {
             // A caller in a module loaded after start-up (nf_reject_ipv4 on the first REJECT) is not in the
@@ -197,6 +274,28 @@ impl Enricher {
             let frames: Vec<&str> = e.stack.iter().map(|&a| kallsyms.function(a).unwrap_or("?")).collect();
             eprintln!("udptrace: icmp_sent stack: {}", frames.join(" <- "));
         }
+    }
+}
+
+/// Whether a received datagram was dropped by the socket it reached: by reason (a full buffer, UDP's
+/// memory limit, the socket's filter), or, on kernels without reasons, by the function that dropped it
+/// (net/ipv4/udp.c, net/ipv6/udp.c: the socket's queue, where `__udp_queue_rcv_skb` may be inlined into
+/// its callers).
+fn at_a_socket(e: &UdpDropped) -> bool {
+    match (e.reason.as_deref(), e.reason_code) {
+        (Some(reason), _) => matches!(reason, "socket_rcvbuff" | "proto_mem" | "socket_filter"),
+        (None, Some(_)) => false,
+        (None, None) => matches!(
+            e.location.as_deref(),
+            Some(
+                "__udp_queue_rcv_skb"
+                    | "udp_queue_rcv_one_skb"
+                    | "udp_queue_rcv_skb"
+                    | "__udpv6_queue_rcv_skb"
+                    | "udpv6_queue_rcv_one_skb"
+                    | "udpv6_queue_rcv_skb"
+            )
+        ),
     }
 }
 
@@ -260,7 +359,7 @@ mod tests {
     /// Events leave in order; one whose owner /proc must name holds the ones behind it until it can.
     #[test]
     fn events_wait_in_order_for_an_owner_scan() {
-        let mut enricher = Enricher::new(None, None, false);
+        let mut enricher = Enricher::new(None, None, Default::default(), false);
         let first = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let ino = owner::tests::inode_of;
         let error_on = |ino: u64| Event::SocketError(SocketError { sock_ino: Some(ino), ..samples::socket_error() });

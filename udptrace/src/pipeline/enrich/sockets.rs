@@ -18,7 +18,7 @@ use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessa
 use netlink_packet_sock_diag::{
     SockDiagMessage,
     constants::{AF_INET, AF_INET6, IPPROTO_UDP, IPPROTO_UDPLITE},
-    inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
+    inet::{ExtensionFlags, InetRequest, SocketId, StateFlags, nlas::Nla},
 };
 use netlink_sys::{Socket, protocols::NETLINK_SOCK_DIAG};
 
@@ -81,6 +81,10 @@ pub struct Found {
     pub connected: bool,
     pub inode: u64,
     pub cookie: u64,
+    /// The socket's own address (it may be bound to any address).
+    pub local: SocketAddr,
+    /// Its receive buffer's size (`sk_rcvbuf`, from `INET_DIAG_SKMEMINFO`).
+    pub rcvbuf: Option<u32>,
 }
 
 /// What a lookup is for: the namespace, the interface, the quoted local and remote addresses.
@@ -232,7 +236,7 @@ fn request(protocol: u8, ifindex: u32, local: SocketAddr, remote: SocketAddr) ->
         SockDiagMessage::InetRequest(InetRequest {
             family: if local.is_ipv4() { AF_INET } else { AF_INET6 },
             protocol,
-            extensions: ExtensionFlags::empty(),
+            extensions: ExtensionFlags::SKMEMINFO,
             states: StateFlags::all(),
             socket_id: SocketId {
                 source_port: remote.port(),
@@ -260,7 +264,13 @@ fn query(
     Ok(match reply.payload {
         NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
             let cookie = response.header.socket_id.cookie;
+            let id = &response.header.socket_id;
             Some(Found {
+                local: SocketAddr::new(id.source_address, id.source_port),
+                rcvbuf: response.nlas.iter().find_map(|nla| match nla {
+                    Nla::MemInfo(m) => Some(m.receive_queue_max),
+                    _ => None,
+                }),
                 connected: response.header.state == TCP_ESTABLISHED,
                 inode: u64::from(response.header.inode),
                 cookie: u64::from(u32::from_ne_bytes(cookie[..4].try_into().expect("4 bytes")))

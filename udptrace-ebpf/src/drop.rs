@@ -1,0 +1,305 @@
+//! A UDP datagram the kernel drops: `udp_dropped`.
+//!
+//! Every mode hooks the raw tracepoint `skb:kfree_skb`, which fires where the kernel frees a packet it
+//! could not deliver (net/core/skbuff.c `kfree_skb_reason()`, `sk_skb_reason_drop()` from 6.11), never for
+//! one it delivered or sent (`consume_skb()` and `__consume_stateless_skb()` fire `skb:consume_skb` or
+//! nothing). Its arguments grew (include/trace/events/skb.h):
+//! - 5.10 to 5.16: `(struct sk_buff *skb, void *location)`;
+//! - 5.17: `enum skb_drop_reason reason`, whose numbers differ between kernels: user space names them from
+//!   the running kernel's BTF;
+//! - 6.11: `struct sock *rx_sk`, the socket that dropped it on receive (a full buffer, a socket filter).
+//!
+//! User space reads the count from BTF (`Config::kfree_skb_args`): a raw tracepoint's context holds only
+//! the arguments the tracepoint passes, so nothing past them is read.
+//!
+//! Only UDP and UDP-Lite are kept, from the packet's own IP header. A drop of a datagram this host just
+//! answered with a port unreachable (no listener, a REJECT rule) is that `icmp_sent`'s story and is not
+//! reported again: the ICMP programs note the packet (`send::note_port_unreachable`) and this one checks
+//! it first, which is all it does on the error path of a closed port.
+//!
+//! Floods: the first drop of a flow (reason, 5-tuple, socket) in a second is handed over; the next ones that
+//! second are counted in the kernel (`udptrace_common::drops`), and user space reads the counts each second.
+
+use core::intrinsics::AtomicOrdering;
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::BPF_NOEXIST,
+    macros::{map, raw_tracepoint},
+    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap},
+    programs::RawTracePointContext,
+};
+use udptrace_common::{
+    AF_INET, AF_INET6, DropCount, IPPROTO_UDP, IPPROTO_UDPLITE, KernelOffsets, UdpDropped, drops, kind, probe, stat,
+    udp_dropped_flags,
+};
+
+use crate::{
+    count,
+    filter::{self, config},
+    kernel::{Args, ReadResult, header, netns_inum, offsets, read, sock_netns},
+    output,
+    owner::socket_owner,
+    report, send, tally,
+};
+
+/// `ETH_P_IP`, `ETH_P_IPV6` (include/uapi/linux/if_ether.h), as `sk_buff.protocol` holds them.
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+/// IPv4 `frag_off`: the fragment offset bits. A later fragment carries no UDP header.
+const IP_OFFSET_MASK: u16 = 0x1fff;
+
+/// Which of the two generations below the program counts in, and whether IPv6 port unreachables are seen
+/// here (`udptrace_common::drops::GENERATION`, `ICMP6_AT_DROP`). User space writes them.
+#[map]
+static DROP_CONTROL: Array<u32> = Array::with_max_entries(drops::CONTROL_ENTRIES, 0);
+
+#[map]
+static UDP_DROPS_0: PerCpuHashMap<UdpDropped, DropCount> = PerCpuHashMap::with_max_entries(drops::ENTRIES, 0);
+#[map]
+static UDP_DROPS_1: PerCpuHashMap<UdpDropped, DropCount> = PerCpuHashMap::with_max_entries(drops::ENTRIES, 0);
+
+/// Flows whose first drop was handed over, and when. LRU: a flow pushed out only has its next drop handed
+/// over at once again.
+#[map]
+static DROPS_SEEN: LruHashMap<UdpDropped, u64> = LruHashMap::with_max_entries(drops::SEEN_ENTRIES, 0);
+
+/// `skb:kfree_skb`: `TP_PROTO(struct sk_buff *skb, void *location[, enum skb_drop_reason reason[, struct sock
+/// *rx_sk]])`.
+#[raw_tracepoint(tracepoint = "kfree_skb")]
+pub fn tp_kfree_skb(ctx: RawTracePointContext) -> i32 {
+    report(&ctx, "tp_kfree_skb", kfree_skb(&ctx)) as i32
+}
+
+/// How deep runs of this program nest on one CPU: one in a process (a drop on the way out) may be
+/// interrupted by one in a softirq, which runs to its end first. Each level builds its record in a slot of
+/// its own (a record on the stack would not fit beside the reads).
+const NESTING: u32 = 2;
+
+/// The slots, per nesting level.
+#[map]
+static DROP_SLOTS: PerCpuArray<UdpDropped> = PerCpuArray::with_max_entries(NESTING, 0);
+
+/// The level in use on this CPU.
+#[map]
+static DROP_DEPTH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn kfree_skb(ctx: &RawTracePointContext) -> ReadResult<()> {
+    let Some(depth) = DROP_DEPTH.get_ptr_mut(0) else { return Ok(()) };
+    // SAFETY: this CPU's entry; a nested run restores it before the interrupted one goes on.
+    let level = unsafe { *depth };
+    if level >= NESTING {
+        return Ok(());
+    }
+    let Some(event) = DROP_SLOTS.get_ptr_mut(level) else { return Ok(()) };
+    // SAFETY: as above; this level's slot is this run's alone.
+    unsafe { *depth = level + 1 };
+    let result = dropped(ctx, unsafe { &mut *event });
+    unsafe { *depth = level };
+    result
+}
+
+#[inline(always)]
+fn dropped(ctx: &RawTracePointContext, event: &mut UdpDropped) -> ReadResult<()> {
+    let skb: *const u8 = ctx.get(0)?;
+    if send::answered_port_unreachable(skb as u64) {
+        return Ok(());
+    }
+    let off = offsets();
+    let family = match u16::from_be(read::<u16>(skb, off.skb_protocol, "sk_buff.protocol")?) {
+        ETH_P_IP => AF_INET,
+        ETH_P_IPV6 => AF_INET6,
+        _ => return Ok(()),
+    };
+    *event = UdpDropped::default();
+    if !read_datagram(skb, &off, family, event)? {
+        return Ok(());
+    }
+    let args = config!(kfree_skb_args);
+    event.reason = if args >= 3 { ctx.get::<u64>(2)? as u32 } else { drops::NO_REASON };
+    if event.reason == config!(reason_no_socket)
+        && family == AF_INET6
+        && DROP_CONTROL.get(drops::ICMP6_AT_DROP).copied() == Some(1)
+    {
+        return send::icmp6_at_no_socket_drop(ctx, skb);
+    }
+    event.location = ctx.get::<u64>(1)?;
+    event.direction = if read::<u32>(skb, off.skb_iif, "sk_buff.skb_iif")? != 0 { drops::IN } else { drops::OUT };
+    // A datagram queued on a socket, freed when the socket closes unread, no longer has a device: the field
+    // holds UDP's own scratch data (`udp_skb_scratch`, net/ipv4/udp.c), which is not a pointer.
+    let (ifindex, mut netns) = device_of(skb, &off);
+    event.ifindex = ifindex;
+    // The socket it was dropped at (6.11), else, on the way out, the one sending it.
+    let rx_sk: *const u8 = if args >= 4 { ctx.get(3)? } else { core::ptr::null() };
+    let sk = if !rx_sk.is_null() {
+        rx_sk
+    } else if event.direction == drops::OUT {
+        read::<*const u8>(skb, off.skb_sk, "sk_buff.sk")?
+    } else {
+        core::ptr::null()
+    };
+    if !sk.is_null() && is_udp_socket(sk, &off, family)? {
+        fill_socket(sk, &off, family, event)?;
+        if sk == rx_sk {
+            event.rcvbuf = read::<u32>(sk, off.sk_rcvbuf, "sock.sk_rcvbuf")?;
+            event.queued = read::<u32>(sk, off.sk_rmem_alloc, "sock.sk_backlog.rmem_alloc")?;
+            event.flags |= udp_dropped_flags::RCVBUF_KNOWN;
+        }
+        if netns == 0 {
+            netns = sock_netns(sk, &off)?;
+        }
+    } else if netns == 0 {
+        let owner = read::<*const u8>(skb, off.skb_sk, "sk_buff.sk")?;
+        if !owner.is_null() {
+            netns = sock_netns(owner, &off).unwrap_or(0);
+        }
+    }
+    event.header = header(kind::UDP_DROPPED, probe::TRACEPOINT, family, netns);
+    if !filter::udp_dropped_passes(event, args >= 4) {
+        count(stat::FILTERED);
+        return Ok(());
+    }
+    hand_over_or_count(ctx, event);
+    Ok(())
+}
+
+/// The index and namespace of the packet's device; zeros when it has none, or the field does not hold one.
+#[inline(always)]
+fn device_of(skb: *const u8, off: &KernelOffsets) -> (u32, u32) {
+    let Ok(dev) = read::<*const u8>(skb, off.skb_dev, "sk_buff.dev") else { return (0, 0) };
+    if dev.is_null() {
+        return (0, 0);
+    }
+    let Ok(ifindex) = read::<u32>(dev, off.dev_ifindex, "net_device.ifindex") else { return (0, 0) };
+    let netns =
+        read::<*const u8>(dev, off.dev_net, "net_device.nd_net").and_then(|net| netns_inum(net, off)).unwrap_or(0);
+    (ifindex, netns)
+}
+
+/// Fills the addresses, ports and protocol from the packet's IP and UDP headers; `false` if it is not a UDP
+/// datagram with its header (another protocol, a later fragment, an IPv6 extension header first).
+#[inline(always)]
+fn read_datagram(skb: *const u8, off: &KernelOffsets, family: u16, event: &mut UdpDropped) -> ReadResult<bool> {
+    let head = read::<*const u8>(skb, off.skb_head, "sk_buff.head")?;
+    let ip = head.wrapping_add(read::<u16>(skb, off.skb_network_header, "sk_buff.network_header")? as usize);
+    let udp = if family == AF_INET {
+        // struct iphdr: version/ihl at 0, frag_off at 6, protocol at 9, saddr at 12, daddr at 16.
+        let h = read::<[u8; 20]>(ip, 0, "iphdr")?;
+        let ihl = usize::from(h[0] & 0x0f) * 4;
+        if h[0] >> 4 != 4 || ihl < 20 || u16::from_be_bytes([h[6], h[7]]) & IP_OFFSET_MASK != 0 {
+            return Ok(false);
+        }
+        event.proto = h[9];
+        event.src[..4].copy_from_slice(&h[12..16]);
+        event.dst[..4].copy_from_slice(&h[16..20]);
+        ip.wrapping_add(ihl)
+    } else {
+        // struct ipv6hdr: nexthdr at 6, saddr at 8, daddr at 24.
+        let h = read::<[u8; 40]>(ip, 0, "ipv6hdr")?;
+        if h[0] >> 4 != 6 {
+            return Ok(false);
+        }
+        event.proto = h[6];
+        event.src.copy_from_slice(&h[8..24]);
+        event.dst.copy_from_slice(&h[24..40]);
+        ip.wrapping_add(40)
+    };
+    if event.proto != IPPROTO_UDP && event.proto != IPPROTO_UDPLITE {
+        return Ok(false);
+    }
+    let ports = read::<[u8; 4]>(udp, 0, "udphdr")?;
+    event.sport = u16::from_be_bytes([ports[0], ports[1]]);
+    event.dport = u16::from_be_bytes([ports[2], ports[3]]);
+    Ok(true)
+}
+
+/// Whether `sk` is an inet UDP (or UDP-Lite) socket of the packet's family (a tunnel may send an IPv4
+/// datagram from an IPv6 socket: that one is left out).
+#[inline(always)]
+fn is_udp_socket(sk: *const u8, off: &KernelOffsets, family: u16) -> ReadResult<bool> {
+    let sk_family = read::<u16>(sk, off.sk_family, "sock.__sk_common.skc_family")?;
+    let protocol = read::<u16>(sk, off.sk_protocol, "sock.sk_protocol")?;
+    Ok(sk_family == family && (protocol == u16::from(IPPROTO_UDP) || protocol == u16::from(IPPROTO_UDPLITE)))
+}
+
+/// The socket's bound address and port, inode and owner.
+#[inline(always)]
+fn fill_socket(sk: *const u8, off: &KernelOffsets, family: u16, event: &mut UdpDropped) -> ReadResult<()> {
+    if family == AF_INET {
+        event.local_addr[..4].copy_from_slice(&read::<[u8; 4]>(sk, off.sk_rcv_saddr, "sock.skc_rcv_saddr")?);
+    } else {
+        event.local_addr = read::<[u8; 16]>(sk, off.sk_v6_rcv_saddr, "sock.skc_v6_rcv_saddr")?;
+    }
+    event.local_port = read::<u16>(sk, off.sk_num, "sock.skc_num")?;
+    event.flags |= udp_dropped_flags::SOCKET_KNOWN;
+    let (ino, owner) = socket_owner(sk)?;
+    event.sock_ino = ino;
+    if let Some(owner) = owner {
+        event.owner = owner;
+        event.flags |= udp_dropped_flags::OWNER_KNOWN;
+    }
+    Ok(())
+}
+
+/// The first drop of its flow this second is handed over; the others are counted. When only counts are
+/// wanted, every one is counted. One that finds its generation full is handed over.
+#[inline(always)]
+fn hand_over_or_count<C: EbpfContext>(ctx: &C, event: &mut UdpDropped) {
+    // The key: the record without what varies between two drops of one flow.
+    let (time, queued) = (event.header.time_ns, event.queued);
+    event.header.time_ns = 0;
+    event.queued = 0;
+    if !tally::counting() {
+        // SAFETY: a map lookup; the value is copied out.
+        let first = match unsafe { DROPS_SEEN.get(&*event) } {
+            Some(&at) => time.wrapping_sub(at) >= drops::PERIOD_NS,
+            None => true,
+        };
+        if first {
+            let _ = DROPS_SEEN.insert(&*event, &time, 0);
+            event.header.time_ns = time;
+            event.queued = queued;
+            output(ctx, event);
+            return;
+        }
+    }
+    if !add(&*event, queued) {
+        event.header.time_ns = time;
+        event.queued = queued;
+        output(ctx, event);
+    }
+}
+
+/// Counts one drop of `key` in this CPU's value of the current generation.
+#[inline(always)]
+fn add(key: &UdpDropped, queued: u32) -> bool {
+    let map = match DROP_CONTROL.get(drops::GENERATION).copied() {
+        Some(1) => &UDP_DROPS_1,
+        _ => &UDP_DROPS_0,
+    };
+    if increment(map, key, queued) {
+        return true;
+    }
+    // As in `tally::add`: another CPU may insert it first, and a full map fails both.
+    let first = DropCount { count: 1, queued, _pad0: 0 };
+    map.insert(key, &first, u64::from(BPF_NOEXIST)).is_ok() || increment(map, key, queued)
+}
+
+#[inline(always)]
+fn increment(map: &PerCpuHashMap<UdpDropped, DropCount>, key: &UdpDropped, queued: u32) -> bool {
+    match map.get_ptr_mut(key) {
+        Some(value) => {
+            // SAFETY: this CPU's value for `key`, valid for the program's run. Added atomically: a drop on the
+            // way out in a process may be interrupted by one in a softirq on this CPU.
+            unsafe {
+                core::intrinsics::atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*value).count, 1);
+                if queued > (*value).queued {
+                    (*value).queued = queued;
+                }
+            }
+            true
+        }
+        None => false,
+    }
+}
