@@ -1,0 +1,629 @@
+//! Datagrams the kernel drops (`udp_dropped`): at a full receive buffer, at a failed neighbour, at a bad
+//! checksum; and the closed IPv6 port that tracepoint mode now tells from its drop. Each count is checked
+//! against the kernel's own counters where it keeps one.
+
+use std::{
+    io,
+    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket},
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::{Value, json};
+
+use super::{
+    CLIENT_V4, CLOSED_PORT, Family, Results, SERVER_V4, TwoHosts, check_icmp_sent, check_socket_error, compare,
+    errno_check, no_option, outcome_of, packet, send_and_receive,
+};
+use crate::{
+    Config, Outcome,
+    helper::ClientProcess,
+    netns::Netns,
+    packets::{checksum, icmp_counters, set_int_option, udp_socket},
+    tracer::{Tracer, closing_counts, lost_in},
+};
+
+/// The hook that reports `udp_dropped` (`skb:kfree_skb`).
+const DROP_HOOK: &str = "udp_dropped";
+
+/// The running kernel's release, `(major, minor)`, from `uname -r`.
+fn kernel_release() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut numbers = release.trim().split(|c: char| !c.is_ascii_digit()).map(|n| n.parse().unwrap_or(0));
+    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0))
+}
+
+/// Whether `skb:kfree_skb` gives a drop reason here (5.17): before, `reason` is null and only the location
+/// tells where the kernel freed the datagram.
+pub(super) fn has_drop_reasons() -> bool {
+    kernel_release() >= (5, 17)
+}
+
+/// The mode the drop hook attached in, or why the drops cannot be checked.
+pub(super) fn drop_hook(config: &Config, tracer: &Tracer) -> Result<String, Outcome> {
+    tracer
+        .mode_of(DROP_HOOK)
+        .map(str::to_owned)
+        .ok_or_else(|| Outcome::Skip(format!("the {DROP_HOOK} hook did not attach in {} mode here", config.mode)))
+}
+
+/// What a drop must say about why: its reason where the kernel gives reasons, else (reason null) one of the
+/// functions that free it (any, when empty: which one depends on the kernel and its inlining).
+pub(super) struct Why {
+    pub reason: &'static str,
+    pub locations: &'static [&'static str],
+}
+
+/// A netfilter `drop` verdict. Before 5.17 `nf_hook_slow` frees it, called from the chain's verdict; the
+/// contract names `nft_do_chain`.
+pub(super) const NETFILTER_DROP: Why = Why { reason: "netfilter_drop", locations: &["nft_do_chain", "nf_hook_slow"] };
+const RCVBUF: Why =
+    Why { reason: "socket_rcvbuff", locations: &["__udp_queue_rcv_skb", "udp_queue_rcv_one_skb", "udp_queue_rcv_skb"] };
+const NEIGH_FAILED: Why = Why { reason: "neigh_failed", locations: &[] };
+const UDP_CSUM: Why = Why { reason: "udp_csum", locations: &["__udp4_lib_rcv", "udp_rcv"] };
+
+impl Why {
+    /// Whether `event` says this reason (or, without reasons, one of the locations).
+    fn says(&self, event: &Value) -> bool {
+        if has_drop_reasons() {
+            event["reason"] == self.reason
+        } else {
+            event["reason"].is_null()
+                && (self.locations.is_empty() || self.locations.iter().any(|l| event["location"] == *l))
+        }
+    }
+
+    fn describe(&self) -> String {
+        if has_drop_reasons() {
+            format!("reason {:?}", self.reason)
+        } else if self.locations.is_empty() {
+            "reason null (no reasons before 5.17)".to_owned()
+        } else {
+            format!("reason null and location one of {:?} (no reasons before 5.17)", self.locations)
+        }
+    }
+}
+
+/// A `udp_dropped` about the datagrams `src -> dst`, wherever it was seen.
+pub(super) fn is_drop_of(src: SocketAddr, dst: SocketAddr) -> impl Fn(&Value) -> bool {
+    move |e: &Value| {
+        e["event"] == "udp_dropped" && e["packet"]["src"] == src.to_string() && e["packet"]["dst"] == dst.to_string()
+    }
+}
+
+/// The drops the events matching `about` among `seen` stand for: the sum of their counts.
+fn drops_in(seen: &[Value], about: impl Fn(&Value) -> bool) -> u64 {
+    seen.iter().filter(|e| about(e)).map(|e| e["count"].as_u64().unwrap_or(0)).sum()
+}
+
+/// Waits until the drops matching `about` add up to `want` at least, or the event timeout; then watches a
+/// quiet period, long enough for a second's counted drops to arrive, for more. Returns the sum.
+fn await_drops(config: &Config, tracer: &mut Tracer, want: u64, about: impl Fn(&Value) -> bool) -> u64 {
+    let deadline = Instant::now() + config.event_timeout;
+    while drops_in(&tracer.seen, &about) < want && Instant::now() < deadline {
+        tracer.collect_for(Duration::from_millis(200));
+    }
+    tracer.collect_for(config.quiet_period);
+    drops_in(&tracer.seen, &about)
+}
+
+/// Every one of `events` must have `fields`, a count of at least 1, and the reason `why`.
+fn each_drop(events: &[&Value], fields: &Value, why: &Why) -> Outcome {
+    if events.is_empty() {
+        return Outcome::Fail("no udp_dropped to check".to_owned());
+    }
+    let wrong: Vec<String> = events
+        .iter()
+        .filter_map(|event| {
+            let outcome = match compare(event, fields) {
+                Outcome::Pass if event["count"].as_u64().is_none_or(|n| n == 0) => {
+                    Outcome::Fail(format!("count: got {}, want a positive number in {event}", event["count"]))
+                }
+                Outcome::Pass if !why.says(event) => Outcome::Fail(format!(
+                    "got reason {} and location {}, want {} in {event}",
+                    event["reason"],
+                    event["location"],
+                    why.describe()
+                )),
+                other => other,
+            };
+            match outcome {
+                Outcome::Fail(why) => Some(why),
+                _ => None,
+            }
+        })
+        .collect();
+    if wrong.is_empty() {
+        Outcome::Pass
+    } else {
+        Outcome::Fail(format!("{} of {} udp_dropped: {}", wrong.len(), events.len(), wrong.join(" | ")))
+    }
+}
+
+/// The fields every drop of `src -> dst` (UDP, IPv4) seen in `ns` has, and `more`.
+fn drop_fields(ns: &Netns, mode: &str, src: SocketAddr, dst: SocketAddr, direction: &str, more: Value) -> Value {
+    let mut fields = json!({
+        "netns": ns.inode,
+        "probe": mode,
+        "family": "ipv4",
+        "packet": packet(src, dst),
+        "direction": direction,
+    });
+    for (key, value) in more.as_object().into_iter().flatten() {
+        fields[key] = value.clone();
+    }
+    fields
+}
+
+/// The drops of `src -> dst` must add up to exactly `want`, each with `fields` and the reason `why`:
+/// `(count, fields)` checks.
+pub(super) fn exact_drops(
+    config: &Config,
+    tracer: &mut Tracer,
+    (src, dst): (SocketAddr, SocketAddr),
+    want: u64,
+    fields: &Value,
+    why: &Why,
+) -> (Outcome, Outcome) {
+    let about = is_drop_of(src, dst);
+    let got = await_drops(config, tracer, want, &about);
+    let events: Vec<&Value> = tracer.seen.iter().filter(|e| about(e)).collect();
+    let counted = if got == want {
+        Outcome::Pass
+    } else {
+        Outcome::Fail(format!(
+            "{want} datagrams dropped, udptrace counted {got} in {} udp_dropped: {events:?}",
+            events.len()
+        ))
+    };
+    (counted, each_drop(&events, fields, why))
+}
+
+/// Nothing matching `about` among what `tracer` saw (collected for the quiet period first).
+fn none_of(config: &Config, tracer: &mut Tracer, what: &str, about: impl Fn(&Value) -> bool) -> Outcome {
+    tracer.collect_for(config.quiet_period);
+    match tracer.seen.iter().find(|e| about(e)) {
+        None => Outcome::Pass,
+        Some(e) => Outcome::Fail(format!("{what}, yet udptrace reported {e}")),
+    }
+}
+
+/// The `table` counter `name` (`Udp` `RcvbufErrors`, say) of `ns`'s /proc/net/snmp.
+fn snmp(ns: &Netns, table: &str, name: &str) -> Result<u64> {
+    let text = ns.run(|| std::fs::read_to_string("/proc/thread-self/net/snmp"))??;
+    let prefix = format!("{table}:");
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(&prefix)).collect();
+    let [names, values] = lines[..] else {
+        bail!("no {table} table in the snmp counters of {}", ns.name);
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, v)| v.parse().ok())
+        .with_context(|| format!("no {table} {name} counter in {}", ns.name))
+}
+
+/// A socket option of `int` size.
+fn get_int_option(socket: &UdpSocket, level: libc::c_int, option: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: a valid socket and a c_int buffer of the length passed.
+    let rc = unsafe { libc::getsockopt(socket.as_raw_fd(), level, option, (&raw mut value).cast(), &mut len) };
+    if rc == 0 { Ok(value) } else { Err(io::Error::last_os_error()) }
+}
+
+/// A copy of the one socket the process `pid` holds (`pidfd_getfd`, 5.6), to set its options from here.
+fn socket_of(pid: u32) -> Result<UdpSocket> {
+    let dir = format!("/proc/{pid}/fd");
+    let target: libc::c_int = std::fs::read_dir(&dir)?
+        .flatten()
+        .find(|entry| std::fs::read_link(entry.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:[")))
+        .and_then(|entry| entry.file_name().to_str()?.parse().ok())
+        .with_context(|| format!("no socket in {dir}"))?;
+    // SAFETY: plain syscalls; each descriptor returned is owned below.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0);
+        if pidfd < 0 {
+            return Err(io::Error::last_os_error()).context("pidfd_open");
+        }
+        let pidfd = OwnedFd::from_raw_fd(pidfd as libc::c_int);
+        let fd = libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error()).context("pidfd_getfd");
+        }
+        Ok(UdpSocket::from(OwnedFd::from_raw_fd(fd as libc::c_int)))
+    }
+}
+
+/// A receiver that never reads, in a process of its own in the server namespace (a helper client, connected
+/// to the flooding socket so that it takes its datagrams), with a receive buffer of 4096 bytes (the kernel
+/// doubles it: `sk_rcvbuf` 8192), flooded for a second by the client. Every datagram that finds the buffer
+/// full is a drop (`socket_rcvbuff`; before 5.17 no reason, freed in `__udp_queue_rcv_skb` or its callers,
+/// inlining varies): what udptrace counts (events' counts, plus what it reports lost) must equal the server
+/// kernel's `Udp: RcvbufErrors` increase. Each drop names the socket (`local`), its owner (the helper's pid
+/// and comm, not this process), `rcvbuf` (the receive buffer the socket reports), and `queued` (known at the
+/// drop from 6.11; may be null before). A second udptrace, stopped right after the flood, must flush the
+/// drops it was still counting before its closing line.
+pub fn rcvbuf_full(config: &Config, tracer: &mut Tracer) -> Result<Results> {
+    const RCVBUF_ASKED: libc::c_int = 4096;
+    const FLOOD: Duration = Duration::from_secs(1);
+    let mode = match drop_hook(config, tracer) {
+        Ok(mode) => mode,
+        Err(skip) => return Ok(vec![("all", skip)]),
+    };
+    let hosts = TwoHosts::new()?;
+    let client = udp_socket(&hosts.client, SocketAddr::new(TwoHosts::client_ip(Family::V4), 0))?;
+    let client_local = client.local_addr()?.to_string();
+    let args = ["--netns", hosts.server.name.as_str(), "--bind", SERVER_V4, "--connect", &client_local, "--no-send"];
+    let receiver = ClientProcess::start(&config.helper, &args)?;
+    let rcvbuf = {
+        let socket = socket_of(receiver.pid)?;
+        set_int_option(&socket, libc::SOL_SOCKET, libc::SO_RCVBUF, RCVBUF_ASKED).context("setting SO_RCVBUF")?;
+        get_int_option(&socket, libc::SOL_SOCKET, libc::SO_RCVBUF).context("reading SO_RCVBUF")?
+        // The copy closes here: the helper alone holds the socket.
+    };
+    let comm =
+        std::fs::read_to_string(format!("/proc/{}/comm", receiver.pid)).unwrap_or_default().trim_end().to_owned();
+    let netns = hosts.server.inode.to_string();
+    let mut second = Tracer::start(config, &["--netns", &netns])?;
+
+    let before = snmp(&hosts.server, "Udp", "RcvbufErrors")?;
+    let payload = [0x5au8; 64];
+    let mut sent = 0u64;
+    let end = Instant::now() + FLOOD;
+    while Instant::now() < end {
+        for _ in 0..64 {
+            sent += u64::from(client.send_to(&payload, receiver.local).is_ok());
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let want = snmp(&hosts.server, "Udp", "RcvbufErrors")? - before;
+    eprintln!("rcvbuf_full: {sent} datagrams sent, RcvbufErrors +{want}, sk_rcvbuf {rcvbuf}");
+
+    // Stopped at once: the drops of the last second are still being counted.
+    let closing = second.stop();
+    second.collect_for(Duration::from_millis(500));
+    let src = client.local_addr()?;
+    let about = {
+        let is_ours = is_drop_of(src, receiver.local);
+        move |e: &Value| is_ours(e) && RCVBUF.says(e)
+    };
+    let others = |seen: &[Value]| -> Vec<Value> {
+        let is_ours = is_drop_of(src, receiver.local);
+        seen.iter().filter(|e| is_ours(e) && !RCVBUF.says(e)).cloned().collect()
+    };
+    if want == 0 {
+        return Ok(vec![(
+            "kernel_dropped",
+            Outcome::Fail(format!("{sent} datagrams to a full buffer and no RcvbufErrors: the case was not made")),
+        )]);
+    }
+
+    let adds_up = |shown: u64, lost: u64| {
+        if config.mode == "kprobe" { shown <= want && shown + lost >= want } else { shown + lost == want }
+    };
+    let deadline = Instant::now() + config.event_timeout;
+    while !adds_up(drops_in(&tracer.seen, &about), lost_in(&tracer.seen)) && Instant::now() < deadline {
+        tracer.collect_for(Duration::from_millis(200));
+    }
+    // A second's counted drops come about a second later: any more than the kernel's must show by then.
+    tracer.collect_for(config.quiet_period);
+    let (shown, lost) = (drops_in(&tracer.seen, &about), lost_in(&tracer.seen));
+    let counted = if adds_up(shown, lost) {
+        Outcome::Pass
+    } else {
+        Outcome::Fail(format!(
+            "the kernel counted {want} RcvbufErrors; udptrace reported {shown} such drops and {lost} lost; \
+             other drops of the flow: {:?}",
+            others(&tracer.seen)
+        ))
+    };
+
+    let (second_shown, second_lost) = (drops_in(&second.seen, &about), lost_in(&second.seen));
+    let flushed = match closing.map(|line| (closing_counts(&line), line)) {
+        Ok((Some((_, _, lost)), _)) if lost == second_lost && adds_up(second_shown, lost) => Outcome::Pass,
+        Ok((_, line)) => Outcome::Fail(format!(
+            "stopped after the flood, a udptrace with --netns reported {second_shown} drops and {second_lost} lost \
+             (closing line {line:?}), the kernel counted {want}"
+        )),
+        Err(e) => Outcome::Fail(format!("{e:#}")),
+    };
+
+    let events: Vec<&Value> = tracer.seen.iter().filter(|e| about(e)).collect();
+    let more = json!({
+        "local": receiver.local.to_string(),
+        "pid": receiver.pid,
+        "comm": comm,
+        "rcvbuf": rcvbuf,
+    });
+    let fields = drop_fields(&hosts.server, &mode, src, receiver.local, "in", more);
+    let named = each_drop(&events, &fields, &RCVBUF);
+    let known_at_drop = kernel_release() >= (6, 11);
+    let bad_queue: Vec<&&Value> = events
+        .iter()
+        .filter(|e| match e["queued"].as_u64() {
+            Some(n) => n == 0,
+            None => known_at_drop || !e["queued"].is_null(),
+        })
+        .collect();
+    let queued = match (events.is_empty(), bad_queue.as_slice()) {
+        (true, _) => Outcome::Fail("no udp_dropped to check".to_owned()),
+        (false, []) => Outcome::Pass,
+        (false, bad) => Outcome::Fail(format!(
+            "queued must be the receive queue's bytes at the drop ({}): {bad:?}",
+            if known_at_drop { "a positive number from 6.11" } else { "a positive number or null before 6.11" }
+        )),
+    };
+    drop(receiver);
+    Ok(vec![("drops_match", counted), ("flushed_on_stop", flushed), ("names_the_socket", named), ("queued", queued)])
+}
+
+/// Seed case 2 on the client's own link: a connected client sends three datagrams to an address of its
+/// subnet that nobody has (ARP shortened as `host_down` does: one probe, given up after 100 ms). When
+/// resolution fails the client's kernel drops what waited for it (`neigh_failed`, direction out; before
+/// 5.17 no reason), and sends itself a host unreachable for each (`icmp_sent`, `neighbour_unreachable`),
+/// which the connected socket without IP_RECVERR ignores (`ignored_soft_error`). At least one drop, at
+/// most one per datagram.
+pub fn neighbour_failed(config: &Config, tracer: &mut Tracer) -> Result<Results> {
+    const DATAGRAMS: u64 = 3;
+    let hosts = TwoHosts::new()?;
+    for (key, value) in [("mcast_solicit", "1"), ("ucast_solicit", "1"), ("retrans_time_ms", "100")] {
+        hosts.client.sysctl(&format!("net.ipv4.neigh.veth-a.{key}"), value)?;
+    }
+    let peer = SocketAddr::new(IpAddr::V4("10.231.0.77".parse()?), CLOSED_PORT);
+    let socket = udp_socket(&hosts.client, SocketAddr::new(TwoHosts::client_ip(Family::V4), 0))?;
+    socket.connect(peer)?;
+    socket.set_read_timeout(Some(Duration::from_secs(1)))?;
+    for _ in 0..DATAGRAMS {
+        socket.send(b"udptrace")?;
+    }
+    let local = socket.local_addr()?;
+    // Resolution gives up after about 100 ms; the errors come back meanwhile, and are ignored.
+    std::thread::sleep(Duration::from_millis(500));
+    let received = socket.recv(&mut [0u8; 64]);
+
+    let expected = json!({
+        "family": "ipv4",
+        "local": local.to_string(),
+        "remote": peer.to_string(),
+        "icmp": {"type": 3, "code": 1, "from": CLIENT_V4},
+        "errno": "EHOSTUNREACH",
+        "verdict": "ignored_soft_error",
+        "recverr": false,
+    });
+    let socket_error = check_socket_error(config, tracer, &hosts.client, local, expected, None);
+    let sent = json!({
+        "icmp": {"type": 3, "code": 1},
+        "packet": packet(local, peer),
+        "cause": "neighbour_unreachable",
+        "rate_limited": false,
+    });
+    let icmp_sent = check_icmp_sent(config, tracer, &hosts.client, Family::V4, local, sent);
+
+    let (counted, fields) = match drop_hook(config, tracer) {
+        Err(skip) => (skip.clone(), skip),
+        Ok(mode) => {
+            let about = is_drop_of(local, peer);
+            let got = await_drops(config, tracer, 1, &about);
+            let events: Vec<&Value> = tracer.seen.iter().filter(|e| about(e)).collect();
+            let counted = if (1..=DATAGRAMS).contains(&got) {
+                Outcome::Pass
+            } else {
+                Outcome::Fail(format!(
+                    "{DATAGRAMS} datagrams waited for the neighbour, udptrace counted {got} drops: {events:?}"
+                ))
+            };
+            let fields = drop_fields(&hosts.client, &mode, local, peer, "out", json!({}));
+            (counted, each_drop(&events, &fields, &NEIGH_FAILED))
+        }
+    };
+    Ok(vec![
+        ("client_errno", errno_check(&received, None)),
+        ("drops_counted", counted),
+        ("udp_dropped", fields),
+        ("icmp_sent", icmp_sent),
+        ("socket_error", socket_error),
+    ])
+}
+
+/// Sends from `ns`, through a raw socket (the kernel adds the IP header), UDP datagrams `src -> dst` whose
+/// checksum is wrong.
+fn send_bad_checksum(ns: &Netns, src: SocketAddrV4, dst: SocketAddrV4, datagrams: u64) -> Result<()> {
+    let payload = b"udptrace";
+    let length = (8 + payload.len()) as u16;
+    let mut udp = Vec::new();
+    udp.extend_from_slice(&src.port().to_be_bytes());
+    udp.extend_from_slice(&dst.port().to_be_bytes());
+    udp.extend_from_slice(&length.to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(payload);
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src.ip().octets());
+    pseudo.extend_from_slice(&dst.ip().octets());
+    pseudo.extend_from_slice(&[0, libc::IPPROTO_UDP as u8]);
+    pseudo.extend_from_slice(&length.to_be_bytes());
+    pseudo.extend_from_slice(&udp);
+    // Neither the right sum nor 0 (no checksum, which IPv4 accepts).
+    let right = checksum(&pseudo);
+    let wrong: u16 = if right == 0x1111 { 0x2222 } else { 0x1111 };
+    udp[6..8].copy_from_slice(&wrong.to_be_bytes());
+    let (src, dst) = (*src.ip(), *dst.ip());
+    ns.run(move || send_raw_udp(src, dst, &udp, datagrams))?
+}
+
+fn send_raw_udp(src: Ipv4Addr, dst: Ipv4Addr, datagram: &[u8], times: u64) -> Result<()> {
+    let address = |ip: Ipv4Addr| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(ip.octets()) },
+        sin_zero: [0; 8],
+    };
+    let size = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket calls with valid arguments; the descriptor is owned at once.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_UDP) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error()).context("raw UDP socket");
+    }
+    // SAFETY: a descriptor just opened, owned from here.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let local = address(src);
+    // SAFETY: binds to an address of the size passed.
+    if unsafe { libc::bind(fd.as_raw_fd(), (&raw const local).cast(), size) } != 0 {
+        return Err(io::Error::last_os_error()).context("binding the raw socket");
+    }
+    let peer = address(dst);
+    for _ in 0..times {
+        // SAFETY: sends `datagram`, of the length passed, to an address of the size passed.
+        let sent = unsafe {
+            libc::sendto(fd.as_raw_fd(), datagram.as_ptr().cast(), datagram.len(), 0, (&raw const peer).cast(), size)
+        };
+        if sent < 0 {
+            return Err(io::Error::last_os_error()).context("sending the datagram with a wrong checksum");
+        }
+    }
+    Ok(())
+}
+
+/// Three datagrams with a wrong UDP checksum (crafted on a raw socket in the client namespace) to a closed
+/// port of the server: its kernel checks the sum before it looks for a listener, drops them (`udp_csum`,
+/// direction in; before 5.17 no reason, freed in `__udp4_lib_rcv`), and answers nothing. udptrace's count
+/// must equal the server's `Udp: InCsumErrors` increase, and no `icmp_sent` may be about them.
+pub fn bad_checksum(config: &Config, tracer: &mut Tracer) -> Result<Results> {
+    const DATAGRAMS: u64 = 3;
+    const SOURCE_PORT: u16 = 40123;
+    let hosts = TwoHosts::new()?;
+    let src = SocketAddrV4::new(CLIENT_V4.parse()?, SOURCE_PORT);
+    let dst = SocketAddrV4::new(SERVER_V4.parse()?, CLOSED_PORT);
+    let before = (snmp(&hosts.server, "Udp", "InCsumErrors")?, icmp_counters(&hosts.server)?.out_dest_unreach);
+    send_bad_checksum(&hosts.client, src, dst, DATAGRAMS)?;
+    std::thread::sleep(Duration::from_millis(200));
+    let after = (snmp(&hosts.server, "Udp", "InCsumErrors")?, icmp_counters(&hosts.server)?.out_dest_unreach);
+    let (want, answered) = (after.0 - before.0, after.1 - before.1);
+    eprintln!("bad_checksum: InCsumErrors +{want}, OutType3 +{answered}");
+    let kernel = match (want, answered) {
+        (DATAGRAMS, 0) => Outcome::Pass,
+        _ => Outcome::Fail(format!(
+            "{DATAGRAMS} datagrams with a wrong checksum: the server counted {want} InCsumErrors and sent {answered} \
+             destination unreachables, want {DATAGRAMS} and 0"
+        )),
+    };
+    let (src, dst) = (SocketAddr::V4(src), SocketAddr::V4(dst));
+    let (counted, fields) = match drop_hook(config, tracer) {
+        Err(skip) => (skip.clone(), skip),
+        Ok(mode) => {
+            let fields = drop_fields(&hosts.server, &mode, src, dst, "in", json!({"local": null, "pid": null}));
+            exact_drops(config, tracer, (src, dst), want, &fields, &UDP_CSUM)
+        }
+    };
+    let unanswered = match tracer.mode_of("icmp_send") {
+        None => Outcome::Skip("the icmp_send hook did not attach".to_owned()),
+        Some(_) => none_of(config, tracer, "the kernel answered no bad checksum", |e| {
+            e["event"] == "icmp_sent" && e["packet"]["src"] == src.to_string()
+        }),
+    };
+    Ok(vec![
+        ("kernel_counted", kernel),
+        ("drops_match", counted),
+        ("udp_dropped", fields),
+        ("no_icmp_sent", unanswered),
+    ])
+}
+
+/// Seed case 1 for IPv6 in tracepoint mode, which has no hook on `icmp6_send`: the port unreachable is told
+/// from the kernel's drop of the datagram (`no_socket`): one `icmp_sent` with cause `no_listener`, type 1
+/// code 4, and `rate_limited` null (whether a rate limit let it out is not seen there). The drop itself is no
+/// `udp_dropped`.
+pub fn closed_port_ipv6_tracepoint(config: &Config, tracer: &mut Tracer) -> Result<Results> {
+    let skip = |why: String| Ok(vec![("all", Outcome::Skip(why))]);
+    match tracer.mode_of("icmp_send") {
+        None => return skip(format!("the icmp_send hook did not attach in {} mode here", config.mode)),
+        Some("tracepoint") => {}
+        Some(mode) => {
+            return skip(format!(
+                "in {mode} mode the icmp6_send hooks see the port unreachable itself; closed_port_ipv6 checks it"
+            ));
+        }
+    }
+    if !has_drop_reasons() {
+        return skip("before 5.17 no drop reason says NO_SOCKET, and tracepoint mode has no IPv6 send hook".to_owned());
+    }
+    // The drop hook is what sees it.
+    if let Err(skip) = drop_hook(config, tracer) {
+        return Ok(vec![("all", skip)]);
+    }
+    let hosts = TwoHosts::new()?;
+    let server = SocketAddr::new(TwoHosts::server_ip(Family::V6), CLOSED_PORT);
+    let (local, received) =
+        send_and_receive(&hosts.client, TwoHosts::client_ip(Family::V6), server, no_option, true, b"udptrace")?;
+    let server_ns = hosts.server.inode;
+    let ours =
+        |e: &Value| e["event"] == "icmp_sent" && e["netns"] == server_ns && e["packet"]["src"] == local.to_string();
+    let expected = json!({
+        "probe": "tracepoint",
+        "family": "ipv6",
+        "icmp": {"type": 1, "code": 4},
+        "packet": packet(local, server),
+        "cause": "no_listener",
+        "rate_limited": null,
+    });
+    let sent = outcome_of(tracer.expect("icmp_sent", config.event_timeout, ours).map(|e| compare(&e, &expected)));
+    tracer.collect_for(config.quiet_period);
+    let all: Vec<&Value> = tracer.seen.iter().filter(|e| ours(e)).collect();
+    let once = match all.as_slice() {
+        [_] => Outcome::Pass,
+        other => Outcome::Fail(format!("one datagram refused, {} icmp_sent: {other:?}", other.len())),
+    };
+    let no_drop = none_of(config, tracer, "a closed port's drop is the icmp_sent's story", is_drop_of(local, server));
+    Ok(vec![
+        ("client_errno", errno_check(&received, Some(libc::ECONNREFUSED))),
+        ("icmp_sent", sent),
+        ("one_icmp_sent", once),
+        ("no_udp_dropped", no_drop),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A drop as this kernel reports one for `why`: its reason, or none and its first location.
+    fn drop_event(why: &Why, count: u64) -> Value {
+        let (reason, location) = if has_drop_reasons() {
+            (json!(why.reason), json!("somewhere"))
+        } else {
+            (Value::Null, json!(why.locations.first().copied().unwrap_or("somewhere")))
+        };
+        json!({"event": "udp_dropped", "packet": {"src": "10.0.0.1:1", "dst": "10.0.0.2:2"}, "direction": "in",
+               "reason": reason, "location": location, "count": count})
+    }
+
+    #[test]
+    fn drops_add_up_the_counts_of_their_flow() {
+        let seen = vec![drop_event(&UDP_CSUM, 1), drop_event(&UDP_CSUM, 2), json!({"event": "lost", "count": 5})];
+        let flow = is_drop_of("10.0.0.1:1".parse().unwrap(), "10.0.0.2:2".parse().unwrap());
+        assert_eq!(drops_in(&seen, &flow), 3);
+        assert_eq!(drops_in(&seen, is_drop_of("10.0.0.1:1".parse().unwrap(), "10.0.0.2:3".parse().unwrap())), 0);
+    }
+
+    #[test]
+    fn each_drop_wants_the_reason_the_fields_and_a_count() {
+        let good = drop_event(&RCVBUF, 4);
+        let fields = json!({"direction": "in"});
+        assert_eq!(each_drop(&[&good], &fields, &RCVBUF), Outcome::Pass);
+        assert!(matches!(each_drop(&[], &fields, &RCVBUF), Outcome::Fail(_)));
+        assert!(matches!(each_drop(&[&good], &json!({"direction": "out"}), &RCVBUF), Outcome::Fail(_)));
+        assert!(matches!(each_drop(&[&drop_event(&RCVBUF, 0)], &fields, &RCVBUF), Outcome::Fail(_)));
+        let mut other = good.clone();
+        other["reason"] = json!("netfilter_drop");
+        other["location"] = json!("nf_hook_slow");
+        assert!(matches!(each_drop(&[&good, &other], &fields, &RCVBUF), Outcome::Fail(_)));
+    }
+
+    #[test]
+    fn reads_the_kernel_release() {
+        let (major, _) = kernel_release();
+        assert!(major >= 4, "{:?}", kernel_release());
+    }
+}
