@@ -1,4 +1,4 @@
-//! `udptrace-scenarios --udptrace PATH --probe MODE [--buffer ring|perf] [--only NAME] [--require-attach]`:
+//! `udptrace-scenarios --udptrace PATH --probe MODE [--buffer ring|perf] [--only NAME[,NAME...]] [--require-attach]`:
 //! runs the scenario suite against a udptrace binary and prints one line per check and the totals. Exits 1
 //! if any check failed. `udptrace-scenarios helper ...` is the suite's own client process.
 
