@@ -30,14 +30,13 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use udptrace_common::{
-    AF_INET, AF_INET6, DropCount, IPPROTO_UDP, IPPROTO_UDPLITE, KernelOffsets, UdpDropped, drops, kind, probe, stat,
-    udp_dropped_flags,
+    AF_INET, AF_INET6, DropCount, IPPROTO_UDP, IPPROTO_UDPLITE, UdpDropped, drops, kind, probe, stat, udp_dropped_flags,
 };
 
 use crate::{
     count,
     filter::{self, config},
-    kernel::{Args, ReadResult, header, netns_inum, offsets, read, sock_netns},
+    kernel::{Args, ReadResult, header, offset, read, read_into},
     output,
     owner::socket_owner,
     report, send, tally,
@@ -68,7 +67,19 @@ static DROPS_SEEN: LruHashMap<UdpDropped, u64> = LruHashMap::with_max_entries(dr
 /// *rx_sk]])`.
 #[raw_tracepoint(tracepoint = "kfree_skb")]
 pub fn tp_kfree_skb(ctx: RawTracePointContext) -> i32 {
-    report(&ctx, "tp_kfree_skb", kfree_skb(&ctx)) as i32
+    // Two calls side by side, not one inside the other: the verifier adds up the stacks of nested calls
+    // (and on 5.10 rounds each frame up to 32 bytes) against its 512-byte limit.
+    let skb = kfree_skb(&ctx);
+    if skb != 0 {
+        icmp6_at_drop(&ctx, skb);
+    }
+    0
+}
+
+/// An IPv6 port unreachable the kernel decided to send, seen at the drop (see `send::icmp6_at_no_socket_drop`).
+#[inline(never)]
+fn icmp6_at_drop(ctx: &RawTracePointContext, skb: u64) {
+    report(ctx, "tp_kfree_skb", send::icmp6_at_no_socket_drop(ctx, skb as *const u8));
 }
 
 /// How deep runs of this program nest on one CPU: one in a process (a drop on the way out) may be
@@ -84,37 +95,46 @@ static DROP_SLOTS: PerCpuArray<UdpDropped> = PerCpuArray::with_max_entries(NESTI
 #[map]
 static DROP_DEPTH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
-#[inline(always)]
-fn kfree_skb(ctx: &RawTracePointContext) -> ReadResult<()> {
-    let Some(depth) = DROP_DEPTH.get_ptr_mut(0) else { return Ok(()) };
+/// Reports the drop; the datagram's `sk_buff` when it is instead an IPv6 port unreachable to report, else 0.
+#[inline(never)]
+fn kfree_skb(ctx: &RawTracePointContext) -> u64 {
+    let Some(depth) = DROP_DEPTH.get_ptr_mut(0) else { return 0 };
     // SAFETY: this CPU's entry; a nested run restores it before the interrupted one goes on.
     let level = unsafe { *depth };
     if level >= NESTING {
-        return Ok(());
+        return 0;
     }
-    let Some(event) = DROP_SLOTS.get_ptr_mut(level) else { return Ok(()) };
+    let Some(event) = DROP_SLOTS.get_ptr_mut(level) else { return 0 };
     // SAFETY: as above; this level's slot is this run's alone.
     unsafe { *depth = level + 1 };
     let result = dropped(ctx, unsafe { &mut *event });
     unsafe { *depth = level };
-    result
+    match result {
+        Ok(icmp6) => icmp6,
+        Err(e) => {
+            report(ctx, "tp_kfree_skb", Err(e));
+            0
+        }
+    }
 }
 
+/// Builds and hands over (or counts) the drop; `Ok(skb)` when it is an IPv6 port unreachable instead.
 #[inline(always)]
-fn dropped(ctx: &RawTracePointContext, event: &mut UdpDropped) -> ReadResult<()> {
+fn dropped(ctx: &RawTracePointContext, event: &mut UdpDropped) -> ReadResult<u64> {
     let skb: *const u8 = ctx.get(0)?;
     if send::answered_port_unreachable(skb as u64) {
-        return Ok(());
+        return Ok(0);
     }
-    let off = offsets();
-    let family = match u16::from_be(read::<u16>(skb, off.skb_protocol, "sk_buff.protocol")?) {
+    let family = match u16::from_be(read::<u16>(skb, offset!(skb_protocol), "sk_buff.protocol")?) {
         ETH_P_IP => AF_INET,
         ETH_P_IPV6 => AF_INET6,
-        _ => return Ok(()),
+        _ => return Ok(0),
     };
-    *event = UdpDropped::default();
-    if !read_datagram(skb, &off, family, event)? {
-        return Ok(());
+    // SAFETY: the slot is a plain record, for which all zeros is valid; cleared in place, not through a
+    // temporary on the stack.
+    unsafe { core::ptr::write_bytes(core::ptr::from_mut(event), 0, 1) };
+    if !read_datagram(skb, family, event)? {
+        return Ok(0);
     }
     let args = config!(kfree_skb_args);
     event.reason = if args >= 3 { ctx.get::<u64>(2)? as u32 } else { drops::NO_REASON };
@@ -122,67 +142,83 @@ fn dropped(ctx: &RawTracePointContext, event: &mut UdpDropped) -> ReadResult<()>
         && family == AF_INET6
         && DROP_CONTROL.get(drops::ICMP6_AT_DROP).copied() == Some(1)
     {
-        return send::icmp6_at_no_socket_drop(ctx, skb);
+        return Ok(skb as u64);
     }
     event.location = ctx.get::<u64>(1)?;
-    event.direction = if read::<u32>(skb, off.skb_iif, "sk_buff.skb_iif")? != 0 { drops::IN } else { drops::OUT };
+    event.direction = if read::<u32>(skb, offset!(skb_iif), "sk_buff.skb_iif")? != 0 { drops::IN } else { drops::OUT };
     // A datagram queued on a socket, freed when the socket closes unread, no longer has a device: the field
     // holds UDP's own scratch data (`udp_skb_scratch`, net/ipv4/udp.c), which is not a pointer.
-    let (ifindex, mut netns) = device_of(skb, &off);
+    let (ifindex, mut netns) = device_of(skb);
     event.ifindex = ifindex;
     // The socket it was dropped at (6.11), else, on the way out, the one sending it.
     let rx_sk: *const u8 = if args >= 4 { ctx.get(3)? } else { core::ptr::null() };
     let sk = if !rx_sk.is_null() {
         rx_sk
     } else if event.direction == drops::OUT {
-        read::<*const u8>(skb, off.skb_sk, "sk_buff.sk")?
+        read::<*const u8>(skb, offset!(skb_sk), "sk_buff.sk")?
     } else {
         core::ptr::null()
     };
-    if !sk.is_null() && is_udp_socket(sk, &off, family)? {
-        fill_socket(sk, &off, family, event)?;
+    if !sk.is_null() && is_udp_socket(sk, family)? {
+        fill_socket(sk, family, event)?;
         if sk == rx_sk {
-            event.rcvbuf = read::<u32>(sk, off.sk_rcvbuf, "sock.sk_rcvbuf")?;
-            event.queued = read::<u32>(sk, off.sk_rmem_alloc, "sock.sk_backlog.rmem_alloc")?;
+            event.rcvbuf = read::<u32>(sk, offset!(sk_rcvbuf), "sock.sk_rcvbuf")?;
+            event.queued = read::<u32>(sk, offset!(sk_rmem_alloc), "sock.sk_backlog.rmem_alloc")?;
             event.flags |= udp_dropped_flags::RCVBUF_KNOWN;
         }
         if netns == 0 {
-            netns = sock_netns(sk, &off)?;
+            netns = sock_netns(sk)?;
         }
     } else if netns == 0 {
-        let owner = read::<*const u8>(skb, off.skb_sk, "sk_buff.sk")?;
+        let owner = read::<*const u8>(skb, offset!(skb_sk), "sk_buff.sk")?;
         if !owner.is_null() {
-            netns = sock_netns(owner, &off).unwrap_or(0);
+            netns = sock_netns(owner).unwrap_or(0);
         }
     }
     event.header = header(kind::UDP_DROPPED, probe::TRACEPOINT, family, netns);
     if !filter::udp_dropped_passes(event, args >= 4) {
         count(stat::FILTERED);
-        return Ok(());
+        return Ok(0);
     }
     hand_over_or_count(ctx, event);
-    Ok(())
+    Ok(0)
+}
+
+/// The namespace of a `struct net *` (`ns.inum`), 0 for none.
+#[inline(always)]
+fn netns_inum(net: *const u8) -> ReadResult<u32> {
+    if net.is_null() {
+        return Ok(0);
+    }
+    read::<u32>(net, offset!(net_inum), "net.ns.inum")
+}
+
+/// The network namespace of a socket (`sock_net(sk)`).
+#[inline(always)]
+fn sock_netns(sk: *const u8) -> ReadResult<u32> {
+    netns_inum(read::<*const u8>(sk, offset!(sk_net), "sock.__sk_common.skc_net")?)
 }
 
 /// The index and namespace of the packet's device; zeros when it has none, or the field does not hold one.
 #[inline(always)]
-fn device_of(skb: *const u8, off: &KernelOffsets) -> (u32, u32) {
-    let Ok(dev) = read::<*const u8>(skb, off.skb_dev, "sk_buff.dev") else { return (0, 0) };
+fn device_of(skb: *const u8) -> (u32, u32) {
+    let Ok(dev) = read::<*const u8>(skb, offset!(skb_dev), "sk_buff.dev") else { return (0, 0) };
     if dev.is_null() {
         return (0, 0);
     }
-    let Ok(ifindex) = read::<u32>(dev, off.dev_ifindex, "net_device.ifindex") else { return (0, 0) };
-    let netns =
-        read::<*const u8>(dev, off.dev_net, "net_device.nd_net").and_then(|net| netns_inum(net, off)).unwrap_or(0);
+    let Ok(ifindex) = read::<u32>(dev, offset!(dev_ifindex), "net_device.ifindex") else {
+        return (0, 0);
+    };
+    let netns = read::<*const u8>(dev, offset!(dev_net), "net_device.nd_net").and_then(netns_inum).unwrap_or(0);
     (ifindex, netns)
 }
 
 /// Fills the addresses, ports and protocol from the packet's IP and UDP headers; `false` if it is not a UDP
 /// datagram with its header (another protocol, a later fragment, an IPv6 extension header first).
 #[inline(always)]
-fn read_datagram(skb: *const u8, off: &KernelOffsets, family: u16, event: &mut UdpDropped) -> ReadResult<bool> {
-    let head = read::<*const u8>(skb, off.skb_head, "sk_buff.head")?;
-    let ip = head.wrapping_add(read::<u16>(skb, off.skb_network_header, "sk_buff.network_header")? as usize);
+fn read_datagram(skb: *const u8, family: u16, event: &mut UdpDropped) -> ReadResult<bool> {
+    let head = read::<*const u8>(skb, offset!(skb_head), "sk_buff.head")?;
+    let ip = head.wrapping_add(read::<u16>(skb, offset!(skb_network_header), "sk_buff.network_header")? as usize);
     let udp = if family == AF_INET {
         // struct iphdr: version/ihl at 0, frag_off at 6, protocol at 9, saddr at 12, daddr at 16.
         let h = read::<[u8; 20]>(ip, 0, "iphdr")?;
@@ -195,14 +231,14 @@ fn read_datagram(skb: *const u8, off: &KernelOffsets, family: u16, event: &mut U
         event.dst[..4].copy_from_slice(&h[16..20]);
         ip.wrapping_add(ihl)
     } else {
-        // struct ipv6hdr: nexthdr at 6, saddr at 8, daddr at 24.
-        let h = read::<[u8; 40]>(ip, 0, "ipv6hdr")?;
+        // struct ipv6hdr: nexthdr at 6, saddr at 8, daddr at 24; the addresses read straight into the record.
+        let h = read::<[u8; 8]>(ip, 0, "ipv6hdr")?;
         if h[0] >> 4 != 6 {
             return Ok(false);
         }
         event.proto = h[6];
-        event.src.copy_from_slice(&h[8..24]);
-        event.dst.copy_from_slice(&h[24..40]);
+        read_into(ip, 8, &mut event.src, "ipv6hdr.saddr")?;
+        read_into(ip, 24, &mut event.dst, "ipv6hdr.daddr")?;
         ip.wrapping_add(40)
     };
     if event.proto != IPPROTO_UDP && event.proto != IPPROTO_UDPLITE {
@@ -217,26 +253,23 @@ fn read_datagram(skb: *const u8, off: &KernelOffsets, family: u16, event: &mut U
 /// Whether `sk` is an inet UDP (or UDP-Lite) socket of the packet's family (a tunnel may send an IPv4
 /// datagram from an IPv6 socket: that one is left out).
 #[inline(always)]
-fn is_udp_socket(sk: *const u8, off: &KernelOffsets, family: u16) -> ReadResult<bool> {
-    let sk_family = read::<u16>(sk, off.sk_family, "sock.__sk_common.skc_family")?;
-    let protocol = read::<u16>(sk, off.sk_protocol, "sock.sk_protocol")?;
+fn is_udp_socket(sk: *const u8, family: u16) -> ReadResult<bool> {
+    let sk_family = read::<u16>(sk, offset!(sk_family), "sock.__sk_common.skc_family")?;
+    let protocol = read::<u16>(sk, offset!(sk_protocol), "sock.sk_protocol")?;
     Ok(sk_family == family && (protocol == u16::from(IPPROTO_UDP) || protocol == u16::from(IPPROTO_UDPLITE)))
 }
 
 /// The socket's bound address and port, inode and owner.
 #[inline(always)]
-fn fill_socket(sk: *const u8, off: &KernelOffsets, family: u16, event: &mut UdpDropped) -> ReadResult<()> {
+fn fill_socket(sk: *const u8, family: u16, event: &mut UdpDropped) -> ReadResult<()> {
     if family == AF_INET {
-        event.local_addr[..4].copy_from_slice(&read::<[u8; 4]>(sk, off.sk_rcv_saddr, "sock.skc_rcv_saddr")?);
+        event.local_addr[..4].copy_from_slice(&read::<[u8; 4]>(sk, offset!(sk_rcv_saddr), "sock.skc_rcv_saddr")?);
     } else {
-        event.local_addr = read::<[u8; 16]>(sk, off.sk_v6_rcv_saddr, "sock.skc_v6_rcv_saddr")?;
+        read_into(sk, offset!(sk_v6_rcv_saddr), &mut event.local_addr, "sock.skc_v6_rcv_saddr")?;
     }
-    event.local_port = read::<u16>(sk, off.sk_num, "sock.skc_num")?;
+    event.local_port = read::<u16>(sk, offset!(sk_num), "sock.skc_num")?;
     event.flags |= udp_dropped_flags::SOCKET_KNOWN;
-    let (ino, owner) = socket_owner(sk)?;
-    event.sock_ino = ino;
-    if let Some(owner) = owner {
-        event.owner = owner;
+    if socket_owner(sk, &mut event.sock_ino, &mut event.owner)? {
         event.flags |= udp_dropped_flags::OWNER_KNOWN;
     }
     Ok(())

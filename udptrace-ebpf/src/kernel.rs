@@ -11,7 +11,16 @@ use aya_ebpf::{
 use udptrace_common::{EventHeader, KernelOffsets};
 
 #[unsafe(no_mangle)]
-static OFFSETS: KernelOffsets = unsafe { core::mem::zeroed() };
+pub(crate) static OFFSETS: KernelOffsets = unsafe { core::mem::zeroed() };
+
+/// One member of `OFFSETS`, read alone: a program that needs few of them keeps the whole copy off its stack.
+macro_rules! offset {
+    ($field:ident) => {
+        // SAFETY: OFFSETS is a valid static; the loader rewrites its bytes before the program runs.
+        unsafe { core::ptr::read_volatile(core::ptr::addr_of!($crate::kernel::OFFSETS.$field)) }
+    };
+}
+pub(crate) use offset;
 
 /// The offsets user space wrote. A volatile read keeps the compiler from folding the zeroed initialiser.
 #[inline(always)]

@@ -122,26 +122,29 @@ fn socket_inode(sk: *const u8) -> ReadResult<u64> {
     read::<u64>(socket.wrapping_add(off.socket_to_inode as usize), off.inode_ino, "inode.i_ino")
 }
 
-/// The socket's inode and, when its creation was seen, its owner.
+/// Writes the socket's inode and, when its creation was seen, its owner (then `true`) into the record.
 #[inline(always)]
-pub fn socket_owner(sk: *const u8) -> ReadResult<(u64, Option<Owner>)> {
-    let ino = socket_inode(sk)?;
+pub fn socket_owner(sk: *const u8, ino: &mut u64, owner: &mut Owner) -> ReadResult<bool> {
+    *ino = socket_inode(sk)?;
     let cookie = read::<u64>(sk, offsets().sk_cookie, "sock.__sk_common.skc_cookie")?;
     if cookie == 0 {
         // Nothing asked for the cookie: the socket was created before udptrace started.
-        return Ok((ino, None));
+        return Ok(false);
     }
     // SAFETY: a map lookup; the value is copied out.
-    Ok((ino, unsafe { OWNERS.get(&cookie) }.copied()))
+    match unsafe { OWNERS.get(&cookie) } {
+        Some(recorded) => {
+            *owner = *recorded;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
 }
 
 /// Fills `event`'s socket inode and, when its creation was seen, its owner.
 #[inline(always)]
 pub fn fill_owner(sk: *const u8, event: &mut SocketError) -> ReadResult<()> {
-    let (ino, owner) = socket_owner(sk)?;
-    event.sock_ino = ino;
-    if let Some(owner) = owner {
-        event.owner = owner;
+    if socket_owner(sk, &mut event.sock_ino, &mut event.owner)? {
         event.flags |= socket_error_flags::OWNER_KNOWN;
     }
     Ok(())
