@@ -538,9 +538,11 @@ pub struct Answered {
 #[map]
 static ANSWERED: PerCpuArray<Answered> = PerCpuArray::with_max_entries(1, 0);
 
-/// How long after its port unreachable the drop of a packet is taken for that packet's: the kernel frees it
-/// right after sending (`__udp4_lib_rcv`, `nft_reject_*` then `NF_DROP`), in the same softirq.
-const ANSWERED_NS: u64 = 1_000_000;
+/// How long after its port unreachable the drop of a packet is taken for that packet's. The kernel frees it
+/// right after sending (`__udp4_lib_rcv`, `nft_reject_*` then `NF_DROP`), in the same softirq, which takes
+/// microseconds, and milliseconds under emulation (QEMU TCG: the first error of a flow, its stack walked).
+/// The bound only keeps a note whose packet was never dropped from matching a later packet at its address.
+const ANSWERED_NS: u64 = 100_000_000;
 
 /// Notes the packet a port unreachable (sent, or stopped by a rate limit) answers: its drop follows, and is
 /// not reported again (`drop.rs`).
