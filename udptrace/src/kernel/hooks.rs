@@ -260,7 +260,8 @@ pub static HOOKS: &[Hook] = &[
                 mode: AttachMode::Tracepoint,
                 programs: &[program("tp_icmp_send", RawTracepoint { category: "icmp", name: "icmp_send" })],
                 since: "6.10 (backported to 6.1.130, 6.6.81)",
-                limits: "IPv4 only; rate-limited errors as per-namespace counts from the kernel's counters",
+                limits: "IPv4, and IPv6 port unreachables where the kernel drops the datagram they answer (the \
+                         udp_dropped hook, 5.17+); rate-limited errors as per-namespace counts from the kernel's counters",
             },
         ],
     },
