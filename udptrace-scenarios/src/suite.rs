@@ -718,6 +718,11 @@ fn firewall_drop(config: &Config, tracer: &mut Tracer) -> Result<Results> {
                 drops::exact_drops(config, tracer, (local, server), DATAGRAMS, &fields, &drops::NETFILTER_DROP);
             // `exact_drops` watched the quiet period: the other datagram's drop, were it reported, came by now.
             let other_not_dropped = match tracer.seen.iter().find(|e| drops::is_drop_of(other_local, other)(e)) {
+                // Without an ICMP hook nothing tells the port unreachable, and the drop is shown (5.10 in
+                // tracepoint mode, before icmp:icmp_send).
+                _ if tracer.mode_of("icmp_send").is_none() => {
+                    Outcome::Skip("the icmp_send hook did not attach: the closed port's drop is shown".to_owned())
+                }
                 None => Outcome::Pass,
                 Some(e) => Outcome::Fail(format!("a closed port's drop is the icmp_sent's story, yet: {e}")),
             };
