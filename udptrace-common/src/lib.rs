@@ -41,7 +41,7 @@ pub mod names {
     pub const SOCKET_ERROR_TALLIES: [&str; 2] = ["SOCKET_ERRORS_0", "SOCKET_ERRORS_1"];
     pub const ICMP_SENT_TALLIES: [&str; 2] = ["ICMP_SENT_0", "ICMP_SENT_1"];
     /// What user space tells the drop program while it runs, indexed by [`drops::GENERATION`] and
-    /// [`drops::ICMP6_AT_DROP`](super::drops::ICMP6_AT_DROP).
+    /// [`drops::ICMP_AT_DROP`](super::drops::ICMP_AT_DROP).
     pub const DROP_CONTROL: &str = "DROP_CONTROL";
     pub const DROP_TALLIES: [&str; 2] = ["UDP_DROPS_0", "UDP_DROPS_1"];
     /// Every map user space opens by name.
@@ -89,10 +89,14 @@ pub mod drops {
     /// `DROP_CONTROL[GENERATION]`: which of the two generations the program counts in, 0 or 1 (always one:
     /// a flood of drops is counted whether records are wanted or not).
     pub const GENERATION: u32 = 0;
-    /// `DROP_CONTROL[ICMP6_AT_DROP]`: 1 when no hook sees `icmp6_send` (the ICMP hooks attached in tracepoint
-    /// mode): a `no_socket` drop of an IPv6 datagram is then reported as the port unreachable the kernel
-    /// decided to send. Written once the hooks are attached.
-    pub const ICMP6_AT_DROP: u32 = 1;
+    /// `DROP_CONTROL[ICMP_AT_DROP]`: the families whose ICMP errors no hook sees (bit 0 IPv4: no ICMP hook
+    /// attached; bit 1 IPv6: none, or tracepoint mode's, which is IPv4 only). A `no_socket` drop of such a
+    /// family's datagram is reported as the port unreachable the kernel decided to send; one of another family
+    /// is not reported at all, for the ICMP hooks tell it (sent, stopped by a rate limit, or lost). Written
+    /// once the hooks are attached.
+    pub const ICMP_AT_DROP: u32 = 1;
+    pub const AT_DROP_IPV4: u32 = 1 << 0;
+    pub const AT_DROP_IPV6: u32 = 1 << 1;
     pub const CONTROL_ENTRIES: u32 = 2;
     /// Flows whose first drop was handed over lately.
     pub const SEEN_ENTRIES: u32 = 8192;

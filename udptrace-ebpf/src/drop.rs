@@ -49,7 +49,7 @@ const ETH_P_IPV6: u16 = 0x86dd;
 const IP_OFFSET_MASK: u16 = 0x1fff;
 
 /// Which of the two generations below the program counts in, and whether IPv6 port unreachables are seen
-/// here (`udptrace_common::drops::GENERATION`, `ICMP6_AT_DROP`). User space writes them.
+/// here (`udptrace_common::drops::GENERATION`, `ICMP_AT_DROP`). User space writes them.
 #[map]
 static DROP_CONTROL: Array<u32> = Array::with_max_entries(drops::CONTROL_ENTRIES, 0);
 
@@ -71,15 +71,15 @@ pub fn tp_kfree_skb(ctx: RawTracePointContext) -> i32 {
     // (and on 5.10 rounds each frame up to 32 bytes) against its 512-byte limit.
     let skb = kfree_skb(&ctx);
     if skb != 0 {
-        icmp6_at_drop(&ctx, skb);
+        icmp_at_drop(&ctx, skb);
     }
     0
 }
 
-/// An IPv6 port unreachable the kernel decided to send, seen at the drop (see `send::icmp6_at_no_socket_drop`).
+/// A port unreachable the kernel decided to send, seen at the drop (see `send::icmp_at_no_socket_drop`).
 #[inline(never)]
-fn icmp6_at_drop(ctx: &RawTracePointContext, skb: u64) {
-    report(ctx, "tp_kfree_skb", send::icmp6_at_no_socket_drop(ctx, skb as *const u8));
+fn icmp_at_drop(ctx: &RawTracePointContext, skb: u64) {
+    report(ctx, "tp_kfree_skb", send::icmp_at_no_socket_drop(ctx, skb as *const u8));
 }
 
 /// How deep runs of this program nest on one CPU: one in a process (a drop on the way out) may be
@@ -138,11 +138,13 @@ fn dropped(ctx: &RawTracePointContext, event: &mut UdpDropped) -> ReadResult<u64
     }
     let args = config!(kfree_skb_args);
     event.reason = if args >= 3 { ctx.get::<u64>(2)? as u32 } else { drops::NO_REASON };
-    if event.reason == config!(reason_no_socket)
-        && family == AF_INET6
-        && DROP_CONTROL.get(drops::ICMP6_AT_DROP).copied() == Some(1)
-    {
-        return Ok(skb as u64);
+    // No socket: the kernel answered with a port unreachable (`__udp4_lib_rcv`, `__udp6_lib_rcv`), which the
+    // ICMP hooks report, sent, stopped by a rate limit, or lost; where no hook sees the family's, it is
+    // reported from here. A run of the ICMP hook the kernel skipped is then counted lost, not shown twice.
+    if event.reason == config!(reason_no_socket) {
+        let unseen = DROP_CONTROL.get(drops::ICMP_AT_DROP).copied().unwrap_or(0);
+        let bit = if family == AF_INET { drops::AT_DROP_IPV4 } else { drops::AT_DROP_IPV6 };
+        return Ok(if unseen & bit != 0 { skb as u64 } else { 0 });
     }
     event.location = ctx.get::<u64>(1)?;
     event.direction = if read::<u32>(skb, offset!(skb_iif), "sk_buff.skb_iif")? != 0 { drops::IN } else { drops::OUT };

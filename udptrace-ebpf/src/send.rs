@@ -34,7 +34,7 @@ use udptrace_common::{
 
 use crate::{
     emit, filter,
-    kernel::{Args, ReadResult, header, offsets, read, skb_dev_netns, slot, sock_netns},
+    kernel::{Args, ReadResult, header, offset, offsets, read, skb_dev_netns, slot, sock_netns},
     report,
 };
 
@@ -571,15 +571,24 @@ pub(crate) fn answered_port_unreachable(skb: u64) -> bool {
     unsafe { bpf_ktime_get_boot_ns() }.wrapping_sub(answered.time_ns) < ANSWERED_NS
 }
 
-/// Tracepoint mode, IPv6: no hook sees `icmp6_send`, and `__udp6_lib_rcv` (net/ipv6/udp.c, 5.17+) frees a
-/// datagram no socket takes with `SKB_DROP_REASON_NO_SOCKET` right after `icmpv6_send(skb,
-/// ICMPV6_DEST_UNREACH, ICMPV6_PORT_UNREACH, 0)`: the port unreachable the kernel decided to send. Whether
-/// a rate limit let it out is not seen here (`AT_DROP`); the namespace's counters say how many were not.
-/// Built in the second slot: `tp_icmp_send` uses the first.
+/// Where no hook sees a family's ICMP errors (IPv6 in tracepoint mode, which hooks `icmp:icmp_send`, IPv4
+/// only; IPv4 too before that tracepoint, 6.10): `__udp4_lib_rcv` and `__udp6_lib_rcv` (net/ipv4/udp.c,
+/// net/ipv6/udp.c, 5.17+) free a datagram no socket takes with `SKB_DROP_REASON_NO_SOCKET` right after
+/// `icmp_send(skb, ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, 0)` / `icmpv6_send(skb, ICMPV6_DEST_UNREACH,
+/// ICMPV6_PORT_UNREACH, 0)`: the port unreachable the kernel decided to send. Whether a rate limit let it out
+/// is not seen here (`AT_DROP`); the namespace's counters say how many were not. Built in the second slot:
+/// `tp_icmp_send` uses the first.
 #[inline(always)]
-pub(crate) fn icmp6_at_no_socket_drop(ctx: &RawTracePointContext, skb: *const u8) -> ReadResult<()> {
+pub(crate) fn icmp_at_no_socket_drop(ctx: &RawTracePointContext, skb: *const u8) -> ReadResult<()> {
     let Some(slot) = level(1) else { return Ok(()) };
-    fill(ctx, probe::TRACEPOINT, AF_INET6, skb, icmpv6::DEST_UNREACH, icmpv6::PORT_UNREACH, &mut slot.event)?;
+    // ETH_P_IP, as `sk_buff.protocol` holds it.
+    let v4 = u16::from_be(read::<u16>(skb, offset!(skb_protocol), "sk_buff.protocol")?) == 0x0800;
+    let (family, icmp_type, code) = if v4 {
+        (AF_INET, icmp::DEST_UNREACH, icmp::PORT_UNREACH)
+    } else {
+        (AF_INET6, icmpv6::DEST_UNREACH, icmpv6::PORT_UNREACH)
+    };
+    fill(ctx, probe::TRACEPOINT, family, skb, icmp_type, code, &mut slot.event)?;
     slot.event.flags |= icmp_sent_flags::AT_DROP;
     let passes = filter::icmp_sent_passes(&slot.event);
     emit(ctx, &mut slot.event, passes);

@@ -153,11 +153,16 @@ fn trace(cli: Cli, mut facts: KernelFacts) -> Result<()> {
         }
         tally => tally.and_then(Result::ok),
     };
-    // The drop program counts floods in the kernel whatever is shown; it reports IPv6 port unreachables
-    // where no hook sees icmp6_send.
+    // The drop program counts floods in the kernel whatever is shown; it reports the port unreachables of
+    // the families no ICMP hook sees, at the drop of the datagram they answer.
     let drops = outcomes.iter().any(|o| o.hook.name == "udp_dropped" && o.attached.is_some()).then(|| {
-        let icmp6_at_drop = !matches!(icmp_send_mode, Some(AttachMode::FEntry | AttachMode::Kprobe));
-        pipeline::tally::DropCounts::start(&mut ebpf, icmp6_at_drop)
+        use udptrace_common::drops::{AT_DROP_IPV4, AT_DROP_IPV6};
+        let at_drop = match icmp_send_mode {
+            Some(AttachMode::FEntry | AttachMode::Kprobe) => 0,
+            Some(_) => AT_DROP_IPV6,
+            None => AT_DROP_IPV4 | AT_DROP_IPV6,
+        };
+        pipeline::tally::DropCounts::start(&mut ebpf, at_drop)
     });
     let drops = match drops {
         Some(Err(e)) => {

@@ -164,7 +164,6 @@ fn reason_sentence(reason: &str) -> Option<&'static str> {
         }
         "neigh_queuefull" => "too many datagrams waited for ARP/ND to answer (net.ipv4.neigh.*.unres_qlen_bytes)",
         "udp_csum" => "its UDP checksum was wrong: damaged on the way, or a NIC offload bug",
-        "no_socket" => "no socket took it, and no port unreachable answered it (rate-limited, or not sent)",
         "xfrm_policy" => "an IPsec policy refused it",
         "ip_noproto" => "no protocol handler for it",
         "otherhost" => "it was addressed to another host's MAC address",

@@ -115,8 +115,8 @@ pub struct DropCounts {
 
 impl DropCounts {
     /// Takes the maps from `ebpf`, and tells the program whether it reports IPv6 port unreachables
-    /// (`icmp6_at_drop`: no hook sees `icmp6_send`).
-    pub fn start(ebpf: &mut Ebpf, icmp6_at_drop: bool) -> Result<Self> {
+    /// (`at_drop`: the families whose ICMP errors no hook sees, `udptrace_common::drops::AT_DROP_*`).
+    pub fn start(ebpf: &mut Ebpf, at_drop: u32) -> Result<Self> {
         grace_period_available()?;
         let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("the {name} map is missing"));
         let mut control = Array::try_from(take(names::DROP_CONTROL)?)?;
@@ -125,7 +125,7 @@ impl DropCounts {
             PerCpuHashMap::try_from(take(names::DROP_TALLIES[1])?)?,
         ];
         control.set(drops::GENERATION, 0, 0).context("setting the drop counts' generation")?;
-        control.set(drops::ICMP6_AT_DROP, u32::from(icmp6_at_drop), 0).context("configuring the drop program")?;
+        control.set(drops::ICMP_AT_DROP, at_drop, 0).context("configuring the drop program")?;
         Ok(Self { control, counts, current: 0 })
     }
 
