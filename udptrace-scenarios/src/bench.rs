@@ -23,6 +23,16 @@
 //!    server's namespace. udptrace's events plus its lost count must equal the port unreachables the
 //!    kernel counted; and the per-program cost, from BPF statistics.
 //! 3. Start-up (spawn to `udptrace: tracing`) and peak RSS.
+//! 4. Drop flood: the hot path's sender (`send()` on a connected socket to an open port, as fast as it
+//!    goes) to a receiver that reads nothing until the end and has a small receive buffer (`SO_RCVBUF`
+//!    4096), so that nearly every datagram is dropped at its socket, counted in the server's
+//!    `Udp: RcvbufErrors`, and passes `skb:kfree_skb`, where udptrace's `udp_dropped` is. Variants: no
+//!    tracer; udptrace per mode printing text lines; `--json`, read by the harness; `--quiet`; `--summary 1`.
+//!    udptrace counts a flood in the kernel (one event per reason, flow and socket a second, with a count),
+//!    so the goal is a ratio to no tracer of at least 0.95. The drops it shows (the `count`s of the
+//!    `udp_dropped` events to the receiver with `--json`, the `udp_dropped` rows of the last table with
+//!    `--summary`, the closing line's events with `--quiet`) must be no more than the kernel counted, and
+//!    with the lost count no fewer; and the per-program cost, from BPF statistics.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -48,6 +58,12 @@ const CLIENT: &str = "10.241.0.1";
 const SERVER: &str = "10.241.0.2";
 const OPEN_PORT: u16 = 9000;
 const CLOSED_PORT: u16 = 9001;
+/// The drop flood's receiver, which reads nothing.
+const DROP_PORT: u16 = 9002;
+/// The drop flood receiver's `SO_RCVBUF`: room for a few datagrams (the kernel doubles it).
+const SINK_RCVBUF: u32 = 4096;
+/// The drop flood's goal: udptrace keeps at least this share of the rate with no tracer.
+pub const DROP_GOAL: f64 = 0.95;
 /// The size of every datagram sent: small, so that the per-datagram path is measured, not copying.
 pub const DATAGRAM_BYTES: usize = 32;
 /// How long the error path waits after the sender before it reads the counters and stops a tracer: what
@@ -75,6 +91,8 @@ enum Variant {
     Bare,
     /// udptrace in this mode as a user starts it: a text line per event, to a pipe that is read and dropped.
     Udptrace(String),
+    /// udptrace in this mode, `--json`: an object per event, read and counted by the harness (drop flood).
+    Json(String),
     /// udptrace in this mode, `--quiet`: nothing printed; the programs count in the kernel.
     Quiet(String),
     /// udptrace in this mode, `--summary 1`: counted in the kernel, a table a second on a pipe that is read.
@@ -88,6 +106,7 @@ impl Variant {
         match self {
             Variant::Bare => "no tracer".to_owned(),
             Variant::Udptrace(mode) => format!("udptrace {mode}"),
+            Variant::Json(mode) => format!("udptrace {mode} --json"),
             Variant::Quiet(mode) => format!("udptrace {mode} --quiet"),
             Variant::Summary(mode) => format!("udptrace {mode} --summary 1"),
             Variant::Bpftrace => "bpftrace script".to_owned(),
@@ -98,7 +117,7 @@ impl Variant {
     /// udptrace's mode in this variant, if it runs udptrace.
     fn mode(&self) -> Option<&str> {
         match self {
-            Variant::Udptrace(mode) | Variant::Quiet(mode) | Variant::Summary(mode) => Some(mode),
+            Variant::Udptrace(mode) | Variant::Json(mode) | Variant::Quiet(mode) | Variant::Summary(mode) => Some(mode),
             _ => None,
         }
     }
@@ -174,6 +193,93 @@ impl Accounting {
     }
 }
 
+/// One variant of the drop flood.
+#[derive(Clone, Debug, Default)]
+pub struct DropRow {
+    pub label: String,
+    pub rate: f64,
+    pub ratio: f64,
+    pub rounds: usize,
+    pub sent: u64,
+    /// The server's `Udp: RcvbufErrors`, how much it moved: the datagrams dropped at the full socket.
+    pub rcvbuf_errors: u64,
+    /// What the receiver found queued at the end.
+    pub drained: u64,
+}
+
+impl DropRow {
+    /// Datagrams sent that were neither dropped at the socket nor read from it.
+    pub fn elsewhere(&self) -> u64 {
+        self.sent.saturating_sub(self.rcvbuf_errors + self.drained)
+    }
+}
+
+/// What one udptrace run showed of the drops.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DropCounts {
+    /// Drops at the receiver: the sum of `count` of the `udp_dropped` events (or rows) about it.
+    pub drops: u64,
+    /// `udp_dropped` events read, when they were (`--json`).
+    pub events: Option<u64>,
+    /// The largest `count` of one event (`--json`).
+    pub largest: u64,
+    /// Drops by reason (or location, when the kernel has no reasons).
+    pub reasons: BTreeMap<String, u64>,
+    /// `udp_dropped` events about something else than the receiver (`--json`).
+    pub elsewhere: u64,
+}
+
+impl DropCounts {
+    /// Reads one line of `udptrace --json`: a `udp_dropped` event to `receiver` counts its `count`.
+    fn add_json_line(&mut self, line: &str, receiver: &str) {
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else { return };
+        if value["event"] != "udp_dropped" {
+            return;
+        }
+        if value["packet"]["dst"].as_str() != Some(receiver) {
+            self.elsewhere += 1;
+            return;
+        }
+        let count = value["count"].as_u64().unwrap_or(0);
+        let reason = value["reason"].as_str().or_else(|| value["location"].as_str()).unwrap_or("?");
+        *self.events.get_or_insert(0) += 1;
+        self.drops += count;
+        self.largest = self.largest.max(count);
+        *self.reasons.entry(reason.to_owned()).or_default() += count;
+    }
+
+    /// The `udp_dropped` rows of a `--summary` table (`{"event":"summary","rows":[...]}`).
+    fn of_summary(table: &serde_json::Value) -> Self {
+        let mut counts = Self::default();
+        for row in table["rows"].as_array().into_iter().flatten().filter(|r| r["event"] == "udp_dropped") {
+            let count = row["count"].as_u64().unwrap_or(0);
+            counts.drops += count;
+            *counts.reasons.entry(row["outcome"].as_str().unwrap_or("?").to_owned()).or_default() += count;
+        }
+        counts
+    }
+}
+
+/// How one udptrace variant accounted for the drops of the drop flood, over its rounds.
+#[derive(Clone, Debug, Default)]
+pub struct DropAccounting {
+    pub label: String,
+    /// Where the counts come from: its JSON events, its last summary table, the closing line.
+    pub source: &'static str,
+    pub rounds: usize,
+    pub accounted_rounds: usize,
+    /// `Udp: RcvbufErrors` of the server, how much it moved.
+    pub kernel: u64,
+    pub shown: DropCounts,
+    pub lost: u64,
+}
+
+impl DropAccounting {
+    pub fn accounted(&self) -> bool {
+        self.rounds > 0 && self.accounted_rounds == self.rounds
+    }
+}
+
 /// Start-up and memory of one way of running udptrace.
 #[derive(Clone, Debug, Default)]
 pub struct Startup {
@@ -191,6 +297,11 @@ pub struct Report {
     pub accounting: Vec<Accounting>,
     pub error_programs: Vec<ProgramCost>,
     pub startup: Vec<Startup>,
+    pub drops: Vec<DropRow>,
+    pub drop_accounting: Vec<DropAccounting>,
+    pub drop_programs: Vec<ProgramCost>,
+    /// The drop flood receiver's receive buffer, as `SO_RCVBUF` read it back.
+    pub drop_rcvbuf: Option<u64>,
     /// Modes or tools left out, and why.
     pub left_out: Vec<String>,
     /// What else happened that a reader of the figures should know (failed sends).
@@ -337,16 +448,21 @@ fn tracer_config(udptrace: &Path, mode: &str) -> Config {
     }
 }
 
-/// udptrace as a user starts it, printing a text line per event to a pipe that is read and dropped.
+/// udptrace as a user starts it, printing a text line per event to a pipe that is read and dropped; or
+/// with `--json`, its `udp_dropped` events to one receiver counted as they are read.
 struct Printer {
     child: Child,
     stderr: std::sync::mpsc::Receiver<String>,
     not_traced: Vec<String>,
+    /// The reader of `--json`, which returns what it counted once the output ends.
+    drops: Option<std::thread::JoinHandle<DropCounts>>,
 }
 
 impl Printer {
-    fn start(udptrace: &Path, mode: &str, server_ns: &str) -> Result<Self> {
+    /// Prints text, or with `json_drops_to` JSON whose `udp_dropped` events to that receiver are counted.
+    fn start(udptrace: &Path, mode: &str, server_ns: &str, json_drops_to: Option<SocketAddr>) -> Result<Self> {
         let mut child = Command::new(udptrace)
+            .args(json_drops_to.map(|_| "--json"))
             .args(["--probe", mode, "--netns", server_ns])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -354,7 +470,20 @@ impl Printer {
             .spawn()
             .with_context(|| format!("starting {}", udptrace.display()))?;
         let mut stdout = child.stdout.take().context("udptrace stdout")?;
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        let drops = match json_drops_to {
+            None => {
+                std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+                None
+            }
+            Some(receiver) => Some(std::thread::spawn(move || {
+                let receiver = receiver.to_string();
+                let mut counts = DropCounts::default();
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    counts.add_json_line(&line, &receiver);
+                }
+                counts
+            })),
+        };
         let stderr = child.stderr.take().context("udptrace stderr")?;
         let (tx, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -364,7 +493,7 @@ impl Printer {
                 }
             }
         });
-        let mut printer = Self { child, stderr: lines, not_traced: Vec::new() };
+        let mut printer = Self { child, stderr: lines, not_traced: Vec::new(), drops };
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut said = Vec::new();
         loop {
@@ -384,6 +513,11 @@ impl Printer {
     /// SIGINT, as Ctrl-C; returns the closing line.
     fn stop(&mut self) -> Result<String> {
         stop_udptrace(&mut self.child, &self.stderr)
+    }
+
+    /// With `--json`, once udptrace has stopped: the drops its events showed.
+    fn take_drops(&mut self) -> Option<DropCounts> {
+        self.drops.take()?.join().ok()
     }
 }
 
@@ -437,6 +571,19 @@ fn programs_of(pid: u32) -> BTreeSet<u32> {
                 .filter_map(|l| l.strip_prefix("prog_id:").and_then(|id| id.trim().parse().ok()))
                 .collect::<Vec<u32>>()
         })
+        .collect()
+}
+
+/// The ids of the loaded programs named as udptrace names its own. A program unloaded while the list is
+/// read (another udptrace stopping) is left out, not an error.
+fn loaded_program_ids() -> BTreeSet<u32> {
+    let ours = |name: &str| {
+        ["fentry_", "fexit_", "kprobe_", "kretprobe_", "tp_", "cgroup_"].iter().any(|p| name.starts_with(p))
+    };
+    aya::programs::loaded_programs()
+        .flatten()
+        .filter(|info| info.name_as_str().is_some_and(ours))
+        .map(|info| info.id())
         .collect()
 }
 
@@ -518,19 +665,22 @@ fn start_udptrace(
         return Ok(None);
     };
     let config = tracer_config(&options.udptrace, mode);
-    let before = crate::suite::program_ids()?;
+    let before = loaded_program_ids();
     let started = Instant::now();
     let udptrace = match variant {
         Variant::Quiet(_) => Running::Counting(Tracer::start(&config, &["--quiet", "--netns", server_ns])?),
         // Not `--quiet`, which would leave the table out: the tables are piped and read.
         Variant::Summary(_) => Running::Counting(Tracer::start(&config, &["--summary", "1", "--netns", server_ns])?),
-        _ => Running::Printing(Printer::start(&options.udptrace, mode, server_ns)?),
+        Variant::Json(_) => {
+            Running::Printing(Printer::start(&options.udptrace, mode, server_ns, Some(Hosts::server(DROP_PORT)))?)
+        }
+        _ => Running::Printing(Printer::start(&options.udptrace, mode, server_ns, None)?),
     };
     starts.entry(&variant.label()).startups.push(started.elapsed());
     // The programs its fds hold; else (no fdinfo) those that appeared while it started.
     let mut ours = programs_of(udptrace.pid());
     if ours.is_empty() {
-        ours = crate::suite::program_ids()?.difference(&before).copied().collect();
+        ours = loaded_program_ids().difference(&before).copied().collect();
     }
     Ok(Some((udptrace, ours)))
 }
@@ -624,6 +774,7 @@ pub fn run(options: &Options) -> Result<Report> {
     let modes = usable_modes(&options, &hosts, &mut report, &mut starts);
     hot_path(&options, &hosts, &modes, &mut report, &mut starts)?;
     error_path(&options, &hosts, &modes, &mut report, &mut starts)?;
+    drop_flood(&options, &hosts, &modes, &mut report, &mut starts)?;
     drop(stats);
     report.startup = starts.0;
     Ok(report)
@@ -689,12 +840,23 @@ fn hot_path(
     Ok(())
 }
 
-/// The whole run's counts from `--summary`'s last table: `(events, lost)`.
-fn last_summary(tracer: &mut Tracer) -> Option<(u64, u64)> {
+/// `--summary`'s last table, the whole run's, once udptrace has stopped.
+fn last_table(tracer: &mut Tracer) -> Option<&serde_json::Value> {
     // The output is read to its end: udptrace has exited.
     tracer.collect_for(Duration::from_secs(2));
-    let table = tracer.seen.iter().rev().find(|v| v["event"] == "summary" && v["period"].is_null())?;
+    tracer.seen.iter().rev().find(|v| v["event"] == "summary" && v["period"].is_null())
+}
+
+/// The whole run's counts from `--summary`'s last table: `(events, lost)`.
+fn last_summary(tracer: &mut Tracer) -> Option<(u64, u64)> {
+    let table = last_table(tracer)?;
     Some((table["events"].as_u64()?, table["lost"].as_u64()?))
+}
+
+/// The whole run's drops from `--summary`'s last table, with its lost count.
+fn last_drop_summary(tracer: &mut Tracer) -> Option<(DropCounts, u64)> {
+    let table = last_table(tracer)?;
+    Some((DropCounts::of_summary(table), table["lost"].as_u64()?))
 }
 
 /// 2. The error path: every variant, udptrace's accounting, and its programs' costs.
@@ -738,7 +900,7 @@ fn error_path(
         };
         let sent = match variant {
             Variant::Bare => send()?,
-            Variant::Udptrace(mode) | Variant::Quiet(mode) | Variant::Summary(mode) => {
+            Variant::Udptrace(mode) | Variant::Json(mode) | Variant::Quiet(mode) | Variant::Summary(mode) => {
                 let (mut tracer, ids) = start_udptrace(options, variant, &server_ns, starts)?.context("udptrace")?;
                 let stats_before = stats_of(&ids);
                 let sent = send()?;
@@ -832,7 +994,134 @@ fn error_path(
     Ok(())
 }
 
+/// The drop flood (4.): the hot path's sender to a receiver that never reads; what udptrace costs while
+/// nearly every datagram is dropped, whether it showed every drop, and its programs' costs.
+fn drop_flood(
+    options: &Options,
+    hosts: &Hosts,
+    modes: &[String],
+    report: &mut Report,
+    starts: &mut Starts,
+) -> Result<()> {
+    let server_ns = hosts.server.inode.to_string();
+    let to = Hosts::server(DROP_PORT);
+    let mut variants = vec![Variant::Bare];
+    variants.extend(modes.iter().cloned().map(Variant::Udptrace));
+    variants.extend(modes.iter().cloned().map(Variant::Json));
+    variants.extend(modes.iter().cloned().map(Variant::Quiet));
+    variants.extend(modes.iter().cloned().map(Variant::Summary));
+    let mut totals: BTreeMap<String, DropRow> = BTreeMap::new();
+    let mut accounting: Vec<DropAccounting> = Vec::new();
+    // The text variants' closing lines, said but not accounted: rounds, seen, lost, kernel.
+    let mut closing: BTreeMap<String, (usize, u64, u64, u64)> = BTreeMap::new();
+    let mut costs = Costs::default();
+    let mut notes = Vec::new();
+    let mut rcvbuf = None;
+    let rates = rounds(&variants, options.rounds, |variant| {
+        let label = variant.label();
+        let tracer = start_udptrace(options, variant, &server_ns, starts)?;
+        let ids = tracer.as_ref().map(|(_, ids)| ids.clone()).unwrap_or_default();
+        let sink = bench_traffic::Receiver::start_sink(&hosts.server, to, SINK_RCVBUF)?;
+        rcvbuf = rcvbuf.or(sink.rcvbuf);
+        let udp_before = udp_counters(&hosts.server)?;
+        let stats_before = stats_of(&ids);
+        let sent = bench_traffic::send(&hosts.client, to, options.seconds, DATAGRAM_BYTES, true)?;
+        // What is still on its way is dropped, and what udptrace still holds reaches it.
+        std::thread::sleep(if tracer.is_some() { SETTLE } else { SETTLE_SHORT });
+        let udp_after = udp_counters(&hosts.server)?;
+        let stats_after = stats_of(&ids);
+        let drained = sink.finish()?;
+        let kernel = udp_after.rcvbuf_errors.saturating_sub(udp_before.rcvbuf_errors);
+        if let Some((mut running, _)) = tracer {
+            starts.rss(&label, &running);
+            costs.add(&label, &stats_before, &stats_after, sent.datagrams);
+            let line = running.stop()?;
+            let (seen, _, lost) = closing_counts(&line).with_context(|| format!("no counts in {line:?}"))?;
+            let from_closing_line = || DropCounts { drops: seen, ..DropCounts::default() };
+            let shown = match (variant, &mut running) {
+                (Variant::Json(_), Running::Printing(printer)) => match printer.take_drops() {
+                    Some(counts) => Some(("its JSON events", counts, lost)),
+                    None => bail!("{label}: the reader of udptrace's output failed"),
+                },
+                (Variant::Summary(_), Running::Counting(summary)) => match last_drop_summary(summary) {
+                    Some((counts, lost)) => Some(("its last table", counts, lost)),
+                    None => {
+                        notes.push(format!(
+                            "drop flood, {label}: no table for the whole run; counted from the closing line"
+                        ));
+                        Some(("closing line", from_closing_line(), lost))
+                    }
+                },
+                (Variant::Quiet(_), _) => Some(("closing line", from_closing_line(), lost)),
+                _ => {
+                    let entry = closing.entry(label.clone()).or_default();
+                    entry.0 += 1;
+                    entry.1 += seen;
+                    entry.2 += lost;
+                    entry.3 += kernel;
+                    None
+                }
+            };
+            if let Some((source, counts, lost)) = shown {
+                let at = match accounting.iter().position(|a| a.label == label) {
+                    Some(at) => at,
+                    None => {
+                        accounting.push(DropAccounting { label: label.clone(), source, ..DropAccounting::default() });
+                        accounting.len() - 1
+                    }
+                };
+                let entry = &mut accounting[at];
+                entry.rounds += 1;
+                entry.accounted_rounds += usize::from(counts.drops <= kernel && kernel <= counts.drops + lost);
+                entry.kernel += kernel;
+                entry.lost += lost;
+                let total = &mut entry.shown;
+                total.drops += counts.drops;
+                if let Some(events) = counts.events {
+                    *total.events.get_or_insert(0) += events;
+                }
+                total.largest = total.largest.max(counts.largest);
+                total.elsewhere += counts.elsewhere;
+                for (reason, n) in counts.reasons {
+                    *total.reasons.entry(reason).or_default() += n;
+                }
+            }
+        }
+        note_failures(&mut notes, &label, "drop flood", &sent);
+        let row = totals.entry(label.clone()).or_default();
+        row.rounds += 1;
+        row.sent += sent.datagrams;
+        row.rcvbuf_errors += kernel;
+        row.drained += drained;
+        Ok(sent.rate())
+    })?;
+    report.drops = rates
+        .into_iter()
+        .map(|(label, rate, ratio)| {
+            let row = totals.remove(&label).unwrap_or_default();
+            DropRow { label, rate, ratio, ..row }
+        })
+        .collect();
+    for (label, (rounds, seen, lost, kernel)) in closing {
+        notes.push(format!(
+            "drop flood, {label} (not accounted: it prints text): its closing lines said {seen} events seen and \
+             {lost} lost over {rounds} rounds; the kernel counted {kernel} drops at the socket"
+        ));
+    }
+    report.drop_accounting = accounting;
+    report.drop_programs = costs.into_rows(&variants);
+    report.drop_rcvbuf = rcvbuf;
+    report.notes.extend(notes);
+    Ok(())
+}
+
 impl Report {
+    /// Whether every udptrace run of the drop flood that accounts (`--json`, `--quiet`, `--summary`) showed
+    /// every drop the kernel counted at the socket.
+    pub fn drops_accounted(&self) -> bool {
+        !self.drop_accounting.is_empty() && self.drop_accounting.iter().all(DropAccounting::accounted)
+    }
+
     /// Whether every udptrace run, with `--quiet` and with `--summary`, accounted for every error the kernel
     /// sent.
     pub fn accounted(&self) -> bool {
@@ -947,6 +1236,83 @@ impl Report {
             let mut ms: Vec<f64> = s.startups.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
             let _ = writeln!(out, "| {} | {:.0} ms | {} | {rss} |", s.label, median(&mut ms), s.startups.len());
         }
+
+        let rcvbuf = self.drop_rcvbuf.map_or_else(String::new, |n| format!(", which the kernel makes {n}"));
+        let _ = writeln!(
+            out,
+            "\n### 4. Drop flood: {DATAGRAM_BYTES}-byte datagrams to a receiver that never reads\n\n\
+             The hot path's sender, `send()` on a connected socket to an open port in a process of its own, to a \
+             receiver whose socket has `SO_RCVBUF` {SINK_RCVBUF}{rcvbuf}, and which reads nothing until the end: \
+             nearly every datagram finds its buffer full, is dropped and counted in the server's \
+             `Udp: RcvbufErrors`, and passes `skb:kfree_skb`, where udptrace sees drops. udptrace counts such a \
+             flood in the kernel, one `udp_dropped` event per reason, flow and socket a second with a count, so \
+             the goal is a ratio to no tracer of at least {DROP_GOAL:.2}. `udptrace MODE` prints a text line per \
+             event to a pipe that is read and dropped; `--json` is read by the harness and accounted; `--quiet` and \
+             `--summary 1` only count. Sent, `RcvbufErrors`, what the receiver found queued at the end, and what \
+             is left (neither dropped at the socket nor read), over all rounds.\n\n\
+             | variant | datagrams/s (median) | ratio to no tracer (median of rounds) | at least {DROP_GOAL:.2} | sent | `RcvbufErrors` | read at the end | left |\n\
+             |---|---:|---:|---|---:|---:|---:|---:|"
+        );
+        for row in &self.drops {
+            let goal = if row.label == Variant::Bare.label() {
+                "-"
+            } else if row.ratio >= DROP_GOAL {
+                "yes"
+            } else {
+                "NO"
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} | {:.3} | {goal} | {} | {} | {} | {} |",
+                row.label,
+                row.rate,
+                row.ratio,
+                row.sent,
+                row.rcvbuf_errors,
+                row.drained,
+                row.elsewhere()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nEvery drop the kernel counted at the socket (`RcvbufErrors`), as udptrace showed it, over all rounds: \
+             with `--json` the sum of `count` of the `udp_dropped` events to the receiver, with `--summary 1` of the \
+             `udp_dropped` rows of the last table (the whole run's), with `--quiet` the closing line's events. A \
+             round accounts when the drops shown are no more than the kernel counted and, with the lost count, no \
+             fewer. Events: how many `udp_dropped` events stood for those drops (the largest `count` of one), \
+             and how many were about another destination.\n\n\
+             | variant | counted from | rounds | kernel `RcvbufErrors` | drops shown | events (largest count) | about others | lost | accounted | by reason |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|---|---|"
+        );
+        for a in &self.drop_accounting {
+            let events = a.shown.events.map_or_else(|| "-".to_owned(), |n| format!("{n} ({})", a.shown.largest));
+            let reasons = if a.shown.reasons.is_empty() {
+                "-".to_owned()
+            } else {
+                a.shown.reasons.iter().map(|(r, n)| format!("{r} {n}")).collect::<Vec<_>>().join(", ")
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {events} | {} | {} | {} | {reasons} |",
+                a.label,
+                a.source,
+                a.rounds,
+                a.kernel,
+                a.shown.drops,
+                a.shown.elsewhere,
+                a.lost,
+                rounds_word(a.accounted_rounds, a.rounds)
+            );
+        }
+        if self.drop_accounting.is_empty() {
+            let _ = writeln!(out, "| (no udptrace variant was measured) | | | | | | | | | |");
+        }
+        let _ = writeln!(
+            out,
+            "\nudptrace's programs in the drop flood (BPF statistics, all rounds): the one on `skb:kfree_skb` runs for \
+             every datagram dropped, so about once per datagram sent.\n"
+        );
+        programs(&mut out, &self.drop_programs);
         for (title, lines) in [("Left out here", &self.left_out), ("Also seen", &self.notes)] {
             if !lines.is_empty() {
                 let _ = writeln!(out, "\n{title}:\n");
@@ -1012,6 +1378,92 @@ mod tests {
         assert!(!row.healthy());
         assert!(HotRow { rounds: 3, healthy_rounds: 3, ..HotRow::default() }.healthy());
         assert!(!Report::default().accounted());
+    }
+
+    #[test]
+    fn drops_are_the_counts_of_the_events_to_the_receiver() {
+        let receiver = "10.241.0.2:9002";
+        let mut counts = DropCounts::default();
+        for line in [
+            r#"{"event":"udp_dropped","packet":{"src":"10.241.0.1:40000","dst":"10.241.0.2:9002","proto":"udp"},"reason":"socket_rcvbuff","location":"__udp_queue_rcv_skb","count":1}"#,
+            r#"{"event":"udp_dropped","packet":{"src":"10.241.0.1:40000","dst":"10.241.0.2:9002","proto":"udp"},"reason":"socket_rcvbuff","location":"__udp_queue_rcv_skb","count":41000}"#,
+            // 5.10: no reason; the location says where.
+            r#"{"event":"udp_dropped","packet":{"src":"10.241.0.1:40000","dst":"10.241.0.2:9002","proto":"udp"},"reason":null,"location":"__udp_queue_rcv_skb","count":9}"#,
+            r#"{"event":"udp_dropped","packet":{"src":"10.241.0.1:40000","dst":"10.241.0.2:9999","proto":"udp"},"reason":"no_socket","count":3}"#,
+            r#"{"event":"icmp_sent","count":5}"#,
+            "not json",
+        ] {
+            counts.add_json_line(line, receiver);
+        }
+        assert_eq!((counts.drops, counts.events, counts.largest, counts.elsewhere), (41010, Some(3), 41000, 1));
+        assert_eq!(counts.reasons["socket_rcvbuff"], 41001);
+        assert_eq!(counts.reasons["__udp_queue_rcv_skb"], 9);
+
+        let table: serde_json::Value = serde_json::from_str(
+            r#"{"event":"summary","period":null,"events":60,"lost":0,"rows":[
+                {"count":50,"event":"udp_dropped","outcome":"socket_rcvbuff","address":"10.241.0.2:9002"},
+                {"count":7,"event":"udp_dropped","outcome":"udp_csum","address":"10.241.0.2:9002"},
+                {"count":3,"event":"icmp_sent","outcome":"no_listener","address":"10.241.0.2:9001"}]}"#,
+        )
+        .unwrap();
+        let summary = DropCounts::of_summary(&table);
+        assert_eq!((summary.drops, summary.events), (57, None));
+        assert_eq!(summary.reasons.len(), 2);
+    }
+
+    #[test]
+    fn the_markdown_has_the_drop_flood() {
+        let report = Report {
+            drops: vec![
+                DropRow {
+                    label: "no tracer".into(),
+                    rate: 1000.0,
+                    ratio: 1.0,
+                    rounds: 1,
+                    sent: 1000,
+                    rcvbuf_errors: 990,
+                    drained: 8,
+                },
+                DropRow {
+                    label: "udptrace tracepoint --json".into(),
+                    rate: 900.0,
+                    ratio: 0.9,
+                    rounds: 1,
+                    sent: 900,
+                    rcvbuf_errors: 892,
+                    drained: 8,
+                },
+            ],
+            drop_accounting: vec![DropAccounting {
+                label: "udptrace tracepoint --json".into(),
+                source: "its JSON events",
+                rounds: 1,
+                accounted_rounds: 1,
+                kernel: 892,
+                shown: DropCounts {
+                    drops: 892,
+                    events: Some(2),
+                    largest: 891,
+                    reasons: [("socket_rcvbuff".to_owned(), 892)].into(),
+                    elsewhere: 0,
+                },
+                lost: 0,
+            }],
+            drop_rcvbuf: Some(8192),
+            ..Report::default()
+        };
+        let text = report.markdown("## header");
+        assert!(text.contains("### 4. Drop flood"), "{text}");
+        assert!(text.contains("`SO_RCVBUF` 4096, which the kernel makes 8192"), "{text}");
+        assert!(text.contains("| no tracer | 1000 | 1.000 | - | 1000 | 990 | 8 | 2 |"), "{text}");
+        assert!(text.contains("| udptrace tracepoint --json | 900 | 0.900 | NO | 900 | 892 | 8 | 0 |"), "{text}");
+        assert!(
+            text.contains(
+                "| udptrace tracepoint --json | its JSON events | 1 | 892 | 892 | 2 (891) | 0 | 0 | yes | socket_rcvbuff 892 |"
+            ),
+            "{text}"
+        );
+        assert!(report.drops_accounted());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `udptrace-bench --udptrace PATH [--modes fentry,kprobe,tracepoint] [--rounds N] [--seconds S]
 //! [--bpftrace SCRIPT] [--tcpdump] [--out FILE] [--smoke]`: the benchmark of `udptrace_scenarios::bench`,
 //! printed as Markdown (and written to FILE). `--smoke` makes it short and checks only that every part ran
-//! and that udptrace accounted for every error: it ends on `bench: N passed, N failed, N skipped`.
+//! and that udptrace accounted for every error and every drop: it ends on
+//! `bench: N passed, N failed, N skipped`.
 //!
 //! The benchmark runs this binary again for its traffic (`udptrace-bench __traffic ...`, see
 //! `udptrace_scenarios::bench_traffic`), so that the sender and the receiver are processes of their own.
@@ -39,7 +40,7 @@ struct Args {
     /// Also write the Markdown here.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
-    /// Short, and check only that every part ran and that udptrace accounted for every error.
+    /// Short, and check only that every part ran and that udptrace accounted for every error and drop.
     #[arg(long)]
     smoke: bool,
 }
@@ -94,7 +95,8 @@ fn main() -> ExitCode {
     if smoke { smoke_checks(&report) } else { ExitCode::SUCCESS }
 }
 
-/// What the smoke run checks: that it measured something in every part, and that the events add up. Whether
+/// What the smoke run checks: that it measured something in every part, and that the events (and in the
+/// drop flood, the drops) add up. Whether
 /// the hot path stayed healthy is reported in the tables, not checked: a short emulated run may drop.
 fn smoke_checks(report: &Report) -> ExitCode {
     let udptrace_rows = || report.hot.iter().filter(|row| row.label.starts_with("udptrace "));
@@ -124,6 +126,24 @@ fn smoke_checks(report: &Report) -> ExitCode {
             "program_costs_read",
             report.error_programs.iter().any(|p| p.runs > 0),
             "no BPF run-time statistics were read on the error path",
+        ),
+        (
+            "drop_flood_measured",
+            report.drops.len() > 1 && report.drops.iter().all(|row| row.sent > 0 && row.rcvbuf_errors > 0),
+            "no udptrace mode was measured in the drop flood, or a variant sent nothing or nothing was dropped",
+        ),
+        (
+            "drop_flood_accounted",
+            report.drops_accounted()
+                && ["--json", "--summary 1"]
+                    .iter()
+                    .all(|how| report.drop_accounting.iter().any(|a| a.label.ends_with(how))),
+            "udptrace's drops and losses in the drop flood do not add up to the kernel's RcvbufErrors",
+        ),
+        (
+            "drop_programs_read",
+            report.drop_programs.iter().any(|p| p.runs > 0),
+            "no BPF run-time statistics were read in the drop flood",
         ),
     ];
     let mut failed = 0;

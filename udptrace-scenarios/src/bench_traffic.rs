@@ -9,6 +9,10 @@
 //!   (`SO_RCVBUFFORCE`), prints `ready`, and counts what `recvmmsg()` returns, 64 datagrams a call at most,
 //!   until its standard input closes; then it drains until nothing has come for 200 ms and prints
 //!   `received=N`.
+//! - `__traffic sink NETNS ADDR:PORT RCVBUF`: enters NETNS, binds ADDR:PORT with `SO_RCVBUF` RCVBUF, prints
+//!   `ready rcvbuf=N` (the `SO_RCVBUF` the kernel made of it) and reads nothing until its standard input
+//!   closes, so that nearly every datagram finds the buffer full and is dropped; then it reads what is
+//!   queued, without waiting, and prints `received=N`.
 
 use std::{
     fs::File,
@@ -43,8 +47,10 @@ pub fn main(args: &[String]) -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("send") => send_main(&args[1..]),
         Some("receive") => receive_main(&args[1..]),
+        Some("sink") => sink_main(&args[1..]),
         _ => Err(anyhow::anyhow!(
-            "usage: {COMMAND} send NETNS ADDR:PORT SECONDS BYTES connected|unconnected, or {COMMAND} receive NETNS ADDR:PORT"
+            "usage: {COMMAND} send NETNS ADDR:PORT SECONDS BYTES connected|unconnected, {COMMAND} receive NETNS \
+             ADDR:PORT, or {COMMAND} sink NETNS ADDR:PORT RCVBUF"
         )),
     };
     match result {
@@ -180,6 +186,52 @@ fn receive_main(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+fn sink_main(args: &[String]) -> Result<()> {
+    let [netns, bind, rcvbuf] = args else {
+        bail!("usage: {COMMAND} sink NETNS ADDR:PORT RCVBUF");
+    };
+    let bind = address(bind)?;
+    let rcvbuf = match rcvbuf.parse::<libc::c_int>() {
+        Ok(n) if n > 0 => n,
+        _ => bail!("`{rcvbuf}` is not a receive buffer size in bytes"),
+    };
+    enter(netns)?;
+    let socket = UdpSocket::bind(bind).with_context(|| format!("binding {bind}"))?;
+    crate::packets::set_int_option(&socket, libc::SOL_SOCKET, libc::SO_RCVBUF, rcvbuf).context("SO_RCVBUF")?;
+    let mut effective: libc::c_int = 0;
+    let mut length = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: a valid socket; a c_int out-value of the size passed.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw mut effective).cast(),
+            &raw mut length,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("reading SO_RCVBUF back");
+    }
+    println!("ready rcvbuf={effective}");
+    std::io::stdout().flush()?;
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    // What is queued: a few datagrams, read without waiting, so that the socket closes empty.
+    socket.set_nonblocking(true)?;
+    let mut buffer = [0u8; 2048];
+    let mut received = 0u64;
+    loop {
+        match socket.recv(&mut buffer) {
+            Ok(_) => received += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e).context("recv"),
+        }
+    }
+    println!("received={received}");
+    Ok(())
+}
+
 /// A child process, killed if it is still running when this drops.
 struct Process(Child);
 
@@ -272,13 +324,26 @@ pub struct Receiver {
     child: Process,
     stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<String>,
+    /// A sink's receive buffer, as `SO_RCVBUF` reads back (the kernel doubles what was asked).
+    pub rcvbuf: Option<u64>,
 }
 
 impl Receiver {
     /// Starts the receiver bound to `bind` in `ns`; returns once it is ready to receive.
     pub fn start(ns: &Netns, bind: SocketAddr) -> Result<Self> {
         let (path, bind) = (ns.path(), bind.to_string());
-        let mut command = traffic_command(&["receive", &path, &bind])?;
+        Self::spawn(&["receive", &path, &bind])
+    }
+
+    /// Starts a receiver bound to `bind` in `ns` that reads nothing until [`Receiver::finish`], with
+    /// `SO_RCVBUF` `rcvbuf`: nearly every datagram is dropped at its socket (`Udp: RcvbufErrors`).
+    pub fn start_sink(ns: &Netns, bind: SocketAddr, rcvbuf: u32) -> Result<Self> {
+        let (path, bind, rcvbuf) = (ns.path(), bind.to_string(), rcvbuf.to_string());
+        Self::spawn(&["sink", &path, &bind, &rcvbuf])
+    }
+
+    fn spawn(args: &[&str]) -> Result<Self> {
+        let mut command = traffic_command(args)?;
         let mut child = Process(command.stdin(Stdio::piped()).spawn().context("starting the receiver")?);
         let stdin = child.0.stdin.take();
         let stdout = child.0.stdout.take().context("the receiver's stdout")?;
@@ -290,9 +355,13 @@ impl Receiver {
                 }
             }
         });
-        let mut receiver = Self { child, stdin, lines };
+        let mut receiver = Self { child, stdin, lines, rcvbuf: None };
         match receiver.lines.recv_timeout(Duration::from_secs(60)) {
             Ok(line) if line == "ready" => Ok(receiver),
+            Ok(line) if line.starts_with("ready rcvbuf=") => {
+                receiver.rcvbuf = line["ready rcvbuf=".len()..].parse().ok();
+                Ok(receiver)
+            }
             Ok(line) => bail!("the receiver said {line:?}"),
             Err(_) => receiver.failed("did not get ready"),
         }
@@ -304,8 +373,8 @@ impl Receiver {
         bail!("the receiver {what}: {}", stderr_of(&mut self.child.0))
     }
 
-    /// Closes the receiver's input; it drains what is still on its way and says how many datagrams it
-    /// received in all.
+    /// Closes the receiver's input; it drains what is still on its way (a sink: what is queued) and says
+    /// how many datagrams it received in all.
     pub fn finish(mut self) -> Result<u64> {
         drop(self.stdin.take());
         let line = match self.lines.recv_timeout(Duration::from_secs(60)) {

@@ -129,8 +129,10 @@ pub fn run(config: &Config, prefix: &str) -> Report {
         println!("{prefix}{check}");
         report.checks.push(check);
     };
-    let scenarios: Vec<&suite::Scenario> =
-        suite::SCENARIOS.iter().filter(|s| config.only.as_ref().is_none_or(|o| o.split(',').any(|part| s.name.contains(part)))).collect();
+    let scenarios: Vec<&suite::Scenario> = suite::SCENARIOS
+        .iter()
+        .filter(|s| config.only.as_ref().is_none_or(|o| o.split(',').any(|part| s.name.contains(part))))
+        .collect();
     let all = |outcome: Outcome| {
         scenarios.iter().map(move |s| Check { scenario: s.name, name: "all", outcome: outcome.clone() })
     };
