@@ -25,6 +25,7 @@ use core::intrinsics::AtomicOrdering;
 use aya_ebpf::{
     EbpfContext,
     bindings::BPF_NOEXIST,
+    helpers::bpf_ktime_get_boot_ns,
     macros::{map, raw_tracepoint},
     maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap},
     programs::RawTracePointContext,
@@ -95,6 +96,23 @@ static DROP_SLOTS: PerCpuArray<UdpDropped> = PerCpuArray::with_max_entries(NESTI
 #[map]
 static DROP_DEPTH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
+/// The last flow whose drop was built in full on this CPU and level: a flood of one flow is counted from the
+/// packet and the socket pointer alone, without reading the socket, its owner and the device again (a dozen
+/// kernel reads, most of the program's cost), until its period ends and it is built again.
+#[repr(C)]
+pub struct LastDrop {
+    /// The counted record (time and queue length zeroed) of the flow, as the full path built it.
+    record: UdpDropped,
+    /// What identifies the flow besides the packet's 5-tuple, reason and place: the socket and the device.
+    rx_sk: u64,
+    dev: u64,
+    /// Until when the fast path may count for it (the end of the second its first drop was handed over in).
+    until: u64,
+}
+
+#[map]
+static LAST_DROP: PerCpuArray<LastDrop> = PerCpuArray::with_max_entries(NESTING, 0);
+
 /// Reports the drop; the datagram's `sk_buff` when it is instead an IPv6 port unreachable to report, else 0.
 #[inline(never)]
 fn kfree_skb(ctx: &RawTracePointContext) -> u64 {
@@ -107,7 +125,7 @@ fn kfree_skb(ctx: &RawTracePointContext) -> u64 {
     let Some(event) = DROP_SLOTS.get_ptr_mut(level) else { return 0 };
     // SAFETY: as above; this level's slot is this run's alone.
     unsafe { *depth = level + 1 };
-    let result = dropped(ctx, unsafe { &mut *event });
+    let result = dropped(ctx, unsafe { &mut *event }, level);
     unsafe { *depth = level };
     match result {
         Ok(icmp6) => icmp6,
@@ -120,7 +138,7 @@ fn kfree_skb(ctx: &RawTracePointContext) -> u64 {
 
 /// Builds and hands over (or counts) the drop; `Ok(skb)` when it is an IPv6 port unreachable instead.
 #[inline(always)]
-fn dropped(ctx: &RawTracePointContext, event: &mut UdpDropped) -> ReadResult<u64> {
+fn dropped(ctx: &RawTracePointContext, event: &mut UdpDropped, level: u32) -> ReadResult<u64> {
     let skb: *const u8 = ctx.get(0)?;
     if send::answered_port_unreachable(skb as u64) {
         return Ok(0);
@@ -147,13 +165,31 @@ fn dropped(ctx: &RawTracePointContext, event: &mut UdpDropped) -> ReadResult<u64
         return Ok(if unseen & bit != 0 { skb as u64 } else { 0 });
     }
     event.location = ctx.get::<u64>(1)?;
+    // The socket it was dropped at (6.11), else, on the way out, the one sending it.
+    let rx_sk: *const u8 = if args >= 4 { ctx.get(3)? } else { core::ptr::null() };
+    let dev = read::<u64>(skb, offset!(skb_dev), "sk_buff.dev").unwrap_or(0);
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let last = LAST_DROP.get_ptr_mut(level);
+    if let Some(last) = last {
+        // SAFETY: this CPU's entry for this level, this run's alone.
+        let last = unsafe { &mut *last };
+        if now < last.until && last.rx_sk == rx_sk as u64 && last.dev == dev && same_flow(&last.record, event, family) {
+            let queued = if rx_sk.is_null() {
+                0
+            } else {
+                read::<u32>(rx_sk, offset!(sk_rmem_alloc), "sock.sk_backlog.rmem_alloc").unwrap_or(0)
+            };
+            if add(&last.record, queued) {
+                return Ok(0);
+            }
+        }
+    }
     event.direction = if read::<u32>(skb, offset!(skb_iif), "sk_buff.skb_iif")? != 0 { drops::IN } else { drops::OUT };
     // A datagram queued on a socket, freed when the socket closes unread, no longer has a device: the field
     // holds UDP's own scratch data (`udp_skb_scratch`, net/ipv4/udp.c), which is not a pointer.
     let (ifindex, mut netns) = device_of(skb);
     event.ifindex = ifindex;
-    // The socket it was dropped at (6.11), else, on the way out, the one sending it.
-    let rx_sk: *const u8 = if args >= 4 { ctx.get(3)? } else { core::ptr::null() };
     let sk = if !rx_sk.is_null() {
         rx_sk
     } else if event.direction == drops::OUT {
@@ -182,8 +218,32 @@ fn dropped(ctx: &RawTracePointContext, event: &mut UdpDropped) -> ReadResult<u64
         count(stat::FILTERED);
         return Ok(0);
     }
-    hand_over_or_count(ctx, event);
+    let until = hand_over_or_count(ctx, event);
+    if let Some(last) = last {
+        // SAFETY: as above.
+        let last = unsafe { &mut *last };
+        last.record = *event;
+        last.record.header.time_ns = 0;
+        last.record.queued = 0;
+        last.rx_sk = rx_sk as u64;
+        last.dev = dev;
+        last.until = until;
+    }
     Ok(0)
+}
+
+/// Whether `event`, as far as it is built (packet, reason, place; its header is not yet), is of the flow
+/// `record` counts.
+#[inline(always)]
+fn same_flow(record: &UdpDropped, event: &UdpDropped, family: u16) -> bool {
+    record.src == event.src
+        && record.dst == event.dst
+        && record.sport == event.sport
+        && record.dport == event.dport
+        && record.proto == event.proto
+        && u16::from(record.header.family) == family
+        && record.reason == event.reason
+        && record.location == event.location
 }
 
 /// The namespace of a `struct net *` (`ns.inum`), 0 for none.
@@ -278,32 +338,37 @@ fn fill_socket(sk: *const u8, family: u16, event: &mut UdpDropped) -> ReadResult
 }
 
 /// The first drop of its flow this second is handed over; the others are counted. When only counts are
-/// wanted, every one is counted. One that finds its generation full is handed over.
+/// wanted, every one is counted. One that finds its generation full is handed over. Returns until when the
+/// flow's next drops are counted (0: not, they are handed over).
 #[inline(always)]
-fn hand_over_or_count<C: EbpfContext>(ctx: &C, event: &mut UdpDropped) {
+fn hand_over_or_count<C: EbpfContext>(ctx: &C, event: &mut UdpDropped) -> u64 {
     // The key: the record without what varies between two drops of one flow.
     let (time, queued) = (event.header.time_ns, event.queued);
     event.header.time_ns = 0;
     event.queued = 0;
+    // Counting only: the record is built again each period, to see an owner change.
+    let mut since = time;
     if !tally::counting() {
         // SAFETY: a map lookup; the value is copied out.
-        let first = match unsafe { DROPS_SEEN.get(&*event) } {
-            Some(&at) => time.wrapping_sub(at) >= drops::PERIOD_NS,
-            None => true,
-        };
-        if first {
-            let _ = DROPS_SEEN.insert(&*event, &time, 0);
-            event.header.time_ns = time;
-            event.queued = queued;
-            output(ctx, event);
-            return;
+        let seen = unsafe { DROPS_SEEN.get(&*event) }.copied();
+        match seen {
+            Some(at) if time.wrapping_sub(at) < drops::PERIOD_NS => since = at,
+            _ => {
+                let _ = DROPS_SEEN.insert(&*event, &time, 0);
+                event.header.time_ns = time;
+                event.queued = queued;
+                output(ctx, event);
+                return time + drops::PERIOD_NS;
+            }
         }
     }
     if !add(&*event, queued) {
         event.header.time_ns = time;
         event.queued = queued;
         output(ctx, event);
+        return 0;
     }
+    since + drops::PERIOD_NS
 }
 
 /// Counts one drop of `key` in this CPU's value of the current generation.

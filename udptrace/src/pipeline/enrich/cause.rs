@@ -17,11 +17,14 @@ use crate::{
 /// `icmpv6_ndo_send` (net/ipv4/icmp.c, net/ipv6/ip6_icmp.c, 5.6+) are what tunnel drivers call.
 const SENDERS: &[&str] = &["__icmp_send", "icmp_send", "icmp6_send", "icmpv6_send", "icmp_ndo_send", "icmpv6_ndo_send"];
 
-/// Whether `name` is the frame of the traced function itself. A BPF trampoline stands in the place of the
-/// function it traces: up to 6.x the stack shows both (`bpf_trampoline_N <- __icmp_send <- udp_rcv`), from
-/// 7.x only the trampoline (`bpf_trampoline_N <- udp_rcv`; arch/x86/net/bpf_jit_comp.c).
+/// Whether `name` is the frame of the traced function itself, or of the program tracing it (the stack starts
+/// there, so what follows is above). A BPF trampoline stands in the place of the function it traces: up to
+/// 6.x the stack shows both (`bpf_trampoline_N <- __icmp_send <- udp_rcv`), from 7.x only the trampoline
+/// (`bpf_trampoline_N <- udp_rcv`; arch/x86/net/bpf_jit_comp.c). A trampoline is built anew, at a new address,
+/// when another program attaches to the function (a second udptrace): its frame then names whatever symbol
+/// the table read at start-up has before that address, which the program's own frame makes harmless.
 fn is_sender(name: &str) -> bool {
-    SENDERS.contains(&name) || name.starts_with("bpf_trampoline_")
+    SENDERS.contains(&name) || name.starts_with("bpf_trampoline_") || name.starts_with("bpf_prog_")
 }
 
 /// What a link failure (`ipv4_link_failure`, `ip6_link_failure`) was: neighbour resolution giving up calls
@@ -228,6 +231,10 @@ mod tests {
         assert_eq!(by_names(&stack, Family::Ipv4, 3, 3), Cause::NoListener);
         let stack = ["bpf_prog_1_fentry_icmp_send", "bpf_trampoline_72030_0", "__icmp_send", "__udp4_lib_rcv"];
         assert_eq!(by_names(&stack, Family::Ipv4, 3, 3), Cause::NoListener);
+        // A trampoline rebuilt since the symbols were read: its address takes the name before it.
+        let stack =
+            ["bpf_prog_1_fentry_icmp_send", "nf_conntrack_helper_fini", "ipv4_link_failure", "arp_error_report"];
+        assert_eq!(by_names(&stack, Family::Ipv4, 3, 1), Cause::NeighbourUnreachable);
     }
 
     impl Kallsyms {
