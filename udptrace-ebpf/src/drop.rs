@@ -148,22 +148,24 @@ fn dropped(ctx: &RawTracePointContext, event: &mut UdpDropped, level: u32) -> Re
         ETH_P_IPV6 => AF_INET6,
         _ => return Ok(0),
     };
+    let args = config!(kfree_skb_args);
+    let reason = if args >= 3 { ctx.get::<u64>(2)? as u32 } else { drops::NO_REASON };
+    // No socket: the kernel answered with a port unreachable (`__udp4_lib_rcv`, `__udp6_lib_rcv`), which the
+    // ICMP hooks report, sent, stopped by a rate limit, or lost; where no hook sees the family's, it is
+    // reported from here. A run of the ICMP hook the kernel skipped is then counted lost, not shown twice.
+    // Decided before the packet is read: the error path of a closed port pays for nothing more.
+    if reason == config!(reason_no_socket) {
+        let unseen = DROP_CONTROL.get(drops::ICMP_AT_DROP).copied().unwrap_or(0);
+        let bit = if family == AF_INET { drops::AT_DROP_IPV4 } else { drops::AT_DROP_IPV6 };
+        return Ok(if unseen & bit != 0 { skb as u64 } else { 0 });
+    }
     // SAFETY: the slot is a plain record, for which all zeros is valid; cleared in place, not through a
     // temporary on the stack.
     unsafe { core::ptr::write_bytes(core::ptr::from_mut(event), 0, 1) };
     if !read_datagram(skb, family, event)? {
         return Ok(0);
     }
-    let args = config!(kfree_skb_args);
-    event.reason = if args >= 3 { ctx.get::<u64>(2)? as u32 } else { drops::NO_REASON };
-    // No socket: the kernel answered with a port unreachable (`__udp4_lib_rcv`, `__udp6_lib_rcv`), which the
-    // ICMP hooks report, sent, stopped by a rate limit, or lost; where no hook sees the family's, it is
-    // reported from here. A run of the ICMP hook the kernel skipped is then counted lost, not shown twice.
-    if event.reason == config!(reason_no_socket) {
-        let unseen = DROP_CONTROL.get(drops::ICMP_AT_DROP).copied().unwrap_or(0);
-        let bit = if family == AF_INET { drops::AT_DROP_IPV4 } else { drops::AT_DROP_IPV6 };
-        return Ok(if unseen & bit != 0 { skb as u64 } else { 0 });
-    }
+    event.reason = reason;
     event.location = ctx.get::<u64>(1)?;
     // The socket it was dropped at (6.11), else, on the way out, the one sending it.
     let rx_sk: *const u8 = if args >= 4 { ctx.get(3)? } else { core::ptr::null() };

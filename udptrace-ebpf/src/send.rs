@@ -589,6 +589,10 @@ pub(crate) fn icmp_at_no_socket_drop(ctx: &RawTracePointContext, skb: *const u8)
         (AF_INET6, icmpv6::DEST_UNREACH, icmpv6::PORT_UNREACH)
     };
     fill(ctx, probe::TRACEPOINT, family, skb, icmp_type, code, &mut slot.event)?;
+    // TCP and others drop with the same reason, and answer otherwise (a reset).
+    if slot.event.proto != IPPROTO_UDP && slot.event.proto != IPPROTO_UDPLITE {
+        return Ok(());
+    }
     slot.event.flags |= icmp_sent_flags::AT_DROP;
     let passes = filter::icmp_sent_passes(&slot.event);
     emit(ctx, &mut slot.event, passes);
