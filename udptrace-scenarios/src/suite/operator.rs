@@ -394,7 +394,8 @@ pub fn program_ids() -> Result<std::collections::BTreeSet<u32>> {
     };
     let mut ids = std::collections::BTreeSet::new();
     for info in aya::programs::loaded_programs() {
-        let info = info?;
+        // A program unloaded between its id being listed and opened (another tracer stopping) is gone.
+        let Ok(info) = info else { continue };
         if info.name_as_str().is_some_and(ours) {
             ids.insert(info.id());
         }
