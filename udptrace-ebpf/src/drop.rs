@@ -154,7 +154,8 @@ fn dropped(ctx: &RawTracePointContext, event: &mut UdpDropped, level: u32) -> Re
     // ICMP hooks report, sent, stopped by a rate limit, or lost; where no hook sees the family's, it is
     // reported from here. A run of the ICMP hook the kernel skipped is then counted lost, not shown twice.
     // Decided before the packet is read: the error path of a closed port pays for nothing more.
-    if reason == config!(reason_no_socket) {
+    // Before 5.17 there is no reason, and `reason_no_socket` is NO_REASON too: nothing is known to be one.
+    if reason != drops::NO_REASON && reason == config!(reason_no_socket) {
         let unseen = DROP_CONTROL.get(drops::ICMP_AT_DROP).copied().unwrap_or(0);
         let bit = if family == AF_INET { drops::AT_DROP_IPV4 } else { drops::AT_DROP_IPV6 };
         return Ok(if unseen & bit != 0 { skb as u64 } else { 0 });
