@@ -790,8 +790,7 @@ fn hot_path(
 ) -> Result<()> {
     let server_ns = hosts.server.inode.to_string();
     let to = Hosts::server(OPEN_PORT);
-    let mut variants = vec![Variant::Bare];
-    variants.extend(modes.iter().cloned().map(Variant::Udptrace));
+    let variants = with_bare(modes, &[Variant::Udptrace]);
     let mut totals: BTreeMap<String, HotRow> = BTreeMap::new();
     let mut costs = Costs::default();
     let mut notes = Vec::new();
@@ -859,6 +858,15 @@ fn last_drop_summary(tracer: &mut Tracer) -> Option<(DropCounts, u64)> {
     Some((DropCounts::of_summary(table), table["lost"].as_u64()?))
 }
 
+/// No tracer, then each of `kinds` in every mode.
+fn with_bare(modes: &[String], kinds: &[fn(String) -> Variant]) -> Vec<Variant> {
+    let mut variants = vec![Variant::Bare];
+    for kind in kinds {
+        variants.extend(modes.iter().cloned().map(kind));
+    }
+    variants
+}
+
 /// 2. The error path: every variant, udptrace's accounting, and its programs' costs.
 fn error_path(
     options: &Options,
@@ -869,10 +877,7 @@ fn error_path(
 ) -> Result<()> {
     let server_ns = hosts.server.inode.to_string();
     let to = Hosts::server(CLOSED_PORT);
-    let mut variants = vec![Variant::Bare];
-    variants.extend(modes.iter().cloned().map(Variant::Udptrace));
-    variants.extend(modes.iter().cloned().map(Variant::Quiet));
-    variants.extend(modes.iter().cloned().map(Variant::Summary));
+    let mut variants = with_bare(modes, &[Variant::Udptrace, Variant::Quiet, Variant::Summary]);
     if let Some(script) = &options.bpftrace_script {
         match Command::new("bpftrace").arg("--version").output() {
             Ok(out) if out.status.success() => variants.push(Variant::Bpftrace),
@@ -1005,11 +1010,7 @@ fn drop_flood(
 ) -> Result<()> {
     let server_ns = hosts.server.inode.to_string();
     let to = Hosts::server(DROP_PORT);
-    let mut variants = vec![Variant::Bare];
-    variants.extend(modes.iter().cloned().map(Variant::Udptrace));
-    variants.extend(modes.iter().cloned().map(Variant::Json));
-    variants.extend(modes.iter().cloned().map(Variant::Quiet));
-    variants.extend(modes.iter().cloned().map(Variant::Summary));
+    let variants = with_bare(modes, &[Variant::Udptrace, Variant::Json, Variant::Quiet, Variant::Summary]);
     let mut totals: BTreeMap<String, DropRow> = BTreeMap::new();
     let mut accounting: Vec<DropAccounting> = Vec::new();
     // The text variants' closing lines, said but not accounted: rounds, seen, lost, kernel.
