@@ -36,6 +36,16 @@ pub struct Scenario {
     pub run: fn(&Config, &mut Tracer) -> Result<Results>,
 }
 
+/// The scenarios that check something with the drop hook alone (`udp_dropped`, BPF statistics).
+pub const WITH_DROPS_ONLY: &[&str] = &[
+    "firewall_drop",
+    "rcvbuf_full",
+    "neighbour_failed",
+    "bad_checksum",
+    "closed_port_ipv6_tracepoint",
+    "healthy_path",
+];
+
 pub static SCENARIOS: &[Scenario] = &[
     Scenario { name: "closed_port_ipv4", run: |c, t| closed_port(c, t, Family::V4) },
     Scenario { name: "closed_port_ipv6", run: |c, t| closed_port(c, t, Family::V6) },
@@ -1225,6 +1235,13 @@ fn owner_back_to_back(config: &Config, tracer: &mut Tracer) -> Result<Results> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_drop_only_scenarios_are_scenarios() {
+        for name in WITH_DROPS_ONLY {
+            assert!(SCENARIOS.iter().any(|s| s.name == *name), "{name} is not a scenario");
+        }
+    }
 
     #[test]
     fn compare_names_every_differing_field() {
