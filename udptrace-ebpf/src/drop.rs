@@ -37,7 +37,7 @@ use udptrace_common::{
 use crate::{
     count,
     filter::{self, config},
-    kernel::{Args, ReadResult, header, offset, read, read_into},
+    kernel::{Args, ReadResult, header, netns_inum, offset, read, read_into, sock_netns},
     output,
     owner::socket_owner,
     report, send, tally,
@@ -247,21 +247,6 @@ fn same_flow(record: &UdpDropped, event: &UdpDropped, family: u16) -> bool {
         && u16::from(record.header.family) == family
         && record.reason == event.reason
         && record.location == event.location
-}
-
-/// The namespace of a `struct net *` (`ns.inum`), 0 for none.
-#[inline(always)]
-fn netns_inum(net: *const u8) -> ReadResult<u32> {
-    if net.is_null() {
-        return Ok(0);
-    }
-    read::<u32>(net, offset!(net_inum), "net.ns.inum")
-}
-
-/// The network namespace of a socket (`sock_net(sk)`).
-#[inline(always)]
-fn sock_netns(sk: *const u8) -> ReadResult<u32> {
-    netns_inum(read::<*const u8>(sk, offset!(sk_net), "sock.__sk_common.skc_net")?)
 }
 
 /// The index and namespace of the packet's device; zeros when it has none, or the field does not hold one.

@@ -101,18 +101,17 @@ pub fn slot<T>(map: &'static PerCpuArray<T>) -> Option<&'static mut T> {
 
 /// The inode number of a `struct net *`, which is what `ls -l /proc/PID/ns/net` shows.
 #[inline(always)]
-pub fn netns_inum(net: *const u8, off: &KernelOffsets) -> ReadResult<u32> {
+pub fn netns_inum(net: *const u8) -> ReadResult<u32> {
     if net.is_null() {
         return Ok(0);
     }
-    read::<u32>(net, off.net_inum, "net.ns.inum")
+    read::<u32>(net, offset!(net_inum), "net.ns.inum")
 }
 
 /// The network namespace of a socket (`sock_net(sk)`).
 #[inline(always)]
-pub fn sock_netns(sk: *const u8, off: &KernelOffsets) -> ReadResult<u32> {
-    let net = read::<*const u8>(sk, off.sk_net, "sock.__sk_common.skc_net")?;
-    netns_inum(net, off)
+pub fn sock_netns(sk: *const u8) -> ReadResult<u32> {
+    netns_inum(read::<*const u8>(sk, offset!(sk_net), "sock.__sk_common.skc_net")?)
 }
 
 /// The network namespace of the device a packet is on (`dev_net(skb->dev)`); 0 if it has no device yet.
@@ -122,7 +121,7 @@ pub fn skb_dev_netns(skb: *const u8, off: &KernelOffsets) -> ReadResult<u32> {
     if dev.is_null() {
         return Ok(0);
     }
-    netns_inum(read::<*const u8>(dev, off.dev_net, "net_device.nd_net")?, off)
+    netns_inum(read::<*const u8>(dev, off.dev_net, "net_device.nd_net")?)
 }
 
 /// The index of the device a packet is on (`skb->dev->ifindex`); 0 if it has no device yet.

@@ -356,7 +356,7 @@ fn inet_sk_error_report(ctx: &RawTracePointContext) -> ReadResult<()> {
     slot.active = 0;
     let event = &mut slot.event;
     *event = SocketError::default();
-    event.header = header(kind::SOCKET_ERROR, probe::TRACEPOINT, family, sock_netns(sk, &off)?);
+    event.header = header(kind::SOCKET_ERROR, probe::TRACEPOINT, family, sock_netns(sk)?);
     event.errno = errno;
     // sk_error_report only runs for an error the socket was given.
     event.verdict = verdict::DELIVERED;

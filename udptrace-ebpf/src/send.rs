@@ -121,7 +121,7 @@ fn fill<C: EbpfContext>(
     if netns == 0 {
         let sk = read::<*const u8>(skb, off.skb_sk, "sk_buff.sk")?;
         if !sk.is_null() {
-            netns = sock_netns(sk, &off)?;
+            netns = sock_netns(sk)?;
         }
     }
     event.header = header(kind::ICMP_SENT, mode, family, netns);
