@@ -858,6 +858,18 @@ fn last_drop_summary(tracer: &mut Tracer) -> Option<(DropCounts, u64)> {
     Some((DropCounts::of_summary(table), table["lost"].as_u64()?))
 }
 
+/// The row of `rows` that `is` picks, added with `new` if there is none yet.
+fn row_of<'a, T>(rows: &'a mut Vec<T>, is: impl Fn(&T) -> bool, new: impl FnOnce() -> T) -> &'a mut T {
+    let at = match rows.iter().position(is) {
+        Some(at) => at,
+        None => {
+            rows.push(new());
+            rows.len() - 1
+        }
+    };
+    &mut rows[at]
+}
+
 /// No tracer, then each of `kinds` in every mode.
 fn with_bare(modes: &[String], kinds: &[fn(String) -> Variant]) -> Vec<Variant> {
     let mut variants = vec![Variant::Bare];
@@ -928,14 +940,11 @@ fn error_path(
                     },
                     _ => ("closing line", seen, lost),
                 };
-                let at = match accounting.iter().position(|a| a.label == label) {
-                    Some(at) => at,
-                    None => {
-                        accounting.push(Accounting { label: label.clone(), source, ..Accounting::default() });
-                        accounting.len() - 1
-                    }
-                };
-                let entry = &mut accounting[at];
+                let entry = row_of(
+                    &mut accounting,
+                    |a| a.label == label,
+                    || Accounting { label: label.clone(), source, ..Accounting::default() },
+                );
                 entry.rounds += 1;
                 // Skipped kprobe runs are counted lost before the `--netns` filter (README, "lost"), so a
                 // round accounts when nothing was invented and nothing is missing beyond what was reported.
@@ -1064,14 +1073,11 @@ fn drop_flood(
                 }
             };
             if let Some((source, counts, lost)) = shown {
-                let at = match accounting.iter().position(|a| a.label == label) {
-                    Some(at) => at,
-                    None => {
-                        accounting.push(DropAccounting { label: label.clone(), source, ..DropAccounting::default() });
-                        accounting.len() - 1
-                    }
-                };
-                let entry = &mut accounting[at];
+                let entry = row_of(
+                    &mut accounting,
+                    |a| a.label == label,
+                    || DropAccounting { label: label.clone(), source, ..DropAccounting::default() },
+                );
                 entry.rounds += 1;
                 entry.accounted_rounds += usize::from(counts.drops <= kernel && kernel <= counts.drops + lost);
                 entry.kernel += kernel;
