@@ -44,7 +44,7 @@ use crate::{
 };
 
 /// `ETH_P_IP`, `ETH_P_IPV6` (include/uapi/linux/if_ether.h), as `sk_buff.protocol` holds them.
-const ETH_P_IP: u16 = 0x0800;
+pub(crate) const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 /// IPv4 `frag_off`: the fragment offset bits. A later fragment carries no UDP header.
 const IP_OFFSET_MASK: u16 = 0x1fff;

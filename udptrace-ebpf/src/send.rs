@@ -581,8 +581,7 @@ pub(crate) fn answered_port_unreachable(skb: u64) -> bool {
 #[inline(always)]
 pub(crate) fn icmp_at_no_socket_drop(ctx: &RawTracePointContext, skb: *const u8) -> ReadResult<()> {
     let Some(slot) = level(1) else { return Ok(()) };
-    // ETH_P_IP, as `sk_buff.protocol` holds it.
-    let v4 = u16::from_be(read::<u16>(skb, offset!(skb_protocol), "sk_buff.protocol")?) == 0x0800;
+    let v4 = u16::from_be(read::<u16>(skb, offset!(skb_protocol), "sk_buff.protocol")?) == crate::drop::ETH_P_IP;
     let (family, icmp_type, code) = if v4 {
         (AF_INET, icmp::DEST_UNREACH, icmp::PORT_UNREACH)
     } else {
