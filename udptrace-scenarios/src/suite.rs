@@ -37,14 +37,8 @@ pub struct Scenario {
 }
 
 /// The scenarios that check something with the drop hook alone (`udp_dropped`, BPF statistics).
-pub const WITH_DROPS_ONLY: &[&str] = &[
-    "firewall_drop",
-    "rcvbuf_full",
-    "neighbour_failed",
-    "bad_checksum",
-    "closed_port_ipv6_tracepoint",
-    "healthy_path",
-];
+pub const WITH_DROPS_ONLY: &[&str] =
+    &["firewall_drop", "rcvbuf_full", "neighbour_failed", "bad_checksum", "closed_port_ipv6_once", "healthy_path"];
 
 pub static SCENARIOS: &[Scenario] = &[
     Scenario { name: "closed_port_ipv4", run: |c, t| closed_port(c, t, Family::V4) },
@@ -62,7 +56,7 @@ pub static SCENARIOS: &[Scenario] = &[
     Scenario { name: "rcvbuf_full", run: drops::rcvbuf_full },
     Scenario { name: "neighbour_failed", run: drops::neighbour_failed },
     Scenario { name: "bad_checksum", run: drops::bad_checksum },
-    Scenario { name: "closed_port_ipv6_tracepoint", run: drops::closed_port_ipv6_tracepoint },
+    Scenario { name: "closed_port_ipv6_once", run: drops::closed_port_ipv6_once },
     Scenario { name: "firewall_reject_ipv4", run: |c, t| firewall_reject(c, t, Family::V4) },
     Scenario { name: "firewall_reject_ipv6", run: |c, t| firewall_reject(c, t, Family::V6) },
     Scenario { name: "nested_send_ipv4", run: |c, t| nested_send(c, t, Family::V4) },

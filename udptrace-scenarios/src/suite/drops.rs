@@ -531,27 +531,28 @@ pub fn bad_checksum(config: &Config, tracer: &mut Tracer) -> Result<Results> {
     ])
 }
 
-/// Seed case 1 for IPv6 in tracepoint mode, which has no hook on `icmp6_send`: the port unreachable is told
-/// from the kernel's drop of the datagram (`no_socket`): one `icmp_sent` with cause `no_listener`, type 1
-/// code 4, and `rate_limited` null (whether a rate limit let it out is not seen there). The drop itself is no
-/// `udp_dropped`.
-pub fn closed_port_ipv6_tracepoint(config: &Config, tracer: &mut Tracer) -> Result<Results> {
+/// Seed case 1 for IPv6, told once. With fentry or kprobe the `icmp6_send` hook sees the port unreachable
+/// (`rate_limited` false) and the drop of the datagram that made it (`no_socket`; on 5.10, without drop
+/// reasons, the drop right after the port unreachable) is no `udp_dropped`. Tracepoint mode has no hook on
+/// `icmp6_send`: the port unreachable is told from that drop, `rate_limited` null (whether a rate limit let it
+/// out is not seen there), which needs the drop reasons of 5.17.
+pub fn closed_port_ipv6_once(config: &Config, tracer: &mut Tracer) -> Result<Results> {
     let skip = |why: String| Ok(vec![("all", Outcome::Skip(why))]);
-    match tracer.mode_of("icmp_send") {
-        None => return skip(format!("the icmp_send hook did not attach in {} mode here", config.mode)),
-        Some("tracepoint") => {}
-        Some(mode) => {
-            return skip(format!(
-                "in {mode} mode the icmp6_send hooks see the port unreachable itself; closed_port_ipv6 checks it"
-            ));
+    let (probe, rate_limited) = match tracer.mode_of("icmp_send") {
+        Some("tracepoint") if !has_drop_reasons() => {
+            return skip(
+                "before 5.17 no drop reason says NO_SOCKET, and tracepoint mode has no IPv6 send hook".to_owned(),
+            );
         }
-    }
-    if !has_drop_reasons() {
-        return skip("before 5.17 no drop reason says NO_SOCKET, and tracepoint mode has no IPv6 send hook".to_owned());
-    }
-    // The drop hook is what sees it.
-    if let Err(skip) = drop_hook(config, tracer) {
-        return Ok(vec![("all", skip)]);
+        Some("tracepoint") => ("tracepoint", Value::Null),
+        Some(mode) => (mode, json!(false)),
+        None => return skip(format!("the icmp_send hook did not attach in {} mode here", config.mode)),
+    };
+    let probe = probe.to_owned();
+    // In tracepoint mode the drop hook is what sees it.
+    let drop_mode = drop_hook(config, tracer);
+    if let (Err(skip), "tracepoint") = (&drop_mode, probe.as_str()) {
+        return Ok(vec![("all", skip.clone())]);
     }
     let hosts = TwoHosts::new()?;
     let server = SocketAddr::new(TwoHosts::server_ip(Family::V6), CLOSED_PORT);
@@ -561,12 +562,12 @@ pub fn closed_port_ipv6_tracepoint(config: &Config, tracer: &mut Tracer) -> Resu
     let ours =
         |e: &Value| e["event"] == "icmp_sent" && e["netns"] == server_ns && e["packet"]["src"] == local.to_string();
     let expected = json!({
-        "probe": "tracepoint",
+        "probe": probe,
         "family": "ipv6",
         "icmp": {"type": 1, "code": 4},
         "packet": packet(local, server),
         "cause": "no_listener",
-        "rate_limited": null,
+        "rate_limited": rate_limited,
     });
     let sent = outcome_of(tracer.expect("icmp_sent", config.event_timeout, ours).map(|e| compare(&e, &expected)));
     tracer.collect_for(config.quiet_period);
@@ -575,7 +576,10 @@ pub fn closed_port_ipv6_tracepoint(config: &Config, tracer: &mut Tracer) -> Resu
         [_] => Outcome::Pass,
         other => Outcome::Fail(format!("one datagram refused, {} icmp_sent: {other:?}", other.len())),
     };
-    let no_drop = none_of(config, tracer, "a closed port's drop is the icmp_sent's story", is_drop_of(local, server));
+    let no_drop = match drop_mode {
+        Err(skip) => skip,
+        Ok(_) => none_of(config, tracer, "a closed port's drop is the icmp_sent's story", is_drop_of(local, server)),
+    };
     Ok(vec![
         ("client_errno", errno_check(&received, Some(libc::ECONNREFUSED))),
         ("icmp_sent", sent),
