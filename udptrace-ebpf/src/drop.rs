@@ -35,12 +35,12 @@ use udptrace_common::{
 };
 
 use crate::{
-    count,
+    count, count_failure,
     filter::{self, config},
     kernel::{Args, ReadResult, header, netns_inum, offset, read, read_into, sock_netns},
     output,
     owner::socket_owner,
-    report, send, tally,
+    send, tally,
 };
 
 /// `ETH_P_IP`, `ETH_P_IPV6` (include/uapi/linux/if_ether.h), as `sk_buff.protocol` holds them.
@@ -80,7 +80,7 @@ pub fn tp_kfree_skb(ctx: RawTracePointContext) -> i32 {
 /// A port unreachable the kernel decided to send, seen at the drop (see `send::icmp_at_no_socket_drop`).
 #[inline(never)]
 fn icmp_at_drop(ctx: &RawTracePointContext, skb: u64) {
-    report(ctx, "tp_kfree_skb", send::icmp_at_no_socket_drop(ctx, skb as *const u8));
+    count_failure(send::icmp_at_no_socket_drop(ctx, skb as *const u8));
 }
 
 /// How deep runs of this program nest on one CPU: one in a process (a drop on the way out) may be
@@ -130,7 +130,7 @@ fn kfree_skb(ctx: &RawTracePointContext) -> u64 {
     match result {
         Ok(icmp6) => icmp6,
         Err(e) => {
-            report(ctx, "tp_kfree_skb", Err(e));
+            count_failure(Err(e));
             0
         }
     }
