@@ -10,22 +10,16 @@ mod domain;
 mod kernel;
 mod output;
 mod pipeline;
+mod trace;
 
 use std::process::ExitCode;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use clap::Parser as _;
-use udptrace_common::names;
 
 use crate::{
     cli::{Cli, Command},
-    domain::AttachMode,
-    kernel::{
-        loader::{self, HookOutcome, KernelFacts},
-        privileges, probes,
-    },
-    output::{Sink, json::JsonSink, metrics, summary::SummarySink, text::TextSink},
-    pipeline::{counters, enrich::Enricher, session, source::Source, tally::Tally},
+    kernel::{loader::KernelFacts, privileges, probes},
 };
 
 fn main() -> ExitCode {
@@ -82,150 +76,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         None => {
             privileges::check()?;
-            trace(cli, KernelFacts::gather()?)
+            trace::run(cli, KernelFacts::gather()?)
         }
     }
-}
-
-fn trace(cli: Cli, mut facts: KernelFacts) -> Result<()> {
-    let filter = cli.filter();
-    let buffer: pipeline::source::Buffer = cli.buffer.into();
-    let config = udptrace_common::Config {
-        filter: filter.for_kernel(),
-        buffer: buffer.for_kernel(),
-        _pad0: [0; 7],
-        not_icmp_reporters: facts.not_icmp_reporters,
-        reason_no_socket: facts
-            .drop_reasons
-            .iter()
-            .find_map(|(&value, name)| (name == "no_socket").then_some(value))
-            .unwrap_or(udptrace_common::drops::NO_REASON),
-        kfree_skb_args: facts.kfree_skb_args,
-        _pad1: [0; 3],
-    };
-    if cli.verbose && facts.not_icmp_reporters.iter().any(|r| r.start == 0) {
-        eprintln!(
-            "udptrace: /proc/kallsyms does not show all of {:?}: in tracepoint mode, error-queue reads and aborts \
-             may be reported as socket errors",
-            udptrace_common::NOT_ICMP_REPORTERS
-        );
-    }
-    let mut ebpf = loader::load_object(&facts, &config, cli.verbose)?;
-    let outcomes = loader::attach_all(&mut ebpf, &facts, cli.probe.modes());
-    facts.release_aya_btf();
-    loader::require_attached(&outcomes, &cli.probe.describe())?;
-    let mut modes = Vec::new();
-    for outcome in &outcomes {
-        match outcome.attached {
-            Some(mode) => modes.push(format!("{}={mode}", outcome.hook.name)),
-            None => eprintln!("udptrace: warning: {} not traced: {}", outcome.hook.name, probes::why_not(outcome)),
-        }
-        if cli.verbose {
-            probes::print_failures(outcome);
-        }
-    }
-
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    // The buffers register with the runtime's reactor.
-    let _entered = runtime.enter();
-    let source = Source::open(&mut ebpf, buffer)?;
-    let stats = aya::maps::PerCpuArray::try_from(ebpf.take_map(names::STATS).context("the STATS map is missing")?)?;
-    let creators = ebpf.take_map(names::OWNERS).and_then(|m| aya::maps::HashMap::try_from(m).ok());
-    // Tracepoint mode sees no rate limit: read the kernel's counters instead, from before `tracing` on.
-    let icmp_send_mode = outcomes.iter().find(|o| o.hook.name == "icmp_send").and_then(|o| o.attached);
-    let counters = (icmp_send_mode == Some(AttachMode::Tracepoint)).then(counters::Watcher::start);
-    let logs = match cli.verbose.then(|| loader::program_logs(&mut ebpf)) {
-        Some(Err(e)) => {
-            eprintln!("udptrace: warning: {}", one_line(&e));
-            None
-        }
-        logs => logs.and_then(Result::ok),
-    };
-    // Where only counts are wanted, the programs count in the kernel instead of handing over a record per
-    // error; `--count` stops after a number of events, so it needs them one by one.
-    let counts_only = (cli.quiet || cli.summary.is_some()) && cli.count.is_none();
-    let tally = match counts_only.then(|| Tally::start(&mut ebpf)) {
-        Some(Err(e)) => {
-            if cli.verbose {
-                eprintln!("udptrace: counting in the kernel is off, events are handed over: {}", one_line(&e));
-            }
-            None
-        }
-        tally => tally.and_then(Result::ok),
-    };
-    // The drop program counts floods in the kernel whatever is shown; it reports the port unreachables of
-    // the families no ICMP hook sees, at the drop of the datagram they answer.
-    let drops = outcomes.iter().any(|o| o.hook.name == "udp_dropped" && o.attached.is_some()).then(|| {
-        use udptrace_common::drops::{AT_DROP_IPV4, AT_DROP_IPV6};
-        let at_drop = match icmp_send_mode {
-            Some(AttachMode::FEntry | AttachMode::Kprobe) => 0,
-            Some(_) => AT_DROP_IPV6,
-            None => AT_DROP_IPV4 | AT_DROP_IPV6,
-        };
-        pipeline::tally::DropCounts::start(&mut ebpf, at_drop)
-    });
-    let drops = match drops {
-        Some(Err(e)) => {
-            eprintln!(
-                "udptrace: warning: {}: drops after the first of each flow and second are not shown",
-                one_line(&e)
-            );
-            None
-        }
-        drops => drops.and_then(Result::ok),
-    };
-    let stages = session::Stages {
-        enricher: Enricher::new(creators, facts.cgroup2.clone(), std::mem::take(&mut facts.drop_reasons), cli.verbose),
-        filter,
-        counters,
-        stats,
-        misses: crate::kernel::misses::Misses::new(&ebpf),
-        logs,
-        tally,
-        drops,
-    };
-
-    let (sinks, server) = runtime.block_on(sinks(&cli, &outcomes))?;
-    let serving = cli.metrics.map(|addr| format!("; metrics on http://{addr}/metrics")).unwrap_or_default();
-    let options = session::Options {
-        duration: cli.duration,
-        count: cli.count,
-        verbose: cli.verbose,
-        banner: format!("udptrace: tracing ({}){serving}; Ctrl-C to stop", modes.join(", ")),
-    };
-    let totals = runtime.block_on(session::run(source, stages, sinks, options))?;
-    if let Some(server) = server {
-        server.abort();
-    }
-    eprintln!("{}", totals.closing_line());
-    Ok(())
-}
-
-/// The outputs the options ask for; the metrics server is bound before tracing starts, so that a port in
-/// use fails in one line.
-async fn sinks(
-    cli: &Cli,
-    outcomes: &[HookOutcome],
-) -> Result<(Vec<Box<dyn Sink>>, Option<tokio::task::JoinHandle<()>>)> {
-    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    let mut server = None;
-    if let Some(addr) = cli.metrics {
-        let hooks: Vec<(&'static str, &'static str)> =
-            outcomes.iter().filter_map(|o| o.attached.map(|mode| (o.hook.name, mode.as_str()))).collect();
-        let counters = metrics::Metrics::new(&hooks, cli.metrics_addresses);
-        server = Some(metrics::serve(addr, counters.clone()).await?);
-        sinks.push(Box::new(metrics::MetricsSink(counters)));
-    }
-    if !cli.quiet {
-        let stdout = std::io::stdout();
-        let shown: Box<dyn Sink> = match (cli.summary, cli.json) {
-            (Some(period), json) => Box::new(SummarySink::new(stdout, json, period)),
-            (None, true) => Box::new(JsonSink::new(stdout)),
-            (None, false) => Box::new(TextSink::new(stdout, output::text::color_wanted())),
-        };
-        sinks.push(shown);
-    }
-    Ok((sinks, server))
 }
 
 #[cfg(test)]
@@ -271,7 +124,7 @@ mod tests {
 
     /// The lower-case paths `code` (of module `here`) names through `crate::` and `super::`.
     fn references(code: &str, here: &[String]) -> BTreeSet<String> {
-        let known = ["cli", "domain", "kernel", "output", "pipeline"];
+        let known = ["cli", "domain", "kernel", "output", "pipeline", "trace"];
         let mut found = BTreeSet::new();
         let flat = code.replace(['\n', ' '], "");
         for (prefix, base) in [("crate::", Vec::new()), ("super::", here[..here.len().saturating_sub(1)].to_vec())] {

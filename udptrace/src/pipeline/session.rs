@@ -34,8 +34,10 @@ pub struct Options {
     /// Say what could not be decoded.
     pub verbose: bool,
     /// The `udptrace: tracing` line, written once Ctrl-C and SIGTERM are handled: a signal right after it
-    /// still ends with the closing counts.
-    pub banner: String,
+    /// still ends with the closing counts. `None`: no line (`udptrace check` speaks for itself).
+    pub banner: Option<String>,
+    /// Ends the session like `--duration` when notified (`udptrace check`, once its probes are answered).
+    pub stop: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 /// The stages between the buffer and the sinks.
@@ -105,7 +107,10 @@ pub async fn run(mut source: Source, stages: Stages, sinks: Vec<Box<dyn Sink>>, 
         Session { options, stages, sinks, clock: Clock::now(), totals: Totals::default(), filtered_here: 0 };
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    eprintln!("{}", session.options.banner);
+    if let Some(banner) = &session.options.banner {
+        eprintln!("{banner}");
+    }
+    let stop_signal = session.options.stop.clone();
     let started = Instant::now();
     let deadline = session.options.duration.map(|d| tokio::time::Instant::now() + d);
     let mut housekeeping = interval(HOUSEKEEPING_PERIOD);
@@ -125,6 +130,7 @@ pub async fn run(mut source: Source, stages: Stages, sinks: Vec<Box<dyn Sink>>, 
             _ = sigint.recv() => ControlFlow::Break(Stop::Signal),
             _ = sigterm.recv() => ControlFlow::Break(Stop::Signal),
             () = sleep_until(deadline) => ControlFlow::Break(Stop::Duration),
+            () = notified(stop_signal.as_deref()) => ControlFlow::Break(Stop::Duration),
             () = sleep_until(session.stages.enricher.wake_at().map(Into::into)) => session.pass_on(),
             _ = housekeeping.tick() => session.housekeeping(),
             _ = period_tick.tick(), if period.is_some() => {
@@ -171,6 +177,13 @@ pub async fn run(mut source: Source, stages: Stages, sinks: Vec<Box<dyn Sink>>, 
     }
     session.totals.filtered = session.stat(stat::FILTERED) + session.filtered_here;
     Ok(session.totals)
+}
+
+async fn notified(stop: Option<&tokio::sync::Notify>) {
+    match stop {
+        Some(stop) => stop.notified().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

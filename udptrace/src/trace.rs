@@ -1,0 +1,215 @@
+//! A tracing session from start to end: load and attach the programs, open the buffer, build the stages
+//! (`Tracing::start`), then run them into the sinks the command line asks for (`run`). `udptrace check`
+//! starts one too, into a sink of its own.
+
+use anyhow::{Context as _, Result};
+use udptrace_common::names;
+
+use crate::{
+    cli::Cli,
+    domain::AttachMode,
+    kernel::loader::{self, HookOutcome, KernelFacts},
+    kernel::probes,
+    one_line,
+    output::{self, Sink, json::JsonSink, metrics, summary::SummarySink, text::TextSink},
+    pipeline::{
+        counters,
+        enrich::Enricher,
+        filter::Filter,
+        session,
+        source::{Buffer, Source},
+        tally::{DropCounts, Tally},
+    },
+};
+
+/// What to trace and how.
+pub struct Setup<'a> {
+    pub filter: Filter,
+    pub buffer: Buffer,
+    /// The modes to try, per hook, in order.
+    pub modes: &'a [AttachMode],
+    /// How the user asked for them (`any mode`, `--probe fentry`), for the error when nothing attaches.
+    pub asked: String,
+    pub verbose: bool,
+    /// Only counts are wanted: the programs count in the kernel instead of handing over a record per error.
+    pub counts_only: bool,
+}
+
+/// Programs attached, the buffer open, the stages ready: what `session::run` needs.
+pub struct Tracing {
+    pub runtime: tokio::runtime::Runtime,
+    pub source: Source,
+    pub stages: session::Stages,
+    pub outcomes: Vec<HookOutcome>,
+    /// `hook=mode` for each hook that attached.
+    pub attached: Vec<String>,
+    /// A line for each hook that did not: its name and why.
+    pub not_traced: Vec<String>,
+    /// The programs stay attached while this lives.
+    _ebpf: aya::Ebpf,
+}
+
+impl Tracing {
+    pub fn start(setup: Setup<'_>, mut facts: KernelFacts) -> Result<Self> {
+        let config = udptrace_common::Config {
+            filter: setup.filter.for_kernel(),
+            buffer: setup.buffer.for_kernel(),
+            _pad0: [0; 7],
+            not_icmp_reporters: facts.not_icmp_reporters,
+            reason_no_socket: facts
+                .drop_reasons
+                .iter()
+                .find_map(|(&value, name)| (name == "no_socket").then_some(value))
+                .unwrap_or(udptrace_common::drops::NO_REASON),
+            kfree_skb_args: facts.kfree_skb_args,
+            _pad1: [0; 3],
+        };
+        if setup.verbose && facts.not_icmp_reporters.iter().any(|r| r.start == 0) {
+            eprintln!(
+                "udptrace: /proc/kallsyms does not show all of {:?}: in tracepoint mode, error-queue reads and \
+                 aborts may be reported as socket errors",
+                udptrace_common::NOT_ICMP_REPORTERS
+            );
+        }
+        let mut ebpf = loader::load_object(&facts, &config, setup.verbose)?;
+        let outcomes = loader::attach_all(&mut ebpf, &facts, setup.modes);
+        facts.release_aya_btf();
+        loader::require_attached(&outcomes, &setup.asked)?;
+        let mut attached = Vec::new();
+        let mut not_traced = Vec::new();
+        for outcome in &outcomes {
+            match outcome.attached {
+                Some(mode) => attached.push(format!("{}={mode}", outcome.hook.name)),
+                None => not_traced.push(format!("{} not traced: {}", outcome.hook.name, probes::why_not(outcome))),
+            }
+            if setup.verbose {
+                probes::print_failures(outcome);
+            }
+        }
+
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        // The buffers register with the runtime's reactor.
+        let entered = runtime.enter();
+        let source = Source::open(&mut ebpf, setup.buffer)?;
+        let stats = aya::maps::PerCpuArray::try_from(ebpf.take_map(names::STATS).context("the STATS map is missing")?)?;
+        let creators = ebpf.take_map(names::OWNERS).and_then(|m| aya::maps::HashMap::try_from(m).ok());
+        // Tracepoint mode sees no rate limit: read the kernel's counters instead, from before `tracing` on.
+        let icmp_send_mode = outcomes.iter().find(|o| o.hook.name == "icmp_send").and_then(|o| o.attached);
+        let counters = (icmp_send_mode == Some(AttachMode::Tracepoint)).then(counters::Watcher::start);
+        let logs = match setup.verbose.then(|| loader::program_logs(&mut ebpf)) {
+            Some(Err(e)) => {
+                eprintln!("udptrace: warning: {}", one_line(&e));
+                None
+            }
+            logs => logs.and_then(Result::ok),
+        };
+        let tally = match setup.counts_only.then(|| Tally::start(&mut ebpf)) {
+            Some(Err(e)) => {
+                if setup.verbose {
+                    eprintln!("udptrace: counting in the kernel is off, events are handed over: {}", one_line(&e));
+                }
+                None
+            }
+            tally => tally.and_then(Result::ok),
+        };
+        // The drop program counts floods in the kernel whatever is shown; it reports the port unreachables of
+        // the families no ICMP hook sees, at the drop of the datagram they answer.
+        let drops = outcomes.iter().any(|o| o.hook.name == "udp_dropped" && o.attached.is_some()).then(|| {
+            use udptrace_common::drops::{AT_DROP_IPV4, AT_DROP_IPV6};
+            let at_drop = match icmp_send_mode {
+                Some(AttachMode::FEntry | AttachMode::Kprobe) => 0,
+                Some(_) => AT_DROP_IPV6,
+                None => AT_DROP_IPV4 | AT_DROP_IPV6,
+            };
+            DropCounts::start(&mut ebpf, at_drop)
+        });
+        let drops = match drops {
+            Some(Err(e)) => {
+                eprintln!(
+                    "udptrace: warning: {}: drops after the first of each flow and second are not shown",
+                    one_line(&e)
+                );
+                None
+            }
+            drops => drops.and_then(Result::ok),
+        };
+        let stages = session::Stages {
+            enricher: Enricher::new(
+                creators,
+                facts.cgroup2.clone(),
+                std::mem::take(&mut facts.drop_reasons),
+                setup.verbose,
+            ),
+            filter: setup.filter,
+            counters,
+            stats,
+            misses: crate::kernel::misses::Misses::new(&ebpf),
+            logs,
+            tally,
+            drops,
+        };
+        drop(entered);
+        Ok(Self { runtime, source, stages, outcomes, attached, not_traced, _ebpf: ebpf })
+    }
+}
+
+/// `udptrace` without a command: trace until Ctrl-C, `--duration` or `--count`.
+pub fn run(cli: Cli, facts: KernelFacts) -> Result<()> {
+    // Where only counts are wanted, the programs count in the kernel instead of handing over a record per
+    // error; `--count` stops after a number of events, so it needs them one by one.
+    let setup = Setup {
+        filter: cli.filter(),
+        buffer: cli.buffer.into(),
+        modes: cli.probe.modes(),
+        asked: cli.probe.describe(),
+        verbose: cli.verbose,
+        counts_only: (cli.quiet || cli.summary.is_some()) && cli.count.is_none(),
+    };
+    let tracing = Tracing::start(setup, facts)?;
+    for line in &tracing.not_traced {
+        eprintln!("udptrace: warning: {line}");
+    }
+    let Tracing { runtime, source, stages, outcomes, attached, not_traced: _, _ebpf } = tracing;
+    let (sinks, server) = runtime.block_on(sinks(&cli, &outcomes))?;
+    let serving = cli.metrics.map(|addr| format!("; metrics on http://{addr}/metrics")).unwrap_or_default();
+    let options = session::Options {
+        duration: cli.duration,
+        count: cli.count,
+        verbose: cli.verbose,
+        banner: Some(format!("udptrace: tracing ({}){serving}; Ctrl-C to stop", attached.join(", "))),
+        stop: None,
+    };
+    let totals = runtime.block_on(session::run(source, stages, sinks, options))?;
+    if let Some(server) = server {
+        server.abort();
+    }
+    eprintln!("{}", totals.closing_line());
+    Ok(())
+}
+
+/// The outputs the options ask for; the metrics server is bound before tracing starts, so that a port in
+/// use fails in one line.
+async fn sinks(
+    cli: &Cli,
+    outcomes: &[HookOutcome],
+) -> Result<(Vec<Box<dyn Sink>>, Option<tokio::task::JoinHandle<()>>)> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    let mut server = None;
+    if let Some(addr) = cli.metrics {
+        let hooks: Vec<(&'static str, &'static str)> =
+            outcomes.iter().filter_map(|o| o.attached.map(|mode| (o.hook.name, mode.as_str()))).collect();
+        let counters = metrics::Metrics::new(&hooks, cli.metrics_addresses);
+        server = Some(metrics::serve(addr, counters.clone()).await?);
+        sinks.push(Box::new(metrics::MetricsSink(counters)));
+    }
+    if !cli.quiet {
+        let stdout = std::io::stdout();
+        let shown: Box<dyn Sink> = match (cli.summary, cli.json) {
+            (Some(period), json) => Box::new(SummarySink::new(stdout, json, period)),
+            (None, true) => Box::new(JsonSink::new(stdout)),
+            (None, false) => Box::new(TextSink::new(stdout, output::text::color_wanted())),
+        };
+        sinks.push(shown);
+    }
+    Ok((sinks, server))
+}
