@@ -151,8 +151,12 @@ pub mod icmp {
     pub const TIME_EXCEEDED: u8 = 11;
     pub const PARAMETERPROB: u8 = 12;
     /// Codes of `DEST_UNREACH`.
+    pub const HOST_UNREACH: u8 = 1;
     pub const PORT_UNREACH: u8 = 3;
     pub const FRAG_NEEDED: u8 = 4;
+    pub const NET_ANO: u8 = 9;
+    pub const HOST_ANO: u8 = 10;
+    pub const PKT_FILTERED: u8 = 13;
 }
 
 /// ICMPv6 types and codes (`include/uapi/linux/icmpv6.h`, `include/net/ndisc.h`).
@@ -163,7 +167,9 @@ pub mod icmpv6 {
     pub const PARAMPROB: u8 = 4;
     /// A route update, not an error.
     pub const NDISC_REDIRECT: u8 = 137;
-    /// A code of `DEST_UNREACH`.
+    /// Codes of `DEST_UNREACH`.
+    pub const ADM_PROHIBITED: u8 = 1;
+    pub const ADDR_UNREACH: u8 = 3;
     pub const PORT_UNREACH: u8 = 4;
 }
 

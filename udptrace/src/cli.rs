@@ -5,6 +5,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::{
+    check,
     domain::AttachMode,
     pipeline::{
         filter::{self, Filter, Prefix},
@@ -30,6 +31,8 @@ Examples:
     udptrace --json --duration 30
   Which hooks attach on this kernel, in which mode, and why not:
     udptrace probes -v
+  Is a UDP port open, closed, filtered or unreachable, and why:
+    udptrace check 10.0.0.2:53 --dns example.com
 
 Filters run in the kernel where the data is there. Options combine with AND; an option given again
 adds an alternative (OR). -p and --comm select socket errors (the owner); icmp_sent events have none.
@@ -188,11 +191,91 @@ impl Cli {
 pub enum Command {
     /// Which hooks can attach here, in which mode, and why not.
     Probes,
+    /// Is HOST:PORT open, closed, filtered or unreachable? Sends probe datagrams and says what came back
+    /// and what the kernel did, where `nc -vzu` says "succeeded" to silence.
+    #[command(after_help = CHECK_HELP)]
+    Check(CheckArgs),
     /// Print a shell completion script: `udptrace completions bash > /etc/bash_completion.d/udptrace`.
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+const CHECK_HELP: &str = "\
+States and exit status:
+  open           0  a datagram came back
+  closed         3  port unreachable from the target itself: nothing listens there
+  filtered       4  another ICMP unreachable (admin-prohibited, a router's host unreachable, a port
+                    unreachable from another address: a REJECT on the path), or this host's firewall
+                    refused the send
+  unreachable    5  this host could not deliver it: no route, no answer to ARP/ND, TTL exceeded
+  open|filtered  6  it left and nothing came back: a DROP, a silent host, a service ignoring the payload
+  1: a runtime failure; 2: bad usage.
+
+Without root the evidence is the socket's error queue (IP_RECVERR); as root udptrace's hooks, filtered
+to the probe socket, add the kernel's side: this host's drop of the probe and why, its own ICMP error,
+a rate limit that stopped one.
+
+Examples:
+  udptrace check 10.0.0.2:53 --dns example.com
+  udptrace check [2001:db8::53]:53 --json
+  udptrace check ntp.example:123 --payload e3000000 --count 1";
+
+/// `udptrace check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// The target: a name, an IPv4 address, or [IPv6]:PORT.
+    #[arg(value_name = "HOST:PORT", value_parser = check::parse_target)]
+    pub target: check::Target,
+
+    /// How many probes to send, 500 ms apart until something comes back.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub count: u32,
+
+    /// How long to wait after the last probe (ARP and ND give up after 3 s).
+    #[arg(long, value_name = "SECS", default_value = "3", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// The probes' bytes, in hex (default: an empty datagram).
+    #[arg(long, value_name = "HEX", value_parser = check::parse_hex, conflicts_with = "dns")]
+    pub payload: Option<check::Hex>,
+
+    /// Send a DNS query for NAME's A record, so that a DNS server answers.
+    #[arg(long, value_name = "NAME", value_parser = check::parse_dns_name)]
+    pub dns: Option<String>,
+
+    /// Use an IPv4 address of HOST.
+    #[arg(short = '4', conflicts_with = "ipv6")]
+    pub ipv4: bool,
+
+    /// Use an IPv6 address of HOST.
+    #[arg(short = '6')]
+    pub ipv6: bool,
+
+    /// Attach mode of the kernel hooks, as root.
+    #[arg(long, value_enum, default_value = "auto", value_name = "MODE")]
+    pub probe: ProbeChoice,
+}
+
+impl CheckArgs {
+    pub fn check(&self, json: bool, verbose: bool) -> check::Check {
+        check::Check {
+            target: self.target.clone(),
+            count: self.count,
+            timeout: self.timeout,
+            payload: match (&self.dns, &self.payload) {
+                (Some(name), _) => check::Payload::Dns(name.clone()),
+                (None, bytes) => check::Payload::Bytes(bytes.as_ref().map(|b| b.0.clone()).unwrap_or_default()),
+            },
+            ipv4_only: self.ipv4,
+            ipv6_only: self.ipv6,
+            modes: self.probe.modes(),
+            asked: self.probe.describe(),
+            json,
+            verbose,
+        }
+    }
 }
 
 fn parse_listen_addr(text: &str) -> Result<std::net::SocketAddr, String> {

@@ -5,6 +5,7 @@
 //! `output` (the sinks: text, JSON, summary, metrics). `domain` holds the types they all speak; `cli` the
 //! command line.
 
+mod check;
 mod cli;
 mod domain;
 mod kernel;
@@ -19,15 +20,33 @@ use clap::Parser as _;
 
 use crate::{
     cli::{Cli, Command},
-    kernel::{loader::KernelFacts, privileges, probes},
+    kernel::{
+        loader::{HookOutcome, KernelFacts},
+        privileges, probes,
+    },
+    output::{Sink, json::JsonSink, metrics, summary::SummarySink, text::TextSink},
+    pipeline::session,
 };
 
 fn main() -> ExitCode {
     keep_large_allocations_apart();
-    // Bad usage exits 2 here, with clap's message.
-    let cli = Cli::parse();
+    // Bad usage exits 2 here, with clap's message on one line.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => usage_error(&error),
+    };
     if let Err(error) = cli.validate() {
-        error.exit();
+        usage_error(&error);
+    }
+    if let Some(Command::Check(args)) = &cli.command {
+        // The state is the exit status.
+        return match check::run(&args.check(cli.json, cli.verbose)) {
+            Ok(state) => ExitCode::from(state.exit_code()),
+            Err(error) => {
+                eprintln!("udptrace: error: {}", one_line(&error));
+                ExitCode::FAILURE
+            }
+        };
     }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -51,6 +70,30 @@ fn keep_large_allocations_apart() {
     }
 }
 
+/// Help and the version as clap prints them; a usage error on one line (clap's message without its usage
+/// and hint lines), exit status 2.
+fn usage_error(error: &clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+        || error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    {
+        error.exit();
+    }
+    eprintln!("udptrace: {}", usage_line(&error.render().to_string()));
+    std::process::exit(2);
+}
+
+/// `error: ...` and the lines that continue it, up to clap's `Usage:` or its hint, joined.
+fn usage_line(rendered: &str) -> String {
+    rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The error chain on one line.
 pub fn one_line(error: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
@@ -70,20 +113,96 @@ fn run(cli: Cli) -> Result<()> {
             clap_complete::generate(shell, &mut command, "udptrace", &mut std::io::stdout());
             Ok(())
         }
+        Some(Command::Check(_)) => unreachable!("main runs the check"),
         Some(Command::Probes) => {
             privileges::check()?;
             probes::print(&KernelFacts::gather()?, cli.verbose)
         }
         None => {
             privileges::check()?;
-            trace::run(cli, KernelFacts::gather()?)
+            trace(cli, KernelFacts::gather()?)
         }
     }
+}
+
+/// `udptrace` without a command: trace until Ctrl-C, `--duration` or `--count`.
+fn trace(cli: Cli, facts: KernelFacts) -> Result<()> {
+    // Where only counts are wanted, the programs count in the kernel instead of handing over a record per
+    // error; `--count` stops after a number of events, so it needs them one by one.
+    let setup = trace::Setup {
+        filter: cli.filter(),
+        buffer: cli.buffer.into(),
+        modes: cli.probe.modes(),
+        asked: cli.probe.describe(),
+        verbose: cli.verbose,
+        counts_only: (cli.quiet || cli.summary.is_some()) && cli.count.is_none(),
+    };
+    let tracing = trace::Tracing::start(setup, facts)?;
+    for line in &tracing.not_traced {
+        eprintln!("udptrace: warning: {line}");
+    }
+    let trace::Tracing { runtime, source, stages, outcomes, attached, not_traced: _, programs: _programs } = tracing;
+    let (sinks, server) = runtime.block_on(sinks(&cli, &outcomes))?;
+    let serving = cli.metrics.map(|addr| format!("; metrics on http://{addr}/metrics")).unwrap_or_default();
+    let options = session::Options {
+        duration: cli.duration,
+        count: cli.count,
+        verbose: cli.verbose,
+        banner: Some(format!("udptrace: tracing ({}){serving}; Ctrl-C to stop", attached.join(", "))),
+        stop: None,
+    };
+    let totals = runtime.block_on(session::run(source, stages, sinks, options))?;
+    if let Some(server) = server {
+        server.abort();
+    }
+    eprintln!("{}", totals.closing_line());
+    Ok(())
+}
+
+/// The outputs the options ask for; the metrics server is bound before tracing starts, so that a port in
+/// use fails in one line.
+async fn sinks(
+    cli: &Cli,
+    outcomes: &[HookOutcome],
+) -> Result<(Vec<Box<dyn Sink>>, Option<tokio::task::JoinHandle<()>>)> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    let mut server = None;
+    if let Some(addr) = cli.metrics {
+        let hooks: Vec<(&'static str, &'static str)> =
+            outcomes.iter().filter_map(|o| o.attached.map(|mode| (o.hook.name, mode.as_str()))).collect();
+        let counters = metrics::Metrics::new(&hooks, cli.metrics_addresses);
+        server = Some(metrics::serve(addr, counters.clone()).await?);
+        sinks.push(Box::new(metrics::MetricsSink(counters)));
+    }
+    if !cli.quiet {
+        let stdout = std::io::stdout();
+        let shown: Box<dyn Sink> = match (cli.summary, cli.json) {
+            (Some(period), json) => Box::new(SummarySink::new(stdout, json, period)),
+            (None, true) => Box::new(JsonSink::new(stdout)),
+            (None, false) => Box::new(TextSink::new(stdout, output::text::color_wanted())),
+        };
+        sinks.push(shown);
+    }
+    Ok((sinks, server))
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
+
+    use clap::Parser as _;
+
+    #[test]
+    fn usage_errors_are_one_line() {
+        for args in [&["udptrace", "check"][..], &["udptrace", "check", "host"], &["udptrace", "--port", "0"]] {
+            let error = super::Cli::try_parse_from(args).unwrap_err();
+            let line = super::usage_line(&error.render().to_string());
+            assert!(line.starts_with("error: ") && !line.contains('\n'), "{args:?}: {line}");
+            assert!(!line.contains("For more information"), "{line}");
+        }
+        let missing = super::Cli::try_parse_from(["udptrace", "check"]).unwrap_err();
+        assert!(super::usage_line(&missing.render().to_string()).contains("<HOST:PORT>"));
+    }
 
     /// The modules, by path (`pipeline::session`), and the modules of this crate each one names.
     fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
@@ -124,7 +243,7 @@ mod tests {
 
     /// The lower-case paths `code` (of module `here`) names through `crate::` and `super::`.
     fn references(code: &str, here: &[String]) -> BTreeSet<String> {
-        let known = ["cli", "domain", "kernel", "output", "pipeline", "trace"];
+        let known = ["check", "cli", "domain", "kernel", "output", "pipeline", "trace"];
         let mut found = BTreeSet::new();
         let flat = code.replace(['\n', ' '], "");
         for (prefix, base) in [("crate::", Vec::new()), ("super::", here[..here.len().saturating_sub(1)].to_vec())] {

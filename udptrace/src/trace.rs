@@ -1,17 +1,15 @@
-//! A tracing session from start to end: load and attach the programs, open the buffer, build the stages
-//! (`Tracing::start`), then run them into the sinks the command line asks for (`run`). `udptrace check`
-//! starts one too, into a sink of its own.
+//! The start of a tracing session: load and attach the programs, open the buffer, build the stages
+//! (`Tracing::start`). `udptrace` then runs it into the sinks the command line asks for, `udptrace check`
+//! into a sink of its own.
 
 use anyhow::{Context as _, Result};
 use udptrace_common::names;
 
 use crate::{
-    cli::Cli,
     domain::AttachMode,
     kernel::loader::{self, HookOutcome, KernelFacts},
     kernel::probes,
     one_line,
-    output::{self, Sink, json::JsonSink, metrics, summary::SummarySink, text::TextSink},
     pipeline::{
         counters,
         enrich::Enricher,
@@ -45,8 +43,8 @@ pub struct Tracing {
     pub attached: Vec<String>,
     /// A line for each hook that did not: its name and why.
     pub not_traced: Vec<String>,
-    /// The programs stay attached while this lives.
-    _ebpf: aya::Ebpf,
+    /// The programs: they stay attached while this lives.
+    pub programs: aya::Ebpf,
 }
 
 impl Tracing {
@@ -149,67 +147,6 @@ impl Tracing {
             drops,
         };
         drop(entered);
-        Ok(Self { runtime, source, stages, outcomes, attached, not_traced, _ebpf: ebpf })
+        Ok(Self { runtime, source, stages, outcomes, attached, not_traced, programs: ebpf })
     }
-}
-
-/// `udptrace` without a command: trace until Ctrl-C, `--duration` or `--count`.
-pub fn run(cli: Cli, facts: KernelFacts) -> Result<()> {
-    // Where only counts are wanted, the programs count in the kernel instead of handing over a record per
-    // error; `--count` stops after a number of events, so it needs them one by one.
-    let setup = Setup {
-        filter: cli.filter(),
-        buffer: cli.buffer.into(),
-        modes: cli.probe.modes(),
-        asked: cli.probe.describe(),
-        verbose: cli.verbose,
-        counts_only: (cli.quiet || cli.summary.is_some()) && cli.count.is_none(),
-    };
-    let tracing = Tracing::start(setup, facts)?;
-    for line in &tracing.not_traced {
-        eprintln!("udptrace: warning: {line}");
-    }
-    let Tracing { runtime, source, stages, outcomes, attached, not_traced: _, _ebpf } = tracing;
-    let (sinks, server) = runtime.block_on(sinks(&cli, &outcomes))?;
-    let serving = cli.metrics.map(|addr| format!("; metrics on http://{addr}/metrics")).unwrap_or_default();
-    let options = session::Options {
-        duration: cli.duration,
-        count: cli.count,
-        verbose: cli.verbose,
-        banner: Some(format!("udptrace: tracing ({}){serving}; Ctrl-C to stop", attached.join(", "))),
-        stop: None,
-    };
-    let totals = runtime.block_on(session::run(source, stages, sinks, options))?;
-    if let Some(server) = server {
-        server.abort();
-    }
-    eprintln!("{}", totals.closing_line());
-    Ok(())
-}
-
-/// The outputs the options ask for; the metrics server is bound before tracing starts, so that a port in
-/// use fails in one line.
-async fn sinks(
-    cli: &Cli,
-    outcomes: &[HookOutcome],
-) -> Result<(Vec<Box<dyn Sink>>, Option<tokio::task::JoinHandle<()>>)> {
-    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    let mut server = None;
-    if let Some(addr) = cli.metrics {
-        let hooks: Vec<(&'static str, &'static str)> =
-            outcomes.iter().filter_map(|o| o.attached.map(|mode| (o.hook.name, mode.as_str()))).collect();
-        let counters = metrics::Metrics::new(&hooks, cli.metrics_addresses);
-        server = Some(metrics::serve(addr, counters.clone()).await?);
-        sinks.push(Box::new(metrics::MetricsSink(counters)));
-    }
-    if !cli.quiet {
-        let stdout = std::io::stdout();
-        let shown: Box<dyn Sink> = match (cli.summary, cli.json) {
-            (Some(period), json) => Box::new(SummarySink::new(stdout, json, period)),
-            (None, true) => Box::new(JsonSink::new(stdout)),
-            (None, false) => Box::new(TextSink::new(stdout, output::text::color_wanted())),
-        };
-        sinks.push(shown);
-    }
-    Ok((sinks, server))
 }

@@ -211,7 +211,8 @@ fn exchange(
     NetlinkMessage::<SockDiagMessage>::deserialize(&answer).map_err(io::Error::other)
 }
 
-fn set_receive_timeout(socket: &Socket, timeout: Duration) -> io::Result<()> {
+/// How long a netlink socket waits for the kernel's answer.
+pub fn set_receive_timeout(socket: &Socket, timeout: Duration) -> io::Result<()> {
     let tv = libc::timeval { tv_sec: timeout.as_secs() as libc::time_t, tv_usec: timeout.subsec_micros() as _ };
     // SAFETY: a valid socket and a valid timeval of the size given.
     let rc = unsafe {
