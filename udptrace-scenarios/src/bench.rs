@@ -859,7 +859,7 @@ fn last_drop_summary(tracer: &mut Tracer) -> Option<(DropCounts, u64)> {
 }
 
 /// The row of `rows` that `is` picks, added with `new` if there is none yet.
-fn row_of<'a, T>(rows: &'a mut Vec<T>, is: impl Fn(&T) -> bool, new: impl FnOnce() -> T) -> &'a mut T {
+fn row_of<T>(rows: &mut Vec<T>, is: impl Fn(&T) -> bool, new: impl FnOnce() -> T) -> &mut T {
     let at = match rows.iter().position(is) {
         Some(at) => at,
         None => {

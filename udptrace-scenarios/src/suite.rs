@@ -23,6 +23,7 @@ use crate::{
     tracer::Tracer,
 };
 
+mod check;
 mod drops;
 mod metrics;
 mod operator;
@@ -37,8 +38,25 @@ pub struct Scenario {
 }
 
 /// The scenarios that check something with the drop hook alone (`udp_dropped`, BPF statistics).
-pub const WITH_DROPS_ONLY: &[&str] =
-    &["firewall_drop", "rcvbuf_full", "neighbour_failed", "bad_checksum", "closed_port_ipv6_once", "healthy_path"];
+pub const WITH_DROPS_ONLY: &[&str] = &[
+    "firewall_drop",
+    "rcvbuf_full",
+    "neighbour_failed",
+    "bad_checksum",
+    "closed_port_ipv6_once",
+    "healthy_path",
+    // `udptrace check` starts hooks of its own; with the drop hook alone it still has the error queue.
+    "check_open",
+    "check_closed_ipv4",
+    "check_closed_ipv6",
+    "check_reject",
+    "check_drop",
+    "check_no_arp",
+    "check_no_nd",
+    "check_output_drop",
+    "check_unprivileged",
+    "check_bad_usage",
+];
 
 pub static SCENARIOS: &[Scenario] = &[
     Scenario { name: "closed_port_ipv4", run: |c, t| closed_port(c, t, Family::V4) },
@@ -57,6 +75,16 @@ pub static SCENARIOS: &[Scenario] = &[
     Scenario { name: "neighbour_failed", run: drops::neighbour_failed },
     Scenario { name: "bad_checksum", run: drops::bad_checksum },
     Scenario { name: "closed_port_ipv6_once", run: drops::closed_port_ipv6_once },
+    Scenario { name: "check_open", run: check::check_open },
+    Scenario { name: "check_closed_ipv4", run: |c, t| check::check_closed(c, t, Family::V4) },
+    Scenario { name: "check_closed_ipv6", run: |c, t| check::check_closed(c, t, Family::V6) },
+    Scenario { name: "check_reject", run: check::check_reject },
+    Scenario { name: "check_drop", run: check::check_drop },
+    Scenario { name: "check_no_arp", run: |c, t| check::check_no_neighbour(c, t, Family::V4) },
+    Scenario { name: "check_no_nd", run: |c, t| check::check_no_neighbour(c, t, Family::V6) },
+    Scenario { name: "check_output_drop", run: check::check_output_drop },
+    Scenario { name: "check_unprivileged", run: check::check_unprivileged },
+    Scenario { name: "check_bad_usage", run: check::check_bad_usage },
     Scenario { name: "firewall_reject_ipv4", run: |c, t| firewall_reject(c, t, Family::V4) },
     Scenario { name: "firewall_reject_ipv6", run: |c, t| firewall_reject(c, t, Family::V6) },
     Scenario { name: "nested_send_ipv4", run: |c, t| nested_send(c, t, Family::V4) },
