@@ -109,10 +109,24 @@ pub(crate) fn emit<C: EbpfContext, T: tally::Tallied>(ctx: &C, record: &mut T, p
 pub(crate) fn report<C: EbpfContext>(ctx: &C, program: &'static str, result: ReadResult<()>) -> u32 {
     if let Err(e) = result {
         count(stat::READ_ERROR);
-        aya_log_ebpf::warn!(ctx, "{}: reading {} failed (error {})", program, e.what, e.code);
+        // The name comes from whichever read failed: the verifier no longer knows which string and length
+        // it is, and refuses the log's byte copy of it (6.18, fexit: "invalid access to map value"). A copy
+        // of a fixed size onto the stack, logged with a length it can bound, passes.
+        let mut name = [0u8; NAME_LEN];
+        // SAFETY: bpf_probe_read_kernel_buf writes only within `name`; what it reads past a short name is
+        // this object's own read-only data (or nothing: a fault zeroes the buffer).
+        let copied = unsafe { aya_ebpf::helpers::bpf_probe_read_kernel_buf(e.what.as_ptr(), &mut name) }.is_ok();
+        let len = if copied { e.what.len().min(NAME_LEN) } else { 0 };
+        let name = name.get(..len).unwrap_or_default();
+        // SAFETY: a prefix of a `&str`; the names are ASCII, so no character is cut.
+        let name = unsafe { core::str::from_utf8_unchecked(name) };
+        aya_log_ebpf::warn!(ctx, "{}: reading {} failed (error {})", program, name, e.code);
     }
     0
 }
+
+/// The longest read name a log line carries (the longest is 27 bytes).
+const NAME_LEN: usize = 32;
 
 /// As `report`, counted but not logged: for the drop program, where the names of its many reads reach the log
 /// call as one pointer and length the verifier cannot tie together once logging is on (`-v`: "invalid access

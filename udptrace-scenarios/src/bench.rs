@@ -445,6 +445,7 @@ fn tracer_config(udptrace: &Path, mode: &str) -> Config {
         event_timeout: Duration::from_secs(10),
         quiet_period: Duration::from_secs(1),
         require_attach: true,
+        check_command: false,
     }
 }
 

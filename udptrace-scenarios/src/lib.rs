@@ -72,6 +72,10 @@ pub struct Config {
     /// Every hook must attach in `mode` (the QEMU matrix for fentry and kprobe): a hook that cannot is a
     /// failure, not a skip.
     pub require_attach: bool,
+    /// Run the `udptrace check` scenarios: every run of `udptrace check` as root loads udptrace's programs,
+    /// which under emulation takes a score of seconds, so they run in one suite run per kernel (see
+    /// `suite/check.rs`).
+    pub check_command: bool,
 }
 
 #[derive(Debug, Default)]

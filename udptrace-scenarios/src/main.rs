@@ -1,4 +1,5 @@
-//! `udptrace-scenarios --udptrace PATH --probe MODE [--buffer ring|perf] [--only NAME[,NAME...]] [--require-attach]`:
+//! `udptrace-scenarios --udptrace PATH --probe MODE [--buffer ring|perf] [--only NAME[,NAME...]] [--require-attach]
+//! [--with-check]`:
 //! runs the scenario suite against a udptrace binary and prints one line per check and the totals. Exits 1
 //! if any check failed. `udptrace-scenarios helper ...` is the suite's own client process.
 
@@ -28,6 +29,9 @@ struct Args {
     /// Every hook must attach in MODE: a hook that cannot is a failure, not a skip.
     #[arg(long)]
     require_attach: bool,
+    /// Also run the `udptrace check` scenarios (each loads udptrace's programs anew; once per kernel is enough).
+    #[arg(long)]
+    with_check: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
         event_timeout: timeout,
         quiet_period: timeout / 4,
         require_attach: args.require_attach,
+        check_command: args.with_check,
     };
     let report = run(&config, &format!("{mode:<11} "));
     println!("{}", report.totals());

@@ -13,6 +13,9 @@ use serde_json::Value;
 
 /// How long udptrace may take to attach. Emulated kernels (QEMU TCG) are slow to verify programs.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
+/// With `-v` the programs' log calls are live and the verifier walks them too: 5.10 under emulation needs
+/// more than a minute for the fentry programs.
+const VERBOSE_ATTACH_TIMEOUT: Duration = Duration::from_secs(300);
 
 pub struct Tracer {
     child: Child,
@@ -28,6 +31,8 @@ pub struct Tracer {
     pub not_traced: Vec<String>,
     /// The counts of the `lost` events of the scenarios before this one.
     lost_earlier: u64,
+    /// Started with `-v`.
+    verbose: bool,
 }
 
 impl Tracer {
@@ -112,13 +117,15 @@ impl Tracer {
             seen: Vec::new(),
             not_traced: Vec::new(),
             lost_earlier: 0,
+            verbose: extra.contains(&"-v"),
         };
         tracer.wait_attached()?;
         Ok(tracer)
     }
 
     fn wait_attached(&mut self) -> Result<()> {
-        let deadline = Instant::now() + ATTACH_TIMEOUT;
+        let timeout = if self.verbose { VERBOSE_ATTACH_TIMEOUT } else { ATTACH_TIMEOUT };
+        let deadline = Instant::now() + timeout;
         let mut said = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -136,7 +143,7 @@ impl Tracer {
                 Err(RecvTimeoutError::Disconnected) => bail!("{}", said.join(" | ")),
                 Err(RecvTimeoutError::Timeout) => {
                     let _ = self.child.kill();
-                    bail!("udptrace did not start tracing within {ATTACH_TIMEOUT:?}: {}", said.join(" | "));
+                    bail!("udptrace did not start tracing within {timeout:?}: {}", said.join(" | "));
                 }
             }
         }

@@ -33,6 +33,8 @@ fn main() -> ExitCode {
             quiet_period: Duration::from_secs(2),
             // tracepoint is the only mode this host has, and every hook has a tracepoint variant.
             require_attach: false,
+            // Once per kernel: with the ring buffer (udptrace check uses no other).
+            check_command: buffer == "ring",
         };
         println!(
             "\nrunning the scenario suite against {} (tracepoint mode, {buffer} buffer)",

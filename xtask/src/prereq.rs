@@ -17,8 +17,9 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian packages, by what needs them.
 pub const BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev"];
 /// `prometheus`: the metrics test scrapes udptrace with a real one; `bpftrace` and `tcpdump`: what the
-/// benchmark compares udptrace with.
-pub const TEST_PACKAGES: &[&str] = &["iproute2", "procps", "nftables", "prometheus", "bpftrace", "tcpdump"];
+/// benchmark compares udptrace with; `netcat-openbsd`: `nc -vzu` beside `udptrace check`.
+pub const TEST_PACKAGES: &[&str] =
+    &["iproute2", "procps", "nftables", "prometheus", "bpftrace", "tcpdump", "netcat-openbsd"];
 
 /// `$CARGO_HOME/bin`, where `cargo install` puts bpf-linker.
 pub fn cargo_bin_dir() -> PathBuf {

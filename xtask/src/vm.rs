@@ -4,8 +4,9 @@
 //!
 //! Kernels are resolved over apt lists kept in `.vm-cache/apt/` (bullseye, bookworm and its updates,
 //! trixie-backports; the machine's own apt setup is not touched), downloaded once into `.vm-cache/`, and
-//! booted from an initramfs holding busybox, iproute2's `ip` and `ss`, nftables' `nft`, udptrace, the scenario
-//! binary, their shared libraries and the kernel modules the scenarios need (veth, nftables REJECT). The VM
+//! booted from an initramfs holding busybox, iproute2's `ip` and `ss`, nftables' `nft`, OpenBSD's `nc`,
+//! udptrace, the scenario binary, their shared libraries and the kernel modules the scenarios need (veth,
+//! nftables REJECT). The VM
 //! prints one line per check; this side collects them into a kernel x mode x check matrix. The VMs run one
 //! per core.
 
@@ -23,8 +24,18 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{prereq, say, workspace_root};
 
-pub const VM_PACKAGES: &[&str] =
-    &["qemu-system-x86", "busybox-static", "cpio", "xz-utils", "zstd", "iproute2", "nftables", "kmod", "bpftool"];
+pub const VM_PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
+    "xz-utils",
+    "zstd",
+    "iproute2",
+    "nftables",
+    "kmod",
+    "bpftool",
+    "netcat-openbsd",
+];
 
 /// Kernel modules the scenarios need (veth links; nftables DROP and REJECT; the UDP socket table through
 /// sock_diag, which a full system loads on first use), loaded with their dependencies: the cloud kernels
@@ -353,7 +364,10 @@ for mode in $modes; do
     tries=0
     while ! grep -q "udptrace: tracing" /tmp/demo && [ $tries -lt 120 ]; do sleep 1; tries=$((tries + 1)); done
   fi
-  udptrace-scenarios --udptrace /usr/bin/udptrace --probe "$mode" --buffer $buffer --event-timeout 30 $require $narrow
+  # udptrace check loads the programs for each run: its scenarios run once, in fentry mode.
+  check=
+  [ "$mode" = fentry ] && check=--with-check
+  udptrace-scenarios --udptrace /usr/bin/udptrace --probe "$mode" --buffer $buffer --event-timeout 30 $require $check $narrow
   echo "@@udptrace-vm end $mode rc=$?"
   if [ -n "$demo" ]; then
     # What the kernel says of the programs and links, misses included, while the demo still holds them.
@@ -614,6 +628,8 @@ pub fn vm_test(
     let ss = fs::canonicalize("/usr/bin/ss").or_else(|_| fs::canonicalize("/bin/ss")).context("iproute2's ss")?;
     // bpftool, for what the kernel says of the programs in a narrowed run (`--mode`, `--only`).
     let bpftool = fs::canonicalize("/usr/sbin/bpftool").context("bpftool")?;
+    // OpenBSD's nc, for `nc -vzu` beside `udptrace check` (BusyBox's has no -z).
+    let nc = fs::canonicalize("/bin/nc.openbsd").context("netcat-openbsd's nc")?;
     let binaries = [
         (udptrace, "/usr/bin/udptrace"),
         (scenarios, "/usr/bin/udptrace-scenarios"),
@@ -622,6 +638,7 @@ pub fn vm_test(
         (nft, "/usr/local/sbin/nft"),
         (ss, "/usr/local/sbin/ss"),
         (bpftool, "/usr/local/sbin/bpftool"),
+        (nc, "/usr/local/sbin/nc"),
     ];
     fs::create_dir_all(cache_dir().join("logs"))?;
 
