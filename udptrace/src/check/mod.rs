@@ -313,7 +313,11 @@ enum Kernel {
 
 /// As root: udptrace's hooks, filtered to the probe socket's port, its namespace and the target.
 fn kernel_side(check: &Check, local: SocketAddr, target: SocketAddr) -> Result<Tracing, Without> {
-    privileges::check().map_err(|e| Without { text: format!("not root ({})", one_line(&e)), not_root: true })?;
+    let missing = |_| Without {
+        text: "not root: the kernel hooks need CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN".to_owned(),
+        not_root: true,
+    };
+    privileges::check().map_err(missing)?;
     let netns = netns::own().and_then(|ino| u32::try_from(ino).ok()).unwrap_or_default();
     let filter = Filter {
         ports: vec![local.port()],
@@ -633,6 +637,81 @@ mod tests {
         assert_eq!(Some(query.id()), id);
         assert_eq!(query.questions.len(), 1);
         assert_eq!(query.questions[0].qname.to_string(), "example.com");
+    }
+
+    fn a_check(payload: Payload) -> Check {
+        Check {
+            target: Target { host: "10.0.0.2".to_owned(), port: 53 },
+            count: 3,
+            timeout: Duration::from_secs(3),
+            payload,
+            ipv4_only: false,
+            ipv6_only: false,
+            modes: &AttachMode::LADDER,
+            asked: "any mode".to_owned(),
+            json: false,
+            verbose: false,
+        }
+    }
+
+    /// The answer for `facts`, as `run` makes it.
+    fn report<'a>(check: &'a Check, facts: Facts, outcome: Outcome, kernel: Kernel) -> Report<'a> {
+        let (state, why) = state::decide(&facts);
+        let route = route::Route { ifindex: 2, interface: Some("eth0".to_owned()), gateway: None, local: false };
+        let path = Path {
+            route: Some(route),
+            next_hop: Some("10.0.0.2".parse().unwrap()),
+            neighbour: Some(("reachable", Some(true))),
+        };
+        Report { check, target: "10.0.0.2:53".parse().unwrap(), facts, outcome, kernel, state, why, dns_id: None, path }
+    }
+
+    #[test]
+    fn silence_names_the_way_out_and_what_to_try() {
+        let check = a_check(Payload::Bytes(Vec::new()));
+        let outcome = Outcome { sent: 3, ..Outcome::default() };
+        let report = report(&check, Facts::default(), outcome, Kernel::Without("not root".to_owned()));
+        let text = report.text();
+        assert!(text.starts_with("10.0.0.2:53 open|filtered: "), "{text}");
+        assert!(text.contains("by eth0, next hop 10.0.0.2 answered ARP"), "{text}");
+        assert!(text.contains("try --dns NAME or --payload HEX"), "{text}");
+        assert!(text.ends_with("3 probes sent, 0 answered; seen with the error queue only: not root"), "{text}");
+        let json = report.json();
+        assert_eq!(json["state"], "open|filtered");
+        assert_eq!(json["seen_with"], "error_queue");
+        assert_eq!(json["kernel"], Value::Null);
+        assert_eq!(
+            json["evidence"]["neighbour"],
+            json!({"address": "10.0.0.2", "state": "reachable", "answered": true})
+        );
+        assert_eq!(json["probes"], json!({"sent": 3, "answered": 0}));
+    }
+
+    #[test]
+    fn a_dns_answer_is_told_only_for_a_response_to_the_query() {
+        let check = a_check(Payload::Dns("example.com".to_owned()));
+        let (query, id) = payload_bytes(&check.payload).unwrap();
+        let mut answer = query.clone();
+        answer[2] |= 0x80;
+        for (bytes, told) in [(answer, true), (query, false)] {
+            let outcome = Outcome {
+                sent: 1,
+                answered: 1,
+                answer: Some(bytes.clone()),
+                round_trip: Some(Duration::from_millis(2)),
+                ..Outcome::default()
+            };
+            let facts = Facts { answered: Some(bytes.len()), ..Facts::default() };
+            let kernel = Kernel::With { hooks: vec!["udp_dropped=tracepoint".to_owned()], events: Vec::new(), lost: 0 };
+            let mut report = report(&check, facts, outcome, kernel);
+            report.dns_id = id;
+            assert_eq!(report.dns().is_some(), told);
+            let json = report.json();
+            assert_eq!(json["state"], "open");
+            assert_eq!(json["seen_with"], "error_queue+kernel");
+            assert_eq!(json["evidence"]["answer"]["round_trip_ms"], 2.0);
+            assert_eq!(json["evidence"]["answer"]["dns"].is_null(), !told);
+        }
     }
 
     #[test]

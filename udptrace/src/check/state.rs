@@ -185,9 +185,10 @@ fn from_icmp(icmp: &QueuedIcmp, facts: &Facts) -> (State, String) {
     let why = match state {
         State::Closed => format!("{name} from {from}: nothing listens there"),
         State::Unreachable if own => {
-            let what = match facts.own_icmp_cause {
-                Some("no_route") => "no route",
-                _ => "no answer to ARP/ND from the next hop",
+            let what = match (facts.own_icmp_cause, icmp.family) {
+                (Some("no_route"), _) => "no route",
+                (_, Family::Ipv4) => "the next hop did not answer ARP",
+                (_, Family::Ipv6) => "the next hop did not answer neighbour discovery",
             };
             format!("{name} from this host ({from}): {what}")
         }
@@ -273,7 +274,7 @@ mod tests {
     fn this_hosts_own_host_unreachable_is_a_neighbour_failure() {
         let (state, why) = decide(&with_icmp(3, 1, "10.0.0.1"));
         assert_eq!(state, State::Unreachable);
-        assert!(why.contains("ARP"), "{why}");
+        assert!(why.contains("did not answer ARP"), "{why}");
         let v6 = Facts {
             target: Some("[fd00::2]:53".parse().unwrap()),
             local: Some("[fd00::1]:40000".parse().unwrap()),
