@@ -224,15 +224,21 @@ pub fn check_closed(config: &Config, tracer: &mut Tracer, family: Family) -> Res
     ])
 }
 
+/// A listener on the server's port behind the server's input rule `udp dport PORT VERDICT`.
+fn listener_behind(verdict: &str) -> Result<(TwoHosts, SocketAddr, UdpSocket)> {
+    let hosts = TwoHosts::new()?;
+    let server = SocketAddr::new(TwoHosts::server_ip(Family::V4), CLOSED_PORT);
+    let listener = udp_socket(&hosts.server, server)?;
+    nft_input_rule(&hosts.server, &format!("udp dport {CLOSED_PORT} {verdict}"))?;
+    Ok((hosts, server, listener))
+}
+
 /// A listener behind `reject with icmpx admin-prohibited`: `filtered`, the ICMP and its sender.
 pub fn check_reject(config: &Config, _tracer: &mut Tracer) -> Result<Results> {
     if let Some(skip) = skipped_here(config) {
         return Ok(skip);
     }
-    let hosts = TwoHosts::new()?;
-    let server = SocketAddr::new(TwoHosts::server_ip(Family::V4), CLOSED_PORT);
-    let _listener = udp_socket(&hosts.server, server)?;
-    nft_input_rule(&hosts.server, &format!("udp dport {CLOSED_PORT} reject with icmpx type admin-prohibited"))?;
+    let (hosts, server, _listener) = listener_behind("reject with icmpx type admin-prohibited")?;
     let ran = check_in(config, &hosts.client, &[&server.to_string()])?;
     let want = json!({"icmp": {"type": 3, "code": 13, "name": "admin-prohibited", "from": server.ip().to_string(),
                                "errno": "EHOSTUNREACH"}});
@@ -245,10 +251,7 @@ pub fn check_drop(config: &Config, _tracer: &mut Tracer) -> Result<Results> {
     if let Some(skip) = skipped_here(config) {
         return Ok(skip);
     }
-    let hosts = TwoHosts::new()?;
-    let server = SocketAddr::new(TwoHosts::server_ip(Family::V4), CLOSED_PORT);
-    let _listener = udp_socket(&hosts.server, server)?;
-    nft_input_rule(&hosts.server, &format!("udp dport {CLOSED_PORT} drop"))?;
+    let (hosts, server, _listener) = listener_behind("drop")?;
     let ran = check_in(config, &hosts.client, &[&server.to_string(), "--count", "2", "--timeout", "1"])?;
     let want = json!({
         "icmp": null,

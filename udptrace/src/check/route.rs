@@ -12,6 +12,8 @@ use netlink_packet_route::{
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
+use crate::pipeline::enrich::sockets;
+
 /// The route the kernel picks for a destination.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
@@ -111,18 +113,11 @@ fn ask(request: RouteNetlinkMessage) -> io::Result<RouteNetlinkMessage> {
     let mut socket = Socket::new(NETLINK_ROUTE)?;
     socket.bind_auto()?;
     socket.connect(&SocketAddr::new(0, 0))?;
-    crate::pipeline::enrich::sockets::set_receive_timeout(&socket, Duration::from_secs(1))?;
+    sockets::set_receive_timeout(&socket, Duration::from_secs(1))?;
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST;
     let mut message = NetlinkMessage::new(header, NetlinkPayload::from(request));
-    message.finalize();
-    let mut buf = vec![0; message.buffer_len()];
-    message.serialize(&mut buf);
-    socket.send(&buf, 0)?;
-    let mut answer = Vec::with_capacity(8192);
-    socket.recv(&mut answer, 0)?;
-    let answer = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&answer).map_err(io::Error::other)?;
-    match answer.payload {
+    match sockets::exchange(&socket, &mut message)?.payload {
         NetlinkPayload::InnerMessage(inner) => Ok(inner),
         NetlinkPayload::Error(e) => Err(e.code.map_or_else(
             || io::Error::other("the kernel acknowledged instead of answering"),

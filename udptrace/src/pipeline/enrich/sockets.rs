@@ -197,18 +197,18 @@ fn open() -> io::Result<Socket> {
     }
 }
 
-/// Sends `message` and reads the first answer.
-fn exchange(
-    socket: &Socket,
-    message: &mut NetlinkMessage<SockDiagMessage>,
-) -> io::Result<NetlinkMessage<SockDiagMessage>> {
+/// Sends `message` on a netlink socket and reads the first answer.
+pub fn exchange<T>(socket: &Socket, message: &mut NetlinkMessage<T>) -> io::Result<NetlinkMessage<T>>
+where
+    T: netlink_packet_core::NetlinkSerializable + netlink_packet_core::NetlinkDeserializable + std::fmt::Debug,
+{
     message.finalize();
     let mut buf = vec![0; message.buffer_len()];
     message.serialize(&mut buf);
     socket.send(&buf, 0)?;
     let mut answer = Vec::with_capacity(8192);
     socket.recv(&mut answer, 0)?;
-    NetlinkMessage::<SockDiagMessage>::deserialize(&answer).map_err(io::Error::other)
+    NetlinkMessage::<T>::deserialize(&answer).map_err(io::Error::other)
 }
 
 /// How long a netlink socket waits for the kernel's answer.
