@@ -110,16 +110,21 @@ pub(crate) fn report<C: EbpfContext>(ctx: &C, program: &'static str, result: Rea
     if let Err(e) = result {
         count(stat::READ_ERROR);
         // The name comes from whichever read failed: the verifier no longer knows which string and length
-        // it is, and refuses the log's byte copy of it (6.18, fexit: "invalid access to map value"). A copy
-        // of a fixed size onto the stack, logged with a length it can bound, passes.
+        // it is, and refuses the log's copy of it (6.18, fexit: "invalid access to map value"; 5.10: a write
+        // past the log record after a name of unknown length). So the name is copied to the stack in a fixed
+        // size, NUL-padded, and the record has one size and layout whatever failed; user space drops the NULs.
         let mut name = [0u8; NAME_LEN];
         // SAFETY: bpf_probe_read_kernel_buf writes only within `name`; what it reads past a short name is
         // this object's own read-only data (or nothing: a fault zeroes the buffer).
         let copied = unsafe { aya_ebpf::helpers::bpf_probe_read_kernel_buf(e.what.as_ptr(), &mut name) }.is_ok();
-        let len = if copied { e.what.len().min(NAME_LEN) } else { 0 };
-        let name = name.get(..len).unwrap_or_default();
-        // SAFETY: a prefix of a `&str`; the names are ASCII, so no character is cut.
-        let name = unsafe { core::str::from_utf8_unchecked(name) };
+        let len = if copied { e.what.len() } else { 0 };
+        for (i, byte) in name.iter_mut().enumerate() {
+            if i >= len {
+                *byte = 0;
+            }
+        }
+        // SAFETY: a prefix of a `&str` (the names are ASCII, so no character is cut) and NULs.
+        let name = unsafe { core::str::from_utf8_unchecked(&name) };
         aya_log_ebpf::warn!(ctx, "{}: reading {} failed (error {})", program, name, e.code);
     }
     0

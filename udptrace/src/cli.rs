@@ -220,7 +220,22 @@ a rate limit that stopped one.
 Examples:
   udptrace check 10.0.0.2:53 --dns example.com
   udptrace check [2001:db8::53]:53 --json
-  udptrace check ntp.example:123 --payload e3000000 --count 1";
+  udptrace check ntp.example:123 --payload e3000000 --count 1
+
+The seed's cases beside nc -vzu (a closed port; a DROP rule for udp/8888; 172.16.0.47, a host that is down):
+  $ nc -vzu -w 2 172.16.0.46 29999                 (prints nothing, exits 1)
+  $ udptrace check 172.16.0.46:29999
+  172.16.0.46:29999 closed: port-unreachable from 172.16.0.46: nothing listens there. 1 probe sent, ...
+  $ nc -vzu -w 2 172.16.0.46 8888
+  Connection to 172.16.0.46 8888 port [udp/*] succeeded!
+  $ udptrace check 172.16.0.46:8888
+  172.16.0.46:8888 open|filtered: it left this host and nothing came back (by dc, next hop 172.16.0.46
+  answered ARP): a firewall that drops it, a host that is down, or a service that ignores this payload ...
+  $ nc -vzu -w 2 172.16.0.47 29999
+  Connection to 172.16.0.47 29999 port [udp/*] succeeded!
+  $ udptrace check 172.16.0.47:29999
+  172.16.0.47:29999 unreachable: host-unreachable from this host (172.16.44.62): the next hop did not
+  answer ARP. 2 probes sent, 1 answered; ...";
 
 /// `udptrace check`.
 #[derive(Debug, clap::Args)]

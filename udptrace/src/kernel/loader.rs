@@ -184,7 +184,8 @@ impl log::Log for ProgramLog {
     }
 
     fn log(&self, record: &log::Record<'_>) {
-        eprintln!("udptrace: program: {}", record.args());
+        // The programs pad the names they log with NULs to one size (udptrace-ebpf's `report`).
+        eprintln!("udptrace: program: {}", record.args().to_string().replace('\0', ""));
     }
 
     fn flush(&self) {}
