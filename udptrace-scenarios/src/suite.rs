@@ -219,7 +219,7 @@ fn send_and_receive(
     setup: impl Fn(&UdpSocket) -> io::Result<()>,
     connect: bool,
     payload: &[u8],
-) -> Result<(SocketAddr, io::Result<usize>)> {
+) -> Result<(SocketAddr, io::Result<usize>, UdpSocket)> {
     let socket = udp_socket(ns, SocketAddr::new(local_ip, 0))?;
     setup(&socket).context("setting a socket option")?;
     socket.set_read_timeout(Some(Duration::from_secs(2)))?;
@@ -229,10 +229,14 @@ fn send_and_receive(
     } else {
         socket.send_to(payload, peer)?;
     }
-    // Give the ICMP error time to come back before the socket is read (and closed).
+    // Give the ICMP error time to come back before the socket is read.
     std::thread::sleep(Duration::from_millis(300));
     let mut buf = [0u8; 64];
-    Ok((socket.local_addr()?, socket.recv(&mut buf)))
+    let received = socket.recv(&mut buf);
+    // The socket is handed back, for the caller to keep open until its checks are done: the verdict of an
+    // error the kernel reported to no socket comes from the socket table, asked when udptrace reads the
+    // event, which under emulation can be seconds later.
+    Ok((socket.local_addr()?, received, socket))
 }
 
 fn no_option(_: &UdpSocket) -> io::Result<()> {
@@ -377,7 +381,7 @@ fn refused(
 ) -> Result<Results> {
     let server_ip = TwoHosts::server_ip(family);
     let server = SocketAddr::new(server_ip, CLOSED_PORT);
-    let (local, received) =
+    let (local, received, _socket) =
         send_and_receive(&hosts.client, TwoHosts::client_ip(family), server, no_option, true, b"udptrace")?;
     let path = ErrorPath {
         family,
@@ -449,7 +453,7 @@ fn unconnected(config: &Config, tracer: &mut Tracer, recverr: bool) -> Result<Re
     let setup = |s: &UdpSocket| {
         if recverr { set_recverr(s, false) } else { Ok(()) }
     };
-    let (local, received) =
+    let (local, received, _socket) =
         send_and_receive(&hosts.client, TwoHosts::client_ip(Family::V4), server, setup, false, b"udptrace")?;
     let expected = json!({
         "family": "ipv4",
@@ -613,7 +617,7 @@ fn soft_error_from_router(
     errno: &'static str,
     cause: &'static str,
 ) -> Result<Results> {
-    let (local, received) =
+    let (local, received, _socket) =
         send_and_receive(&net.client, TwoHosts::client_ip(family), peer, no_option, true, b"udptrace")?;
     let path = ErrorPath {
         family,
@@ -786,7 +790,8 @@ fn ttl_exceeded(config: &Config, tracer: &mut Tracer) -> Result<Results> {
     let net = Routed::new(None)?;
     let server = SocketAddr::new(FAR_SERVER_V4.parse()?, CLOSED_PORT);
     let ttl_one = |s: &UdpSocket| s.set_ttl(1);
-    let (local, received) = send_and_receive(&net.client, CLIENT_V4.parse()?, server, ttl_one, true, b"udptrace")?;
+    let (local, received, _socket) =
+        send_and_receive(&net.client, CLIENT_V4.parse()?, server, ttl_one, true, b"udptrace")?;
     let path = ErrorPath {
         family: Family::V4,
         client: &net.client,
@@ -810,7 +815,8 @@ fn frag_needed(config: &Config, tracer: &mut Tracer) -> Result<Results> {
     let dont_fragment =
         |s: &UdpSocket| set_int_option(s, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_DO);
     let big = [0x55u8; 1400];
-    let (local, received) = send_and_receive(&net.client, CLIENT_V4.parse()?, server, dont_fragment, true, &big)?;
+    let (local, received, _socket) =
+        send_and_receive(&net.client, CLIENT_V4.parse()?, server, dont_fragment, true, &big)?;
     let path = ErrorPath {
         family: Family::V4,
         client: &net.client,
@@ -1022,7 +1028,8 @@ fn no_route_back_ipv6(config: &Config, tracer: &mut Tracer) -> Result<Results> {
     let hosts = TwoHosts::new()?;
     hosts.client.ip(&["-6", "addr", "add", &format!("{UNROUTED}/128"), "dev", "veth-a", "nodad"])?;
     let server = SocketAddr::new(TwoHosts::server_ip(Family::V6), CLOSED_PORT);
-    let (local, _) = send_and_receive(&hosts.client, UNROUTED.parse()?, server, no_option, false, b"udptrace")?;
+    let (local, _, _socket) =
+        send_and_receive(&hosts.client, UNROUTED.parse()?, server, no_option, false, b"udptrace")?;
     let server_ns = hosts.server.inode;
     let about_flow = |e: &Value| {
         (e["event"] == "icmp_sent" || e["event"] == "icmp_suppressed") && e["packet"]["src"] == local.to_string()

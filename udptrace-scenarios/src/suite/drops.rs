@@ -556,7 +556,7 @@ pub fn closed_port_ipv6_once(config: &Config, tracer: &mut Tracer) -> Result<Res
     }
     let hosts = TwoHosts::new()?;
     let server = SocketAddr::new(TwoHosts::server_ip(Family::V6), CLOSED_PORT);
-    let (local, received) =
+    let (local, received, _socket) =
         send_and_receive(&hosts.client, TwoHosts::client_ip(Family::V6), server, no_option, true, b"udptrace")?;
     let server_ns = hosts.server.inode;
     let ours =
