@@ -133,9 +133,9 @@ pub(crate) fn report<C: EbpfContext>(ctx: &C, program: &'static str, result: Rea
 /// The longest read name a log line carries (the longest is 27 bytes).
 const NAME_LEN: usize = 32;
 
-/// As `report`, counted but not logged: for the drop program, where the names of its many reads reach the log
-/// call as one pointer and length the verifier cannot tie together once logging is on (`-v`: "invalid access
-/// to map value" on 6.18, the copy of the name into the log record).
+/// As `report`, counted but not logged: for the drop program. A log call there failed verification under
+/// `-v` (6.18: the copy of the read's name), and its frames are the largest on 5.10, which counts a call
+/// chain's stack as a whole against 512 bytes: `report`'s fixed-size copy of the name would add to them.
 #[inline(always)]
 pub(crate) fn count_failure(result: ReadResult<()>) -> u32 {
     if result.is_err() {
