@@ -69,12 +69,19 @@ fn check_in(config: &Config, ns: &Netns, args: &[&str]) -> Result<Ran> {
     let output = ns.run(move || {
         Command::new(&udptrace).args(["check", "--json", "--probe", &mode]).args(&args).stdin(Stdio::null()).output()
     })??;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    Ok(Ran {
-        status: output.status.code(),
-        answer: serde_json::from_str(stdout.trim()).unwrap_or_else(|_| Value::String(stdout.into_owned())),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    })
+    Ok(Ran::from(&output))
+}
+
+impl Ran {
+    /// The answer of a finished `udptrace check --json`: its object, or what it printed instead.
+    fn from(output: &std::process::Output) -> Self {
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        Ran {
+            status: output.status.code(),
+            answer: serde_json::from_str(stdout.trim()).unwrap_or_else(|_| Value::String(stdout.into_owned())),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
 }
 
 /// The state and its exit status.
@@ -383,12 +390,7 @@ pub fn check_unprivileged(config: &Config, _tracer: &mut Tracer) -> Result<Resul
         }
         command.output()
     })??;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let ran = Ran {
-        status: output.status.code(),
-        answer: serde_json::from_str(stdout.trim()).unwrap_or_else(|_| Value::String(stdout.into_owned())),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    };
+    let ran = Ran::from(&output);
     let without = match (&ran.answer["seen_with"], ran.answer["without_kernel"].as_str()) {
         (Value::String(with), Some(why)) if with == "error_queue" && why.contains("not root") => Outcome::Pass,
         _ => Outcome::Fail(format!("want the error queue alone, not root: {}", ran.answer)),
