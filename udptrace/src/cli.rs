@@ -116,6 +116,11 @@ pub struct Cli {
     #[arg(long, value_enum, default_value = "ring", value_name = "KIND")]
     pub buffer: Buffer,
 
+    /// The buffer's size in bytes, a power of two from 128K to 256M (suffixes K and M: KiB, MiB); for
+    /// `--buffer perf`, each CPU's. Default: 1M for the ring buffer, 256K per CPU for perf buffers.
+    #[arg(long, value_name = "BYTES", value_parser = parse_buffer_size)]
+    pub buffer_size: Option<u32>,
+
     /// Verbose: attach details, verifier logs on failure, the kernel stack of each icmp_sent.
     #[arg(short, long, global = true)]
     pub verbose: bool,
@@ -300,6 +305,28 @@ fn parse_listen_addr(text: &str) -> Result<std::net::SocketAddr, String> {
 /// The longest `--duration` or `--summary` period: ten years, far inside what a clock can add.
 const MAX_SECONDS: f64 = 10.0 * 365.0 * 86_400.0;
 
+/// `--buffer-size`: bytes, with K or M for KiB or MiB, a power of two (the kernel takes no other ring buffer
+/// size, and perf buffers come in a power of two of pages).
+fn parse_buffer_size(text: &str) -> Result<u32, String> {
+    const MIN: u64 = 128 << 10;
+    const MAX: u64 = 256 << 20;
+    let trimmed = text.trim();
+    let (digits, unit) = match trimmed.char_indices().last() {
+        Some((at, 'K' | 'k')) => (&trimmed[..at], 1 << 10),
+        Some((at, 'M' | 'm')) => (&trimmed[..at], 1 << 20),
+        _ => (trimmed, 1),
+    };
+    let bytes = digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| format!("`{text}` is not a size in bytes (such as 262144, 256K or 4M)"))?;
+    if !(MIN..=MAX).contains(&bytes) || !bytes.is_power_of_two() {
+        return Err(format!("`{text}`: the buffer size must be a power of two from 128K to 256M"));
+    }
+    u32::try_from(bytes).map_err(|_| format!("`{text}` is too large"))
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let secs: f64 = text.trim().parse().map_err(|_| format!("`{text}` is not a number of seconds"))?;
     if !secs.is_finite() || secs <= 0.0 {
@@ -383,6 +410,17 @@ mod tests {
         let cli = parse(&["--metrics", "[::]:9464", "--metrics-addresses", "-q"]).unwrap();
         assert_eq!(cli.metrics, Some("[::]:9464".parse().unwrap()));
         assert!(cli.metrics_addresses && cli.quiet);
+    }
+
+    #[test]
+    fn the_buffer_size_is_a_power_of_two_in_bounds() {
+        assert_eq!(parse(&[]).unwrap().buffer_size, None);
+        assert_eq!(parse(&["--buffer-size", "128K"]).unwrap().buffer_size, Some(128 << 10));
+        assert_eq!(parse(&["--buffer-size", "4m"]).unwrap().buffer_size, Some(4 << 20));
+        assert_eq!(parse(&["--buffer-size", "262144"]).unwrap().buffer_size, Some(256 << 10));
+        for bad in ["64K", "3M", "512M", "1G", "-1", "K", "", "99999999999999999999", "1.5M", "aé"] {
+            assert!(parse(&["--buffer-size", bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -132,6 +132,7 @@ fn trace(cli: Cli, facts: KernelFacts) -> Result<()> {
     let setup = trace::Setup {
         filter: cli.filter(),
         buffer: cli.buffer.into(),
+        buffer_size: cli.buffer_size,
         modes: cli.probe.modes(),
         asked: cli.probe.describe(),
         verbose: cli.verbose,

@@ -24,6 +24,8 @@ use crate::{
 pub struct Setup<'a> {
     pub filter: Filter,
     pub buffer: Buffer,
+    /// `--buffer-size`: the ring buffer's bytes, or each CPU's perf buffer's; `None` for the defaults.
+    pub buffer_size: Option<u32>,
     /// The modes to try, per hook, in order.
     pub modes: &'a [AttachMode],
     /// How the user asked for them (`any mode`, `--probe fentry`), for the error when nothing attaches.
@@ -69,7 +71,8 @@ impl Tracing {
                 udptrace_common::NOT_ICMP_REPORTERS
             );
         }
-        let mut ebpf = loader::load_object(&facts, &config, setup.verbose)?;
+        let ring_size = setup.buffer_size.filter(|_| setup.buffer == Buffer::Ring);
+        let mut ebpf = loader::load_object(&facts, &config, setup.verbose, ring_size)?;
         let outcomes = loader::attach_all(&mut ebpf, &facts, setup.modes);
         facts.release_aya_btf();
         loader::require_attached(&outcomes, &setup.asked)?;
@@ -88,7 +91,7 @@ impl Tracing {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         // The buffers register with the runtime's reactor.
         let entered = runtime.enter();
-        let source = Source::open(&mut ebpf, setup.buffer)?;
+        let source = Source::open(&mut ebpf, setup.buffer, setup.buffer_size)?;
         let stats = aya::maps::PerCpuArray::try_from(ebpf.take_map(names::STATS).context("the STATS map is missing")?)?;
         let creators = ebpf.take_map(names::OWNERS).and_then(|m| aya::maps::HashMap::try_from(m).ok());
         // Tracepoint mode sees no rate limit: read the kernel's counters instead, from before `tracing` on.

@@ -328,6 +328,7 @@ fn kernel_side(check: &Check, local: SocketAddr, target: SocketAddr) -> Result<T
     let setup = Setup {
         filter,
         buffer: Buffer::Ring,
+        buffer_size: None,
         modes: check.modes,
         asked: check.asked.clone(),
         verbose: check.verbose,

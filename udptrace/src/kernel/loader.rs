@@ -159,11 +159,21 @@ const AYA_LOG_LEVEL: &str = "AYA_LOG_LEVEL";
 const LOG_WARNINGS: u8 = 2;
 
 /// Loads the object with this kernel's structure offsets. Loads no program yet. With `logs`, the programs
-/// say what they failed to read ([`program_logs`] reads it); without, they write nothing.
-pub fn load_object(facts: &KernelFacts, config: &udptrace_common::Config, logs: bool) -> Result<Ebpf> {
+/// say what they failed to read ([`program_logs`] reads it); without, they write nothing. `ring_size`: the
+/// ring buffer's bytes, where not the object's 1 MiB.
+pub fn load_object(
+    facts: &KernelFacts,
+    config: &udptrace_common::Config,
+    logs: bool,
+    ring_size: Option<u32>,
+) -> Result<Ebpf> {
     raise_memlock_limit();
     let level = if logs { LOG_WARNINGS } else { 0 };
-    EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    if let Some(bytes) = ring_size {
+        loader.map_max_entries(names::EVENTS, bytes);
+    }
+    loader
         // The programs carry no CO-RE relocations (offsets come through OFFSETS): the kernel's BTF, which
         // the loader would parse for them, is not needed here.
         .btf(None)

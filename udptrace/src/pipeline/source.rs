@@ -35,6 +35,12 @@ impl Buffer {
 /// Pages of each CPU's perf buffer (`--buffer perf`): 256 KiB, about 1,100 `icmp_sent` records (bpftrace's default).
 const PERF_PAGES: usize = 64;
 
+/// The page size perf buffers are counted in.
+fn page_size() -> usize {
+    // SAFETY: no arguments; sysconf only reads.
+    usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
+}
+
 /// How long the buffer is left without a drain: the programs wake udptrace only once 64 KiB wait, so that
 /// a flood does not cost a wake-up per event; this bounds the delay of a quiet trickle.
 const DRAIN_PERIOD: Duration = Duration::from_millis(50);
@@ -51,7 +57,9 @@ pub enum Source {
 }
 
 impl Source {
-    pub fn open(ebpf: &mut Ebpf, buffer: Buffer) -> Result<Self> {
+    /// Opens the buffer the programs write to; `size` is each CPU's perf buffer's bytes (`--buffer-size`,
+    /// a power of two of pages), the ring buffer's being set when the object loads.
+    pub fn open(ebpf: &mut Ebpf, buffer: Buffer, size: Option<u32>) -> Result<Self> {
         match buffer {
             Buffer::Ring => {
                 let map = ebpf.take_map(names::EVENTS).context("the EVENTS map is missing")?;
@@ -69,7 +77,7 @@ impl Source {
                 let mut buffers = Vec::with_capacity(cpus.len());
                 for cpu in cpus {
                     let buffer = array
-                        .open(cpu, Some(PERF_PAGES))
+                        .open(cpu, Some(size.map_or(PERF_PAGES, |bytes| (bytes as usize / page_size()).max(1))))
                         .with_context(|| format!("opening the perf buffer of CPU {cpu}"))?;
                     // SAFETY: the buffer's fd stays open and unchanged while the AsyncFd owns the buffer.
                     let buffer = unsafe { AsyncFd::register_with_interest(buffer, Interest::READABLE) }
