@@ -83,6 +83,37 @@ pub struct Report {
     pub checks: Vec<Check>,
 }
 
+/// What a scenario or a suite run took, printed as `SCENARIO took SECONDS s, slowest event SECONDS s` after
+/// its checks, so that `cargo xtask test` and `cargo xtask vm-test` can say where the time goes. The slowest
+/// event is the longest a `socket_error` or `icmp_sent` took from its kernel time to the suite: what a quiet
+/// period, watching for an event that must not come, has to outlast.
+pub fn took_line(scenario: &str, took: Duration) -> String {
+    format!(
+        "{scenario:<22} {TOOK:<16} {:.1} s, slowest event {:.2} s",
+        took.as_secs_f64(),
+        tracer::take_slowest_event().as_secs_f64()
+    )
+}
+
+/// The word of a timing line, where a check line has its check's name.
+pub const TOOK: &str = "took";
+
+/// The udptrace starts of a suite run (programs loaded and attached), printed as
+/// `udptrace loads N in SECONDS s, and N check runs in SECONDS s`: under emulation a load costs seconds.
+pub fn loads_line(loads: &tracer::Loads) -> String {
+    format!(
+        "{:<22} {LOADS:<16} {} in {:.1} s, and {} check runs in {:.1} s",
+        "udptrace",
+        loads.starts,
+        loads.start_time.as_secs_f64(),
+        loads.checks,
+        loads.check_time.as_secs_f64()
+    )
+}
+
+/// The word of a loads line.
+pub const LOADS: &str = "loads";
+
 impl Report {
     fn count(&self, f: impl Fn(&Outcome) -> bool) -> usize {
         self.checks.iter().filter(|c| f(&c.outcome)).count()
@@ -146,6 +177,8 @@ pub fn run(config: &Config, prefix: &str) -> Report {
         return report;
     }
     netns::sweep_stale();
+    let suite_started = std::time::Instant::now();
+    let started = std::time::Instant::now();
     let mut tracer = match tracer::Tracer::start(config, &[]) {
         Ok(tracer) => tracer,
         Err(e) => {
@@ -176,6 +209,8 @@ pub fn run(config: &Config, prefix: &str) -> Report {
         };
         record(Check { scenario: "udptrace", name: "verifier_accepts", outcome });
     }
+    println!("{prefix}{}", took_line("udptrace", started.elapsed()));
+    let started = std::time::Instant::now();
     // With -v the programs log (aya-log), and the verifier checks the log calls' copies too.
     let outcome = match tracer::Tracer::start(config, &["-v"]) {
         Ok(verbose) => {
@@ -186,6 +221,7 @@ pub fn run(config: &Config, prefix: &str) -> Report {
         Err(e) => Outcome::Fail(format!("udptrace -v did not start: {e:#}")),
     };
     record(Check { scenario: "udptrace", name: "verbose_verifier_accepts", outcome });
+    println!("{prefix}{}", took_line("udptrace_verbose", started.elapsed()));
     // Where only the drop hook attached (tracepoint mode before 5.14: no socket_error or icmp_send hook), the
     // scenarios about socket and ICMP errors have nothing to check.
     let drops_only = tracer.mode_of("socket_error").is_none() && tracer.mode_of("icmp_send").is_none();
@@ -195,12 +231,14 @@ pub fn run(config: &Config, prefix: &str) -> Report {
             record(Check { scenario: scenario.name, name: "all", outcome: Outcome::Skip(why) });
             continue;
         }
+        let started = std::time::Instant::now();
         tracer.next_scenario();
         let results =
             (scenario.run)(config, &mut tracer).unwrap_or_else(|e| vec![("setup", Outcome::Fail(format!("{e:#}")))]);
         for (name, outcome) in results {
             record(Check { scenario: scenario.name, name, outcome });
         }
+        println!("{prefix}{}", took_line(scenario.name, started.elapsed()));
     }
     // In kprobe mode the kernel skips the programs for an error whose softirq came inside a BPF syscall on
     // the same CPU (a flood read by several udptraces on one CPU does it); in every mode it skips the drop
@@ -225,5 +263,7 @@ pub fn run(config: &Config, prefix: &str) -> Report {
         Err(e) => Outcome::Fail(format!("{e:#}")),
     };
     record(Check { scenario: "udptrace", name: "clean_stop", outcome });
+    println!("{prefix}{}", loads_line(&tracer::loads()));
+    println!("{prefix}{}", took_line("suite", suite_started.elapsed()));
     report
 }

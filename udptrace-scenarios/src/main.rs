@@ -26,6 +26,10 @@ struct Args {
     /// How long to wait for each event (longer under emulation).
     #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     event_timeout: u64,
+    /// How long to watch for an event that must not come. It must outlast the slowest event of the run
+    /// (the closing `loads` line says it) and a second's counted drops.
+    #[arg(long, value_name = "SECS", default_value_t = 3.0, value_parser = positive_seconds)]
+    quiet_period: f64,
     /// Every hook must attach in MODE: a hook that cannot is a failure, not a skip.
     #[arg(long)]
     require_attach: bool,
@@ -48,6 +52,13 @@ enum Buffer {
     Perf,
 }
 
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s > 0.0 && s.is_finite() && s < 3600.0 => Ok(s),
+        _ => Err(format!("`{text}` is not a number of seconds (above 0, below 3600)")),
+    }
+}
+
 fn main() -> ExitCode {
     let all: Vec<String> = std::env::args().collect();
     if all.get(1).is_some_and(|a| a == "helper") {
@@ -67,7 +78,7 @@ fn main() -> ExitCode {
         buffer: args.buffer.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default(),
         only: args.only,
         event_timeout: timeout,
-        quiet_period: timeout / 4,
+        quiet_period: Duration::from_secs_f64(args.quiet_period),
         require_attach: args.require_attach,
         check_command: args.with_check,
     };

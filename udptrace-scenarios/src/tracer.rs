@@ -17,6 +17,62 @@ const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
 /// more than a minute for the fentry programs.
 const VERBOSE_ATTACH_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// How often the suite had udptrace load and attach its programs, and how long that took in all: the
+/// tracers' starts (to their `tracing` line), and the `udptrace check` runs as root (each loads them too; its
+/// time is the whole run's).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Loads {
+    pub starts: u64,
+    pub start_time: Duration,
+    pub checks: u64,
+    pub check_time: Duration,
+}
+
+static LOADS: std::sync::Mutex<Loads> =
+    std::sync::Mutex::new(Loads { starts: 0, start_time: Duration::ZERO, checks: 0, check_time: Duration::ZERO });
+
+/// Counts a tracer's start that took `took`.
+fn count_start(took: Duration) {
+    let mut loads = LOADS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    loads.starts += 1;
+    loads.start_time += took;
+}
+
+/// Counts a `udptrace check` run as root that took `took`.
+pub fn count_check(took: Duration) {
+    let mut loads = LOADS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    loads.checks += 1;
+    loads.check_time += took;
+}
+
+/// The longest any `socket_error` or `icmp_sent` took from its kernel time to reaching the suite, in
+/// microseconds: what a quiet period (watching for an event that must not come) has to outlast.
+static SLOWEST_EVENT_US: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Notes how late `event` reached the suite.
+fn note_latency(event: &Value) {
+    if !matches!(event["event"].as_str(), Some("socket_error" | "icmp_sent")) {
+        return;
+    }
+    let Some(time) = event["time"].as_str().and_then(|t| humantime::parse_rfc3339(t).ok()) else {
+        return;
+    };
+    if let Ok(late) = std::time::SystemTime::now().duration_since(time) {
+        let late = u64::try_from(late.as_micros()).unwrap_or(u64::MAX);
+        SLOWEST_EVENT_US.fetch_max(late, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The longest an event took to reach the suite since the last call.
+pub fn take_slowest_event() -> Duration {
+    Duration::from_micros(SLOWEST_EVENT_US.swap(0, std::sync::atomic::Ordering::Relaxed))
+}
+
+/// The loads counted so far.
+pub fn loads() -> Loads {
+    *LOADS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 pub struct Tracer {
     child: Child,
     /// Holds the stdout reader until [`Tracer::resume`] (a tracer whose reader stalls).
@@ -76,6 +132,7 @@ impl Tracer {
     }
 
     fn spawn(udptrace: &Path, mode: &str, buffer: &str, extra: &[&str], stalled: bool) -> Result<Self> {
+        let started = Instant::now();
         let mut child = Command::new(udptrace)
             .args(["--json", "--probe", mode, "--buffer", buffer])
             .args(extra)
@@ -94,6 +151,7 @@ impl Tracer {
             }
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 let value = serde_json::from_str(&line).unwrap_or_else(|_| Value::String(line));
+                note_latency(&value);
                 if event_tx.send(value).is_err() {
                     break;
                 }
@@ -119,7 +177,9 @@ impl Tracer {
             lost_earlier: 0,
             verbose: extra.contains(&"-v"),
         };
-        tracer.wait_attached()?;
+        let attached = tracer.wait_attached();
+        count_start(started.elapsed());
+        attached?;
         Ok(tracer)
     }
 

@@ -66,9 +66,11 @@ fn check_in(config: &Config, ns: &Netns, args: &[&str]) -> Result<Ran> {
     let mode = config.mode.clone();
     let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
     // The child is forked from a thread inside `ns`, so it runs there.
+    let started = std::time::Instant::now();
     let output = ns.run(move || {
         Command::new(&udptrace).args(["check", "--json", "--probe", &mode]).args(&args).stdin(Stdio::null()).output()
     })??;
+    crate::tracer::count_check(started.elapsed());
     Ok(Ran::from(&output))
 }
 

@@ -132,7 +132,7 @@ pub fn filters(config: &Config, tracer: &mut Tracer) -> Result<Results> {
     ])
 }
 
-/// 12,000 datagrams to a closed port with the server's ICMP rate limits off (`icmp_ratemask` 0): the
+/// 3,000 datagrams to a closed port with the server's ICMP rate limits off (`icmp_ratemask` 0): the
 /// server's kernel answers each that reaches it with a port-unreachable. A udptrace whose reader stalls overflows its buffer:
 /// every error must be shown or counted lost, with the loss reported. A `--summary` udptrace must add up
 /// to the same total. Both stay within bounded memory.
@@ -140,14 +140,17 @@ pub fn filters(config: &Config, tracer: &mut Tracer) -> Result<Results> {
 /// The flood goes in bursts, each once the shared udptrace has shown the last: it must not lose events
 /// (its closing check wants none), and it reads as fast as any udptrace that is not stalled.
 pub fn flood(config: &Config, shared: &mut Tracer) -> Result<Results> {
-    // More errors than the stalled udptrace can hold: its 1 MiB ring buffer takes about 7,700 `icmp_sent`
-    // records (128 bytes and an 8-byte ring header each), its stdout pipe and buffer a few hundred more.
-    const DATAGRAMS: u64 = 12_000;
+    // More errors than the stalled udptrace can hold: with `--buffer-size 128K` its ring buffer (or in kprobe
+    // mode, the perf buffer of the one CPU the flood runs on) takes under 1,000 `icmp_sent` records (128 bytes
+    // and a header each), its stdout pipe and buffer a few hundred more. Each error costs the emulated kernels
+    // milliseconds in three udptraces, so the flood is no larger than the overflow needs, twice over.
+    const DATAGRAMS: u64 = 3_000;
+    const STALLED_BUFFER: &str = "128K";
     const BURST: u64 = 250;
     let hosts = TwoHosts::new()?;
     hosts.server.sysctl("net.ipv4.icmp_ratemask", "0")?;
     let netns = hosts.server.inode.to_string();
-    let mut stalled = Tracer::start_stalled(config, &["--netns", &netns])?;
+    let mut stalled = Tracer::start_stalled(config, &["--netns", &netns, "--buffer-size", STALLED_BUFFER])?;
     let mut summary = Tracer::start(config, &["--netns", &netns, "--summary", "1"])?;
     let Some(mode) = stalled.mode_of("icmp_send").map(str::to_owned) else {
         return Ok(vec![("all", Outcome::Skip("the icmp_send hook did not attach".to_owned()))]);
