@@ -9,6 +9,7 @@
 
 mod prereq;
 mod tally;
+mod timing;
 mod vm;
 
 use std::{os::unix::process::CommandExt as _, path::PathBuf, process::Command};
@@ -103,14 +104,38 @@ fn build_release() -> Result<(PathBuf, PathBuf, PathBuf)> {
 /// `totals`.
 fn vm_test(totals: &mut tally::Tally, series: Option<&str>, modes: Vec<String>, only: Option<String>) -> Result<()> {
     prereq::ensure_build()?;
+    vm_test_with(build_release, totals, series, modes, only)
+}
+
+/// [`vm_test`] with the release binaries from `binaries`.
+fn vm_test_with(
+    binaries: impl Fn() -> Result<(PathBuf, PathBuf, PathBuf)>,
+    totals: &mut tally::Tally,
+    series: Option<&str>,
+    modes: Vec<String>,
+    only: Option<String>,
+) -> Result<()> {
     if let Some(bad) = modes.iter().find(|m| !vm::MODES.contains(&m.as_str())) {
         bail!("no mode {bad}: the modes are {}", vm::MODES.join(", "));
     }
     let narrowed = !modes.is_empty() || only.is_some();
     let bench = if narrowed { "none" } else { "smoke" };
     let plan = vm::Plan { suite: true, bench: bench.to_owned(), modes, only };
-    let runs = vm::vm_test(build_release, series, &plan)?;
+    let runs = vm::vm_test(binaries, series, &plan)?;
     println!("\n{}", vm::matrix(&runs));
+    let mut times = String::from("where each VM's time went:\n");
+    for (_, run) in &runs {
+        for row in &run.timing {
+            times.push_str(row);
+        }
+        for (mode, loads) in &run.loads {
+            times.push_str(&format!("    {mode}: udptrace loads {loads}\n"));
+        }
+        totals.took.extend(
+            run.took.iter().map(|t| timing::Took { place: format!("{} {}", run.series, t.place), ..t.clone() }),
+        );
+    }
+    println!("{times}");
     let mut problems = Vec::new();
     for (package, run) in &runs {
         for check in &run.checks {
@@ -142,33 +167,62 @@ fn vm_test(totals: &mut tally::Tally, series: Option<&str>, modes: Vec<String>, 
 }
 
 fn test() -> Result<()> {
-    prereq::ensure_test()?;
+    let mut stages = timing::Stages::default();
+    stages.time("installing what is missing", prereq::ensure_test)?;
     if !is_root() {
         say("not root: the scenario suites will report themselves skipped (they need root for namespaces and eBPF)");
     }
-    say("running unit tests and the host scenario suite (tracepoint mode)");
+    let binaries = stages.time("release build", build_release)?;
+    let (udptrace, _, bench) = binaries.clone();
     let mut totals = tally::Tally::default();
-    let cargo_ok = tally::run_and_tally(cargo().args(["test", "--no-fail-fast"]), &mut totals)?;
-    // The benchmark, short, so that it keeps working: it checks that it measured and that the events add
-    // up; nothing is timed.
-    say("running the benchmark's smoke test");
-    let (udptrace, _, bench) = build_release()?;
-    let smoke_ok = tally::run_and_tally(
-        Command::new(&bench)
-            .arg("--udptrace")
-            .arg(&udptrace)
-            .args(["--smoke", "--tcpdump", "--bpftrace"])
-            .arg(workspace_root().join("bench/errors.bt")),
-        &mut totals,
-    )?;
-    let vm = if is_root() {
-        say("running the QEMU kernel matrix");
-        vm_test(&mut totals, None, Vec::new(), None)
-    } else {
-        say("skipped the QEMU kernel matrix, because it needs root (apt, namespaces and eBPF inside the VM)");
-        totals.skipped += 1;
-        Ok(())
-    };
+    // The QEMU kernels mostly wait on their emulated CPU, and this host's suite mostly waits on its kernel:
+    // the matrix runs beside the host's tests rather than after them. It is handed the binaries built above,
+    // so that it takes no cargo lock from the test build.
+    let (vm, cargo_ok, smoke_ok) = std::thread::scope(|scope| {
+        let matrix = scope.spawn(|| {
+            let mut vm_totals = tally::Tally::default();
+            let started = std::time::Instant::now();
+            let result = if is_root() {
+                say("running the QEMU kernel matrix");
+                vm_test_with(|| Ok(binaries.clone()), &mut vm_totals, None, Vec::new(), None)
+            } else {
+                say("skipped the QEMU kernel matrix, because it needs root (apt, namespaces and eBPF inside the VM)");
+                vm_totals.skipped += 1;
+                Ok(())
+            };
+            (result, vm_totals, started.elapsed())
+        });
+        say("running unit tests and the host scenario suite (tracepoint mode), beside the kernel matrix");
+        let cargo_ok = stages.time("cargo test: build, unit tests, the host suite (beside the matrix)", || {
+            tally::run_and_tally(cargo().args(["test", "--no-fail-fast"]), &mut totals)
+        });
+        // The benchmark, short, so that it keeps working: it checks that it measured and that the events add
+        // up; nothing is timed.
+        say("running the benchmark's smoke test, beside the kernel matrix");
+        let smoke_ok = stages.time("the benchmark's smoke run on this host (beside the matrix)", || {
+            tally::run_and_tally(
+                Command::new(&bench)
+                    .arg("--udptrace")
+                    .arg(&udptrace)
+                    .args(["--smoke", "--tcpdump", "--bpftrace"])
+                    .arg(workspace_root().join("bench/errors.bt")),
+                &mut totals,
+            )
+        });
+        let (vm, vm_totals, took) = matrix.join().unwrap_or_else(|_| {
+            (Err(anyhow::anyhow!("the kernel matrix panicked")), Default::default(), Default::default())
+        });
+        stages.add("the QEMU kernel matrix", took);
+        totals.add(vm_totals);
+        (vm, cargo_ok, smoke_ok)
+    });
+    let (cargo_ok, smoke_ok) = (cargo_ok?, smoke_ok?);
+    println!(
+        "\n{}\n{}\n{}",
+        stages.render(),
+        timing::slowest(&totals.took, 10),
+        timing::slowest_events(&totals.took, "flood")
+    );
     println!("\ntests: {}", totals.line());
     vm?;
     if !cargo_ok || !smoke_ok || totals.failed > 0 {
@@ -191,6 +245,7 @@ fn main() {
         Task::VmTest { kernel, mode, only } => {
             let mut totals = tally::Tally::default();
             let result = vm_test(&mut totals, kernel.as_deref(), mode, only);
+            println!("{}\n{}", timing::slowest(&totals.took, 10), timing::slowest_events(&totals.took, "flood"));
             println!("\nvm-test: {}", totals.line());
             result
         }

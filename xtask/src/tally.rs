@@ -8,14 +8,24 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq)]
 pub struct Tally {
     pub passed: u64,
     pub failed: u64,
     pub skipped: u64,
+    /// The scenarios' times the runners printed (`took` lines).
+    pub took: Vec<crate::timing::Took>,
 }
 
 impl Tally {
+    /// Adds `other`'s counts and times to these.
+    pub fn add(&mut self, other: Tally) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+        self.skipped += other.skipped;
+        self.took.extend(other.took);
+    }
+
     pub fn line(&self) -> String {
         format!("{} passed, {} failed, {} skipped", self.passed, self.failed, self.skipped)
     }
@@ -24,6 +34,10 @@ impl Tally {
     /// or the scenario suite's `scenarios: 7 passed, 0 failed, 1 skipped`.
     pub fn add_line(&mut self, line: &str) {
         let line = line.trim();
+        if let Some(took) = crate::timing::parse_took(line) {
+            self.took.push(took);
+            return;
+        }
         let body = if let Some(rest) = line.strip_prefix("test result: ") {
             rest.split_once(". ").map_or(rest, |(_, counts)| counts)
         } else if let Some(rest) = line.strip_prefix("scenarios: ").or_else(|| line.strip_prefix("bench: ")) {
@@ -73,7 +87,7 @@ mod tests {
         tally.add_line("test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out");
         tally.add_line("scenarios: 7 passed, 0 failed, 1 skipped");
         tally.add_line("tracepoint  closed_port_ipv4 socket_error pass");
-        assert_eq!(tally, Tally { passed: 32, failed: 1, skipped: 2 });
+        assert_eq!((tally.passed, tally.failed, tally.skipped), (32, 1, 2));
         assert_eq!(tally.line(), "32 passed, 1 failed, 2 skipped");
     }
 }

@@ -318,79 +318,8 @@ fn copy_into(root: &Path, from: &Path, to: &str) -> Result<()> {
     Ok(())
 }
 
-const INIT: &str = r#"#!/bin/busybox sh
-/bin/busybox mkdir -p /proc /sys /dev /run /tmp /var
-/bin/busybox mount -t devtmpfs dev /dev
-exec </dev/console >/dev/console 2>&1
-/bin/busybox --install -s /bin
-export PATH=/usr/local/sbin:/usr/bin:/bin
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t cgroup2 cgroup2 /sys/fs/cgroup
-mount -t tmpfs run /run
-mount -t tmpfs tmp /tmp
-ln -s /run /var/run
-ip link set lo up
-for module in $(cat /lib/modules/order); do
-  insmod "/lib/modules/$module.ko" || echo "@@udptrace-vm warning: $module did not load"
-done
-echo "@@udptrace-vm kernel $(uname -r)"
-echo "@@udptrace-vm version $(cat /proc/version)"
-udptrace probes -v 2>&1 | sed 's/^/@@udptrace-vm probes /'
-# `udptrace.suite=0` on the kernel command line: the benchmark only (`cargo xtask bench`);
-# `udptrace.modes=kprobe,fentry` and `udptrace.only=NAME` narrow the suite (`cargo xtask vm-test --mode --only`),
-# and then a second udptrace prints its text lines and kernel stacks (-v) beside every mode.
-modes="fentry kprobe tracepoint"
-chosen=$(sed -n 's/.*udptrace\.modes=\([^ ]*\).*/\1/p' /proc/cmdline)
-[ -n "$chosen" ] && modes=$(echo "$chosen" | tr , ' ')
-only=$(sed -n 's/.*udptrace\.only=\([^ ]*\).*/\1/p' /proc/cmdline)
-narrow=
-[ -n "$only" ] && narrow="--only $only"
-grep -q "udptrace.suite=0" /proc/cmdline && modes=
-for mode in $modes; do
-  require=--require-attach
-  [ "$mode" = tracepoint ] && require=
-  # kprobe mode reads the per-CPU perf buffers, the other modes the ring buffer: both on every kernel.
-  buffer=ring
-  [ "$mode" = kprobe ] && buffer=perf
-  echo "@@udptrace-vm begin $mode ($buffer buffer)"
-  # In fentry mode a second udptrace prints its text lines beside the suite: the README's examples.
-  demo=
-  if [ "$mode" = fentry ] || [ -n "$chosen$only" ]; then
-    verbose=
-    [ -n "$chosen$only" ] && verbose=-v
-    udptrace --probe "$mode" $verbose >/tmp/demo 2>&1 &
-    demo=$!
-    tries=0
-    while ! grep -q "udptrace: tracing" /tmp/demo && [ $tries -lt 120 ]; do sleep 1; tries=$((tries + 1)); done
-  fi
-  # udptrace check loads the programs for each run: its scenarios run once, in fentry mode.
-  check=
-  [ "$mode" = fentry ] && check=--with-check
-  udptrace-scenarios --udptrace /usr/bin/udptrace --probe "$mode" --buffer $buffer --event-timeout 30 $require $check $narrow
-  echo "@@udptrace-vm end $mode rc=$?"
-  if [ -n "$demo" ]; then
-    # What the kernel says of the programs and links, misses included, while the demo still holds them.
-    [ -n "$chosen$only" ] && bpftool prog show 2>&1 | sed 's/^/@@udptrace-vm demo bpftool /'
-    [ -n "$chosen$only" ] && bpftool link show 2>&1 | sed 's/^/@@udptrace-vm demo bpftool /'
-    kill -INT $demo; wait $demo
-    sed 's/^/@@udptrace-vm demo /' /tmp/demo
-  fi
-done
-# The benchmark: `udptrace.bench=smoke` (a short run that checks itself) or `udptrace.bench=ROUNDS,SECONDS`.
-bench=$(sed -n 's/.*udptrace\.bench=\([^ ]*\).*/\1/p' /proc/cmdline)
-case "$bench" in
-  smoke) args=--smoke ;;
-  *,*) args="--rounds ${bench%,*} --seconds ${bench#*,}" ;;
-  *) args= ;;
-esac
-if [ -n "$args" ]; then
-  echo "@@udptrace-vm begin bench"
-  udptrace-bench --udptrace /usr/bin/udptrace $args 2>&1 | sed 's/^/@@udptrace-vm bench /'
-fi
-echo "@@udptrace-vm done"
-poweroff -f
-"#;
+/// The VM's `/init`: what it runs is told on the kernel command line (`Job::append`).
+const INIT: &str = include_str!("vm-init.sh");
 
 /// Builds the initramfs for `kernel` (its own veth module) around the release binaries.
 fn build_initramfs(kernel: &Kernel, binaries: &[(PathBuf, &str)]) -> Result<PathBuf> {
@@ -455,6 +384,35 @@ pub struct VmRun {
     pub done: bool,
     /// How long the VM ran, from boot to power-off.
     pub wall: Duration,
+    /// The init's `clock` lines: (name, seconds the VM had been up).
+    pub clocks: Vec<(String, f64)>,
+    /// Each scenario's time, per mode.
+    pub took: Vec<crate::timing::Took>,
+    /// Per mode, the suite's udptrace loads and their time.
+    pub loads: Vec<(String, String)>,
+    /// How long each VM of the kernel ran: (part, wall).
+    pub parts: Vec<(String, Duration)>,
+    /// Where each VM's time went, a line per VM.
+    pub timing: Vec<String>,
+}
+
+impl VmRun {
+    /// Adds what another VM of the same kernel printed. The kernel's run is done when every VM finished.
+    fn merge(&mut self, other: VmRun) {
+        self.release = self.release.take().or(other.release);
+        self.version = self.version.take().or(other.version);
+        self.checks.extend(other.checks);
+        self.mode_status.extend(other.mode_status);
+        self.probes.extend(other.probes);
+        self.bench.extend(other.bench);
+        self.done &= other.done;
+        self.wall += other.wall;
+        self.clocks.extend(other.clocks);
+        self.took.extend(other.took);
+        self.loads.extend(other.loads);
+        self.parts.extend(other.parts);
+        self.timing.extend(other.timing);
+    }
 }
 
 impl VmRun {
@@ -487,9 +445,23 @@ impl VmRun {
                 if let Some((mode, status)) = end.split_once(' ') {
                     self.mode_status.insert(mode.to_owned(), status.to_owned());
                 }
+            } else if let Some(clock) = rest.strip_prefix("clock ") {
+                if let Some((name, at)) = clock.split_once(' ')
+                    && let Ok(at) = at.trim().parse()
+                {
+                    self.clocks.push((name.to_owned(), at));
+                }
             } else if rest == "done" {
                 self.done = true;
             }
+            return;
+        }
+        if let Some(took) = crate::timing::parse_took(line).filter(|t| MODES.contains(&t.place.as_str())) {
+            self.took.push(took);
+            return;
+        }
+        if let Some(loads) = crate::timing::parse_loads(line).filter(|(mode, _)| MODES.contains(&mode.as_str())) {
+            self.loads.push(loads);
             return;
         }
         // `MODE  SCENARIO  CHECK  OUTCOME`, as udptrace-scenarios prints them.
@@ -540,20 +512,61 @@ pub struct Plan {
     pub only: Option<String>,
 }
 
-impl Plan {
-    /// The kernel command line that tells the VM's init what to run.
-    fn append(&self) -> String {
-        let mut append = format!("console=ttyS0 quiet loglevel=3 panic=-1 udptrace.bench={}", self.bench);
-        if !self.suite {
-            append.push_str(" udptrace.suite=0");
+/// What one VM runs: the suite in one mode, or the benchmark. A kernel's work is split so, so that the lanes
+/// share it out evenly: one VM of a kernel is a third of its time or less.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    Suite(String),
+    Bench,
+}
+
+impl Part {
+    /// `fentry`, `kprobe`, `tracepoint` or `bench`: the name in logs, timing and `kernels-passed.txt`.
+    pub fn name(&self) -> &str {
+        match self {
+            Part::Suite(mode) => mode,
+            Part::Bench => "bench",
         }
-        if !self.modes.is_empty() {
-            append.push_str(&format!(" udptrace.modes={}", self.modes.join(",")));
+    }
+}
+
+impl Plan {
+    /// The VMs of one kernel, in the order of [`MODES`], the benchmark last.
+    fn parts(&self) -> Vec<Part> {
+        let mut parts: Vec<Part> = if self.suite {
+            self.expected_modes().into_iter().filter(|m| *m != "bench").map(|m| Part::Suite(m.to_owned())).collect()
+        } else {
+            Vec::new()
+        };
+        if !self.bench.is_empty() && self.bench != "none" {
+            parts.push(Part::Bench);
+        }
+        parts
+    }
+
+    /// The kernel command line that tells the VM's init what to run for `part`; `probes`: the one VM of a
+    /// kernel that runs `udptrace probes -v` first.
+    fn append(&self, part: &Part, probes: bool) -> String {
+        let mut append = "console=ttyS0 quiet loglevel=3 panic=-1".to_owned();
+        if probes {
+            append.push_str(" udptrace.probes=1");
+        }
+        match part {
+            Part::Suite(mode) => append.push_str(&format!(" udptrace.modes={mode}")),
+            Part::Bench => append.push_str(&format!(" udptrace.bench={}", self.bench)),
         }
         if let Some(only) = &self.only {
             append.push_str(&format!(" udptrace.only={only}"));
         }
+        if self.narrowed() {
+            append.push_str(" udptrace.narrowed=1");
+        }
         append
+    }
+
+    /// `--mode` or `--only`: a look at some of the suite, not a pass of it.
+    pub fn narrowed(&self) -> bool {
+        !self.modes.is_empty() || self.only.is_some()
     }
 
     /// The modes whose results a full run must have.
@@ -570,15 +583,14 @@ impl Plan {
     }
 }
 
-fn boot(kernel: &Kernel, initramfs: &Path, log: &Path, plan: &Plan) -> Result<VmRun> {
-    let append = plan.append();
+fn boot(kernel: &Kernel, initramfs: &Path, log: &Path, append: &str) -> Result<VmRun> {
     let mut child = Command::new("qemu-system-x86_64")
         .args(["-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "1", "-nographic", "-no-reboot"])
         .arg("-kernel")
         .arg(&kernel.vmlinuz)
         .arg("-initrd")
         .arg(initramfs)
-        .args(["-append", &append])
+        .args(["-append", append])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -652,15 +664,33 @@ pub fn vm_test(
     if prepared.is_empty() {
         bail!("no kernel series {}: the matrix has {}", only_series.unwrap_or(""), SERIES.join(", "));
     }
-    // One VM per core: TCG runs each guest on one host thread.
-    let lanes = std::thread::available_parallelism().map_or(1, |n| n.get()).min(prepared.len());
+    // One VM per part of each kernel (a mode of the suite, or the benchmark), longest first by what it took
+    // when the suite last passed on that kernel (a part with no such record first of all): each lane takes the
+    // longest left, and the lanes end close together.
+    let passed = fs::read_to_string(passed_file()).unwrap_or_default();
+    let mut jobs: Vec<(&str, &Kernel, &PathBuf, Part, bool)> = Vec::new();
+    for (series, kernel, initramfs) in &prepared {
+        for (at, part) in plan.parts().into_iter().enumerate() {
+            // The first VM of a kernel says what attaches there (`udptrace probes -v`), for the README's table.
+            jobs.push((series, kernel, initramfs, part, at == 0));
+        }
+    }
+    // A part not yet timed on its kernel is taken to be as long as the longest it took on another.
+    let longest = |part: &str| SERIES.iter().filter_map(|series| last_seconds(&passed, series, part)).max();
+    jobs.sort_by_key(|(series, _, _, part, _)| {
+        std::cmp::Reverse(
+            last_seconds(&passed, series, part.name()).or_else(|| longest(part.name())).unwrap_or(u64::MAX),
+        )
+    });
+    let lanes = lanes().min(jobs.len());
     say(&format!(
-        "booting {} under QEMU (TCG), {lanes} at a time; each runs {}",
+        "booting {} under QEMU (TCG): {} VMs, {lanes} at a time, one per mode of the suite{}",
         prepared.iter().map(|(_, k, _)| k.package.as_str()).collect::<Vec<_>>().join(", "),
-        if plan.suite {
-            format!("the suite in {}, then the benchmark ({})", MODES.join(", "), plan.bench)
+        jobs.len(),
+        if plan.parts().contains(&Part::Bench) {
+            format!(" and one for the benchmark ({})", plan.bench)
         } else {
-            format!("the benchmark ({})", plan.bench)
+            String::new()
         }
     ));
     let started = Instant::now();
@@ -669,17 +699,26 @@ pub fn vm_test(
     std::thread::scope(|scope| {
         for _ in 0..lanes {
             scope.spawn(|| {
-                while let Some((series, kernel, initramfs)) =
-                    prepared.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                while let Some((series, kernel, initramfs, part, probes)) =
+                    jobs.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
                 {
-                    let log = cache_dir().join("logs").join(format!("{}.log", kernel.package));
+                    let log = cache_dir().join("logs").join(format!("{}-{}.log", kernel.package, part.name()));
                     let vm_started = Instant::now();
-                    let result = boot(kernel, initramfs, &log, plan).map(|mut run| {
+                    let result = boot(kernel, initramfs, &log, &plan.append(part, *probes)).map(|mut run| {
                         run.series = (*series).to_owned();
                         run.wall = vm_started.elapsed();
+                        run.parts.push((part.name().to_owned(), run.wall));
+                        let row = crate::timing::vm_row(
+                            &format!("{} {}", run.kernel(&kernel.package), part.name()),
+                            run.wall,
+                            &run.clocks,
+                            MODES,
+                        );
+                        run.timing.push(row);
                         say(&format!(
-                            "{} finished in {:.0} s; console log in {}",
+                            "{} {} finished in {:.0} s; console log in {}",
                             kernel.package,
+                            part.name(),
                             run.wall.as_secs_f64(),
                             log.display()
                         ));
@@ -691,14 +730,28 @@ pub fn vm_test(
         }
     });
     say(&format!("the kernel matrix took {:.0} s", started.elapsed().as_secs_f64()));
-    let mut runs = finished.into_inner().unwrap_or_else(|e| e.into_inner()).into_iter().collect::<Result<Vec<_>>>()?;
+    let mut runs: Vec<(String, VmRun)> = Vec::new();
+    let finished = finished.into_inner().unwrap_or_else(|e| e.into_inner());
+    for (package, run) in finished.into_iter().collect::<Result<Vec<_>>>()? {
+        match runs.iter_mut().find(|(p, _)| *p == package) {
+            Some((_, kernel_run)) => kernel_run.merge(run),
+            None => runs.push((package, run)),
+        }
+    }
     // In the matrix's order, whichever VM finished first.
     runs.sort_by_key(|(_, run)| SERIES.iter().position(|s| *s == run.series));
     Ok(runs)
 }
 
+/// How many VMs run at once: one more than this machine has cores. TCG runs each guest on one host thread,
+/// and a guest of the suite spends about half its time waiting (on the network, on a timer, on another
+/// process): a third VM uses what the waits leave.
+fn lanes() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) + 1
+}
+
 /// Where the kernels the suite last passed on are written, one line per series:
-/// `SERIES PACKAGE RELEASE DEBIAN-VERSION`. The matrix resolves the newest kernel of each series, so a
+/// `SERIES PACKAGE RELEASE DEBIAN-VERSION SECONDS` (how long its VM ran, which orders the lanes). The matrix resolves the newest kernel of each series, so a
 /// kernel Debian publishes can fail a suite that did not change; a failure then says what last passed.
 fn passed_file() -> PathBuf {
     workspace_root().join("xtask/kernels-passed.txt")
@@ -726,6 +779,13 @@ fn last_passed<'a>(passed: &'a str, series: &str) -> Option<&'a str> {
     passed.lines().find(|l| l.split_whitespace().next() == Some(series))
 }
 
+/// How many seconds the VM of `part` of `series` ran when the suite last passed on it, if recorded (the fifth
+/// word: `fentry=600,kprobe=400,tracepoint=440,bench=180`).
+fn last_seconds(passed: &str, series: &str, part: &str) -> Option<u64> {
+    let parts = last_passed(passed, series)?.split_whitespace().nth(4)?;
+    parts.split(',').find_map(|p| p.strip_prefix(part)?.strip_prefix('=')?.parse().ok())
+}
+
 /// What to say of a run that failed: which kernel it ran on and which one the suite last passed on.
 pub fn kernel_note(package: &str, run: &VmRun) -> String {
     let passed = fs::read_to_string(passed_file()).unwrap_or_default();
@@ -746,13 +806,15 @@ pub fn kernel_note(package: &str, run: &VmRun) -> String {
     format!("ran on {}; {last}", run.kernel(package))
 }
 
-/// Records that the suite passed on `run`'s kernel (a file to commit with the change that passed).
+/// Records that the suite passed on `run`'s kernel, and how long its VM ran (a file to commit with the change
+/// that passed).
 pub fn record_pass(package: &str, run: &VmRun) -> Result<()> {
     let path = passed_file();
     let passed = fs::read_to_string(&path).unwrap_or_default();
     let release = run.release.as_deref().unwrap_or(package);
     let version = run.version.as_deref().and_then(debian_version).unwrap_or("-");
-    let line = format!("{} {package} {release} {version}", run.series);
+    let parts: Vec<String> = run.parts.iter().map(|(part, wall)| format!("{part}={:.0}", wall.as_secs_f64())).collect();
+    let line = format!("{} {package} {release} {version} {}", run.series, parts.join(","));
     let mut lines: Vec<String> = passed
         .lines()
         .filter(|l| l.split_whitespace().next() != Some(run.series.as_str()))
@@ -927,6 +989,11 @@ mod tests {
             Some(Some("linux-image-6.1.0-56-cloud-amd64"))
         );
         assert_eq!(last_passed(passed, "6.6"), None);
+        assert_eq!(last_seconds(passed, "6.1", "fentry"), None);
+        let timed =
+            "6.1 linux-image-6.1.0-56-cloud-amd64 6.1.0-56-cloud-amd64 6.1.153-1 fentry=600,kprobe=400,bench=180\n";
+        assert_eq!(last_seconds(timed, "6.1", "kprobe"), Some(400));
+        assert_eq!(last_seconds(timed, "6.1", "tracepoint"), None);
         let mut run = VmRun { series: "6.1".into(), ..VmRun::default() };
         run.add_line("@@udptrace-vm kernel 6.1.0-57-cloud-amd64");
         run.add_line(&format!("@@udptrace-vm version {version}"));

@@ -1,0 +1,90 @@
+#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys /dev /run /tmp /var
+/bin/busybox mount -t devtmpfs dev /dev
+exec </dev/console >/dev/console 2>&1
+/bin/busybox --install -s /bin
+export PATH=/usr/local/sbin:/usr/bin:/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+mount -t tmpfs run /run
+mount -t tmpfs tmp /tmp
+ln -s /run /var/run
+ip link set lo up
+# `clock NAME`: how long the VM has been up, for the timing table.
+clock() { echo "@@udptrace-vm clock $1 $(cut -d' ' -f1 /proc/uptime)"; }
+clock init
+for module in $(cat /lib/modules/order); do
+  insmod "/lib/modules/$module.ko" || echo "@@udptrace-vm warning: $module did not load"
+done
+echo "@@udptrace-vm kernel $(uname -r)"
+echo "@@udptrace-vm version $(cat /proc/version)"
+clock modules
+# What to run, from the kernel command line (xtask's `Job::append`), one VM per mode of a kernel and one for
+# its benchmark, so that the lanes share out the work evenly:
+# - `udptrace.probes=1`: `udptrace probes -v` first (one VM of each kernel, for the README's table);
+# - `udptrace.modes=fentry,kprobe`: the suite in these modes (none without it);
+# - `udptrace.only=NAME`: only these scenarios (`cargo xtask vm-test --only`);
+# - `udptrace.narrowed=1` (`--mode`, `--only`): a second udptrace prints its text lines and kernel stacks (-v)
+#   beside every mode, and what bpftool says of the programs;
+# - `udptrace.bench=smoke` or `udptrace.bench=ROUNDS,SECONDS`: the benchmark.
+if grep -q "udptrace.probes=1" /proc/cmdline; then
+  udptrace probes -v 2>&1 | sed 's/^/@@udptrace-vm probes /'
+fi
+clock probes
+modes=$(sed -n 's/.*udptrace\.modes=\([^ ]*\).*/\1/p' /proc/cmdline | tr , ' ')
+only=$(sed -n 's/.*udptrace\.only=\([^ ]*\).*/\1/p' /proc/cmdline)
+narrow=
+[ -n "$only" ] && narrow="--only $only"
+narrowed=
+grep -q "udptrace.narrowed=1" /proc/cmdline && narrowed=1
+for mode in $modes; do
+  require=--require-attach
+  [ "$mode" = tracepoint ] && require=
+  # kprobe mode reads the per-CPU perf buffers, the other modes the ring buffer: both on every kernel.
+  buffer=ring
+  [ "$mode" = kprobe ] && buffer=perf
+  echo "@@udptrace-vm begin $mode ($buffer buffer)"
+  clock "begin-$mode"
+  # In fentry mode a second udptrace prints its text lines beside the suite: the README's examples.
+  demo=
+  if [ "$mode" = fentry ] || [ -n "$narrowed" ]; then
+    verbose=
+    [ -n "$narrowed" ] && verbose=-v
+    udptrace --probe "$mode" $verbose >/tmp/demo 2>&1 &
+    demo=$!
+    tries=0
+    while ! grep -q "udptrace: tracing" /tmp/demo && [ $tries -lt 120 ]; do sleep 1; tries=$((tries + 1)); done
+    clock "demo-$mode"
+  fi
+  # udptrace check loads the programs for each run: its scenarios run once, in fentry mode.
+  check=
+  [ "$mode" = fentry ] && check=--with-check
+  udptrace-scenarios --udptrace /usr/bin/udptrace --probe "$mode" --buffer $buffer --event-timeout 30 \
+    $require $check $narrow
+  echo "@@udptrace-vm end $mode rc=$?"
+  clock "suite-$mode"
+  if [ -n "$demo" ]; then
+    # What the kernel says of the programs and links, misses included, while the demo still holds them.
+    [ -n "$narrowed" ] && bpftool prog show 2>&1 | sed 's/^/@@udptrace-vm demo bpftool /'
+    [ -n "$narrowed" ] && bpftool link show 2>&1 | sed 's/^/@@udptrace-vm demo bpftool /'
+    kill -INT $demo; wait $demo
+    sed 's/^/@@udptrace-vm demo /' /tmp/demo
+  fi
+  clock "end-$mode"
+done
+# The benchmark: `udptrace.bench=smoke` (a short run that checks itself) or `udptrace.bench=ROUNDS,SECONDS`.
+bench=$(sed -n 's/.*udptrace\.bench=\([^ ]*\).*/\1/p' /proc/cmdline)
+case "$bench" in
+  smoke) args=--smoke ;;
+  *,*) args="--rounds ${bench%,*} --seconds ${bench#*,}" ;;
+  *) args= ;;
+esac
+if [ -n "$args" ]; then
+  echo "@@udptrace-vm begin bench"
+  clock bench
+  udptrace-bench --udptrace /usr/bin/udptrace $args 2>&1 | sed 's/^/@@udptrace-vm bench /'
+fi
+clock done
+echo "@@udptrace-vm done"
+poweroff -f
