@@ -138,15 +138,26 @@ impl KernelBtf {
             bail!("the last BTF type runs past its section");
         }
         let mut btf = Self { data, strings, starts, by_name: Vec::new() };
-        let mut by_name: Vec<u32> = (1..=btf.starts.len() as u32)
-            .filter(|&id| {
-                btf.type_ref(id).is_some_and(|t| {
-                    t.name_off != 0 && matches!(t.kind, kind::STRUCT | kind::UNION | kind::TYPEDEF | kind::FUNC)
-                })
+        // Each name found once (where it starts in `data`, its length), then sorted by its bytes: finding a
+        // name's end in every comparison was a third of udptrace's start-up.
+        let mut by_name: Vec<(u32, u32, u32)> = (1..=btf.starts.len() as u32)
+            .filter_map(|id| {
+                let t = btf.type_ref(id)?;
+                if t.name_off == 0 || !matches!(t.kind, kind::STRUCT | kind::UNION | kind::TYPEDEF | kind::FUNC) {
+                    return None;
+                }
+                // `string` reads from here; an empty name (an offset out of range) names nothing.
+                let start = btf.strings.start.saturating_add(t.name_off as usize);
+                let len = btf.string(t.name_off).len();
+                if len == 0 {
+                    return None;
+                }
+                Some((u32::try_from(start).ok()?, u32::try_from(len).ok()?, id))
             })
             .collect();
-        by_name.sort_unstable_by(|&a, &b| btf.name_of(a).cmp(btf.name_of(b)));
-        btf.by_name = by_name;
+        let name = |&(start, len, _): &(u32, u32, u32)| &btf.data[start as usize..(start + len) as usize];
+        by_name.sort_unstable_by(|a, b| name(a).cmp(name(b)));
+        btf.by_name = by_name.into_iter().map(|(_, _, id)| id).collect();
         Ok(btf)
     }
 
