@@ -136,6 +136,7 @@ impl Tracing {
         };
         let stages = session::Stages {
             enricher: Enricher::new(
+                facts.kallsyms.take(),
                 creators,
                 facts.cgroup2.clone(),
                 std::mem::take(&mut facts.drop_reasons),

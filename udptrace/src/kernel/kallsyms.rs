@@ -1,9 +1,23 @@
-//! Where a few kernel functions' text lies, from `/proc/kallsyms`, read line by line (the file is several
-//! MiB; nothing of it is kept).
-
-use std::io::{BufRead as _, BufReader};
+//! Where a few kernel functions' text lies, from `/proc/kallsyms`. The file is several MiB, and the kernel
+//! writes each line as it is read (under emulation, seconds): udptrace reads it once at start-up
+//! ([`Snapshot`]), for these ranges and for the symbols `pipeline/enrich/cause.rs` keeps.
 
 use udptrace_common::TextRange;
+
+/// `/proc/kallsyms` as read once, with `/proc/modules` read just before it (a module that comes or goes
+/// later changes the symbols; `cause.rs` reads both again then).
+pub struct Snapshot {
+    pub modules: String,
+    pub text: String,
+}
+
+impl Snapshot {
+    pub fn read() -> std::io::Result<Self> {
+        let modules = std::fs::read_to_string("/proc/modules").unwrap_or_default();
+        let text = std::fs::read_to_string("/proc/kallsyms")?;
+        Ok(Self { modules, text })
+    }
+}
 
 /// Strips compiler suffixes: `ip_error.cold`, `icmpv4_xrlim_allow.isra.0` -> the base name. The compiler's
 /// copies of a function are that function.
@@ -12,17 +26,17 @@ pub fn base_name(symbol: &str) -> &str {
 }
 
 /// The text of each of `names`, in their order: from its address to the next symbol's. Zero for a name the
-/// table does not show (absent, or addresses hidden by `kernel.kptr_restrict`).
-pub fn text_ranges<const N: usize>(names: [&str; N]) -> [TextRange; N] {
-    match std::fs::File::open("/proc/kallsyms") {
-        Ok(file) => ranges_in(BufReader::new(file).lines().map_while(Result::ok), names),
-        Err(_) => [TextRange::default(); N],
+/// table does not show (absent, or addresses hidden by `kernel.kptr_restrict`), or with no table.
+pub fn text_ranges<const N: usize>(table: Option<&Snapshot>, names: [&str; N]) -> [TextRange; N] {
+    match table {
+        Some(table) => ranges_in(table.text.lines(), names),
+        None => [TextRange::default(); N],
     }
 }
 
 /// `lines` in `/proc/kallsyms` form (`ADDRESS TYPE NAME [MODULE]`), in address order as the kernel lists
 /// its own text.
-fn ranges_in<const N: usize>(lines: impl Iterator<Item = String>, names: [&str; N]) -> [TextRange; N] {
+fn ranges_in<'a, const N: usize>(lines: impl Iterator<Item = &'a str>, names: [&str; N]) -> [TextRange; N] {
     let mut ranges = [TextRange::default(); N];
     // The function whose end is the next symbol's start.
     let mut open: Option<usize> = None;
@@ -69,7 +83,7 @@ mod tests {
                      ffffffff82043d90 T udp_abort\n\
                      0000000000000000 T hidden\n\
                      ffffffff82043e90 t udp_other\n";
-        let ranges = ranges_in(table.lines().map(str::to_owned), ["sock_dequeue_err_skb", "udp_abort", "missing"]);
+        let ranges = ranges_in(table.lines(), ["sock_dequeue_err_skb", "udp_abort", "missing"]);
         assert_eq!(ranges[0], TextRange { start: 0xffffffff81e3cdf0, end: 0xffffffff81e3cf80 });
         // The zero address of a hidden symbol does not end it; the next real one does.
         assert_eq!(ranges[1], TextRange { start: 0xffffffff82043d90, end: 0xffffffff82043e90 });
@@ -79,13 +93,13 @@ mod tests {
     #[test]
     fn a_compiler_copy_stands_for_its_function() {
         let table = "ffffffff81000000 t __msg_zerocopy_callback.isra.0\nffffffff81000100 T next\n";
-        let ranges = ranges_in(table.lines().map(str::to_owned), ["__msg_zerocopy_callback"]);
+        let ranges = ranges_in(table.lines(), ["__msg_zerocopy_callback"]);
         assert_eq!(ranges[0], TextRange { start: 0xffffffff81000000, end: 0xffffffff81000100 });
     }
 
     #[test]
     fn hidden_addresses_give_nothing() {
         let table = "0000000000000000 T sock_queue_err_skb\n0000000000000000 T next\n";
-        assert_eq!(ranges_in(table.lines().map(str::to_owned), ["sock_queue_err_skb"]), [TextRange::default()]);
+        assert_eq!(ranges_in(table.lines(), ["sock_queue_err_skb"]), [TextRange::default()]);
     }
 }

@@ -10,7 +10,7 @@ use udptrace_common::{icmp, icmpv6};
 
 use crate::{
     domain::{Cause, Family},
-    kernel::kallsyms::base_name,
+    kernel::kallsyms::{Snapshot, base_name},
 };
 
 /// The function that sends the ICMP; the caller that decided to is above it. `icmp_ndo_send` and
@@ -123,9 +123,12 @@ pub struct Kallsyms {
 
 impl Kallsyms {
     pub fn load() -> io::Result<Self> {
-        let modules = fs::read_to_string("/proc/modules").unwrap_or_default();
-        let text = fs::read_to_string("/proc/kallsyms")?;
-        let table = Self::parse(&text, modules);
+        Self::from_snapshot(Snapshot::read()?)
+    }
+
+    /// The table from `/proc/kallsyms` as read already.
+    pub fn from_snapshot(snapshot: Snapshot) -> io::Result<Self> {
+        let table = Self::parse(&snapshot.text, snapshot.modules);
         if table.symbols.is_empty() {
             return Err(io::Error::other(
                 "/proc/kallsyms shows no addresses (kernel.kptr_restrict hides them from this user)",

@@ -59,13 +59,15 @@ pub struct Enricher {
 }
 
 impl Enricher {
+    /// `kallsyms`: the table as read at start-up, if it was (else it is read here).
     pub fn new(
+        kallsyms: Option<crate::kernel::kallsyms::Snapshot>,
         creators: Option<Creators>,
         cgroup_root: Option<std::path::PathBuf>,
         drop_reasons: std::collections::HashMap<u32, String>,
         verbose: bool,
     ) -> Self {
-        let kallsyms = match Kallsyms::load() {
+        let kallsyms = match kallsyms.map_or_else(Kallsyms::load, Kallsyms::from_snapshot) {
             Ok(k) => Some(k),
             Err(e) => {
                 eprintln!("udptrace: warning: cannot read kernel symbols ({e}); icmp_sent causes will be \"other\"");
@@ -359,7 +361,7 @@ mod tests {
     /// Events leave in order; one whose owner /proc must name holds the ones behind it until it can.
     #[test]
     fn events_wait_in_order_for_an_owner_scan() {
-        let mut enricher = Enricher::new(None, None, Default::default(), false);
+        let mut enricher = Enricher::new(None, None, None, Default::default(), false);
         let first = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let ino = owner::tests::inode_of;
         let error_on = |ino: u64| Event::SocketError(SocketError { sock_ino: Some(ino), ..samples::socket_error() });
