@@ -394,6 +394,8 @@ pub struct VmRun {
     pub parts: Vec<(String, Duration)>,
     /// Where each VM's time went, a line per VM.
     pub timing: Vec<String>,
+    /// This host's release, where its suite proves tracepoint mode on this series instead of a VM.
+    pub on_host: Option<String>,
 }
 
 impl VmRun {
@@ -486,6 +488,9 @@ impl VmRun {
             problems.push("the VM did not finish".to_owned());
         }
         for mode in plan.expected_modes() {
+            if mode == "tracepoint" && self.on_host.is_some() {
+                continue;
+            }
             if !self.checks.iter().any(|c| c.mode == *mode) {
                 problems.push(format!("no result for {mode}"));
             }
@@ -510,6 +515,15 @@ pub struct Plan {
     /// Only these modes (all when empty), and only the scenarios whose names contain `only`.
     pub modes: Vec<String>,
     pub only: Option<String>,
+    /// The release of this host's kernel (`6.18.44-...`) when its suite runs in the same `cargo xtask test`,
+    /// in tracepoint mode with both buffers: the QEMU kernel of that series then runs no tracepoint VM, which
+    /// would run the same programs on the same series again.
+    pub host_tracepoint: Option<String>,
+}
+
+/// `6.18` from a release or a package's version (`6.18.44-fc`, `6.18.15+deb13-cloud-amd64`).
+pub fn major_minor(release: &str) -> String {
+    release.split(|c: char| !c.is_ascii_digit()).filter(|n| !n.is_empty()).take(2).collect::<Vec<_>>().join(".")
 }
 
 /// What one VM runs: the suite in one mode, or the benchmark. A kernel's work is split so, so that the lanes
@@ -669,8 +683,15 @@ pub fn vm_test(
     // longest left, and the lanes end close together.
     let passed = fs::read_to_string(passed_file()).unwrap_or_default();
     let mut jobs: Vec<(&str, &Kernel, &PathBuf, Part, bool)> = Vec::new();
+    let host_series = plan.host_tracepoint.as_deref().map(major_minor);
+    let on_host = |kernel: &Kernel| {
+        host_series.as_deref().is_some_and(|host| {
+            kernel.package.strip_prefix("linux-image-").is_some_and(|version| major_minor(version) == host)
+        })
+    };
     for (series, kernel, initramfs) in &prepared {
-        for (at, part) in plan.parts().into_iter().enumerate() {
+        let parts = plan.parts().into_iter().filter(|p| !(on_host(kernel) && *p == Part::Suite("tracepoint".into())));
+        for (at, part) in parts.enumerate() {
             // The first VM of a kernel says what attaches there (`udptrace probes -v`), for the README's table.
             jobs.push((series, kernel, initramfs, part, at == 0));
         }
@@ -736,6 +757,15 @@ pub fn vm_test(
         match runs.iter_mut().find(|(p, _)| *p == package) {
             Some((_, kernel_run)) => kernel_run.merge(run),
             None => runs.push((package, run)),
+        }
+    }
+    for (package, run) in &mut runs {
+        if let Some(release) = plan
+            .host_tracepoint
+            .as_ref()
+            .filter(|_| prepared.iter().any(|(_, k, _)| k.package == *package && on_host(k)))
+        {
+            run.on_host = Some(release.clone());
         }
     }
     // In the matrix's order, whichever VM finished first.
@@ -911,6 +941,12 @@ pub fn proven_table(runs: &[(String, VmRun)]) -> String {
             let count = |word: &str| checks.iter().filter(|c| c.outcome.starts_with(word)).count();
             let (passed, failed, skipped) = (count("pass"), count("FAIL"), count("skip"));
             let (instead, missing) = probes_of(run, mode);
+            if let Some(release) = run.on_host.as_ref().filter(|_| *mode == "tracepoint") {
+                out.push_str(&format!(
+                    " on this host's {release} instead, ring and perf buffers (the host suite, same series) |"
+                ));
+                continue;
+            }
             let mut cell = if passed == 0 && failed == 0 {
                 format!("cannot run: {}", missing.first().map_or("nothing attaches", String::as_str))
             } else if failed > 0 {
@@ -1050,6 +1086,25 @@ mod tests {
             row,
             "| Debian 7.3.4+deb13-cloud-amd64 | 1 passed, 1 skipped; udp_err for __udp4_lib_err | **1 failed**, 0 passed | \
              cannot run: socket_error: sock:inet_sk_error_report: tracepoint is absent (needs kernel 5.14) |"
+        );
+    }
+
+    #[test]
+    fn the_hosts_own_series_is_proven_on_the_host() {
+        assert_eq!(major_minor("6.18.44-fc-v1045"), "6.18");
+        assert_eq!(major_minor("6.18.15+deb13-cloud-amd64"), "6.18");
+        assert_eq!(major_minor("5.10.0-46-cloud-amd64"), "5.10");
+        let mut run = VmRun { on_host: Some("6.18.44-fc".into()), done: true, ..VmRun::default() };
+        run.add_line("fentry      closed_port_ipv4       socket_error     pass");
+        run.add_line("kprobe      closed_port_ipv4       socket_error     pass");
+        assert!(run.problems(&Plan { suite: true, ..Plan::default() }).is_empty());
+        let table = proven_table(&[("linux-image-6.18.15+deb13-cloud-amd64".into(), run)]);
+        assert!(
+            table
+                .lines()
+                .nth(2)
+                .unwrap()
+                .ends_with("on this host's 6.18.44-fc instead, ring and perf buffers (the host suite, same series) |")
         );
     }
 
