@@ -12,7 +12,7 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::Parser;
 use udptrace_scenarios::{
     bench::{Options, Report, run},
-    bench_traffic,
+    bench_traffic, positive_seconds,
 };
 
 #[derive(Parser)]
@@ -43,13 +43,6 @@ struct Args {
     /// Short, and check only that every part ran and that udptrace accounted for every error and drop.
     #[arg(long)]
     smoke: bool,
-}
-
-fn positive_seconds(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(s) if s > 0.0 && s.is_finite() => Ok(s),
-        _ => Err(format!("`{text}` is not a positive number of seconds")),
-    }
 }
 
 fn main() -> ExitCode {

@@ -33,6 +33,15 @@ pub fn stop_child(
     None
 }
 
+/// A command-line number of seconds: above 0 and below an hour, so that it always makes a `Duration` (a
+/// huge one would panic there).
+pub fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s > 0.0 && s < 3600.0 => Ok(s),
+        _ => Err(format!("`{text}` is not a number of seconds (above 0, below 3600)")),
+    }
+}
+
 /// The first line of an error message, for a one-line report.
 pub fn one_line(text: &str) -> String {
     text.lines().next().unwrap_or("").to_owned()

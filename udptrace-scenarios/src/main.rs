@@ -6,7 +6,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, ValueEnum};
-use udptrace_scenarios::{Config, run};
+use udptrace_scenarios::{Config, positive_seconds, run};
 
 #[derive(Parser)]
 #[command(name = "udptrace-scenarios", about = "The scenario suite, against a udptrace binary")]
@@ -26,8 +26,8 @@ struct Args {
     /// How long to wait for each event (longer under emulation).
     #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     event_timeout: u64,
-    /// How long to watch for an event that must not come. It must outlast the slowest event of the run
-    /// (the closing `loads` line says it) and a second's counted drops.
+    /// How long to watch for an event that must not come. It must outlast a second's counted drops and the
+    /// slowest event of the run (each scenario's `took` line says its own).
     #[arg(long, value_name = "SECS", default_value_t = 3.0, value_parser = positive_seconds)]
     quiet_period: f64,
     /// Every hook must attach in MODE: a hook that cannot is a failure, not a skip.
@@ -50,13 +50,6 @@ enum Mode {
 enum Buffer {
     Ring,
     Perf,
-}
-
-fn positive_seconds(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(s) if s > 0.0 && s.is_finite() && s < 3600.0 => Ok(s),
-        _ => Err(format!("`{text}` is not a number of seconds (above 0, below 3600)")),
-    }
 }
 
 fn main() -> ExitCode {
