@@ -7,6 +7,7 @@ use udptrace_common::names;
 
 use crate::{
     domain::AttachMode,
+    kernel::kallsyms::{Snapshot, text_ranges},
     kernel::loader::{self, HookOutcome, KernelFacts},
     kernel::probes,
     one_line,
@@ -51,11 +52,16 @@ pub struct Tracing {
 
 impl Tracing {
     pub fn start(setup: Setup<'_>, mut facts: KernelFacts) -> Result<Self> {
+        // Only tracepoint mode's socket_error program checks who reported (`NOT_ICMP_REPORTERS`), and the
+        // addresses must be in its configuration before it loads. Where no hook may attach in tracepoint
+        // mode, `/proc/kallsyms` waits for the first event that needs a symbol.
+        let kallsyms = if setup.modes.contains(&AttachMode::Tracepoint) { Snapshot::read().ok() } else { None };
+        let not_icmp_reporters = text_ranges(kallsyms.as_ref(), udptrace_common::NOT_ICMP_REPORTERS);
         let config = udptrace_common::Config {
             filter: setup.filter.for_kernel(),
             buffer: setup.buffer.for_kernel(),
             _pad0: [0; 7],
-            not_icmp_reporters: facts.not_icmp_reporters,
+            not_icmp_reporters,
             reason_no_socket: facts
                 .drop_reasons
                 .iter()
@@ -64,7 +70,7 @@ impl Tracing {
             kfree_skb_args: facts.kfree_skb_args,
             _pad1: [0; 3],
         };
-        if setup.verbose && facts.not_icmp_reporters.iter().any(|r| r.start == 0) {
+        if setup.verbose && kallsyms.is_some() && not_icmp_reporters.iter().any(|r| r.start == 0) {
             eprintln!(
                 "udptrace: /proc/kallsyms does not show all of {:?}: in tracepoint mode, error-queue reads and \
                  aborts may be reported as socket errors",
@@ -136,7 +142,7 @@ impl Tracing {
         };
         let stages = session::Stages {
             enricher: Enricher::new(
-                facts.kallsyms.take(),
+                kallsyms,
                 creators,
                 facts.cgroup2.clone(),
                 std::mem::take(&mut facts.drop_reasons),

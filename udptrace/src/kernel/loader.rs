@@ -59,11 +59,6 @@ pub struct KernelFacts {
     /// hosts), if it is.
     pub cgroup2: Option<std::path::PathBuf>,
     pub release: String,
-    /// The text of `udptrace_common::NOT_ICMP_REPORTERS` (zero where `/proc/kallsyms` does not show it).
-    pub not_icmp_reporters: [udptrace_common::TextRange; 5],
-    /// `/proc/kallsyms` as read at start-up, for the symbols `pipeline/enrich/cause.rs` keeps (taken by
-    /// the session that starts; `None` where it could not be read).
-    pub kallsyms: Option<super::kallsyms::Snapshot>,
     /// How many arguments `skb:kfree_skb` passes (2 before 5.17, 3, 4 from 6.11; 0 if it is not there).
     pub kfree_skb_args: u8,
     /// `enum skb_drop_reason` (5.17+): each value's name, lower case without `SKB_DROP_REASON_`.
@@ -95,7 +90,6 @@ impl KernelFacts {
                 Target::Cgroup(_) => {}
             }
         }
-        let kallsyms = super::kallsyms::Snapshot::read().ok();
         let drop_reasons = btf
             .enum_values("skb_drop_reason")
             .into_iter()
@@ -120,8 +114,6 @@ impl KernelFacts {
             release: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .map(|s| s.trim().to_owned())
                 .unwrap_or_else(|_| "unknown".to_owned()),
-            not_icmp_reporters: super::kallsyms::text_ranges(kallsyms.as_ref(), udptrace_common::NOT_ICMP_REPORTERS),
-            kallsyms,
         })
     }
 

@@ -113,6 +113,38 @@ pub fn classify<'a>(
     }
 }
 
+/// The symbol table, read and parsed when an event first needs a symbol: a udptrace that sees no ICMP error
+/// and no drop never pays for it (hundreds of thousands of lines, each written by the kernel as it is read).
+pub enum Symbols {
+    /// Not parsed yet: `/proc/kallsyms` as start-up read it, or `None` to read it then.
+    Unread(Option<Snapshot>),
+    Table(Kallsyms),
+    /// Could not be read; said once.
+    Unreadable,
+}
+
+impl Symbols {
+    pub fn get(&mut self) -> Option<&mut Kallsyms> {
+        if let Self::Unread(snapshot) = self {
+            let table = snapshot.take().map_or_else(Kallsyms::load, Kallsyms::from_snapshot);
+            *self = match table {
+                Ok(table) => Self::Table(table),
+                Err(e) => {
+                    eprintln!(
+                        "udptrace: warning: cannot read kernel symbols ({e}); icmp_sent causes will be \"other\" and \
+                         drop locations null"
+                    );
+                    Self::Unreadable
+                }
+            };
+        }
+        match self {
+            Self::Table(table) => Some(table),
+            _ => None,
+        }
+    }
+}
+
 /// Kernel text symbols, for symbolising return addresses.
 pub struct Kallsyms {
     /// Sorted by address.

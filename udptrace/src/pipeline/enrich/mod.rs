@@ -15,7 +15,7 @@ use std::{collections::VecDeque, time::Instant};
 use aya::maps::{HashMap, MapData};
 
 use self::{
-    cause::Kallsyms,
+    cause::Symbols,
     owner::{Lookup, Resolver},
     sockets::{Recent, SocketTable},
 };
@@ -35,7 +35,7 @@ pub type Creators = HashMap<MapData, u64, udptrace_common::Owner>;
 const MAX_WAITING: usize = 16_384;
 
 pub struct Enricher {
-    kallsyms: Option<Kallsyms>,
+    kallsyms: Symbols,
     owners: Resolver,
     sockets: SocketTable,
     /// Lately, by socket inode: whether a socket no process holds was still in the table (the kernel's own),
@@ -59,7 +59,7 @@ pub struct Enricher {
 }
 
 impl Enricher {
-    /// `kallsyms`: the table as read at start-up, if it was (else it is read here).
+    /// `kallsyms`: the table as read at start-up, if it was (else it is read when first needed).
     pub fn new(
         kallsyms: Option<crate::kernel::kallsyms::Snapshot>,
         creators: Option<Creators>,
@@ -67,13 +67,7 @@ impl Enricher {
         drop_reasons: std::collections::HashMap<u32, String>,
         verbose: bool,
     ) -> Self {
-        let kallsyms = match kallsyms.map_or_else(Kallsyms::load, Kallsyms::from_snapshot) {
-            Ok(k) => Some(k),
-            Err(e) => {
-                eprintln!("udptrace: warning: cannot read kernel symbols ({e}); icmp_sent causes will be \"other\"");
-                None
-            }
-        };
+        let kallsyms = Symbols::Unread(kallsyms);
         Self {
             kallsyms,
             owners: Resolver::new(cgroup_root),
@@ -222,7 +216,7 @@ impl Enricher {
     /// The reason's name from the kernel's BTF, and the function that freed the datagram.
     fn name_drop(&mut self, e: &mut UdpDropped) {
         e.reason = e.reason_code.and_then(|code| self.drop_reasons.get(&code).cloned());
-        let Some(kallsyms) = &mut self.kallsyms else { return };
+        let Some(kallsyms) = self.kallsyms.get() else { return };
         // A module loaded since start-up (nf_tables for the first rule) is not in the table yet, and its
         // addresses would take the name of the last function before them: the module list is checked first,
         // at most every 100 ms.
@@ -257,14 +251,14 @@ impl Enricher {
     }
 
     fn classify(&mut self, e: &mut crate::domain::IcmpSent) {
-        let Some(kallsyms) = &mut self.kallsyms else {
-            return;
-        };
         // Seen at the drop that follows the kernel's decision (tracepoint mode, IPv6): its cause is known, and
         // its stack is the drop's, not the sender's.
         if e.rate_limited.is_none() {
             return;
         }
+        let Some(kallsyms) = self.kallsyms.get() else {
+            return;
+        };
         e.cause = kallsyms.classify(&e.stack, e.family, e.icmp.icmp_type, e.icmp.code);
         if e.cause == Cause::Other {
             // A caller in a module loaded after start-up (nf_reject_ipv4 on the first REJECT) is not in the
