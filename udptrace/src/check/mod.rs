@@ -75,15 +75,16 @@ pub struct Hex(pub Vec<u8>);
 
 /// `--payload HEX`: bytes as hex digits, spaces and colons allowed between them.
 pub fn parse_hex(text: &str) -> Result<Hex, String> {
-    let digits: String = text.chars().filter(|c| !matches!(c, ' ' | ':')).collect();
+    let digits: Vec<u8> = text.bytes().filter(|c| !matches!(c, b' ' | b':')).collect();
+    // Checked byte by byte first: a multi-byte character must not be cut in a pair.
+    if !digits.iter().all(u8::is_ascii_hexdigit) {
+        return Err(format!("`{text}` is not hex (0-9, a-f)"));
+    }
     if !digits.len().is_multiple_of(2) {
         return Err(format!("`{text}`: hex bytes come in pairs of digits"));
     }
-    let bytes = (0..digits.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&digits[i..i + 2], 16))
-        .collect::<Result<Vec<u8>, _>>()
-        .map_err(|_| format!("`{text}` is not hex (0-9, a-f)"))?;
+    let value = |digit: u8| char::from(digit).to_digit(16).unwrap_or(0) as u8;
+    let bytes: Vec<u8> = digits.chunks_exact(2).map(|pair| value(pair[0]) << 4 | value(pair[1])).collect();
     if bytes.len() > MAX_PAYLOAD {
         return Err(format!("a payload of {} bytes is more than a probe carries ({MAX_PAYLOAD})", bytes.len()));
     }
@@ -623,6 +624,10 @@ mod tests {
         assert_eq!(parse_hex(""), Ok(Hex(vec![])));
         assert!(parse_hex("abc").is_err());
         assert!(parse_hex("zz").is_err());
+        // A character of more than one byte, which a pair of bytes would cut; a sign, which integer parsing takes.
+        assert_eq!(parse_hex("aé0"), Err("`aé0` is not hex (0-9, a-f)".to_owned()));
+        assert_eq!(parse_hex("éé"), Err("`éé` is not hex (0-9, a-f)".to_owned()));
+        assert!(parse_hex("+f").is_err());
         assert!(parse_hex(&"00".repeat(MAX_PAYLOAD + 1)).is_err());
     }
 
