@@ -219,18 +219,6 @@ pub fn run(config: &Config, prefix: &str) -> Report {
         record(Check { scenario: "udptrace", name: "verifier_accepts", outcome });
     }
     println!("{prefix}{}", took_line("udptrace", started.elapsed()));
-    let started = std::time::Instant::now();
-    // With -v the programs log (aya-log), and the verifier checks the log calls' copies too.
-    let outcome = match tracer::Tracer::start(config, &["-v"]) {
-        Ok(verbose) => {
-            let rejected: Vec<&str> =
-                verbose.not_traced.iter().filter(|l| l.contains("verifier rejected")).map(String::as_str).collect();
-            if rejected.is_empty() { Outcome::Pass } else { Outcome::Fail(rejected.join("; ")) }
-        }
-        Err(e) => Outcome::Fail(format!("udptrace -v did not start: {e:#}")),
-    };
-    record(Check { scenario: "udptrace", name: "verbose_verifier_accepts", outcome });
-    println!("{prefix}{}", took_line("udptrace_verbose", started.elapsed()));
     // Where only the drop hook attached (tracepoint mode before 5.14: no socket_error or icmp_send hook), the
     // scenarios about socket and ICMP errors have nothing to check.
     let drops_only = tracer.mode_of("socket_error").is_none() && tracer.mode_of("icmp_send").is_none();

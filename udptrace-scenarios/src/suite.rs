@@ -45,6 +45,8 @@ pub const WITH_DROPS_ONLY: &[&str] = &[
     "bad_checksum",
     "closed_port_ipv6_once",
     "healthy_path",
+    // Its udptrace runs with `-v`: the verifier must accept the programs with their log calls wherever any load.
+    "sigkill_unloads",
     // `udptrace check` starts hooks of its own; with the drop hook alone it still has the error queue.
     "check_open",
     "check_closed_ipv4",

@@ -505,12 +505,25 @@ pub fn healthy_path(_config: &Config, _shared: &mut Tracer) -> Result<Results> {
 
 /// SIGKILL leaves udptrace no chance to detach anything. Nothing is pinned, so the kernel must unload
 /// every program udptrace loaded when the process dies.
+///
+/// The victim runs with `-v`: the programs then log (aya-log), and the verifier must accept the log calls'
+/// code too (`verbose_verifier_accepts`), which a start of its own would cost seconds under emulation.
 pub fn sigkill_unloads(config: &Config, _shared: &mut Tracer) -> Result<Results> {
     let before = program_ids()?;
-    let mut victim = Tracer::start(config, &[])?;
+    let mut victim = match Tracer::start(config, &["-v"]) {
+        Ok(victim) => victim,
+        Err(e) => {
+            let failed = Outcome::Fail(format!("udptrace -v did not start: {e:#}"));
+            return Ok(vec![("verbose_verifier_accepts", failed.clone()), ("unloaded", failed)]);
+        }
+    };
+    let rejected: Vec<&str> =
+        victim.not_traced.iter().filter(|l| l.contains("verifier rejected")).map(String::as_str).collect();
+    let verbose = if rejected.is_empty() { Outcome::Pass } else { Outcome::Fail(rejected.join("; ")) };
     let loaded: Vec<u32> = program_ids()?.difference(&before).copied().collect();
     if loaded.is_empty() {
-        return Ok(vec![("unloaded", Outcome::Fail("no new eBPF program appeared while udptrace ran".to_owned()))]);
+        let none = Outcome::Fail("no new eBPF program appeared while udptrace ran".to_owned());
+        return Ok(vec![("verbose_verifier_accepts", verbose), ("unloaded", none)]);
     }
     victim.kill_hard()?;
     // The kernel frees them once the last reference (the process's fds and links) is gone, which may take
@@ -520,10 +533,10 @@ pub fn sigkill_unloads(config: &Config, _shared: &mut Tracer) -> Result<Results>
         let left: Vec<u32> =
             loaded.iter().filter(|id| program_ids().is_ok_and(|now| now.contains(id))).copied().collect();
         if left.is_empty() {
-            return Ok(vec![("unloaded", Outcome::Pass)]);
+            return Ok(vec![("verbose_verifier_accepts", verbose), ("unloaded", Outcome::Pass)]);
         }
         if std::time::Instant::now() > deadline {
-            return Ok(vec![(
+            return Ok(vec![("verbose_verifier_accepts", verbose), (
                 "unloaded",
                 Outcome::Fail(format!(
                     "{} of {} programs still loaded 10 s after SIGKILL: ids {left:?}",
