@@ -536,14 +536,17 @@ pub fn sigkill_unloads(config: &Config, _shared: &mut Tracer) -> Result<Results>
             return Ok(vec![("verbose_verifier_accepts", verbose), ("unloaded", Outcome::Pass)]);
         }
         if std::time::Instant::now() > deadline {
-            return Ok(vec![("verbose_verifier_accepts", verbose), (
-                "unloaded",
-                Outcome::Fail(format!(
-                    "{} of {} programs still loaded 10 s after SIGKILL: ids {left:?}",
-                    left.len(),
-                    loaded.len()
-                )),
-            )]);
+            return Ok(vec![
+                ("verbose_verifier_accepts", verbose),
+                (
+                    "unloaded",
+                    Outcome::Fail(format!(
+                        "{} of {} programs still loaded 10 s after SIGKILL: ids {left:?}",
+                        left.len(),
+                        loaded.len()
+                    )),
+                ),
+            ]);
         }
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -59,7 +59,8 @@ fn range_of(text: &str, name: &str) -> Option<TextRange> {
             continue;
         }
         let line_start = bytes[..at].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        let (Some(start), Some(name_field)) = (address(&text[line_start..]), text[line_start..].split_ascii_whitespace().nth(2))
+        let (Some(start), Some(name_field)) =
+            (address(&text[line_start..]), text[line_start..].split_ascii_whitespace().nth(2))
         else {
             continue;
         };
