@@ -35,17 +35,12 @@ use udptrace_common::{
 };
 
 use crate::{
-    count, count_failure,
     filter::{self, config},
-    kernel::{Args, ReadResult, header, netns_inum, offset, read, read_into, sock_netns},
-    output,
+    kernel::{Args, ETH_P_IP, ETH_P_IPV6, ReadResult, header, netns_inum, offset, read, read_into, sock_netns},
+    output::{count, count_failure, output},
     owner::socket_owner,
     send, tally,
 };
-
-/// `ETH_P_IP`, `ETH_P_IPV6` (include/uapi/linux/if_ether.h), as `sk_buff.protocol` holds them.
-pub(crate) const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
 /// IPv4 `frag_off`: the fragment offset bits. A later fragment carries no UDP header.
 const IP_OFFSET_MASK: u16 = 0x1fff;
 

@@ -37,11 +37,10 @@ use udptrace_common::{
 };
 
 use crate::{
-    emit,
     filter::{self, config},
     kernel::{Args, ReadResult, header, offsets, read, read_into, skb_dev_netns, skb_ifindex, slot, sock_netns},
+    output::{emit, report},
     owner::fill_owner,
-    report,
 };
 
 /// `-ENOENT`: `__udp4_lib_err` found no socket (an `int` return since 4.20).

@@ -33,9 +33,9 @@ use udptrace_common::{
 };
 
 use crate::{
-    emit, filter,
-    kernel::{Args, ReadResult, header, offset, offsets, read, skb_dev_netns, slot, sock_netns},
-    report,
+    filter,
+    kernel::{Args, ETH_P_IP, ReadResult, header, offset, offsets, read, skb_dev_netns, slot, sock_netns},
+    output::{emit, report},
 };
 
 /// IPv4 `frag_off`: the fragment offset bits. A non-first fragment carries no transport header.
@@ -581,7 +581,7 @@ pub(crate) fn answered_port_unreachable(skb: u64) -> bool {
 #[inline(always)]
 pub(crate) fn icmp_at_no_socket_drop(ctx: &RawTracePointContext, skb: *const u8) -> ReadResult<()> {
     let Some(slot) = level(1) else { return Ok(()) };
-    let v4 = u16::from_be(read::<u16>(skb, offset!(skb_protocol), "sk_buff.protocol")?) == crate::drop::ETH_P_IP;
+    let v4 = u16::from_be(read::<u16>(skb, offset!(skb_protocol), "sk_buff.protocol")?) == ETH_P_IP;
     let (family, icmp_type, code) = if v4 {
         (AF_INET, icmp::DEST_UNREACH, icmp::PORT_UNREACH)
     } else {

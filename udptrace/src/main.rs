@@ -2,12 +2,13 @@
 //!
 //! The modules follow the data: `kernel` (the attach table, BTF, loading and attaching the programs) ->
 //! the programs' records in a buffer -> `pipeline` (source, decode, enrich, filter, the session loop) ->
-//! `output` (the sinks: text, JSON, summary, metrics). `domain` holds the types they all speak; `cli` the
-//! command line.
+//! `output` (the sinks: text, JSON, summary, metrics). `domain` holds the types they all speak, `errors` how
+//! an error is said; `cli` the command line. Nothing imports back up into this file.
 
 mod check;
 mod cli;
 mod domain;
+mod errors;
 mod kernel;
 mod output;
 mod pipeline;
@@ -20,6 +21,7 @@ use clap::Parser as _;
 
 use crate::{
     cli::{Cli, Command},
+    errors::one_line,
     kernel::{
         loader::{HookOutcome, KernelFacts},
         privileges, probes,
@@ -92,18 +94,6 @@ fn usage_line(rendered: &str) -> String {
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// The error chain on one line.
-pub fn one_line(error: &anyhow::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for cause in error.chain().map(ToString::to_string) {
-        // Libraries often repeat their cause in their own message: say each thing once.
-        if !parts.last().is_some_and(|previous| previous.ends_with(&cause) || previous.contains(&cause)) {
-            parts.push(cause);
-        }
-    }
-    parts.join(": ")
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -205,27 +195,36 @@ mod tests {
         assert!(super::usage_line(&missing.render().to_string()).contains("<HOST:PORT>"));
     }
 
-    /// The modules, by path (`pipeline::session`), and the modules of this crate each one names.
-    fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        let mut files = vec![root.clone()];
-        let mut graph = BTreeMap::new();
+    /// The crate root (`main.rs`) in the graph: the module that declares all the others.
+    const ROOT: &str = "crate";
+
+    /// The modules of the crate whose sources are in `root`, by path (`pipeline::session`; the root is
+    /// [`ROOT`]), and the modules of that crate each one names, the root too for an item of `main.rs`.
+    fn module_graph(root: &std::path::Path) -> BTreeMap<String, BTreeSet<String>> {
+        let mut files = vec![root.to_path_buf()];
+        let mut sources = BTreeMap::new();
         while let Some(path) = files.pop() {
             if path.is_dir() {
                 files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
                 continue;
             }
-            let relative = path.strip_prefix(&root).unwrap().with_extension("");
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let relative = path.strip_prefix(root).unwrap().with_extension("");
             let mut module: Vec<String> =
                 relative.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
-            if matches!(module.last().map(String::as_str), Some("mod" | "main")) {
+            if matches!(module.last().map(String::as_str), Some("mod" | "main" | "lib")) {
                 module.pop();
             }
             let text = std::fs::read_to_string(&path).unwrap();
             // Test code may reach anywhere; the modules' own code is what must not go in circles.
-            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
-            graph.insert(module.join("::"), references(code, &module));
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default().to_owned();
+            sources.insert(module, code);
         }
+        let known: BTreeSet<String> = sources.keys().filter_map(|m| m.first().cloned()).collect();
+        let mut graph: BTreeMap<String, BTreeSet<String>> =
+            sources.iter().map(|(module, code)| (name_of(module), references(code, module, &known))).collect();
         // A path names the longest module it starts with (`kernel::tables::errno_name` is `kernel::tables`).
         let modules: Vec<String> = graph.keys().cloned().collect();
         for uses in graph.values_mut() {
@@ -237,16 +236,25 @@ mod tests {
         graph
     }
 
-    /// `path` is `module` or something inside it.
-    fn is_within(path: &str, module: &str) -> bool {
-        !module.is_empty() && (path == module || path.starts_with(&format!("{module}::")))
+    fn name_of(module: &[String]) -> String {
+        if module.is_empty() { ROOT.to_owned() } else { module.join("::") }
     }
 
-    /// The lower-case paths `code` (of module `here`) names through `crate::` and `super::`.
-    fn references(code: &str, here: &[String]) -> BTreeSet<String> {
-        let known = ["check", "cli", "domain", "kernel", "output", "pipeline", "trace"];
+    /// `path` is `module` or something inside it.
+    fn is_within(path: &str, module: &str) -> bool {
+        path == module || path.starts_with(&format!("{module}::"))
+    }
+
+    /// The paths `code` (of module `here`) names through `crate::` and `super::`: a module of `known`
+    /// (`kernel::tables::errno_name`), or [`ROOT`] for an item of the crate root (`crate::one_line`).
+    fn references(code: &str, here: &[String], known: &BTreeSet<String>) -> BTreeSet<String> {
         let mut found = BTreeSet::new();
-        let flat = code.replace(['\n', ' '], "");
+        // Comment lines (doc links among them) name nothing the code depends on.
+        let flat: String = code
+            .lines()
+            .filter(|line| !line.trim_start().starts_with("//"))
+            .flat_map(|line| line.chars().filter(|c| *c != ' '))
+            .collect();
         for (prefix, base) in [("crate::", Vec::new()), ("super::", here[..here.len().saturating_sub(1)].to_vec())] {
             let mut rest = flat.as_str();
             while let Some(at) = rest.find(prefix) {
@@ -254,8 +262,12 @@ mod tests {
                 for path in expand(rest) {
                     let mut module = base.clone();
                     module.extend(path.into_iter().take_while(|p| p.chars().next().is_some_and(char::is_lowercase)));
-                    let path = module.join("::");
-                    if module.first().is_some_and(|m| known.contains(&m.as_str())) && path != here.join("::") {
+                    let path = if module.first().is_some_and(|m| known.contains(m)) {
+                        module.join("::")
+                    } else {
+                        ROOT.to_owned()
+                    };
+                    if path != name_of(here) {
                         found.insert(path);
                     }
                 }
@@ -263,7 +275,6 @@ mod tests {
         }
         found
     }
-
     /// The paths of a `use` tree that starts `rest`: `a::{b, c::d}` -> [a::b, a::c::d] (module names only).
     fn expand(rest: &str) -> Vec<Vec<String>> {
         let end = rest.find([';', ')', ',', '}', '(', '<', '!', '.', '&', '=', '|', '[']).unwrap_or(rest.len());
@@ -295,11 +306,9 @@ mod tests {
             .collect()
     }
 
-    /// No module reaches back into one that reaches it: the layout is a pipeline, not a web. A module
-    /// counts as depending on another when it names it or something inside it.
-    #[test]
-    fn modules_do_not_depend_on_each_other_in_circles() {
-        let graph = module_graph();
+    /// A module that depends on itself through others: `(start, through)`, or `None`. A module counts as
+    /// depending on another when it names it or something inside it.
+    fn a_loop(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<(String, String)> {
         let depends = |from: &str, to: &str| graph.get(from).is_some_and(|uses| uses.iter().any(|u| is_within(u, to)));
         // Every module reachable from each one, through its dependencies.
         for start in graph.keys() {
@@ -307,19 +316,63 @@ mod tests {
             let mut stack = vec![start.clone()];
             while let Some(module) = stack.pop() {
                 for next in graph.keys().filter(|m| depends(&module, m)) {
-                    assert_ne!(next, start, "{start} depends on itself through {module}");
+                    if next == start {
+                        return Some((start.clone(), module));
+                    }
                     if seen.insert(next.clone()) {
                         stack.push(next.clone());
                     }
                 }
             }
         }
+        None
+    }
+
+    fn crate_sources(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(name).join("src")
+    }
+
+    /// No module reaches back into one that reaches it, nor up into the crate root that declares them all:
+    /// the layout is a pipeline, not a web. In user space and in the programs.
+    #[test]
+    fn modules_do_not_depend_on_each_other_in_circles() {
+        for name in ["udptrace", "udptrace-ebpf"] {
+            let graph = module_graph(&crate_sources(name));
+            assert!(graph.len() > 5, "{name}: {graph:?}");
+            if let Some((start, through)) = a_loop(&graph) {
+                panic!(
+                    "{name}: {start} depends on itself through {through}: {start} names {:?}, {through} {:?}",
+                    graph[&start], graph[&through]
+                );
+            }
+        }
+        let graph = module_graph(&crate_sources("udptrace"));
         // The domain types depend on nothing else of udptrace; clap stays in the command line.
         assert_eq!(graph["domain"], BTreeSet::new());
-        for (module, _) in graph.iter().filter(|(m, _)| !m.is_empty() && *m != "cli") {
+        for (module, _) in graph.iter().filter(|(m, _)| *m != ROOT && *m != "cli") {
             let text = std::fs::read_to_string(source_of(module)).unwrap();
             assert!(!text.contains("clap::"), "{module} uses clap");
         }
+    }
+
+    /// The check fails when a loop is put back: two modules naming each other, and a module naming an
+    /// item of the root.
+    #[test]
+    fn a_loop_put_back_is_found() {
+        let known: BTreeSet<String> = ["drop", "send", "kernel"].map(str::to_owned).into();
+        let module = |m: &str| vec![m.to_owned()];
+        let mut graph = BTreeMap::from([
+            (ROOT.to_owned(), ["drop", "send", "kernel"].map(str::to_owned).into()),
+            ("kernel".to_owned(), BTreeSet::new()),
+            ("drop".to_owned(), references("use crate::{kernel::read, send};", &module("drop"), &known)),
+            ("send".to_owned(), references("use crate::kernel::read;", &module("send"), &known)),
+        ]);
+        assert_eq!(a_loop(&graph), None);
+        graph.insert("send".to_owned(), references("let v4 = crate::drop::ETH_P_IP;", &module("send"), &known));
+        assert!(a_loop(&graph).is_some());
+        graph.insert("send".to_owned(), references("use crate::{emit, kernel::read};", &module("send"), &known));
+        assert_eq!(graph["send"], [ROOT, "kernel::read"].map(str::to_owned).into());
+        assert!(a_loop(&graph).is_some());
     }
 
     fn source_of(module: &str) -> std::path::PathBuf {
@@ -331,9 +384,11 @@ mod tests {
     #[test]
     fn the_graph_reader_sees_use_trees() {
         let here = vec!["output".to_owned(), "text".to_owned()];
+        let known: BTreeSet<String> = ["domain", "kernel", "output"].map(str::to_owned).into();
         let found = references(
             "use super::{Lines, explain::{icmp_name, proto_name}};\nuse crate::{domain::Event, kernel::tables::errno_name};",
             &here,
+            &known,
         );
         let found: Vec<&str> = found.iter().map(String::as_str).collect();
         assert_eq!(
@@ -346,7 +401,7 @@ mod tests {
                 "output::explain::proto_name"
             ]
         );
-        let graph = module_graph();
+        let graph = module_graph(&crate_sources("udptrace"));
         assert!(graph["output::text"].contains("output::explain") && graph["output::text"].contains("kernel::tables"));
     }
 }

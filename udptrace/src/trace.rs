@@ -7,10 +7,10 @@ use udptrace_common::names;
 
 use crate::{
     domain::AttachMode,
+    errors::one_line,
     kernel::kallsyms::{Snapshot, text_ranges},
     kernel::loader::{self, HookOutcome, KernelFacts},
     kernel::probes,
-    one_line,
     pipeline::{
         counters,
         enrich::Enricher,

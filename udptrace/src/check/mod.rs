@@ -24,8 +24,8 @@ use self::{
 };
 use crate::{
     domain::{AttachMode, Direction, Event, Packet},
+    errors::one_line,
     kernel::{loader::KernelFacts, privileges, tables::errno_name},
-    one_line,
     output::{Sink, explain, json as event_json},
     pipeline::{
         filter::{Filter, Prefix},

@@ -1,4 +1,4 @@
-//! Loads the eBPF object and walks the attach ladder ([`crate::hooks::HOOKS`]) for each logical hook.
+//! Loads the eBPF object and walks the attach ladder ([`super::hooks::HOOKS`]) for each logical hook.
 //!
 //! Nothing is pinned: every program and map belongs to this process, so the kernel detaches and frees
 //! them when it exits, however it exits.
@@ -388,7 +388,7 @@ fn describe_program_error(error: ProgramError) -> (String, Option<String>) {
             };
             (reason, Some(log).filter(|l| !l.trim().is_empty()))
         }
-        other => (crate::one_line(&anyhow::Error::new(other)), None),
+        other => (crate::errors::one_line(&anyhow::Error::new(other)), None),
     }
 }
 

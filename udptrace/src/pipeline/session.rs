@@ -277,7 +277,10 @@ impl Session {
     fn read_drops(&mut self) -> ControlFlow<Stop> {
         let Some(drops) = &mut self.stages.drops else { return ControlFlow::Continue(()) };
         let events = drops.read(self.clock).unwrap_or_else(|e| {
-            eprintln!("udptrace: warning: {}", crate::one_line(&e.context("reading the drops counted in the kernel")));
+            eprintln!(
+                "udptrace: warning: {}",
+                crate::errors::one_line(&e.context("reading the drops counted in the kernel"))
+            );
             Vec::new()
         });
         let now = Instant::now();
@@ -291,7 +294,7 @@ impl Session {
         let events = read.unwrap_or_else(|e| {
             eprintln!(
                 "udptrace: warning: {}; events are handed over one by one from now on",
-                crate::one_line(&e.context("reading the counts kept in the kernel"))
+                crate::errors::one_line(&e.context("reading the counts kept in the kernel"))
             );
             // The programs may still be counting: tell them to hand records over, and go on without; what
             // the other generation holds is still handed on.
