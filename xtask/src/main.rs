@@ -303,7 +303,7 @@ fn bench(rounds: usize, seconds: f64, no_vm: bool) -> Result<()> {
 const BENCH_INTRO: &str = "# What udptrace costs
 
 Written by `cargo xtask bench` (the harness, the traffic and the bpftrace script are in the repository:
-`udptrace-scenarios/src/bench.rs`, `udptrace-scenarios/src/bench_traffic.rs`, `bench/errors.bt`). Two network
+`udptrace-scenarios/src/bench/`, `udptrace-scenarios/src/bench_traffic.rs`, `bench/errors.bt`). Two network
 namespaces joined by veth. The traffic runs in processes of its own, not in the harness: a sender in the
 client's namespace sends 32-byte datagrams in a tight loop for the round's seconds and times itself; the
 harness starts it, waits, and reads its count.

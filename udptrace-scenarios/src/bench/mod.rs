@@ -1,0 +1,774 @@
+//! `udptrace-bench`: what it costs to leave udptrace on, measured side by side in one run.
+//!
+//! Two network namespaces joined by a veth pair. The traffic runs in processes of its own (see
+//! `bench_traffic`): a sender in the client's namespace that sends 32-byte datagrams in a tight loop and
+//! times itself, and on the hot path a receiver in the server's namespace. The harness only starts and
+//! stops them, and reads counters before and after. Every figure is a ratio or a paired comparison from the
+//! same run: each round measures every variant once, in a rotating order, and the median over rounds is
+//! reported, because these machines are noisy. Nothing here asserts a time; `--smoke` checks only that
+//! every part ran and that the error path's events add up.
+//!
+//! 1. Hot path: datagrams per second with `send()` on a connected socket to an open port, with no tracer
+//!    and with udptrace in each mode, started as a user starts it (a text line per event). The receiver
+//!    takes them with `recvmmsg()`, 64 at a time, into a 64 MiB receive buffer, so that it keeps up;
+//!    whether every datagram took the healthy path is checked, not assumed: the server's
+//!    `Udp: RcvbufErrors` and `InErrors` must not move, and the receiver must have every datagram sent.
+//!    BPF statistics give every udptrace program's runs per datagram: a program that runs per datagram
+//!    shows about 1.
+//! 2. Error path: datagrams per second with `send_to()` on an unconnected socket to a closed port, with the
+//!    ICMP rate limits off (`icmp_ratemask` 0), so that every datagram draws a port unreachable and no
+//!    error stops the sender: no tracer; udptrace per mode printing a line per event, with `--quiet`, and
+//!    with `--summary 1` (the last two count in the kernel instead of handing over a record per error); a
+//!    bpftrace script on the same tracepoints (`bench/errors.bt`), and `tcpdump -i any icmp -w FILE` in the
+//!    server's namespace. udptrace's events plus its lost count must equal the port unreachables the
+//!    kernel counted; and the per-program cost, from BPF statistics.
+//! 3. Start-up (spawn to `udptrace: tracing`) and peak RSS.
+//! 4. Drop flood: the hot path's sender (`send()` on a connected socket to an open port, as fast as it
+//!    goes) to a receiver that reads nothing until the end and has a small receive buffer (`SO_RCVBUF`
+//!    4096), so that nearly every datagram is dropped at its socket, counted in the server's
+//!    `Udp: RcvbufErrors`, and passes `skb:kfree_skb`, where udptrace's `udp_dropped` is. Variants: no
+//!    tracer; udptrace per mode printing text lines; `--json`, read by the harness; `--quiet`; `--summary 1`.
+//!    udptrace counts a flood in the kernel (one event per reason, flow and socket a second, with a count),
+//!    so the goal is a ratio to no tracer of at least 0.95. The drops it shows (the `count`s of the
+//!    `udp_dropped` events to the receiver with `--json`, the `udp_dropped` rows of the last table with
+//!    `--summary`, the closing line's events with `--quiet`) must be no more than the kernel counted, and
+//!    with the lost count no fewer; and the per-program cost, from BPF statistics.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::{BufRead as _, BufReader},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{
+    Config,
+    bench_traffic::Sent,
+    netns::{Netns, veth},
+    tracer::{Tracer, peak_rss_kib, stop_udptrace},
+};
+
+const CLIENT: &str = "10.241.0.1";
+const SERVER: &str = "10.241.0.2";
+const OPEN_PORT: u16 = 9000;
+const CLOSED_PORT: u16 = 9001;
+/// The drop flood's receiver, which reads nothing.
+const DROP_PORT: u16 = 9002;
+/// The drop flood receiver's `SO_RCVBUF`: room for a few datagrams (the kernel doubles it).
+const SINK_RCVBUF: u32 = 4096;
+/// The drop flood's goal: udptrace keeps at least this share of the rate with no tracer.
+pub const DROP_GOAL: f64 = 0.95;
+/// The size of every datagram sent: small, so that the per-datagram path is measured, not copying.
+pub const DATAGRAM_BYTES: usize = 32;
+/// How long the error path waits after the sender before it reads the counters and stops a tracer: what
+/// is still in the buffers reaches udptrace.
+const SETTLE: Duration = Duration::from_millis(1500);
+/// The same for the variants that account for nothing: the last port unreachables go out.
+const SETTLE_SHORT: Duration = Duration::from_millis(200);
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub udptrace: PathBuf,
+    /// Modes to measure; those that do not attach here are reported as such.
+    pub modes: Vec<String>,
+    pub rounds: usize,
+    pub seconds: f64,
+    /// The bpftrace script for the comparison; `None` leaves bpftrace out.
+    pub bpftrace_script: Option<PathBuf>,
+    /// Compare with tcpdump.
+    pub tcpdump: bool,
+}
+
+/// A variant of one measurement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Variant {
+    Bare,
+    /// udptrace in this mode as a user starts it: a text line per event, to a pipe that is read and dropped.
+    Udptrace(String),
+    /// udptrace in this mode, `--json`: an object per event, read and counted by the harness (drop flood).
+    Json(String),
+    /// udptrace in this mode, `--quiet`: nothing printed; the programs count in the kernel.
+    Quiet(String),
+    /// udptrace in this mode, `--summary 1`: counted in the kernel, a table a second on a pipe that is read.
+    Summary(String),
+    Bpftrace,
+    Tcpdump,
+}
+
+impl Variant {
+    fn label(&self) -> String {
+        match self {
+            Variant::Bare => "no tracer".to_owned(),
+            Variant::Udptrace(mode) => format!("udptrace {mode}"),
+            Variant::Json(mode) => format!("udptrace {mode} --json"),
+            Variant::Quiet(mode) => format!("udptrace {mode} --quiet"),
+            Variant::Summary(mode) => format!("udptrace {mode} --summary 1"),
+            Variant::Bpftrace => "bpftrace script".to_owned(),
+            Variant::Tcpdump => "tcpdump -i any icmp -w".to_owned(),
+        }
+    }
+
+    /// udptrace's mode in this variant, if it runs udptrace.
+    fn mode(&self) -> Option<&str> {
+        match self {
+            Variant::Udptrace(mode) | Variant::Json(mode) | Variant::Quiet(mode) | Variant::Summary(mode) => Some(mode),
+            _ => None,
+        }
+    }
+}
+
+mod paths;
+use self::paths::{drop_flood, error_path, hot_path};
+mod report;
+
+pub use self::report::*;
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+struct Hosts {
+    client: Netns,
+    server: Netns,
+}
+
+impl Hosts {
+    fn new() -> Result<Self> {
+        let client = Netns::new("bclient")?;
+        let server = Netns::new("bserver")?;
+        veth(&client, &[&format!("{CLIENT}/24")], &server, &[&format!("{SERVER}/24")])?;
+        // No ICMP type is rate-limited in the server: every datagram to the closed port draws an error.
+        server.sysctl("net.ipv4.icmp_ratemask", "0")?;
+        Ok(Self { client, server })
+    }
+
+    fn server(port: u16) -> SocketAddr {
+        SocketAddr::new(SERVER.parse().expect("an IPv4 address"), port)
+    }
+}
+
+/// The UDP counters of a namespace that say a datagram did not reach its socket.
+#[derive(Clone, Copy, Debug, Default)]
+struct UdpCounters {
+    in_errors: u64,
+    rcvbuf_errors: u64,
+}
+
+fn udp_counters(ns: &Netns) -> Result<UdpCounters> {
+    let snmp = ns.run(|| std::fs::read_to_string("/proc/thread-self/net/snmp"))??;
+    let lines: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Udp:")).collect();
+    let [names, values] = lines[..] else {
+        bail!("no Udp counters in /proc/net/snmp of {}", ns.name);
+    };
+    let mut counters = UdpCounters::default();
+    for (name, value) in names.split_whitespace().zip(values.split_whitespace()) {
+        match name {
+            "InErrors" => counters.in_errors = value.parse().unwrap_or(0),
+            "RcvbufErrors" => counters.rcvbuf_errors = value.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    Ok(counters)
+}
+
+/// A comparison tool running for the duration of one measurement.
+struct Tool {
+    child: Child,
+    /// A file of the tool's, removed with it.
+    scratch: Option<PathBuf>,
+}
+
+impl Drop for Tool {
+    fn drop(&mut self) {
+        // SIGINT lets bpftrace and tcpdump finish cleanly.
+        crate::stop_child(&mut self.child, libc::SIGINT, Duration::from_secs(10));
+        if let Some(path) = &self.scratch {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Starts `program` and waits until a line of its output contains `ready`; the rest is read and dropped.
+fn start_tool(mut command: Command, ready: &str, scratch: Option<PathBuf>) -> Result<Tool> {
+    let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    for stream in [
+        child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let tool = Tool { child, scratch };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut said = Vec::new();
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) if line.contains(ready) => return Ok(tool),
+            Ok(line) => said.push(line),
+            Err(_) => bail!("not ready within 60 s: {}", said.join(" | ")),
+        }
+    }
+}
+
+/// bpftrace finds tracepoints through tracefs, which udptrace does not need and some hosts do not mount:
+/// mounted for the comparison, unmounted after if it was not there.
+struct Tracefs {
+    mounted_here: bool,
+}
+
+impl Tracefs {
+    const PATH: &str = "/sys/kernel/tracing";
+
+    fn ensure() -> Self {
+        if Path::new(Self::PATH).join("events").exists() {
+            return Self { mounted_here: false };
+        }
+        let mounted =
+            Command::new("mount").args(["-t", "tracefs", "tracefs", Self::PATH]).status().is_ok_and(|s| s.success());
+        Self { mounted_here: mounted }
+    }
+}
+
+impl Drop for Tracefs {
+    fn drop(&mut self) {
+        if self.mounted_here {
+            let _ = Command::new("umount").arg(Self::PATH).status();
+        }
+    }
+}
+
+fn tracer_config(udptrace: &Path, mode: &str) -> Config {
+    Config {
+        udptrace: udptrace.to_owned(),
+        helper: PathBuf::new(),
+        mode: mode.to_owned(),
+        buffer: "ring".to_owned(),
+        only: None,
+        event_timeout: Duration::from_secs(10),
+        quiet_period: Duration::from_secs(1),
+        require_attach: true,
+        check_command: false,
+    }
+}
+
+/// udptrace as a user starts it, printing a text line per event to a pipe that is read and dropped; or
+/// with `--json`, its `udp_dropped` events to one receiver counted as they are read.
+struct Printer {
+    child: Child,
+    stderr: std::sync::mpsc::Receiver<String>,
+    not_traced: Vec<String>,
+    /// The reader of `--json`, which returns what it counted once the output ends.
+    drops: Option<std::thread::JoinHandle<DropCounts>>,
+}
+
+impl Printer {
+    /// Prints text, or with `json_drops_to` JSON whose `udp_dropped` events to that receiver are counted.
+    fn start(udptrace: &Path, mode: &str, server_ns: &str, json_drops_to: Option<SocketAddr>) -> Result<Self> {
+        let mut child = Command::new(udptrace)
+            .args(json_drops_to.map(|_| "--json"))
+            .args(["--probe", mode, "--netns", server_ns])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", udptrace.display()))?;
+        let mut stdout = child.stdout.take().context("udptrace stdout")?;
+        let drops = match json_drops_to {
+            None => {
+                std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+                None
+            }
+            Some(receiver) => Some(std::thread::spawn(move || {
+                let receiver = receiver.to_string();
+                let mut counts = DropCounts::default();
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    counts.add_json_line(&line, &receiver);
+                }
+                counts
+            })),
+        };
+        let stderr = child.stderr.take().context("udptrace stderr")?;
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut printer = Self { child, stderr: lines, not_traced: Vec::new(), drops };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut said = Vec::new();
+        loop {
+            match printer.stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) if line.starts_with("udptrace: tracing") => return Ok(printer),
+                Ok(line) => {
+                    if line.contains("not traced") {
+                        printer.not_traced.push(line.clone());
+                    }
+                    said.push(line);
+                }
+                Err(_) => bail!("udptrace did not start tracing: {}", said.join(" | ")),
+            }
+        }
+    }
+
+    /// SIGINT, as Ctrl-C; returns the closing line.
+    fn stop(&mut self) -> Result<String> {
+        stop_udptrace(&mut self.child, &self.stderr)
+    }
+
+    /// With `--json`, once udptrace has stopped: the drops its events showed.
+    fn take_drops(&mut self) -> Option<DropCounts> {
+        self.drops.take()?.join().ok()
+    }
+}
+
+impl Drop for Printer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A udptrace under measurement: printing every event, or counting them (`--quiet`, `--summary`).
+enum Running {
+    Printing(Printer),
+    Counting(Tracer),
+}
+
+impl Running {
+    fn pid(&self) -> u32 {
+        match self {
+            Running::Printing(p) => p.child.id(),
+            Running::Counting(t) => t.pid(),
+        }
+    }
+
+    fn not_traced(&self) -> &[String] {
+        match self {
+            Running::Printing(p) => &p.not_traced,
+            Running::Counting(t) => &t.not_traced,
+        }
+    }
+
+    /// Stops udptrace; returns its closing line.
+    fn stop(&mut self) -> Result<String> {
+        match self {
+            Running::Printing(p) => p.stop(),
+            Running::Counting(t) => t.stop(),
+        }
+    }
+}
+
+/// The eBPF programs process `pid` holds, through a program or a link fd (`prog_id:` in its fdinfo).
+fn programs_of(pid: u32) -> BTreeSet<u32> {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return BTreeSet::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+        .flat_map(|info| {
+            info.lines()
+                .filter_map(|l| l.strip_prefix("prog_id:").and_then(|id| id.trim().parse().ok()))
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// The ids of the loaded programs named as udptrace names its own. A program unloaded while the list is
+/// read (another udptrace stopping) is left out, not an error.
+fn loaded_program_ids() -> BTreeSet<u32> {
+    let ours = |name: &str| {
+        ["fentry_", "fexit_", "kprobe_", "kretprobe_", "tp_", "cgroup_"].iter().any(|p| name.starts_with(p))
+    };
+    aya::programs::loaded_programs()
+        .flatten()
+        .filter(|info| info.name_as_str().is_some_and(ours))
+        .map(|info| info.id())
+        .collect()
+}
+
+/// Per program id: its name, run count and run time (ns) now.
+type Stats = BTreeMap<u32, (String, u64, u64)>;
+
+fn stats_of(ids: &BTreeSet<u32>) -> Stats {
+    aya::programs::loaded_programs()
+        .flatten()
+        .filter(|info| ids.contains(&info.id()))
+        .map(|info| {
+            let name = info.name_as_str().unwrap_or("?").to_owned();
+            (info.id(), (name, info.run_count(), info.run_time().as_nanos() as u64))
+        })
+        .collect()
+}
+
+/// Program costs summed over rounds, by variant and program.
+#[derive(Default)]
+struct Costs(BTreeMap<(String, String), ProgramCost>);
+
+impl Costs {
+    /// Adds what each program did between `before` and `after`, while `datagrams` were sent.
+    fn add(&mut self, label: &str, before: &Stats, after: &Stats, datagrams: u64) {
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        for (id, (name, runs, time)) in after {
+            let (runs_before, time_before) = before.get(id).map_or((0, 0), |(_, r, t)| (*r, *t));
+            let nth = seen.entry(name).or_default();
+            *nth += 1;
+            let name = if *nth == 1 { name.clone() } else { format!("{name} #{nth}") };
+            let cost = self.0.entry((label.to_owned(), name.clone())).or_insert_with(|| ProgramCost {
+                variant: label.to_owned(),
+                name,
+                runs: 0,
+                run_time_ns: 0,
+                datagrams: 0,
+            });
+            cost.runs += runs.saturating_sub(runs_before);
+            cost.run_time_ns += time.saturating_sub(time_before);
+            cost.datagrams += datagrams;
+        }
+    }
+
+    fn into_rows(self, order: &[Variant]) -> Vec<ProgramCost> {
+        let mut rows: Vec<ProgramCost> = self.0.into_values().collect();
+        let rank = |label: &str| order.iter().position(|v| v.label() == label).unwrap_or(usize::MAX);
+        rows.sort_by(|a, b| (rank(&a.variant), &a.name).cmp(&(rank(&b.variant), &b.name)));
+        rows
+    }
+}
+
+/// Start-up times and peak RSS, per way of running udptrace.
+#[derive(Default)]
+struct Starts(Vec<Startup>);
+
+impl Starts {
+    fn entry(&mut self, label: &str) -> &mut Startup {
+        if let Some(at) = self.0.iter().position(|s| s.label == label) {
+            return &mut self.0[at];
+        }
+        self.0.push(Startup { label: label.to_owned(), ..Startup::default() });
+        self.0.last_mut().expect("just pushed")
+    }
+
+    fn rss(&mut self, label: &str, udptrace: &Running) {
+        let entry = self.entry(label);
+        entry.peak_rss_kib = entry.peak_rss_kib.max(peak_rss_kib(udptrace.pid()));
+    }
+}
+
+/// udptrace as `variant` runs it, with the programs it loaded; `None` for a variant without udptrace.
+fn start_udptrace(
+    options: &Options,
+    variant: &Variant,
+    server_ns: &str,
+    starts: &mut Starts,
+) -> Result<Option<(Running, BTreeSet<u32>)>> {
+    let Some(mode) = variant.mode() else {
+        return Ok(None);
+    };
+    let config = tracer_config(&options.udptrace, mode);
+    let before = loaded_program_ids();
+    let started = Instant::now();
+    let udptrace = match variant {
+        Variant::Quiet(_) => Running::Counting(Tracer::start(&config, &["--quiet", "--netns", server_ns])?),
+        // Not `--quiet`, which would leave the table out: the tables are piped and read.
+        Variant::Summary(_) => Running::Counting(Tracer::start(&config, &["--summary", "1", "--netns", server_ns])?),
+        Variant::Json(_) => {
+            Running::Printing(Printer::start(&options.udptrace, mode, server_ns, Some(Hosts::server(DROP_PORT)))?)
+        }
+        _ => Running::Printing(Printer::start(&options.udptrace, mode, server_ns, None)?),
+    };
+    starts.entry(&variant.label()).startups.push(started.elapsed());
+    // The programs its fds hold; else (no fdinfo) those that appeared while it started.
+    let mut ours = programs_of(udptrace.pid());
+    if ours.is_empty() {
+        ours = loaded_program_ids().difference(&before).copied().collect();
+    }
+    Ok(Some((udptrace, ours)))
+}
+
+/// Which of `modes` attach every hook here, each with its start-up time, and why not for the others.
+fn usable_modes(options: &Options, hosts: &Hosts, report: &mut Report, starts: &mut Starts) -> Vec<String> {
+    let server_ns = hosts.server.inode.to_string();
+    let mut usable = Vec::new();
+    for mode in &options.modes {
+        let variant = Variant::Udptrace(mode.clone());
+        match start_udptrace(options, &variant, &server_ns, starts) {
+            Ok(Some((mut tracer, _))) => {
+                // A hook this kernel lacks in this mode is said; the mode is measured with the others.
+                for missing in tracer.not_traced() {
+                    report.left_out.push(format!("udptrace {mode}, measured without: {missing}"));
+                }
+                starts.rss(&variant.label(), &tracer);
+                let _ = tracer.stop();
+                usable.push(mode.clone());
+            }
+            Ok(None) => {}
+            Err(e) => report.left_out.push(format!("udptrace {mode}: {}", crate::one_line(&format!("{e:#}")))),
+        }
+    }
+    usable
+}
+
+/// Runs `measure` for every variant, `rounds` times, each round in another order; returns per variant the
+/// median rate and the median of its per-round ratio to the bare rate (the first variant's).
+fn rounds(
+    variants: &[Variant],
+    rounds: usize,
+    mut measure: impl FnMut(&Variant) -> Result<f64>,
+) -> Result<Vec<(String, f64, f64)>> {
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    for round in 0..rounds {
+        let mut this_round = vec![f64::NAN; variants.len()];
+        for k in 0..variants.len() {
+            let index = (k + round) % variants.len();
+            this_round[index] = measure(&variants[index])?;
+        }
+        let bare = this_round[0];
+        for (index, rate) in this_round.into_iter().enumerate() {
+            rates[index].push(rate);
+            ratios[index].push(rate / bare);
+        }
+    }
+    Ok(variants
+        .iter()
+        .zip(rates.iter_mut().zip(ratios.iter_mut()))
+        .map(|(v, (rates, ratios))| (v.label(), median(rates), median(ratios)))
+        .collect())
+}
+
+/// Failed sends are not measured datagrams; they are said.
+fn note_failures(notes: &mut Vec<String>, label: &str, path: &str, sent: &Sent) {
+    if sent.failed > 0 {
+        let error = sent.error.as_deref().unwrap_or("?");
+        notes.push(format!("{path}, {label}: {} sends failed ({error}); not counted as sent", sent.failed));
+    }
+}
+
+/// Bad input, said in one line before anything is set up.
+fn check_inputs(options: &Options) -> Result<()> {
+    if !options.udptrace.is_file() {
+        bail!("--udptrace {}: no such file", options.udptrace.display());
+    }
+    if let Some(script) = &options.bpftrace_script
+        && !script.is_file()
+    {
+        bail!("--bpftrace {}: no such file", script.display());
+    }
+    if options.rounds == 0 || !(options.seconds > 0.0 && options.seconds <= 3600.0) {
+        bail!("rounds must be at least 1 and seconds from 0 to 3600");
+    }
+    Ok(())
+}
+
+pub fn run(options: &Options) -> Result<Report> {
+    check_inputs(options)?;
+    crate::netns::sweep_stale();
+    let mut options = options.clone();
+    let mut once = BTreeSet::new();
+    options.modes.retain(|mode| once.insert(mode.clone()));
+    let hosts = Hosts::new()?;
+    let mut report = Report::default();
+    let mut starts = Starts::default();
+    // On for both paths: a program that runs per healthy datagram shows in the hot path's run counts.
+    let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enabling BPF run-time statistics")?;
+    let modes = usable_modes(&options, &hosts, &mut report, &mut starts);
+    hot_path(&options, &hosts, &modes, &mut report, &mut starts)?;
+    error_path(&options, &hosts, &modes, &mut report, &mut starts)?;
+    drop_flood(&options, &hosts, &modes, &mut report, &mut starts)?;
+    drop(stats);
+    report.startup = starts.0;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(entries: &[(u32, &str, u64, u64)]) -> Stats {
+        entries.iter().map(|(id, name, runs, ns)| (*id, ((*name).to_owned(), *runs, *ns))).collect()
+    }
+
+    #[test]
+    fn program_costs_add_up_over_rounds_and_keep_namesakes_apart() {
+        let mut costs = Costs::default();
+        let label = "udptrace fentry";
+        // Round 1: two programs of one (truncated) name, one that never runs.
+        costs.add(
+            label,
+            &stats(&[(10, "kretprobe_looku", 5, 50), (11, "kretprobe_looku", 0, 0), (12, "tp_icmp_send", 0, 0)]),
+            &stats(&[
+                (10, "kretprobe_looku", 105, 1050),
+                (11, "kretprobe_looku", 100, 2000),
+                (12, "tp_icmp_send", 0, 0),
+            ]),
+            100,
+        );
+        // Round 2: the same programs loaded again, under new ids.
+        costs.add(
+            label,
+            &Stats::new(),
+            &stats(&[(20, "kretprobe_looku", 300, 3000), (21, "kretprobe_looku", 0, 0), (22, "tp_icmp_send", 0, 0)]),
+            300,
+        );
+        let rows = costs.into_rows(&[Variant::Bare, Variant::Udptrace("fentry".into())]);
+        let got: Vec<(&str, u64, u64, u64)> =
+            rows.iter().map(|p| (p.name.as_str(), p.runs, p.run_time_ns, p.datagrams)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("kretprobe_looku", 400, 4000, 400),
+                ("kretprobe_looku #2", 100, 2000, 400),
+                ("tp_icmp_send", 0, 0, 400)
+            ]
+        );
+        assert_eq!(rows[0].runs_per_datagram(), 1.0);
+    }
+
+    #[test]
+    fn medians_and_verdicts() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&mut []).is_nan());
+        let row = HotRow { rounds: 3, healthy_rounds: 2, ..HotRow::default() };
+        assert!(!row.healthy());
+        assert!(HotRow { rounds: 3, healthy_rounds: 3, ..HotRow::default() }.healthy());
+        assert!(!Report::default().accounted());
+    }
+
+    #[test]
+    fn drops_are_the_counts_of_the_events_to_the_receiver() {
+        let receiver = "10.241.0.2:9002";
+        let mut counts = DropCounts::default();
+        for line in [
+            r#"{"event":"udp_dropped","packet":{"src":"10.241.0.1:40000","dst":"10.241.0.2:9002","proto":"udp"},"reason":"socket_rcvbuff","location":"__udp_queue_rcv_skb","count":1}"#,
+            r#"{"event":"udp_dropped","packet":{"src":"10.241.0.1:40000","dst":"10.241.0.2:9002","proto":"udp"},"reason":"socket_rcvbuff","location":"__udp_queue_rcv_skb","count":41000}"#,
+            // 5.10: no reason; the location says where.
+            r#"{"event":"udp_dropped","packet":{"src":"10.241.0.1:40000","dst":"10.241.0.2:9002","proto":"udp"},"reason":null,"location":"__udp_queue_rcv_skb","count":9}"#,
+            r#"{"event":"udp_dropped","packet":{"src":"10.241.0.1:40000","dst":"10.241.0.2:9999","proto":"udp"},"reason":"no_socket","count":3}"#,
+            r#"{"event":"icmp_sent","count":5}"#,
+            "not json",
+        ] {
+            counts.add_json_line(line, receiver);
+        }
+        assert_eq!((counts.drops, counts.events, counts.largest, counts.elsewhere), (41010, Some(3), 41000, 1));
+        assert_eq!(counts.reasons["socket_rcvbuff"], 41001);
+        assert_eq!(counts.reasons["__udp_queue_rcv_skb"], 9);
+
+        let table: serde_json::Value = serde_json::from_str(
+            r#"{"event":"summary","period":null,"events":60,"lost":0,"rows":[
+                {"count":50,"event":"udp_dropped","outcome":"socket_rcvbuff","address":"10.241.0.2:9002"},
+                {"count":7,"event":"udp_dropped","outcome":"udp_csum","address":"10.241.0.2:9002"},
+                {"count":3,"event":"icmp_sent","outcome":"no_listener","address":"10.241.0.2:9001"}]}"#,
+        )
+        .unwrap();
+        let summary = DropCounts::of_summary(&table);
+        assert_eq!((summary.drops, summary.events), (57, None));
+        assert_eq!(summary.reasons.len(), 2);
+    }
+
+    #[test]
+    fn the_markdown_has_the_drop_flood() {
+        let report = Report {
+            drops: vec![
+                DropRow {
+                    label: "no tracer".into(),
+                    rate: 1000.0,
+                    ratio: 1.0,
+                    rounds: 1,
+                    sent: 1000,
+                    rcvbuf_errors: 990,
+                    drained: 8,
+                },
+                DropRow {
+                    label: "udptrace tracepoint --json".into(),
+                    rate: 900.0,
+                    ratio: 0.9,
+                    rounds: 1,
+                    sent: 900,
+                    rcvbuf_errors: 892,
+                    drained: 8,
+                },
+            ],
+            drop_accounting: vec![DropAccounting {
+                label: "udptrace tracepoint --json".into(),
+                source: "its JSON events",
+                rounds: 1,
+                accounted_rounds: 1,
+                kernel: 892,
+                shown: DropCounts {
+                    drops: 892,
+                    events: Some(2),
+                    largest: 891,
+                    reasons: [("socket_rcvbuff".to_owned(), 892)].into(),
+                    elsewhere: 0,
+                },
+                lost: 0,
+            }],
+            drop_rcvbuf: Some(8192),
+            ..Report::default()
+        };
+        let text = report.markdown("## header");
+        assert!(text.contains("### 4. Drop flood"), "{text}");
+        assert!(text.contains("`SO_RCVBUF` 4096, which the kernel makes 8192"), "{text}");
+        assert!(text.contains("| no tracer | 1000 | 1.000 | - | 1000 | 990 | 8 | 2 |"), "{text}");
+        assert!(text.contains("| udptrace tracepoint --json | 900 | 0.900 | NO | 900 | 892 | 8 | 0 |"), "{text}");
+        assert!(
+            text.contains(
+                "| udptrace tracepoint --json | its JSON events | 1 | 892 | 892 | 2 (891) | 0 | 0 | yes | socket_rcvbuff 892 |"
+            ),
+            "{text}"
+        );
+        assert!(report.drops_accounted());
+    }
+
+    #[test]
+    fn the_markdown_lists_programs_that_did_not_run() {
+        let report = Report {
+            hot: vec![HotRow {
+                label: "udptrace tracepoint".into(),
+                rate: 1000.0,
+                ratio: 0.99,
+                rounds: 1,
+                sent: 1000,
+                received: 990,
+                rcvbuf_errors: 10,
+                in_errors: 10,
+                healthy_rounds: 0,
+            }],
+            hot_programs: vec![ProgramCost {
+                variant: "udptrace tracepoint".into(),
+                name: "tp_icmp_send".into(),
+                runs: 0,
+                run_time_ns: 0,
+                datagrams: 1000,
+            }],
+            ..Report::default()
+        };
+        let text = report.markdown("## header");
+        assert!(
+            text.contains("| udptrace tracepoint | 1000 | 0.990 | 1000 | 990 | 10 | 10 | NO (0 of 1 rounds) |"),
+            "{text}"
+        );
+        assert!(text.contains("| udptrace tracepoint | tp_icmp_send | 0 | 0.000 | - |"), "{text}");
+    }
+}

@@ -1,0 +1,355 @@
+//! The three paths measured, each a function: the hot path, the error path, the drop flood.
+
+use std::{collections::BTreeMap, path::PathBuf, process::Command, time::Duration};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{
+    bench_traffic,
+    packets::icmp_counters,
+    tracer::{Tracer, closing_counts},
+};
+
+use super::*;
+
+/// 1. The hot path: a sender alone in its process, a receiver that keeps up, and whether it did.
+pub(super) fn hot_path(
+    options: &Options,
+    hosts: &Hosts,
+    modes: &[String],
+    report: &mut Report,
+    starts: &mut Starts,
+) -> Result<()> {
+    let server_ns = hosts.server.inode.to_string();
+    let to = Hosts::server(OPEN_PORT);
+    let variants = with_bare(modes, &[Variant::Udptrace]);
+    let mut totals: BTreeMap<String, HotRow> = BTreeMap::new();
+    let mut costs = Costs::default();
+    let mut notes = Vec::new();
+    let rates = rounds(&variants, options.rounds, |variant| {
+        let label = variant.label();
+        let mut tracer = start_udptrace(options, variant, &server_ns, starts)?;
+        let ids = tracer.as_ref().map(|(_, ids)| ids.clone()).unwrap_or_default();
+        let receiver = bench_traffic::Receiver::start(&hosts.server, to)?;
+        let udp_before = udp_counters(&hosts.server)?;
+        let stats_before = stats_of(&ids);
+        let sent = bench_traffic::send(&hosts.client, to, options.seconds, DATAGRAM_BYTES, true)?;
+        let received = receiver.finish()?;
+        let stats_after = stats_of(&ids);
+        let udp_after = udp_counters(&hosts.server)?;
+        if let Some((tracer, _)) = &mut tracer {
+            starts.rss(&label, tracer);
+            let line = tracer.stop()?;
+            if let Some((seen, _, lost)) = closing_counts(&line)
+                && seen + lost > 0
+            {
+                notes.push(format!("hot path, {label}: udptrace saw {seen} events and lost {lost}"));
+            }
+            costs.add(&label, &stats_before, &stats_after, sent.datagrams);
+        }
+        note_failures(&mut notes, &label, "hot path", &sent);
+        let row = totals.entry(label.clone()).or_default();
+        let rcvbuf_errors = udp_after.rcvbuf_errors.saturating_sub(udp_before.rcvbuf_errors);
+        let in_errors = udp_after.in_errors.saturating_sub(udp_before.in_errors);
+        row.rounds += 1;
+        row.sent += sent.datagrams;
+        row.received += received;
+        row.rcvbuf_errors += rcvbuf_errors;
+        row.in_errors += in_errors;
+        row.healthy_rounds += usize::from(rcvbuf_errors == 0 && in_errors == 0 && received == sent.datagrams);
+        Ok(sent.rate())
+    })?;
+    report.hot = rates
+        .into_iter()
+        .map(|(label, rate, ratio)| {
+            let row = totals.remove(&label).unwrap_or_default();
+            HotRow { label, rate, ratio, ..row }
+        })
+        .collect();
+    report.hot_programs = costs.into_rows(&variants);
+    report.notes.extend(notes);
+    Ok(())
+}
+
+/// `--summary`'s last table, the whole run's, once udptrace has stopped.
+fn last_table(tracer: &mut Tracer) -> Option<&serde_json::Value> {
+    // The output is read to its end: udptrace has exited.
+    tracer.collect_for(Duration::from_secs(2));
+    tracer.seen.iter().rev().find(|v| v["event"] == "summary" && v["period"].is_null())
+}
+
+/// The whole run's counts from `--summary`'s last table: `(events, lost)`.
+fn last_summary(tracer: &mut Tracer) -> Option<(u64, u64)> {
+    let table = last_table(tracer)?;
+    Some((table["events"].as_u64()?, table["lost"].as_u64()?))
+}
+
+/// The whole run's drops from `--summary`'s last table, with its lost count.
+fn last_drop_summary(tracer: &mut Tracer) -> Option<(DropCounts, u64)> {
+    let table = last_table(tracer)?;
+    Some((DropCounts::of_summary(table), table["lost"].as_u64()?))
+}
+
+/// The row of `rows` that `is` picks, added with `new` if there is none yet.
+fn row_of<T>(rows: &mut Vec<T>, is: impl Fn(&T) -> bool, new: impl FnOnce() -> T) -> &mut T {
+    let at = match rows.iter().position(is) {
+        Some(at) => at,
+        None => {
+            rows.push(new());
+            rows.len() - 1
+        }
+    };
+    &mut rows[at]
+}
+
+/// No tracer, then each of `kinds` in every mode.
+fn with_bare(modes: &[String], kinds: &[fn(String) -> Variant]) -> Vec<Variant> {
+    let mut variants = vec![Variant::Bare];
+    for kind in kinds {
+        variants.extend(modes.iter().cloned().map(kind));
+    }
+    variants
+}
+
+/// 2. The error path: every variant, udptrace's accounting, and its programs' costs.
+pub(super) fn error_path(
+    options: &Options,
+    hosts: &Hosts,
+    modes: &[String],
+    report: &mut Report,
+    starts: &mut Starts,
+) -> Result<()> {
+    let server_ns = hosts.server.inode.to_string();
+    let to = Hosts::server(CLOSED_PORT);
+    let mut variants = with_bare(modes, &[Variant::Udptrace, Variant::Quiet, Variant::Summary]);
+    if let Some(script) = &options.bpftrace_script {
+        match Command::new("bpftrace").arg("--version").output() {
+            Ok(out) if out.status.success() => variants.push(Variant::Bpftrace),
+            _ => report.left_out.push(format!("bpftrace ({}): not installed", script.display())),
+        }
+    }
+    if options.tcpdump {
+        match Command::new("tcpdump").arg("--version").output() {
+            Ok(out) if out.status.success() => variants.push(Variant::Tcpdump),
+            _ => report.left_out.push("tcpdump: not installed".to_owned()),
+        }
+    }
+    let _tracefs = variants.contains(&Variant::Bpftrace).then(Tracefs::ensure);
+    let mut totals: BTreeMap<String, ErrorRow> = BTreeMap::new();
+    let mut accounting: Vec<Accounting> = Vec::new();
+    let mut costs = Costs::default();
+    let mut failed_tools: Vec<String> = Vec::new();
+    let mut notes = Vec::new();
+    let send = || bench_traffic::send(&hosts.client, to, options.seconds, DATAGRAM_BYTES, false);
+    let rates = rounds(&variants, options.rounds, |variant| {
+        let label = variant.label();
+        let before = icmp_counters(&hosts.server)?;
+        let tool = |command: Command, ready: &str, scratch: Option<PathBuf>| {
+            start_tool(command, ready, scratch).map_err(|e| format!("{label}: {}", crate::one_line(&format!("{e:#}"))))
+        };
+        let sent = match variant {
+            Variant::Bare => send()?,
+            Variant::Udptrace(mode) | Variant::Json(mode) | Variant::Quiet(mode) | Variant::Summary(mode) => {
+                let (mut tracer, ids) = start_udptrace(options, variant, &server_ns, starts)?.context("udptrace")?;
+                let stats_before = stats_of(&ids);
+                let sent = send()?;
+                std::thread::sleep(SETTLE);
+                let kernel = icmp_counters(&hosts.server)?.reported_by(mode) - before.reported_by(mode);
+                costs.add(&label, &stats_before, &stats_of(&ids), sent.datagrams);
+                starts.rss(&label, &tracer);
+                let line = tracer.stop()?;
+                let (seen, _, lost) = closing_counts(&line).with_context(|| format!("no counts in {line:?}"))?;
+                let (source, events, lost) = match &mut tracer {
+                    Running::Counting(summary) if matches!(variant, Variant::Summary(_)) => match last_summary(summary)
+                    {
+                        Some((events, lost)) => ("its last table", events, lost),
+                        None => {
+                            notes.push(format!(
+                                "error path, {label}: no table for the whole run; counted from the closing line"
+                            ));
+                            ("closing line", seen, lost)
+                        }
+                    },
+                    _ => ("closing line", seen, lost),
+                };
+                let entry = row_of(
+                    &mut accounting,
+                    |a| a.label == label,
+                    || Accounting { label: label.clone(), source, ..Accounting::default() },
+                );
+                entry.rounds += 1;
+                // Skipped kprobe runs are counted lost before the `--netns` filter (README, "lost"), so a
+                // round accounts when nothing was invented and nothing is missing beyond what was reported.
+                entry.accounted_rounds += usize::from(events <= kernel && kernel <= events + lost);
+                entry.kernel += kernel;
+                entry.events += events;
+                entry.lost += lost;
+                sent
+            }
+            Variant::Bpftrace => {
+                let script = options.bpftrace_script.as_ref().context("no script")?;
+                let mut command = Command::new("bpftrace");
+                command.arg(script);
+                match tool(command, "Attaching", None) {
+                    Ok(_tool) => send()?,
+                    Err(e) => {
+                        failed_tools.push(e);
+                        return Ok(f64::NAN);
+                    }
+                }
+            }
+            Variant::Tcpdump => {
+                let file = std::env::temp_dir().join(format!("udptrace-bench-{}.pcap", std::process::id()));
+                let mut command = Command::new("ip");
+                command
+                    .args(["netns", "exec", &hosts.server.name, "tcpdump", "-i", "any", "-w"])
+                    .arg(&file)
+                    .arg("icmp");
+                match tool(command, "listening on", Some(file)) {
+                    Ok(_tool) => send()?,
+                    Err(e) => {
+                        failed_tools.push(e);
+                        return Ok(f64::NAN);
+                    }
+                }
+            }
+        };
+        if variant.mode().is_none() {
+            std::thread::sleep(SETTLE_SHORT);
+        }
+        let after = icmp_counters(&hosts.server)?;
+        note_failures(&mut notes, &label, "error path", &sent);
+        let row = totals.entry(label.clone()).or_default();
+        row.sent += sent.datagrams;
+        row.unreachables += after.out_dest_unreach.saturating_sub(before.out_dest_unreach);
+        Ok(sent.rate())
+    })?;
+    report.error = rates
+        .into_iter()
+        .map(|(label, rate, ratio)| {
+            let row = totals.remove(&label).unwrap_or_default();
+            ErrorRow { label, rate, ratio, ..row }
+        })
+        .collect();
+    failed_tools.sort();
+    failed_tools.dedup();
+    report.left_out.extend(failed_tools);
+    report.accounting = accounting;
+    report.error_programs = costs.into_rows(&variants);
+    report.notes.extend(notes);
+    Ok(())
+}
+
+/// The drop flood (4.): the hot path's sender to a receiver that never reads; what udptrace costs while
+/// nearly every datagram is dropped, whether it showed every drop, and its programs' costs.
+pub(super) fn drop_flood(
+    options: &Options,
+    hosts: &Hosts,
+    modes: &[String],
+    report: &mut Report,
+    starts: &mut Starts,
+) -> Result<()> {
+    let server_ns = hosts.server.inode.to_string();
+    let to = Hosts::server(DROP_PORT);
+    let variants = with_bare(modes, &[Variant::Udptrace, Variant::Json, Variant::Quiet, Variant::Summary]);
+    let mut totals: BTreeMap<String, DropRow> = BTreeMap::new();
+    let mut accounting: Vec<DropAccounting> = Vec::new();
+    // The text variants' closing lines, said but not accounted: rounds, seen, lost, kernel.
+    let mut closing: BTreeMap<String, (usize, u64, u64, u64)> = BTreeMap::new();
+    let mut costs = Costs::default();
+    let mut notes = Vec::new();
+    let mut rcvbuf = None;
+    let rates = rounds(&variants, options.rounds, |variant| {
+        let label = variant.label();
+        let tracer = start_udptrace(options, variant, &server_ns, starts)?;
+        let ids = tracer.as_ref().map(|(_, ids)| ids.clone()).unwrap_or_default();
+        let sink = bench_traffic::Receiver::start_sink(&hosts.server, to, SINK_RCVBUF)?;
+        rcvbuf = rcvbuf.or(sink.rcvbuf);
+        let udp_before = udp_counters(&hosts.server)?;
+        let stats_before = stats_of(&ids);
+        let sent = bench_traffic::send(&hosts.client, to, options.seconds, DATAGRAM_BYTES, true)?;
+        // What is still on its way is dropped, and what udptrace still holds reaches it.
+        std::thread::sleep(if tracer.is_some() { SETTLE } else { SETTLE_SHORT });
+        let udp_after = udp_counters(&hosts.server)?;
+        let stats_after = stats_of(&ids);
+        let drained = sink.finish()?;
+        let kernel = udp_after.rcvbuf_errors.saturating_sub(udp_before.rcvbuf_errors);
+        if let Some((mut running, _)) = tracer {
+            starts.rss(&label, &running);
+            costs.add(&label, &stats_before, &stats_after, sent.datagrams);
+            let line = running.stop()?;
+            let (seen, _, lost) = closing_counts(&line).with_context(|| format!("no counts in {line:?}"))?;
+            let from_closing_line = || DropCounts { drops: seen, ..DropCounts::default() };
+            let shown = match (variant, &mut running) {
+                (Variant::Json(_), Running::Printing(printer)) => match printer.take_drops() {
+                    Some(counts) => Some(("its JSON events", counts, lost)),
+                    None => bail!("{label}: the reader of udptrace's output failed"),
+                },
+                (Variant::Summary(_), Running::Counting(summary)) => match last_drop_summary(summary) {
+                    Some((counts, lost)) => Some(("its last table", counts, lost)),
+                    None => {
+                        notes.push(format!(
+                            "drop flood, {label}: no table for the whole run; counted from the closing line"
+                        ));
+                        Some(("closing line", from_closing_line(), lost))
+                    }
+                },
+                (Variant::Quiet(_), _) => Some(("closing line", from_closing_line(), lost)),
+                _ => {
+                    let entry = closing.entry(label.clone()).or_default();
+                    entry.0 += 1;
+                    entry.1 += seen;
+                    entry.2 += lost;
+                    entry.3 += kernel;
+                    None
+                }
+            };
+            if let Some((source, counts, lost)) = shown {
+                let entry = row_of(
+                    &mut accounting,
+                    |a| a.label == label,
+                    || DropAccounting { label: label.clone(), source, ..DropAccounting::default() },
+                );
+                entry.rounds += 1;
+                entry.accounted_rounds += usize::from(counts.drops <= kernel && kernel <= counts.drops + lost);
+                entry.kernel += kernel;
+                entry.lost += lost;
+                let total = &mut entry.shown;
+                total.drops += counts.drops;
+                if let Some(events) = counts.events {
+                    *total.events.get_or_insert(0) += events;
+                }
+                total.largest = total.largest.max(counts.largest);
+                total.elsewhere += counts.elsewhere;
+                for (reason, n) in counts.reasons {
+                    *total.reasons.entry(reason).or_default() += n;
+                }
+            }
+        }
+        note_failures(&mut notes, &label, "drop flood", &sent);
+        let row = totals.entry(label.clone()).or_default();
+        row.rounds += 1;
+        row.sent += sent.datagrams;
+        row.rcvbuf_errors += kernel;
+        row.drained += drained;
+        Ok(sent.rate())
+    })?;
+    report.drops = rates
+        .into_iter()
+        .map(|(label, rate, ratio)| {
+            let row = totals.remove(&label).unwrap_or_default();
+            DropRow { label, rate, ratio, ..row }
+        })
+        .collect();
+    for (label, (rounds, seen, lost, kernel)) in closing {
+        notes.push(format!(
+            "drop flood, {label} (not accounted: it prints text): its closing lines said {seen} events seen and \
+             {lost} lost over {rounds} rounds; the kernel counted {kernel} drops at the socket"
+        ));
+    }
+    report.drop_accounting = accounting;
+    report.drop_programs = costs.into_rows(&variants);
+    report.drop_rcvbuf = rcvbuf;
+    report.notes.extend(notes);
+    Ok(())
+}

@@ -1,0 +1,400 @@
+//! What a run found: the rows of each table, and the report as Markdown.
+
+use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
+
+use super::*;
+
+/// One udptrace program's BPF statistics over a variant's rounds.
+#[derive(Clone, Debug)]
+pub struct ProgramCost {
+    pub variant: String,
+    /// As the kernel keeps it (15 characters), with `#2`... when one udptrace loads several of that name.
+    pub name: String,
+    pub runs: u64,
+    pub run_time_ns: u64,
+    /// Datagrams sent while these runs were counted.
+    pub datagrams: u64,
+}
+
+impl ProgramCost {
+    pub fn runs_per_datagram(&self) -> f64 {
+        self.runs as f64 / self.datagrams as f64
+    }
+}
+
+/// One variant of the hot path: the median rate and ratio, and the datagrams over all its rounds.
+#[derive(Clone, Debug, Default)]
+pub struct HotRow {
+    pub label: String,
+    pub rate: f64,
+    pub ratio: f64,
+    pub rounds: usize,
+    pub sent: u64,
+    pub received: u64,
+    /// The server's `Udp: RcvbufErrors` and `Udp: InErrors`, how much they moved.
+    pub rcvbuf_errors: u64,
+    pub in_errors: u64,
+    /// Rounds in which the receiver got every datagram sent and no UDP error counter moved.
+    pub healthy_rounds: usize,
+}
+
+impl HotRow {
+    pub fn healthy(&self) -> bool {
+        self.rounds > 0 && self.healthy_rounds == self.rounds
+    }
+}
+
+/// One variant of the error path.
+#[derive(Clone, Debug, Default)]
+pub struct ErrorRow {
+    pub label: String,
+    pub rate: f64,
+    pub ratio: f64,
+    pub sent: u64,
+    /// Port unreachables the server sent (`IcmpMsg: OutType3`), over all rounds.
+    pub unreachables: u64,
+}
+
+/// How one udptrace variant accounted for the port unreachables, over its rounds.
+#[derive(Clone, Debug, Default)]
+pub struct Accounting {
+    pub label: String,
+    /// Where the counts come from: the closing line, or the last summary table.
+    pub source: &'static str,
+    pub rounds: usize,
+    pub accounted_rounds: usize,
+    pub kernel: u64,
+    pub events: u64,
+    pub lost: u64,
+}
+
+impl Accounting {
+    pub fn accounted(&self) -> bool {
+        self.rounds > 0 && self.accounted_rounds == self.rounds
+    }
+}
+
+/// One variant of the drop flood.
+#[derive(Clone, Debug, Default)]
+pub struct DropRow {
+    pub label: String,
+    pub rate: f64,
+    pub ratio: f64,
+    pub rounds: usize,
+    pub sent: u64,
+    /// The server's `Udp: RcvbufErrors`, how much it moved: the datagrams dropped at the full socket.
+    pub rcvbuf_errors: u64,
+    /// What the receiver found queued at the end.
+    pub drained: u64,
+}
+
+impl DropRow {
+    /// Datagrams sent that were neither dropped at the socket nor read from it.
+    pub fn elsewhere(&self) -> u64 {
+        self.sent.saturating_sub(self.rcvbuf_errors + self.drained)
+    }
+}
+
+/// What one udptrace run showed of the drops.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DropCounts {
+    /// Drops at the receiver: the sum of `count` of the `udp_dropped` events (or rows) about it.
+    pub drops: u64,
+    /// `udp_dropped` events read, when they were (`--json`).
+    pub events: Option<u64>,
+    /// The largest `count` of one event (`--json`).
+    pub largest: u64,
+    /// Drops by reason (or location, when the kernel has no reasons).
+    pub reasons: BTreeMap<String, u64>,
+    /// `udp_dropped` events about something else than the receiver (`--json`).
+    pub elsewhere: u64,
+}
+
+impl DropCounts {
+    /// Reads one line of `udptrace --json`: a `udp_dropped` event to `receiver` counts its `count`.
+    pub(super) fn add_json_line(&mut self, line: &str, receiver: &str) {
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else { return };
+        if value["event"] != "udp_dropped" {
+            return;
+        }
+        if value["packet"]["dst"].as_str() != Some(receiver) {
+            self.elsewhere += 1;
+            return;
+        }
+        let count = value["count"].as_u64().unwrap_or(0);
+        let reason = value["reason"].as_str().or_else(|| value["location"].as_str()).unwrap_or("?");
+        *self.events.get_or_insert(0) += 1;
+        self.drops += count;
+        self.largest = self.largest.max(count);
+        *self.reasons.entry(reason.to_owned()).or_default() += count;
+    }
+
+    /// The `udp_dropped` rows of a `--summary` table (`{"event":"summary","rows":[...]}`).
+    pub(super) fn of_summary(table: &serde_json::Value) -> Self {
+        let mut counts = Self::default();
+        for row in table["rows"].as_array().into_iter().flatten().filter(|r| r["event"] == "udp_dropped") {
+            let count = row["count"].as_u64().unwrap_or(0);
+            counts.drops += count;
+            *counts.reasons.entry(row["outcome"].as_str().unwrap_or("?").to_owned()).or_default() += count;
+        }
+        counts
+    }
+}
+
+/// How one udptrace variant accounted for the drops of the drop flood, over its rounds.
+#[derive(Clone, Debug, Default)]
+pub struct DropAccounting {
+    pub label: String,
+    /// Where the counts come from: its JSON events, its last summary table, the closing line.
+    pub source: &'static str,
+    pub rounds: usize,
+    pub accounted_rounds: usize,
+    /// `Udp: RcvbufErrors` of the server, how much it moved.
+    pub kernel: u64,
+    pub shown: DropCounts,
+    pub lost: u64,
+}
+
+impl DropAccounting {
+    pub fn accounted(&self) -> bool {
+        self.rounds > 0 && self.accounted_rounds == self.rounds
+    }
+}
+
+/// Start-up and memory of one way of running udptrace.
+#[derive(Clone, Debug, Default)]
+pub struct Startup {
+    pub label: String,
+    pub startups: Vec<Duration>,
+    pub peak_rss_kib: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub hot: Vec<HotRow>,
+    /// Every udptrace program loaded on the hot path, with the runs it made there.
+    pub hot_programs: Vec<ProgramCost>,
+    pub error: Vec<ErrorRow>,
+    pub accounting: Vec<Accounting>,
+    pub error_programs: Vec<ProgramCost>,
+    pub startup: Vec<Startup>,
+    pub drops: Vec<DropRow>,
+    pub drop_accounting: Vec<DropAccounting>,
+    pub drop_programs: Vec<ProgramCost>,
+    /// The drop flood receiver's receive buffer, as `SO_RCVBUF` read it back.
+    pub drop_rcvbuf: Option<u64>,
+    /// Modes or tools left out, and why.
+    pub left_out: Vec<String>,
+    /// What else happened that a reader of the figures should know (failed sends).
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    /// Whether every udptrace run of the drop flood that accounts (`--json`, `--quiet`, `--summary`) showed
+    /// every drop the kernel counted at the socket.
+    pub fn drops_accounted(&self) -> bool {
+        !self.drop_accounting.is_empty() && self.drop_accounting.iter().all(DropAccounting::accounted)
+    }
+
+    /// Whether every udptrace run, with `--quiet` and with `--summary`, accounted for every error the kernel
+    /// sent.
+    pub fn accounted(&self) -> bool {
+        !self.accounting.is_empty() && self.accounting.iter().all(Accounting::accounted)
+    }
+
+    pub fn markdown(&self, header: &str) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "{header}");
+        let rounds_word = |ok: usize, all: usize| {
+            if ok == all && all > 0 { "yes".to_owned() } else { format!("NO ({ok} of {all} rounds)") }
+        };
+
+        let _ = writeln!(
+            out,
+            "\n### 1. Hot path: {DATAGRAM_BYTES}-byte datagrams to an open port, received by a process that keeps up\n\n\
+             `send()` on a connected socket, in a process of its own; `recvmmsg()` into a 64 MiB buffer in another. \
+             Sent, received and the server's `Udp:` error counters are summed over the rounds; a datagram took the \
+             healthy path if it was received and neither `RcvbufErrors` nor `InErrors` moved.\n\n\
+             | variant | datagrams/s (median) | ratio to no tracer (median of rounds) | sent | received | `RcvbufErrors` | `InErrors` | every datagram on the healthy path |\n\
+             |---|---:|---:|---:|---:|---:|---:|---|"
+        );
+        for row in &self.hot {
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} | {:.3} | {} | {} | {} | {} | {} |",
+                row.label,
+                row.rate,
+                row.ratio,
+                row.sent,
+                row.received,
+                row.rcvbuf_errors,
+                row.in_errors,
+                rounds_word(row.healthy_rounds, row.rounds)
+            );
+        }
+        let programs = |out: &mut String, rows: &[ProgramCost]| {
+            let _ = writeln!(
+                out,
+                "| variant | program | runs | runs per datagram sent | ns per run |\n|---|---|---:|---:|---:|"
+            );
+            for p in rows {
+                let per_run =
+                    if p.runs == 0 { "-".to_owned() } else { format!("{:.0}", p.run_time_ns as f64 / p.runs as f64) };
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {:.3} | {per_run} |",
+                    p.variant,
+                    p.name,
+                    p.runs,
+                    p.runs_per_datagram()
+                );
+            }
+            if rows.is_empty() {
+                let _ = writeln!(out, "| (no udptrace variant was measured) | | | | |");
+            }
+        };
+        let _ = writeln!(
+            out,
+            "\nEvery program udptrace loaded, with what it ran while the hot path was measured (BPF statistics, all \
+             rounds): a program that ran for every datagram would show about 1 run per datagram.\n"
+        );
+        programs(&mut out, &self.hot_programs);
+
+        let _ = writeln!(
+            out,
+            "\n### 2. Error path: {DATAGRAM_BYTES}-byte datagrams to a closed port, ICMP rate limits off\n\n\
+             `send_to()` on an unconnected socket, in a process of its own: each datagram draws a port unreachable, \
+             and no error reaches the sender. `udptrace MODE` prints a text line per event to a pipe that is read \
+             and dropped; `--quiet` and `--summary 1` only count. Sent and port unreachables \
+             (`IcmpMsg: OutType3`) over all rounds.\n\n\
+             | variant | datagrams/s (median) | ratio to no tracer (median of rounds) | sent | port unreachables sent |\n\
+             |---|---:|---:|---:|---:|"
+        );
+        for row in &self.error {
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} | {:.3} | {} | {} |",
+                row.label, row.rate, row.ratio, row.sent, row.unreachables
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nEvery port unreachable the kernel sent, as udptrace accounted for it, over all rounds (in tracepoint \
+             mode the kernel's count includes those it failed to queue, which the tracepoint sees; a round accounts when \
+             its events are no more than the kernel sent and its events and lost together no fewer: runs the kernel \
+             skipped are counted lost before the `--netns` filter):\n\n\
+             | variant | counted from | rounds | kernel sent | events | lost | accounted |\n|---|---|---:|---:|---:|---:|---|"
+        );
+        for a in &self.accounting {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                a.label,
+                a.source,
+                a.rounds,
+                a.kernel,
+                a.events,
+                a.lost,
+                rounds_word(a.accounted_rounds, a.rounds)
+            );
+        }
+        let _ = writeln!(out, "\nudptrace's programs on the error path (BPF statistics, all rounds):\n");
+        programs(&mut out, &self.error_programs);
+
+        let _ = writeln!(
+            out,
+            "\n### 3. Start-up and memory\n\n| udptrace | spawn to `udptrace: tracing` (median) | starts | peak RSS (largest) |\n|---|---:|---:|---:|"
+        );
+        for s in &self.startup {
+            let rss = s.peak_rss_kib.map_or_else(|| "?".to_owned(), |kib| format!("{:.1} MiB", kib as f64 / 1024.0));
+            let mut ms: Vec<f64> = s.startups.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+            let _ = writeln!(out, "| {} | {:.0} ms | {} | {rss} |", s.label, median(&mut ms), s.startups.len());
+        }
+
+        let rcvbuf = self.drop_rcvbuf.map_or_else(String::new, |n| format!(", which the kernel makes {n}"));
+        let _ = writeln!(
+            out,
+            "\n### 4. Drop flood: {DATAGRAM_BYTES}-byte datagrams to a receiver that never reads\n\n\
+             The hot path's sender, `send()` on a connected socket to an open port in a process of its own, to a \
+             receiver whose socket has `SO_RCVBUF` {SINK_RCVBUF}{rcvbuf}, and which reads nothing until the end: \
+             nearly every datagram finds its buffer full, is dropped and counted in the server's \
+             `Udp: RcvbufErrors`, and passes `skb:kfree_skb`, where udptrace sees drops. udptrace counts such a \
+             flood in the kernel, one `udp_dropped` event per reason, flow and socket a second with a count, so \
+             the goal is a ratio to no tracer of at least {DROP_GOAL:.2}. `udptrace MODE` prints a text line per \
+             event to a pipe that is read and dropped; `--json` is read by the harness and accounted; `--quiet` and \
+             `--summary 1` only count. Sent, `RcvbufErrors`, what the receiver found queued at the end, and what \
+             is left (neither dropped at the socket nor read), over all rounds.\n\n\
+             | variant | datagrams/s (median) | ratio to no tracer (median of rounds) | at least {DROP_GOAL:.2} | sent | `RcvbufErrors` | read at the end | left |\n\
+             |---|---:|---:|---|---:|---:|---:|---:|"
+        );
+        for row in &self.drops {
+            let goal = if row.label == Variant::Bare.label() {
+                "-"
+            } else if row.ratio >= DROP_GOAL {
+                "yes"
+            } else {
+                "NO"
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} | {:.3} | {goal} | {} | {} | {} | {} |",
+                row.label,
+                row.rate,
+                row.ratio,
+                row.sent,
+                row.rcvbuf_errors,
+                row.drained,
+                row.elsewhere()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nEvery drop the kernel counted at the socket (`RcvbufErrors`), as udptrace showed it, over all rounds: \
+             with `--json` the sum of `count` of the `udp_dropped` events to the receiver, with `--summary 1` of the \
+             `udp_dropped` rows of the last table (the whole run's), with `--quiet` the closing line's events. A \
+             round accounts when the drops shown are no more than the kernel counted and, with the lost count, no \
+             fewer. Events: how many `udp_dropped` events stood for those drops (the largest `count` of one), \
+             and how many were about another destination.\n\n\
+             | variant | counted from | rounds | kernel `RcvbufErrors` | drops shown | events (largest count) | about others | lost | accounted | by reason |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|---|---|"
+        );
+        for a in &self.drop_accounting {
+            let events = a.shown.events.map_or_else(|| "-".to_owned(), |n| format!("{n} ({})", a.shown.largest));
+            let reasons = if a.shown.reasons.is_empty() {
+                "-".to_owned()
+            } else {
+                a.shown.reasons.iter().map(|(r, n)| format!("{r} {n}")).collect::<Vec<_>>().join(", ")
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {events} | {} | {} | {} | {reasons} |",
+                a.label,
+                a.source,
+                a.rounds,
+                a.kernel,
+                a.shown.drops,
+                a.shown.elsewhere,
+                a.lost,
+                rounds_word(a.accounted_rounds, a.rounds)
+            );
+        }
+        if self.drop_accounting.is_empty() {
+            let _ = writeln!(out, "| (no udptrace variant was measured) | | | | | | | | | |");
+        }
+        let _ = writeln!(
+            out,
+            "\nudptrace's programs in the drop flood (BPF statistics, all rounds): the one on `skb:kfree_skb` runs for \
+             every datagram dropped, so about once per datagram sent.\n"
+        );
+        programs(&mut out, &self.drop_programs);
+        for (title, lines) in [("Left out here", &self.left_out), ("Also seen", &self.notes)] {
+            if !lines.is_empty() {
+                let _ = writeln!(out, "\n{title}:\n");
+                for line in lines {
+                    let _ = writeln!(out, "- {line}");
+                }
+            }
+        }
+        out
+    }
+}
