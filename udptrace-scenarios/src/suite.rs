@@ -30,7 +30,7 @@ use self::{
     fixtures::{
         CLIENT_V4, CLIENT_V6, CLOSED_PORT, FAR_SERVER_V4, Family, ROUTER_IN_V4, ROUTER_IN_V6, Routed, SERVER_V4,
         TwoHosts, as_tracepoint_sees, check_icmp_sent, check_socket_error, compare, errno_check, icmp_send_unseen,
-        is_socket_error_of, no_option, outcome_of, packet, send_and_receive,
+        is_socket_error_of, no_option, outcome_of, packet, send_and_receive, settled,
     },
     owner::{owner, owner_back_to_back, owner_before_start, owner_connected_by_child, owner_forked_child},
 };

@@ -31,8 +31,7 @@ pub(super) fn rate_limit(config: &Config, tracer: &mut Tracer) -> Result<Results
         // Unconnected: an ICMP error back must not make the next send fail.
         client.send_to(b"flood", server)?;
     }
-    std::thread::sleep(Duration::from_millis(500));
-    let after = icmp_counters(&hosts.server)?;
+    let after = settled(config.event_timeout, || icmp_counters(&hosts.server))?;
     let want_global = after.rate_limit_global - before.rate_limit_global;
     let want_host = after.rate_limit_host - before.rate_limit_host;
     let want_sent = after.out_dest_unreach - before.out_dest_unreach;

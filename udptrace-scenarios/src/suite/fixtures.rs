@@ -4,7 +4,7 @@
 use std::{
     io,
     net::{IpAddr, SocketAddr, UdpSocket},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result};
@@ -266,4 +266,21 @@ pub(super) fn check_icmp_sent(
 /// The offending packet of an `icmp_sent`.
 pub(super) fn packet(src: SocketAddr, dst: SocketAddr) -> Value {
     json!({"src": src.to_string(), "dst": dst.to_string(), "proto": "udp"})
+}
+
+/// What `read` gives once it gives the same twice, `STEADY` apart (the kernel has counted what it was handed),
+/// or at `timeout`: for counters that a loaded machine's softirqs raise late, which a fixed sleep would read
+/// too early.
+pub(super) fn settled<T: PartialEq>(timeout: Duration, mut read: impl FnMut() -> Result<T>) -> Result<T> {
+    const STEADY: Duration = Duration::from_millis(300);
+    let deadline = Instant::now() + timeout;
+    let mut last = read()?;
+    loop {
+        std::thread::sleep(STEADY);
+        let now = read()?;
+        if now == last || Instant::now() >= deadline {
+            return Ok(now);
+        }
+        last = now;
+    }
 }

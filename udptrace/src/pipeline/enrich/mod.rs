@@ -356,6 +356,9 @@ mod tests {
     #[test]
     fn events_wait_in_order_for_an_owner_scan() {
         let mut enricher = Enricher::new(None, None, None, Default::default(), false);
+        // The symbols are read when an event first needs them (the `icmp_sent` below): read them now, so that
+        // the read does not outlast the owner scans' spacing between the pushes, on a loaded machine.
+        let _ = enricher.kallsyms.get();
         let first = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let ino = owner::tests::inode_of;
         let error_on = |ino: u64| Event::SocketError(SocketError { sock_ino: Some(ino), ..samples::socket_error() });
