@@ -77,7 +77,8 @@ pub fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_micros(time).to_string()
 }
 
-/// Escapes what a traced process controls (its `comm`): no control character reaches the terminal.
+/// Escapes what a traced process controls (its `comm`, its cgroup's name): no control character reaches the
+/// terminal, and no format character that reorders or hides what follows it on the line.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -86,10 +87,29 @@ pub fn escape(text: &str) -> String {
             c if c.is_control() => {
                 let _ = write!(out, "\\x{:02x}", u32::from(c));
             }
+            c if is_format(c) => {
+                let _ = write!(out, "\\u{{{:04x}}}", u32::from(c));
+            }
             c => out.push(c),
         }
     }
     out
+}
+
+/// Unicode's invisible format characters a terminal acts on: the bidirectional embeddings, overrides and
+/// isolates (U+202A-U+202E, U+2066-U+2069) and marks (U+200E, U+200F, U+061C), which reorder the rest of a
+/// line, and the zero-width ones (U+200B-U+200D, U+2060, U+FEFF, U+00AD), which hide between what they join.
+fn is_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{202a}'..='\u{202e}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{061c}'
+            | '\u{2060}'
+            | '\u{feff}'
+            | '\u{00ad}'
+    )
 }
 
 /// The packet's source (`src`) or destination, with its port when the packet has ports.
@@ -108,5 +128,8 @@ mod tests {
     #[test]
     fn control_characters_from_the_traced_system_are_escaped() {
         assert_eq!(escape("evil\x1b[31m\nname\\"), "evil\\x1b[31m\\x0aname\\\\");
+        // A right-to-left override would show `exe.txt` as `txt.exe`; a zero-width space hides in a name.
+        assert_eq!(escape("a\u{202e}txt.exe\u{200b}"), "a\\u{202e}txt.exe\\u{200b}");
+        assert_eq!(escape("d\u{e9}j\u{e0} vu"), "d\u{e9}j\u{e0} vu");
     }
 }
