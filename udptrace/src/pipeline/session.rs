@@ -251,6 +251,7 @@ impl Session {
         if let Some(logs) = &mut self.stages.logs {
             logs.flush();
         }
+        self.stages.enricher.housekeeping();
         self.read_lost()?;
         self.read_counters()?;
         self.read_tally()

@@ -170,6 +170,11 @@ impl Enricher {
         self.wake_at
     }
 
+    /// Once a second: closes what lookups left idle (see [`SocketTable::sweep`]).
+    pub fn housekeeping(&mut self) {
+        self.sockets.sweep();
+    }
+
     /// From now on nothing waits: the session is ending.
     pub fn end(&mut self) {
         self.ending = true;

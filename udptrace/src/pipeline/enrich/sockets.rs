@@ -135,9 +135,16 @@ impl SocketTable {
             .find_map(|protocol| query(socket, protocol, ifindex, local, remote).ok().flatten())
     }
 
+    /// Closes the sock_diag sockets idle for [`IDLE`] (and forgets the failures older than [`RETRY`]): called
+    /// from the session's housekeeping every second, so that a quiet node does not keep a deleted pod's
+    /// namespace alive until the next lookup.
+    pub fn sweep(&mut self) {
+        self.diag.retain(|_, (used, socket)| used.elapsed() < if socket.is_some() { IDLE } else { RETRY });
+    }
+
     /// The sock_diag socket of `netns`, opened inside it when there is none (or it was idle).
     fn socket(&mut self, netns: u64) -> Option<&Socket> {
-        self.diag.retain(|_, (used, socket)| used.elapsed() < if socket.is_some() { IDLE } else { RETRY });
+        self.sweep();
         if !self.diag.contains_key(&netns) {
             let opened = if netns::own() == Some(netns) {
                 open()
@@ -288,8 +295,18 @@ mod tests {
     use std::net::UdpSocket;
 
     use super::*;
-
     use crate::pipeline::enrich::owner::tests::inode_of;
+
+    #[test]
+    fn the_sweep_closes_idle_sockets_and_keeps_busy_ones() {
+        let mut table = SocketTable::default();
+        let long_ago = Instant::now().checked_sub(IDLE + Duration::from_secs(1)).expect("a clock past boot");
+        table.diag.insert(1, (long_ago, Some(open().expect("a sock_diag socket"))));
+        table.diag.insert(2, (Instant::now(), Some(open().expect("a sock_diag socket"))));
+        table.diag.insert(3, (long_ago, None));
+        table.sweep();
+        assert_eq!(table.diag.keys().copied().collect::<Vec<_>>(), [2]);
+    }
 
     /// This process's own sockets, in its own namespace: a connected one by its peer, an unconnected one
     /// whatever the peer, and nothing for a 4-tuple no socket has.
