@@ -2,10 +2,12 @@
 //!
 //! Labels are low-cardinality by default: errno, verdict, ICMP type and code, cause, scope, family. Addresses
 //! and ports become labels only with `--metrics-addresses`: on a busy host every peer would otherwise be a
-//! time series of its own.
+//! time series of its own. Even then each counter takes at most [`MAX_ADDRESSES`] addresses: spoofed ICMP
+//! errors quoting random tuples, or drops of forwarded traffic, would grow it without bound. The rest count
+//! as `other`, and `udptrace_metrics_addresses_folded_total` says how many events were folded so.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     convert::Infallible,
     io,
     net::{IpAddr, SocketAddr},
@@ -60,7 +62,14 @@ pub struct Metrics {
     lost: Counter,
     /// Label events with addresses (`--metrics-addresses`).
     addresses: bool,
+    /// The addresses each counter labels so far, by counter name.
+    labelled: Arc<Mutex<HashMap<&'static str, HashSet<String>>>>,
+    /// Events whose address was folded into `other`, by counter name.
+    folded: Family<Labels, Counter>,
 }
+
+/// The addresses one counter labels at most (`--metrics-addresses`); more count as `other`.
+pub const MAX_ADDRESSES: usize = 1000;
 
 impl Metrics {
     /// `hooks`: each logical hook and the mode it attached in.
@@ -104,7 +113,38 @@ impl Metrics {
             modes.get_or_create(&vec![("hook", (*hook).to_owned()), ("mode", (*mode).to_owned())]).set(1);
         }
         registry.register("hook_mode", "The mode each logical hook attached in (1 for the active one)", modes);
-        Self { registry: Arc::new(registry), socket_errors, icmp_sent, icmp_suppressed, udp_drops, lost, addresses }
+        let folded = Family::<Labels, Counter>::default();
+        if addresses {
+            registry.register(
+                "metrics_addresses_folded",
+                "Events counted with the address other, their counter holding as many addresses as it takes, by counter",
+                folded.clone(),
+            );
+        }
+        Self {
+            registry: Arc::new(registry),
+            socket_errors,
+            icmp_sent,
+            icmp_suppressed,
+            udp_drops,
+            lost,
+            addresses,
+            labelled: Arc::default(),
+            folded,
+        }
+    }
+
+    /// `address` as `counter`'s label: itself while the counter holds fewer than [`MAX_ADDRESSES`] others,
+    /// else `other`, counted folded.
+    fn address(&self, counter: &'static str, address: String, count: u64) -> String {
+        let mut labelled = self.labelled.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let seen = labelled.entry(counter).or_default();
+        if seen.contains(&address) || seen.len() < MAX_ADDRESSES {
+            seen.insert(address.clone());
+            return address;
+        }
+        self.folded.get_or_create(&vec![("counter", counter.to_owned())]).inc_by(count);
+        "other".to_owned()
     }
 
     /// Counts one event that passed the filters.
@@ -117,18 +157,20 @@ impl Metrics {
                     ("family", e.family.as_str().to_owned()),
                 ];
                 if self.addresses {
-                    labels.push(("remote", e.remote.map_or_else(|| "unknown".to_owned(), |r| r.to_string())));
+                    let remote = e.remote.map_or_else(|| "unknown".to_owned(), |r| r.to_string());
+                    labels.push(("remote", self.address("socket_errors", remote, e.count)));
                 }
                 self.socket_errors.get_or_create(&labels).inc_by(e.count);
             }
             Event::IcmpSent(e) => {
-                self.icmp_sent.get_or_create(&self.sent_labels(e)).inc_by(e.count);
+                self.icmp_sent.get_or_create(&self.sent_labels(e, e.count)).inc_by(e.count);
             }
             Event::IcmpSuppressed(e) => {
                 let family = e.family.map_or("unknown", |f| f.as_str());
                 let mut labels = vec![("scope", e.scope.as_str().to_owned()), ("family", family.to_owned())];
                 if self.addresses {
-                    labels.push(("dst", e.attempt.as_ref().map_or_else(|| "unknown".to_owned(), destination)));
+                    let dst = e.attempt.as_ref().map_or_else(|| "unknown".to_owned(), destination);
+                    labels.push(("dst", self.address("icmp_errors_suppressed", dst, e.count)));
                 }
                 self.icmp_suppressed.get_or_create(&labels).inc_by(e.count);
             }
@@ -139,7 +181,7 @@ impl Metrics {
                     ("family", e.family.as_str().to_owned()),
                 ];
                 if self.addresses {
-                    labels.push(("dst", endpoint(&e.packet, false)));
+                    labels.push(("dst", self.address("udp_drops", endpoint(&e.packet, false), e.count)));
                 }
                 self.udp_drops.get_or_create(&labels).inc_by(e.count);
             }
@@ -149,7 +191,7 @@ impl Metrics {
         }
     }
 
-    fn sent_labels(&self, e: &IcmpSent) -> Labels {
+    fn sent_labels(&self, e: &IcmpSent, count: u64) -> Labels {
         let mut labels = vec![
             ("type", e.icmp.icmp_type.to_string()),
             ("code", e.icmp.code.to_string()),
@@ -157,7 +199,7 @@ impl Metrics {
             ("family", e.family.as_str().to_owned()),
         ];
         if self.addresses {
-            labels.push(("dst", destination(e)));
+            labels.push(("dst", self.address("icmp_errors_sent", destination(e), count)));
         }
         labels
     }
@@ -293,7 +335,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::domain::samples;
+    use crate::domain::{SocketError, samples};
 
     fn events() -> (Event, Event) {
         (Event::SocketError(samples::owned_socket_error()), Event::IcmpSent(samples::icmp_sent()))
@@ -333,6 +375,26 @@ mod tests {
         );
         assert!(!text.contains("remote=") && !text.contains("10.0.0.9"), "addresses only when asked: {text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn a_counter_takes_so_many_addresses_and_folds_the_rest() {
+        let metrics = Metrics::new(&[], true);
+        let (refused, _) = events();
+        let Event::SocketError(refused) = refused else { panic!("a socket error") };
+        for n in 0..MAX_ADDRESSES as u16 + 5 {
+            let remote = Some(SocketAddr::from(([10, 9, (n >> 8) as u8, n as u8], 53)));
+            metrics.count(&Event::SocketError(SocketError { remote, ..refused.clone() }));
+        }
+        let text = metrics.encode();
+        let series = text.lines().filter(|l| l.starts_with("udptrace_socket_errors_total{")).count();
+        assert_eq!(series, MAX_ADDRESSES + 1, "{MAX_ADDRESSES} addresses and other");
+        assert!(text.contains("remote=\"other\"} 5"), "{text}");
+        assert!(text.contains("udptrace_metrics_addresses_folded_total{counter=\"socket_errors\"} 5"), "{text}");
+        // One already labelled keeps its own series.
+        metrics
+            .count(&Event::SocketError(SocketError { remote: Some(SocketAddr::from(([10, 9, 0, 0], 53))), ..refused }));
+        assert!(metrics.encode().contains("remote=\"10.9.0.0:53\"} 2"));
     }
 
     #[test]
