@@ -329,7 +329,7 @@ fn tunnel_or_kernel(owners: &Resolver, tunnels: &mut Recent<u64, bool>, e: &mut 
     }
     let pid = e.owner.as_ref().map(|o| o.pid);
     let tunnel = tunnels.get_or_ask(ino, || {
-        owners.descriptor(ino, pid).and_then(|(pid, fd)| owner::encap_type(pid, fd)).is_some_and(|kind| kind != 0)
+        owners.descriptor(ino, pid).and_then(|(pid, fd)| owner::encap_type(pid, fd, ino)).is_some_and(|kind| kind != 0)
     });
     if tunnel {
         (e.verdict, e.recverr) = (Some(Verdict::Tunnel), None);

@@ -34,16 +34,22 @@ pub enum Lookup {
 /// `UDP_ENCAP` (include/uapi/linux/udp.h): the tunnel type of a UDP socket, 0 for none.
 const UDP_ENCAP: libc::c_int = 100;
 
-/// The tunnel type (`UDP_ENCAP`) of the socket that process `pid` holds as descriptor `fd`: the descriptor is
-/// duplicated through `pidfd_getfd` (5.6; root may, as a debugger would), asked, and closed. `None` where it
-/// cannot be.
-pub fn encap_type(pid: i32, fd: i32) -> Option<libc::c_int> {
+/// The tunnel type (`UDP_ENCAP`) of the socket `ino` that process `pid` holds as descriptor `fd`: the descriptor
+/// is duplicated through `pidfd_getfd` (5.6; root may, as a debugger would), asked, and closed. `None` where it
+/// cannot be, or where the copy is not that socket: `(pid, fd)` comes from a /proc scan, and since then the
+/// process may have closed the descriptor and opened another, or exited and left its pid to another process,
+/// in another container.
+pub fn encap_type(pid: i32, fd: i32, ino: u64) -> Option<libc::c_int> {
     // SAFETY: plain syscalls on integers; every descriptor they return is owned below and closed.
     unsafe {
         let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0);
         let pidfd = OwnedFd::from_raw_fd(i32::try_from(pidfd).ok().filter(|&f| f >= 0)?);
         let copy = libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0);
         let copy = OwnedFd::from_raw_fd(i32::try_from(copy).ok().filter(|&f| f >= 0)?);
+        let mut stat: libc::stat = std::mem::zeroed();
+        if libc::fstat(copy.as_raw_fd(), &mut stat) != 0 || stat.st_ino != ino {
+            return None;
+        }
         let mut value: libc::c_int = 0;
         let mut len = size_of::<libc::c_int>() as libc::socklen_t;
         let got = libc::getsockopt(copy.as_raw_fd(), libc::SOL_UDP, UDP_ENCAP, (&raw mut value).cast(), &mut len);
@@ -287,11 +293,13 @@ pub mod tests {
         let me = std::process::id() as i32;
         let plain_fd = std::os::fd::AsRawFd::as_raw_fd(&plain);
         // pidfd_getfd needs 5.6 and ptrace rights over the holder (itself, here).
-        if let Some(plain_type) = encap_type(me, plain_fd) {
+        if let Some(plain_type) = encap_type(me, plain_fd, inode_of(&plain)) {
             assert_eq!(plain_type, 0);
             if set == 0 {
-                assert_eq!(encap_type(me, fd), Some(espinudp));
+                assert_eq!(encap_type(me, fd, inode_of(&tunnel)), Some(espinudp));
             }
+            // The descriptor now holds another socket than the one a scan saw there: nothing is said of it.
+            assert_eq!(encap_type(me, fd, inode_of(&plain)), None);
         }
     }
 
