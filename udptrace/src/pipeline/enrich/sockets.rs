@@ -204,18 +204,44 @@ fn open() -> io::Result<Socket> {
     }
 }
 
-/// Sends `message` on a netlink socket and reads the first answer.
+/// The sequence numbers of this process's netlink requests.
+static SEQUENCE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+
+/// Late answers to earlier requests (one that came after its receive timeout) read past before giving up.
+const LATE_ANSWERS: usize = 16;
+
+/// Sends `message` on a netlink socket and reads its answer: the kernel echoes the request's sequence number,
+/// and an answer to an earlier request, which arrived after that one gave up, is read past.
 pub fn exchange<T>(socket: &Socket, message: &mut NetlinkMessage<T>) -> io::Result<NetlinkMessage<T>>
 where
     T: netlink_packet_core::NetlinkSerializable + netlink_packet_core::NetlinkDeserializable + std::fmt::Debug,
 {
+    let sequence = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    message.header.sequence_number = sequence;
     message.finalize();
     let mut buf = vec![0; message.buffer_len()];
     message.serialize(&mut buf);
     socket.send(&buf, 0)?;
     let mut answer = Vec::with_capacity(8192);
-    socket.recv(&mut answer, 0)?;
-    NetlinkMessage::<T>::deserialize(&answer).map_err(io::Error::other)
+    answer_to(sequence, || {
+        answer.clear();
+        socket.recv(&mut answer, 0)?;
+        NetlinkMessage::<T>::deserialize(&answer).map_err(io::Error::other)
+    })
+}
+
+/// The first of the messages `read` gives that answers request `sequence`.
+fn answer_to<T>(
+    sequence: u32,
+    mut read: impl FnMut() -> io::Result<NetlinkMessage<T>>,
+) -> io::Result<NetlinkMessage<T>> {
+    for _ in 0..=LATE_ANSWERS {
+        let message = read()?;
+        if message.header.sequence_number == sequence {
+            return Ok(message);
+        }
+    }
+    Err(io::Error::other(format!("no answer to netlink request {sequence} among {LATE_ANSWERS} late ones")))
 }
 
 /// How long a netlink socket waits for the kernel's answer.
@@ -296,6 +322,20 @@ mod tests {
 
     use super::*;
     use crate::pipeline::enrich::owner::tests::inode_of;
+
+    #[test]
+    fn a_late_answer_to_an_earlier_request_is_read_past() {
+        let message = |sequence: u32| {
+            let mut header = NetlinkHeader::default();
+            header.sequence_number = sequence;
+            NetlinkMessage::new(header, NetlinkPayload::<SockDiagMessage>::Noop)
+        };
+        let mut queued = vec![message(7), message(6)];
+        let answer = answer_to(7, || queued.pop().ok_or_else(|| io::Error::other("none left"))).unwrap();
+        assert_eq!(answer.header.sequence_number, 7);
+        let mut late = (0..).map(message);
+        assert!(answer_to(1_000, || Ok(late.next().unwrap())).is_err());
+    }
 
     #[test]
     fn the_sweep_closes_idle_sockets_and_keeps_busy_ones() {
