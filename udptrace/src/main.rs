@@ -195,6 +195,96 @@ mod tests {
         assert!(super::usage_line(&missing.render().to_string()).contains("<HOST:PORT>"));
     }
 
+    /// Every option's value parser, fed many hostile values (multi-byte and format characters, signs, huge
+    /// numbers, control characters, separators), through clap as `main` parses: no panic, and each error one line
+    /// starting `error: `. Deterministic: the same inputs every run.
+    #[test]
+    fn hostile_values_get_one_line_errors() {
+        const PIECES: &[&str] = &[
+            "0",
+            "1",
+            "9",
+            "a",
+            "f",
+            "F",
+            "x",
+            "z",
+            ".",
+            ":",
+            "/",
+            "[",
+            "]",
+            "-",
+            "+",
+            " ",
+            "\t",
+            "\n",
+            "\0",
+            "é",
+            "€",
+            "𝄞",
+            "\u{202e}",
+            "K",
+            "M",
+            "e",
+            "inf",
+            "NaN",
+            "ECONNREFUSED",
+            "::1",
+            "10.0.0.1",
+            "255",
+            "65535",
+            "4294967296",
+            "99999999999999999999",
+            "%",
+            "\\",
+            "'",
+            "\"",
+        ];
+        let options: &[&[&str]] = &[
+            &["--port"],
+            &["--pid"],
+            &["--addr"],
+            &["--errno"],
+            &["--netns"],
+            &["--comm"],
+            &["--duration"],
+            &["--summary"],
+            &["--metrics"],
+            &["--buffer-size"],
+            &["--count"],
+            &["check"],
+            &["check", "10.0.0.1:53", "--payload"],
+            &["check", "10.0.0.1:53", "--dns"],
+            &["check", "10.0.0.1:53", "--count"],
+            &["check", "10.0.0.1:53", "--timeout"],
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..400 {
+            let length = next() % 12;
+            let value: String = (0..length).map(|_| PIECES[(next() % PIECES.len() as u64) as usize]).collect();
+            for option in options {
+                let args: Vec<&str> =
+                    std::iter::once("udptrace").chain(option.iter().copied()).chain([value.as_str()]).collect();
+                let error = match super::Cli::try_parse_from(&args) {
+                    Ok(cli) => match cli.validate() {
+                        Ok(()) => continue,
+                        Err(error) => error,
+                    },
+                    Err(error) => error,
+                };
+                let line = super::usage_line(&error.render().to_string());
+                assert!(line.starts_with("error: ") && !line.contains('\n'), "{args:?}: {line:?}");
+            }
+        }
+    }
+
     /// The crate root (`main.rs`) in the graph: the module that declares all the others.
     const ROOT: &str = "crate";
 
