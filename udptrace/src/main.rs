@@ -132,7 +132,16 @@ fn trace(cli: Cli, facts: KernelFacts) -> Result<()> {
     for line in &tracing.not_traced {
         eprintln!("udptrace: warning: {line}");
     }
-    let trace::Tracing { runtime, source, stages, outcomes, attached, not_traced: _, programs: _programs } = tracing;
+    let trace::Tracing {
+        runtime,
+        source,
+        stages,
+        outcomes,
+        attached,
+        not_traced: _,
+        programs: _programs,
+        cgroup_links: _cgroup_links,
+    } = tracing;
     let (sinks, server) = runtime.block_on(sinks(&cli, &outcomes))?;
     let serving = cli.metrics.map(|addr| format!("; metrics on http://{addr}/metrics")).unwrap_or_default();
     let options = session::Options {

@@ -48,6 +48,8 @@ pub struct Tracing {
     pub not_traced: Vec<String>,
     /// The programs: they stay attached while this lives.
     pub programs: aya::Ebpf,
+    /// The cgroup programs' links (`loader::cgroup_link`): those programs stay attached while these live.
+    pub cgroup_links: Vec<std::os::fd::OwnedFd>,
 }
 
 impl Tracing {
@@ -157,6 +159,7 @@ impl Tracing {
             drops,
         };
         drop(entered);
-        Ok(Self { runtime, source, stages, outcomes, attached, not_traced, programs: ebpf })
+        let cgroup_links = facts.take_cgroup_links();
+        Ok(Self { runtime, source, stages, outcomes, attached, not_traced, programs: ebpf, cgroup_links })
     }
 }

@@ -362,7 +362,7 @@ impl Sink for Collect {
 /// The probes on a thread of their own, while the session reads the hooks' events on this one; the
 /// session ends when the probes are done.
 fn probe_with_kernel(tracing: Tracing, probe: Probe, plan: &Plan) -> Result<(Outcome, Kernel)> {
-    let Tracing { runtime, source, stages, attached, programs: _programs, .. } = tracing;
+    let Tracing { runtime, source, stages, attached, programs: _programs, cgroup_links: _cgroup_links, .. } = tracing;
     let events = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(tokio::sync::Notify::new());
     let cancel = Arc::new(AtomicBool::new(false));

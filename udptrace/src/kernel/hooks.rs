@@ -37,6 +37,18 @@ pub enum CgroupHook {
     Connect6,
 }
 
+impl CgroupHook {
+    /// Its `enum bpf_attach_type` value (include/uapi/linux/bpf.h).
+    pub const fn attach_type(self) -> u32 {
+        match self {
+            Self::SockCreate => 2,
+            Self::Connect4 => 10,
+            Self::Connect6 => 11,
+            Self::SockRelease => 34,
+        }
+    }
+}
+
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -288,6 +300,15 @@ mod tests {
 
     /// The kernel keeps 15 bytes of a program's name (`bpftool prog`, BPF statistics, the benchmark): two
     /// programs must not look alike there.
+
+    #[test]
+    fn cgroup_attach_types_are_the_kernels() {
+        use aya_obj::generated::bpf_attach_type as kernel;
+        assert_eq!(CgroupHook::SockCreate.attach_type(), kernel::BPF_CGROUP_INET_SOCK_CREATE as u32);
+        assert_eq!(CgroupHook::SockRelease.attach_type(), kernel::BPF_CGROUP_INET_SOCK_RELEASE as u32);
+        assert_eq!(CgroupHook::Connect4.attach_type(), kernel::BPF_CGROUP_INET4_CONNECT as u32);
+        assert_eq!(CgroupHook::Connect6.attach_type(), kernel::BPF_CGROUP_INET6_CONNECT as u32);
+    }
     #[test]
     fn program_names_differ_in_their_first_15_bytes() {
         let mut names: Vec<&str> = HOOKS

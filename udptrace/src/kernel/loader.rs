@@ -8,7 +8,7 @@ use std::{collections::HashSet, io, path::Path};
 use anyhow::{Context as _, Result, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr, FEntry, FExit, KProbe, ProgramError, RawTracePoint},
+    programs::{CgroupSock, CgroupSockAddr, FEntry, FExit, KProbe, ProgramError, RawTracePoint},
 };
 use udptrace_common::names;
 
@@ -53,6 +53,8 @@ pub struct KernelFacts {
     tracepoints: HashSet<&'static str>,
     /// aya's view of the BTF, which fentry/fexit programs are loaded against; read on first use.
     aya_btf: std::cell::OnceCell<Result<Btf, String>>,
+    /// The cgroup programs' links, made as they attach ([`cgroup_link`]); the session takes them.
+    cgroup_links: std::cell::RefCell<Vec<std::os::fd::OwnedFd>>,
     /// `/sys/bus/event_source/devices/kprobe` exists only with CONFIG_KPROBES.
     pub has_kprobes: bool,
     /// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on hybrid
@@ -105,6 +107,7 @@ impl KernelFacts {
             functions,
             tracepoints,
             aya_btf: std::cell::OnceCell::new(),
+            cgroup_links: std::cell::RefCell::default(),
             has_kprobes: Path::new("/sys/bus/event_source/devices/kprobe/type").exists(),
             cgroup2: procfs::process::Process::myself()
                 .and_then(|p| p.mountinfo())
@@ -115,6 +118,11 @@ impl KernelFacts {
                 .map(|s| s.trim().to_owned())
                 .unwrap_or_else(|_| "unknown".to_owned()),
         })
+    }
+
+    /// The cgroup programs' links: the programs stay attached while the caller holds them.
+    pub fn take_cgroup_links(&mut self) -> Vec<std::os::fd::OwnedFd> {
+        self.cgroup_links.take()
     }
 
     /// Frees aya's view of the BTF (tens of MiB): once the programs are attached nothing needs it.
@@ -327,22 +335,66 @@ fn attach_program(ebpf: &mut Ebpf, facts: &KernelFacts, program: &Program) -> Re
             let root = facts.cgroup2.as_deref().ok_or(("no cgroup v2 hierarchy".to_owned(), None))?;
             let cgroup = std::fs::File::open(root).map_err(|e| (format!("opening {}: {e}", root.display()), None))?;
             // A bpf link (5.7+): beside the programs others attached, and detached by the kernel when udptrace
-            // exits. Links take no attach flags; they always let several programs share a cgroup.
-            match hook {
+            // exits. Made here, not by aya, which falls back to BPF_PROG_ATTACH (an attachment that outlives a
+            // SIGKILL) where it cannot parse the kernel's version: the kernel's answer decides, and a kernel
+            // without links for cgroups is refused.
+            use std::os::fd::AsFd as _;
+            let fd = match hook {
                 CgroupHook::SockCreate | CgroupHook::SockRelease => {
                     let sock: &mut CgroupSock = prog.try_into().map_err(wrong_kind)?;
                     load_once(sock.load())?;
-                    sock.attach(cgroup, CgroupAttachMode::Single).map_err(describe_program_error)?;
+                    sock.fd().map_err(describe_program_error)?.as_fd().try_clone_to_owned()
                 }
                 CgroupHook::Connect4 | CgroupHook::Connect6 => {
                     let addr: &mut CgroupSockAddr = prog.try_into().map_err(wrong_kind)?;
                     load_once(addr.load())?;
-                    addr.attach(cgroup, CgroupAttachMode::Single).map_err(describe_program_error)?;
+                    addr.fd().map_err(describe_program_error)?.as_fd().try_clone_to_owned()
                 }
-            }
+            };
+            let fd = fd.map_err(|e| (format!("duplicating the program's descriptor: {e}"), None))?;
+            let link = cgroup_link(&fd, &cgroup, hook.attach_type()).map_err(|e| {
+                (format!("bpf link for the cgroup: {e} (udptrace attaches cgroup programs only by link, 5.7+)"), None)
+            })?;
+            facts.cgroup_links.borrow_mut().push(link);
         }
     }
     Ok(())
+}
+
+/// `BPF_LINK_CREATE` (include/uapi/linux/bpf.h `enum bpf_cmd`).
+const BPF_LINK_CREATE: libc::c_long = 28;
+
+/// The leading members of `union bpf_attr`'s `link_create` (include/uapi/linux/bpf.h, 5.7): the kernel zeroes
+/// the rest of the union.
+#[repr(C)]
+struct LinkCreate {
+    prog_fd: u32,
+    target_fd: u32,
+    attach_type: u32,
+    flags: u32,
+}
+
+/// Links `program` to `cgroup` for `attach_type`: the program stays attached while the link's descriptor is
+/// open, and the kernel detaches it when the last holder of that descriptor exits, however it exits.
+fn cgroup_link(
+    program: &impl std::os::fd::AsFd,
+    cgroup: &impl std::os::fd::AsFd,
+    attach_type: u32,
+) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _};
+    let attr = LinkCreate {
+        prog_fd: program.as_fd().as_raw_fd() as u32,
+        target_fd: cgroup.as_fd().as_raw_fd() as u32,
+        attach_type,
+        flags: 0,
+    };
+    // SAFETY: the bpf syscall reads `size_of::<LinkCreate>()` bytes of `attr`, which lives across the call.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_LINK_CREATE, &raw const attr, size_of::<LinkCreate>() as u32) };
+    match i32::try_from(fd) {
+        // SAFETY: a descriptor the kernel just returned, owned by nobody else.
+        Ok(fd) if fd >= 0 => Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }),
+        _ => Err(std::io::Error::last_os_error()),
+    }
 }
 
 /// A program shared by two targets is loaded for the first and only attached for the second.
@@ -432,6 +484,11 @@ mod tests {
 
     /// The owner hook attaches whatever the mode; alone it traces nothing, so a forced mode in which no other
     /// hook attaches is still an error.
+
+    #[test]
+    fn the_link_command_is_the_kernels() {
+        assert_eq!(BPF_LINK_CREATE, aya_obj::generated::bpf_cmd::BPF_LINK_CREATE as libc::c_long);
+    }
     #[test]
     fn the_owner_hook_alone_is_not_tracing() {
         let outcome = |name: &str, attached| HookOutcome {
