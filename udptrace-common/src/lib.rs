@@ -40,10 +40,15 @@ pub mod names {
     /// The counted records, two generations per record type: `[generation 0, generation 1]`.
     pub const SOCKET_ERROR_TALLIES: [&str; 2] = ["SOCKET_ERRORS_0", "SOCKET_ERRORS_1"];
     pub const ICMP_SENT_TALLIES: [&str; 2] = ["ICMP_SENT_0", "ICMP_SENT_1"];
-    /// What user space tells the drop program while it runs, indexed by [`drops::GENERATION`] and
+    /// What user space tells the drop program while it runs, indexed by [`drops::EPOCH`] and
     /// [`drops::ICMP_AT_DROP`](super::drops::ICMP_AT_DROP).
     pub const DROP_CONTROL: &str = "DROP_CONTROL";
     pub const DROP_TALLIES: [&str; 2] = ["UDP_DROPS_0", "UDP_DROPS_1"];
+    /// The last record each CPU counted, per generation, with its count ([`Pending`](super::Pending)).
+    pub const SOCKET_ERROR_PENDING: &str = "SOCKET_ERRORS_PENDING";
+    pub const ICMP_SENT_PENDING: &str = "ICMP_SENT_PENDING";
+    /// Per nesting level and generation: index `level * 2 + generation`.
+    pub const DROP_PENDING: &str = "UDP_DROPS_PENDING";
     /// Every map user space opens by name.
     pub const MAPS: &[&str] = &[
         EVENTS,
@@ -58,22 +63,30 @@ pub mod names {
         DROP_CONTROL,
         DROP_TALLIES[0],
         DROP_TALLIES[1],
+        SOCKET_ERROR_PENDING,
+        ICMP_SENT_PENDING,
+        DROP_PENDING,
     ];
 }
 
 /// Counting in the kernel: when only counts are wanted (`--summary`, `--quiet`, `--metrics --quiet`), a
-/// record is not handed over but counted in a hash map keyed by the record itself, its time zeroed. The
-/// `TALLY` array's one value says where: [`STREAM`](tally::STREAM) (every record to the buffer, the state
-/// after load), or the generation counted in. User space switches the generation, waits until no program
-/// can still be counting in the old one (an RCU grace period), then reads and empties it. A record that
-/// finds its generation full goes to the buffer instead, so nothing is dropped.
+/// record is not handed over but counted, keyed by the record itself, its time zeroed. The `TALLY` array's
+/// one value says where: [`STREAM`](tally::STREAM) (every record to the buffer, the state after load), or the
+/// epoch counted in, a number user space raises by one at each read; its low bit is the generation
+/// ([`generation`](tally::generation)). Each CPU counts a run of one key in its [`Pending`](super::Pending)
+/// slot of the generation (a compare and an add: a flood is mostly one key), and a key that differs from the
+/// slot's moves the slot's count into the generation's per-CPU hash map first. User space switches the
+/// epoch, waits until no program can still be counting in the old one (an RCU grace period), then reads the
+/// old generation's map and the slots stamped with the old epoch, and empties the map. A record that finds
+/// its generation full goes to the buffer instead; a slot's count that finds it full is counted lost.
 pub mod tally {
     /// Records go to the buffer.
     pub const STREAM: u32 = 0;
-    /// Records are counted in generation 0 (`*_0` maps).
-    pub const GENERATION_0: u32 = 1;
-    /// Records are counted in generation 1 (`*_1` maps).
-    pub const GENERATION_1: u32 = 2;
+    /// The generation (`*_0` or `*_1` maps, pending slot 0 or 1) an epoch counts in.
+    #[inline(always)]
+    pub const fn generation(epoch: u32) -> u32 {
+        epoch & 1
+    }
     /// Distinct records one generation of one record type holds (per-CPU counts: 8 bytes per entry and CPU).
     pub const ENTRIES: u32 = 2048;
 }
@@ -86,9 +99,9 @@ pub mod tally {
 pub mod drops {
     /// Distinct drops one generation holds.
     pub const ENTRIES: u32 = 4096;
-    /// `DROP_CONTROL[GENERATION]`: which of the two generations the program counts in, 0 or 1 (always one:
-    /// a flood of drops is counted whether records are wanted or not).
-    pub const GENERATION: u32 = 0;
+    /// `DROP_CONTROL[EPOCH]`: the epoch the program counts in, from 1, as in [`tally`](super::tally) (always
+    /// one: a flood of drops is counted whether records are wanted or not).
+    pub const EPOCH: u32 = 0;
     /// `DROP_CONTROL[ICMP_AT_DROP]`: the families whose ICMP errors no hook sees (bit 0 IPv4: no ICMP hook
     /// attached; bit 1 IPv6: none, or tracepoint mode's, which is IPv4 only). A `no_socket` drop of such a
     /// family's datagram is reported as the port unreachable the kernel decided to send; one of another family
@@ -130,6 +143,19 @@ pub struct DropCount {
     pub count: u64,
     pub queued: u32,
     pub _pad0: u32,
+}
+
+/// The record a CPU counted last in one generation, and how many times since its epoch began
+/// ([`tally`]): the programs count a run of one key here instead of in a hash map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pending<T> {
+    pub record: T,
+    /// The epoch `count` belongs to; 0 (never an epoch counted in) when the slot holds nothing.
+    pub epoch: u32,
+    /// For drops, the largest receive queue seen ([`DropCount::queued`]).
+    pub queued: u32,
+    pub count: u64,
 }
 
 /// Indexes of the per-CPU `STATS` counters.
@@ -526,6 +552,8 @@ mod pod {
     unsafe impl aya::Pod for super::UdpDropped {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::DropCount {}
+    // SAFETY: a Pod record followed by integers, none padded (the sizes below).
+    unsafe impl<T: aya::Pod> aya::Pod for super::Pending<T> {}
 }
 
 /// Compile-time checks that the layouts have no implicit padding (sizes are the sum of the fields).
@@ -536,6 +564,9 @@ const _: () = {
     assert!(core::mem::size_of::<KernelOffsets>() == 27 * 4 + 4 + 4 * 4);
     assert!(core::mem::size_of::<UdpDropped>() == 16 + 32 + 4 + 4 + 8 + 16 + 8 + 16 + 8 + 32);
     assert!(core::mem::size_of::<DropCount>() == 16);
+    assert!(core::mem::size_of::<Pending<SocketError>>() == core::mem::size_of::<SocketError>() + 16);
+    assert!(core::mem::size_of::<Pending<IcmpSent>>() == core::mem::size_of::<IcmpSent>() + 16);
+    assert!(core::mem::size_of::<Pending<UdpDropped>>() == core::mem::size_of::<UdpDropped>() + 16);
     assert!(core::mem::size_of::<AddrFilter>() == 40);
     assert!(core::mem::size_of::<IcmpMask>() == 40);
     assert!(core::mem::size_of::<Filter>() == FILTER_VALUES * (4 + 4 + 4 + 2 + TASK_COMM_LEN + 40) + 2 * 40 + 8);

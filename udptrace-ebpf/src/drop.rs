@@ -31,7 +31,8 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use udptrace_common::{
-    AF_INET, AF_INET6, DropCount, IPPROTO_UDP, IPPROTO_UDPLITE, UdpDropped, drops, kind, probe, stat, udp_dropped_flags,
+    AF_INET, AF_INET6, DropCount, IPPROTO_UDP, IPPROTO_UDPLITE, Pending, UdpDropped, drops, kind, probe, stat,
+    udp_dropped_flags,
 };
 
 use crate::{
@@ -44,8 +45,8 @@ use crate::{
 /// IPv4 `frag_off`: the fragment offset bits. A later fragment carries no UDP header.
 const IP_OFFSET_MASK: u16 = 0x1fff;
 
-/// Which of the two generations below the program counts in, and whether IPv6 port unreachables are seen
-/// here (`udptrace_common::drops::GENERATION`, `ICMP_AT_DROP`). User space writes them.
+/// The epoch the program counts in (its low bit the generation below), and whether IPv6 port unreachables
+/// are seen here (`udptrace_common::drops::EPOCH`, `ICMP_AT_DROP`). User space writes them.
 #[map]
 static DROP_CONTROL: Array<u32> = Array::with_max_entries(drops::CONTROL_ENTRIES, 0);
 
@@ -53,6 +54,11 @@ static DROP_CONTROL: Array<u32> = Array::with_max_entries(drops::CONTROL_ENTRIES
 static UDP_DROPS_0: PerCpuHashMap<UdpDropped, DropCount> = PerCpuHashMap::with_max_entries(drops::ENTRIES, 0);
 #[map]
 static UDP_DROPS_1: PerCpuHashMap<UdpDropped, DropCount> = PerCpuHashMap::with_max_entries(drops::ENTRIES, 0);
+
+/// Each CPU's last counted flow per nesting level and generation (`level * 2 + generation`), with its
+/// count: a flood of one flow is counted there, without hashing its 144-byte record per drop.
+#[map]
+static UDP_DROPS_PENDING: PerCpuArray<Pending<UdpDropped>> = PerCpuArray::with_max_entries(NESTING * 2, 0);
 
 /// Flows whose first drop was handed over, and when. LRU: a flow pushed out only has its next drop handed
 /// over at once again.
@@ -178,7 +184,7 @@ fn dropped(ctx: &RawTracePointContext, event: &mut UdpDropped, level: u32) -> Re
             } else {
                 read::<u32>(rx_sk, offset!(sk_rmem_alloc), "sock.sk_backlog.rmem_alloc").unwrap_or(0)
             };
-            if add(&last.record, queued) {
+            if add(level, &last.record, queued) {
                 return Ok(0);
             }
         }
@@ -216,7 +222,7 @@ fn dropped(ctx: &RawTracePointContext, event: &mut UdpDropped, level: u32) -> Re
         count(stat::FILTERED);
         return Ok(0);
     }
-    let until = hand_over_or_count(ctx, event);
+    let until = hand_over_or_count(ctx, event, level);
     if let Some(last) = last {
         // SAFETY: as above.
         let last = unsafe { &mut *last };
@@ -324,7 +330,7 @@ fn fill_socket(sk: *const u8, family: u16, event: &mut UdpDropped) -> ReadResult
 /// wanted, every one is counted. One that finds its generation full is handed over. Returns until when the
 /// flow's next drops are counted (0: not, they are handed over).
 #[inline(always)]
-fn hand_over_or_count<C: EbpfContext>(ctx: &C, event: &mut UdpDropped) -> u64 {
+fn hand_over_or_count<C: EbpfContext>(ctx: &C, event: &mut UdpDropped, level: u32) -> u64 {
     // The key: the record without what varies between two drops of one flow.
     let (time, queued) = (event.header.time_ns, event.queued);
     event.header.time_ns = 0;
@@ -345,7 +351,7 @@ fn hand_over_or_count<C: EbpfContext>(ctx: &C, event: &mut UdpDropped) -> u64 {
             }
         }
     }
-    if !add(&*event, queued) {
+    if !add(level, &*event, queued) {
         event.header.time_ns = time;
         event.queued = queued;
         output(ctx, event);
@@ -354,29 +360,41 @@ fn hand_over_or_count<C: EbpfContext>(ctx: &C, event: &mut UdpDropped) -> u64 {
     since + drops::PERIOD_NS
 }
 
-/// Counts one drop of `key` in this CPU's value of the current generation.
+/// Counts one drop of `key` in this CPU's pending slot of the current epoch (`tally::count_in_slot`), whose
+/// other flow's count goes to the generation's hash first; `false` when that is full.
 #[inline(always)]
-fn add(key: &UdpDropped, queued: u32) -> bool {
-    let map = match DROP_CONTROL.get(drops::GENERATION).copied() {
-        Some(1) => &UDP_DROPS_1,
-        _ => &UDP_DROPS_0,
-    };
-    if increment(map, key, queued) {
+fn add(level: u32, key: &UdpDropped, queued: u32) -> bool {
+    let epoch = DROP_CONTROL.get(drops::EPOCH).copied().unwrap_or(0);
+    let generation = udptrace_common::tally::generation(epoch);
+    let map = if generation == 1 { &UDP_DROPS_1 } else { &UDP_DROPS_0 };
+    match UDP_DROPS_PENDING.get_ptr_mut(level * 2 + generation) {
+        // SAFETY: this CPU's slot for this nesting level, this run's alone.
+        Some(slot) => tally::count_in_slot(unsafe { &mut *slot }, epoch, key, queued, |key, n, queued| {
+            add_to(map, key, n, queued)
+        }),
+        None => add_to(map, key, 1, queued),
+    }
+}
+
+/// Adds `n` drops of `key` to this CPU's value in `map`.
+#[inline(always)]
+fn add_to(map: &PerCpuHashMap<UdpDropped, DropCount>, key: &UdpDropped, n: u64, queued: u32) -> bool {
+    if increment(map, key, n, queued) {
         return true;
     }
     // As in `tally::add`: another CPU may insert it first, and a full map fails both.
-    let first = DropCount { count: 1, queued, _pad0: 0 };
-    map.insert(key, &first, u64::from(BPF_NOEXIST)).is_ok() || increment(map, key, queued)
+    let first = DropCount { count: n, queued, _pad0: 0 };
+    map.insert(key, &first, u64::from(BPF_NOEXIST)).is_ok() || increment(map, key, n, queued)
 }
 
 #[inline(always)]
-fn increment(map: &PerCpuHashMap<UdpDropped, DropCount>, key: &UdpDropped, queued: u32) -> bool {
+fn increment(map: &PerCpuHashMap<UdpDropped, DropCount>, key: &UdpDropped, n: u64, queued: u32) -> bool {
     match map.get_ptr_mut(key) {
         Some(value) => {
             // SAFETY: this CPU's value for `key`, valid for the program's run. Added atomically: a drop on the
             // way out in a process may be interrupted by one in a softirq on this CPU.
             unsafe {
-                core::intrinsics::atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*value).count, 1);
+                core::intrinsics::atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*value).count, n);
                 if queued > (*value).queued {
                     (*value).queued = queued;
                 }

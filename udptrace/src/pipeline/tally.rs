@@ -2,8 +2,9 @@
 //! `--quiet` with or without `--metrics`): the programs count each distinct record in a per-CPU hash map
 //! instead of handing it over, and this reads the counts once a period as events that stand for many.
 //!
-//! The maps come in two generations. To read one, the programs are switched to the other, and then user
-//! space waits for an RCU grace period: `membarrier(MEMBARRIER_CMD_GLOBAL)` is `synchronize_rcu()`
+//! The counts come in two generations, each a per-CPU hash map and each CPU's pending slot (its last key
+//! and count, stamped with the epoch they were counted in). To read one, the programs are switched to the
+//! next epoch, which counts in the other, and then user space waits for an RCU grace period: `membarrier(MEMBARRIER_CMD_GLOBAL)` is `synchronize_rcu()`
 //! (`kernel/sched/membarrier.c`, the same in 5.10 and 7.3), and every program of ours runs under
 //! `rcu_read_lock()` (the trampolines of `kernel/bpf/trampoline.c`, `trace_call_bpf()` for kprobes,
 //! `__bpf_trace_run()` for raw tracepoints). Once it returns, none can still be counting in the old
@@ -17,10 +18,11 @@ use std::time::Instant;
 use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf,
-    maps::{Array, MapData, PerCpuHashMap},
+    maps::{Array, MapData, PerCpuArray, PerCpuHashMap},
 };
 use udptrace_common::{
-    DropCount, IcmpSent as RawIcmpSent, SocketError as RawSocketError, UdpDropped as RawUdpDropped, drops, names, tally,
+    DropCount, IcmpSent as RawIcmpSent, Pending, SocketError as RawSocketError, UdpDropped as RawUdpDropped, drops,
+    names, tally,
 };
 
 use super::decode::{Clock, boot_time_ns, decode};
@@ -34,8 +36,10 @@ pub struct Tally {
     switch: Array<MapData, u32>,
     socket_errors: [PerCpuHashMap<MapData, RawSocketError, u64>; 2],
     icmp_sent: [PerCpuHashMap<MapData, RawIcmpSent, u64>; 2],
-    /// The generation the programs count in, 0 or 1; `None` once they hand records over again.
-    current: Option<usize>,
+    socket_errors_pending: PerCpuArray<MapData, Pending<RawSocketError>>,
+    icmp_sent_pending: PerCpuArray<MapData, Pending<RawIcmpSent>>,
+    /// The epoch the programs count in (from 2: generation 0 first); `None` once they hand records over again.
+    current: Option<u32>,
     /// When the counts were last read.
     pub last_read: Instant,
 }
@@ -55,15 +59,25 @@ impl Tally {
             PerCpuHashMap::try_from(take(names::ICMP_SENT_TALLIES[0])?)?,
             PerCpuHashMap::try_from(take(names::ICMP_SENT_TALLIES[1])?)?,
         ];
-        let mut this = Self { switch, socket_errors, icmp_sent, current: None, last_read: Instant::now() };
-        this.switch_to(Some(0))?;
+        let socket_errors_pending = PerCpuArray::try_from(take(names::SOCKET_ERROR_PENDING)?)?;
+        let icmp_sent_pending = PerCpuArray::try_from(take(names::ICMP_SENT_PENDING)?)?;
+        let mut this = Self {
+            switch,
+            socket_errors,
+            icmp_sent,
+            socket_errors_pending,
+            icmp_sent_pending,
+            current: None,
+            last_read: Instant::now(),
+        };
+        this.switch_to(Some(2))?;
         Ok(this)
     }
 
     /// What the programs counted since the last read: one event per distinct record, carrying its count.
     pub fn read(&mut self, clock: Clock) -> Result<Vec<Event>> {
         let Some(old) = self.current else { return Ok(Vec::new()) };
-        self.switch_to(Some(1 - old))?;
+        self.switch_to(Some(old + 1))?;
         self.collect(old, clock)
     }
 
@@ -74,32 +88,29 @@ impl Tally {
         self.collect(old, clock)
     }
 
-    fn switch_to(&mut self, generation: Option<usize>) -> Result<()> {
-        let value = match generation {
-            None => tally::STREAM,
-            Some(0) => tally::GENERATION_0,
-            Some(_) => tally::GENERATION_1,
-        };
-        self.switch.set(0, value, 0).context("switching the kernel's counts")?;
-        self.current = generation;
+    fn switch_to(&mut self, epoch: Option<u32>) -> Result<()> {
+        self.switch.set(0, epoch.unwrap_or(tally::STREAM), 0).context("switching the kernel's counts")?;
+        self.current = epoch;
         Ok(())
     }
 
-    /// Waits until no program counts in `generation` any more, then reads and empties it.
-    fn collect(&mut self, generation: usize, clock: Clock) -> Result<Vec<Event>> {
+    /// Waits until no program counts in `epoch` any more, then reads its generation and empties it.
+    fn collect(&mut self, epoch: u32, clock: Clock) -> Result<Vec<Event>> {
         grace_period()?;
         self.last_read = Instant::now();
+        let generation = tally::generation(epoch) as usize;
         // Counted records carry no time: they are stamped with the time they were read.
         let now = boot_time_ns();
-        let mut events = Vec::new();
-        events.extend(drain(&mut self.socket_errors[generation], clock, |mut r| {
-            r.header.time_ns = now;
-            r
-        })?);
-        events.extend(drain(&mut self.icmp_sent[generation], clock, |mut r| {
-            r.header.time_ns = now;
-            r
-        })?);
+        let mut socket_errors = drain(&mut self.socket_errors[generation])?;
+        for counted in pending(&self.socket_errors_pending, &[generation as u32], epoch)? {
+            merge(&mut socket_errors, counted);
+        }
+        let mut icmp_sent = drain(&mut self.icmp_sent[generation])?;
+        for counted in pending(&self.icmp_sent_pending, &[generation as u32], epoch)? {
+            merge(&mut icmp_sent, counted);
+        }
+        let mut events = decoded(socket_errors, clock, |r| r.header.time_ns = now);
+        events.extend(decoded(icmp_sent, clock, |r| r.header.time_ns = now));
         Ok(events)
     }
 }
@@ -109,9 +120,13 @@ impl Tally {
 pub struct DropCounts {
     control: Array<MapData, u32>,
     counts: [PerCpuHashMap<MapData, RawUdpDropped, DropCount>; 2],
-    /// The generation the program counts in.
-    current: usize,
+    pending: PerCpuArray<MapData, Pending<RawUdpDropped>>,
+    /// The epoch the program counts in, from 0 (the program's own start).
+    current: u32,
 }
+
+/// The drop program's nesting levels, each with a pending slot per generation (`drop.rs`, `NESTING`).
+const DROP_LEVELS: u32 = 2;
 
 impl DropCounts {
     /// Takes the maps from `ebpf`, and tells the program whether it reports IPv6 port unreachables
@@ -124,23 +139,31 @@ impl DropCounts {
             PerCpuHashMap::try_from(take(names::DROP_TALLIES[0])?)?,
             PerCpuHashMap::try_from(take(names::DROP_TALLIES[1])?)?,
         ];
-        control.set(drops::GENERATION, 0, 0).context("setting the drop counts' generation")?;
+        let pending = PerCpuArray::try_from(take(names::DROP_PENDING)?)?;
         control.set(drops::ICMP_AT_DROP, at_drop, 0).context("configuring the drop program")?;
-        Ok(Self { control, counts, current: 0 })
+        Ok(Self { control, counts, pending, current: 0 })
+    }
+
+    /// The pending slots of `epoch`'s generation.
+    fn slots(epoch: u32) -> Vec<u32> {
+        (0..DROP_LEVELS).map(|level| level * 2 + tally::generation(epoch)).collect()
     }
 
     /// What the program counted since the last read, one event per flow with its count; nothing to do (no
     /// grace period waited for) when it counted nothing.
     pub fn read(&mut self, clock: Clock) -> Result<Vec<Event>> {
         let old = self.current;
-        if self.counts[old].keys().next().is_none() {
+        let generation = tally::generation(old) as usize;
+        // A glance while the program may still count: anything at all means a switch.
+        if self.counts[generation].keys().next().is_none() && pending(&self.pending, &Self::slots(old), old)?.is_empty()
+        {
             return Ok(Vec::new());
         }
-        self.current = 1 - old;
-        self.control.set(drops::GENERATION, self.current as u32, 0).context("switching the drop counts")?;
+        self.current = old.wrapping_add(1);
+        self.control.set(drops::EPOCH, self.current, 0).context("switching the drop counts")?;
         grace_period()?;
         let now = boot_time_ns();
-        let map = &mut self.counts[old];
+        let map = &mut self.counts[generation];
         let keys: Vec<RawUdpDropped> = map.keys().collect::<Result<_, _>>().context("listing the drop counts")?;
         let mut read = Vec::with_capacity(keys.len());
         for key in keys {
@@ -152,18 +175,10 @@ impl DropCounts {
         for (key, ..) in &read {
             map.remove(key).context("emptying the drop counts")?;
         }
-        let mut events = Vec::with_capacity(read.len());
-        for (mut key, count, queued) in read {
-            // Counted drops carry no time: they are stamped with the time they were read.
-            key.header.time_ns = now;
-            key.queued = queued;
-            if let Ok(event) = decode(bytes_of(&key), clock)
-                && count > 0
-            {
-                events.push(counted(event, count));
-            }
+        for counted in pending(&self.pending, &Self::slots(old), old)? {
+            merge(&mut read, counted);
         }
-        Ok(events)
+        Ok(decoded(read, clock, |key| key.header.time_ns = now))
     }
 }
 
@@ -172,34 +187,80 @@ fn bytes_of<K: aya::Pod>(record: &K) -> &[u8] {
     unsafe { std::slice::from_raw_parts((record as *const K).cast::<u8>(), size_of::<K>()) }
 }
 
-/// Every record of `map` as an event with its count summed over the CPUs; the map is left empty.
-fn drain<K: aya::Pod>(
-    map: &mut PerCpuHashMap<MapData, K, u64>,
-    clock: Clock,
-    stamp: impl Fn(K) -> K,
-) -> Result<Vec<Event>> {
+/// A key read, its count summed over the CPUs, and the largest queue seen (drops; 0 for the others).
+type Counted<K> = (K, u64, u32);
+
+/// Adds `counted` to `read`, into the entry of the same key if there is one (a pending slot's key, found
+/// among a map's: a few slots per CPU against at most a map's entries).
+fn merge<K: aya::Pod>(read: &mut Vec<Counted<K>>, counted: Counted<K>) {
+    match read.iter_mut().find(|(key, ..)| bytes_of(key) == bytes_of(&counted.0)) {
+        Some(entry) => {
+            entry.1 += counted.1;
+            entry.2 = entry.2.max(counted.2);
+        }
+        None => read.push(counted),
+    }
+}
+
+/// The counts the pending slots `indexes` hold for `epoch`, on every CPU, merged by key.
+fn pending<K: aya::Pod>(
+    slots: &PerCpuArray<MapData, Pending<K>>,
+    indexes: &[u32],
+    epoch: u32,
+) -> Result<Vec<Counted<K>>> {
+    let mut read = Vec::new();
+    for &index in indexes {
+        for slot in slots.get(&index, 0).context("reading the kernel's pending counts")?.iter() {
+            if slot.epoch == epoch && slot.count > 0 {
+                merge(&mut read, (slot.record, slot.count, slot.queued));
+            }
+        }
+    }
+    Ok(read)
+}
+
+/// Every record of `map` with its count summed over the CPUs; the map is left empty.
+fn drain<K: aya::Pod>(map: &mut PerCpuHashMap<MapData, K, u64>) -> Result<Vec<Counted<K>>> {
     let keys: Vec<K> = map.keys().collect::<Result<_, _>>().context("listing the kernel's counts")?;
     // Every count is read before any is removed: a read that fails leaves the generation as it was.
     let mut read = Vec::with_capacity(keys.len());
     for key in keys {
-        read.push((map.get(&key, 0).context("reading a kernel count")?.iter().sum::<u64>(), key));
+        read.push((key, map.get(&key, 0).context("reading a kernel count")?.iter().sum::<u64>(), 0));
     }
-    for (_, key) in &read {
+    for (key, ..) in &read {
         map.remove(key).context("emptying the kernel's counts")?;
     }
+    Ok(read)
+}
+
+/// The counted keys as events, each stamped by `stamp` (counted records carry no time). A record the
+/// programs wrote decodes as it would from the buffer; one that does not is skipped here as it is there, and
+/// the buffer's path says so.
+fn decoded<K: aya::Pod + QueueLength>(read: Vec<Counted<K>>, clock: Clock, stamp: impl Fn(&mut K)) -> Vec<Event> {
     let mut events = Vec::with_capacity(read.len());
-    for (count, key) in read {
-        let record = stamp(key);
-        let bytes = bytes_of(&record);
-        // A record the programs wrote decodes as it would from the buffer; one that does not is skipped
-        // here as it is there, and the buffer's path says so.
-        if let Ok(event) = decode(bytes, clock)
+    for (mut key, count, queued) in read {
+        stamp(&mut key);
+        key.set_queued(queued);
+        if let Ok(event) = decode(bytes_of(&key), clock)
             && count > 0
         {
             events.push(counted(event, count));
         }
     }
-    Ok(events)
+    events
+}
+
+/// Where a counted record keeps the largest queue its count saw.
+trait QueueLength {
+    fn set_queued(&mut self, _queued: u32) {}
+}
+
+impl QueueLength for RawSocketError {}
+impl QueueLength for RawIcmpSent {}
+impl QueueLength for RawUdpDropped {
+    fn set_queued(&mut self, queued: u32) {
+        self.queued = queued;
+    }
 }
 
 /// `event` standing for `count` errors.
