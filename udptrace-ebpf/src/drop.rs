@@ -37,7 +37,10 @@ use udptrace_common::{
 
 use crate::{
     filter::{self, config},
-    kernel::{Args, ETH_P_IP, ETH_P_IPV6, ReadResult, header, netns_inum, offset, read, read_into, sock_netns},
+    kernel::{
+        Args, ETH_P_IP, ETH_P_IPV6, ReadResult, header, ip_start, netns_inum, offset, read, read_into, skb_network,
+        sock_netns,
+    },
     output::{count, count_failure, output},
     owner::socket_owner,
     send, tally,
@@ -144,7 +147,8 @@ fn dropped(ctx: &RawTracePointContext, event: &mut UdpDropped, level: u32) -> Re
     if send::answered_port_unreachable(skb as u64) {
         return Ok(0);
     }
-    let family = match u16::from_be(read::<u16>(skb, offset!(skb_protocol), "sk_buff.protocol")?) {
+    let (protocol, ip) = skb_network(skb)?;
+    let family = match protocol {
         ETH_P_IP => AF_INET,
         ETH_P_IPV6 => AF_INET6,
         _ => return Ok(0),
@@ -164,8 +168,15 @@ fn dropped(ctx: &RawTracePointContext, event: &mut UdpDropped, level: u32) -> Re
     // SAFETY: the slot is a plain record, for which all zeros is valid; cleared in place, not through a
     // temporary on the stack.
     unsafe { core::ptr::write_bytes(core::ptr::from_mut(event), 0, 1) };
-    if !read_datagram(skb, family, event)? {
+    if !read_datagram(ip, family, event)? {
         return Ok(0);
+    }
+    // Only counts wanted, and no filter on addresses or ports: who sent the datagram is no part of its count
+    // (as with `icmp_sent`, tally.rs; the summary and the metrics name the destination), so that a flood from
+    // many source ports is one flow, counted on the fast path below.
+    if tally::counting() && config!(filter.n_addrs) == 0 && config!(filter.n_ports) == 0 {
+        event.src = [0; 16];
+        event.sport = 0;
     }
     event.reason = reason;
     event.location = ctx.get::<u64>(1)?;
@@ -264,15 +275,15 @@ fn device_of(skb: *const u8) -> (u32, u32) {
     (ifindex, netns)
 }
 
-/// Fills the addresses, ports and protocol from the packet's IP and UDP headers; `false` if it is not a UDP
-/// datagram with its header (another protocol, a later fragment, an IPv6 extension header first).
+/// Fills the addresses, ports and protocol from the packet's IP and UDP headers (`ip`: where the IP header
+/// starts); `false` if it is not a UDP datagram with its header (another protocol, a later fragment, an IPv6
+/// extension header first).
 #[inline(always)]
-fn read_datagram(skb: *const u8, family: u16, event: &mut UdpDropped) -> ReadResult<bool> {
-    let head = read::<*const u8>(skb, offset!(skb_head), "sk_buff.head")?;
-    let ip = head.wrapping_add(read::<u16>(skb, offset!(skb_network_header), "sk_buff.network_header")? as usize);
-    let udp = if family == AF_INET {
-        // struct iphdr: version/ihl at 0, frag_off at 6, protocol at 9, saddr at 12, daddr at 16.
-        let h = read::<[u8; 20]>(ip, 0, "iphdr")?;
+fn read_datagram(ip: *const u8, family: u16, event: &mut UdpDropped) -> ReadResult<bool> {
+    let ports = if family == AF_INET {
+        // struct iphdr: version/ihl at 0, frag_off at 6, protocol at 9, saddr at 12, daddr at 16; without
+        // options, the ports follow at 20, in the same read.
+        let h = ip_start(ip)?;
         let ihl = usize::from(h[0] & 0x0f) * 4;
         if h[0] >> 4 != 4 || ihl < 20 || u16::from_be_bytes([h[6], h[7]]) & IP_OFFSET_MASK != 0 {
             return Ok(false);
@@ -280,7 +291,10 @@ fn read_datagram(skb: *const u8, family: u16, event: &mut UdpDropped) -> ReadRes
         event.proto = h[9];
         event.src[..4].copy_from_slice(&h[12..16]);
         event.dst[..4].copy_from_slice(&h[16..20]);
-        ip.wrapping_add(ihl)
+        if event.proto != IPPROTO_UDP && event.proto != IPPROTO_UDPLITE {
+            return Ok(false);
+        }
+        if ihl == 20 { [h[20], h[21], h[22], h[23]] } else { read::<[u8; 4]>(ip, ihl as u32, "udphdr")? }
     } else {
         // struct ipv6hdr: nexthdr at 6, saddr at 8, daddr at 24; the addresses read straight into the record.
         let h = read::<[u8; 8]>(ip, 0, "ipv6hdr")?;
@@ -288,14 +302,18 @@ fn read_datagram(skb: *const u8, family: u16, event: &mut UdpDropped) -> ReadRes
             return Ok(false);
         }
         event.proto = h[6];
-        read_into(ip, 8, &mut event.src, "ipv6hdr.saddr")?;
-        read_into(ip, 24, &mut event.dst, "ipv6hdr.daddr")?;
-        ip.wrapping_add(40)
+        if event.proto != IPPROTO_UDP && event.proto != IPPROTO_UDPLITE {
+            return Ok(false);
+        }
+        const { assert!(core::mem::offset_of!(UdpDropped, dst) == core::mem::offset_of!(UdpDropped, src) + 16) };
+        // SAFETY: `src` and `dst` lie side by side in the `#[repr(C)]` record (above), 32 bytes in all; the
+        // pointer comes from the whole record.
+        let both = unsafe {
+            &mut *core::ptr::from_mut(event).cast::<u8>().add(core::mem::offset_of!(UdpDropped, src)).cast::<[u8; 32]>()
+        };
+        read_into(ip, 8, both, "ipv6hdr.saddr, daddr")?;
+        read::<[u8; 4]>(ip, 40, "udphdr")?
     };
-    if event.proto != IPPROTO_UDP && event.proto != IPPROTO_UDPLITE {
-        return Ok(false);
-    }
-    let ports = read::<[u8; 4]>(udp, 0, "udphdr")?;
     event.sport = u16::from_be_bytes([ports[0], ports[1]]);
     event.dport = u16::from_be_bytes([ports[2], ports[3]]);
     Ok(true)

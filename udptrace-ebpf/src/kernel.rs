@@ -128,6 +128,46 @@ pub fn skb_dev_netns(skb: *const u8, off: &KernelOffsets) -> ReadResult<u32> {
     netns_inum(read::<*const u8>(dev, off.dev_net, "net_device.nd_net")?)
 }
 
+/// The bytes of `sk_buff` read at once for [`skb_network`].
+const SKB_WINDOW: usize = 40;
+
+/// What a packet's `sk_buff` says of its network header: `protocol` (`ETH_P_*`, in host order) and where
+/// the header starts (`head + network_header`). One read where the three members lie within
+/// [`SKB_WINDOW`] bytes, as in every kernel of the matrix (include/linux/skbuff.h, 5.10 to 7.x: `protocol`,
+/// `transport_header`, `network_header`, `mac_header`, `kcov_handle` with CONFIG_KCOV, then `tail`, `end`,
+/// `head`), else three. The offsets come from the frozen read-only `OFFSETS`, so the verifier knows them:
+/// the window's indexes are constants to it.
+#[inline(always)]
+pub fn skb_network(skb: *const u8) -> ReadResult<(u16, *const u8)> {
+    let (p, n, h) = (offset!(skb_protocol), offset!(skb_network_header), offset!(skb_head));
+    let base = p.min(n).min(h);
+    let (p, n, h) = ((p - base) as usize, (n - base) as usize, (h - base) as usize);
+    if p + 2 <= SKB_WINDOW && n + 2 <= SKB_WINDOW && h + 8 <= SKB_WINDOW {
+        let w = read::<[u8; SKB_WINDOW]>(skb, base, "sk_buff.protocol..head")?;
+        let protocol = u16::from_be_bytes([w[p], w[p + 1]]);
+        let network = u16::from_ne_bytes([w[n], w[n + 1]]);
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&w[h..h + 8]);
+        let head = usize::from_ne_bytes(head) as *const u8;
+        return Ok((protocol, head.wrapping_add(usize::from(network))));
+    }
+    let protocol = u16::from_be(read::<u16>(skb, offset!(skb_protocol), "sk_buff.protocol")?);
+    let head = read::<*const u8>(skb, offset!(skb_head), "sk_buff.head")?;
+    let network = read::<u16>(skb, offset!(skb_network_header), "sk_buff.network_header")?;
+    Ok((protocol, head.wrapping_add(usize::from(network))))
+}
+
+/// The first bytes of an IP packet: an IPv4 header without options and the transport header's first 8
+/// bytes (its ports), or the first 28 bytes of an IPv6 header. One read: the head buffer of an `sk_buff`
+/// always holds more than 28 bytes past the network header (its tail room and `skb_shared_info` follow), and
+/// what is read past a short packet is used only where the packet says it has that header.
+pub const IP_START: usize = 28;
+
+#[inline(always)]
+pub fn ip_start(ip: *const u8) -> ReadResult<[u8; IP_START]> {
+    read::<[u8; IP_START]>(ip, 0, "the packet's IP header")
+}
+
 /// The index of the device a packet is on (`skb->dev->ifindex`); 0 if it has no device yet.
 #[inline(always)]
 pub fn skb_ifindex(skb: *const u8, off: &KernelOffsets) -> ReadResult<u32> {

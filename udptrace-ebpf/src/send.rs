@@ -28,13 +28,16 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use udptrace_common::{
-    AF_INET, AF_INET6, ICMP_STACK_DEPTH, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE, IcmpSent, KernelOffsets, icmp,
-    icmp_sent_flags, icmpv6, kind, probe,
+    AF_INET, AF_INET6, ICMP_STACK_DEPTH, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE, IcmpSent, icmp, icmp_sent_flags,
+    icmpv6, kind, probe,
 };
 
 use crate::{
     filter,
-    kernel::{Args, ETH_P_IP, ReadResult, header, offset, offsets, read, skb_dev_netns, slot, sock_netns},
+    kernel::{
+        Args, ETH_P_IP, ReadResult, header, ip_start, offset, offsets, read, skb_dev_netns, skb_network, slot,
+        sock_netns,
+    },
     output::{emit, report},
 };
 
@@ -134,10 +137,12 @@ fn fill<C: EbpfContext>(
     event.proto = 0;
     event.flags = 0;
     event._pad0 = [0; 4];
-    if family == AF_INET {
-        read_ipv4_packet(skb, &off, event);
-    } else {
-        read_ipv6_packet(skb, &off, event);
+    if let Ok((_, ip)) = skb_network(skb) {
+        if family == AF_INET {
+            read_ipv4_packet(ip, event);
+        } else {
+            read_ipv6_packet(ip, event);
+        }
     }
     // The stack only serves an event that passes the filters; one that does not is counted when emitted.
     event.stack = [0; ICMP_STACK_DEPTH];
@@ -264,13 +269,6 @@ fn fill_stack<C: EbpfContext>(ctx: &C, event: &mut IcmpSent) {
     }
 }
 
-/// The start of the offending packet's IP header.
-#[inline(always)]
-fn network_header(skb: *const u8, off: &KernelOffsets) -> ReadResult<*const u8> {
-    let head = read::<*const u8>(skb, off.skb_head, "sk_buff.head")?;
-    Ok(head.wrapping_add(read::<u16>(skb, off.skb_network_header, "sk_buff.network_header")? as usize))
-}
-
 #[inline(always)]
 fn has_ports(proto: u8) -> bool {
     matches!(proto, IPPROTO_UDP | IPPROTO_UDPLITE | IPPROTO_TCP)
@@ -285,16 +283,13 @@ fn read_ports(at: *const u8, offset: u32, event: &mut IcmpSent) {
     }
 }
 
-/// Fills `src`, `dst`, `proto` and, when the packet has them, the ports. Leaves the flags clear for what
-/// could not be read: the event is still worth reporting.
+/// Fills `src`, `dst`, `proto` and, when the packet has them, the ports, from the packet whose IP header
+/// starts at `ip`. Leaves the flags clear for what could not be read: the event is still worth reporting.
 #[inline(always)]
-fn read_ipv4_packet(skb: *const u8, off: &KernelOffsets, event: &mut IcmpSent) {
-    let Ok(iph) = network_header(skb, off) else {
-        return;
-    };
-    // struct iphdr: version/ihl at 0, frag_off at 6, protocol at 9, saddr at 12, daddr at 16. One read of the
-    // whole header: each read is a helper call.
-    let Ok(h) = read::<[u8; 20]>(iph, 0, "iphdr") else {
+fn read_ipv4_packet(ip: *const u8, event: &mut IcmpSent) {
+    // struct iphdr: version/ihl at 0, frag_off at 6, protocol at 9, saddr at 12, daddr at 16; without options
+    // the ports follow at 20. One read for all of it: each read is a helper call.
+    let Ok(h) = ip_start(ip) else {
         return;
     };
     let version_ihl = h[0];
@@ -303,24 +298,25 @@ fn read_ipv4_packet(skb: *const u8, off: &KernelOffsets, event: &mut IcmpSent) {
     }
     let frag_off = u16::from_ne_bytes([h[6], h[7]]);
     let proto = h[9];
-    let saddr = [h[12], h[13], h[14], h[15]];
-    let daddr = [h[16], h[17], h[18], h[19]];
     event.proto = proto;
-    event.src[..4].copy_from_slice(&saddr);
-    event.dst[..4].copy_from_slice(&daddr);
+    event.src[..4].copy_from_slice(&h[12..16]);
+    event.dst[..4].copy_from_slice(&h[16..20]);
     event.flags |= icmp_sent_flags::PACKET_KNOWN;
     let ihl = u32::from(version_ihl & 0x0f) * 4;
     if has_ports(proto) && ihl >= 20 && u16::from_be(frag_off) & IP_OFFSET_MASK == 0 {
-        read_ports(iph, ihl, event);
+        if ihl == 20 {
+            event.sport = u16::from_be_bytes([h[20], h[21]]);
+            event.dport = u16::from_be_bytes([h[22], h[23]]);
+            event.flags |= icmp_sent_flags::PORTS_KNOWN;
+        } else {
+            read_ports(ip, ihl, event);
+        }
     }
 }
 
 /// IPv6: nexthdr at 6, saddr at 8, daddr at 24. Ports only when no extension header comes first.
 #[inline(always)]
-fn read_ipv6_packet(skb: *const u8, off: &KernelOffsets, event: &mut IcmpSent) {
-    let Ok(ip6h) = network_header(skb, off) else {
-        return;
-    };
+fn read_ipv6_packet(ip6h: *const u8, event: &mut IcmpSent) {
     // One read of the whole header (each read is a helper call).
     let Ok(h) = read::<[u8; 40]>(ip6h, 0, "ipv6hdr") else {
         return;
@@ -329,13 +325,9 @@ fn read_ipv6_packet(skb: *const u8, off: &KernelOffsets, event: &mut IcmpSent) {
         return;
     }
     let next = h[6];
-    let mut saddr = [0u8; 16];
-    saddr.copy_from_slice(&h[8..24]);
-    let mut daddr = [0u8; 16];
-    daddr.copy_from_slice(&h[24..40]);
     event.proto = next;
-    event.src = saddr;
-    event.dst = daddr;
+    event.src.copy_from_slice(&h[8..24]);
+    event.dst.copy_from_slice(&h[24..40]);
     event.flags |= icmp_sent_flags::PACKET_KNOWN;
     if has_ports(next) {
         read_ports(ip6h, 40, event);

@@ -1,10 +1,12 @@
 //! The benchmark's traffic, each side in a process of its own, so that neither shares a process with the
 //! harness or with the other: `udptrace-bench` runs itself again as `udptrace-bench __traffic ...`.
 //!
-//! - `__traffic send NETNS ADDR:PORT SECONDS BYTES connected|unconnected`: enters the network namespace at
-//!   the path NETNS, then sends datagrams of BYTES bytes in a tight loop for SECONDS, with `send()` on a
-//!   socket connected to ADDR:PORT or with `send_to()` on an unconnected one. A failed send is counted and
-//!   the loop goes on. Prints `sent=N failed=N elapsed_ns=N error=TEXT` (the first failure, or `-`).
+//! - `__traffic send NETNS ADDR:PORT SECONDS BYTES connected|unconnected|flows=N`: enters the network
+//!   namespace at the path NETNS, then sends datagrams of BYTES bytes in a tight loop for SECONDS, with
+//!   `send()` on a socket connected to ADDR:PORT, with `send_to()` on an unconnected one, or (`flows=N`,
+//!   IPv4) from N source ports in turn, each datagram a UDP header and payload written to a raw socket
+//!   (checksum 0: none, which IPv4 allows). A failed send is counted and the loop goes on. Prints
+//!   `sent=N failed=N elapsed_ns=N error=TEXT` (the first failure, or `-`).
 //! - `__traffic receive NETNS ADDR:PORT`: enters NETNS, binds ADDR:PORT with a 64 MiB receive buffer
 //!   (`SO_RCVBUFFORCE`), prints `ready`, and counts what `recvmmsg()` returns, 64 datagrams a call at most,
 //!   until its standard input closes; then it drains until nothing has come for 200 ms and prints
@@ -76,9 +78,42 @@ fn address(text: &str) -> Result<SocketAddr> {
     text.parse().map_err(|_| anyhow::anyhow!("`{text}` is not an ADDR:PORT"))
 }
 
+/// How the sender sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum How {
+    Connected,
+    Unconnected,
+    /// From this many source ports, in turn, through a raw socket.
+    Flows(u16),
+}
+
+impl How {
+    fn arg(self) -> String {
+        match self {
+            How::Connected => "connected".to_owned(),
+            How::Unconnected => "unconnected".to_owned(),
+            How::Flows(n) => format!("flows={n}"),
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self> {
+        Ok(match text {
+            "connected" => How::Connected,
+            "unconnected" => How::Unconnected,
+            _ => match text.strip_prefix("flows=").map(str::parse::<u16>) {
+                Some(Ok(n)) if n > 0 && u32::from(n) <= u32::from(u16::MAX) - u32::from(FIRST_PORT) => How::Flows(n),
+                _ => bail!("`{text}`: connected, unconnected or flows=N (N from 1 to {})", u16::MAX - FIRST_PORT),
+            },
+        })
+    }
+}
+
+/// The first source port of `flows=N`.
+const FIRST_PORT: u16 = 20000;
+
 fn send_main(args: &[String]) -> Result<()> {
     let [netns, to, seconds, bytes, how] = args else {
-        bail!("usage: {COMMAND} send NETNS ADDR:PORT SECONDS BYTES connected|unconnected");
+        bail!("usage: {COMMAND} send NETNS ADDR:PORT SECONDS BYTES connected|unconnected|flows=N");
     };
     let to = address(to)?;
     let seconds = match seconds.parse::<f64>() {
@@ -89,12 +124,12 @@ fn send_main(args: &[String]) -> Result<()> {
         Ok(n) if n <= 1400 => n,
         _ => bail!("`{bytes}` is not a datagram size from 0 to 1400 bytes"),
     };
-    let connected = match how.as_str() {
-        "connected" => true,
-        "unconnected" => false,
-        _ => bail!("`{how}`: connected or unconnected"),
-    };
+    let how = How::parse(how)?;
     enter(netns)?;
+    if let How::Flows(flows) = how {
+        return send_flows(to, seconds, bytes, flows);
+    }
+    let connected = how == How::Connected;
     let socket = UdpSocket::bind(SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0)).context("binding")?;
     if connected {
         socket.connect(to).with_context(|| format!("connecting to {to}"))?;
@@ -112,6 +147,59 @@ fn send_main(args: &[String]) -> Result<()> {
                     failed += 1;
                     first_error.get_or_insert(e);
                 }
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    let error = first_error.map_or_else(|| "-".to_owned(), |e| e.to_string());
+    println!("sent={sent} failed={failed} elapsed_ns={} error={error}", elapsed.as_nanos());
+    Ok(())
+}
+
+/// `flows=N`: UDP datagrams from N source ports in turn, each written whole (header and payload) to a raw
+/// IPv4 socket, which adds the IP header.
+fn send_flows(to: SocketAddr, seconds: f64, bytes: usize, flows: u16) -> Result<()> {
+    let SocketAddr::V4(to) = to else { bail!("flows=N sends IPv4 only") };
+    // SAFETY: plain socket creation; the descriptor is owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_UDP) };
+    if fd < 0 {
+        bail!("a raw socket: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a new descriptor of ours.
+    let socket = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let address = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(to.ip().octets()) },
+        sin_zero: [0; 8],
+    };
+    let mut datagram = vec![0u8; 8 + bytes];
+    datagram[2..4].copy_from_slice(&to.port().to_be_bytes());
+    datagram[4..6].copy_from_slice(&((8 + bytes) as u16).to_be_bytes());
+    let deadline = Duration::from_secs_f64(seconds);
+    let (mut sent, mut failed, mut first_error) = (0u64, 0u64, None);
+    let mut port = 0u16;
+    let start = Instant::now();
+    while start.elapsed() < deadline {
+        for _ in 0..64 {
+            datagram[0..2].copy_from_slice(&(FIRST_PORT + port).to_be_bytes());
+            port = if port + 1 == flows { 0 } else { port + 1 };
+            // SAFETY: the buffer and the address are ours and of the lengths given.
+            let n = unsafe {
+                libc::sendto(
+                    socket.as_raw_fd(),
+                    datagram.as_ptr().cast(),
+                    datagram.len(),
+                    0,
+                    (&raw const address).cast(),
+                    size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            };
+            if n < 0 {
+                failed += 1;
+                first_error.get_or_insert(std::io::Error::last_os_error());
+            } else {
+                sent += 1;
             }
         }
     }
@@ -290,12 +378,11 @@ impl Sent {
     }
 }
 
-/// Sends from a process of its own in `ns` for `seconds`: to `to` on a connected socket with `send()`, or
-/// with `send_to()` on an unconnected one. Returns when the sender has exited.
-pub fn send(ns: &Netns, to: SocketAddr, seconds: f64, bytes: usize, connected: bool) -> Result<Sent> {
+/// Sends from a process of its own in `ns` for `seconds`, to `to` as `how` says. Returns when the sender has
+/// exited.
+pub fn send(ns: &Netns, to: SocketAddr, seconds: f64, bytes: usize, how: How) -> Result<Sent> {
     let (path, to, secs, bytes) = (ns.path(), to.to_string(), seconds.to_string(), bytes.to_string());
-    let how = if connected { "connected" } else { "unconnected" };
-    let mut command = traffic_command(&["send", &path, &to, &secs, &bytes, how])?;
+    let mut command = traffic_command(&["send", &path, &to, &secs, &bytes, &how.arg()])?;
     let mut child = Process(command.stdin(Stdio::null()).spawn().context("starting the sender")?);
     // Emulated machines are slow to start a process; the sender ends by itself after `seconds`.
     let deadline = Instant::now() + Duration::from_secs_f64(seconds) + Duration::from_secs(60);

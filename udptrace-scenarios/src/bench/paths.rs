@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, path::PathBuf, process::Command, time::Duration
 use anyhow::{Context as _, Result, bail};
 
 use crate::{
-    bench_traffic,
+    bench_traffic::{self, How},
     packets::icmp_counters,
     tracer::{Tracer, closing_counts},
 };
@@ -33,7 +33,7 @@ pub(super) fn hot_path(
         let receiver = bench_traffic::Receiver::start(&hosts.server, to)?;
         let udp_before = udp_counters(&hosts.server)?;
         let stats_before = stats_of(&ids);
-        let sent = bench_traffic::send(&hosts.client, to, options.seconds, DATAGRAM_BYTES, true)?;
+        let sent = bench_traffic::send(&hosts.client, to, options.seconds, DATAGRAM_BYTES, How::Connected)?;
         let received = receiver.finish()?;
         let stats_after = stats_of(&ids);
         let udp_after = udp_counters(&hosts.server)?;
@@ -140,7 +140,7 @@ pub(super) fn error_path(
     let mut costs = Costs::default();
     let mut failed_tools: Vec<String> = Vec::new();
     let mut notes = Vec::new();
-    let send = || bench_traffic::send(&hosts.client, to, options.seconds, DATAGRAM_BYTES, false);
+    let send = || bench_traffic::send(&hosts.client, to, options.seconds, DATAGRAM_BYTES, How::Unconnected);
     let rates = rounds(&variants, options.rounds, |variant| {
         let label = variant.label();
         let before = icmp_counters(&hosts.server)?;
@@ -186,6 +186,7 @@ pub(super) fn error_path(
                 entry.lost += lost;
                 sent
             }
+            Variant::BpftraceDrops => bail!("the drop flood's one-liner is not an error-path variant"),
             Variant::Bpftrace => {
                 let script = options.bpftrace_script.as_ref().context("no script")?;
                 let mut command = Command::new("bpftrace");
@@ -240,18 +241,29 @@ pub(super) fn error_path(
     Ok(())
 }
 
-/// The drop flood (4.): the hot path's sender to a receiver that never reads; what udptrace costs while
-/// nearly every datagram is dropped, whether it showed every drop, and its programs' costs.
+/// The drop flood (4. and 5.): a sender to a receiver that never reads, from one flow (the hot path's
+/// connected socket) or from many source ports; what udptrace costs while nearly every datagram is dropped,
+/// beside a bpftrace one-liner that counts the drops' reasons, whether udptrace showed every drop, and its
+/// programs' costs.
 pub(super) fn drop_flood(
     options: &Options,
     hosts: &Hosts,
     modes: &[String],
+    how: How,
     report: &mut Report,
     starts: &mut Starts,
-) -> Result<()> {
+) -> Result<DropFlood> {
     let server_ns = hosts.server.inode.to_string();
     let to = Hosts::server(DROP_PORT);
-    let variants = with_bare(modes, &[Variant::Udptrace, Variant::Json, Variant::Quiet, Variant::Summary]);
+    let mut variants = with_bare(modes, &[Variant::Udptrace, Variant::Json, Variant::Quiet, Variant::Summary]);
+    if options.bpftrace_script.is_some() {
+        match Command::new("bpftrace").arg("--version").output() {
+            Ok(out) if out.status.success() => variants.push(Variant::BpftraceDrops),
+            _ => report.left_out.push("bpftrace (the drop flood's one-liner): not installed".to_owned()),
+        }
+    }
+    let _tracefs = variants.contains(&Variant::BpftraceDrops).then(Tracefs::ensure);
+    let mut failed_tools: Vec<String> = Vec::new();
     let mut totals: BTreeMap<String, DropRow> = BTreeMap::new();
     let mut accounting: Vec<DropAccounting> = Vec::new();
     // The text variants' closing lines, said but not accounted: rounds, seen, lost, kernel.
@@ -259,15 +271,34 @@ pub(super) fn drop_flood(
     let mut costs = Costs::default();
     let mut notes = Vec::new();
     let mut rcvbuf = None;
+    let flood = match how {
+        How::Flows(n) => format!("drop flood over {n} flows"),
+        _ => "drop flood".to_owned(),
+    };
     let rates = rounds(&variants, options.rounds, |variant| {
         let label = variant.label();
+        // The one-liner runs beside the flood as udptrace does; it accounts for nothing.
+        let _bpftrace = match variant {
+            Variant::BpftraceDrops => {
+                let mut command = Command::new("bpftrace");
+                command.args(["-e", BPFTRACE_DROPS]);
+                match start_tool(command, "Attaching", None) {
+                    Ok(tool) => Some(tool),
+                    Err(e) => {
+                        failed_tools.push(format!("{label}: {}", crate::one_line(&format!("{e:#}"))));
+                        return Ok(f64::NAN);
+                    }
+                }
+            }
+            _ => None,
+        };
         let tracer = start_udptrace(options, variant, &server_ns, starts)?;
         let ids = tracer.as_ref().map(|(_, ids)| ids.clone()).unwrap_or_default();
         let sink = bench_traffic::Receiver::start_sink(&hosts.server, to, SINK_RCVBUF)?;
         rcvbuf = rcvbuf.or(sink.rcvbuf);
         let udp_before = udp_counters(&hosts.server)?;
         let stats_before = stats_of(&ids);
-        let sent = bench_traffic::send(&hosts.client, to, options.seconds, DATAGRAM_BYTES, true)?;
+        let sent = bench_traffic::send(&hosts.client, to, options.seconds, DATAGRAM_BYTES, how)?;
         // What is still on its way is dropped, and what udptrace still holds reaches it.
         std::thread::sleep(if tracer.is_some() { SETTLE } else { SETTLE_SHORT });
         let udp_after = udp_counters(&hosts.server)?;
@@ -289,7 +320,7 @@ pub(super) fn drop_flood(
                     Some((counts, lost)) => Some(("its last table", counts, lost)),
                     None => {
                         notes.push(format!(
-                            "drop flood, {label}: no table for the whole run; counted from the closing line"
+                            "{flood}, {label}: no table for the whole run; counted from the closing line"
                         ));
                         Some(("closing line", from_closing_line(), lost))
                     }
@@ -326,7 +357,7 @@ pub(super) fn drop_flood(
                 }
             }
         }
-        note_failures(&mut notes, &label, "drop flood", &sent);
+        note_failures(&mut notes, &label, &flood, &sent);
         let row = totals.entry(label.clone()).or_default();
         row.rounds += 1;
         row.sent += sent.datagrams;
@@ -334,7 +365,7 @@ pub(super) fn drop_flood(
         row.drained += drained;
         Ok(sent.rate())
     })?;
-    report.drops = rates
+    let rows = rates
         .into_iter()
         .map(|(label, rate, ratio)| {
             let row = totals.remove(&label).unwrap_or_default();
@@ -343,13 +374,20 @@ pub(super) fn drop_flood(
         .collect();
     for (label, (rounds, seen, lost, kernel)) in closing {
         notes.push(format!(
-            "drop flood, {label} (not accounted: it prints text): its closing lines said {seen} events seen and \
+            "{flood}, {label} (not accounted: it prints text): its closing lines said {seen} events seen and \
              {lost} lost over {rounds} rounds; the kernel counted {kernel} drops at the socket"
         ));
     }
-    report.drop_accounting = accounting;
-    report.drop_programs = costs.into_rows(&variants);
-    report.drop_rcvbuf = rcvbuf;
+    failed_tools.sort();
+    failed_tools.dedup();
+    report.left_out.extend(failed_tools);
     report.notes.extend(notes);
-    Ok(())
+    let flows = match how {
+        How::Flows(n) => u32::from(n),
+        _ => 1,
+    };
+    Ok(DropFlood { flows, rows, accounting, programs: costs.into_rows(&variants), rcvbuf })
 }
+
+/// The one-liner an operator would run to see why datagrams are dropped: a count per drop reason.
+pub(super) const BPFTRACE_DROPS: &str = "tracepoint:skb:kfree_skb { @[args->reason] = count(); }";

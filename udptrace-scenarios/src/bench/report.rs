@@ -141,6 +141,26 @@ impl DropCounts {
     }
 }
 
+/// One drop flood: its variants, how udptrace accounted for its drops, and its programs' costs.
+#[derive(Clone, Debug, Default)]
+pub struct DropFlood {
+    /// The flows (source ports) it came from.
+    pub flows: u32,
+    pub rows: Vec<DropRow>,
+    pub accounting: Vec<DropAccounting>,
+    pub programs: Vec<ProgramCost>,
+    /// The receiver's receive buffer, as `SO_RCVBUF` read it back.
+    pub rcvbuf: Option<u64>,
+}
+
+impl DropFlood {
+    /// Whether every udptrace run that accounts (`--json`, `--quiet`, `--summary`) showed every drop the
+    /// kernel counted at the socket.
+    pub fn accounted(&self) -> bool {
+        !self.accounting.is_empty() && self.accounting.iter().all(DropAccounting::accounted)
+    }
+}
+
 /// How one udptrace variant accounted for the drops of the drop flood, over its rounds.
 #[derive(Clone, Debug, Default)]
 pub struct DropAccounting {
@@ -178,11 +198,10 @@ pub struct Report {
     pub accounting: Vec<Accounting>,
     pub error_programs: Vec<ProgramCost>,
     pub startup: Vec<Startup>,
-    pub drops: Vec<DropRow>,
-    pub drop_accounting: Vec<DropAccounting>,
-    pub drop_programs: Vec<ProgramCost>,
-    /// The drop flood receiver's receive buffer, as `SO_RCVBUF` read it back.
-    pub drop_rcvbuf: Option<u64>,
+    /// The drop flood of one flow.
+    pub drops: DropFlood,
+    /// The drop flood over many flows, when it was measured.
+    pub many_flows: Option<DropFlood>,
     /// Modes or tools left out, and why.
     pub left_out: Vec<String>,
     /// What else happened that a reader of the figures should know (failed sends).
@@ -193,7 +212,7 @@ impl Report {
     /// Whether every udptrace run of the drop flood that accounts (`--json`, `--quiet`, `--summary`) showed
     /// every drop the kernel counted at the socket.
     pub fn drops_accounted(&self) -> bool {
-        !self.drop_accounting.is_empty() && self.drop_accounting.iter().all(DropAccounting::accounted)
+        self.drops.accounted() && self.many_flows.as_ref().is_none_or(DropFlood::accounted)
     }
 
     /// Whether every udptrace run, with `--quiet` and with `--summary`, accounted for every error the kernel
@@ -205,9 +224,6 @@ impl Report {
     pub fn markdown(&self, header: &str) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "{header}");
-        let rounds_word = |ok: usize, all: usize| {
-            if ok == all && all > 0 { "yes".to_owned() } else { format!("NO ({ok} of {all} rounds)") }
-        };
 
         let _ = writeln!(
             out,
@@ -232,27 +248,6 @@ impl Report {
                 rounds_word(row.healthy_rounds, row.rounds)
             );
         }
-        let programs = |out: &mut String, rows: &[ProgramCost]| {
-            let _ = writeln!(
-                out,
-                "| variant | program | runs | runs per datagram sent | ns per run |\n|---|---|---:|---:|---:|"
-            );
-            for p in rows {
-                let per_run =
-                    if p.runs == 0 { "-".to_owned() } else { format!("{:.0}", p.run_time_ns as f64 / p.runs as f64) };
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | {} | {:.3} | {per_run} |",
-                    p.variant,
-                    p.name,
-                    p.runs,
-                    p.runs_per_datagram()
-                );
-            }
-            if rows.is_empty() {
-                let _ = writeln!(out, "| (no udptrace variant was measured) | | | | |");
-            }
-        };
         let _ = writeln!(
             out,
             "\nEvery program udptrace loaded, with what it ran while the hot path was measured (BPF statistics, all \
@@ -311,82 +306,10 @@ impl Report {
             let _ = writeln!(out, "| {} | {:.0} ms | {} | {rss} |", s.label, median(&mut ms), s.startups.len());
         }
 
-        let rcvbuf = self.drop_rcvbuf.map_or_else(String::new, |n| format!(", which the kernel makes {n}"));
-        let _ = writeln!(
-            out,
-            "\n### 4. Drop flood: {DATAGRAM_BYTES}-byte datagrams to a receiver that never reads\n\n\
-             The hot path's sender, `send()` on a connected socket to an open port in a process of its own, to a \
-             receiver whose socket has `SO_RCVBUF` {SINK_RCVBUF}{rcvbuf}, and which reads nothing until the end: \
-             nearly every datagram finds its buffer full, is dropped and counted in the server's \
-             `Udp: RcvbufErrors`, and passes `skb:kfree_skb`, where udptrace sees drops. udptrace counts such a \
-             flood in the kernel, one `udp_dropped` event per reason, flow and socket a second with a count, so \
-             the goal is a ratio to no tracer of at least {DROP_GOAL:.2}. `udptrace MODE` prints a text line per \
-             event to a pipe that is read and dropped; `--json` is read by the harness and accounted; `--quiet` and \
-             `--summary 1` only count. Sent, `RcvbufErrors`, what the receiver found queued at the end, and what \
-             is left (neither dropped at the socket nor read), over all rounds.\n\n\
-             | variant | datagrams/s (median) | ratio to no tracer (median of rounds) | at least {DROP_GOAL:.2} | sent | `RcvbufErrors` | read at the end | left |\n\
-             |---|---:|---:|---|---:|---:|---:|---:|"
-        );
-        for row in &self.drops {
-            let goal = if row.label == Variant::Bare.label() {
-                "-"
-            } else if row.ratio >= DROP_GOAL {
-                "yes"
-            } else {
-                "NO"
-            };
-            let _ = writeln!(
-                out,
-                "| {} | {:.0} | {:.3} | {goal} | {} | {} | {} | {} |",
-                row.label,
-                row.rate,
-                row.ratio,
-                row.sent,
-                row.rcvbuf_errors,
-                row.drained,
-                row.elsewhere()
-            );
+        drop_section(&mut out, "4", &self.drops);
+        if let Some(many) = &self.many_flows {
+            drop_section(&mut out, "5", many);
         }
-        let _ = writeln!(
-            out,
-            "\nEvery drop the kernel counted at the socket (`RcvbufErrors`), as udptrace showed it, over all rounds: \
-             with `--json` the sum of `count` of the `udp_dropped` events to the receiver, with `--summary 1` of the \
-             `udp_dropped` rows of the last table (the whole run's), with `--quiet` the closing line's events. A \
-             round accounts when the drops shown are no more than the kernel counted and, with the lost count, no \
-             fewer. Events: how many `udp_dropped` events stood for those drops (the largest `count` of one), \
-             and how many were about another destination.\n\n\
-             | variant | counted from | rounds | kernel `RcvbufErrors` | drops shown | events (largest count) | about others | lost | accounted | by reason |\n\
-             |---|---|---:|---:|---:|---:|---:|---:|---|---|"
-        );
-        for a in &self.drop_accounting {
-            let events = a.shown.events.map_or_else(|| "-".to_owned(), |n| format!("{n} ({})", a.shown.largest));
-            let reasons = if a.shown.reasons.is_empty() {
-                "-".to_owned()
-            } else {
-                a.shown.reasons.iter().map(|(r, n)| format!("{r} {n}")).collect::<Vec<_>>().join(", ")
-            };
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} | {} | {events} | {} | {} | {} | {reasons} |",
-                a.label,
-                a.source,
-                a.rounds,
-                a.kernel,
-                a.shown.drops,
-                a.shown.elsewhere,
-                a.lost,
-                rounds_word(a.accounted_rounds, a.rounds)
-            );
-        }
-        if self.drop_accounting.is_empty() {
-            let _ = writeln!(out, "| (no udptrace variant was measured) | | | | | | | | | |");
-        }
-        let _ = writeln!(
-            out,
-            "\nudptrace's programs in the drop flood (BPF statistics, all rounds): the one on `skb:kfree_skb` runs for \
-             every datagram dropped, so about once per datagram sent.\n"
-        );
-        programs(&mut out, &self.drop_programs);
         for (title, lines) in [("Left out here", &self.left_out), ("Also seen", &self.notes)] {
             if !lines.is_empty() {
                 let _ = writeln!(out, "\n{title}:\n");
@@ -396,5 +319,126 @@ impl Report {
             }
         }
         out
+    }
+}
+
+/// Section `number`: a drop flood, its rates, udptrace's accounting and its programs.
+fn drop_section(out: &mut String, number: &str, flood: &DropFlood) {
+    // The goal: the one-liner's ratio where it was measured in the same run, else DROP_GOAL.
+    let one_liner = flood.rows.iter().find(|r| r.label == Variant::BpftraceDrops.label()).map(|r| r.ratio);
+    let goal = one_liner.filter(|r| r.is_finite()).unwrap_or(DROP_GOAL);
+    let goal_name = if one_liner.is_some() { "the one-liner's".to_owned() } else { format!("{DROP_GOAL:.2}") };
+    let (title, sender) = if flood.flows > 1 {
+        (
+            format!(
+                "Drop flood over {} flows: {DATAGRAM_BYTES}-byte datagrams from as many source ports to a receiver that never reads",
+                flood.flows
+            ),
+            format!(
+                "A sender in a process of its own writing each datagram to a raw socket from the next of {} source \
+                 ports in turn (no flow repeats within {} datagrams: more than the programs' per-CPU last-flow \
+                 caches and their table of flows handed over this second hold)",
+                flood.flows, flood.flows
+            ),
+        )
+    } else {
+        (
+            format!("Drop flood: {DATAGRAM_BYTES}-byte datagrams to a receiver that never reads"),
+            "The hot path's sender, `send()` on a connected socket to an open port in a process of its own".to_owned(),
+        )
+    };
+    let rcvbuf = flood.rcvbuf.map_or_else(String::new, |n| format!(", which the kernel makes {n}"));
+    let _ = writeln!(
+        out,
+        "\n### {number}. {title}\n\n\
+         {sender}, to a \
+         receiver whose socket has `SO_RCVBUF` {SINK_RCVBUF}{rcvbuf}, and which reads nothing until the end: \
+         nearly every datagram finds its buffer full, is dropped and counted in the server's \
+         `Udp: RcvbufErrors`, and passes `skb:kfree_skb`, where udptrace sees drops. udptrace counts such a \
+         flood in the kernel, one `udp_dropped` event per reason, flow and socket a second with a count, so \
+         the goal is a ratio to no tracer of at least {goal_name} ({goal:.3}). `udptrace MODE` prints a text line per \
+         event to a pipe that is read and dropped; `--json` is read by the harness and accounted; `--quiet` and \
+         `--summary 1` only count; the bpftrace one-liner `{}` counts the drops by reason. Sent, `RcvbufErrors`, what the receiver found queued at the end, and what \
+         is left (neither dropped at the socket nor read), over all rounds.\n\n\
+         | variant | datagrams/s (median) | ratio to no tracer (median of rounds) | at least {goal_name} | sent | `RcvbufErrors` | read at the end | left |\n\
+         |---|---:|---:|---|---:|---:|---:|---:|",
+        super::paths::BPFTRACE_DROPS
+    );
+    for row in &flood.rows {
+        let goal = if row.label == Variant::Bare.label() || row.label == Variant::BpftraceDrops.label() {
+            "-"
+        } else if row.ratio >= goal {
+            "yes"
+        } else {
+            "NO"
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {:.3} | {goal} | {} | {} | {} | {} |",
+            row.label,
+            row.rate,
+            row.ratio,
+            row.sent,
+            row.rcvbuf_errors,
+            row.drained,
+            row.elsewhere()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nEvery drop the kernel counted at the socket (`RcvbufErrors`), as udptrace showed it, over all rounds: \
+         with `--json` the sum of `count` of the `udp_dropped` events to the receiver, with `--summary 1` of the \
+         `udp_dropped` rows of the last table (the whole run's), with `--quiet` the closing line's events. A \
+         round accounts when the drops shown are no more than the kernel counted and, with the lost count, no \
+         fewer. Events: how many `udp_dropped` events stood for those drops (the largest `count` of one), \
+         and how many were about another destination.\n\n\
+         | variant | counted from | rounds | kernel `RcvbufErrors` | drops shown | events (largest count) | about others | lost | accounted | by reason |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---|---|"
+    );
+    for a in &flood.accounting {
+        let events = a.shown.events.map_or_else(|| "-".to_owned(), |n| format!("{n} ({})", a.shown.largest));
+        let reasons = if a.shown.reasons.is_empty() {
+            "-".to_owned()
+        } else {
+            a.shown.reasons.iter().map(|(r, n)| format!("{r} {n}")).collect::<Vec<_>>().join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {events} | {} | {} | {} | {reasons} |",
+            a.label,
+            a.source,
+            a.rounds,
+            a.kernel,
+            a.shown.drops,
+            a.shown.elsewhere,
+            a.lost,
+            rounds_word(a.accounted_rounds, a.rounds)
+        );
+    }
+    if flood.accounting.is_empty() {
+        let _ = writeln!(out, "| (no udptrace variant was measured) | | | | | | | | | |");
+    }
+    let _ = writeln!(
+        out,
+        "\nudptrace's programs in the drop flood (BPF statistics, all rounds): the one on `skb:kfree_skb` runs for \
+         every datagram dropped, so about once per datagram sent.\n"
+    );
+    programs(out, &flood.programs);
+}
+
+fn rounds_word(ok: usize, all: usize) -> String {
+    if ok == all && all > 0 { "yes".to_owned() } else { format!("NO ({ok} of {all} rounds)") }
+}
+
+/// The table of udptrace's programs and their runs.
+fn programs(out: &mut String, rows: &[ProgramCost]) {
+    let _ =
+        writeln!(out, "| variant | program | runs | runs per datagram sent | ns per run |\n|---|---|---:|---:|---:|");
+    for p in rows {
+        let per_run = if p.runs == 0 { "-".to_owned() } else { format!("{:.0}", p.run_time_ns as f64 / p.runs as f64) };
+        let _ = writeln!(out, "| {} | {} | {} | {:.3} | {per_run} |", p.variant, p.name, p.runs, p.runs_per_datagram());
+    }
+    if rows.is_empty() {
+        let _ = writeln!(out, "| (no udptrace variant was measured) | | | | |");
     }
 }
