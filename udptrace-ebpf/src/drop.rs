@@ -38,8 +38,8 @@ use udptrace_common::{
 use crate::{
     filter::{self, config},
     kernel::{
-        Args, ETH_P_IP, ETH_P_IPV6, ReadResult, header, ip_start, netns_inum, offset, read, read_into, skb_network,
-        sock_netns,
+        Args, ETH_P_IP, ETH_P_IPV6, ReadResult, SKB_WINDOW, header, ip_start, netns_inum, offset, read, read_into,
+        skb_network, sock_netns,
     },
     output::{count, count_failure, output},
     owner::socket_owner,
@@ -147,7 +147,13 @@ fn dropped(ctx: &RawTracePointContext, event: &mut UdpDropped, level: u32) -> Re
     if send::answered_port_unreachable(skb as u64) {
         return Ok(0);
     }
-    let (protocol, ip) = skb_network(skb)?;
+    // The slot is scratch until it is cleared below: the sk_buff's bytes are read into it, not onto the
+    // stack. 5.10 counts a call chain's stack as a whole against 512 bytes, and where filters are set, the
+    // verifier walks their branches too (the constants of `CONFIG` decide which it walks).
+    const { assert!(size_of::<UdpDropped>() >= SKB_WINDOW) };
+    // SAFETY: the first SKB_WINDOW bytes of the plain record, from a pointer to the whole record.
+    let scratch = unsafe { &mut *core::ptr::from_mut(event).cast::<[u8; SKB_WINDOW]>() };
+    let (protocol, ip) = skb_network(skb, scratch)?;
     let family = match protocol {
         ETH_P_IP => AF_INET,
         ETH_P_IPV6 => AF_INET6,

@@ -129,21 +129,23 @@ pub fn skb_dev_netns(skb: *const u8, off: &KernelOffsets) -> ReadResult<u32> {
 }
 
 /// The bytes of `sk_buff` read at once for [`skb_network`].
-const SKB_WINDOW: usize = 40;
+pub const SKB_WINDOW: usize = 40;
 
 /// What a packet's `sk_buff` says of its network header: `protocol` (`ETH_P_*`, in host order) and where
 /// the header starts (`head + network_header`). One read where the three members lie within
 /// [`SKB_WINDOW`] bytes, as in every kernel of the matrix (include/linux/skbuff.h, 5.10 to 7.x: `protocol`,
 /// `transport_header`, `network_header`, `mac_header`, `kcov_handle` with CONFIG_KCOV, then `tail`, `end`,
 /// `head`), else three. The offsets come from the frozen read-only `OFFSETS`, so the verifier knows them:
-/// the window's indexes are constants to it.
+/// the window's indexes are constants to it. `window` is scratch space for the read: a caller short of stack
+/// passes bytes of a map slot.
 #[inline(always)]
-pub fn skb_network(skb: *const u8) -> ReadResult<(u16, *const u8)> {
+pub fn skb_network(skb: *const u8, window: &mut [u8; SKB_WINDOW]) -> ReadResult<(u16, *const u8)> {
     let (p, n, h) = (offset!(skb_protocol), offset!(skb_network_header), offset!(skb_head));
     let base = p.min(n).min(h);
     let (p, n, h) = ((p - base) as usize, (n - base) as usize, (h - base) as usize);
     if p + 2 <= SKB_WINDOW && n + 2 <= SKB_WINDOW && h + 8 <= SKB_WINDOW {
-        let w = read::<[u8; SKB_WINDOW]>(skb, base, "sk_buff.protocol..head")?;
+        read_into(skb, base, window, "sk_buff.protocol..head")?;
+        let w = &*window;
         let protocol = u16::from_be_bytes([w[p], w[p + 1]]);
         let network = u16::from_ne_bytes([w[n], w[n + 1]]);
         let mut head = [0u8; 8];

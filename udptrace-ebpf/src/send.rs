@@ -35,8 +35,8 @@ use udptrace_common::{
 use crate::{
     filter,
     kernel::{
-        Args, ETH_P_IP, ReadResult, header, ip_start, offset, offsets, read, skb_dev_netns, skb_network, slot,
-        sock_netns,
+        Args, ETH_P_IP, ReadResult, SKB_WINDOW, header, ip_start, offset, offsets, read, skb_dev_netns, skb_network,
+        slot, sock_netns,
     },
     output::{emit, report},
 };
@@ -137,7 +137,7 @@ fn fill<C: EbpfContext>(
     event.proto = 0;
     event.flags = 0;
     event._pad0 = [0; 4];
-    if let Ok((_, ip)) = skb_network(skb) {
+    if let Ok((_, ip)) = skb_network(skb, &mut [0; SKB_WINDOW]) {
         if family == AF_INET {
             read_ipv4_packet(ip, event);
         } else {

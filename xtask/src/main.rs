@@ -321,6 +321,13 @@ harness starts it, waits, and reads its count.
   event; with `--quiet`; and with `--summary 1`. Beside it: the bpftrace script on the same tracepoints, and
   `tcpdump -i any icmp -w FILE` in the server's namespace. udptrace's events plus its lost count must equal
   the port unreachables the kernel counted, in every round.
+- Drop floods: the hot path's connected sender to a receiver that never reads (`SO_RCVBUF` 4 KiB), so that
+  nearly every datagram is dropped at its full buffer; and on this host the same over 10,000 flows, each
+  datagram from the next source port in turn (written with its UDP header to a raw socket), more flows than
+  the programs' per-CPU caches and their table of flows shown this second hold. Beside udptrace (a text line
+  per event, `--json`, `--quiet`, `--summary 1`): the bpftrace one-liner an operator would type,
+  `tracepoint:skb:kfree_skb { @[args->reason] = count(); }`, whose ratio is udptrace's goal. udptrace's drops
+  shown plus its lost count must equal the server's `Udp: RcvbufErrors`.
 
 Each round measures every variant once, in a rotating order; the tables give medians over rounds, and each
 variant's ratio to no tracer is the median of its per-round ratios, so that a machine's drift between rounds
