@@ -32,13 +32,15 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use udptrace_common::{
-    AF_INET, AF_INET6, IPPROTO_UDP, IPPROTO_UDPLITE, KernelOffsets, RECVERR_UNKNOWN, SocketError, icmp, icmpv6, kind,
-    probe, socket_error_flags, verdict,
+    AF_INET, AF_INET6, IPPROTO_UDP, IPPROTO_UDPLITE, RECVERR_UNKNOWN, SocketError, icmp, icmpv6, kind, probe,
+    socket_error_flags, verdict,
 };
 
 use crate::{
     filter::{self, config},
-    kernel::{Args, ReadResult, header, offsets, read, read_into, skb_dev_netns, skb_ifindex, slot, sock_netns},
+    kernel::{
+        Args, ReadResult, header, offset, offsets, read, read_into, skb_dev_netns, skb_ifindex, slot, sock_netns,
+    },
     output::{emit, report},
     owner::fill_owner,
 };
@@ -329,13 +331,13 @@ pub fn tp_inet_sk_error_report(ctx: RawTracePointContext) -> i32 {
 #[inline(always)]
 fn inet_sk_error_report(ctx: &RawTracePointContext) -> ReadResult<()> {
     let sk: *const u8 = ctx.get(0)?;
-    let off = offsets();
+    // Each offset read alone (`offset!`), not a copy of them all: this program's stack is near the limit.
 
-    let family = read::<u16>(sk, off.sk_family, "sock.__sk_common.skc_family")?;
+    let family = read::<u16>(sk, offset!(sk_family), "sock.__sk_common.skc_family")?;
     if family != AF_INET && family != AF_INET6 {
         return Ok(());
     }
-    let protocol = read::<u16>(sk, off.sk_protocol, "sock.sk_protocol")?;
+    let protocol = read::<u16>(sk, offset!(sk_protocol), "sock.sk_protocol")?;
     if protocol != IPPROTO_UDP as u16 && protocol != IPPROTO_UDPLITE as u16 {
         return Ok(());
     }
@@ -344,7 +346,7 @@ fn inet_sk_error_report(ctx: &RawTracePointContext) -> ReadResult<()> {
     // IP_RECVERR, sock_queue_err_skb() reports once before __udp4_lib_err sets sk_err and reports again), a
     // MSG_ERRQUEUE read that leaves more queued, an abort (net/core/skbuff.c, net/ipv4/udp.c). Only the first
     // is an ICMP error: the others are told apart by their caller on the kernel stack.
-    let errno = read::<i32>(sk, off.sk_err, "sock.sk_err")?;
+    let errno = read::<i32>(sk, offset!(sk_err), "sock.sk_err")?;
     if errno == 0 || reported_for_another_reason(ctx) {
         return Ok(());
     }
@@ -359,9 +361,9 @@ fn inet_sk_error_report(ctx: &RawTracePointContext) -> ReadResult<()> {
     event.errno = errno;
     // sk_error_report only runs for an error the socket was given.
     event.verdict = verdict::DELIVERED;
-    event.local_port = read::<u16>(sk, off.sk_num, "sock.__sk_common.skc_num")?;
-    event.remote_port = u16::from_be(read::<u16>(sk, off.sk_dport, "sock.__sk_common.skc_dport")?);
-    read_socket_addrs(sk, &off, family, event)?;
+    event.local_port = read::<u16>(sk, offset!(sk_num), "sock.__sk_common.skc_num")?;
+    event.remote_port = u16::from_be(read::<u16>(sk, offset!(sk_dport), "sock.__sk_common.skc_dport")?);
+    read_socket_addrs(sk, family, event)?;
     fill_owner(sk, event)?;
     // The tracepoint does not say which ICMP brought the error: an IPv6 socket's is ICMPv6 unless its peer
     // is an IPv4-mapped address (a dual-stack socket talking IPv4).
@@ -382,13 +384,13 @@ fn inet_sk_error_report(ctx: &RawTracePointContext) -> ReadResult<()> {
 }
 
 #[inline(always)]
-fn read_socket_addrs(sk: *const u8, off: &KernelOffsets, family: u16, event: &mut SocketError) -> ReadResult<()> {
+fn read_socket_addrs(sk: *const u8, family: u16, event: &mut SocketError) -> ReadResult<()> {
     if family == AF_INET {
-        event.local_addr[..4].copy_from_slice(&read::<[u8; 4]>(sk, off.sk_rcv_saddr, "sock.skc_rcv_saddr")?);
-        event.remote_addr[..4].copy_from_slice(&read::<[u8; 4]>(sk, off.sk_daddr, "sock.skc_daddr")?);
+        event.local_addr[..4].copy_from_slice(&read::<[u8; 4]>(sk, offset!(sk_rcv_saddr), "sock.skc_rcv_saddr")?);
+        event.remote_addr[..4].copy_from_slice(&read::<[u8; 4]>(sk, offset!(sk_daddr), "sock.skc_daddr")?);
     } else {
-        event.local_addr = read::<[u8; 16]>(sk, off.sk_v6_rcv_saddr, "sock.skc_v6_rcv_saddr")?;
-        event.remote_addr = read::<[u8; 16]>(sk, off.sk_v6_daddr, "sock.skc_v6_daddr")?;
+        event.local_addr = read::<[u8; 16]>(sk, offset!(sk_v6_rcv_saddr), "sock.skc_v6_rcv_saddr")?;
+        event.remote_addr = read::<[u8; 16]>(sk, offset!(sk_v6_daddr), "sock.skc_v6_daddr")?;
     }
     Ok(())
 }
@@ -439,13 +441,13 @@ fn reported_for_another_reason(ctx: &RawTracePointContext) -> bool {
 /// BTF showed where it is: the flag the kernel tested, not a guess from what it did.
 #[inline(always)]
 fn fill_recverr(sk: *const u8, v6: bool, event: &mut SocketError) -> ReadResult<()> {
-    let off = offsets();
-    let (at, bit) = if v6 { (off.recverr6_at, off.recverr6_bit) } else { (off.recverr4_at, off.recverr4_bit) };
+    let (at, bit) =
+        if v6 { (offset!(recverr6_at), offset!(recverr6_bit)) } else { (offset!(recverr4_at), offset!(recverr4_bit)) };
     if at == RECVERR_UNKNOWN {
         return Ok(());
     }
-    let base = if v6 && off.recverr6_in_pinfo == 1 {
-        let pinfo = read::<*const u8>(sk, off.pinet6, "inet_sock.pinet6")?;
+    let base = if v6 && offset!(recverr6_in_pinfo) == 1 {
+        let pinfo = read::<*const u8>(sk, offset!(pinet6), "inet_sock.pinet6")?;
         if pinfo.is_null() {
             return Ok(());
         }

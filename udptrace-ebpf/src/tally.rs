@@ -38,6 +38,10 @@ pub(crate) trait Tallied: Copy + 'static {
     type Detail: Copy;
     fn generations() -> (&'static PerCpuHashMap<Self, u64>, &'static PerCpuHashMap<Self, u64>);
     fn pending() -> &'static PerCpuArray<Pending<Self>>;
+    /// Whether runs of one key are counted in the pending slot. Not for socket errors: their tracepoint
+    /// program has no stack to spare for it (6.1 refused it with every filter set: "combined stack size of 3
+    /// calls is 544"), and a socket error flood is the errors one socket is given, fewer than those sent.
+    const PENDING: bool;
     /// Clears what varies from one error to the next and no count needs: the time, and whatever else.
     fn coarsen(&mut self) -> Self::Detail;
     fn restore(&mut self, detail: Self::Detail);
@@ -56,6 +60,8 @@ impl Tallied for SocketError {
     fn pending() -> &'static PerCpuArray<Pending<Self>> {
         &SOCKET_ERRORS_PENDING
     }
+
+    const PENDING: bool = false;
 
     #[inline(always)]
     fn coarsen(&mut self) -> u64 {
@@ -84,6 +90,8 @@ impl Tallied for IcmpSent {
     fn pending() -> &'static PerCpuArray<Pending<Self>> {
         &ICMP_SENT_PENDING
     }
+
+    const PENDING: bool = true;
 
     #[inline(always)]
     fn coarsen(&mut self) -> Self::Detail {
@@ -122,7 +130,8 @@ pub(crate) fn count<T: Tallied>(record: &mut T) -> bool {
     let generation = tally::generation(epoch);
     let map = if generation == 0 { first } else { second };
     let detail = record.coarsen();
-    let counted = match T::pending().get_ptr_mut(generation) {
+    let slot = if T::PENDING { T::pending().get_ptr_mut(generation) } else { None };
+    let counted = match slot {
         // SAFETY: this CPU's slot; the programs that count here do not nest on one CPU (`kernel::slot`).
         Some(slot) => count_in_slot(unsafe { &mut *slot }, epoch, record, 0, |key, n, _| add(map, key, n)),
         None => add(map, record, 1),
