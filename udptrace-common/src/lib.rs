@@ -45,7 +45,6 @@ pub mod names {
     pub const DROP_CONTROL: &str = "DROP_CONTROL";
     pub const DROP_TALLIES: [&str; 2] = ["UDP_DROPS_0", "UDP_DROPS_1"];
     /// The last record each CPU counted, per generation, with its count ([`Pending`](super::Pending)).
-    pub const SOCKET_ERROR_PENDING: &str = "SOCKET_ERRORS_PENDING";
     pub const ICMP_SENT_PENDING: &str = "ICMP_SENT_PENDING";
     /// Per nesting level and generation: index `level * 2 + generation`.
     pub const DROP_PENDING: &str = "UDP_DROPS_PENDING";
@@ -63,7 +62,6 @@ pub mod names {
         DROP_CONTROL,
         DROP_TALLIES[0],
         DROP_TALLIES[1],
-        SOCKET_ERROR_PENDING,
         ICMP_SENT_PENDING,
         DROP_PENDING,
     ];
@@ -73,9 +71,9 @@ pub mod names {
 /// record is not handed over but counted, keyed by the record itself, its time zeroed. The `TALLY` array's
 /// one value says where: [`STREAM`](tally::STREAM) (every record to the buffer, the state after load), or the
 /// epoch counted in, a number user space raises by one at each read; its low bit is the generation
-/// ([`generation`](tally::generation)). Each CPU counts a run of one key in its [`Pending`](super::Pending)
-/// slot of the generation (a compare and an add: a flood is mostly one key), and a key that differs from the
-/// slot's moves the slot's count into the generation's per-CPU hash map first. User space switches the
+/// ([`generation`](tally::generation)). Each CPU counts a run of one ICMP error or drop in its
+/// [`Pending`](super::Pending) slot of the generation (a compare and an add: a flood is mostly one key), and
+/// a key that differs from the slot's moves the slot's count into the generation's per-CPU hash map first. User space switches the
 /// epoch, waits until no program can still be counting in the old one (an RCU grace period), then reads the
 /// old generation's map and the slots stamped with the old epoch, and empties the map. A record that finds
 /// its generation full goes to the buffer instead; a slot's count that finds it full is counted lost.

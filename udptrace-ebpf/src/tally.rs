@@ -28,8 +28,6 @@ static ICMP_SENT_1: PerCpuHashMap<IcmpSent, u64> = PerCpuHashMap::with_max_entri
 
 /// Each CPU's last key and its count, per generation.
 #[map]
-static SOCKET_ERRORS_PENDING: PerCpuArray<Pending<SocketError>> = PerCpuArray::with_max_entries(2, 0);
-#[map]
 static ICMP_SENT_PENDING: PerCpuArray<Pending<IcmpSent>> = PerCpuArray::with_max_entries(2, 0);
 
 /// A record that can be counted: its two generations of counts, and what is not part of its key.
@@ -37,11 +35,10 @@ pub(crate) trait Tallied: Copy + 'static {
     /// What `coarsen` takes out, to put back if the record is handed over after all.
     type Detail: Copy;
     fn generations() -> (&'static PerCpuHashMap<Self, u64>, &'static PerCpuHashMap<Self, u64>);
-    fn pending() -> &'static PerCpuArray<Pending<Self>>;
-    /// Whether runs of one key are counted in the pending slot. Not for socket errors: their tracepoint
-    /// program has no stack to spare for it (6.1 refused it with every filter set: "combined stack size of 3
-    /// calls is 544"), and a socket error flood is the errors one socket is given, fewer than those sent.
-    const PENDING: bool;
+    /// Where runs of one key are counted, if they are. Not for socket errors: their tracepoint program has no
+    /// stack to spare for it (6.1 refused it with every filter set: "combined stack size of 3 calls is 544"),
+    /// and a socket error flood is the errors one socket is given, fewer than those sent.
+    fn pending() -> Option<&'static PerCpuArray<Pending<Self>>>;
     /// Clears what varies from one error to the next and no count needs: the time, and whatever else.
     fn coarsen(&mut self) -> Self::Detail;
     fn restore(&mut self, detail: Self::Detail);
@@ -57,11 +54,9 @@ impl Tallied for SocketError {
     }
 
     #[inline(always)]
-    fn pending() -> &'static PerCpuArray<Pending<Self>> {
-        &SOCKET_ERRORS_PENDING
+    fn pending() -> Option<&'static PerCpuArray<Pending<Self>>> {
+        None
     }
-
-    const PENDING: bool = false;
 
     #[inline(always)]
     fn coarsen(&mut self) -> u64 {
@@ -87,11 +82,9 @@ impl Tallied for IcmpSent {
     }
 
     #[inline(always)]
-    fn pending() -> &'static PerCpuArray<Pending<Self>> {
-        &ICMP_SENT_PENDING
+    fn pending() -> Option<&'static PerCpuArray<Pending<Self>>> {
+        Some(&ICMP_SENT_PENDING)
     }
-
-    const PENDING: bool = true;
 
     #[inline(always)]
     fn coarsen(&mut self) -> Self::Detail {
@@ -130,7 +123,7 @@ pub(crate) fn count<T: Tallied>(record: &mut T) -> bool {
     let generation = tally::generation(epoch);
     let map = if generation == 0 { first } else { second };
     let detail = record.coarsen();
-    let slot = if T::PENDING { T::pending().get_ptr_mut(generation) } else { None };
+    let slot = T::pending().and_then(|slots| slots.get_ptr_mut(generation));
     let counted = match slot {
         // SAFETY: this CPU's slot; the programs that count here do not nest on one CPU (`kernel::slot`).
         Some(slot) => count_in_slot(unsafe { &mut *slot }, epoch, record, 0, |key, n, _| add(map, key, n)),

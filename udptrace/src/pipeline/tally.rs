@@ -36,7 +36,6 @@ pub struct Tally {
     switch: Array<MapData, u32>,
     socket_errors: [PerCpuHashMap<MapData, RawSocketError, u64>; 2],
     icmp_sent: [PerCpuHashMap<MapData, RawIcmpSent, u64>; 2],
-    socket_errors_pending: PerCpuArray<MapData, Pending<RawSocketError>>,
     icmp_sent_pending: PerCpuArray<MapData, Pending<RawIcmpSent>>,
     /// The epoch the programs count in (from 2: generation 0 first); `None` once they hand records over again.
     current: Option<u32>,
@@ -59,17 +58,9 @@ impl Tally {
             PerCpuHashMap::try_from(take(names::ICMP_SENT_TALLIES[0])?)?,
             PerCpuHashMap::try_from(take(names::ICMP_SENT_TALLIES[1])?)?,
         ];
-        let socket_errors_pending = PerCpuArray::try_from(take(names::SOCKET_ERROR_PENDING)?)?;
         let icmp_sent_pending = PerCpuArray::try_from(take(names::ICMP_SENT_PENDING)?)?;
-        let mut this = Self {
-            switch,
-            socket_errors,
-            icmp_sent,
-            socket_errors_pending,
-            icmp_sent_pending,
-            current: None,
-            last_read: Instant::now(),
-        };
+        let mut this =
+            Self { switch, socket_errors, icmp_sent, icmp_sent_pending, current: None, last_read: Instant::now() };
         this.switch_to(Some(2))?;
         Ok(this)
     }
@@ -101,10 +92,8 @@ impl Tally {
         let generation = tally::generation(epoch) as usize;
         // Counted records carry no time: they are stamped with the time they were read.
         let now = boot_time_ns();
-        let mut socket_errors = drain(&mut self.socket_errors[generation])?;
-        for counted in pending(&self.socket_errors_pending, &[generation as u32], epoch)? {
-            merge(&mut socket_errors, counted);
-        }
+        // Socket errors are counted in the map alone (the programs' `Tallied::pending`).
+        let socket_errors = drain(&mut self.socket_errors[generation])?;
         let mut icmp_sent = drain(&mut self.icmp_sent[generation])?;
         for counted in pending(&self.icmp_sent_pending, &[generation as u32], epoch)? {
             merge(&mut icmp_sent, counted);
