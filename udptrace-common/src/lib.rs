@@ -111,6 +111,13 @@ pub mod drops {
     pub const CONTROL_ENTRIES: u32 = 2;
     /// Flows whose first drop was handed over lately.
     pub const SEEN_ENTRIES: u32 = 8192;
+    /// Flows to one destination (reason, address and port, socket) whose drops a period shows one by one;
+    /// the destination's further drops that period, from any source, are counted in one record whose source
+    /// is not kept ([`udp_dropped_flags::SOURCES_FOLDED`](super::udp_dropped_flags::SOURCES_FOLDED)): a flood
+    /// from many source ports or addresses is a few lines a second, not one per source.
+    pub const FLOWS_SHOWN: u32 = 32;
+    /// Destinations whose flows shown this period are counted.
+    pub const DEST_ENTRIES: u32 = 4096;
     /// How long a handed-over drop stands for its flow's next ones, which are counted meanwhile.
     pub const PERIOD_NS: u64 = 1_000_000_000;
     /// [`UdpDropped::reason`](super::UdpDropped::reason) on a kernel whose `skb:kfree_skb` gives none
@@ -132,6 +139,18 @@ pub mod udp_dropped_flags {
     pub const OWNER_KNOWN: u8 = 1 << 1;
     /// `rcvbuf` and `queued` were read from the socket when it dropped the datagram.
     pub const RCVBUF_KNOWN: u8 = 1 << 2;
+    /// `src` and `sport` are zeros: the record counts drops from any source (only counts are wanted, or its
+    /// destination had more than [`drops::FLOWS_SHOWN`](super::drops::FLOWS_SHOWN) flows in the period).
+    pub const SOURCES_FOLDED: u8 = 1 << 3;
+}
+
+/// A destination's flows shown in the current period (`drops::FLOWS_SHOWN`): since when, and how many.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowsShown {
+    pub since: u64,
+    pub flows: u32,
+    pub _pad0: u32,
 }
 
 /// What a dropped datagram's count carries besides the count: the largest receive queue seen.

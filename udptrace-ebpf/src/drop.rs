@@ -31,8 +31,8 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use udptrace_common::{
-    AF_INET, AF_INET6, DropCount, IPPROTO_UDP, IPPROTO_UDPLITE, Pending, UdpDropped, drops, kind, probe, stat,
-    udp_dropped_flags,
+    AF_INET, AF_INET6, DropCount, FlowsShown, IPPROTO_UDP, IPPROTO_UDPLITE, Pending, UdpDropped, drops, kind, probe,
+    stat, udp_dropped_flags,
 };
 
 use crate::{
@@ -67,6 +67,11 @@ static UDP_DROPS_PENDING: PerCpuArray<Pending<UdpDropped>> = PerCpuArray::with_m
 /// over at once again.
 #[map]
 static DROPS_SEEN: LruHashMap<UdpDropped, u64> = LruHashMap::with_max_entries(drops::SEEN_ENTRIES, 0);
+
+/// Per destination (a record whose sources are folded), the flows whose drops the current period shows one by
+/// one (`drops::FLOWS_SHOWN`).
+#[map]
+static DROP_DESTS: LruHashMap<UdpDropped, FlowsShown> = LruHashMap::with_max_entries(drops::DEST_ENTRIES, 0);
 
 /// `skb:kfree_skb`: `TP_PROTO(struct sk_buff *skb, void *location[, enum skb_drop_reason reason[, struct sock
 /// *rx_sk]])`.
@@ -180,9 +185,8 @@ fn dropped(ctx: &RawTracePointContext, event: &mut UdpDropped, level: u32) -> Re
     // Only counts wanted, and no filter on addresses or ports: who sent the datagram is no part of its count
     // (as with `icmp_sent`, tally.rs; the summary and the metrics name the destination), so that a flood from
     // many source ports is one flow, counted on the fast path below.
-    if tally::counting() && config!(filter.n_addrs) == 0 && config!(filter.n_ports) == 0 {
-        event.src = [0; 16];
-        event.sport = 0;
+    if tally::counting() && may_fold() {
+        fold_sources(event);
     }
     event.reason = reason;
     event.location = ctx.get::<u64>(1)?;
@@ -254,12 +258,11 @@ fn dropped(ctx: &RawTracePointContext, event: &mut UdpDropped, level: u32) -> Re
 }
 
 /// Whether `event`, as far as it is built (packet, reason, place; its header is not yet), is of the flow
-/// `record` counts.
+/// `record` counts: for a record whose sources are folded, from any source.
 #[inline(always)]
 fn same_flow(record: &UdpDropped, event: &UdpDropped, family: u16) -> bool {
-    record.src == event.src
+    (record.flags & udp_dropped_flags::SOURCES_FOLDED != 0 || record.src == event.src && record.sport == event.sport)
         && record.dst == event.dst
-        && record.sport == event.sport
         && record.dport == event.dport
         && record.proto == event.proto
         && u16::from(record.header.family) == family
@@ -362,11 +365,28 @@ fn hand_over_or_count<C: EbpfContext>(ctx: &C, event: &mut UdpDropped, level: u3
     // Counting only: the record is built again each period, to see an owner change.
     let mut since = time;
     if !tally::counting() {
+        let shown = match folded(event, time) {
+            // The destination's flows this period are all shown: this drop is counted with its others'.
+            Ok(period) => {
+                if add(level, &*event, queued) {
+                    return period + drops::PERIOD_NS;
+                }
+                event.header.time_ns = time;
+                event.queued = queued;
+                output(ctx, event);
+                return 0;
+            }
+            Err(shown) => shown,
+        };
         // SAFETY: a map lookup; the value is copied out.
         let seen = unsafe { DROPS_SEEN.get(&*event) }.copied();
         match seen {
             Some(at) if time.wrapping_sub(at) < drops::PERIOD_NS => since = at,
             _ => {
+                if !shown.is_null() {
+                    // SAFETY: the destination's value, from `folded`, valid for the program's run.
+                    unsafe { (*shown).flows += 1 };
+                }
                 let _ = DROPS_SEEN.insert(&*event, &time, 0);
                 event.header.time_ns = time;
                 event.queued = queued;
@@ -382,6 +402,57 @@ fn hand_over_or_count<C: EbpfContext>(ctx: &C, event: &mut UdpDropped, level: u3
         return 0;
     }
     since + drops::PERIOD_NS
+}
+
+/// Whether drops from several sources may be counted as one: no filter on addresses or ports, which the
+/// fast path (`LAST_DROP`) would no longer check for a new source.
+#[inline(always)]
+fn may_fold() -> bool {
+    config!(filter.n_addrs) == 0 && config!(filter.n_ports) == 0
+}
+
+/// Leaves out who sent the datagram: `event` counts drops from any source to its destination.
+#[inline(always)]
+fn fold_sources(event: &mut UdpDropped) {
+    event.src = [0; 16];
+    event.sport = 0;
+    event.flags |= udp_dropped_flags::SOURCES_FOLDED;
+}
+
+/// Where `event`'s destination already had `drops::FLOWS_SHOWN` flows shown this period, `event` is made the
+/// destination's record with sources folded, and the period's start is returned (`Ok`). Else its count of
+/// flows shown, to which the caller adds a new flow (`Err`; null when none is kept). A destination not yet
+/// counted is entered with this drop's flow as its first.
+#[inline(always)]
+fn folded(event: &mut UdpDropped, time: u64) -> Result<u64, *mut FlowsShown> {
+    if !may_fold() {
+        return Err(core::ptr::null_mut());
+    }
+    let (src, sport, flags) = (event.src, event.sport, event.flags);
+    fold_sources(event);
+    let shown = match DROP_DESTS.get_ptr_mut(&*event) {
+        None => {
+            let first = FlowsShown { since: time, flows: 1, _pad0: 0 };
+            let _ = DROP_DESTS.insert(&*event, &first, 0);
+            core::ptr::null_mut()
+        }
+        Some(shown) => {
+            // SAFETY: the map's value, valid for the program's run. Another CPU may count at once: a flow
+            // more may then be shown, never one fewer.
+            let counted = unsafe { &mut *shown };
+            if time.wrapping_sub(counted.since) >= drops::PERIOD_NS {
+                counted.since = time;
+                counted.flows = 0;
+            } else if counted.flows >= drops::FLOWS_SHOWN {
+                return Ok(counted.since);
+            }
+            shown
+        }
+    };
+    event.src = src;
+    event.sport = sport;
+    event.flags = flags;
+    Err(shown)
 }
 
 /// Counts one drop of `key` in this CPU's pending slot of the current epoch (`tally::count_in_slot`), whose

@@ -48,6 +48,7 @@ pub struct Scenario {
 pub const WITH_DROPS_ONLY: &[&str] = &[
     "firewall_drop",
     "rcvbuf_full",
+    "drops_from_many_sources",
     "neighbour_failed",
     "bad_checksum",
     "closed_port_ipv6_once",
@@ -81,6 +82,7 @@ pub static SCENARIOS: &[Scenario] = &[
     Scenario { name: "host_down_ipv6", run: |c, t| host_down(c, t, Family::V6) },
     Scenario { name: "firewall_drop", run: firewall_drop },
     Scenario { name: "rcvbuf_full", run: drops::rcvbuf_full },
+    Scenario { name: "drops_from_many_sources", run: drops::drops_from_many_sources },
     Scenario { name: "neighbour_failed", run: drops::neighbour_failed },
     Scenario { name: "bad_checksum", run: drops::bad_checksum },
     Scenario { name: "closed_port_ipv6_once", run: drops::closed_port_ipv6_once },

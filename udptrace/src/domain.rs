@@ -251,6 +251,10 @@ pub struct UdpDropped {
     pub ifindex: u32,
     /// How many drops of the same reason, flow and socket this event stands for.
     pub count: u64,
+    /// The drops came from any source, counted together: only counts were wanted, or their destination had
+    /// more flows dropped in a second than are shown one by one (`drops::FLOWS_SHOWN`). `packet.src` and the
+    /// source port say nothing then.
+    pub sources_folded: bool,
 }
 
 /// ICMP errors this host wanted to send and a rate limit stopped.
@@ -400,6 +404,7 @@ pub mod samples {
             queued: Some(213504),
             ifindex: 2,
             count: 1,
+            sources_folded: false,
         }
     }
 

@@ -35,7 +35,7 @@
 //!    with the lost count no fewer; and the per-program cost, from BPF statistics.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeSet,
     io::{BufRead as _, BufReader},
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -133,6 +133,8 @@ impl Variant {
 mod paths;
 use self::paths::{drop_flood, error_path, hot_path};
 mod report;
+mod stats;
+use self::stats::{Costs, loaded_program_ids, programs_of, stats_of};
 
 pub use self::report::*;
 
@@ -387,83 +389,6 @@ impl Running {
     }
 }
 
-/// The eBPF programs process `pid` holds, through a program or a link fd (`prog_id:` in its fdinfo).
-fn programs_of(pid: u32) -> BTreeSet<u32> {
-    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
-        return BTreeSet::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
-        .flat_map(|info| {
-            info.lines()
-                .filter_map(|l| l.strip_prefix("prog_id:").and_then(|id| id.trim().parse().ok()))
-                .collect::<Vec<u32>>()
-        })
-        .collect()
-}
-
-/// The ids of the loaded programs named as udptrace names its own. A program unloaded while the list is
-/// read (another udptrace stopping) is left out, not an error.
-fn loaded_program_ids() -> BTreeSet<u32> {
-    let ours = |name: &str| {
-        ["fentry_", "fexit_", "kprobe_", "kretprobe_", "tp_", "cgroup_"].iter().any(|p| name.starts_with(p))
-    };
-    aya::programs::loaded_programs()
-        .flatten()
-        .filter(|info| info.name_as_str().is_some_and(ours))
-        .map(|info| info.id())
-        .collect()
-}
-
-/// Per program id: its name, run count and run time (ns) now.
-type Stats = BTreeMap<u32, (String, u64, u64)>;
-
-fn stats_of(ids: &BTreeSet<u32>) -> Stats {
-    aya::programs::loaded_programs()
-        .flatten()
-        .filter(|info| ids.contains(&info.id()))
-        .map(|info| {
-            let name = info.name_as_str().unwrap_or("?").to_owned();
-            (info.id(), (name, info.run_count(), info.run_time().as_nanos() as u64))
-        })
-        .collect()
-}
-
-/// Program costs summed over rounds, by variant and program.
-#[derive(Default)]
-struct Costs(BTreeMap<(String, String), ProgramCost>);
-
-impl Costs {
-    /// Adds what each program did between `before` and `after`, while `datagrams` were sent.
-    fn add(&mut self, label: &str, before: &Stats, after: &Stats, datagrams: u64) {
-        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
-        for (id, (name, runs, time)) in after {
-            let (runs_before, time_before) = before.get(id).map_or((0, 0), |(_, r, t)| (*r, *t));
-            let nth = seen.entry(name).or_default();
-            *nth += 1;
-            let name = if *nth == 1 { name.clone() } else { format!("{name} #{nth}") };
-            let cost = self.0.entry((label.to_owned(), name.clone())).or_insert_with(|| ProgramCost {
-                variant: label.to_owned(),
-                name,
-                runs: 0,
-                run_time_ns: 0,
-                datagrams: 0,
-            });
-            cost.runs += runs.saturating_sub(runs_before);
-            cost.run_time_ns += time.saturating_sub(time_before);
-            cost.datagrams += datagrams;
-        }
-    }
-
-    fn into_rows(self, order: &[Variant]) -> Vec<ProgramCost> {
-        let mut rows: Vec<ProgramCost> = self.0.into_values().collect();
-        let rank = |label: &str| order.iter().position(|v| v.label() == label).unwrap_or(usize::MAX);
-        rows.sort_by(|a, b| (rank(&a.variant), &a.name).cmp(&(rank(&b.variant), &b.name)));
-        rows
-    }
-}
-
 /// Start-up times and peak RSS, per way of running udptrace.
 #[derive(Default)]
 struct Starts(Vec<Startup>);
@@ -624,46 +549,6 @@ pub fn run(options: &Options) -> Result<Report> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn stats(entries: &[(u32, &str, u64, u64)]) -> Stats {
-        entries.iter().map(|(id, name, runs, ns)| (*id, ((*name).to_owned(), *runs, *ns))).collect()
-    }
-
-    #[test]
-    fn program_costs_add_up_over_rounds_and_keep_namesakes_apart() {
-        let mut costs = Costs::default();
-        let label = "udptrace fentry";
-        // Round 1: two programs of one (truncated) name, one that never runs.
-        costs.add(
-            label,
-            &stats(&[(10, "kretprobe_looku", 5, 50), (11, "kretprobe_looku", 0, 0), (12, "tp_icmp_send", 0, 0)]),
-            &stats(&[
-                (10, "kretprobe_looku", 105, 1050),
-                (11, "kretprobe_looku", 100, 2000),
-                (12, "tp_icmp_send", 0, 0),
-            ]),
-            100,
-        );
-        // Round 2: the same programs loaded again, under new ids.
-        costs.add(
-            label,
-            &Stats::new(),
-            &stats(&[(20, "kretprobe_looku", 300, 3000), (21, "kretprobe_looku", 0, 0), (22, "tp_icmp_send", 0, 0)]),
-            300,
-        );
-        let rows = costs.into_rows(&[Variant::Bare, Variant::Udptrace("fentry".into())]);
-        let got: Vec<(&str, u64, u64, u64)> =
-            rows.iter().map(|p| (p.name.as_str(), p.runs, p.run_time_ns, p.datagrams)).collect();
-        assert_eq!(
-            got,
-            vec![
-                ("kretprobe_looku", 400, 4000, 400),
-                ("kretprobe_looku #2", 100, 2000, 400),
-                ("tp_icmp_send", 0, 0, 400)
-            ]
-        );
-        assert_eq!(rows[0].runs_per_datagram(), 1.0);
-    }
 
     #[test]
     fn medians_and_verdicts() {

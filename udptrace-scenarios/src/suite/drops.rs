@@ -359,6 +359,69 @@ pub fn rcvbuf_full(config: &Config, tracer: &mut Tracer) -> Result<Results> {
     Ok(vec![("drops_match", counted), ("flushed_on_stop", flushed), ("names_the_socket", named), ("queued", queued)])
 }
 
+/// A flood from many sources to one receiver that never reads: 64 client sockets (twice the flows udptrace
+/// shows one by one per destination and second, `drops::FLOWS_SHOWN`) each send 24 datagrams, in turn, to a
+/// socket of this process whose buffer holds a few. Every drop is still counted (the events' counts and the
+/// lost add up to the kernel's `RcvbufErrors` increase), but no more than `FLOWS_SHOWN` sources (and two
+/// more, which CPUs racing may show) are named; the rest are in events whose `packet.src` is null.
+pub fn drops_from_many_sources(config: &Config, tracer: &mut Tracer) -> Result<Results> {
+    const SOURCES: usize = 64;
+    const EACH: usize = 24;
+    let shown_at_most = udptrace_common::drops::FLOWS_SHOWN as usize + 2;
+    if let Err(skip) = drop_hook(config, tracer) {
+        return Ok(vec![("all", skip)]);
+    }
+    let hosts = TwoHosts::new()?;
+    let receiver = udp_socket(&hosts.server, SocketAddr::new(IpAddr::V4(SERVER_V4.parse()?), 0))?;
+    set_int_option(&receiver, libc::SOL_SOCKET, libc::SO_RCVBUF, 4096).context("setting SO_RCVBUF")?;
+    let to = receiver.local_addr()?;
+    let clients = (0..SOURCES)
+        .map(|_| udp_socket(&hosts.client, SocketAddr::new(TwoHosts::client_ip(Family::V4), 0)))
+        .collect::<Result<Vec<_>>>()?;
+    let before = snmp(&hosts.server, "Udp", "RcvbufErrors")?;
+    for _ in 0..EACH {
+        for client in &clients {
+            client.send_to(&[0x5a; 64], to)?;
+        }
+    }
+    let want = settled(config.event_timeout, || snmp(&hosts.server, "Udp", "RcvbufErrors"))? - before;
+    if want <= shown_at_most as u64 {
+        return Ok(vec![(
+            "kernel_dropped",
+            Outcome::Fail(format!("{} datagrams and only {want} RcvbufErrors: the case was not made", SOURCES * EACH)),
+        )]);
+    }
+    let about = move |e: &Value| e["event"] == "udp_dropped" && e["packet"]["dst"] == to.to_string() && RCVBUF.says(e);
+    let deadline = Instant::now() + config.event_timeout;
+    while drops_in(&tracer.seen, about) + lost_in(&tracer.seen) < want && Instant::now() < deadline {
+        tracer.collect_for(Duration::from_millis(200));
+    }
+    tracer.collect_for(config.quiet_period);
+    let (shown, lost) = (drops_in(&tracer.seen, about), lost_in(&tracer.seen));
+    let counted = if shown <= want && shown + lost >= want {
+        Outcome::Pass
+    } else {
+        Outcome::Fail(format!(
+            "the kernel counted {want} RcvbufErrors; udptrace reported {shown} such drops and {lost} lost"
+        ))
+    };
+    let events: Vec<&Value> = tracer.seen.iter().filter(|e| about(e)).collect();
+    let sources: std::collections::BTreeSet<&str> = events.iter().filter_map(|e| e["packet"]["src"].as_str()).collect();
+    let folded: u64 =
+        events.iter().filter(|e| e["packet"]["src"].is_null()).map(|e| e["count"].as_u64().unwrap_or(0)).sum();
+    let bounded = if (1..=shown_at_most).contains(&sources.len()) && folded > 0 {
+        Outcome::Pass
+    } else {
+        Outcome::Fail(format!(
+            "{SOURCES} sources: want 1 to {shown_at_most} named and the others' drops in events with src null; got \
+             {} named and {folded} drops with src null ({} events)",
+            sources.len(),
+            events.len()
+        ))
+    };
+    Ok(vec![("drops_match", counted), ("sources_bounded", bounded)])
+}
+
 /// Seed case 2 on the client's own link: a connected client sends three datagrams to an address of its
 /// subnet that nobody has (ARP shortened as `host_down` does: one probe, given up after 100 ms). When
 /// resolution fails the client's kernel drops what waited for it (`neigh_failed`, direction out; before

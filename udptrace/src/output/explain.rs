@@ -203,6 +203,12 @@ pub fn explain_udp_dropped(e: &UdpDropped) -> String {
     if e.count > 1 {
         text.push_str(&format!("; {} such drops", e.count));
     }
+    if e.sources_folded {
+        text.push_str(&format!(
+            ", from sources not shown one by one (more than {} flows to it in a second)",
+            udptrace_common::drops::FLOWS_SHOWN
+        ));
+    }
     text
 }
 

@@ -84,6 +84,11 @@ fn packet_json(packet: Option<Packet>) -> Value {
     })
 }
 
+/// A packet whose source is not known: the drops of many sources counted together.
+fn folded_packet_json(p: &Packet) -> Value {
+    json!({ "src": null, "dst": endpoint(p, false), "proto": proto_name(p.proto) })
+}
+
 fn icmp_suppressed_json(e: &IcmpSuppressed) -> Value {
     let attempt = e.attempt.as_ref();
     json!({
@@ -122,7 +127,7 @@ fn udp_dropped_json(e: &UdpDropped) -> Value {
         "netns": e.meta.netns,
         "probe": e.meta.probe.as_str(),
         "family": e.family.as_str(),
-        "packet": packet_json(Some(e.packet)),
+        "packet": if e.sources_folded { folded_packet_json(&e.packet) } else { packet_json(Some(e.packet)) },
         "reason": e.reason.as_deref(),
         "location": e.location.as_deref(),
         "direction": e.direction.as_str(),
@@ -177,6 +182,14 @@ mod tests {
                 "count": 1,
             })
         );
+    }
+
+    #[test]
+    fn drops_from_many_sources_have_no_source() {
+        let drop = UdpDropped { sources_folded: true, count: 9000, ..samples::rcvbuf_drop() };
+        let value = json(&Event::UdpDropped(drop));
+        assert_eq!(value["packet"], json!({"src": null, "dst": "10.0.0.2:9996", "proto": "udp"}));
+        assert_eq!(value["count"], 9000);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::{
     rfc3339,
 };
 use crate::{
-    domain::{Event, OwnerInfo, Packet, Verdict},
+    domain::{Event, OwnerInfo, Packet, UdpDropped, Verdict},
     kernel::tables::errno_name,
 };
 
@@ -70,6 +70,15 @@ fn about(packet: Option<Packet>) -> String {
         || "an unreadable packet".to_owned(),
         |p| format!("{} {} -> {}", proto_name(p.proto), endpoint(&p, true), endpoint(&p, false)),
     )
+}
+
+/// A drop's datagrams; `*` for the source of drops from many sources, counted together.
+fn dropped_flow(e: &UdpDropped) -> String {
+    if e.sources_folded {
+        format!("{} * -> {}", proto_name(e.packet.proto), endpoint(&e.packet, false))
+    } else {
+        about(Some(e.packet))
+    }
 }
 
 /// Text output is coloured when stdout is a terminal and `NO_COLOR` is unset or empty (no-color.org).
@@ -197,7 +206,7 @@ pub fn styled_text(event: &Event, color: bool) -> String {
             let mut line = Line::new(color, e.meta.time);
             line.column("udp_dropped", WHAT, Some(Tone::Ignored))
                 .column(e.reason.as_deref().or(e.location.as_deref()).unwrap_or("?"), WHY, Some(Tone::Ignored))
-                .column(&format!("{} {}", e.direction.as_str(), about(Some(e.packet))), FLOW, None);
+                .column(&format!("{} {}", e.direction.as_str(), dropped_flow(e)), FLOW, None);
             if e.count > 1 {
                 line.column(&format!("x{}", e.count), 0, None);
             }
@@ -241,6 +250,20 @@ mod tests {
              x4711  socket 0.0.0.0:9996 pid 700 slow-reader  netns 4026532001  (the socket's receive buffer was \
              full: its process reads too slowly; raise SO_RCVBUF (capped by net.core.rmem_max) or read faster \
              (213504 of 212992 bytes queued); 4711 such drops)"
+        );
+    }
+
+    #[test]
+    fn a_drop_from_many_sources_names_none() {
+        let drop = UdpDropped { sources_folded: true, count: 9000, ..samples::rcvbuf_drop() };
+        let line = text(&Event::UdpDropped(drop));
+        assert!(line.contains(" in udp * -> 10.0.0.2:9996 "), "{line}");
+        assert!(!line.contains("10.0.0.1"), "{line}");
+        assert!(
+            line.ends_with(
+                "9000 such drops, from sources not shown one by one (more than 32 flows to it in a second))"
+            ),
+            "{line}"
         );
     }
 

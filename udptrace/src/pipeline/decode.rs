@@ -240,6 +240,7 @@ fn udp_dropped(raw: &RawUdpDropped, family: Family, clock: Clock) -> Result<UdpD
         queued: rcvbuf.then_some(raw.queued),
         ifindex: raw.ifindex,
         count: 1,
+        sources_folded: has(udp_dropped_flags::SOURCES_FOLDED),
     })
 }
 
@@ -426,6 +427,17 @@ mod tests {
         assert_eq!(e.reason_code, None);
         assert_eq!(e.direction, Direction::Out);
         assert_eq!((e.local, e.sock_ino, e.owner, e.rcvbuf, e.queued), (None, None, None, None, None));
+        assert!(!e.sources_folded);
+    }
+
+    #[test]
+    fn a_drop_from_many_sources_says_so() {
+        let mut raw = raw_rcvbuf_drop();
+        (raw.src, raw.sport) = ([0; 16], 0);
+        raw.flags |= udp_dropped_flags::SOURCES_FOLDED;
+        let Event::UdpDropped(e) = decode(&bytes_of(&raw), CLOCK).unwrap() else { panic!() };
+        assert!(e.sources_folded);
+        assert_eq!(e.packet.dst, samples::rcvbuf_drop().packet.dst);
     }
 
     #[test]
