@@ -53,6 +53,7 @@ pub const WITH_DROPS_ONLY: &[&str] = &[
     "bad_checksum",
     "closed_port_ipv6_once",
     "healthy_path",
+    "capabilities_dropped",
     // Its udptrace runs with `-v`: the verifier must accept the programs with their log calls wherever any load.
     "sigkill_unloads",
     // `udptrace check` starts hooks of its own; with the drop hook alone it still has the error queue.
@@ -120,6 +121,7 @@ pub static SCENARIOS: &[Scenario] = &[
     Scenario { name: "sigkill_unloads", run: operator::sigkill_unloads },
     Scenario { name: "healthy_path", run: operator::healthy_path },
     Scenario { name: "owner_records_freed", run: operator::owner_records_freed },
+    Scenario { name: "capabilities_dropped", run: operator::capabilities_dropped },
     Scenario { name: "prometheus", run: metrics::prometheus },
 ];
 

@@ -143,6 +143,15 @@ fn trace(cli: Cli, facts: KernelFacts) -> Result<()> {
         cgroup_links: _cgroup_links,
     } = tracing;
     let (sinks, server) = runtime.block_on(sinks(&cli, &outcomes))?;
+    // Attached and bound: what is left to do needs a few capabilities only.
+    match privileges::keep_only_what_tracing_uses() {
+        Ok(kept) if cli.verbose => {
+            let names: Vec<String> = kept.iter().map(ToString::to_string).collect();
+            eprintln!("udptrace: capabilities kept: {}", names.join(" "));
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!("udptrace: warning: cannot give up the capabilities tracing no longer uses: {e}"),
+    }
     let serving = cli.metrics.map(|addr| format!("; metrics on http://{addr}/metrics")).unwrap_or_default();
     let options = session::Options {
         duration: cli.duration,

@@ -443,6 +443,47 @@ fn run_counts() -> Result<std::collections::BTreeMap<u32, (String, u64)>> {
         .collect())
 }
 
+/// The capabilities udptrace keeps once attached (`kernel/privileges.rs` `KEPT`): CAP_DAC_READ_SEARCH (2),
+/// CAP_SYS_PTRACE (19), CAP_SYS_ADMIN (21), CAP_SYSLOG (34).
+const KEPT_CAPABILITIES: u64 = 1 << 2 | 1 << 19 | 1 << 21 | 1 << 34;
+
+/// While tracing, every thread of the shared udptrace holds in its effective, permitted and bounding sets
+/// no capability but those it still uses, and nothing inheritable or ambient; and, being root, still
+/// CAP_SYS_ADMIN, which the namespace lookups of the scenarios before this one used after the drop.
+pub fn capabilities_dropped(_config: &Config, shared: &mut Tracer) -> Result<Results> {
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", shared.pid()))?;
+    let mut wrong = Vec::new();
+    let mut threads = 0;
+    for task in tasks.flatten() {
+        let status = std::fs::read_to_string(task.path().join("status"))?;
+        threads += 1;
+        let set = |name: &str| {
+            status.lines().find_map(|l| l.strip_prefix(name)).and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        };
+        for (name, allowed) in [
+            ("CapEff:", KEPT_CAPABILITIES),
+            ("CapPrm:", KEPT_CAPABILITIES),
+            ("CapBnd:", KEPT_CAPABILITIES),
+            ("CapInh:", 0),
+            ("CapAmb:", 0),
+        ] {
+            match set(name) {
+                Some(bits) if bits & !allowed == 0 => {}
+                got => wrong.push(format!("thread {:?} {name} {got:x?}", task.file_name())),
+            }
+        }
+        if set("CapEff:").is_none_or(|bits| bits & 1 << 21 == 0) {
+            wrong.push(format!("thread {:?} lost CAP_SYS_ADMIN, which namespace lookups use", task.file_name()));
+        }
+    }
+    let outcome = if threads > 0 && wrong.is_empty() {
+        Outcome::Pass
+    } else {
+        Outcome::Fail(format!("{threads} threads; want only {KEPT_CAPABILITIES:#x}: {}", wrong.join("; ")))
+    };
+    Ok(vec![("only_what_it_uses", outcome)])
+}
+
 /// Nothing on the healthy path: 20,000 datagrams received without error, with BPF statistics on, run no
 /// program of the shared udptrace's more than a few times (a program that ran per datagram would count
 /// 20,000 runs). Then one refused datagram: the statistics must see the error path run, or they counted
