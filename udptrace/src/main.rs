@@ -142,8 +142,9 @@ fn trace(cli: Cli, facts: KernelFacts) -> Result<()> {
         programs: _programs,
         cgroup_links: _cgroup_links,
     } = tracing;
-    let (sinks, server) = runtime.block_on(sinks(&cli, &outcomes))?;
-    // Attached and bound: what is left to do needs a few capabilities only.
+    let (sinks, server) = sinks(&cli, &outcomes)?;
+    // Attached and bound: what is left to do needs a few capabilities only. The metrics thread starts after,
+    // and so holds no more than the rest (a thread takes its creator's capabilities).
     match privileges::keep_only_what_tracing_uses() {
         Ok(kept) if cli.verbose => {
             let names: Vec<String> = kept.iter().map(ToString::to_string).collect();
@@ -152,6 +153,7 @@ fn trace(cli: Cli, facts: KernelFacts) -> Result<()> {
         Ok(_) => {}
         Err(e) => eprintln!("udptrace: warning: cannot give up the capabilities tracing no longer uses: {e}"),
     }
+    let _serving = server.map(metrics::Server::start).transpose()?;
     let serving = cli.metrics.map(|addr| format!("; metrics on http://{addr}/metrics")).unwrap_or_default();
     let options = session::Options {
         duration: cli.duration,
@@ -161,26 +163,23 @@ fn trace(cli: Cli, facts: KernelFacts) -> Result<()> {
         stop: None,
     };
     let totals = runtime.block_on(session::run(source, stages, sinks, options))?;
-    if let Some(server) = server {
-        server.abort();
-    }
     eprintln!("{}", totals.closing_line());
     Ok(())
 }
 
+/// The sinks the session hands each event to.
+type Sinks = Vec<Box<dyn Sink>>;
+
 /// The outputs the options ask for; the metrics server is bound before tracing starts, so that a port in
 /// use fails in one line.
-async fn sinks(
-    cli: &Cli,
-    outcomes: &[HookOutcome],
-) -> Result<(Vec<Box<dyn Sink>>, Option<tokio::task::JoinHandle<()>>)> {
-    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+fn sinks(cli: &Cli, outcomes: &[HookOutcome]) -> Result<(Sinks, Option<metrics::Server>)> {
+    let mut sinks: Sinks = Vec::new();
     let mut server = None;
     if let Some(addr) = cli.metrics {
         let hooks: Vec<(&'static str, &'static str)> =
             outcomes.iter().filter_map(|o| o.attached.map(|mode| (o.hook.name, mode.as_str()))).collect();
         let counters = metrics::Metrics::new(&hooks, cli.metrics_addresses);
-        server = Some(metrics::serve(addr, counters.clone()).await?);
+        server = Some(metrics::bind(addr, counters.clone())?);
         sinks.push(Box::new(metrics::MetricsSink(counters)));
     }
     if !cli.quiet {

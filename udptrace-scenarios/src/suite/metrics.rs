@@ -191,6 +191,15 @@ pub fn prometheus(config: &Config, _shared: &mut Tracer) -> Result<Results> {
     } else {
         Outcome::Skip("the icmp_send hook did not attach".to_owned())
     };
+    // Served from a thread of its own (a request flood takes no time from the tracing loop), which holds no
+    // more capabilities than the rest.
+    let own_thread = match super::operator::capability_faults(tracer.pid()) {
+        Ok((threads, wrong)) if threads.iter().any(|t| t == "metrics") && wrong.is_empty() => Outcome::Pass,
+        Ok((threads, wrong)) => Outcome::Fail(format!(
+            "want a thread named metrics among {threads:?}, holding only what udptrace keeps: {wrong:?}"
+        )),
+        Err(e) => Outcome::Fail(format!("{e:#}")),
+    };
     let mode = tracer.mode_of("socket_error").unwrap_or("none").to_owned();
     let hook_mode = match prometheus.query(&format!("udptrace_hook_mode{{hook=\"socket_error\",mode=\"{mode}\"}}")) {
         Ok(1.0) => Outcome::Pass,
@@ -205,6 +214,7 @@ pub fn prometheus(config: &Config, _shared: &mut Tracer) -> Result<Results> {
         ("socket_errors_rose", socket_errors),
         ("icmp_sent_rose", icmp_sent),
         ("hook_mode", hook_mode),
+        ("served_from_its_own_thread", own_thread),
         ("clean_stop", stopped),
     ])
 }

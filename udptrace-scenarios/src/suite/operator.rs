@@ -451,37 +451,43 @@ const KEPT_CAPABILITIES: u64 = 1 << 2 | 1 << 19 | 1 << 21 | 1 << 34;
 /// no capability but those it still uses, and nothing inheritable or ambient; and, being root, still
 /// CAP_SYS_ADMIN, which the namespace lookups of the scenarios before this one used after the drop.
 pub fn capabilities_dropped(_config: &Config, shared: &mut Tracer) -> Result<Results> {
-    let tasks = std::fs::read_dir(format!("/proc/{}/task", shared.pid()))?;
+    let (threads, wrong) = capability_faults(shared.pid())?;
+    let outcome = if !threads.is_empty() && wrong.is_empty() {
+        Outcome::Pass
+    } else {
+        Outcome::Fail(format!("{} threads; want only {KEPT_CAPABILITIES:#x}: {}", threads.len(), wrong.join("; ")))
+    };
+    Ok(vec![("only_what_it_uses", outcome)])
+}
+
+/// The names of process `pid`'s threads, and what any of them holds beyond what udptrace keeps.
+pub(super) fn capability_faults(pid: u32) -> Result<(Vec<String>, Vec<String>)> {
     let mut wrong = Vec::new();
-    let mut threads = 0;
-    for task in tasks.flatten() {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))?.flatten() {
         let status = std::fs::read_to_string(task.path().join("status"))?;
-        threads += 1;
-        let set = |name: &str| {
-            status.lines().find_map(|l| l.strip_prefix(name)).and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        let name = status.lines().find_map(|l| l.strip_prefix("Name:")).unwrap_or("?").trim().to_owned();
+        let set = |field: &str| {
+            status.lines().find_map(|l| l.strip_prefix(field)).and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
         };
-        for (name, allowed) in [
+        for (field, allowed) in [
             ("CapEff:", KEPT_CAPABILITIES),
             ("CapPrm:", KEPT_CAPABILITIES),
             ("CapBnd:", KEPT_CAPABILITIES),
             ("CapInh:", 0),
             ("CapAmb:", 0),
         ] {
-            match set(name) {
+            match set(field) {
                 Some(bits) if bits & !allowed == 0 => {}
-                got => wrong.push(format!("thread {:?} {name} {got:x?}", task.file_name())),
+                got => wrong.push(format!("thread {name} {field} {got:x?}")),
             }
         }
         if set("CapEff:").is_none_or(|bits| bits & 1 << 21 == 0) {
-            wrong.push(format!("thread {:?} lost CAP_SYS_ADMIN, which namespace lookups use", task.file_name()));
+            wrong.push(format!("thread {name} lost CAP_SYS_ADMIN, which namespace lookups use"));
         }
+        threads.push(name);
     }
-    let outcome = if threads > 0 && wrong.is_empty() {
-        Outcome::Pass
-    } else {
-        Outcome::Fail(format!("{threads} threads; want only {KEPT_CAPABILITIES:#x}: {}", wrong.join("; ")))
-    };
-    Ok(vec![("only_what_it_uses", outcome)])
+    Ok((threads, wrong))
 }
 
 /// Nothing on the healthy path: 20,000 datagrams received without error, with BPF statistics on, run no

@@ -274,40 +274,67 @@ impl Drop for Admitted {
     }
 }
 
-/// Binds `addr` now, so that a port in use fails before tracing starts; serves from the returned task.
-pub async fn serve(addr: SocketAddr, metrics: Metrics) -> Result<tokio::task::JoinHandle<()>> {
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot serve metrics on {addr}"))?;
-    let open = Arc::new(Mutex::new(Open::default()));
-    Ok(tokio::spawn(async move {
-        loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                // Out of file descriptors, or the like: wait instead of spinning on the tracing thread.
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
+/// The metrics port, bound before tracing starts (so that a port in use fails in one line, and a port below
+/// 1024 is bound while the capability for it is still held), served once tracing runs.
+pub struct Server {
+    listener: std::net::TcpListener,
+    metrics: Metrics,
+}
+
+pub fn bind(addr: SocketAddr, metrics: Metrics) -> Result<Server> {
+    let listener = std::net::TcpListener::bind(addr).with_context(|| format!("cannot serve metrics on {addr}"))?;
+    listener.set_nonblocking(true)?;
+    Ok(Server { listener, metrics })
+}
+
+impl Server {
+    /// Serves on a thread of its own, with a runtime of its own: a flood of requests takes no time from
+    /// draining the buffers, and a `/proc` scan or a `sock_diag` wait on the tracing thread stalls no scrape.
+    /// The counters are shared; the thread lives as long as the process.
+    pub fn start(self) -> Result<std::thread::JoinHandle<()>> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let thread = std::thread::Builder::new().name("metrics".to_owned()).spawn(move || {
+            runtime.block_on(async move {
+                match TcpListener::from_std(self.listener) {
+                    Ok(listener) => accept(listener, self.metrics).await,
+                    Err(e) => eprintln!("udptrace: warning: metrics not served: {e}"),
                 }
-            };
-            let Some(admitted) = Admitted::new(&open, peer.ip()) else {
-                continue;
-            };
-            let metrics = metrics.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |request| {
-                    let response = answer(&request, &metrics);
-                    async move { Ok::<_, Infallible>(response) }
-                });
-                let connection = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_TIMEOUT)
-                    .max_buf_size(MAX_REQUEST_BYTES)
-                    .keep_alive(false)
-                    .serve_connection(TokioIo::new(stream), service);
-                let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
-                drop(admitted);
             });
-        }
-    }))
+        })?;
+        Ok(thread)
+    }
+}
+
+async fn accept(listener: TcpListener, metrics: Metrics) {
+    let open = Arc::new(Mutex::new(Open::default()));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            // Out of file descriptors, or the like: wait instead of spinning.
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Some(admitted) = Admitted::new(&open, peer.ip()) else {
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let response = answer(&request, &metrics);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(MAX_REQUEST_BYTES)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
+            drop(admitted);
+        });
+    }
 }
 
 /// The answer to one request: the counters on `GET /metrics`.
@@ -425,7 +452,7 @@ mod tests {
     async fn serves_metrics_over_http() {
         let metrics = Metrics::new(&[("icmp_send", "kprobe")], false);
         let addr = free_address().await;
-        let server = serve(addr, metrics).await.unwrap();
+        bind(addr, metrics).unwrap().start().unwrap();
         let answer = get(addr, "/metrics").await;
         assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
         assert!(answer.contains("application/openmetrics-text"), "{answer}");
@@ -433,9 +460,8 @@ mod tests {
         assert!(get(addr, "/metrics?x=1").await.starts_with("HTTP/1.1 200 OK"));
         assert!(get(addr, "/other").await.starts_with("HTTP/1.1 404"));
         // A second udptrace on the same address says so, in one line.
-        let taken = serve(addr, Metrics::new(&[], false)).await.unwrap_err();
+        let Err(taken) = bind(addr, Metrics::new(&[], false)) else { panic!("bound twice") };
         assert!(format!("{taken:#}").starts_with(&format!("cannot serve metrics on {addr}")), "{taken:#}");
-        server.abort();
     }
 
     /// A connection from `from`, a loopback address of its own.
@@ -457,7 +483,7 @@ mod tests {
     #[tokio::test]
     async fn stalled_and_oversized_requests_do_not_block_a_scrape() {
         let addr = free_address().await;
-        let server = serve(addr, Metrics::new(&[("socket_error", "fentry")], false)).await.unwrap();
+        bind(addr, Metrics::new(&[("socket_error", "fentry")], false)).unwrap().start().unwrap();
         // 64 clients, each from an address of its own, that send half a request line and wait.
         let mut stalled = Vec::new();
         for client in 1..=64 {
@@ -488,6 +514,5 @@ mod tests {
         let answer = tokio::time::timeout(Duration::from_secs(5), scrape_from(scraper, addr)).await.unwrap();
         assert!(answer.contains("udptrace_hook_mode{hook=\"socket_error\",mode=\"fentry\"} 1"), "{answer}");
         drop(stalled);
-        server.abort();
     }
 }
