@@ -48,6 +48,9 @@ pub mod names {
     pub const ICMP_SENT_PENDING: &str = "ICMP_SENT_PENDING";
     /// Per nesting level and generation: index `level * 2 + generation`.
     pub const DROP_PENDING: &str = "UDP_DROPS_PENDING";
+    /// One value, set to 1 when udptrace stops: the programs then count a record lost instead of handing
+    /// it over, so that the buffer's last records can be drained to the end.
+    pub const OUTPUT_STOPPED: &str = "OUTPUT_STOPPED";
     /// Every map user space opens by name.
     pub const MAPS: &[&str] = &[
         EVENTS,
@@ -64,6 +67,7 @@ pub mod names {
         DROP_TALLIES[1],
         ICMP_SENT_PENDING,
         DROP_PENDING,
+        OUTPUT_STOPPED,
     ];
 }
 

@@ -6,7 +6,7 @@ use aya_ebpf::{
     bindings::{BPF_F_CURRENT_CPU, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::generated::bpf_perf_event_output,
     macros::map,
-    maps::{PerCpuArray, PerfEventByteArray, RingBuf},
+    maps::{Array, PerCpuArray, PerfEventByteArray, RingBuf},
 };
 use udptrace_common::{buffer, stat};
 
@@ -24,6 +24,10 @@ const WAKEUP_BYTES: u64 = 64 << 10;
 #[map]
 static PERF_EVENTS: PerfEventByteArray = PerfEventByteArray::new(0);
 
+/// 1 once user space stops (`udptrace_common::names::OUTPUT_STOPPED`).
+#[map]
+static OUTPUT_STOPPED: Array<u32> = Array::with_max_entries(1, 0);
+
 /// Per-CPU counters, indexed by `udptrace_common::stat`.
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
@@ -39,6 +43,11 @@ pub(crate) fn count(stat: u32) {
 /// Hands `record` to user space through the buffer `--buffer` chose; a full buffer is counted here.
 #[inline(always)]
 pub(crate) fn output<C: EbpfContext, T>(ctx: &C, record: &T) {
+    // Stopping: user space drains what the buffer holds, and no more comes; this one is lost, and counted.
+    if OUTPUT_STOPPED.get(0).is_some_and(|stopped| *stopped != 0) {
+        count(stat::LOST);
+        return;
+    }
     let full = if config!(buffer) == buffer::PERF {
         // aya's `PerfEventByteArray::output` drops the helper's result, and a perf buffer reports its
         // losses only with the next record that fits, which may never come: call the helper to count them.

@@ -101,6 +101,7 @@ impl Tracing {
         let entered = runtime.enter();
         let source = Source::open(&mut ebpf, setup.buffer, setup.buffer_size)?;
         let stats = aya::maps::PerCpuArray::try_from(ebpf.take_map(names::STATS).context("the STATS map is missing")?)?;
+        let stop_output = ebpf.take_map(names::OUTPUT_STOPPED).and_then(|m| aya::maps::Array::try_from(m).ok());
         let creators = ebpf.take_map(names::OWNERS).and_then(|m| aya::maps::HashMap::try_from(m).ok());
         // Tracepoint mode sees no rate limit: read the kernel's counters instead, from before `tracing` on.
         let icmp_send_mode = outcomes.iter().find(|o| o.hook.name == "icmp_send").and_then(|o| o.attached);
@@ -157,6 +158,7 @@ impl Tracing {
             logs,
             tally,
             drops,
+            stop_output,
         };
         drop(entered);
         let cgroup_links = facts.take_cgroup_links();

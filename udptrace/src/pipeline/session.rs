@@ -57,6 +57,9 @@ pub struct Stages {
     pub tally: Option<Tally>,
     /// The drops the drop program counted.
     pub drops: Option<DropCounts>,
+    /// Set when the session stops (`names::OUTPUT_STOPPED`): the programs hand over nothing more, and count
+    /// what they would have as lost.
+    pub stop_output: Option<aya::maps::Array<MapData, u32>>,
 }
 
 /// What a session saw, for the closing line.
@@ -156,7 +159,10 @@ pub async fn run(mut source: Source, stages: Stages, sinks: Vec<Box<dyn Sink>>, 
         // drained below.
         let _ = session.stop_tally();
         session.stages.enricher.end();
-        for _ in 0..64 {
+        // Nothing more comes once the programs are told: the buffer is drained to its end (bounded all the
+        // same, should the map not be there), and what came after is counted lost, in the closing line.
+        let stopped = session.stages.stop_output.as_mut().is_some_and(|stop| stop.set(0, 1, 0).is_ok());
+        for _ in 0..if stopped { 4096 } else { 64 } {
             if session.drain(&mut source).is_break() || !source.has_more() {
                 break;
             }
