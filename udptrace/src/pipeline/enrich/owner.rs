@@ -76,6 +76,12 @@ struct Holders {
 }
 
 impl Holders {
+    /// The named process, if it still holds the socket `ino` as the descriptor the scan found.
+    fn holding(&self, ino: u64) -> Option<Process> {
+        let process = Process::new(self.named).ok()?;
+        (process.fd_from_fd(self.fd).ok()?.target == FDTarget::Socket(ino)).then_some(process)
+    }
+
     fn note(sockets: &mut HashMap<u64, Holders>, ino: u64, pid: i32, fd: i32) {
         let holders = sockets.entry(ino).or_insert(Holders { named: pid, count: 0, last: 0, fd });
         if holders.last != pid {
@@ -124,10 +130,16 @@ impl Resolver {
     /// (the socket existed throughout, so no process held it). Otherwise /proc is scanned again, at most
     /// once every `RESCAN_AFTER`: until then the answer is `Later`, unless `may_wait` is false (the
     /// session is ending, or too many events wait), which scans at once.
+    ///
+    /// A holder from a scan is named only while it still holds the socket: its descriptor is read again
+    /// through the process's own `/proc/PID` directory, which refers to that process alone (once it exits, a
+    /// new process given its pid is not reached through it), and the name is read through the same directory.
+    /// Since the scan, the process may have closed the descriptor, or exited and left its pid to another.
     pub fn by_socket_inode(&mut self, ino: u64, seen: Instant, may_wait: bool) -> Lookup {
-        let holders = match self.sockets.get(&ino) {
-            Some(&holders) if Process::new(holders.named).is_ok() => holders,
-            cached => {
+        let cached = self.sockets.get(&ino).copied();
+        let (holders, process) = match cached.and_then(|h| Some((h, h.holding(ino)?))) {
+            Some(found) => found,
+            None => {
                 match self.last_scan {
                     Some(scan) if scan >= seen && cached.is_none() => return Lookup::Unknown,
                     Some(scan) if may_wait && scan.elapsed() < RESCAN_AFTER => {
@@ -135,17 +147,13 @@ impl Resolver {
                     }
                     _ => self.scan_proc(),
                 }
-                match self.sockets.get(&ino) {
-                    Some(&holders) => holders,
+                match self.sockets.get(&ino).copied().and_then(|h| Some((h, h.holding(ino)?))) {
+                    Some(found) => found,
                     None => return Lookup::Unknown,
                 }
             }
         };
-        let pid = holders.named;
-        let Ok(stat) = Process::new(pid).and_then(|p| p.stat()) else {
-            return Lookup::Unknown;
-        };
-        let Ok(pid) = u32::try_from(pid) else {
+        let (Ok(stat), Ok(pid)) = (process.stat(), u32::try_from(holders.named)) else {
             return Lookup::Unknown;
         };
         let mut owner = OwnerInfo { pid, comm: stat.comm, holders: Some(holders.count), ..OwnerInfo::default() };
@@ -348,5 +356,23 @@ pub mod tests {
         drop(third);
         let _ = resolver.by_socket_inode(ino, seen, false);
         assert_eq!(resolver.by_socket_inode(ino, seen, true), Lookup::Unknown);
+    }
+
+    /// A holder the last scan found is named only while it still holds the socket: once its descriptor is
+    /// closed (and perhaps given to another socket), the cached holder is not trusted.
+    #[test]
+    fn a_holder_that_let_the_socket_go_is_not_named() {
+        let mut resolver = Resolver::new(None);
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (ino, seen) = (inode_of(&socket), Instant::now());
+        assert!(matches!(resolver.by_socket_inode(ino, seen, true), Lookup::Found(_)));
+        drop(socket);
+        // Most likely the same descriptor number, now another socket.
+        let _other = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert_eq!(
+            resolver.by_socket_inode(ino, seen, true),
+            Lookup::Later(resolver.last_scan.unwrap() + RESCAN_AFTER)
+        );
+        assert_eq!(resolver.by_socket_inode(ino, seen, false), Lookup::Unknown);
     }
 }
