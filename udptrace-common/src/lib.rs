@@ -187,8 +187,14 @@ pub mod stat {
     pub const READ_ERROR: u32 = 1;
     /// The filter options dropped an event.
     pub const FILTERED: u32 = 2;
-    pub const COUNT: u32 = 3;
+    /// A socket's creator or connector was not recorded: [`super::OWNER_ENTRIES`] sockets were recorded
+    /// and open.
+    pub const OWNER_NOT_RECORDED: u32 = 3;
+    pub const COUNT: u32 = 4;
 }
+
+/// How many open sockets' owners the programs record (`OWNERS`).
+pub const OWNER_ENTRIES: u32 = 65_536;
 
 /// ICMP (IPv4) types and codes (`include/uapi/linux/icmp.h`).
 pub mod icmp {

@@ -14,18 +14,25 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_socket_cookie},
     macros::{cgroup_sock, cgroup_sock_addr, map},
-    maps::LruHashMap,
+    maps::HashMap,
     programs::{SockAddrContext, SockContext},
 };
-use udptrace_common::{AF_INET, AF_INET6, IPPROTO_UDP, IPPROTO_UDPLITE, Owner, SocketError, socket_error_flags};
+use udptrace_common::{
+    AF_INET, AF_INET6, IPPROTO_UDP, IPPROTO_UDPLITE, OWNER_ENTRIES, Owner, SocketError, socket_error_flags, stat,
+};
 
-use crate::kernel::{ReadResult, offsets, read};
+use crate::{
+    kernel::{ReadResult, offsets, read},
+    output::count,
+};
 
-/// Sockets' creators (or last connectors), by socket cookie; a record goes with its socket. LRU, so that
-/// the map never fills: sockets closed while udptrace was not attached leave nothing behind, but a socket
-/// whose close was not seen (udptrace restarted) would.
+/// Sockets' creators (or last connectors), by socket cookie; a record goes with its socket. The map is this
+/// udptrace's own, so it holds only sockets created or connected since it attached, each until its close:
+/// it fills only when more than [`OWNER_ENTRIES`] of those are open at once. Then a new record is refused
+/// and counted (`stat::OWNER_NOT_RECORDED`), never one of an open socket pushed out, as an LRU map would
+/// do without a word.
 #[map]
-static OWNERS: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(65536, 0);
+static OWNERS: HashMap<u64, Owner> = HashMap::with_max_entries(OWNER_ENTRIES, 0);
 
 /// `socket()` of any family and type, in the creating process, after the socket is set up
 /// (`inet_create` / `inet6_create`, for user sockets only). Records the creator of a UDP socket.
@@ -107,7 +114,12 @@ fn record(cookie: u64) {
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         comm: bpf_get_current_comm().unwrap_or_default(),
     };
-    let _ = OWNERS.insert(&cookie, &owner, 0);
+    // A preallocated hash map replaces an existing key's value through the CPU's spare element
+    // (`alloc_htab_elem`, kernel/bpf/hashtab.c, 5.10 to 7.3), not a free one: only a new socket can find
+    // the map full.
+    if OWNERS.insert(&cookie, &owner, 0).is_err() {
+        count(stat::OWNER_NOT_RECORDED);
+    }
 }
 
 /// The inode number of the socket `sk` belongs to (what `/proc/PID/fd` shows as `socket:[N]`); 0 for a

@@ -32,7 +32,9 @@ use self::{
         TwoHosts, as_tracepoint_sees, check_icmp_sent, check_socket_error, compare, errno_check, icmp_send_unseen,
         is_socket_error_of, no_option, outcome_of, packet, send_and_receive, settled,
     },
-    owner::{owner, owner_back_to_back, owner_before_start, owner_connected_by_child, owner_forked_child},
+    owner::{
+        owner, owner_back_to_back, owner_before_start, owner_connected_by_child, owner_forked_child, owner_records_full,
+    },
 };
 
 pub use operator::program_ids;
@@ -115,6 +117,7 @@ pub static SCENARIOS: &[Scenario] = &[
     Scenario { name: "owner_forked_child", run: owner_forked_child },
     Scenario { name: "owner_connected_by_child", run: owner_connected_by_child },
     Scenario { name: "owner_back_to_back", run: owner_back_to_back },
+    Scenario { name: "owner_records_full", run: owner_records_full },
     Scenario { name: "filters", run: operator::filters },
     Scenario { name: "flood", run: operator::flood },
     Scenario { name: "malformed_icmp", run: operator::malformed_icmp },

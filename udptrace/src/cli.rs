@@ -121,6 +121,13 @@ pub struct Cli {
     #[arg(long, value_name = "BYTES", value_parser = parse_buffer_size)]
     pub buffer_size: Option<u32>,
 
+    /// How many open UDP sockets created or connected since udptrace started have their owner recorded,
+    /// from 64 to 4194304 (suffixes K and M: thousands of 1024); beyond, an event names the socket's holder
+    /// from /proc, and the closing line counts the sockets not recorded. About 90 bytes of kernel memory
+    /// each, taken at start.
+    #[arg(long, value_name = "SOCKETS", default_value_t = udptrace_common::OWNER_ENTRIES, value_parser = parse_owner_records)]
+    pub owner_records: u32,
+
     /// Verbose: attach details, verifier logs on failure, the kernel stack of each icmp_sent.
     #[arg(short, long, global = true)]
     pub verbose: bool,
@@ -327,6 +334,27 @@ fn parse_buffer_size(text: &str) -> Result<u32, String> {
     u32::try_from(bytes).map_err(|_| format!("`{text}` is too large"))
 }
 
+/// `--owner-records`: a count, with K or M for 1024 or 1048576.
+fn parse_owner_records(text: &str) -> Result<u32, String> {
+    const MIN: u64 = 64;
+    const MAX: u64 = 4 << 20;
+    let trimmed = text.trim();
+    let (digits, unit) = match trimmed.char_indices().last() {
+        Some((at, 'K' | 'k')) => (&trimmed[..at], 1 << 10),
+        Some((at, 'M' | 'm')) => (&trimmed[..at], 1 << 20),
+        _ => (trimmed, 1),
+    };
+    let count = digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| format!("`{text}` is not a number of sockets (such as 65536, 64K or 1M)"))?;
+    if !(MIN..=MAX).contains(&count) {
+        return Err(format!("`{text}`: the owner records must number from 64 to 4M"));
+    }
+    u32::try_from(count).map_err(|_| format!("`{text}` is too large"))
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let secs: f64 = text.trim().parse().map_err(|_| format!("`{text}` is not a number of seconds"))?;
     if !secs.is_finite() || secs <= 0.0 {
@@ -410,6 +438,17 @@ mod tests {
         let cli = parse(&["--metrics", "[::]:9464", "--metrics-addresses", "-q"]).unwrap();
         assert_eq!(cli.metrics, Some("[::]:9464".parse().unwrap()));
         assert!(cli.metrics_addresses && cli.quiet);
+    }
+
+    #[test]
+    fn the_owner_records_are_a_count_in_bounds() {
+        assert_eq!(parse(&[]).unwrap().owner_records, 65_536);
+        assert_eq!(parse(&["--owner-records", "64"]).unwrap().owner_records, 64);
+        assert_eq!(parse(&["--owner-records", "256K"]).unwrap().owner_records, 256 << 10);
+        assert_eq!(parse(&["--owner-records", "4m"]).unwrap().owner_records, 4 << 20);
+        for bad in ["63", "5M", "", "K", "-1", "1.5K", "99999999999999999999"] {
+            assert!(parse(&["--owner-records", bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

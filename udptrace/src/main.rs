@@ -123,6 +123,7 @@ fn trace(cli: Cli, facts: KernelFacts) -> Result<()> {
         filter: cli.filter(),
         buffer: cli.buffer.into(),
         buffer_size: cli.buffer_size,
+        owner_records: cli.owner_records,
         modes: cli.probe.modes(),
         asked: cli.probe.describe(),
         verbose: cli.verbose,

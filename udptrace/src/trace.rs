@@ -27,6 +27,8 @@ pub struct Setup<'a> {
     pub buffer: Buffer,
     /// `--buffer-size`: the ring buffer's bytes, or each CPU's perf buffer's; `None` for the defaults.
     pub buffer_size: Option<u32>,
+    /// `--owner-records`: how many open sockets' owners the programs record.
+    pub owner_records: u32,
     /// The modes to try, per hook, in order.
     pub modes: &'a [AttachMode],
     /// How the user asked for them (`any mode`, `--probe fentry`), for the error when nothing attaches.
@@ -80,7 +82,7 @@ impl Tracing {
             );
         }
         let ring_size = setup.buffer_size.filter(|_| setup.buffer == Buffer::Ring);
-        let mut ebpf = loader::load_object(&facts, &config, setup.verbose, ring_size)?;
+        let mut ebpf = loader::load_object(&facts, &config, setup.verbose, ring_size, Some(setup.owner_records))?;
         let outcomes = loader::attach_all(&mut ebpf, &facts, setup.modes);
         facts.release_aya_btf();
         loader::require_attached(&outcomes, &setup.asked)?;

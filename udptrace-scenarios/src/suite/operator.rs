@@ -660,7 +660,7 @@ fn owner_records(pid: u32) -> Result<usize> {
         if data.info()?.name_as_str() != Some("OWNERS") {
             continue;
         }
-        let map = aya::maps::HashMap::<_, u64, [u64; 4]>::try_from(aya::maps::Map::LruHashMap(data))?;
+        let map = aya::maps::HashMap::<_, u64, [u64; 4]>::try_from(aya::maps::Map::HashMap(data))?;
         return Ok(map.keys().filter(Result::is_ok).count());
     }
     anyhow::bail!("udptrace (pid {pid}) holds no OWNERS map")

@@ -179,3 +179,63 @@ pub(super) fn owner_back_to_back(config: &Config, tracer: &mut Tracer) -> Result
     let second_named = case.check(config, tracer, &second, second.pid);
     Ok(vec![("names_the_first", first_named), ("names_the_second", second_named)])
 }
+
+/// More open sockets than the owner records (`--owner-records 64`): a socket created once they are full
+/// is not recorded, and its owner still comes from /proc (`holders` 1); the closing line counts at least
+/// the sockets beyond the records. Once those close, the next socket is recorded by the kernel again.
+pub(super) fn owner_records_full(config: &Config, shared: &mut Tracer) -> Result<Results> {
+    const RECORDS: usize = 64;
+    const HELD: usize = 80;
+    if shared.mode_of("socket_owner").is_none() {
+        return Ok(vec![("all", Outcome::Skip("the socket_owner hook did not attach".to_owned()))]);
+    }
+    let mut tracer = Tracer::start(config, &["--owner-records", &RECORDS.to_string()])?;
+    let held: Vec<UdpSocket> = (0..HELD).map(|_| UdpSocket::bind("127.0.0.1:0")).collect::<std::io::Result<_>>()?;
+    let case = OwnerCase::new()?;
+    let beyond = case.client(config, &[])?;
+    case.inject(&beyond)?;
+    let named = case.check(config, &mut tracer, &beyond, beyond.pid);
+    let holders_of = |tracer: &Tracer, client: &ClientProcess| {
+        let local = client.local.to_string();
+        tracer
+            .seen
+            .iter()
+            .rev()
+            .find(|e| e["event"] == "socket_error" && e["local"] == local)
+            .map(|e| e["holders"].clone())
+    };
+    let from_proc = match holders_of(&tracer, &beyond) {
+        Some(n) if n == 1 => Outcome::Pass,
+        other => Outcome::Fail(format!("holders: got {other:?}, want 1 (the owner from /proc, not recorded)")),
+    };
+    drop(held);
+    drop(beyond);
+    let recorded_again = case.client(config, &[])?;
+    case.inject(&recorded_again)?;
+    let named_again = case.check(config, &mut tracer, &recorded_again, recorded_again.pid);
+    let recorded = match holders_of(&tracer, &recorded_again) {
+        Some(serde_json::Value::Null) => Outcome::Pass,
+        other => Outcome::Fail(format!("holders: got {other:?}, want null (the owner the kernel recorded)")),
+    };
+    let counted = match tracer.stop() {
+        Ok(line) => {
+            let not_recorded = line
+                .split(',')
+                .find_map(|part| part.trim().strip_suffix(" owners not recorded"))
+                .and_then(|n| n.parse::<usize>().ok());
+            // Beyond the records: at least this process's held sockets past them and the client's.
+            match not_recorded {
+                Some(n) if n > HELD - RECORDS => Outcome::Pass,
+                _ => Outcome::Fail(format!("want more than {} owners not recorded: {line}", HELD - RECORDS)),
+            }
+        }
+        Err(e) => Outcome::Fail(format!("{e:#}")),
+    };
+    Ok(vec![
+        ("names_the_owner", named),
+        ("from_proc", from_proc),
+        ("counted", counted),
+        ("names_the_next", named_again),
+        ("recorded_again", recorded),
+    ])
+}

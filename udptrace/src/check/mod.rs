@@ -330,6 +330,7 @@ fn kernel_side(check: &Check, local: SocketAddr, target: SocketAddr) -> Result<T
         filter,
         buffer: Buffer::Ring,
         buffer_size: None,
+        owner_records: udptrace_common::OWNER_ENTRIES,
         modes: check.modes,
         asked: check.asked.clone(),
         verbose: check.verbose,

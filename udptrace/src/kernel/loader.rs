@@ -165,18 +165,23 @@ const LOG_WARNINGS: u8 = 2;
 
 /// Loads the object with this kernel's structure offsets. Loads no program yet. With `logs`, the programs
 /// say what they failed to read ([`program_logs`] reads it); without, they write nothing. `ring_size`: the
-/// ring buffer's bytes, where not the object's 1 MiB.
+/// ring buffer's bytes, where not the object's 1 MiB; `owner_records`: how many sockets' owners the
+/// programs record, where not the object's `OWNER_ENTRIES`.
 pub fn load_object(
     facts: &KernelFacts,
     config: &udptrace_common::Config,
     logs: bool,
     ring_size: Option<u32>,
+    owner_records: Option<u32>,
 ) -> Result<Ebpf> {
     raise_memlock_limit();
     let level = if logs { LOG_WARNINGS } else { 0 };
     let mut loader = EbpfLoader::new();
     if let Some(bytes) = ring_size {
         loader.map_max_entries(names::EVENTS, bytes);
+    }
+    if let Some(sockets) = owner_records {
+        loader.map_max_entries(names::OWNERS, sockets);
     }
     loader
         // The programs carry no CO-RE relocations (offsets come through OFFSETS): the kernel's BTF, which

@@ -13,7 +13,7 @@ pub fn print(facts: &KernelFacts, verbose: bool) -> Result<()> {
     // One fresh object per mode, so each mode is tried on its own; dropping it detaches everything.
     let mut per_mode: Vec<(AttachMode, Vec<HookOutcome>)> = Vec::new();
     for mode in AttachMode::LADDER {
-        let mut ebpf = loader::load_object(facts, &udptrace_common::Config::default(), false, None)?;
+        let mut ebpf = loader::load_object(facts, &udptrace_common::Config::default(), false, None, None)?;
         per_mode.push((mode, loader::attach_all(&mut ebpf, facts, &[mode])));
     }
 

@@ -75,13 +75,15 @@ pub struct Totals {
     pub unreadable: u64,
     /// Records user space could not decode.
     pub undecodable: u64,
+    /// Sockets whose creator or connector the programs could not record: the map of owners was full.
+    pub owners_not_recorded: u64,
 }
 
 impl Totals {
     pub fn closing_line(&self) -> String {
         format!(
-            "udptrace: {} events seen, {} filtered out, {} lost, {} unreadable, {} undecodable",
-            self.events, self.filtered, self.lost, self.unreadable, self.undecodable
+            "udptrace: {} events seen, {} filtered out, {} lost, {} unreadable, {} undecodable, {} owners not recorded",
+            self.events, self.filtered, self.lost, self.unreadable, self.undecodable, self.owners_not_recorded
         )
     }
 }
@@ -273,6 +275,10 @@ impl Session {
 
     /// The programs hand records over again, and what they counted is handed on.
     fn stop_tally(&mut self) -> ControlFlow<Stop> {
+        // A generation of drop counts whose read failed is read first, then the current one.
+        if self.stages.drops.as_ref().is_some_and(DropCounts::behind) {
+            self.read_drops()?;
+        }
         self.read_drops()?;
         let Some(tally) = &mut self.stages.tally else { return ControlFlow::Continue(()) };
         let read = tally.stop(self.clock);
@@ -319,6 +325,15 @@ impl Session {
     fn read_lost(&mut self) -> ControlFlow<Stop> {
         let lost = self.stat(stat::LOST) + self.stages.misses.total();
         self.totals.unreadable = self.stat(stat::READ_ERROR);
+        let not_recorded = self.stat(stat::OWNER_NOT_RECORDED);
+        if not_recorded > 0 && self.totals.owners_not_recorded == 0 {
+            eprintln!(
+                "udptrace: warning: the owner records are full (--owner-records): more UDP sockets created or \
+                 connected since udptrace started are open, and the events of those beyond name the process \
+                 holding the socket in /proc instead (the closing line counts them)"
+            );
+        }
+        self.totals.owners_not_recorded = not_recorded;
         let new = lost.saturating_sub(self.totals.lost);
         if new == 0 {
             return ControlFlow::Continue(());
@@ -350,10 +365,10 @@ mod tests {
 
     #[test]
     fn the_closing_line_names_every_count() {
-        let totals = Totals { events: 12, filtered: 4, lost: 3, unreadable: 1, undecodable: 0 };
+        let totals = Totals { events: 12, filtered: 4, lost: 3, unreadable: 1, undecodable: 0, owners_not_recorded: 2 };
         assert_eq!(
             totals.closing_line(),
-            "udptrace: 12 events seen, 4 filtered out, 3 lost, 1 unreadable, 0 undecodable"
+            "udptrace: 12 events seen, 4 filtered out, 3 lost, 1 unreadable, 0 undecodable, 2 owners not recorded"
         );
     }
 }

@@ -39,6 +39,8 @@ pub struct Tally {
     icmp_sent_pending: PerCpuArray<MapData, Pending<RawIcmpSent>>,
     /// The epoch the programs count in (from 2: generation 0 first); `None` once they hand records over again.
     current: Option<u32>,
+    /// An epoch switched away from whose read failed: read at [`Tally::stop`], once no program counts.
+    unread: Option<u32>,
     /// When the counts were last read.
     pub last_read: Instant,
 }
@@ -59,24 +61,48 @@ impl Tally {
             PerCpuHashMap::try_from(take(names::ICMP_SENT_TALLIES[1])?)?,
         ];
         let icmp_sent_pending = PerCpuArray::try_from(take(names::ICMP_SENT_PENDING)?)?;
-        let mut this =
-            Self { switch, socket_errors, icmp_sent, icmp_sent_pending, current: None, last_read: Instant::now() };
+        let mut this = Self {
+            switch,
+            socket_errors,
+            icmp_sent,
+            icmp_sent_pending,
+            current: None,
+            unread: None,
+            last_read: Instant::now(),
+        };
         this.switch_to(Some(2))?;
         Ok(this)
     }
 
     /// What the programs counted since the last read: one event per distinct record, carrying its count.
+    /// A read that fails leaves the counts where they are, for [`Tally::stop`].
     pub fn read(&mut self, clock: Clock) -> Result<Vec<Event>> {
         let Some(old) = self.current else { return Ok(Vec::new()) };
         self.switch_to(Some(old + 1))?;
-        self.collect(old, clock)
+        self.unread = Some(old);
+        let events = self.collect(old, clock)?;
+        self.unread = None;
+        Ok(events)
     }
 
-    /// The programs hand records over again; what they counted until now is returned.
+    /// The programs hand records over again; what they counted until now is returned: the current epoch's
+    /// counts, and those of an epoch whose read failed (the session stops counting in the kernel after
+    /// one). With no program counting, neither generation's pending slots can be taken over any more.
     pub fn stop(&mut self, clock: Clock) -> Result<Vec<Event>> {
-        let Some(old) = self.current else { return Ok(Vec::new()) };
+        let Some(current) = self.current else { return Ok(Vec::new()) };
         self.switch_to(None)?;
-        self.collect(old, clock)
+        let mut events = Vec::new();
+        if let Some(unread) = self.unread.take() {
+            match self.collect(unread, clock) {
+                Ok(read) => events = read,
+                Err(e) => eprintln!(
+                    "udptrace: warning: {}: the errors counted in that second are not shown",
+                    crate::errors::one_line(&e.context("reading the kernel's counts of a second again"))
+                ),
+            }
+        }
+        events.extend(self.collect(current, clock)?);
+        Ok(events)
     }
 
     fn switch_to(&mut self, epoch: Option<u32>) -> Result<()> {
@@ -92,10 +118,14 @@ impl Tally {
         let generation = tally::generation(epoch) as usize;
         // Counted records carry no time: they are stamped with the time they were read.
         let now = boot_time_ns();
+        // Everything is read before anything is removed: a read that fails leaves the generation as it was.
         // Socket errors are counted in the map alone (the programs' `Tallied::pending`).
-        let socket_errors = drain(&mut self.socket_errors[generation])?;
-        let mut icmp_sent = drain(&mut self.icmp_sent[generation])?;
-        for counted in pending(&self.icmp_sent_pending, &[generation as u32], epoch)? {
+        let socket_errors = counts(&self.socket_errors[generation])?;
+        let mut icmp_sent = counts(&self.icmp_sent[generation])?;
+        let icmp_sent_pending = pending(&self.icmp_sent_pending, &[generation as u32], epoch)?;
+        remove(&mut self.socket_errors[generation], &socket_errors)?;
+        remove(&mut self.icmp_sent[generation], &icmp_sent)?;
+        for counted in icmp_sent_pending {
             merge(&mut icmp_sent, counted);
         }
         let mut events = decoded(socket_errors, clock, |r| r.header.time_ns = now);
@@ -112,6 +142,9 @@ pub struct DropCounts {
     pending: PerCpuArray<MapData, Pending<RawUdpDropped>>,
     /// The epoch the program counts in, from 0 (the program's own start).
     current: u32,
+    /// An epoch switched away from whose read failed. It is read before the program switches again: in
+    /// the epoch after next, the program would take over that generation's pending slots.
+    unread: Option<u32>,
 }
 
 /// The drop program's nesting levels, each with a pending slot per generation (`drop.rs`, `NESTING`).
@@ -130,7 +163,7 @@ impl DropCounts {
         ];
         let pending = PerCpuArray::try_from(take(names::DROP_PENDING)?)?;
         control.set(drops::ICMP_AT_DROP, at_drop, 0).context("configuring the drop program")?;
-        Ok(Self { control, counts, pending, current: 0 })
+        Ok(Self { control, counts, pending, current: 0, unread: None })
     }
 
     /// The pending slots of `epoch`'s generation.
@@ -139,8 +172,14 @@ impl DropCounts {
     }
 
     /// What the program counted since the last read, one event per flow with its count; nothing to do (no
-    /// grace period waited for) when it counted nothing.
+    /// grace period waited for) when it counted nothing. After a read that failed, the next reads that
+    /// generation only, and [`DropCounts::behind`] says so.
     pub fn read(&mut self, clock: Clock) -> Result<Vec<Event>> {
+        if let Some(unread) = self.unread {
+            let events = self.collect(unread, clock)?;
+            self.unread = None;
+            return Ok(events);
+        }
         let old = self.current;
         let generation = tally::generation(old) as usize;
         // A glance while the program may still count: anything at all means a switch.
@@ -148,11 +187,26 @@ impl DropCounts {
         {
             return Ok(Vec::new());
         }
+        self.control.set(drops::EPOCH, old.wrapping_add(1), 0).context("switching the drop counts")?;
         self.current = old.wrapping_add(1);
-        self.control.set(drops::EPOCH, self.current, 0).context("switching the drop counts")?;
+        self.unread = Some(old);
+        let events = self.collect(old, clock)?;
+        self.unread = None;
+        Ok(events)
+    }
+
+    /// Whether a generation whose read failed waits to be read: the next [`DropCounts::read`] reads it,
+    /// and the one after that the current generation.
+    pub fn behind(&self) -> bool {
+        self.unread.is_some()
+    }
+
+    /// Waits until the program no longer counts in `epoch`, then reads its generation and empties it;
+    /// everything is read before anything is removed.
+    fn collect(&mut self, epoch: u32, clock: Clock) -> Result<Vec<Event>> {
         grace_period()?;
         let now = boot_time_ns();
-        let map = &mut self.counts[generation];
+        let map = &mut self.counts[tally::generation(epoch) as usize];
         let keys: Vec<RawUdpDropped> = map.keys().collect::<Result<_, _>>().context("listing the drop counts")?;
         let mut read = Vec::with_capacity(keys.len());
         for key in keys {
@@ -161,10 +215,9 @@ impl DropCounts {
             let queued = values.iter().map(|v| v.queued).max().unwrap_or(0);
             read.push((key, count, queued));
         }
-        for (key, ..) in &read {
-            map.remove(key).context("emptying the drop counts")?;
-        }
-        for counted in pending(&self.pending, &Self::slots(old), old)? {
+        let slots = pending(&self.pending, &Self::slots(epoch), epoch)?;
+        remove(map, &read)?;
+        for counted in slots {
             merge(&mut read, counted);
         }
         Ok(decoded(read, clock, |key| key.header.time_ns = now))
@@ -208,18 +261,22 @@ fn pending<K: aya::Pod>(
     Ok(read)
 }
 
-/// Every record of `map` with its count summed over the CPUs; the map is left empty.
-fn drain<K: aya::Pod>(map: &mut PerCpuHashMap<MapData, K, u64>) -> Result<Vec<Counted<K>>> {
+/// Every record of `map` with its count summed over the CPUs.
+fn counts<K: aya::Pod>(map: &PerCpuHashMap<MapData, K, u64>) -> Result<Vec<Counted<K>>> {
     let keys: Vec<K> = map.keys().collect::<Result<_, _>>().context("listing the kernel's counts")?;
-    // Every count is read before any is removed: a read that fails leaves the generation as it was.
     let mut read = Vec::with_capacity(keys.len());
     for key in keys {
         read.push((key, map.get(&key, 0).context("reading a kernel count")?.iter().sum::<u64>(), 0));
     }
-    for (key, ..) in &read {
+    Ok(read)
+}
+
+/// Removes the records `read` (read from `map`) from `map`.
+fn remove<K: aya::Pod, V: aya::Pod>(map: &mut PerCpuHashMap<MapData, K, V>, read: &[Counted<K>]) -> Result<()> {
+    for (key, ..) in read {
         map.remove(key).context("emptying the kernel's counts")?;
     }
-    Ok(read)
+    Ok(())
 }
 
 /// The counted keys as events, each stamped by `stamp` (counted records carry no time). A record the
