@@ -248,7 +248,7 @@ fn receive_main(args: &[String]) -> Result<()> {
                 socket.as_raw_fd(),
                 messages.as_mut_ptr(),
                 BATCH as libc::c_uint,
-                libc::MSG_WAITFORONE,
+                libc::MSG_WAITFORONE as _,
                 std::ptr::null_mut(),
             )
         };

@@ -212,6 +212,9 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Write the manual pages, udptrace(1) and one per command (udptrace-check(1), ...), into DIR.
+    #[command(hide = true)]
+    Manpages { dir: std::path::PathBuf },
 }
 
 const CHECK_HELP: &str = "\

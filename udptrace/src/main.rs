@@ -16,7 +16,23 @@ mod trace;
 
 use std::process::ExitCode;
 
-use anyhow::Result;
+/// In the static build (musl), mimalloc: musl's allocator made the error flood printing a line per event a
+/// fifth slower than the glibc build, and the start slower (docs/benchmarks.md).
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Hands the start's memory back to the kernel (parsing BTF and kallsyms peaks at tens of MiB): glibc's
+/// allocator trims its heap as it frees, mimalloc keeps freed pages for reuse until told.
+fn release_start_memory() {
+    #[cfg(target_env = "musl")]
+    // SAFETY: a call without pointers; every thread's heap stays valid.
+    unsafe {
+        libmimalloc_sys::mi_collect(true)
+    };
+}
+
+use anyhow::{Context as _, Result};
 use clap::Parser as _;
 
 use crate::{
@@ -103,6 +119,11 @@ fn run(cli: Cli) -> Result<()> {
             clap_complete::generate(shell, &mut command, "udptrace", &mut std::io::stdout());
             Ok(())
         }
+        Some(Command::Manpages { dir }) => {
+            let command = <Cli as clap::CommandFactory>::command();
+            clap_mangen::generate_to(command, &dir)
+                .with_context(|| format!("writing manual pages into {}", dir.display()))
+        }
         Some(Command::Check(_)) => unreachable!("main runs the check"),
         Some(Command::Probes) => {
             privileges::check()?;
@@ -130,6 +151,7 @@ fn trace(cli: Cli, facts: KernelFacts) -> Result<()> {
         counts_only: (cli.quiet || cli.summary.is_some()) && cli.count.is_none(),
     };
     let tracing = trace::Tracing::start(setup, facts)?;
+    release_start_memory();
     for line in &tracing.not_traced {
         eprintln!("udptrace: warning: {line}");
     }

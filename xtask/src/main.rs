@@ -6,7 +6,11 @@
 //! - `cargo xtask vm-test`: the QEMU kernel matrix alone.
 //! - `cargo xtask bench`: what udptrace costs, on this host and in the QEMU kernels; writes
 //!   docs/benchmarks.md.
+//! - `cargo xtask dist`: what ships: the static binary and the Debian package, in target/dist/.
+//! - `cargo xtask demo`: the seed's cases played live in namespaces of their own, with udptrace's output.
 
+mod bullseye;
+mod dist;
 mod prereq;
 mod tally;
 mod timing;
@@ -30,6 +34,20 @@ enum Task {
     Setup,
     /// Build target/release/udptrace.
     Build,
+    /// What ships: target/dist/udptrace (static, for any x86_64 Linux userland) and
+    /// target/dist/udptrace_VERSION_amd64.deb (the binary, manual pages, completions, a systemd unit).
+    Dist {
+        /// Then install the package in a Debian 11 root and run it there (as `cargo xtask test` does).
+        #[arg(long)]
+        test: bool,
+    },
+    /// The seed's cases, one after another, in two network namespaces of their own, with udptrace's text
+    /// output live and a line of narration before each (as root).
+    Demo {
+        /// Go on without waiting for Enter between cases.
+        #[arg(long)]
+        no_pause: bool,
+    },
     /// Build, then run udptrace as root with ARGS (after `--`).
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -92,12 +110,11 @@ fn build() -> Result<PathBuf> {
     Ok(workspace_root().join("target/release/udptrace"))
 }
 
-/// The release binaries the VM runs: udptrace, the scenario suite, the benchmark.
+/// The binaries the VMs and the benchmark run: the udptrace that ships (`cargo xtask dist`), the scenario
+/// suite and the benchmark, all three static.
 fn build_release() -> Result<(PathBuf, PathBuf, PathBuf)> {
-    say("building udptrace, udptrace-scenarios and udptrace-bench (release)");
-    prereq::run_visible(cargo().args(["build", "--release", "-p", "udptrace", "-p", "udptrace-scenarios"]))?;
-    let target = workspace_root().join("target/release");
-    Ok((target.join("udptrace"), target.join("udptrace-scenarios"), target.join("udptrace-bench")))
+    let dist = dist::build()?;
+    Ok((dist.udptrace, dist.scenarios, dist.bench))
 }
 
 /// Runs the QEMU matrix (the suite, then a smoke run of the benchmark), prints it, and adds its checks to
@@ -173,13 +190,14 @@ fn test() -> Result<()> {
     if !is_root() {
         say("not root: the scenario suites will report themselves skipped (they need root for namespaces and eBPF)");
     }
-    let binaries = stages.time("release build", build_release)?;
+    let dist = stages.time("release build: the static binaries and the package", dist::build)?;
+    let binaries = (dist.udptrace.clone(), dist.scenarios.clone(), dist.bench.clone());
     let (udptrace, _, bench) = binaries.clone();
     let mut totals = tally::Tally::default();
     // The QEMU kernels mostly wait on their emulated CPU, and this host's suite mostly waits on its kernel:
     // the matrix runs beside the host's tests rather than after them. It is handed the binaries built above,
     // so that it takes no cargo lock from the test build.
-    let (vm, cargo_ok, smoke_ok) = std::thread::scope(|scope| {
+    let (vm, cargo_ok, smoke_ok, demo_ok, package_ok) = std::thread::scope(|scope| {
         let matrix = scope.spawn(|| {
             let mut vm_totals = tally::Tally::default();
             let started = std::time::Instant::now();
@@ -212,14 +230,31 @@ fn test() -> Result<()> {
                 &mut totals,
             )
         });
+        // The demo, as an operator would run it without a terminal: each case must show its event.
+        say("playing the demo (--no-pause), beside the kernel matrix");
+        let demo_ok = stages.time("the demo (beside the matrix)", || {
+            tally::run_and_tally(
+                Command::new(&dist.demo).arg("--udptrace").arg(&dist.udptrace).arg("--no-pause"),
+                &mut totals,
+            )
+        });
+        // The package, installed in a Debian 11 root and run from inside it.
+        say("installing the package in a Debian 11 root and running it there, beside the kernel matrix");
+        let package_ok = stages.time("the package in a Debian 11 root (beside the matrix)", || {
+            bullseye::test(&dist.deb).map(|tally| {
+                let ok = tally.failed == 0;
+                totals.add(tally);
+                ok
+            })
+        });
         let (vm, vm_totals, took) = matrix.join().unwrap_or_else(|_| {
             (Err(anyhow::anyhow!("the kernel matrix panicked")), Default::default(), Default::default())
         });
         stages.add("the QEMU kernel matrix", took);
         totals.add(vm_totals);
-        (vm, cargo_ok, smoke_ok)
+        (vm, cargo_ok, smoke_ok, demo_ok, package_ok)
     });
-    let (cargo_ok, smoke_ok) = (cargo_ok?, smoke_ok?);
+    let (cargo_ok, smoke_ok, demo_ok, package_ok) = (cargo_ok?, smoke_ok?, demo_ok?, package_ok?);
     println!(
         "\n{}\n{}\n{}",
         stages.render(),
@@ -228,7 +263,7 @@ fn test() -> Result<()> {
     );
     println!("\ntests: {}", totals.line());
     vm?;
-    if !cargo_ok || !smoke_ok || totals.failed > 0 {
+    if !cargo_ok || !smoke_ok || !demo_ok || !package_ok || totals.failed > 0 {
         bail!("tests failed");
     }
     if totals.passed == 0 {
@@ -242,6 +277,15 @@ fn main() {
     let result = match cli.command {
         Task::Setup => prereq::ensure_test(),
         Task::Build => build().map(drop),
+        Task::Demo { no_pause } => demo(no_pause),
+        Task::Dist { test } => dist::build().and_then(|dist| {
+            if !test {
+                return Ok(());
+            }
+            let tally = bullseye::test(&dist.deb)?;
+            println!("\ndist: {}", tally.line());
+            if tally.failed > 0 { bail!("the package failed in the Debian 11 root") } else { Ok(()) }
+        }),
         Task::Run { args } => run(args),
         Task::Test => test(),
         Task::Bench { rounds, seconds, no_vm } => bench(rounds, seconds, no_vm),
@@ -340,6 +384,23 @@ to a file. The QEMU kernels record fentry and kprobe the same way, emulated (TCG
 the receiver and the tracer share: compare their ratios, not their rates.
 
 ";
+
+/// `cargo xtask demo`: the dist binary, shown by `udptrace-demo`.
+fn demo(no_pause: bool) -> Result<()> {
+    if !is_root() {
+        bail!("the demo creates network namespaces and loads eBPF programs: run `cargo xtask demo` as root");
+    }
+    prereq::ensure_packages(&["iproute2", "nftables", "netcat-openbsd"])?;
+    let dist = dist::build()?;
+    let demo = dist.demo;
+    let mut command = Command::new(&demo);
+    command.arg("--udptrace").arg(&dist.udptrace);
+    if no_pause {
+        command.arg("--no-pause");
+    }
+    let error = command.exec();
+    bail!("could not run {}: {error}", demo.display())
+}
 
 fn run(args: Vec<String>) -> Result<()> {
     if !is_root() {

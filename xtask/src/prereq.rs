@@ -14,8 +14,9 @@ use crate::{is_root, say};
 const LLVM_MAJOR: &str = "22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// Debian packages, by what needs them.
-pub const BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev"];
+/// Debian packages, by what needs them: LLVM for bpf-linker; `musl-tools` (musl-gcc) for the static
+/// build's mimalloc, which is C.
+pub const BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev", "musl-tools"];
 /// `prometheus`: the metrics test scrapes udptrace with a real one; `bpftrace` and `tcpdump`: what the
 /// benchmark compares udptrace with; `netcat-openbsd`: `nc -vzu` beside `udptrace check`.
 pub const TEST_PACKAGES: &[&str] =
@@ -75,6 +76,20 @@ pub fn ensure_packages(packages: &[&str]) -> Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+/// The standard library for `target` in the toolchain that builds user space (the static build's musl).
+pub fn ensure_rust_target(target: &str) -> Result<()> {
+    let output = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .current_dir(crate::workspace_root())
+        .output()
+        .context("running rustup (is rustup installed?)")?;
+    if String::from_utf8_lossy(&output.stdout).lines().any(|l| l.trim() == target) {
+        return Ok(());
+    }
+    say(&format!("adding Rust's standard library for {target} (the static binaries)"));
+    run_visible(Command::new("rustup").args(["target", "add", target]).current_dir(crate::workspace_root()))
 }
 
 fn ensure_rust_src() -> Result<()> {

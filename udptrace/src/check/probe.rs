@@ -117,7 +117,7 @@ impl Probe {
         msg.msg_iov = &raw mut iov;
         msg.msg_iovlen = 1;
         msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = size_of_val(&control);
+        msg.msg_controllen = size_of_val(&control) as _;
         // SAFETY: a valid socket and a msghdr whose buffers outlive the call.
         let got = unsafe { libc::recvmsg(fd, &raw mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT) };
         if got < 0 {

@@ -246,7 +246,7 @@ fn answer_to<T>(
 
 /// How long a netlink socket waits for the kernel's answer.
 pub fn set_receive_timeout(socket: &Socket, timeout: Duration) -> io::Result<()> {
-    let tv = libc::timeval { tv_sec: timeout.as_secs() as libc::time_t, tv_usec: timeout.subsec_micros() as _ };
+    let tv = libc::timeval { tv_sec: timeout.as_secs() as _, tv_usec: timeout.subsec_micros() as _ };
     // SAFETY: a valid socket and a valid timeval of the size given.
     let rc = unsafe {
         libc::setsockopt(
