@@ -40,7 +40,9 @@ impl Tally {
         }
         let body = if let Some(rest) = line.strip_prefix("test result: ") {
             rest.split_once(". ").map_or(rest, |(_, counts)| counts)
-        } else if let Some(rest) = line.strip_prefix("scenarios: ").or_else(|| line.strip_prefix("bench: ")) {
+        } else if let Some(rest) =
+            ["scenarios: ", "bench: ", "demo: "].iter().find_map(|prefix| line.strip_prefix(prefix))
+        {
             rest
         } else {
             return;
