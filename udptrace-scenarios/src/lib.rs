@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod bench_traffic;
+pub mod demo;
 pub mod helper;
 pub mod netns;
 mod packets;
