@@ -190,19 +190,13 @@ fn play(name: &str, client: &Netns, server: &Netns, udptrace: &Path) -> Result<V
         "closed_port" => {
             let socket = connected(server_at(7777))?;
             socket.send(b"hello")?;
-            socket.set_read_timeout(Some(Duration::from_secs(2)))?;
-            let mut buf = [0u8; 16];
-            let got = socket.recv(&mut buf);
-            say(&format!("the client's next call: {}", got.map_or_else(|e| e.to_string(), |n| format!("{n} bytes"))));
+            next_call(&socket, Duration::from_secs(2))?;
         }
         "soft_error_ignored" => {
             nft(server, "udp dport 7001 reject with icmp type host-unreachable")?;
             let socket = connected(server_at(7001))?;
             socket.send(b"hello")?;
-            socket.set_read_timeout(Some(Duration::from_millis(500)))?;
-            let mut buf = [0u8; 16];
-            let got = socket.recv(&mut buf);
-            say(&format!("the client's next call: {}", got.map_or_else(|e| e.to_string(), |n| format!("{n} bytes"))));
+            next_call(&socket, Duration::from_millis(500))?;
         }
         "firewall_drop" => {
             nft(server, "udp dport 7002 drop")?;
@@ -270,6 +264,15 @@ fn play(name: &str, client: &Netns, server: &Netns, udptrace: &Path) -> Result<V
         other => bail!("no case {other}"),
     }
     Ok(Vec::new())
+}
+
+/// The client's next call, a receive of up to `wait`, and what it returned, said.
+fn next_call(socket: &UdpSocket, wait: Duration) -> Result<()> {
+    socket.set_read_timeout(Some(wait))?;
+    let mut buf = [0u8; 16];
+    let got = socket.recv(&mut buf);
+    say(&format!("the client's next call: {}", got.map_or_else(|e| e.to_string(), |n| format!("{n} bytes"))));
+    Ok(())
 }
 
 fn nft(ns: &Netns, rule: &str) -> Result<()> {

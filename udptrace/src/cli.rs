@@ -320,16 +320,7 @@ const MAX_SECONDS: f64 = 10.0 * 365.0 * 86_400.0;
 fn parse_buffer_size(text: &str) -> Result<u32, String> {
     const MIN: u64 = 128 << 10;
     const MAX: u64 = 256 << 20;
-    let trimmed = text.trim();
-    let (digits, unit) = match trimmed.char_indices().last() {
-        Some((at, 'K' | 'k')) => (&trimmed[..at], 1 << 10),
-        Some((at, 'M' | 'm')) => (&trimmed[..at], 1 << 20),
-        _ => (trimmed, 1),
-    };
-    let bytes = digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(unit))
+    let bytes = with_binary_suffix(text)
         .ok_or_else(|| format!("`{text}` is not a size in bytes (such as 262144, 256K or 4M)"))?;
     if !(MIN..=MAX).contains(&bytes) || !bytes.is_power_of_two() {
         return Err(format!("`{text}`: the buffer size must be a power of two from 128K to 256M"));
@@ -337,20 +328,22 @@ fn parse_buffer_size(text: &str) -> Result<u32, String> {
     u32::try_from(bytes).map_err(|_| format!("`{text}` is too large"))
 }
 
-/// `--owner-records`: a count, with K or M for 1024 or 1048576.
-fn parse_owner_records(text: &str) -> Result<u32, String> {
-    const MIN: u64 = 64;
-    const MAX: u64 = 4 << 20;
+/// A whole number, times 1024 with a K, 1048576 with an M; `None` if it is not one or overflows.
+fn with_binary_suffix(text: &str) -> Option<u64> {
     let trimmed = text.trim();
     let (digits, unit) = match trimmed.char_indices().last() {
         Some((at, 'K' | 'k')) => (&trimmed[..at], 1 << 10),
         Some((at, 'M' | 'm')) => (&trimmed[..at], 1 << 20),
         _ => (trimmed, 1),
     };
-    let count = digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(unit))
+    digits.parse::<u64>().ok()?.checked_mul(unit)
+}
+
+/// `--owner-records`: a count, with K or M for 1024 or 1048576.
+fn parse_owner_records(text: &str) -> Result<u32, String> {
+    const MIN: u64 = 64;
+    const MAX: u64 = 4 << 20;
+    let count = with_binary_suffix(text)
         .ok_or_else(|| format!("`{text}` is not a number of sockets (such as 65536, 64K or 1M)"))?;
     if !(MIN..=MAX).contains(&count) {
         return Err(format!("`{text}`: the owner records must number from 64 to 4M"));

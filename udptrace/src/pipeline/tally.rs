@@ -91,17 +91,19 @@ impl Tally {
     pub fn stop(&mut self, clock: Clock) -> Result<Vec<Event>> {
         let Some(current) = self.current else { return Ok(Vec::new()) };
         self.switch_to(None)?;
+        // Each generation on its own: what one read gives is kept whatever becomes of the other.
         let mut events = Vec::new();
-        if let Some(unread) = self.unread.take() {
-            match self.collect(unread, clock) {
-                Ok(read) => events = read,
+        for (epoch, which) in
+            self.unread.take().map(|u| (u, "a second's, read again")).into_iter().chain([(current, "the last")])
+        {
+            match self.collect(epoch, clock) {
+                Ok(read) => events.extend(read),
                 Err(e) => eprintln!(
-                    "udptrace: warning: {}: the errors counted in that second are not shown",
-                    crate::errors::one_line(&e.context("reading the kernel's counts of a second again"))
+                    "udptrace: warning: {}: the errors counted then are not shown",
+                    crate::errors::one_line(&e.context(format!("reading the kernel's counts ({which})")))
                 ),
             }
         }
-        events.extend(self.collect(current, clock)?);
         Ok(events)
     }
 
