@@ -23,6 +23,10 @@ struct Args {
     /// Only scenarios whose name contains NAME.
     #[arg(long, value_name = "NAME")]
     only: Option<String>,
+    /// Leave out the scenario NAME, which reports `skip, because WHY` (another run of the same kernel proves
+    /// it); repeatable.
+    #[arg(long, value_name = "NAME=WHY", value_parser = name_and_why)]
+    except: Vec<(String, String)>,
     /// How long to wait for each event (longer under emulation).
     #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     event_timeout: u64,
@@ -33,7 +37,7 @@ struct Args {
     /// Every hook must attach in MODE: a hook that cannot is a failure, not a skip.
     #[arg(long)]
     require_attach: bool,
-    /// Also run the `udptrace check` scenarios (each loads udptrace's programs anew; once per kernel is enough).
+    /// Also run the `udptrace check` scenarios (each loads udptrace's programs anew: a few runs are enough).
     #[arg(long)]
     with_check: bool,
 }
@@ -50,6 +54,13 @@ enum Mode {
 enum Buffer {
     Ring,
     Perf,
+}
+
+fn name_and_why(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, why)) if !name.is_empty() && !why.trim().is_empty() => Ok((name.to_owned(), why.to_owned())),
+        _ => Err(format!("`{text}` is not NAME=WHY")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -70,6 +81,7 @@ fn main() -> ExitCode {
         mode: mode.clone(),
         buffer: args.buffer.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default(),
         only: args.only,
+        except: args.except,
         event_timeout: timeout,
         quiet_period: Duration::from_secs_f64(args.quiet_period),
         require_attach: args.require_attach,

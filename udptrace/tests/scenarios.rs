@@ -29,6 +29,7 @@ fn main() -> ExitCode {
             mode: "tracepoint".to_owned(),
             buffer: buffer.to_owned(),
             only: only.clone(),
+            except: Vec::new(),
             event_timeout: Duration::from_secs(10),
             quiet_period: Duration::from_secs(2),
             // tracepoint is the only mode this host has, and every hook has a tracepoint variant.

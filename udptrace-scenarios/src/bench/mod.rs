@@ -272,6 +272,7 @@ fn tracer_config(udptrace: &Path, mode: &str) -> Config {
         mode: mode.to_owned(),
         buffer: "ring".to_owned(),
         only: None,
+        except: Vec::new(),
         event_timeout: Duration::from_secs(10),
         quiet_period: Duration::from_secs(1),
         require_attach: true,

@@ -26,15 +26,16 @@ use crate::{Config, Outcome, netns::Netns, packets::udp_socket, tracer::Tracer};
 
 /// Whether this suite run checks `udptrace check` as root. Each such run loads udptrace's programs anew
 /// (under emulation a score of seconds), and what it adds to them is the same in every mode (the hooks are
-/// `Tracing::start`'s, which the rest of the suite checks mode by mode): so one run per kernel does it, the
-/// fentry run in the QEMU matrix and the ring-buffer run on this host (`--with-check`).
+/// `Tracing::start`'s, which the rest of the suite checks mode by mode and kernel by kernel): so a few runs do
+/// it, the fentry runs of the oldest and newest kernels in the QEMU matrix and the ring-buffer run on this
+/// host (`--with-check`).
 fn skipped_here(config: &Config) -> Option<Results> {
     (!config.check_command).then(|| {
         vec![(
             "state",
             Outcome::Skip(format!(
-                "udptrace check as root runs once per kernel (the fentry run in QEMU, the ring-buffer run on \
-                 the host), not in this {} run",
+                "udptrace check as root runs in the fentry runs of the oldest and newest kernels in QEMU and \
+                 the ring-buffer run on the host, not in this {} run",
                 config.mode
             )),
         )]
