@@ -112,7 +112,7 @@ fn build() -> Result<PathBuf> {
 
 /// The binaries the VMs and the benchmark run: the udptrace that ships (`cargo xtask dist`), the scenario
 /// suite and the benchmark, all three static.
-fn build_release() -> Result<(PathBuf, PathBuf, PathBuf)> {
+fn dist_binaries() -> Result<(PathBuf, PathBuf, PathBuf)> {
     let dist = dist::build()?;
     Ok((dist.udptrace, dist.scenarios, dist.bench))
 }
@@ -121,7 +121,7 @@ fn build_release() -> Result<(PathBuf, PathBuf, PathBuf)> {
 /// `totals`.
 fn vm_test(totals: &mut tally::Tally, series: Option<&str>, modes: Vec<String>, only: Option<String>) -> Result<()> {
     prereq::ensure_build()?;
-    vm_test_with(build_release, None, totals, series, modes, only)
+    vm_test_with(dist_binaries, None, totals, series, modes, only)
 }
 
 /// [`vm_test`] with the release binaries from `binaries`.
@@ -311,7 +311,8 @@ fn bench(rounds: usize, seconds: f64, no_vm: bool) -> Result<()> {
         bail!("the benchmark loads eBPF programs and creates network namespaces: run `cargo xtask bench` as root");
     }
     prereq::ensure_test()?;
-    let (udptrace, _, bench) = build_release()?;
+    let binaries = dist_binaries()?;
+    let (udptrace, _, bench) = binaries.clone();
     let host_md = workspace_root().join("target/bench-host.md");
     say(&format!("benchmarking on this host: {rounds} rounds of {seconds} s per variant"));
     prereq::run_visible(
@@ -329,7 +330,7 @@ fn bench(rounds: usize, seconds: f64, no_vm: bool) -> Result<()> {
         say("benchmarking inside the QEMU kernels (emulated: ratios only)");
         let plan =
             vm::Plan { suite: false, bench: format!("{},{}", rounds.min(3), seconds.min(1.0)), ..vm::Plan::default() };
-        for (package, run) in vm::vm_test(build_release, None, &plan)? {
+        for (package, run) in vm::vm_test(|| Ok(binaries.clone()), None, &plan)? {
             doc.push_str(&format!("\n## {package} under QEMU (TCG, emulated: compare the ratios, not the rates)\n\n"));
             let markdown: Vec<&str> =
                 run.bench.iter().map(String::as_str).skip_while(|l| !l.starts_with("## ")).skip(1).collect();

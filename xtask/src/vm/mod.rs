@@ -389,12 +389,12 @@ fn boot(kernel: &Kernel, initramfs: &Path, log: &Path, append: &str) -> Result<V
 }
 
 pub fn vm_test(
-    build_release: impl Fn() -> Result<(PathBuf, PathBuf, PathBuf)>,
+    binaries: impl Fn() -> Result<(PathBuf, PathBuf, PathBuf)>,
     only_series: Option<&str>,
     plan: &Plan,
 ) -> Result<Vec<(String, VmRun)>> {
     prereq::ensure_packages(VM_PACKAGES)?;
-    let (udptrace, scenarios, bench) = build_release()?;
+    let (udptrace, scenarios, bench) = binaries()?;
     let ip = fs::canonicalize("/usr/sbin/ip").or_else(|_| fs::canonicalize("/sbin/ip")).context("iproute2's ip")?;
     let nft = fs::canonicalize("/usr/sbin/nft").context("nftables' nft")?;
     // iproute2's ss, for the scenario that destroys a socket (`ss -K`).
