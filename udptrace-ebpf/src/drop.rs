@@ -1,6 +1,6 @@
 //! A UDP datagram the kernel drops: `udp_dropped`.
 //!
-//! Every mode hooks the raw tracepoint `skb:kfree_skb`, which fires where the kernel frees a packet it
+//! Every mode hooks the tracepoint `skb:kfree_skb` (as `tp_btf`), which fires where the kernel frees a packet it
 //! could not deliver (net/core/skbuff.c `kfree_skb_reason()`, `sk_skb_reason_drop()` from 6.11), never for
 //! one it delivered or sent (`consume_skb()` and `__consume_stateless_skb()` fire `skb:consume_skb` or
 //! nothing). Its arguments grew (include/trace/events/skb.h):
@@ -9,8 +9,9 @@
 //!   the running kernel's BTF;
 //! - 6.11: `struct sock *rx_sk`, the socket that dropped it on receive (a full buffer, a socket filter).
 //!
-//! User space reads the count from BTF (`Config::kfree_skb_args`): a raw tracepoint's context holds only
-//! the arguments the tracepoint passes, so nothing past them is read.
+//! User space reads the count from BTF (`Config::kfree_skb_args`): the verifier refuses a read of an
+//! argument the tracepoint does not pass, and the branches that read them are left out for it by that
+//! constant.
 //!
 //! Only UDP and UDP-Lite are kept, from the packet's own IP header. A drop of a datagram this host just
 //! answered with a port unreachable (no listener, a REJECT rule) is that `icmp_sent`'s story and is not
@@ -26,9 +27,9 @@ use aya_ebpf::{
     EbpfContext,
     bindings::BPF_NOEXIST,
     helpers::bpf_ktime_get_boot_ns,
-    macros::{map, raw_tracepoint},
+    macros::{btf_tracepoint, map},
     maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap},
-    programs::RawTracePointContext,
+    programs::BtfTracePointContext,
 };
 use udptrace_common::{
     AF_INET, AF_INET6, DropCount, FlowsShown, IPPROTO_UDP, IPPROTO_UDPLITE, Pending, UdpDropped, drops, kind, probe,
@@ -38,8 +39,8 @@ use udptrace_common::{
 use crate::{
     filter::{self, config},
     kernel::{
-        Args, ETH_P_IP, ETH_P_IPV6, ReadResult, SKB_WINDOW, header, ip_start, netns_inum, offset, read, read_into,
-        skb_network, sock_netns,
+        Args, Btf, ETH_P_IP, ETH_P_IPV6, Mem, Probe, ReadResult, SKB_WINDOW, header, ip_start, netns_inum, offset,
+        read, read_into, skb_network, sock_netns,
     },
     output::{count, count_failure, output},
     owner::socket_owner,
@@ -74,9 +75,10 @@ static DROPS_SEEN: LruHashMap<UdpDropped, u64> = LruHashMap::with_max_entries(dr
 static DROP_DESTS: LruHashMap<UdpDropped, FlowsShown> = LruHashMap::with_max_entries(drops::DEST_ENTRIES, 0);
 
 /// `skb:kfree_skb`: `TP_PROTO(struct sk_buff *skb, void *location[, enum skb_drop_reason reason[, struct sock
-/// *rx_sk]])`.
-#[raw_tracepoint(tracepoint = "kfree_skb")]
-pub fn tp_kfree_skb(ctx: RawTracePointContext) -> i32 {
+/// *rx_sk]])`. A `tp_btf` program (5.5): `skb` and `rx_sk` are typed, and the members this program reads
+/// on a flood's path are plain loads (`kernel::Btf`), not helper calls.
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn tp_kfree_skb(ctx: BtfTracePointContext) -> i32 {
     // Two calls side by side, not one inside the other: the verifier adds up the stacks of nested calls
     // (and on 5.10 rounds each frame up to 32 bytes) against its 512-byte limit.
     let skb = kfree_skb(&ctx);
@@ -88,7 +90,7 @@ pub fn tp_kfree_skb(ctx: RawTracePointContext) -> i32 {
 
 /// A port unreachable the kernel decided to send, seen at the drop (see `send::icmp_at_no_socket_drop`).
 #[inline(never)]
-fn icmp_at_drop(ctx: &RawTracePointContext, skb: u64) {
+fn icmp_at_drop(ctx: &BtfTracePointContext, skb: u64) {
     count_failure(send::icmp_at_no_socket_drop(ctx, skb as *const u8));
 }
 
@@ -124,7 +126,7 @@ static LAST_DROP: PerCpuArray<LastDrop> = PerCpuArray::with_max_entries(NESTING,
 
 /// Reports the drop; the datagram's `sk_buff` when it is instead an IPv6 port unreachable to report, else 0.
 #[inline(never)]
-fn kfree_skb(ctx: &RawTracePointContext) -> u64 {
+fn kfree_skb(ctx: &BtfTracePointContext) -> u64 {
     let Some(depth) = DROP_DEPTH.get_ptr_mut(0) else { return 0 };
     // SAFETY: this CPU's entry; a nested run restores it before the interrupted one goes on.
     let level = unsafe { *depth };
@@ -147,9 +149,11 @@ fn kfree_skb(ctx: &RawTracePointContext) -> u64 {
 
 /// Builds and hands over (or counts) the drop; `Ok(skb)` when it is an IPv6 port unreachable instead.
 #[inline(always)]
-fn dropped(ctx: &RawTracePointContext, event: &mut UdpDropped, level: u32) -> ReadResult<u64> {
+fn dropped(ctx: &BtfTracePointContext, event: &mut UdpDropped, level: u32) -> ReadResult<u64> {
     let skb: *const u8 = ctx.get(0)?;
-    if send::answered_port_unreachable(skb as u64) {
+    // Never null where the kernel fires it; a kernel that marks the argument nullable (the verifier's
+    // `PTR_MAYBE_NULL`) has the loads below checked.
+    if skb.is_null() || send::answered_port_unreachable(skb as u64) {
         return Ok(0);
     }
     // The slot is scratch until it is cleared below: the sk_buff's bytes are read into it, not onto the
@@ -158,7 +162,7 @@ fn dropped(ctx: &RawTracePointContext, event: &mut UdpDropped, level: u32) -> Re
     const { assert!(size_of::<UdpDropped>() >= SKB_WINDOW) };
     // SAFETY: the first SKB_WINDOW bytes of the plain record, from a pointer to the whole record.
     let scratch = unsafe { &mut *core::ptr::from_mut(event).cast::<[u8; SKB_WINDOW]>() };
-    let (protocol, ip) = skb_network(skb, scratch)?;
+    let (protocol, ip) = skb_network::<Btf>(skb, scratch)?;
     let family = match protocol {
         ETH_P_IP => AF_INET,
         ETH_P_IPV6 => AF_INET6,
@@ -192,7 +196,7 @@ fn dropped(ctx: &RawTracePointContext, event: &mut UdpDropped, level: u32) -> Re
     event.location = ctx.get::<u64>(1)?;
     // The socket it was dropped at (6.11), else, on the way out, the one sending it.
     let rx_sk: *const u8 = if args >= 4 { ctx.get(3)? } else { core::ptr::null() };
-    let dev = read::<u64>(skb, offset!(skb_dev), "sk_buff.dev").unwrap_or(0);
+    let dev = Btf::load::<u64>(skb, offset!(skb_dev), "sk_buff.dev").unwrap_or(0);
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let last = LAST_DROP.get_ptr_mut(level);
@@ -203,14 +207,15 @@ fn dropped(ctx: &RawTracePointContext, event: &mut UdpDropped, level: u32) -> Re
             let queued = if rx_sk.is_null() {
                 0
             } else {
-                read::<u32>(rx_sk, offset!(sk_rmem_alloc), "sock.sk_backlog.rmem_alloc").unwrap_or(0)
+                Btf::load::<u32>(rx_sk, offset!(sk_rmem_alloc), "sock.sk_backlog.rmem_alloc").unwrap_or(0)
             };
             if add(level, &last.record, queued) {
                 return Ok(0);
             }
         }
     }
-    event.direction = if read::<u32>(skb, offset!(skb_iif), "sk_buff.skb_iif")? != 0 { drops::IN } else { drops::OUT };
+    event.direction =
+        if Btf::load::<u32>(skb, offset!(skb_iif), "sk_buff.skb_iif")? != 0 { drops::IN } else { drops::OUT };
     // A datagram queued on a socket, freed when the socket closes unread, no longer has a device: the field
     // holds UDP's own scratch data (`udp_skb_scratch`, net/ipv4/udp.c), which is not a pointer.
     let (ifindex, mut netns) = device_of(skb);
@@ -218,24 +223,24 @@ fn dropped(ctx: &RawTracePointContext, event: &mut UdpDropped, level: u32) -> Re
     let sk = if !rx_sk.is_null() {
         rx_sk
     } else if event.direction == drops::OUT {
-        read::<*const u8>(skb, offset!(skb_sk), "sk_buff.sk")?
+        Btf::load::<*const u8>(skb, offset!(skb_sk), "sk_buff.sk")?
     } else {
         core::ptr::null()
     };
     if !sk.is_null() && is_udp_socket(sk, family)? {
         fill_socket(sk, family, event)?;
         if sk == rx_sk {
-            event.rcvbuf = read::<u32>(sk, offset!(sk_rcvbuf), "sock.sk_rcvbuf")?;
-            event.queued = read::<u32>(sk, offset!(sk_rmem_alloc), "sock.sk_backlog.rmem_alloc")?;
+            event.rcvbuf = Btf::load::<u32>(sk, offset!(sk_rcvbuf), "sock.sk_rcvbuf")?;
+            event.queued = Btf::load::<u32>(sk, offset!(sk_rmem_alloc), "sock.sk_backlog.rmem_alloc")?;
             event.flags |= udp_dropped_flags::RCVBUF_KNOWN;
         }
         if netns == 0 {
-            netns = sock_netns(sk)?;
+            netns = sock_netns::<Btf>(sk)?;
         }
     } else if netns == 0 {
-        let owner = read::<*const u8>(skb, offset!(skb_sk), "sk_buff.sk")?;
+        let owner = Btf::load::<*const u8>(skb, offset!(skb_sk), "sk_buff.sk")?;
         if !owner.is_null() {
-            netns = sock_netns(owner).unwrap_or(0);
+            netns = sock_netns::<Btf>(owner).unwrap_or(0);
         }
     }
     event.header = header(kind::UDP_DROPPED, probe::TRACEPOINT, family, netns);
@@ -271,6 +276,8 @@ fn same_flow(record: &UdpDropped, event: &UdpDropped, family: u16) -> bool {
 }
 
 /// The index and namespace of the packet's device; zeros when it has none, or the field does not hold one.
+/// Read through the helper (`kernel::Probe`): the field may hold a number (below), which a plain load would
+/// take for a device.
 #[inline(always)]
 fn device_of(skb: *const u8) -> (u32, u32) {
     let Ok(dev) = read::<*const u8>(skb, offset!(skb_dev), "sk_buff.dev") else { return (0, 0) };
@@ -280,7 +287,7 @@ fn device_of(skb: *const u8) -> (u32, u32) {
     let Ok(ifindex) = read::<u32>(dev, offset!(dev_ifindex), "net_device.ifindex") else {
         return (0, 0);
     };
-    let netns = read::<*const u8>(dev, offset!(dev_net), "net_device.nd_net").and_then(netns_inum).unwrap_or(0);
+    let netns = read::<*const u8>(dev, offset!(dev_net), "net_device.nd_net").and_then(netns_inum::<Probe>).unwrap_or(0);
     (ifindex, netns)
 }
 
@@ -332,20 +339,23 @@ fn read_datagram(ip: *const u8, family: u16, event: &mut UdpDropped) -> ReadResu
 /// datagram from an IPv6 socket: that one is left out).
 #[inline(always)]
 fn is_udp_socket(sk: *const u8, family: u16) -> ReadResult<bool> {
-    let sk_family = read::<u16>(sk, offset!(sk_family), "sock.__sk_common.skc_family")?;
-    let protocol = read::<u16>(sk, offset!(sk_protocol), "sock.sk_protocol")?;
+    let sk_family = Btf::load::<u16>(sk, offset!(sk_family), "sock.__sk_common.skc_family")?;
+    let protocol = Btf::load::<u16>(sk, offset!(sk_protocol), "sock.sk_protocol")?;
     Ok(sk_family == family && (protocol == u16::from(IPPROTO_UDP) || protocol == u16::from(IPPROTO_UDPLITE)))
 }
 
-/// The socket's bound address and port, inode and owner.
+/// The socket's bound address and port, inode and owner. The inode is behind `sock.sk_socket` in the
+/// `struct socket_alloc` around it, beyond what the verifier lets a typed pointer reach, and the owner is
+/// read through the helper with it (`owner::socket_owner`).
 #[inline(always)]
 fn fill_socket(sk: *const u8, family: u16, event: &mut UdpDropped) -> ReadResult<()> {
     if family == AF_INET {
-        event.local_addr[..4].copy_from_slice(&read::<[u8; 4]>(sk, offset!(sk_rcv_saddr), "sock.skc_rcv_saddr")?);
+        let addr = Btf::load::<u32>(sk, offset!(sk_rcv_saddr), "sock.skc_rcv_saddr")?;
+        event.local_addr[..4].copy_from_slice(&addr.to_ne_bytes());
     } else {
         read_into(sk, offset!(sk_v6_rcv_saddr), &mut event.local_addr, "sock.skc_v6_rcv_saddr")?;
     }
-    event.local_port = read::<u16>(sk, offset!(sk_num), "sock.skc_num")?;
+    event.local_port = Btf::load::<u16>(sk, offset!(sk_num), "sock.skc_num")?;
     event.flags |= udp_dropped_flags::SOCKET_KNOWN;
     if socket_owner(sk, &mut event.sock_ino, &mut event.owner)? {
         event.flags |= udp_dropped_flags::OWNER_KNOWN;

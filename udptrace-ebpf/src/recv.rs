@@ -27,9 +27,9 @@
 
 use aya_ebpf::{
     EbpfContext,
-    macros::{fentry, fexit, kprobe, kretprobe, map, raw_tracepoint},
+    macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, map},
     maps::PerCpuArray,
-    programs::{FEntryContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext},
+    programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use udptrace_common::{
     AF_INET, AF_INET6, IPPROTO_UDP, IPPROTO_UDPLITE, RECVERR_UNKNOWN, SocketError, icmp, icmpv6, kind, probe,
@@ -39,7 +39,7 @@ use udptrace_common::{
 use crate::{
     filter::{self, config},
     kernel::{
-        Args, ReadResult, header, offset, offsets, read, read_into, skb_dev_netns, skb_ifindex, slot, sock_netns,
+        Args, Probe, ReadResult, header, offset, offsets, read, read_into, skb_dev_netns, skb_ifindex, slot, sock_netns,
     },
     output::{emit, report},
     owner::fill_owner,
@@ -111,7 +111,7 @@ fn udp_err_enter<C: Args>(ctx: &C, mode: u8, entry: ErrEntry) -> ReadResult<()> 
     };
     let head = read::<*const u8>(skb, off.skb_head, "sk_buff.head")?;
     let outer = head.wrapping_add(read::<u16>(skb, off.skb_network_header, "sk_buff.network_header")? as usize);
-    let netns = skb_dev_netns(skb, &off)?;
+    let netns = skb_dev_netns::<Probe>(skb, &off)?;
 
     // Built in place in the per-CPU slot: with a SocketError on the stack as well, the program would pass
     // the verifier's 512-byte stack limit (every kernel's).
@@ -322,14 +322,16 @@ pub fn kprobe_sk_error_report(ctx: ProbeContext) -> u32 {
 
 // Tracepoint mode.
 
-/// `sock:inet_sk_error_report` (5.14+): `TP_PROTO(const struct sock *sk)`.
-#[raw_tracepoint(tracepoint = "inet_sk_error_report")]
-pub fn tp_inet_sk_error_report(ctx: RawTracePointContext) -> i32 {
+/// `sock:inet_sk_error_report` (5.14+): `TP_PROTO(const struct sock *sk)`. A `tp_btf` program like the
+/// others of this mode; the socket is read through the helper (`kernel::Probe`), as in the other modes:
+/// an error a socket is given is rarer than the packets behind it.
+#[btf_tracepoint(function = "inet_sk_error_report")]
+pub fn tp_inet_sk_error_report(ctx: BtfTracePointContext) -> i32 {
     report(&ctx, "tp_inet_sk_error_report", inet_sk_error_report(&ctx)) as i32
 }
 
 #[inline(always)]
-fn inet_sk_error_report(ctx: &RawTracePointContext) -> ReadResult<()> {
+fn inet_sk_error_report(ctx: &BtfTracePointContext) -> ReadResult<()> {
     let sk: *const u8 = ctx.get(0)?;
     // Each offset read alone (`offset!`), not a copy of them all: this program's stack is near the limit.
 
@@ -357,7 +359,7 @@ fn inet_sk_error_report(ctx: &RawTracePointContext) -> ReadResult<()> {
     slot.active = 0;
     let event = &mut slot.event;
     *event = SocketError::default();
-    event.header = header(kind::SOCKET_ERROR, probe::TRACEPOINT, family, sock_netns(sk)?);
+    event.header = header(kind::SOCKET_ERROR, probe::TRACEPOINT, family, sock_netns::<Probe>(sk)?);
     event.errno = errno;
     // sk_error_report only runs for an error the socket was given.
     event.verdict = verdict::DELIVERED;
@@ -403,7 +405,7 @@ const REPORT_FRAMES: usize = 10;
 /// Whether one of `udptrace_common::NOT_ICMP_REPORTERS` made this report (an error-queue write or read, an
 /// abort), from the return addresses on the kernel stack. An unknown stack is not skipped.
 #[inline(always)]
-fn reported_for_another_reason(ctx: &RawTracePointContext) -> bool {
+fn reported_for_another_reason(ctx: &BtfTracePointContext) -> bool {
     let mut frames = [0u64; REPORT_FRAMES];
     // SAFETY: the buffer is `frames`, of the size passed.
     let bytes = unsafe {

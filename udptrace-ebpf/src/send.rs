@@ -23,9 +23,9 @@ use aya_ebpf::helpers::bpf_ktime_get_boot_ns;
 use aya_ebpf::{
     EbpfContext,
     helpers::generated::bpf_get_stack,
-    macros::{fentry, fexit, kprobe, kretprobe, map, raw_tracepoint},
+    macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, map},
     maps::{LruHashMap, PerCpuArray},
-    programs::{FEntryContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext},
+    programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use udptrace_common::{
     AF_INET, AF_INET6, ICMP_STACK_DEPTH, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE, IcmpSent, icmp, icmp_sent_flags,
@@ -35,8 +35,8 @@ use udptrace_common::{
 use crate::{
     filter,
     kernel::{
-        Args, ETH_P_IP, ReadResult, SKB_WINDOW, header, ip_start, offset, offsets, read, skb_dev_netns, skb_network,
-        slot, sock_netns,
+        Args, Btf, ETH_P_IP, Mem, Probe, ReadResult, SKB_WINDOW, header, ip_start, offset, offsets, read,
+        skb_dev_netns, skb_network, slot, sock_netns,
     },
     output::{emit, report},
 };
@@ -106,9 +106,10 @@ fn exit_state() -> Option<&'static mut IcmpSend> {
     level(n)
 }
 
-/// Fills `event` for the offending packet `skb`: header, ICMP type/code, the packet, the kernel stack.
+/// Fills `event` for the offending packet `skb`: header, ICMP type/code, the packet, the kernel stack. `M`:
+/// how `skb` is read, which the mode decides (`kernel::Mem`).
 #[inline(always)]
-fn fill<C: EbpfContext>(
+fn fill<C: EbpfContext, M: Mem>(
     ctx: &C,
     mode: u8,
     family: u16,
@@ -120,11 +121,11 @@ fn fill<C: EbpfContext>(
     let off = offsets();
     // The namespace of the device the packet came in on; a locally generated packet (REJECT in OUTPUT)
     // may have none yet, then its socket's.
-    let mut netns = skb_dev_netns(skb, &off)?;
+    let mut netns = skb_dev_netns::<M>(skb, &off)?;
     if netns == 0 {
-        let sk = read::<*const u8>(skb, off.skb_sk, "sk_buff.sk")?;
+        let sk = M::load::<*const u8>(skb, off.skb_sk, "sk_buff.sk")?;
         if !sk.is_null() {
-            netns = sock_netns(sk)?;
+            netns = sock_netns::<M>(sk)?;
         }
     }
     event.header = header(kind::ICMP_SENT, mode, family, netns);
@@ -137,7 +138,7 @@ fn fill<C: EbpfContext>(
     event.proto = 0;
     event.flags = 0;
     event._pad0 = [0; 4];
-    if let Ok((_, ip)) = skb_network(skb, &mut [0; SKB_WINDOW]) {
+    if let Ok((_, ip)) = skb_network::<M>(skb, &mut [0; SKB_WINDOW]) {
         if family == AF_INET {
             read_ipv4_packet(ip, event);
         } else {
@@ -339,13 +340,13 @@ fn read_ipv6_packet(ip6h: *const u8, event: &mut IcmpSent) {
 /// icmp6_send(struct sk_buff *skb, u8 type, u8 code, __u32 info, const struct in6_addr *force_saddr, const
 /// struct inet6_skb_parm *parm)` (IPv6): the error is prepared in the per-CPU slot.
 #[inline(always)]
-fn icmp_send_enter<C: EbpfContext + Args>(ctx: &C, mode: u8, family: u16) -> ReadResult<()> {
+fn icmp_send_enter<C: EbpfContext + Args, M: Mem>(ctx: &C, mode: u8, family: u16) -> ReadResult<()> {
     let Some(slot) = enter_state() else { return Ok(()) };
     slot.active = 0;
     let skb: *const u8 = ctx.get(0)?;
     // An `int` for IPv4, a `u8` for IPv6: the low byte either way.
     let (icmp_type, icmp_code) = (ctx.get::<u64>(1)? as u8, ctx.get::<u64>(2)? as u8);
-    fill(ctx, mode, family, skb, icmp_type, icmp_code, &mut slot.event)?;
+    fill::<C, M>(ctx, mode, family, skb, icmp_type, icmp_code, &mut slot.event)?;
     slot.skb = skb as u64;
     slot.active = 1;
     Ok(())
@@ -406,7 +407,7 @@ fn icmp_send_exit() -> ReadResult<()> {
 
 #[fentry(function = "__icmp_send")]
 pub fn fentry_icmp_send(ctx: FEntryContext) -> u32 {
-    report(&ctx, "fentry_icmp_send", icmp_send_enter(&ctx, probe::FENTRY, AF_INET))
+    report(&ctx, "fentry_icmp_send", icmp_send_enter::<_, Btf>(&ctx, probe::FENTRY, AF_INET))
 }
 
 #[fexit(function = "__icmp_send")]
@@ -416,7 +417,7 @@ pub fn fexit_icmp_send(ctx: FExitContext) -> u32 {
 
 #[fentry(function = "icmp6_send")]
 pub fn fentry_icmp6_send(ctx: FEntryContext) -> u32 {
-    report(&ctx, "fentry_icmp6_send", icmp_send_enter(&ctx, probe::FENTRY, AF_INET6))
+    report(&ctx, "fentry_icmp6_send", icmp_send_enter::<_, Btf>(&ctx, probe::FENTRY, AF_INET6))
 }
 
 #[fexit(function = "icmp6_send")]
@@ -465,12 +466,12 @@ pub fn fexit_inet_peer_xrlim_allow(ctx: FExitContext) -> u32 {
 
 #[kprobe]
 pub fn kprobe_icmp_send(ctx: ProbeContext) -> u32 {
-    report(&ctx, "kprobe_icmp_send", icmp_send_enter(&ctx, probe::KPROBE, AF_INET))
+    report(&ctx, "kprobe_icmp_send", icmp_send_enter::<_, Probe>(&ctx, probe::KPROBE, AF_INET))
 }
 
 #[kprobe]
 pub fn kprobe_icmp6_send(ctx: ProbeContext) -> u32 {
-    report(&ctx, "kprobe_icmp6_send", icmp_send_enter(&ctx, probe::KPROBE, AF_INET6))
+    report(&ctx, "kprobe_icmp6_send", icmp_send_enter::<_, Probe>(&ctx, probe::KPROBE, AF_INET6))
 }
 
 /// Both `__icmp_send` and `icmp6_send` return here.
@@ -500,20 +501,21 @@ pub fn kretprobe_inet_peer_xrlim_allow(ctx: RetProbeContext) -> u32 {
 // Tracepoint mode.
 
 /// `icmp:icmp_send` (6.10+, backported to 6.1.130 and 6.6.81):
-/// `TP_PROTO(const struct sk_buff *skb, int type, int code)`.
-#[raw_tracepoint(tracepoint = "icmp_send")]
-pub fn tp_icmp_send(ctx: RawTracePointContext) -> i32 {
+/// `TP_PROTO(const struct sk_buff *skb, int type, int code)`. A `tp_btf` program: `skb` is typed, and its
+/// members are plain loads (`kernel::Btf`).
+#[btf_tracepoint(function = "icmp_send")]
+pub fn tp_icmp_send(ctx: BtfTracePointContext) -> i32 {
     report(&ctx, "tp_icmp_send", icmp_send_tracepoint(&ctx)) as i32
 }
 
 /// Built in the first per-CPU slot (no fentry runs in this mode to share it): filtered before it takes buffer
 /// space, and too large for the stack beside everything else.
 #[inline(always)]
-fn icmp_send_tracepoint(ctx: &RawTracePointContext) -> ReadResult<()> {
+fn icmp_send_tracepoint(ctx: &BtfTracePointContext) -> ReadResult<()> {
     let Some(slot) = level(0) else { return Ok(()) };
     let skb: *const u8 = ctx.get(0)?;
     let (icmp_type, icmp_code) = (ctx.get::<u64>(1)? as u8, ctx.get::<u64>(2)? as u8);
-    fill(ctx, probe::TRACEPOINT, AF_INET, skb, icmp_type, icmp_code, &mut slot.event)?;
+    fill::<_, Btf>(ctx, probe::TRACEPOINT, AF_INET, skb, icmp_type, icmp_code, &mut slot.event)?;
     note_port_unreachable(skb as u64, &slot.event);
     let passes = filter::icmp_sent_passes(&slot.event);
     emit(ctx, &mut slot.event, passes);
@@ -571,15 +573,15 @@ pub(crate) fn answered_port_unreachable(skb: u64) -> bool {
 /// is not seen here (`AT_DROP`); the namespace's counters say how many were not. Built in the second slot:
 /// `tp_icmp_send` uses the first.
 #[inline(always)]
-pub(crate) fn icmp_at_no_socket_drop(ctx: &RawTracePointContext, skb: *const u8) -> ReadResult<()> {
+pub(crate) fn icmp_at_no_socket_drop(ctx: &BtfTracePointContext, skb: *const u8) -> ReadResult<()> {
     let Some(slot) = level(1) else { return Ok(()) };
-    let v4 = u16::from_be(read::<u16>(skb, offset!(skb_protocol), "sk_buff.protocol")?) == ETH_P_IP;
+    let v4 = u16::from_be(Btf::load::<u16>(skb, offset!(skb_protocol), "sk_buff.protocol")?) == ETH_P_IP;
     let (family, icmp_type, code) = if v4 {
         (AF_INET, icmp::DEST_UNREACH, icmp::PORT_UNREACH)
     } else {
         (AF_INET6, icmpv6::DEST_UNREACH, icmpv6::PORT_UNREACH)
     };
-    fill(ctx, probe::TRACEPOINT, family, skb, icmp_type, code, &mut slot.event)?;
+    fill::<_, Btf>(ctx, probe::TRACEPOINT, family, skb, icmp_type, code, &mut slot.event)?;
     // TCP and others drop with the same reason, and answer otherwise (a reset).
     if slot.event.proto != IPPROTO_UDP && slot.event.proto != IPPROTO_UDPLITE {
         return Ok(());

@@ -15,9 +15,11 @@ pub enum Target {
     FExit(&'static str),
     Kprobe(&'static str),
     Kretprobe(&'static str),
-    /// A raw tracepoint, by its name without the category (`sock:inet_sk_error_report` is
-    /// `inet_sk_error_report`); `category` is for display.
-    RawTracepoint {
+    /// A tracepoint, by its name without the category (`sock:inet_sk_error_report` is
+    /// `inet_sk_error_report`); `category` is for display. Attached as `tp_btf` (5.5): a raw tracepoint
+    /// whose arguments the verifier types from the kernel's BTF (`btf_trace_<name>`), so that a program
+    /// loads their members without a helper call.
+    Tracepoint {
         category: &'static str,
         name: &'static str,
     },
@@ -56,7 +58,7 @@ impl fmt::Display for Target {
             Target::FExit(func) => write!(f, "fexit:{func}"),
             Target::Kprobe(func) => write!(f, "kprobe:{func}"),
             Target::Kretprobe(func) => write!(f, "kretprobe:{func}"),
-            Target::RawTracepoint { category, name } => write!(f, "{category}:{name}"),
+            Target::Tracepoint { category, name } => write!(f, "{category}:{name}"),
             Target::Cgroup(CgroupHook::SockCreate) => write!(f, "cgroup/sock_create"),
             Target::Cgroup(CgroupHook::SockRelease) => write!(f, "cgroup/sock_release"),
             Target::Cgroup(CgroupHook::Connect4) => write!(f, "cgroup/connect4"),
@@ -153,7 +155,7 @@ impl Hook {
     }
 
     /// The modes to try for this hook when the user asked for `wanted`: a hook that exists in one mode only
-    /// (a cgroup program; the raw tracepoint every kernel has for drops) is that, whatever the mode.
+    /// (a cgroup program; the tracepoint every kernel has for drops) is that, whatever the mode.
     pub fn modes(&self, wanted: &[AttachMode]) -> Vec<AttachMode> {
         match self.variants {
             [only] => vec![only.mode],
@@ -162,7 +164,7 @@ impl Hook {
     }
 }
 
-use Target::{Cgroup, FEntry, FExit, Kprobe, Kretprobe, RawTracepoint};
+use Target::{Cgroup, FEntry, FExit, Kprobe, Kretprobe, Tracepoint};
 
 pub static HOOKS: &[Hook] = &[
     Hook {
@@ -201,7 +203,7 @@ pub static HOOKS: &[Hook] = &[
                 mode: AttachMode::Tracepoint,
                 programs: &[program(
                     "tp_inet_sk_error_report",
-                    RawTracepoint { category: "sock", name: "inet_sk_error_report" },
+                    Tracepoint { category: "sock", name: "inet_sk_error_report" },
                 )],
                 since: "5.14",
                 limits: "delivered errors only, without the ICMP header; no remote for unconnected sockets",
@@ -270,7 +272,7 @@ pub static HOOKS: &[Hook] = &[
             },
             Variant {
                 mode: AttachMode::Tracepoint,
-                programs: &[program("tp_icmp_send", RawTracepoint { category: "icmp", name: "icmp_send" })],
+                programs: &[program("tp_icmp_send", Tracepoint { category: "icmp", name: "icmp_send" })],
                 since: "6.10 (backported to 6.1.130, 6.6.81)",
                 limits: "IPv4, and IPv6 port unreachables where the kernel drops the datagram they answer (the \
                          udp_dropped hook, 5.17+); rate-limited errors as per-namespace counts from the kernel's counters",
@@ -281,11 +283,11 @@ pub static HOOKS: &[Hook] = &[
         name: "udp_dropped",
         observes: "a UDP datagram the kernel drops, with its reason (udp_dropped)",
         // skb:kfree_skb fires for packets the kernel drops, never for those it delivers or sends: one
-        // raw tracepoint, in every mode (a kprobe or fentry on kfree_skb_reason would see the same, later
+        // tracepoint, in every mode (a kprobe or fentry on kfree_skb_reason would see the same, later
         // renamed sk_skb_reason_drop, at a higher cost).
         variants: &[Variant {
             mode: AttachMode::Tracepoint,
-            programs: &[program("tp_kfree_skb", RawTracepoint { category: "skb", name: "kfree_skb" })],
+            programs: &[program("tp_kfree_skb", Tracepoint { category: "skb", name: "kfree_skb" })],
             since: "5.10 (the drop reason 5.17, the socket that dropped it on receive 6.11)",
             limits: "the reason from 5.17 (before, only where: the kernel function); the socket and its owner, \
                      rcvbuf and queue length at the drop from 6.11; before, a socket that drops on receive is \
@@ -338,7 +340,7 @@ mod tests {
                         (mode, program.target),
                         (AttachMode::FEntry, Target::FEntry(_) | Target::FExit(_))
                             | (AttachMode::Kprobe, Target::Kprobe(_) | Target::Kretprobe(_))
-                            | (AttachMode::Tracepoint, Target::RawTracepoint { .. })
+                            | (AttachMode::Tracepoint, Target::Tracepoint { .. })
                             | (AttachMode::Cgroup, Target::Cgroup(_))
                     );
                     assert!(kind_ok, "{} in {mode} attaches as {}", program.name, program.target);

@@ -8,7 +8,7 @@ use std::{collections::HashSet, io, path::Path};
 use anyhow::{Context as _, Result, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    programs::{CgroupSock, CgroupSockAddr, FEntry, FExit, KProbe, ProgramError, RawTracePoint},
+    programs::{BtfTracePoint, CgroupSock, CgroupSockAddr, FEntry, FExit, KProbe, ProgramError},
 };
 use udptrace_common::names;
 
@@ -84,7 +84,7 @@ impl KernelFacts {
                         functions.insert(f);
                     }
                 }
-                Target::RawTracepoint { name, .. } => {
+                Target::Tracepoint { name, .. } => {
                     if btf.has_tracepoint(name) {
                         tracepoints.insert(name);
                     }
@@ -143,7 +143,7 @@ impl KernelFacts {
             Target::Kprobe(_) | Target::Kretprobe(_) if !self.has_kprobes => {
                 Some("no kprobes: this kernel was built without CONFIG_KPROBES".to_owned())
             }
-            Target::RawTracepoint { category, name } => (!self.tracepoints.contains(name))
+            Target::Tracepoint { category, name } => (!self.tracepoints.contains(name))
                 .then(|| format!("tracepoint {category}:{name} is absent (needs kernel {since})")),
             Target::Cgroup(_) if self.cgroup2.is_none() => Some("no cgroup v2 hierarchy is mounted here".to_owned()),
             Target::Cgroup(_) => (!super::privileges::may_attach_to_cgroups())
@@ -331,10 +331,11 @@ fn attach_program(ebpf: &mut Ebpf, facts: &KernelFacts, program: &Program) -> Re
             load_once(kprobe.load())?;
             kprobe.attach(function, 0).map_err(describe_program_error)?;
         }
-        Target::RawTracepoint { name, .. } => {
-            let tp: &mut RawTracePoint = prog.try_into().map_err(wrong_kind)?;
-            load_once(tp.load())?;
-            tp.attach(name).map_err(describe_program_error)?;
+        Target::Tracepoint { name, .. } => {
+            let tp: &mut BtfTracePoint = prog.try_into().map_err(wrong_kind)?;
+            let btf = facts.aya_btf().map_err(|e| (e, None))?;
+            load_once(tp.load(name, btf))?;
+            tp.attach().map_err(describe_program_error)?;
         }
         Target::Cgroup(hook) => {
             let root = facts.cgroup2.as_deref().ok_or(("no cgroup v2 hierarchy".to_owned(), None))?;
@@ -418,7 +419,7 @@ fn unload_variant(ebpf: &mut Ebpf, variant: &Variant) {
             Some(P::FEntry(p)) => p.unload(),
             Some(P::FExit(p)) => p.unload(),
             Some(P::KProbe(p)) => p.unload(),
-            Some(P::RawTracePoint(p)) => p.unload(),
+            Some(P::BtfTracePoint(p)) => p.unload(),
             Some(P::CgroupSock(p)) => p.unload(),
             Some(P::CgroupSockAddr(p)) => p.unload(),
             _ => Ok(()),

@@ -7,7 +7,7 @@
 //! next epoch, which counts in the other, and then user space waits for an RCU grace period: `membarrier(MEMBARRIER_CMD_GLOBAL)` is `synchronize_rcu()`
 //! (`kernel/sched/membarrier.c`, the same in 5.10 and 7.3), and every program of ours runs under
 //! `rcu_read_lock()` (the trampolines of `kernel/bpf/trampoline.c`, `trace_call_bpf()` for kprobes,
-//! `__bpf_trace_run()` for raw tracepoints). Once it returns, none can still be counting in the old
+//! `__bpf_trace_run()` for tracepoints). Once it returns, none can still be counting in the old
 //! generation, which is then read and emptied without a race. With one CPU online the call returns at once:
 //! the programs that count run in softirq or with bottom halves disabled, so none is half-way while this
 //! runs, except on a fully preemptible kernel, where the fexit of an `__icmp_send` a process makes (a REJECT
