@@ -1,6 +1,6 @@
 //! The three paths measured, each a function: the hot path, the error path, the drop flood.
 
-use std::{collections::BTreeMap, path::PathBuf, process::Command, time::Duration};
+use std::{collections::{BTreeMap, BTreeSet}, path::PathBuf, process::Command, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -192,7 +192,15 @@ pub(super) fn error_path(
                 let mut command = Command::new("bpftrace");
                 command.arg(script);
                 match tool(command, "Attaching", None) {
-                    Ok(_tool) => send()?,
+                    // Its programs' runs and time, beside udptrace's: the cost per event of the tool an
+                    // operator would use instead.
+                    Ok(tool) => {
+                        let ids = programs_of(tool.child.id());
+                        let stats_before = stats_of(&ids);
+                        let sent = send()?;
+                        costs.add(&label, &stats_before, &stats_of(&ids), sent.datagrams);
+                        sent
+                    }
                     Err(e) => {
                         failed_tools.push(e);
                         return Ok(f64::NAN);
@@ -278,7 +286,7 @@ pub(super) fn drop_flood(
     let rates = rounds(&variants, options.rounds, |variant| {
         let label = variant.label();
         // The one-liner runs beside the flood as udptrace does; it accounts for nothing.
-        let _bpftrace = match variant {
+        let bpftrace = match variant {
             Variant::BpftraceDrops => {
                 let mut command = Command::new("bpftrace");
                 command.args(["-e", BPFTRACE_DROPS]);
@@ -293,7 +301,12 @@ pub(super) fn drop_flood(
             _ => None,
         };
         let tracer = start_udptrace(options, variant, &server_ns, starts)?;
-        let ids = tracer.as_ref().map(|(_, ids)| ids.clone()).unwrap_or_default();
+        // udptrace's programs, or the one-liner's: its cost per drop is shown beside udptrace's.
+        let ids = match (&tracer, &bpftrace) {
+            (Some((_, ids)), _) => ids.clone(),
+            (None, Some(tool)) => programs_of(tool.child.id()),
+            (None, None) => BTreeSet::new(),
+        };
         let sink = bench_traffic::Receiver::start_sink(&hosts.server, to, SINK_RCVBUF)?;
         rcvbuf = rcvbuf.or(sink.rcvbuf);
         let udp_before = udp_counters(&hosts.server)?;
@@ -305,6 +318,9 @@ pub(super) fn drop_flood(
         let stats_after = stats_of(&ids);
         let drained = sink.finish()?;
         let kernel = udp_after.rcvbuf_errors.saturating_sub(udp_before.rcvbuf_errors);
+        if bpftrace.is_some() {
+            costs.add(&label, &stats_before, &stats_after, sent.datagrams);
+        }
         if let Some((mut running, _)) = tracer {
             starts.rss(&label, &running);
             costs.add(&label, &stats_before, &stats_after, sent.datagrams);

@@ -293,7 +293,10 @@ impl Report {
                 rounds_word(a.accounted_rounds, a.rounds)
             );
         }
-        let _ = writeln!(out, "\nudptrace's programs on the error path (BPF statistics, all rounds):\n");
+        let _ = writeln!(
+            out,
+            "\nudptrace's programs on the error path, and the bpftrace script's (BPF statistics, all rounds):\n"
+        );
         programs(&mut out, &self.error_programs);
 
         let _ = writeln!(
@@ -420,8 +423,8 @@ fn drop_section(out: &mut String, number: &str, flood: &DropFlood) {
     }
     let _ = writeln!(
         out,
-        "\nudptrace's programs in the drop flood (BPF statistics, all rounds): the one on `skb:kfree_skb` runs for \
-         every datagram dropped, so about once per datagram sent.\n"
+        "\nudptrace's programs in the drop flood, and the bpftrace one-liner's (BPF statistics, all rounds): the \
+         one on `skb:kfree_skb` runs for every datagram dropped, so about once per datagram sent.\n"
     );
     programs(out, &flood.programs);
 }
