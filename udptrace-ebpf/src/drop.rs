@@ -39,8 +39,8 @@ use udptrace_common::{
 use crate::{
     filter::{self, config},
     kernel::{
-        Args, Btf, ETH_P_IP, ETH_P_IPV6, Mem, Probe, ReadResult, SKB_WINDOW, header, ip_start, netns_inum, offset,
-        read, read_into, skb_network, sock_netns,
+        Args, Btf, ETH_P_IP, ETH_P_IPV6, Mem, Probe, ReadResult, SKB_WINDOW, copy, header, ip_start, netns_inum,
+        offset, read, read_into, skb_network, sock_netns, zero,
     },
     output::{count, count_failure, output},
     owner::socket_owner,
@@ -180,9 +180,8 @@ fn dropped(ctx: &BtfTracePointContext, event: &mut UdpDropped, level: u32) -> Re
         let bit = if family == AF_INET { drops::AT_DROP_IPV4 } else { drops::AT_DROP_IPV6 };
         return Ok(if unseen & bit != 0 { skb as u64 } else { 0 });
     }
-    // SAFETY: the slot is a plain record, for which all zeros is valid; cleared in place, not through a
-    // temporary on the stack.
-    unsafe { core::ptr::write_bytes(core::ptr::from_mut(event), 0, 1) };
+    // Cleared in place, not through a temporary on the stack.
+    zero(event);
     if !read_datagram(ip, family, event)? {
         return Ok(0);
     }
@@ -252,7 +251,7 @@ fn dropped(ctx: &BtfTracePointContext, event: &mut UdpDropped, level: u32) -> Re
     if let Some(last) = last {
         // SAFETY: as above.
         let last = unsafe { &mut *last };
-        last.record = *event;
+        copy(&mut last.record, event);
         last.record.header.time_ns = 0;
         last.record.queued = 0;
         last.rx_sk = rx_sk as u64;
@@ -424,7 +423,7 @@ fn may_fold() -> bool {
 /// Leaves out who sent the datagram: `event` counts drops from any source to its destination.
 #[inline(always)]
 fn fold_sources(event: &mut UdpDropped) {
-    event.src = [0; 16];
+    zero(&mut event.src);
     event.sport = 0;
     event.flags |= udp_dropped_flags::SOURCES_FOLDED;
 }

@@ -22,7 +22,7 @@ use udptrace_common::{
 };
 
 use crate::{
-    kernel::{ReadResult, offsets, read},
+    kernel::{ReadResult, copy, offsets, read},
     output::count,
 };
 
@@ -146,7 +146,7 @@ pub fn socket_owner(sk: *const u8, ino: &mut u64, owner: &mut Owner) -> ReadResu
     // SAFETY: a map lookup; the value is copied out.
     match unsafe { OWNERS.get(&cookie) } {
         Some(recorded) => {
-            *owner = *recorded;
+            copy(owner, recorded);
             Ok(true)
         }
         None => Ok(false),

@@ -40,6 +40,7 @@ use crate::{
     filter::{self, config},
     kernel::{
         Args, Probe, ReadResult, header, offset, offsets, read, read_into, skb_dev_netns, skb_ifindex, slot, sock_netns,
+        zero,
     },
     output::{emit, report},
     owner::fill_owner,
@@ -116,16 +117,12 @@ fn udp_err_enter<C: Args>(ctx: &C, mode: u8, entry: ErrEntry) -> ReadResult<()> 
     // Built in place in the per-CPU slot: with a SocketError on the stack as well, the program would pass
     // the verifier's 512-byte stack limit (every kernel's).
     let event = &mut slot.event;
+    // Every byte is part of a count's key (tally.rs): cleared first.
+    zero(event);
     event.header = header(kind::SOCKET_ERROR, mode, if v6.is_some() { AF_INET6 } else { AF_INET }, netns);
     event.flags = socket_error_flags::ICMP_KNOWN | socket_error_flags::REMOTE_KNOWN;
-    event.errno = 0;
     event.verdict = verdict::UNKNOWN;
-    event.sock_ino = 0;
-    event.owner = Default::default();
     event.ifindex = skb_ifindex(skb, &off)?;
-    event.local_addr = [0; 16];
-    event.remote_addr = [0; 16];
-    event.icmp_from = [0; 16];
     // The quoted packet was sent by a local socket: its source is the socket's address, its
     // destination the peer's.
     let ports_at = match v6 {
@@ -358,7 +355,7 @@ fn inet_sk_error_report(ctx: &BtfTracePointContext) -> ReadResult<()> {
     let Some(slot) = state() else { return Ok(()) };
     slot.active = 0;
     let event = &mut slot.event;
-    *event = SocketError::default();
+    zero(event);
     event.header = header(kind::SOCKET_ERROR, probe::TRACEPOINT, family, sock_netns::<Probe>(sk)?);
     event.errno = errno;
     // sk_error_report only runs for an error the socket was given.

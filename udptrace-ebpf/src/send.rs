@@ -35,8 +35,8 @@ use udptrace_common::{
 use crate::{
     filter,
     kernel::{
-        Args, Btf, ETH_P_IP, Mem, Probe, ReadResult, SKB_WINDOW, header, ip_start, offset, offsets, read,
-        skb_dev_netns, skb_network, slot, sock_netns,
+        Args, Btf, ETH_P_IP, Mem, Probe, ReadResult, SKB_WINDOW, copy, header, ip_start, offset, offsets, read,
+        skb_dev_netns, skb_network, slot, sock_netns, zero,
     },
     output::{emit, report},
 };
@@ -128,16 +128,11 @@ fn fill<C: EbpfContext, M: Mem>(
             netns = sock_netns::<M>(sk)?;
         }
     }
+    // Every byte is part of a count's key (tally.rs): cleared first, the stack included.
+    zero(event);
     event.header = header(kind::ICMP_SENT, mode, family, netns);
     event.icmp_type = icmp_type;
     event.icmp_code = icmp_code;
-    event.src = [0; 16];
-    event.dst = [0; 16];
-    event.sport = 0;
-    event.dport = 0;
-    event.proto = 0;
-    event.flags = 0;
-    event._pad0 = [0; 4];
     if let Ok((_, ip)) = skb_network::<M>(skb, &mut [0; SKB_WINDOW]) {
         if family == AF_INET {
             read_ipv4_packet(ip, event);
@@ -146,8 +141,6 @@ fn fill<C: EbpfContext, M: Mem>(
         }
     }
     // The stack only serves an event that passes the filters; one that does not is counted when emitted.
-    event.stack = [0; ICMP_STACK_DEPTH];
-    event.stack_bytes = 0;
     if filter::icmp_sent_passes(event) {
         fill_stack(ctx, event);
     }
@@ -235,7 +228,7 @@ fn fill_stack<C: EbpfContext>(ctx: &C, event: &mut IcmpSent) {
             && last.key.same(&key)
             && now.wrapping_sub(last.known.time_ns) < STACK_REUSE_NS
         {
-            event.stack = last.known.stack;
+            copy(&mut event.stack, &last.known.stack);
             event.stack_bytes = last.known.stack_bytes as i32;
             return;
         }
@@ -243,11 +236,11 @@ fn fill_stack<C: EbpfContext>(ctx: &C, event: &mut IcmpSent) {
         if let Some(cached) = unsafe { STACKS.get(&key) }
             && now.wrapping_sub(cached.time_ns) < STACK_REUSE_NS
         {
-            event.stack = cached.stack;
+            copy(&mut event.stack, &cached.stack);
             event.stack_bytes = cached.stack_bytes as i32;
             if let Some(last) = last {
                 last.key = key;
-                last.known = *cached;
+                copy(&mut last.known, cached);
             }
             return;
         }
@@ -265,7 +258,7 @@ fn fill_stack<C: EbpfContext>(ctx: &C, event: &mut IcmpSent) {
         last.key = key;
         last.known.time_ns = now;
         last.known.stack_bytes = i64::from(event.stack_bytes);
-        last.known.stack = event.stack;
+        copy(&mut last.known.stack, &event.stack);
         let _ = STACKS.insert(&last.key, &last.known, 0);
     }
 }

@@ -11,7 +11,10 @@ use aya_ebpf::{
 };
 use udptrace_common::{IcmpSent, Pending, SocketError, tally};
 
-use crate::filter::config;
+use crate::{
+    filter::config,
+    kernel::{copy, zero},
+};
 
 /// Where records go: `tally::STREAM`, or the epoch they are counted in. User space writes it.
 #[map]
@@ -91,7 +94,7 @@ impl Tallied for IcmpSent {
         let detail = (self.header.time_ns, self.src, self.sport);
         self.header.time_ns = 0;
         if config!(filter.n_addrs) == 0 && config!(filter.n_ports) == 0 {
-            self.src = [0; 16];
+            zero(&mut self.src);
             self.sport = 0;
         }
         detail
@@ -159,7 +162,7 @@ pub(crate) fn count_in_slot<T: Copy>(
             return false;
         }
     }
-    slot.record = *record;
+    copy(&mut slot.record, record);
     slot.epoch = epoch;
     slot.queued = queued;
     slot.count = 1;

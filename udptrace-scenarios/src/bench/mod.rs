@@ -134,7 +134,7 @@ mod paths;
 use self::paths::{drop_flood, error_path, hot_path};
 mod report;
 mod stats;
-use self::stats::{Costs, loaded_program_ids, programs_of, stats_of};
+use self::stats::{Costs, loaded_program_ids, programs_of, stats_of, tool_programs};
 
 pub use self::report::*;
 

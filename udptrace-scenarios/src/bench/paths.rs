@@ -191,11 +191,12 @@ pub(super) fn error_path(
                 let script = options.bpftrace_script.as_ref().context("no script")?;
                 let mut command = Command::new("bpftrace");
                 command.arg(script);
-                match tool(command, "Attaching", None) {
+                let (started, ids) =
+                    tool_programs(|| tool(command, "Attaching", None), |t| t.as_ref().ok().map(|t| t.child.id()));
+                match started {
                     // Its programs' runs and time, beside udptrace's: the cost per event of the tool an
                     // operator would use instead.
-                    Ok(tool) => {
-                        let ids = programs_of(tool.child.id());
+                    Ok(_tool) => {
                         let stats_before = stats_of(&ids);
                         let sent = send()?;
                         costs.add(&label, &stats_before, &stats_of(&ids), sent.datagrams);
@@ -286,26 +287,26 @@ pub(super) fn drop_flood(
     let rates = rounds(&variants, options.rounds, |variant| {
         let label = variant.label();
         // The one-liner runs beside the flood as udptrace does; it accounts for nothing.
-        let bpftrace = match variant {
+        let (bpftrace, tool_ids) = match variant {
             Variant::BpftraceDrops => {
                 let mut command = Command::new("bpftrace");
                 command.args(["-e", BPFTRACE_DROPS]);
-                match start_tool(command, "Attaching", None) {
-                    Ok(tool) => Some(tool),
-                    Err(e) => {
+                match tool_programs(|| start_tool(command, "Attaching", None), |t| t.as_ref().ok().map(|t| t.child.id()))
+                {
+                    (Ok(tool), ids) => (Some(tool), ids),
+                    (Err(e), _) => {
                         failed_tools.push(format!("{label}: {}", crate::one_line(&format!("{e:#}"))));
                         return Ok(f64::NAN);
                     }
                 }
             }
-            _ => None,
+            _ => (None, BTreeSet::new()),
         };
         let tracer = start_udptrace(options, variant, &server_ns, starts)?;
         // udptrace's programs, or the one-liner's: its cost per drop is shown beside udptrace's.
-        let ids = match (&tracer, &bpftrace) {
-            (Some((_, ids)), _) => ids.clone(),
-            (None, Some(tool)) => programs_of(tool.child.id()),
-            (None, None) => BTreeSet::new(),
+        let ids = match &tracer {
+            Some((_, ids)) => ids.clone(),
+            None => tool_ids,
         };
         let sink = bench_traffic::Receiver::start_sink(&hosts.server, to, SINK_RCVBUF)?;
         rcvbuf = rcvbuf.or(sink.rcvbuf);

@@ -34,6 +34,30 @@ pub(super) fn loaded_program_ids() -> BTreeSet<u32> {
         .collect()
 }
 
+/// The ids of every loaded program: those a tool loaded are the ones that appear while it starts (bpftrace
+/// attaches through perf events and keeps no program fd for `programs_of` to find).
+pub(super) fn all_program_ids() -> BTreeSet<u32> {
+    aya::programs::loaded_programs().flatten().map(|info| info.id()).collect()
+}
+
+/// The programs of a tool that `start` starts: those it holds, else those loaded meanwhile (none if it did
+/// not start).
+pub(super) fn tool_programs<T>(start: impl FnOnce() -> T, pid: impl Fn(&T) -> Option<u32>) -> (T, BTreeSet<u32>) {
+    let before = all_program_ids();
+    let tool = start();
+    let Some(pid) = pid(&tool) else { return (tool, BTreeSet::new()) };
+    // bpftrace says it is attaching before it loads: its programs are waited for, a few seconds at most.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let held = programs_of(pid);
+        let new: BTreeSet<u32> = all_program_ids().difference(&before).copied().collect();
+        if !held.is_empty() || !new.is_empty() || std::time::Instant::now() > deadline {
+            return (tool, if held.is_empty() { new } else { held });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Per program id: its name, run count and run time (ns) now.
 pub(super) type Stats = BTreeMap<u32, (String, u64, u64)>;
 
