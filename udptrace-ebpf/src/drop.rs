@@ -286,7 +286,8 @@ fn device_of(skb: *const u8) -> (u32, u32) {
     let Ok(ifindex) = read::<u32>(dev, offset!(dev_ifindex), "net_device.ifindex") else {
         return (0, 0);
     };
-    let netns = read::<*const u8>(dev, offset!(dev_net), "net_device.nd_net").and_then(netns_inum::<Probe>).unwrap_or(0);
+    let netns =
+        read::<*const u8>(dev, offset!(dev_net), "net_device.nd_net").and_then(netns_inum::<Probe>).unwrap_or(0);
     (ifindex, netns)
 }
 

@@ -39,8 +39,8 @@ use udptrace_common::{
 use crate::{
     filter::{self, config},
     kernel::{
-        Args, Probe, ReadResult, header, offset, offsets, read, read_into, skb_dev_netns, skb_ifindex, slot, sock_netns,
-        zero,
+        Args, Probe, ReadResult, header, offset, offsets, read, read_into, skb_dev_netns, skb_ifindex, slot,
+        sock_netns, zero,
     },
     output::{emit, report},
     owner::fill_owner,

@@ -287,6 +287,18 @@ pub enum Event {
 }
 
 impl Event {
+    /// The event's name, the same in every output: JSON's `event`, the text's first column (where it has no
+    /// errno), the summary's and the metrics' `event` label.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::SocketError(_) => "socket_error",
+            Event::IcmpSent(_) => "icmp_sent",
+            Event::IcmpSuppressed(_) => "icmp_suppressed",
+            Event::UdpDropped(_) => "udp_dropped",
+            Event::Lost { .. } => "lost",
+        }
+    }
+
     /// How many errors the event stands for (`Lost` stands for none that were seen).
     pub fn count(&self) -> u64 {
         match self {

@@ -8,6 +8,7 @@ use udptrace_common::names;
 use crate::{
     domain::AttachMode,
     errors::one_line,
+    kernel::hooks,
     kernel::kallsyms::{Snapshot, text_ranges},
     kernel::loader::{self, HookOutcome, KernelFacts},
     kernel::probes,
@@ -106,7 +107,7 @@ impl Tracing {
         let stop_output = ebpf.take_map(names::OUTPUT_STOPPED).and_then(|m| aya::maps::Array::try_from(m).ok());
         let creators = ebpf.take_map(names::OWNERS).and_then(|m| aya::maps::HashMap::try_from(m).ok());
         // Tracepoint mode sees no rate limit: read the kernel's counters instead, from before `tracing` on.
-        let icmp_send_mode = outcomes.iter().find(|o| o.hook.name == "icmp_send").and_then(|o| o.attached);
+        let icmp_send_mode = outcomes.iter().find(|o| o.hook.name == hooks::ICMP_SEND).and_then(|o| o.attached);
         let counters = (icmp_send_mode == Some(AttachMode::Tracepoint)).then(counters::Watcher::start);
         let logs = match setup.verbose.then(|| loader::program_logs(&mut ebpf)) {
             Some(Err(e)) => {
@@ -126,7 +127,7 @@ impl Tracing {
         };
         // The drop program counts floods in the kernel whatever is shown; it reports the port unreachables of
         // the families no ICMP hook sees, at the drop of the datagram they answer.
-        let drops = outcomes.iter().any(|o| o.hook.name == "udp_dropped" && o.attached.is_some()).then(|| {
+        let drops = outcomes.iter().any(|o| o.hook.name == hooks::UDP_DROPPED && o.attached.is_some()).then(|| {
             use udptrace_common::drops::{AT_DROP_IPV4, AT_DROP_IPV6};
             let at_drop = match icmp_send_mode {
                 Some(AttachMode::FEntry | AttachMode::Kprobe) => 0,

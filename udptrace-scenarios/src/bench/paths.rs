@@ -1,6 +1,11 @@
 //! The three paths measured, each a function: the hot path, the error path, the drop flood.
 
-use std::{collections::{BTreeMap, BTreeSet}, path::PathBuf, process::Command, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    process::Command,
+    time::Duration,
+};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -291,8 +296,10 @@ pub(super) fn drop_flood(
             Variant::BpftraceDrops => {
                 let mut command = Command::new("bpftrace");
                 command.args(["-e", BPFTRACE_DROPS]);
-                match tool_programs(|| start_tool(command, "Attaching", None), |t| t.as_ref().ok().map(|t| t.child.id()))
-                {
+                match tool_programs(
+                    || start_tool(command, "Attaching", None),
+                    |t| t.as_ref().ok().map(|t| t.child.id()),
+                ) {
                     (Ok(tool), ids) => (Some(tool), ids),
                     (Err(e), _) => {
                         failed_tools.push(format!("{label}: {}", crate::one_line(&format!("{e:#}"))));

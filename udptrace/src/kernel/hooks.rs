@@ -166,9 +166,15 @@ impl Hook {
 
 use Target::{Cgroup, FEntry, FExit, Kprobe, Kretprobe, Tracepoint};
 
+/// The hooks' names, for the code that asks which mode one attached in.
+pub const SOCKET_ERROR: &str = "socket_error";
+pub const SOCKET_OWNER: &str = "socket_owner";
+pub const ICMP_SEND: &str = "icmp_send";
+pub const UDP_DROPPED: &str = "udp_dropped";
+
 pub static HOOKS: &[Hook] = &[
     Hook {
-        name: "socket_error",
+        name: SOCKET_ERROR,
         observes: "an ICMP error reaching a UDP socket (socket_error)",
         variants: &[
             Variant {
@@ -184,7 +190,8 @@ pub static HOOKS: &[Hook] = &[
                 since: "BPF trampolines: x86_64 5.5, arm64 6.0",
                 limits: "every verdict, with the ICMP header, IPv4 and IPv6 (where neither __udp6_lib_err nor udpv6_err \
                          can be traced, as on 5.10 and 6.1: IPv6 through icmpv6_notify, which does not say that no \
-                         socket matched, nor see quoted packets with extension headers)",
+                         socket matched, nor see quoted packets with extension headers); an error reported to no \
+                         socket is named from the namespace's socket table (sock_diag)",
             },
             Variant {
                 mode: AttachMode::Kprobe,
@@ -197,7 +204,8 @@ pub static HOOKS: &[Hook] = &[
                         .or(&KPROBE_SOCK_DEF_ERROR_REPORT, NO_SK_ERROR_REPORT),
                 ],
                 since: "CONFIG_KPROBES",
-                limits: "every verdict, with the ICMP header, IPv4 and IPv6",
+                limits: "every verdict, with the ICMP header, IPv4 and IPv6 (no_socket for IPv6 too); an error reported \
+                         to no socket is named from the namespace's socket table (sock_diag)",
             },
             Variant {
                 mode: AttachMode::Tracepoint,
@@ -211,7 +219,7 @@ pub static HOOKS: &[Hook] = &[
         ],
     },
     Hook {
-        name: "socket_owner",
+        name: SOCKET_OWNER,
         observes: "which process created or last connected each UDP socket (pid/comm/cgroup of socket_error)",
         // In socket(), connect() and the last close, in every mode: no program runs per datagram.
         variants: &[Variant {
@@ -229,7 +237,7 @@ pub static HOOKS: &[Hook] = &[
         }],
     },
     Hook {
-        name: "icmp_send",
+        name: ICMP_SEND,
         observes: "an ICMP error this host sends (icmp_sent)",
         variants: &[
             Variant {
@@ -275,12 +283,14 @@ pub static HOOKS: &[Hook] = &[
                 programs: &[program("tp_icmp_send", Tracepoint { category: "icmp", name: "icmp_send" })],
                 since: "6.10 (backported to 6.1.130, 6.6.81)",
                 limits: "IPv4, and IPv6 port unreachables where the kernel drops the datagram they answer (the \
-                         udp_dropped hook, 5.17+); rate-limited errors as per-namespace counts from the kernel's counters",
+                         udp_dropped hook, 5.17+); rate-limited errors as per-namespace counts from the kernel's \
+                         OutRateLimit counters (6.3+, and 6.1.y), every second; also an error the kernel then fails to \
+                         queue (Icmp: OutErrors, a full ICMP socket in a flood), since the tracepoint fires just before",
             },
         ],
     },
     Hook {
-        name: "udp_dropped",
+        name: UDP_DROPPED,
         observes: "a UDP datagram the kernel drops, with its reason (udp_dropped)",
         // skb:kfree_skb fires for packets the kernel drops, never for those it delivers or sends: one
         // tracepoint, in every mode (a kprobe or fentry on kfree_skb_reason would see the same, later
@@ -296,9 +306,70 @@ pub static HOOKS: &[Hook] = &[
     },
 ];
 
+/// The README's modes table, from `HOOKS`: a row per hook and mode, with what it attaches to (each program's
+/// fallbacks after it, with why), what it needs and what it sees. The README holds it between the markers
+/// [`TABLE_START`] and [`TABLE_END`]; a unit test keeps the two equal (and writes it).
+#[cfg(test)]
+pub fn markdown_table() -> String {
+    let mut out = String::from("| hook | mode | attaches to | needs | what it sees |\n|---|---|---|---|---|\n");
+    for hook in HOOKS {
+        for variant in hook.variants {
+            let programs: Vec<String> = variant
+                .programs
+                .iter()
+                .map(|program| {
+                    let mut text = format!("`{}`", program.target);
+                    let mut at = program;
+                    while let Some((fallback, why)) = at.fallback {
+                        text.push_str(&format!(", else `{}` ({why})", fallback.target));
+                        at = fallback;
+                    }
+                    text
+                })
+                .collect();
+            out.push_str(&format!(
+                "| `{}` | {} | {} | {} | {} |\n",
+                hook.name,
+                variant.mode,
+                programs.join("; "),
+                variant.since,
+                variant.limits
+            ));
+        }
+    }
+    out
+}
+
+/// Where the README's modes table starts and ends.
+#[cfg(test)]
+pub const TABLE_START: &str = "<!-- modes table: written from HOOKS in udptrace/src/kernel/hooks.rs -->";
+#[cfg(test)]
+pub const TABLE_END: &str = "<!-- end of the modes table -->";
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The README's modes table is `markdown_table()`. `UDPTRACE_WRITE_README=1 cargo test -p udptrace
+    /// readme_modes_table` writes it there after a change to `HOOKS`.
+    #[test]
+    fn readme_modes_table_is_the_attach_table() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+        let readme = std::fs::read_to_string(path).expect("README.md");
+        let start = readme.find(TABLE_START).expect("the README's modes table start marker") + TABLE_START.len();
+        let end = start + readme[start..].find(TABLE_END).expect("the README's modes table end marker");
+        let table = format!("\n{}", markdown_table());
+        if std::env::var_os("UDPTRACE_WRITE_README").is_some() {
+            std::fs::write(path, format!("{}{table}{}", &readme[..start], &readme[end..])).expect("README.md written");
+            return;
+        }
+        assert!(
+            readme[start..end] == table,
+            "the README's modes table differs from HOOKS: UDPTRACE_WRITE_README=1 cargo test -p udptrace \
+             readme_modes_table writes it"
+        );
+        assert!(HOOKS.iter().flat_map(|h| h.variants).all(|v| !v.limits.contains('|') && !v.since.contains('|')));
+    }
 
     /// The kernel keeps 15 bytes of a program's name (`bpftool prog`, BPF statistics, the benchmark): two
     /// programs must not look alike there.

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::{Lines, Sink, endpoint, explain::proto_name, rfc3339};
 use crate::{
-    domain::{Event, Family, IcmpSent, IcmpSuppressed, Packet, SocketError, UdpDropped},
+    domain::{Event, Family, Meta, OwnerInfo, Packet},
     kernel::tables::errno_name,
 };
 
@@ -31,47 +31,91 @@ impl<W: Write> Sink for JsonSink<W> {
     }
 }
 
+/// The event as the README's schema has it: the fields every event starts with (`event`, `time`, `netns`,
+/// `probe`), then its own, in the schema's order.
 pub fn json(event: &Event) -> Value {
+    let object = Object::new(event.name());
     match event {
-        Event::SocketError(e) => socket_error_json(e),
-        Event::IcmpSent(e) => icmp_sent_json(e),
-        Event::IcmpSuppressed(e) => icmp_suppressed_json(e),
-        Event::UdpDropped(e) => udp_dropped_json(e),
-        Event::Lost { time, count } => json!({
-            "event": "lost",
-            "time": rfc3339(*time),
-            "netns": null,
-            "probe": null,
-            "count": count,
-        }),
+        Event::SocketError(e) => object
+            .meta(&e.meta)
+            .field("family", e.family.as_str())
+            .field("local", e.local.to_string())
+            .field("remote", e.remote.map(|r| r.to_string()))
+            .field(
+                "icmp",
+                e.icmp.map(|i| json!({ "type": i.icmp_type, "code": i.code, "from": i.from.map(|f| f.to_string()) })),
+            )
+            .field("errno", errno_name(e.errno))
+            .field("verdict", e.verdict.map(|v| v.as_str()))
+            .field("recverr", e.recverr)
+            .owner(e.owner.as_ref(), e.kernel_socket),
+        Event::IcmpSent(e) => object
+            .meta(&e.meta)
+            .field("family", e.family.as_str())
+            .field("icmp", json!({ "type": e.icmp.icmp_type, "code": e.icmp.code }))
+            .field("packet", packet_json(e.packet))
+            .field("cause", e.cause.as_str())
+            .field("rate_limited", e.rate_limited),
+        Event::IcmpSuppressed(e) => {
+            let attempt = e.attempt.as_ref();
+            object
+                .meta(&e.meta)
+                .field("family", e.family.map(Family::as_str))
+                .field("icmp", attempt.map(|a| json!({ "type": a.icmp.icmp_type, "code": a.icmp.code })))
+                .field("packet", packet_json(attempt.and_then(|a| a.packet)))
+                .field("scope", e.scope.as_str())
+                .field("count", e.count)
+                .field("cause", attempt.map(|a| a.cause.as_str()))
+        }
+        Event::UdpDropped(e) => object
+            .meta(&e.meta)
+            .field("family", e.family.as_str())
+            .field("packet", if e.sources_folded { folded_packet_json(&e.packet) } else { packet_json(Some(e.packet)) })
+            .field("reason", e.reason.as_deref())
+            .field("location", e.location.as_deref())
+            .field("direction", e.direction.as_str())
+            .field("local", e.local.map(|l| l.to_string()))
+            .owner(e.owner.as_ref(), e.kernel_socket)
+            .field("rcvbuf", e.rcvbuf)
+            .field("queued", e.queued)
+            .field("count", e.count),
+        Event::Lost { time, count } => object
+            .field("time", rfc3339(*time))
+            .field("netns", Value::Null)
+            .field("probe", Value::Null)
+            .field("count", *count),
     }
+    .0
 }
 
-fn socket_error_json(e: &SocketError) -> Value {
-    json!({
-        "event": "socket_error",
-        "time": rfc3339(e.meta.time),
-        "netns": e.meta.netns,
-        "probe": e.meta.probe.as_str(),
-        "family": e.family.as_str(),
-        "local": e.local.to_string(),
-        "remote": e.remote.map(|r| r.to_string()),
-        "icmp": e.icmp.map(|i| json!({
-            "type": i.icmp_type,
-            "code": i.code,
-            "from": i.from.map(|f| f.to_string()),
-        })),
-        "errno": errno_name(e.errno),
-        "verdict": e.verdict.map(|v| v.as_str()),
-        "recverr": e.recverr,
-        "pid": e.owner.as_ref().map(|o| o.pid),
-        "tid": e.owner.as_ref().and_then(|o| o.tid),
-        "comm": e.owner.as_ref().map(|o| o.comm.as_str()),
-        "cgroup": e.owner.as_ref().and_then(|o| o.cgroup.as_deref()),
-        "container": e.owner.as_ref().and_then(|o| o.container.as_deref()),
-        // A kernel socket: no process holds it.
-        "holders": if e.kernel_socket { Some(0) } else { e.owner.as_ref().and_then(|o| o.holders) },
-    })
+/// An event's JSON object, built field by field in the schema's order (`serde_json`'s `preserve_order`).
+struct Object(Value);
+
+impl Object {
+    fn new(event: &str) -> Self {
+        Self(json!({ "event": event }))
+    }
+
+    fn field(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.0[key] = value.into();
+        self
+    }
+
+    /// `time`, `netns` and `probe`.
+    fn meta(self, meta: &Meta) -> Self {
+        self.field("time", rfc3339(meta.time)).field("netns", meta.netns).field("probe", meta.probe.as_str())
+    }
+
+    /// The socket's owner: `pid`, `tid`, `comm`, `cgroup`, `container`, `holders` (0 for a kernel socket,
+    /// which no process holds).
+    fn owner(self, owner: Option<&OwnerInfo>, kernel_socket: bool) -> Self {
+        self.field("pid", owner.map(|o| o.pid))
+            .field("tid", owner.and_then(|o| o.tid))
+            .field("comm", owner.map(|o| o.comm.as_str()))
+            .field("cgroup", owner.and_then(|o| o.cgroup.as_deref()))
+            .field("container", owner.and_then(|o| o.container.as_deref()))
+            .field("holders", if kernel_socket { Some(0) } else { owner.and_then(|o| o.holders) })
+    }
 }
 
 fn packet_json(packet: Option<Packet>) -> Value {
@@ -89,67 +133,12 @@ fn folded_packet_json(p: &Packet) -> Value {
     json!({ "src": null, "dst": endpoint(p, false), "proto": proto_name(p.proto) })
 }
 
-fn icmp_suppressed_json(e: &IcmpSuppressed) -> Value {
-    let attempt = e.attempt.as_ref();
-    json!({
-        "event": "icmp_suppressed",
-        "time": rfc3339(e.meta.time),
-        "netns": e.meta.netns,
-        "probe": e.meta.probe.as_str(),
-        "family": e.family.map(Family::as_str),
-        "icmp": attempt.map(|a| json!({ "type": a.icmp.icmp_type, "code": a.icmp.code })),
-        "packet": packet_json(attempt.and_then(|a| a.packet)),
-        "scope": e.scope.as_str(),
-        "count": e.count,
-        "cause": attempt.map(|a| a.cause.as_str()),
-    })
-}
-
-fn icmp_sent_json(e: &IcmpSent) -> Value {
-    json!({
-        "event": "icmp_sent",
-        "time": rfc3339(e.meta.time),
-        "netns": e.meta.netns,
-        "probe": e.meta.probe.as_str(),
-        "family": e.family.as_str(),
-        "icmp": { "type": e.icmp.icmp_type, "code": e.icmp.code },
-        "packet": packet_json(e.packet),
-        "cause": e.cause.as_str(),
-        "rate_limited": e.rate_limited,
-    })
-}
-
-fn udp_dropped_json(e: &UdpDropped) -> Value {
-    let owner = e.owner.as_ref();
-    json!({
-        "event": "udp_dropped",
-        "time": rfc3339(e.meta.time),
-        "netns": e.meta.netns,
-        "probe": e.meta.probe.as_str(),
-        "family": e.family.as_str(),
-        "packet": if e.sources_folded { folded_packet_json(&e.packet) } else { packet_json(Some(e.packet)) },
-        "reason": e.reason.as_deref(),
-        "location": e.location.as_deref(),
-        "direction": e.direction.as_str(),
-        "local": e.local.map(|l| l.to_string()),
-        "pid": owner.map(|o| o.pid),
-        "tid": owner.and_then(|o| o.tid),
-        "comm": owner.map(|o| o.comm.as_str()),
-        "cgroup": owner.and_then(|o| o.cgroup.as_deref()),
-        "container": owner.and_then(|o| o.container.as_deref()),
-        "holders": if e.kernel_socket { Some(0) } else { owner.and_then(|o| o.holders) },
-        "rcvbuf": e.rcvbuf,
-        "queued": e.queued,
-        "count": e.count,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::domain::{Cause, samples};
+    use crate::domain::{Cause, IcmpSent, UdpDropped, samples};
 
     fn icmp_sent() -> IcmpSent {
         IcmpSent { cause: Cause::NoListener, ..samples::icmp_sent() }

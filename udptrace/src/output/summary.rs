@@ -106,7 +106,7 @@ impl Key {
         match event {
             Event::SocketError(e) => Some((
                 Key {
-                    event: "socket_error",
+                    event: event.name(),
                     errno: errno_name(e.errno),
                     outcome: e.verdict.map_or("?", |v| v.as_str()).to_owned(),
                     address: e.remote.map(|r| r.to_string()),
@@ -117,7 +117,7 @@ impl Key {
             )),
             Event::IcmpSent(e) => Some((
                 Key {
-                    event: "icmp_sent",
+                    event: event.name(),
                     errno: sent_errno(e),
                     outcome: e.cause.as_str().to_owned(),
                     address: sent_address(e),
@@ -128,7 +128,7 @@ impl Key {
             )),
             Event::IcmpSuppressed(e) => Some((
                 Key {
-                    event: "icmp_suppressed",
+                    event: event.name(),
                     errno: e.attempt.as_ref().and_then(sent_errno),
                     outcome: format!("scope {}", e.scope.as_str()),
                     address: e.attempt.as_ref().and_then(sent_address),
@@ -139,7 +139,7 @@ impl Key {
             )),
             Event::UdpDropped(e) => Some((
                 Key {
-                    event: "udp_dropped",
+                    event: event.name(),
                     errno: None,
                     outcome: e
                         .reason

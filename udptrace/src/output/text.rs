@@ -188,7 +188,7 @@ pub fn styled_text(event: &Event, color: bool) -> String {
                 }
             };
             Line::new(color, e.meta.time)
-                .column("icmp_suppressed", WHAT, Some(Tone::Suppressed))
+                .column(event.name(), WHAT, Some(Tone::Suppressed))
                 .column(&format!("scope {}", e.scope.as_str()), WHY, Some(Tone::Suppressed))
                 .column(&flow, FLOW, None)
                 .column(&format!("icmp {icmp}"), 0, None)
@@ -196,7 +196,7 @@ pub fn styled_text(event: &Event, color: bool) -> String {
                 .explanation(&explain_icmp_suppressed(e))
         }
         Event::IcmpSent(e) => Line::new(color, e.meta.time)
-            .column("icmp_sent", WHAT, Some(Tone::Sent))
+            .column(event.name(), WHAT, Some(Tone::Sent))
             .column(e.cause.as_str(), WHY, Some(Tone::Sent))
             .column(&about(e.packet), FLOW, None)
             .column(&format!("icmp {}", icmp_name(e.family, e.icmp.icmp_type, e.icmp.code)), 0, None)
@@ -204,7 +204,7 @@ pub fn styled_text(event: &Event, color: bool) -> String {
             .explanation(&explain_icmp_sent(e)),
         Event::UdpDropped(e) => {
             let mut line = Line::new(color, e.meta.time);
-            line.column("udp_dropped", WHAT, Some(Tone::Ignored))
+            line.column(event.name(), WHAT, Some(Tone::Ignored))
                 .column(e.reason.as_deref().or(e.location.as_deref()).unwrap_or("?"), WHY, Some(Tone::Ignored))
                 .column(&format!("{} {}", e.direction.as_str(), dropped_flow(e)), FLOW, None);
             if e.count > 1 {
