@@ -146,6 +146,37 @@ pub mod udp_dropped_flags {
     /// `src` and `sport` are zeros: the record counts drops from any source (only counts are wanted, or its
     /// destination had more than [`drops::FLOWS_SHOWN`](super::drops::FLOWS_SHOWN) flows in the period).
     pub const SOURCES_FOLDED: u8 = 1 << 3;
+    /// The record is a [`WithDns`](super::WithDns): the datagram is to or from a DNS port.
+    pub const DNS: u8 = 1 << 4;
+}
+
+/// The ports (host byte order) whose datagrams are DNS: `--dns-port`, 53 by default.
+pub const DNS_PORTS: usize = 8;
+
+/// The bytes of a DNS datagram's payload a record carries: the 12-byte header and the longest first question
+/// there is (a 255-byte name, its type and class), 271, rounded up to a word. A prefix this long that does
+/// not parse is not DNS; a shorter one (a short datagram, or an ICMP error quoting less) may just end early.
+pub const DNS_PREFIX: usize = 272;
+
+/// The start of a DNS datagram's UDP payload.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsPrefix {
+    /// Bytes of `bytes` filled.
+    pub len: u16,
+    /// The payload's length by its UDP header.
+    pub total: u16,
+    pub _pad0: [u8; 4],
+    pub bytes: [u8; DNS_PREFIX],
+}
+
+/// A record and the DNS payload of its datagram, for a datagram on a DNS port (its flags say `DNS`): only
+/// these pay for the copy, and a record of any other datagram keeps its size.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WithDns<T> {
+    pub record: T,
+    pub dns: DnsPrefix,
 }
 
 /// A destination's flows shown in the current period (`drops::FLOWS_SHOWN`): since when, and how many.
@@ -459,6 +490,8 @@ pub struct KernelOffsets {
     pub skb_iif: u32,
     pub sk_rcvbuf: u32,
     pub sk_rmem_alloc: u32,
+    /// `sk_buff.tail`: where its linear data ends, as an offset from `head` (`sk_buff_data_t` on 64-bit).
+    pub skb_tail: u32,
 }
 
 /// [`KernelOffsets::recverr4_at`] or `recverr6_at` when the flag is not found.
@@ -560,7 +593,10 @@ pub struct Config {
     pub reason_no_socket: u32,
     /// How many arguments `skb:kfree_skb` has: 2 (skb, location; before 5.17), 3 (reason), 4 (`rx_sk`, 6.11).
     pub kfree_skb_args: u8,
-    pub _pad1: [u8; 3],
+    pub n_dns_ports: u8,
+    pub _pad1: [u8; 2],
+    /// [`DNS_PORTS`] slots, the first `n_dns_ports` in use.
+    pub dns_ports: [u16; DNS_PORTS],
 }
 
 #[cfg(feature = "user")]
@@ -578,6 +614,8 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::UdpDropped {}
     // SAFETY: as above.
+    unsafe impl<T: aya::Pod> aya::Pod for super::WithDns<T> {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::DropCount {}
     // SAFETY: a Pod record followed by integers, none padded (the sizes below).
     unsafe impl<T: aya::Pod> aya::Pod for super::Pending<T> {}
@@ -588,7 +626,7 @@ const _: () = {
     assert!(core::mem::size_of::<EventHeader>() == 16);
     assert!(core::mem::size_of::<SocketError>() == 16 + 48 + 4 + 4 + 4 + 4 + 8 + 32);
     assert!(core::mem::size_of::<IcmpSent>() == 16 + 32 + 4 + 4 + 8 + 8 * ICMP_STACK_DEPTH);
-    assert!(core::mem::size_of::<KernelOffsets>() == 27 * 4 + 4 + 4 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 27 * 4 + 4 + 5 * 4);
     assert!(core::mem::size_of::<UdpDropped>() == 16 + 32 + 4 + 4 + 8 + 16 + 8 + 16 + 8 + 32);
     assert!(core::mem::size_of::<DropCount>() == 16);
     assert!(core::mem::size_of::<Pending<SocketError>>() == core::mem::size_of::<SocketError>() + 16);
@@ -597,5 +635,7 @@ const _: () = {
     assert!(core::mem::size_of::<AddrFilter>() == 40);
     assert!(core::mem::size_of::<IcmpMask>() == 40);
     assert!(core::mem::size_of::<Filter>() == FILTER_VALUES * (4 + 4 + 4 + 2 + TASK_COMM_LEN + 40) + 2 * 40 + 8);
-    assert!(core::mem::size_of::<Config>() == core::mem::size_of::<Filter>() + 8 + 5 * 16 + 8);
+    assert!(core::mem::size_of::<Config>() == core::mem::size_of::<Filter>() + 8 + 5 * 16 + 8 + 2 * DNS_PORTS);
+    assert!(core::mem::size_of::<DnsPrefix>() == 8 + DNS_PREFIX);
+    assert!(core::mem::size_of::<WithDns<UdpDropped>>() == core::mem::size_of::<UdpDropped>() + 8 + DNS_PREFIX);
 };

@@ -32,11 +32,12 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use udptrace_common::{
-    AF_INET, AF_INET6, DropCount, FlowsShown, IPPROTO_UDP, IPPROTO_UDPLITE, Pending, UdpDropped, drops, kind, probe,
-    stat, udp_dropped_flags,
+    AF_INET, AF_INET6, DnsPrefix, DropCount, FlowsShown, IPPROTO_UDP, IPPROTO_UDPLITE, Pending, UdpDropped, WithDns,
+    drops, kind, probe, stat, udp_dropped_flags,
 };
 
 use crate::{
+    dns,
     filter::{self, config},
     kernel::{
         Args, Btf, ETH_P_IP, ETH_P_IPV6, Mem, Probe, ReadResult, SKB_WINDOW, copy, header, ip_start, netns_inum,
@@ -182,7 +183,8 @@ fn dropped(ctx: &BtfTracePointContext, event: &mut UdpDropped, level: u32) -> Re
     }
     // Cleared in place, not through a temporary on the stack.
     zero(event);
-    if !read_datagram(ip, family, event)? {
+    let udp = read_datagram(ip, family, event)?;
+    if udp.is_null() {
         return Ok(0);
     }
     // Only counts wanted, and no filter on addresses or ports: who sent the datagram is no part of its count
@@ -247,7 +249,7 @@ fn dropped(ctx: &BtfTracePointContext, event: &mut UdpDropped, level: u32) -> Re
         count(stat::FILTERED);
         return Ok(0);
     }
-    let until = hand_over_or_count(ctx, event, level);
+    let until = hand_over_or_count(ctx, event, level, Datagram { skb, udp });
     if let Some(last) = last {
         // SAFETY: as above.
         let last = unsafe { &mut *last };
@@ -292,34 +294,35 @@ fn device_of(skb: *const u8) -> (u32, u32) {
 }
 
 /// Fills the addresses, ports and protocol from the packet's IP and UDP headers (`ip`: where the IP header
-/// starts); `false` if it is not a UDP datagram with its header (another protocol, a later fragment, an IPv6
-/// extension header first).
+/// starts); returns where the UDP header starts, null if it is not a UDP datagram with its header (another
+/// protocol, a later fragment, an IPv6 extension header first).
 #[inline(always)]
-fn read_datagram(ip: *const u8, family: u16, event: &mut UdpDropped) -> ReadResult<bool> {
-    let ports = if family == AF_INET {
+fn read_datagram(ip: *const u8, family: u16, event: &mut UdpDropped) -> ReadResult<*const u8> {
+    let (ports, udp) = if family == AF_INET {
         // struct iphdr: version/ihl at 0, frag_off at 6, protocol at 9, saddr at 12, daddr at 16; without
         // options, the ports follow at 20, in the same read.
         let h = ip_start(ip)?;
         let ihl = usize::from(h[0] & 0x0f) * 4;
         if h[0] >> 4 != 4 || ihl < 20 || u16::from_be_bytes([h[6], h[7]]) & IP_OFFSET_MASK != 0 {
-            return Ok(false);
+            return Ok(core::ptr::null());
         }
         event.proto = h[9];
         event.src[..4].copy_from_slice(&h[12..16]);
         event.dst[..4].copy_from_slice(&h[16..20]);
         if event.proto != IPPROTO_UDP && event.proto != IPPROTO_UDPLITE {
-            return Ok(false);
+            return Ok(core::ptr::null());
         }
-        if ihl == 20 { [h[20], h[21], h[22], h[23]] } else { read::<[u8; 4]>(ip, ihl as u32, "udphdr")? }
+        let ports = if ihl == 20 { [h[20], h[21], h[22], h[23]] } else { read::<[u8; 4]>(ip, ihl as u32, "udphdr")? };
+        (ports, ip.wrapping_add(ihl))
     } else {
         // struct ipv6hdr: nexthdr at 6, saddr at 8, daddr at 24; the addresses read straight into the record.
         let h = read::<[u8; 8]>(ip, 0, "ipv6hdr")?;
         if h[0] >> 4 != 6 {
-            return Ok(false);
+            return Ok(core::ptr::null());
         }
         event.proto = h[6];
         if event.proto != IPPROTO_UDP && event.proto != IPPROTO_UDPLITE {
-            return Ok(false);
+            return Ok(core::ptr::null());
         }
         const { assert!(core::mem::offset_of!(UdpDropped, dst) == core::mem::offset_of!(UdpDropped, src) + 16) };
         // SAFETY: `src` and `dst` lie side by side in the `#[repr(C)]` record (above), 32 bytes in all; the
@@ -328,11 +331,11 @@ fn read_datagram(ip: *const u8, family: u16, event: &mut UdpDropped) -> ReadResu
             &mut *core::ptr::from_mut(event).cast::<u8>().add(core::mem::offset_of!(UdpDropped, src)).cast::<[u8; 32]>()
         };
         read_into(ip, 8, both, "ipv6hdr.saddr, daddr")?;
-        read::<[u8; 4]>(ip, 40, "udphdr")?
+        (read::<[u8; 4]>(ip, 40, "udphdr")?, ip.wrapping_add(40))
     };
     event.sport = u16::from_be_bytes([ports[0], ports[1]]);
     event.dport = u16::from_be_bytes([ports[2], ports[3]]);
-    Ok(true)
+    Ok(udp)
 }
 
 /// Whether `sk` is an inet UDP (or UDP-Lite) socket of the packet's family (a tunnel may send an IPv4
@@ -367,7 +370,7 @@ fn fill_socket(sk: *const u8, family: u16, event: &mut UdpDropped) -> ReadResult
 /// wanted, every one is counted. One that finds its generation full is handed over. Returns until when the
 /// flow's next drops are counted (0: not, they are handed over).
 #[inline(always)]
-fn hand_over_or_count<C: EbpfContext>(ctx: &C, event: &mut UdpDropped, level: u32) -> u64 {
+fn hand_over_or_count<C: EbpfContext>(ctx: &C, event: &mut UdpDropped, level: u32, datagram: Datagram) -> u64 {
     // The key: the record without what varies between two drops of one flow.
     let (time, queued) = (event.header.time_ns, event.queued);
     event.header.time_ns = 0;
@@ -383,7 +386,7 @@ fn hand_over_or_count<C: EbpfContext>(ctx: &C, event: &mut UdpDropped, level: u3
                 }
                 event.header.time_ns = time;
                 event.queued = queued;
-                output(ctx, event);
+                hand_over(ctx, event, level, datagram);
                 return 0;
             }
             Err(shown) => shown,
@@ -400,7 +403,7 @@ fn hand_over_or_count<C: EbpfContext>(ctx: &C, event: &mut UdpDropped, level: u3
                 let _ = DROPS_SEEN.insert(&*event, &time, 0);
                 event.header.time_ns = time;
                 event.queued = queued;
-                output(ctx, event);
+                hand_over(ctx, event, level, datagram);
                 return time + drops::PERIOD_NS;
             }
         }
@@ -408,10 +411,56 @@ fn hand_over_or_count<C: EbpfContext>(ctx: &C, event: &mut UdpDropped, level: u3
     if !add(level, &*event, queued) {
         event.header.time_ns = time;
         event.queued = queued;
-        output(ctx, event);
+        hand_over(ctx, event, level, datagram);
         return 0;
     }
     since + drops::PERIOD_NS
+}
+
+/// The dropped packet, and where its UDP header starts.
+#[derive(Clone, Copy)]
+struct Datagram {
+    skb: *const u8,
+    udp: *const u8,
+}
+
+/// The records of drops on a DNS port, with their payload, per nesting level (as `DROP_SLOTS`).
+#[map]
+static DNS_DROP_SLOTS: PerCpuArray<WithDns<UdpDropped>> = PerCpuArray::with_max_entries(NESTING, 0);
+
+/// Hands the record over; for a datagram to or from a DNS port, with the start of its payload.
+#[inline(always)]
+fn hand_over<C: EbpfContext>(ctx: &C, event: &UdpDropped, level: u32, datagram: Datagram) {
+    if event.proto != IPPROTO_UDP || !filter::dns_port(event.sport, event.dport) {
+        output(ctx, event);
+        return;
+    }
+    let Some(slot) = DNS_DROP_SLOTS.get_ptr_mut(level) else {
+        output(ctx, event);
+        return;
+    };
+    // SAFETY: this CPU's slot for this level, this run's alone.
+    let slot = unsafe { &mut *slot };
+    copy(&mut slot.record, event);
+    slot.record.flags |= udp_dropped_flags::DNS;
+    // A payload that could not be read is said empty (`len` 0) and counted; the drop is still handed over.
+    let _ = count_failure(dns_payload(datagram, &mut slot.dns));
+    output(ctx, slot);
+}
+
+/// The datagram's payload, up to the end of the packet's linear data (`head + tail`).
+#[inline(always)]
+fn dns_payload(datagram: Datagram, prefix: &mut DnsPrefix) -> ReadResult<()> {
+    prefix.len = 0;
+    let length = u16::from_be(read::<u16>(datagram.udp, 4, "udphdr.len")?);
+    let head = Btf::load::<*const u8>(datagram.skb, offset!(skb_head), "sk_buff.head")?;
+    let tail = Btf::load::<u32>(datagram.skb, offset!(skb_tail), "sk_buff.tail")?;
+    dns::copy_payload(
+        prefix,
+        datagram.udp.wrapping_add(8),
+        u32::from(length).saturating_sub(8),
+        head.wrapping_add(tail as usize),
+    )
 }
 
 /// Whether drops from several sources may be counted as one: no filter on addresses or ports, which the

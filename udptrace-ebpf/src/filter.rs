@@ -90,6 +90,16 @@ fn ports_pass(a: Option<u16>, b: Option<u16>) -> bool {
     })
 }
 
+/// Either port is one of `--dns-port` (53 unless given): the datagram's record carries its DNS payload.
+#[inline(always)]
+pub fn dns_port(a: u16, b: u16) -> bool {
+    const { assert!(udptrace_common::DNS_PORTS == FILTER_VALUES) };
+    any_slot!(config!(n_dns_ports), |i| {
+        let port = config!(dns_ports[i]);
+        a == port || b == port
+    })
+}
+
 /// 16 bytes as two words, compared without a byte loop.
 #[inline(always)]
 fn words(bytes: [u8; 16]) -> [u64; 2] {

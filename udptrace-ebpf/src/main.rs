@@ -2,6 +2,7 @@
 //! - `recv.rs`: an ICMP error reaching a UDP socket (`socket_error`);
 //! - `send.rs`: an ICMP error this host emits (`icmp_sent`);
 //! - `drop.rs`: a UDP datagram the kernel drops (`udp_dropped`);
+//! - `dns.rs`: a DNS datagram's payload, carried in the record of an event about it;
 //! - `owner.rs`: who owns a socket, recorded when its process creates it;
 //! - `tally.rs`: records counted in the kernel, when only counts are wanted;
 //! - `kernel.rs`: arguments in every mode, kernel memory through offsets user space resolved from BTF,
@@ -19,6 +20,7 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+mod dns;
 mod drop;
 pub(crate) mod filter;
 mod kernel;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::{
-    check,
+    check, dns,
     domain::AttachMode,
     pipeline::{
         filter::{self, Filter, Prefix},
@@ -76,6 +76,11 @@ pub struct Cli {
     #[arg(long = "comm", value_name = "NAME", value_parser = filter::parse_comm, help_heading = "Filters")]
     pub comms: Vec<String>,
 
+    /// Only events about a DNS name under SUFFIX (example.com: it and www.example.com), from the query or
+    /// answer an event's datagram carries (`dns`).
+    #[arg(long = "dns-name", value_name = "SUFFIX", value_parser = dns::parse_dns_name, help_heading = "Filters")]
+    pub dns_names: Vec<String>,
+
     /// Only events with this local or remote port (for icmp_sent: the offending packet's ports).
     #[arg(long = "port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..),
           help_heading = "Filters")]
@@ -111,6 +116,11 @@ pub struct Cli {
     /// No event lines or tables on stdout (with --metrics: serve the counters only).
     #[arg(short, long)]
     pub quiet: bool,
+
+    /// A port whose datagrams are DNS, besides 53 (a resolver on a high port, 5353 for mDNS); up to seven.
+    /// An event about a datagram to or from one carries the start of its query or answer (`dns`).
+    #[arg(long = "dns-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub dns_ports: Vec<u16>,
 
     /// How events reach udptrace: the BPF ring buffer (5.8+), or a perf buffer per CPU.
     #[arg(long, value_enum, default_value = "ring", value_name = "KIND")]
@@ -189,13 +199,29 @@ impl Cli {
             addrs: self.addrs.clone(),
             errnos: self.errnos.clone(),
             netns: self.netns.clone(),
+            dns_names: self.dns_names.clone(),
         }
+    }
+
+    /// The DNS ports: 53 and `--dns-port`'s, each once.
+    pub fn dns_ports(&self) -> Vec<u16> {
+        let mut ports = vec![53];
+        for port in &self.dns_ports {
+            if !ports.contains(port) {
+                ports.push(*port);
+            }
+        }
+        ports
     }
 
     /// What clap cannot check alone; exits 2 like clap's own errors.
     pub fn validate(&self) -> Result<(), clap::Error> {
         use clap::CommandFactory as _;
-        self.filter().check_sizes().map_err(|e| Cli::command().error(clap::error::ErrorKind::TooManyValues, e))
+        let too_many = |e: String| Cli::command().error(clap::error::ErrorKind::TooManyValues, e);
+        if self.dns_ports().len() > udptrace_common::DNS_PORTS {
+            return Err(too_many(format!("--dns-port: at most {} ports besides 53", udptrace_common::DNS_PORTS - 1)));
+        }
+        self.filter().check_sizes().map_err(too_many)
     }
 }
 
@@ -272,7 +298,7 @@ pub struct CheckArgs {
     pub payload: Option<check::Hex>,
 
     /// Send a DNS query for NAME's A record, so that a DNS server answers.
-    #[arg(long, value_name = "NAME", value_parser = check::parse_dns_name)]
+    #[arg(long, value_name = "NAME", value_parser = dns::parse_dns_name)]
     pub dns: Option<String>,
 
     /// Use an IPv4 address of HOST.

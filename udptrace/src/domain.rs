@@ -222,6 +222,30 @@ impl Direction {
     }
 }
 
+/// What a DNS datagram's payload said, as far as the bytes at hand reach: a field they do not reach, or
+/// that did not parse, is `None`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Dns {
+    /// The message ID.
+    pub id: Option<u16>,
+    /// An answer (the QR bit), not a query.
+    pub response: Option<bool>,
+    /// The first question's name, presentation form without the trailing dot, `\DDD` for bytes outside
+    /// printable ASCII (and `\.`, `\\` for a dot or backslash inside a label), as in a master file.
+    pub qname: Option<String>,
+    /// The first question's type, its mnemonic (`A`, `AAAA`, `HTTPS`, `TYPE65280`).
+    pub qtype: Option<String>,
+    /// An answer's response code, its mnemonic (`NOERROR`, `NXDOMAIN`); `None` for a query.
+    pub rcode: Option<String>,
+    /// The TC bit.
+    pub truncated: Option<bool>,
+    /// Payload bytes at hand, and how long the payload was (by its UDP header).
+    pub bytes: usize,
+    pub payload: usize,
+    /// The bytes reached far enough and did not parse as DNS.
+    pub malformed: bool,
+}
+
 /// A UDP datagram the kernel dropped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UdpDropped {
@@ -255,6 +279,8 @@ pub struct UdpDropped {
     /// more flows dropped in a second than are shown one by one (`drops::FLOWS_SHOWN`). `packet.src` and the
     /// source port say nothing then.
     pub sources_folded: bool,
+    /// The datagram is to or from a DNS port: what its payload said.
+    pub dns: Option<Dns>,
 }
 
 /// ICMP errors this host wanted to send and a rate limit stopped.
@@ -296,6 +322,14 @@ impl Event {
             Event::IcmpSuppressed(_) => "icmp_suppressed",
             Event::UdpDropped(_) => "udp_dropped",
             Event::Lost { .. } => "lost",
+        }
+    }
+
+    /// What the event's datagram said as DNS, for one on a DNS port whose payload the event carries.
+    pub fn dns(&self) -> Option<&Dns> {
+        match self {
+            Event::UdpDropped(e) => e.dns.as_ref(),
+            Event::SocketError(_) | Event::IcmpSent(_) | Event::IcmpSuppressed(_) | Event::Lost { .. } => None,
         }
     }
 
@@ -417,7 +451,29 @@ pub mod samples {
             ifindex: 2,
             count: 1,
             sources_folded: false,
+            dns: None,
         }
+    }
+
+    /// A DNS query for `example.com` A that a firewall DROP rule dropped.
+    pub fn dns_drop() -> UdpDropped {
+        let mut drop = rcvbuf_drop();
+        drop.packet.ports = Some((41234, 53));
+        drop.reason = Some("netfilter_drop".to_owned());
+        drop.location = Some("nft_do_chain".to_owned());
+        (drop.local, drop.sock_ino, drop.owner, drop.rcvbuf, drop.queued) = (None, None, None, None, None);
+        drop.dns = Some(Dns {
+            id: Some(4660),
+            response: Some(false),
+            qname: Some("www.example.com".to_owned()),
+            qtype: Some("A".to_owned()),
+            rcode: None,
+            truncated: Some(false),
+            bytes: 33,
+            payload: 33,
+            malformed: false,
+        });
+        drop
     }
 
     /// `attempt`, stopped by the per-destination rate limit.

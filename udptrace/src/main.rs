@@ -7,6 +7,7 @@
 
 mod check;
 mod cli;
+mod dns;
 mod domain;
 mod errors;
 mod kernel;
@@ -149,6 +150,7 @@ fn trace(cli: Cli, facts: KernelFacts) -> Result<()> {
         asked: cli.probe.describe(),
         verbose: cli.verbose,
         counts_only: (cli.quiet || cli.summary.is_some()) && cli.count.is_none(),
+        dns_ports: cli.dns_ports(),
     };
     let tracing = trace::Tracing::start(setup, facts)?;
     release_start_memory();

@@ -37,6 +37,8 @@ pub struct Setup<'a> {
     pub verbose: bool,
     /// Only counts are wanted: the programs count in the kernel instead of handing over a record per error.
     pub counts_only: bool,
+    /// The DNS ports (53 and `--dns-port`'s), at most `DNS_PORTS`.
+    pub dns_ports: Vec<u16>,
 }
 
 /// Programs attached, the buffer open, the stages ready: what `session::run` needs.
@@ -73,7 +75,9 @@ impl Tracing {
                 .find_map(|(&value, name)| (name == "no_socket").then_some(value))
                 .unwrap_or(udptrace_common::drops::NO_REASON),
             kfree_skb_args: facts.kfree_skb_args,
-            _pad1: [0; 3],
+            n_dns_ports: setup.dns_ports.len().min(udptrace_common::DNS_PORTS) as u8,
+            _pad1: [0; 2],
+            dns_ports: std::array::from_fn(|i| setup.dns_ports.get(i).copied().unwrap_or(0)),
         };
         if setup.verbose && kallsyms.is_some() && not_icmp_reporters.iter().any(|r| r.start == 0) {
             eprintln!(

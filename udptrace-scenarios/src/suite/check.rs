@@ -197,7 +197,7 @@ pub fn check_open(config: &Config, _tracer: &mut Tracer) -> Result<Results> {
     let dns = check_in(config, &hosts.client, &[&server.to_string(), "--dns", "example.com"])?;
     let dns_answer = match state_check(&dns, "open") {
         Outcome::Pass => {
-            compare(&dns.answer["evidence"]["answer"], &json!({"dns": {"rcode": "NoError", "records": 0}}))
+            compare(&dns.answer["evidence"]["answer"], &json!({"dns": {"rcode": "NOERROR", "records": 0}}))
         }
         other => other,
     };

@@ -94,16 +94,6 @@ pub fn parse_hex(text: &str) -> Result<Hex, String> {
 /// The largest payload: what fits an IPv6 minimum MTU, so that a probe is never fragmented.
 const MAX_PAYLOAD: usize = 1232;
 
-/// `--dns NAME`: a name a DNS query can carry.
-pub fn parse_dns_name(text: &str) -> Result<String, String> {
-    simple_dns::Name::new(text).map_err(|e| format!("`{text}` is not a DNS name: {e}"))?;
-    let labels = text.strip_suffix('.').unwrap_or(text);
-    if labels.is_empty() || labels.len() > 253 || labels.split('.').any(|label| label.is_empty() || label.len() > 63) {
-        return Err(format!("`{text}` is not a DNS name"));
-    }
-    Ok(text.to_owned())
-}
-
 /// What the probes carry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Payload {
@@ -335,6 +325,7 @@ fn kernel_side(check: &Check, local: SocketAddr, target: SocketAddr) -> Result<T
         asked: check.asked.clone(),
         verbose: check.verbose,
         counts_only: false,
+        dns_ports: vec![53],
     };
     let failed = |e: anyhow::Error| Without {
         text: format!("the kernel's hooks did not start: {}", one_line(&e)),
@@ -505,9 +496,12 @@ impl Report<'_> {
     /// What a DNS answer said: its response code, and how many records it held.
     fn dns(&self) -> Option<(String, usize)> {
         let bytes = self.outcome.answer.as_ref()?;
-        let answer = simple_dns::Packet::parse(bytes).ok()?;
-        let response = answer.has_flags(simple_dns::PacketFlag::RESPONSE);
-        (response && Some(answer.id()) == self.dns_id).then(|| (format!("{:?}", answer.rcode()), answer.answers.len()))
+        // The decoder of the `dns` a traced event carries; the answer count is the header's.
+        let answer = crate::dns::parse(bytes, bytes.len());
+        let records = bytes.get(6..8).map(|n| usize::from(u16::from_be_bytes([n[0], n[1]])))?;
+        (answer.response == Some(true) && answer.id == self.dns_id && !answer.malformed)
+            .then(|| Some((answer.rcode?, records)))
+            .flatten()
     }
 
     fn seen_with(&self) -> String {
@@ -634,10 +628,10 @@ mod tests {
 
     #[test]
     fn dns_names_and_the_query_they_make() {
-        assert!(parse_dns_name("example.com").is_ok());
-        assert!(parse_dns_name("example.com.").is_ok());
+        assert!(crate::dns::parse_dns_name("example.com").is_ok());
+        assert!(crate::dns::parse_dns_name("example.com.").is_ok());
         for bad in ["", ".", "a..b", &"a".repeat(64), &"a.".repeat(130)] {
-            assert!(parse_dns_name(bad).is_err(), "{bad}");
+            assert!(crate::dns::parse_dns_name(bad).is_err(), "{bad}");
         }
         let (bytes, id) = payload_bytes(&Payload::Dns("example.com".to_owned())).unwrap();
         let query = simple_dns::Packet::parse(&bytes).unwrap();

@@ -302,6 +302,7 @@ impl KernelBtf {
             _pad0: 0,
             skb_protocol: self.member_offset("sk_buff", "protocol")?,
             skb_iif: self.member_offset("sk_buff", "skb_iif")?,
+            skb_tail: self.member_offset("sk_buff", "tail")?,
             sk_rcvbuf: sock("sk_rcvbuf")?,
             // An atomic_t: its counter is its first member.
             sk_rmem_alloc: sock("sk_backlog.rmem_alloc")?,

@@ -4,7 +4,7 @@
 use udptrace_common::{icmp, icmpv6};
 
 use crate::{
-    domain::{Cause, Family, IcmpSent, IcmpSuppressed, Scope, SocketError, UdpDropped, Verdict},
+    domain::{Cause, Dns, Family, IcmpSent, IcmpSuppressed, Scope, SocketError, UdpDropped, Verdict},
     kernel::tables::errno_name,
 };
 
@@ -184,6 +184,18 @@ fn reason_sentence(reason: &str) -> Option<&'static str> {
     })
 }
 
+/// The DNS message an event is about, as a phrase: "the query for example.com A", "the NXDOMAIN answer for
+/// example.com A"; `None` when the bytes did not reach the question.
+fn lookup(d: &Dns) -> Option<String> {
+    let (name, qtype) = (d.qname.as_deref()?, d.qtype.as_deref()?);
+    let name = if name.is_empty() { "." } else { name };
+    Some(match (d.response, d.rcode.as_deref()) {
+        (Some(true), Some(rcode)) => format!("the {rcode} answer for {name} {qtype}"),
+        (Some(true), None) => format!("the answer for {name} {qtype}"),
+        _ => format!("the query for {name} {qtype}"),
+    })
+}
+
 /// One short sentence: what dropping this datagram means, and what to do.
 pub fn explain_udp_dropped(e: &UdpDropped) -> String {
     let at = e.location.as_deref().map(|l| format!(" in {l}")).unwrap_or_default();
@@ -195,6 +207,9 @@ pub fn explain_udp_dropped(e: &UdpDropped) -> String {
         None if e.reason_code.is_some() => format!("a reason this kernel's BTF does not name{at}"),
         None => format!("this kernel gives no drop reason (before 5.17); it was dropped{at}"),
     };
+    if let Some(lookup) = e.dns.as_ref().and_then(lookup) {
+        text = format!("{lookup} was dropped: {text}");
+    }
     if e.reason.as_deref() == Some("socket_rcvbuff")
         && let (Some(rcvbuf), Some(queued)) = (e.rcvbuf, e.queued)
     {
@@ -252,6 +267,22 @@ pub fn explain_icmp_suppressed(e: &IcmpSuppressed) -> String {
 mod tests {
     use super::*;
     use crate::domain::{Icmp, samples};
+
+    #[test]
+    fn a_dropped_dns_datagram_names_its_lookup() {
+        assert_eq!(
+            explain_udp_dropped(&samples::dns_drop()),
+            "the query for www.example.com A was dropped: a firewall DROP rule (nftables/iptables): the sender gets no error"
+        );
+        let mut answer = samples::dns_drop();
+        let dns = answer.dns.as_mut().unwrap();
+        (dns.response, dns.rcode) = (Some(true), Some("NOERROR".to_owned()));
+        assert!(explain_udp_dropped(&answer).starts_with("the NOERROR answer for www.example.com A was dropped: "));
+        // The bytes did not reach the question: nothing is said about it.
+        let dns = answer.dns.as_mut().unwrap();
+        dns.qname = None;
+        assert!(explain_udp_dropped(&answer).starts_with("a firewall DROP rule"));
+    }
 
     #[test]
     fn a_rate_limit_names_its_family_sysctls_and_what_the_counter_cannot_tell() {

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::{Lines, Sink, endpoint, explain::proto_name, rfc3339};
 use crate::{
-    domain::{Event, Family, Meta, OwnerInfo, Packet},
+    domain::{Dns, Event, Family, Meta, OwnerInfo, Packet},
     kernel::tables::errno_name,
 };
 
@@ -78,7 +78,8 @@ pub fn json(event: &Event) -> Value {
             .owner(e.owner.as_ref(), e.kernel_socket)
             .field("rcvbuf", e.rcvbuf)
             .field("queued", e.queued)
-            .field("count", e.count),
+            .field("count", e.count)
+            .field("dns", e.dns.as_ref().map(dns)),
         Event::Lost { time, count } => object
             .field("time", rfc3339(*time))
             .field("netns", Value::Null)
@@ -116,6 +117,20 @@ impl Object {
             .field("container", owner.and_then(|o| o.container.as_deref()))
             .field("holders", if kernel_socket { Some(0) } else { owner.and_then(|o| o.holders) })
     }
+}
+
+/// `dns`: what the datagram's payload said; `payload_bytes` of `payload_length` were at hand.
+fn dns(d: &Dns) -> Value {
+    json!({
+        "id": d.id,
+        "response": d.response,
+        "qname": d.qname,
+        "qtype": d.qtype,
+        "rcode": d.rcode,
+        "truncated": d.truncated,
+        "payload_bytes": d.bytes,
+        "payload_length": d.payload,
+    })
 }
 
 fn packet_json(packet: Option<Packet>) -> Value {
@@ -169,8 +184,29 @@ mod tests {
                 "rcvbuf": 212992,
                 "queued": 213504,
                 "count": 1,
+                "dns": null,
             })
         );
+    }
+
+    #[test]
+    fn a_drop_on_a_dns_port_names_its_query() {
+        let value = json(&Event::UdpDropped(samples::dns_drop()));
+        assert_eq!(
+            value["dns"],
+            json!({
+                "id": 4660,
+                "response": false,
+                "qname": "www.example.com",
+                "qtype": "A",
+                "rcode": null,
+                "truncated": false,
+                "payload_bytes": 33,
+                "payload_length": 33,
+            })
+        );
+        let keys: Vec<&String> = value.as_object().unwrap().keys().collect();
+        assert_eq!(keys.last().map(|k| k.as_str()), Some("dns"));
     }
 
     #[test]

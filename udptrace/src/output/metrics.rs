@@ -35,7 +35,7 @@ use tokio::net::TcpListener;
 
 use super::{Sink, endpoint};
 use crate::{
-    domain::{Event, IcmpSent},
+    domain::{Dns, Event, IcmpSent},
     kernel::tables::errno_name,
 };
 
@@ -59,6 +59,7 @@ pub struct Metrics {
     icmp_sent: Family<Labels, Counter>,
     icmp_suppressed: Family<Labels, Counter>,
     udp_drops: Family<Labels, Counter>,
+    dns_errors: Family<Labels, Counter>,
     lost: Counter,
     /// Label events with addresses (`--metrics-addresses`).
     addresses: bool,
@@ -100,6 +101,13 @@ impl Metrics {
              family",
             udp_drops.clone(),
         );
+        let dns_errors = Family::<Labels, Counter>::default();
+        registry.register(
+            "dns_errors",
+            "Events about a DNS query or answer (a datagram on a DNS port), by event, outcome (its drop reason), \
+             question type and response code (\"none\" for a query; \"unknown\" where the bytes did not reach)",
+            dns_errors.clone(),
+        );
         let lost = Counter::default();
         registry.register(
             "lost_events",
@@ -127,6 +135,7 @@ impl Metrics {
             icmp_sent,
             icmp_suppressed,
             udp_drops,
+            dns_errors,
             lost,
             addresses,
             labelled: Arc::default(),
@@ -184,6 +193,10 @@ impl Metrics {
                     labels.push(("dst", self.address("udp_drops", endpoint(&e.packet, false), e.count)));
                 }
                 self.udp_drops.get_or_create(&labels).inc_by(e.count);
+                if let Some(dns) = &e.dns {
+                    let outcome = e.reason.clone().unwrap_or_else(|| "unknown".to_owned());
+                    self.dns_errors.get_or_create(&dns_labels(event.name(), outcome, dns)).inc_by(e.count);
+                }
             }
             Event::Lost { count, .. } => {
                 self.lost.inc_by(*count);
@@ -352,6 +365,22 @@ fn answer(request: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
+}
+
+/// `udptrace_dns_errors_total`'s labels: the name stays out of them (a series per name is unbounded).
+fn dns_labels(event: &'static str, outcome: String, dns: &Dns) -> Labels {
+    let unknown = || "unknown".to_owned();
+    let rcode = match dns.response {
+        Some(true) => dns.rcode.clone().unwrap_or_else(unknown),
+        Some(false) => "none".to_owned(),
+        None => unknown(),
+    };
+    vec![
+        ("event", event.to_owned()),
+        ("outcome", outcome),
+        ("qtype", dns.qtype.clone().unwrap_or_else(unknown)),
+        ("rcode", rcode),
+    ]
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use super::{
     rfc3339,
 };
 use crate::{
-    domain::{Event, OwnerInfo, Packet, UdpDropped, Verdict},
+    domain::{Dns, Event, OwnerInfo, Packet, UdpDropped, Verdict},
     kernel::tables::errno_name,
 };
 
@@ -70,6 +70,31 @@ fn about(packet: Option<Packet>) -> String {
         || "an unreadable packet".to_owned(),
         |p| format!("{} {} -> {}", proto_name(p.proto), endpoint(&p, true), endpoint(&p, false)),
     )
+}
+
+/// The query or answer after the flow: `dns A example.com`, `dns answer NXDOMAIN A example.com`; `?` for
+/// what the bytes did not reach, `dns id 4660 ?` when only the ID is known, `dns ? (not DNS)` for a payload
+/// that is not.
+pub fn dns_text(d: &Dns) -> String {
+    let mut text = String::from("dns");
+    if d.response == Some(true) {
+        text.push_str(&format!(" answer {}", d.rcode.as_deref().unwrap_or("?")));
+    }
+    match (&d.qtype, &d.qname) {
+        (Some(qtype), Some(qname)) => {
+            text.push_str(&format!(" {qtype} {}", if qname.is_empty() { "." } else { qname }))
+        }
+        _ => {
+            if let Some(id) = d.id {
+                text.push_str(&format!(" id {id}"));
+            }
+            text.push_str(if d.malformed { " ? (not DNS)" } else { " ?" });
+        }
+    }
+    if d.truncated == Some(true) {
+        text.push_str(" truncated");
+    }
+    text
 }
 
 /// A drop's datagrams; `*` for the source of drops from many sources, counted together.
@@ -207,6 +232,9 @@ pub fn styled_text(event: &Event, color: bool) -> String {
             line.column(event.name(), WHAT, Some(Tone::Ignored))
                 .column(e.reason.as_deref().or(e.location.as_deref()).unwrap_or("?"), WHY, Some(Tone::Ignored))
                 .column(&format!("{} {}", e.direction.as_str(), dropped_flow(e)), FLOW, None);
+            if let Some(dns) = &e.dns {
+                line.column(&dns_text(dns), 0, None);
+            }
             if e.count > 1 {
                 line.column(&format!("x{}", e.count), 0, None);
             }
@@ -251,6 +279,30 @@ mod tests {
              full: its process reads too slowly; raise SO_RCVBUF (capped by net.core.rmem_max) or read faster \
              (213504 of 212992 bytes queued); 4711 such drops)"
         );
+    }
+
+    #[test]
+    fn a_drop_on_a_dns_port_names_the_query_after_the_flow() {
+        let line = text(&Event::UdpDropped(samples::dns_drop()));
+        assert!(
+            line.contains(" in udp 10.0.0.1:41234 -> 10.0.0.2:53           dns A www.example.com  netns "),
+            "{line}"
+        );
+        let dns = |d: Dns| dns_text(&d);
+        let answer = Dns {
+            response: Some(true),
+            rcode: Some("NXDOMAIN".to_owned()),
+            truncated: Some(true),
+            ..samples::dns_drop().dns.unwrap()
+        };
+        assert_eq!(dns(answer), "dns answer NXDOMAIN A www.example.com truncated");
+        assert_eq!(
+            dns(Dns { id: Some(7), response: Some(false), bytes: 8, payload: 40, ..Dns::default() }),
+            "dns id 7 ?"
+        );
+        assert_eq!(dns(Dns { bytes: 3, payload: 3, malformed: true, ..Dns::default() }), "dns ? (not DNS)");
+        let root = Dns { qname: Some(String::new()), qtype: Some("NS".to_owned()), ..Dns::default() };
+        assert_eq!(dns(root), "dns NS .");
     }
 
     #[test]

@@ -7,12 +7,14 @@ use std::{
 };
 
 use udptrace_common::{
-    AF_INET, AF_INET6, EventHeader, IcmpSent as RawIcmpSent, SocketError as RawSocketError,
-    UdpDropped as RawUdpDropped, drops, icmp_sent_flags, kind, probe, socket_error_flags, udp_dropped_flags, verdict,
+    AF_INET, AF_INET6, DnsPrefix, EventHeader, IcmpSent as RawIcmpSent, SocketError as RawSocketError,
+    UdpDropped as RawUdpDropped, WithDns, drops, icmp_sent_flags, kind, probe, socket_error_flags, udp_dropped_flags,
+    verdict,
 };
 
+use crate::dns;
 use crate::domain::{
-    AttachMode, Cause, Direction, Event, Family, Icmp, IcmpSent, IcmpSuppressed, Meta, OwnerInfo, Packet, Scope,
+    AttachMode, Cause, Direction, Dns, Event, Family, Icmp, IcmpSent, IcmpSuppressed, Meta, OwnerInfo, Packet, Scope,
     SocketError, UdpDropped, Verdict,
 };
 
@@ -208,10 +210,21 @@ pub fn decode(bytes: &[u8], clock: Clock) -> Result<Event, DecodeError> {
         }
         kind::UDP_DROPPED => {
             let raw: RawUdpDropped = read_record(bytes, header.kind)?;
-            Ok(Event::UdpDropped(udp_dropped(&raw, family, clock)?))
+            let mut event = udp_dropped(&raw, family, clock)?;
+            if raw.flags & udp_dropped_flags::DNS != 0 {
+                let with: WithDns<RawUdpDropped> = read_record(bytes, header.kind)?;
+                event.dns = Some(dns_of(&with.dns));
+            }
+            Ok(Event::UdpDropped(event))
         }
         other => Err(DecodeError::UnknownKind(other)),
     }
+}
+
+/// What the DNS payload a record carries says.
+fn dns_of(prefix: &DnsPrefix) -> Dns {
+    let len = usize::from(prefix.len).min(prefix.bytes.len());
+    dns::parse(&prefix.bytes[..len], usize::from(prefix.total))
 }
 
 fn udp_dropped(raw: &RawUdpDropped, family: Family, clock: Clock) -> Result<UdpDropped, DecodeError> {
@@ -241,6 +254,7 @@ fn udp_dropped(raw: &RawUdpDropped, family: Family, clock: Clock) -> Result<UdpD
         ifindex: raw.ifindex,
         count: 1,
         sources_folded: has(udp_dropped_flags::SOURCES_FOLDED),
+        dns: None,
     })
 }
 
@@ -438,6 +452,59 @@ mod tests {
         let Event::UdpDropped(e) = decode(&bytes_of(&raw), CLOCK).unwrap() else { panic!() };
         assert!(e.sources_folded);
         assert_eq!(e.packet.dst, samples::rcvbuf_drop().packet.dst);
+    }
+
+    /// A query for example.com A, ID 0x1234, recursion desired: 29 bytes.
+    const QUERY: &[u8] = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01";
+
+    fn raw_dns_drop(bytes: &[u8], total: u16) -> WithDns<RawUdpDropped> {
+        let mut record = raw_rcvbuf_drop();
+        record.flags |= udp_dropped_flags::DNS;
+        record.sport = 53;
+        let mut dns =
+            DnsPrefix { len: bytes.len() as u16, total, _pad0: [0; 4], bytes: [0; udptrace_common::DNS_PREFIX] };
+        dns.bytes[..bytes.len()].copy_from_slice(bytes);
+        WithDns { record, dns }
+    }
+
+    #[test]
+    fn a_drop_on_a_dns_port_carries_its_query() {
+        let Event::UdpDropped(e) = decode(&bytes_of(&raw_dns_drop(QUERY, 29)), CLOCK).unwrap() else {
+            panic!()
+        };
+        let dns = e.dns.unwrap();
+        assert_eq!(
+            (dns.id, dns.response, dns.qname.as_deref(), dns.qtype.as_deref()),
+            (Some(0x1234), Some(false), Some("example.com"), Some("A"))
+        );
+        assert_eq!(
+            (dns.rcode, dns.truncated, dns.bytes, dns.payload, dns.malformed),
+            (None, Some(false), 29, 29, false)
+        );
+        // Without the flag the record is a plain drop: no payload is read past it.
+        let plain = raw_rcvbuf_drop();
+        let Event::UdpDropped(e) = decode(&bytes_of(&plain), CLOCK).unwrap() else { panic!() };
+        assert_eq!(e.dns, None);
+    }
+
+    #[test]
+    fn a_dns_payload_cut_short_says_what_it_reached() {
+        // The first 14 bytes of a 29-byte query: the header whole, the name begun.
+        let Event::UdpDropped(e) = decode(&bytes_of(&raw_dns_drop(&QUERY[..14], 29)), CLOCK).unwrap() else {
+            panic!()
+        };
+        let dns = e.dns.unwrap();
+        assert_eq!((dns.id, dns.response, dns.qname, dns.qtype), (Some(0x1234), Some(false), None, None));
+        assert_eq!((dns.bytes, dns.payload, dns.malformed), (14, 29, false));
+        // A flagged record cut before its payload is short, not misread.
+        let bytes = bytes_of(&raw_dns_drop(QUERY, 29));
+        let plain = size_of::<RawUdpDropped>();
+        assert!(matches!(decode(&bytes[..plain], CLOCK), Err(DecodeError::Short { .. })));
+        // A length past the buffer is held to it.
+        let mut long = raw_dns_drop(QUERY, 29);
+        long.dns.len = u16::MAX;
+        let Event::UdpDropped(e) = decode(&bytes_of(&long), CLOCK).unwrap() else { panic!() };
+        assert_eq!(e.dns.unwrap().bytes, udptrace_common::DNS_PREFIX);
     }
 
     #[test]

@@ -21,7 +21,8 @@ use std::{
 use udptrace_common::{AF_INET, AF_INET6, AddrFilter, FILTER_VALUES, IcmpMask, TASK_COMM_LEN};
 
 use crate::{
-    domain::{Event, Family, IcmpSent, SocketError, UdpDropped},
+    dns,
+    domain::{Dns, Event, Family, IcmpSent, SocketError, UdpDropped},
     kernel::tables::{errno_name, errno_number, icmp_errno},
 };
 
@@ -151,6 +152,8 @@ pub struct Filter {
     pub addrs: Vec<Prefix>,
     pub errnos: Vec<i32>,
     pub netns: Vec<u32>,
+    /// `--dns-name`: user space only (the programs do not read names).
+    pub dns_names: Vec<String>,
 }
 
 impl Filter {
@@ -252,6 +255,7 @@ impl Filter {
                                 && self.ports.is_empty()
                                 && self.addrs.is_empty()
                                 && self.errnos.is_empty()
+                                && self.dns_names.is_empty()
                         }
                     }
             }
@@ -289,6 +293,7 @@ impl Filter {
             && self.any_port(&ports)
             && self.any_addr(&addrs)
             && self.any_errno((e.errno != 0).then_some(e.errno))
+            && self.any_dns_name(None)
     }
 
     fn icmp_sent(&self, e: &IcmpSent) -> bool {
@@ -300,6 +305,7 @@ impl Filter {
             && (self.ports.is_empty() || self.any_port(&ports) && !ports.is_empty())
             && (self.addrs.is_empty() || self.any_addr(&addrs) && !addrs.is_empty())
             && self.any_errno(icmp_errno(e.family, e.icmp.icmp_type, e.icmp.code).map(|(errno, _)| errno))
+            && self.any_dns_name(None)
     }
 
     /// A drop gives no errno: `--errno` leaves it out. `-p` and `--comm` select the socket's owner.
@@ -313,12 +319,36 @@ impl Filter {
             && self.any_port(&[sport, dport])
             && self.any_addr(&addrs)
             && self.errnos.is_empty()
+            && self.any_dns_name(e.dns.as_ref())
+    }
+
+    /// `--dns-name`: not given, or the event's DNS name is under one of its suffixes.
+    fn any_dns_name(&self, dns: Option<&Dns>) -> bool {
+        self.dns_names.is_empty()
+            || dns
+                .and_then(|d| d.qname.as_deref())
+                .is_some_and(|name| self.dns_names.iter().any(|suffix| dns::is_under(name, suffix)))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dns_names_select_events_about_a_name_under_a_suffix() {
+        let names = |names: &[&str]| Filter {
+            dns_names: names.iter().map(|n| (*n).to_owned()).collect(),
+            ..Default::default()
+        };
+        let query = Event::UdpDropped(crate::domain::samples::dns_drop());
+        assert!(names(&["example.com"]).matches(&query));
+        assert!(names(&["org", "EXAMPLE.com."]).matches(&query));
+        assert!(!names(&["ample.com"]).matches(&query));
+        // An event without a name is not about one.
+        assert!(!names(&["example.com"]).matches(&Event::UdpDropped(crate::domain::samples::rcvbuf_drop())));
+        assert!(Filter::default().matches(&Event::UdpDropped(crate::domain::samples::rcvbuf_drop())));
+    }
 
     #[test]
     fn a_drop_is_selected_by_its_packet_and_its_socket_owner_but_has_no_errno() {
@@ -473,6 +503,7 @@ mod tests {
             addrs: vec![parse_prefix("fd00::/8").unwrap(), parse_prefix("192.168.1.7/16").unwrap()],
             errnos: vec![],
             netns: vec![4026531840],
+            dns_names: vec![],
         };
         let k = f.for_kernel();
         assert_eq!((k.n_pids, k.n_comms, k.n_ports, k.n_addrs, k.n_errnos, k.n_netns), (2, 1, 1, 2, 0, 1));

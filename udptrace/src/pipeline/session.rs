@@ -77,14 +77,20 @@ pub struct Totals {
     pub undecodable: u64,
     /// Sockets whose creator or connector the programs could not record: the map of owners was full.
     pub owners_not_recorded: u64,
+    /// Datagrams on a DNS port whose payload did not parse as DNS (said only when there were some).
+    pub not_dns: u64,
 }
 
 impl Totals {
     pub fn closing_line(&self) -> String {
-        format!(
+        let mut line = format!(
             "udptrace: {} events seen, {} filtered out, {} lost, {} unreadable, {} undecodable, {} owners not recorded",
             self.events, self.filtered, self.lost, self.unreadable, self.undecodable, self.owners_not_recorded
-        )
+        );
+        if self.not_dns > 0 {
+            line.push_str(&format!(", {} datagrams on a DNS port not DNS", self.not_dns));
+        }
+        line
     }
 }
 
@@ -206,7 +212,12 @@ impl Session {
     fn drain(&mut self, source: &mut Source) -> ControlFlow<Stop> {
         source.drain(|bytes| {
             match decode(bytes, self.clock) {
-                Ok(event) => self.stages.enricher.push(event, Instant::now()),
+                Ok(event) => {
+                    if event.dns().is_some_and(|d| d.malformed) {
+                        self.totals.not_dns += 1;
+                    }
+                    self.stages.enricher.push(event, Instant::now())
+                }
                 Err(e) => {
                     self.totals.undecodable += 1;
                     if self.options.verbose {
@@ -365,7 +376,15 @@ mod tests {
 
     #[test]
     fn the_closing_line_names_every_count() {
-        let totals = Totals { events: 12, filtered: 4, lost: 3, unreadable: 1, undecodable: 0, owners_not_recorded: 2 };
+        let totals = Totals {
+            events: 12,
+            filtered: 4,
+            lost: 3,
+            unreadable: 1,
+            undecodable: 0,
+            owners_not_recorded: 2,
+            not_dns: 0,
+        };
         assert_eq!(
             totals.closing_line(),
             "udptrace: 12 events seen, 4 filtered out, 3 lost, 1 unreadable, 0 undecodable, 2 owners not recorded"
