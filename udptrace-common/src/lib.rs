@@ -312,6 +312,8 @@ pub mod icmp_sent_flags {
     pub const SUPPRESSED_GLOBAL: u8 = 1 << 2;
     /// `ICMP_SUPPRESSED`: the per-destination limit (`inet_peer_xrlim_allow`) said no.
     pub const SUPPRESSED_HOST: u8 = 1 << 3;
+    /// The record is a [`WithDns`](super::WithDns): the offending datagram is to or from a DNS port.
+    pub const DNS: u8 = 1 << 5;
 }
 
 pub const TASK_COMM_LEN: usize = 16;
@@ -638,4 +640,5 @@ const _: () = {
     assert!(core::mem::size_of::<Config>() == core::mem::size_of::<Filter>() + 8 + 5 * 16 + 8 + 2 * DNS_PORTS);
     assert!(core::mem::size_of::<DnsPrefix>() == 8 + DNS_PREFIX);
     assert!(core::mem::size_of::<WithDns<UdpDropped>>() == core::mem::size_of::<UdpDropped>() + 8 + DNS_PREFIX);
+    assert!(core::mem::size_of::<WithDns<IcmpSent>>() == core::mem::size_of::<IcmpSent>() + 8 + DNS_PREFIX);
 };

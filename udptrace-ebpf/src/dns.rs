@@ -4,7 +4,18 @@
 use aya_ebpf::helpers::generated::bpf_probe_read_kernel;
 use udptrace_common::{DNS_PREFIX, DnsPrefix};
 
-use crate::kernel::{ReadError, ReadResult};
+use crate::kernel::{Mem, ReadError, ReadResult, offset, read};
+
+/// The payload of the datagram in `skb` whose UDP header is at `udp`, up to the end of the packet's linear
+/// data (`head + tail`). `M`: how `skb` is read (`kernel::Mem`).
+#[inline(always)]
+pub fn payload<M: Mem>(skb: *const u8, udp: *const u8, prefix: &mut DnsPrefix) -> ReadResult<()> {
+    prefix.len = 0;
+    let length = u16::from_be(read::<u16>(udp, 4, "udphdr.len")?);
+    let head = M::load::<*const u8>(skb, offset!(skb_head), "sk_buff.head")?;
+    let tail = M::load::<u32>(skb, offset!(skb_tail), "sk_buff.tail")?;
+    copy_payload(prefix, udp.wrapping_add(8), u32::from(length).saturating_sub(8), head.wrapping_add(tail as usize))
+}
 
 /// Copies the start of the payload at `payload` into `prefix`: at most [`DNS_PREFIX`] bytes, no more than the
 /// UDP header says the payload holds (`total`), and none at or past `end`, where the memory the kernel

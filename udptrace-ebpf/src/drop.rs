@@ -32,8 +32,8 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use udptrace_common::{
-    AF_INET, AF_INET6, DnsPrefix, DropCount, FlowsShown, IPPROTO_UDP, IPPROTO_UDPLITE, Pending, UdpDropped, WithDns,
-    drops, kind, probe, stat, udp_dropped_flags,
+    AF_INET, AF_INET6, DropCount, FlowsShown, IPPROTO_UDP, IPPROTO_UDPLITE, Pending, UdpDropped, WithDns, drops, kind,
+    probe, stat, udp_dropped_flags,
 };
 
 use crate::{
@@ -83,16 +83,23 @@ pub fn tp_kfree_skb(ctx: BtfTracePointContext) -> i32 {
     // Two calls side by side, not one inside the other: the verifier adds up the stacks of nested calls
     // (and on 5.10 rounds each frame up to 32 bytes) against its 512-byte limit.
     let skb = kfree_skb(&ctx);
-    if skb != 0 {
-        icmp_at_drop(&ctx, skb);
+    if skb != 0 && icmp_at_drop(&ctx, skb) != 0 {
+        count(stat::READ_ERROR);
     }
     0
 }
 
 /// A port unreachable the kernel decided to send, seen at the drop (see `send::icmp_at_no_socket_drop`).
+/// Returns the failed read's error code, or 0; the caller counts it. The 0 is opaque to the compiler
+/// (`black_box`): a function of its own whose return value is known (these reads cannot fail) is compiled
+/// to leave its return register as it was, and the verifier refuses a return of what it then holds, a
+/// pointer into the function's stack ("cannot return stack pointer to the caller").
 #[inline(never)]
-fn icmp_at_drop(ctx: &BtfTracePointContext, skb: u64) {
-    count_failure(send::icmp_at_no_socket_drop(ctx, skb as *const u8));
+fn icmp_at_drop(ctx: &BtfTracePointContext, skb: u64) -> i64 {
+    match send::icmp_at_no_socket_drop(ctx, skb as *const u8) {
+        Ok(()) => core::hint::black_box(0),
+        Err(e) => e.code.min(-1),
+    }
 }
 
 /// How deep runs of this program nest on one CPU: one in a process (a drop on the way out) may be
@@ -444,23 +451,8 @@ fn hand_over<C: EbpfContext>(ctx: &C, event: &UdpDropped, level: u32, datagram: 
     copy(&mut slot.record, event);
     slot.record.flags |= udp_dropped_flags::DNS;
     // A payload that could not be read is said empty (`len` 0) and counted; the drop is still handed over.
-    let _ = count_failure(dns_payload(datagram, &mut slot.dns));
+    let _ = count_failure(dns::payload::<Btf>(datagram.skb, datagram.udp, &mut slot.dns));
     output(ctx, slot);
-}
-
-/// The datagram's payload, up to the end of the packet's linear data (`head + tail`).
-#[inline(always)]
-fn dns_payload(datagram: Datagram, prefix: &mut DnsPrefix) -> ReadResult<()> {
-    prefix.len = 0;
-    let length = u16::from_be(read::<u16>(datagram.udp, 4, "udphdr.len")?);
-    let head = Btf::load::<*const u8>(datagram.skb, offset!(skb_head), "sk_buff.head")?;
-    let tail = Btf::load::<u32>(datagram.skb, offset!(skb_tail), "sk_buff.tail")?;
-    dns::copy_payload(
-        prefix,
-        datagram.udp.wrapping_add(8),
-        u32::from(length).saturating_sub(8),
-        head.wrapping_add(tail as usize),
-    )
 }
 
 /// Whether drops from several sources may be counted as one: no filter on addresses or ports, which the

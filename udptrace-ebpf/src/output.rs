@@ -8,7 +8,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, PerCpuArray, PerfEventByteArray, RingBuf},
 };
-use udptrace_common::{buffer, stat};
+use udptrace_common::{WithDns, buffer, stat};
 
 use crate::{filter::config, kernel::ReadResult, tally};
 
@@ -84,6 +84,39 @@ pub(crate) fn emit<C: EbpfContext, T: tally::Tallied>(ctx: &C, record: &mut T, p
         count(stat::FILTERED);
     } else if !tally::count(record) {
         output(ctx, record);
+    }
+}
+
+/// As [`emit`], for a record that may carry its datagram's DNS payload: `dns_flag` (the kind's `DNS` flag,
+/// or 0) is set on a record handed over with it. A counted one is counted without.
+#[inline(always)]
+pub(crate) fn emit_with_dns<C: EbpfContext, T: tally::Tallied + HasFlags>(
+    ctx: &C,
+    with: &mut WithDns<T>,
+    passes: bool,
+    dns_flag: u8,
+) {
+    if !passes {
+        count(stat::FILTERED);
+    } else if !tally::count(&mut with.record) {
+        if dns_flag == 0 {
+            output(ctx, &with.record);
+        } else {
+            *with.record.flags() |= dns_flag;
+            output(ctx, with);
+        }
+    }
+}
+
+/// A record's flags byte.
+pub(crate) trait HasFlags {
+    fn flags(&mut self) -> &mut u8;
+}
+
+impl HasFlags for udptrace_common::IcmpSent {
+    #[inline(always)]
+    fn flags(&mut self) -> &mut u8 {
+        &mut self.flags
     }
 }
 

@@ -28,17 +28,17 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use udptrace_common::{
-    AF_INET, AF_INET6, ICMP_STACK_DEPTH, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE, IcmpSent, icmp, icmp_sent_flags,
-    icmpv6, kind, probe,
+    AF_INET, AF_INET6, ICMP_STACK_DEPTH, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE, IcmpSent, WithDns, icmp,
+    icmp_sent_flags, icmpv6, kind, probe,
 };
 
 use crate::{
-    filter,
+    dns, filter,
     kernel::{
         Args, Btf, ETH_P_IP, Mem, Probe, ReadResult, SKB_WINDOW, copy, header, ip_start, offset, offsets, read,
         skb_dev_netns, skb_network, slot, sock_netns, zero,
     },
-    output::{emit, report},
+    output::{count_failure, emit_with_dns, report},
 };
 
 /// IPv4 `frag_off`: the fragment offset bits. A non-first fragment carries no transport header.
@@ -47,12 +47,15 @@ const IP_OFFSET_MASK: u16 = 0x1fff;
 /// One ICMP error being built by `__icmp_send` / `icmp6_send` on this CPU.
 #[repr(C)]
 pub struct IcmpSend {
-    event: IcmpSent,
+    /// The record, and the start of the offending datagram's payload when it is on a DNS port.
+    event: WithDns<IcmpSent>,
     /// The offending packet.
     skb: u64,
     /// The call is under way and its error not emitted yet.
     active: u8,
-    _pad: [u8; 7],
+    /// The offending datagram is on a DNS port: its payload is in `event.dns`.
+    dns: u8,
+    _pad: [u8; 6],
 }
 
 /// How deep calls of `__icmp_send` / `icmp6_send` nest on one CPU: a call in process context (a REJECT in
@@ -116,8 +119,11 @@ fn fill<C: EbpfContext, M: Mem>(
     skb: *const u8,
     icmp_type: u8,
     icmp_code: u8,
-    event: &mut IcmpSent,
-) -> ReadResult<()> {
+    out: &mut WithDns<IcmpSent>,
+) -> ReadResult<bool> {
+    let event = &mut out.record;
+    out.dns.len = 0;
+    out.dns.total = 0;
     let off = offsets();
     // The namespace of the device the packet came in on; a locally generated packet (REJECT in OUTPUT)
     // may have none yet, then its socket's.
@@ -133,18 +139,34 @@ fn fill<C: EbpfContext, M: Mem>(
     event.header = header(kind::ICMP_SENT, mode, family, netns);
     event.icmp_type = icmp_type;
     event.icmp_code = icmp_code;
+    let mut dns_datagram = false;
     if let Ok((_, ip)) = skb_network::<M>(skb, &mut [0; SKB_WINDOW]) {
-        if family == AF_INET {
-            read_ipv4_packet(ip, event);
-        } else {
-            read_ipv6_packet(ip, event);
+        let udp = if family == AF_INET { read_ipv4_packet(ip, event) } else { read_ipv6_packet(ip, event) };
+        // Only a datagram on a DNS port pays for the copy of its payload (`dns.rs`).
+        if let Some(udp) = udp
+            && event.proto == IPPROTO_UDP
+            && filter::dns_port(event.sport, event.dport)
+        {
+            dns_datagram = true;
+            // A payload that could not be read is said empty and counted; the error is still reported.
+            count_failure(dns::payload::<M>(skb, udp, &mut out.dns));
         }
     }
     // The stack only serves an event that passes the filters; one that does not is counted when emitted.
     if filter::icmp_sent_passes(event) {
         fill_stack(ctx, event);
     }
-    Ok(())
+    Ok(dns_datagram)
+}
+
+/// Emits a prepared error; with the payload of its datagram if that is on a DNS port (`dns`). The record's
+/// flag says so only once it is handed over: a count's key (`tally.rs`) is the same for DNS and other
+/// datagrams, and a counted error carries no payload.
+#[inline(always)]
+fn emit_sent<C: EbpfContext>(ctx: &C, out: &mut WithDns<IcmpSent>, dns: bool) {
+    let passes = filter::icmp_sent_passes(&out.record);
+    let flag = if dns { icmp_sent_flags::DNS } else { 0 };
+    emit_with_dns(ctx, out, passes, flag);
 }
 
 /// A flow whose ICMP errors had their stack walked lately: the same kind of ICMP error about the same packet
@@ -268,27 +290,29 @@ fn has_ports(proto: u8) -> bool {
     matches!(proto, IPPROTO_UDP | IPPROTO_UDPLITE | IPPROTO_TCP)
 }
 
+/// Reads the ports of the transport header `offset` bytes past `at`, and returns where it starts.
 #[inline(always)]
-fn read_ports(at: *const u8, offset: u32, event: &mut IcmpSent) {
-    if let Ok(ports) = read::<[u8; 4]>(at, offset, "the packet's ports") {
-        event.sport = u16::from_be_bytes([ports[0], ports[1]]);
-        event.dport = u16::from_be_bytes([ports[2], ports[3]]);
-        event.flags |= icmp_sent_flags::PORTS_KNOWN;
-    }
+fn read_ports(at: *const u8, offset: u32, event: &mut IcmpSent) -> Option<*const u8> {
+    let ports = read::<[u8; 4]>(at, offset, "the packet's ports").ok()?;
+    event.sport = u16::from_be_bytes([ports[0], ports[1]]);
+    event.dport = u16::from_be_bytes([ports[2], ports[3]]);
+    event.flags |= icmp_sent_flags::PORTS_KNOWN;
+    Some(at.wrapping_add(offset as usize))
 }
 
 /// Fills `src`, `dst`, `proto` and, when the packet has them, the ports, from the packet whose IP header
 /// starts at `ip`. Leaves the flags clear for what could not be read: the event is still worth reporting.
+/// Returns where the transport header starts when its ports were read.
 #[inline(always)]
-fn read_ipv4_packet(ip: *const u8, event: &mut IcmpSent) {
+fn read_ipv4_packet(ip: *const u8, event: &mut IcmpSent) -> Option<*const u8> {
     // struct iphdr: version/ihl at 0, frag_off at 6, protocol at 9, saddr at 12, daddr at 16; without options
     // the ports follow at 20. One read for all of it: each read is a helper call.
     let Ok(h) = ip_start(ip) else {
-        return;
+        return None;
     };
     let version_ihl = h[0];
     if version_ihl >> 4 != 4 {
-        return;
+        return None;
     }
     let frag_off = u16::from_ne_bytes([h[6], h[7]]);
     let proto = h[9];
@@ -302,21 +326,22 @@ fn read_ipv4_packet(ip: *const u8, event: &mut IcmpSent) {
             event.sport = u16::from_be_bytes([h[20], h[21]]);
             event.dport = u16::from_be_bytes([h[22], h[23]]);
             event.flags |= icmp_sent_flags::PORTS_KNOWN;
-        } else {
-            read_ports(ip, ihl, event);
+            return Some(ip.wrapping_add(20));
         }
+        return read_ports(ip, ihl, event);
     }
+    None
 }
 
 /// IPv6: nexthdr at 6, saddr at 8, daddr at 24. Ports only when no extension header comes first.
 #[inline(always)]
-fn read_ipv6_packet(ip6h: *const u8, event: &mut IcmpSent) {
+fn read_ipv6_packet(ip6h: *const u8, event: &mut IcmpSent) -> Option<*const u8> {
     // One read of the whole header (each read is a helper call).
     let Ok(h) = read::<[u8; 40]>(ip6h, 0, "ipv6hdr") else {
-        return;
+        return None;
     };
     if h[0] >> 4 != 6 {
-        return;
+        return None;
     }
     let next = h[6];
     event.proto = next;
@@ -324,8 +349,9 @@ fn read_ipv6_packet(ip6h: *const u8, event: &mut IcmpSent) {
     event.dst.copy_from_slice(&h[24..40]);
     event.flags |= icmp_sent_flags::PACKET_KNOWN;
     if has_ports(next) {
-        read_ports(ip6h, 40, event);
+        return read_ports(ip6h, 40, event);
     }
+    None
 }
 
 /// Entry of `void __icmp_send(struct sk_buff *skb_in, int type, int code, __be32 info, const struct
@@ -339,7 +365,7 @@ fn icmp_send_enter<C: EbpfContext + Args, M: Mem>(ctx: &C, mode: u8, family: u16
     let skb: *const u8 = ctx.get(0)?;
     // An `int` for IPv4, a `u8` for IPv6: the low byte either way.
     let (icmp_type, icmp_code) = (ctx.get::<u64>(1)? as u8, ctx.get::<u64>(2)? as u8);
-    fill::<C, M>(ctx, mode, family, skb, icmp_type, icmp_code, &mut slot.event)?;
+    slot.dns = u8::from(fill::<C, M>(ctx, mode, family, skb, icmp_type, icmp_code, &mut slot.event)?);
     slot.skb = skb as u64;
     slot.active = 1;
     Ok(())
@@ -363,9 +389,8 @@ fn reply_pushed<C: EbpfContext>(ctx: &C) -> ReadResult<()> {
 #[inline(always)]
 fn decided<C: EbpfContext>(ctx: &C, slot: &mut IcmpSend) {
     slot.active = 0;
-    note_port_unreachable(slot.skb, &slot.event);
-    let passes = filter::icmp_sent_passes(&slot.event);
-    emit(ctx, &mut slot.event, passes);
+    note_port_unreachable(slot.skb, &slot.event.record);
+    emit_sent(ctx, &mut slot.event, slot.dns != 0);
 }
 
 /// Return of `icmp_global_allow()` (the global token bucket, `net.ipv4.icmp_msgs_per_sec` and
@@ -378,8 +403,8 @@ fn rate_limit_exit<C: EbpfContext>(ctx: &C, allowed: bool, scope: u8) -> ReadRes
         && slot.active == 1
         && !allowed
     {
-        slot.event.header.kind = kind::ICMP_SUPPRESSED;
-        slot.event.flags |= scope;
+        slot.event.record.header.kind = kind::ICMP_SUPPRESSED;
+        slot.event.record.flags |= scope;
         decided(ctx, slot);
     }
     Ok(())
@@ -508,10 +533,9 @@ fn icmp_send_tracepoint(ctx: &BtfTracePointContext) -> ReadResult<()> {
     let Some(slot) = level(0) else { return Ok(()) };
     let skb: *const u8 = ctx.get(0)?;
     let (icmp_type, icmp_code) = (ctx.get::<u64>(1)? as u8, ctx.get::<u64>(2)? as u8);
-    fill::<_, Btf>(ctx, probe::TRACEPOINT, AF_INET, skb, icmp_type, icmp_code, &mut slot.event)?;
-    note_port_unreachable(skb as u64, &slot.event);
-    let passes = filter::icmp_sent_passes(&slot.event);
-    emit(ctx, &mut slot.event, passes);
+    let dns = fill::<_, Btf>(ctx, probe::TRACEPOINT, AF_INET, skb, icmp_type, icmp_code, &mut slot.event)?;
+    note_port_unreachable(skb as u64, &slot.event.record);
+    emit_sent(ctx, &mut slot.event, dns);
     Ok(())
 }
 
@@ -574,13 +598,12 @@ pub(crate) fn icmp_at_no_socket_drop(ctx: &BtfTracePointContext, skb: *const u8)
     } else {
         (AF_INET6, icmpv6::DEST_UNREACH, icmpv6::PORT_UNREACH)
     };
-    fill::<_, Btf>(ctx, probe::TRACEPOINT, family, skb, icmp_type, code, &mut slot.event)?;
+    let dns = fill::<_, Btf>(ctx, probe::TRACEPOINT, family, skb, icmp_type, code, &mut slot.event)?;
     // TCP and others drop with the same reason, and answer otherwise (a reset).
-    if slot.event.proto != IPPROTO_UDP && slot.event.proto != IPPROTO_UDPLITE {
+    if slot.event.record.proto != IPPROTO_UDP && slot.event.record.proto != IPPROTO_UDPLITE {
         return Ok(());
     }
-    slot.event.flags |= icmp_sent_flags::AT_DROP;
-    let passes = filter::icmp_sent_passes(&slot.event);
-    emit(ctx, &mut slot.event, passes);
+    slot.event.record.flags |= icmp_sent_flags::AT_DROP;
+    emit_sent(ctx, &mut slot.event, dns);
     Ok(())
 }

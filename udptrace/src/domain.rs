@@ -204,6 +204,8 @@ pub struct IcmpSent {
     pub rate_limited: Option<bool>,
     /// How many such errors this event stands for (see `SocketError::count`).
     pub count: u64,
+    /// What the offending datagram said as DNS, for one on a DNS port.
+    pub dns: Option<Dns>,
 }
 
 /// Which way a dropped datagram was going.
@@ -329,7 +331,9 @@ impl Event {
     pub fn dns(&self) -> Option<&Dns> {
         match self {
             Event::UdpDropped(e) => e.dns.as_ref(),
-            Event::SocketError(_) | Event::IcmpSent(_) | Event::IcmpSuppressed(_) | Event::Lost { .. } => None,
+            Event::IcmpSent(e) => e.dns.as_ref(),
+            Event::IcmpSuppressed(e) => e.attempt.as_ref().and_then(|a| a.dns.as_ref()),
+            Event::SocketError(_) | Event::Lost { .. } => None,
         }
     }
 
@@ -415,6 +419,7 @@ pub mod samples {
             cause: Cause::Other,
             rate_limited: Some(false),
             count: 1,
+            dns: None,
         }
     }
 

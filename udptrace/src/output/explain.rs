@@ -114,7 +114,10 @@ pub fn explain_socket_error(e: &SocketError) -> String {
 
 /// One short sentence: why this host sent the ICMP error.
 pub fn explain_icmp_sent(e: &IcmpSent) -> String {
-    let why = icmp_sent_cause(e);
+    let mut why = icmp_sent_cause(e);
+    if let Some(lookup) = e.dns.as_ref().and_then(lookup) {
+        why = format!("{lookup} was answered with an ICMP error: {why}");
+    }
     if e.rate_limited.is_none() {
         return format!(
             "{why}; seen where the kernel decides to answer, before the rate limits, which tracepoint mode does not \

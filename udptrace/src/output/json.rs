@@ -55,7 +55,8 @@ pub fn json(event: &Event) -> Value {
             .field("icmp", json!({ "type": e.icmp.icmp_type, "code": e.icmp.code }))
             .field("packet", packet_json(e.packet))
             .field("cause", e.cause.as_str())
-            .field("rate_limited", e.rate_limited),
+            .field("rate_limited", e.rate_limited)
+            .field("dns", e.dns.as_ref().map(dns)),
         Event::IcmpSuppressed(e) => {
             let attempt = e.attempt.as_ref();
             object
@@ -66,6 +67,7 @@ pub fn json(event: &Event) -> Value {
                 .field("scope", e.scope.as_str())
                 .field("count", e.count)
                 .field("cause", attempt.map(|a| a.cause.as_str()))
+                .field("dns", attempt.and_then(|a| a.dns.as_ref()).map(dns))
         }
         Event::UdpDropped(e) => object
             .meta(&e.meta)
@@ -210,6 +212,19 @@ mod tests {
     }
 
     #[test]
+    fn an_icmp_error_about_a_dns_query_names_it() {
+        let mut sent = samples::icmp_sent();
+        assert_eq!(json(&Event::IcmpSent(sent.clone()))["dns"], Value::Null);
+        sent.dns = samples::dns_drop().dns;
+        let value = json(&Event::IcmpSent(sent.clone()));
+        assert_eq!(value["dns"]["qname"], "www.example.com");
+        let keys: Vec<&String> = value.as_object().unwrap().keys().collect();
+        assert_eq!(keys.last().map(|k| k.as_str()), Some("dns"));
+        let value = json(&Event::IcmpSuppressed(samples::host_limited(sent)));
+        assert_eq!(value["dns"]["qtype"], "A");
+    }
+
+    #[test]
     fn drops_from_many_sources_have_no_source() {
         let drop = UdpDropped { sources_folded: true, count: 9000, ..samples::rcvbuf_drop() };
         let value = json(&Event::UdpDropped(drop));
@@ -258,6 +273,7 @@ mod tests {
                 "packet": {"src": "10.0.0.2:40312", "dst": "10.0.0.9:8888", "proto": "udp"},
                 "cause": "no_listener",
                 "rate_limited": false,
+                "dns": null,
             })
         );
     }

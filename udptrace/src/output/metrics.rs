@@ -104,7 +104,7 @@ impl Metrics {
         let dns_errors = Family::<Labels, Counter>::default();
         registry.register(
             "dns_errors",
-            "Events about a DNS query or answer (a datagram on a DNS port), by event, outcome (its drop reason), \
+            "Events about a DNS query or answer (a datagram on a DNS port), by event, outcome (the drop reason or ICMP cause), \
              question type and response code (\"none\" for a query; \"unknown\" where the bytes did not reach)",
             dns_errors.clone(),
         );
@@ -173,6 +173,10 @@ impl Metrics {
             }
             Event::IcmpSent(e) => {
                 self.icmp_sent.get_or_create(&self.sent_labels(e, e.count)).inc_by(e.count);
+                if let Some(dns) = &e.dns {
+                    let outcome = e.cause.as_str().to_owned();
+                    self.dns_errors.get_or_create(&dns_labels(event.name(), outcome, dns)).inc_by(e.count);
+                }
             }
             Event::IcmpSuppressed(e) => {
                 let family = e.family.map_or("unknown", |f| f.as_str());

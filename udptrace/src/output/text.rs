@@ -212,21 +212,31 @@ pub fn styled_text(event: &Event, color: bool) -> String {
                     (format!("{}{family} ICMP errors", e.count), "any type".to_owned())
                 }
             };
-            Line::new(color, e.meta.time)
-                .column(event.name(), WHAT, Some(Tone::Suppressed))
+            let mut line = Line::new(color, e.meta.time);
+            line.column(event.name(), WHAT, Some(Tone::Suppressed))
                 .column(&format!("scope {}", e.scope.as_str()), WHY, Some(Tone::Suppressed))
-                .column(&flow, FLOW, None)
-                .column(&format!("icmp {icmp}"), 0, None)
+                .column(&flow, FLOW, None);
+            if let Some(dns) = e.attempt.as_ref().and_then(|a| a.dns.as_ref()) {
+                line.column(&dns_text(dns), 0, None);
+            }
+            line.column(&format!("icmp {icmp}"), 0, None)
                 .column(&format!("netns {}", e.meta.netns), 0, None)
                 .explanation(&explain_icmp_suppressed(e))
         }
-        Event::IcmpSent(e) => Line::new(color, e.meta.time)
-            .column(event.name(), WHAT, Some(Tone::Sent))
-            .column(e.cause.as_str(), WHY, Some(Tone::Sent))
-            .column(&about(e.packet), FLOW, None)
-            .column(&format!("icmp {}", icmp_name(e.family, e.icmp.icmp_type, e.icmp.code)), 0, None)
-            .column(&format!("netns {}", e.meta.netns), 0, None)
-            .explanation(&explain_icmp_sent(e)),
+        Event::IcmpSent(e) => {
+            let mut line = Line::new(color, e.meta.time);
+            line.column(event.name(), WHAT, Some(Tone::Sent)).column(e.cause.as_str(), WHY, Some(Tone::Sent)).column(
+                &about(e.packet),
+                FLOW,
+                None,
+            );
+            if let Some(dns) = &e.dns {
+                line.column(&dns_text(dns), 0, None);
+            }
+            line.column(&format!("icmp {}", icmp_name(e.family, e.icmp.icmp_type, e.icmp.code)), 0, None)
+                .column(&format!("netns {}", e.meta.netns), 0, None)
+                .explanation(&explain_icmp_sent(e))
+        }
         Event::UdpDropped(e) => {
             let mut line = Line::new(color, e.meta.time);
             line.column(event.name(), WHAT, Some(Tone::Ignored))
@@ -303,6 +313,20 @@ mod tests {
         assert_eq!(dns(Dns { bytes: 3, payload: 3, malformed: true, ..Dns::default() }), "dns ? (not DNS)");
         let root = Dns { qname: Some(String::new()), qtype: Some("NS".to_owned()), ..Dns::default() };
         assert_eq!(dns(root), "dns NS .");
+    }
+
+    #[test]
+    fn an_icmp_error_about_a_dns_query_names_it() {
+        let sent = IcmpSent { cause: Cause::NoListener, dns: samples::dns_drop().dns, ..samples::icmp_sent() };
+        let line = text(&Event::IcmpSent(sent));
+        assert!(line.contains(" 10.0.0.2:40312 -> 10.0.0.9:8888 "), "{line}");
+        assert!(line.contains(" dns A www.example.com  icmp "), "{line}");
+        assert!(
+            line.contains(
+                "(the query for www.example.com A was answered with an ICMP error: no socket listens on udp/8888 here)"
+            ),
+            "{line}"
+        );
     }
 
     #[test]

@@ -179,6 +179,12 @@ pub fn decode(bytes: &[u8], clock: Clock) -> Result<Event, DecodeError> {
         }
         kind::ICMP_SENT | kind::ICMP_SUPPRESSED => {
             let raw: RawIcmpSent = read_record(bytes, header.kind)?;
+            let dns = if raw.flags & icmp_sent_flags::DNS != 0 {
+                let with: WithDns<RawIcmpSent> = read_record(bytes, header.kind)?;
+                Some(dns_of(&with.dns))
+            } else {
+                None
+            };
             let frames = usize::try_from(raw.stack_bytes.max(0)).unwrap_or(0) / 8;
             let sent = IcmpSent {
                 meta: meta(&raw.header, clock)?,
@@ -195,6 +201,7 @@ pub fn decode(bytes: &[u8], clock: Clock) -> Result<Event, DecodeError> {
                 cause: if raw.flags & icmp_sent_flags::AT_DROP != 0 { Cause::NoListener } else { Cause::Other },
                 rate_limited: (raw.flags & icmp_sent_flags::AT_DROP == 0).then_some(false),
                 count: 1,
+                dns,
             };
             if header.kind == kind::ICMP_SENT {
                 return Ok(Event::IcmpSent(sent));
@@ -505,6 +512,32 @@ mod tests {
         long.dns.len = u16::MAX;
         let Event::UdpDropped(e) = decode(&bytes_of(&long), CLOCK).unwrap() else { panic!() };
         assert_eq!(e.dns.unwrap().bytes, udptrace_common::DNS_PREFIX);
+    }
+
+    #[test]
+    fn an_icmp_error_about_a_dns_datagram_carries_its_query() {
+        let mut record = raw_icmp_sent_v4();
+        record.dport = 53;
+        record.flags |= icmp_sent_flags::DNS;
+        let mut dns = DnsPrefix { len: 29, total: 29, _pad0: [0; 4], bytes: [0; udptrace_common::DNS_PREFIX] };
+        dns.bytes[..29].copy_from_slice(QUERY);
+        let with = WithDns { record, dns };
+        let Event::IcmpSent(e) = decode(&bytes_of(&with), CLOCK).unwrap() else { panic!() };
+        let dns = e.dns.unwrap();
+        assert_eq!(
+            (dns.id, dns.qname.as_deref(), dns.qtype.as_deref()),
+            (Some(0x1234), Some("example.com"), Some("A"))
+        );
+        // A suppressed one's attempt carries it too.
+        let mut suppressed = with;
+        suppressed.record.header.kind = kind::ICMP_SUPPRESSED;
+        let Event::IcmpSuppressed(e) = decode(&bytes_of(&suppressed), CLOCK).unwrap() else { panic!() };
+        assert_eq!(e.attempt.unwrap().dns.unwrap().id, Some(0x1234));
+        // Without the flag, none; a flagged record cut before its payload is short.
+        let Event::IcmpSent(e) = decode(&bytes_of(&raw_icmp_sent_v4()), CLOCK).unwrap() else { panic!() };
+        assert_eq!(e.dns, None);
+        let bytes = bytes_of(&with);
+        assert!(matches!(decode(&bytes[..size_of::<RawIcmpSent>()], CLOCK), Err(DecodeError::Short { .. })));
     }
 
     #[test]

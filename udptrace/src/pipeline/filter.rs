@@ -305,7 +305,7 @@ impl Filter {
             && (self.ports.is_empty() || self.any_port(&ports) && !ports.is_empty())
             && (self.addrs.is_empty() || self.any_addr(&addrs) && !addrs.is_empty())
             && self.any_errno(icmp_errno(e.family, e.icmp.icmp_type, e.icmp.code).map(|(errno, _)| errno))
-            && self.any_dns_name(None)
+            && self.any_dns_name(e.dns.as_ref())
     }
 
     /// A drop gives no errno: `--errno` leaves it out. `-p` and `--comm` select the socket's owner.
@@ -403,6 +403,7 @@ mod tests {
             cause: Cause::NoListener,
             rate_limited: Some(false),
             count: 1,
+            dns: None,
         })
     }
 
