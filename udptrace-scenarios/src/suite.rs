@@ -13,6 +13,7 @@ use crate::{Config, Outcome, tracer::Tracer};
 
 mod check;
 mod delivery;
+mod dns;
 mod drops;
 mod errors;
 mod fixtures;
@@ -49,6 +50,7 @@ pub struct Scenario {
 /// The scenarios that check something with the drop hook alone (`udp_dropped`, BPF statistics).
 pub const WITH_DROPS_ONLY: &[&str] = &[
     "firewall_drop",
+    "dns_drop",
     "rcvbuf_full",
     "drops_from_many_sources",
     "neighbour_failed",
@@ -84,6 +86,8 @@ pub static SCENARIOS: &[Scenario] = &[
     Scenario { name: "host_down_ipv4", run: |c, t| host_down(c, t, Family::V4) },
     Scenario { name: "host_down_ipv6", run: |c, t| host_down(c, t, Family::V6) },
     Scenario { name: "firewall_drop", run: firewall_drop },
+    Scenario { name: "dns_drop", run: dns::dns_drop },
+    Scenario { name: "dns_refused", run: dns::dns_refused },
     Scenario { name: "rcvbuf_full", run: drops::rcvbuf_full },
     Scenario { name: "drops_from_many_sources", run: drops::drops_from_many_sources },
     Scenario { name: "neighbour_failed", run: drops::neighbour_failed },
