@@ -68,7 +68,7 @@ pub(super) fn dns_drop(config: &Config, tracer: &mut Tracer) -> Result<Results> 
         Ok(_) => {
             let drop_of = |(src, dst): (SocketAddr, SocketAddr)| {
                 let about = drops::is_drop_of(src, dst);
-                move |e: &Value| about(e) && e["reason"] == "netfilter_drop"
+                move |e: &Value| about(e) && drops::NETFILTER_DROP.says(e)
             };
             results.push(("ipv4", dns_of(config, tracer, "the IPv4 query's drop", drop_of(v4), query_fields())));
             results.push(("ipv6", dns_of(config, tracer, "the IPv6 query's drop", drop_of(v6), query_fields())));

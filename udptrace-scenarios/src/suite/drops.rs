@@ -65,7 +65,7 @@ const UDP_CSUM: Why = Why { reason: "udp_csum", locations: &["__udp4_lib_rcv", "
 
 impl Why {
     /// Whether `event` says this reason (or, without reasons, one of the locations).
-    fn says(&self, event: &Value) -> bool {
+    pub(super) fn says(&self, event: &Value) -> bool {
         if has_drop_reasons() {
             event["reason"] == self.reason
         } else {
