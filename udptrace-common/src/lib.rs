@@ -296,6 +296,9 @@ pub mod socket_error_flags {
     /// mode does not see what it returned): user space looks the quoted 4-tuple up in the namespace's
     /// socket table to say which socket ignored it, and why.
     pub const UNREPORTED: u8 = 1 << 5;
+    /// The record is a [`WithDns`](super::WithDns): the quoted datagram is to or from a DNS port, and its
+    /// payload is what the ICMP error quotes of it (fentry and kprobe modes).
+    pub const DNS: u8 = 1 << 6;
 }
 
 /// Bits of [`IcmpSent::flags`].

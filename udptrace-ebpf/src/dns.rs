@@ -10,7 +10,9 @@ use crate::kernel::{Mem, ReadError, ReadResult, offset, read};
 /// data (`head + tail`). `M`: how `skb` is read (`kernel::Mem`).
 #[inline(always)]
 pub fn payload<M: Mem>(skb: *const u8, udp: *const u8, prefix: &mut DnsPrefix) -> ReadResult<()> {
+    // Said empty if a read below fails: `copy_payload` then does not run.
     prefix.len = 0;
+    prefix.total = 0;
     let length = u16::from_be(read::<u16>(udp, 4, "udphdr.len")?);
     let head = M::load::<*const u8>(skb, offset!(skb_head), "sk_buff.head")?;
     let tail = M::load::<u32>(skb, offset!(skb_tail), "sk_buff.tail")?;

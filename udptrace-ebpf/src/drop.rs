@@ -382,9 +382,11 @@ fn hand_over_or_count<C: EbpfContext>(ctx: &C, event: &mut UdpDropped, level: u3
     let (time, queued) = (event.header.time_ns, event.queued);
     event.header.time_ns = 0;
     event.queued = 0;
-    // Counting only: the record is built again each period, to see an owner change.
+    // Counting only: the record is built again each period, to see an owner change. A drop on a DNS port is
+    // handed over as when streaming, the first of its flow each period: its payload names the query, which a
+    // count would lose (the summary keys its rows by it).
     let mut since = time;
-    if !tally::counting() {
+    if !tally::counting() || dns_datagram(event) {
         let shown = match folded(event, time) {
             // The destination's flows this period are all shown: this drop is counted with its others'.
             Ok(period) => {
@@ -438,7 +440,7 @@ static DNS_DROP_SLOTS: PerCpuArray<WithDns<UdpDropped>> = PerCpuArray::with_max_
 /// Hands the record over; for a datagram to or from a DNS port, with the start of its payload.
 #[inline(always)]
 fn hand_over<C: EbpfContext>(ctx: &C, event: &UdpDropped, level: u32, datagram: Datagram) {
-    if event.proto != IPPROTO_UDP || !filter::dns_port(event.sport, event.dport) {
+    if !dns_datagram(event) {
         output(ctx, event);
         return;
     }
@@ -453,6 +455,12 @@ fn hand_over<C: EbpfContext>(ctx: &C, event: &UdpDropped, level: u32, datagram: 
     // A payload that could not be read is said empty (`len` 0) and counted; the drop is still handed over.
     let _ = count_failure(dns::payload::<Btf>(datagram.skb, datagram.udp, &mut slot.dns));
     output(ctx, slot);
+}
+
+/// Whether the datagram is to or from a DNS port: its record carries the start of its payload.
+#[inline(always)]
+fn dns_datagram(event: &UdpDropped) -> bool {
+    event.proto == IPPROTO_UDP && filter::dns_port(event.sport, event.dport)
 }
 
 /// Whether drops from several sources may be counted as one: no filter on addresses or ports, which the

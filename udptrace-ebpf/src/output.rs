@@ -8,7 +8,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, PerCpuArray, PerfEventByteArray, RingBuf},
 };
-use udptrace_common::{WithDns, buffer, stat};
+use udptrace_common::{buffer, stat};
 
 use crate::{filter::config, kernel::ReadResult, tally};
 
@@ -80,43 +80,22 @@ pub(crate) fn output<C: EbpfContext, T>(ctx: &C, record: &T) {
 /// counts are wanted, else handed over. One that did not pass is counted filtered out.
 #[inline(always)]
 pub(crate) fn emit<C: EbpfContext, T: tally::Tallied>(ctx: &C, record: &mut T, passes: bool) {
-    if !passes {
-        count(stat::FILTERED);
-    } else if !tally::count(record) {
+    if to_hand_over(record, passes, false) {
         output(ctx, record);
     }
 }
 
-/// As [`emit`], for a record that may carry its datagram's DNS payload: `dns_flag` (the kind's `DNS` flag,
-/// or 0) is set on a record handed over with it. A counted one is counted without.
+/// What [`emit`] decides, for a caller that hands the record over in a larger one (`WithDns`): counts a
+/// record that did not pass the filters, or one counted in the kernel, and says whether to hand it over.
+/// `named`: the record goes with a DNS payload, which a count would lose (the summary keys its rows by the
+/// name): it is handed over even when only counts are wanted.
 #[inline(always)]
-pub(crate) fn emit_with_dns<C: EbpfContext, T: tally::Tallied + HasFlags>(
-    ctx: &C,
-    with: &mut WithDns<T>,
-    passes: bool,
-    dns_flag: u8,
-) {
+pub(crate) fn to_hand_over<T: tally::Tallied>(record: &mut T, passes: bool, named: bool) -> bool {
     if !passes {
         count(stat::FILTERED);
-    } else if !tally::count(&mut with.record) {
-        if dns_flag == 0 {
-            output(ctx, &with.record);
-        } else {
-            *with.record.flags() |= dns_flag;
-            output(ctx, with);
-        }
-    }
-}
-
-/// A record's flags byte.
-pub(crate) trait HasFlags {
-    fn flags(&mut self) -> &mut u8;
-}
-
-impl HasFlags for udptrace_common::IcmpSent {
-    #[inline(always)]
-    fn flags(&mut self) -> &mut u8 {
-        &mut self.flags
+        false
+    } else {
+        named || !tally::count(record)
     }
 }
 

@@ -32,17 +32,18 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use udptrace_common::{
-    AF_INET, AF_INET6, IPPROTO_UDP, IPPROTO_UDPLITE, RECVERR_UNKNOWN, SocketError, icmp, icmpv6, kind, probe,
+    AF_INET, AF_INET6, IPPROTO_UDP, IPPROTO_UDPLITE, RECVERR_UNKNOWN, SocketError, WithDns, icmp, icmpv6, kind, probe,
     socket_error_flags, verdict,
 };
 
 use crate::{
+    dns,
     filter::{self, config},
     kernel::{
         Args, Probe, ReadResult, header, offset, offsets, read, read_into, skb_dev_netns, skb_ifindex, slot,
         sock_netns, zero,
     },
-    output::{emit, report},
+    output::{count_failure, emit, output, report, to_hand_over},
     owner::fill_owner,
 };
 
@@ -54,14 +55,17 @@ const IPV6_HEADER_LEN: u32 = 40;
 /// One ICMP error on its way through `__udp{4,6}_lib_err` on this CPU.
 #[repr(C)]
 pub struct UdpErr {
-    event: SocketError,
+    /// The record, and what the ICMP error quotes of the datagram's payload when it is on a DNS port.
+    event: WithDns<SocketError>,
     /// The socket `sk_error_report()` named, 0 if none (yet).
     sk: u64,
     active: u8,
     /// How often `sk_error_report()` ran for it: once when the error was delivered, once more when it was
     /// also queued for `MSG_ERRQUEUE` (`sock_queue_err_skb` reports too).
     reports: u8,
-    _pad: [u8; 6],
+    /// The quoted datagram is on a DNS port: its payload is in `event.dns`.
+    dns: u8,
+    _pad: [u8; 5],
 }
 
 #[map]
@@ -98,7 +102,8 @@ fn udp_err_enter<C: Args>(ctx: &C, mode: u8, entry: ErrEntry) -> ReadResult<()> 
     let skb: *const u8 = ctx.get(0)?;
     let off = offsets();
     let data = read::<*const u8>(skb, off.skb_data, "sk_buff.data")?;
-    // type, code and where the quoted UDP header starts; `None` for IPv4, read from the ICMP header.
+    // type, code and where the quoted UDP header starts; `None` for IPv4, read from the ICMP header. The quoted
+    // packet's protocol tells UDP from UDP-Lite (both come here): DNS is only over UDP.
     let v6 = match entry {
         ErrEntry::Udp4 => None,
         ErrEntry::Udp6 => Some((ctx.get::<u8>(2)?, ctx.get::<u8>(3)?, ctx.get::<i32>(4)? as u32)),
@@ -116,7 +121,8 @@ fn udp_err_enter<C: Args>(ctx: &C, mode: u8, entry: ErrEntry) -> ReadResult<()> 
 
     // Built in place in the per-CPU slot: with a SocketError on the stack as well, the program would pass
     // the verifier's 512-byte stack limit (every kernel's).
-    let event = &mut slot.event;
+    slot.dns = 0;
+    let event = &mut slot.event.record;
     // Every byte is part of a count's key (tally.rs): cleared first.
     zero(event);
     event.header = header(kind::SOCKET_ERROR, mode, if v6.is_some() { AF_INET6 } else { AF_INET }, netns);
@@ -125,7 +131,7 @@ fn udp_err_enter<C: Args>(ctx: &C, mode: u8, entry: ErrEntry) -> ReadResult<()> 
     event.ifindex = skb_ifindex(skb, &off)?;
     // The quoted packet was sent by a local socket: its source is the socket's address, its
     // destination the peer's.
-    let ports_at = match v6 {
+    let (ports_at, quoted_proto) = match v6 {
         None => {
             let header =
                 head.wrapping_add(read::<u16>(skb, off.skb_transport_header, "sk_buff.transport_header")? as usize);
@@ -134,7 +140,8 @@ fn udp_err_enter<C: Args>(ctx: &C, mode: u8, entry: ErrEntry) -> ReadResult<()> 
             read_into(outer, 12, &mut event.icmp_from[..4], "iphdr.saddr")?;
             read_into(data, 12, &mut event.local_addr[..4], "the quoted iphdr.saddr")?;
             read_into(data, 16, &mut event.remote_addr[..4], "the quoted iphdr.daddr")?;
-            u32::from(read::<u8>(data, 0, "the quoted iphdr.ihl")? & 0x0f) * 4
+            let ihl = u32::from(read::<u8>(data, 0, "the quoted iphdr.ihl")? & 0x0f) * 4;
+            (ihl, read::<u8>(data, 9, "the quoted iphdr.protocol")?)
         }
         Some((icmp_type, icmp_code, offset)) => {
             event.icmp_type = icmp_type;
@@ -142,7 +149,9 @@ fn udp_err_enter<C: Args>(ctx: &C, mode: u8, entry: ErrEntry) -> ReadResult<()> 
             read_into(outer, 8, &mut event.icmp_from, "ipv6hdr.saddr")?;
             read_into(data, 8, &mut event.local_addr, "the quoted ipv6hdr.saddr")?;
             read_into(data, 24, &mut event.remote_addr, "the quoted ipv6hdr.daddr")?;
-            offset
+            // Extension headers between it and UDP leave the protocol unknown here, and the payload unread.
+            let next = if offset == IPV6_HEADER_LEN { read::<u8>(data, 6, "the quoted ipv6hdr.nexthdr")? } else { 0 };
+            (offset, next)
         }
     };
     // Route updates, not errors: the kernel never reports them to a socket.
@@ -156,6 +165,22 @@ fn udp_err_enter<C: Args>(ctx: &C, mode: u8, entry: ErrEntry) -> ReadResult<()> 
     let ports = read::<[u8; 4]>(data, ports_at, "the quoted udphdr ports")?;
     event.local_port = u16::from_be_bytes([ports[0], ports[1]]);
     event.remote_port = u16::from_be_bytes([ports[2], ports[3]]);
+    if quoted_proto == IPPROTO_UDP && filter::dns_port(event.local_port, event.remote_port) {
+        // What the ICMP error quotes of the payload (ICMPv4 quotes up to 576 bytes of the whole packet, ICMPv6
+        // up to 1280, a router may quote 8 bytes of it): up to the end of the ICMP packet's linear data, which
+        // holds the quote (`icmp_rcv` / `icmpv6_rcv` pulled it there). A payload that could not be read is
+        // said empty and counted; the error is still reported.
+        let udp = data.wrapping_add(ports_at as usize);
+        let length = u16::from_be(read::<u16>(udp, 4, "the quoted udphdr.len")?);
+        let end = head.wrapping_add(read::<u32>(skb, offset!(skb_tail), "sk_buff.tail")? as usize);
+        count_failure(dns::copy_payload(
+            &mut slot.event.dns,
+            udp.wrapping_add(8),
+            u32::from(length).saturating_sub(8),
+            end,
+        ));
+        slot.dns = 1;
+    }
 
     slot.sk = 0;
     slot.reports = 0;
@@ -183,7 +208,7 @@ fn error_report<C: Args>(ctx: &C) -> ReadResult<()> {
     slot.reports = slot.reports.saturating_add(1);
     let errno = read::<i32>(sk, offsets().sk_err, "sock.sk_err")?;
     if errno != 0 {
-        slot.event.errno = errno;
+        slot.event.record.errno = errno;
     }
     Ok(())
 }
@@ -199,12 +224,12 @@ fn udp_err_exit<C: EbpfContext>(ctx: &C, ret: Option<i64>) -> ReadResult<()> {
     slot.active = 0;
     if slot.sk != 0 {
         let sk = slot.sk as *const u8;
-        fill_owner(sk, &mut slot.event)?;
-        let v6 = slot.event.header.family == AF_INET6 as u8;
+        fill_owner(sk, &mut slot.event.record)?;
+        let v6 = slot.event.record.header.family == AF_INET6 as u8;
         // A flag that cannot be read stays unknown; the event still goes out.
-        let _ = fill_recverr(sk, v6, &mut slot.event);
+        let _ = fill_recverr(sk, v6, &mut slot.event.record);
     }
-    let event = &mut slot.event;
+    let event = &mut slot.event.record;
     event.verdict = if ret == Some(-ENOENT) {
         verdict::NO_SOCKET
     } else if slot.reports >= 1 {
@@ -216,7 +241,15 @@ fn udp_err_exit<C: EbpfContext>(ctx: &C, ret: Option<i64>) -> ReadResult<()> {
         verdict::UNKNOWN
     };
     let passes = filter::socket_error_passes(event);
-    emit(ctx, event, passes);
+    // With the quoted payload for a DNS port, and then never counted in the kernel: a count would lose the name.
+    if to_hand_over(event, passes, slot.dns != 0) {
+        if slot.dns != 0 {
+            event.flags |= socket_error_flags::DNS;
+            output(ctx, &slot.event);
+        } else {
+            output(ctx, event);
+        }
+    }
     Ok(())
 }
 
@@ -354,7 +387,7 @@ fn inet_sk_error_report(ctx: &BtfTracePointContext) -> ReadResult<()> {
     // the stack, the event and the filters' temporaries come close to the verifier's 512-byte limit.
     let Some(slot) = state() else { return Ok(()) };
     slot.active = 0;
-    let event = &mut slot.event;
+    let event = &mut slot.event.record;
     zero(event);
     event.header = header(kind::SOCKET_ERROR, probe::TRACEPOINT, family, sock_netns::<Probe>(sk)?);
     event.errno = errno;

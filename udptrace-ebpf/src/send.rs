@@ -38,7 +38,7 @@ use crate::{
         Args, Btf, ETH_P_IP, Mem, Probe, ReadResult, SKB_WINDOW, copy, header, ip_start, offset, offsets, read,
         skb_dev_netns, skb_network, slot, sock_netns, zero,
     },
-    output::{count_failure, emit_with_dns, report},
+    output::{count_failure, output, report, to_hand_over},
 };
 
 /// IPv4 `frag_off`: the fragment offset bits. A non-first fragment carries no transport header.
@@ -122,8 +122,6 @@ fn fill<C: EbpfContext, M: Mem>(
     out: &mut WithDns<IcmpSent>,
 ) -> ReadResult<bool> {
     let event = &mut out.record;
-    out.dns.len = 0;
-    out.dns.total = 0;
     let off = offsets();
     // The namespace of the device the packet came in on; a locally generated packet (REJECT in OUTPUT)
     // may have none yet, then its socket's.
@@ -159,14 +157,20 @@ fn fill<C: EbpfContext, M: Mem>(
     Ok(dns_datagram)
 }
 
-/// Emits a prepared error; with the payload of its datagram if that is on a DNS port (`dns`). The record's
-/// flag says so only once it is handed over: a count's key (`tally.rs`) is the same for DNS and other
-/// datagrams, and a counted error carries no payload.
+/// Emits a prepared error; with the payload of its datagram if that is on a DNS port (`dns`), and then never
+/// counted in the kernel: a count would lose the name.
 #[inline(always)]
 fn emit_sent<C: EbpfContext>(ctx: &C, out: &mut WithDns<IcmpSent>, dns: bool) {
     let passes = filter::icmp_sent_passes(&out.record);
-    let flag = if dns { icmp_sent_flags::DNS } else { 0 };
-    emit_with_dns(ctx, out, passes, flag);
+    if !to_hand_over(&mut out.record, passes, dns) {
+        return;
+    }
+    if dns {
+        out.record.flags |= icmp_sent_flags::DNS;
+        output(ctx, out);
+    } else {
+        output(ctx, &out.record);
+    }
 }
 
 /// A flow whose ICMP errors had their stack walked lately: the same kind of ICMP error about the same packet
