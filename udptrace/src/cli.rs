@@ -113,6 +113,11 @@ pub struct Cli {
     #[arg(long, requires = "metrics")]
     pub metrics_addresses: bool,
 
+    /// Also label the DNS metric (udptrace_dns_errors_total) with the name asked. Off by default, for the same
+    /// reason as --metrics-addresses; at most 1,000 names, the rest "other".
+    #[arg(long, requires = "metrics")]
+    pub metrics_dns_names: bool,
+
     /// No event lines or tables on stdout (with --metrics: serve the counters only).
     #[arg(short, long)]
     pub quiet: bool,
@@ -521,6 +526,7 @@ mod tests {
             &["--metrics", "localhost:9464"],
             &["--metrics", "127.0.0.1:70000"],
             &["--metrics-addresses"],
+            &["--metrics-dns-names"],
         ] {
             let err = parse(args).unwrap_err();
             assert_ne!(err.kind(), ErrorKind::DisplayHelp, "{args:?}");

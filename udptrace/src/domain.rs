@@ -178,6 +178,9 @@ pub struct SocketError {
     /// How many such errors this event stands for: 1, or, when the programs count in the kernel
     /// (`pipeline::tally`), how many they counted since the last read.
     pub count: u64,
+    /// What the ICMP error quotes of the datagram, as DNS, for one on a DNS port (fentry and kprobe modes:
+    /// tracepoint mode sees no quoted packet).
+    pub dns: Option<Dns>,
 }
 
 /// The packet an ICMP error is about.
@@ -333,7 +336,8 @@ impl Event {
             Event::UdpDropped(e) => e.dns.as_ref(),
             Event::IcmpSent(e) => e.dns.as_ref(),
             Event::IcmpSuppressed(e) => e.attempt.as_ref().and_then(|a| a.dns.as_ref()),
-            Event::SocketError(_) | Event::Lost { .. } => None,
+            Event::SocketError(e) => e.dns.as_ref(),
+            Event::Lost { .. } => None,
         }
     }
 
@@ -383,6 +387,7 @@ pub mod samples {
             ifindex: 0,
             owner: None,
             count: 1,
+            dns: None,
         }
     }
 

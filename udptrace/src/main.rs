@@ -203,7 +203,10 @@ fn sinks(cli: &Cli, outcomes: &[HookOutcome]) -> Result<(Sinks, Option<metrics::
     if let Some(addr) = cli.metrics {
         let hooks: Vec<(&'static str, &'static str)> =
             outcomes.iter().filter_map(|o| o.attached.map(|mode| (o.hook.name, mode.as_str()))).collect();
-        let counters = metrics::Metrics::new(&hooks, cli.metrics_addresses);
+        let counters = metrics::Metrics::new(
+            &hooks,
+            metrics::Cardinality { addresses: cli.metrics_addresses, dns_names: cli.metrics_dns_names },
+        );
         server = Some(metrics::bind(addr, counters.clone())?);
         sinks.push(Box::new(metrics::MetricsSink(counters)));
     }

@@ -62,8 +62,18 @@ pub fn proto_name(proto: u8) -> String {
     }
 }
 
-/// One short sentence: what happened to the socket and what the application sees.
+/// One short sentence: what happened to the socket and what the application sees; for a DNS query, which
+/// one, and whose.
 pub fn explain_socket_error(e: &SocketError) -> String {
+    let what = socket_error_outcome(e);
+    let whose = e.owner.as_ref().filter(|_| !e.kernel_socket).map(|o| o.comm.as_str());
+    match e.dns.as_ref().and_then(|d| lookup(d, whose)) {
+        Some(lookup) => format!("{lookup} was answered with an ICMP error: {what}"),
+        None => what,
+    }
+}
+
+fn socket_error_outcome(e: &SocketError) -> String {
     let errno = errno_name(e.errno).unwrap_or("an error");
     let icmp = e.icmp.map(|i| icmp_name(e.family, i.icmp_type, i.code));
     let peer = e.remote.map(|r| format!("udp/{} at {}", r.port(), r.ip()));
@@ -103,7 +113,8 @@ pub fn explain_socket_error(e: &SocketError) -> String {
             "the socket is a UDP tunnel's (UDP_ENCAP): Linux hands {errno} to the tunnel, never to the application"
         ),
         None if e.kernel_socket => format!(
-            "the socket is the kernel's own, held by no process (a VXLAN, WireGuard or L2TP tunnel's): a tunnel takes              {errno} itself, and whether it did is not visible"
+            "the socket is the kernel's own, held by no process (a VXLAN, WireGuard or L2TP tunnel's): a tunnel takes \
+             {errno} itself, and whether it did is not visible"
         ),
         None => format!(
             "the kernel told no socket of it ({errno}), and none matching the quoted packet was found: a UDP tunnel may \
@@ -115,7 +126,7 @@ pub fn explain_socket_error(e: &SocketError) -> String {
 /// One short sentence: why this host sent the ICMP error.
 pub fn explain_icmp_sent(e: &IcmpSent) -> String {
     let mut why = icmp_sent_cause(e);
-    if let Some(lookup) = e.dns.as_ref().and_then(lookup) {
+    if let Some(lookup) = e.dns.as_ref().and_then(|d| lookup(d, None)) {
         why = format!("{lookup} was answered with an ICMP error: {why}");
     }
     if e.rate_limited.is_none() {
@@ -189,13 +200,14 @@ fn reason_sentence(reason: &str) -> Option<&'static str> {
 
 /// The DNS message an event is about, as a phrase: "the query for example.com A", "the NXDOMAIN answer for
 /// example.com A"; `None` when the bytes did not reach the question.
-fn lookup(d: &Dns) -> Option<String> {
+fn lookup(d: &Dns, whose: Option<&str>) -> Option<String> {
     let (name, qtype) = (d.qname.as_deref()?, d.qtype.as_deref()?);
     let name = if name.is_empty() { "." } else { name };
+    let whose = whose.map_or_else(|| "the".to_owned(), |comm| format!("{comm}'s"));
     Some(match (d.response, d.rcode.as_deref()) {
-        (Some(true), Some(rcode)) => format!("the {rcode} answer for {name} {qtype}"),
-        (Some(true), None) => format!("the answer for {name} {qtype}"),
-        _ => format!("the query for {name} {qtype}"),
+        (Some(true), Some(rcode)) => format!("{whose} {rcode} answer for {name} {qtype}"),
+        (Some(true), None) => format!("{whose} answer for {name} {qtype}"),
+        _ => format!("{whose} query for {name} {qtype}"),
     })
 }
 
@@ -210,7 +222,7 @@ pub fn explain_udp_dropped(e: &UdpDropped) -> String {
         None if e.reason_code.is_some() => format!("a reason this kernel's BTF does not name{at}"),
         None => format!("this kernel gives no drop reason (before 5.17); it was dropped{at}"),
     };
-    if let Some(lookup) = e.dns.as_ref().and_then(lookup) {
+    if let Some(lookup) = e.dns.as_ref().and_then(|d| lookup(d, None)) {
         text = format!("{lookup} was dropped: {text}");
     }
     if e.reason.as_deref() == Some("socket_rcvbuff")
@@ -270,6 +282,21 @@ pub fn explain_icmp_suppressed(e: &IcmpSuppressed) -> String {
 mod tests {
     use super::*;
     use crate::domain::{Icmp, samples};
+
+    #[test]
+    fn a_refused_dns_query_names_its_lookup_and_whose() {
+        let mut refused = samples::owned_socket_error();
+        refused.dns = samples::dns_drop().dns;
+        assert!(
+            explain_socket_error(&refused).starts_with(
+                "dns-client's query for www.example.com A was answered with an ICMP error: the peer refused udp/8888"
+            ),
+            "{}",
+            explain_socket_error(&refused)
+        );
+        refused.owner = None;
+        assert!(explain_socket_error(&refused).starts_with("the query for www.example.com A was answered"));
+    }
 
     #[test]
     fn a_dropped_dns_datagram_names_its_lookup() {

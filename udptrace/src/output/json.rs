@@ -48,7 +48,8 @@ pub fn json(event: &Event) -> Value {
             .field("errno", errno_name(e.errno))
             .field("verdict", e.verdict.map(|v| v.as_str()))
             .field("recverr", e.recverr)
-            .owner(e.owner.as_ref(), e.kernel_socket),
+            .owner(e.owner.as_ref(), e.kernel_socket)
+            .field("dns", e.dns.as_ref().map(dns)),
         Event::IcmpSent(e) => object
             .meta(&e.meta)
             .field("family", e.family.as_str())
@@ -255,8 +256,14 @@ mod tests {
                 "cgroup": null,
                 "container": null,
                 "holders": null,
+                "dns": null,
             })
         );
+        let mut refused = samples::owned_socket_error();
+        refused.dns = samples::dns_drop().dns;
+        let value = json(&Event::SocketError(refused));
+        assert_eq!(value["dns"]["qname"], "www.example.com");
+        assert_eq!(value["dns"]["response"], false);
     }
 
     #[test]

@@ -63,18 +63,31 @@ pub struct Metrics {
     lost: Counter,
     /// Label events with addresses (`--metrics-addresses`).
     addresses: bool,
-    /// The addresses each counter labels so far, by counter name.
+    /// Label DNS errors with the name asked (`--metrics-dns-names`).
+    dns_names: bool,
+    /// The addresses (names, for `dns_errors`) each counter labels so far, by counter name.
     labelled: Arc<Mutex<HashMap<&'static str, HashSet<String>>>>,
     /// Events whose address was folded into `other`, by counter name.
     folded: Family<Labels, Counter>,
 }
 
-/// The addresses one counter labels at most (`--metrics-addresses`); more count as `other`.
+/// The addresses (DNS names) one counter labels at most (`--metrics-addresses`, `--metrics-dns-names`); more
+/// count as `other`.
 pub const MAX_ADDRESSES: usize = 1000;
+
+/// The labels of unbounded values, which each option turns on (every distinct value is a series).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cardinality {
+    /// `--metrics-addresses`.
+    pub addresses: bool,
+    /// `--metrics-dns-names`.
+    pub dns_names: bool,
+}
 
 impl Metrics {
     /// `hooks`: each logical hook and the mode it attached in.
-    pub fn new(hooks: &[(&'static str, &'static str)], addresses: bool) -> Self {
+    pub fn new(hooks: &[(&'static str, &'static str)], cardinality: Cardinality) -> Self {
+        let Cardinality { addresses, dns_names } = cardinality;
         let mut registry = Registry::with_prefix("udptrace");
         let socket_errors = Family::<Labels, Counter>::default();
         registry.register(
@@ -104,8 +117,9 @@ impl Metrics {
         let dns_errors = Family::<Labels, Counter>::default();
         registry.register(
             "dns_errors",
-            "Events about a DNS query or answer (a datagram on a DNS port), by event, outcome (the drop reason or ICMP cause), \
-             question type and response code (\"none\" for a query; \"unknown\" where the bytes did not reach)",
+            "Events about a DNS query or answer (a datagram on a DNS port), by event, outcome (the errno, drop reason, ICMP \
+             cause or rate-limit scope), question type and response code (\"none\" for a query; \"unknown\" where the \
+             bytes did not reach)",
             dns_errors.clone(),
         );
         let lost = Counter::default();
@@ -122,10 +136,11 @@ impl Metrics {
         }
         registry.register("hook_mode", "The mode each logical hook attached in (1 for the active one)", modes);
         let folded = Family::<Labels, Counter>::default();
-        if addresses {
+        if addresses || dns_names {
             registry.register(
                 "metrics_addresses_folded",
-                "Events counted with the address other, their counter holding as many addresses as it takes, by counter",
+                "Events counted with the address (or DNS name) other, their counter holding as many as it takes, by \
+                 counter",
                 folded.clone(),
             );
         }
@@ -138,6 +153,7 @@ impl Metrics {
             dns_errors,
             lost,
             addresses,
+            dns_names,
             labelled: Arc::default(),
             folded,
         }
@@ -170,12 +186,14 @@ impl Metrics {
                     labels.push(("remote", self.address("socket_errors", remote, e.count)));
                 }
                 self.socket_errors.get_or_create(&labels).inc_by(e.count);
+                if let Some(dns) = &e.dns {
+                    self.dns(event.name(), errno_name(e.errno).unwrap_or("none").to_owned(), dns, e.count);
+                }
             }
             Event::IcmpSent(e) => {
                 self.icmp_sent.get_or_create(&self.sent_labels(e, e.count)).inc_by(e.count);
                 if let Some(dns) = &e.dns {
-                    let outcome = e.cause.as_str().to_owned();
-                    self.dns_errors.get_or_create(&dns_labels(event.name(), outcome, dns)).inc_by(e.count);
+                    self.dns(event.name(), e.cause.as_str().to_owned(), dns, e.count);
                 }
             }
             Event::IcmpSuppressed(e) => {
@@ -186,6 +204,9 @@ impl Metrics {
                     labels.push(("dst", self.address("icmp_errors_suppressed", dst, e.count)));
                 }
                 self.icmp_suppressed.get_or_create(&labels).inc_by(e.count);
+                if let Some(dns) = e.attempt.as_ref().and_then(|a| a.dns.as_ref()) {
+                    self.dns(event.name(), e.scope.as_str().to_owned(), dns, e.count);
+                }
             }
             Event::UdpDropped(e) => {
                 let mut labels = vec![
@@ -198,14 +219,36 @@ impl Metrics {
                 }
                 self.udp_drops.get_or_create(&labels).inc_by(e.count);
                 if let Some(dns) = &e.dns {
-                    let outcome = e.reason.clone().unwrap_or_else(|| "unknown".to_owned());
-                    self.dns_errors.get_or_create(&dns_labels(event.name(), outcome, dns)).inc_by(e.count);
+                    self.dns(event.name(), e.reason.clone().unwrap_or_else(|| "unknown".to_owned()), dns, e.count);
                 }
             }
             Event::Lost { count, .. } => {
                 self.lost.inc_by(*count);
             }
         }
+    }
+
+    /// Counts an event about a DNS datagram in `udptrace_dns_errors_total`: the name is a label only with
+    /// `--metrics-dns-names` (a series per name is unbounded), and then at most [`MAX_ADDRESSES`] of them.
+    fn dns(&self, event: &'static str, outcome: String, dns: &Dns, count: u64) {
+        let unknown = || "unknown".to_owned();
+        let rcode = match dns.response {
+            Some(true) => dns.rcode.clone().unwrap_or_else(unknown),
+            Some(false) => "none".to_owned(),
+            None => unknown(),
+        };
+        let mut labels = vec![
+            ("event", event.to_owned()),
+            ("outcome", outcome),
+            ("qtype", dns.qtype.clone().unwrap_or_else(unknown)),
+            ("rcode", rcode),
+        ];
+        if self.dns_names {
+            let name =
+                dns.qname.as_deref().map_or_else(unknown, |n| if n.is_empty() { ".".to_owned() } else { n.to_owned() });
+            labels.push(("name", self.address("dns_errors", name, count)));
+        }
+        self.dns_errors.get_or_create(&labels).inc_by(count);
     }
 
     fn sent_labels(&self, e: &IcmpSent, count: u64) -> Labels {
@@ -371,22 +414,6 @@ fn answer(request: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes
     response
 }
 
-/// `udptrace_dns_errors_total`'s labels: the name stays out of them (a series per name is unbounded).
-fn dns_labels(event: &'static str, outcome: String, dns: &Dns) -> Labels {
-    let unknown = || "unknown".to_owned();
-    let rcode = match dns.response {
-        Some(true) => dns.rcode.clone().unwrap_or_else(unknown),
-        Some(false) => "none".to_owned(),
-        None => unknown(),
-    };
-    vec![
-        ("event", event.to_owned()),
-        ("outcome", outcome),
-        ("qtype", dns.qtype.clone().unwrap_or_else(unknown)),
-        ("rcode", rcode),
-    ]
-}
-
 #[cfg(test)]
 mod tests {
     use tokio::{
@@ -403,7 +430,7 @@ mod tests {
 
     #[test]
     fn counts_by_low_cardinality_labels() {
-        let metrics = Metrics::new(&[("socket_error", "fentry"), ("icmp_send", "tracepoint")], false);
+        let metrics = Metrics::new(&[("socket_error", "fentry"), ("icmp_send", "tracepoint")], Cardinality::default());
         let (refused, sent) = events();
         metrics.count(&refused);
         metrics.count(&refused);
@@ -439,7 +466,7 @@ mod tests {
 
     #[test]
     fn a_counter_takes_so_many_addresses_and_folds_the_rest() {
-        let metrics = Metrics::new(&[], true);
+        let metrics = Metrics::new(&[], Cardinality { addresses: true, ..Cardinality::default() });
         let (refused, _) = events();
         let Event::SocketError(refused) = refused else { panic!("a socket error") };
         for n in 0..MAX_ADDRESSES as u16 + 5 {
@@ -459,13 +486,44 @@ mod tests {
 
     #[test]
     fn addresses_only_when_asked() {
-        let metrics = Metrics::new(&[], true);
+        let metrics = Metrics::new(&[], Cardinality { addresses: true, ..Cardinality::default() });
         let (refused, sent) = events();
         metrics.count(&refused);
         metrics.count(&sent);
         let text = metrics.encode();
         assert!(text.contains("remote=\"10.0.0.9:8888\""), "{text}");
         assert!(text.contains("dst=\"10.0.0.9:8888\""), "{text}");
+    }
+
+    #[test]
+    fn dns_errors_name_the_question_only_when_asked_and_so_many_names() {
+        let dns = samples::dns_drop().dns;
+        let Event::SocketError(refused) = events().0 else { panic!("a socket error") };
+        let refused = SocketError { dns: dns.clone(), ..refused };
+        let plain = Metrics::new(&[], Cardinality::default());
+        plain.count(&Event::SocketError(refused.clone()));
+        plain.count(&Event::UdpDropped(samples::dns_drop()));
+        let text = plain.encode();
+        assert!(
+            text.contains(
+                "udptrace_dns_errors_total{event=\"socket_error\",outcome=\"ECONNREFUSED\",qtype=\"A\",rcode=\"none\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("event=\"udp_dropped\",outcome=\"netfilter_drop\""), "{text}");
+        assert!(!text.contains("www.example.com"), "names only when asked: {text}");
+
+        let named = Metrics::new(&[], Cardinality { dns_names: true, ..Cardinality::default() });
+        for n in 0..MAX_ADDRESSES + 3 {
+            let mut dns = dns.clone();
+            dns.as_mut().unwrap().qname = Some(format!("host{n}.example.com"));
+            named.count(&Event::SocketError(SocketError { dns, ..refused.clone() }));
+        }
+        let text = named.encode();
+        assert!(text.contains("name=\"host0.example.com\"} 1"), "{text}");
+        let series = text.lines().filter(|l| l.starts_with("udptrace_dns_errors_total{")).count();
+        assert_eq!(series, MAX_ADDRESSES + 1, "{MAX_ADDRESSES} names and other");
+        assert!(text.contains("udptrace_metrics_addresses_folded_total{counter=\"dns_errors\"} 3"), "{text}");
     }
 
     async fn free_address() -> SocketAddr {
@@ -483,7 +541,7 @@ mod tests {
 
     #[tokio::test]
     async fn serves_metrics_over_http() {
-        let metrics = Metrics::new(&[("icmp_send", "kprobe")], false);
+        let metrics = Metrics::new(&[("icmp_send", "kprobe")], Cardinality::default());
         let addr = free_address().await;
         bind(addr, metrics).unwrap().start().unwrap();
         let answer = get(addr, "/metrics").await;
@@ -493,7 +551,9 @@ mod tests {
         assert!(get(addr, "/metrics?x=1").await.starts_with("HTTP/1.1 200 OK"));
         assert!(get(addr, "/other").await.starts_with("HTTP/1.1 404"));
         // A second udptrace on the same address says so, in one line.
-        let Err(taken) = bind(addr, Metrics::new(&[], false)) else { panic!("bound twice") };
+        let Err(taken) = bind(addr, Metrics::new(&[], Cardinality::default())) else {
+            panic!("bound twice")
+        };
         assert!(format!("{taken:#}").starts_with(&format!("cannot serve metrics on {addr}")), "{taken:#}");
     }
 
@@ -516,7 +576,7 @@ mod tests {
     #[tokio::test]
     async fn stalled_and_oversized_requests_do_not_block_a_scrape() {
         let addr = free_address().await;
-        bind(addr, Metrics::new(&[("socket_error", "fentry")], false)).unwrap().start().unwrap();
+        bind(addr, Metrics::new(&[("socket_error", "fentry")], Cardinality::default())).unwrap().start().unwrap();
         // 64 clients, each from an address of its own, that send half a request line and wait.
         let mut stalled = Vec::new();
         for client in 1..=64 {

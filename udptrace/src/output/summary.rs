@@ -3,8 +3,9 @@
 //!
 //! The address is the socket's remote for a `socket_error`, the offending packet's destination for an
 //! `icmp_sent` (the local service that answered with an error); ephemeral source ports would make every
-//! row unique. Memory is bounded: past `MAX_ROWS` distinct rows in a table, new ones are counted in one
-//! `(other)` row.
+//! row unique. An event about a DNS datagram counts by its question too (`DnsKey`): the name, its type, and
+//! for an answer its response code; the message ID would make every row unique. Memory is bounded: past
+//! `MAX_ROWS` distinct rows in a table, new ones are counted in one `(other)` row.
 
 use std::{
     collections::HashMap,
@@ -16,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::{Lines, Sink, endpoint, escape, rfc3339};
 use crate::{
-    domain::{Event, IcmpSent},
+    domain::{Dns, Event, IcmpSent},
     kernel::tables::{errno_name, icmp_errno},
 };
 
@@ -91,11 +92,42 @@ pub struct Key {
     pub address: Option<String>,
     pub pid: Option<u32>,
     pub comm: Option<String>,
+    /// The question of a DNS datagram's event.
+    pub dns: Option<DnsKey>,
+}
+
+/// What a row keeps of a DNS message: what was asked, and for an answer, how it was answered.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DnsKey {
+    pub response: Option<bool>,
+    pub rcode: Option<String>,
+    pub qtype: Option<String>,
+    pub qname: Option<String>,
+}
+
+impl DnsKey {
+    fn of(d: &Dns) -> Self {
+        Self { response: d.response, rcode: d.rcode.clone(), qtype: d.qtype.clone(), qname: d.qname.clone() }
+    }
+
+    /// `A example.com`, `answer NXDOMAIN A example.com`; `?` for what the bytes did not reach.
+    fn text(&self) -> String {
+        let answer = match (self.response, &self.rcode) {
+            (Some(true), rcode) => format!("answer {} ", rcode.as_deref().unwrap_or("?")),
+            _ => String::new(),
+        };
+        let name = match self.qname.as_deref() {
+            Some("") => ".".to_owned(),
+            Some(name) => escape(name),
+            None => "?".to_owned(),
+        };
+        format!("{answer}{} {name}", self.qtype.as_deref().unwrap_or("?"))
+    }
 }
 
 impl Key {
     fn other() -> Self {
-        Key { event: "(other)", errno: None, outcome: String::new(), address: None, pid: None, comm: None }
+        Key { event: "(other)", errno: None, outcome: String::new(), address: None, pid: None, comm: None, dns: None }
     }
 
     /// The row an event counts in, and how many it counts for; `None` for `lost`, counted apart.
@@ -112,6 +144,7 @@ impl Key {
                     address: e.remote.map(|r| r.to_string()),
                     pid: e.owner.as_ref().map(|o| o.pid),
                     comm: e.owner.as_ref().map(|o| o.comm.clone()),
+                    dns: event.dns().map(DnsKey::of),
                 },
                 e.count,
             )),
@@ -123,6 +156,7 @@ impl Key {
                     address: sent_address(e),
                     pid: None,
                     comm: None,
+                    dns: event.dns().map(DnsKey::of),
                 },
                 e.count,
             )),
@@ -134,6 +168,7 @@ impl Key {
                     address: e.attempt.as_ref().and_then(sent_address),
                     pid: None,
                     comm: None,
+                    dns: event.dns().map(DnsKey::of),
                 },
                 e.count,
             )),
@@ -149,6 +184,7 @@ impl Key {
                     address: Some(endpoint(&e.packet, false)),
                     pid: e.owner.as_ref().map(|o| o.pid),
                     comm: e.owner.as_ref().map(|o| o.comm.clone()),
+                    dns: event.dns().map(DnsKey::of),
                 },
                 e.count,
             )),
@@ -192,9 +228,18 @@ impl Table {
         if rows.is_empty() {
             return out;
         }
+        // The DNS column only when a row shown has a question.
+        let dns = rows.iter().take(SHOWN_ROWS).any(|(key, _)| key.dns.is_some());
+        let dns_column = |text: &str| if dns { format!("{text:<40}  ") } else { String::new() };
         out.push_str(&format!(
-            "{:>9}  {:<15}  {:<13}  {:<20}  {:<45}  {}\n",
-            "COUNT", "EVENT", "ERRNO", "VERDICT/CAUSE", "ADDRESS", "OWNER"
+            "{:>9}  {:<15}  {:<13}  {:<20}  {:<45}  {}{}\n",
+            "COUNT",
+            "EVENT",
+            "ERRNO",
+            "VERDICT/CAUSE",
+            "ADDRESS",
+            dns_column("DNS"),
+            "OWNER"
         ));
         for (key, count) in rows.iter().take(SHOWN_ROWS) {
             let owner = match (key.pid, &key.comm) {
@@ -202,11 +247,12 @@ impl Table {
                 _ => "-".to_owned(),
             };
             out.push_str(&format!(
-                "{count:>9}  {:<15}  {:<13}  {:<20}  {:<45}  {owner}\n",
+                "{count:>9}  {:<15}  {:<13}  {:<20}  {:<45}  {}{owner}\n",
                 key.event,
                 key.errno.unwrap_or("-"),
                 key.outcome,
                 key.address.as_deref().unwrap_or("-"),
+                dns_column(&key.dns.as_ref().map_or_else(|| "-".to_owned(), DnsKey::text)),
             ));
         }
         if rows.len() > SHOWN_ROWS {
@@ -230,6 +276,12 @@ impl Table {
                     "address": key.address,
                     "pid": key.pid,
                     "comm": key.comm,
+                    "dns": key.dns.as_ref().map(|d| json!({
+                        "response": d.response,
+                        "qname": d.qname,
+                        "qtype": d.qtype,
+                        "rcode": d.rcode,
+                    })),
                 })
             })
             .collect();
@@ -281,6 +333,42 @@ mod tests {
         assert_eq!(value["rows"][0]["pid"], 900);
         assert_eq!(value["rows"][1]["outcome"], "other");
         assert_eq!(value["lost"], 5);
+    }
+
+    #[test]
+    fn a_dns_event_counts_by_its_question() {
+        let mut table = Table::default();
+        let drop = samples::dns_drop();
+        for name in ["www.example.com", "www.example.com", "api.example.com"] {
+            let mut drop = drop.clone();
+            let dns = drop.dns.as_mut().unwrap();
+            // The ID of each query differs: it is not part of the row.
+            dns.id = dns.id.map(|id| id + name.len() as u16 + table.events as u16);
+            dns.qname = Some(name.to_owned());
+            table.add(&Event::UdpDropped(drop));
+        }
+        table.add(&refused());
+        let text = table.text("t");
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].contains(" DNS ") && lines[1].ends_with("OWNER"), "{text}");
+        assert!(
+            lines[2].trim_start().starts_with("2  udp_dropped") && lines[2].contains(" A www.example.com "),
+            "{text}"
+        );
+        assert!(lines.iter().any(|l| l.contains(" A api.example.com ")), "{text}");
+        let refused_row = lines.iter().find(|l| l.contains("socket_error")).unwrap();
+        assert!(refused_row.contains("  -  ") && refused_row.ends_with("pid 900 dns-client"), "{refused_row}");
+        let value = table.json(SystemTime::UNIX_EPOCH, None);
+        assert_eq!(
+            value["rows"][0]["dns"],
+            json!({"response": false, "qname": "www.example.com", "qtype": "A", "rcode": null})
+        );
+        assert_eq!(value["rows"][1]["event"], "socket_error");
+        assert_eq!(value["rows"][1]["dns"], Value::Null);
+        // Without a question in the table, no DNS column.
+        let mut plain = Table::default();
+        plain.add(&refused());
+        assert!(!plain.text("t").contains("DNS"));
     }
 
     #[test]

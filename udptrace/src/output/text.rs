@@ -191,11 +191,14 @@ pub fn styled_text(event: &Event, color: bool) -> String {
                 Some(Verdict::Delivered) => Tone::Delivered,
                 _ => Tone::Ignored,
             };
-            Line::new(color, e.meta.time)
-                .column(errno_name(e.errno).unwrap_or("-"), WHAT, Some(tone))
+            let mut line = Line::new(color, e.meta.time);
+            line.column(errno_name(e.errno).unwrap_or("-"), WHAT, Some(tone))
                 .column(e.verdict.map_or("?", |v| v.as_str()), WHY, Some(tone))
-                .column(&format!("{} -> {remote}", e.local), FLOW, None)
-                .column(&icmp, 0, None)
+                .column(&format!("{} -> {remote}", e.local), FLOW, None);
+            if let Some(dns) = &e.dns {
+                line.column(&dns_text(dns), 0, None);
+            }
+            line.column(&icmp, 0, None)
                 .column(
                     &if e.kernel_socket { "kernel socket".to_owned() } else { owner_text(e.owner.as_ref()) },
                     0,
@@ -289,6 +292,16 @@ mod tests {
              full: its process reads too slowly; raise SO_RCVBUF (capped by net.core.rmem_max) or read faster \
              (213504 of 212992 bytes queued); 4711 such drops)"
         );
+    }
+
+    #[test]
+    fn a_socket_error_about_a_dns_query_names_it_after_the_flow() {
+        let mut refused = samples::owned_socket_error();
+        refused.dns = samples::dns_drop().dns;
+        let line = text(&Event::SocketError(refused));
+        assert!(line.contains("10.0.0.2:40312 -> 10.0.0.9:8888"), "{line}");
+        assert!(line.contains(" dns A www.example.com "), "{line}");
+        assert!(line.find("dns A").unwrap() < line.find("pid 900").unwrap(), "{line}");
     }
 
     #[test]

@@ -153,6 +153,12 @@ pub fn decode(bytes: &[u8], clock: Clock) -> Result<Event, DecodeError> {
     match header.kind {
         kind::SOCKET_ERROR => {
             let raw: RawSocketError = read_record(bytes, header.kind)?;
+            let dns = if raw.flags & socket_error_flags::DNS != 0 {
+                let with: WithDns<RawSocketError> = read_record(bytes, header.kind)?;
+                Some(dns_of(&with.dns))
+            } else {
+                None
+            };
             let flags = raw.flags;
             let has = |bit: u8| flags & bit != 0;
             Ok(Event::SocketError(SocketError {
@@ -175,6 +181,7 @@ pub fn decode(bytes: &[u8], clock: Clock) -> Result<Event, DecodeError> {
                 ifindex: raw.ifindex,
                 owner: has(socket_error_flags::OWNER_KNOWN).then(|| recorded_owner(&raw.owner)),
                 count: 1,
+                dns,
             }))
         }
         kind::ICMP_SENT | kind::ICMP_SUPPRESSED => {

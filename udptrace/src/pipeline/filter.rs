@@ -385,6 +385,7 @@ mod tests {
             ifindex: 0,
             owner: owner.map(|(pid, comm)| OwnerInfo { pid, comm: comm.to_owned(), ..Default::default() }),
             count: 1,
+            dns: None,
         })
     }
 
