@@ -114,9 +114,11 @@ pub struct Quote {
     pub total_length: Option<u16>,
     /// Bytes of the UDP header kept (`None`: all 8).
     pub udp_bytes: Option<usize>,
-    /// Quoted bytes after the UDP header (a tunnel's header), when not empty.
+    /// Quoted bytes after the UDP header (a tunnel's header, the start of a DNS query), when not empty.
     pub payload: [u8; 8],
     pub payload_len: usize,
+    /// The UDP length field, when the datagram was longer than the quote (`None`: 16, a header and 8 bytes).
+    pub udp_length: Option<u16>,
 }
 
 pub fn crafted_port_unreachable(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, quote: Quote) -> Vec<u8> {
@@ -133,7 +135,8 @@ pub fn crafted_port_unreachable(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport:
     quoted[10..12].copy_from_slice(&ip_checksum.to_be_bytes());
     let mut udp = sport.to_be_bytes().to_vec();
     udp.extend_from_slice(&dport.to_be_bytes());
-    udp.extend_from_slice(&[0, 16, 0, 0]);
+    udp.extend_from_slice(&quote.udp_length.unwrap_or(16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
     udp.truncate(quote.udp_bytes.unwrap_or(8));
     quoted.extend_from_slice(&udp);
     quoted.extend_from_slice(&quote.payload[..quote.payload_len.min(8)]);

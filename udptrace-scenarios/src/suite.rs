@@ -31,7 +31,7 @@ use self::{
     fixtures::{
         CLIENT_V4, CLIENT_V6, CLOSED_PORT, FAR_SERVER_V4, Family, ROUTER_IN_V4, ROUTER_IN_V6, Routed, SERVER_V4,
         TwoHosts, as_tracepoint_sees, check_icmp_sent, check_socket_error, compare, errno_check, icmp_send_unseen,
-        is_socket_error_of, no_option, outcome_of, packet, send_and_receive, settled,
+        is_socket_error_of, no_option, outcome_of, packet, send_and_receive, settled, which,
     },
     owner::{
         owner, owner_back_to_back, owner_before_start, owner_connected_by_child, owner_forked_child, owner_records_full,
@@ -88,6 +88,8 @@ pub static SCENARIOS: &[Scenario] = &[
     Scenario { name: "firewall_drop", run: firewall_drop },
     Scenario { name: "dns_drop", run: dns::dns_drop },
     Scenario { name: "dns_refused", run: dns::dns_refused },
+    Scenario { name: "dns_clients", run: dns::dns_clients },
+    Scenario { name: "dns_short_quote", run: dns::dns_short_quote },
     Scenario { name: "rcvbuf_full", run: drops::rcvbuf_full },
     Scenario { name: "drops_from_many_sources", run: drops::drops_from_many_sources },
     Scenario { name: "neighbour_failed", run: drops::neighbour_failed },

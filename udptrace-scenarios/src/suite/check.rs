@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use super::{
     CLIENT_V4, CLIENT_V6, CLOSED_PORT, Family, Results, TwoHosts, compare,
     drops::{NETFILTER_DROP, drop_hook, has_drop_reasons},
-    nft_input_rule, nft_rule,
+    nft_input_rule, nft_rule, which,
 };
 use crate::{Config, Outcome, netns::Netns, packets::udp_socket, tracer::Tracer};
 
@@ -457,8 +457,4 @@ pub fn check_bad_usage(config: &Config, _tracer: &mut Tracer) -> Result<Results>
     }
     let outcome = if wrong.is_empty() { Outcome::Pass } else { Outcome::Fail(wrong.join("; ")) };
     Ok(vec![("exit_2_one_line", outcome)])
-}
-
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| Path::new(dir).join(program)).find(|p| p.is_file())
 }

@@ -1,12 +1,17 @@
 //! DNS inside the errors and drops (`dns.rs` of udptrace-ebpf, the `dns` field): a query a firewall drops, a
-//! query to a port 53 where nothing listens, and a datagram on port 53 that is not DNS.
+//! query to a port 53 where nothing listens, and a datagram on port 53 that is not DNS; dig's and the glibc
+//! resolver's queries to a server that refuses them.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 
 use anyhow::Result;
 use serde_json::{Value, json};
 
-use crate::{Config, Outcome, packets::udp_socket, tracer::Tracer};
+use crate::{
+    Config, Outcome,
+    packets::{Quote, crafted_port_unreachable, send_raw_icmp, udp_socket},
+    tracer::Tracer,
+};
 
 use super::*;
 
@@ -27,6 +32,23 @@ fn query_fields() -> Value {
     })
 }
 
+/// A query whose name is a compression pointer to itself: a loop, which the decoder must refuse.
+const POINTER_LOOP: &[u8] = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\xc0\x0c\x00\x01\x00\x01";
+
+/// What udptrace says of a datagram on a DNS port whose `len` bytes do not parse as DNS: nothing but their count.
+fn not_dns_fields_of(len: usize) -> Value {
+    json!({
+        "id": null,
+        "response": null,
+        "qname": null,
+        "qtype": null,
+        "rcode": null,
+        "truncated": null,
+        "payload_bytes": len,
+        "payload_length": len,
+    })
+}
+
 /// What udptrace says of a datagram on a DNS port whose 8 bytes do not parse as DNS: nothing but their count.
 fn not_dns_fields() -> Value {
     json!({
@@ -43,10 +65,15 @@ fn not_dns_fields() -> Value {
 
 /// Sends `payload` from a new client socket to the server's port 53; returns the client's address.
 fn send_to_53(hosts: &TwoHosts, family: Family, payload: &[u8]) -> Result<(SocketAddr, SocketAddr)> {
-    let server = SocketAddr::new(TwoHosts::server_ip(family), 53);
-    let socket = udp_socket(&hosts.client, SocketAddr::new(TwoHosts::client_ip(family), 0))?;
+    let (socket, server) = client_socket(hosts, family)?;
     socket.send_to(payload, server)?;
     Ok((socket.local_addr()?, server))
+}
+
+/// A new client socket, and the server's port 53 address.
+fn client_socket(hosts: &TwoHosts, family: Family) -> Result<(UdpSocket, SocketAddr)> {
+    let server = SocketAddr::new(TwoHosts::server_ip(family), 53);
+    Ok((udp_socket(&hosts.client, SocketAddr::new(TwoHosts::client_ip(family), 0))?, server))
 }
 
 /// The `dns` of the first event `about` matches, compared with `want`.
@@ -62,9 +89,15 @@ pub(super) fn dns_drop(config: &Config, tracer: &mut Tracer) -> Result<Results> 
     let v4 = send_to_53(&hosts, Family::V4, QUERY)?;
     let v6 = send_to_53(&hosts, Family::V6, QUERY)?;
     let junk = send_to_53(&hosts, Family::V4, b"udptrace")?;
+    let looped = send_to_53(&hosts, Family::V4, POINTER_LOOP)?;
     let mut results: Results = Vec::new();
     match drops::drop_hook(config, tracer) {
-        Err(skip) => results.extend([("ipv4", skip.clone()), ("ipv6", skip.clone()), ("not_dns", skip)]),
+        Err(skip) => results.extend([
+            ("ipv4", skip.clone()),
+            ("ipv6", skip.clone()),
+            ("not_dns", skip.clone()),
+            ("pointer_loop", skip),
+        ]),
         Ok(_) => {
             let drop_of = |(src, dst): (SocketAddr, SocketAddr)| {
                 let about = drops::is_drop_of(src, dst);
@@ -74,18 +107,26 @@ pub(super) fn dns_drop(config: &Config, tracer: &mut Tracer) -> Result<Results> 
             results.push(("ipv6", dns_of(config, tracer, "the IPv6 query's drop", drop_of(v6), query_fields())));
             let junk_drop = dns_of(config, tracer, "the drop of a datagram not DNS", drop_of(junk), not_dns_fields());
             results.push(("not_dns", junk_drop));
+            let loop_fields = not_dns_fields_of(POINTER_LOOP.len());
+            let loop_drop = dns_of(config, tracer, "the drop of a query whose name loops", drop_of(looped), loop_fields);
+            results.push(("pointer_loop", loop_drop));
         }
     }
     Ok(results)
 }
 
-/// Nothing listens on the server's port 53: its `icmp_sent` about each family's query names the query.
+/// Nothing listens on the server's port 53: its `icmp_sent` about each family's query names the query, and
+/// so does the `socket_error` of the connected client, from what the port unreachable quotes (fentry and
+/// kprobe modes; tracepoint mode sees no quoted packet, and says `null`).
 pub(super) fn dns_refused(config: &Config, tracer: &mut Tracer) -> Result<Results> {
     let hosts = TwoHosts::new()?;
     let mut results: Results = Vec::new();
     for (name, family) in [("ipv4", Family::V4), ("ipv6", Family::V6)] {
-        let (local, _) = send_to_53(&hosts, family, QUERY)?;
-        let outcome = match icmp_send_unseen(config, tracer, family) {
+        let (socket, server) = client_socket(&hosts, family)?;
+        socket.connect(server)?;
+        socket.send(QUERY)?;
+        let local = socket.local_addr()?;
+        let sent = match icmp_send_unseen(config, tracer, family) {
             Some(why) => Outcome::Skip(why),
             None => dns_of(
                 config,
@@ -99,7 +140,146 @@ pub(super) fn dns_refused(config: &Config, tracer: &mut Tracer) -> Result<Result
                 query_fields(),
             ),
         };
-        results.push((name, outcome));
+        results.push((name, sent));
+        let refused = json!({"errno": "ECONNREFUSED", "verdict": "delivered", "dns": query_fields()});
+        let tracepoint = json!({"errno": "ECONNREFUSED", "verdict": "delivered", "dns": null});
+        let error = check_socket_error(config, tracer, &hosts.client, local, refused, Some(tracepoint));
+        results.push((if family == Family::V4 { "socket_error_ipv4" } else { "socket_error_ipv6" }, error));
     }
     Ok(results)
+}
+
+/// Runs `program` in `ns` (`ip netns exec`, which binds `/etc/netns/NS/*` over `/etc`) to its end; returns its
+/// pid, which is the process's (`ip netns exec` execs it in place). Its exit status is not checked: a lookup
+/// that was refused fails.
+fn run_in(ns: &crate::netns::Netns, program: &str, args: &[&str]) -> Result<u32> {
+    let child = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.name, program])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let pid = child.id();
+    child.wait_with_output()?;
+    Ok(pid)
+}
+
+/// `/etc/netns/NS/resolv.conf` for the glibc resolver in `ns`, removed on drop.
+struct ResolvConf(std::path::PathBuf);
+
+impl ResolvConf {
+    fn new(ns: &crate::netns::Netns, server: std::net::IpAddr) -> Result<Self> {
+        let dir = std::path::Path::new("/etc/netns").join(&ns.name);
+        std::fs::create_dir_all(&dir)?;
+        let conf = Self(dir);
+        std::fs::write(conf.0.join("resolv.conf"), format!("nameserver {server}\noptions attempts:1 timeout:1\n"))?;
+        Ok(conf)
+    }
+}
+
+impl Drop for ResolvConf {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Whether `e`'s `dns` is a query for `name` A, with an ID.
+fn asks(e: &Value, name: &str) -> Outcome {
+    let dns = &e["dns"];
+    if dns["id"].is_u64() {
+        compare(dns, &json!({"response": false, "qname": name, "qtype": "A", "rcode": null}))
+    } else {
+        Outcome::Fail(format!("no query ID in {e}"))
+    }
+}
+
+/// Real clients, to a server where nothing listens on port 53: dig's query named in the server's
+/// `icmp_sent` and in dig's `socket_error` (its pid; dig's sockets are made by its network thread, whose
+/// name is the `comm`), and the glibc resolver's (`getent ahostsv4`, a `resolv.conf` naming the server) in
+/// getent's `socket_error`. Tracepoint mode sees no quoted packet: its `socket_error` says `dns` `null`.
+pub(super) fn dns_clients(config: &Config, tracer: &mut Tracer) -> Result<Results> {
+    let hosts = TwoHosts::new()?;
+    let server = TwoHosts::server_ip(Family::V4).to_string();
+    let mut results: Results = Vec::new();
+    let socket_error_mode = tracer.mode_of("socket_error").map(str::to_owned);
+    // The socket_error of the process `pid`, checked for a query for `name`.
+    let socket_error = |tracer: &mut Tracer, pid: u32, name: &str, comm: Option<&str>| -> Outcome {
+        let Some(mode) = socket_error_mode.as_deref() else {
+            return Outcome::Skip(format!("the socket_error hook did not attach in {} mode here", config.mode));
+        };
+        let of = |e: &Value| e["event"] == "socket_error" && e["netns"] == hosts.client.inode && e["pid"] == pid;
+        let found = tracer.expect("the client's socket_error", config.event_timeout, of);
+        outcome_of(found.map(|e| {
+            let mut want = json!({"errno": "ECONNREFUSED", "verdict": "delivered"});
+            if let Some(comm) = comm {
+                want["comm"] = json!(comm);
+            }
+            match (compare(&e, &want), mode) {
+                (Outcome::Pass, "tracepoint") => compare(&e, &json!({"dns": null})),
+                (Outcome::Pass, _) => asks(&e, name),
+                (other, _) => other,
+            }
+        }))
+    };
+
+    match which("dig") {
+        None => {
+            let skip = Outcome::Skip("dig is not installed (Debian's bind9-dnsutils)".to_owned());
+            results.extend([("dig_icmp_sent", skip.clone()), ("dig_socket_error", skip)]);
+        }
+        Some(_) => {
+            let name = "dig.udptrace.test";
+            let pid = run_in(&hosts.client, "dig", &["+tries=1", "+time=1", &format!("@{server}"), name, "A"])?;
+            let sent = match icmp_send_unseen(config, tracer, Family::V4) {
+                Some(why) => Outcome::Skip(why),
+                None => outcome_of(
+                    tracer
+                        .expect("the icmp_sent about dig's query", config.event_timeout, |e| {
+                            e["event"] == "icmp_sent" && e["netns"] == hosts.server.inode && e["dns"]["qname"] == name
+                        })
+                        .map(|e| asks(&e, name)),
+                ),
+            };
+            results.push(("dig_icmp_sent", sent));
+            results.push(("dig_socket_error", socket_error(tracer, pid, name, None)));
+        }
+    }
+
+    let name = "getent.udptrace.test";
+    let _conf = ResolvConf::new(&hosts.client, TwoHosts::server_ip(Family::V4))?;
+    let pid = run_in(&hosts.client, "getent", &["ahostsv4", name])?;
+    results.push(("getent_socket_error", socket_error(tracer, pid, name, Some("getent"))));
+    Ok(results)
+}
+
+/// An ICMP error quoting only the first 8 bytes of a query's payload, as a router may (RFC 792's minimum),
+/// crafted about the connected client's query: its `socket_error` knows the ID and that it was a query, and
+/// says nothing of the question (`null`), with 8 of the payload's 29 bytes at hand.
+pub(super) fn dns_short_quote(config: &Config, tracer: &mut Tracer) -> Result<Results> {
+    let hosts = TwoHosts::new()?;
+    let (socket, server) = client_socket(&hosts, Family::V4)?;
+    socket.connect(server)?;
+    let local = socket.local_addr()?;
+    let (SocketAddr::V4(from), SocketAddr::V4(to)) = (local, server) else { anyhow::bail!("IPv4 addresses") };
+    let mut payload = [0; 8];
+    payload.copy_from_slice(&QUERY[..8]);
+    let udp_length = Some(8 + QUERY.len() as u16);
+    let quote = Quote { payload, payload_len: 8, udp_length, ..Quote::default() };
+    let icmp = crafted_port_unreachable(*from.ip(), from.port(), *to.ip(), to.port(), quote);
+    let client = *from.ip();
+    hosts.server.run(move || send_raw_icmp(client, &icmp))??;
+    let dns = json!({
+        "id": 0x1234,
+        "response": false,
+        "qname": null,
+        "qtype": null,
+        "rcode": null,
+        "truncated": false,
+        "payload_bytes": 8,
+        "payload_length": QUERY.len(),
+    });
+    let expected = json!({"errno": "ECONNREFUSED", "verdict": "delivered", "dns": dns});
+    let tracepoint = json!({"errno": "ECONNREFUSED", "verdict": "delivered", "dns": null});
+    Ok(vec![("socket_error", check_socket_error(config, tracer, &hosts.client, local, expected, Some(tracepoint)))])
 }

@@ -284,3 +284,12 @@ pub(super) fn settled<T: PartialEq>(timeout: Duration, mut read: impl FnMut() ->
         last = now;
     }
 }
+
+/// Where `program` is on `PATH`, if it is.
+pub(super) fn which(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| std::path::Path::new(dir).join(program))
+        .find(|p| p.is_file())
+}

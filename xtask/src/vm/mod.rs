@@ -52,6 +52,7 @@ pub const VM_PACKAGES: &[&str] = &[
     "kmod",
     "bpftool",
     "netcat-openbsd",
+    "bind9-dnsutils",
 ];
 
 /// Kernel modules the scenarios need (veth links; nftables DROP and REJECT; the UDP socket table through
@@ -403,6 +404,9 @@ pub fn vm_test(
     let bpftool = fs::canonicalize("/usr/sbin/bpftool").context("bpftool")?;
     // OpenBSD's nc, for `nc -vzu` beside `udptrace check` (BusyBox's has no -z).
     let nc = fs::canonicalize("/bin/nc.openbsd").context("netcat-openbsd's nc")?;
+    // DNS clients whose refused queries the suite names: dig, and glibc's resolver through getent.
+    let dig = fs::canonicalize("/usr/bin/dig").context("bind9-dnsutils' dig")?;
+    let getent = fs::canonicalize("/usr/bin/getent").context("libc-bin's getent")?;
     let binaries = [
         (udptrace, "/usr/bin/udptrace"),
         (scenarios, "/usr/bin/udptrace-scenarios"),
@@ -412,6 +416,8 @@ pub fn vm_test(
         (ss, "/usr/local/sbin/ss"),
         (bpftool, "/usr/local/sbin/bpftool"),
         (nc, "/usr/local/sbin/nc"),
+        (dig, "/usr/local/sbin/dig"),
+        (getent, "/usr/local/sbin/getent"),
     ];
     fs::create_dir_all(cache_dir().join("logs"))?;
 
