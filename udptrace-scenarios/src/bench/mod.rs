@@ -97,6 +97,9 @@ enum Variant {
     Udptrace(String),
     /// udptrace in this mode, `--json`: an object per event, read and counted by the harness (drop flood).
     Json(String),
+    /// As `Json`, with the flood's port a DNS port (`--dns-port`): each drop handed over carries the start of
+    /// its payload, so that a DNS drop's cost is measured beside another's (the one-flow drop flood).
+    DnsJson(String),
     /// udptrace in this mode, `--quiet`: nothing printed; the programs count in the kernel.
     Quiet(String),
     /// udptrace in this mode, `--summary 1`: counted in the kernel, a table a second on a pipe that is read.
@@ -113,6 +116,7 @@ impl Variant {
             Variant::Bare => "no tracer".to_owned(),
             Variant::Udptrace(mode) => format!("udptrace {mode}"),
             Variant::Json(mode) => format!("udptrace {mode} --json"),
+            Variant::DnsJson(mode) => format!("udptrace {mode} --json --dns-port {DROP_PORT}"),
             Variant::Quiet(mode) => format!("udptrace {mode} --quiet"),
             Variant::Summary(mode) => format!("udptrace {mode} --summary 1"),
             Variant::Bpftrace => "bpftrace script".to_owned(),
@@ -124,7 +128,11 @@ impl Variant {
     /// udptrace's mode in this variant, if it runs udptrace.
     fn mode(&self) -> Option<&str> {
         match self {
-            Variant::Udptrace(mode) | Variant::Json(mode) | Variant::Quiet(mode) | Variant::Summary(mode) => Some(mode),
+            Variant::Udptrace(mode)
+            | Variant::Json(mode)
+            | Variant::DnsJson(mode)
+            | Variant::Quiet(mode)
+            | Variant::Summary(mode) => Some(mode),
             _ => None,
         }
     }
@@ -292,9 +300,16 @@ struct Printer {
 
 impl Printer {
     /// Prints text, or with `json_drops_to` JSON whose `udp_dropped` events to that receiver are counted.
-    fn start(udptrace: &Path, mode: &str, server_ns: &str, json_drops_to: Option<SocketAddr>) -> Result<Self> {
+    fn start(
+        udptrace: &Path,
+        mode: &str,
+        server_ns: &str,
+        json_drops_to: Option<SocketAddr>,
+        extra: &[&str],
+    ) -> Result<Self> {
         let mut child = Command::new(udptrace)
             .args(json_drops_to.map(|_| "--json"))
+            .args(extra)
             .args(["--probe", mode, "--netns", server_ns])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -427,9 +442,14 @@ fn start_udptrace(
         // Not `--quiet`, which would leave the table out: the tables are piped and read.
         Variant::Summary(_) => Running::Counting(Tracer::start(&config, &["--summary", "1", "--netns", server_ns])?),
         Variant::Json(_) => {
-            Running::Printing(Printer::start(&options.udptrace, mode, server_ns, Some(Hosts::server(DROP_PORT)))?)
+            Running::Printing(Printer::start(&options.udptrace, mode, server_ns, Some(Hosts::server(DROP_PORT)), &[])?)
         }
-        _ => Running::Printing(Printer::start(&options.udptrace, mode, server_ns, None)?),
+        Variant::DnsJson(_) => {
+            let port = DROP_PORT.to_string();
+            let to = Some(Hosts::server(DROP_PORT));
+            Running::Printing(Printer::start(&options.udptrace, mode, server_ns, to, &["--dns-port", &port])?)
+        }
+        _ => Running::Printing(Printer::start(&options.udptrace, mode, server_ns, None, &[])?),
     };
     starts.entry(&variant.label()).startups.push(started.elapsed());
     // The programs its fds hold; else (no fdinfo) those that appeared while it started.

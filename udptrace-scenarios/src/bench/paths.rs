@@ -154,7 +154,11 @@ pub(super) fn error_path(
         };
         let sent = match variant {
             Variant::Bare => send()?,
-            Variant::Udptrace(mode) | Variant::Json(mode) | Variant::Quiet(mode) | Variant::Summary(mode) => {
+            Variant::Udptrace(mode)
+            | Variant::Json(mode)
+            | Variant::DnsJson(mode)
+            | Variant::Quiet(mode)
+            | Variant::Summary(mode) => {
                 let (mut tracer, ids) = start_udptrace(options, variant, &server_ns, starts)?.context("udptrace")?;
                 let stats_before = stats_of(&ids);
                 let sent = send()?;
@@ -270,6 +274,10 @@ pub(super) fn drop_flood(
     let server_ns = hosts.server.inode.to_string();
     let to = Hosts::server(DROP_PORT);
     let mut variants = with_bare(modes, &[Variant::Udptrace, Variant::Json, Variant::Quiet, Variant::Summary]);
+    // From one flow, where each drop handed over is one more record: beside `--json`, the cost of a DNS one.
+    if how == How::Connected {
+        variants.extend(modes.iter().cloned().map(Variant::DnsJson));
+    }
     if options.bpftrace_script.is_some() {
         match Command::new("bpftrace").arg("--version").output() {
             Ok(out) if out.status.success() => variants.push(Variant::BpftraceDrops),
@@ -336,7 +344,7 @@ pub(super) fn drop_flood(
             let (seen, _, lost) = closing_counts(&line).with_context(|| format!("no counts in {line:?}"))?;
             let from_closing_line = || DropCounts { drops: seen, ..DropCounts::default() };
             let shown = match (variant, &mut running) {
-                (Variant::Json(_), Running::Printing(printer)) => match printer.take_drops() {
+                (Variant::Json(_) | Variant::DnsJson(_), Running::Printing(printer)) => match printer.take_drops() {
                     Some(counts) => Some(("its JSON events", counts, lost)),
                     None => bail!("{label}: the reader of udptrace's output failed"),
                 },
