@@ -90,6 +90,7 @@ pub static SCENARIOS: &[Scenario] = &[
     Scenario { name: "dns_refused", run: dns::dns_refused },
     Scenario { name: "dns_clients", run: dns::dns_clients },
     Scenario { name: "dns_short_quote", run: dns::dns_short_quote },
+    Scenario { name: "dns_summary", run: dns::dns_summary },
     Scenario { name: "rcvbuf_full", run: drops::rcvbuf_full },
     Scenario { name: "drops_from_many_sources", run: drops::drops_from_many_sources },
     Scenario { name: "neighbour_failed", run: drops::neighbour_failed },

@@ -2,7 +2,10 @@
 //! query to a port 53 where nothing listens, and a datagram on port 53 that is not DNS; dig's and the glibc
 //! resolver's queries to a server that refuses them.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::{
+    net::{SocketAddr, UdpSocket},
+    time::Duration,
+};
 
 use anyhow::Result;
 use serde_json::{Value, json};
@@ -108,7 +111,8 @@ pub(super) fn dns_drop(config: &Config, tracer: &mut Tracer) -> Result<Results> 
             let junk_drop = dns_of(config, tracer, "the drop of a datagram not DNS", drop_of(junk), not_dns_fields());
             results.push(("not_dns", junk_drop));
             let loop_fields = not_dns_fields_of(POINTER_LOOP.len());
-            let loop_drop = dns_of(config, tracer, "the drop of a query whose name loops", drop_of(looped), loop_fields);
+            let loop_drop =
+                dns_of(config, tracer, "the drop of a query whose name loops", drop_of(looped), loop_fields);
             results.push(("pointer_loop", loop_drop));
         }
     }
@@ -261,7 +265,9 @@ pub(super) fn dns_short_quote(config: &Config, tracer: &mut Tracer) -> Result<Re
     let (socket, server) = client_socket(&hosts, Family::V4)?;
     socket.connect(server)?;
     let local = socket.local_addr()?;
-    let (SocketAddr::V4(from), SocketAddr::V4(to)) = (local, server) else { anyhow::bail!("IPv4 addresses") };
+    let (SocketAddr::V4(from), SocketAddr::V4(to)) = (local, server) else {
+        anyhow::bail!("IPv4 addresses")
+    };
     let mut payload = [0; 8];
     payload.copy_from_slice(&QUERY[..8]);
     let udp_length = Some(8 + QUERY.len() as u16);
@@ -282,4 +288,57 @@ pub(super) fn dns_short_quote(config: &Config, tracer: &mut Tracer) -> Result<Re
     let expected = json!({"errno": "ECONNREFUSED", "verdict": "delivered", "dns": dns});
     let tracepoint = json!({"errno": "ECONNREFUSED", "verdict": "delivered", "dns": null});
     Ok(vec![("socket_error", check_socket_error(config, tracer, &hosts.client, local, expected, Some(tracepoint)))])
+}
+
+/// A query for `name` A (ID 0x4321).
+fn query_for(name: &str) -> Vec<u8> {
+    let mut query = b"\x43\x21\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00".to_vec();
+    for label in name.split('.') {
+        query.push(label.len() as u8);
+        query.extend_from_slice(label.as_bytes());
+    }
+    query.extend_from_slice(b"\x00\x00\x01\x00\x01");
+    query
+}
+
+/// `--summary`, where only counts are wanted: the errors about refused queries are still handed over with
+/// their payload (a count in the kernel would lose the name), and the whole run's table counts them by name:
+/// 3 for one, 2 for another, from the server's `icmp_sent`.
+pub(super) fn dns_summary(config: &Config, tracer: &mut Tracer) -> Result<Results> {
+    const NAMES: [(&str, u64); 2] = [("three.udptrace.test", 3), ("two.udptrace.test", 2)];
+    let hosts = TwoHosts::new()?;
+    // Every port unreachable goes out: no rate limit for them.
+    hosts.server.sysctl("net.ipv4.icmp_ratemask", "0")?;
+    if let Some(why) = icmp_send_unseen(config, tracer, Family::V4) {
+        return Ok(vec![("rows", Outcome::Skip(why))]);
+    }
+    let netns = hosts.server.inode.to_string();
+    let mut summary = Tracer::start(config, &["--netns", &netns, "--summary", "1"])?;
+    for (name, times) in NAMES {
+        for _ in 0..times {
+            send_to_53(&hosts, Family::V4, &query_for(name))?;
+        }
+    }
+    // The last error reaches the programs before udptrace stops.
+    std::thread::sleep(config.quiet_period);
+    summary.stop()?;
+    summary.collect_for(Duration::from_secs(1));
+    let Some(table) = summary.seen.iter().rev().find(|v| v["event"] == "summary" && v["period"].is_null()) else {
+        return Ok(vec![("rows", Outcome::Fail("no whole-run table".to_owned()))]);
+    };
+    let rows = table["rows"].as_array().cloned().unwrap_or_default();
+    let wrong: Vec<String> = NAMES
+        .iter()
+        .filter_map(|(name, times)| {
+            let row = rows.iter().find(|r| r["event"] == "icmp_sent" && r["dns"]["qname"] == *name);
+            match row {
+                Some(row) if row["count"] == *times && row["dns"]["qtype"] == "A" => None,
+                Some(row) => Some(format!("{name}: {row}, want {times} A")),
+                None => Some(format!("{name}: no row")),
+            }
+        })
+        .collect();
+    let outcome =
+        if wrong.is_empty() { Outcome::Pass } else { Outcome::Fail(format!("{}; rows {rows:?}", wrong.join("; "))) };
+    Ok(vec![("rows", outcome)])
 }
