@@ -51,6 +51,7 @@ pub struct Scenario {
 pub const WITH_DROPS_ONLY: &[&str] = &[
     "firewall_drop",
     "dns_drop",
+    "dns_dnsmasq",
     "rcvbuf_full",
     "drops_from_many_sources",
     "neighbour_failed",
@@ -91,6 +92,7 @@ pub static SCENARIOS: &[Scenario] = &[
     Scenario { name: "dns_clients", run: dns::dns_clients },
     Scenario { name: "dns_short_quote", run: dns::dns_short_quote },
     Scenario { name: "dns_summary", run: dns::dns_summary },
+    Scenario { name: "dns_dnsmasq", run: dns::dns_dnsmasq },
     Scenario { name: "rcvbuf_full", run: drops::rcvbuf_full },
     Scenario { name: "drops_from_many_sources", run: drops::drops_from_many_sources },
     Scenario { name: "neighbour_failed", run: drops::neighbour_failed },

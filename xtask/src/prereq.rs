@@ -19,9 +19,18 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 pub const BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev", "musl-tools"];
 /// `prometheus`: the metrics test scrapes udptrace with a real one; `bpftrace` and `tcpdump`: what the
 /// benchmark compares udptrace with; `netcat-openbsd`: `nc -vzu` beside `udptrace check`; `bind9-dnsutils`:
-/// dig, a DNS client whose refused query the suite names.
-pub const TEST_PACKAGES: &[&str] =
-    &["iproute2", "procps", "nftables", "prometheus", "bpftrace", "tcpdump", "netcat-openbsd", "bind9-dnsutils"];
+/// dig, a DNS client whose refused query the suite names; `dnsmasq-base`: a DNS server and forwarder.
+pub const TEST_PACKAGES: &[&str] = &[
+    "iproute2",
+    "procps",
+    "nftables",
+    "prometheus",
+    "bpftrace",
+    "tcpdump",
+    "netcat-openbsd",
+    "bind9-dnsutils",
+    "dnsmasq-base",
+];
 
 /// `$CARGO_HOME/bin`, where `cargo install` puts bpf-linker.
 pub fn cargo_bin_dir() -> PathBuf {

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::{
     Config, Outcome,
-    packets::{Quote, crafted_port_unreachable, send_raw_icmp, udp_socket},
+    packets::{Quote, crafted_port_unreachable, send_raw_icmp, set_int_option, udp_socket},
     tracer::Tracer,
 };
 
@@ -39,7 +39,7 @@ fn query_fields() -> Value {
 const POINTER_LOOP: &[u8] = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\xc0\x0c\x00\x01\x00\x01";
 
 /// What udptrace says of a datagram on a DNS port whose `len` bytes do not parse as DNS: nothing but their count.
-fn not_dns_fields_of(len: usize) -> Value {
+fn not_dns_fields(len: usize) -> Value {
     json!({
         "id": null,
         "response": null,
@@ -49,20 +49,6 @@ fn not_dns_fields_of(len: usize) -> Value {
         "truncated": null,
         "payload_bytes": len,
         "payload_length": len,
-    })
-}
-
-/// What udptrace says of a datagram on a DNS port whose 8 bytes do not parse as DNS: nothing but their count.
-fn not_dns_fields() -> Value {
-    json!({
-        "id": null,
-        "response": null,
-        "qname": null,
-        "qtype": null,
-        "rcode": null,
-        "truncated": null,
-        "payload_bytes": 8,
-        "payload_length": 8,
     })
 }
 
@@ -91,7 +77,7 @@ pub(super) fn dns_drop(config: &Config, tracer: &mut Tracer) -> Result<Results> 
     nft_input_rule(&hosts.server, "udp dport 53 drop")?;
     let v4 = send_to_53(&hosts, Family::V4, QUERY)?;
     let v6 = send_to_53(&hosts, Family::V6, QUERY)?;
-    let junk = send_to_53(&hosts, Family::V4, b"udptrace")?;
+    let junk = send_to_53(&hosts, Family::V4, b"udptrace")?; // 8 bytes, not DNS
     let looped = send_to_53(&hosts, Family::V4, POINTER_LOOP)?;
     let mut results: Results = Vec::new();
     match drops::drop_hook(config, tracer) {
@@ -108,9 +94,9 @@ pub(super) fn dns_drop(config: &Config, tracer: &mut Tracer) -> Result<Results> 
             };
             results.push(("ipv4", dns_of(config, tracer, "the IPv4 query's drop", drop_of(v4), query_fields())));
             results.push(("ipv6", dns_of(config, tracer, "the IPv6 query's drop", drop_of(v6), query_fields())));
-            let junk_drop = dns_of(config, tracer, "the drop of a datagram not DNS", drop_of(junk), not_dns_fields());
+            let junk_drop = dns_of(config, tracer, "the drop of a datagram not DNS", drop_of(junk), not_dns_fields(8));
             results.push(("not_dns", junk_drop));
-            let loop_fields = not_dns_fields_of(POINTER_LOOP.len());
+            let loop_fields = not_dns_fields(POINTER_LOOP.len());
             let loop_drop =
                 dns_of(config, tracer, "the drop of a query whose name loops", drop_of(looped), loop_fields);
             results.push(("pointer_loop", loop_drop));
@@ -341,4 +327,117 @@ pub(super) fn dns_summary(config: &Config, tracer: &mut Tracer) -> Result<Result
     let outcome =
         if wrong.is_empty() { Outcome::Pass } else { Outcome::Fail(format!("{}; rows {rows:?}", wrong.join("; "))) };
     Ok(vec![("rows", outcome)])
+}
+
+/// dnsmasq in the server namespace, killed on drop: it answers `LOCAL_NAME` itself and forwards names under
+/// `FORWARDED` to 127.0.0.1:53, where nothing listens.
+struct Dnsmasq(std::process::Child);
+
+const LOCAL_NAME: &str = "local.udptrace.test";
+const FORWARDED: &str = "fwd.udptrace.test";
+
+impl Dnsmasq {
+    fn start(hosts: &TwoHosts) -> Result<Self> {
+        let listen = format!("--listen-address={}", TwoHosts::server_ip(Family::V4));
+        let answer = format!("--address=/{LOCAL_NAME}/192.0.2.1");
+        let upstream = format!("--server=/{FORWARDED}/127.0.0.1#53");
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", &hosts.server.name, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null"])
+            .args(["--no-resolv", "--no-hosts", "--bind-interfaces", "--user=root", "--pid-file"])
+            .args([listen, answer, upstream])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        Ok(Self(child))
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A real DNS server, Debian's dnsmasq: a client that sends queries for a name it answers and never reads (a
+/// receive buffer of the least size) has the answers dropped at its socket (`socket_rcvbuff`, this process's
+/// pid), each naming the answer (`response` true, `NOERROR`); and a query dnsmasq forwards to an upstream that
+/// refuses it is named in the `icmp_sent` about the forwarded query and, where the mode sees an error no socket
+/// was given (dnsmasq's forwarding socket is not connected: fentry and kprobe), in dnsmasq's `socket_error`.
+pub(super) fn dns_dnsmasq(config: &Config, tracer: &mut Tracer) -> Result<Results> {
+    if which("dnsmasq").is_none() {
+        let skip = Outcome::Skip("dnsmasq is not installed (Debian's dnsmasq-base)".to_owned());
+        return Ok(vec![
+            ("answers_dropped", skip.clone()),
+            ("forwarded_icmp_sent", skip.clone()),
+            ("dnsmasq_socket_error", skip),
+        ]);
+    }
+    let hosts = TwoHosts::new()?;
+    let dnsmasq = Dnsmasq::start(&hosts)?;
+    let (client, server) = client_socket(&hosts, Family::V4)?;
+    client.connect(server)?;
+    // Ready once it answers.
+    client.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let mut answer = [0u8; 512];
+    let ready = (0..25).any(|_| client.send(&query_for(LOCAL_NAME)).is_ok() && client.recv(&mut answer).is_ok());
+    if !ready {
+        anyhow::bail!("dnsmasq did not answer within 5 s");
+    }
+    let mut results: Results = Vec::new();
+
+    set_int_option(&client, libc::SOL_SOCKET, libc::SO_RCVBUF, 1)?;
+    let local = client.local_addr()?;
+    for _ in 0..40 {
+        client.send(&query_for(LOCAL_NAME))?;
+    }
+    let dropped = match drops::drop_hook(config, tracer) {
+        Err(skip) => skip,
+        Ok(_) => {
+            let about = drops::is_drop_of(server, local);
+            let found = tracer
+                .expect("an answer dropped at the client", config.event_timeout, |e| about(e) && drops::RCVBUF.says(e));
+            outcome_of(found.map(|e| {
+                let want = json!({"response": true, "rcode": "NOERROR", "qname": LOCAL_NAME, "qtype": "A"});
+                match compare(&e["dns"], &want) {
+                    Outcome::Pass => compare(&e, &json!({"pid": std::process::id()})),
+                    other => other,
+                }
+            }))
+        }
+    };
+    results.push(("answers_dropped", dropped));
+
+    let name = format!("www.{FORWARDED}");
+    let (asker, _) = client_socket(&hosts, Family::V4)?;
+    asker.send_to(&query_for(&name), server)?;
+    let forwarded = |e: &Value| e["netns"] == hosts.server.inode && e["dns"]["qname"] == name.as_str();
+    let sent = match icmp_send_unseen(config, tracer, Family::V4) {
+        Some(why) => Outcome::Skip(why),
+        None => outcome_of(
+            tracer
+                .expect("the icmp_sent about the forwarded query", config.event_timeout, |e| {
+                    e["event"] == "icmp_sent" && forwarded(e)
+                })
+                .map(|e| compare(&e["packet"], &json!({"dst": "127.0.0.1:53", "proto": "udp"}))),
+        ),
+    };
+    results.push(("forwarded_icmp_sent", sent));
+    let error = match tracer.mode_of("socket_error") {
+        None => Outcome::Skip(format!("the socket_error hook did not attach in {} mode here", config.mode)),
+        Some("tracepoint") => Outcome::Skip(
+            "tracepoint mode sees only an error given to a socket, and dnsmasq's forwarding socket is not connected"
+                .to_owned(),
+        ),
+        Some(_) => outcome_of(
+            tracer
+                .expect("dnsmasq's socket_error", config.event_timeout, |e| {
+                    e["event"] == "socket_error" && forwarded(e)
+                })
+                .map(|e| compare(&e, &json!({"comm": "dnsmasq", "pid": dnsmasq.0.id(), "remote": "127.0.0.1:53"}))),
+        ),
+    };
+    results.push(("dnsmasq_socket_error", error));
+    Ok(results)
 }

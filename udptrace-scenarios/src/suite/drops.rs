@@ -58,7 +58,7 @@ pub(super) struct Why {
 /// A netfilter `drop` verdict. Before 5.17 `nf_hook_slow` frees it, called from the chain's verdict; the
 /// contract names `nft_do_chain`.
 pub(super) const NETFILTER_DROP: Why = Why { reason: "netfilter_drop", locations: &["nft_do_chain", "nf_hook_slow"] };
-const RCVBUF: Why =
+pub(super) const RCVBUF: Why =
     Why { reason: "socket_rcvbuff", locations: &["__udp_queue_rcv_skb", "udp_queue_rcv_one_skb", "udp_queue_rcv_skb"] };
 const NEIGH_FAILED: Why = Why { reason: "neigh_failed", locations: &[] };
 const UDP_CSUM: Why = Why { reason: "udp_csum", locations: &["__udp4_lib_rcv", "udp_rcv"] };

@@ -10,9 +10,12 @@ mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t tmpfs run /run
 mount -t tmpfs tmp /tmp
 ln -s /run /var/run
-# What `ip netns exec` binds /etc/netns/NS/resolv.conf over (the glibc resolver's scenario).
+# What `ip netns exec` binds /etc/netns/NS/resolv.conf over (the glibc resolver's scenario), and the user
+# dnsmasq runs as (`--user=root`).
 mkdir -p /etc
 : > /etc/resolv.conf
+echo 'root:x:0:0:root:/:/bin/sh' > /etc/passwd
+echo 'root:x:0:' > /etc/group
 ip link set lo up
 # `clock NAME`: how long the VM has been up, for the timing table.
 clock() { echo "@@udptrace-vm clock $1 $(cut -d' ' -f1 /proc/uptime)"; }

@@ -53,6 +53,7 @@ pub const VM_PACKAGES: &[&str] = &[
     "bpftool",
     "netcat-openbsd",
     "bind9-dnsutils",
+    "dnsmasq-base",
 ];
 
 /// Kernel modules the scenarios need (veth links; nftables DROP and REJECT; the UDP socket table through
@@ -407,6 +408,8 @@ pub fn vm_test(
     // DNS clients whose refused queries the suite names: dig, and glibc's resolver through getent.
     let dig = fs::canonicalize("/usr/bin/dig").context("bind9-dnsutils' dig")?;
     let getent = fs::canonicalize("/usr/bin/getent").context("libc-bin's getent")?;
+    // A DNS server and forwarder.
+    let dnsmasq = fs::canonicalize("/usr/sbin/dnsmasq").context("dnsmasq-base's dnsmasq")?;
     let binaries = [
         (udptrace, "/usr/bin/udptrace"),
         (scenarios, "/usr/bin/udptrace-scenarios"),
@@ -418,6 +421,7 @@ pub fn vm_test(
         (nc, "/usr/local/sbin/nc"),
         (dig, "/usr/local/sbin/dig"),
         (getent, "/usr/local/sbin/getent"),
+        (dnsmasq, "/usr/local/sbin/dnsmasq"),
     ];
     fs::create_dir_all(cache_dir().join("logs"))?;
 
