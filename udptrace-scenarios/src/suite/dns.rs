@@ -395,9 +395,15 @@ pub(super) fn dns_dnsmasq(config: &Config, tracer: &mut Tracer) -> Result<Result
     let dropped = match drops::drop_hook(config, tracer) {
         Err(skip) => skip,
         Ok(_) => {
+            // The first drop of the flow carries the answer; those counted after it do not (`count`).
             let about = drops::is_drop_of(server, local);
-            let found = tracer
-                .expect("an answer dropped at the client", config.event_timeout, |e| about(e) && drops::RCVBUF.says(e));
+            let is_drop = |e: &Value| about(e) && drops::RCVBUF.says(e);
+            let what = "an answer dropped at the client, with its payload";
+            let found = tracer.expect(what, config.event_timeout, |e| is_drop(e) && !e["dns"].is_null());
+            let found = found.map_err(|e| {
+                let drops: Vec<&Value> = tracer.seen.iter().filter(|e| is_drop(e)).collect();
+                anyhow::anyhow!("{e:#}; the drops seen: {drops:?}")
+            });
             outcome_of(found.map(|e| {
                 let want = json!({"response": true, "rcode": "NOERROR", "qname": LOCAL_NAME, "qtype": "A"});
                 match compare(&e["dns"], &want) {
