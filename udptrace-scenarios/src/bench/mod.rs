@@ -100,6 +100,9 @@ enum Variant {
     /// As `Json`, with the flood's port a DNS port (`--dns-port`): each drop handed over carries the start of
     /// its payload, so that a DNS drop's cost is measured beside another's (the one-flow drop flood).
     DnsJson(String),
+    /// As `Udptrace`, with the error path's closed port a DNS port (`--dns-port`): each error carries the start
+    /// of its datagram's payload, so that a DNS error's cost is measured beside another's.
+    Dns(String),
     /// udptrace in this mode, `--quiet`: nothing printed; the programs count in the kernel.
     Quiet(String),
     /// udptrace in this mode, `--summary 1`: counted in the kernel, a table a second on a pipe that is read.
@@ -117,6 +120,7 @@ impl Variant {
             Variant::Udptrace(mode) => format!("udptrace {mode}"),
             Variant::Json(mode) => format!("udptrace {mode} --json"),
             Variant::DnsJson(mode) => format!("udptrace {mode} --json --dns-port {DROP_PORT}"),
+            Variant::Dns(mode) => format!("udptrace {mode} --dns-port {CLOSED_PORT}"),
             Variant::Quiet(mode) => format!("udptrace {mode} --quiet"),
             Variant::Summary(mode) => format!("udptrace {mode} --summary 1"),
             Variant::Bpftrace => "bpftrace script".to_owned(),
@@ -131,6 +135,7 @@ impl Variant {
             Variant::Udptrace(mode)
             | Variant::Json(mode)
             | Variant::DnsJson(mode)
+            | Variant::Dns(mode)
             | Variant::Quiet(mode)
             | Variant::Summary(mode) => Some(mode),
             _ => None,
@@ -448,6 +453,10 @@ fn start_udptrace(
             let port = DROP_PORT.to_string();
             let to = Some(Hosts::server(DROP_PORT));
             Running::Printing(Printer::start(&options.udptrace, mode, server_ns, to, &["--dns-port", &port])?)
+        }
+        Variant::Dns(_) => {
+            let port = CLOSED_PORT.to_string();
+            Running::Printing(Printer::start(&options.udptrace, mode, server_ns, None, &["--dns-port", &port])?)
         }
         _ => Running::Printing(Printer::start(&options.udptrace, mode, server_ns, None, &[])?),
     };

@@ -126,7 +126,8 @@ pub(super) fn error_path(
 ) -> Result<()> {
     let server_ns = hosts.server.inode.to_string();
     let to = Hosts::server(CLOSED_PORT);
-    let mut variants = with_bare(modes, &[Variant::Udptrace, Variant::Quiet, Variant::Summary]);
+    // Beside `udptrace MODE`, the same with every error about a DNS datagram: the cost of a DNS error.
+    let mut variants = with_bare(modes, &[Variant::Udptrace, Variant::Dns, Variant::Quiet, Variant::Summary]);
     if let Some(script) = &options.bpftrace_script {
         match Command::new("bpftrace").arg("--version").output() {
             Ok(out) if out.status.success() => variants.push(Variant::Bpftrace),
@@ -157,6 +158,7 @@ pub(super) fn error_path(
             Variant::Udptrace(mode)
             | Variant::Json(mode)
             | Variant::DnsJson(mode)
+            | Variant::Dns(mode)
             | Variant::Quiet(mode)
             | Variant::Summary(mode) => {
                 let (mut tracer, ids) = start_udptrace(options, variant, &server_ns, starts)?.context("udptrace")?;
