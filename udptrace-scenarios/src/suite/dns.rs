@@ -75,6 +75,9 @@ fn dns_of(config: &Config, tracer: &mut Tracer, what: &str, about: impl Fn(&Valu
 pub(super) fn dns_drop(config: &Config, tracer: &mut Tracer) -> Result<Results> {
     let hosts = TwoHosts::new()?;
     nft_input_rule(&hosts.server, "udp dport 53 drop")?;
+    // A second udptrace, on the server's namespace alone: its closing line counts the two datagrams not DNS.
+    let netns = hosts.server.inode.to_string();
+    let mut counting = Tracer::start(config, &["--netns", &netns])?;
     let v4 = send_to_53(&hosts, Family::V4, QUERY)?;
     let v6 = send_to_53(&hosts, Family::V6, QUERY)?;
     let junk = send_to_53(&hosts, Family::V4, b"udptrace")?; // 8 bytes, not DNS
@@ -102,6 +105,16 @@ pub(super) fn dns_drop(config: &Config, tracer: &mut Tracer) -> Result<Results> 
             results.push(("pointer_loop", loop_drop));
         }
     }
+    // Its programs saw every drop once the first udptrace has.
+    let counted = match drops::drop_hook(config, &counting) {
+        Err(skip) => skip,
+        Ok(_) => match counting.stop() {
+            Ok(line) if line.contains(", 2 datagrams on a DNS port not DNS") => Outcome::Pass,
+            Ok(line) => Outcome::Fail(format!("the closing line does not count 2 datagrams not DNS: {line}")),
+            Err(e) => Outcome::Fail(format!("{e:#}")),
+        },
+    };
+    results.push(("not_dns_counted", counted));
     Ok(results)
 }
 
