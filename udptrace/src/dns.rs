@@ -172,6 +172,11 @@ pub fn parse_dns_name(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
+/// A decoded name as the outputs show it: the root, whose name is empty, as `.`.
+pub fn shown(name: &str) -> &str {
+    if name.is_empty() { "." } else { name }
+}
+
 /// `name` is `suffix` or under it (`--dns-name`): label by label, without regard to ASCII case, a trailing
 /// dot on either ignored.
 pub fn is_under(name: &str, suffix: &str) -> bool {

@@ -202,7 +202,7 @@ fn reason_sentence(reason: &str) -> Option<&'static str> {
 /// example.com A"; `None` when the bytes did not reach the question.
 fn lookup(d: &Dns, whose: Option<&str>) -> Option<String> {
     let (name, qtype) = (d.qname.as_deref()?, d.qtype.as_deref()?);
-    let name = if name.is_empty() { "." } else { name };
+    let name = crate::dns::shown(name);
     let whose = whose.map_or_else(|| "the".to_owned(), |comm| format!("{comm}'s"));
     Some(match (d.response, d.rcode.as_deref()) {
         (Some(true), Some(rcode)) => format!("{whose} {rcode} answer for {name} {qtype}"),

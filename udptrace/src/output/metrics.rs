@@ -244,8 +244,7 @@ impl Metrics {
             ("rcode", rcode),
         ];
         if self.dns_names {
-            let name =
-                dns.qname.as_deref().map_or_else(unknown, |n| if n.is_empty() { ".".to_owned() } else { n.to_owned() });
+            let name = dns.qname.as_deref().map_or_else(unknown, |name| crate::dns::shown(name).to_owned());
             labels.push(("name", self.address("dns_errors", name, count)));
         }
         self.dns_errors.get_or_create(&labels).inc_by(count);

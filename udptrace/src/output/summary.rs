@@ -116,11 +116,7 @@ impl DnsKey {
             (Some(true), rcode) => format!("answer {} ", rcode.as_deref().unwrap_or("?")),
             _ => String::new(),
         };
-        let name = match self.qname.as_deref() {
-            Some("") => ".".to_owned(),
-            Some(name) => escape(name),
-            None => "?".to_owned(),
-        };
+        let name = self.qname.as_deref().map_or_else(|| "?".to_owned(), |name| escape(crate::dns::shown(name)));
         format!("{answer}{} {name}", self.qtype.as_deref().unwrap_or("?"))
     }
 }

@@ -81,9 +81,7 @@ pub fn dns_text(d: &Dns) -> String {
         text.push_str(&format!(" answer {}", d.rcode.as_deref().unwrap_or("?")));
     }
     match (&d.qtype, &d.qname) {
-        (Some(qtype), Some(qname)) => {
-            text.push_str(&format!(" {qtype} {}", if qname.is_empty() { "." } else { qname }))
-        }
+        (Some(qtype), Some(qname)) => text.push_str(&format!(" {qtype} {}", crate::dns::shown(qname))),
         _ => {
             if let Some(id) = d.id {
                 text.push_str(&format!(" id {id}"));
