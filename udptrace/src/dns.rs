@@ -141,6 +141,17 @@ pub fn type_name(code: u16) -> String {
     }
 }
 
+/// A type as a metric label: its mnemonic, or `other` for one without (`TYPEnnn`): the label takes one of a
+/// closed set of values, whatever types a sender writes.
+pub fn type_label(qtype: &str) -> &str {
+    if qtype.strip_prefix("TYPE").is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())) { "other" } else { qtype }
+}
+
+/// A response code as a metric label: its mnemonic, or `other` for one without (`RCODEn`).
+pub fn rcode_label(rcode: &str) -> &str {
+    if rcode.strip_prefix("RCODE").is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())) { "other" } else { rcode }
+}
+
 /// A response code's mnemonic (RFC 6895's registry), `RCODEn` for one without.
 pub fn rcode_name(code: u16) -> String {
     use simple_dns::RCODE::*;
@@ -177,16 +188,26 @@ pub fn shown(name: &str) -> &str {
     if name.is_empty() { "." } else { name }
 }
 
-/// `name` is `suffix` or under it (`--dns-name`): label by label, without regard to ASCII case, a trailing
-/// dot on either ignored.
+/// `name` (presentation form) is `suffix` or under it (`--dns-name`): label by label, without regard to ASCII
+/// case, a trailing dot on the suffix ignored. A dot escaped inside a label (`foo\.example.com`, one label
+/// `foo.example` then `com`) separates nothing: the dot before the suffix must follow an even number of
+/// backslashes.
 pub fn is_under(name: &str, suffix: &str) -> bool {
-    let (name, suffix) = (name.trim_end_matches('.'), suffix.trim_end_matches('.'));
+    // The decoder writes no trailing dot, and a name's last dot may be an escaped one: only the suffix's goes.
+    let suffix = suffix.trim_end_matches('.');
     if suffix.is_empty() {
         return true;
     }
-    name.len() >= suffix.len()
-        && name[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
-        && (name.len() == suffix.len() || name.as_bytes()[name.len() - suffix.len() - 1] == b'.')
+    let Some(start) = name.len().checked_sub(suffix.len()) else { return false };
+    if !name.is_char_boundary(start) || !name[start..].eq_ignore_ascii_case(suffix) {
+        return false;
+    }
+    if start == 0 {
+        return true;
+    }
+    let before = &name.as_bytes()[..start];
+    let escapes = before[..start - 1].iter().rev().take_while(|&&b| b == b'\\').count();
+    before[start - 1] == b'.' && escapes % 2 == 0
 }
 
 #[cfg(test)]
@@ -361,5 +382,12 @@ mod tests {
         assert!(!is_under("badexample.com", "example.com"));
         assert!(!is_under("com", "example.com"));
         assert!(is_under("anything", "."));
+        // `foo\.example.com` is the label `foo.example` under `com`, not a name under `example.com`.
+        assert!(!is_under(r"foo\.example.com", "example.com"));
+        assert!(is_under(r"foo\.example.com", "com"));
+        // An escaped backslash ends its label: the dot after it separates.
+        assert!(is_under(r"foo\\.example.com", "example.com"));
+        assert!(!is_under(r"foo\\\.example.com", "example.com"));
+        assert!(!is_under("caf\u{e9}.com", "\u{e9}.com"), "no panic inside a character");
     }
 }

@@ -124,6 +124,91 @@ pub fn endpoint(packet: &Packet, src: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{IcmpSuppressed, OwnerInfo, SocketError, UdpDropped, samples};
+
+    /// What a local user can name a process, or a remote one write into a DNS question: a newline (a forged
+    /// log line), an escape sequence (a recoloured terminal), a right-to-left override, a quote.
+    const HOSTILE: &str = "x\nforged: ok\x1b[31m\u{202e}gnp.exe\"'";
+
+    /// Every kind of event, every string field of it set to [`HOSTILE`].
+    fn hostile_events() -> Vec<Event> {
+        let owner = OwnerInfo {
+            pid: 900,
+            tid: Some(901),
+            comm: HOSTILE.to_owned(),
+            cgroup_id: Some(4242),
+            cgroup: Some(format!("/kubepods/{HOSTILE}")),
+            container: Some(HOSTILE.to_owned()),
+            holders: None,
+        };
+        let without_container = OwnerInfo { container: None, ..owner.clone() };
+        let mut dns = samples::dns_drop().dns.expect("a DNS drop");
+        dns.qname = Some(HOSTILE.to_owned());
+        dns.qtype = Some(HOSTILE.to_owned());
+        dns.rcode = Some(HOSTILE.to_owned());
+        dns.response = Some(true);
+        let refused =
+            SocketError { owner: Some(owner.clone()), dns: Some(dns.clone()), ..samples::owned_socket_error() };
+        let sent = crate::domain::IcmpSent { dns: Some(dns.clone()), ..samples::icmp_sent() };
+        let dropped = UdpDropped {
+            reason: Some(HOSTILE.to_owned()),
+            location: Some(HOSTILE.to_owned()),
+            owner: Some(without_container),
+            local: Some("10.0.0.9:53".parse().unwrap()),
+            dns: Some(dns),
+            ..samples::dns_drop()
+        };
+        let located = UdpDropped { reason: None, ..dropped.clone() };
+        let suppressed: IcmpSuppressed = samples::host_limited(sent.clone());
+        vec![
+            Event::SocketError(refused.clone()),
+            Event::SocketError(SocketError { owner: Some(OwnerInfo { container: None, ..owner }), ..refused }),
+            Event::IcmpSent(sent),
+            Event::UdpDropped(dropped),
+            Event::UdpDropped(located),
+            Event::IcmpSuppressed(suppressed),
+            Event::Lost { time: samples::time(), count: 3 },
+        ]
+    }
+
+    /// Characters a terminal acts on: controls, and the invisible format characters `escape` takes.
+    fn acted_on(c: char) -> bool {
+        c.is_control() || (c != ' ' && escape(&c.to_string()) != c.to_string() && c != '\\')
+    }
+
+    /// No control or format character from any field reaches the text (plain or coloured, where the only
+    /// escape sequences are the colours') or the summary; no control character the JSON, where the values
+    /// come back whole.
+    #[test]
+    fn no_field_reaches_an_output_raw() {
+        let colours = ["\x1b[1;31m", "\x1b[33m", "\x1b[36m", "\x1b[35m", "\x1b[1;7;31m", "\x1b[2m", "\x1b[0m"];
+        let mut table = summary::Table::default();
+        for event in hostile_events() {
+            for color in [false, true] {
+                let mut line = text::styled_text(&event, color);
+                for sgr in colours {
+                    line = line.replace(sgr, "");
+                }
+                assert!(!line.chars().any(acted_on), "{}: {line:?}", event.name());
+            }
+            table.add(&event);
+            let json = json::json(&event);
+            let text = json.to_string();
+            assert!(!text.chars().any(char::is_control), "{text}");
+            if !matches!(event, Event::Lost { .. }) {
+                assert!(text.contains(&serde_json::to_string(HOSTILE).unwrap()), "the value whole in JSON: {text}");
+            }
+        }
+        let summary = table.text("summary");
+        for row in summary.lines() {
+            assert!(!row.chars().any(acted_on), "{row:?}");
+        }
+        // The owner's name is in the summary and in the socket error's sentence, escaped.
+        let escaped = escape(HOSTILE);
+        assert!(summary.contains(&escaped), "{summary}");
+        let refused = text::styled_text(&hostile_events()[0], false);
+        assert!(refused.contains(&format!("({escaped}'s {escaped} answer for")), "{refused}");
+    }
 
     #[test]
     fn control_characters_from_the_traced_system_are_escaped() {

@@ -116,7 +116,7 @@ impl DnsKey {
             (Some(true), rcode) => format!("answer {} ", rcode.as_deref().unwrap_or("?")),
             _ => String::new(),
         };
-        let name = self.qname.as_deref().map_or_else(|| "?".to_owned(), |name| escape(crate::dns::shown(name)));
+        let name = self.qname.as_deref().map_or("?", crate::dns::shown);
         format!("{answer}{} {name}", self.qtype.as_deref().unwrap_or("?"))
     }
 }
@@ -226,29 +226,18 @@ impl Table {
         }
         // The DNS column only when a row shown has a question.
         let dns = rows.iter().take(SHOWN_ROWS).any(|(key, _)| key.dns.is_some());
-        let dns_column = |text: &str| if dns { format!("{text:<40}  ") } else { String::new() };
-        out.push_str(&format!(
-            "{:>9}  {:<15}  {:<13}  {:<20}  {:<45}  {}{}\n",
-            "COUNT",
-            "EVENT",
-            "ERRNO",
-            "VERDICT/CAUSE",
-            "ADDRESS",
-            dns_column("DNS"),
-            "OWNER"
-        ));
+        out.push_str(&row("COUNT", ["EVENT", "ERRNO", "VERDICT/CAUSE", "ADDRESS"], dns.then_some("DNS"), "OWNER"));
         for (key, count) in rows.iter().take(SHOWN_ROWS) {
             let owner = match (key.pid, &key.comm) {
-                (Some(pid), Some(comm)) => format!("pid {pid} {}", escape(comm)),
+                (Some(pid), Some(comm)) => format!("pid {pid} {comm}"),
                 _ => "-".to_owned(),
             };
-            out.push_str(&format!(
-                "{count:>9}  {:<15}  {:<13}  {:<20}  {:<45}  {}{owner}\n",
-                key.event,
-                key.errno.unwrap_or("-"),
-                key.outcome,
-                key.address.as_deref().unwrap_or("-"),
-                dns_column(&key.dns.as_ref().map_or_else(|| "-".to_owned(), DnsKey::text)),
+            let question = key.dns.as_ref().map_or_else(|| "-".to_owned(), DnsKey::text);
+            out.push_str(&row(
+                &count.to_string(),
+                [key.event, key.errno.unwrap_or("-"), &key.outcome, key.address.as_deref().unwrap_or("-")],
+                dns.then_some(&question),
+                &owner,
             ));
         }
         if rows.len() > SHOWN_ROWS {
@@ -290,6 +279,15 @@ impl Table {
             "rows": rows,
         })
     }
+}
+
+/// One line of the table, each cell escaped (owners' names and DNS names come from traced processes and
+/// packets) and padded: the count, the event, errno, verdict or cause, address, the DNS question when the
+/// table has that column, the owner.
+fn row(count: &str, cells: [&str; 4], dns: Option<&str>, owner: &str) -> String {
+    let [event, errno, outcome, address] = cells.map(escape);
+    let dns = dns.map(|question| format!("{:<40}  ", escape(question))).unwrap_or_default();
+    format!("{count:>9}  {event:<15}  {errno:<13}  {outcome:<20}  {address:<45}  {dns}{}\n", escape(owner))
 }
 
 #[cfg(test)]

@@ -53,14 +53,14 @@ fn owner_text(owner: Option<&OwnerInfo>) -> String {
     let Some(owner) = owner else {
         return "owner unknown".to_owned();
     };
-    let mut text = format!("pid {} {}", owner.pid, escape(&owner.comm));
+    let mut text = format!("pid {} {}", owner.pid, owner.comm);
     if let Some(others) = owner.holders.and_then(|n| n.checked_sub(1)).filter(|&n| n > 0) {
         text.push_str(&format!(" (+{others} more holding it)"));
     }
     if let Some(container) = &owner.container {
         text.push_str(&format!(" container {}", &container[..container.len().min(12)]));
     } else if let Some(cgroup) = owner.cgroup.as_deref().filter(|c| *c != "/") {
-        text.push_str(&format!(" cgroup {}", escape(cgroup.rsplit('/').next().unwrap_or(cgroup))));
+        text.push_str(&format!(" cgroup {}", cgroup.rsplit('/').next().unwrap_or(cgroup)));
     }
     text
 }
@@ -152,8 +152,11 @@ impl Line {
         Line { color, text: clock_time(time) }
     }
 
-    /// Appends `value`, padded to `width`, in `tone`.
+    /// Appends `value`, escaped, padded to `width`, in `tone`. Every part of a line but the time and the
+    /// colours passes here: whatever a column or sentence holds that came from a packet or a traced process,
+    /// no control character reaches the terminal or the journal.
     fn column(&mut self, value: &str, width: usize, tone: Option<Tone>) -> &mut Self {
+        let value = escape(value);
         let padded = format!("{value:<width$}");
         self.text.push_str("  ");
         match tone.filter(|_| self.color) {
