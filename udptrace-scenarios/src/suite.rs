@@ -17,6 +17,7 @@ mod dns;
 mod drops;
 mod errors;
 mod fixtures;
+mod hostile;
 mod metrics;
 mod operator;
 mod owner;
@@ -135,6 +136,8 @@ pub static SCENARIOS: &[Scenario] = &[
     Scenario { name: "owner_records_freed", run: operator::owner_records_freed },
     Scenario { name: "capabilities_dropped", run: operator::capabilities_dropped },
     Scenario { name: "prometheus", run: metrics::prometheus },
+    Scenario { name: "hostile_names", run: hostile::hostile_names },
+    Scenario { name: "hostile_flood", run: hostile::hostile_flood },
 ];
 
 #[cfg(test)]

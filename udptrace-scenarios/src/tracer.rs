@@ -91,16 +91,28 @@ pub struct Tracer {
     verbose: bool,
 }
 
+/// How a udptrace is started: read only after [`Tracer::resume`], and with `--json`.
+#[derive(Clone, Copy)]
+struct Spawn {
+    stalled: bool,
+    json: bool,
+}
+
 impl Tracer {
     /// udptrace in the suite's mode and buffer, with `extra` options.
     pub fn start(config: &crate::Config, extra: &[&str]) -> Result<Self> {
-        Self::spawn(&config.udptrace, &config.mode, &config.buffer, extra, false)
+        Self::spawn(&config.udptrace, &config.mode, &config.buffer, extra, Spawn { stalled: false, json: true })
+    }
+
+    /// Like [`Tracer::start`], but with text output: each line is a `Value::String`.
+    pub fn start_text(config: &crate::Config, extra: &[&str]) -> Result<Self> {
+        Self::spawn(&config.udptrace, &config.mode, &config.buffer, extra, Spawn { stalled: false, json: false })
     }
 
     /// Like [`Tracer::start`], but nothing reads udptrace's output until [`Tracer::resume`]: once the
     /// pipe is full udptrace blocks writing, and the kernel's buffer fills behind it.
     pub fn start_stalled(config: &crate::Config, extra: &[&str]) -> Result<Self> {
-        Self::spawn(&config.udptrace, &config.mode, &config.buffer, extra, true)
+        Self::spawn(&config.udptrace, &config.mode, &config.buffer, extra, Spawn { stalled: true, json: true })
     }
 
     pub fn resume(&mut self) {
@@ -131,10 +143,12 @@ impl Tracer {
         }
     }
 
-    fn spawn(udptrace: &Path, mode: &str, buffer: &str, extra: &[&str], stalled: bool) -> Result<Self> {
+    fn spawn(udptrace: &Path, mode: &str, buffer: &str, extra: &[&str], how: Spawn) -> Result<Self> {
+        let Spawn { stalled, json } = how;
         let started = Instant::now();
         let mut child = Command::new(udptrace)
-            .args(["--json", "--probe", mode, "--buffer", buffer])
+            .args(json.then_some("--json"))
+            .args(["--probe", mode, "--buffer", buffer])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
