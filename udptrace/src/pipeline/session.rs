@@ -20,7 +20,7 @@ use super::{
     enrich::Enricher,
     filter::Filter,
     source::Source,
-    tally::{DropCounts, Tally},
+    tally::{DropCounts, Read, Tally},
 };
 use crate::{domain::Event, output::Sink};
 
@@ -193,6 +193,19 @@ pub async fn run(mut source: Source, stages: Stages, sinks: Vec<Box<dyn Sink>>, 
     Ok(session.totals)
 }
 
+/// What happens after a read of the kernel's counts failed, given why the programs could not be told to
+/// hand records over (`None`: they were told).
+fn after_failed_read(not_switched: Option<&anyhow::Error>) -> String {
+    match not_switched {
+        None => "events are handed over one by one from now on".to_owned(),
+        Some(e) => format!(
+            "the programs could not be told to hand events over one by one ({}) and go on counting in the kernel: \
+             they are told again each second, and what they count is shown once they are, or at the stop",
+            crate::errors::one_line(e)
+        ),
+    }
+}
+
 async fn notified(stop: Option<&tokio::sync::Notify>) {
     match stop {
         Some(stop) => stop.notified().await,
@@ -276,12 +289,23 @@ impl Session {
         self.read_tally()
     }
 
-    /// Hands on what the programs counted since the last read.
+    /// Hands on what the programs counted since the last read. After a read that failed, the programs are
+    /// told to hand records over; what the other generation holds is still handed on. Where they cannot be
+    /// told, they go on counting, and each read tells them again ([`Tally::read`]); the session's end reads
+    /// what they counted ([`Tally::finish`]).
     fn read_tally(&mut self) -> ControlFlow<Stop> {
         self.read_drops()?;
         let Some(tally) = &mut self.stages.tally else { return ControlFlow::Continue(()) };
-        let read = tally.read(self.clock);
-        self.tallied(read)
+        let read = tally.read(self.clock).unwrap_or_else(|e| {
+            let (read, switched) = tally.stop(self.clock);
+            eprintln!(
+                "udptrace: warning: {}; {}",
+                crate::errors::one_line(&e.context("reading the counts kept in the kernel")),
+                after_failed_read(switched.as_ref().err())
+            );
+            read
+        });
+        self.counted(read)
     }
 
     /// The programs hand records over again, and what they counted is handed on.
@@ -292,40 +316,34 @@ impl Session {
         }
         self.read_drops()?;
         let Some(tally) = &mut self.stages.tally else { return ControlFlow::Continue(()) };
-        let read = tally.stop(self.clock);
-        self.tallied(read)
+        let read = tally.finish(self.clock);
+        self.counted(read)
     }
 
     /// Hands on the drops counted since the last read. A failed read is said, and the drops the program
     /// counts meanwhile wait for the next.
     fn read_drops(&mut self) -> ControlFlow<Stop> {
         let Some(drops) = &mut self.stages.drops else { return ControlFlow::Continue(()) };
-        let events = drops.read(self.clock).unwrap_or_else(|e| {
+        let read = drops.read(self.clock).unwrap_or_else(|e| {
             eprintln!(
                 "udptrace: warning: {}",
                 crate::errors::one_line(&e.context("reading the drops counted in the kernel"))
             );
-            Vec::new()
+            Read::default()
         });
-        let now = Instant::now();
-        for event in events {
-            self.stages.enricher.push(event, now);
-        }
-        self.pass_on()
+        self.counted(read)
     }
 
-    fn tallied(&mut self, read: Result<Vec<Event>>) -> ControlFlow<Stop> {
-        let events = read.unwrap_or_else(|e| {
-            eprintln!(
-                "udptrace: warning: {}; events are handed over one by one from now on",
-                crate::errors::one_line(&e.context("reading the counts kept in the kernel"))
-            );
-            // The programs may still be counting: tell them to hand records over, and go on without; what
-            // the other generation holds is still handed on.
-            self.stages.tally.take().and_then(|mut tally| tally.stop(self.clock).ok()).unwrap_or_default()
-        });
+    /// Hands on what a read of the kernel's counts gave, and counts the records that did not decode.
+    fn counted(&mut self, read: Read) -> ControlFlow<Stop> {
+        for (e, count) in read.undecodable {
+            self.totals.undecodable += count;
+            if self.options.verbose {
+                eprintln!("udptrace: warning: undecodable record, counted {count} times in the kernel: {e}");
+            }
+        }
         let now = Instant::now();
-        for event in events {
+        for event in read.events {
             self.stages.enricher.push(event, now);
         }
         self.pass_on()
