@@ -20,13 +20,26 @@ use super::{
     enrich::Enricher,
     filter::Filter,
     source::Source,
-    tally::{DropCounts, Tally},
+    tally::{DropCounts, Read, Tally},
 };
 use crate::{domain::Event, output::Sink};
 
 /// How often the kernel's lost-event counters (and, where they stand in for hooks, the rate-limit
 /// counters) are read while tracing.
 const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(1);
+
+/// How long the final drain may spend on the records left in the buffer: those still there after it are
+/// counted lost without being read, so that a stop ends well within what a service manager waits before
+/// it kills (systemd's 90 s, Kubernetes' 30 s) and the closing line is written.
+const FINAL_DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// Batches of the final drain, once the programs hand over nothing more: the buffer holds a bounded number
+/// of records, and the drain ends when it is empty; bounded all the same.
+const FINAL_BATCHES: usize = 4096;
+
+/// Batches read and shown when the programs could not be told to stop (they go on handing records over):
+/// after these, the records are counted lost, unread, up to [`FINAL_BATCHES`].
+const FINAL_BATCHES_SHOWN_UNSTOPPED: usize = 64;
 
 pub struct Options {
     pub duration: Option<Duration>,
@@ -79,6 +92,9 @@ pub struct Totals {
     pub owners_not_recorded: u64,
     /// Datagrams on a DNS port whose payload did not parse as DNS (said only when there were some).
     pub not_dns: u64,
+    /// The programs could not be told to stop at the end: what they handed over after the final drain is
+    /// counted nowhere (said only then).
+    pub not_stopped: bool,
 }
 
 impl Totals {
@@ -89,6 +105,9 @@ impl Totals {
         );
         if self.not_dns > 0 {
             line.push_str(&format!(", {} datagrams on a DNS port not DNS", self.not_dns));
+        }
+        if self.not_stopped {
+            line.push_str(", events after the last read not counted (the programs could not be stopped)");
         }
         line
     }
@@ -111,11 +130,23 @@ struct Session {
     totals: Totals,
     /// Events the filter options dropped here (the programs count theirs in `STATS`).
     filtered_here: u64,
+    /// From this instant the records drained are counted lost, unread (the final drain's bounds).
+    read_until: Option<Instant>,
+    /// Records counted lost unread, in the final drain.
+    unread: u64,
 }
 
 pub async fn run(mut source: Source, stages: Stages, sinks: Vec<Box<dyn Sink>>, options: Options) -> Result<Totals> {
-    let mut session =
-        Session { options, stages, sinks, clock: Clock::now(), totals: Totals::default(), filtered_here: 0 };
+    let mut session = Session {
+        options,
+        stages,
+        sinks,
+        clock: Clock::now(),
+        totals: Totals::default(),
+        filtered_here: 0,
+        read_until: None,
+        unread: 0,
+    };
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     if let Some(banner) = &session.options.banner {
@@ -161,20 +192,13 @@ pub async fn run(mut source: Source, stages: Stages, sinks: Vec<Box<dyn Sink>>, 
         }
     };
     // What arrived before the stop is still shown, unless an output is gone or the count is reached.
-    // Bounded: under a flood records keep coming until the programs are detached.
     if matches!(stop, Stop::Signal | Stop::Duration) {
         // The drops counted until now, before the closing line: their first ones may still be in the buffer,
         // drained below.
         let _ = session.stop_tally();
+        let stopped = session.stop_output();
         session.stages.enricher.end();
-        // Nothing more comes once the programs are told: the buffer is drained to its end (bounded all the
-        // same, should the map not be there), and what came after is counted lost, in the closing line.
-        let stopped = session.stages.stop_output.as_mut().is_some_and(|stop| stop.set(0, 1, 0).is_ok());
-        for _ in 0..if stopped { 4096 } else { 64 } {
-            if session.drain(&mut source).is_break() || !source.has_more() {
-                break;
-            }
-        }
+        session.final_drain(&mut source, stopped);
         let _ = session.pass_on();
     }
     if !matches!(stop, Stop::OutputClosed) {
@@ -193,6 +217,19 @@ pub async fn run(mut source: Source, stages: Stages, sinks: Vec<Box<dyn Sink>>, 
     Ok(session.totals)
 }
 
+/// What happens after a read of the kernel's counts failed, given why the programs could not be told to
+/// hand records over (`None`: they were told).
+fn after_failed_read(not_switched: Option<&anyhow::Error>) -> String {
+    match not_switched {
+        None => "events are handed over one by one from now on".to_owned(),
+        Some(e) => format!(
+            "the programs could not be told to hand events over one by one ({}) and go on counting in the kernel: \
+             they are told again each second, and what they count is shown once they are, or at the stop",
+            crate::errors::one_line(e)
+        ),
+    }
+}
+
 async fn notified(stop: Option<&tokio::sync::Notify>) {
     match stop {
         Some(stop) => stop.notified().await,
@@ -207,10 +244,76 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
+/// How the final drain takes a record.
+#[derive(Debug, PartialEq, Eq)]
+enum Take {
+    /// Decoded and shown.
+    Read,
+    /// Counted lost, unread: the drain's time is up, or the programs were not stopped and go on.
+    Count,
+}
+
+/// Whether batch `batch` of the final drain is read or counted, and `None` once it is to end: counted after
+/// [`FINAL_DRAIN_TIME`] (`late`), or after [`FINAL_BATCHES_SHOWN_UNSTOPPED`] when the programs were not
+/// stopped; ended after [`FINAL_BATCHES`].
+fn final_batch(batch: usize, stopped: bool, late: bool) -> Option<Take> {
+    if batch >= FINAL_BATCHES {
+        None
+    } else if late || (!stopped && batch >= FINAL_BATCHES_SHOWN_UNSTOPPED) {
+        Some(Take::Count)
+    } else {
+        Some(Take::Read)
+    }
+}
+
 impl Session {
+    /// Tells the programs to hand over nothing more, and count what they would have as lost; whether they
+    /// were told.
+    fn stop_output(&mut self) -> bool {
+        let told = match self.stages.stop_output.as_mut() {
+            Some(stop) => stop.set(0, 1, 0).context("writing the map that stops them"),
+            None => Err(anyhow::anyhow!("the map that stops them is missing")),
+        };
+        if let Err(e) = &told {
+            eprintln!(
+                "udptrace: warning: the programs could not be told to stop ({}): what they hand over from now on \
+                 is shown for a while, then counted lost, and what comes after that is not counted",
+                crate::errors::one_line(e)
+            );
+            self.totals.not_stopped = true;
+        }
+        told.is_ok()
+    }
+
+    /// Reads what is left in the buffer once the programs were told to stop (`stopped`): to its end, unless
+    /// that outlasts [`FINAL_DRAIN_TIME`] (an owner looked up in /proc, a slow output): what is left then
+    /// is counted lost, unread. Unstopped programs hand records over until they are detached: bounded by
+    /// [`final_batch`].
+    fn final_drain(&mut self, source: &mut Source, stopped: bool) {
+        let deadline = Instant::now() + FINAL_DRAIN_TIME;
+        for batch in 0.. {
+            let Some(take) = final_batch(batch, stopped, Instant::now() >= deadline) else { break };
+            self.read_until = Some(if take == Take::Count { Instant::now() } else { deadline });
+            if self.drain(source).is_break() || !source.has_more() {
+                break;
+            }
+        }
+        if self.unread > 0 && stopped {
+            eprintln!(
+                "udptrace: warning: the stop took {} s: the {} records left in the buffer are counted lost, unread",
+                FINAL_DRAIN_TIME.as_secs(),
+                self.unread
+            );
+        }
+    }
+
     /// Decodes the waiting records and passes on what is complete.
     fn drain(&mut self, source: &mut Source) -> ControlFlow<Stop> {
         source.drain(|bytes| {
+            if self.read_until.is_some_and(|until| Instant::now() >= until) {
+                self.unread += 1;
+                return ControlFlow::Continue(());
+            }
             match decode(bytes, self.clock) {
                 Ok(event) => {
                     if event.dns().is_some_and(|d| d.malformed) {
@@ -276,12 +379,23 @@ impl Session {
         self.read_tally()
     }
 
-    /// Hands on what the programs counted since the last read.
+    /// Hands on what the programs counted since the last read. After a read that failed, the programs are
+    /// told to hand records over; what the other generation holds is still handed on. Where they cannot be
+    /// told, they go on counting, and each read tells them again ([`Tally::read`]); the session's end reads
+    /// what they counted ([`Tally::finish`]).
     fn read_tally(&mut self) -> ControlFlow<Stop> {
         self.read_drops()?;
         let Some(tally) = &mut self.stages.tally else { return ControlFlow::Continue(()) };
-        let read = tally.read(self.clock);
-        self.tallied(read)
+        let read = tally.read(self.clock).unwrap_or_else(|e| {
+            let (read, switched) = tally.stop(self.clock);
+            eprintln!(
+                "udptrace: warning: {}; {}",
+                crate::errors::one_line(&e.context("reading the counts kept in the kernel")),
+                after_failed_read(switched.as_ref().err())
+            );
+            read
+        });
+        self.counted(read)
     }
 
     /// The programs hand records over again, and what they counted is handed on.
@@ -292,49 +406,43 @@ impl Session {
         }
         self.read_drops()?;
         let Some(tally) = &mut self.stages.tally else { return ControlFlow::Continue(()) };
-        let read = tally.stop(self.clock);
-        self.tallied(read)
+        let read = tally.finish(self.clock);
+        self.counted(read)
     }
 
     /// Hands on the drops counted since the last read. A failed read is said, and the drops the program
     /// counts meanwhile wait for the next.
     fn read_drops(&mut self) -> ControlFlow<Stop> {
         let Some(drops) = &mut self.stages.drops else { return ControlFlow::Continue(()) };
-        let events = drops.read(self.clock).unwrap_or_else(|e| {
+        let read = drops.read(self.clock).unwrap_or_else(|e| {
             eprintln!(
                 "udptrace: warning: {}",
                 crate::errors::one_line(&e.context("reading the drops counted in the kernel"))
             );
-            Vec::new()
+            Read::default()
         });
-        let now = Instant::now();
-        for event in events {
-            self.stages.enricher.push(event, now);
-        }
-        self.pass_on()
+        self.counted(read)
     }
 
-    fn tallied(&mut self, read: Result<Vec<Event>>) -> ControlFlow<Stop> {
-        let events = read.unwrap_or_else(|e| {
-            eprintln!(
-                "udptrace: warning: {}; events are handed over one by one from now on",
-                crate::errors::one_line(&e.context("reading the counts kept in the kernel"))
-            );
-            // The programs may still be counting: tell them to hand records over, and go on without; what
-            // the other generation holds is still handed on.
-            self.stages.tally.take().and_then(|mut tally| tally.stop(self.clock).ok()).unwrap_or_default()
-        });
+    /// Hands on what a read of the kernel's counts gave, and counts the records that did not decode.
+    fn counted(&mut self, read: Read) -> ControlFlow<Stop> {
+        for (e, count) in read.undecodable {
+            self.totals.undecodable += count;
+            if self.options.verbose {
+                eprintln!("udptrace: warning: undecodable record, counted {count} times in the kernel: {e}");
+            }
+        }
         let now = Instant::now();
-        for event in events {
+        for event in read.events {
             self.stages.enricher.push(event, now);
         }
         self.pass_on()
     }
 
     /// Emits a `lost` event for what the kernel dropped since the last read: records that did not fit, and
-    /// errors whose programs the kernel skipped.
+    /// errors whose programs the kernel skipped; and, at the end, records the final drain left unread.
     fn read_lost(&mut self) -> ControlFlow<Stop> {
-        let lost = self.stat(stat::LOST) + self.stages.misses.total();
+        let lost = self.stat(stat::LOST) + self.stages.misses.total() + self.unread;
         self.totals.unreadable = self.stat(stat::READ_ERROR);
         let not_recorded = self.stat(stat::OWNER_NOT_RECORDED);
         if not_recorded > 0 && self.totals.owners_not_recorded == 0 {
@@ -384,10 +492,40 @@ mod tests {
             undecodable: 0,
             owners_not_recorded: 2,
             not_dns: 0,
+            not_stopped: false,
         };
         assert_eq!(
             totals.closing_line(),
             "udptrace: 12 events seen, 4 filtered out, 3 lost, 1 unreadable, 0 undecodable, 2 owners not recorded"
         );
+        let not_stopped = Totals { not_stopped: true, ..totals };
+        assert!(not_stopped.closing_line().starts_with(&totals.closing_line()));
+        assert!(
+            not_stopped
+                .closing_line()
+                .ends_with(", events after the last read not counted (the programs could not be stopped)")
+        );
+    }
+
+    /// Stopped programs hand over what the buffer holds, read to its end within the drain's time, then
+    /// counted; unstopped ones go on, and what they hand over past the shown batches is counted, up to a bound.
+    #[test]
+    fn the_final_drain_reads_then_counts_then_ends() {
+        assert_eq!(final_batch(0, true, false), Some(Take::Read));
+        assert_eq!(final_batch(FINAL_BATCHES - 1, true, false), Some(Take::Read));
+        assert_eq!(final_batch(3, true, true), Some(Take::Count));
+        assert_eq!(final_batch(FINAL_BATCHES, true, false), None);
+        assert_eq!(final_batch(FINAL_BATCHES_SHOWN_UNSTOPPED - 1, false, false), Some(Take::Read));
+        assert_eq!(final_batch(FINAL_BATCHES_SHOWN_UNSTOPPED, false, false), Some(Take::Count));
+        assert_eq!(final_batch(FINAL_BATCHES, false, true), None);
+    }
+
+    /// The warning after a failed read says records are handed over only when the programs were told so.
+    #[test]
+    fn a_failed_read_says_whether_the_programs_still_count() {
+        assert_eq!(after_failed_read(None), "events are handed over one by one from now on");
+        let still = after_failed_read(Some(&anyhow::anyhow!("switching the kernel's counts: EPERM")));
+        assert!(still.contains("go on counting in the kernel"), "{still}");
+        assert!(!still.contains("from now on"), "{still}");
     }
 }

@@ -25,8 +25,25 @@ use udptrace_common::{
     names, tally,
 };
 
-use super::decode::{Clock, boot_time_ns, decode};
+use super::decode::{Clock, DecodeError, boot_time_ns, decode};
 use crate::domain::Event;
+
+/// What a read of the kernel's counts gives.
+#[derive(Debug, Default)]
+pub struct Read {
+    /// One event per distinct record, carrying its count.
+    pub events: Vec<Event>,
+    /// The counted records that did not decode, each with how many errors it counted: the closing line's
+    /// `undecodable` counts them as it would have counted the records one by one.
+    pub undecodable: Vec<(DecodeError, u64)>,
+}
+
+impl Read {
+    fn extend(&mut self, other: Read) {
+        self.events.extend(other.events);
+        self.undecodable.extend(other.undecodable);
+    }
+}
 
 /// `include/uapi/linux/membarrier.h`.
 const MEMBARRIER_CMD_QUERY: libc::c_int = 0;
@@ -41,6 +58,12 @@ pub struct Tally {
     current: Option<u32>,
     /// An epoch switched away from whose read failed: read at [`Tally::stop`], once no program counts.
     unread: Option<u32>,
+    /// [`Tally::stop`] could not switch the programs to handing records over: they still count, and each
+    /// read tries again.
+    stopping: bool,
+    /// Per generation, records a failed removal left in the map, with the counts already handed on.
+    socket_errors_left: [Vec<Counted<RawSocketError>>; 2],
+    icmp_sent_left: [Vec<Counted<RawIcmpSent>>; 2],
     /// When the counts were last read.
     pub last_read: Instant,
 }
@@ -68,6 +91,9 @@ impl Tally {
             icmp_sent_pending,
             current: None,
             unread: None,
+            stopping: false,
+            socket_errors_left: Default::default(),
+            icmp_sent_left: Default::default(),
             last_read: Instant::now(),
         };
         this.switch_to(Some(2))?;
@@ -75,36 +101,66 @@ impl Tally {
     }
 
     /// What the programs counted since the last read: one event per distinct record, carrying its count.
-    /// A read that fails leaves the counts where they are, for [`Tally::stop`].
-    pub fn read(&mut self, clock: Clock) -> Result<Vec<Event>> {
-        let Some(old) = self.current else { return Ok(Vec::new()) };
+    /// A read that fails leaves the counts where they are, for [`Tally::stop`]. After a stop that could not
+    /// switch the programs, each read tries the switch again, and reads nothing until it works.
+    pub fn read(&mut self, clock: Clock) -> Result<Read> {
+        if self.stopping {
+            return Ok(self.stop(clock).0);
+        }
+        let Some(old) = self.current else { return Ok(Read::default()) };
         self.switch_to(Some(old + 1))?;
         self.unread = Some(old);
-        let events = self.collect(old, clock)?;
+        let read = self.collect(old, clock)?;
         self.unread = None;
-        Ok(events)
+        Ok(read)
     }
 
     /// The programs hand records over again; what they counted until now is returned: the current epoch's
     /// counts, and those of an epoch whose read failed (the session stops counting in the kernel after
     /// one). With no program counting, neither generation's pending slots can be taken over any more.
-    pub fn stop(&mut self, clock: Clock) -> Result<Vec<Event>> {
-        let Some(current) = self.current else { return Ok(Vec::new()) };
-        self.switch_to(None)?;
+    ///
+    /// The second value says whether the programs were switched. A failed switch leaves them counting: the
+    /// epoch whose read failed is read all the same (no program counts there), the current one is left to
+    /// the next [`Tally::read`], which tries again, or to [`Tally::finish`].
+    pub fn stop(&mut self, clock: Clock) -> (Read, Result<()>) {
+        let Some(current) = self.current else { return (Read::default(), Ok(())) };
+        let switched = self.switch_to(None);
+        self.stopping = switched.is_err();
+        (self.read_stopped(current, switched.is_ok(), clock), switched)
+    }
+
+    /// The session ends: as [`Tally::stop`], and where the programs cannot be switched, their current
+    /// generation is read while they may still count in it (they are detached right after): a count added
+    /// during the read may be missed, and that is said.
+    pub fn finish(&mut self, clock: Clock) -> Read {
+        let Some(current) = self.current else { return Read::default() };
+        if let Err(e) = self.switch_to(None) {
+            eprintln!(
+                "udptrace: warning: {}: the counts are read while the programs may still count, and errors counted \
+                 during the read may be missing",
+                crate::errors::one_line(&e)
+            );
+        }
+        self.stopping = false;
+        let read = self.read_stopped(current, true, clock);
+        self.current = None;
+        read
+    }
+
+    /// Reads what [`stopped`] says is to be read once the programs were told to hand records over (or not).
+    fn read_stopped(&mut self, current: u32, switched: bool, clock: Clock) -> Read {
         // Each generation on its own: what one read gives is kept whatever becomes of the other.
-        let mut events = Vec::new();
-        for (epoch, which) in
-            self.unread.take().map(|u| (u, "a second's, read again")).into_iter().chain([(current, "the last")])
-        {
+        let mut read = Read::default();
+        for (epoch, which) in stopped(self.unread.take(), current, switched) {
             match self.collect(epoch, clock) {
-                Ok(read) => events.extend(read),
+                Ok(one) => read.extend(one),
                 Err(e) => eprintln!(
                     "udptrace: warning: {}: the errors counted then are not shown",
                     crate::errors::one_line(&e.context(format!("reading the kernel's counts ({which})")))
                 ),
             }
         }
-        Ok(events)
+        read
     }
 
     fn switch_to(&mut self, epoch: Option<u32>) -> Result<()> {
@@ -114,7 +170,7 @@ impl Tally {
     }
 
     /// Waits until no program counts in `epoch` any more, then reads its generation and empties it.
-    fn collect(&mut self, epoch: u32, clock: Clock) -> Result<Vec<Event>> {
+    fn collect(&mut self, epoch: u32, clock: Clock) -> Result<Read> {
         grace_period()?;
         self.last_read = Instant::now();
         let generation = tally::generation(epoch) as usize;
@@ -123,17 +179,30 @@ impl Tally {
         // Everything is read before anything is removed: a read that fails leaves the generation as it was.
         // Socket errors are counted in the map alone (the programs' `Tallied::pending`).
         let socket_errors = counts(&self.socket_errors[generation])?;
-        let mut icmp_sent = counts(&self.icmp_sent[generation])?;
+        let icmp_sent = counts(&self.icmp_sent[generation])?;
         let icmp_sent_pending = pending(&self.icmp_sent_pending, &[generation as u32], epoch)?;
-        remove(&mut self.socket_errors[generation], &socket_errors)?;
-        remove(&mut self.icmp_sent[generation], &icmp_sent)?;
+        // What was read is handed on even if a removal fails (see `settle`).
+        let left = &mut self.socket_errors_left[generation];
+        let (socket_errors, removed) = settle(socket_errors, left, |key| self.socket_errors[generation].remove(key));
+        say_left(removed);
+        let left = &mut self.icmp_sent_left[generation];
+        let (mut icmp_sent, removed) = settle(icmp_sent, left, |key| self.icmp_sent[generation].remove(key));
+        say_left(removed);
         for counted in icmp_sent_pending {
             merge(&mut icmp_sent, counted);
         }
-        let mut events = decoded(socket_errors, clock, |r| r.header.time_ns = now);
-        events.extend(decoded(icmp_sent, clock, |r| r.header.time_ns = now));
-        Ok(events)
+        let mut read = decoded(socket_errors, clock, |r| r.header.time_ns = now);
+        read.extend(decoded(icmp_sent, clock, |r| r.header.time_ns = now));
+        Ok(read)
     }
+}
+
+/// The epochs a stop reads, each with how a failure names it: the one whose read failed (no program counts
+/// there), and the current one once the programs were switched to handing records over: while they count
+/// there, reading it would race with them, and its pending slots, read again later, would be counted twice.
+fn stopped(unread: Option<u32>, current: u32, switched: bool) -> Vec<(u32, &'static str)> {
+    let unread = unread.map(|u| (u, "a second's, read again"));
+    unread.into_iter().chain(switched.then_some((current, "the last"))).collect()
 }
 
 /// The drops the program counted (`udptrace_common::drops`): read every second whatever the session shows,
@@ -147,6 +216,8 @@ pub struct DropCounts {
     /// An epoch switched away from whose read failed. It is read before the program switches again: in
     /// the epoch after next, the program would take over that generation's pending slots.
     unread: Option<u32>,
+    /// Per generation, drops a failed removal left in the map, with the counts already handed on.
+    left: [Vec<Counted<RawUdpDropped>>; 2],
 }
 
 /// The drop program's nesting levels, each with a pending slot per generation (`drop.rs`, `NESTING`).
@@ -165,7 +236,7 @@ impl DropCounts {
         ];
         let pending = PerCpuArray::try_from(take(names::DROP_PENDING)?)?;
         control.set(drops::ICMP_AT_DROP, at_drop, 0).context("configuring the drop program")?;
-        Ok(Self { control, counts, pending, current: 0, unread: None })
+        Ok(Self { control, counts, pending, current: 0, unread: None, left: Default::default() })
     }
 
     /// The pending slots of `epoch`'s generation.
@@ -176,25 +247,25 @@ impl DropCounts {
     /// What the program counted since the last read, one event per flow with its count; nothing to do (no
     /// grace period waited for) when it counted nothing. After a read that failed, the next reads that
     /// generation only, and [`DropCounts::behind`] says so.
-    pub fn read(&mut self, clock: Clock) -> Result<Vec<Event>> {
+    pub fn read(&mut self, clock: Clock) -> Result<Read> {
         if let Some(unread) = self.unread {
-            let events = self.collect(unread, clock)?;
+            let read = self.collect(unread, clock)?;
             self.unread = None;
-            return Ok(events);
+            return Ok(read);
         }
         let old = self.current;
         let generation = tally::generation(old) as usize;
         // A glance while the program may still count: anything at all means a switch.
         if self.counts[generation].keys().next().is_none() && pending(&self.pending, &Self::slots(old), old)?.is_empty()
         {
-            return Ok(Vec::new());
+            return Ok(Read::default());
         }
         self.control.set(drops::EPOCH, old.wrapping_add(1), 0).context("switching the drop counts")?;
         self.current = old.wrapping_add(1);
         self.unread = Some(old);
-        let events = self.collect(old, clock)?;
+        let read = self.collect(old, clock)?;
         self.unread = None;
-        Ok(events)
+        Ok(read)
     }
 
     /// Whether a generation whose read failed waits to be read: the next [`DropCounts::read`] reads it,
@@ -205,10 +276,11 @@ impl DropCounts {
 
     /// Waits until the program no longer counts in `epoch`, then reads its generation and empties it;
     /// everything is read before anything is removed.
-    fn collect(&mut self, epoch: u32, clock: Clock) -> Result<Vec<Event>> {
+    fn collect(&mut self, epoch: u32, clock: Clock) -> Result<Read> {
         grace_period()?;
         let now = boot_time_ns();
-        let map = &mut self.counts[tally::generation(epoch) as usize];
+        let generation = tally::generation(epoch) as usize;
+        let map = &mut self.counts[generation];
         let keys: Vec<RawUdpDropped> = map.keys().collect::<Result<_, _>>().context("listing the drop counts")?;
         let mut read = Vec::with_capacity(keys.len());
         for key in keys {
@@ -218,7 +290,8 @@ impl DropCounts {
             read.push((key, count, queued));
         }
         let slots = pending(&self.pending, &Self::slots(epoch), epoch)?;
-        remove(map, &read)?;
+        let (mut read, removed) = settle(read, &mut self.left[generation], |key| map.remove(key));
+        say_left(removed);
         for counted in slots {
             merge(&mut read, counted);
         }
@@ -273,29 +346,61 @@ fn counts<K: aya::Pod>(map: &PerCpuHashMap<MapData, K, u64>) -> Result<Vec<Count
     Ok(read)
 }
 
-/// Removes the records `read` (read from `map`) from `map`.
-fn remove<K: aya::Pod, V: aya::Pod>(map: &mut PerCpuHashMap<MapData, K, V>, read: &[Counted<K>]) -> Result<()> {
-    for (key, ..) in read {
-        map.remove(key).context("emptying the kernel's counts")?;
+/// What to hand on of the records `read` from a map, which `remove` then removes from it: every count read,
+/// less what an earlier read handed on already of the records its removal left in the map (`left`).
+/// A record that cannot be removed stays counted there, and goes into `left` with its count as read, for
+/// the next read of that generation to take off; every record is tried. Reading everything, removing, and
+/// then handing on only what was removed would lose the counts removed before a removal that failed.
+/// The second value: how many records stay in the map, and the first removal's error.
+fn settle<K: aya::Pod, E: std::error::Error + Send + Sync + 'static>(
+    read: Vec<Counted<K>>,
+    left: &mut Vec<Counted<K>>,
+    mut remove: impl FnMut(&K) -> Result<(), E>,
+) -> (Vec<Counted<K>>, Option<(usize, anyhow::Error)>) {
+    let mut new = read.clone();
+    for (key, handed_on, _) in left.drain(..) {
+        if let Some(entry) = new.iter_mut().find(|(k, ..)| bytes_of(k) == bytes_of(&key)) {
+            entry.1 = entry.1.saturating_sub(handed_on);
+        }
     }
-    Ok(())
+    let mut failed = None;
+    for counted in read {
+        if let Err(e) = remove(&counted.0) {
+            left.push(counted);
+            failed.get_or_insert_with(|| anyhow::Error::new(e).context("emptying the kernel's counts"));
+        }
+    }
+    (new, failed.map(|e| (left.len(), e)))
+}
+
+/// Says that records stay in the kernel's map after a failed removal (`settle`).
+fn say_left(left: Option<(usize, anyhow::Error)>) {
+    if let Some((records, e)) = left {
+        eprintln!(
+            "udptrace: warning: {}: {records} counted records stay in the kernel's map; their counts are shown, \
+             and the next read shows only what they count after",
+            crate::errors::one_line(&e)
+        );
+    }
 }
 
 /// The counted keys as events, each stamped by `stamp` (counted records carry no time). A record the
-/// programs wrote decodes as it would from the buffer; one that does not is skipped here as it is there, and
-/// the buffer's path says so.
-fn decoded<K: aya::Pod + QueueLength>(read: Vec<Counted<K>>, clock: Clock, stamp: impl Fn(&mut K)) -> Vec<Event> {
-    let mut events = Vec::with_capacity(read.len());
+/// programs wrote decodes as it would from the buffer; one that does not is counted among the undecodable,
+/// for as many errors as it counted, as the buffer's path counts each record it cannot decode.
+fn decoded<K: aya::Pod + QueueLength>(read: Vec<Counted<K>>, clock: Clock, stamp: impl Fn(&mut K)) -> Read {
+    let mut out = Read { events: Vec::with_capacity(read.len()), undecodable: Vec::new() };
     for (mut key, count, queued) in read {
+        if count == 0 {
+            continue;
+        }
         stamp(&mut key);
         key.set_queued(queued);
-        if let Ok(event) = decode(bytes_of(&key), clock)
-            && count > 0
-        {
-            events.push(counted(event, count));
+        match decode(bytes_of(&key), clock) {
+            Ok(event) => out.events.push(counted(event, count)),
+            Err(e) => out.undecodable.push((e, count)),
         }
     }
-    events
+    out
 }
 
 /// Where a counted record keeps the largest queue its count saw.
@@ -360,5 +465,56 @@ mod tests {
         let event = counted(Event::IcmpSuppressed(samples::host_limited(samples::icmp_sent())), 7);
         assert_eq!(event.count(), 7);
         assert_eq!(counted(Event::Lost { time: std::time::UNIX_EPOCH, count: 3 }, 9).count(), 0);
+    }
+
+    fn socket_error(family: u16, port: u16) -> RawSocketError {
+        let mut raw = RawSocketError { local_port: port, ..Default::default() };
+        raw.header.kind = udptrace_common::kind::SOCKET_ERROR;
+        raw.header.probe = udptrace_common::probe::TRACEPOINT;
+        raw.header.family = family as u8;
+        raw
+    }
+
+    /// A counted record that does not decode is counted undecodable for every error it counted, as the
+    /// buffer's path would have counted each record.
+    #[test]
+    fn a_counted_record_that_does_not_decode_is_counted() {
+        let good = socket_error(libc::AF_INET as u16, 1);
+        let bad = socket_error(7, 2);
+        let read = decoded(vec![(good, 40, 0), (bad, 3, 0), (bad, 0, 0)], Clock::now(), |_| {});
+        assert_eq!(read.events.len(), 1);
+        assert_eq!(read.events[0].count(), 40);
+        assert_eq!(read.undecodable, vec![(DecodeError::UnknownFamily(7), 3)]);
+    }
+
+    /// A removal that fails part-way: what was read is handed on all the same, and what stays in the map is
+    /// not handed on twice.
+    #[test]
+    fn counts_read_are_handed_on_when_a_removal_fails() {
+        let (a, b, c) = (socket_error(2, 1), socket_error(2, 2), socket_error(2, 3));
+        let mut left = Vec::new();
+        let fails_on_b = |key: &RawSocketError| {
+            if key.local_port == 2 { Err(std::io::Error::other("no memory")) } else { Ok(()) }
+        };
+        let (read, failed) = settle(vec![(a, 5, 0), (b, 7, 0), (c, 9, 0)], &mut left, fails_on_b);
+        assert_eq!(read.iter().map(|r| r.1).collect::<Vec<_>>(), [5, 7, 9]);
+        let (records, e) = failed.expect("the failure");
+        assert_eq!(records, 1);
+        assert!(e.to_string().contains("emptying"), "{e}");
+        // The next read of that generation finds b at 7 + 4 and a anew: b's 7 were handed on already.
+        let (read, failed) = settle(vec![(b, 11, 0), (a, 2, 0)], &mut left, |_| Ok::<(), std::io::Error>(()));
+        assert!(failed.is_none());
+        assert_eq!(read.iter().map(|r| (r.0.local_port, r.1)).collect::<Vec<_>>(), [(2, 4), (1, 2)]);
+        assert!(left.is_empty());
+    }
+
+    /// A stop reads the generation whose read failed whatever happens, the current one only once the
+    /// programs no longer count there.
+    #[test]
+    fn a_stop_reads_the_current_counts_only_once_the_programs_left_them() {
+        assert_eq!(stopped(Some(4), 5, true), [(4, "a second's, read again"), (5, "the last")]);
+        assert_eq!(stopped(None, 5, true), [(5, "the last")]);
+        assert_eq!(stopped(Some(4), 5, false), [(4, "a second's, read again")]);
+        assert!(stopped(None, 5, false).is_empty());
     }
 }

@@ -175,9 +175,11 @@ impl Enricher {
         self.sockets.sweep();
     }
 
-    /// From now on nothing waits: the session is ending.
+    /// From now on nothing waits: the session is ending, and the programs hand over nothing more, so one
+    /// /proc scan answers every owner still to look up ([`Resolver::end`]).
     pub fn end(&mut self) {
         self.ending = true;
+        self.owners.end();
     }
 
     /// The kernel told no socket of `e`: the socket table says which socket took it, and so why it was
@@ -382,5 +384,29 @@ mod tests {
         assert!(matches!(enricher.next(), Some(Event::IcmpSent(_))));
         assert_eq!(enricher.next(), None);
         assert_eq!(enricher.wake_at(), None);
+    }
+
+    /// The final drain of a flood of drops at sockets no process holds (a tunnel's, the kernel's own), each
+    /// a socket of its own: one /proc scan answers them all, not one scan per record.
+    #[test]
+    fn the_end_of_a_flood_on_kernel_sockets_scans_proc_once() {
+        let mut enricher = Enricher::new(None, None, None, Default::default(), false);
+        let scans;
+        (enricher.owners, scans) = owner::tests::counting_resolver();
+        let drop_at =
+            |ino: u64| Event::UdpDropped(UdpDropped { sock_ino: Some(ino), owner: None, ..samples::rcvbuf_drop() });
+        // While tracing: the first lookup scans; one after it waits for the next scan.
+        enricher.push(drop_at(1), Instant::now());
+        let mut out: Vec<Event> = enricher.next().into_iter().collect();
+        enricher.push(drop_at(2), Instant::now() + std::time::Duration::from_millis(1));
+        assert_eq!(enricher.next(), None);
+        enricher.end();
+        for ino in 3..=10_001 {
+            enricher.push(drop_at(ino), Instant::now());
+            out.extend(std::iter::from_fn(|| enricher.next()));
+        }
+        assert_eq!(out.len(), 10_001);
+        assert!(out.iter().all(|e| matches!(e, Event::UdpDropped(d) if d.kernel_socket && d.owner.is_none())));
+        assert!(scans.get() <= 2, "{} scans of /proc for one drain", scans.get());
     }
 }

@@ -95,10 +95,17 @@ impl Holders {
     }
 }
 
+/// Fills a map of socket inodes to their holders: [`scan_proc`], or a test's stand-in.
+type Scan = Box<dyn FnMut(&mut HashMap<u64, Holders>)>;
+
 pub struct Resolver {
     /// socket inode -> its holders, from the last /proc scan.
     sockets: HashMap<u64, Holders>,
     last_scan: Option<Instant>,
+    scan: Scan,
+    /// When the session began to end: every event still to come happened before it (the programs were
+    /// told to hand over nothing more), so the first scan after it answers them all.
+    ended: Option<Instant>,
     /// cgroup v2 id -> path, from the cgroup2 mount.
     cgroups: HashMap<u64, String>,
     cgroup_root: Option<PathBuf>,
@@ -108,7 +115,25 @@ pub struct Resolver {
 impl Resolver {
     /// `cgroup_root`: where the cgroup v2 hierarchy is mounted (`KernelFacts::cgroup2`).
     pub fn new(cgroup_root: Option<PathBuf>) -> Self {
-        Self { sockets: HashMap::new(), last_scan: None, cgroups: HashMap::new(), cgroup_root, last_cgroup_scan: None }
+        Self::with_scan(cgroup_root, Box::new(scan_proc))
+    }
+
+    fn with_scan(cgroup_root: Option<PathBuf>, scan: Scan) -> Self {
+        Self {
+            sockets: HashMap::new(),
+            last_scan: None,
+            scan,
+            ended: None,
+            cgroups: HashMap::new(),
+            cgroup_root,
+            last_cgroup_scan: None,
+        }
+    }
+
+    /// The session is ending: what is looked up from now on happened before now (see
+    /// [`Resolver::by_socket_inode`]).
+    pub fn end(&mut self) {
+        self.ended.get_or_insert_with(Instant::now);
     }
 
     /// Completes an owner the kernel recorded: its cgroup path and container.
@@ -129,19 +154,24 @@ impl Resolver {
     /// A socket missing from the last scan is only unknown if that scan began after the event arrived
     /// (the socket existed throughout, so no process held it). Otherwise /proc is scanned again, at most
     /// once every `RESCAN_AFTER`: until then the answer is `Later`, unless `may_wait` is false (the
-    /// session is ending, or too many events wait), which scans at once.
+    /// session is ending, or too many events wait), which scans at once. A scan that began after the event
+    /// answers it even for a socket whose holder let it go since, when it may not wait: one scan answers
+    /// every event that arrived before it, however many sockets no process holds (the kernel's own: a
+    /// tunnel's), instead of one scan per socket. Once the session ends, an event counts as arrived by then
+    /// (it was recorded before the programs were told to stop), so the final drain scans at most once.
     ///
     /// A holder from a scan is named only while it still holds the socket: its descriptor is read again
     /// through the process's own `/proc/PID` directory, which refers to that process alone (once it exits, a
     /// new process given its pid is not reached through it), and the name is read through the same directory.
     /// Since the scan, the process may have closed the descriptor, or exited and left its pid to another.
     pub fn by_socket_inode(&mut self, ino: u64, seen: Instant, may_wait: bool) -> Lookup {
+        let seen = self.ended.map_or(seen, |ended| seen.min(ended));
         let cached = self.sockets.get(&ino).copied();
         let (holders, process) = match cached.and_then(|h| Some((h, h.holding(ino)?))) {
             Some(found) => found,
             None => {
                 match self.last_scan {
-                    Some(scan) if scan >= seen && cached.is_none() => return Lookup::Unknown,
+                    Some(scan) if scan >= seen && (cached.is_none() || !may_wait) => return Lookup::Unknown,
                     Some(scan) if may_wait && scan.elapsed() < RESCAN_AFTER => {
                         return Lookup::Later(scan + RESCAN_AFTER);
                     }
@@ -172,25 +202,10 @@ impl Resolver {
         fds.flatten().find(|fd| fd.target == FDTarget::Socket(ino)).map(|fd| (pid, fd.fd))
     }
 
-    /// Maps every socket inode in /proc/*/fd to the processes holding it.
     fn scan_proc(&mut self) {
         self.last_scan = Some(Instant::now());
         self.sockets.clear();
-        let mut processes: Vec<Process> = procfs::process::all_processes().into_iter().flatten().flatten().collect();
-        processes.sort_unstable_by_key(Process::pid);
-        for process in processes {
-            // A process that exited, or whose fds this user may not read, holds nothing we can see.
-            let Ok(fds) = process.fd() else {
-                continue;
-            };
-            for fd in fds.flatten() {
-                if let FDTarget::Socket(ino) = fd.target
-                    && (self.sockets.len() < MAX_CACHED_SOCKETS || self.sockets.contains_key(&ino))
-                {
-                    Holders::note(&mut self.sockets, ino, process.pid(), fd.fd);
-                }
-            }
-        }
+        (self.scan)(&mut self.sockets);
     }
 
     fn cgroup_path(&mut self, id: u64) -> Option<String> {
@@ -217,6 +232,25 @@ impl Resolver {
             }
         }
         self.cgroups.get(&id).cloned()
+    }
+}
+
+/// Maps every socket inode in /proc/*/fd to the processes holding it.
+fn scan_proc(sockets: &mut HashMap<u64, Holders>) {
+    let mut processes: Vec<Process> = procfs::process::all_processes().into_iter().flatten().flatten().collect();
+    processes.sort_unstable_by_key(Process::pid);
+    for process in processes {
+        // A process that exited, or whose fds this user may not read, holds nothing we can see.
+        let Ok(fds) = process.fd() else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let FDTarget::Socket(ino) = fd.target
+                && (sockets.len() < MAX_CACHED_SOCKETS || sockets.contains_key(&ino))
+            {
+                Holders::note(sockets, ino, process.pid(), fd.fd);
+            }
+        }
     }
 }
 
@@ -324,6 +358,36 @@ pub mod tests {
         assert_eq!(owner.cgroup, cgroup_of_pid(std::process::id()));
         let own = fs::read_to_string("/proc/self/cgroup").unwrap();
         assert_eq!(owner.cgroup.as_deref(), own.lines().find_map(|l| l.strip_prefix("0::")));
+    }
+
+    /// A resolver whose /proc holds no socket, and how many times it was scanned.
+    pub fn counting_resolver() -> (Resolver, std::rc::Rc<std::cell::Cell<usize>>) {
+        let scans = std::rc::Rc::new(std::cell::Cell::new(0));
+        let counted = scans.clone();
+        (Resolver::with_scan(None, Box::new(move |_| counted.set(counted.get() + 1))), scans)
+    }
+
+    /// Too many events wait (`may_wait` false): a scan that began after an event answers it, whatever
+    /// sockets it asks about; only an event newer than the last scan scans again.
+    #[test]
+    fn one_scan_answers_every_event_before_it() {
+        let (mut resolver, scans) = counting_resolver();
+        let before = Instant::now();
+        assert_eq!(resolver.by_socket_inode(1, before, false), Lookup::Unknown);
+        for ino in 2..1_000 {
+            assert_eq!(resolver.by_socket_inode(ino, before, false), Lookup::Unknown);
+        }
+        assert_eq!(scans.get(), 1);
+        let after = Instant::now() + Duration::from_millis(1);
+        assert_eq!(resolver.by_socket_inode(1_000, after, false), Lookup::Unknown);
+        assert_eq!(scans.get(), 2);
+        // Ending: what comes counts as arrived by the end, which the first scan after it answers.
+        std::thread::sleep(Duration::from_millis(1));
+        resolver.end();
+        for ino in 1_001..2_000 {
+            assert_eq!(resolver.by_socket_inode(ino, Instant::now(), false), Lookup::Unknown);
+        }
+        assert_eq!(scans.get(), 3);
     }
 
     /// The inode number of one of this process's sockets, as `/proc/self/fd` shows it.
