@@ -5,7 +5,8 @@
 //! This file is the table; the cases live by area, beside the program files they prove: `errors.rs` (one
 //! ICMP error from both ends: `recv.rs`, `send.rs`), `delivery.rs` (where an error goes or does not),
 //! `drops.rs` (`drop.rs`), `owner.rs` (`owner.rs`), `check.rs` (`udptrace check`), `metrics.rs` (`--metrics`),
-//! `operator.rs` (what an operator relies on: filters, floods, unloading); `fixtures.rs` is what they share.
+//! `syscalls.rs` (the service's system call filter), `operator.rs` (what an operator relies on: filters,
+//! floods, unloading); `fixtures.rs` is what they share.
 
 use anyhow::Result;
 
@@ -20,6 +21,7 @@ mod fixtures;
 mod metrics;
 mod operator;
 mod owner;
+mod syscalls;
 
 use self::{
     delivery::{kernel_socket, no_route_back_ipv6, no_socket, no_socket_gro, rate_limit, tunnel_socket},
@@ -135,6 +137,7 @@ pub static SCENARIOS: &[Scenario] = &[
     Scenario { name: "owner_records_freed", run: operator::owner_records_freed },
     Scenario { name: "capabilities_dropped", run: operator::capabilities_dropped },
     Scenario { name: "prometheus", run: metrics::prometheus },
+    Scenario { name: "syscall_filter", run: syscalls::syscall_filter },
 ];
 
 #[cfg(test)]
