@@ -123,18 +123,29 @@ fn exercise(strace: &mut Child, hosts: &TwoHosts, metrics: std::net::SocketAddr)
     Ok(())
 }
 
-/// SIGTERM to udptrace, strace's child, as systemd stops it; strace writes its summary as it exits.
+/// SIGTERM to udptrace, strace's child, as systemd stops it; strace writes its summary as it exits. Both
+/// are killed if they are not gone within 15 s.
 fn stop(strace: &mut Child) -> Result<()> {
-    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", strace.id()))?;
-    let udptrace: libc::pid_t = children.split_whitespace().next().context("strace has no child")?.parse()?;
-    // SAFETY: signals a process this test started (through strace), still strace's child.
-    unsafe { libc::kill(udptrace, libc::SIGTERM) };
+    let udptrace: Option<libc::pid_t> = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", strace.id()))
+        .ok()
+        .and_then(|children| children.split_whitespace().next()?.parse().ok());
+    let signal = |signal| {
+        if let Some(pid) = udptrace {
+            // SAFETY: signals a process this test started (through strace), still strace's child.
+            unsafe { libc::kill(pid, signal) };
+        }
+    };
+    signal(libc::SIGTERM);
     // Signal 0: strace is only waited for, as it follows udptrace out.
     let status = crate::stop_child(strace, 0, Duration::from_secs(15));
-    match status {
-        Some(status) if status.success() => Ok(()),
-        Some(status) => bail!("udptrace under strace exited with {status}"),
-        None => bail!("udptrace under strace did not stop within 15 s of SIGTERM"),
+    match (udptrace, status) {
+        (None, _) => bail!("udptrace had exited before the test stopped it"),
+        (Some(_), Some(status)) if status.success() => Ok(()),
+        (Some(_), Some(status)) => bail!("udptrace under strace exited with {status}"),
+        (Some(_), None) => {
+            signal(libc::SIGKILL);
+            bail!("udptrace under strace did not stop within 15 s of SIGTERM")
+        }
     }
 }
 
