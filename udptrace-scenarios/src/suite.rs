@@ -5,7 +5,8 @@
 //! This file is the table; the cases live by area, beside the program files they prove: `errors.rs` (one
 //! ICMP error from both ends: `recv.rs`, `send.rs`), `delivery.rs` (where an error goes or does not),
 //! `drops.rs` (`drop.rs`), `owner.rs` (`owner.rs`), `check.rs` (`udptrace check`), `metrics.rs` (`--metrics`),
-//! `operator.rs` (what an operator relies on: filters, floods, unloading); `fixtures.rs` is what they share.
+//! `syscalls.rs` (the service's system call filter), `operator.rs` (what an operator relies on: filters,
+//! floods, unloading); `fixtures.rs` is what they share.
 
 use anyhow::Result;
 
@@ -21,6 +22,7 @@ mod hostile;
 mod metrics;
 mod operator;
 mod owner;
+mod syscalls;
 
 use self::{
     delivery::{kernel_socket, no_route_back_ipv6, no_socket, no_socket_gro, rate_limit, tunnel_socket},
@@ -138,6 +140,7 @@ pub static SCENARIOS: &[Scenario] = &[
     Scenario { name: "prometheus", run: metrics::prometheus },
     Scenario { name: "hostile_names", run: hostile::hostile_names },
     Scenario { name: "hostile_flood", run: hostile::hostile_flood },
+    Scenario { name: "syscall_filter", run: syscalls::syscall_filter },
 ];
 
 #[cfg(test)]

@@ -3,8 +3,9 @@
 //! `.vm-cache/bullseye-root/`; each run installs the .deb in it with `dpkg -i` and, from inside it (chroot,
 //! with /proc, /sys and /dev bound), runs `udptrace --version`, `udptrace probes`, `udptrace check` of a closed
 //! loopback port and a trace of a datagram bash sends there, and systemd 247's `systemd-analyze verify` of
-//! the unit (the root has systemd and man-db, not running: for the verifier and `man`). Every command runs
-//! in a mount namespace of its own, so that its binds go with it, whatever becomes of the test.
+//! the unit (the root has systemd and man-db, not running: for the verifier and `man`), and last that
+//! `dpkg --purge` takes away the link `systemctl enable` made. Every command runs in a mount namespace of
+//! its own, so that its binds go with it, whatever becomes of the test.
 
 use std::{
     fs,
@@ -114,7 +115,26 @@ pub fn test(deb: &Path) -> Result<Tally> {
             }
         }),
     );
+    // Last: it takes the package away (the next run installs it again).
+    report("purge_removes_enable_link", purge_removes_enable_link(&root));
     Ok(tally)
+}
+
+/// `systemctl enable` (offline, as in a chroot) makes the unit's link; `dpkg --purge` must take it away.
+fn purge_removes_enable_link(root: &Path) -> Result<String> {
+    const LINK: &str = "etc/systemd/system/multi-user.target.wants/udptrace.service";
+    let enabled = run_in(root, &["systemctl", "enable", "udptrace.service"])?;
+    if !root.join(LINK).is_symlink() {
+        bail!("systemctl enable made no /{LINK}: {}", String::from_utf8_lossy(&enabled.stderr).trim());
+    }
+    let purged = run_in(root, &["dpkg", "--purge", "udptrace"])?;
+    if !purged.status.success() {
+        bail!("dpkg --purge: {}", String::from_utf8_lossy(&purged.stderr).trim());
+    }
+    if root.join(LINK).is_symlink() {
+        bail!("/{LINK} is still there after dpkg --purge");
+    }
+    Ok(String::new())
 }
 
 /// The root, bootstrapped if it is not yet: into a folder beside it first, so that an interrupted

@@ -91,11 +91,21 @@ const UNIT: &str = include_str!("../../deploy/systemd/udptrace.service");
 const DEFAULTS: &str = include_str!("../../deploy/systemd/udptrace.default");
 
 /// `systemd` only when it runs: the unit is known to it, never enabled or started (loading programs into
-/// every process's kernel is the operator's decision: `systemctl enable --now udptrace`).
+/// every process's kernel is the operator's decision: `systemctl enable --now udptrace`). An upgrade
+/// (`configure` with the version it replaces) restarts the service if it runs, so that the new binary and
+/// unit take over; `try-restart` starts nothing that was stopped. Through `deb-systemd-invoke` where
+/// Debian's helpers are, which asks policy-rc.d first (a chroot or an image build says no there).
 const POSTINST: &str = "#!/bin/sh
 set -e
 if [ -d /run/systemd/system ]; then
   systemctl daemon-reload || true
+  if [ \"$1\" = configure ] && [ -n \"$2\" ]; then
+    if command -v deb-systemd-invoke >/dev/null 2>&1; then
+      deb-systemd-invoke try-restart udptrace.service || true
+    else
+      systemctl try-restart udptrace.service || true
+    fi
+  fi
 fi
 ";
 const PRERM: &str = "#!/bin/sh
@@ -104,8 +114,18 @@ if [ -d /run/systemd/system ] && [ \"$1\" = remove ]; then
   systemctl stop udptrace.service || true
 fi
 ";
+/// A purge takes the service's enable link too: the unit is gone by then, so `systemctl disable` could not
+/// read its `[Install]` section (`WantedBy=multi-user.target`), and the link is removed by name, after
+/// `deb-systemd-helper purge` forgets what Debian's helpers recorded of it. A removal keeps it, as it keeps
+/// `/etc/default/udptrace`: installing again brings the service back as it was.
 const POSTRM: &str = "#!/bin/sh
 set -e
+if [ \"$1\" = purge ]; then
+  if command -v deb-systemd-helper >/dev/null 2>&1; then
+    deb-systemd-helper purge udptrace.service >/dev/null || true
+  fi
+  rm -f /etc/systemd/system/multi-user.target.wants/udptrace.service
+fi
 if [ -d /run/systemd/system ]; then
   systemctl daemon-reload || true
 fi

@@ -19,7 +19,8 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 pub const BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev", "musl-tools"];
 /// `prometheus`: the metrics test scrapes udptrace with a real one; `bpftrace` and `tcpdump`: what the
 /// benchmark compares udptrace with; `netcat-openbsd`: `nc -vzu` beside `udptrace check`; `bind9-dnsutils`:
-/// dig, a DNS client whose refused query the suite names; `dnsmasq-base`: a DNS server and forwarder.
+/// dig, a DNS client whose refused query the suite names; `dnsmasq-base`: a DNS server and forwarder;
+/// `strace`: the system calls udptrace makes, held against the service's filter.
 pub const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "procps",
@@ -30,6 +31,7 @@ pub const TEST_PACKAGES: &[&str] = &[
     "netcat-openbsd",
     "bind9-dnsutils",
     "dnsmasq-base",
+    "strace",
 ];
 
 /// `$CARGO_HOME/bin`, where `cargo install` puts bpf-linker.

@@ -7,6 +7,7 @@
 //! - `misses`: the runs of the programs the kernel skipped, counted as lost;
 //! - `privileges`: the capabilities that takes;
 //! - `probes`: `udptrace probes`, the table tried on this kernel;
+//! - `syscalls`: the system calls udptrace makes, which the service's filter allows;
 //! - `tables`: the kernel's errno names and its ICMP-to-errno conversion.
 
 pub mod btf;
@@ -16,4 +17,7 @@ pub mod loader;
 pub mod misses;
 pub mod privileges;
 pub mod probes;
+/// Read by the tests alone, which keep the service's `SystemCallFilter=` equal to it.
+#[cfg(test)]
+pub mod syscalls;
 pub mod tables;
