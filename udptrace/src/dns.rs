@@ -45,7 +45,8 @@ fn fields(bytes: &[u8], payload: usize) -> Dns {
     let questions = bytes.get(4..6).map(|q| u16::from_be_bytes([q[0], q[1]]));
     match questions {
         None => dns.malformed = whole,
-        Some(0) => {}
+        // No question, yet the header itself must be whole.
+        Some(0) => dns.malformed = whole && bytes.len() < HEADER,
         Some(_) => match question(bytes) {
             Ok((name, qtype)) => {
                 dns.qname = Some(name);
@@ -280,6 +281,20 @@ mod tests {
         }
         // The whole datagram, cut inside the question: not DNS.
         assert!(parse(&bytes[..20], 20).malformed);
+    }
+
+    /// A whole payload that ends inside the header is no DNS message, even one whose question count, the
+    /// last field it reaches, says there is no question.
+    #[test]
+    fn a_whole_payload_shorter_than_the_header_is_malformed() {
+        for len in 1..HEADER {
+            let dns = parse(&[0; HEADER][..len], len);
+            assert!(dns.malformed, "{len} bytes: {dns:?}");
+            assert_eq!(dns.id, None);
+            assert!(!parse(&[0; HEADER][..len], HEADER).malformed, "{len} bytes of 12");
+        }
+        assert!(!parse(&[0; HEADER], HEADER).malformed);
+        assert!(!parse(&[], 0).malformed);
     }
 
     #[test]

@@ -104,6 +104,11 @@ impl Clock {
         Self { boot_epoch_ns: realtime - boottime }
     }
 
+    /// A clock for which the machine booted `epoch_ns` after the epoch: the same times every run.
+    pub const fn booted_at(epoch_ns: i128) -> Self {
+        Self { boot_epoch_ns: epoch_ns }
+    }
+
     pub fn wall(self, boot_ns: u64) -> SystemTime {
         let ns = (self.boot_epoch_ns + i128::from(boot_ns)).max(0);
         SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
@@ -235,9 +240,11 @@ pub fn decode(bytes: &[u8], clock: Clock) -> Result<Event, DecodeError> {
     }
 }
 
-/// What the DNS payload a record carries says.
-fn dns_of(prefix: &DnsPrefix) -> Dns {
-    let len = usize::from(prefix.len).min(prefix.bytes.len());
+/// What the DNS payload a record carries says: its first `len` bytes, no more than the buffer holds, nor than
+/// the UDP header says the payload holds (`total`; the programs copy no more, and bytes past it are not the
+/// payload's), so that what is said to be read is never more than the payload.
+pub fn dns_of(prefix: &DnsPrefix) -> Dns {
+    let len = usize::from(prefix.len).min(prefix.bytes.len()).min(usize::from(prefix.total));
     dns::parse(&prefix.bytes[..len], usize::from(prefix.total))
 }
 
@@ -515,10 +522,17 @@ mod tests {
         let plain = size_of::<RawUdpDropped>();
         assert!(matches!(decode(&bytes[..plain], CLOCK), Err(DecodeError::Short { .. })));
         // A length past the buffer is held to it.
-        let mut long = raw_dns_drop(QUERY, 29);
+        let mut long = raw_dns_drop(QUERY, 1000);
         long.dns.len = u16::MAX;
         let Event::UdpDropped(e) = decode(&bytes_of(&long), CLOCK).unwrap() else { panic!() };
         assert_eq!(e.dns.unwrap().bytes, udptrace_common::DNS_PREFIX);
+        // A length past what the UDP header says the payload holds is held to that: the bytes past it are
+        // not the payload's, and no more bytes are said read than the payload has.
+        let Event::UdpDropped(e) = decode(&bytes_of(&raw_dns_drop(QUERY, 14)), CLOCK).unwrap() else {
+            panic!()
+        };
+        let dns = e.dns.unwrap();
+        assert_eq!((dns.bytes, dns.payload, dns.malformed, dns.qname), (14, 14, true, None));
     }
 
     #[test]

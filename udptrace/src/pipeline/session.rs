@@ -334,7 +334,7 @@ impl Session {
 
     /// Hands on the events the enricher has completed.
     fn pass_on(&mut self) -> ControlFlow<Stop> {
-        while let Some(event) = self.stages.enricher.next() {
+        while let Some(event) = self.stages.enricher.next_complete() {
             self.event(event)?;
         }
         ControlFlow::Continue(())

@@ -120,7 +120,7 @@ impl Enricher {
     }
 
     /// The next complete event, in arrival order; `None` while the front one waits for a /proc scan.
-    pub fn next(&mut self) -> Option<Event> {
+    pub fn next_complete(&mut self) -> Option<Event> {
         let may_wait = !self.ending && self.queue.len() < MAX_WAITING;
         let (event, seen, needs_owner) = self.queue.front_mut()?;
         if *needs_owner
@@ -370,19 +370,23 @@ mod tests {
         let ino = owner::tests::inode_of;
         let error_on = |ino: u64| Event::SocketError(SocketError { sock_ino: Some(ino), ..samples::socket_error() });
         enricher.push(error_on(ino(&first)), Instant::now());
-        let Some(Event::SocketError(e)) = enricher.next() else { panic!("the first event is complete") };
+        let Some(Event::SocketError(e)) = enricher.next_complete() else {
+            panic!("the first event is complete")
+        };
         assert_eq!(e.owner.map(|o| o.pid), Some(std::process::id()));
         // A socket newer than that scan, then an event that needs nothing.
         let second = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         enricher.push(error_on(ino(&second)), Instant::now());
         enricher.push(Event::IcmpSent(samples::icmp_sent()), Instant::now());
-        assert_eq!(enricher.next(), None);
+        assert_eq!(enricher.next_complete(), None);
         assert!(enricher.wake_at().is_some());
         enricher.end();
-        let Some(Event::SocketError(e)) = enricher.next() else { panic!("the waiting event comes first") };
+        let Some(Event::SocketError(e)) = enricher.next_complete() else {
+            panic!("the waiting event comes first")
+        };
         assert_eq!(e.owner.map(|o| o.pid), Some(std::process::id()));
-        assert!(matches!(enricher.next(), Some(Event::IcmpSent(_))));
-        assert_eq!(enricher.next(), None);
+        assert!(matches!(enricher.next_complete(), Some(Event::IcmpSent(_))));
+        assert_eq!(enricher.next_complete(), None);
         assert_eq!(enricher.wake_at(), None);
     }
 
