@@ -401,13 +401,13 @@ mod tests {
             |ino: u64| Event::UdpDropped(UdpDropped { sock_ino: Some(ino), owner: None, ..samples::rcvbuf_drop() });
         // While tracing: the first lookup scans; one after it waits for the next scan.
         enricher.push(drop_at(1), Instant::now());
-        let mut out: Vec<Event> = enricher.next().into_iter().collect();
+        let mut out: Vec<Event> = enricher.next_complete().into_iter().collect();
         enricher.push(drop_at(2), Instant::now() + std::time::Duration::from_millis(1));
-        assert_eq!(enricher.next(), None);
+        assert_eq!(enricher.next_complete(), None);
         enricher.end();
         for ino in 3..=10_001 {
             enricher.push(drop_at(ino), Instant::now());
-            out.extend(std::iter::from_fn(|| enricher.next()));
+            out.extend(std::iter::from_fn(|| enricher.next_complete()));
         }
         assert_eq!(out.len(), 10_001);
         assert!(out.iter().all(|e| matches!(e, Event::UdpDropped(d) if d.kernel_socket && d.owner.is_none())));
