@@ -547,6 +547,6 @@ mod tests {
             ]
         );
         let graph = module_graph(&crate_sources("udptrace"));
-        assert!(graph["output::text"].contains("output::explain") && graph["output::text"].contains("kernel::tables"));
+        assert!(graph["output::text"].contains("events") && graph["events::socket_error"].contains("domain"));
     }
 }

@@ -23,10 +23,11 @@ use self::{
     state::{Facts, LocalError, QueuedIcmp, SeenDrop, State},
 };
 use crate::{
-    domain::{AttachMode, Direction, Event, Packet},
+    domain::{AttachMode, Direction, Packet, errno_name},
     errors::one_line,
-    kernel::{loader::KernelFacts, privileges, tables::errno_name},
-    output::{Sink, explain, json as event_json},
+    events::{Event, Lost},
+    kernel::{loader::KernelFacts, privileges},
+    output::{Sink, json as event_json},
     pipeline::{
         filter::{Filter, Prefix},
         netns, session,
@@ -389,8 +390,8 @@ fn probe_with_kernel(tracing: Tracing, probe: Probe, plan: &Plan) -> Result<(Out
         bail!("interrupted before the check was done");
     }
     let events = std::mem::take(&mut *events.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-    let lost =
-        totals.lost + events.iter().map(|e| if let Event::Lost { count, .. } = e { *count } else { 0 }).sum::<u64>();
+    let lost = totals.lost
+        + events.iter().map(|e| if let Event::Lost(Lost { count, .. }) = e { *count } else { 0 }).sum::<u64>();
     Ok((outcome, Kernel::With { hooks: attached, events, lost }))
 }
 
@@ -547,7 +548,7 @@ impl Report<'_> {
             json!({
                 "type": i.icmp_type,
                 "code": i.code,
-                "name": explain::icmp_name(i.family, i.icmp_type, i.code),
+                "name": crate::domain::icmp_name(i.family, i.icmp_type, i.code),
                 "from": i.from.map(|f| f.to_string()),
                 "errno": errno_name(i.errno),
             })

@@ -147,7 +147,7 @@ fn describe_drop(drop: &SeenDrop) -> String {
 
 fn from_icmp(icmp: &QueuedIcmp, facts: &Facts) -> (State, String) {
     let target = facts.target.map(|t| t.ip());
-    let name = crate::output::explain::icmp_name(icmp.family, icmp.icmp_type, icmp.code);
+    let name = crate::domain::icmp_name(icmp.family, icmp.icmp_type, icmp.code);
     let from = icmp.from.map_or_else(|| "an unknown sender".to_owned(), |f| f.to_string());
     let own = icmp.from.is_some() && icmp.from == facts.local.map(|l| l.ip());
     let (unreachable, port, prohibited, host_unreachable, time_exceeded) = match icmp.family {
@@ -204,7 +204,7 @@ fn from_icmp(icmp: &QueuedIcmp, facts: &Facts) -> (State, String) {
 }
 
 fn from_local_error(error: LocalError, facts: &Facts) -> (State, String) {
-    let name = crate::kernel::tables::errno_name(error.errno).unwrap_or("an error");
+    let name = crate::domain::errno_name(error.errno).unwrap_or("an error");
     let firewall = facts.drops.iter().find(|d| d.direction == Direction::Out && d.by_firewall());
     match error.errno {
         libc::EPERM => {

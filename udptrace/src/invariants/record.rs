@@ -14,7 +14,8 @@ use udptrace_common::{
 };
 
 use crate::{
-    domain::{AttachMode, Event, Family, IcmpSent, OwnerInfo},
+    domain::{AttachMode, Family, OwnerInfo},
+    events::{Event, IcmpSent},
     pipeline::decode::{Clock, DecodeError, decode, dns_of},
 };
 
@@ -131,7 +132,7 @@ fn event_matches(event: &Event, input: &[u8]) {
                 Some(addr(offset_of!(RawSocketError, icmp_from))),
             );
             assert_eq!(icmp, has(socket_error_flags::ICMP_KNOWN).then_some(quoted));
-            assert_eq!(e.errno, u32_at(input, offset_of!(RawSocketError, errno)).cast_signed());
+            assert_eq!(e.errno.0, u32_at(input, offset_of!(RawSocketError, errno)).cast_signed());
             let ino = u64_at(input, offset_of!(RawSocketError, sock_ino));
             assert_eq!(e.sock_ino, (ino != 0).then_some(ino));
             assert_eq!(e.ifindex, u32_at(input, offset_of!(RawSocketError, ifindex)));

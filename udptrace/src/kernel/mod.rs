@@ -8,7 +8,6 @@
 //! - `privileges`: the capabilities that takes;
 //! - `probes`: `udptrace probes`, the table tried on this kernel;
 //! - `syscalls`: the system calls udptrace makes, which the service's filter allows;
-//! - `tables`: the kernel's errno names and its ICMP-to-errno conversion.
 
 pub mod btf;
 pub mod hooks;
@@ -20,4 +19,3 @@ pub mod probes;
 /// Read by the tests alone, which keep the service's `SystemCallFilter=` equal to it.
 #[cfg(test)]
 pub mod syscalls;
-pub mod tables;

@@ -1,14 +1,12 @@
-//! `--json`: one object per line (NDJSON), the schema of the README.
+//! `--json`: one object per line (NDJSON), the schema of docs/events.md. Each kind writes its own object
+//! (`events`).
 
 use std::io::{self, Write};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::{Lines, Sink, endpoint, explain::proto_name, rfc3339};
-use crate::{
-    domain::{Dns, Event, Family, Meta, OwnerInfo, Packet},
-    kernel::tables::errno_name,
-};
+use super::{Lines, Sink};
+use crate::events::Event;
 
 /// An object per event on `out`.
 pub struct JsonSink<W: Write> {
@@ -31,132 +29,21 @@ impl<W: Write> Sink for JsonSink<W> {
     }
 }
 
-/// The event as the README's schema has it: the fields every event starts with (`event`, `time`, `netns`,
+/// The event as docs/events.md has it: the fields every event starts with (`event`, `time`, `netns`,
 /// `probe`), then its own, in the schema's order.
 pub fn json(event: &Event) -> Value {
-    let object = Object::new(event.name());
-    match event {
-        Event::SocketError(e) => object
-            .meta(&e.meta)
-            .field("family", e.family.as_str())
-            .field("local", e.local.to_string())
-            .field("remote", e.remote.map(|r| r.to_string()))
-            .field(
-                "icmp",
-                e.icmp.map(|i| json!({ "type": i.icmp_type, "code": i.code, "from": i.from.map(|f| f.to_string()) })),
-            )
-            .field("errno", errno_name(e.errno))
-            .field("verdict", e.verdict.map(|v| v.as_str()))
-            .field("recverr", e.recverr)
-            .owner(e.owner.as_ref(), e.kernel_socket)
-            .field("dns", e.dns.as_ref().map(dns)),
-        Event::IcmpSent(e) => object
-            .meta(&e.meta)
-            .field("family", e.family.as_str())
-            .field("icmp", json!({ "type": e.icmp.icmp_type, "code": e.icmp.code }))
-            .field("packet", packet_json(e.packet))
-            .field("cause", e.cause.as_str())
-            .field("rate_limited", e.rate_limited)
-            .field("dns", e.dns.as_ref().map(dns)),
-        Event::IcmpSuppressed(e) => {
-            let attempt = e.attempt.as_ref();
-            object
-                .meta(&e.meta)
-                .field("family", e.family.map(Family::as_str))
-                .field("icmp", attempt.map(|a| json!({ "type": a.icmp.icmp_type, "code": a.icmp.code })))
-                .field("packet", packet_json(attempt.and_then(|a| a.packet)))
-                .field("scope", e.scope.as_str())
-                .field("count", e.count)
-                .field("cause", attempt.map(|a| a.cause.as_str()))
-                .field("dns", attempt.and_then(|a| a.dns.as_ref()).map(dns))
-        }
-        Event::UdpDropped(e) => object
-            .meta(&e.meta)
-            .field("family", e.family.as_str())
-            .field("packet", if e.sources_folded { folded_packet_json(&e.packet) } else { packet_json(Some(e.packet)) })
-            .field("reason", e.reason.as_deref())
-            .field("location", e.location.as_deref())
-            .field("direction", e.direction.as_str())
-            .field("local", e.local.map(|l| l.to_string()))
-            .owner(e.owner.as_ref(), e.kernel_socket)
-            .field("rcvbuf", e.rcvbuf)
-            .field("queued", e.queued)
-            .field("count", e.count)
-            .field("dns", e.dns.as_ref().map(dns)),
-        Event::Lost { time, count } => object
-            .field("time", rfc3339(*time))
-            .field("netns", Value::Null)
-            .field("probe", Value::Null)
-            .field("count", *count),
-    }
-    .0
-}
-
-/// An event's JSON object, built field by field in the schema's order (`serde_json`'s `preserve_order`).
-struct Object(Value);
-
-impl Object {
-    fn new(event: &str) -> Self {
-        Self(json!({ "event": event }))
-    }
-
-    fn field(mut self, key: &str, value: impl Into<Value>) -> Self {
-        self.0[key] = value.into();
-        self
-    }
-
-    /// `time`, `netns` and `probe`.
-    fn meta(self, meta: &Meta) -> Self {
-        self.field("time", rfc3339(meta.time)).field("netns", meta.netns).field("probe", meta.probe.as_str())
-    }
-
-    /// The socket's owner: `pid`, `tid`, `comm`, `cgroup`, `container`, `holders` (0 for a kernel socket,
-    /// which no process holds).
-    fn owner(self, owner: Option<&OwnerInfo>, kernel_socket: bool) -> Self {
-        self.field("pid", owner.map(|o| o.pid))
-            .field("tid", owner.and_then(|o| o.tid))
-            .field("comm", owner.map(|o| o.comm.as_str()))
-            .field("cgroup", owner.and_then(|o| o.cgroup.as_deref()))
-            .field("container", owner.and_then(|o| o.container.as_deref()))
-            .field("holders", if kernel_socket { Some(0) } else { owner.and_then(|o| o.holders) })
-    }
-}
-
-/// `dns`: what the datagram's payload said; `payload_bytes` of `payload_length` were at hand.
-fn dns(d: &Dns) -> Value {
-    json!({
-        "id": d.id,
-        "response": d.response,
-        "qname": d.qname,
-        "qtype": d.qtype,
-        "rcode": d.rcode,
-        "truncated": d.truncated,
-        "payload_bytes": d.bytes,
-        "payload_length": d.payload,
-    })
-}
-
-fn packet_json(packet: Option<Packet>) -> Value {
-    packet.map_or(Value::Null, |p| {
-        json!({
-            "src": endpoint(&p, true),
-            "dst": endpoint(&p, false),
-            "proto": proto_name(p.proto),
-        })
-    })
-}
-
-/// A packet whose source is not known: the drops of many sources counted together.
-fn folded_packet_json(p: &Packet) -> Value {
-    json!({ "src": null, "dst": endpoint(p, false), "proto": proto_name(p.proto) })
+    event.kind().json()
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::SystemTime;
 
+    use serde_json::json;
+
     use super::*;
-    use crate::domain::{Cause, IcmpSent, UdpDropped, samples};
+    use crate::domain::Cause;
+    use crate::events::{IcmpSent, Lost, UdpDropped, samples};
 
     fn icmp_sent() -> IcmpSent {
         IcmpSent { cause: Cause::NoListener, ..samples::icmp_sent() }
@@ -298,7 +185,7 @@ mod tests {
 
     #[test]
     fn lost_json() {
-        let event = Event::Lost { time: SystemTime::UNIX_EPOCH, count: 7 };
+        let event = Event::Lost(Lost { time: SystemTime::UNIX_EPOCH, count: 7 });
         assert_eq!(
             json(&event),
             json!({"event": "lost", "time": "1970-01-01T00:00:00.000000Z", "netns": null, "probe": null, "count": 7})
@@ -328,7 +215,7 @@ mod tests {
     fn the_sink_writes_an_object_per_line() {
         let mut sink = JsonSink::new(Vec::new());
         sink.event(&Event::SocketError(samples::socket_error())).unwrap();
-        sink.event(&Event::Lost { time: SystemTime::UNIX_EPOCH, count: 1 }).unwrap();
+        sink.event(&Event::Lost(Lost { time: SystemTime::UNIX_EPOCH, count: 1 })).unwrap();
         let text = String::from_utf8(sink.out.into_inner()).unwrap();
         let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!((lines[0]["event"].as_str(), lines[1]["event"].as_str()), (Some("socket_error"), Some("lost")));

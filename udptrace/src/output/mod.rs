@@ -2,12 +2,11 @@
 //! every sink, tells those that ask when a period of theirs ends and all of them when the run is over; it
 //! knows none of them by name.
 //!
-//! - `text`: a line per event, with an explanation (`explain`);
+//! - `text`: a line per event, with its sentence;
 //! - `json`: an object per line (NDJSON, the README's schema);
 //! - `summary`: tables of counts per period and for the run;
 //! - `metrics`: Prometheus counters, served over HTTP.
 
-pub mod explain;
 pub mod json;
 pub mod metrics;
 pub mod summary;
@@ -16,11 +15,10 @@ pub mod text;
 use std::{
     fmt::Write as _,
     io::{self, Write},
-    net::SocketAddr,
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
-use crate::domain::{Event, Packet};
+use crate::events::Event;
 
 /// One output of a session.
 pub trait Sink {
@@ -72,11 +70,6 @@ impl<W: Write> Lines<W> {
     }
 }
 
-/// UTC, to the microsecond.
-pub fn rfc3339(time: SystemTime) -> String {
-    humantime::format_rfc3339_micros(time).to_string()
-}
-
 /// Escapes what a traced process controls (its `comm`, its cgroup's name): no control character reaches the
 /// terminal, and no format character that reorders or hides what follows it on the line.
 pub fn escape(text: &str) -> String {
@@ -112,19 +105,11 @@ fn is_format(c: char) -> bool {
     )
 }
 
-/// The packet's source (`src`) or destination, with its port when the packet has ports.
-pub fn endpoint(packet: &Packet, src: bool) -> String {
-    let ip = if src { packet.src } else { packet.dst };
-    match packet.ports {
-        Some((sport, dport)) => SocketAddr::new(ip, if src { sport } else { dport }).to_string(),
-        None => ip.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{IcmpSuppressed, OwnerInfo, SocketError, UdpDropped, samples};
+    use crate::domain::OwnerInfo;
+    use crate::events::{IcmpSuppressed, Lost, SocketError, UdpDropped, samples};
 
     /// What a local user can name a process, or a remote one write into a DNS question: a newline (a forged
     /// log line), an escape sequence (a recoloured terminal), a right-to-left override, a quote.
@@ -149,7 +134,7 @@ mod tests {
         dns.response = Some(true);
         let refused =
             SocketError { owner: Some(owner.clone()), dns: Some(dns.clone()), ..samples::owned_socket_error() };
-        let sent = crate::domain::IcmpSent { dns: Some(dns.clone()), ..samples::icmp_sent() };
+        let sent = crate::events::IcmpSent { dns: Some(dns.clone()), ..samples::icmp_sent() };
         let dropped = UdpDropped {
             reason: Some(HOSTILE.to_owned()),
             location: Some(HOSTILE.to_owned()),
@@ -167,7 +152,7 @@ mod tests {
             Event::UdpDropped(dropped),
             Event::UdpDropped(located),
             Event::IcmpSuppressed(suppressed),
-            Event::Lost { time: samples::time(), count: 3 },
+            Event::Lost(Lost { time: samples::time(), count: 3 }),
         ]
     }
 
@@ -195,7 +180,7 @@ mod tests {
             let json = json::json(&event);
             let text = json.to_string();
             assert!(!text.chars().any(char::is_control), "{text}");
-            if !matches!(event, Event::Lost { .. }) {
+            if !matches!(event, Event::Lost(_)) {
                 assert!(text.contains(&serde_json::to_string(HOSTILE).unwrap()), "the value whole in JSON: {text}");
             }
         }

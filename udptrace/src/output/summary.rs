@@ -15,10 +15,10 @@ use std::{
 
 use serde_json::{Value, json};
 
-use super::{Lines, Sink, endpoint, escape, rfc3339};
+use super::{Lines, Sink, escape};
 use crate::{
-    domain::{Dns, Event, IcmpSent},
-    kernel::tables::{errno_name, icmp_errno},
+    domain::{Dns, rfc3339},
+    events::{Event, Lost},
 };
 
 /// `--summary SECS`: a table every `length`, and the whole run's at the end, as text or JSON on `out`.
@@ -126,66 +126,21 @@ impl Key {
         Key { event: "(other)", errno: None, outcome: String::new(), address: None, pid: None, comm: None, dns: None }
     }
 
-    /// The row an event counts in, and how many it counts for; `None` for `lost`, counted apart.
+    /// The row an event counts in, and how many it counts for; `None` for one counted apart (`lost`).
     fn of(event: &Event) -> Option<(Key, u64)> {
-        let sent_errno =
-            |e: &IcmpSent| icmp_errno(e.family, e.icmp.icmp_type, e.icmp.code).and_then(|(errno, _)| errno_name(errno));
-        let sent_address = |e: &IcmpSent| e.packet.map(|p| endpoint(&p, false));
-        match event {
-            Event::SocketError(e) => Some((
-                Key {
-                    event: event.name(),
-                    errno: errno_name(e.errno),
-                    outcome: e.verdict.map_or("?", |v| v.as_str()).to_owned(),
-                    address: e.remote.map(|r| r.to_string()),
-                    pid: e.owner.as_ref().map(|o| o.pid),
-                    comm: e.owner.as_ref().map(|o| o.comm.clone()),
-                    dns: event.dns().map(DnsKey::of),
-                },
-                e.count,
-            )),
-            Event::IcmpSent(e) => Some((
-                Key {
-                    event: event.name(),
-                    errno: sent_errno(e),
-                    outcome: e.cause.as_str().to_owned(),
-                    address: sent_address(e),
-                    pid: None,
-                    comm: None,
-                    dns: event.dns().map(DnsKey::of),
-                },
-                e.count,
-            )),
-            Event::IcmpSuppressed(e) => Some((
-                Key {
-                    event: event.name(),
-                    errno: e.attempt.as_ref().and_then(sent_errno),
-                    outcome: format!("scope {}", e.scope.as_str()),
-                    address: e.attempt.as_ref().and_then(sent_address),
-                    pid: None,
-                    comm: None,
-                    dns: event.dns().map(DnsKey::of),
-                },
-                e.count,
-            )),
-            Event::UdpDropped(e) => Some((
-                Key {
-                    event: event.name(),
-                    errno: None,
-                    outcome: e
-                        .reason
-                        .clone()
-                        .or_else(|| e.location.as_ref().map(|l| format!("in {l}")))
-                        .unwrap_or_else(|| "?".to_owned()),
-                    address: Some(endpoint(&e.packet, false)),
-                    pid: e.owner.as_ref().map(|o| o.pid),
-                    comm: e.owner.as_ref().map(|o| o.comm.clone()),
-                    dns: event.dns().map(DnsKey::of),
-                },
-                e.count,
-            )),
-            Event::Lost { .. } => None,
-        }
+        let kind = event.kind();
+        let row = kind.row()?;
+        let (pid, comm) = row.owner.unzip();
+        let key = Key {
+            event: kind.name(),
+            errno: row.errno,
+            outcome: row.outcome,
+            address: row.address,
+            pid,
+            comm,
+            dns: kind.dns().map(DnsKey::of),
+        };
+        Some((key, kind.count()))
     }
 }
 
@@ -200,7 +155,7 @@ pub struct Table {
 impl Table {
     pub fn add(&mut self, event: &Event) {
         let Some((key, count)) = Key::of(event) else {
-            if let Event::Lost { count, .. } = event {
+            if let Event::Lost(Lost { count, .. }) = event {
                 self.lost += count;
             }
             return;
@@ -293,7 +248,7 @@ fn row(count: &str, cells: [&str; 4], dns: Option<&str>, owner: &str) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::samples;
+    use crate::events::samples;
 
     fn refused() -> Event {
         Event::SocketError(samples::owned_socket_error())
@@ -310,7 +265,7 @@ mod tests {
             table.add(&refused());
         }
         table.add(&sent());
-        table.add(&Event::Lost { time: SystemTime::UNIX_EPOCH, count: 5 });
+        table.add(&Event::Lost(Lost { time: SystemTime::UNIX_EPOCH, count: 5 }));
         assert_eq!((table.events, table.lost), (4, 5));
         let text = table.text("last 5 s");
         let lines: Vec<&str> = text.lines().collect();

@@ -1,4 +1,5 @@
-//! Text output: one line per event, in aligned columns, with a sentence that says what it means.
+//! Text output: one line per event, in aligned columns, with a sentence that says what it means. Each kind
+//! says what its line holds (`events::Kind::line`); this lays it out, escapes it and colours it.
 
 use std::{
     fmt::Write as _,
@@ -6,16 +7,10 @@ use std::{
     time::SystemTime,
 };
 
-use super::{
-    Lines, Sink, endpoint, escape,
-    explain::{
-        explain_icmp_sent, explain_icmp_suppressed, explain_socket_error, explain_udp_dropped, icmp_name, proto_name,
-    },
-    rfc3339,
-};
+use super::{Lines, Sink, escape};
 use crate::{
-    domain::{Dns, Event, OwnerInfo, Packet, UdpDropped, Verdict},
-    kernel::tables::errno_name,
+    domain::rfc3339,
+    events::{Event, Tone},
 };
 
 /// A line per event on `out`, coloured or not.
@@ -47,95 +42,25 @@ fn clock_time(time: SystemTime) -> String {
     full.split_once('T').map_or(full.clone(), |(_, t)| t.trim_end_matches('Z').to_owned())
 }
 
-/// `pid 4711 dns-client` with, when known, the container (12 characters, as docker shows it) or else the
-/// cgroup's last component.
-fn owner_text(owner: Option<&OwnerInfo>) -> String {
-    let Some(owner) = owner else {
-        return "owner unknown".to_owned();
-    };
-    let mut text = format!("pid {} {}", owner.pid, owner.comm);
-    if let Some(others) = owner.holders.and_then(|n| n.checked_sub(1)).filter(|&n| n > 0) {
-        text.push_str(&format!(" (+{others} more holding it)"));
-    }
-    if let Some(container) = &owner.container {
-        text.push_str(&format!(" container {}", &container[..container.len().min(12)]));
-    } else if let Some(cgroup) = owner.cgroup.as_deref().filter(|c| *c != "/") {
-        text.push_str(&format!(" cgroup {}", cgroup.rsplit('/').next().unwrap_or(cgroup)));
-    }
-    text
-}
-
-fn about(packet: Option<Packet>) -> String {
-    packet.map_or_else(
-        || "an unreadable packet".to_owned(),
-        |p| format!("{} {} -> {}", proto_name(p.proto), endpoint(&p, true), endpoint(&p, false)),
-    )
-}
-
-/// The query or answer after the flow: `dns A example.com`, `dns answer NXDOMAIN A example.com`; `?` for
-/// what the bytes did not reach, `dns id 4660 ?` when only the ID is known, `dns ? (not DNS)` for a payload
-/// that is not.
-pub fn dns_text(d: &Dns) -> String {
-    let mut text = String::from("dns");
-    if d.response == Some(true) {
-        text.push_str(&format!(" answer {}", d.rcode.as_deref().unwrap_or("?")));
-    }
-    match (&d.qtype, &d.qname) {
-        (Some(qtype), Some(qname)) => text.push_str(&format!(" {qtype} {}", crate::dns::shown(qname))),
-        _ => {
-            if let Some(id) = d.id {
-                text.push_str(&format!(" id {id}"));
-            }
-            text.push_str(if d.malformed { " ? (not DNS)" } else { " ?" });
-        }
-    }
-    if d.truncated == Some(true) {
-        text.push_str(" truncated");
-    }
-    text
-}
-
-/// A drop's datagrams; `*` for the source of drops from many sources, counted together.
-fn dropped_flow(e: &UdpDropped) -> String {
-    if e.sources_folded {
-        format!("{} * -> {}", proto_name(e.packet.proto), endpoint(&e.packet, false))
-    } else {
-        about(Some(e.packet))
-    }
-}
-
 /// Text output is coloured when stdout is a terminal and `NO_COLOR` is unset or empty (no-color.org).
 pub fn color_wanted() -> bool {
     use std::io::IsTerminal as _;
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
-/// SGR sequences for the parts of a line.
-#[derive(Clone, Copy)]
-enum Tone {
-    /// An error the application got.
-    Delivered,
-    /// An error the kernel dropped, or that found no socket.
-    Ignored,
-    Sent,
-    Suppressed,
-    Lost,
-    /// The explanation.
-    Quiet,
-}
-
-impl Tone {
-    fn sgr(self) -> &'static str {
-        match self {
-            Tone::Delivered => "1;31",
-            Tone::Ignored => "33",
-            Tone::Sent => "36",
-            Tone::Suppressed => "35",
-            Tone::Lost => "1;7;31",
-            Tone::Quiet => "2",
-        }
+/// The SGR sequence of a line's tone.
+fn sgr(tone: Tone) -> &'static str {
+    match tone {
+        Tone::Delivered => "1;31",
+        Tone::Ignored => "33",
+        Tone::Sent => "36",
+        Tone::Suppressed => "35",
+        Tone::Lost => "1;7;31",
     }
 }
+
+/// The explanation's SGR sequence.
+const QUIET: &str = "2";
 
 /// Column widths: what, verdict or cause, the flow. Longer values push the rest of the line.
 const WHAT: usize = 15;
@@ -152,16 +77,16 @@ impl Line {
         Line { color, text: clock_time(time) }
     }
 
-    /// Appends `value`, escaped, padded to `width`, in `tone`. Every part of a line but the time and the
-    /// colours passes here: whatever a column or sentence holds that came from a packet or a traced process,
-    /// no control character reaches the terminal or the journal.
-    fn column(&mut self, value: &str, width: usize, tone: Option<Tone>) -> &mut Self {
+    /// Appends `value`, escaped, padded to `width`, in the colour `sgr`. Every part of a line but the time and
+    /// the colours passes here: whatever a column or sentence holds that came from a packet or a traced
+    /// process, no control character reaches the terminal or the journal.
+    fn column(&mut self, value: &str, width: usize, sgr: Option<&str>) -> &mut Self {
         let value = escape(value);
         let padded = format!("{value:<width$}");
         self.text.push_str("  ");
-        match tone.filter(|_| self.color) {
-            Some(tone) => {
-                let _ = write!(self.text, "\x1b[{}m{}\x1b[0m{}", tone.sgr(), value, &padded[value.len()..]);
+        match sgr.filter(|_| self.color) {
+            Some(sgr) => {
+                let _ = write!(self.text, "\x1b[{sgr}m{value}\x1b[0m{}", &padded[value.len()..]);
             }
             None => self.text.push_str(&padded),
         }
@@ -170,105 +95,35 @@ impl Line {
 
     fn explanation(&mut self, text: &str) -> String {
         let text = format!("({text})");
-        self.column(&text, 0, Some(Tone::Quiet));
+        self.column(&text, 0, Some(QUIET));
         std::mem::take(&mut self.text)
     }
 }
 
-/// One line per event: time, what (errno or event), verdict or cause, the flow, details, an explanation.
+/// One line per event: time, what (errno or event), verdict or cause, the flow, details, the network
+/// namespace, an explanation.
 pub fn styled_text(event: &Event, color: bool) -> String {
-    match event {
-        Event::SocketError(e) => {
-            let remote = e.remote.map_or_else(|| "?".to_owned(), |r| r.to_string());
-            let icmp = match e.icmp {
-                Some(i) => format!(
-                    "icmp {}{}",
-                    icmp_name(e.family, i.icmp_type, i.code),
-                    i.from.map(|f| format!(" from {f}")).unwrap_or_default()
-                ),
-                None => "icmp unseen".to_owned(),
-            };
-            let tone = match e.verdict {
-                Some(Verdict::Delivered) => Tone::Delivered,
-                _ => Tone::Ignored,
-            };
-            let mut line = Line::new(color, e.meta.time);
-            line.column(errno_name(e.errno).unwrap_or("-"), WHAT, Some(tone))
-                .column(e.verdict.map_or("?", |v| v.as_str()), WHY, Some(tone))
-                .column(&format!("{} -> {remote}", e.local), FLOW, None);
-            if let Some(dns) = &e.dns {
-                line.column(&dns_text(dns), 0, None);
-            }
-            line.column(&icmp, 0, None)
-                .column(
-                    &if e.kernel_socket { "kernel socket".to_owned() } else { owner_text(e.owner.as_ref()) },
-                    0,
-                    None,
-                )
-                .column(&format!("netns {}", e.meta.netns), 0, None)
-                .explanation(&explain_socket_error(e))
-        }
-        Event::IcmpSuppressed(e) => {
-            let (flow, icmp) = match &e.attempt {
-                Some(a) => (about(a.packet), icmp_name(a.family, a.icmp.icmp_type, a.icmp.code)),
-                None => {
-                    let family = e.family.map_or_else(String::new, |f| format!(" {}", f.as_str()));
-                    (format!("{}{family} ICMP errors", e.count), "any type".to_owned())
-                }
-            };
-            let mut line = Line::new(color, e.meta.time);
-            line.column(event.name(), WHAT, Some(Tone::Suppressed))
-                .column(&format!("scope {}", e.scope.as_str()), WHY, Some(Tone::Suppressed))
-                .column(&flow, FLOW, None);
-            if let Some(dns) = e.attempt.as_ref().and_then(|a| a.dns.as_ref()) {
-                line.column(&dns_text(dns), 0, None);
-            }
-            line.column(&format!("icmp {icmp}"), 0, None)
-                .column(&format!("netns {}", e.meta.netns), 0, None)
-                .explanation(&explain_icmp_suppressed(e))
-        }
-        Event::IcmpSent(e) => {
-            let mut line = Line::new(color, e.meta.time);
-            line.column(event.name(), WHAT, Some(Tone::Sent)).column(e.cause.as_str(), WHY, Some(Tone::Sent)).column(
-                &about(e.packet),
-                FLOW,
-                None,
-            );
-            if let Some(dns) = &e.dns {
-                line.column(&dns_text(dns), 0, None);
-            }
-            line.column(&format!("icmp {}", icmp_name(e.family, e.icmp.icmp_type, e.icmp.code)), 0, None)
-                .column(&format!("netns {}", e.meta.netns), 0, None)
-                .explanation(&explain_icmp_sent(e))
-        }
-        Event::UdpDropped(e) => {
-            let mut line = Line::new(color, e.meta.time);
-            line.column(event.name(), WHAT, Some(Tone::Ignored))
-                .column(e.reason.as_deref().or(e.location.as_deref()).unwrap_or("?"), WHY, Some(Tone::Ignored))
-                .column(&format!("{} {}", e.direction.as_str(), dropped_flow(e)), FLOW, None);
-            if let Some(dns) = &e.dns {
-                line.column(&dns_text(dns), 0, None);
-            }
-            if e.count > 1 {
-                line.column(&format!("x{}", e.count), 0, None);
-            }
-            if let Some(local) = e.local {
-                let owner = if e.kernel_socket { "kernel socket".to_owned() } else { owner_text(e.owner.as_ref()) };
-                line.column(&format!("socket {local} {owner}"), 0, None);
-            }
-            line.column(&format!("netns {}", e.meta.netns), 0, None).explanation(&explain_udp_dropped(e))
-        }
-        Event::Lost { time, count } => Line::new(color, *time)
-            .column("lost", WHAT, Some(Tone::Lost))
-            .column(&format!("{count} events"), WHY, Some(Tone::Lost))
-            .explanation("the kernel could not hand them over: the buffer was full; see the closing counts"),
+    let shown = event.kind().line();
+    let tone = Some(sgr(shown.tone));
+    let mut line = Line::new(color, shown.time);
+    line.column(&shown.what, WHAT, tone).column(&shown.why, WHY, tone);
+    if let Some(flow) = &shown.flow {
+        line.column(flow, FLOW, None);
     }
+    for detail in &shown.details {
+        line.column(detail, 0, None);
+    }
+    if let Some(netns) = shown.netns {
+        line.column(&format!("netns {netns}"), 0, None);
+    }
+    line.explanation(&shown.sentence)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Cause, IcmpSent, SocketError, samples};
+    use crate::domain::Cause;
+    use crate::events::{IcmpSent, SocketError, UdpDropped, samples};
 
     fn text(event: &Event) -> String {
         styled_text(event, false)
@@ -312,21 +167,6 @@ mod tests {
             line.contains(" in udp 10.0.0.1:41234 -> 10.0.0.2:53           dns A www.example.com  netns "),
             "{line}"
         );
-        let dns = |d: Dns| dns_text(&d);
-        let answer = Dns {
-            response: Some(true),
-            rcode: Some("NXDOMAIN".to_owned()),
-            truncated: Some(true),
-            ..samples::dns_drop().dns.unwrap()
-        };
-        assert_eq!(dns(answer), "dns answer NXDOMAIN A www.example.com truncated");
-        assert_eq!(
-            dns(Dns { id: Some(7), response: Some(false), bytes: 8, payload: 40, ..Dns::default() }),
-            "dns id 7 ?"
-        );
-        assert_eq!(dns(Dns { bytes: 3, payload: 3, malformed: true, ..Dns::default() }), "dns ? (not DNS)");
-        let root = Dns { qname: Some(String::new()), qtype: Some("NS".to_owned()), ..Dns::default() };
-        assert_eq!(dns(root), "dns NS .");
     }
 
     #[test]

@@ -18,7 +18,8 @@ use std::{
 };
 
 use super::netns;
-use crate::domain::{AttachMode, Event, Family, IcmpSuppressed, Meta, Scope};
+use crate::domain::{AttachMode, Family, Meta, Scope};
+use crate::events::{Event, IcmpSuppressed};
 
 /// One namespace's rate-limit counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

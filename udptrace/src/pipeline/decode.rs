@@ -13,10 +13,8 @@ use udptrace_common::{
 };
 
 use crate::dns;
-use crate::domain::{
-    AttachMode, Cause, Direction, Dns, Event, Family, Icmp, IcmpSent, IcmpSuppressed, Meta, OwnerInfo, Packet, Scope,
-    SocketError, UdpDropped, Verdict,
-};
+use crate::domain::{AttachMode, Cause, Direction, Dns, Errno, Family, Icmp, Meta, OwnerInfo, Packet, Scope, Verdict};
+use crate::events::{Event, IcmpSent, IcmpSuppressed, SocketError, UdpDropped};
 
 /// The family of a record's `family` byte.
 fn family_of(af: u8) -> Option<Family> {
@@ -177,7 +175,7 @@ pub fn decode(bytes: &[u8], clock: Clock) -> Result<Event, DecodeError> {
                     code: raw.icmp_code,
                     from: Some(addr(family, raw.icmp_from)),
                 }),
-                errno: raw.errno,
+                errno: Errno(raw.errno),
                 verdict: verdict_of(raw.verdict),
                 recverr: has(socket_error_flags::RECVERR_KNOWN).then(|| has(socket_error_flags::RECVERR)),
                 sock_ino: (raw.sock_ino != 0).then_some(raw.sock_ino),
@@ -284,7 +282,7 @@ mod tests {
     use udptrace_common::ICMP_STACK_DEPTH;
 
     use super::*;
-    use crate::domain::samples;
+    use crate::events::samples;
 
     fn bytes_of<T: Copy>(value: &T) -> Vec<u8> {
         // SAFETY: T is a plain #[repr(C)] record without implicit padding.

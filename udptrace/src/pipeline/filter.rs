@@ -12,18 +12,14 @@
 //! buffer space (`udptrace-ebpf/src/filter.rs`), except that they let through what they cannot see yet
 //! (an owner found later through /proc), which [`Filter::matches`] decides here.
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    os::unix::fs::MetadataExt as _,
-    path::Path,
-};
+use std::{net::IpAddr, os::unix::fs::MetadataExt as _, path::Path};
 
 use udptrace_common::{AF_INET, AF_INET6, AddrFilter, FILTER_VALUES, IcmpMask, TASK_COMM_LEN};
 
 use crate::{
     dns,
-    domain::{Dns, Event, Family, IcmpSent, SocketError, UdpDropped},
-    kernel::tables::{errno_name, errno_number, icmp_errno},
+    domain::{Dns, Family, errno_name, errno_number, icmp_errno},
+    events::Event,
 };
 
 /// `--addr IP[/LEN]`, host bits cleared.
@@ -240,86 +236,22 @@ impl Filter {
         mask
     }
 
+    /// Whether `event` passes every filter option, by what its kind says it is about
+    /// (`events::Kind::facts`): an option given matches only an event that has what it selects by (a drop
+    /// has no errno, an ICMP error sent no owner), and an event that no option can tell (`lost`) passes all.
     pub fn matches(&self, event: &Event) -> bool {
-        match event {
-            Event::SocketError(e) => self.socket_error(e),
-            Event::IcmpSent(e) => self.icmp_sent(e),
-            Event::IcmpSuppressed(e) => {
-                self.any_netns(e.meta.netns)
-                    && match &e.attempt {
-                        Some(attempt) => self.icmp_sent(attempt),
-                        // A count from the kernel's counters: no packet, no ICMP type.
-                        None => {
-                            self.pids.is_empty()
-                                && self.comms.is_empty()
-                                && self.ports.is_empty()
-                                && self.addrs.is_empty()
-                                && self.errnos.is_empty()
-                                && self.dns_names.is_empty()
-                        }
-                    }
-            }
-            Event::UdpDropped(e) => self.udp_dropped(e),
-            Event::Lost { .. } => true,
-        }
-    }
-
-    fn any_netns(&self, netns: u32) -> bool {
-        self.netns.is_empty() || self.netns.contains(&netns)
-    }
-
-    fn any_port(&self, ports: &[u16]) -> bool {
-        self.ports.is_empty() || ports.iter().any(|p| self.ports.contains(p))
-    }
-
-    fn any_addr(&self, addrs: &[IpAddr]) -> bool {
-        self.addrs.is_empty() || self.addrs.iter().any(|prefix| addrs.iter().any(|a| prefix.contains(*a)))
-    }
-
-    fn any_errno(&self, errno: Option<i32>) -> bool {
-        self.errnos.is_empty() || errno.is_some_and(|e| self.errnos.contains(&e))
-    }
-
-    fn socket_error(&self, e: &SocketError) -> bool {
-        let owner = e.owner.as_ref();
-        let ports: Vec<u16> = std::iter::once(e.local.port()).chain(e.remote.map(|r| r.port())).collect();
-        let addrs: Vec<IpAddr> = std::iter::once(e.local.ip())
-            .chain(e.remote.map(|r: SocketAddr| r.ip()))
-            .chain(e.icmp.and_then(|i| i.from))
-            .collect();
-        self.any_netns(e.meta.netns)
+        let Some(facts) = event.kind().facts() else {
+            return true;
+        };
+        let owner = facts.owner;
+        (self.netns.is_empty() || self.netns.contains(&facts.netns))
             && (self.pids.is_empty() || owner.is_some_and(|o| self.pids.contains(&o.pid)))
             && (self.comms.is_empty() || owner.is_some_and(|o| self.comms.contains(&o.comm)))
-            && self.any_port(&ports)
-            && self.any_addr(&addrs)
-            && self.any_errno((e.errno != 0).then_some(e.errno))
-            && self.any_dns_name(None)
-    }
-
-    fn icmp_sent(&self, e: &IcmpSent) -> bool {
-        let ports: Vec<u16> = e.packet.and_then(|p| p.ports).map(|(s, d)| vec![s, d]).unwrap_or_default();
-        let addrs: Vec<IpAddr> = e.packet.map(|p| vec![p.src, p.dst]).unwrap_or_default();
-        self.pids.is_empty()
-            && self.comms.is_empty()
-            && self.any_netns(e.meta.netns)
-            && (self.ports.is_empty() || self.any_port(&ports) && !ports.is_empty())
-            && (self.addrs.is_empty() || self.any_addr(&addrs) && !addrs.is_empty())
-            && self.any_errno(icmp_errno(e.family, e.icmp.icmp_type, e.icmp.code).map(|(errno, _)| errno))
-            && self.any_dns_name(e.dns.as_ref())
-    }
-
-    /// A drop gives no errno: `--errno` leaves it out. `-p` and `--comm` select the socket's owner.
-    fn udp_dropped(&self, e: &UdpDropped) -> bool {
-        let owner = e.owner.as_ref();
-        let (sport, dport) = e.packet.ports.unwrap_or_default();
-        let addrs: Vec<IpAddr> = [e.packet.src, e.packet.dst].into_iter().chain(e.local.map(|l| l.ip())).collect();
-        self.any_netns(e.meta.netns)
-            && (self.pids.is_empty() || owner.is_some_and(|o| self.pids.contains(&o.pid)))
-            && (self.comms.is_empty() || owner.is_some_and(|o| self.comms.contains(&o.comm)))
-            && self.any_port(&[sport, dport])
-            && self.any_addr(&addrs)
-            && self.errnos.is_empty()
-            && self.any_dns_name(e.dns.as_ref())
+            && (self.ports.is_empty() || facts.ports.iter().any(|p| self.ports.contains(p)))
+            && (self.addrs.is_empty()
+                || self.addrs.iter().any(|prefix| facts.addrs.iter().any(|a| prefix.contains(*a))))
+            && (self.errnos.is_empty() || facts.errno.is_some_and(|e| self.errnos.contains(&e)))
+            && self.any_dns_name(facts.dns)
     }
 
     /// `--dns-name`: not given, or the event's DNS name is under one of its suffixes.
@@ -341,18 +273,18 @@ mod tests {
             dns_names: names.iter().map(|n| (*n).to_owned()).collect(),
             ..Default::default()
         };
-        let query = Event::UdpDropped(crate::domain::samples::dns_drop());
+        let query = Event::UdpDropped(crate::events::samples::dns_drop());
         assert!(names(&["example.com"]).matches(&query));
         assert!(names(&["org", "EXAMPLE.com."]).matches(&query));
         assert!(!names(&["ample.com"]).matches(&query));
         // An event without a name is not about one.
-        assert!(!names(&["example.com"]).matches(&Event::UdpDropped(crate::domain::samples::rcvbuf_drop())));
-        assert!(Filter::default().matches(&Event::UdpDropped(crate::domain::samples::rcvbuf_drop())));
+        assert!(!names(&["example.com"]).matches(&Event::UdpDropped(crate::events::samples::rcvbuf_drop())));
+        assert!(Filter::default().matches(&Event::UdpDropped(crate::events::samples::rcvbuf_drop())));
     }
 
     #[test]
     fn a_drop_is_selected_by_its_packet_and_its_socket_owner_but_has_no_errno() {
-        let drop = Event::UdpDropped(crate::domain::samples::rcvbuf_drop());
+        let drop = Event::UdpDropped(crate::events::samples::rcvbuf_drop());
         let filter = |f: Filter| f.matches(&drop);
         assert!(filter(Filter::default()));
         assert!(filter(Filter { pids: vec![700], ..Default::default() }));
@@ -363,7 +295,8 @@ mod tests {
         assert!(!filter(Filter { errnos: vec![libc::ECONNREFUSED], ..Default::default() }));
         assert!(!filter(Filter { netns: vec![1], ..Default::default() }));
     }
-    use crate::domain::{AttachMode, Cause, Icmp, Meta, OwnerInfo, Packet, Verdict};
+    use crate::domain::{AttachMode, Cause, Errno, Icmp, Meta, OwnerInfo, Packet, Verdict};
+    use crate::events::{IcmpSent, Lost, SocketError};
 
     fn meta(netns: u32) -> Meta {
         Meta { time: std::time::UNIX_EPOCH, netns, probe: AttachMode::FEntry }
@@ -376,7 +309,7 @@ mod tests {
             local: "10.0.0.2:40312".parse().unwrap(),
             remote: Some("10.0.0.9:8888".parse().unwrap()),
             icmp: Some(Icmp { icmp_type: 3, code: 3, from: Some("10.0.0.1".parse().unwrap()) }),
-            errno: libc::ECONNREFUSED,
+            errno: Errno(libc::ECONNREFUSED),
             verdict: Some(Verdict::Delivered),
             recverr: Some(false),
             sock_ino: Some(77),
@@ -416,7 +349,7 @@ mod tests {
 
     #[test]
     fn no_option_lets_everything_through() {
-        for event in [refused(None), sent(3, 3), Event::Lost { time: std::time::UNIX_EPOCH, count: 1 }] {
+        for event in [refused(None), sent(3, 3), Event::Lost(Lost { time: std::time::UNIX_EPOCH, count: 1 })] {
             assert!(Filter::default().matches(&event));
         }
     }
@@ -468,7 +401,7 @@ mod tests {
         assert!(!filter(|f| f.pids = vec![4711]).matches(&sent(3, 3)));
         assert!(!filter(|f| f.comms = vec!["x".into()]).matches(&sent(3, 3)));
         // Lost events are never filtered.
-        assert!(filter(|f| f.pids = vec![4711]).matches(&Event::Lost { time: std::time::UNIX_EPOCH, count: 2 }));
+        assert!(filter(|f| f.pids = vec![4711]).matches(&Event::Lost(Lost { time: std::time::UNIX_EPOCH, count: 2 })));
     }
 
     #[test]

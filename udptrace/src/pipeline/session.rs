@@ -22,7 +22,10 @@ use super::{
     source::Source,
     tally::{DropCounts, Read, Tally},
 };
-use crate::{domain::Event, output::Sink};
+use crate::{
+    events::{Event, Lost},
+    output::Sink,
+};
 
 /// How often the kernel's lost-event counters (and, where they stand in for hooks, the rate-limit
 /// counters) are read while tracing.
@@ -459,7 +462,7 @@ impl Session {
         }
         self.totals.lost = lost;
         // Behind the events that wait for an owner, so that the output keeps its order.
-        self.stages.enricher.push(Event::Lost { time: std::time::SystemTime::now(), count: new }, Instant::now());
+        self.stages.enricher.push(Event::Lost(Lost { time: std::time::SystemTime::now(), count: new }), Instant::now());
         self.pass_on()
     }
 

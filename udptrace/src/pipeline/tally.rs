@@ -26,7 +26,7 @@ use udptrace_common::{
 };
 
 use super::decode::{Clock, DecodeError, boot_time_ns, decode};
-use crate::domain::Event;
+use crate::events::Event;
 
 /// What a read of the kernel's counts gives.
 #[derive(Debug, Default)]
@@ -423,7 +423,7 @@ fn counted(mut event: Event, count: u64) -> Event {
         Event::IcmpSent(e) => e.count = count,
         Event::IcmpSuppressed(e) => e.count = count,
         Event::UdpDropped(e) => e.count = count,
-        Event::Lost { .. } => {}
+        Event::Lost(_) => {}
     }
     event
 }
@@ -456,7 +456,7 @@ fn grace_period() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::samples;
+    use crate::events::{Lost, samples};
 
     #[test]
     fn a_counted_event_stands_for_its_count() {
@@ -464,7 +464,7 @@ mod tests {
         assert_eq!(event.count(), 4000);
         let event = counted(Event::IcmpSuppressed(samples::host_limited(samples::icmp_sent())), 7);
         assert_eq!(event.count(), 7);
-        assert_eq!(counted(Event::Lost { time: std::time::UNIX_EPOCH, count: 3 }, 9).count(), 0);
+        assert_eq!(counted(Event::Lost(Lost { time: std::time::UNIX_EPOCH, count: 3 }), 9).count(), 0);
     }
 
     fn socket_error(family: u16, port: u16) -> RawSocketError {

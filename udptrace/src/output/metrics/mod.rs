@@ -32,10 +32,10 @@ pub use server::{Server, bind};
 use slots::MAX_VALUES;
 use slots::Slots;
 
-use super::{Sink, endpoint};
+use super::Sink;
 use crate::{
-    domain::{Dns, Event, IcmpSent},
-    kernel::tables::errno_name,
+    domain::Dns,
+    events::{Event, METRICS},
 };
 
 type Labels = Vec<(&'static str, String)>;
@@ -83,11 +83,10 @@ impl Series {
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
-    socket_errors: Series,
-    icmp_sent: Series,
-    icmp_suppressed: Series,
-    udp_drops: Series,
+    /// The counters of the kinds' metrics (`events::METRICS`) that count by labels.
+    kinds: Vec<Series>,
     dns_errors: Series,
+    /// `lost_events`.
     lost: Counter,
     /// Events whose address (or name) was folded into `other`, by counter name.
     folded: Family<Labels, Counter>,
@@ -113,31 +112,16 @@ impl Metrics {
     pub fn new(hooks: &[(&'static str, &'static str)], cardinality: Cardinality) -> Self {
         let Cardinality { addresses, dns_names } = cardinality;
         let mut registry = Registry::with_prefix("udptrace");
-        let socket_errors = Series::new(
-            &mut registry,
-            "socket_errors",
-            "ICMP errors that reached (or failed to reach) a UDP socket on this host, by errno, verdict and family",
-            addresses,
-        );
-        let icmp_sent = Series::new(
-            &mut registry,
-            "icmp_errors_sent",
-            "ICMP errors this host sent, by ICMP type and code, cause and family",
-            addresses,
-        );
-        let icmp_suppressed = Series::new(
-            &mut registry,
-            "icmp_errors_suppressed",
-            "ICMP errors this host would have sent and a rate limit stopped, by scope and family",
-            addresses,
-        );
-        let udp_drops = Series::new(
-            &mut registry,
-            "udp_drops",
-            "UDP datagrams the kernel dropped, by drop reason (\"unknown\" on kernels without reasons), direction and \
-             family",
-            addresses,
-        );
+        // A counter per kind's metric, as the kind names and explains it.
+        let mut kinds = Vec::new();
+        let lost = Counter::default();
+        for metric in METRICS {
+            if metric.labelled {
+                kinds.push(Series::new(&mut registry, metric.name, metric.help, addresses));
+            } else {
+                registry.register(metric.name, metric.help, lost.clone());
+            }
+        }
         let dns_errors = Series::new(
             &mut registry,
             "dns_errors",
@@ -145,13 +129,6 @@ impl Metrics {
              cause or rate-limit scope), question type and response code (\"none\" for a query; \"unknown\" where the \
              bytes did not reach; \"other\" for a type or code without a mnemonic)",
             dns_names,
-        );
-        let lost = Counter::default();
-        registry.register(
-            "lost_events",
-            "Events the kernel could not hand over to udptrace (buffer full) or ran no program for: the counters above \
-             miss them",
-            lost.clone(),
         );
         registry.register("build", "udptrace's version", Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]));
         let modes = Family::<Labels, Gauge>::default();
@@ -176,10 +153,7 @@ impl Metrics {
         );
         Self {
             registry: Arc::new(registry),
-            socket_errors,
-            icmp_sent,
-            icmp_suppressed,
-            udp_drops,
+            kinds,
             dns_errors,
             lost,
             folded,
@@ -194,57 +168,20 @@ impl Metrics {
         self.count_at(event, self.started.elapsed().as_secs());
     }
 
-    /// Counts one event at `now`, in seconds from `started`.
+    /// Counts one event at `now`, in seconds from `started`: in its kind's counter, and for an event about a
+    /// DNS datagram in `udptrace_dns_errors_total`.
     fn count_at(&self, event: &Event, now: u64) {
-        match event {
-            Event::SocketError(e) => {
-                let labels = vec![
-                    ("errno", errno_name(e.errno).unwrap_or("none").to_owned()),
-                    ("verdict", e.verdict.map_or("unknown", |v| v.as_str()).to_owned()),
-                    ("family", e.family.as_str().to_owned()),
-                ];
-                let remote = e.remote.map_or_else(|| "unknown".to_owned(), |r| r.to_string());
-                self.add(&self.socket_errors, labels, ("remote", remote), e.count, now);
-                if let Some(dns) = &e.dns {
-                    self.dns(event.name(), errno_name(e.errno).unwrap_or("none").to_owned(), dns, e.count, now);
-                }
-            }
-            Event::IcmpSent(e) => {
-                let labels = vec![
-                    ("type", e.icmp.icmp_type.to_string()),
-                    ("code", e.icmp.code.to_string()),
-                    ("cause", e.cause.as_str().to_owned()),
-                    ("family", e.family.as_str().to_owned()),
-                ];
-                self.add(&self.icmp_sent, labels, ("dst", destination(e)), e.count, now);
-                if let Some(dns) = &e.dns {
-                    self.dns(event.name(), e.cause.as_str().to_owned(), dns, e.count, now);
-                }
-            }
-            Event::IcmpSuppressed(e) => {
-                let family = e.family.map_or("unknown", |f| f.as_str());
-                let labels = vec![("scope", e.scope.as_str().to_owned()), ("family", family.to_owned())];
-                let dst = e.attempt.as_ref().map_or_else(|| "unknown".to_owned(), destination);
-                self.add(&self.icmp_suppressed, labels, ("dst", dst), e.count, now);
-                if let Some(dns) = e.attempt.as_ref().and_then(|a| a.dns.as_ref()) {
-                    self.dns(event.name(), e.scope.as_str().to_owned(), dns, e.count, now);
-                }
-            }
-            Event::UdpDropped(e) => {
-                let labels = vec![
-                    ("reason", e.reason.clone().unwrap_or_else(|| "unknown".to_owned())),
-                    ("direction", e.direction.as_str().to_owned()),
-                    ("family", e.family.as_str().to_owned()),
-                ];
-                self.add(&self.udp_drops, labels, ("dst", endpoint(&e.packet, false)), e.count, now);
-                if let Some(dns) = &e.dns {
-                    let outcome = e.reason.clone().unwrap_or_else(|| "unknown".to_owned());
-                    self.dns(event.name(), outcome, dns, e.count, now);
-                }
-            }
-            Event::Lost { count, .. } => {
-                self.lost.inc_by(*count);
-            }
+        let kind = event.kind();
+        let sample = kind.sample();
+        // The counter without labels: `lost_events`.
+        let (Some(series), Some(address)) = (self.kinds.iter().find(|s| s.name == sample.metric.name), sample.address)
+        else {
+            self.lost.inc_by(sample.count);
+            return;
+        };
+        self.add(series, sample.labels, address, sample.count, now);
+        if let Some(dns) = kind.dns() {
+            self.dns(kind.name(), sample.outcome, dns, sample.count, now);
         }
     }
 
@@ -335,17 +272,12 @@ impl Metrics {
     }
 }
 
-/// The offending packet's destination: the local service an ICMP error is about.
-fn destination(e: &IcmpSent) -> String {
-    e.packet.map_or_else(|| "unknown".to_owned(), |p| endpoint(&p, false))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::net::SocketAddr;
 
-    use crate::domain::{SocketError, samples};
+    use crate::events::{Lost, SocketError, samples};
 
     fn events() -> (Event, Event) {
         (Event::SocketError(samples::owned_socket_error()), Event::IcmpSent(samples::icmp_sent()))
@@ -358,7 +290,7 @@ mod tests {
         metrics.count(&refused);
         metrics.count(&refused);
         metrics.count(&sent);
-        metrics.count(&Event::Lost { time: std::time::UNIX_EPOCH, count: 4 });
+        metrics.count(&Event::Lost(Lost { time: std::time::UNIX_EPOCH, count: 4 }));
         let mut flood = samples::rcvbuf_drop();
         flood.count = 300;
         metrics.count(&Event::UdpDropped(flood));
@@ -509,14 +441,15 @@ mod tests {
     fn a_counter_holds_so_many_series_and_counts_the_rest() {
         let metrics = Metrics::new(&[], Cardinality::default());
         let labels = |n: usize| vec![("n", n.to_string())];
+        let drops = metrics.kinds.iter().find(|s| s.name == "udp_drops").expect("the drops' counter");
         for n in 0..MAX_SERIES + 7 {
-            metrics.add(&metrics.udp_drops, labels(n), ("dst", String::new()), 2, 1);
+            metrics.add(drops, labels(n), ("dst", String::new()), 2, 1);
         }
         let text = metrics.encode();
         assert_eq!(series(&text, "udp_drops"), MAX_SERIES);
         assert!(text.contains("udptrace_metrics_series_overflow_total{counter=\"udp_drops\"} 14"), "{text}");
         // A series it holds still counts.
-        metrics.add(&metrics.udp_drops, labels(0), ("dst", String::new()), 1, 1);
+        metrics.add(drops, labels(0), ("dst", String::new()), 1, 1);
         assert!(metrics.encode().contains("udp_drops_total{n=\"0\"} 3"));
     }
 }

@@ -22,8 +22,8 @@ use self::{
 use udptrace_common::{icmp, icmpv6};
 
 use crate::{
-    domain::{Cause, Direction, Event, Family, SocketError, UdpDropped, Verdict},
-    kernel::tables::icmp_errno,
+    domain::{Cause, Direction, Errno, Family, Verdict, icmp_errno},
+    events::{Event, SocketError, UdpDropped},
     pipeline::decode::recorded_owner,
 };
 
@@ -114,7 +114,7 @@ impl Enricher {
                     None => needs_owner = e.sock_ino.is_some(),
                 }
             }
-            Event::Lost { .. } => {}
+            Event::Lost(_) => {}
         }
         self.queue.push_back((event, seen, needs_owner));
     }
@@ -257,7 +257,7 @@ impl Enricher {
         }
     }
 
-    fn classify(&mut self, e: &mut crate::domain::IcmpSent) {
+    fn classify(&mut self, e: &mut crate::events::IcmpSent) {
         // Seen at the drop that follows the kernel's decision (tracepoint mode, IPv6): its cause is known, and
         // its stack is the drop's, not the sender's.
         if e.rate_limited.is_none() {
@@ -306,12 +306,12 @@ fn at_a_socket(e: &UdpDropped) -> bool {
 /// kernel computed the errno but stored it nowhere: name the one its tables give, so that the user sees
 /// which error the application did not get.
 fn fill_errno(e: &mut SocketError) {
-    if e.errno == 0
+    if !e.errno.is_set()
         && e.verdict != Some(Verdict::Delivered)
         && let Some(icmp) = e.icmp
         && let Some((errno, _hard)) = icmp_errno(e.family, icmp.icmp_type, icmp.code)
     {
-        e.errno = errno;
+        e.errno = Errno(errno);
     }
 }
 
@@ -341,22 +341,23 @@ fn tunnel_or_kernel(owners: &Resolver, tunnels: &mut Recent<u64, bool>, e: &mut 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Icmp, samples};
+    use crate::domain::Icmp;
+    use crate::events::samples;
 
     #[test]
     fn an_ignored_error_names_the_errno_the_application_did_not_get() {
         let mut e = samples::socket_error();
-        e.errno = 0;
+        e.errno = Errno(0);
         e.verdict = Some(Verdict::IgnoredSoftError);
         e.icmp = Some(Icmp { icmp_type: 3, code: 1, from: None });
         fill_errno(&mut e);
-        assert_eq!(e.errno, libc::EHOSTUNREACH);
+        assert_eq!(e.errno, Errno(libc::EHOSTUNREACH));
         // A delivered error keeps the socket's own.
         let mut delivered = samples::socket_error();
-        delivered.errno = 0;
+        delivered.errno = Errno(0);
         delivered.icmp = Some(Icmp { icmp_type: 3, code: 3, from: None });
         fill_errno(&mut delivered);
-        assert_eq!(delivered.errno, 0);
+        assert_eq!(delivered.errno, Errno(0));
     }
 
     /// Events leave in order; one whose owner /proc must name holds the ones behind it until it can.

@@ -1,9 +1,25 @@
-//! The kernel's own tables, as udptrace needs them: errno names and numbers, and the errno the kernel
-//! derives from each ICMP error.
+//! Errors as the kernel names them: errno names and numbers, and the errno the kernel derives from each
+//! ICMP error.
 
 use udptrace_common::{icmp, icmpv6};
 
-use crate::domain::Family;
+use super::Family;
+
+/// A positive errno, as the kernel hands it to a socket; 0 for none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Errno(pub i32);
+
+impl Errno {
+    /// Its symbolic name (`ECONNREFUSED`); `None` for 0 and numbers Linux does not define.
+    pub fn name(self) -> Option<&'static str> {
+        errno_name(self.0)
+    }
+
+    /// Whether the kernel gave one.
+    pub fn is_set(self) -> bool {
+        self.0 != 0
+    }
+}
 
 /// Linux errno names, index = errno (`include/uapi/asm-generic/errno-base.h`, `errno.h`).
 const ERRNO_NAMES: [&str; 134] = [

@@ -1,0 +1,190 @@
+//! `icmp_sent`: an ICMP error this host sent, about which packet, and why.
+
+use serde::Serialize;
+
+use super::{
+    Facts, Kind, Line, Metric, Row, Sample, Tone,
+    parts::{DnsJson, Head, PacketJson, dns_text, flow_text, lookup, to_json},
+};
+use crate::domain::{Cause, Dns, Family, Icmp, Meta, Packet, endpoint, errno_name, icmp_errno, icmp_name, proto_name};
+
+/// An ICMP error this host sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IcmpSent {
+    pub meta: Meta,
+    pub family: Family,
+    pub icmp: Icmp,
+    pub packet: Option<Packet>,
+    /// Kernel return addresses at the hook, innermost first.
+    pub stack: Vec<u64>,
+    pub cause: Cause,
+    /// `Some(false)`: the hook sits past the rate limits, the error went out; `None`: seen where the kernel
+    /// decided to send it (a `no_socket` drop in tracepoint mode), before the rate limits.
+    pub rate_limited: Option<bool>,
+    /// How many such errors this event stands for (see `SocketError::count`).
+    pub count: u64,
+    /// What the offending datagram said as DNS, for one on a DNS port.
+    pub dns: Option<Dns>,
+}
+
+pub static METRIC: Metric = Metric {
+    name: "icmp_errors_sent",
+    help: "ICMP errors this host sent, by ICMP type and code, cause and family",
+    labelled: true,
+};
+
+/// The JSON object, in the schema's order.
+#[derive(Serialize)]
+struct Json<'a> {
+    #[serde(flatten)]
+    head: Head,
+    family: &'static str,
+    icmp: IcmpJson,
+    packet: Option<PacketJson>,
+    cause: &'static str,
+    rate_limited: Option<bool>,
+    dns: Option<DnsJson<'a>>,
+}
+
+/// An ICMP error's type and code.
+#[derive(Serialize)]
+pub(super) struct IcmpJson {
+    #[serde(rename = "type")]
+    icmp_type: u8,
+    code: u8,
+}
+
+impl IcmpJson {
+    pub(super) fn of(icmp: Icmp) -> Self {
+        Self { icmp_type: icmp.icmp_type, code: icmp.code }
+    }
+}
+
+impl Kind for IcmpSent {
+    fn name(&self) -> &'static str {
+        "icmp_sent"
+    }
+
+    fn count(&self) -> u64 {
+        self.count
+    }
+
+    fn dns(&self) -> Option<&Dns> {
+        self.dns.as_ref()
+    }
+
+    fn facts(&self) -> Option<Facts<'_>> {
+        Some(Facts {
+            netns: self.meta.netns,
+            owner: None,
+            ports: self.packet.and_then(|p| p.ports).map(|(s, d)| vec![s, d]).unwrap_or_default(),
+            addrs: self.packet.map(|p| vec![p.src, p.dst]).unwrap_or_default(),
+            errno: self.errno(),
+            dns: self.dns.as_ref(),
+        })
+    }
+
+    fn json(&self) -> serde_json::Value {
+        to_json(&Json {
+            head: Head::of(self.name(), &self.meta),
+            family: self.family.as_str(),
+            icmp: IcmpJson::of(self.icmp),
+            packet: self.packet.as_ref().map(PacketJson::of),
+            cause: self.cause.as_str(),
+            rate_limited: self.rate_limited,
+            dns: DnsJson::of(self.dns.as_ref()),
+        })
+    }
+
+    fn line(&self) -> Line {
+        Line {
+            time: self.meta.time,
+            tone: Tone::Sent,
+            what: self.name().to_owned(),
+            why: self.cause.as_str().to_owned(),
+            flow: Some(flow_text(self.packet)),
+            details: self.dns.as_ref().map(dns_text).into_iter().chain([self.icmp_text()]).collect(),
+            netns: Some(self.meta.netns),
+            sentence: self.sentence(),
+        }
+    }
+
+    fn row(&self) -> Option<Row> {
+        Some(Row {
+            errno: self.errno().and_then(errno_name),
+            outcome: self.cause.as_str().to_owned(),
+            address: self.destination(),
+            owner: None,
+        })
+    }
+
+    fn sample(&self) -> Sample {
+        Sample {
+            metric: &METRIC,
+            count: self.count,
+            labels: vec![
+                ("type", self.icmp.icmp_type.to_string()),
+                ("code", self.icmp.code.to_string()),
+                ("cause", self.cause.as_str().to_owned()),
+                ("family", self.family.as_str().to_owned()),
+            ],
+            address: Some(("dst", self.destination().unwrap_or_else(|| "unknown".to_owned()))),
+            outcome: self.cause.as_str().to_owned(),
+        }
+    }
+}
+
+impl IcmpSent {
+    /// The errno the error gives the application it reaches.
+    pub fn errno(&self) -> Option<i32> {
+        icmp_errno(self.family, self.icmp.icmp_type, self.icmp.code).map(|(errno, _)| errno)
+    }
+
+    /// The offending packet's destination: the local service an ICMP error is about.
+    pub fn destination(&self) -> Option<String> {
+        self.packet.map(|p| endpoint(&p, false))
+    }
+
+    /// `icmp port-unreachable`.
+    pub(super) fn icmp_text(&self) -> String {
+        format!("icmp {}", icmp_name(self.family, self.icmp.icmp_type, self.icmp.code))
+    }
+
+    /// One short sentence: why this host sent the ICMP error.
+    pub fn sentence(&self) -> String {
+        let mut why = self.cause_sentence();
+        if let Some(lookup) = self.dns.as_ref().and_then(|d| lookup(d, None)) {
+            why = format!("{lookup} was answered with an ICMP error: {why}");
+        }
+        if self.rate_limited.is_none() {
+            return format!(
+                "{why}; seen where the kernel decides to answer, before the rate limits, which tracepoint mode does \
+                 not see: any they stopped are counted as icmp_suppressed"
+            );
+        }
+        why
+    }
+
+    fn cause_sentence(&self) -> String {
+        let port = self.packet.and_then(|p| p.ports.map(|(_, dport)| (proto_name(p.proto), dport)));
+        match self.cause {
+            Cause::NoListener => match port {
+                Some((proto, dport)) => format!("no socket listens on {proto}/{dport} here"),
+                None => "no socket listens on that port here".to_owned(),
+            },
+            Cause::FirewallReject => "a firewall REJECT rule answered for the packet (nftables/iptables)".to_owned(),
+            Cause::NoRoute => "this host has no usable route to the packet's destination (an unreachable or \
+                               prohibit route, no route, or a tunnel that could not route it)"
+                .to_owned(),
+            Cause::NeighbourUnreachable => {
+                "the next hop did not answer ARP/ND: the host on the link is down or absent".to_owned()
+            }
+            Cause::NoBackend => "an IPVS virtual service has no usable real server for the packet".to_owned(),
+            Cause::TtlExceeded => "the packet's TTL ran out while this host forwarded it".to_owned(),
+            Cause::FragNeeded => {
+                "the packet may not be fragmented (DF) and is larger than the next link's MTU".to_owned()
+            }
+            Cause::Other => "sent by another kernel path".to_owned(),
+        }
+    }
+}

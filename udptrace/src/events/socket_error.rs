@@ -1,0 +1,285 @@
+//! `socket_error`: an ICMP error that reached (or failed to reach) a UDP socket on this host, what the kernel
+//! did with it, and what the application sees.
+
+use std::net::SocketAddr;
+
+use serde::Serialize;
+use udptrace_common::icmp;
+
+use super::{
+    Facts, Kind, Line, Metric, Row, Sample, Tone,
+    parts::{DnsJson, Head, OwnerJson, dns_text, lookup, owner_row, owner_text, to_json},
+};
+use crate::domain::{Dns, Errno, Family, Icmp, Meta, OwnerInfo, Verdict, errno_name, icmp_name};
+
+/// An ICMP error that reached (or failed to reach) a UDP socket on this host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketError {
+    pub meta: Meta,
+    pub family: Family,
+    pub local: SocketAddr,
+    pub remote: Option<SocketAddr>,
+    pub icmp: Option<Icmp>,
+    /// The errno, 0 for none.
+    pub errno: Errno,
+    pub verdict: Option<Verdict>,
+    pub recverr: Option<bool>,
+    /// The socket's inode number, when there is a socket.
+    pub sock_ino: Option<u64>,
+    /// The kernel told no socket of the error and did not say that none matched: which socket ignored it
+    /// is for user space to look up (`pipeline::enrich::sockets`).
+    pub unreported: bool,
+    /// The interface the ICMP error came in on, 0 if unknown.
+    pub ifindex: u32,
+    /// The process that owns the socket (the one that created it, else the first holder /proc shows).
+    pub owner: Option<OwnerInfo>,
+    /// No process holds the socket: one the kernel made for itself (a VXLAN, WireGuard or L2TP tunnel's).
+    pub kernel_socket: bool,
+    /// How many such errors this event stands for: 1, or, when the programs count in the kernel
+    /// (`pipeline::tally`), how many they counted since the last read.
+    pub count: u64,
+    /// What the ICMP error quotes of the datagram, as DNS, for one on a DNS port (fentry and kprobe modes:
+    /// tracepoint mode sees no quoted packet).
+    pub dns: Option<Dns>,
+}
+
+pub static METRIC: Metric = Metric {
+    name: "socket_errors",
+    help: "ICMP errors that reached (or failed to reach) a UDP socket on this host, by errno, verdict and family",
+    labelled: true,
+};
+
+/// The JSON object, in the schema's order.
+#[derive(Serialize)]
+struct Json<'a> {
+    #[serde(flatten)]
+    head: Head,
+    family: &'static str,
+    local: String,
+    remote: Option<String>,
+    icmp: Option<IcmpJson>,
+    errno: Option<&'static str>,
+    verdict: Option<&'static str>,
+    recverr: Option<bool>,
+    #[serde(flatten)]
+    owner: OwnerJson<'a>,
+    dns: Option<DnsJson<'a>>,
+}
+
+/// The ICMP error: its type and code, and who sent it.
+#[derive(Serialize)]
+struct IcmpJson {
+    #[serde(rename = "type")]
+    icmp_type: u8,
+    code: u8,
+    from: Option<String>,
+}
+
+impl Kind for SocketError {
+    fn name(&self) -> &'static str {
+        "socket_error"
+    }
+
+    fn count(&self) -> u64 {
+        self.count
+    }
+
+    fn dns(&self) -> Option<&Dns> {
+        self.dns.as_ref()
+    }
+
+    fn facts(&self) -> Option<Facts<'_>> {
+        Some(Facts {
+            netns: self.meta.netns,
+            owner: self.owner.as_ref(),
+            ports: std::iter::once(self.local.port()).chain(self.remote.map(|r| r.port())).collect(),
+            addrs: std::iter::once(self.local.ip())
+                .chain(self.remote.map(|r: SocketAddr| r.ip()))
+                .chain(self.icmp.and_then(|i| i.from))
+                .collect(),
+            errno: self.errno.is_set().then_some(self.errno.0),
+            dns: self.dns.as_ref(),
+        })
+    }
+
+    fn json(&self) -> serde_json::Value {
+        to_json(&Json {
+            head: Head::of(self.name(), &self.meta),
+            family: self.family.as_str(),
+            local: self.local.to_string(),
+            remote: self.remote.map(|r| r.to_string()),
+            icmp: self.icmp.map(|i| IcmpJson {
+                icmp_type: i.icmp_type,
+                code: i.code,
+                from: i.from.map(|f| f.to_string()),
+            }),
+            errno: self.errno.name(),
+            verdict: self.verdict.map(Verdict::as_str),
+            recverr: self.recverr,
+            owner: OwnerJson::of(self.owner.as_ref(), self.kernel_socket),
+            dns: DnsJson::of(self.dns.as_ref()),
+        })
+    }
+
+    fn line(&self) -> Line {
+        let remote = self.remote.map_or_else(|| "?".to_owned(), |r| r.to_string());
+        let icmp = match self.icmp {
+            Some(i) => format!(
+                "icmp {}{}",
+                icmp_name(self.family, i.icmp_type, i.code),
+                i.from.map(|f| format!(" from {f}")).unwrap_or_default()
+            ),
+            None => "icmp unseen".to_owned(),
+        };
+        let details = self.dns.as_ref().map(dns_text).into_iter();
+        Line {
+            time: self.meta.time,
+            tone: if self.verdict == Some(Verdict::Delivered) { Tone::Delivered } else { Tone::Ignored },
+            what: self.errno.name().unwrap_or("-").to_owned(),
+            why: self.verdict.map_or("?", Verdict::as_str).to_owned(),
+            flow: Some(format!("{} -> {remote}", self.local)),
+            details: details.chain([icmp, owner_text(self.owner.as_ref(), self.kernel_socket)]).collect(),
+            netns: Some(self.meta.netns),
+            sentence: self.sentence(),
+        }
+    }
+
+    fn row(&self) -> Option<Row> {
+        Some(Row {
+            errno: self.errno.name(),
+            outcome: self.verdict.map_or("?", Verdict::as_str).to_owned(),
+            address: self.remote.map(|r| r.to_string()),
+            owner: owner_row(self.owner.as_ref()),
+        })
+    }
+
+    fn sample(&self) -> Sample {
+        let errno = self.errno.name().unwrap_or("none").to_owned();
+        Sample {
+            metric: &METRIC,
+            count: self.count,
+            labels: vec![
+                ("errno", errno.clone()),
+                ("verdict", self.verdict.map_or("unknown", Verdict::as_str).to_owned()),
+                ("family", self.family.as_str().to_owned()),
+            ],
+            address: Some(("remote", self.remote.map_or_else(|| "unknown".to_owned(), |r| r.to_string()))),
+            outcome: errno,
+        }
+    }
+}
+
+impl SocketError {
+    /// One short sentence: what happened to the socket and what the application sees; for a DNS query,
+    /// which one, and whose.
+    pub fn sentence(&self) -> String {
+        let what = self.outcome();
+        let whose = self.owner.as_ref().filter(|_| !self.kernel_socket).map(|o| o.comm.as_str());
+        match self.dns.as_ref().and_then(|d| lookup(d, whose)) {
+            Some(lookup) => format!("{lookup} was answered with an ICMP error: {what}"),
+            None => what,
+        }
+    }
+
+    fn outcome(&self) -> String {
+        let errno = errno_name(self.errno.0).unwrap_or("an error");
+        let icmp = self.icmp.map(|i| icmp_name(self.family, i.icmp_type, i.code));
+        let peer = self.remote.map(|r| format!("udp/{} at {}", r.port(), r.ip()));
+        let queued = if self.recverr == Some(true) {
+            "; the socket has IP_RECVERR, so it is also queued for MSG_ERRQUEUE unless that queue is full"
+        } else {
+            ""
+        };
+        match self.verdict {
+            Some(Verdict::Delivered) => match (self.errno.0, &peer) {
+                (libc::ECONNREFUSED, Some(peer)) => format!(
+                    "the peer refused {peer} (no listener, or a firewall REJECT); the next send or receive fails \
+                     with {errno}{queued}"
+                ),
+                (libc::EMSGSIZE, _) => format!(
+                    "the path MTU is smaller than the datagram and it may not be fragmented; the next send or \
+                     receive fails with {errno}{queued}"
+                ),
+                _ => format!("the socket's next send or receive fails with {errno}{queued}"),
+            },
+            Some(Verdict::IgnoredSoftError)
+                if self.icmp.is_some_and(|i| (i.icmp_type, i.code) == (icmp::DEST_UNREACH, icmp::FRAG_NEEDED)) =>
+            {
+                "the socket turned path MTU discovery off (IP_PMTUDISC_DONT): Linux lowers the route's MTU and \
+                 reports nothing"
+                    .to_owned()
+            }
+            Some(Verdict::IgnoredSoftError) => format!(
+                "{} is a soft error: Linux does not report it to a connected UDP socket without IP_RECVERR",
+                icmp.unwrap_or_else(|| "this error".to_owned())
+            ),
+            Some(Verdict::IgnoredUnconnected) => format!(
+                "the socket is not connected and has no IP_RECVERR: Linux drops {errno} and the application sees \
+                 nothing"
+            ),
+            Some(Verdict::NoSocket) => "no socket on this host matches the packet the ICMP error quotes".to_owned(),
+            Some(Verdict::Tunnel) => format!(
+                "the socket is a UDP tunnel's (UDP_ENCAP): Linux hands {errno} to the tunnel, never to the \
+                 application"
+            ),
+            None if self.kernel_socket => format!(
+                "the socket is the kernel's own, held by no process (a VXLAN, WireGuard or L2TP tunnel's): a tunnel \
+                 takes {errno} itself, and whether it did is not visible"
+            ),
+            None => format!(
+                "the kernel told no socket of it ({errno}), and none matching the quoted packet was found: a UDP \
+                 tunnel may have taken it, or the socket has closed"
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::samples;
+
+    #[test]
+    fn a_refused_dns_query_names_its_lookup_and_whose() {
+        let mut refused = samples::owned_socket_error();
+        refused.dns = samples::dns_drop().dns;
+        assert!(
+            refused.sentence().starts_with(
+                "dns-client's query for www.example.com A was answered with an ICMP error: the peer refused udp/8888"
+            ),
+            "{}",
+            refused.sentence()
+        );
+        refused.owner = None;
+        assert!(refused.sentence().starts_with("the query for www.example.com A was answered"));
+    }
+
+    #[test]
+    fn every_verdict_has_its_own_explanation() {
+        let mut e = samples::socket_error();
+        e.icmp = Some(Icmp { icmp_type: 3, code: 1, from: None });
+        e.verdict = Some(Verdict::IgnoredSoftError);
+        assert_eq!(
+            e.sentence(),
+            "host-unreachable is a soft error: Linux does not report it to a connected UDP socket without IP_RECVERR"
+        );
+        let mut texts = Vec::new();
+        for verdict in [
+            Verdict::Delivered,
+            Verdict::IgnoredSoftError,
+            Verdict::IgnoredUnconnected,
+            Verdict::NoSocket,
+            Verdict::Tunnel,
+        ] {
+            e.verdict = Some(verdict);
+            texts.push(e.sentence());
+        }
+        e.verdict = None;
+        texts.push(e.sentence());
+        e.kernel_socket = true;
+        texts.push(e.sentence());
+        texts.sort();
+        texts.dedup();
+        assert_eq!(texts.len(), 7, "{texts:?}");
+    }
+}

@@ -1,0 +1,291 @@
+//! `udp_dropped`: a UDP datagram the kernel dropped, where and why, and at whose socket.
+
+use std::net::SocketAddr;
+
+use serde::Serialize;
+
+use super::{
+    Facts, Kind, Line, Metric, Row, Sample, Tone,
+    parts::{DnsJson, Head, OwnerJson, PacketJson, dns_text, flow_text, lookup, owner_row, owner_text, to_json},
+};
+use crate::domain::{Direction, Dns, Family, Meta, OwnerInfo, Packet, endpoint, proto_name};
+
+/// A UDP datagram the kernel dropped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UdpDropped {
+    pub meta: Meta,
+    pub family: Family,
+    /// The datagram (its ports always known).
+    pub packet: Packet,
+    pub direction: Direction,
+    /// The kernel's `enum skb_drop_reason` value; `None` on kernels without reasons (before 5.17).
+    pub reason_code: Option<u32>,
+    /// Its name, lower case without `SKB_DROP_REASON_`, from the running kernel's BTF; `None` without a
+    /// reason, or for a value the enum does not name (a subsystem's).
+    pub reason: Option<String>,
+    /// The kernel text address that freed it, and its function.
+    pub location_addr: u64,
+    pub location: Option<String>,
+    /// The socket it was dropped at (or, on the way out, sent from): its address, inode and owner.
+    pub local: Option<SocketAddr>,
+    pub sock_ino: Option<u64>,
+    pub owner: Option<OwnerInfo>,
+    /// No process holds the socket: the kernel's own.
+    pub kernel_socket: bool,
+    /// The socket's receive buffer and what was queued in it, for a drop on receive.
+    pub rcvbuf: Option<u32>,
+    pub queued: Option<u32>,
+    /// The interface, 0 if none.
+    pub ifindex: u32,
+    /// How many drops of the same reason, flow and socket this event stands for.
+    pub count: u64,
+    /// The drops came from any source, counted together: only counts were wanted, or their destination had
+    /// more flows dropped in a second than are shown one by one (`drops::FLOWS_SHOWN`). `packet.src` and the
+    /// source port say nothing then.
+    pub sources_folded: bool,
+    /// The datagram is to or from a DNS port: what its payload said.
+    pub dns: Option<Dns>,
+}
+
+pub static METRIC: Metric = Metric {
+    name: "udp_drops",
+    help: "UDP datagrams the kernel dropped, by drop reason (where the kernel gives none, \"in\" the function that \
+           dropped it, else \"unknown\"), direction and family",
+    labelled: true,
+};
+
+/// The JSON object, in the schema's order.
+#[derive(Serialize)]
+struct Json<'a> {
+    #[serde(flatten)]
+    head: Head,
+    family: &'static str,
+    packet: PacketJson,
+    reason: Option<&'a str>,
+    location: Option<&'a str>,
+    direction: &'static str,
+    local: Option<String>,
+    #[serde(flatten)]
+    owner: OwnerJson<'a>,
+    rcvbuf: Option<u32>,
+    queued: Option<u32>,
+    count: u64,
+    dns: Option<DnsJson<'a>>,
+}
+
+impl Kind for UdpDropped {
+    fn name(&self) -> &'static str {
+        "udp_dropped"
+    }
+
+    fn count(&self) -> u64 {
+        self.count
+    }
+
+    fn dns(&self) -> Option<&Dns> {
+        self.dns.as_ref()
+    }
+
+    /// A drop gives no errno: `--errno` leaves it out. `-p` and `--comm` select the socket's owner.
+    fn facts(&self) -> Option<Facts<'_>> {
+        let (sport, dport) = self.packet.ports.unwrap_or_default();
+        Some(Facts {
+            netns: self.meta.netns,
+            owner: self.owner.as_ref(),
+            ports: vec![sport, dport],
+            addrs: [self.packet.src, self.packet.dst].into_iter().chain(self.local.map(|l| l.ip())).collect(),
+            errno: None,
+            dns: self.dns.as_ref(),
+        })
+    }
+
+    fn json(&self) -> serde_json::Value {
+        to_json(&Json {
+            head: Head::of(self.name(), &self.meta),
+            family: self.family.as_str(),
+            packet: if self.sources_folded {
+                PacketJson::without_source(&self.packet)
+            } else {
+                PacketJson::of(&self.packet)
+            },
+            reason: self.reason.as_deref(),
+            location: self.location.as_deref(),
+            direction: self.direction.as_str(),
+            local: self.local.map(|l| l.to_string()),
+            owner: OwnerJson::of(self.owner.as_ref(), self.kernel_socket),
+            rcvbuf: self.rcvbuf,
+            queued: self.queued,
+            count: self.count,
+            dns: DnsJson::of(self.dns.as_ref()),
+        })
+    }
+
+    fn line(&self) -> Line {
+        let mut details: Vec<String> = self.dns.as_ref().map(dns_text).into_iter().collect();
+        if self.count > 1 {
+            details.push(format!("x{}", self.count));
+        }
+        if let Some(local) = self.local {
+            details.push(format!("socket {local} {}", owner_text(self.owner.as_ref(), self.kernel_socket)));
+        }
+        Line {
+            time: self.meta.time,
+            tone: Tone::Ignored,
+            what: self.name().to_owned(),
+            why: self.outcome(),
+            flow: Some(format!("{} {}", self.direction.as_str(), self.flow())),
+            details,
+            netns: Some(self.meta.netns),
+            sentence: self.sentence(),
+        }
+    }
+
+    fn row(&self) -> Option<Row> {
+        Some(Row {
+            errno: None,
+            outcome: self.outcome(),
+            address: Some(endpoint(&self.packet, false)),
+            owner: owner_row(self.owner.as_ref()),
+        })
+    }
+
+    fn sample(&self) -> Sample {
+        Sample {
+            metric: &METRIC,
+            count: self.count,
+            labels: vec![
+                ("reason", self.outcome()),
+                ("direction", self.direction.as_str().to_owned()),
+                ("family", self.family.as_str().to_owned()),
+            ],
+            address: Some(("dst", endpoint(&self.packet, false))),
+            outcome: self.outcome(),
+        }
+    }
+}
+
+impl UdpDropped {
+    /// Why it was dropped, in one word as every output names it: the kernel's reason; on a kernel without
+    /// reasons (before 5.17) or for one its BTF does not name, `in` the function that dropped it; `unknown`
+    /// without either.
+    pub fn outcome(&self) -> String {
+        match (&self.reason, &self.location) {
+            (Some(reason), _) => reason.clone(),
+            (None, Some(location)) => format!("in {location}"),
+            (None, None) => "unknown".to_owned(),
+        }
+    }
+
+    /// The datagrams' flow; `*` for the source of drops from many sources, counted together.
+    fn flow(&self) -> String {
+        if self.sources_folded {
+            format!("{} * -> {}", proto_name(self.packet.proto), endpoint(&self.packet, false))
+        } else {
+            flow_text(Some(self.packet))
+        }
+    }
+
+    /// One short sentence: what dropping this datagram means, and what to do.
+    pub fn sentence(&self) -> String {
+        let at = self.location.as_deref().map(|l| format!(" in {l}")).unwrap_or_default();
+        let mut text = match self.reason.as_deref() {
+            Some(reason) => match reason_sentence(reason) {
+                Some(sentence) => sentence.to_owned(),
+                None => format!("the kernel's reason is {reason}{at}"),
+            },
+            None if self.reason_code.is_some() => format!("a reason this kernel's BTF does not name{at}"),
+            None => format!("this kernel gives no drop reason (before 5.17); it was dropped{at}"),
+        };
+        if let Some(lookup) = self.dns.as_ref().and_then(|d| lookup(d, None)) {
+            text = format!("{lookup} was dropped: {text}");
+        }
+        if self.reason.as_deref() == Some("socket_rcvbuff")
+            && let (Some(rcvbuf), Some(queued)) = (self.rcvbuf, self.queued)
+        {
+            text.push_str(&format!(" ({queued} of {rcvbuf} bytes queued)"));
+        }
+        if self.count > 1 {
+            text.push_str(&format!("; {} such drops", self.count));
+        }
+        if self.sources_folded {
+            text.push_str(&format!(
+                ", from sources not shown one by one (more than {} flows to it in a second)",
+                udptrace_common::drops::FLOWS_SHOWN
+            ));
+        }
+        text
+    }
+}
+
+/// What a drop reason means, and what to do about it: the reasons UDP meets, by their names in `enum
+/// skb_drop_reason` (include/net/dropreason-core.h from 6.4, include/net/dropreason.h in 6.0 to 6.3,
+/// include/linux/skbuff.h in 5.17 to 5.19). A reason not listed here is named, not explained.
+fn reason_sentence(reason: &str) -> Option<&'static str> {
+    Some(match reason {
+        "socket_rcvbuff" => {
+            "the socket's receive buffer was full: its process reads too slowly; raise SO_RCVBUF (capped by net.core.rmem_max) or read faster"
+        }
+        "proto_mem" => "UDP's memory limit was reached (net.ipv4.udp_mem): the host's UDP sockets hold too much unread",
+        "socket_filter" => "the socket's filter (SO_ATTACH_FILTER, a BPF program) refused it",
+        "socket_close" => "its socket closed with it still queued, unread",
+        "netfilter_drop" => "a firewall DROP rule (nftables/iptables): the sender gets no error",
+        "neigh_failed" => {
+            "the next hop did not answer ARP/ND: the host is down or not on this link; the sender may get EHOSTUNREACH"
+        }
+        "neigh_queuefull" => "too many datagrams waited for ARP/ND to answer (net.ipv4.neigh.*.unres_qlen_bytes)",
+        "udp_csum" => "its UDP checksum was wrong: damaged on the way, or a NIC offload bug",
+        "xfrm_policy" => "an IPsec policy refused it",
+        "ip_noproto" => "no protocol handler for it",
+        "otherhost" => "it was addressed to another host's MAC address",
+        "ip_csum" | "ip_inhdr" => "its IP header was bad",
+        "ip_rpfilter" => {
+            "reverse-path filtering dropped it (net.ipv4.conf.*.rp_filter): the route back to its source is elsewhere"
+        }
+        "unicast_in_l2_multicast" => "a unicast IP packet in a link-layer multicast frame",
+        "ip_outnoroutes" | "ip_inaddrerrors" | "ip_innoroutes" => "no route for it",
+        "pkt_too_small" => "it was shorter than its headers say",
+        "tc_drop" | "tc_ingress" | "tc_egress" => "a tc filter or action dropped it",
+        "qdisc_drop" => "the interface's queue (qdisc) was full",
+        "cpu_backlog" => "the CPU's receive backlog was full (net.core.netdev_max_backlog)",
+        "dev_ready" => "the interface was down",
+        "full_ring" => "the device's ring was full",
+        "not_specified" => "the kernel gave no reason at this place",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::samples;
+
+    #[test]
+    fn a_dropped_dns_datagram_names_its_lookup() {
+        assert_eq!(
+            samples::dns_drop().sentence(),
+            "the query for www.example.com A was dropped: a firewall DROP rule (nftables/iptables): the sender gets no error"
+        );
+        let mut answer = samples::dns_drop();
+        let dns = answer.dns.as_mut().unwrap();
+        (dns.response, dns.rcode) = (Some(true), Some("NOERROR".to_owned()));
+        assert!(answer.sentence().starts_with("the NOERROR answer for www.example.com A was dropped: "));
+        // The bytes did not reach the question: nothing is said about it.
+        let dns = answer.dns.as_mut().unwrap();
+        dns.qname = None;
+        assert!(answer.sentence().starts_with("a firewall DROP rule"));
+    }
+
+    /// One name for why, in the text, the summary and the metrics.
+    #[test]
+    fn a_drop_is_named_by_its_reason_else_where_else_unknown() {
+        let mut drop = samples::rcvbuf_drop();
+        assert_eq!(drop.outcome(), "socket_rcvbuff");
+        drop.reason = None;
+        assert_eq!(drop.outcome(), "in udp_queue_rcv_one_skb");
+        assert_eq!(drop.line().why, drop.outcome());
+        assert_eq!(drop.row().map(|r| r.outcome), Some(drop.outcome()));
+        assert!(drop.sample().labels.contains(&("reason", drop.outcome())));
+        drop.location = None;
+        assert_eq!(drop.outcome(), "unknown");
+    }
+}
