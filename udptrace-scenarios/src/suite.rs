@@ -10,7 +10,7 @@
 
 use anyhow::Result;
 
-use crate::{Config, Outcome, tracer::Tracer};
+use crate::{config::Config, outcome::Outcome, tracer::Tracer};
 
 mod check;
 mod delivery;

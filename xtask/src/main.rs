@@ -15,11 +15,14 @@ mod prereq;
 mod tally;
 mod timing;
 mod vm;
+mod workspace;
 
 use std::{os::unix::process::CommandExt as _, path::PathBuf, process::Command};
 
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
+
+use crate::workspace::{cargo, is_root, say, workspace_root};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask")]
@@ -82,25 +85,6 @@ enum Task {
         #[arg(long)]
         no_vm: bool,
     },
-}
-
-pub fn say(message: &str) {
-    eprintln!("xtask: {message}");
-}
-
-pub fn is_root() -> bool {
-    // SAFETY: no arguments.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_owned()
-}
-
-fn cargo() -> Command {
-    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
-    command.current_dir(workspace_root()).env("PATH", prereq::path_with_cargo_bin());
-    command
 }
 
 fn build() -> Result<PathBuf> {

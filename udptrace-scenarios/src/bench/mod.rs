@@ -46,8 +46,8 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use crate::{
-    Config,
     bench_traffic::{How, Sent},
+    config::Config,
     netns::{Netns, veth},
     tracer::{Tracer, peak_rss_kib, stop_udptrace},
 };
@@ -214,7 +214,7 @@ struct Tool {
 impl Drop for Tool {
     fn drop(&mut self) {
         // SIGINT lets bpftrace and tcpdump finish cleanly.
-        crate::stop_child(&mut self.child, libc::SIGINT, Duration::from_secs(10));
+        crate::child::stop_child(&mut self.child, libc::SIGINT, Duration::from_secs(10));
         if let Some(path) = &self.scratch {
             let _ = std::fs::remove_file(path);
         }
@@ -486,7 +486,7 @@ fn usable_modes(options: &Options, hosts: &Hosts, report: &mut Report, starts: &
                 usable.push(mode.clone());
             }
             Ok(None) => {}
-            Err(e) => report.left_out.push(format!("udptrace {mode}: {}", crate::one_line(&format!("{e:#}")))),
+            Err(e) => report.left_out.push(format!("udptrace {mode}: {}", crate::outcome::one_line(&format!("{e:#}")))),
         }
     }
     usable

@@ -17,9 +17,10 @@ use super::{
     errno_check, no_option, outcome_of, packet, send_and_receive, settled,
 };
 use crate::{
-    Config, Outcome,
+    config::Config,
     helper::ClientProcess,
     netns::Netns,
+    outcome::Outcome,
     packets::{checksum, icmp_counters, set_int_option, udp_socket},
     tracer::{Tracer, closing_counts, lost_in},
 };

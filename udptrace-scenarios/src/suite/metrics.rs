@@ -14,7 +14,7 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 
 use super::{CLOSED_PORT, Results, TwoHosts, operator::refused_socket};
-use crate::{Config, Outcome, tracer::Tracer};
+use crate::{config::Config, outcome::Outcome, tracer::Tracer};
 
 /// How long Prometheus may take to start, scrape, and show a change.
 const PROMETHEUS_TIMEOUT: Duration = Duration::from_secs(60);
@@ -30,7 +30,7 @@ struct Prometheus {
 impl Drop for Prometheus {
     fn drop(&mut self) {
         // SIGTERM lets it close its storage.
-        crate::stop_child(&mut self.child, libc::SIGTERM, Duration::from_secs(10));
+        crate::child::stop_child(&mut self.child, libc::SIGTERM, Duration::from_secs(10));
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 
 use super::{CLIENT_V4, CLOSED_PORT, Family, Results, SERVER_V4, TwoHosts, compare, is_socket_error_of};
 use crate::{
-    Config, Outcome,
+    config::Config,
+    outcome::Outcome,
     packets::{Quote, crafted_port_unreachable, icmp_counters, send_raw_icmp, set_int_option, udp_socket},
     tracer::{Tracer, closing_counts, lost_in},
 };

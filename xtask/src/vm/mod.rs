@@ -25,7 +25,10 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{prereq, say, workspace_root};
+use crate::{
+    prereq,
+    workspace::{say, workspace_root},
+};
 
 mod initramfs;
 mod kernels;
