@@ -148,7 +148,7 @@ fn trace(cli: Cli, facts: KernelFacts) -> Result<()> {
     let trace::Tracing {
         runtime,
         source,
-        stages,
+        parts,
         outcomes,
         attached,
         not_traced: _,
@@ -175,7 +175,7 @@ fn trace(cli: Cli, facts: KernelFacts) -> Result<()> {
         banner: Some(format!("udptrace: tracing ({}){serving}; Ctrl-C to stop", attached.join(", "))),
         stop: None,
     };
-    let totals = runtime.block_on(session::run(source, stages, sinks, options))?;
+    let totals = runtime.block_on(session::run(source, parts, sinks, options))?;
     eprintln!("{}", totals.closing_line());
     Ok(())
 }

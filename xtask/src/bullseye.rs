@@ -21,7 +21,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{
     prereq,
-    tally::Tally,
+    results::Tally,
     workspace::{say, workspace_root},
 };
 

@@ -185,7 +185,7 @@ impl Sink for Collect {
 /// The probes on a thread of their own, while the session reads the hooks' events on this one; the
 /// session ends when the probes are done.
 pub fn probe_with_kernel(tracing: Tracing, probe: Probe, plan: &Plan) -> Result<(Outcome, Kernel)> {
-    let Tracing { runtime, source, stages, attached, programs: _programs, cgroup_links: _cgroup_links, .. } = tracing;
+    let Tracing { runtime, source, parts, attached, programs: _programs, cgroup_links: _cgroup_links, .. } = tracing;
     let events = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(tokio::sync::Notify::new());
     let cancel = Arc::new(AtomicBool::new(false));
@@ -208,7 +208,7 @@ pub fn probe_with_kernel(tracing: Tracing, probe: Probe, plan: &Plan) -> Result<
         };
         let options = session::Options { duration: None, count: None, verbose: false, banner: None, stop: Some(stop) };
         let sinks: Vec<Box<dyn Sink>> = vec![Box::new(Collect(events.clone()))];
-        let totals = runtime.block_on(session::run(source, stages, sinks, options));
+        let totals = runtime.block_on(session::run(source, parts, sinks, options));
         // A signal ended the session first: the probes stop too.
         cancel.store(true, Ordering::Relaxed);
         let outcome = prober.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the probe thread panicked")));
