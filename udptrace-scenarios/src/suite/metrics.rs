@@ -193,7 +193,7 @@ pub fn prometheus(config: &Config, _shared: &mut Tracer) -> Result<Results> {
     };
     // Served from a thread of its own (a request flood takes no time from the tracing loop), which holds no
     // more capabilities than the rest.
-    let own_thread = match super::operator::capability_faults(tracer.pid()) {
+    let own_thread = match super::process::capability_faults(tracer.pid()) {
         Ok((threads, wrong)) if threads.iter().any(|t| t == "metrics") && wrong.is_empty() => Outcome::Pass,
         Ok((threads, wrong)) => Outcome::Fail(format!(
             "want a thread named metrics among {threads:?}, holding only what udptrace keeps: {wrong:?}"
