@@ -58,7 +58,7 @@ pub fn main(args: &[String]) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("udptrace-bench {COMMAND}: {}", crate::one_line(&format!("{e:#}")));
+            eprintln!("udptrace-bench {COMMAND}: {}", crate::outcome::one_line(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -343,7 +343,7 @@ fn stderr_of(child: &mut Child) -> String {
     if let Some(mut stderr) = child.stderr.take() {
         let _ = stderr.read_to_string(&mut text);
     }
-    crate::one_line(text.trim())
+    crate::outcome::one_line(text.trim())
 }
 
 /// What a sender did.

@@ -4,13 +4,14 @@
 //!
 //! This file is the table; the cases live by area, beside the program files they prove: `errors.rs` (one
 //! ICMP error from both ends: `recv.rs`, `send.rs`), `delivery.rs` (where an error goes or does not),
-//! `drops.rs` (`drop.rs`), `owner.rs` (`owner.rs`), `check.rs` (`udptrace check`), `metrics.rs` (`--metrics`),
-//! `syscalls.rs` (the service's system call filter), `operator.rs` (what an operator relies on: filters,
-//! floods, unloading); `fixtures.rs` is what they share.
+//! `drops.rs` and `path_drops.rs` (`drop.rs`), `owner.rs` (`owner.rs`), `check.rs` (`udptrace check`),
+//! `metrics.rs` (`--metrics`), `syscalls.rs` (the service's system call filter), `operator.rs` (what an
+//! operator relies on under load: filters, floods, malformed ICMP), `process.rs` (udptrace as a process:
+//! capabilities, the healthy path, unloading, owner records freed); `fixtures.rs` is what they share.
 
 use anyhow::Result;
 
-use crate::{Config, Outcome, tracer::Tracer};
+use crate::{config::Config, outcome::Outcome, tracer::Tracer};
 
 mod check;
 mod delivery;
@@ -22,6 +23,8 @@ mod hostile;
 mod metrics;
 mod operator;
 mod owner;
+mod path_drops;
+mod process;
 mod syscalls;
 
 use self::{
@@ -41,7 +44,7 @@ use self::{
     },
 };
 
-pub use operator::program_ids;
+pub use process::program_ids;
 
 pub type Results = Vec<(&'static str, Outcome)>;
 
@@ -98,9 +101,9 @@ pub static SCENARIOS: &[Scenario] = &[
     Scenario { name: "dns_dnsmasq", run: dns::dns_dnsmasq },
     Scenario { name: "rcvbuf_full", run: drops::rcvbuf_full },
     Scenario { name: "drops_from_many_sources", run: drops::drops_from_many_sources },
-    Scenario { name: "neighbour_failed", run: drops::neighbour_failed },
-    Scenario { name: "bad_checksum", run: drops::bad_checksum },
-    Scenario { name: "closed_port_ipv6_once", run: drops::closed_port_ipv6_once },
+    Scenario { name: "neighbour_failed", run: path_drops::neighbour_failed },
+    Scenario { name: "bad_checksum", run: path_drops::bad_checksum },
+    Scenario { name: "closed_port_ipv6_once", run: path_drops::closed_port_ipv6_once },
     Scenario { name: "check_open", run: check::check_open },
     Scenario { name: "check_closed_ipv4", run: |c, t| check::check_closed(c, t, Family::V4) },
     Scenario { name: "check_closed_ipv6", run: |c, t| check::check_closed(c, t, Family::V6) },
@@ -133,10 +136,10 @@ pub static SCENARIOS: &[Scenario] = &[
     Scenario { name: "filters", run: operator::filters },
     Scenario { name: "flood", run: operator::flood },
     Scenario { name: "malformed_icmp", run: operator::malformed_icmp },
-    Scenario { name: "sigkill_unloads", run: operator::sigkill_unloads },
-    Scenario { name: "healthy_path", run: operator::healthy_path },
-    Scenario { name: "owner_records_freed", run: operator::owner_records_freed },
-    Scenario { name: "capabilities_dropped", run: operator::capabilities_dropped },
+    Scenario { name: "sigkill_unloads", run: process::sigkill_unloads },
+    Scenario { name: "healthy_path", run: process::healthy_path },
+    Scenario { name: "owner_records_freed", run: process::owner_records_freed },
+    Scenario { name: "capabilities_dropped", run: process::capabilities_dropped },
     Scenario { name: "prometheus", run: metrics::prometheus },
     Scenario { name: "hostile_names", run: hostile::hostile_names },
     Scenario { name: "hostile_flood", run: hostile::hostile_flood },

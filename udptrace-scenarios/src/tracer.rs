@@ -100,18 +100,18 @@ struct Spawn {
 
 impl Tracer {
     /// udptrace in the suite's mode and buffer, with `extra` options.
-    pub fn start(config: &crate::Config, extra: &[&str]) -> Result<Self> {
+    pub fn start(config: &crate::config::Config, extra: &[&str]) -> Result<Self> {
         Self::spawn(&config.udptrace, &config.mode, &config.buffer, extra, Spawn { stalled: false, json: true })
     }
 
     /// Like [`Tracer::start`], but with text output: each line is a `Value::String`.
-    pub fn start_text(config: &crate::Config, extra: &[&str]) -> Result<Self> {
+    pub fn start_text(config: &crate::config::Config, extra: &[&str]) -> Result<Self> {
         Self::spawn(&config.udptrace, &config.mode, &config.buffer, extra, Spawn { stalled: false, json: false })
     }
 
     /// Like [`Tracer::start`], but nothing reads udptrace's output until [`Tracer::resume`]: once the
     /// pipe is full udptrace blocks writing, and the kernel's buffer fills behind it.
-    pub fn start_stalled(config: &crate::Config, extra: &[&str]) -> Result<Self> {
+    pub fn start_stalled(config: &crate::config::Config, extra: &[&str]) -> Result<Self> {
         Self::spawn(&config.udptrace, &config.mode, &config.buffer, extra, Spawn { stalled: true, json: true })
     }
 
@@ -323,7 +323,7 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
 /// Stops a udptrace `child` with SIGINT, as Ctrl-C: it must exit 0 and print its closing counts, the line
 /// returned; `stderr` carries its standard error line by line.
 pub fn stop_udptrace(child: &mut Child, stderr: &Receiver<String>) -> Result<String> {
-    let Some(status) = crate::stop_child(child, libc::SIGINT, Duration::from_secs(30)) else {
+    let Some(status) = crate::child::stop_child(child, libc::SIGINT, Duration::from_secs(30)) else {
         bail!("udptrace did not stop within 30 s of SIGINT");
     };
     // Everything it wrote to stderr, up to the end of the pipe.

@@ -148,7 +148,7 @@ fn trace(cli: Cli, facts: KernelFacts) -> Result<()> {
     let trace::Tracing {
         runtime,
         source,
-        stages,
+        parts,
         outcomes,
         attached,
         not_traced: _,
@@ -175,7 +175,7 @@ fn trace(cli: Cli, facts: KernelFacts) -> Result<()> {
         banner: Some(format!("udptrace: tracing ({}){serving}; Ctrl-C to stop", attached.join(", "))),
         stop: None,
     };
-    let totals = runtime.block_on(session::run(source, stages, sinks, options))?;
+    let totals = runtime.block_on(session::run(source, parts, sinks, options))?;
     eprintln!("{}", totals.closing_line());
     Ok(())
 }
@@ -212,8 +212,6 @@ fn sinks(cli: &Cli, outcomes: &[HookOutcome]) -> Result<(Sinks, Option<metrics::
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, BTreeSet};
-
     use clap::Parser as _;
 
     #[test]
@@ -316,237 +314,5 @@ mod tests {
                 assert!(line.starts_with("error: ") && !line.contains('\n'), "{args:?}: {line:?}");
             }
         }
-    }
-
-    /// The crate root (`lib.rs`, and `main.rs` beside it) in the graph: the module that declares all the others.
-    const ROOT: &str = "crate";
-
-    /// The modules of the crate whose sources are in `root`, by path (`pipeline::session`; the root is
-    /// [`ROOT`]), and the modules of that crate each one names, the root too for an item of `lib.rs` or
-    /// `main.rs`. The root depends on every module it declares, and `main.rs` names the library's modules
-    /// by the crate's name (`udptrace::cli`) as the others name them through `crate::`.
-    fn module_graph(root: &std::path::Path) -> BTreeMap<String, BTreeSet<String>> {
-        let library =
-            format!("{}::", root.parent().and_then(|p| p.file_name()).unwrap().to_string_lossy().replace('-', "_"));
-        let mut files = vec![root.to_path_buf()];
-        let mut sources = BTreeMap::new();
-        while let Some(path) = files.pop() {
-            if path.is_dir() {
-                files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
-                continue;
-            }
-            if path.extension().is_none_or(|e| e != "rs") {
-                continue;
-            }
-            let relative = path.strip_prefix(root).unwrap().with_extension("");
-            let mut module: Vec<String> =
-                relative.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
-            if matches!(module.last().map(String::as_str), Some("mod" | "main" | "lib")) {
-                module.pop();
-            }
-            let mut text = std::fs::read_to_string(&path).unwrap();
-            if module.is_empty() {
-                text = text.replace(&library, "crate::");
-                let declared: Vec<String> = text
-                    .lines()
-                    .filter_map(|line| line.trim().trim_start_matches("pub ").strip_prefix("mod "))
-                    .filter_map(|rest| rest.strip_suffix(';'))
-                    .map(|name| format!("use crate::{name};"))
-                    .collect();
-                text = declared.join("\n") + "\n" + &text;
-            }
-            // Test code may reach anywhere; the modules' own code is what must not go in circles.
-            let code = text.split("#[cfg(test)]").next().unwrap_or_default().to_owned();
-            // `lib.rs` and `main.rs` are both the root.
-            sources.entry(module).or_insert_with(String::new).push_str(&code);
-        }
-        let known: BTreeSet<String> = sources.keys().filter_map(|m| m.first().cloned()).collect();
-        let mut graph: BTreeMap<String, BTreeSet<String>> =
-            sources.iter().map(|(module, code)| (name_of(module), references(code, module, &known))).collect();
-        // A path names the longest module it starts with (`kernel::tables::errno_name` is `kernel::tables`).
-        let modules: Vec<String> = graph.keys().cloned().collect();
-        for uses in graph.values_mut() {
-            *uses = uses
-                .iter()
-                .filter_map(|path| modules.iter().filter(|m| is_within(path, m)).max_by_key(|m| m.len()).cloned())
-                .collect();
-        }
-        graph
-    }
-
-    fn name_of(module: &[String]) -> String {
-        if module.is_empty() { ROOT.to_owned() } else { module.join("::") }
-    }
-
-    /// `path` is `module` or something inside it.
-    fn is_within(path: &str, module: &str) -> bool {
-        path == module || path.starts_with(&format!("{module}::"))
-    }
-
-    /// The paths `code` (of module `here`) names through `crate::` and `super::`: a module of `known`
-    /// (`kernel::tables::errno_name`), or [`ROOT`] for an item of the crate root (`crate::one_line`).
-    fn references(code: &str, here: &[String], known: &BTreeSet<String>) -> BTreeSet<String> {
-        let mut found = BTreeSet::new();
-        // Comment lines (doc links among them) name nothing the code depends on.
-        let flat: String = code
-            .lines()
-            .filter(|line| !line.trim_start().starts_with("//"))
-            .flat_map(|line| line.chars().filter(|c| *c != ' '))
-            .collect();
-        for (prefix, base) in [("crate::", Vec::new()), ("super::", here[..here.len().saturating_sub(1)].to_vec())] {
-            let mut rest = flat.as_str();
-            while let Some(at) = rest.find(prefix) {
-                rest = &rest[at + prefix.len()..];
-                for path in expand(rest) {
-                    let mut module = base.clone();
-                    module.extend(path.into_iter().take_while(|p| p.chars().next().is_some_and(char::is_lowercase)));
-                    let path = if module.first().is_some_and(|m| known.contains(m)) {
-                        module.join("::")
-                    } else {
-                        ROOT.to_owned()
-                    };
-                    if path != name_of(here) {
-                        found.insert(path);
-                    }
-                }
-            }
-        }
-        found
-    }
-    /// The paths of a `use` tree that starts `rest`: `a::{b, c::d}` -> [a::b, a::c::d] (module names only).
-    fn expand(rest: &str) -> Vec<Vec<String>> {
-        let end = rest.find([';', ')', ',', '}', '(', '<', '!', '.', '&', '=', '|', '[']).unwrap_or(rest.len());
-        let (head, tail) = rest.split_at(end.min(rest.find('{').unwrap_or(usize::MAX)));
-        let head: Vec<String> = head.split("::").filter(|p| !p.is_empty()).map(str::to_owned).collect();
-        let Some(inner) = tail.strip_prefix('{') else {
-            return vec![head];
-        };
-        let mut depth = 0;
-        let mut parts = vec![String::new()];
-        for c in inner.chars() {
-            match c {
-                '{' => depth += 1,
-                '}' if depth == 0 => break,
-                '}' => depth -= 1,
-                ',' if depth == 0 => {
-                    parts.push(String::new());
-                    continue;
-                }
-                _ => {}
-            }
-            parts.last_mut().expect("one part at least").push(c);
-        }
-        parts
-            .iter()
-            .filter(|p| !p.is_empty())
-            .flat_map(|p| expand(p))
-            .map(|tail| head.iter().cloned().chain(tail).collect())
-            .collect()
-    }
-
-    /// A module that depends on itself through others: `(start, through)`, or `None`. A module counts as
-    /// depending on another when it names it or something inside it.
-    fn a_loop(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<(String, String)> {
-        let depends = |from: &str, to: &str| graph.get(from).is_some_and(|uses| uses.iter().any(|u| is_within(u, to)));
-        // Every module reachable from each one, through its dependencies.
-        for start in graph.keys() {
-            let mut seen = BTreeSet::new();
-            let mut stack = vec![start.clone()];
-            while let Some(module) = stack.pop() {
-                for next in graph.keys().filter(|m| depends(&module, m)) {
-                    if next == start {
-                        return Some((start.clone(), module));
-                    }
-                    if seen.insert(next.clone()) {
-                        stack.push(next.clone());
-                    }
-                }
-            }
-        }
-        None
-    }
-
-    fn crate_sources(name: &str) -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(name).join("src")
-    }
-
-    /// No module reaches back into one that reaches it, nor up into the crate root that declares them all:
-    /// the layout is a pipeline, not a web. In user space and in the programs.
-    #[test]
-    fn modules_do_not_depend_on_each_other_in_circles() {
-        for name in ["udptrace", "udptrace-ebpf"] {
-            let graph = module_graph(&crate_sources(name));
-            assert!(graph.len() > 5, "{name}: {graph:?}");
-            if let Some((start, through)) = a_loop(&graph) {
-                panic!(
-                    "{name}: {start} depends on itself through {through}: {start} names {:?}, {through} {:?}",
-                    graph[&start], graph[&through]
-                );
-            }
-        }
-        let graph = module_graph(&crate_sources("udptrace"));
-        // The root declares every module, and so a module naming an item of the root is a loop.
-        for module in graph.keys().filter(|m| *m != ROOT && !m.contains("::")) {
-            assert!(graph[ROOT].contains(module), "the root does not declare {module}: {:?}", graph[ROOT]);
-        }
-        let mut put_back = graph.clone();
-        put_back.get_mut("dns").unwrap().insert(ROOT.to_owned());
-        assert!(a_loop(&put_back).is_some());
-        // The domain types depend on nothing else of udptrace; clap stays in the command line.
-        assert_eq!(graph["domain"], BTreeSet::new());
-        for (module, _) in graph.iter().filter(|(m, _)| *m != ROOT && *m != "cli") {
-            let text = std::fs::read_to_string(source_of(module)).unwrap();
-            assert!(!text.contains("clap::"), "{module} uses clap");
-        }
-    }
-
-    /// The check fails when a loop is put back: two modules naming each other, and a module naming an
-    /// item of the root.
-    #[test]
-    fn a_loop_put_back_is_found() {
-        let known: BTreeSet<String> = ["drop", "send", "kernel"].map(str::to_owned).into();
-        let module = |m: &str| vec![m.to_owned()];
-        let mut graph = BTreeMap::from([
-            (ROOT.to_owned(), ["drop", "send", "kernel"].map(str::to_owned).into()),
-            ("kernel".to_owned(), BTreeSet::new()),
-            ("drop".to_owned(), references("use crate::{kernel::read, send};", &module("drop"), &known)),
-            ("send".to_owned(), references("use crate::kernel::read;", &module("send"), &known)),
-        ]);
-        assert_eq!(a_loop(&graph), None);
-        graph.insert("send".to_owned(), references("let v4 = crate::drop::ETH_P_IP;", &module("send"), &known));
-        assert!(a_loop(&graph).is_some());
-        graph.insert("send".to_owned(), references("use crate::{emit, kernel::read};", &module("send"), &known));
-        assert_eq!(graph["send"], [ROOT, "kernel::read"].map(str::to_owned).into());
-        assert!(a_loop(&graph).is_some());
-    }
-
-    fn source_of(module: &str) -> std::path::PathBuf {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        let file = root.join(format!("{}.rs", module.replace("::", "/")));
-        if file.exists() { file } else { root.join(module.replace("::", "/")).join("mod.rs") }
-    }
-
-    #[test]
-    fn the_graph_reader_sees_use_trees() {
-        let here = vec!["output".to_owned(), "text".to_owned()];
-        let known: BTreeSet<String> = ["domain", "kernel", "output"].map(str::to_owned).into();
-        let found = references(
-            "use super::{Lines, explain::{icmp_name, proto_name}};\nuse crate::{domain::Event, kernel::tables::errno_name};",
-            &here,
-            &known,
-        );
-        let found: Vec<&str> = found.iter().map(String::as_str).collect();
-        assert_eq!(
-            found,
-            [
-                "domain",
-                "kernel::tables::errno_name",
-                "output",
-                "output::explain::icmp_name",
-                "output::explain::proto_name"
-            ]
-        );
-        let graph = module_graph(&crate_sources("udptrace"));
-        assert!(graph["output::text"].contains("events") && graph["events::socket_error"].contains("domain"));
     }
 }

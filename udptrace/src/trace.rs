@@ -1,6 +1,6 @@
-//! The start of a tracing session: load and attach the programs, open the buffer, build the stages
-//! (`Tracing::start`). `udptrace` then runs it into the sinks the command line asks for, `udptrace check`
-//! into a sink of its own.
+//! The start of a tracing session: load and attach the programs, open the buffer, build the stages and the
+//! rest of the session's parts (`Tracing::start`). `udptrace` then runs it into the sinks the command line
+//! asks for, `udptrace check` into a sink of its own.
 
 use anyhow::{Context as _, Result};
 use udptrace_common::names;
@@ -41,11 +41,11 @@ pub struct Setup<'a> {
     pub dns_ports: Vec<u16>,
 }
 
-/// Programs attached, the buffer open, the stages ready: what `session::run` needs.
+/// Programs attached, the buffer open, the session's parts ready: what `session::run` needs.
 pub struct Tracing {
     pub runtime: tokio::runtime::Runtime,
     pub source: Source,
-    pub stages: session::Stages,
+    pub parts: session::Parts,
     pub outcomes: Vec<HookOutcome>,
     /// `hook=mode` for each hook that attached.
     pub attached: Vec<String>,
@@ -150,7 +150,7 @@ impl Tracing {
             }
             drops => drops.and_then(Result::ok),
         };
-        let stages = session::Stages {
+        let parts = session::Parts {
             enricher: Enricher::new(
                 kallsyms,
                 creators,
@@ -169,6 +169,6 @@ impl Tracing {
         };
         drop(entered);
         let cgroup_links = facts.take_cgroup_links();
-        Ok(Self { runtime, source, stages, outcomes, attached, not_traced, programs: ebpf, cgroup_links })
+        Ok(Self { runtime, source, parts, outcomes, attached, not_traced, programs: ebpf, cgroup_links })
     }
 }

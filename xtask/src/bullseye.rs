@@ -19,7 +19,11 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{prereq, say, tally::Tally, workspace_root};
+use crate::{
+    prereq,
+    results::Tally,
+    workspace::{say, workspace_root},
+};
 
 const MIRROR: &str = "http://deb.debian.org/debian";
 /// Beside minbase: what `systemd-analyze verify` needs (the unit's targets, and `man` for its

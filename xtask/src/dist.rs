@@ -16,7 +16,10 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{cargo, prereq, say, workspace_root};
+use crate::{
+    prereq,
+    workspace::{cargo, say, workspace_root},
+};
 
 /// The target every shipped binary is built for.
 pub const TARGET: &str = "x86_64-unknown-linux-musl";

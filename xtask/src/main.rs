@@ -12,14 +12,17 @@
 mod bullseye;
 mod dist;
 mod prereq;
-mod tally;
+mod results;
 mod timing;
 mod vm;
+mod workspace;
 
 use std::{os::unix::process::CommandExt as _, path::PathBuf, process::Command};
 
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
+
+use crate::workspace::{cargo, is_root, say, workspace_root};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask")]
@@ -84,25 +87,6 @@ enum Task {
     },
 }
 
-pub fn say(message: &str) {
-    eprintln!("xtask: {message}");
-}
-
-pub fn is_root() -> bool {
-    // SAFETY: no arguments.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_owned()
-}
-
-fn cargo() -> Command {
-    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
-    command.current_dir(workspace_root()).env("PATH", prereq::path_with_cargo_bin());
-    command
-}
-
 fn build() -> Result<PathBuf> {
     prereq::ensure_build()?;
     say("building udptrace (release)");
@@ -119,7 +103,7 @@ fn dist_binaries() -> Result<(PathBuf, PathBuf, PathBuf)> {
 
 /// Runs the QEMU matrix (the suite, then a smoke run of the benchmark), prints it, and adds its checks to
 /// `totals`.
-fn vm_test(totals: &mut tally::Tally, series: Option<&str>, modes: Vec<String>, only: Option<String>) -> Result<()> {
+fn vm_test(totals: &mut results::Tally, series: Option<&str>, modes: Vec<String>, only: Option<String>) -> Result<()> {
     prereq::ensure_build()?;
     vm_test_with(dist_binaries, None, totals, series, modes, only)
 }
@@ -128,7 +112,7 @@ fn vm_test(totals: &mut tally::Tally, series: Option<&str>, modes: Vec<String>, 
 fn vm_test_with(
     binaries: impl Fn() -> Result<(PathBuf, PathBuf, PathBuf)>,
     host_tracepoint: Option<String>,
-    totals: &mut tally::Tally,
+    totals: &mut results::Tally,
     series: Option<&str>,
     modes: Vec<String>,
     only: Option<String>,
@@ -193,13 +177,13 @@ fn test() -> Result<()> {
     let dist = stages.time("release build: the static binaries and the package", dist::build)?;
     let binaries = (dist.udptrace.clone(), dist.scenarios.clone(), dist.bench.clone());
     let (udptrace, _, bench) = binaries.clone();
-    let mut totals = tally::Tally::default();
+    let mut totals = results::Tally::default();
     // The QEMU kernels mostly wait on their emulated CPU, and this host's suite mostly waits on its kernel:
     // the matrix runs beside the host's tests rather than after them. It is handed the binaries built above,
     // so that it takes no cargo lock from the test build.
     let (vm, cargo_ok, smoke_ok, demo_ok, package_ok) = std::thread::scope(|scope| {
         let matrix = scope.spawn(|| {
-            let mut vm_totals = tally::Tally::default();
+            let mut vm_totals = results::Tally::default();
             let started = std::time::Instant::now();
             let result = if is_root() {
                 say("running the QEMU kernel matrix");
@@ -215,13 +199,13 @@ fn test() -> Result<()> {
         });
         say("running unit tests and the host scenario suite (tracepoint mode), beside the kernel matrix");
         let cargo_ok = stages.time("cargo test: build, unit tests, the host suite (beside the matrix)", || {
-            tally::run_and_tally(cargo().args(["test", "--no-fail-fast"]), &mut totals)
+            results::run_and_tally(cargo().args(["test", "--no-fail-fast"]), &mut totals)
         });
         // The benchmark, short, so that it keeps working: it checks that it measured and that the events add
         // up; nothing is timed.
         say("running the benchmark's smoke test, beside the kernel matrix");
         let smoke_ok = stages.time("the benchmark's smoke run on this host (beside the matrix)", || {
-            tally::run_and_tally(
+            results::run_and_tally(
                 Command::new(&bench)
                     .arg("--udptrace")
                     .arg(&udptrace)
@@ -233,7 +217,7 @@ fn test() -> Result<()> {
         // The demo, as an operator would run it without a terminal: each case must show its event.
         say("playing the demo (--no-pause), beside the kernel matrix");
         let demo_ok = stages.time("the demo (beside the matrix)", || {
-            tally::run_and_tally(
+            results::run_and_tally(
                 Command::new(&dist.demo).arg("--udptrace").arg(&dist.udptrace).arg("--no-pause"),
                 &mut totals,
             )
@@ -290,7 +274,7 @@ fn main() {
         Task::Test => test(),
         Task::Bench { rounds, seconds, no_vm } => bench(rounds, seconds, no_vm),
         Task::VmTest { kernel, mode, only } => {
-            let mut totals = tally::Tally::default();
+            let mut totals = results::Tally::default();
             let result = vm_test(&mut totals, kernel.as_deref(), mode, only);
             println!("{}\n{}", timing::slowest(&totals.took, 10), timing::slowest_events(&totals.took, "flood"));
             println!("\nvm-test: {}", totals.line());

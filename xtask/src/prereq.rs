@@ -1,14 +1,11 @@
 //! Installing what the build and the tests need on a fresh machine, saying what it does as it goes.
 //! `.ci/run` reaches this through `cargo xtask test`; nothing is installed twice.
 
-use std::{
-    path::PathBuf,
-    process::{Command, Stdio},
-};
+use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{is_root, say};
+use crate::workspace::{cargo_bin_dir, is_root, path_with_cargo_bin, say, workspace_root};
 
 /// The LLVM major that the preinstalled nightly uses; bpf-linker must link the same one.
 const LLVM_MAJOR: &str = "22";
@@ -33,21 +30,6 @@ pub const TEST_PACKAGES: &[&str] = &[
     "dnsmasq-base",
     "strace",
 ];
-
-/// `$CARGO_HOME/bin`, where `cargo install` puts bpf-linker.
-pub fn cargo_bin_dir() -> PathBuf {
-    std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-        .unwrap_or_else(|| PathBuf::from("/root/.cargo"))
-        .join("bin")
-}
-
-/// PATH with `$CARGO_HOME/bin` first, so that aya-build's nightly cargo finds bpf-linker.
-pub fn path_with_cargo_bin() -> String {
-    let current = std::env::var("PATH").unwrap_or_default();
-    format!("{}:{current}", cargo_bin_dir().display())
-}
 
 pub fn ensure_build() -> Result<()> {
     ensure_packages(BUILD_PACKAGES)?;
@@ -94,14 +76,14 @@ pub fn ensure_packages(packages: &[&str]) -> Result<()> {
 pub fn ensure_rust_target(target: &str) -> Result<()> {
     let output = Command::new("rustup")
         .args(["target", "list", "--installed"])
-        .current_dir(crate::workspace_root())
+        .current_dir(workspace_root())
         .output()
         .context("running rustup (is rustup installed?)")?;
     if String::from_utf8_lossy(&output.stdout).lines().any(|l| l.trim() == target) {
         return Ok(());
     }
     say(&format!("adding Rust's standard library for {target} (the static binaries)"));
-    run_visible(Command::new("rustup").args(["target", "add", target]).current_dir(crate::workspace_root()))
+    run_visible(Command::new("rustup").args(["target", "add", target]).current_dir(workspace_root()))
 }
 
 fn ensure_rust_src() -> Result<()> {

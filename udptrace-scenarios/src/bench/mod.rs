@@ -34,22 +34,13 @@
 //!    `--summary`, the closing line's events with `--quiet`) must be no more than the kernel counted, and
 //!    with the lost count no fewer; and the per-program cost, from BPF statistics.
 
-use std::{
-    collections::BTreeSet,
-    io::{BufRead as _, BufReader},
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeSet, net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
 
 use crate::{
-    Config,
     bench_traffic::{How, Sent},
     netns::{Netns, veth},
-    tracer::{Tracer, peak_rss_kib, stop_udptrace},
 };
 
 const CLIENT: &str = "10.241.0.1";
@@ -144,7 +135,9 @@ impl Variant {
 }
 
 mod paths;
+mod processes;
 use self::paths::{drop_flood, error_path, hot_path};
+use self::processes::{Running, Starts, Tracefs, start_tool, start_udptrace};
 mod report;
 mod stats;
 use self::stats::{Costs, loaded_program_ids, programs_of, stats_of, tool_programs};
@@ -204,271 +197,6 @@ fn udp_counters(ns: &Netns) -> Result<UdpCounters> {
     Ok(counters)
 }
 
-/// A comparison tool running for the duration of one measurement.
-struct Tool {
-    child: Child,
-    /// A file of the tool's, removed with it.
-    scratch: Option<PathBuf>,
-}
-
-impl Drop for Tool {
-    fn drop(&mut self) {
-        // SIGINT lets bpftrace and tcpdump finish cleanly.
-        crate::stop_child(&mut self.child, libc::SIGINT, Duration::from_secs(10));
-        if let Some(path) = &self.scratch {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
-/// Starts `program` and waits until a line of its output contains `ready`; the rest is read and dropped.
-fn start_tool(mut command: Command, ready: &str, scratch: Option<PathBuf>) -> Result<Tool> {
-    let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    for stream in [
-        child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-    }
-    let tool = Tool { child, scratch };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut said = Vec::new();
-    loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(line) if line.contains(ready) => return Ok(tool),
-            Ok(line) => said.push(line),
-            Err(_) => bail!("not ready within 60 s: {}", said.join(" | ")),
-        }
-    }
-}
-
-/// bpftrace finds tracepoints through tracefs, which udptrace does not need and some hosts do not mount:
-/// mounted for the comparison, unmounted after if it was not there.
-struct Tracefs {
-    mounted_here: bool,
-}
-
-impl Tracefs {
-    const PATH: &str = "/sys/kernel/tracing";
-
-    fn ensure() -> Self {
-        if Path::new(Self::PATH).join("events").exists() {
-            return Self { mounted_here: false };
-        }
-        let mounted =
-            Command::new("mount").args(["-t", "tracefs", "tracefs", Self::PATH]).status().is_ok_and(|s| s.success());
-        Self { mounted_here: mounted }
-    }
-}
-
-impl Drop for Tracefs {
-    fn drop(&mut self) {
-        if self.mounted_here {
-            let _ = Command::new("umount").arg(Self::PATH).status();
-        }
-    }
-}
-
-fn tracer_config(udptrace: &Path, mode: &str) -> Config {
-    Config {
-        udptrace: udptrace.to_owned(),
-        helper: PathBuf::new(),
-        mode: mode.to_owned(),
-        buffer: "ring".to_owned(),
-        only: None,
-        except: Vec::new(),
-        event_timeout: Duration::from_secs(10),
-        quiet_period: Duration::from_secs(1),
-        require_attach: true,
-        check_command: false,
-    }
-}
-
-/// udptrace as a user starts it, printing a text line per event to a pipe that is read and dropped; or
-/// with `--json`, its `udp_dropped` events to one receiver counted as they are read.
-struct Printer {
-    child: Child,
-    stderr: std::sync::mpsc::Receiver<String>,
-    not_traced: Vec<String>,
-    /// The reader of `--json`, which returns what it counted once the output ends.
-    drops: Option<std::thread::JoinHandle<DropCounts>>,
-}
-
-impl Printer {
-    /// Prints text, or with `json_drops_to` JSON whose `udp_dropped` events to that receiver are counted.
-    fn start(
-        udptrace: &Path,
-        mode: &str,
-        server_ns: &str,
-        json_drops_to: Option<SocketAddr>,
-        extra: &[&str],
-    ) -> Result<Self> {
-        let mut child = Command::new(udptrace)
-            .args(json_drops_to.map(|_| "--json"))
-            .args(extra)
-            .args(["--probe", mode, "--netns", server_ns])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {}", udptrace.display()))?;
-        let mut stdout = child.stdout.take().context("udptrace stdout")?;
-        let drops = match json_drops_to {
-            None => {
-                std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-                None
-            }
-            Some(receiver) => Some(std::thread::spawn(move || {
-                let receiver = receiver.to_string();
-                let mut counts = DropCounts::default();
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    counts.add_json_line(&line, &receiver);
-                }
-                counts
-            })),
-        };
-        let stderr = child.stderr.take().context("udptrace stderr")?;
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut printer = Self { child, stderr: lines, not_traced: Vec::new(), drops };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut said = Vec::new();
-        loop {
-            match printer.stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) if line.starts_with("udptrace: tracing") => return Ok(printer),
-                Ok(line) => {
-                    if line.contains("not traced") {
-                        printer.not_traced.push(line.clone());
-                    }
-                    said.push(line);
-                }
-                Err(_) => bail!("udptrace did not start tracing: {}", said.join(" | ")),
-            }
-        }
-    }
-
-    /// SIGINT, as Ctrl-C; returns the closing line.
-    fn stop(&mut self) -> Result<String> {
-        stop_udptrace(&mut self.child, &self.stderr)
-    }
-
-    /// With `--json`, once udptrace has stopped: the drops its events showed.
-    fn take_drops(&mut self) -> Option<DropCounts> {
-        self.drops.take()?.join().ok()
-    }
-}
-
-impl Drop for Printer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A udptrace under measurement: printing every event, or counting them (`--quiet`, `--summary`).
-enum Running {
-    Printing(Printer),
-    Counting(Tracer),
-}
-
-impl Running {
-    fn pid(&self) -> u32 {
-        match self {
-            Running::Printing(p) => p.child.id(),
-            Running::Counting(t) => t.pid(),
-        }
-    }
-
-    fn not_traced(&self) -> &[String] {
-        match self {
-            Running::Printing(p) => &p.not_traced,
-            Running::Counting(t) => &t.not_traced,
-        }
-    }
-
-    /// Stops udptrace; returns its closing line.
-    fn stop(&mut self) -> Result<String> {
-        match self {
-            Running::Printing(p) => p.stop(),
-            Running::Counting(t) => t.stop(),
-        }
-    }
-}
-
-/// Start-up times and peak RSS, per way of running udptrace.
-#[derive(Default)]
-struct Starts(Vec<Startup>);
-
-impl Starts {
-    fn entry(&mut self, label: &str) -> &mut Startup {
-        if let Some(at) = self.0.iter().position(|s| s.label == label) {
-            return &mut self.0[at];
-        }
-        self.0.push(Startup { label: label.to_owned(), ..Startup::default() });
-        self.0.last_mut().expect("just pushed")
-    }
-
-    fn rss(&mut self, label: &str, udptrace: &Running) {
-        let entry = self.entry(label);
-        entry.peak_rss_kib = entry.peak_rss_kib.max(peak_rss_kib(udptrace.pid()));
-    }
-}
-
-/// udptrace as `variant` runs it, with the programs it loaded; `None` for a variant without udptrace.
-fn start_udptrace(
-    options: &Options,
-    variant: &Variant,
-    server_ns: &str,
-    starts: &mut Starts,
-) -> Result<Option<(Running, BTreeSet<u32>)>> {
-    let Some(mode) = variant.mode() else {
-        return Ok(None);
-    };
-    let config = tracer_config(&options.udptrace, mode);
-    let before = loaded_program_ids();
-    let started = Instant::now();
-    let udptrace = match variant {
-        Variant::Quiet(_) => Running::Counting(Tracer::start(&config, &["--quiet", "--netns", server_ns])?),
-        // Not `--quiet`, which would leave the table out: the tables are piped and read.
-        Variant::Summary(_) => Running::Counting(Tracer::start(&config, &["--summary", "1", "--netns", server_ns])?),
-        Variant::Json(_) => {
-            Running::Printing(Printer::start(&options.udptrace, mode, server_ns, Some(Hosts::server(DROP_PORT)), &[])?)
-        }
-        Variant::DnsJson(_) => {
-            let port = DROP_PORT.to_string();
-            let to = Some(Hosts::server(DROP_PORT));
-            Running::Printing(Printer::start(&options.udptrace, mode, server_ns, to, &["--dns-port", &port])?)
-        }
-        Variant::Dns(_) => {
-            let port = CLOSED_PORT.to_string();
-            Running::Printing(Printer::start(&options.udptrace, mode, server_ns, None, &["--dns-port", &port])?)
-        }
-        _ => Running::Printing(Printer::start(&options.udptrace, mode, server_ns, None, &[])?),
-    };
-    starts.entry(&variant.label()).startups.push(started.elapsed());
-    // The programs its fds hold; else (no fdinfo) those that appeared while it started.
-    let mut ours = programs_of(udptrace.pid());
-    if ours.is_empty() {
-        ours = loaded_program_ids().difference(&before).copied().collect();
-    }
-    Ok(Some((udptrace, ours)))
-}
-
 /// Which of `modes` attach every hook here, each with its start-up time, and why not for the others.
 fn usable_modes(options: &Options, hosts: &Hosts, report: &mut Report, starts: &mut Starts) -> Vec<String> {
     let server_ns = hosts.server.inode.to_string();
@@ -486,7 +214,7 @@ fn usable_modes(options: &Options, hosts: &Hosts, report: &mut Report, starts: &
                 usable.push(mode.clone());
             }
             Ok(None) => {}
-            Err(e) => report.left_out.push(format!("udptrace {mode}: {}", crate::one_line(&format!("{e:#}")))),
+            Err(e) => report.left_out.push(format!("udptrace {mode}: {}", crate::outcome::one_line(&format!("{e:#}")))),
         }
     }
     usable

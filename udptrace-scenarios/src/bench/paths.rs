@@ -151,7 +151,8 @@ pub(super) fn error_path(
         let label = variant.label();
         let before = icmp_counters(&hosts.server)?;
         let tool = |command: Command, ready: &str, scratch: Option<PathBuf>| {
-            start_tool(command, ready, scratch).map_err(|e| format!("{label}: {}", crate::one_line(&format!("{e:#}"))))
+            start_tool(command, ready, scratch)
+                .map_err(|e| format!("{label}: {}", crate::outcome::one_line(&format!("{e:#}"))))
         };
         let sent = match variant {
             Variant::Bare => send()?,
@@ -312,7 +313,7 @@ pub(super) fn drop_flood(
                 ) {
                     (Ok(tool), ids) => (Some(tool), ids),
                     (Err(e), _) => {
-                        failed_tools.push(format!("{label}: {}", crate::one_line(&format!("{e:#}"))));
+                        failed_tools.push(format!("{label}: {}", crate::outcome::one_line(&format!("{e:#}"))));
                         return Ok(f64::NAN);
                     }
                 }

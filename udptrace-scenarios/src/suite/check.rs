@@ -22,7 +22,7 @@ use super::{
     drops::{NETFILTER_DROP, drop_hook, has_drop_reasons},
     nft_input_rule, nft_rule, which,
 };
-use crate::{Config, Outcome, netns::Netns, packets::udp_socket, tracer::Tracer};
+use crate::{config::Config, netns::Netns, outcome::Outcome, packets::udp_socket, tracer::Tracer};
 
 /// Whether this suite run checks `udptrace check` as root. Each such run loads udptrace's programs anew
 /// (under emulation a score of seconds), and what it adds to them is the same in every mode (the hooks are

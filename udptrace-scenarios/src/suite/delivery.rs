@@ -10,8 +10,9 @@ use anyhow::{Context as _, Result};
 use serde_json::{Value, json};
 
 use crate::{
-    Config, Outcome,
+    config::Config,
     netns::exec_in,
+    outcome::Outcome,
     packets::{Quote, crafted_port_unreachable, icmp_counters, send_raw_icmp, set_int_option, udp_socket},
     tracer::{Tracer, lost_in},
 };

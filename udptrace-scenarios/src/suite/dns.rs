@@ -11,7 +11,8 @@ use anyhow::Result;
 use serde_json::{Value, json};
 
 use crate::{
-    Config, Outcome,
+    config::Config,
+    outcome::Outcome,
     packets::{Quote, crafted_port_unreachable, send_raw_icmp, set_int_option, udp_socket},
     tracer::Tracer,
 };

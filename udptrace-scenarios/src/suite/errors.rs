@@ -13,8 +13,9 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
 use crate::{
-    Config, Outcome,
+    config::Config,
     netns::{Netns, exec_in},
+    outcome::Outcome,
     packets::{set_int_option, set_recverr, udp_socket},
     tracer::Tracer,
 };

@@ -11,8 +11,9 @@ use anyhow::{Context as _, Result};
 use serde_json::{Value, json};
 
 use crate::{
-    Config, Outcome,
+    config::Config,
     netns::{Netns, veth},
+    outcome::Outcome,
     packets::udp_socket,
     tracer::Tracer,
 };

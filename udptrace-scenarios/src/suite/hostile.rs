@@ -14,7 +14,7 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 
 use super::*;
-use crate::{Config, netns::exec_in, tracer::Tracer};
+use crate::{config::Config, netns::exec_in, tracer::Tracer};
 
 /// A thread name (15 bytes at most) a local user can give: a newline that would forge a log line, a screen
 /// clear, and a right-to-left override.

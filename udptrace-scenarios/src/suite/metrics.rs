@@ -14,7 +14,7 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 
 use super::{CLOSED_PORT, Results, TwoHosts, operator::refused_socket};
-use crate::{Config, Outcome, tracer::Tracer};
+use crate::{config::Config, outcome::Outcome, tracer::Tracer};
 
 /// How long Prometheus may take to start, scrape, and show a change.
 const PROMETHEUS_TIMEOUT: Duration = Duration::from_secs(60);
@@ -30,7 +30,7 @@ struct Prometheus {
 impl Drop for Prometheus {
     fn drop(&mut self) {
         // SIGTERM lets it close its storage.
-        crate::stop_child(&mut self.child, libc::SIGTERM, Duration::from_secs(10));
+        crate::child::stop_child(&mut self.child, libc::SIGTERM, Duration::from_secs(10));
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -193,7 +193,7 @@ pub fn prometheus(config: &Config, _shared: &mut Tracer) -> Result<Results> {
     };
     // Served from a thread of its own (a request flood takes no time from the tracing loop), which holds no
     // more capabilities than the rest.
-    let own_thread = match super::operator::capability_faults(tracer.pid()) {
+    let own_thread = match super::process::capability_faults(tracer.pid()) {
         Ok((threads, wrong)) if threads.iter().any(|t| t == "metrics") && wrong.is_empty() => Outcome::Pass,
         Ok((threads, wrong)) => Outcome::Fail(format!(
             "want a thread named metrics among {threads:?}, holding only what udptrace keeps: {wrong:?}"

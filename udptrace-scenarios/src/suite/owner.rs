@@ -7,8 +7,9 @@ use anyhow::{Result, bail};
 use serde_json::json;
 
 use crate::{
-    Config, Outcome,
+    config::Config,
     helper::ClientProcess,
+    outcome::Outcome,
     packets::{port_unreachable_quoting, send_raw_icmp, udp_socket},
     tracer::Tracer,
 };

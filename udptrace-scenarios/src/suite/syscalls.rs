@@ -15,7 +15,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use super::{CLOSED_PORT, Results, TwoHosts, operator::refused_socket, which};
-use crate::{Config, Outcome, tracer::Tracer};
+use crate::{config::Config, outcome::Outcome, tracer::Tracer};
 
 const UNIT: &str = include_str!("../../../deploy/systemd/udptrace.service");
 
@@ -137,7 +137,7 @@ fn stop(strace: &mut Child) -> Result<()> {
     };
     signal(libc::SIGTERM);
     // Signal 0: strace is only waited for, as it follows udptrace out.
-    let status = crate::stop_child(strace, 0, Duration::from_secs(15));
+    let status = crate::child::stop_child(strace, 0, Duration::from_secs(15));
     match (udptrace, status) {
         (None, _) => bail!("udptrace had exited before the test stopped it"),
         (Some(_), Some(status)) if status.success() => Ok(()),

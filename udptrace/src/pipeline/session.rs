@@ -56,8 +56,11 @@ pub struct Options {
     pub stop: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
-/// The stages between the buffer and the sinks.
-pub struct Stages {
+/// What a session works with between the buffer and the sinks: the stages each event passes (the enricher,
+/// the filter), and what it reads from and writes to the programs and the kernel besides the buffer (the
+/// kernel's counters, `STATS`, the skipped runs, the programs' logs, the counts kept in the kernel, the drop
+/// counts, the stop flag).
+pub struct Parts {
     pub enricher: Enricher,
     /// Applied again here to what the programs could not decide.
     pub filter: Filter,
@@ -127,7 +130,7 @@ enum Stop {
 
 struct Session {
     options: Options,
-    stages: Stages,
+    parts: Parts,
     sinks: Vec<Box<dyn Sink>>,
     clock: Clock,
     totals: Totals,
@@ -139,10 +142,10 @@ struct Session {
     unread: u64,
 }
 
-pub async fn run(mut source: Source, stages: Stages, sinks: Vec<Box<dyn Sink>>, options: Options) -> Result<Totals> {
+pub async fn run(mut source: Source, parts: Parts, sinks: Vec<Box<dyn Sink>>, options: Options) -> Result<Totals> {
     let mut session = Session {
         options,
-        stages,
+        parts,
         sinks,
         clock: Clock::now(),
         totals: Totals::default(),
@@ -176,7 +179,7 @@ pub async fn run(mut source: Source, stages: Stages, sinks: Vec<Box<dyn Sink>>, 
             _ = sigterm.recv() => ControlFlow::Break(Stop::Signal),
             () = sleep_until(deadline) => ControlFlow::Break(Stop::Duration),
             () = notified(stop_signal.as_deref()) => ControlFlow::Break(Stop::Duration),
-            () = sleep_until(session.stages.enricher.wake_at().map(Into::into)) => session.pass_on(),
+            () = sleep_until(session.parts.enricher.wake_at().map(Into::into)) => session.pass_on(),
             _ = housekeeping.tick() => session.housekeeping(),
             _ = period_tick.tick(), if period.is_some() => {
                 // A period's table includes what the kernel counted up to its end.
@@ -200,12 +203,12 @@ pub async fn run(mut source: Source, stages: Stages, sinks: Vec<Box<dyn Sink>>, 
         // drained below.
         let _ = session.stop_tally();
         let stopped = session.stop_output();
-        session.stages.enricher.end();
+        session.parts.enricher.end();
         session.final_drain(&mut source, stopped);
         let _ = session.pass_on();
     }
     if !matches!(stop, Stop::OutputClosed) {
-        if let Some(logs) = &mut session.stages.logs {
+        if let Some(logs) = &mut session.parts.logs {
             logs.flush();
         }
         let _ = session.read_lost();
@@ -273,7 +276,7 @@ impl Session {
     /// Tells the programs to hand over nothing more, and count what they would have as lost; whether they
     /// were told.
     fn stop_output(&mut self) -> bool {
-        let told = match self.stages.stop_output.as_mut() {
+        let told = match self.parts.stop_output.as_mut() {
             Some(stop) => stop.set(0, 1, 0).context("writing the map that stops them"),
             None => Err(anyhow::anyhow!("the map that stops them is missing")),
         };
@@ -322,7 +325,7 @@ impl Session {
                     if event.dns().is_some_and(|d| d.malformed) {
                         self.totals.not_dns += 1;
                     }
-                    self.stages.enricher.push(event, Instant::now())
+                    self.parts.enricher.push(event, Instant::now())
                 }
                 Err(e) => {
                     self.totals.undecodable += 1;
@@ -337,7 +340,7 @@ impl Session {
 
     /// Hands on the events the enricher has completed.
     fn pass_on(&mut self) -> ControlFlow<Stop> {
-        while let Some(event) = self.stages.enricher.next_complete() {
+        while let Some(event) = self.parts.enricher.next_complete() {
             self.event(event)?;
         }
         ControlFlow::Continue(())
@@ -345,7 +348,7 @@ impl Session {
 
     /// Filters, counts and hands one event to every sink.
     fn event(&mut self, event: Event) -> ControlFlow<Stop> {
-        if !self.stages.filter.matches(&event) {
+        if !self.parts.filter.matches(&event) {
             self.filtered_here += event.count();
             return ControlFlow::Continue(());
         }
@@ -373,10 +376,10 @@ impl Session {
     /// Once a second: what the programs logged and the kernel lost, and the rate-limit counters where no
     /// hook sees the limits.
     fn housekeeping(&mut self) -> ControlFlow<Stop> {
-        if let Some(logs) = &mut self.stages.logs {
+        if let Some(logs) = &mut self.parts.logs {
             logs.flush();
         }
-        self.stages.enricher.housekeeping();
+        self.parts.enricher.housekeeping();
         self.read_lost()?;
         self.read_counters()?;
         self.read_tally()
@@ -388,7 +391,7 @@ impl Session {
     /// what they counted ([`Tally::finish`]).
     fn read_tally(&mut self) -> ControlFlow<Stop> {
         self.read_drops()?;
-        let Some(tally) = &mut self.stages.tally else { return ControlFlow::Continue(()) };
+        let Some(tally) = &mut self.parts.tally else { return ControlFlow::Continue(()) };
         let read = tally.read(self.clock).unwrap_or_else(|e| {
             let (read, switched) = tally.stop(self.clock);
             eprintln!(
@@ -404,11 +407,11 @@ impl Session {
     /// The programs hand records over again, and what they counted is handed on.
     fn stop_tally(&mut self) -> ControlFlow<Stop> {
         // A generation of drop counts whose read failed is read first, then the current one.
-        if self.stages.drops.as_ref().is_some_and(DropCounts::behind) {
+        if self.parts.drops.as_ref().is_some_and(DropCounts::behind) {
             self.read_drops()?;
         }
         self.read_drops()?;
-        let Some(tally) = &mut self.stages.tally else { return ControlFlow::Continue(()) };
+        let Some(tally) = &mut self.parts.tally else { return ControlFlow::Continue(()) };
         let read = tally.finish(self.clock);
         self.counted(read)
     }
@@ -416,7 +419,7 @@ impl Session {
     /// Hands on the drops counted since the last read. A failed read is said, and the drops the program
     /// counts meanwhile wait for the next.
     fn read_drops(&mut self) -> ControlFlow<Stop> {
-        let Some(drops) = &mut self.stages.drops else { return ControlFlow::Continue(()) };
+        let Some(drops) = &mut self.parts.drops else { return ControlFlow::Continue(()) };
         let read = drops.read(self.clock).unwrap_or_else(|e| {
             eprintln!(
                 "udptrace: warning: {}",
@@ -437,7 +440,7 @@ impl Session {
         }
         let now = Instant::now();
         for event in read.events {
-            self.stages.enricher.push(event, now);
+            self.parts.enricher.push(event, now);
         }
         self.pass_on()
     }
@@ -445,7 +448,7 @@ impl Session {
     /// Emits a `lost` event for what the kernel dropped since the last read: records that did not fit, and
     /// errors whose programs the kernel skipped; and, at the end, records the final drain left unread.
     fn read_lost(&mut self) -> ControlFlow<Stop> {
-        let lost = self.stat(stat::LOST) + self.stages.misses.total() + self.unread;
+        let lost = self.stat(stat::LOST) + self.parts.misses.total() + self.unread;
         self.totals.unreadable = self.stat(stat::READ_ERROR);
         let not_recorded = self.stat(stat::OWNER_NOT_RECORDED);
         if not_recorded > 0 && self.totals.owners_not_recorded == 0 {
@@ -462,22 +465,22 @@ impl Session {
         }
         self.totals.lost = lost;
         // Behind the events that wait for an owner, so that the output keeps its order.
-        self.stages.enricher.push(Event::Lost(Lost { time: std::time::SystemTime::now(), count: new }), Instant::now());
+        self.parts.enricher.push(Event::Lost(Lost { time: std::time::SystemTime::now(), count: new }), Instant::now());
         self.pass_on()
     }
 
     /// Emits an `icmp_suppressed` event for each rate-limit counter that rose.
     fn read_counters(&mut self) -> ControlFlow<Stop> {
-        let events = self.stages.counters.as_mut().map(counters::Watcher::poll).unwrap_or_default();
+        let events = self.parts.counters.as_mut().map(counters::Watcher::poll).unwrap_or_default();
         for event in events {
-            self.stages.enricher.push(event, Instant::now());
+            self.parts.enricher.push(event, Instant::now());
         }
         self.pass_on()
     }
 
     /// Sums a per-CPU counter.
     fn stat(&self, index: u32) -> u64 {
-        self.stages.stats.get(&index, 0).map(|values| values.iter().sum()).unwrap_or(0)
+        self.parts.stats.get(&index, 0).map(|values| values.iter().sum()).unwrap_or(0)
     }
 }
 

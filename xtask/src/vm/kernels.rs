@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-use crate::{prereq, say};
+use crate::{prereq, workspace::say};
 
 use super::*;
 

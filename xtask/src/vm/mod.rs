@@ -10,11 +10,10 @@
 //! matrix. The VMs run in lanes, one more than the cores.
 //!
 //! `kernels.rs` resolves and fetches the kernels, `initramfs.rs` builds what they boot (`init.sh` its
-//! `/init`), this file plans and boots the VMs and reads what they print, `record.rs` keeps what passed and
-//! writes the matrix and the README's table.
+//! `/init`), `plan.rs` says what each VM runs, this file boots the VMs, `console.rs` reads what they print,
+//! `record.rs` keeps what passed and writes the matrix and the README's table.
 
 use std::{
-    collections::BTreeMap,
     fs,
     io::{BufRead as _, BufReader, Write as _},
     path::{Path, PathBuf},
@@ -25,20 +24,27 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{prereq, say, workspace_root};
+use crate::{
+    prereq,
+    workspace::{say, workspace_root},
+};
 
+mod console;
 mod initramfs;
 mod kernels;
+mod plan;
 mod record;
 
+pub use self::{
+    console::{VmCheck, VmRun},
+    kernels::SERIES,
+    plan::{Part, Plan, major_minor},
+    record::{kernel_note, matrix, proven_table, record_pass, write_proven_table},
+};
 use self::{
     initramfs::{add_with_dependencies, build_initramfs, decompress_module, find_file, module_file},
     kernels::{Apt, fetch, natural_key},
     record::{last_seconds, passed_file},
-};
-pub use self::{
-    kernels::SERIES,
-    record::{kernel_note, matrix, proven_table, record_pass, write_proven_table},
 };
 
 pub const VM_PACKAGES: &[&str] = &[
@@ -64,8 +70,6 @@ const MODULES: &[&str] = &["veth", "nft_reject_inet", "udp_diag", "vxlan"];
 pub const MODES: &[&str] = &["fentry", "kprobe", "tracepoint"];
 /// A VM that has not powered off by then is killed and its run fails.
 const VM_TIMEOUT: Duration = Duration::from_secs(25 * 60);
-/// Marks the lines the VM's init prints for this side.
-const MARK: &str = "@@udptrace-vm";
 
 struct Kernel {
     package: String,
@@ -76,274 +80,6 @@ struct Kernel {
 
 fn cache_dir() -> PathBuf {
     workspace_root().join(".vm-cache")
-}
-
-/// One check as the VM printed it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VmCheck {
-    pub mode: String,
-    pub scenario: String,
-    pub check: String,
-    /// `pass`, `FAIL: ...` or `skip, because ...`.
-    pub outcome: String,
-}
-
-/// What one VM run printed that matters.
-#[derive(Debug, Default)]
-pub struct VmRun {
-    /// The series the kernel was resolved for (`6.1`).
-    pub series: String,
-    pub release: Option<String>,
-    /// `/proc/version`, which names Debian's package version (`Debian 6.1.158-1`).
-    pub version: Option<String>,
-    pub checks: Vec<VmCheck>,
-    /// Exit status per mode of the scenario binary.
-    pub mode_status: BTreeMap<String, String>,
-    pub probes: Vec<String>,
-    /// What the benchmark printed (Markdown and its smoke checks).
-    pub bench: Vec<String>,
-    pub done: bool,
-    /// How long the VM ran, from boot to power-off.
-    pub wall: Duration,
-    /// The init's `clock` lines: (name, seconds the VM had been up).
-    pub clocks: Vec<(String, f64)>,
-    /// Each scenario's time, per mode.
-    pub took: Vec<crate::timing::Took>,
-    /// Per mode, the suite's udptrace loads and their time.
-    pub loads: Vec<(String, String)>,
-    /// How long each VM of the kernel ran: (part, wall).
-    pub parts: Vec<(String, Duration)>,
-    /// Where each VM's time went, a line per VM.
-    pub timing: Vec<String>,
-    /// This host's release, where its suite proves tracepoint mode on this series instead of a VM.
-    pub on_host: Option<String>,
-}
-
-impl VmRun {
-    /// Adds what another VM of the same kernel printed. The kernel's run is done when every VM finished.
-    fn merge(&mut self, other: VmRun) {
-        self.release = self.release.take().or(other.release);
-        self.version = self.version.take().or(other.version);
-        self.checks.extend(other.checks);
-        self.mode_status.extend(other.mode_status);
-        self.probes.extend(other.probes);
-        self.bench.extend(other.bench);
-        self.done &= other.done;
-        self.wall += other.wall;
-        self.clocks.extend(other.clocks);
-        self.took.extend(other.took);
-        self.loads.extend(other.loads);
-        self.parts.extend(other.parts);
-        self.timing.extend(other.timing);
-    }
-}
-
-impl VmRun {
-    /// Reads one console line.
-    pub fn add_line(&mut self, line: &str) {
-        let line = line.trim_end_matches('\r');
-        // The console may put terminal escapes (a reset when the VM starts) before a marked line.
-        if let Some(rest) = line.find(MARK).map(|at| &line[at + MARK.len()..]) {
-            let rest = rest.trim_start();
-            if let Some(release) = rest.strip_prefix("kernel ") {
-                self.release = Some(release.to_owned());
-            } else if let Some(version) = rest.strip_prefix("version ") {
-                self.version = Some(version.to_owned());
-            } else if let Some(probes) = rest.strip_prefix("probes ") {
-                self.probes.push(probes.to_owned());
-            } else if let Some(bench) = rest.strip_prefix("bench") {
-                let bench = bench.strip_prefix(' ').unwrap_or(bench);
-                // `bench  smoke  CHECK  OUTCOME`: the smoke run's checks count like the suite's.
-                let words: Vec<&str> = bench.split_whitespace().collect();
-                if let ["bench", "smoke", check, outcome @ ..] = words.as_slice() {
-                    self.checks.push(VmCheck {
-                        mode: "bench".into(),
-                        scenario: "smoke".into(),
-                        check: (*check).into(),
-                        outcome: outcome.join(" "),
-                    });
-                }
-                self.bench.push(bench.to_owned());
-            } else if let Some(end) = rest.strip_prefix("end ") {
-                if let Some((mode, status)) = end.split_once(' ') {
-                    self.mode_status.insert(mode.to_owned(), status.to_owned());
-                }
-            } else if let Some(clock) = rest.strip_prefix("clock ") {
-                if let Some((name, at)) = clock.split_once(' ')
-                    && let Ok(at) = at.trim().parse()
-                {
-                    self.clocks.push((name.to_owned(), at));
-                }
-            } else if rest == "done" {
-                self.done = true;
-            }
-            return;
-        }
-        if let Some(took) = crate::timing::parse_took(line).filter(|t| MODES.contains(&t.place.as_str())) {
-            self.took.push(took);
-            return;
-        }
-        if let Some(loads) = crate::timing::parse_loads(line).filter(|(mode, _)| MODES.contains(&mode.as_str())) {
-            self.loads.push(loads);
-            return;
-        }
-        // `MODE  SCENARIO  CHECK  OUTCOME`, as udptrace-scenarios prints them.
-        let mut words = line.split_whitespace();
-        let (Some(mode), Some(scenario), Some(check)) = (words.next(), words.next(), words.next()) else {
-            return;
-        };
-        if !MODES.contains(&mode) {
-            return;
-        }
-        let outcome = words.collect::<Vec<_>>().join(" ");
-        if outcome.starts_with("pass") || outcome.starts_with("FAIL") || outcome.starts_with("skip") {
-            self.checks.push(VmCheck { mode: mode.into(), scenario: scenario.into(), check: check.into(), outcome });
-        }
-    }
-
-    /// Why this run is not a success, if it is not: a failed check, a missing mode, a skip in a mode
-    /// that must work (fentry and kprobe), or a VM that never finished.
-    pub fn problems(&self, plan: &Plan) -> Vec<String> {
-        let mut problems = Vec::new();
-        if !self.done {
-            problems.push("the VM did not finish".to_owned());
-        }
-        for mode in plan.expected_modes(&self.series) {
-            if mode == "tracepoint" && self.on_host.is_some() {
-                continue;
-            }
-            if !self.checks.iter().any(|c| c.mode == *mode) {
-                problems.push(format!("no result for {mode}"));
-            }
-        }
-        for c in &self.checks {
-            let must_run = c.mode != "tracepoint";
-            if c.outcome.starts_with("FAIL") || (must_run && c.outcome.starts_with("skip") && c.check == "all") {
-                problems.push(format!("{} {} {}: {}", c.mode, c.scenario, c.check, c.outcome));
-            }
-        }
-        problems
-    }
-}
-
-/// What the VMs run.
-#[derive(Default)]
-pub struct Plan {
-    /// The scenario suite in every mode.
-    pub suite: bool,
-    /// The benchmark: `smoke`, or `ROUNDS,SECONDS`.
-    pub bench: String,
-    /// Only these modes (all when empty), and only the scenarios whose names contain `only`.
-    pub modes: Vec<String>,
-    pub only: Option<String>,
-    /// The release of this host's kernel (`6.18.44-...`) when its suite runs in the same `cargo xtask test`,
-    /// in tracepoint mode with both buffers: the QEMU kernel of that series then runs no tracepoint VM, which
-    /// would run the same programs on the same series again.
-    pub host_tracepoint: Option<String>,
-}
-
-/// `6.18` from a release or a package's version (`6.18.44-fc`, `6.18.15+deb13-cloud-amd64`).
-pub fn major_minor(release: &str) -> String {
-    release.split(|c: char| !c.is_ascii_digit()).filter(|n| !n.is_empty()).take(2).collect::<Vec<_>>().join(".")
-}
-
-/// What one VM runs: the suite in one mode, or the benchmark. A kernel's work is split so, so that the lanes
-/// share it out evenly: one VM of a kernel is a third of its time or less.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Part {
-    Suite(String),
-    Bench,
-}
-
-impl Part {
-    /// `fentry`, `kprobe`, `tracepoint` or `bench`: the name in logs, timing and `kernels-passed.txt`.
-    pub fn name(&self) -> &str {
-        match self {
-            Part::Suite(mode) => mode,
-            Part::Bench => "bench",
-        }
-    }
-}
-
-impl Plan {
-    /// The VMs of the kernel of `series`, in the order of [`MODES`], the benchmark last.
-    fn parts(&self, series: &str) -> Vec<Part> {
-        let mut parts: Vec<Part> = self.suite_modes().into_iter().map(|m| Part::Suite(m.to_owned())).collect();
-        if self.bench_on(series) {
-            parts.push(Part::Bench);
-        }
-        parts
-    }
-
-    /// Whether the kernel of `series` runs the benchmark. A timed run (`cargo xtask bench`) measures every
-    /// kernel; the smoke run of `cargo xtask test` runs on the newest only. What it proves is that the
-    /// benchmark works (its variants start, its BPF statistics are read, its accounting adds up), and the
-    /// kernel's part of that is what the suite proves on every kernel in every mode; on each further kernel it
-    /// cost a VM of two to three minutes.
-    fn bench_on(&self, series: &str) -> bool {
-        match self.bench.as_str() {
-            "" | "none" => false,
-            "smoke" => SERIES.last() == Some(&series),
-            _ => true,
-        }
-    }
-
-    /// The kernel command line that tells the VM's init what to run for `part`; `probes`: the one VM of a
-    /// kernel that runs `udptrace probes -v` first.
-    fn append(&self, series: &str, part: &Part, probes: bool) -> String {
-        let mut append = "console=ttyS0 quiet loglevel=3 panic=-1".to_owned();
-        if probes {
-            append.push_str(" udptrace.probes=1");
-        }
-        match part {
-            Part::Suite(mode) => append.push_str(&format!(" udptrace.modes={mode}")),
-            Part::Bench => append.push_str(&format!(" udptrace.bench={}", self.bench)),
-        }
-        if self.checks_on(series, part) {
-            append.push_str(" udptrace.check=1");
-        }
-        if let Some(only) = &self.only {
-            append.push_str(&format!(" udptrace.only={only}"));
-        }
-        if self.narrowed() {
-            append.push_str(" udptrace.narrowed=1");
-        }
-        append
-    }
-
-    /// Whether `part` of the kernel of `series` runs the `udptrace check` scenarios: the fentry run of the
-    /// oldest and the newest kernel (and of any kernel in a narrowed run). Each check loads udptrace's programs
-    /// anew (ten of them took 100 to 160 s of a fentry VM), and what `udptrace check` adds to the hooks is the
-    /// same on every kernel: the hooks themselves are `Tracing::start`'s, which the rest of the suite proves on
-    /// every kernel in every mode.
-    fn checks_on(&self, series: &str, part: &Part) -> bool {
-        *part == Part::Suite("fentry".into())
-            && (self.narrowed() || SERIES.first() == Some(&series) || SERIES.last() == Some(&series))
-    }
-
-    /// `--mode` or `--only`: a look at some of the suite, not a pass of it.
-    pub fn narrowed(&self) -> bool {
-        !self.modes.is_empty() || self.only.is_some()
-    }
-
-    /// The modes of the suite each kernel runs.
-    fn suite_modes(&self) -> Vec<&str> {
-        match (self.suite, self.modes.is_empty()) {
-            (false, _) => Vec::new(),
-            (true, true) => MODES.to_vec(),
-            (true, false) => self.modes.iter().map(String::as_str).collect(),
-        }
-    }
-
-    /// The modes whose results a full run must have on the kernel of `series`: `bench` too where the smoke
-    /// run of the benchmark runs, which reports its checks.
-    fn expected_modes(&self, series: &str) -> Vec<&str> {
-        let mut modes = self.suite_modes();
-        if self.bench == "smoke" && self.bench_on(series) {
-            modes.push("bench");
-        }
-        modes
-    }
 }
 
 fn boot(kernel: &Kernel, initramfs: &Path, log: &Path, append: &str) -> Result<VmRun> {
@@ -595,33 +331,6 @@ mod tests {
     }
 
     #[test]
-    fn reads_the_console() {
-        let mut run = VmRun::default();
-        for line in [
-            "\x1bc\x1b[?7l\x1b[2J@@udptrace-vm kernel 6.12.117+deb12-cloud-amd64",
-            "[    1.234] random kernel message",
-            "fentry      closed_port_ipv4       socket_error     pass",
-            "fentry      closed_port_ipv6       icmp_sent        FAIL: no icmp_sent within 30s",
-            "@@udptrace-vm end fentry rc=1",
-            "kprobe      udptrace               all_hooks_attach pass",
-            "tracepoint  soft_error             icmp_sent        skip, because no hook\r",
-            "@@udptrace-vm bench | udptrace fentry | 1234 | 0.981 |",
-            "@@udptrace-vm bench bench  smoke  error_path_accounted     pass",
-            "@@udptrace-vm done",
-        ] {
-            run.add_line(line);
-        }
-        assert_eq!(run.release.as_deref(), Some("6.12.117+deb12-cloud-amd64"));
-        assert_eq!(run.checks.len(), 5);
-        assert_eq!(run.checks[3].outcome, "skip, because no hook");
-        assert_eq!((run.checks[4].mode.as_str(), run.checks[4].check.as_str()), ("bench", "error_path_accounted"));
-        assert_eq!(run.bench[0], "| udptrace fentry | 1234 | 0.981 |");
-        assert!(run.done);
-        let problems = run.problems(&Plan { suite: true, bench: "smoke".into(), ..Plan::default() });
-        assert_eq!(problems, vec!["fentry closed_port_ipv6 icmp_sent: FAIL: no icmp_sent within 30s".to_owned()]);
-    }
-
-    #[test]
     fn the_readme_table_says_what_each_mode_proved_and_through_what() {
         let mut run = VmRun { series: "7".into(), ..VmRun::default() };
         for line in [
@@ -664,47 +373,5 @@ mod tests {
                 .unwrap()
                 .ends_with("on this host's 6.18.44-fc instead, ring and perf buffers (the host suite, same series) |")
         );
-    }
-
-    #[test]
-    fn a_vm_that_never_finished_or_skipped_a_required_mode_fails() {
-        let mut run = VmRun { series: "7".into(), ..VmRun::default() };
-        run.add_line("fentry      closed_port_ipv4       all              skip, because nothing attaches");
-        let problems = run.problems(&Plan { suite: true, bench: "smoke".into(), ..Plan::default() });
-        assert!(problems.iter().any(|p| p.contains("no result for bench")));
-        assert!(problems.iter().any(|p| p.contains("did not finish")));
-        assert!(problems.iter().any(|p| p.contains("no result for kprobe")));
-        assert!(problems.iter().any(|p| p.contains("fentry closed_port_ipv4 all")));
-    }
-
-    #[test]
-    fn the_smoke_benchmark_runs_on_the_newest_kernel_and_a_timed_one_on_all() {
-        let smoke = Plan { suite: true, bench: "smoke".into(), ..Plan::default() };
-        let suite = |modes: &[&str]| modes.iter().map(|m| Part::Suite((*m).to_owned())).collect::<Vec<_>>();
-        let mut with_bench = suite(MODES);
-        with_bench.push(Part::Bench);
-        assert_eq!(smoke.parts(SERIES[SERIES.len() - 1]), with_bench);
-        assert_eq!(smoke.parts(SERIES[0]), suite(MODES));
-        assert_eq!(smoke.parts("6.1"), suite(MODES));
-        assert!(!smoke.expected_modes("6.1").contains(&"bench"));
-        assert!(smoke.expected_modes(SERIES[SERIES.len() - 1]).contains(&"bench"));
-        let timed = Plan { bench: "5,2".into(), ..Plan::default() };
-        assert!(SERIES.iter().all(|s| timed.parts(s) == vec![Part::Bench] && timed.expected_modes(s).is_empty()));
-        let narrowed = Plan { suite: true, bench: "none".into(), modes: vec!["kprobe".into()], ..Plan::default() };
-        assert_eq!(narrowed.parts(SERIES[0]), suite(&["kprobe"]));
-    }
-
-    #[test]
-    fn udptrace_check_runs_in_the_fentry_run_of_the_oldest_and_newest_kernels() {
-        let full = Plan { suite: true, bench: "smoke".into(), ..Plan::default() };
-        let fentry = Part::Suite("fentry".into());
-        let (oldest, newest) = (SERIES[0], SERIES[SERIES.len() - 1]);
-        assert!(full.append(oldest, &fentry, false).contains("udptrace.check=1"));
-        assert!(full.append(newest, &fentry, true).contains("udptrace.check=1"));
-        assert!(!full.append("6.12", &fentry, false).contains("udptrace.check=1"));
-        assert!(!full.append(oldest, &Part::Suite("kprobe".into()), false).contains("udptrace.check=1"));
-        assert!(!full.append(newest, &Part::Bench, false).contains("udptrace.check=1"));
-        let narrowed = Plan { suite: true, bench: "none".into(), only: Some("check".into()), ..Plan::default() };
-        assert!(narrowed.append("6.12", &fentry, false).contains("udptrace.check=1"));
     }
 }

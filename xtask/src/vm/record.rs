@@ -5,7 +5,7 @@ use std::{fs, path::PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::workspace_root;
+use crate::workspace::workspace_root;
 
 use super::*;
 
