@@ -11,7 +11,7 @@
 //!
 //! `kernels.rs` resolves and fetches the kernels, `initramfs.rs` builds what they boot (`init.sh` its
 //! `/init`), this file plans and boots the VMs and reads what they print, `record.rs` keeps what passed and
-//! writes the matrix and the README's table.
+//! writes the matrix and the table in docs/kernels.md.
 
 use std::{
     collections::BTreeMap,
@@ -450,7 +450,7 @@ pub fn vm_test(
         let parts =
             plan.parts(series).into_iter().filter(|p| !(on_host(kernel) && *p == Part::Suite("tracepoint".into())));
         for (at, part) in parts.enumerate() {
-            // The first VM of a kernel says what attaches there (`udptrace probes -v`), for the README's table.
+            // The first VM of a kernel says what attaches there (`udptrace probes -v`), for the table in docs/kernels.md.
             jobs.push((series, kernel, initramfs, part, at == 0));
         }
     }
