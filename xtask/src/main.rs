@@ -11,6 +11,8 @@
 
 mod bullseye;
 mod dist;
+#[cfg(test)]
+mod doc_links;
 mod prereq;
 mod tally;
 mod timing;
