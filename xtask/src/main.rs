@@ -11,6 +11,8 @@
 
 mod bullseye;
 mod dist;
+#[cfg(test)]
+mod doc_links;
 mod prereq;
 mod results;
 mod timing;
@@ -158,7 +160,7 @@ fn vm_test_with(
             problems.extend(found.into_iter().map(|p| format!("{package}: {p}")));
         }
     }
-    // The README's table is the last full run's, whatever it found.
+    // The table in docs/kernels.md is the last full run's, whatever it found.
     if !narrowed && series.is_none() {
         vm::write_proven_table(&vm::proven_table(&runs))?;
     }

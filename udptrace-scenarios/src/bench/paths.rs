@@ -190,7 +190,7 @@ pub(super) fn error_path(
                     || Accounting { label: label.clone(), source, ..Accounting::default() },
                 );
                 entry.rounds += 1;
-                // Skipped kprobe runs are counted lost before the `--netns` filter (README, "lost"), so a
+                // Skipped kprobe runs are counted lost before the `--netns` filter (docs/events.md, "lost"), so a
                 // round accounts when nothing was invented and nothing is missing beyond what was reported.
                 entry.accounted_rounds += usize::from(events <= kernel && kernel <= events + lost);
                 entry.kernel += kernel;

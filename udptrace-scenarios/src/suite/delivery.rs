@@ -62,7 +62,7 @@ pub(super) fn rate_limit(config: &Config, tracer: &mut Tracer) -> Result<Results
             (global, host)
         };
         // What udptrace reported lost in this scenario may stand for suppressed errors (a kprobe run the kernel
-        // skipped is counted lost, README "lost"): nothing invented, nothing missing beyond what it reported.
+        // skipped is counted lost, docs/events.md "lost"): nothing invented, nothing missing beyond what it reported.
         let matches = |(global, host): (u64, u64), lost: u64| {
             let (shown, want) = (global + host, if counted { want_global + want_host } else { want_suppressed });
             let within = if counted { global <= want_global && host <= want_host } else { shown <= want };

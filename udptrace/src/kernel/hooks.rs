@@ -136,7 +136,7 @@ pub struct Variant {
     pub programs: &'static [Program],
     /// The first kernel that has what this variant needs, with the stable backports.
     pub since: &'static str,
-    /// What this mode cannot see for this hook, said in `udptrace probes` and the README.
+    /// What this mode cannot see for this hook, said in `udptrace probes` and docs/kernels.md.
     pub limits: &'static str,
 }
 
@@ -306,9 +306,9 @@ pub static HOOKS: &[Hook] = &[
     },
 ];
 
-/// The README's modes table, from `HOOKS`: a row per hook and mode, with what it attaches to (each program's
-/// fallbacks after it, with why), what it needs and what it sees. The README holds it between the markers
-/// [`TABLE_START`] and [`TABLE_END`]; a unit test keeps the two equal (and writes it).
+/// The modes table of docs/kernels.md, from `HOOKS`: a row per hook and mode, with what it attaches to (each
+/// program's fallbacks after it, with why), what it needs and what it sees. The page holds it between the
+/// markers [`TABLE_START`] and [`TABLE_END`]; a unit test keeps the two equal (and writes it).
 #[cfg(test)]
 pub fn markdown_table() -> String {
     let mut out = String::from("| hook | mode | attaches to | needs | what it sees |\n|---|---|---|---|---|\n");
@@ -340,7 +340,7 @@ pub fn markdown_table() -> String {
     out
 }
 
-/// Where the README's modes table starts and ends.
+/// Where the modes table of docs/kernels.md starts and ends.
 #[cfg(test)]
 pub const TABLE_START: &str = "<!-- modes table: written from HOOKS in udptrace/src/kernel/hooks.rs -->";
 #[cfg(test)]
@@ -350,23 +350,25 @@ pub const TABLE_END: &str = "<!-- end of the modes table -->";
 mod tests {
     use super::*;
 
-    /// The README's modes table is `markdown_table()`. `UDPTRACE_WRITE_README=1 cargo test -p udptrace
-    /// readme_modes_table` writes it there after a change to `HOOKS`.
+    /// The modes table of docs/kernels.md is `markdown_table()`. `UDPTRACE_WRITE_MODES_TABLE=1 cargo test -p
+    /// udptrace modes_table` writes it there after a change to `HOOKS`.
     #[test]
-    fn readme_modes_table_is_the_attach_table() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
-        let readme = std::fs::read_to_string(path).expect("README.md");
-        let start = readme.find(TABLE_START).expect("the README's modes table start marker") + TABLE_START.len();
-        let end = start + readme[start..].find(TABLE_END).expect("the README's modes table end marker");
+    fn docs_modes_table_is_the_attach_table() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/kernels.md");
+        let page = std::fs::read_to_string(path).expect("docs/kernels.md");
+        let start =
+            page.find(TABLE_START).expect("the modes table's start marker in docs/kernels.md") + TABLE_START.len();
+        let end = start + page[start..].find(TABLE_END).expect("the modes table's end marker in docs/kernels.md");
         let table = format!("\n{}", markdown_table());
-        if std::env::var_os("UDPTRACE_WRITE_README").is_some() {
-            std::fs::write(path, format!("{}{table}{}", &readme[..start], &readme[end..])).expect("README.md written");
+        if std::env::var_os("UDPTRACE_WRITE_MODES_TABLE").is_some() {
+            std::fs::write(path, format!("{}{table}{}", &page[..start], &page[end..]))
+                .expect("docs/kernels.md written");
             return;
         }
         assert!(
-            readme[start..end] == table,
-            "the README's modes table differs from HOOKS: UDPTRACE_WRITE_README=1 cargo test -p udptrace \
-             readme_modes_table writes it"
+            page[start..end] == table,
+            "the modes table of docs/kernels.md differs from HOOKS: UDPTRACE_WRITE_MODES_TABLE=1 cargo test -p \
+             udptrace modes_table writes it"
         );
         assert!(HOOKS.iter().flat_map(|h| h.variants).all(|v| !v.limits.contains('|') && !v.since.contains('|')));
     }

@@ -28,7 +28,7 @@ echo "@@udptrace-vm version $(cat /proc/version)"
 clock modules
 # What to run, from the kernel command line (xtask's `Job::append`), one VM per mode of a kernel and one for
 # its benchmark, so that the lanes share out the work evenly:
-# - `udptrace.probes=1`: `udptrace probes -v` first (one VM of each kernel, for the README's table);
+# - `udptrace.probes=1`: `udptrace probes -v` first (one VM of each kernel, for docs/kernels.md's table);
 # - `udptrace.modes=fentry,kprobe`: the suite in these modes (none without it);
 # - `udptrace.only=NAME`: only these scenarios (`cargo xtask vm-test --only`);
 # - `udptrace.check=1`: the `udptrace check` scenarios too;

@@ -11,7 +11,7 @@
 //!
 //! `kernels.rs` resolves and fetches the kernels, `initramfs.rs` builds what they boot (`init.sh` its
 //! `/init`), `plan.rs` says what each VM runs, this file boots the VMs, `console.rs` reads what they print,
-//! `record.rs` keeps what passed and writes the matrix and the README's table.
+//! `record.rs` keeps what passed and writes the matrix and the table in docs/kernels.md.
 
 use std::{
     fs,
@@ -186,7 +186,7 @@ pub fn vm_test(
         let parts =
             plan.parts(series).into_iter().filter(|p| !(on_host(kernel) && *p == Part::Suite("tracepoint".into())));
         for (at, part) in parts.enumerate() {
-            // The first VM of a kernel says what attaches there (`udptrace probes -v`), for the README's table.
+            // The first VM of a kernel says what attaches there (`udptrace probes -v`), for the table in docs/kernels.md.
             jobs.push((series, kernel, initramfs, part, at == 0));
         }
     }

@@ -1,5 +1,5 @@
 //! What a run leaves: the kernels the suite last passed on (`xtask/kernels-passed.txt`), the matrix, and
-//! the README's table of what the last full run proved.
+//! the table of what the last full run proved in docs/kernels.md.
 
 use std::{fs, path::PathBuf};
 
@@ -155,7 +155,7 @@ pub(super) fn probes_of(run: &VmRun, mode: &str) -> (Vec<String>, Vec<String>) {
     (instead, missing)
 }
 
-/// The README's table of what the last full matrix proved: one row per kernel, one column per mode.
+/// The table of what the last full matrix proved (docs/kernels.md): one row per kernel, one column per mode.
 pub fn proven_table(runs: &[(String, VmRun)]) -> String {
     let mut out = String::from(
         "| kernel | fentry (ring buffer) | kprobe (perf buffers) | tracepoint (ring buffer) |\n|---|---|---|---|\n",
@@ -201,17 +201,17 @@ pub fn proven_table(runs: &[(String, VmRun)]) -> String {
     out
 }
 
-/// The README's markers around the table [`proven_table`] writes.
+/// The markers in docs/kernels.md around the table [`proven_table`] writes.
 pub(super) const TABLE_BEGIN: &str = "<!-- kernel matrix: written by cargo xtask vm-test -->";
 pub(super) const TABLE_END: &str = "<!-- end of kernel matrix -->";
 
-/// Writes `table` into the README between its markers.
+/// Writes `table` into docs/kernels.md between its markers.
 pub fn write_proven_table(table: &str) -> Result<()> {
-    let path = workspace_root().join("README.md");
-    let readme = fs::read_to_string(&path)?;
-    let (Some(begin), Some(end)) = (readme.find(TABLE_BEGIN), readme.find(TABLE_END)) else {
-        bail!("README.md has no kernel matrix markers");
+    let path = workspace_root().join("docs/kernels.md");
+    let page = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let (Some(begin), Some(end)) = (page.find(TABLE_BEGIN), page.find(TABLE_END)) else {
+        bail!("docs/kernels.md has no kernel matrix markers");
     };
-    let updated = format!("{}{TABLE_BEGIN}\n{table}{}", &readme[..begin], &readme[end..]);
+    let updated = format!("{}{TABLE_BEGIN}\n{table}{}", &page[..begin], &page[end..]);
     fs::write(&path, updated).with_context(|| format!("writing {}", path.display()))
 }
