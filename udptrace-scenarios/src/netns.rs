@@ -120,6 +120,18 @@ pub fn veth(a: &Netns, a_addrs: &[&str], b: &Netns, b_addrs: &[&str]) -> Result<
         }
         ns.ip(&["link", "set", ifname, "up"])?;
     }
+    // Up is not yet passing packets: until the kernel's link watch has seen the carrier (a work item, which a
+    // loaded host runs late, up to seconds), the device's queue discards what is sent, without an error.
+    // Its operational state turns UP in the same step.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    for (ns, ifname) in [(a, a_if), (b, b_if)] {
+        while !exec_in(ns, "ip", &["-o", "link", "show", ifname])?.contains("state UP") {
+            if std::time::Instant::now() > deadline {
+                bail!("{ifname} in {} is not up 10 s after it was set up", ns.name);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
     Ok(())
 }
 

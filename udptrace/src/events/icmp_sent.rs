@@ -1,10 +1,12 @@
 //! `icmp_sent`: an ICMP error this host sent, about which packet, and why.
 
 use serde::Serialize;
+use udptrace_common::{IcmpSent as RawIcmpSent, WithDns, icmp_sent_flags};
 
 use super::{
     Facts, Kind, Line, Metric, Row, Sample, Tone,
     parts::{DnsJson, Head, PacketJson, dns_text, flow_text, lookup, to_json},
+    record::{Clock, DecodeError, addr, dns_of, meta, read_record},
 };
 use crate::domain::{Cause, Dns, Family, Icmp, Meta, Packet, endpoint, errno_name, icmp_errno, icmp_name, proto_name};
 
@@ -135,6 +137,38 @@ impl Kind for IcmpSent {
 }
 
 impl IcmpSent {
+    /// Its record, which an ICMP error a rate limit stopped shares (`icmp_suppressed`): the error, the packet it
+    /// is about, the kernel stack at the hook, and the DNS question of the packet when the record carries it.
+    pub(super) fn decode(bytes: &[u8], family: Family, clock: Clock) -> Result<(Self, RawIcmpSent), DecodeError> {
+        let kind = bytes.first().copied().unwrap_or_default();
+        let raw: RawIcmpSent = read_record(bytes, kind)?;
+        let dns = if raw.flags & icmp_sent_flags::DNS != 0 {
+            let with: WithDns<RawIcmpSent> = read_record(bytes, kind)?;
+            Some(dns_of(&with.dns))
+        } else {
+            None
+        };
+        let frames = usize::try_from(raw.stack_bytes.max(0)).unwrap_or(0) / 8;
+        let sent = IcmpSent {
+            meta: meta(&raw.header, clock)?,
+            family,
+            icmp: Icmp { icmp_type: raw.icmp_type, code: raw.icmp_code, from: None },
+            packet: (raw.flags & icmp_sent_flags::PACKET_KNOWN != 0).then(|| Packet {
+                src: addr(family, raw.src),
+                dst: addr(family, raw.dst),
+                ports: (raw.flags & icmp_sent_flags::PORTS_KNOWN != 0).then_some((raw.sport, raw.dport)),
+                proto: raw.proto,
+            }),
+            stack: raw.stack[..frames.min(raw.stack.len())].to_vec(),
+            // Seen at the drop that follows `icmpv6_send()` in `__udp6_lib_rcv`: no listener.
+            cause: if raw.flags & icmp_sent_flags::AT_DROP != 0 { Cause::NoListener } else { Cause::Other },
+            rate_limited: (raw.flags & icmp_sent_flags::AT_DROP == 0).then_some(false),
+            count: 1,
+            dns,
+        };
+        Ok((sent, raw))
+    }
+
     /// The errno the error gives the application it reaches.
     pub fn errno(&self) -> Option<i32> {
         icmp_errno(self.family, self.icmp.icmp_type, self.icmp.code).map(|(errno, _)| errno)

@@ -1,11 +1,13 @@
 //! `icmp_suppressed`: ICMP errors this host wanted to send and a rate limit stopped, and which limit.
 
 use serde::Serialize;
+use udptrace_common::icmp_sent_flags;
 
 use super::{
     Facts, IcmpSent, Kind, Line, Metric, Row, Sample, Tone,
     icmp_sent::IcmpJson,
     parts::{DnsJson, Head, PacketJson, dns_text, flow_text, to_json},
+    record::{Clock, DecodeError},
 };
 use crate::domain::{Dns, Family, Meta, Scope, errno_name};
 
@@ -133,6 +135,13 @@ impl Kind for IcmpSuppressed {
 }
 
 impl IcmpSuppressed {
+    /// Its record, an `icmp_sent`'s with the limit that stopped it.
+    pub(super) fn decode(bytes: &[u8], family: Family, clock: Clock) -> Result<Self, DecodeError> {
+        let (attempt, raw) = IcmpSent::decode(bytes, family, clock)?;
+        let scope = if raw.flags & icmp_sent_flags::SUPPRESSED_GLOBAL != 0 { Scope::Global } else { Scope::Host };
+        Ok(IcmpSuppressed { meta: attempt.meta.clone(), family: Some(family), scope, count: 1, attempt: Some(attempt) })
+    }
+
     /// Which limit stopped the error, and the sysctl that governs it.
     pub fn sentence(&self) -> String {
         let from_counter = self.attempt.is_none();

@@ -9,6 +9,7 @@ mod icmp_sent;
 mod icmp_suppressed;
 mod lost;
 mod parts;
+pub mod record;
 #[cfg(test)]
 pub mod samples;
 mod socket_error;
@@ -21,7 +22,9 @@ pub use icmp_suppressed::IcmpSuppressed;
 pub use lost::Lost;
 pub use socket_error::SocketError;
 pub use udp_dropped::UdpDropped;
+use udptrace_common::{EventHeader, kind};
 
+use self::record::{Clock, DecodeError, family_of, read_record};
 use crate::domain::{Dns, OwnerInfo};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,6 +59,19 @@ impl Event {
     pub fn count(&self) -> u64 {
         self.kind().count()
     }
+}
+
+/// A record from the programs, as the event of its kind: each kind decodes its own.
+pub fn decode(bytes: &[u8], clock: Clock) -> Result<Event, DecodeError> {
+    let header: EventHeader = read_record(bytes, bytes.first().copied().unwrap_or(0))?;
+    let family = family_of(header.family).ok_or(DecodeError::UnknownFamily(header.family))?;
+    Ok(match header.kind {
+        kind::SOCKET_ERROR => Event::SocketError(SocketError::decode(bytes, family, clock)?),
+        kind::ICMP_SENT => Event::IcmpSent(IcmpSent::decode(bytes, family, clock)?.0),
+        kind::ICMP_SUPPRESSED => Event::IcmpSuppressed(IcmpSuppressed::decode(bytes, family, clock)?),
+        kind::UDP_DROPPED => Event::UdpDropped(UdpDropped::decode(bytes, family, clock)?),
+        other => return Err(DecodeError::UnknownKind(other)),
+    })
 }
 
 /// The counters of `--metrics` the kinds count in, in the order they are registered.

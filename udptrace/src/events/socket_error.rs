@@ -4,11 +4,12 @@
 use std::net::SocketAddr;
 
 use serde::Serialize;
-use udptrace_common::icmp;
+use udptrace_common::{SocketError as RawSocketError, WithDns, icmp, kind, socket_error_flags, verdict};
 
 use super::{
     Facts, Kind, Line, Metric, Row, Sample, Tone,
     parts::{DnsJson, Head, OwnerJson, dns_text, lookup, owner_row, owner_text, to_json},
+    record::{Clock, DecodeError, addr, dns_of, meta, read_record, recorded_owner},
 };
 use crate::domain::{Dns, Errno, Family, Icmp, Meta, OwnerInfo, Verdict, errno_name, icmp_name};
 
@@ -166,6 +167,54 @@ impl Kind for SocketError {
             address: Some(("remote", self.remote.map_or_else(|| "unknown".to_owned(), |r| r.to_string()))),
             outcome: errno,
         }
+    }
+}
+
+impl SocketError {
+    /// Its record: the socket, the ICMP error, what the kernel did, the owner, and the DNS query the error
+    /// quotes when the record carries it.
+    pub(super) fn decode(bytes: &[u8], family: Family, clock: Clock) -> Result<Self, DecodeError> {
+        let raw: RawSocketError = read_record(bytes, kind::SOCKET_ERROR)?;
+        let dns = if raw.flags & socket_error_flags::DNS != 0 {
+            let with: WithDns<RawSocketError> = read_record(bytes, kind::SOCKET_ERROR)?;
+            Some(dns_of(&with.dns))
+        } else {
+            None
+        };
+        let flags = raw.flags;
+        let has = |bit: u8| flags & bit != 0;
+        Ok(SocketError {
+            meta: meta(&raw.header, clock)?,
+            family,
+            local: SocketAddr::new(addr(family, raw.local_addr), raw.local_port),
+            remote: has(socket_error_flags::REMOTE_KNOWN)
+                .then(|| SocketAddr::new(addr(family, raw.remote_addr), raw.remote_port)),
+            icmp: has(socket_error_flags::ICMP_KNOWN).then(|| Icmp {
+                icmp_type: raw.icmp_type,
+                code: raw.icmp_code,
+                from: Some(addr(family, raw.icmp_from)),
+            }),
+            errno: Errno(raw.errno),
+            verdict: verdict_of(raw.verdict),
+            recverr: has(socket_error_flags::RECVERR_KNOWN).then(|| has(socket_error_flags::RECVERR)),
+            sock_ino: (raw.sock_ino != 0).then_some(raw.sock_ino),
+            unreported: has(socket_error_flags::UNREPORTED),
+            kernel_socket: false,
+            ifindex: raw.ifindex,
+            owner: has(socket_error_flags::OWNER_KNOWN).then(|| recorded_owner(&raw.owner)),
+            count: 1,
+            dns,
+        })
+    }
+}
+
+fn verdict_of(byte: u8) -> Option<Verdict> {
+    match byte {
+        verdict::DELIVERED => Some(Verdict::Delivered),
+        verdict::IGNORED_SOFT_ERROR => Some(Verdict::IgnoredSoftError),
+        verdict::IGNORED_UNCONNECTED => Some(Verdict::IgnoredUnconnected),
+        verdict::NO_SOCKET => Some(Verdict::NoSocket),
+        _ => None,
     }
 }
 

@@ -3,10 +3,12 @@
 use std::net::SocketAddr;
 
 use serde::Serialize;
+use udptrace_common::{UdpDropped as RawUdpDropped, WithDns, drops, kind, udp_dropped_flags};
 
 use super::{
     Facts, Kind, Line, Metric, Row, Sample, Tone,
     parts::{DnsJson, Head, OwnerJson, PacketJson, dns_text, flow_text, lookup, owner_row, owner_text, to_json},
+    record::{Clock, DecodeError, addr, dns_of, meta, read_record, recorded_owner},
 };
 use crate::domain::{Direction, Dns, Family, Meta, OwnerInfo, Packet, endpoint, proto_name};
 
@@ -165,6 +167,50 @@ impl Kind for UdpDropped {
 }
 
 impl UdpDropped {
+    /// Its record: the datagram, where and why it was dropped, the socket and its owner, and the DNS payload
+    /// when the record carries it. The reason's and the place's names come later, from the kernel's BTF and
+    /// kallsyms (`pipeline::enrich`).
+    pub(super) fn decode(bytes: &[u8], family: Family, clock: Clock) -> Result<Self, DecodeError> {
+        let raw: RawUdpDropped = read_record(bytes, kind::UDP_DROPPED)?;
+        let mut dropped = Self::of(&raw, family, clock)?;
+        if raw.flags & udp_dropped_flags::DNS != 0 {
+            let with: WithDns<RawUdpDropped> = read_record(bytes, kind::UDP_DROPPED)?;
+            dropped.dns = Some(dns_of(&with.dns));
+        }
+        Ok(dropped)
+    }
+
+    fn of(raw: &RawUdpDropped, family: Family, clock: Clock) -> Result<Self, DecodeError> {
+        let has = |bit: u8| raw.flags & bit != 0;
+        let socket = has(udp_dropped_flags::SOCKET_KNOWN);
+        let rcvbuf = has(udp_dropped_flags::RCVBUF_KNOWN);
+        Ok(UdpDropped {
+            meta: meta(&raw.header, clock)?,
+            family,
+            packet: Packet {
+                src: addr(family, raw.src),
+                dst: addr(family, raw.dst),
+                ports: Some((raw.sport, raw.dport)),
+                proto: raw.proto,
+            },
+            direction: if raw.direction == drops::OUT { Direction::Out } else { Direction::In },
+            reason_code: (raw.reason != drops::NO_REASON).then_some(raw.reason),
+            reason: None,
+            location_addr: raw.location,
+            location: None,
+            local: socket.then(|| SocketAddr::new(addr(family, raw.local_addr), raw.local_port)),
+            sock_ino: (socket && raw.sock_ino != 0).then_some(raw.sock_ino),
+            owner: has(udp_dropped_flags::OWNER_KNOWN).then(|| recorded_owner(&raw.owner)),
+            kernel_socket: false,
+            rcvbuf: rcvbuf.then_some(raw.rcvbuf),
+            queued: rcvbuf.then_some(raw.queued),
+            ifindex: raw.ifindex,
+            count: 1,
+            sources_folded: has(udp_dropped_flags::SOURCES_FOLDED),
+            dns: None,
+        })
+    }
+
     /// Why it was dropped, in one word as every output names it: the kernel's reason; on a kernel without
     /// reasons (before 5.17) or for one its BTF does not name, `in` the function that dropped it; `unknown`
     /// without either.

@@ -6,8 +6,8 @@
 //! source of invariants for both.
 //!
 //! - [`dns::check`]: `dns::parse`, the DNS header and first question from a prefix of a payload.
-//! - [`record::check`]: `pipeline::decode::decode`, a record into an event.
-//! - [`quote::check`]: `pipeline::decode::dns_of`, the DNS payload a record carries, whose length fields
+//! - [`record::check`]: `events::decode`, a record into an event.
+//! - [`quote::check`]: `events::record::dns_of`, the DNS payload a record carries, whose length fields
 //!   come from the quoted UDP header and the copy.
 
 pub mod dns;

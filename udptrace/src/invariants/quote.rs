@@ -1,10 +1,10 @@
-//! The promises of `pipeline::decode::dns_of`, which reads the DNS payload a record carries. For an ICMP
+//! The promises of `events::record::dns_of`, which reads the DNS payload a record carries. For an ICMP
 //! error, that is the quote: the router chose how much of the datagram to quote (`len`, as copied), and
 //! the quoted UDP header's length (`total`) is whatever the datagram, or the router, wrote there.
 
 use udptrace_common::{DNS_PREFIX, DnsPrefix};
 
-use crate::pipeline::decode::dns_of;
+use crate::events::record::dns_of;
 
 /// The bytes of a [`DnsPrefix`] before its payload: `len`, `total`, padding.
 const FIELDS: usize = size_of::<DnsPrefix>() - DNS_PREFIX;

@@ -1,4 +1,4 @@
-//! The promises of `pipeline::decode::decode`, which turns the programs' records, read from a buffer as raw
+//! The promises of `events::decode`, which turns the programs' records, read from a buffer as raw
 //! bytes, into events. The layout is read here from the records' types (`offset_of!`), field by field, not
 //! through the decoder's own reading of the whole record.
 
@@ -16,7 +16,10 @@ use udptrace_common::{
 use crate::{
     domain::{AttachMode, Family, OwnerInfo},
     events::{Event, IcmpSent},
-    pipeline::decode::{Clock, DecodeError, decode, dns_of},
+    events::{
+        decode,
+        record::{Clock, DecodeError, dns_of},
+    },
 };
 
 /// A fixed clock: the same events every run.

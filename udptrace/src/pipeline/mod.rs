@@ -1,7 +1,7 @@
 //! From the programs' records to events the sinks can show, in the order data flows:
 //!
 //! - `source`: the ring buffer or the per-CPU perf buffers the programs write to;
-//! - `decode`: their `#[repr(C)]` records into domain events;
+//! - the records become events in `events` (each kind decodes its own);
 //! - `enrich`: what user space adds (errno, owner, cause), in arrival order;
 //! - `tally`: the counts the programs keep instead of records, when only counts are wanted;
 //! - `counters`: the kernel's rate-limit counters, for modes whose hooks do not see the limits;
@@ -10,7 +10,6 @@
 //! - `session`: the loop that drives them and hands each event to the sinks.
 
 pub mod counters;
-pub mod decode;
 pub mod enrich;
 pub mod filter;
 pub mod netns;

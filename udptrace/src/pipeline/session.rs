@@ -16,14 +16,13 @@ use udptrace_common::stat;
 
 use super::{
     counters,
-    decode::{Clock, decode},
     enrich::Enricher,
     filter::Filter,
     source::Source,
     tally::{DropCounts, Read, Tally},
 };
 use crate::{
-    events::{Event, Lost},
+    events::{Event, Lost, decode, record::Clock},
     output::Sink,
 };
 

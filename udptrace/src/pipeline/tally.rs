@@ -25,8 +25,11 @@ use udptrace_common::{
     names, tally,
 };
 
-use super::decode::{Clock, DecodeError, boot_time_ns, decode};
 use crate::events::Event;
+use crate::events::{
+    decode,
+    record::{Clock, DecodeError, boot_time_ns},
+};
 
 /// What a read of the kernel's counts gives.
 #[derive(Debug, Default)]
@@ -416,14 +419,15 @@ impl QueueLength for RawUdpDropped {
     }
 }
 
-/// `event` standing for `count` errors.
+/// `event`, decoded from a record the programs counted, standing for `count` errors: the kinds whose
+/// records they count (`RawSocketError`, `RawIcmpSent`, `RawUdpDropped` above); any other is as it was.
 fn counted(mut event: Event, count: u64) -> Event {
     match &mut event {
         Event::SocketError(e) => e.count = count,
         Event::IcmpSent(e) => e.count = count,
         Event::IcmpSuppressed(e) => e.count = count,
         Event::UdpDropped(e) => e.count = count,
-        Event::Lost(_) => {}
+        _ => {}
     }
     event
 }

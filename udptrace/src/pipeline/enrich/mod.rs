@@ -23,8 +23,8 @@ use udptrace_common::{icmp, icmpv6};
 
 use crate::{
     domain::{Cause, Direction, Errno, Family, Verdict, icmp_errno},
+    events::record::recorded_owner,
     events::{Event, SocketError, UdpDropped},
-    pipeline::decode::recorded_owner,
 };
 
 /// The programs' records of sockets' creators (`OWNERS`), by socket cookie.
@@ -114,7 +114,8 @@ impl Enricher {
                     None => needs_owner = e.sock_ino.is_some(),
                 }
             }
-            Event::Lost(_) => {}
+            // The other kinds carry nothing to look up.
+            _ => {}
         }
         self.queue.push_back((event, seen, needs_owner));
     }

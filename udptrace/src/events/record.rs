@@ -1,23 +1,22 @@
-//! Decoding: the buffer's bytes (the `#[repr(C)]` records of `udptrace-common`) into domain events.
+//! Reading the programs' records (the `#[repr(C)]` records of `udptrace-common`, the buffer's bytes): what
+//! every kind's decoding shares (the header, addresses, the owner, the DNS payload, the clock). Each kind
+//! decodes its own record (`events::decode` hands it over).
 
 use std::{
     fmt,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::{Duration, SystemTime},
 };
 
-use udptrace_common::{
-    AF_INET, AF_INET6, DnsPrefix, EventHeader, IcmpSent as RawIcmpSent, SocketError as RawSocketError,
-    UdpDropped as RawUdpDropped, WithDns, drops, icmp_sent_flags, kind, probe, socket_error_flags, udp_dropped_flags,
-    verdict,
+use udptrace_common::{AF_INET, AF_INET6, DnsPrefix, EventHeader, probe};
+
+use crate::{
+    dns,
+    domain::{AttachMode, Dns, Family, Meta, OwnerInfo},
 };
 
-use crate::dns;
-use crate::domain::{AttachMode, Cause, Direction, Dns, Errno, Family, Icmp, Meta, OwnerInfo, Packet, Scope, Verdict};
-use crate::events::{Event, IcmpSent, IcmpSuppressed, SocketError, UdpDropped};
-
 /// The family of a record's `family` byte.
-fn family_of(af: u8) -> Option<Family> {
+pub fn family_of(af: u8) -> Option<Family> {
     match u16::from(af) {
         AF_INET => Some(Family::Ipv4),
         AF_INET6 => Some(Family::Ipv6),
@@ -26,20 +25,10 @@ fn family_of(af: u8) -> Option<Family> {
 }
 
 /// An address of `family` from the records' 16 bytes (IPv4 in the first four).
-fn addr(family: Family, bytes: [u8; 16]) -> IpAddr {
+pub fn addr(family: Family, bytes: [u8; 16]) -> IpAddr {
     match family {
         Family::Ipv4 => IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])),
         Family::Ipv6 => IpAddr::V6(Ipv6Addr::from(bytes)),
-    }
-}
-
-fn verdict_of(byte: u8) -> Option<Verdict> {
-    match byte {
-        verdict::DELIVERED => Some(Verdict::Delivered),
-        verdict::IGNORED_SOFT_ERROR => Some(Verdict::IgnoredSoftError),
-        verdict::IGNORED_UNCONNECTED => Some(Verdict::IgnoredUnconnected),
-        verdict::NO_SOCKET => Some(Verdict::NoSocket),
-        _ => None,
     }
 }
 
@@ -126,7 +115,7 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
 }
 
 /// Reads a `T` from the start of `bytes`, which must be long enough.
-fn read_record<T: Copy>(bytes: &[u8], kind: u8) -> Result<T, DecodeError> {
+pub fn read_record<T: Copy>(bytes: &[u8], kind: u8) -> Result<T, DecodeError> {
     let need = size_of::<T>();
     if bytes.len() < need {
         return Err(DecodeError::Short { kind, len: bytes.len(), need });
@@ -142,100 +131,12 @@ pub fn c_string(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..len]).into_owned()
 }
 
-fn meta(header: &EventHeader, clock: Clock) -> Result<Meta, DecodeError> {
+pub fn meta(header: &EventHeader, clock: Clock) -> Result<Meta, DecodeError> {
     Ok(Meta {
         time: clock.wall(header.time_ns),
         netns: header.netns,
         probe: mode_of(header.probe).ok_or(DecodeError::UnknownProbe(header.probe))?,
     })
-}
-
-pub fn decode(bytes: &[u8], clock: Clock) -> Result<Event, DecodeError> {
-    let header: EventHeader = read_record(bytes, bytes.first().copied().unwrap_or(0))?;
-    let family = family_of(header.family).ok_or(DecodeError::UnknownFamily(header.family))?;
-    match header.kind {
-        kind::SOCKET_ERROR => {
-            let raw: RawSocketError = read_record(bytes, header.kind)?;
-            let dns = if raw.flags & socket_error_flags::DNS != 0 {
-                let with: WithDns<RawSocketError> = read_record(bytes, header.kind)?;
-                Some(dns_of(&with.dns))
-            } else {
-                None
-            };
-            let flags = raw.flags;
-            let has = |bit: u8| flags & bit != 0;
-            Ok(Event::SocketError(SocketError {
-                meta: meta(&raw.header, clock)?,
-                family,
-                local: SocketAddr::new(addr(family, raw.local_addr), raw.local_port),
-                remote: has(socket_error_flags::REMOTE_KNOWN)
-                    .then(|| SocketAddr::new(addr(family, raw.remote_addr), raw.remote_port)),
-                icmp: has(socket_error_flags::ICMP_KNOWN).then(|| Icmp {
-                    icmp_type: raw.icmp_type,
-                    code: raw.icmp_code,
-                    from: Some(addr(family, raw.icmp_from)),
-                }),
-                errno: Errno(raw.errno),
-                verdict: verdict_of(raw.verdict),
-                recverr: has(socket_error_flags::RECVERR_KNOWN).then(|| has(socket_error_flags::RECVERR)),
-                sock_ino: (raw.sock_ino != 0).then_some(raw.sock_ino),
-                unreported: has(socket_error_flags::UNREPORTED),
-                kernel_socket: false,
-                ifindex: raw.ifindex,
-                owner: has(socket_error_flags::OWNER_KNOWN).then(|| recorded_owner(&raw.owner)),
-                count: 1,
-                dns,
-            }))
-        }
-        kind::ICMP_SENT | kind::ICMP_SUPPRESSED => {
-            let raw: RawIcmpSent = read_record(bytes, header.kind)?;
-            let dns = if raw.flags & icmp_sent_flags::DNS != 0 {
-                let with: WithDns<RawIcmpSent> = read_record(bytes, header.kind)?;
-                Some(dns_of(&with.dns))
-            } else {
-                None
-            };
-            let frames = usize::try_from(raw.stack_bytes.max(0)).unwrap_or(0) / 8;
-            let sent = IcmpSent {
-                meta: meta(&raw.header, clock)?,
-                family,
-                icmp: Icmp { icmp_type: raw.icmp_type, code: raw.icmp_code, from: None },
-                packet: (raw.flags & icmp_sent_flags::PACKET_KNOWN != 0).then(|| Packet {
-                    src: addr(family, raw.src),
-                    dst: addr(family, raw.dst),
-                    ports: (raw.flags & icmp_sent_flags::PORTS_KNOWN != 0).then_some((raw.sport, raw.dport)),
-                    proto: raw.proto,
-                }),
-                stack: raw.stack[..frames.min(raw.stack.len())].to_vec(),
-                // Seen at the drop that follows `icmpv6_send()` in `__udp6_lib_rcv`: no listener.
-                cause: if raw.flags & icmp_sent_flags::AT_DROP != 0 { Cause::NoListener } else { Cause::Other },
-                rate_limited: (raw.flags & icmp_sent_flags::AT_DROP == 0).then_some(false),
-                count: 1,
-                dns,
-            };
-            if header.kind == kind::ICMP_SENT {
-                return Ok(Event::IcmpSent(sent));
-            }
-            let scope = if raw.flags & icmp_sent_flags::SUPPRESSED_GLOBAL != 0 { Scope::Global } else { Scope::Host };
-            Ok(Event::IcmpSuppressed(IcmpSuppressed {
-                meta: sent.meta.clone(),
-                family: Some(family),
-                scope,
-                count: 1,
-                attempt: Some(sent),
-            }))
-        }
-        kind::UDP_DROPPED => {
-            let raw: RawUdpDropped = read_record(bytes, header.kind)?;
-            let mut event = udp_dropped(&raw, family, clock)?;
-            if raw.flags & udp_dropped_flags::DNS != 0 {
-                let with: WithDns<RawUdpDropped> = read_record(bytes, header.kind)?;
-                event.dns = Some(dns_of(&with.dns));
-            }
-            Ok(Event::UdpDropped(event))
-        }
-        other => Err(DecodeError::UnknownKind(other)),
-    }
 }
 
 /// What the DNS payload a record carries says: its first `len` bytes, no more than the buffer holds, nor than
@@ -246,43 +147,18 @@ pub fn dns_of(prefix: &DnsPrefix) -> Dns {
     dns::parse(&prefix.bytes[..len], usize::from(prefix.total))
 }
 
-fn udp_dropped(raw: &RawUdpDropped, family: Family, clock: Clock) -> Result<UdpDropped, DecodeError> {
-    let has = |bit: u8| raw.flags & bit != 0;
-    let socket = has(udp_dropped_flags::SOCKET_KNOWN);
-    let rcvbuf = has(udp_dropped_flags::RCVBUF_KNOWN);
-    Ok(UdpDropped {
-        meta: meta(&raw.header, clock)?,
-        family,
-        packet: Packet {
-            src: addr(family, raw.src),
-            dst: addr(family, raw.dst),
-            ports: Some((raw.sport, raw.dport)),
-            proto: raw.proto,
-        },
-        direction: if raw.direction == drops::OUT { Direction::Out } else { Direction::In },
-        reason_code: (raw.reason != drops::NO_REASON).then_some(raw.reason),
-        reason: None,
-        location_addr: raw.location,
-        location: None,
-        local: socket.then(|| SocketAddr::new(addr(family, raw.local_addr), raw.local_port)),
-        sock_ino: (socket && raw.sock_ino != 0).then_some(raw.sock_ino),
-        owner: has(udp_dropped_flags::OWNER_KNOWN).then(|| recorded_owner(&raw.owner)),
-        kernel_socket: false,
-        rcvbuf: rcvbuf.then_some(raw.rcvbuf),
-        queued: rcvbuf.then_some(raw.queued),
-        ifindex: raw.ifindex,
-        count: 1,
-        sources_folded: has(udp_dropped_flags::SOURCES_FOLDED),
-        dns: None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
-    use udptrace_common::ICMP_STACK_DEPTH;
+    use udptrace_common::{
+        ICMP_STACK_DEPTH, IcmpSent as RawIcmpSent, SocketError as RawSocketError, UdpDropped as RawUdpDropped, WithDns,
+        drops, icmp_sent_flags, kind, socket_error_flags, udp_dropped_flags, verdict,
+    };
 
     use super::*;
-    use crate::events::samples;
+    use crate::{
+        domain::{Cause, Direction, Icmp, Scope},
+        events::{Event, decode, samples},
+    };
 
     fn bytes_of<T: Copy>(value: &T) -> Vec<u8> {
         // SAFETY: T is a plain #[repr(C)] record without implicit padding.
