@@ -1,7 +1,10 @@
-//! udptrace's eBPF programs, one file per kernel area:
-//! - `recv.rs`: an ICMP error reaching a UDP socket (`socket_error`);
-//! - `send.rs`: an ICMP error this host emits (`icmp_sent`);
-//! - `drop.rs`: a UDP datagram the kernel drops (`udp_dropped`);
+//! udptrace's eBPF programs, one file per kind of record they produce, named as the record is in
+//! `udptrace-common` and in user space:
+//! - `socket_error.rs`: an ICMP error reaching a UDP socket;
+//! - `icmp_sent.rs`: an ICMP error this host emits;
+//! - `udp_dropped.rs`: a UDP datagram the kernel drops;
+//!
+//! and what they share:
 //! - `dns.rs`: a DNS datagram's payload, carried in the record of an event about it;
 //! - `owner.rs`: who owns a socket, recorded when its process creates it;
 //! - `tally.rs`: records counted in the kernel, when only counts are wanted;
@@ -21,14 +24,14 @@
 #![feature(core_intrinsics)]
 
 mod dns;
-mod drop;
 pub(crate) mod filter;
+mod icmp_sent;
 mod kernel;
 mod output;
 mod owner;
-mod recv;
-mod send;
+mod socket_error;
 mod tally;
+mod udp_dropped;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -560,7 +560,7 @@ static ANSWERED: PerCpuArray<Answered> = PerCpuArray::with_max_entries(1, 0);
 const ANSWERED_NS: u64 = 100_000_000;
 
 /// Notes the packet a port unreachable (sent, or stopped by a rate limit) answers: its drop follows, and is
-/// not reported again (`drop.rs`).
+/// not reported again (`udp_dropped.rs`).
 #[inline(always)]
 fn note_port_unreachable(skb: u64, event: &IcmpSent) {
     let port_unreachable = if u16::from(event.header.family) == AF_INET {
