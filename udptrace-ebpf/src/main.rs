@@ -11,12 +11,13 @@
 //! - `kernel.rs`: arguments in every mode, kernel memory through offsets user space resolved from BTF,
 //!   the per-CPU slots, the packet constants;
 //! - `filter.rs`: the filter options, applied before an event takes buffer space;
-//! - `output.rs`: the buffers and counters a record or a failed read leaves through.
+//! - `output.rs`: the buffers and counters a record or a failed read leaves through;
+//! - `program.rs`: `programs!`, the stub each program is.
 //!
-//! Each program is one line per mode (fentry/fexit, kprobe/kretprobe, tracepoint):
-//! `report(&ctx, "name", hook_body(&ctx, ...))`, the body reading the arguments it needs through
-//! `kernel::Args` whatever the mode. A failed read is counted in `STATS` and logged through aya-log
-//! (shown by `udptrace -v`); nothing is logged on the success path.
+//! Each program is one stub per mode (fentry/fexit, kprobe/kretprobe, tracepoint) in `programs!`,
+//! its name written once: `fn name(ctx: Context) { hook_body(&ctx, ...) }`, the body reading the arguments it
+//! needs through `kernel::Args` whatever the mode. A failed read is counted in `STATS` and logged through
+//! aya-log under the program's name (shown by `udptrace -v`); nothing is logged on the success path.
 #![no_std]
 #![no_main]
 // `atomic_xadd`: the BPF target has no `AtomicU64`; the add compiles to BPF's atomic add (5.10 has it).
@@ -29,6 +30,7 @@ mod icmp_sent;
 mod kernel;
 mod output;
 mod owner;
+mod program;
 mod socket_error;
 mod tally;
 mod udp_dropped;
