@@ -43,8 +43,9 @@ use crate::{
         Args, Probe, ReadResult, header, offset, offsets, read, read_into, skb_dev_netns, skb_ifindex, slot,
         sock_netns, zero,
     },
-    output::{count_failure, emit, output, report, to_hand_over},
+    output::{count_failure, emit, output, to_hand_over},
     owner::fill_owner,
+    program::programs,
 };
 
 /// `-ENOENT`: `__udp4_lib_err` found no socket (an `int` return since 4.20).
@@ -256,108 +257,84 @@ fn udp_err_exit<C: EbpfContext>(ctx: &C, ret: Option<i64>) -> ReadResult<()> {
 // fentry/fexit (BTF trampolines, x86_64 5.5+). fexit's return value is the argument after the
 // function's last one (bpf_get_func_ret would need 5.17).
 
-#[fentry(function = "__udp4_lib_err")]
-pub fn fentry_udp4_lib_err(ctx: FEntryContext) -> u32 {
-    report(&ctx, "fentry_udp4_lib_err", udp_err_enter(&ctx, probe::FENTRY, ErrEntry::Udp4))
-}
+programs! {
+    #[fentry(function = "__udp4_lib_err")]
+    fn fentry_udp4_lib_err(ctx: FEntryContext) { udp_err_enter(&ctx, probe::FENTRY, ErrEntry::Udp4) }
 
-#[fexit(function = "__udp4_lib_err")]
-pub fn fexit_udp4_lib_err(ctx: FExitContext) -> u32 {
-    report(&ctx, "fexit_udp4_lib_err", ctx.get::<i32>(3).and_then(|ret| udp_err_exit(&ctx, Some(i64::from(ret)))))
-}
+    #[fexit(function = "__udp4_lib_err")]
+    fn fexit_udp4_lib_err(ctx: FExitContext) {
+        ctx.get::<i32>(3).and_then(|ret| udp_err_exit(&ctx, Some(i64::from(ret))))
+    }
 
-#[fentry(function = "__udp6_lib_err")]
-pub fn fentry_udp6_lib_err(ctx: FEntryContext) -> u32 {
-    report(&ctx, "fentry_udp6_lib_err", udp_err_enter(&ctx, probe::FENTRY, ErrEntry::Udp6))
-}
+    #[fentry(function = "__udp6_lib_err")]
+    fn fentry_udp6_lib_err(ctx: FEntryContext) { udp_err_enter(&ctx, probe::FENTRY, ErrEntry::Udp6) }
 
-/// 7 arguments: the return value is the 8th.
-#[fexit(function = "__udp6_lib_err")]
-pub fn fexit_udp6_lib_err(ctx: FExitContext) -> u32 {
-    report(&ctx, "fexit_udp6_lib_err", ctx.get::<i32>(7).and_then(|ret| udp_err_exit(&ctx, Some(i64::from(ret)))))
-}
+    /// 7 arguments: the return value is the 8th.
+    #[fexit(function = "__udp6_lib_err")]
+    fn fexit_udp6_lib_err(ctx: FExitContext) {
+        ctx.get::<i32>(7).and_then(|ret| udp_err_exit(&ctx, Some(i64::from(ret))))
+    }
 
-/// From 7.2, `int udp_err(skb, info)` in place of `__udp4_lib_err` (folded into it, net/ipv4/udp.c): the
-/// return value is the third.
-#[fentry(function = "udp_err")]
-pub fn fentry_udp_err(ctx: FEntryContext) -> u32 {
-    report(&ctx, "fentry_udp_err", udp_err_enter(&ctx, probe::FENTRY, ErrEntry::Udp4))
-}
+    /// From 7.2, `int udp_err(skb, info)` in place of `__udp4_lib_err` (folded into it, net/ipv4/udp.c): the
+    /// return value is the third.
+    #[fentry(function = "udp_err")]
+    fn fentry_udp_err(ctx: FEntryContext) { udp_err_enter(&ctx, probe::FENTRY, ErrEntry::Udp4) }
 
-#[fexit(function = "udp_err")]
-pub fn fexit_udp_err(ctx: FExitContext) -> u32 {
-    report(&ctx, "fexit_udp_err", ctx.get::<i32>(2).and_then(|ret| udp_err_exit(&ctx, Some(i64::from(ret)))))
-}
+    #[fexit(function = "udp_err")]
+    fn fexit_udp_err(ctx: FExitContext) { ctx.get::<i32>(2).and_then(|ret| udp_err_exit(&ctx, Some(i64::from(ret)))) }
 
-/// `udpv6_err(skb, opt, type, code, offset, info)`, the six leading arguments of `__udp6_lib_err`: before 6.3
-/// in place of it (a 7-argument function), and from 7.2 where it is folded in (net/ipv6/udp.c). The return
-/// value is the seventh.
-#[fentry(function = "udpv6_err")]
-pub fn fentry_udpv6_err(ctx: FEntryContext) -> u32 {
-    report(&ctx, "fentry_udpv6_err", udp_err_enter(&ctx, probe::FENTRY, ErrEntry::Udp6))
-}
+    /// `udpv6_err(skb, opt, type, code, offset, info)`, the six leading arguments of `__udp6_lib_err`: before 6.3
+    /// in place of it (a 7-argument function), and from 7.2 where it is folded in (net/ipv6/udp.c). The return
+    /// value is the seventh.
+    #[fentry(function = "udpv6_err")]
+    fn fentry_udpv6_err(ctx: FEntryContext) { udp_err_enter(&ctx, probe::FENTRY, ErrEntry::Udp6) }
 
-#[fexit(function = "udpv6_err")]
-pub fn fexit_udpv6_err(ctx: FExitContext) -> u32 {
-    report(&ctx, "fexit_udpv6_err", ctx.get::<i32>(6).and_then(|ret| udp_err_exit(&ctx, Some(i64::from(ret)))))
-}
+    #[fexit(function = "udpv6_err")]
+    fn fexit_udpv6_err(ctx: FExitContext) { ctx.get::<i32>(6).and_then(|ret| udp_err_exit(&ctx, Some(i64::from(ret)))) }
 
-/// Where neither `__udp6_lib_err` nor `udpv6_err` can be traced: `icmpv6_notify` (4 arguments) hands ICMPv6
-/// errors to them. A quoted packet with extension headers before UDP is not traced.
-#[fentry(function = "icmpv6_notify")]
-pub fn fentry_icmpv6_notify(ctx: FEntryContext) -> u32 {
-    report(&ctx, "fentry_icmpv6_notify", udp_err_enter(&ctx, probe::FENTRY, ErrEntry::Icmpv6Notify))
-}
+    /// Where neither `__udp6_lib_err` nor `udpv6_err` can be traced: `icmpv6_notify` (4 arguments) hands ICMPv6
+    /// errors to them. A quoted packet with extension headers before UDP is not traced.
+    #[fentry(function = "icmpv6_notify")]
+    fn fentry_icmpv6_notify(ctx: FEntryContext) { udp_err_enter(&ctx, probe::FENTRY, ErrEntry::Icmpv6Notify) }
 
-/// Its return value (void before 6.12, a drop reason since) says nothing about UDP: the lookup does.
-#[fexit(function = "icmpv6_notify")]
-pub fn fexit_icmpv6_notify(ctx: FExitContext) -> u32 {
-    report(&ctx, "fexit_icmpv6_notify", udp_err_exit(&ctx, None))
-}
+    /// Its return value (void before 6.12, a drop reason since) says nothing about UDP: the lookup does.
+    #[fexit(function = "icmpv6_notify")]
+    fn fexit_icmpv6_notify(ctx: FExitContext) { udp_err_exit(&ctx, None) }
 
-#[fentry(function = "sk_error_report")]
-pub fn fentry_sk_error_report(ctx: FEntryContext) -> u32 {
-    report(&ctx, "fentry_sk_error_report", error_report(&ctx))
-}
+    #[fentry(function = "sk_error_report")]
+    fn fentry_sk_error_report(ctx: FEntryContext) { error_report(&ctx) }
 
-/// Before 5.12, which has no `sk_error_report`: the callback `__udp4_lib_err` calls for the sockets processes
-/// open (net/core/sock.c, `sock_init_data`).
-#[fentry(function = "sock_def_error_report")]
-pub fn fentry_sock_def_error_report(ctx: FEntryContext) -> u32 {
-    report(&ctx, "fentry_sock_def_error_report", error_report(&ctx))
+    /// Before 5.12, which has no `sk_error_report`: the callback `__udp4_lib_err` calls for the sockets processes
+    /// open (net/core/sock.c, `sock_init_data`).
+    #[fentry(function = "sock_def_error_report")]
+    fn fentry_sock_def_error_report(ctx: FEntryContext) { error_report(&ctx) }
 }
 
 // kprobe/kretprobe (CONFIG_KPROBES): the same hooks, arguments from registers.
 
-#[kprobe]
-pub fn kprobe_udp4_lib_err(ctx: ProbeContext) -> u32 {
-    report(&ctx, "kprobe_udp4_lib_err", udp_err_enter(&ctx, probe::KPROBE, ErrEntry::Udp4))
-}
+programs! {
+    #[kprobe]
+    fn kprobe_udp4_lib_err(ctx: ProbeContext) { udp_err_enter(&ctx, probe::KPROBE, ErrEntry::Udp4) }
 
-#[kprobe]
-pub fn kprobe_udp6_lib_err(ctx: ProbeContext) -> u32 {
-    report(&ctx, "kprobe_udp6_lib_err", udp_err_enter(&ctx, probe::KPROBE, ErrEntry::Udp6))
-}
+    #[kprobe]
+    fn kprobe_udp6_lib_err(ctx: ProbeContext) { udp_err_enter(&ctx, probe::KPROBE, ErrEntry::Udp6) }
 
-/// Both `__udp4_lib_err` and `__udp6_lib_err` return here.
-#[kretprobe]
-pub fn kretprobe_udp_lib_err(ctx: RetProbeContext) -> u32 {
-    report(&ctx, "kretprobe_udp_lib_err", udp_err_exit(&ctx, Some(i64::from(ctx.ret::<i32>()))))
-}
+    /// Both `__udp4_lib_err` and `__udp6_lib_err` return here.
+    #[kretprobe]
+    fn kretprobe_udp_lib_err(ctx: RetProbeContext) { udp_err_exit(&ctx, Some(i64::from(ctx.ret::<i32>()))) }
 
-#[kprobe]
-pub fn kprobe_sk_error_report(ctx: ProbeContext) -> u32 {
-    report(&ctx, "kprobe_sk_error_report", error_report(&ctx))
+    #[kprobe]
+    fn kprobe_sk_error_report(ctx: ProbeContext) { error_report(&ctx) }
 }
 
 // Tracepoint mode.
 
-/// `sock:inet_sk_error_report` (5.14+): `TP_PROTO(const struct sock *sk)`. A `tp_btf` program like the
-/// others of this mode; the socket is read through the helper (`kernel::Probe`), as in the other modes:
-/// an error a socket is given is rarer than the packets behind it.
-#[btf_tracepoint(function = "inet_sk_error_report")]
-pub fn tp_inet_sk_error_report(ctx: BtfTracePointContext) -> i32 {
-    report(&ctx, "tp_inet_sk_error_report", inet_sk_error_report(&ctx)) as i32
+programs! {
+    /// `sock:inet_sk_error_report` (5.14+): `TP_PROTO(const struct sock *sk)`. A `tp_btf` program like the
+    /// others of this mode; the socket is read through the helper (`kernel::Probe`), as in the other modes:
+    /// an error a socket is given is rarer than the packets behind it.
+    #[btf_tracepoint(function = "inet_sk_error_report")]
+    fn tp_inet_sk_error_report(ctx: BtfTracePointContext) { inet_sk_error_report(&ctx) }
 }
 
 #[inline(always)]

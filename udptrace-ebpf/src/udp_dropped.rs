@@ -15,7 +15,7 @@
 //!
 //! Only UDP and UDP-Lite are kept, from the packet's own IP header. A drop of a datagram this host just
 //! answered with a port unreachable (no listener, a REJECT rule) is that `icmp_sent`'s story and is not
-//! reported again: the ICMP programs note the packet (`send::note_port_unreachable`) and this one checks
+//! reported again: the ICMP programs note the packet (`icmp_sent::note_port_unreachable`) and this one checks
 //! it first, which is all it does on the error path of a closed port.
 //!
 //! Floods: the first drop of a flow (reason, 5-tuple, socket) in a second is handed over; the next ones that
@@ -39,13 +39,14 @@ use udptrace_common::{
 use crate::{
     dns,
     filter::{self, config},
+    icmp_sent,
     kernel::{
         Args, Btf, ETH_P_IP, ETH_P_IPV6, Mem, Probe, ReadResult, SKB_WINDOW, copy, header, ip_start, netns_inum,
         offset, read, read_into, skb_network, sock_netns, zero,
     },
     output::{count, count_failure, output},
     owner::socket_owner,
-    send, tally,
+    tally,
 };
 /// IPv4 `frag_off`: the fragment offset bits. A later fragment carries no UDP header.
 const IP_OFFSET_MASK: u16 = 0x1fff;
@@ -89,14 +90,14 @@ pub fn tp_kfree_skb(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// A port unreachable the kernel decided to send, seen at the drop (see `send::icmp_at_no_socket_drop`).
+/// A port unreachable the kernel decided to send, seen at the drop (see `icmp_sent::icmp_at_no_socket_drop`).
 /// Returns the failed read's error code, or 0; the caller counts it. The 0 is opaque to the compiler
 /// (`black_box`): a function of its own whose return value is known (these reads cannot fail) is compiled
 /// to leave its return register as it was, and the verifier refuses a return of what it then holds, a
 /// pointer into the function's stack ("cannot return stack pointer to the caller").
 #[inline(never)]
 fn icmp_at_drop(ctx: &BtfTracePointContext, skb: u64) -> i64 {
-    match send::icmp_at_no_socket_drop(ctx, skb as *const u8) {
+    match icmp_sent::icmp_at_no_socket_drop(ctx, skb as *const u8) {
         Ok(()) => core::hint::black_box(0),
         Err(e) => e.code.min(-1),
     }
@@ -161,7 +162,7 @@ fn dropped(ctx: &BtfTracePointContext, event: &mut UdpDropped, level: u32) -> Re
     let skb: *const u8 = ctx.get(0)?;
     // Never null where the kernel fires it; a kernel that marks the argument nullable (the verifier's
     // `PTR_MAYBE_NULL`) has the loads below checked.
-    if skb.is_null() || send::answered_port_unreachable(skb as u64) {
+    if skb.is_null() || icmp_sent::answered_port_unreachable(skb as u64) {
         return Ok(0);
     }
     // The slot is scratch until it is cleared below: the sk_buff's bytes are read into it, not onto the

@@ -38,7 +38,8 @@ use crate::{
         Args, Btf, ETH_P_IP, Mem, Probe, ReadResult, SKB_WINDOW, copy, header, ip_start, offset, offsets, read,
         skb_dev_netns, skb_network, slot, sock_netns, zero,
     },
-    output::{count_failure, output, report, to_hand_over},
+    output::{count_failure, output, to_hand_over},
+    program::programs,
 };
 
 /// IPv4 `frag_off`: the fragment offset bits. A non-first fragment carries no transport header.
@@ -427,48 +428,34 @@ fn icmp_send_exit() -> ReadResult<()> {
 
 // fentry/fexit.
 
-#[fentry(function = "__icmp_send")]
-pub fn fentry_icmp_send(ctx: FEntryContext) -> u32 {
-    report(&ctx, "fentry_icmp_send", icmp_send_enter::<_, Btf>(&ctx, probe::FENTRY, AF_INET))
-}
+programs! {
+    #[fentry(function = "__icmp_send")]
+    fn fentry_icmp_send(ctx: FEntryContext) { icmp_send_enter::<_, Btf>(&ctx, probe::FENTRY, AF_INET) }
 
-#[fexit(function = "__icmp_send")]
-pub fn fexit_icmp_send(ctx: FExitContext) -> u32 {
-    report(&ctx, "fexit_icmp_send", icmp_send_exit())
-}
+    #[fexit(function = "__icmp_send")]
+    fn fexit_icmp_send(ctx: FExitContext) { icmp_send_exit() }
 
-#[fentry(function = "icmp6_send")]
-pub fn fentry_icmp6_send(ctx: FEntryContext) -> u32 {
-    report(&ctx, "fentry_icmp6_send", icmp_send_enter::<_, Btf>(&ctx, probe::FENTRY, AF_INET6))
-}
+    #[fentry(function = "icmp6_send")]
+    fn fentry_icmp6_send(ctx: FEntryContext) { icmp_send_enter::<_, Btf>(&ctx, probe::FENTRY, AF_INET6) }
 
-#[fexit(function = "icmp6_send")]
-pub fn fexit_icmp6_send(ctx: FExitContext) -> u32 {
-    report(&ctx, "fexit_icmp6_send", icmp_send_exit())
-}
+    #[fexit(function = "icmp6_send")]
+    fn fexit_icmp6_send(ctx: FExitContext) { icmp_send_exit() }
 
-#[fentry(function = "ip_push_pending_frames")]
-pub fn fentry_ip_push_pending_frames(ctx: FEntryContext) -> u32 {
-    report(&ctx, "fentry_ip_push_pending_frames", reply_pushed(&ctx))
-}
+    #[fentry(function = "ip_push_pending_frames")]
+    fn fentry_ip_push_pending_frames(ctx: FEntryContext) { reply_pushed(&ctx) }
 
-#[fentry(function = "ip6_push_pending_frames")]
-pub fn fentry_ip6_push_pending_frames(ctx: FEntryContext) -> u32 {
-    report(&ctx, "fentry_ip6_push_pending_frames", reply_pushed(&ctx))
-}
+    #[fentry(function = "ip6_push_pending_frames")]
+    fn fentry_ip6_push_pending_frames(ctx: FEntryContext) { reply_pushed(&ctx) }
 
-/// `bool icmp_global_allow(struct net *net)` (6.10, and the 6.1.y and 6.6.y backports): the return value is
-/// the second. `bpf_get_func_ret`, which finds it whatever the count, is 5.17.
-#[fexit(function = "icmp_global_allow")]
-pub fn fexit_icmp_global_allow(ctx: FExitContext) -> u32 {
-    report(&ctx, "fexit_icmp_global_allow", global_allow_exit(&ctx, 1))
-}
+    /// `bool icmp_global_allow(struct net *net)` (6.10, and the 6.1.y and 6.6.y backports): the return value is
+    /// the second. `bpf_get_func_ret`, which finds it whatever the count, is 5.17.
+    #[fexit(function = "icmp_global_allow")]
+    fn fexit_icmp_global_allow(ctx: FExitContext) { global_allow_exit(&ctx, 1) }
 
-/// `bool icmp_global_allow(void)`, before: the return value is the first. The verifier refuses the program
-/// above there (it reads past the arguments), so this one goes in instead.
-#[fexit(function = "icmp_global_allow")]
-pub fn fexit_global_allow_noargs(ctx: FExitContext) -> u32 {
-    report(&ctx, "fexit_global_allow_noargs", global_allow_exit(&ctx, 0))
+    /// `bool icmp_global_allow(void)`, before: the return value is the first. The verifier refuses the program
+    /// above there (it reads past the arguments), so this one goes in instead.
+    #[fexit(function = "icmp_global_allow")]
+    fn fexit_global_allow_noargs(ctx: FExitContext) { global_allow_exit(&ctx, 0) }
 }
 
 /// `icmp_global_allow`'s return value, argument `at` of the fexit context.
@@ -477,57 +464,52 @@ fn global_allow_exit(ctx: &FExitContext, at: usize) -> ReadResult<()> {
     ctx.get::<u64>(at).and_then(|r| rate_limit_exit(ctx, r as u8 != 0, icmp_sent_flags::SUPPRESSED_GLOBAL))
 }
 
-/// `bool inet_peer_xrlim_allow(struct inet_peer *peer, int timeout)`: the return value is the third.
-#[fexit(function = "inet_peer_xrlim_allow")]
-pub fn fexit_inet_peer_xrlim_allow(ctx: FExitContext) -> u32 {
-    let exit = ctx.get::<u64>(2).and_then(|r| rate_limit_exit(&ctx, r as u8 != 0, icmp_sent_flags::SUPPRESSED_HOST));
-    report(&ctx, "fexit_inet_peer_xrlim_allow", exit)
+programs! {
+    /// `bool inet_peer_xrlim_allow(struct inet_peer *peer, int timeout)`: the return value is the third.
+    #[fexit(function = "inet_peer_xrlim_allow")]
+    fn fexit_inet_peer_xrlim_allow(ctx: FExitContext) {
+        ctx.get::<u64>(2).and_then(|r| rate_limit_exit(&ctx, r as u8 != 0, icmp_sent_flags::SUPPRESSED_HOST))
+    }
 }
 
 // kprobe/kretprobe.
 
-#[kprobe]
-pub fn kprobe_icmp_send(ctx: ProbeContext) -> u32 {
-    report(&ctx, "kprobe_icmp_send", icmp_send_enter::<_, Probe>(&ctx, probe::KPROBE, AF_INET))
-}
+programs! {
+    #[kprobe]
+    fn kprobe_icmp_send(ctx: ProbeContext) { icmp_send_enter::<_, Probe>(&ctx, probe::KPROBE, AF_INET) }
 
-#[kprobe]
-pub fn kprobe_icmp6_send(ctx: ProbeContext) -> u32 {
-    report(&ctx, "kprobe_icmp6_send", icmp_send_enter::<_, Probe>(&ctx, probe::KPROBE, AF_INET6))
-}
+    #[kprobe]
+    fn kprobe_icmp6_send(ctx: ProbeContext) { icmp_send_enter::<_, Probe>(&ctx, probe::KPROBE, AF_INET6) }
 
-/// Both `__icmp_send` and `icmp6_send` return here.
-#[kretprobe]
-pub fn kretprobe_icmp_send(ctx: RetProbeContext) -> u32 {
-    report(&ctx, "kretprobe_icmp_send", icmp_send_exit())
-}
+    /// Both `__icmp_send` and `icmp6_send` return here.
+    #[kretprobe]
+    fn kretprobe_icmp_send(ctx: RetProbeContext) { icmp_send_exit() }
 
-/// Both `ip_push_pending_frames` and `ip6_push_pending_frames`.
-#[kprobe]
-pub fn kprobe_push_pending_frames(ctx: ProbeContext) -> u32 {
-    report(&ctx, "kprobe_push_pending_frames", reply_pushed(&ctx))
-}
+    /// Both `ip_push_pending_frames` and `ip6_push_pending_frames`.
+    #[kprobe]
+    fn kprobe_push_pending_frames(ctx: ProbeContext) { reply_pushed(&ctx) }
 
-#[kretprobe]
-pub fn kretprobe_global_allow(ctx: RetProbeContext) -> u32 {
-    let allowed = ctx.ret::<u64>() as u8 != 0;
-    report(&ctx, "kretprobe_global_allow", rate_limit_exit(&ctx, allowed, icmp_sent_flags::SUPPRESSED_GLOBAL))
-}
+    #[kretprobe]
+    fn kretprobe_global_allow(ctx: RetProbeContext) {
+        let allowed = ctx.ret::<u64>() as u8 != 0;
+        rate_limit_exit(&ctx, allowed, icmp_sent_flags::SUPPRESSED_GLOBAL)
+    }
 
-#[kretprobe]
-pub fn kretprobe_inet_peer_xrlim_allow(ctx: RetProbeContext) -> u32 {
-    let allowed = ctx.ret::<u64>() as u8 != 0;
-    report(&ctx, "kretprobe_inet_peer_xrlim_allow", rate_limit_exit(&ctx, allowed, icmp_sent_flags::SUPPRESSED_HOST))
+    #[kretprobe]
+    fn kretprobe_inet_peer_xrlim_allow(ctx: RetProbeContext) {
+        let allowed = ctx.ret::<u64>() as u8 != 0;
+        rate_limit_exit(&ctx, allowed, icmp_sent_flags::SUPPRESSED_HOST)
+    }
 }
 
 // Tracepoint mode.
 
-/// `icmp:icmp_send` (6.10+, backported to 6.1.130 and 6.6.81):
-/// `TP_PROTO(const struct sk_buff *skb, int type, int code)`. A `tp_btf` program: `skb` is typed, and its
-/// members are plain loads (`kernel::Btf`).
-#[btf_tracepoint(function = "icmp_send")]
-pub fn tp_icmp_send(ctx: BtfTracePointContext) -> i32 {
-    report(&ctx, "tp_icmp_send", icmp_send_tracepoint(&ctx)) as i32
+programs! {
+    /// `icmp:icmp_send` (6.10+, backported to 6.1.130 and 6.6.81):
+    /// `TP_PROTO(const struct sk_buff *skb, int type, int code)`. A `tp_btf` program: `skb` is typed, and its
+    /// members are plain loads (`kernel::Btf`).
+    #[btf_tracepoint(function = "icmp_send")]
+    fn tp_icmp_send(ctx: BtfTracePointContext) { icmp_send_tracepoint(&ctx) }
 }
 
 /// Built in the first per-CPU slot (no fentry runs in this mode to share it): filtered before it takes buffer
@@ -560,7 +542,7 @@ static ANSWERED: PerCpuArray<Answered> = PerCpuArray::with_max_entries(1, 0);
 const ANSWERED_NS: u64 = 100_000_000;
 
 /// Notes the packet a port unreachable (sent, or stopped by a rate limit) answers: its drop follows, and is
-/// not reported again (`drop.rs`).
+/// not reported again (`udp_dropped.rs`).
 #[inline(always)]
 fn note_port_unreachable(skb: u64, event: &IcmpSent) {
     let port_unreachable = if u16::from(event.header.family) == AF_INET {

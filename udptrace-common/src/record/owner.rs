@@ -1,0 +1,25 @@
+//! Who owns a socket: the process that created it (or connected it), recorded by the `owner` programs and
+//! carried in the records about the socket.
+
+pub const TASK_COMM_LEN: usize = 16;
+
+/// How many open sockets' owners the programs record (`OWNERS`).
+pub const OWNER_ENTRIES: u32 = 65_536;
+
+/// The process that owns a socket: the one that created it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Owner {
+    pub pid: u32,
+    pub tid: u32,
+    /// `bpf_get_current_cgroup_id()`: the cgroup v2 id (the inode of its directory).
+    pub cgroup_id: u64,
+    pub comm: [u8; TASK_COMM_LEN],
+}
+
+// SAFETY: plain `#[repr(C)]` integers and arrays with explicit padding; every bit pattern is valid.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Owner {}
+
+/// No implicit padding: the size is the sum of the fields.
+const _: () = assert!(size_of::<Owner>() == 16 + TASK_COMM_LEN);
