@@ -1,6 +1,6 @@
 //! What user space tells the programs before load: the read-only global `CONFIG`.
 
-use crate::{DNS_PORTS, Filter};
+use crate::{filter::Filter, record::dns::DNS_PORTS};
 
 /// A kernel function's text, `[start, end)`, from `/proc/kallsyms`; all zero when it is not known.
 #[repr(C)]

@@ -1,7 +1,7 @@
 //! The filter options (`--pid`, `--netns`, `--errno`, `--port`, `--comm`, `--addr`), as the programs test
 //! them before a record takes buffer space.
 
-use crate::TASK_COMM_LEN;
+use crate::record::owner::TASK_COMM_LEN;
 
 /// At most this many values per filter option. The programs test each slot without a loop (kernels
 /// before 6.x reject the loops the compiler makes of these tests), so this is fixed at 8.

@@ -40,7 +40,7 @@ unsafe impl<T: aya::Pod> aya::Pod for Pending<T> {}
 
 /// The counts follow the record without a hole.
 const _: () = {
-    use crate::{IcmpSent, SocketError, UdpDropped};
+    use crate::record::{icmp_sent::IcmpSent, socket_error::SocketError, udp_dropped::UdpDropped};
     assert!(size_of::<Pending<SocketError>>() == size_of::<SocketError>() + 16);
     assert!(size_of::<Pending<IcmpSent>>() == size_of::<IcmpSent>() + 16);
     assert!(size_of::<Pending<UdpDropped>>() == size_of::<UdpDropped>() + 16);

@@ -39,6 +39,11 @@ unsafe impl<T: aya::Pod> aya::Pod for WithDns<T> {}
 
 /// The payload follows the record without a hole.
 const _: () = {
-    assert!(size_of::<WithDns<crate::UdpDropped>>() == size_of::<crate::UdpDropped>() + 8 + DNS_PREFIX);
-    assert!(size_of::<WithDns<crate::IcmpSent>>() == size_of::<crate::IcmpSent>() + 8 + DNS_PREFIX);
+    assert!(
+        size_of::<WithDns<super::udp_dropped::UdpDropped>>()
+            == size_of::<super::udp_dropped::UdpDropped>() + 8 + DNS_PREFIX
+    );
+    assert!(
+        size_of::<WithDns<super::icmp_sent::IcmpSent>>() == size_of::<super::icmp_sent::IcmpSent>() + 8 + DNS_PREFIX
+    );
 };

@@ -1,6 +1,6 @@
 //! `icmp_sent`: this host emitted (or a rate limit stopped it from emitting) an ICMP error.
 
-use crate::EventHeader;
+use super::header::EventHeader;
 
 /// Bits of [`IcmpSent::flags`].
 pub mod icmp_sent_flags {

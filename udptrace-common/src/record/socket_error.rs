@@ -1,6 +1,6 @@
 //! `socket_error`: an ICMP error reached (or failed to reach) a UDP socket.
 
-use crate::{EventHeader, Owner};
+use super::{header::EventHeader, owner::Owner};
 
 /// What the kernel did with an ICMP error that reached the UDP layer.
 pub mod verdict {

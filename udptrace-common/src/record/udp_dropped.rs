@@ -1,7 +1,7 @@
 //! `udp_dropped`: the kernel dropped a UDP (or UDP-Lite) datagram, and how a flood of drops is counted
 //! instead of handed over one by one.
 
-use crate::{EventHeader, Owner};
+use super::{header::EventHeader, owner::Owner};
 
 /// Dropped datagrams (`skb:kfree_skb`). The first drop of a flow (its reason, packet 5-tuple, socket) in a
 /// second is handed over at once; the rest of that second are counted in the kernel, in a per-CPU hash
