@@ -3,8 +3,8 @@
 //! reports for those namespaces.
 //!
 //! This file is the table; the cases live by area, beside the program files they prove: `errors.rs` (one
-//! ICMP error from both ends: `recv.rs`, `send.rs`), `delivery.rs` (where an error goes or does not),
-//! `drops.rs` and `path_drops.rs` (`drop.rs`), `owner.rs` (`owner.rs`), `check.rs` (`udptrace check`),
+//! ICMP error from both ends: `socket_error.rs`, `icmp_sent.rs`), `delivery.rs` (where an error goes or does not),
+//! `drops.rs` and `path_drops.rs` (`udp_dropped.rs`), `owner.rs` (`owner.rs`), `check.rs` (`udptrace check`),
 //! `metrics.rs` (`--metrics`), `syscalls.rs` (the service's system call filter), `operator.rs` (what an
 //! operator relies on under load: filters, floods, malformed ICMP), `process.rs` (udptrace as a process:
 //! capabilities, the healthy path, unloading, owner records freed); `fixtures.rs` is what they share.

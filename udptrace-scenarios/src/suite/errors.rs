@@ -1,4 +1,4 @@
-//! One ICMP error seen from both ends (`recv.rs` and `send.rs`): a closed port, an unconnected socket, the
+//! One ICMP error seen from both ends (`socket_error.rs` and `icmp_sent.rs`): a closed port, an unconnected socket, the
 //! error queue, a destroyed socket, unreachable and down hosts, nested errors, firewall rules, TTL and MTU,
 //! a server that restarts.
 

@@ -223,7 +223,7 @@ pub struct DropCounts {
     left: [Vec<Counted<RawUdpDropped>>; 2],
 }
 
-/// The drop program's nesting levels, each with a pending slot per generation (`drop.rs`, `NESTING`).
+/// The drop program's nesting levels, each with a pending slot per generation (`udp_dropped.rs`, `NESTING`).
 const DROP_LEVELS: u32 = 2;
 
 impl DropCounts {
