@@ -4,7 +4,8 @@
 //!
 //! Each record has a module named after its kind, as its program in `udptrace-ebpf` is (`record/`), with its
 //! flags, its `aya::Pod` impl (feature `user`) and a compile-time check of its size beside it. Everything is
-//! re-exported here: user space and the programs name it `udptrace_common::X` wherever it lives.
+//! re-exported here: user space and the programs name it `udptrace_common::X` wherever it lives; a new record
+//! is reached as `udptrace_common::record::NAME::X`, its kind number (`KIND`) beside it.
 #![no_std]
 
 mod config;
@@ -12,7 +13,7 @@ mod filter;
 mod maps;
 mod net;
 mod offsets;
-mod record;
+pub mod record;
 pub mod tally;
 
 pub use config::{Config, NOT_ICMP_REPORTERS, TextRange};
