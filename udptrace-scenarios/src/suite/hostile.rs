@@ -243,7 +243,7 @@ fn series_and_sum(text: &str, counter: &str) -> (usize, f64) {
     let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).collect();
     let sum = samples
         .iter()
-        .filter(|l| l.starts_with(&format!("{counter}{{")))
+        .filter(|l| l.starts_with(&format!("{counter}{{")) || l.starts_with(&format!("{counter} ")))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     (samples.len(), sum)
@@ -308,9 +308,9 @@ pub(super) fn hostile_flood(config: &Config, _shared: &mut Tracer) -> Result<Res
          RSS {rss_before} KiB before, {rss_after} KiB after"
     );
     // Drops past the first flows of a second are counted together, without a question (`drops::FLOWS_SHOWN`);
-    // every refused query is an event of its own, with its question. Some datagrams never reach UDP on a
-    // loaded host (9 % in one run of CI, beside the kernel matrix): the case is made with half of them.
-    let counted = if events + lost >= f64::from(FLOOD) * 0.5 && dns_errors >= f64::from(FLOOD) * 0.2 {
+    // every refused query is an event of its own, with its question, and a tenth of them find the buffer full
+    // (counted lost: the counts and the losses add up to what was sent).
+    let counted = if events + lost >= f64::from(FLOOD) * 0.9 && dns_errors >= f64::from(FLOOD) * 0.2 {
         Outcome::Pass
     } else {
         Outcome::Fail(format!(

@@ -171,7 +171,7 @@ pub struct Sample {
     pub count: u64,
     /// Its labels, each of a closed set.
     pub labels: Vec<(&'static str, String)>,
-    /// The address it is about, a label only with `--metrics-addresses`; `None` for a counter without labels.
+    /// The address it is about, a label only with `--metrics-addresses`; `None` for an event about none.
     pub address: Option<(&'static str, String)>,
     /// Its `outcome` in `udptrace_dns_errors_total`, for an event about a DNS datagram.
     pub outcome: String,

@@ -174,12 +174,11 @@ impl Metrics {
         let kind = event.kind();
         let sample = kind.sample();
         // The counter without labels: `lost_events`.
-        let (Some(series), Some(address)) = (self.kinds.iter().find(|s| s.name == sample.metric.name), sample.address)
-        else {
+        let Some(series) = self.kinds.iter().find(|s| s.name == sample.metric.name) else {
             self.lost.inc_by(sample.count);
             return;
         };
-        self.add(series, sample.labels, address, sample.count, now);
+        self.add(series, sample.labels, sample.address, sample.count, now);
         if let Some(dns) = kind.dns() {
             self.dns(kind.name(), sample.outcome, dns, sample.count, now);
         }
@@ -200,16 +199,17 @@ impl Metrics {
             ("rcode", rcode.to_owned()),
         ];
         let name = dns.qname.as_deref().map_or_else(|| "unknown".to_owned(), |n| crate::dns::shown(n).to_owned());
-        self.add(&self.dns_errors, labels, ("name", name), count, now);
+        self.add(&self.dns_errors, labels, Some(("name", name)), count, now);
     }
 
-    /// Adds `count` to `series` under `labels` and, when its option is on, the label from outside (`other`
-    /// until the value has a slot); past [`MAX_SERIES`] series, to the overflow count instead.
-    fn add(&self, series: &Series, mut labels: Labels, (key, value): (&'static str, String), count: u64, now: u64) {
+    /// Adds `count` to `series` under `labels` and, when its option is on and the event has one, the label
+    /// from outside (`other` until the value has a slot); past [`MAX_SERIES`] series, to the overflow count
+    /// instead.
+    fn add(&self, series: &Series, mut labels: Labels, outside: Option<(&'static str, String)>, count: u64, now: u64) {
         let by_counter = || vec![("counter", series.name.to_owned())];
         let mut slots = series.slots.as_ref().map(|s| s.lock().unwrap_or_else(PoisonError::into_inner));
         let mut held = None;
-        if let Some(slots) = &mut slots {
+        if let (Some(slots), Some((key, value))) = (&mut slots, outside) {
             for gone in slots.sweep(now) {
                 if series.family.remove(&gone) {
                     series.held.fetch_sub(1, Ordering::Relaxed);
@@ -443,13 +443,13 @@ mod tests {
         let labels = |n: usize| vec![("n", n.to_string())];
         let drops = metrics.kinds.iter().find(|s| s.name == "udp_drops").expect("the drops' counter");
         for n in 0..MAX_SERIES + 7 {
-            metrics.add(drops, labels(n), ("dst", String::new()), 2, 1);
+            metrics.add(drops, labels(n), None, 2, 1);
         }
         let text = metrics.encode();
         assert_eq!(series(&text, "udp_drops"), MAX_SERIES);
         assert!(text.contains("udptrace_metrics_series_overflow_total{counter=\"udp_drops\"} 14"), "{text}");
         // A series it holds still counts.
-        metrics.add(drops, labels(0), ("dst", String::new()), 1, 1);
+        metrics.add(drops, labels(0), None, 1, 1);
         assert!(metrics.encode().contains("udp_drops_total{n=\"0\"} 3"));
     }
 }
