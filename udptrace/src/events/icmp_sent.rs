@@ -1,12 +1,18 @@
 //! `icmp_sent`: an ICMP error this host sent, about which packet, and why.
 
+use std::mem::offset_of;
+
 use serde::Serialize;
-use udptrace_common::{IcmpSent as RawIcmpSent, WithDns, icmp_sent_flags};
+use udptrace_common::{ICMP_STACK_DEPTH, IcmpSent as RawIcmpSent, WithDns, icmp_sent_flags, kind};
 
 use super::{
-    Facts, Kind, Line, Metric, Row, Sample, Tone,
+    Facts, Kind, Layout, Line, Metric, Row, Sample, Tone,
     parts::{DnsJson, Head, PacketJson, dns_text, flow_text, lookup, to_json},
-    record::{Clock, DecodeError, addr, dns_of, meta, read_record},
+    record::{
+        Clock, DecodeError, addr, dns_of, family_of,
+        fields::{addr_at, dns_matches, header_matches, u16_at, u32_at, u64_at},
+        meta, read_record,
+    },
 };
 use crate::domain::{Cause, Dns, Family, Icmp, Meta, Packet, endpoint, errno_name, icmp_errno, icmp_name, proto_name};
 
@@ -28,6 +34,10 @@ pub struct IcmpSent {
     /// What the offending datagram said as DNS, for one on a DNS port.
     pub dns: Option<Dns>,
 }
+
+/// Its record's layout (`events::layout`), which `icmp_suppressed` shares.
+pub const LAYOUT: Layout =
+    Layout { base: size_of::<RawIcmpSent>(), flags_at: offset_of!(RawIcmpSent, flags), dns_flag: icmp_sent_flags::DNS };
 
 pub static METRIC: Metric = Metric {
     name: "icmp_errors_sent",
@@ -134,6 +144,12 @@ impl Kind for IcmpSent {
             outcome: self.cause.as_str().to_owned(),
         }
     }
+
+    fn check_record(&self, input: &[u8]) {
+        assert_eq!(input[0], kind::ICMP_SENT);
+        header_matches(&self.meta, input);
+        self.matches_record(input);
+    }
 }
 
 impl IcmpSent {
@@ -167,6 +183,32 @@ impl IcmpSent {
             dns,
         };
         Ok((sent, raw))
+    }
+
+    /// The error against its record's bytes (its own, or a suppressed one's): the packet it is about as its
+    /// flags make it known, the stack's frames (none for a failed read, at most the record's).
+    pub(super) fn matches_record(&self, input: &[u8]) {
+        let family = family_of(input[2]).expect("decoded");
+        assert_eq!(self.family, family);
+        let flags = input[offset_of!(RawIcmpSent, flags)];
+        let has = |bit: u8| flags & bit != 0;
+        assert_eq!(
+            (self.icmp.icmp_type, self.icmp.code, self.icmp.from),
+            (input[offset_of!(RawIcmpSent, icmp_type)], input[offset_of!(RawIcmpSent, icmp_code)], None)
+        );
+        assert_eq!(self.packet.is_some(), has(icmp_sent_flags::PACKET_KNOWN));
+        if let Some(packet) = self.packet {
+            assert_eq!(packet.src, addr_at(family, input, offset_of!(RawIcmpSent, src)));
+            assert_eq!(packet.dst, addr_at(family, input, offset_of!(RawIcmpSent, dst)));
+            let ports = (u16_at(input, offset_of!(RawIcmpSent, sport)), u16_at(input, offset_of!(RawIcmpSent, dport)));
+            assert_eq!(packet.ports, has(icmp_sent_flags::PORTS_KNOWN).then_some(ports));
+            assert_eq!(packet.proto, input[offset_of!(RawIcmpSent, proto)]);
+        }
+        let stack_bytes = u32_at(input, offset_of!(RawIcmpSent, stack_bytes)).cast_signed();
+        let frames = usize::try_from(stack_bytes.max(0) / 8).expect("positive").min(ICMP_STACK_DEPTH);
+        let stack: Vec<u64> = (0..frames).map(|i| u64_at(input, offset_of!(RawIcmpSent, stack) + 8 * i)).collect();
+        assert_eq!(self.stack, stack, "stack_bytes {stack_bytes}");
+        dns_matches(&self.dns, has(icmp_sent_flags::DNS), input, size_of::<RawIcmpSent>());
     }
 
     /// The errno the error gives the application it reaches.

@@ -1,13 +1,13 @@
 //! `icmp_suppressed`: ICMP errors this host wanted to send and a rate limit stopped, and which limit.
 
 use serde::Serialize;
-use udptrace_common::icmp_sent_flags;
+use udptrace_common::{icmp_sent_flags, kind};
 
 use super::{
     Facts, IcmpSent, Kind, Line, Metric, Row, Sample, Tone,
     icmp_sent::IcmpJson,
     parts::{DnsJson, Head, PacketJson, dns_text, flow_text, to_json},
-    record::{Clock, DecodeError},
+    record::{Clock, DecodeError, family_of, fields::header_matches},
 };
 use crate::domain::{Dns, Family, Meta, Scope, errno_name};
 
@@ -131,6 +131,13 @@ impl Kind for IcmpSuppressed {
             address: Some(("dst", dst.unwrap_or_else(|| "unknown".to_owned()))),
             outcome: self.scope.as_str().to_owned(),
         }
+    }
+
+    fn check_record(&self, input: &[u8]) {
+        assert_eq!(input[0], kind::ICMP_SUPPRESSED);
+        header_matches(&self.meta, input);
+        assert_eq!(self.family, family_of(input[2]));
+        self.attempt.as_ref().expect("a decoded suppression carries its attempt").matches_record(input);
     }
 }
 

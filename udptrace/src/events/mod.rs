@@ -74,6 +74,26 @@ pub fn decode(bytes: &[u8], clock: Clock) -> Result<Event, DecodeError> {
     })
 }
 
+/// What the bytes of a record of `kind` call for: its size without the DNS payload, where its flags byte is,
+/// and the flag that says a payload follows; `None` for a kind no record has. For the decoder's promises
+/// (`invariants::record`), beside the decoding it describes.
+pub fn layout(kind: u8) -> Option<Layout> {
+    match kind {
+        kind::SOCKET_ERROR => Some(socket_error::LAYOUT),
+        kind::ICMP_SENT | kind::ICMP_SUPPRESSED => Some(icmp_sent::LAYOUT),
+        kind::UDP_DROPPED => Some(udp_dropped::LAYOUT),
+        _ => None,
+    }
+}
+
+/// Where a record's parts are ([`layout`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Layout {
+    pub base: usize,
+    pub flags_at: usize,
+    pub dns_flag: u8,
+}
+
 /// The counters of `--metrics` the kinds count in, in the order they are registered.
 pub const METRICS: [&Metric; 5] =
     [&socket_error::METRIC, &icmp_sent::METRIC, &icmp_suppressed::METRIC, &udp_dropped::METRIC, &lost::METRIC];
@@ -104,6 +124,10 @@ pub trait Kind {
 
     /// Its count in the metrics.
     fn sample(&self) -> Sample;
+
+    /// Panics unless it says what `record`, the bytes it was decoded from, hold at its fields' offsets: its
+    /// decoding's promise, which the property tests and the fuzz targets check (`invariants::record`).
+    fn check_record(&self, record: &[u8]);
 }
 
 /// What the filter options select an event by.

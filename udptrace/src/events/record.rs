@@ -147,6 +147,74 @@ pub fn dns_of(prefix: &DnsPrefix) -> Dns {
     dns::parse(&prefix.bytes[..len], usize::from(prefix.total))
 }
 
+/// Reading a record's bytes field by field, at the offsets of its type (`offset_of!`), not through the
+/// decoder: what each kind's [`Kind::check_record`](super::Kind::check_record) holds its event to.
+pub mod fields {
+    use std::{
+        mem::offset_of,
+        net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    };
+
+    use udptrace_common::{EventHeader, Owner};
+
+    use super::{CHECK_CLOCK, dns_of};
+    use crate::domain::{AttachMode, Dns, Family, Meta, OwnerInfo};
+
+    /// The header's namespace, time and mode are the event's.
+    pub fn header_matches(meta: &Meta, input: &[u8]) {
+        assert_eq!(meta.netns, u32_at(input, offset_of!(EventHeader, netns)));
+        assert_eq!(meta.time, CHECK_CLOCK.wall(u64_at(input, offset_of!(EventHeader, time_ns))));
+        assert!(matches!(meta.probe, AttachMode::FEntry | AttachMode::Kprobe | AttachMode::Tracepoint));
+    }
+
+    /// A recorded owner against the bytes of its [`Owner`] at `at`: its comm a string without NUL of at
+    /// most the kernel's 16 bytes (each byte that is not UTF-8 one replacement character).
+    pub fn owner_matches(owner: Option<&OwnerInfo>, input: &[u8], at: usize) {
+        let Some(owner) = owner else { return };
+        assert_eq!(owner.pid, u32_at(input, at + offset_of!(Owner, pid)));
+        assert_eq!(owner.tid, Some(u32_at(input, at + offset_of!(Owner, tid))));
+        assert_eq!(owner.cgroup_id, Some(u64_at(input, at + offset_of!(Owner, cgroup_id))));
+        assert!(!owner.comm.contains('\0') && owner.comm.chars().count() <= 16, "comm {:?}", owner.comm);
+    }
+
+    /// The DNS payload after a record of `base` bytes: there exactly when flagged, and what `dns_of` says of
+    /// it.
+    pub fn dns_matches(dns: &Option<Dns>, flagged: bool, input: &[u8], base: usize) {
+        assert_eq!(dns.is_some(), flagged, "{dns:?}");
+        if let Some(dns) = dns {
+            let bytes = &input[base..base + size_of::<udptrace_common::DnsPrefix>()];
+            // SAFETY: a plain `#[repr(C)]` record valid for every bit pattern, read from as many bytes.
+            let prefix: udptrace_common::DnsPrefix =
+                unsafe { bytes.as_ptr().cast::<udptrace_common::DnsPrefix>().read_unaligned() };
+            assert_eq!(*dns, dns_of(&prefix));
+        }
+    }
+
+    /// The 16 bytes of an address field: IPv4 in the first four.
+    pub fn addr_at(family: Family, input: &[u8], at: usize) -> IpAddr {
+        let bytes: [u8; 16] = input[at..at + 16].try_into().expect("16 bytes");
+        match family {
+            Family::Ipv4 => IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])),
+            Family::Ipv6 => IpAddr::V6(Ipv6Addr::from(bytes)),
+        }
+    }
+
+    pub fn u16_at(input: &[u8], at: usize) -> u16 {
+        u16::from_ne_bytes(input[at..at + 2].try_into().expect("2 bytes"))
+    }
+
+    pub fn u32_at(input: &[u8], at: usize) -> u32 {
+        u32::from_ne_bytes(input[at..at + 4].try_into().expect("4 bytes"))
+    }
+
+    pub fn u64_at(input: &[u8], at: usize) -> u64 {
+        u64::from_ne_bytes(input[at..at + 8].try_into().expect("8 bytes"))
+    }
+}
+
+/// The clock the property tests and fuzz targets decode with: the same events every run.
+pub const CHECK_CLOCK: Clock = Clock::booted_at(1_700_000_000_000_000_000);
+
 #[cfg(test)]
 mod tests {
     use udptrace_common::{

@@ -1,15 +1,19 @@
 //! `socket_error`: an ICMP error that reached (or failed to reach) a UDP socket on this host, what the kernel
 //! did with it, and what the application sees.
 
-use std::net::SocketAddr;
+use std::{mem::offset_of, net::SocketAddr};
 
 use serde::Serialize;
 use udptrace_common::{SocketError as RawSocketError, WithDns, icmp, kind, socket_error_flags, verdict};
 
 use super::{
-    Facts, Kind, Line, Metric, Row, Sample, Tone,
+    Facts, Kind, Layout, Line, Metric, Row, Sample, Tone,
     parts::{DnsJson, Head, OwnerJson, dns_text, lookup, owner_row, owner_text, to_json},
-    record::{Clock, DecodeError, addr, dns_of, meta, read_record, recorded_owner},
+    record::{
+        Clock, DecodeError, addr, dns_of, family_of,
+        fields::{addr_at, dns_matches, header_matches, owner_matches, u16_at, u32_at, u64_at},
+        meta, read_record, recorded_owner,
+    },
 };
 use crate::domain::{Dns, Errno, Family, Icmp, Meta, OwnerInfo, Verdict, errno_name, icmp_name};
 
@@ -43,6 +47,13 @@ pub struct SocketError {
     /// tracepoint mode sees no quoted packet).
     pub dns: Option<Dns>,
 }
+
+/// Its record's layout (`events::layout`).
+pub const LAYOUT: Layout = Layout {
+    base: size_of::<RawSocketError>(),
+    flags_at: offset_of!(RawSocketError, flags),
+    dns_flag: socket_error_flags::DNS,
+};
 
 pub static METRIC: Metric = Metric {
     name: "socket_errors",
@@ -167,6 +178,41 @@ impl Kind for SocketError {
             address: Some(("remote", self.remote.map_or_else(|| "unknown".to_owned(), |r| r.to_string()))),
             outcome: errno,
         }
+    }
+
+    fn check_record(&self, input: &[u8]) {
+        let family = family_of(input[2]).expect("decoded");
+        assert_eq!(input[0], kind::SOCKET_ERROR);
+        header_matches(&self.meta, input);
+        assert_eq!(self.family, family);
+        let addr = |at: usize| addr_at(family, input, at);
+        let flags = input[offset_of!(RawSocketError, flags)];
+        let has = |bit: u8| flags & bit != 0;
+        let port = |at: usize| u16_at(input, at);
+        assert_eq!(
+            self.local,
+            SocketAddr::new(addr(offset_of!(RawSocketError, local_addr)), port(offset_of!(RawSocketError, local_port)))
+        );
+        let remote = SocketAddr::new(
+            addr(offset_of!(RawSocketError, remote_addr)),
+            port(offset_of!(RawSocketError, remote_port)),
+        );
+        assert_eq!(self.remote, has(socket_error_flags::REMOTE_KNOWN).then_some(remote));
+        let icmp = self.icmp.as_ref().map(|i| (i.icmp_type, i.code, i.from));
+        let quoted = (
+            input[offset_of!(RawSocketError, icmp_type)],
+            input[offset_of!(RawSocketError, icmp_code)],
+            Some(addr(offset_of!(RawSocketError, icmp_from))),
+        );
+        assert_eq!(icmp, has(socket_error_flags::ICMP_KNOWN).then_some(quoted));
+        assert_eq!(self.errno.0, u32_at(input, offset_of!(RawSocketError, errno)).cast_signed());
+        let ino = u64_at(input, offset_of!(RawSocketError, sock_ino));
+        assert_eq!(self.sock_ino, (ino != 0).then_some(ino));
+        assert_eq!(self.ifindex, u32_at(input, offset_of!(RawSocketError, ifindex)));
+        assert_eq!(self.unreported, has(socket_error_flags::UNREPORTED));
+        assert_eq!(self.owner.is_some(), has(socket_error_flags::OWNER_KNOWN));
+        owner_matches(self.owner.as_ref(), input, offset_of!(RawSocketError, owner));
+        dns_matches(&self.dns, has(socket_error_flags::DNS), input, size_of::<RawSocketError>());
     }
 }
 

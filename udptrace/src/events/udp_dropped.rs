@@ -1,14 +1,18 @@
 //! `udp_dropped`: a UDP datagram the kernel dropped, where and why, and at whose socket.
 
-use std::net::SocketAddr;
+use std::{mem::offset_of, net::SocketAddr};
 
 use serde::Serialize;
 use udptrace_common::{UdpDropped as RawUdpDropped, WithDns, drops, kind, udp_dropped_flags};
 
 use super::{
-    Facts, Kind, Line, Metric, Row, Sample, Tone,
+    Facts, Kind, Layout, Line, Metric, Row, Sample, Tone,
     parts::{DnsJson, Head, OwnerJson, PacketJson, dns_text, flow_text, lookup, owner_row, owner_text, to_json},
-    record::{Clock, DecodeError, addr, dns_of, meta, read_record, recorded_owner},
+    record::{
+        Clock, DecodeError, addr, dns_of, family_of,
+        fields::{addr_at, dns_matches, header_matches, owner_matches, u16_at, u32_at, u64_at},
+        meta, read_record, recorded_owner,
+    },
 };
 use crate::domain::{Direction, Dns, Family, Meta, OwnerInfo, Packet, endpoint, proto_name};
 
@@ -48,6 +52,13 @@ pub struct UdpDropped {
     /// The datagram is to or from a DNS port: what its payload said.
     pub dns: Option<Dns>,
 }
+
+/// Its record's layout (`events::layout`).
+pub const LAYOUT: Layout = Layout {
+    base: size_of::<RawUdpDropped>(),
+    flags_at: offset_of!(RawUdpDropped, flags),
+    dns_flag: udp_dropped_flags::DNS,
+};
 
 pub static METRIC: Metric = Metric {
     name: "udp_drops",
@@ -163,6 +174,40 @@ impl Kind for UdpDropped {
             address: Some(("dst", endpoint(&self.packet, false))),
             outcome: self.outcome(),
         }
+    }
+
+    fn check_record(&self, input: &[u8]) {
+        let family = family_of(input[2]).expect("decoded");
+        let addr = |at: usize| addr_at(family, input, at);
+        assert_eq!(input[0], kind::UDP_DROPPED);
+        header_matches(&self.meta, input);
+        assert_eq!(self.family, family);
+        let flags = input[offset_of!(RawUdpDropped, flags)];
+        let has = |bit: u8| flags & bit != 0;
+        assert_eq!(self.packet.src, addr(offset_of!(RawUdpDropped, src)));
+        assert_eq!(self.packet.dst, addr(offset_of!(RawUdpDropped, dst)));
+        let ports = (u16_at(input, offset_of!(RawUdpDropped, sport)), u16_at(input, offset_of!(RawUdpDropped, dport)));
+        assert_eq!(self.packet.ports, Some(ports));
+        assert_eq!(self.packet.proto, input[offset_of!(RawUdpDropped, proto)]);
+        let reason = u32_at(input, offset_of!(RawUdpDropped, reason));
+        assert_eq!(self.reason_code, (reason != drops::NO_REASON).then_some(reason));
+        assert_eq!(self.location_addr, u64_at(input, offset_of!(RawUdpDropped, location)));
+        let socket = has(udp_dropped_flags::SOCKET_KNOWN);
+        let local = SocketAddr::new(
+            addr(offset_of!(RawUdpDropped, local_addr)),
+            u16_at(input, offset_of!(RawUdpDropped, local_port)),
+        );
+        assert_eq!(self.local, socket.then_some(local));
+        let ino = u64_at(input, offset_of!(RawUdpDropped, sock_ino));
+        assert_eq!(self.sock_ino, (socket && ino != 0).then_some(ino));
+        let rcvbuf = has(udp_dropped_flags::RCVBUF_KNOWN);
+        assert_eq!(self.rcvbuf, rcvbuf.then(|| u32_at(input, offset_of!(RawUdpDropped, rcvbuf))));
+        assert_eq!(self.queued, rcvbuf.then(|| u32_at(input, offset_of!(RawUdpDropped, queued))));
+        assert_eq!(self.ifindex, u32_at(input, offset_of!(RawUdpDropped, ifindex)));
+        assert_eq!(self.sources_folded, has(udp_dropped_flags::SOURCES_FOLDED));
+        assert_eq!(self.owner.is_some(), has(udp_dropped_flags::OWNER_KNOWN));
+        owner_matches(self.owner.as_ref(), input, offset_of!(RawUdpDropped, owner));
+        dns_matches(&self.dns, has(udp_dropped_flags::DNS), input, size_of::<RawUdpDropped>());
     }
 }
 
