@@ -9,8 +9,8 @@ use super::{
     Facts, Kind, Layout, Line, Metric, Row, Sample, Tone,
     parts::{DnsJson, Head, PacketJson, dns_text, flow_text, lookup, to_json},
     record::{
-        Clock, DecodeError, addr, dns_of, family_of,
-        fields::{addr_at, dns_matches, header_matches, u16_at, u32_at, u64_at},
+        Clock, DecodeError, addr, dns_of,
+        fields::{addr_at, dns_matches, family_matches, header_matches, u16_at, u32_at, u64_at},
         meta, read_record,
     },
 };
@@ -188,8 +188,8 @@ impl IcmpSent {
     /// The error against its record's bytes (its own, or a suppressed one's): the packet it is about as its
     /// flags make it known, the stack's frames (none for a failed read, at most the record's).
     pub(super) fn matches_record(&self, input: &[u8]) {
-        let family = family_of(input[2]).expect("decoded");
-        assert_eq!(self.family, family);
+        let family = self.family;
+        family_matches(family, input);
         let flags = input[offset_of!(RawIcmpSent, flags)];
         let has = |bit: u8| flags & bit != 0;
         assert_eq!(

@@ -7,7 +7,10 @@ use super::{
     Facts, IcmpSent, Kind, Line, Metric, Row, Sample, Tone,
     icmp_sent::IcmpJson,
     parts::{DnsJson, Head, PacketJson, dns_text, flow_text, to_json},
-    record::{Clock, DecodeError, family_of, fields::header_matches},
+    record::{
+        Clock, DecodeError,
+        fields::{family_matches, header_matches},
+    },
 };
 use crate::domain::{Dns, Family, Meta, Scope, errno_name};
 
@@ -136,7 +139,7 @@ impl Kind for IcmpSuppressed {
     fn check_record(&self, input: &[u8]) {
         assert_eq!(input[0], kind::ICMP_SUPPRESSED);
         header_matches(&self.meta, input);
-        assert_eq!(self.family, family_of(input[2]));
+        family_matches(self.family.expect("a decoded suppression has its family"), input);
         self.attempt.as_ref().expect("a decoded suppression carries its attempt").matches_record(input);
     }
 }

@@ -150,21 +150,34 @@ pub fn dns_of(prefix: &DnsPrefix) -> Dns {
 /// Reading a record's bytes field by field, at the offsets of its type (`offset_of!`), not through the
 /// decoder: what each kind's [`Kind::check_record`](super::Kind::check_record) holds its event to.
 pub mod fields {
-    use std::{
-        mem::offset_of,
-        net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    };
+    use std::{mem::offset_of, net::IpAddr};
 
-    use udptrace_common::{EventHeader, Owner};
+    use udptrace_common::{AF_INET, AF_INET6, DnsPrefix, EventHeader, Owner, probe};
 
-    use super::{CHECK_CLOCK, dns_of};
+    use super::{CHECK_CLOCK, addr, dns_of, read_record};
     use crate::domain::{AttachMode, Dns, Family, Meta, OwnerInfo};
 
-    /// The header's namespace, time and mode are the event's.
+    /// The header's namespace, time and mode are the event's: each mode back to the byte that says it, not
+    /// through the decoder's reading of it.
     pub fn header_matches(meta: &Meta, input: &[u8]) {
         assert_eq!(meta.netns, u32_at(input, offset_of!(EventHeader, netns)));
         assert_eq!(meta.time, CHECK_CLOCK.wall(u64_at(input, offset_of!(EventHeader, time_ns))));
-        assert!(matches!(meta.probe, AttachMode::FEntry | AttachMode::Kprobe | AttachMode::Tracepoint));
+        let mode = match meta.probe {
+            AttachMode::FEntry => Some(probe::FENTRY),
+            AttachMode::Kprobe => Some(probe::KPROBE),
+            AttachMode::Tracepoint => Some(probe::TRACEPOINT),
+            AttachMode::Cgroup => None,
+        };
+        assert_eq!(mode, Some(input[offset_of!(EventHeader, probe)]), "{:?}", meta.probe);
+    }
+
+    /// The header's family byte is the event's family, likewise read back from the family.
+    pub fn family_matches(family: Family, input: &[u8]) {
+        let af = match family {
+            Family::Ipv4 => AF_INET,
+            Family::Ipv6 => AF_INET6,
+        };
+        assert_eq!(u16::from(input[offset_of!(EventHeader, family)]), af, "{family:?}");
     }
 
     /// A recorded owner against the bytes of its [`Owner`] at `at`: its comm a string without NUL of at
@@ -182,21 +195,14 @@ pub mod fields {
     pub fn dns_matches(dns: &Option<Dns>, flagged: bool, input: &[u8], base: usize) {
         assert_eq!(dns.is_some(), flagged, "{dns:?}");
         if let Some(dns) = dns {
-            let bytes = &input[base..base + size_of::<udptrace_common::DnsPrefix>()];
-            // SAFETY: a plain `#[repr(C)]` record valid for every bit pattern, read from as many bytes.
-            let prefix: udptrace_common::DnsPrefix =
-                unsafe { bytes.as_ptr().cast::<udptrace_common::DnsPrefix>().read_unaligned() };
+            let prefix: DnsPrefix = read_record(&input[base..], 0).expect("the payload after the record");
             assert_eq!(*dns, dns_of(&prefix));
         }
     }
 
     /// The 16 bytes of an address field: IPv4 in the first four.
     pub fn addr_at(family: Family, input: &[u8], at: usize) -> IpAddr {
-        let bytes: [u8; 16] = input[at..at + 16].try_into().expect("16 bytes");
-        match family {
-            Family::Ipv4 => IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])),
-            Family::Ipv6 => IpAddr::V6(Ipv6Addr::from(bytes)),
-        }
+        addr(family, input[at..at + 16].try_into().expect("16 bytes"))
     }
 
     pub fn u16_at(input: &[u8], at: usize) -> u16 {

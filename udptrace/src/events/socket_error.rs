@@ -10,8 +10,8 @@ use super::{
     Facts, Kind, Layout, Line, Metric, Row, Sample, Tone,
     parts::{DnsJson, Head, OwnerJson, dns_text, lookup, owner_row, owner_text, to_json},
     record::{
-        Clock, DecodeError, addr, dns_of, family_of,
-        fields::{addr_at, dns_matches, header_matches, owner_matches, u16_at, u32_at, u64_at},
+        Clock, DecodeError, addr, dns_of,
+        fields::{addr_at, dns_matches, family_matches, header_matches, owner_matches, u16_at, u32_at, u64_at},
         meta, read_record, recorded_owner,
     },
 };
@@ -181,10 +181,10 @@ impl Kind for SocketError {
     }
 
     fn check_record(&self, input: &[u8]) {
-        let family = family_of(input[2]).expect("decoded");
+        let family = self.family;
+        family_matches(family, input);
         assert_eq!(input[0], kind::SOCKET_ERROR);
         header_matches(&self.meta, input);
-        assert_eq!(self.family, family);
         let addr = |at: usize| addr_at(family, input, at);
         let flags = input[offset_of!(RawSocketError, flags)];
         let has = |bit: u8| flags & bit != 0;

@@ -9,8 +9,8 @@ use super::{
     Facts, Kind, Layout, Line, Metric, Row, Sample, Tone,
     parts::{DnsJson, Head, OwnerJson, PacketJson, dns_text, flow_text, lookup, owner_row, owner_text, to_json},
     record::{
-        Clock, DecodeError, addr, dns_of, family_of,
-        fields::{addr_at, dns_matches, header_matches, owner_matches, u16_at, u32_at, u64_at},
+        Clock, DecodeError, addr, dns_of,
+        fields::{addr_at, dns_matches, family_matches, header_matches, owner_matches, u16_at, u32_at, u64_at},
         meta, read_record, recorded_owner,
     },
 };
@@ -177,11 +177,11 @@ impl Kind for UdpDropped {
     }
 
     fn check_record(&self, input: &[u8]) {
-        let family = family_of(input[2]).expect("decoded");
+        let family = self.family;
+        family_matches(family, input);
         let addr = |at: usize| addr_at(family, input, at);
         assert_eq!(input[0], kind::UDP_DROPPED);
         header_matches(&self.meta, input);
-        assert_eq!(self.family, family);
         let flags = input[offset_of!(RawUdpDropped, flags)];
         let has = |bit: u8| flags & bit != 0;
         assert_eq!(self.packet.src, addr(offset_of!(RawUdpDropped, src)));
