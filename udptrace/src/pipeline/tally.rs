@@ -25,9 +25,8 @@ use udptrace_common::{
     names, tally,
 };
 
-use crate::events::Event;
 use crate::events::{
-    decode,
+    Event, decode,
     record::{Clock, DecodeError, boot_time_ns},
 };
 

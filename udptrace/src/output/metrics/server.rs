@@ -58,8 +58,14 @@ impl Default for Limits {
 #[derive(Default)]
 struct Open {
     by_address: HashMap<IpAddr, VecDeque<(u64, oneshot::Sender<()>)>>,
-    total: usize,
     next: u64,
+}
+
+impl Open {
+    /// How many are open, from all addresses.
+    fn total(&self) -> usize {
+        self.by_address.values().map(VecDeque::len).sum()
+    }
 }
 
 /// A connection's place among the open ones, given back when it is dropped.
@@ -89,7 +95,7 @@ impl Admitted {
         if here >= limits.per_address {
             return None;
         }
-        if guard.total >= limits.total {
+        if guard.total() >= limits.total {
             let (&busiest, held) = guard.by_address.iter().max_by_key(|(_, held)| held.len())?;
             if held.len() <= here + 1 {
                 return None;
@@ -97,13 +103,11 @@ impl Admitted {
             let held = guard.by_address.get_mut(&busiest)?;
             if let Some((_, close)) = held.pop_front() {
                 let _ = close.send(());
-                guard.total -= 1;
             }
         }
         let (close, closed) = oneshot::channel();
         let id = guard.next;
         guard.next += 1;
-        guard.total += 1;
         guard.by_address.entry(address).or_default().push_back((id, close));
         Some((Self { open: Arc::clone(open), address, id }, closed))
     }
@@ -119,7 +123,6 @@ impl Drop for Admitted {
         if held.is_empty() {
             guard.by_address.remove(&self.address);
         }
-        guard.total -= 1;
     }
 }
 
