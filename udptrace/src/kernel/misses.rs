@@ -8,10 +8,15 @@
 //!
 //! Only the programs that open an event are counted: a window covers a whole softirq, so the other programs
 //! of the same error skip with them, and one error would be counted several times.
+//!
+//! Where the tracer goes through the privileged helper for its map calls (`maps::go_through`), it reads these
+//! there too: `BPF_OBJ_GET_INFO_BY_FD` needs CAP_BPF where a map call does.
 
 use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd};
 
 use aya::Ebpf;
+
+use super::maps;
 
 /// The programs that open an event: an ICMP error's entry into UDP, an ICMP error being sent, and the
 /// tracepoints, which are an event each. A skipped `tp_kfree_skb` may have been the drop of any packet,
@@ -33,8 +38,6 @@ const OPENERS: &[&str] = &[
     "tp_kfree_skb",
 ];
 
-/// `BPF_OBJ_GET_INFO_BY_FD` (include/uapi/linux/bpf.h).
-const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 /// Where `recursion_misses` lies in `struct bpf_prog_info` (after `run_time_ns` and `run_cnt`, 5.12+).
 const RECURSION_MISSES_AT: usize = 208;
 
@@ -53,8 +56,23 @@ impl Misses {
         Misses { programs }
     }
 
-    /// The runs the kernel skipped so far, summed over the programs (0 where the kernel does not say).
+    /// The same programs, by descriptors of their own.
+    pub fn try_clone(&self) -> std::io::Result<Misses> {
+        let programs = self.programs.iter().map(OwnedFd::try_clone).collect::<std::io::Result<_>>()?;
+        Ok(Misses { programs })
+    }
+
+    /// The runs the kernel skipped so far, summed over the programs (0 where the kernel does not say, and
+    /// where the helper does not answer, which its client reports).
     pub fn total(&self) -> u64 {
+        match maps::remote() {
+            Some(remote) => remote.program_misses().unwrap_or(0),
+            None => self.direct(),
+        }
+    }
+
+    /// [`Misses::total`] read with this process's own descriptors: what the helper runs for a request.
+    pub fn direct(&self) -> u64 {
         self.programs.iter().filter_map(recursion_misses).sum()
     }
 }
@@ -72,15 +90,8 @@ fn recursion_misses(program: &OwnedFd) -> Option<u64> {
         InfoAttr { bpf_fd: program.as_raw_fd() as u32, info_len: info.len() as u32, info: info.as_mut_ptr() as u64 };
     // SAFETY: the attribute names a buffer of `info_len` bytes that lives across the call; the kernel writes
     // at most that many and sets `info_len` to what it wrote.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            &mut attr as *mut InfoAttr,
-            size_of::<InfoAttr>() as libc::c_uint,
-        )
-    };
-    if ret != 0 || (attr.info_len as usize) < RECURSION_MISSES_AT + 8 {
+    let ret = unsafe { maps::bpf(maps::BPF_OBJ_GET_INFO_BY_FD, &mut attr) };
+    if ret.is_err() || (attr.info_len as usize) < RECURSION_MISSES_AT + 8 {
         return None;
     }
     Some(u64::from_ne_bytes(info[RECURSION_MISSES_AT..RECURSION_MISSES_AT + 8].try_into().ok()?))

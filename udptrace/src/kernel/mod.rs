@@ -4,6 +4,8 @@
 //! - `btf`: the running kernel's structure layout and functions, from its BTF;
 //! - `kallsyms`: where a few kernel functions' text lies, for the programs that check their callers;
 //! - `loader`: loading the eBPF object with those offsets and walking the attach ladder;
+//! - `maps`: the programs' maps once loaded, read and written with this process's descriptors or the
+//!   privileged helper's;
 //! - `misses`: the runs of the programs the kernel skipped, counted as lost;
 //! - `privileges`: the capabilities that takes;
 //! - `probes`: `udptrace probes`, the table tried on this kernel;
@@ -13,6 +15,7 @@ pub mod btf;
 pub mod hooks;
 pub mod kallsyms;
 pub mod loader;
+pub mod maps;
 pub mod misses;
 pub mod privileges;
 pub mod probes;
