@@ -154,6 +154,8 @@ fn trace(cli: Cli, facts: KernelFacts) -> Result<()> {
         not_traced: _,
         programs: _programs,
         cgroup_links: _cgroup_links,
+        maps: _,
+        misses: _,
     } = tracing;
     let (sinks, server) = sinks(&cli, &outcomes)?;
     // Attached and bound: what is left to do needs a few capabilities only. The metrics thread starts after,

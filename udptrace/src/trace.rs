@@ -11,6 +11,8 @@ use crate::{
     kernel::hooks,
     kernel::kallsyms::{Snapshot, text_ranges},
     kernel::loader::{self, HookOutcome, KernelFacts},
+    kernel::maps::{self, RawMap},
+    kernel::misses::Misses,
     kernel::probes,
     pipeline::{
         counters,
@@ -55,6 +57,11 @@ pub struct Tracing {
     pub programs: aya::Ebpf,
     /// The cgroup programs' links (`loader::cgroup_link`): those programs stay attached while these live.
     pub cgroup_links: Vec<std::os::fd::OwnedFd>,
+    /// A clone of every map the session's parts hold: what the privileged helper answers for
+    /// (`maps::go_through`), by the map's name.
+    pub maps: Vec<RawMap>,
+    /// A clone of `parts.misses`, for the helper too.
+    pub misses: Misses,
 }
 
 impl Tracing {
@@ -107,9 +114,10 @@ impl Tracing {
         // The buffers register with the runtime's reactor.
         let entered = runtime.enter();
         let source = Source::open(&mut ebpf, setup.buffer, setup.buffer_size)?;
-        let stats = aya::maps::PerCpuArray::try_from(ebpf.take_map(names::STATS).context("the STATS map is missing")?)?;
-        let stop_output = ebpf.take_map(names::OUTPUT_STOPPED).and_then(|m| aya::maps::Array::try_from(m).ok());
-        let creators = ebpf.take_map(names::OWNERS).and_then(|m| aya::maps::HashMap::try_from(m).ok());
+        let mut kept = Vec::new();
+        let stats = maps::take(&mut ebpf, names::STATS, &mut kept)?;
+        let stop_output = maps::take(&mut ebpf, names::OUTPUT_STOPPED, &mut kept).ok();
+        let creators = maps::take(&mut ebpf, names::OWNERS, &mut kept).ok();
         // Tracepoint mode sees no rate limit: read the kernel's counters instead, from before `tracing` on.
         let icmp_send_mode = outcomes.iter().find(|o| o.hook.name == hooks::ICMP_SEND).and_then(|o| o.attached);
         let counters = (icmp_send_mode == Some(AttachMode::Tracepoint)).then(counters::Watcher::start);
@@ -120,7 +128,7 @@ impl Tracing {
             }
             logs => logs.and_then(Result::ok),
         };
-        let tally = match setup.counts_only.then(|| Tally::start(&mut ebpf)) {
+        let tally = match setup.counts_only.then(|| Tally::start(&mut ebpf, &mut kept)) {
             Some(Err(e)) => {
                 if setup.verbose {
                     eprintln!("udptrace: counting in the kernel is off, events are handed over: {}", one_line(&e));
@@ -138,7 +146,7 @@ impl Tracing {
                 Some(_) => AT_DROP_IPV6,
                 None => AT_DROP_IPV4 | AT_DROP_IPV6,
             };
-            DropCounts::start(&mut ebpf, at_drop)
+            DropCounts::start(&mut ebpf, at_drop, &mut kept)
         });
         let drops = match drops {
             Some(Err(e)) => {
@@ -150,6 +158,8 @@ impl Tracing {
             }
             drops => drops.and_then(Result::ok),
         };
+        let misses = Misses::new(&ebpf);
+        let kept_misses = misses.try_clone().context("keeping the programs' descriptors")?;
         let parts = session::Parts {
             enricher: Enricher::new(
                 kallsyms,
@@ -161,7 +171,7 @@ impl Tracing {
             filter: setup.filter,
             counters,
             stats,
-            misses: crate::kernel::misses::Misses::new(&ebpf),
+            misses,
             logs,
             tally,
             drops,
@@ -169,6 +179,17 @@ impl Tracing {
         };
         drop(entered);
         let cgroup_links = facts.take_cgroup_links();
-        Ok(Self { runtime, source, parts, outcomes, attached, not_traced, programs: ebpf, cgroup_links })
+        Ok(Self {
+            runtime,
+            source,
+            parts,
+            outcomes,
+            attached,
+            not_traced,
+            programs: ebpf,
+            cgroup_links,
+            maps: kept,
+            misses: kept_misses,
+        })
     }
 }

@@ -7,7 +7,6 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use aya::maps::{MapData, PerCpuArray};
 use tokio::{
     signal::unix::{SignalKind, signal},
     time::{MissedTickBehavior, interval, interval_at},
@@ -23,6 +22,7 @@ use super::{
 };
 use crate::{
     events::{Event, Lost, decode, record::Clock},
+    kernel::maps::{Array, PerCpuArray},
     output::Sink,
 };
 
@@ -66,7 +66,7 @@ pub struct Parts {
     /// Where no hook sees the ICMP rate limits: the kernel's counters.
     pub counters: Option<counters::Watcher>,
     /// The programs' per-CPU counters (`STATS`).
-    pub stats: PerCpuArray<MapData, u64>,
+    pub stats: PerCpuArray<u64>,
     /// The runs of the programs the kernel skipped, each an event lost.
     pub misses: crate::kernel::misses::Misses,
     /// What the programs log (`-v`: the reads that failed).
@@ -77,7 +77,7 @@ pub struct Parts {
     pub drops: Option<DropCounts>,
     /// Set when the session stops (`names::OUTPUT_STOPPED`): the programs hand over nothing more, and count
     /// what they would have as lost.
-    pub stop_output: Option<aya::maps::Array<MapData, u32>>,
+    pub stop_output: Option<Array<u32>>,
 }
 
 /// What a session saw, for the closing line.
@@ -275,8 +275,8 @@ impl Session {
     /// Tells the programs to hand over nothing more, and count what they would have as lost; whether they
     /// were told.
     fn stop_output(&mut self) -> bool {
-        let told = match self.parts.stop_output.as_mut() {
-            Some(stop) => stop.set(0, 1, 0).context("writing the map that stops them"),
+        let told = match &self.parts.stop_output {
+            Some(stop) => stop.set(0, 1).context("writing the map that stops them"),
             None => Err(anyhow::anyhow!("the map that stops them is missing")),
         };
         if let Err(e) = &told {
@@ -479,7 +479,7 @@ impl Session {
 
     /// Sums a per-CPU counter.
     fn stat(&self, index: u32) -> u64 {
-        self.parts.stats.get(&index, 0).map(|values| values.iter().sum()).unwrap_or(0)
+        self.parts.stats.get(index).map(|values| values.iter().sum()).unwrap_or(0)
     }
 }
 

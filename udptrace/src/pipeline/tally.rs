@@ -16,18 +16,18 @@
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
-use aya::{
-    Ebpf,
-    maps::{Array, MapData, PerCpuArray, PerCpuHashMap},
-};
+use aya::Ebpf;
 use udptrace_common::{
     DropCount, IcmpSent as RawIcmpSent, Pending, SocketError as RawSocketError, UdpDropped as RawUdpDropped, drops,
     names, tally,
 };
 
-use crate::events::{
-    Event, decode,
-    record::{Clock, DecodeError, boot_time_ns},
+use crate::{
+    events::{
+        Event, decode,
+        record::{Clock, DecodeError, boot_time_ns},
+    },
+    kernel::maps::{self, Array, PerCpuArray, PerCpuHashMap, RawMap, bytes_of},
 };
 
 /// What a read of the kernel's counts gives.
@@ -52,10 +52,10 @@ const MEMBARRIER_CMD_QUERY: libc::c_int = 0;
 const MEMBARRIER_CMD_GLOBAL: libc::c_int = 1 << 0;
 
 pub struct Tally {
-    switch: Array<MapData, u32>,
-    socket_errors: [PerCpuHashMap<MapData, RawSocketError, u64>; 2],
-    icmp_sent: [PerCpuHashMap<MapData, RawIcmpSent, u64>; 2],
-    icmp_sent_pending: PerCpuArray<MapData, Pending<RawIcmpSent>>,
+    switch: Array<u32>,
+    socket_errors: [PerCpuHashMap<RawSocketError, u64>; 2],
+    icmp_sent: [PerCpuHashMap<RawIcmpSent, u64>; 2],
+    icmp_sent_pending: PerCpuArray<Pending<RawIcmpSent>>,
     /// The epoch the programs count in (from 2: generation 0 first); `None` once they hand records over again.
     current: Option<u32>,
     /// An epoch switched away from whose read failed: read at [`Tally::stop`], once no program counts.
@@ -71,21 +71,21 @@ pub struct Tally {
 }
 
 impl Tally {
-    /// Takes the maps from `ebpf` and switches the programs to counting. An error leaves them handing
-    /// records over, which is always right, only dearer.
-    pub fn start(ebpf: &mut Ebpf) -> Result<Self> {
+    /// Takes the maps from `ebpf` and switches the programs to counting; once it did, a clone of each map
+    /// goes to `kept`. An error leaves them handing records over, which is always right, only dearer.
+    pub fn start(ebpf: &mut Ebpf, kept: &mut Vec<RawMap>) -> Result<Self> {
         grace_period_available()?;
-        let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("the {name} map is missing"));
-        let switch = Array::try_from(take(names::TALLY)?)?;
+        let mut taken = Vec::new();
+        let switch = maps::take(ebpf, names::TALLY, &mut taken)?;
         let socket_errors = [
-            PerCpuHashMap::try_from(take(names::SOCKET_ERROR_TALLIES[0])?)?,
-            PerCpuHashMap::try_from(take(names::SOCKET_ERROR_TALLIES[1])?)?,
+            maps::take(ebpf, names::SOCKET_ERROR_TALLIES[0], &mut taken)?,
+            maps::take(ebpf, names::SOCKET_ERROR_TALLIES[1], &mut taken)?,
         ];
         let icmp_sent = [
-            PerCpuHashMap::try_from(take(names::ICMP_SENT_TALLIES[0])?)?,
-            PerCpuHashMap::try_from(take(names::ICMP_SENT_TALLIES[1])?)?,
+            maps::take(ebpf, names::ICMP_SENT_TALLIES[0], &mut taken)?,
+            maps::take(ebpf, names::ICMP_SENT_TALLIES[1], &mut taken)?,
         ];
-        let icmp_sent_pending = PerCpuArray::try_from(take(names::ICMP_SENT_PENDING)?)?;
+        let icmp_sent_pending = maps::take(ebpf, names::ICMP_SENT_PENDING, &mut taken)?;
         let mut this = Self {
             switch,
             socket_errors,
@@ -99,6 +99,7 @@ impl Tally {
             last_read: Instant::now(),
         };
         this.switch_to(Some(2))?;
+        kept.append(&mut taken);
         Ok(this)
     }
 
@@ -166,7 +167,7 @@ impl Tally {
     }
 
     fn switch_to(&mut self, epoch: Option<u32>) -> Result<()> {
-        self.switch.set(0, epoch.unwrap_or(tally::STREAM), 0).context("switching the kernel's counts")?;
+        self.switch.set(0, epoch.unwrap_or(tally::STREAM)).context("switching the kernel's counts")?;
         self.current = epoch;
         Ok(())
     }
@@ -210,9 +211,9 @@ fn stopped(unread: Option<u32>, current: u32, switched: bool) -> Vec<(u32, &'sta
 /// The drops the program counted (`udptrace_common::drops`): read every second whatever the session shows,
 /// for the program counts a flow's drops after the first of each second whether records are wanted or not.
 pub struct DropCounts {
-    control: Array<MapData, u32>,
-    counts: [PerCpuHashMap<MapData, RawUdpDropped, DropCount>; 2],
-    pending: PerCpuArray<MapData, Pending<RawUdpDropped>>,
+    control: Array<u32>,
+    counts: [PerCpuHashMap<RawUdpDropped, DropCount>; 2],
+    pending: PerCpuArray<Pending<RawUdpDropped>>,
     /// The epoch the program counts in, from 0 (the program's own start).
     current: u32,
     /// An epoch switched away from whose read failed. It is read before the program switches again: in
@@ -227,17 +228,19 @@ const DROP_LEVELS: u32 = 2;
 
 impl DropCounts {
     /// Takes the maps from `ebpf`, and tells the program whether it reports IPv6 port unreachables
-    /// (`at_drop`: the families whose ICMP errors no hook sees, `udptrace_common::drops::AT_DROP_*`).
-    pub fn start(ebpf: &mut Ebpf, at_drop: u32) -> Result<Self> {
+    /// (`at_drop`: the families whose ICMP errors no hook sees, `udptrace_common::drops::AT_DROP_*`); once
+    /// it did, a clone of each map goes to `kept`.
+    pub fn start(ebpf: &mut Ebpf, at_drop: u32, kept: &mut Vec<RawMap>) -> Result<Self> {
         grace_period_available()?;
-        let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("the {name} map is missing"));
-        let mut control = Array::try_from(take(names::DROP_CONTROL)?)?;
+        let mut taken = Vec::new();
+        let control: Array<u32> = maps::take(ebpf, names::DROP_CONTROL, &mut taken)?;
         let counts = [
-            PerCpuHashMap::try_from(take(names::DROP_TALLIES[0])?)?,
-            PerCpuHashMap::try_from(take(names::DROP_TALLIES[1])?)?,
+            maps::take(ebpf, names::DROP_TALLIES[0], &mut taken)?,
+            maps::take(ebpf, names::DROP_TALLIES[1], &mut taken)?,
         ];
-        let pending = PerCpuArray::try_from(take(names::DROP_PENDING)?)?;
-        control.set(drops::ICMP_AT_DROP, at_drop, 0).context("configuring the drop program")?;
+        let pending = maps::take(ebpf, names::DROP_PENDING, &mut taken)?;
+        control.set(drops::ICMP_AT_DROP, at_drop).context("configuring the drop program")?;
+        kept.append(&mut taken);
         Ok(Self { control, counts, pending, current: 0, unread: None, left: Default::default() })
     }
 
@@ -258,11 +261,12 @@ impl DropCounts {
         let old = self.current;
         let generation = tally::generation(old) as usize;
         // A glance while the program may still count: anything at all means a switch.
-        if self.counts[generation].keys().next().is_none() && pending(&self.pending, &Self::slots(old), old)?.is_empty()
+        if self.counts[generation].keys().is_ok_and(|keys| keys.is_empty())
+            && pending(&self.pending, &Self::slots(old), old)?.is_empty()
         {
             return Ok(Read::default());
         }
-        self.control.set(drops::EPOCH, old.wrapping_add(1), 0).context("switching the drop counts")?;
+        self.control.set(drops::EPOCH, old.wrapping_add(1)).context("switching the drop counts")?;
         self.current = old.wrapping_add(1);
         self.unread = Some(old);
         let read = self.collect(old, clock)?;
@@ -282,11 +286,11 @@ impl DropCounts {
         grace_period()?;
         let now = boot_time_ns();
         let generation = tally::generation(epoch) as usize;
-        let map = &mut self.counts[generation];
-        let keys: Vec<RawUdpDropped> = map.keys().collect::<Result<_, _>>().context("listing the drop counts")?;
+        let map = &self.counts[generation];
+        let keys = map.keys().context("listing the drop counts")?;
         let mut read = Vec::with_capacity(keys.len());
         for key in keys {
-            let values = map.get(&key, 0).context("reading a drop count")?;
+            let values = map.get(&key).context("reading a drop count")?;
             let count = values.iter().map(|v| v.count).sum::<u64>();
             let queued = values.iter().map(|v| v.queued).max().unwrap_or(0);
             read.push((key, count, queued));
@@ -299,11 +303,6 @@ impl DropCounts {
         }
         Ok(decoded(read, clock, |key| key.header.time_ns = now))
     }
-}
-
-fn bytes_of<K: aya::Pod>(record: &K) -> &[u8] {
-    // SAFETY: `K` is one of the programs' plain `#[repr(C)]` records (`aya::Pod`).
-    unsafe { std::slice::from_raw_parts((record as *const K).cast::<u8>(), size_of::<K>()) }
 }
 
 /// A key read, its count summed over the CPUs, and the largest queue seen (drops; 0 for the others).
@@ -322,14 +321,10 @@ fn merge<K: aya::Pod>(read: &mut Vec<Counted<K>>, counted: Counted<K>) {
 }
 
 /// The counts the pending slots `indexes` hold for `epoch`, on every CPU, merged by key.
-fn pending<K: aya::Pod>(
-    slots: &PerCpuArray<MapData, Pending<K>>,
-    indexes: &[u32],
-    epoch: u32,
-) -> Result<Vec<Counted<K>>> {
+fn pending<K: aya::Pod>(slots: &PerCpuArray<Pending<K>>, indexes: &[u32], epoch: u32) -> Result<Vec<Counted<K>>> {
     let mut read = Vec::new();
     for &index in indexes {
-        for slot in slots.get(&index, 0).context("reading the kernel's pending counts")?.iter() {
+        for slot in slots.get(index).context("reading the kernel's pending counts")? {
             if slot.epoch == epoch && slot.count > 0 {
                 merge(&mut read, (slot.record, slot.count, slot.queued));
             }
@@ -339,11 +334,11 @@ fn pending<K: aya::Pod>(
 }
 
 /// Every record of `map` with its count summed over the CPUs.
-fn counts<K: aya::Pod>(map: &PerCpuHashMap<MapData, K, u64>) -> Result<Vec<Counted<K>>> {
-    let keys: Vec<K> = map.keys().collect::<Result<_, _>>().context("listing the kernel's counts")?;
+fn counts<K: aya::Pod>(map: &PerCpuHashMap<K, u64>) -> Result<Vec<Counted<K>>> {
+    let keys = map.keys().context("listing the kernel's counts")?;
     let mut read = Vec::with_capacity(keys.len());
     for key in keys {
-        read.push((key, map.get(&key, 0).context("reading a kernel count")?.iter().sum::<u64>(), 0));
+        read.push((key, map.get(&key).context("reading a kernel count")?.iter().sum::<u64>(), 0));
     }
     Ok(read)
 }

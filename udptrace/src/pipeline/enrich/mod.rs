@@ -12,8 +12,6 @@ pub mod sockets;
 
 use std::{collections::VecDeque, time::Instant};
 
-use aya::maps::{HashMap, MapData};
-
 use self::{
     cause::Symbols,
     owner::{Lookup, Resolver},
@@ -25,10 +23,11 @@ use crate::{
     domain::{Cause, Direction, Errno, Family, Verdict, icmp_errno},
     events::record::recorded_owner,
     events::{Event, SocketError, UdpDropped},
+    kernel::maps::HashMap,
 };
 
 /// The programs' records of sockets' creators (`OWNERS`), by socket cookie.
-pub type Creators = HashMap<MapData, u64, udptrace_common::Owner>;
+pub type Creators = HashMap<u64, udptrace_common::Owner>;
 
 /// Events that may wait for an owner scan; one more scans at once. A second of a flood of errors on
 /// sockets opened since the last scan.
@@ -215,7 +214,7 @@ impl Enricher {
         e.sock_ino = Some(found.inode);
         if e.owner.is_none()
             && let Some(creators) = &self.creators
-            && let Ok(owner) = creators.get(&found.cookie, 0)
+            && let Ok(Some(owner)) = creators.get(&found.cookie)
         {
             e.owner = Some(recorded_owner(&owner));
         }
@@ -252,7 +251,7 @@ impl Enricher {
         e.sock_ino = Some(found.inode);
         e.rcvbuf = found.rcvbuf;
         if let Some(creators) = &self.creators
-            && let Ok(owner) = creators.get(&found.cookie, 0)
+            && let Ok(Some(owner)) = creators.get(&found.cookie)
         {
             e.owner = Some(recorded_owner(&owner));
         }
