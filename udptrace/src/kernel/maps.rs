@@ -99,7 +99,8 @@ pub(crate) unsafe fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<()> {
 }
 
 /// How many CPUs a per-CPU value holds a slot for: the possible ones (`num_possible_cpus()` in
-/// kernel/bpf/syscall.c `bpf_map_value_size`), read from sysfs once, when the first per-CPU map is taken.
+/// kernel/bpf/syscall.c `bpf_map_value_size`), read from sysfs once, when the first per-CPU map is taken:
+/// before the tracer and the helper part, so that neither opens sysfs again.
 fn possible_cpus() -> io::Result<usize> {
     static CPUS: OnceLock<usize> = OnceLock::new();
     if let Some(&cpus) = CPUS.get() {
