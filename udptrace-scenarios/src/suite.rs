@@ -7,7 +7,8 @@
 //! `drops.rs` and `path_drops.rs` (`udp_dropped.rs`), `owner.rs` (`owner.rs`), `check.rs` (`udptrace check`),
 //! `metrics.rs` (`--metrics`), `syscalls.rs` (the service's system call filter), `operator.rs` (what an
 //! operator relies on under load: filters, floods, malformed ICMP), `process.rs` (udptrace as a process:
-//! capabilities, the healthy path, unloading, owner records freed); `fixtures.rs` is what they share.
+//! what its tracer and helper hold, the healthy path, unloading, the helper's death, owner records freed);
+//! `fixtures.rs` is what they share, `procfs.rs` what `/proc` says of a udptrace's processes.
 
 use anyhow::Result;
 
@@ -25,6 +26,7 @@ mod operator;
 mod owner;
 mod path_drops;
 mod process;
+mod procfs;
 mod syscalls;
 
 use self::{
@@ -140,6 +142,7 @@ pub static SCENARIOS: &[Scenario] = &[
     Scenario { name: "healthy_path", run: process::healthy_path },
     Scenario { name: "owner_records_freed", run: process::owner_records_freed },
     Scenario { name: "capabilities_dropped", run: process::capabilities_dropped },
+    Scenario { name: "helper_killed", run: process::helper_killed },
     Scenario { name: "prometheus", run: metrics::prometheus },
     Scenario { name: "hostile_names", run: hostile::hostile_names },
     Scenario { name: "hostile_flood", run: hostile::hostile_flood },

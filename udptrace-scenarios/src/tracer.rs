@@ -311,6 +311,43 @@ impl Tracer {
     pub fn stop(&mut self) -> Result<String> {
         stop_udptrace(&mut self.child, &self.stderr)
     }
+
+    /// Waits for a line on udptrace's standard error (after its tracing line) for which `matches` holds;
+    /// the lines before it are passed over, and named if none matches.
+    pub fn expect_stderr(&mut self, what: &str, timeout: Duration, matches: impl Fn(&str) -> bool) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        let mut passed = Vec::new();
+        loop {
+            match self.stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) if matches(&line) => return Ok(line),
+                Ok(line) => passed.push(line),
+                Err(_) => bail!("no {what} within {timeout:?}; udptrace wrote: {passed:?}"),
+            }
+        }
+    }
+
+    /// How udptrace exited, if it has.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Waits up to `timeout` for udptrace to exit by itself (killed if it does not): how it exited, if it
+    /// did, and what it wrote to standard error after its tracing line.
+    pub fn wait_exit(&mut self, timeout: Duration) -> (Option<std::process::ExitStatus>, Vec<String>) {
+        // Signal 0 sends nothing: only the wait and, past `timeout`, the kill.
+        let status = crate::child::stop_child(&mut self.child, 0, timeout);
+        (status, rest_of(&self.stderr))
+    }
+}
+
+/// What is left of a udptrace's standard error, up to the end of the pipe (at most 5 s of it).
+fn rest_of(stderr: &Receiver<String>) -> Vec<String> {
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while let Ok(line) = stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        lines.push(line);
+    }
+    lines
 }
 
 /// The peak resident memory of process `pid` (`VmHWM`), in KiB.
@@ -327,11 +364,7 @@ pub fn stop_udptrace(child: &mut Child, stderr: &Receiver<String>) -> Result<Str
         bail!("udptrace did not stop within 30 s of SIGINT");
     };
     // Everything it wrote to stderr, up to the end of the pipe.
-    let mut closing = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while let Ok(line) = stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        closing.push(line);
-    }
+    let closing = rest_of(stderr);
     if !status.success() {
         bail!("udptrace exited with {status}: {}", closing.join(" | "));
     }

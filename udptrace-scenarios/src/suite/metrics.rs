@@ -192,12 +192,26 @@ pub fn prometheus(config: &Config, _shared: &mut Tracer) -> Result<Results> {
         Outcome::Skip("the icmp_send hook did not attach".to_owned())
     };
     // Served from a thread of its own (a request flood takes no time from the tracing loop), which holds no
-    // more capabilities than the rest.
-    let own_thread = match super::process::capability_faults(tracer.pid()) {
-        Ok((threads, wrong)) if threads.iter().any(|t| t == "metrics") && wrong.is_empty() => Outcome::Pass,
-        Ok((threads, wrong)) => Outcome::Fail(format!(
-            "want a thread named metrics among {threads:?}, holding only what udptrace keeps: {wrong:?}"
-        )),
+    // more than the tracer's others: nothing.
+    let own_thread = match super::procfs::threads_of(tracer.pid(), "tracer") {
+        Ok(threads) => {
+            let names: Vec<&str> = threads.iter().filter_map(|t| t.field("Name")).collect();
+            let wrong: Vec<String> = super::process::tracer_rows(&threads)
+                .into_iter()
+                .filter_map(|(row, outcome)| match outcome {
+                    Outcome::Fail(why) => Some(format!("{row}: {why}")),
+                    _ => None,
+                })
+                .collect();
+            if names.contains(&"metrics") && wrong.is_empty() {
+                Outcome::Pass
+            } else {
+                Outcome::Fail(format!(
+                    "want a thread named metrics among {names:?}, holding nothing: {}",
+                    wrong.join("; ")
+                ))
+            }
+        }
         Err(e) => Outcome::Fail(format!("{e:#}")),
     };
     let mode = tracer.mode_of("socket_error").unwrap_or("none").to_owned();
