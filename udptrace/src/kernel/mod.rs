@@ -9,7 +9,8 @@
 //! - `misses`: the runs of the programs the kernel skipped, counted as lost;
 //! - `privileges`: the capabilities that takes;
 //! - `probes`: `udptrace probes`, the table tried on this kernel;
-//! - `syscalls`: the system calls udptrace makes, which the service's filter allows;
+//! - `syscalls`: the system calls udptrace makes, by side of the split: the service's filter allows
+//!   them all, the tracer's own filter its side's;
 
 pub mod btf;
 pub mod hooks;
@@ -19,6 +20,4 @@ pub mod maps;
 pub mod misses;
 pub mod privileges;
 pub mod probes;
-/// Read by the tests alone, which keep the service's `SystemCallFilter=` equal to it.
-#[cfg(test)]
 pub mod syscalls;
