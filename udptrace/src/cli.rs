@@ -143,6 +143,13 @@ pub struct Cli {
     #[arg(long, value_name = "SOCKETS", default_value_t = udptrace_common::OWNER_ENTRIES, value_parser = parse_owner_records)]
     pub owner_records: u32,
 
+    /// Stop with an error if the privileged helper exits (it reads other processes' sockets and other
+    /// network namespaces for the unprivileged tracer). Without it, tracing goes on without what the helper
+    /// gave: owners only from the programs' records, and null verdicts where another namespace's socket
+    /// table or a socket's tunnel type was needed.
+    #[arg(long)]
+    pub require_helper: bool,
+
     /// Verbose: attach details, verifier logs on failure, the kernel stack of each icmp_sent.
     #[arg(short, long, global = true)]
     pub verbose: bool,

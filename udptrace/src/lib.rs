@@ -17,4 +17,5 @@ pub mod invariants;
 pub mod kernel;
 pub mod output;
 pub mod pipeline;
+pub mod privsep;
 pub mod trace;

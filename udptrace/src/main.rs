@@ -32,7 +32,7 @@ use udptrace::{
     },
     output::{self, Sink, json::JsonSink, metrics, summary::SummarySink, text::TextSink},
     pipeline::session,
-    trace,
+    privsep, trace,
 };
 
 fn main() -> ExitCode {
@@ -148,26 +148,21 @@ fn trace(cli: Cli, facts: KernelFacts) -> Result<()> {
     let trace::Tracing {
         runtime,
         source,
-        parts,
+        mut parts,
         outcomes,
         attached,
         not_traced: _,
         programs: _programs,
         cgroup_links: _cgroup_links,
-        maps: _,
-        misses: _,
+        maps,
+        misses,
     } = tracing;
     let (sinks, server) = sinks(&cli, &outcomes)?;
-    // Attached and bound: what is left to do needs a few capabilities only. The metrics thread starts after,
-    // and so holds no more than the rest (a thread takes its creator's capabilities).
-    match privileges::keep_only_what_tracing_uses() {
-        Ok(kept) if cli.verbose => {
-            let names: Vec<String> = kept.iter().map(ToString::to_string).collect();
-            eprintln!("udptrace: capabilities kept: {}", names.join(" "));
-        }
-        Ok(_) => {}
-        Err(e) => eprintln!("udptrace: warning: cannot give up the capabilities tracing no longer uses: {e}"),
-    }
+    // Attached and bound: from here on this process parses what the network sends and serves HTTP, as a
+    // user of no privilege; what still needs one is asked of the helper. The metrics thread starts after.
+    let helper = privsep::split::after_attach(&maps, &misses, cli.verbose)?;
+    drop((maps, misses));
+    parts.use_helper(&helper);
     let _serving = server.map(metrics::Server::start).transpose()?;
     let serving = cli.metrics.map(|addr| format!("; metrics on http://{addr}/metrics")).unwrap_or_default();
     let options = session::Options {
@@ -176,8 +171,12 @@ fn trace(cli: Cli, facts: KernelFacts) -> Result<()> {
         verbose: cli.verbose,
         banner: Some(format!("udptrace: tracing ({}){serving}; Ctrl-C to stop", attached.join(", "))),
         stop: None,
+        helper: Some(helper.clone()),
+        require_helper: cli.require_helper,
     };
-    let totals = runtime.block_on(session::run(source, parts, sinks, options))?;
+    let totals = runtime.block_on(session::run(source, parts, sinks, options));
+    helper.finish();
+    let totals = totals?;
     eprintln!("{}", totals.closing_line());
     Ok(())
 }

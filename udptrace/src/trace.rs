@@ -69,6 +69,7 @@ impl Tracing {
         // Only tracepoint mode's socket_error program checks who reported (`NOT_ICMP_REPORTERS`), and the
         // addresses must be in its configuration before it loads. Where no hook may attach in tracepoint
         // mode, `/proc/kallsyms` waits for the first event that needs a symbol.
+        crate::kernel::kallsyms::hold();
         let kallsyms = if setup.modes.contains(&AttachMode::Tracepoint) { Snapshot::read().ok() } else { None };
         let not_icmp_reporters = text_ranges(kallsyms.as_ref(), udptrace_common::NOT_ICMP_REPORTERS);
         let config = udptrace_common::Config {
@@ -120,7 +121,8 @@ impl Tracing {
         let creators = maps::take(&mut ebpf, names::OWNERS, &mut kept).ok();
         // Tracepoint mode sees no rate limit: read the kernel's counters instead, from before `tracing` on.
         let icmp_send_mode = outcomes.iter().find(|o| o.hook.name == hooks::ICMP_SEND).and_then(|o| o.attached);
-        let counters = (icmp_send_mode == Some(AttachMode::Tracepoint)).then(counters::Watcher::start);
+        let counters = (icmp_send_mode == Some(AttachMode::Tracepoint))
+            .then(|| counters::Watcher::start(Box::new(crate::privsep::Local::default())));
         let logs = match setup.verbose.then(|| loader::program_logs(&mut ebpf)) {
             Some(Err(e)) => {
                 eprintln!("udptrace: warning: {}", one_line(&e));

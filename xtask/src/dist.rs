@@ -100,6 +100,14 @@ const DEFAULTS: &str = include_str!("../../deploy/systemd/udptrace.default");
 /// Debian's helpers are, which asks policy-rc.d first (a chroot or an image build says no there).
 const POSTINST: &str = "#!/bin/sh
 set -e
+# The user the tracer becomes once attached (udptrace falls back to nobody without it).
+if [ \"$1\" = configure ] && ! getent passwd udptrace >/dev/null; then
+  if command -v adduser >/dev/null 2>&1; then
+    adduser --system --group --no-create-home --home /nonexistent --quiet udptrace || true
+  elif command -v useradd >/dev/null 2>&1; then
+    useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin udptrace || true
+  fi
+fi
 if [ -d /run/systemd/system ]; then
   systemctl daemon-reload || true
   if [ \"$1\" = configure ] && [ -n \"$2\" ]; then

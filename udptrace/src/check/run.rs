@@ -186,7 +186,21 @@ impl Sink for Collect {
 /// The probes on a thread of their own, while the session reads the hooks' events on this one; the
 /// session ends when the probes are done.
 pub fn probe_with_kernel(tracing: Tracing, probe: Probe, plan: &Plan) -> Result<(Outcome, Kernel)> {
-    let Tracing { runtime, source, parts, attached, programs: _programs, cgroup_links: _cgroup_links, .. } = tracing;
+    let Tracing {
+        runtime,
+        source,
+        mut parts,
+        attached,
+        programs: _programs,
+        cgroup_links: _cgroup_links,
+        maps,
+        misses,
+        ..
+    } = tracing;
+    // The probe's answers are parsed as a user of no privilege, as the tracer's events are (`privsep`).
+    let helper = crate::privsep::split::after_attach(&maps, &misses, false)?;
+    drop((maps, misses));
+    parts.use_helper(&helper);
     let events = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(tokio::sync::Notify::new());
     let cancel = Arc::new(AtomicBool::new(false));
@@ -207,7 +221,15 @@ pub fn probe_with_kernel(tracing: Tracing, probe: Probe, plan: &Plan) -> Result<
                 outcome
             })
         };
-        let options = session::Options { duration: None, count: None, verbose: false, banner: None, stop: Some(stop) };
+        let options = session::Options {
+            duration: None,
+            count: None,
+            verbose: false,
+            banner: None,
+            stop: Some(stop),
+            helper: Some(helper.clone()),
+            require_helper: false,
+        };
         let sinks: Vec<Box<dyn Sink>> = vec![Box::new(Collect(events.clone()))];
         let totals = runtime.block_on(session::run(source, parts, sinks, options));
         // A signal ended the session first: the probes stop too.
@@ -215,6 +237,7 @@ pub fn probe_with_kernel(tracing: Tracing, probe: Probe, plan: &Plan) -> Result<
         let outcome = prober.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the probe thread panicked")));
         (outcome, totals)
     });
+    helper.finish();
     let outcome = outcome?;
     let totals = totals?;
     if outcome.interrupted {

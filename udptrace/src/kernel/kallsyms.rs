@@ -15,9 +15,30 @@ pub struct Snapshot {
 impl Snapshot {
     pub fn read() -> std::io::Result<Self> {
         let modules = std::fs::read_to_string("/proc/modules").unwrap_or_default();
-        let text = std::fs::read_to_string("/proc/kallsyms")?;
+        let text = match HELD.get() {
+            Some(Some(held)) => {
+                use std::io::{Read as _, Seek as _};
+                let mut file = held.lock().map_err(|_| std::io::Error::other("the held /proc/kallsyms is poisoned"))?;
+                file.rewind()?;
+                let mut text = String::new();
+                file.read_to_string(&mut text)?;
+                text
+            }
+            _ => std::fs::read_to_string("/proc/kallsyms")?,
+        };
         Ok(Self { modules, text })
     }
+}
+
+/// `/proc/kallsyms`, opened once at start, while udptrace may see its addresses (CAP_SYSLOG): the kernel
+/// decides at open whether a reader sees them (`kallsyms_open()` keeps `kallsyms_show_value(file->f_cred)`,
+/// kernel/kallsyms.c, 5.8+), so the unprivileged tracer (`privsep`) reads the table again, when a module
+/// loads, through this descriptor, from its start.
+static HELD: std::sync::OnceLock<Option<std::sync::Mutex<std::fs::File>>> = std::sync::OnceLock::new();
+
+/// Opens `/proc/kallsyms` for the rest of the session; see [`HELD`].
+pub fn hold() {
+    HELD.get_or_init(|| std::fs::File::open("/proc/kallsyms").ok().map(std::sync::Mutex::new));
 }
 
 /// Strips compiler suffixes: `ip_error.cold`, `icmpv4_xrlim_allow.isra.0` -> the base name. The compiler's

@@ -121,6 +121,12 @@ pub struct RawMap {
     per_cpu: bool,
 }
 
+impl std::os::fd::AsRawFd for RawMap {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
 impl RawMap {
     /// Takes the map `name` from the loaded object: an array or a hash map, per CPU or not.
     pub fn take(ebpf: &mut aya::Ebpf, name: &'static str) -> anyhow::Result<RawMap> {

@@ -57,6 +57,11 @@ impl Misses {
     }
 
     /// The same programs, by descriptors of their own.
+    /// The programs' descriptors, which the helper keeps open (`privsep`).
+    pub fn raw_fds(&self) -> impl Iterator<Item = std::os::fd::RawFd> + '_ {
+        self.programs.iter().map(std::os::fd::AsRawFd::as_raw_fd)
+    }
+
     pub fn try_clone(&self) -> std::io::Result<Misses> {
         let programs = self.programs.iter().map(OwnedFd::try_clone).collect::<std::io::Result<_>>()?;
         Ok(Misses { programs })

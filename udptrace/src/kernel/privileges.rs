@@ -1,6 +1,6 @@
 //! Checking, before anything is loaded, that this process may load eBPF programs, so that the error says
-//! what is missing instead of a raw EPERM from the first map; and, once the programs are attached, giving
-//! up every capability that only loading and attaching needed.
+//! what is missing instead of a raw EPERM from the first map. Once the programs are attached, the process
+//! splits and gives its capabilities up (`privsep`).
 
 use anyhow::{Result, bail};
 use caps::{CapSet, Capability, CapsHashSet};
@@ -39,45 +39,6 @@ pub fn check() -> Result<()> {
         bail!("udptrace needs {} (or CAP_SYS_ADMIN) to load its eBPF programs: run it as root", missing.join(" and "));
     }
     Ok(())
-}
-
-/// What tracing still uses once the programs are attached and the metrics port is bound:
-/// - CAP_SYS_ADMIN: `setns` into another network namespace, to ask its socket table (sock_diag) and read
-///   its counters (`netns_install` wants it in the namespace's user namespace and in its own). The kernel
-///   counts it as CAP_BPF and CAP_PERFMON too (`bpf_capable`, `perfmon_capable`): on 5.10 to 6.4 every
-///   `bpf()` call, map reads through descriptors held included, needs one of them where unprivileged BPF is
-///   off (kernel/bpf/syscall.c `__sys_bpf`; moved to map and program creation in 6.5).
-/// - CAP_SYS_PTRACE: another process's `/proc/PID/fd` and `/proc/PID/ns/net` links, and `pidfd_getfd`
-///   (the socket's owner and its namespace).
-/// - CAP_DAC_READ_SEARCH: those `/proc/PID/fd` directories when another user owns them.
-/// - CAP_SYSLOG: `/proc/kallsyms` with its addresses, read again when a module is loaded.
-pub const KEPT: [Capability; 4] =
-    [Capability::CAP_SYS_ADMIN, Capability::CAP_SYS_PTRACE, Capability::CAP_DAC_READ_SEARCH, Capability::CAP_SYSLOG];
-
-/// Gives up every capability but [`KEPT`], from the bounding, permitted, effective, inheritable and ambient
-/// sets, and returns the ones kept that this process had. Called on the thread that runs the session,
-/// before any other starts (a thread takes its creator's sets), so that every thread holds at most these.
-pub fn keep_only_what_tracing_uses() -> Result<Vec<Capability>> {
-    let keep: CapsHashSet = KEPT.into_iter().collect();
-    // The bounding set first: dropping from it takes CAP_SETPCAP, which goes with the others below. A
-    // process without CAP_SETPCAP cannot, and its bounding set is then left as it is.
-    let bounding = caps::read(None, CapSet::Bounding).unwrap_or_default();
-    let may_bound = caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).unwrap_or(false);
-    for cap in bounding.difference(&keep) {
-        if may_bound {
-            caps::drop(None, CapSet::Bounding, *cap)?;
-        }
-    }
-    caps::clear(None, CapSet::Ambient)?;
-    caps::clear(None, CapSet::Inheritable)?;
-    let effective: CapsHashSet = caps::read(None, CapSet::Effective)?.intersection(&keep).copied().collect();
-    let permitted: CapsHashSet = caps::read(None, CapSet::Permitted)?.intersection(&keep).copied().collect();
-    // Effective within permitted at every step: the effective set shrinks first.
-    caps::set(None, CapSet::Effective, &effective)?;
-    caps::set(None, CapSet::Permitted, &permitted)?;
-    let mut kept: Vec<Capability> = effective.into_iter().collect();
-    kept.sort_by_key(|c| c.index());
-    Ok(kept)
 }
 
 #[cfg(test)]

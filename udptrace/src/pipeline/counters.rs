@@ -20,9 +20,10 @@ use std::{
 use super::netns;
 use crate::domain::{AttachMode, Family, Meta, Scope};
 use crate::events::{Event, IcmpSuppressed};
+use crate::privsep::Privileged;
 
 /// One namespace's rate-limit counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RateLimits {
     /// IPv4 and IPv6 errors stopped by the global token bucket.
     pub global: u64,
@@ -84,8 +85,21 @@ fn read_in(ns: &File) -> std::io::Result<RateLimits> {
     })
 }
 
-/// Watches every namespace's counters.
+/// Every namespace's counters, by inode (entering another takes CAP_SYS_ADMIN: the helper's work).
+pub fn read_every_namespace() -> Vec<(u64, Result<RateLimits, String>)> {
+    let own = netns::own();
+    netns::namespaces()
+        .iter()
+        .map(|(&inode, ns)| {
+            let read = if own == Some(inode) { read_here() } else { read_in(ns) };
+            (inode, read.map_err(|e| e.to_string()))
+        })
+        .collect()
+}
+
+/// Watches every namespace's counters, read by the helper.
 pub struct Watcher {
+    helper: Box<dyn Privileged>,
     last: HashMap<u64, RateLimits>,
     /// Namespaces whose counters could not be read, said once each.
     unreadable: std::collections::HashSet<u64>,
@@ -93,39 +107,46 @@ pub struct Watcher {
 
 impl Watcher {
     /// Takes the starting values: what was suppressed before udptrace started is not reported.
-    pub fn start() -> Self {
-        let mut watcher = Self { last: HashMap::new(), unreadable: Default::default() };
-        watcher.last = netns::namespaces().iter().filter_map(|(ino, f)| Some((*ino, watcher.read(*ino, f)?))).collect();
+    pub fn start(helper: Box<dyn Privileged>) -> Self {
+        let mut watcher = Self { helper, last: HashMap::new(), unreadable: Default::default() };
+        watcher.last = watcher.read();
         watcher
     }
 
-    /// `ns`'s counters; a namespace that cannot be entered is said once, not skipped in silence.
-    fn read(&mut self, inode: u64, ns: &File) -> Option<RateLimits> {
-        let own = netns::own() == Some(inode);
-        let read = if own { read_here() } else { read_in(ns) };
-        match read {
-            Ok(limits) => Some(limits),
-            Err(e) => {
-                if self.unreadable.insert(inode) {
-                    eprintln!(
-                        "udptrace: warning: cannot read the ICMP rate-limit counters of network namespace {inode} \
-                         ({e}; entering it needs CAP_SYS_ADMIN): its suppressed errors are not reported"
-                    );
+    /// From now on the counters are asked of `helper`.
+    pub fn use_helper(&mut self, helper: Box<dyn Privileged>) {
+        self.helper = helper;
+    }
+
+    /// Every namespace's counters; a namespace that cannot be entered is said once, not skipped in silence.
+    fn read(&mut self) -> HashMap<u64, RateLimits> {
+        let mut read = HashMap::new();
+        for (inode, limits) in self.helper.rate_limits() {
+            match limits {
+                Ok(limits) => {
+                    read.insert(inode, limits);
                 }
-                None
+                Err(e) => {
+                    if self.unreadable.len() < 4096 && self.unreadable.insert(inode) {
+                        eprintln!(
+                            "udptrace: warning: cannot read the ICMP rate-limit counters of network namespace \
+                             {inode} ({e}; entering it needs CAP_SYS_ADMIN): its suppressed errors are not reported"
+                        );
+                    }
+                }
             }
         }
+        read
     }
 
     /// Reads every namespace again; returns an event per counter that rose. A namespace first seen now
     /// was created since the last poll, so its counters started at zero.
     pub fn poll(&mut self) -> Vec<Event> {
         let mut events = Vec::new();
-        let mut seen = HashMap::new();
-        for (inode, file) in netns::namespaces() {
-            let Some(now) = self.read(inode, &file) else { continue };
+        let now = self.read();
+        for (&inode, limits) in &now {
             let before = self.last.get(&inode).copied().unwrap_or_default();
-            for (family, scope, count) in now.increases(&before) {
+            for (family, scope, count) in limits.increases(&before) {
                 events.push(Event::IcmpSuppressed(IcmpSuppressed {
                     meta: Meta {
                         time: SystemTime::now(),
@@ -138,9 +159,8 @@ impl Watcher {
                     attempt: None,
                 }));
             }
-            seen.insert(inode, now);
         }
-        self.last = seen;
+        self.last = now;
         events
     }
 }

@@ -53,6 +53,11 @@ pub struct Options {
     pub banner: Option<String>,
     /// Ends the session like `--duration` when notified (`udptrace check`, once its probes are answered).
     pub stop: Option<std::sync::Arc<tokio::sync::Notify>>,
+    /// The privileged helper (`privsep`), looked at once a second so that its end is said even while nothing
+    /// is asked of it.
+    pub helper: Option<crate::privsep::client::Client>,
+    /// `--require-helper`: the helper's end ends the session with an error.
+    pub require_helper: bool,
 }
 
 /// What a session works with between the buffer and the sinks: the stages each event passes (the enricher,
@@ -78,6 +83,16 @@ pub struct Parts {
     /// Set when the session stops (`names::OUTPUT_STOPPED`): the programs hand over nothing more, and count
     /// what they would have as lost.
     pub stop_output: Option<Array<u32>>,
+}
+
+impl Parts {
+    /// From now on what takes a privilege is asked of the helper (`privsep`).
+    pub fn use_helper(&mut self, helper: &crate::privsep::client::Client) {
+        self.enricher.use_helper(Box::new(helper.clone()));
+        if let Some(counters) = &mut self.counters {
+            counters.use_helper(Box::new(helper.clone()));
+        }
+    }
 }
 
 /// What a session saw, for the closing line.
@@ -125,6 +140,8 @@ enum Stop {
     Count,
     /// An output went away (e.g. `udptrace | head`).
     OutputClosed,
+    /// The privileged helper is gone, and `--require-helper` was given: why.
+    HelperGone(String),
 }
 
 struct Session {
@@ -197,7 +214,7 @@ pub async fn run(mut source: Source, parts: Parts, sinks: Vec<Box<dyn Sink>>, op
         }
     };
     // What arrived before the stop is still shown, unless an output is gone or the count is reached.
-    if matches!(stop, Stop::Signal | Stop::Duration) {
+    if matches!(stop, Stop::Signal | Stop::Duration | Stop::HelperGone(_)) {
         // The drops counted until now, before the closing line: their first ones may still be in the buffer,
         // drained below.
         let _ = session.stop_tally();
@@ -219,6 +236,11 @@ pub async fn run(mut source: Source, parts: Parts, sinks: Vec<Box<dyn Sink>>, op
         let _ = session.flush();
     }
     session.totals.filtered = session.stat(stat::FILTERED) + session.filtered_here;
+    if let Stop::HelperGone(why) = stop {
+        // What was seen until then, before the error that ends the session.
+        eprintln!("{}", session.totals.closing_line());
+        anyhow::bail!("{why}, and --require-helper stops tracing then");
+    }
     Ok(session.totals)
 }
 
@@ -379,6 +401,14 @@ impl Session {
             logs.flush();
         }
         self.parts.enricher.housekeeping();
+        if let Some(helper) = &self.options.helper {
+            helper.check();
+            if self.options.require_helper
+                && let Some(why) = helper.gone()
+            {
+                return ControlFlow::Break(Stop::HelperGone(why));
+            }
+        }
         self.read_lost()?;
         self.read_counters()?;
         self.read_tally()

@@ -14,7 +14,7 @@ use std::{collections::VecDeque, time::Instant};
 
 use self::{
     cause::Symbols,
-    owner::{Lookup, Resolver},
+    owner::{Cgroups, Lookup},
     sockets::{Recent, SocketTable},
 };
 use udptrace_common::{icmp, icmpv6};
@@ -24,6 +24,7 @@ use crate::{
     events::record::recorded_owner,
     events::{Event, SocketError, UdpDropped},
     kernel::maps::HashMap,
+    privsep::{Local, Privileged},
 };
 
 /// The programs' records of sockets' creators (`OWNERS`), by socket cookie.
@@ -35,12 +36,14 @@ const MAX_WAITING: usize = 16_384;
 
 pub struct Enricher {
     kallsyms: Symbols,
-    owners: Resolver,
+    /// What takes a privilege: /proc's owners, other namespaces' socket tables, a socket's tunnel type.
+    helper: Box<dyn Privileged>,
+    cgroups: Cgroups,
     sockets: SocketTable,
     /// Lately, by socket inode: whether a socket no process holds was still in the table (the kernel's own),
     /// and whether a socket's holder shows it a tunnel's. A flood of errors about one socket asks once.
     kernel_sockets: Recent<u64, bool>,
-    tunnels: Recent<u64, bool>,
+    tunnels: Recent<u64, Option<bool>>,
     /// Sockets' creators as the programs recorded them, for sockets found in the socket table.
     creators: Option<Creators>,
     /// The names of this kernel's drop reasons (`enum skb_drop_reason`), by value.
@@ -69,7 +72,8 @@ impl Enricher {
         let kallsyms = Symbols::Unread(kallsyms);
         Self {
             kallsyms,
-            owners: Resolver::new(cgroup_root),
+            helper: Box::new(Local::default()),
+            cgroups: Cgroups::new(cgroup_root),
             sockets: SocketTable::default(),
             kernel_sockets: Recent::default(),
             tunnels: Recent::default(),
@@ -83,6 +87,11 @@ impl Enricher {
         }
     }
 
+    /// From now on what takes a privilege is asked of `helper` (the split, `privsep`).
+    pub fn use_helper(&mut self, helper: Box<dyn Privileged>) {
+        self.helper = helper;
+    }
+
     /// Takes an event that arrived at `seen`; [`Enricher::next`] hands it back when it is complete.
     pub fn push(&mut self, mut event: Event, seen: Instant) {
         let mut needs_owner = false;
@@ -93,7 +102,7 @@ impl Enricher {
                 }
                 fill_errno(e);
                 match &mut e.owner {
-                    Some(owner) => self.owners.complete(owner),
+                    Some(owner) => self.cgroups.complete(owner),
                     None => needs_owner = e.sock_ino.is_some(),
                 }
             }
@@ -109,7 +118,7 @@ impl Enricher {
                     self.find_receiving_socket(e);
                 }
                 match &mut e.owner {
-                    Some(owner) => self.owners.complete(owner),
+                    Some(owner) => self.cgroups.complete(owner),
                     None => needs_owner = e.sock_ino.is_some(),
                 }
             }
@@ -127,10 +136,11 @@ impl Enricher {
             && let Event::UdpDropped(e) = event
             && let Some(ino) = e.sock_ino
         {
-            match self.owners.by_socket_inode(ino, *seen, may_wait) {
-                Lookup::Found(owner) => e.owner = Some(owner),
+            match self.helper.owner(ino, *seen, may_wait) {
+                Lookup::Found(holder) => e.owner = Some(self.cgroups.completed(holder.owner())),
                 // No process holds it: a kernel socket (a tunnel's), or one closed since.
                 Lookup::Unknown => e.kernel_socket = e.local.is_some(),
+                Lookup::Unasked => {}
                 Lookup::Later(at) => {
                     self.wake_at = Some(at);
                     return None;
@@ -141,17 +151,19 @@ impl Enricher {
             && let Event::SocketError(e) = event
             && let Some(ino) = e.sock_ino
         {
-            match self.owners.by_socket_inode(ino, *seen, may_wait) {
-                Lookup::Found(owner) => e.owner = Some(owner),
+            match self.helper.owner(ino, *seen, may_wait) {
+                Lookup::Found(holder) => e.owner = Some(self.cgroups.completed(holder.owner())),
                 Lookup::Unknown => {
                     // No process holds a socket that is still there: the kernel's own.
                     if let Some(remote) = e.remote {
-                        let (sockets, netns) = (&mut self.sockets, u64::from(e.meta.netns));
-                        e.kernel_socket = self
-                            .kernel_sockets
-                            .get_or_ask(ino, || sockets.still_holds(netns, e.ifindex, e.local, remote, ino));
+                        let (sockets, helper) = (&mut self.sockets, &mut *self.helper);
+                        let flow = (u64::from(e.meta.netns), e.ifindex, e.local, remote);
+                        e.kernel_socket =
+                            self.kernel_sockets.get_or_ask(ino, || sockets.still_holds(helper, flow, ino));
                     }
                 }
+                // Whether a process holds it is not known: neither an owner nor the kernel's socket.
+                Lookup::Unasked => {}
                 Lookup::Later(at) => {
                     self.wake_at = Some(at);
                     return None;
@@ -159,7 +171,7 @@ impl Enricher {
             }
         }
         if let Event::SocketError(e) = event {
-            tunnel_or_kernel(&self.owners, &mut self.tunnels, e);
+            tunnel_or_kernel(&mut *self.helper, &mut self.tunnels, e);
         }
         self.wake_at = None;
         self.queue.pop_front().map(|(event, ..)| event)
@@ -176,10 +188,10 @@ impl Enricher {
     }
 
     /// From now on nothing waits: the session is ending, and the programs hand over nothing more, so one
-    /// /proc scan answers every owner still to look up ([`Resolver::end`]).
+    /// /proc scan answers every owner still to look up (`Resolver::end`).
     pub fn end(&mut self) {
         self.ending = true;
-        self.owners.end();
+        self.helper.owners_end();
     }
 
     /// The kernel told no socket of `e`: the socket table says which socket took it, and so why it was
@@ -189,7 +201,8 @@ impl Enricher {
         let Some(remote) = e.remote else {
             return;
         };
-        let Some(found) = self.sockets.find(u64::from(e.meta.netns), e.ifindex, e.local, remote) else {
+        let flow = (u64::from(e.meta.netns), e.ifindex, e.local, remote);
+        let Some(found) = self.sockets.find(&mut *self.helper, flow) else {
             return;
         };
         // A frag-needed the kernel reported to nobody was dropped for the socket's path MTU setting
@@ -244,7 +257,8 @@ impl Enricher {
         let Some((sport, dport)) = e.packet.ports else { return };
         let (local, remote) =
             (std::net::SocketAddr::new(e.packet.dst, dport), std::net::SocketAddr::new(e.packet.src, sport));
-        let Some(found) = self.sockets.find(u64::from(e.meta.netns), e.ifindex, local, remote) else {
+        let Some(found) = self.sockets.find(&mut *self.helper, (u64::from(e.meta.netns), e.ifindex, local, remote))
+        else {
             return;
         };
         e.local = Some(found.local);
@@ -318,9 +332,9 @@ fn fill_errno(e: &mut SocketError) {
 /// An error the kernel reported to no socket, about a socket the table holds: a tunnel's socket
 /// (`UDP_ENCAP` set, read through its holder's descriptor) hands it to the tunnel, whatever the socket's
 /// state; a kernel socket (a VXLAN or WireGuard device's, held by no process) may be a tunnel's, which
-/// udptrace cannot ask, so its verdict is unknown. Neither depends on IP_RECVERR: a tunnel takes the error
-/// before the kernel looks at the flag.
-fn tunnel_or_kernel(owners: &Resolver, tunnels: &mut Recent<u64, bool>, e: &mut SocketError) {
+/// udptrace cannot ask, so its verdict is unknown, as it is when the helper that asks is gone. Neither
+/// depends on IP_RECVERR: a tunnel takes the error before the kernel looks at the flag.
+fn tunnel_or_kernel(helper: &mut dyn Privileged, tunnels: &mut Recent<u64, Option<bool>>, e: &mut SocketError) {
     if !e.unreported || !matches!(e.verdict, Some(Verdict::IgnoredSoftError | Verdict::IgnoredUnconnected)) {
         return;
     }
@@ -330,11 +344,10 @@ fn tunnel_or_kernel(owners: &Resolver, tunnels: &mut Recent<u64, bool>, e: &mut 
         return;
     }
     let pid = e.owner.as_ref().map(|o| o.pid);
-    let tunnel = tunnels.get_or_ask(ino, || {
-        owners.descriptor(ino, pid).and_then(|(pid, fd)| owner::encap_type(pid, fd, ino)).is_some_and(|kind| kind != 0)
-    });
-    if tunnel {
-        (e.verdict, e.recverr) = (Some(Verdict::Tunnel), None);
+    match tunnels.get_or_ask(ino, || helper.tunnel(ino, pid)) {
+        Some(true) => (e.verdict, e.recverr) = (Some(Verdict::Tunnel), None),
+        Some(false) => {}
+        None => (e.verdict, e.recverr) = (None, None),
     }
 }
 
@@ -396,8 +409,8 @@ mod tests {
     #[test]
     fn the_end_of_a_flood_on_kernel_sockets_scans_proc_once() {
         let mut enricher = Enricher::new(None, None, None, Default::default(), false);
-        let scans;
-        (enricher.owners, scans) = owner::tests::counting_resolver();
+        let (resolver, scans) = owner::tests::counting_resolver();
+        enricher.use_helper(Box::new(Local::with_owners(resolver)));
         let drop_at =
             |ino: u64| Event::UdpDropped(UdpDropped { sock_ino: Some(ino), owner: None, ..samples::rcvbuf_drop() });
         // While tracing: the first lookup scans; one after it waits for the next scan.

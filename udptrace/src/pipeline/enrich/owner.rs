@@ -5,6 +5,10 @@
 //! `/proc/*/fd`, as `ss -p` does: cached, and rescanned at most once a second; an event whose socket the last
 //! scan could not have seen waits for the next one. The lowest pid holding it is named, unless that is PID 1
 //! and another process holds it too, and the event says how many hold it. Unknown stays unknown.
+//!
+//! Other users' `/proc/PID/fd` take CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH: the [`Resolver`] runs in the
+//! privileged helper (`privsep`), which answers the tracer's lookups. The cgroups ([`Cgroups`]) every user
+//! may read: the tracer completes the owner itself.
 
 use std::{
     collections::HashMap,
@@ -24,11 +28,30 @@ use crate::domain::OwnerInfo;
 /// What /proc says of a socket.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Lookup {
-    Found(OwnerInfo),
+    Found(Holder),
     /// No process holds it.
     Unknown,
     /// Not in the last scan, which is too recent to repeat: ask again from this instant.
     Later(Instant),
+    /// /proc could not be asked: the privileged helper that reads it is gone. Nothing is known, not even
+    /// whether a process holds the socket.
+    Unasked,
+}
+
+/// The process /proc names for a socket: the lowest pid holding it (see [`Holders`]), its name, and how
+/// many processes hold it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Holder {
+    pub pid: u32,
+    pub comm: String,
+    pub holders: u32,
+}
+
+impl Holder {
+    /// The owner an event shows; [`Cgroups::complete`] adds its cgroup and container.
+    pub fn owner(self) -> OwnerInfo {
+        OwnerInfo { pid: self.pid, comm: self.comm, holders: Some(self.holders), ..OwnerInfo::default() }
+    }
 }
 
 /// `UDP_ENCAP` (include/uapi/linux/udp.h): the tunnel type of a UDP socket, 0 for none.
@@ -106,47 +129,23 @@ pub struct Resolver {
     /// When the session began to end: every event still to come happened before it (the programs were
     /// told to hand over nothing more), so the first scan after it answers them all.
     ended: Option<Instant>,
-    /// cgroup v2 id -> path, from the cgroup2 mount.
-    cgroups: HashMap<u64, String>,
-    cgroup_root: Option<PathBuf>,
-    last_cgroup_scan: Option<Instant>,
+}
+
+impl Default for Resolver {
+    fn default() -> Self {
+        Self::with_scan(Box::new(scan_proc))
+    }
 }
 
 impl Resolver {
-    /// `cgroup_root`: where the cgroup v2 hierarchy is mounted (`KernelFacts::cgroup2`).
-    pub fn new(cgroup_root: Option<PathBuf>) -> Self {
-        Self::with_scan(cgroup_root, Box::new(scan_proc))
-    }
-
-    fn with_scan(cgroup_root: Option<PathBuf>, scan: Scan) -> Self {
-        Self {
-            sockets: HashMap::new(),
-            last_scan: None,
-            scan,
-            ended: None,
-            cgroups: HashMap::new(),
-            cgroup_root,
-            last_cgroup_scan: None,
-        }
+    fn with_scan(scan: Scan) -> Self {
+        Self { sockets: HashMap::new(), last_scan: None, scan, ended: None }
     }
 
     /// The session is ending: what is looked up from now on happened before now (see
     /// [`Resolver::by_socket_inode`]).
     pub fn end(&mut self) {
         self.ended.get_or_insert_with(Instant::now);
-    }
-
-    /// Completes an owner the kernel recorded: its cgroup path and container.
-    pub fn complete(&mut self, owner: &mut OwnerInfo) {
-        if owner.cgroup.is_none() {
-            owner.cgroup = owner.cgroup_id.and_then(|id| self.cgroup_path(id)).or_else(|| cgroup_of_pid(owner.pid));
-        }
-        if owner.container.is_none() {
-            owner.container = owner.cgroup.as_deref().and_then(container_id).or_else(|| {
-                // Hybrid hosts: the container runtime may only show in a v1 hierarchy's path.
-                cgroups_of(owner.pid)?.into_iter().find_map(|c| container_id(&c.pathname))
-            });
-        }
     }
 
     /// The owner of the socket with inode `ino`, from /proc, for an event that arrived at `seen`.
@@ -186,9 +185,7 @@ impl Resolver {
         let (Ok(stat), Ok(pid)) = (process.stat(), u32::try_from(holders.named)) else {
             return Lookup::Unknown;
         };
-        let mut owner = OwnerInfo { pid, comm: stat.comm, holders: Some(holders.count), ..OwnerInfo::default() };
-        self.complete(&mut owner);
-        Lookup::Found(owner)
+        Lookup::Found(Holder { pid, comm: stat.comm, holders: holders.count })
     }
 
     /// A process and one of its descriptors for the socket `ino`: the holder the last scan named, else the
@@ -206,32 +203,6 @@ impl Resolver {
         self.last_scan = Some(Instant::now());
         self.sockets.clear();
         (self.scan)(&mut self.sockets);
-    }
-
-    fn cgroup_path(&mut self, id: u64) -> Option<String> {
-        if let Some(path) = self.cgroups.get(&id) {
-            return Some(path.clone());
-        }
-        if self.last_cgroup_scan.is_some_and(|t| t.elapsed() < RESCAN_AFTER) {
-            return None;
-        }
-        self.last_cgroup_scan = Some(Instant::now());
-        let root = self.cgroup_root.clone()?;
-        self.cgroups.clear();
-        let mut stack = vec![root.clone()];
-        while let Some(dir) = stack.pop() {
-            let Ok(meta) = fs::metadata(&dir) else {
-                continue;
-            };
-            let relative = dir.strip_prefix(&root).map(|p| format!("/{}", p.display())).unwrap_or_default();
-            self.cgroups.insert(meta.ino(), relative);
-            for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    stack.push(entry.path());
-                }
-            }
-        }
-        self.cgroups.get(&id).cloned()
     }
 }
 
@@ -251,6 +222,68 @@ fn scan_proc(sockets: &mut HashMap<u64, Holders>) {
                 Holders::note(sockets, ino, process.pid(), fd.fd);
             }
         }
+    }
+}
+
+/// The cgroup path and container of a socket's owner: read from the cgroup2 mount and /proc/PID/cgroup,
+/// which every user may read.
+#[derive(Default)]
+pub struct Cgroups {
+    /// cgroup v2 id -> path, from the cgroup2 mount.
+    paths: HashMap<u64, String>,
+    root: Option<PathBuf>,
+    last_scan: Option<Instant>,
+}
+
+impl Cgroups {
+    /// `root`: where the cgroup v2 hierarchy is mounted (`KernelFacts::cgroup2`).
+    pub fn new(root: Option<PathBuf>) -> Self {
+        Self { root, ..Self::default() }
+    }
+
+    /// `owner`, completed.
+    pub fn completed(&mut self, mut owner: OwnerInfo) -> OwnerInfo {
+        self.complete(&mut owner);
+        owner
+    }
+
+    /// Completes an owner: its cgroup path and container.
+    pub fn complete(&mut self, owner: &mut OwnerInfo) {
+        if owner.cgroup.is_none() {
+            owner.cgroup = owner.cgroup_id.and_then(|id| self.cgroup_path(id)).or_else(|| cgroup_of_pid(owner.pid));
+        }
+        if owner.container.is_none() {
+            owner.container = owner.cgroup.as_deref().and_then(container_id).or_else(|| {
+                // Hybrid hosts: the container runtime may only show in a v1 hierarchy's path.
+                cgroups_of(owner.pid)?.into_iter().find_map(|c| container_id(&c.pathname))
+            });
+        }
+    }
+
+    fn cgroup_path(&mut self, id: u64) -> Option<String> {
+        if let Some(path) = self.paths.get(&id) {
+            return Some(path.clone());
+        }
+        if self.last_scan.is_some_and(|t| t.elapsed() < RESCAN_AFTER) {
+            return None;
+        }
+        self.last_scan = Some(Instant::now());
+        let root = self.root.clone()?;
+        self.paths.clear();
+        let mut stack = vec![root.clone()];
+        while let Some(dir) = stack.pop() {
+            let Ok(meta) = fs::metadata(&dir) else {
+                continue;
+            };
+            let relative = dir.strip_prefix(&root).map(|p| format!("/{}", p.display())).unwrap_or_default();
+            self.paths.insert(meta.ino(), relative);
+            for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(entry.path());
+                }
+            }
+        }
+        self.paths.get(&id).cloned()
     }
 }
 
@@ -350,11 +383,12 @@ pub mod tests {
     fn finds_its_own_socket_through_proc() {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let ino = inode_of(&socket);
-        let Lookup::Found(owner) = Resolver::new(None).by_socket_inode(ino, Instant::now(), true) else {
+        let Lookup::Found(holder) = Resolver::default().by_socket_inode(ino, Instant::now(), true) else {
             panic!("the socket's owner")
         };
-        assert_eq!(owner.pid, std::process::id());
-        assert_eq!(owner.holders, Some(1));
+        assert_eq!((holder.pid, holder.holders), (std::process::id(), 1));
+        let mut owner = holder.owner();
+        Cgroups::new(None).complete(&mut owner);
         assert_eq!(owner.cgroup, cgroup_of_pid(std::process::id()));
         let own = fs::read_to_string("/proc/self/cgroup").unwrap();
         assert_eq!(owner.cgroup.as_deref(), own.lines().find_map(|l| l.strip_prefix("0::")));
@@ -364,7 +398,7 @@ pub mod tests {
     pub fn counting_resolver() -> (Resolver, std::rc::Rc<std::cell::Cell<usize>>) {
         let scans = std::rc::Rc::new(std::cell::Cell::new(0));
         let counted = scans.clone();
-        (Resolver::with_scan(None, Box::new(move |_| counted.set(counted.get() + 1))), scans)
+        (Resolver::with_scan(Box::new(move |_| counted.set(counted.get() + 1))), scans)
     }
 
     /// Too many events wait (`may_wait` false): a scan that began after an event answers it, whatever
@@ -400,7 +434,7 @@ pub mod tests {
     /// next scan instead of going without an owner; a socket no scan since its event has seen is unknown.
     #[test]
     fn a_socket_newer_than_the_last_scan_waits_for_the_next() {
-        let mut resolver = Resolver::new(None);
+        let mut resolver = Resolver::default();
         let first = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         assert!(matches!(resolver.by_socket_inode(inode_of(&first), Instant::now(), true), Lookup::Found(_)));
         let second = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -426,7 +460,7 @@ pub mod tests {
     /// closed (and perhaps given to another socket), the cached holder is not trusted.
     #[test]
     fn a_holder_that_let_the_socket_go_is_not_named() {
-        let mut resolver = Resolver::new(None);
+        let mut resolver = Resolver::default();
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let (ino, seen) = (inode_of(&socket), Instant::now());
         assert!(matches!(resolver.by_socket_inode(ino, seen, true), Lookup::Found(_)));

@@ -3,14 +3,18 @@
 //! socket its own receive path would pick (`udp_dump_one` calls `__udp4_lib_lookup`, `net/ipv4/udp_diag.c`,
 //! 5.10 to 6.18): connected sockets by their exact peer, unconnected ones whatever the peer.
 //!
+//! Another namespace's table is asked through a socket opened inside it, which the helper opens
+//! (`privsep`: entering a namespace takes CAP_SYS_ADMIN) and hands over; udptrace's own namespace's, the
+//! tracer opens itself.
+//!
 //! The answer is the table as it is when udptrace asks, a few milliseconds after the error: a socket that
 //! closed meanwhile is not found, and the verdict then stays unknown.
 
 use std::{
     collections::HashMap,
-    fs::File,
     io,
     net::SocketAddr,
+    os::fd::{IntoRawFd as _, OwnedFd},
     time::{Duration, Instant},
 };
 
@@ -22,7 +26,7 @@ use netlink_packet_sock_diag::{
 };
 use netlink_sys::{Socket, protocols::NETLINK_SOCK_DIAG};
 
-use crate::pipeline::netns;
+use crate::{pipeline::netns, privsep::Privileged};
 
 /// `TCP_ESTABLISHED`: what `connect()` sets on a UDP socket (`TCP_CLOSE` otherwise).
 const TCP_ESTABLISHED: u8 = 1;
@@ -88,15 +92,13 @@ pub struct Found {
 }
 
 /// What a lookup is for: the namespace, the interface, the quoted local and remote addresses.
-type Flow = (u64, u32, SocketAddr, SocketAddr);
+pub type Flow = (u64, u32, SocketAddr, SocketAddr);
 
 #[derive(Default)]
 pub struct SocketTable {
     /// A sock_diag socket per network namespace, by inode, and when it was last used; `None` where one
     /// could not be opened.
     diag: HashMap<u64, (Instant, Option<Socket>)>,
-    /// Where the namespaces in use can be opened; read again when one cannot be.
-    namespaces: HashMap<u64, std::path::PathBuf>,
     /// Namespaces whose table could not be read, said once each.
     said: std::collections::HashSet<u64>,
     /// Recent answers, and when each was given.
@@ -114,21 +116,22 @@ fn say_unreadable(netns: u64, why: &io::Error) {
 impl SocketTable {
     /// The UDP (or UDP-Lite) socket of namespace `netns` that an error quoting `local -> remote`, come in on
     /// interface `ifindex` (0: unknown), matches.
-    pub fn find(&mut self, netns: u64, ifindex: u32, local: SocketAddr, remote: SocketAddr) -> Option<Found> {
+    pub fn find(&mut self, helper: &mut dyn Privileged, (netns, ifindex, local, remote): Flow) -> Option<Found> {
         // Taken out while `ask` borrows the table.
         let mut recent = std::mem::take(&mut self.recent);
-        let found = recent.get_or_ask((netns, ifindex, local, remote), || self.ask(netns, ifindex, local, remote));
+        let found =
+            recent.get_or_ask((netns, ifindex, local, remote), || self.ask(helper, (netns, ifindex, local, remote)));
         self.recent = recent;
         found
     }
 
     /// Whether the table still holds the socket `inode` for the 4-tuple, asked now (not from the recent answers).
-    pub fn still_holds(&mut self, netns: u64, ifindex: u32, local: SocketAddr, remote: SocketAddr, inode: u64) -> bool {
-        self.ask(netns, ifindex, local, remote).is_some_and(|found| found.inode == inode)
+    pub fn still_holds(&mut self, helper: &mut dyn Privileged, flow: Flow, inode: u64) -> bool {
+        self.ask(helper, flow).is_some_and(|found| found.inode == inode)
     }
 
-    fn ask(&mut self, netns: u64, ifindex: u32, local: SocketAddr, remote: SocketAddr) -> Option<Found> {
-        let socket = self.socket(netns)?;
+    fn ask(&mut self, helper: &mut dyn Privileged, (netns, ifindex, local, remote): Flow) -> Option<Found> {
+        let socket = self.socket(helper, netns)?;
         // A failed exchange (the kernel did not answer in time) leaves the verdict unknown, like no socket.
         [IPPROTO_UDP, IPPROTO_UDPLITE]
             .into_iter()
@@ -143,14 +146,10 @@ impl SocketTable {
     }
 
     /// The sock_diag socket of `netns`, opened inside it when there is none (or it was idle).
-    fn socket(&mut self, netns: u64) -> Option<&Socket> {
+    fn socket(&mut self, helper: &mut dyn Privileged, netns: u64) -> Option<&Socket> {
         self.sweep();
         if !self.diag.contains_key(&netns) {
-            let opened = if netns::own() == Some(netns) {
-                open()
-            } else {
-                self.namespace(netns).and_then(|namespace| netns::inside(&namespace, open))
-            };
+            let opened = if netns::own() == Some(netns) { open() } else { helper.diag_socket(netns).and_then(prepare) };
             if let Err(why) = &opened
                 && self.said.len() < 4096
                 && self.said.insert(netns)
@@ -165,28 +164,22 @@ impl SocketTable {
         }
         socket.as_ref()
     }
-
-    /// A handle to `netns`, opened now and closed by the caller. A path that no longer leads to it (its
-    /// process exited, its name was deleted, its inode number went to a new namespace) is looked for again.
-    fn namespace(&mut self, netns: u64) -> io::Result<File> {
-        if let Some(path) = self.namespaces.get(&netns)
-            && let Ok(file) = netns::open(netns, path)
-        {
-            return Ok(file);
-        }
-        self.namespaces = netns::paths();
-        match self.namespaces.get(&netns) {
-            Some(path) => netns::open(netns, path),
-            None => Err(io::Error::other("no process is in it and no name refers to it any more")),
-        }
-    }
 }
 
 /// A sock_diag socket of the calling thread's namespace, once the kernel showed it can list UDP sockets:
 /// without `udp_diag` (a module, loaded on first use where modprobe can) it answers every lookup "no such
 /// socket", which must not pass for an answer.
 fn open() -> io::Result<Socket> {
-    let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
+    prepare_socket(Socket::new(NETLINK_SOCK_DIAG)?)
+}
+
+/// A sock_diag socket opened in another namespace, made ready as [`open`] makes one.
+fn prepare(fd: OwnedFd) -> io::Result<Socket> {
+    // SAFETY: an owned netlink socket's descriptor, whose ownership passes to the `Socket`.
+    prepare_socket(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd.into_raw_fd()) })
+}
+
+fn prepare_socket(mut socket: Socket) -> io::Result<Socket> {
     socket.bind_auto()?;
     socket.connect(&netlink_sys::SocketAddr::new(0, 0))?;
     set_receive_timeout(&socket, ANSWER_TIMEOUT)?;
@@ -354,28 +347,34 @@ mod tests {
     fn finds_connected_and_unconnected_sockets_by_the_quoted_tuple() {
         let here = netns::own().unwrap();
         let mut table = SocketTable::default();
+        let mut helper = crate::privsep::Local::default();
         let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let connected = UdpSocket::bind("127.0.0.1:0").unwrap();
         connected.connect(peer).unwrap();
         // The interface the error came in on (loopback's is 1) does not matter to an unbound socket.
-        let on_lo = table.find(here, 1, connected.local_addr().unwrap(), peer);
+        let on_lo = table.find(&mut helper, (here, 1, connected.local_addr().unwrap(), peer));
         assert_eq!(on_lo.map(|f| f.inode), Some(inode_of(&connected)), "found through lo");
-        let found = table.find(here, 0, connected.local_addr().unwrap(), peer).expect("the connected socket");
+        let found =
+            table.find(&mut helper, (here, 0, connected.local_addr().unwrap(), peer)).expect("the connected socket");
         assert!(found.connected);
         assert_eq!(found.inode, inode_of(&connected));
         assert_ne!(found.cookie, 0);
         let unconnected = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let found = table.find(here, 0, unconnected.local_addr().unwrap(), peer).expect("the unconnected socket");
+        let found = table
+            .find(&mut helper, (here, 0, unconnected.local_addr().unwrap(), peer))
+            .expect("the unconnected socket");
         assert!(!found.connected);
         assert_eq!(found.inode, inode_of(&unconnected));
         let gone = unconnected.local_addr().unwrap();
         drop(unconnected);
         // Remembered for a second, then asked again.
-        assert!(table.find(here, 0, gone, peer).is_some());
+        assert!(table.find(&mut helper, (here, 0, gone, peer)).is_some());
         table.recent.clear();
-        assert_eq!(table.find(here, 0, gone, peer), None);
+        assert_eq!(table.find(&mut helper, (here, 0, gone, peer)), None);
         let v6 = UdpSocket::bind("[::1]:0").unwrap();
-        let found = table.find(here, 0, v6.local_addr().unwrap(), "[::1]:9".parse().unwrap()).expect("an IPv6 socket");
+        let found = table
+            .find(&mut helper, (here, 0, v6.local_addr().unwrap(), "[::1]:9".parse().unwrap()))
+            .expect("an IPv6 socket");
         assert_eq!(found.inode, inode_of(&v6));
     }
 }
