@@ -35,7 +35,7 @@ use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, SeccompRule, TargetA
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
     /// Before the tracer filters itself: loading and attaching with the privileges given, the fork, and the
-    /// tracer giving its own up; and throughout, the commands that do not split (`check`, `probes`).
+    /// tracer giving its own up; and throughout, what does not split (`probes`, `check` without root).
     Start,
     /// The privileged helper, the child of the split, for as long as it runs.
     Helper,
@@ -150,7 +150,8 @@ pub const SYSCALLS: &[Group] = &[
     },
     Group {
         why: "Sockets: the metrics port served, sock_diag netlink (the tracer opens its own namespace's, the \
-              helper another's inside it), route netlink, `check`'s probes and their error queue; the requests \
+              helper another's inside it), route netlink, `check`'s probes, their peer, pending error and error \
+              queue, a socket's tunnel type (UDP_ENCAP); the requests \
               between the tracer and the helper and their answers (sendmsg, recvmsg: descriptors passed by \
               SCM_RIGHTS)",
         sides: &[Start, Helper, Tracer],
@@ -159,6 +160,8 @@ pub const SYSCALLS: &[Group] = &[
             "bind",
             "connect",
             "getsockname",
+            "getpeername",
+            "getsockopt",
             "setsockopt",
             "sendto",
             "recvfrom",
@@ -169,10 +172,9 @@ pub const SYSCALLS: &[Group] = &[
         ],
     },
     Group {
-        why: "Sockets before the split and in the helper: the metrics port listened on, `check`'s peer and \
-              pending error, the tunnel type (UDP_ENCAP) of a socket copied by pidfd_getfd",
+        why: "Sockets before the split and in the helper: the metrics port listened on",
         sides: &[Start, Helper],
-        calls: &["listen", "getpeername", "getsockopt"],
+        calls: &["listen"],
     },
     Group {
         why: "Privileges: checked, the memlock limit raised before 5.11; at the split, the tracer gives up its \
