@@ -122,7 +122,7 @@ impl Tracing {
         // Tracepoint mode sees no rate limit: read the kernel's counters instead, from before `tracing` on.
         let icmp_send_mode = outcomes.iter().find(|o| o.hook.name == hooks::ICMP_SEND).and_then(|o| o.attached);
         let counters = (icmp_send_mode == Some(AttachMode::Tracepoint))
-            .then(|| counters::Watcher::start(Box::new(crate::privsep::Local::default())));
+            .then(|| counters::Watcher::start(Box::new(counters::read_every_namespace)));
         let logs = match setup.verbose.then(|| loader::program_logs(&mut ebpf)) {
             Some(Err(e)) => {
                 eprintln!("udptrace: warning: {}", one_line(&e));

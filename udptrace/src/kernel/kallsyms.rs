@@ -32,7 +32,7 @@ impl Snapshot {
 
 /// `/proc/kallsyms`, opened once at start, while udptrace may see its addresses (CAP_SYSLOG): the kernel
 /// decides at open whether a reader sees them (`kallsyms_open()` keeps `kallsyms_show_value(file->f_cred)`,
-/// kernel/kallsyms.c, 5.8+), so the unprivileged tracer (`privsep`) reads the table again, when a module
+/// kernel/kallsyms.c, 5.8+), so the unprivileged tracer reads the table again, when a module
 /// loads, through this descriptor, from its start.
 static HELD: std::sync::OnceLock<Option<std::sync::Mutex<std::fs::File>>> = std::sync::OnceLock::new();
 

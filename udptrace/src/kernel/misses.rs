@@ -57,7 +57,7 @@ impl Misses {
     }
 
     /// The same programs, by descriptors of their own.
-    /// The programs' descriptors, which the helper keeps open (`privsep`).
+    /// The programs' descriptors, which the privileged helper keeps open before 5.19.
     pub fn raw_fds(&self) -> impl Iterator<Item = std::os::fd::RawFd> + '_ {
         self.programs.iter().map(std::os::fd::AsRawFd::as_raw_fd)
     }

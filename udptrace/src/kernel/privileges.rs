@@ -1,6 +1,6 @@
 //! Checking, before anything is loaded, that this process may load eBPF programs, so that the error says
 //! what is missing instead of a raw EPERM from the first map. Once the programs are attached, the process
-//! splits and gives its capabilities up (`privsep`).
+//! splits and gives its capabilities up (the privileged helper keeps a few).
 
 use anyhow::{Result, bail};
 use caps::{CapSet, Capability, CapsHashSet};

@@ -20,7 +20,6 @@ use std::{
 use super::netns;
 use crate::domain::{AttachMode, Family, Meta, Scope};
 use crate::events::{Event, IcmpSuppressed};
-use crate::privsep::Privileged;
 
 /// One namespace's rate-limit counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -97,9 +96,13 @@ pub fn read_every_namespace() -> Vec<(u64, Result<RateLimits, String>)> {
         .collect()
 }
 
-/// Watches every namespace's counters, read by the helper.
+/// Every namespace's counters, by inode: [`read_every_namespace`] in a process that may enter them, the
+/// helper's answer after the split.
+pub type Reader = Box<dyn FnMut() -> Vec<(u64, Result<RateLimits, String>)>>;
+
+/// Watches every namespace's counters.
 pub struct Watcher {
-    helper: Box<dyn Privileged>,
+    read: Reader,
     last: HashMap<u64, RateLimits>,
     /// Namespaces whose counters could not be read, said once each.
     unreadable: std::collections::HashSet<u64>,
@@ -107,21 +110,21 @@ pub struct Watcher {
 
 impl Watcher {
     /// Takes the starting values: what was suppressed before udptrace started is not reported.
-    pub fn start(helper: Box<dyn Privileged>) -> Self {
-        let mut watcher = Self { helper, last: HashMap::new(), unreadable: Default::default() };
+    pub fn start(read: Reader) -> Self {
+        let mut watcher = Self { read, last: HashMap::new(), unreadable: Default::default() };
         watcher.last = watcher.read();
         watcher
     }
 
-    /// From now on the counters are asked of `helper`.
-    pub fn use_helper(&mut self, helper: Box<dyn Privileged>) {
-        self.helper = helper;
+    /// From now on the counters are read by `read`.
+    pub fn read_with(&mut self, read: Reader) {
+        self.read = read;
     }
 
     /// Every namespace's counters; a namespace that cannot be entered is said once, not skipped in silence.
     fn read(&mut self) -> HashMap<u64, RateLimits> {
         let mut read = HashMap::new();
-        for (inode, limits) in self.helper.rate_limits() {
+        for (inode, limits) in (self.read)() {
             match limits {
                 Ok(limits) => {
                     read.insert(inode, limits);

@@ -53,7 +53,7 @@ pub struct Options {
     pub banner: Option<String>,
     /// Ends the session like `--duration` when notified (`udptrace check`, once its probes are answered).
     pub stop: Option<std::sync::Arc<tokio::sync::Notify>>,
-    /// The privileged helper (`privsep`), looked at once a second so that its end is said even while nothing
+    /// The privileged helper, looked at once a second so that its end is said even while nothing
     /// is asked of it.
     pub helper: Option<crate::privsep::client::Client>,
     /// `--require-helper`: the helper's end ends the session with an error.
@@ -86,11 +86,13 @@ pub struct Parts {
 }
 
 impl Parts {
-    /// From now on what takes a privilege is asked of the helper (`privsep`).
+    /// From now on what takes a privilege is asked of the privileged helper.
     pub fn use_helper(&mut self, helper: &crate::privsep::client::Client) {
         self.enricher.use_helper(Box::new(helper.clone()));
         if let Some(counters) = &mut self.counters {
-            counters.use_helper(Box::new(helper.clone()));
+            let mut helper = helper.clone();
+            counters
+                .read_with(Box::new(move || crate::pipeline::enrich::privileged::Privileged::rate_limits(&mut helper)));
         }
     }
 }

@@ -12,13 +12,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{
-    Privileged,
-    wire::{self, Owner, Reply, Request},
-};
+use super::wire::{self, Owner, Reply, Request};
 use crate::{
     kernel::maps::{MapOp, MapReply, Remote},
-    pipeline::{counters::RateLimits, enrich::owner::Lookup},
+    pipeline::{
+        counters::RateLimits,
+        enrich::{owner::Lookup, privileged::Privileged},
+    },
 };
 
 /// How long an answer may take: a /proc scan of a large host takes well under a second. A helper that

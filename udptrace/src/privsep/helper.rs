@@ -12,13 +12,13 @@ use std::{
 
 use caps::Capability;
 
-use super::{
-    Local, Privileged,
-    wire::{self, Failure, Owner, Reply, Request},
-};
+use super::wire::{self, Failure, Owner, Reply, Request};
 use crate::{
     kernel::{maps::RawMap, misses::Misses},
-    pipeline::enrich::owner::Lookup,
+    pipeline::enrich::{
+        owner::Lookup,
+        privileged::{Local, Privileged},
+    },
 };
 
 /// The programs' maps and statistics, held by the helper on kernels whose `bpf()` wants CAP_BPF for every

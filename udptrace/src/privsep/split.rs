@@ -15,7 +15,6 @@ use anyhow::{Context as _, Result, bail};
 use caps::{CapSet, Capability, CapsHashSet};
 
 use super::{
-    Local,
     client::Client,
     helper::{self, Bpf},
 };
@@ -24,6 +23,7 @@ use crate::kernel::{
     misses::Misses,
     syscalls,
 };
+use crate::pipeline::enrich::privileged::Local;
 
 /// `include/uapi/linux/securebits.h`: root's uid no longer grants capabilities on exec (`NOROOT`), a uid
 /// change cannot keep them (`KEEP_CAPS` off, locked), and no ambient capability can be raised; each

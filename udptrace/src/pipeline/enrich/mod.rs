@@ -8,13 +8,15 @@
 
 pub mod cause;
 pub mod owner;
+pub mod privileged;
 pub mod sockets;
 
 use std::{collections::VecDeque, time::Instant};
 
 use self::{
     cause::Symbols,
-    owner::{Cgroups, Lookup},
+    owner::{Cgroups, Holder, Lookup},
+    privileged::{Local, Privileged},
     sockets::{Recent, SocketTable},
 };
 use udptrace_common::{icmp, icmpv6};
@@ -24,7 +26,6 @@ use crate::{
     events::record::recorded_owner,
     events::{Event, SocketError, UdpDropped},
     kernel::maps::HashMap,
-    privsep::{Local, Privileged},
 };
 
 /// The programs' records of sockets' creators (`OWNERS`), by socket cookie.
@@ -44,6 +45,9 @@ pub struct Enricher {
     /// and whether a socket's holder shows it a tunnel's. A flood of errors about one socket asks once.
     kernel_sockets: Recent<u64, bool>,
     tunnels: Recent<u64, Option<bool>>,
+    /// Lately, by socket inode: the process /proc named. A flood of errors about a socket created before
+    /// udptrace started asks the helper once a second, not once per error.
+    holders: Recent<u64, Holder>,
     /// Sockets' creators as the programs recorded them, for sockets found in the socket table.
     creators: Option<Creators>,
     /// The names of this kernel's drop reasons (`enum skb_drop_reason`), by value.
@@ -77,6 +81,7 @@ impl Enricher {
             sockets: SocketTable::default(),
             kernel_sockets: Recent::default(),
             tunnels: Recent::default(),
+            holders: Recent::default(),
             creators,
             drop_reasons,
             modules_checked: Instant::now(),
@@ -87,7 +92,7 @@ impl Enricher {
         }
     }
 
-    /// From now on what takes a privilege is asked of `helper` (the split, `privsep`).
+    /// From now on what takes a privilege is asked of `helper` (the split).
     pub fn use_helper(&mut self, helper: Box<dyn Privileged>) {
         self.helper = helper;
     }
@@ -136,7 +141,7 @@ impl Enricher {
             && let Event::UdpDropped(e) = event
             && let Some(ino) = e.sock_ino
         {
-            match self.helper.owner(ino, *seen, may_wait) {
+            match holder_of(&mut self.holders, &mut *self.helper, ino, *seen, may_wait) {
                 Lookup::Found(holder) => e.owner = Some(self.cgroups.completed(holder.owner())),
                 // No process holds it: a kernel socket (a tunnel's), or one closed since.
                 Lookup::Unknown => e.kernel_socket = e.local.is_some(),
@@ -151,7 +156,7 @@ impl Enricher {
             && let Event::SocketError(e) = event
             && let Some(ino) = e.sock_ino
         {
-            match self.helper.owner(ino, *seen, may_wait) {
+            match holder_of(&mut self.holders, &mut *self.helper, ino, *seen, may_wait) {
                 Lookup::Found(holder) => e.owner = Some(self.cgroups.completed(holder.owner())),
                 Lookup::Unknown => {
                     // No process holds a socket that is still there: the kernel's own.
@@ -292,6 +297,25 @@ impl Enricher {
             eprintln!("udptrace: icmp_sent stack: {}", frames.join(" <- "));
         }
     }
+}
+
+/// The process /proc names for socket `ino`: a holder named less than a second ago, else the helper's
+/// answer (see `Resolver::by_socket_inode`).
+fn holder_of(
+    holders: &mut Recent<u64, Holder>,
+    helper: &mut dyn Privileged,
+    ino: u64,
+    seen: Instant,
+    may_wait: bool,
+) -> Lookup {
+    if let Some(holder) = holders.recall(&ino) {
+        return Lookup::Found(holder);
+    }
+    let lookup = helper.owner(ino, seen, may_wait);
+    if let Lookup::Found(holder) = &lookup {
+        holders.remember(ino, holder.clone());
+    }
+    lookup
 }
 
 /// Whether a received datagram was dropped by the socket it reached: by reason (a full buffer, UDP's

@@ -7,7 +7,7 @@
 //! and another process holds it too, and the event says how many hold it. Unknown stays unknown.
 //!
 //! Other users' `/proc/PID/fd` take CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH: the [`Resolver`] runs in the
-//! privileged helper (`privsep`), which answers the tracer's lookups. The cgroups ([`Cgroups`]) every user
+//! privileged helper, which answers the tracer's lookups. The cgroups ([`Cgroups`]) every user
 //! may read: the tracer completes the owner itself.
 
 use std::{

@@ -4,7 +4,7 @@
 //! 5.10 to 6.18): connected sockets by their exact peer, unconnected ones whatever the peer.
 //!
 //! Another namespace's table is asked through a socket opened inside it, which the helper opens
-//! (`privsep`: entering a namespace takes CAP_SYS_ADMIN) and hands over; udptrace's own namespace's, the
+//! (entering a namespace takes CAP_SYS_ADMIN) and hands over; udptrace's own namespace's, the
 //! tracer opens itself.
 //!
 //! The answer is the table as it is when udptrace asks, a few milliseconds after the error: a socket that
@@ -26,7 +26,8 @@ use netlink_packet_sock_diag::{
 };
 use netlink_sys::{Socket, protocols::NETLINK_SOCK_DIAG};
 
-use crate::{pipeline::netns, privsep::Privileged};
+use super::privileged::Privileged;
+use crate::pipeline::netns;
 
 /// `TCP_ESTABLISHED`: what `connect()` sets on a UDP socket (`TCP_CLOSE` otherwise).
 const TCP_ESTABLISHED: u8 = 1;
@@ -46,15 +47,24 @@ impl<K, V> Default for Recent<K, V> {
     }
 }
 
-impl<K: std::hash::Hash + Eq, V: Copy> Recent<K, V> {
+impl<K: std::hash::Hash + Eq, V: Clone> Recent<K, V> {
     /// The answer for `key` given less than [`REMEMBER`] ago, else `ask`'s, remembered.
     pub fn get_or_ask(&mut self, key: K, ask: impl FnOnce() -> V) -> V {
-        if let Some((at, answer)) = self.answers.get(&key)
-            && at.elapsed() < REMEMBER
-        {
-            return *answer;
+        if let Some(answer) = self.recall(&key) {
+            return answer;
         }
         let answer = ask();
+        self.remember(key, answer.clone());
+        answer
+    }
+
+    /// The answer for `key` given less than [`REMEMBER`] ago.
+    pub fn recall(&self, key: &K) -> Option<V> {
+        self.answers.get(key).filter(|(at, _)| at.elapsed() < REMEMBER).map(|(_, answer)| answer.clone())
+    }
+
+    /// Remembers `answer` for `key`, from now.
+    pub fn remember(&mut self, key: K, answer: V) {
         if self.answers.len() >= MAX_REMEMBERED {
             self.answers.retain(|_, (at, _)| at.elapsed() < REMEMBER);
             if self.answers.len() >= MAX_REMEMBERED {
@@ -62,7 +72,6 @@ impl<K: std::hash::Hash + Eq, V: Copy> Recent<K, V> {
             }
         }
         self.answers.insert(key, (Instant::now(), answer));
-        answer
     }
 
     #[cfg(test)]
@@ -347,7 +356,7 @@ mod tests {
     fn finds_connected_and_unconnected_sockets_by_the_quoted_tuple() {
         let here = netns::own().unwrap();
         let mut table = SocketTable::default();
-        let mut helper = crate::privsep::Local::default();
+        let mut helper = super::super::privileged::Local::default();
         let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let connected = UdpSocket::bind("127.0.0.1:0").unwrap();
         connected.connect(peer).unwrap();
