@@ -1,12 +1,15 @@
 //! The benchmark's traffic, each side in a process of its own, so that neither shares a process with the
 //! harness or with the other: `udptrace-bench` runs itself again as `udptrace-bench __traffic ...`.
 //!
-//! - `__traffic send NETNS ADDR:PORT SECONDS BYTES connected|unconnected|flows=N`: enters the network
+//! - `__traffic send NETNS ADDR:PORT SECONDS BYTES connected|unconnected|flows=N [wait]`: enters the network
 //!   namespace at the path NETNS, then sends datagrams of BYTES bytes in a tight loop for SECONDS, with
 //!   `send()` on a socket connected to ADDR:PORT, with `send_to()` on an unconnected one, or (`flows=N`,
 //!   IPv4) from N source ports in turn, each datagram a UDP header and payload written to a raw socket
 //!   (checksum 0: none, which IPv4 allows). A failed send is counted and the loop goes on. Prints
-//!   `sent=N failed=N elapsed_ns=N error=TEXT` (the first failure, or `-`).
+//!   `sent=N failed=N elapsed_ns=N error=TEXT` (the first failure, or `-`). With `wait`, it opens its socket,
+//!   prints `ready` and sends only once a line comes on its standard input, so that a tracer started in
+//!   between finds a socket older than itself; and it keeps the socket until its input closes, so that the
+//!   tracer still finds the socket's holder for the last events it reads.
 //! - `__traffic receive NETNS ADDR:PORT`: enters NETNS, binds ADDR:PORT with a 64 MiB receive buffer
 //!   (`SO_RCVBUFFORCE`), prints `ready`, and counts what `recvmmsg()` returns, 64 datagrams a call at most,
 //!   until its standard input closes; then it drains until nothing has come for 200 ms and prints
@@ -51,8 +54,8 @@ pub fn main(args: &[String]) -> ExitCode {
         Some("receive") => receive_main(&args[1..]),
         Some("sink") => sink_main(&args[1..]),
         _ => Err(anyhow::anyhow!(
-            "usage: {COMMAND} send NETNS ADDR:PORT SECONDS BYTES connected|unconnected, {COMMAND} receive NETNS \
-             ADDR:PORT, or {COMMAND} sink NETNS ADDR:PORT RCVBUF"
+            "usage: {COMMAND} send NETNS ADDR:PORT SECONDS BYTES connected|unconnected|flows=N [wait], {COMMAND} \
+             receive NETNS ADDR:PORT, or {COMMAND} sink NETNS ADDR:PORT RCVBUF"
         )),
     };
     match result {
@@ -112,8 +115,12 @@ impl How {
 const FIRST_PORT: u16 = 20000;
 
 fn send_main(args: &[String]) -> Result<()> {
+    let (wait, args) = match args {
+        [rest @ .., last] if last == "wait" => (true, rest),
+        _ => (false, args),
+    };
     let [netns, to, seconds, bytes, how] = args else {
-        bail!("usage: {COMMAND} send NETNS ADDR:PORT SECONDS BYTES connected|unconnected|flows=N");
+        bail!("usage: {COMMAND} send NETNS ADDR:PORT SECONDS BYTES connected|unconnected|flows=N [wait]");
     };
     let to = address(to)?;
     let seconds = match seconds.parse::<f64>() {
@@ -127,12 +134,15 @@ fn send_main(args: &[String]) -> Result<()> {
     let how = How::parse(how)?;
     enter(netns)?;
     if let How::Flows(flows) = how {
-        return send_flows(to, seconds, bytes, flows);
+        return send_flows(to, seconds, bytes, flows, wait);
     }
     let connected = how == How::Connected;
     let socket = UdpSocket::bind(SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0)).context("binding")?;
     if connected {
         socket.connect(to).with_context(|| format!("connecting to {to}"))?;
+    }
+    if wait {
+        ready_then_go()?;
     }
     let payload = vec![0u8; bytes];
     let deadline = Duration::from_secs_f64(seconds);
@@ -150,15 +160,34 @@ fn send_main(args: &[String]) -> Result<()> {
             }
         }
     }
-    let elapsed = start.elapsed();
+    said(sent, failed, start.elapsed(), first_error, wait)
+}
+
+/// `wait`: says the socket is open, then waits for the line that says to send.
+fn ready_then_go() -> Result<()> {
+    println!("ready");
+    std::io::stdout().flush()?;
+    let mut go = String::new();
+    if std::io::stdin().read_line(&mut go)? == 0 {
+        bail!("the input closed before the word to send");
+    }
+    Ok(())
+}
+
+/// Prints what the sender did; with `wait`, then holds its socket (the caller's) until the input closes.
+fn said(sent: u64, failed: u64, elapsed: Duration, first_error: Option<std::io::Error>, wait: bool) -> Result<()> {
     let error = first_error.map_or_else(|| "-".to_owned(), |e| e.to_string());
     println!("sent={sent} failed={failed} elapsed_ns={} error={error}", elapsed.as_nanos());
+    if wait {
+        std::io::stdout().flush()?;
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    }
     Ok(())
 }
 
 /// `flows=N`: UDP datagrams from N source ports in turn, each written whole (header and payload) to a raw
 /// IPv4 socket, which adds the IP header.
-fn send_flows(to: SocketAddr, seconds: f64, bytes: usize, flows: u16) -> Result<()> {
+fn send_flows(to: SocketAddr, seconds: f64, bytes: usize, flows: u16, wait: bool) -> Result<()> {
     let SocketAddr::V4(to) = to else { bail!("flows=N sends IPv4 only") };
     // SAFETY: plain socket creation; the descriptor is owned below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_UDP) };
@@ -176,6 +205,9 @@ fn send_flows(to: SocketAddr, seconds: f64, bytes: usize, flows: u16) -> Result<
     let mut datagram = vec![0u8; 8 + bytes];
     datagram[2..4].copy_from_slice(&to.port().to_be_bytes());
     datagram[4..6].copy_from_slice(&((8 + bytes) as u16).to_be_bytes());
+    if wait {
+        ready_then_go()?;
+    }
     let deadline = Duration::from_secs_f64(seconds);
     let (mut sent, mut failed, mut first_error) = (0u64, 0u64, None);
     let mut port = 0u16;
@@ -203,10 +235,7 @@ fn send_flows(to: SocketAddr, seconds: f64, bytes: usize, flows: u16) -> Result<
             }
         }
     }
-    let elapsed = start.elapsed();
-    let error = first_error.map_or_else(|| "-".to_owned(), |e| e.to_string());
-    println!("sent={sent} failed={failed} elapsed_ns={} error={error}", elapsed.as_nanos());
-    Ok(())
+    said(sent, failed, start.elapsed(), first_error, wait)
 }
 
 fn receive_main(args: &[String]) -> Result<()> {
@@ -406,11 +435,79 @@ pub fn send(ns: &Netns, to: SocketAddr, seconds: f64, bytes: usize, how: How) ->
     Sent::parse(out.trim()).with_context(|| format!("the sender said {:?}", out.trim()))
 }
 
-/// A receiver in a process of its own, counting what arrives until [`Receiver::finish`].
-pub struct Receiver {
+/// A sender whose socket is open before it sends: opened by [`Sender::open`], sending on [`Sender::go`].
+/// Its process holds the socket until this drops.
+pub struct Sender {
+    side: Side,
+    seconds: f64,
+}
+
+impl Sender {
+    /// Starts a sender in `ns` that opens its socket to `to` as `how` says, and returns once it has.
+    pub fn open(ns: &Netns, to: SocketAddr, seconds: f64, bytes: usize, how: How) -> Result<Self> {
+        let (path, to, secs, bytes) = (ns.path(), to.to_string(), seconds.to_string(), bytes.to_string());
+        let (side, line) = Side::start(&["send", &path, &to, &secs, &bytes, &how.arg(), "wait"], "sender")?;
+        if line != "ready" {
+            bail!("the sender said {line:?}");
+        }
+        Ok(Self { side, seconds })
+    }
+
+    /// Sends for the seconds given; returns what was sent once it has. The socket stays open.
+    pub fn go(&mut self) -> Result<Sent> {
+        let told = self.side.stdin.as_mut().context("the sender's input")?.write_all(b"go\n");
+        if told.is_err() {
+            return self.side.failed("took no word to send");
+        }
+        // Emulated machines are slow; the sender ends by itself after `seconds`.
+        match self.side.lines.recv_timeout(Duration::from_secs_f64(self.seconds) + Duration::from_secs(60)) {
+            Ok(line) => Sent::parse(&line).with_context(|| format!("the sender said {line:?}")),
+            Err(_) => self.side.failed("did not report"),
+        }
+    }
+}
+
+/// A traffic process that talks back: its input kept open, its output read line by line.
+struct Side {
     child: Process,
     stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<String>,
+    /// What it is, for errors: `sender`, `receiver`.
+    what: &'static str,
+}
+
+impl Side {
+    /// Starts `udptrace-bench __traffic ARGS`; returns it with its first line (it says it is ready).
+    fn start(args: &[&str], what: &'static str) -> Result<(Self, String)> {
+        let mut command = traffic_command(args)?;
+        let mut child = Process(command.stdin(Stdio::piped()).spawn().with_context(|| format!("starting the {what}"))?);
+        let stdin = child.0.stdin.take();
+        let stdout = child.0.stdout.take().with_context(|| format!("the {what}'s stdout"))?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut side = Self { child, stdin, lines, what };
+        match side.lines.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => Ok((side, line)),
+            Err(_) => side.failed("did not get ready"),
+        }
+    }
+
+    fn failed<T>(&mut self, how: &str) -> Result<T> {
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
+        bail!("the {} {how}: {}", self.what, stderr_of(&mut self.child.0))
+    }
+}
+
+/// A receiver in a process of its own, counting what arrives until [`Receiver::finish`].
+pub struct Receiver {
+    side: Side,
     /// A sink's receive buffer, as `SO_RCVBUF` reads back (the kernel doubles what was asked).
     pub rcvbuf: Option<u64>,
 }
@@ -430,45 +527,27 @@ impl Receiver {
     }
 
     fn spawn(args: &[&str]) -> Result<Self> {
-        let mut command = traffic_command(args)?;
-        let mut child = Process(command.stdin(Stdio::piped()).spawn().context("starting the receiver")?);
-        let stdin = child.0.stdin.take();
-        let stdout = child.0.stdout.take().context("the receiver's stdout")?;
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut receiver = Self { child, stdin, lines, rcvbuf: None };
-        match receiver.lines.recv_timeout(Duration::from_secs(60)) {
-            Ok(line) if line == "ready" => Ok(receiver),
-            Ok(line) if line.starts_with("ready rcvbuf=") => {
-                receiver.rcvbuf = line["ready rcvbuf=".len()..].parse().ok();
+        let (side, line) = Side::start(args, "receiver")?;
+        let mut receiver = Self { side, rcvbuf: None };
+        match line.strip_prefix("ready") {
+            Some("") => Ok(receiver),
+            Some(rest) if rest.starts_with(" rcvbuf=") => {
+                receiver.rcvbuf = rest[" rcvbuf=".len()..].parse().ok();
                 Ok(receiver)
             }
-            Ok(line) => bail!("the receiver said {line:?}"),
-            Err(_) => receiver.failed("did not get ready"),
+            _ => bail!("the receiver said {line:?}"),
         }
-    }
-
-    fn failed<T>(&mut self, what: &str) -> Result<T> {
-        let _ = self.child.0.kill();
-        let _ = self.child.0.wait();
-        bail!("the receiver {what}: {}", stderr_of(&mut self.child.0))
     }
 
     /// Closes the receiver's input; it drains what is still on its way (a sink: what is queued) and says
     /// how many datagrams it received in all.
     pub fn finish(mut self) -> Result<u64> {
-        drop(self.stdin.take());
-        let line = match self.lines.recv_timeout(Duration::from_secs(60)) {
+        drop(self.side.stdin.take());
+        let line = match self.side.lines.recv_timeout(Duration::from_secs(60)) {
             Ok(line) => line,
-            Err(_) => return self.failed("did not report"),
+            Err(_) => return self.side.failed("did not report"),
         };
-        let _ = self.child.0.wait();
+        let _ = self.side.child.0.wait();
         line.strip_prefix("received=")
             .and_then(|n| n.parse().ok())
             .with_context(|| format!("the receiver said {line:?}"))

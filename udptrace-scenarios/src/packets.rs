@@ -44,12 +44,13 @@ pub fn set_recverr(socket: &UdpSocket, ipv6: bool) -> io::Result<()> {
 }
 
 /// The ICMP rate-limit counters of `ns` (`Icmp: OutRateLimitGlobal OutRateLimitHost`), and how many
-/// destination-unreachable errors it sent (`IcmpMsg: OutType3`).
+/// destination-unreachable errors it sent and received (`IcmpMsg: OutType3`, `InType3`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct IcmpCounters {
     pub rate_limit_global: u64,
     pub rate_limit_host: u64,
     pub out_dest_unreach: u64,
+    pub in_dest_unreach: u64,
     /// ICMP messages received and dropped as malformed (`Icmp: InErrors`).
     pub in_errors: u64,
     /// ICMP errors `__icmp_send` built but could not queue (`Icmp: OutErrors`, e.g. the ICMP socket's send
@@ -87,6 +88,7 @@ pub fn icmp_counters(ns: &Netns) -> Result<IcmpCounters> {
                     "NoPorts" if prefix == "Udp:" => counters.no_ports = value,
                     "OutRateLimitHost" => counters.rate_limit_host = value,
                     "OutType3" => counters.out_dest_unreach = value,
+                    "InType3" => counters.in_dest_unreach = value,
                     "InErrors" if prefix == "Icmp:" => counters.in_errors = value,
                     "OutErrors" if prefix == "Icmp:" => counters.out_errors = value,
                     _ => {}

@@ -351,7 +351,19 @@ harness starts it, waits, and reads its count.
   nothing interrupts the loop. udptrace runs three ways in each mode: as a user starts it, a text line per
   event; with `--quiet`; and with `--summary 1`. Beside it: the bpftrace script on the same tracepoints, and
   `tcpdump -i any icmp -w FILE` in the server's namespace. udptrace's events plus its lost count must equal
-  the port unreachables the kernel counted, in every round.
+  the port unreachables the kernel counted, in every round. Beside them, what naming a socket's owner costs,
+  in each mode whose socket_error hook attaches: the sender's socket connected to the closed port, so that
+  the kernel tells it of every port unreachable (its next send then fails with ECONNREFUSED, not counted as
+  sent), with no tracer (`no tracer, connected sender`) and with udptrace `--json --netns CLIENT`, a
+  `socket_error` per datagram, read and counted by the harness. With the socket opened after udptrace
+  started, the programs recorded its owner; with it opened before (`socket older than udptrace`: the sender
+  opens it, then waits for the word to send while udptrace starts), udptrace's privileged helper looks the
+  owner up in /proc, a request over the socketpair per event (its cached scan, then the holder's
+  `/proc/PID/fd/N` and `/proc/PID/stat` read again). Each event's `holders`, which only /proc sets, holds
+  each round to the way it claims: every event names an owner, and /proc named all of them or none. The
+  accounting table gives udptrace's CPU time per event, its helper's included: where udptrace cannot keep up,
+  its buffer fills and the records lost cost the programs less, so the cost of a request shows there and in
+  the lost count rather than in the rate.
 - Drop floods: the hot path's connected sender to a receiver that never reads (`SO_RCVBUF` 4 KiB), so that
   nearly every datagram is dropped at its full buffer; and on this host the same over 10,000 flows, each
   datagram from the next source port in turn (written with its UDP header to a raw socket), more flows than
@@ -362,7 +374,7 @@ harness starts it, waits, and reads its count.
 
 Each round measures every variant once, in a rotating order; the tables give medians over rounds, and each
 variant's ratio to no tracer is the median of its per-round ratios, so that a machine's drift between rounds
-cancels out. udptrace always has `--netns SERVER`. Started as a user starts it, it hands over a record per
+cancels out. udptrace has `--netns SERVER`, but for the socket owner's rows, `--netns CLIENT`. Started as a user starts it, it hands over a record per
 error and prints a text line for each, to a pipe that is read and dropped (the hot path runs it so too);
 with `--quiet` (nothing printed) or `--summary 1` (a JSON table a second, to a pipe that is read), only
 counts are wanted, and its programs count in the kernel instead of handing over a record per error. The

@@ -21,7 +21,14 @@
 //!    with `--summary 1` (the last two count in the kernel instead of handing over a record per error); a
 //!    bpftrace script on the same tracepoints (`bench/errors.bt`), and `tcpdump -i any icmp -w FILE` in the
 //!    server's namespace. udptrace's events plus its lost count must equal the port unreachables the
-//!    kernel counted; and the per-program cost, from BPF statistics.
+//!    kernel counted; and the per-program cost, from BPF statistics. Beside them, what naming a socket's
+//!    owner costs: the sender connected to the closed port, so that the kernel tells its socket of every
+//!    port unreachable (and its next send fails), with no tracer and with udptrace `--json` on the client's
+//!    namespace, a `socket_error` per error, in each mode that sees them: once with the socket opened after
+//!    udptrace started, whose owner the programs recorded, and once with it opened before, whose owner
+//!    udptrace looks up in /proc through its privileged helper, a request per event. Each event's `holders`
+//!    (set only by /proc) is read to hold each run to the way it claims; and udptrace's CPU time per event,
+//!    with its helper's.
 //! 3. Start-up (spawn to `udptrace: tracing`) and peak RSS.
 //! 4. Drop flood: the hot path's sender (`send()` on a connected socket to an open port, as fast as it
 //!    goes) to a receiver that reads nothing until the end and has a small receive buffer (`SO_RCVBUF`
@@ -98,6 +105,15 @@ enum Variant {
     Quiet(String),
     /// udptrace in this mode, `--summary 1`: counted in the kernel, a table a second on a pipe that is read.
     Summary(String),
+    /// No tracer, the error path's sender connected to the closed port (the baseline of the two below).
+    BareConnected,
+    /// udptrace in this mode, `--json --netns CLIENT`, the sender connected to the closed port: a
+    /// `socket_error` per port unreachable, about a socket opened after udptrace started, whose owner the
+    /// programs recorded.
+    OwnerRecorded(String),
+    /// As `OwnerRecorded`, with the socket opened before udptrace started: each event's owner is looked up
+    /// in /proc by the privileged helper, a request per event.
+    OwnerFromProc(String),
     Bpftrace,
     /// `bpftrace -e` with [`paths::BPFTRACE_DROPS`], in the drop floods.
     BpftraceDrops,
@@ -114,6 +130,11 @@ impl Variant {
             Variant::Dns(mode) => format!("udptrace {mode} --dns-port {CLOSED_PORT}"),
             Variant::Quiet(mode) => format!("udptrace {mode} --quiet"),
             Variant::Summary(mode) => format!("udptrace {mode} --summary 1"),
+            Variant::BareConnected => "no tracer, connected sender".to_owned(),
+            Variant::OwnerRecorded(mode) => format!("udptrace {mode} --json --netns CLIENT"),
+            Variant::OwnerFromProc(mode) => {
+                format!("udptrace {mode} --json --netns CLIENT, socket older than udptrace")
+            }
             Variant::Bpftrace => "bpftrace script".to_owned(),
             Variant::BpftraceDrops => "bpftrace one-liner".to_owned(),
             Variant::Tcpdump => "tcpdump -i any icmp -w".to_owned(),
@@ -128,16 +149,24 @@ impl Variant {
             | Variant::DnsJson(mode)
             | Variant::Dns(mode)
             | Variant::Quiet(mode)
-            | Variant::Summary(mode) => Some(mode),
+            | Variant::Summary(mode)
+            | Variant::OwnerRecorded(mode)
+            | Variant::OwnerFromProc(mode) => Some(mode),
             _ => None,
         }
+    }
+
+    /// Whether the error path's sender is connected to the closed port, so that its socket is told of
+    /// every error: the variants that measure the socket owner's lookup, and their baseline.
+    fn connected_sender(&self) -> bool {
+        matches!(self, Variant::BareConnected | Variant::OwnerRecorded(_) | Variant::OwnerFromProc(_))
     }
 }
 
 mod paths;
 mod processes;
 use self::paths::{drop_flood, error_path, hot_path};
-use self::processes::{Running, Starts, Tracefs, start_tool, start_udptrace};
+use self::processes::{Running, Starts, Tracefs, cpu_time, start_tool, start_udptrace};
 mod report;
 mod stats;
 use self::stats::{Costs, loaded_program_ids, programs_of, stats_of, tool_programs};
@@ -197,17 +226,26 @@ fn udp_counters(ns: &Netns) -> Result<UdpCounters> {
     Ok(counters)
 }
 
-/// Which of `modes` attach every hook here, each with its start-up time, and why not for the others.
-fn usable_modes(options: &Options, hosts: &Hosts, report: &mut Report, starts: &mut Starts) -> Vec<String> {
-    let server_ns = hosts.server.inode.to_string();
-    let mut usable = Vec::new();
+/// Which of `modes` attach here, each with its start-up time, and why not for the others; and of those, the
+/// ones whose socket_error hook attached.
+fn usable_modes(
+    options: &Options,
+    hosts: &Hosts,
+    report: &mut Report,
+    starts: &mut Starts,
+) -> (Vec<String>, Vec<String>) {
+    let (mut usable, mut socket_errors) = (Vec::new(), Vec::new());
     for mode in &options.modes {
         let variant = Variant::Udptrace(mode.clone());
-        match start_udptrace(options, &variant, &server_ns, starts) {
+        match start_udptrace(options, &variant, hosts, starts) {
             Ok(Some((mut tracer, _))) => {
                 // A hook this kernel lacks in this mode is said; the mode is measured with the others.
                 for missing in tracer.not_traced() {
                     report.left_out.push(format!("udptrace {mode}, measured without: {missing}"));
+                }
+                // udptrace's warning names the hook (kernel/hooks.rs SOCKET_ERROR).
+                if !tracer.not_traced().iter().any(|l| l.contains("socket_error not traced")) {
+                    socket_errors.push(mode.clone());
                 }
                 starts.rss(&variant.label(), &tracer);
                 let _ = tracer.stop();
@@ -217,7 +255,7 @@ fn usable_modes(options: &Options, hosts: &Hosts, report: &mut Report, starts: &
             Err(e) => report.left_out.push(format!("udptrace {mode}: {}", crate::outcome::one_line(&format!("{e:#}")))),
         }
     }
-    usable
+    (usable, socket_errors)
 }
 
 /// Runs `measure` for every variant, `rounds` times, each round in another order; returns per variant the
@@ -283,13 +321,13 @@ pub fn run(options: &Options) -> Result<Report> {
     let mut starts = Starts::default();
     // On for both paths: a program that runs per healthy datagram shows in the hot path's run counts.
     let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enabling BPF run-time statistics")?;
-    let modes = usable_modes(&options, &hosts, &mut report, &mut starts);
+    let (modes, socket_error_modes) = usable_modes(&options, &hosts, &mut report, &mut starts);
     let wanted = |path: &str| options.paths.is_empty() || options.paths.iter().any(|p| p == path);
     if wanted("hot") {
         hot_path(&options, &hosts, &modes, &mut report, &mut starts)?;
     }
     if wanted("errors") {
-        error_path(&options, &hosts, &modes, &mut report, &mut starts)?;
+        error_path(&options, &hosts, &modes, &socket_error_modes, &mut report, &mut starts)?;
     }
     if wanted("drops") {
         let flood = drop_flood(&options, &hosts, &modes, How::Connected, &mut report, &mut starts)?;
@@ -428,6 +466,46 @@ mod tests {
         assert!(report.drops.accounted());
         // The flood over many flows accounted for nothing: the report as a whole does not account.
         assert!(!report.drops_accounted());
+    }
+
+    #[test]
+    fn socket_errors_are_counted_by_where_their_owners_came_from() {
+        let mut owners = SocketErrorOwners::default();
+        for line in [
+            // /proc named it: `holders` set. A name that quotes a key does not hide it.
+            r#"{"event":"socket_error","time":"2026-12-07T08:08:12.624622Z","netns":4026532174,"probe":"tracepoint","family":"ipv4","local":"10.241.0.1:54482","remote":"10.241.0.2:9001","icmp":null,"errno":"ECONNREFUSED","verdict":"delivered","recverr":false,"pid":30677,"tid":null,"comm":"a\"holders\":null","cgroup":"/init.scope","container":null,"holders":1,"dns":null}"#,
+            // The programs recorded it.
+            r#"{"event":"socket_error","time":"2026-12-07T08:08:12.626881Z","netns":4026532174,"probe":"tracepoint","family":"ipv4","local":"10.241.0.1:54482","remote":"10.241.0.2:9001","icmp":null,"errno":"ECONNREFUSED","verdict":"delivered","recverr":false,"pid":30677,"tid":30677,"comm":"udptrace-bench","cgroup":"/init.scope","container":null,"holders":null,"dns":null}"#,
+            // Nobody.
+            r#"{"event":"socket_error","time":"2026-12-07T08:08:12.629099Z","netns":4026532174,"probe":"tracepoint","family":"ipv4","local":"10.241.0.1:54482","remote":"10.241.0.2:9001","icmp":null,"errno":"ECONNREFUSED","verdict":"delivered","recverr":false,"pid":null,"tid":null,"comm":null,"cgroup":null,"container":null,"holders":null,"dns":null}"#,
+            r#"{"event":"icmp_sent","count":5}"#,
+            "not json",
+        ] {
+            owners.add_json_line(line);
+        }
+        assert_eq!(owners, SocketErrorOwners { events: 3, owned: 2, from_proc: 1 });
+
+        let report = Report {
+            accounting: vec![Accounting {
+                label: "udptrace tracepoint --json --netns CLIENT, socket older than udptrace".into(),
+                source: "its JSON events",
+                rounds: 1,
+                accounted_rounds: 1,
+                kernel: 10,
+                events: 4,
+                lost: 6,
+                owners: Some(SocketErrorOwners { events: 4, owned: 4, from_proc: 4 }),
+                cpu: Some(Duration::from_micros(10)),
+            }],
+            ..Report::default()
+        };
+        let text = report.markdown("## header");
+        assert!(
+            text.contains(
+                "| udptrace tracepoint --json --netns CLIENT, socket older than udptrace | its JSON events | 1 | 10 | 4 | 6 | 4 | yes | 2.50 |"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

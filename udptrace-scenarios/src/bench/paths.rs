@@ -25,7 +25,6 @@ pub(super) fn hot_path(
     report: &mut Report,
     starts: &mut Starts,
 ) -> Result<()> {
-    let server_ns = hosts.server.inode.to_string();
     let to = Hosts::server(OPEN_PORT);
     let variants = with_bare(modes, &[Variant::Udptrace]);
     let mut totals: BTreeMap<String, HotRow> = BTreeMap::new();
@@ -33,7 +32,7 @@ pub(super) fn hot_path(
     let mut notes = Vec::new();
     let rates = rounds(&variants, options.rounds, |variant| {
         let label = variant.label();
-        let mut tracer = start_udptrace(options, variant, &server_ns, starts)?;
+        let mut tracer = start_udptrace(options, variant, hosts, starts)?;
         let ids = tracer.as_ref().map(|(_, ids)| ids.clone()).unwrap_or_default();
         let receiver = bench_traffic::Receiver::start(&hosts.server, to)?;
         let udp_before = udp_counters(&hosts.server)?;
@@ -117,17 +116,32 @@ fn with_bare(modes: &[String], kinds: &[fn(String) -> Variant]) -> Vec<Variant> 
 }
 
 /// 2. The error path: every variant, udptrace's accounting, and its programs' costs.
+///
+/// What naming the owner of the socket an error reaches costs is measured in `socket_error_modes`, those
+/// whose socket_error hook attached here.
 pub(super) fn error_path(
     options: &Options,
     hosts: &Hosts,
     modes: &[String],
+    socket_error_modes: &[String],
     report: &mut Report,
     starts: &mut Starts,
 ) -> Result<()> {
-    let server_ns = hosts.server.inode.to_string();
     let to = Hosts::server(CLOSED_PORT);
     // Beside `udptrace MODE`, the same with every error about a DNS datagram: the cost of a DNS error.
     let mut variants = with_bare(modes, &[Variant::Udptrace, Variant::Dns, Variant::Quiet, Variant::Summary]);
+    // The owner of a socket opened before udptrace started, from /proc, beside one the programs recorded.
+    if !socket_error_modes.is_empty() {
+        variants.push(Variant::BareConnected);
+    }
+    for mode in socket_error_modes {
+        variants.extend([Variant::OwnerRecorded(mode.clone()), Variant::OwnerFromProc(mode.clone())]);
+    }
+    for mode in modes.iter().filter(|m| !socket_error_modes.contains(m)) {
+        report.left_out.push(format!(
+            "udptrace {mode} --json --netns CLIENT, the socket owner's rows: its socket_error hook did not attach here"
+        ));
+    }
     if let Some(script) = &options.bpftrace_script {
         match Command::new("bpftrace").arg("--version").output() {
             Ok(out) if out.status.success() => variants.push(Variant::Bpftrace),
@@ -147,6 +161,8 @@ pub(super) fn error_path(
     let mut failed_tools: Vec<String> = Vec::new();
     let mut notes = Vec::new();
     let send = || bench_traffic::send(&hosts.client, to, options.seconds, DATAGRAM_BYTES, How::Unconnected);
+    let open_connected =
+        || bench_traffic::Sender::open(&hosts.client, to, options.seconds, DATAGRAM_BYTES, How::Connected);
     let rates = rounds(&variants, options.rounds, |variant| {
         let label = variant.label();
         let before = icmp_counters(&hosts.server)?;
@@ -156,21 +172,45 @@ pub(super) fn error_path(
         };
         let sent = match variant {
             Variant::Bare => send()?,
+            Variant::BareConnected => open_connected()?.go()?,
             Variant::Udptrace(mode)
             | Variant::Json(mode)
             | Variant::DnsJson(mode)
             | Variant::Dns(mode)
             | Variant::Quiet(mode)
-            | Variant::Summary(mode) => {
-                let (mut tracer, ids) = start_udptrace(options, variant, &server_ns, starts)?.context("udptrace")?;
+            | Variant::Summary(mode)
+            | Variant::OwnerRecorded(mode)
+            | Variant::OwnerFromProc(mode) => {
+                let from_proc = matches!(variant, Variant::OwnerFromProc(_));
+                let mut sender = if from_proc { Some(open_connected()?) } else { None };
+                let (mut tracer, ids) = start_udptrace(options, variant, hosts, starts)?.context("udptrace")?;
+                if variant.connected_sender() && sender.is_none() {
+                    sender = Some(open_connected()?);
+                }
+                let client_before = variant.connected_sender().then(|| icmp_counters(&hosts.client)).transpose()?;
                 let stats_before = stats_of(&ids);
-                let sent = send()?;
+                let cpu_before = cpu_time(tracer.pid());
+                let sent = match &mut sender {
+                    Some(sender) => sender.go()?,
+                    None => send()?,
+                };
                 std::thread::sleep(SETTLE);
-                let kernel = icmp_counters(&hosts.server)?.reported_by(mode) - before.reported_by(mode);
+                let kernel = match client_before {
+                    // The connected sender's errors are counted where its socket is told of them.
+                    Some(client_before) => {
+                        icmp_counters(&hosts.client)?.in_dest_unreach - client_before.in_dest_unreach
+                    }
+                    None => icmp_counters(&hosts.server)?.reported_by(mode) - before.reported_by(mode),
+                };
+                let cpu = cpu_before.zip(cpu_time(tracer.pid())).map(|(before, after)| after.saturating_sub(before));
                 costs.add(&label, &stats_before, &stats_of(&ids), sent.datagrams);
                 starts.rss(&label, &tracer);
                 let line = tracer.stop()?;
+                // Only now does the sender let its socket go: the helper names a process only while it still
+                // holds the socket, and udptrace may still be reading the flood's last events after the sender.
+                drop(sender);
                 let (seen, _, lost) = closing_counts(&line).with_context(|| format!("no counts in {line:?}"))?;
+                let mut owners = None;
                 let (source, events, lost) = match &mut tracer {
                     Running::Counting(summary) if matches!(variant, Variant::Summary(_)) => match last_summary(summary)
                     {
@@ -182,6 +222,13 @@ pub(super) fn error_path(
                             ("closing line", seen, lost)
                         }
                     },
+                    Running::Printing(printer) if variant.connected_sender() => match printer.take_socket_errors() {
+                        Some(counts) => {
+                            owners = Some(counts);
+                            ("its JSON events", counts.events, lost)
+                        }
+                        None => bail!("{label}: the reader of udptrace's output failed"),
+                    },
                     _ => ("closing line", seen, lost),
                 };
                 let entry = row_of(
@@ -192,10 +239,19 @@ pub(super) fn error_path(
                 entry.rounds += 1;
                 // Skipped kprobe runs are counted lost before the `--netns` filter (docs/events.md, "lost"), so a
                 // round accounts when nothing was invented and nothing is missing beyond what was reported.
-                entry.accounted_rounds += usize::from(events <= kernel && kernel <= events + lost);
+                let added_up = events <= kernel && kernel <= events + lost;
+                // An owners' variant measures what it says only if every event names an owner, and /proc named
+                // every one (the socket older than udptrace) or none (the programs recorded it).
+                let as_claimed =
+                    owners.is_none_or(|o| o.owned == o.events && o.from_proc == if from_proc { o.events } else { 0 });
+                entry.accounted_rounds += usize::from(added_up && as_claimed);
                 entry.kernel += kernel;
                 entry.events += events;
                 entry.lost += lost;
+                if let Some(owners) = owners {
+                    entry.owners.get_or_insert_default().add(owners);
+                }
+                entry.cpu = if entry.rounds == 1 { cpu } else { entry.cpu.zip(cpu).map(|(sum, cpu)| sum + cpu) };
                 sent
             }
             Variant::BpftraceDrops => bail!("the drop flood's one-liner is not an error-path variant"),
@@ -240,7 +296,12 @@ pub(super) fn error_path(
             std::thread::sleep(SETTLE_SHORT);
         }
         let after = icmp_counters(&hosts.server)?;
-        note_failures(&mut notes, &label, "error path", &sent);
+        // The connected sender's next send after each error fails with the error its socket was told of:
+        // expected, and said beside the table.
+        let refused = std::io::Error::from_raw_os_error(libc::ECONNREFUSED).to_string();
+        if !(variant.connected_sender() && sent.error.as_deref() == Some(refused.as_str())) {
+            note_failures(&mut notes, &label, "error path", &sent);
+        }
         let row = totals.entry(label.clone()).or_default();
         row.sent += sent.datagrams;
         row.unreachables += after.out_dest_unreach.saturating_sub(before.out_dest_unreach);
@@ -274,7 +335,6 @@ pub(super) fn drop_flood(
     report: &mut Report,
     starts: &mut Starts,
 ) -> Result<DropFlood> {
-    let server_ns = hosts.server.inode.to_string();
     let to = Hosts::server(DROP_PORT);
     let mut variants = with_bare(modes, &[Variant::Udptrace, Variant::Json, Variant::Quiet, Variant::Summary]);
     // From one flow, where each drop handed over is one more record: beside `--json`, the cost of a DNS one.
@@ -320,7 +380,7 @@ pub(super) fn drop_flood(
             }
             _ => (None, BTreeSet::new()),
         };
-        let tracer = start_udptrace(options, variant, &server_ns, starts)?;
+        let tracer = start_udptrace(options, variant, hosts, starts)?;
         // udptrace's programs, or the one-liner's: its cost per drop is shown beside udptrace's.
         let ids = match &tracer {
             Some((_, ids)) => ids.clone(),

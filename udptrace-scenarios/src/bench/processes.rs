@@ -107,47 +107,64 @@ pub(super) fn tracer_config(udptrace: &Path, mode: &str) -> Config {
     }
 }
 
+/// What the harness makes of a printing udptrace's output.
+pub(super) enum Reading {
+    /// Text lines, read and dropped.
+    Text,
+    /// `--json`, its `udp_dropped` events to this receiver counted.
+    Drops(SocketAddr),
+    /// `--json`, its `socket_error` events counted by where their owners came from.
+    SocketErrors,
+}
+
+/// What the reader of `--json` counted, once the output ended.
+enum Counted {
+    Drops(DropCounts),
+    SocketErrors(SocketErrorOwners),
+}
+
 /// udptrace as a user starts it, printing a text line per event to a pipe that is read and dropped; or
-/// with `--json`, its `udp_dropped` events to one receiver counted as they are read.
+/// with `--json`, some of its events counted as they are read.
 pub(super) struct Printer {
     child: Child,
     stderr: std::sync::mpsc::Receiver<String>,
     not_traced: Vec<String>,
     /// The reader of `--json`, which returns what it counted once the output ends.
-    drops: Option<std::thread::JoinHandle<DropCounts>>,
+    counted: Option<std::thread::JoinHandle<Counted>>,
 }
 
 impl Printer {
-    /// Prints text, or with `json_drops_to` JSON whose `udp_dropped` events to that receiver are counted.
-    pub(super) fn start(
-        udptrace: &Path,
-        mode: &str,
-        server_ns: &str,
-        json_drops_to: Option<SocketAddr>,
-        extra: &[&str],
-    ) -> Result<Self> {
+    /// Prints text, or JSON whose events `reading` says are counted; only what happens in `netns`.
+    pub(super) fn start(udptrace: &Path, mode: &str, netns: &str, reading: Reading, extra: &[&str]) -> Result<Self> {
         let mut child = Command::new(udptrace)
-            .args(json_drops_to.map(|_| "--json"))
+            .args((!matches!(reading, Reading::Text)).then_some("--json"))
             .args(extra)
-            .args(["--probe", mode, "--netns", server_ns])
+            .args(["--probe", mode, "--netns", netns])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting {}", udptrace.display()))?;
         let mut stdout = child.stdout.take().context("udptrace stdout")?;
-        let drops = match json_drops_to {
-            None => {
+        let counted = match reading {
+            Reading::Text => {
                 std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
                 None
             }
-            Some(receiver) => Some(std::thread::spawn(move || {
+            Reading::Drops(receiver) => Some(std::thread::spawn(move || {
                 let receiver = receiver.to_string();
                 let mut counts = DropCounts::default();
                 for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                     counts.add_json_line(&line, &receiver);
                 }
-                counts
+                Counted::Drops(counts)
+            })),
+            Reading::SocketErrors => Some(std::thread::spawn(move || {
+                let mut counts = SocketErrorOwners::default();
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    counts.add_json_line(&line);
+                }
+                Counted::SocketErrors(counts)
             })),
         };
         let stderr = child.stderr.take().context("udptrace stderr")?;
@@ -159,7 +176,7 @@ impl Printer {
                 }
             }
         });
-        let mut printer = Self { child, stderr: lines, not_traced: Vec::new(), drops };
+        let mut printer = Self { child, stderr: lines, not_traced: Vec::new(), counted };
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut said = Vec::new();
         loop {
@@ -181,9 +198,20 @@ impl Printer {
         stop_udptrace(&mut self.child, &self.stderr)
     }
 
-    /// With `--json`, once udptrace has stopped: the drops its events showed.
+    /// With `--json` read for drops, once udptrace has stopped: the drops its events showed.
     pub(super) fn take_drops(&mut self) -> Option<DropCounts> {
-        self.drops.take()?.join().ok()
+        match self.counted.take()?.join().ok()? {
+            Counted::Drops(counts) => Some(counts),
+            Counted::SocketErrors(_) => None,
+        }
+    }
+
+    /// With `--json` read for socket errors, once udptrace has stopped: their owners.
+    pub(super) fn take_socket_errors(&mut self) -> Option<SocketErrorOwners> {
+        match self.counted.take()?.join().ok()? {
+            Counted::SocketErrors(counts) => Some(counts),
+            Counted::Drops(_) => None,
+        }
     }
 }
 
@@ -224,6 +252,32 @@ impl Running {
     }
 }
 
+/// The CPU time (user and system) process `pid` and its children have used so far: udptrace and its
+/// privileged helper. `None` once udptrace is gone.
+pub(super) fn cpu_time(pid: u32) -> Option<Duration> {
+    // utime and stime, the 14th and 15th fields of /proc/PID/stat (proc(5)), in clock ticks; the 4th is the
+    // parent. The fields are counted after the name, which ends at the last `)`.
+    let fields = |pid: &str| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let after_name: Vec<u64> =
+            stat.rsplit_once(')')?.1.split_whitespace().skip(1).map(|f| f.parse().unwrap_or(0)).collect();
+        Some((*after_name.first()?, after_name.get(10)? + after_name.get(11)?))
+    };
+    let (_, mut ticks) = fields(&pid.to_string())?;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else { continue };
+        if let Some((parent, used)) = fields(name)
+            && parent == u64::from(pid)
+        {
+            ticks += used;
+        }
+    }
+    // SAFETY: no arguments.
+    let per_second = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok().filter(|&n| n > 0)?;
+    Some(Duration::from_nanos(ticks.saturating_mul(1_000_000_000) / per_second))
+}
+
 /// Start-up times and peak RSS, per way of running udptrace.
 #[derive(Default)]
 pub(super) struct Starts(pub(super) Vec<Startup>);
@@ -243,16 +297,19 @@ impl Starts {
     }
 }
 
-/// udptrace as `variant` runs it, with the programs it loaded; `None` for a variant without udptrace.
+/// udptrace as `variant` runs it, with the programs it loaded; `None` for a variant without udptrace. It
+/// watches the server's namespace, but for the socket owners' variants, the client's, where the sender's
+/// socket is told of its errors.
 pub(super) fn start_udptrace(
     options: &Options,
     variant: &Variant,
-    server_ns: &str,
+    hosts: &Hosts,
     starts: &mut Starts,
 ) -> Result<Option<(Running, BTreeSet<u32>)>> {
     let Some(mode) = variant.mode() else {
         return Ok(None);
     };
+    let server_ns = &hosts.server.inode.to_string();
     let config = tracer_config(&options.udptrace, mode);
     let before = loaded_program_ids();
     let started = Instant::now();
@@ -261,18 +318,24 @@ pub(super) fn start_udptrace(
         // Not `--quiet`, which would leave the table out: the tables are piped and read.
         Variant::Summary(_) => Running::Counting(Tracer::start(&config, &["--summary", "1", "--netns", server_ns])?),
         Variant::Json(_) => {
-            Running::Printing(Printer::start(&options.udptrace, mode, server_ns, Some(Hosts::server(DROP_PORT)), &[])?)
+            let to = Reading::Drops(Hosts::server(DROP_PORT));
+            Running::Printing(Printer::start(&options.udptrace, mode, server_ns, to, &[])?)
         }
         Variant::DnsJson(_) => {
             let port = DROP_PORT.to_string();
-            let to = Some(Hosts::server(DROP_PORT));
+            let to = Reading::Drops(Hosts::server(DROP_PORT));
             Running::Printing(Printer::start(&options.udptrace, mode, server_ns, to, &["--dns-port", &port])?)
         }
         Variant::Dns(_) => {
             let port = CLOSED_PORT.to_string();
-            Running::Printing(Printer::start(&options.udptrace, mode, server_ns, None, &["--dns-port", &port])?)
+            let extra = ["--dns-port", port.as_str()];
+            Running::Printing(Printer::start(&options.udptrace, mode, server_ns, Reading::Text, &extra)?)
         }
-        _ => Running::Printing(Printer::start(&options.udptrace, mode, server_ns, None, &[])?),
+        Variant::OwnerRecorded(_) | Variant::OwnerFromProc(_) => {
+            let client_ns = &hosts.client.inode.to_string();
+            Running::Printing(Printer::start(&options.udptrace, mode, client_ns, Reading::SocketErrors, &[])?)
+        }
+        _ => Running::Printing(Printer::start(&options.udptrace, mode, server_ns, Reading::Text, &[])?),
     };
     starts.entry(&variant.label()).startups.push(started.elapsed());
     // The programs its fds hold; else (no fdinfo) those that appeared while it started.

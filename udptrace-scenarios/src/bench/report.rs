@@ -59,18 +59,62 @@ pub struct ErrorRow {
 #[derive(Clone, Debug, Default)]
 pub struct Accounting {
     pub label: String,
-    /// Where the counts come from: the closing line, or the last summary table.
+    /// Where the counts come from: the closing line, the last summary table, its JSON events.
     pub source: &'static str,
     pub rounds: usize,
     pub accounted_rounds: usize,
     pub kernel: u64,
     pub events: u64,
     pub lost: u64,
+    /// With `--netns CLIENT`: where its `socket_error` events' owners came from.
+    pub owners: Option<SocketErrorOwners>,
+    /// The CPU time udptrace and its helper used while the rounds sent and settled; `None` where it could
+    /// not be read in some round.
+    pub cpu: Option<Duration>,
 }
 
 impl Accounting {
     pub fn accounted(&self) -> bool {
         self.rounds > 0 && self.accounted_rounds == self.rounds
+    }
+
+    /// udptrace's CPU time per event shown, in microseconds, as the table says it.
+    fn cpu_per_event(&self) -> String {
+        match self.cpu {
+            Some(cpu) if self.events > 0 => format!("{:.2}", cpu.as_secs_f64() * 1e6 / self.events as f64),
+            _ => "-".to_owned(),
+        }
+    }
+}
+
+/// The `socket_error` events of a udptrace run with `--json`, by where their owners came from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketErrorOwners {
+    pub events: u64,
+    /// Those that name an owner (`pid` set).
+    pub owned: u64,
+    /// Those whose owner /proc named: `holders` is set only then (or for a kernel socket, which these are
+    /// not).
+    pub from_proc: u64,
+}
+
+impl SocketErrorOwners {
+    /// Reads one line of `udptrace --json`. Matched, not parsed: a line comes per datagram, and the harness
+    /// shares the machine's CPUs with the sender and udptrace. A key in quotes cannot occur inside a string
+    /// value, where JSON escapes the quotes.
+    pub(super) fn add_json_line(&mut self, line: &str) {
+        if !line.starts_with(r#"{"event":"socket_error""#) {
+            return;
+        }
+        self.events += 1;
+        self.owned += u64::from(!line.contains(r#""pid":null"#));
+        self.from_proc += u64::from(!line.contains(r#""holders":null"#));
+    }
+
+    pub(super) fn add(&mut self, other: Self) {
+        self.events += other.events;
+        self.owned += other.owned;
+        self.from_proc += other.from_proc;
     }
 }
 
@@ -260,8 +304,16 @@ impl Report {
             "\n### 2. Error path: {DATAGRAM_BYTES}-byte datagrams to a closed port, ICMP rate limits off\n\n\
              `send_to()` on an unconnected socket, in a process of its own: each datagram draws a port unreachable, \
              and no error reaches the sender. `udptrace MODE` prints a text line per event to a pipe that is read \
-             and dropped; `--quiet` and `--summary 1` only count. Sent and port unreachables \
-             (`IcmpMsg: OutType3`) over all rounds.\n\n\
+             and dropped; `--quiet` and `--summary 1` only count. What naming a socket's owner costs: the \
+             `connected sender` sends with `send()` on a socket connected to the closed port, so that the kernel \
+             tells the socket of every port unreachable (and the next send fails with ECONNREFUSED, not counted \
+             as sent); udptrace `--json --netns CLIENT` then shows a `socket_error` per datagram, read and \
+             counted by the harness, whose owner the programs recorded (the socket opened after udptrace \
+             started) or, `socket older than udptrace`, udptrace's privileged helper looked up in /proc, a \
+             request per event: compare those two rows, and their ratios with the connected sender's without \
+             a tracer. Where udptrace cannot keep up, its buffer fills and the records it loses cost the programs \
+             less, so that a request's cost shows in the lost count and the CPU per event below rather than in \
+             the rate. Sent and port unreachables (`IcmpMsg: OutType3`) over all rounds.\n\n\
              | variant | datagrams/s (median) | ratio to no tracer (median of rounds) | sent | port unreachables sent |\n\
              |---|---:|---:|---:|---:|"
         );
@@ -277,20 +329,28 @@ impl Report {
             "\nEvery port unreachable the kernel sent, as udptrace accounted for it, over all rounds (in tracepoint \
              mode the kernel's count includes those it failed to queue, which the tracepoint sees; a round accounts when \
              its events are no more than the kernel sent and its events and lost together no fewer: runs the kernel \
-             skipped are counted lost before the `--netns` filter):\n\n\
-             | variant | counted from | rounds | kernel sent | events | lost | accounted |\n|---|---|---:|---:|---:|---:|---|"
+             skipped are counted lost before the `--netns` filter). With `--netns CLIENT` the kernel's count is the \
+             port unreachables the client received (`IcmpMsg: InType3`), and a round accounts only if every event \
+             names an owner and, as the variant claims, every one (socket older than udptrace) or none (the \
+             programs' records) has the `holders` only /proc gives. CPU per event: udptrace's CPU time (user and \
+             system, its helper's included) from the sender's start to the end of the wait after it, per event \
+             shown:\n\n\
+             | variant | counted from | rounds | kernel sent | events | lost | owner from /proc | accounted | CPU per event (us) |\n\
+             |---|---|---:|---:|---:|---:|---:|---|---:|"
         );
         for a in &self.accounting {
+            let from_proc = a.owners.map_or_else(|| "-".to_owned(), |o| o.from_proc.to_string());
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {from_proc} | {} | {} |",
                 a.label,
                 a.source,
                 a.rounds,
                 a.kernel,
                 a.events,
                 a.lost,
-                rounds_word(a.accounted_rounds, a.rounds)
+                rounds_word(a.accounted_rounds, a.rounds),
+                a.cpu_per_event()
             );
         }
         let _ = writeln!(
