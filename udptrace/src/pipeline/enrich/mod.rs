@@ -9,20 +9,22 @@
 pub mod cause;
 pub mod owner;
 pub mod privileged;
+pub mod recent;
 pub mod sockets;
 
 use std::{collections::VecDeque, time::Instant};
 
 use self::{
     cause::Symbols,
-    owner::{Cgroups, Holder, Lookup},
+    owner::{Cgroups, Lookup},
     privileged::{Local, Privileged},
-    sockets::{Recent, SocketTable},
+    recent::Recent,
+    sockets::SocketTable,
 };
 use udptrace_common::{icmp, icmpv6};
 
 use crate::{
-    domain::{Cause, Direction, Errno, Family, Verdict, icmp_errno},
+    domain::{Cause, Direction, Errno, Family, OwnerInfo, Verdict, icmp_errno},
     events::record::recorded_owner,
     events::{Event, SocketError, UdpDropped},
     kernel::maps::HashMap,
@@ -39,15 +41,12 @@ pub struct Enricher {
     kallsyms: Symbols,
     /// What takes a privilege: /proc's owners, other namespaces' socket tables, a socket's tunnel type.
     helper: Box<dyn Privileged>,
-    cgroups: Cgroups,
+    owners: Owners,
     sockets: SocketTable,
     /// Lately, by socket inode: whether a socket no process holds was still in the table (the kernel's own),
     /// and whether a socket's holder shows it a tunnel's. A flood of errors about one socket asks once.
     kernel_sockets: Recent<u64, bool>,
     tunnels: Recent<u64, Option<bool>>,
-    /// Lately, by socket inode: the process /proc named. A flood of errors about a socket created before
-    /// udptrace started asks the helper once a second, not once per error.
-    holders: Recent<u64, Holder>,
     /// Sockets' creators as the programs recorded them, for sockets found in the socket table.
     creators: Option<Creators>,
     /// The names of this kernel's drop reasons (`enum skb_drop_reason`), by value.
@@ -77,11 +76,10 @@ impl Enricher {
         Self {
             kallsyms,
             helper: Box::new(Local::default()),
-            cgroups: Cgroups::new(cgroup_root),
+            owners: Owners { cgroups: Cgroups::new(cgroup_root), recent: Recent::default() },
             sockets: SocketTable::default(),
             kernel_sockets: Recent::default(),
             tunnels: Recent::default(),
-            holders: Recent::default(),
             creators,
             drop_reasons,
             modules_checked: Instant::now(),
@@ -107,7 +105,7 @@ impl Enricher {
                 }
                 fill_errno(e);
                 match &mut e.owner {
-                    Some(owner) => self.cgroups.complete(owner),
+                    Some(owner) => self.owners.cgroups.complete(owner),
                     None => needs_owner = e.sock_ino.is_some(),
                 }
             }
@@ -123,7 +121,7 @@ impl Enricher {
                     self.find_receiving_socket(e);
                 }
                 match &mut e.owner {
-                    Some(owner) => self.cgroups.complete(owner),
+                    Some(owner) => self.owners.cgroups.complete(owner),
                     None => needs_owner = e.sock_ino.is_some(),
                 }
             }
@@ -141,12 +139,12 @@ impl Enricher {
             && let Event::UdpDropped(e) = event
             && let Some(ino) = e.sock_ino
         {
-            match holder_of(&mut self.holders, &mut *self.helper, ino, *seen, may_wait) {
-                Lookup::Found(holder) => e.owner = Some(self.cgroups.completed(holder.owner())),
+            match self.owners.of(&mut *self.helper, ino, *seen, may_wait) {
+                Ok(owner) => e.owner = Some(owner),
                 // No process holds it: a kernel socket (a tunnel's), or one closed since.
-                Lookup::Unknown => e.kernel_socket = e.local.is_some(),
-                Lookup::Unasked => {}
-                Lookup::Later(at) => {
+                Err(Lookup::Unknown) => e.kernel_socket = e.local.is_some(),
+                Err(Lookup::Unasked | Lookup::Found(_)) => {}
+                Err(Lookup::Later(at)) => {
                     self.wake_at = Some(at);
                     return None;
                 }
@@ -156,9 +154,9 @@ impl Enricher {
             && let Event::SocketError(e) = event
             && let Some(ino) = e.sock_ino
         {
-            match holder_of(&mut self.holders, &mut *self.helper, ino, *seen, may_wait) {
-                Lookup::Found(holder) => e.owner = Some(self.cgroups.completed(holder.owner())),
-                Lookup::Unknown => {
+            match self.owners.of(&mut *self.helper, ino, *seen, may_wait) {
+                Ok(owner) => e.owner = Some(owner),
+                Err(Lookup::Unknown) => {
                     // No process holds a socket that is still there: the kernel's own.
                     if let Some(remote) = e.remote {
                         let (sockets, helper) = (&mut self.sockets, &mut *self.helper);
@@ -168,8 +166,8 @@ impl Enricher {
                     }
                 }
                 // Whether a process holds it is not known: neither an owner nor the kernel's socket.
-                Lookup::Unasked => {}
-                Lookup::Later(at) => {
+                Err(Lookup::Unasked | Lookup::Found(_)) => {}
+                Err(Lookup::Later(at)) => {
                     self.wake_at = Some(at);
                     return None;
                 }
@@ -299,23 +297,36 @@ impl Enricher {
     }
 }
 
-/// The process /proc names for socket `ino`: a holder named less than a second ago, else the helper's
-/// answer (see `Resolver::by_socket_inode`).
-fn holder_of(
-    holders: &mut Recent<u64, Holder>,
-    helper: &mut dyn Privileged,
-    ino: u64,
-    seen: Instant,
-    may_wait: bool,
-) -> Lookup {
-    if let Some(holder) = holders.recall(&ino) {
-        return Lookup::Found(holder);
+/// Owners: their cgroups, and lately, by socket inode, the owner /proc named, completed with its cgroup. A
+/// flood of errors about a socket created before udptrace started asks the helper (and reads the owner's
+/// cgroup) once a second, not once per error.
+struct Owners {
+    cgroups: Cgroups,
+    recent: Recent<u64, OwnerInfo>,
+}
+
+impl Owners {
+    /// The owner /proc names for socket `ino`, with its cgroup: one named less than a second ago, else the
+    /// helper's answer (see `Resolver::by_socket_inode`), completed; or what /proc said instead.
+    fn of(
+        &mut self,
+        helper: &mut dyn Privileged,
+        ino: u64,
+        seen: Instant,
+        may_wait: bool,
+    ) -> Result<OwnerInfo, Lookup> {
+        if let Some(owner) = self.recent.recall(&ino) {
+            return Ok(owner);
+        }
+        match helper.owner(ino, seen, may_wait) {
+            Lookup::Found(holder) => {
+                let owner = self.cgroups.completed(holder.owner());
+                self.recent.remember(ino, owner.clone());
+                Ok(owner)
+            }
+            other => Err(other),
+        }
     }
-    let lookup = helper.owner(ino, seen, may_wait);
-    if let Lookup::Found(holder) = &lookup {
-        holders.remember(ino, holder.clone());
-    }
-    lookup
 }
 
 /// Whether a received datagram was dropped by the socket it reached: by reason (a full buffer, UDP's
@@ -426,6 +437,46 @@ mod tests {
         assert!(matches!(enricher.next_complete(), Some(Event::IcmpSent(_))));
         assert_eq!(enricher.next_complete(), None);
         assert_eq!(enricher.wake_at(), None);
+    }
+
+    /// A helper that names one process for every socket, and counts how often it was asked.
+    struct NamesOne(std::rc::Rc<std::cell::Cell<usize>>);
+
+    impl Privileged for NamesOne {
+        fn owner(&mut self, _: u64, _: Instant, _: bool) -> Lookup {
+            self.0.set(self.0.get() + 1);
+            Lookup::Found(owner::Holder { pid: std::process::id(), comm: "flood".to_owned(), holders: 1 })
+        }
+        fn owners_end(&mut self) {}
+        fn tunnel(&mut self, _: u64, _: Option<u32>) -> Option<bool> {
+            Some(false)
+        }
+        fn diag_socket(&mut self, _: u64) -> std::io::Result<std::os::fd::OwnedFd> {
+            Err(std::io::Error::other("not here"))
+        }
+        fn rate_limits(&mut self) -> Vec<(u64, Result<crate::pipeline::counters::RateLimits, String>)> {
+            Vec::new()
+        }
+    }
+
+    /// A flood of errors about one socket older than udptrace asks the helper once, not once per error, and
+    /// every event names the owner; another socket is asked about on its own.
+    #[test]
+    fn a_flood_on_one_old_socket_asks_the_helper_once() {
+        let asked = std::rc::Rc::new(std::cell::Cell::new(0));
+        let mut enricher = Enricher::new(None, None, None, Default::default(), false);
+        enricher.use_helper(Box::new(NamesOne(asked.clone())));
+        let error_on =
+            |ino: u64| Event::SocketError(SocketError { sock_ino: Some(ino), owner: None, ..samples::socket_error() });
+        for _ in 0..1_000 {
+            enricher.push(error_on(7), Instant::now());
+            let Some(Event::SocketError(e)) = enricher.next_complete() else { panic!("the event") };
+            assert_eq!(e.owner.map(|o| (o.comm, o.holders)), Some(("flood".to_owned(), Some(1))));
+        }
+        assert_eq!(asked.get(), 1);
+        enricher.push(error_on(8), Instant::now());
+        assert!(enricher.next_complete().is_some());
+        assert_eq!(asked.get(), 2);
     }
 
     /// The final drain of a flood of drops at sockets no process holds (a tunnel's, the kernel's own), each

@@ -23,6 +23,7 @@ use std::{
 
 use procfs::process::{FDTarget, Process};
 
+use super::recent::Recent;
 use crate::domain::OwnerInfo;
 
 /// What /proc says of a socket.
@@ -233,6 +234,9 @@ pub struct Cgroups {
     paths: HashMap<u64, String>,
     root: Option<PathBuf>,
     last_scan: Option<Instant>,
+    /// Lately, by pid: what `/proc/PID/cgroup` says (its v2 path, and a container id in any hierarchy's).
+    /// A flood of errors on one process's socket reads it once a second, not once per error.
+    by_pid: Recent<u32, (Option<String>, Option<String>)>,
 }
 
 impl Cgroups {
@@ -250,14 +254,21 @@ impl Cgroups {
     /// Completes an owner: its cgroup path and container.
     pub fn complete(&mut self, owner: &mut OwnerInfo) {
         if owner.cgroup.is_none() {
-            owner.cgroup = owner.cgroup_id.and_then(|id| self.cgroup_path(id)).or_else(|| cgroup_of_pid(owner.pid));
+            owner.cgroup = owner.cgroup_id.and_then(|id| self.cgroup_path(id)).or_else(|| self.of_pid(owner.pid).0);
         }
         if owner.container.is_none() {
-            owner.container = owner.cgroup.as_deref().and_then(container_id).or_else(|| {
-                // Hybrid hosts: the container runtime may only show in a v1 hierarchy's path.
-                cgroups_of(owner.pid)?.into_iter().find_map(|c| container_id(&c.pathname))
-            });
+            // Hybrid hosts: the container runtime may only show in a v1 hierarchy's path.
+            owner.container = owner.cgroup.as_deref().and_then(container_id).or_else(|| self.of_pid(owner.pid).1);
         }
+    }
+
+    /// `/proc/PID/cgroup`'s v2 path (hierarchy 0), and a container id in any hierarchy's path.
+    fn of_pid(&mut self, pid: u32) -> (Option<String>, Option<String>) {
+        self.by_pid.get_or_ask(pid, || {
+            let cgroups = cgroups_of(pid).unwrap_or_default();
+            let v2 = cgroups.iter().find(|c| c.hierarchy == 0).map(|c| c.pathname.clone());
+            (v2, cgroups.iter().find_map(|c| container_id(&c.pathname)))
+        })
     }
 
     fn cgroup_path(&mut self, id: u64) -> Option<String> {
@@ -290,11 +301,6 @@ impl Cgroups {
 /// The cgroups `pid` is in, one per hierarchy.
 fn cgroups_of(pid: u32) -> Option<Vec<procfs::ProcessCGroup>> {
     Process::new(i32::try_from(pid).ok()?).and_then(|p| p.cgroups()).ok().map(|c| c.0)
-}
-
-/// The cgroup v2 path of `pid` (hierarchy 0 of /proc/PID/cgroup).
-fn cgroup_of_pid(pid: u32) -> Option<String> {
-    cgroups_of(pid)?.into_iter().find(|c| c.hierarchy == 0).map(|c| c.pathname)
 }
 
 /// The container id in a cgroup path: the 64-hex-digit id of docker (`docker-<id>.scope`, `/docker/<id>`),
@@ -389,7 +395,6 @@ pub mod tests {
         assert_eq!((holder.pid, holder.holders), (std::process::id(), 1));
         let mut owner = holder.owner();
         Cgroups::new(None).complete(&mut owner);
-        assert_eq!(owner.cgroup, cgroup_of_pid(std::process::id()));
         let own = fs::read_to_string("/proc/self/cgroup").unwrap();
         assert_eq!(owner.cgroup.as_deref(), own.lines().find_map(|l| l.strip_prefix("0::")));
     }
