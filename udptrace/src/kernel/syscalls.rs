@@ -195,9 +195,9 @@ pub const SYSCALLS: &[Group] = &[
         why: "Waits, and the helper's end: a descriptor polled (poll, ppoll on aarch64: the C library's check at \
               start that stdio is open, `check`'s probes, the tracer's look whether the helper closed its end), \
               the helper reaped by the tracer (wait4, sleeping between tries: nanosleep in musl, clock_nanosleep \
-              in glibc), or killed when it does not answer (kill)",
+              in glibc)",
         sides: &[Start, Tracer],
-        calls: &["poll", "ppoll", "nanosleep", "clock_nanosleep", "wait4", "kill"],
+        calls: &["poll", "ppoll", "nanosleep", "clock_nanosleep", "wait4"],
     },
     Group {
         why: "Other namespaces and processes, in the helper: a thread enters a network namespace; a socket's \
@@ -374,7 +374,6 @@ mod tests {
             "poll",
             "nanosleep",
             "wait4",
-            "kill",
         ];
         for name in made {
             assert!(tracer.contains(name), "the tracer makes {name}");

@@ -96,19 +96,19 @@ impl Client {
         }
     }
 
-    /// The helper is gone: said once, with how it ended. One that did not answer in time is killed, so
-    /// that a late answer is never read as the answer to another request.
+    /// The helper is gone: said once, with how it ended. One that did not answer in time is let go: no
+    /// request is sent after it (a late answer is never read as another's), and its end of the socketpair is
+    /// shut, so that it ends once it tries to answer. The tracer may not signal it: the helper is root.
     fn lost(&self, e: &io::Error) {
         if self.0.gone.swap(true, Ordering::Relaxed) {
             return;
         }
         let timed_out = matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut);
-        if timed_out {
-            // SAFETY: a signal to the helper, udptrace's own child, not yet reaped.
-            unsafe { libc::kill(self.0.helper, libc::SIGKILL) };
+        if timed_out && let Ok(stream) = self.0.stream.lock() {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
         }
         let how = match reap(self.0.helper, Duration::from_secs(1)) {
-            _ if timed_out => format!("did not answer in {} s and was killed", ANSWER_TIMEOUT.as_secs()),
+            _ if timed_out => format!("did not answer in {} s and was let go", ANSWER_TIMEOUT.as_secs()),
             Some(status) => status,
             None => format!("closed its end: {e}"),
         };
