@@ -290,7 +290,21 @@ pub fn helper_killed(config: &Config, _shared: &mut Tracer) -> Result<Results> {
     let before = program_ids()?;
     let mut tracer = Tracer::start(config, &[])?;
     let loaded = new_programs(&before)?;
+    // Before 5.19 with unprivileged BPF off the maps are read through the helper: without it the counts
+    // would be wrong, so the tracer must stop, as with --require-helper.
+    let (capabilities, why) = helper_capabilities_here()?;
     sigkill(helper_of(tracer.pid())?)?;
+    if capabilities & CAP_BPF != 0 {
+        let (stops, says_why) = stops_saying_why(&mut tracer, config, "udptrace whose maps go through the helper");
+        let unloads = unloaded(&loaded, "the tracer's exit, its helper killed before it");
+        let only_there = Outcome::Skip(format!("{why}: tracing stops without the helper, checked by `stops`"));
+        return Ok(vec![
+            ("says_helper_exited", says_why),
+            ("still_traces", only_there),
+            ("stops", stops),
+            ("sigkill_unloads", unloads),
+        ]);
+    }
     let still_traces = if tracer.mode_of("socket_error").is_none() {
         Outcome::Skip(format!("the socket_error hook did not attach in {} mode here", config.mode))
     } else {
@@ -332,21 +346,24 @@ pub fn helper_killed(config: &Config, _shared: &mut Tracer) -> Result<Results> {
 fn required_helper(config: &Config) -> Result<(Outcome, Outcome)> {
     let mut tracer = Tracer::start(config, &["--require-helper"])?;
     sigkill(helper_of(tracer.pid())?)?;
+    Ok(stops_saying_why(&mut tracer, config, "udptrace --require-helper"))
+}
+
+/// Whether `tracer`, whose helper was killed, exits non-zero within the event timeout, and says why in one
+/// error line that names the helper.
+fn stops_saying_why(tracer: &mut Tracer, config: &Config, what: &str) -> (Outcome, Outcome) {
     let (status, said) = tracer.wait_exit(config.event_timeout);
     let stops = match status {
         Some(status) if status.code().is_some_and(|code| code != 0) => Outcome::Pass,
-        Some(status) => Outcome::Fail(format!("udptrace --require-helper ended ({status}), want a non-zero exit")),
-        None => Outcome::Fail(format!(
-            "udptrace --require-helper still ran {:?} after its helper's SIGKILL",
-            config.event_timeout
-        )),
+        Some(status) => Outcome::Fail(format!("{what} ended ({status}), want a non-zero exit")),
+        None => Outcome::Fail(format!("{what} still ran {:?} after its helper's SIGKILL", config.event_timeout)),
     };
     let errors: Vec<&String> = said.iter().filter(|line| line.starts_with("udptrace: error: ")).collect();
     let says_why = match errors.as_slice() {
         [line] if line.contains("helper") => Outcome::Pass,
         _ => Outcome::Fail(format!("want one `udptrace: error:` line naming the helper; it wrote {said:?}")),
     };
-    Ok((stops, says_why))
+    (stops, says_why)
 }
 
 /// SIGKILL to process `pid`.

@@ -29,7 +29,9 @@ use std::{
 
 use Side::{Helper, Start, Tracer};
 use anyhow::{Context as _, Result};
-use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, SeccompRule, TargetArch};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
+};
 
 /// Where in udptrace's life a group's calls are made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -224,20 +226,76 @@ fn by_name(valid: fn(c_long) -> bool, name: fn(c_long) -> Option<&'static str>) 
 /// from, where killing the tracer would count nothing. A call of another architecture's ABI (a 32-bit
 /// `int 0x80` on x86_64) kills the process, as `SystemCallArchitectures=native` does. Each call is allowed
 /// whatever its arguments, so the kernel decides once per call number (5.11+, kernel/seccomp.c
-/// `seccomp_cache_prepare`) and the calls allowed cost nothing more.
+/// `seccomp_cache_prepare`) and the calls allowed cost nothing more, except the two of [`limits`].
 fn filter(side: Side, arch: TargetArch, numbers: &HashMap<&str, i64>) -> Result<BpfProgram> {
-    let rules: BTreeMap<i64, Vec<SeccompRule>> =
-        calls_of(side).filter_map(|name| numbers.get(name)).map(|&nr| (nr, Vec::new())).collect();
+    let mut rules = BTreeMap::new();
+    for name in calls_of(side) {
+        if let Some(&nr) = numbers.get(name) {
+            rules.insert(nr, if side == Tracer { limits(name)? } else { Vec::new() });
+        }
+    }
     let filter = SeccompFilter::new(rules, SeccompAction::Errno(libc::EPERM as u32), SeccompAction::Allow, arch)
         .context("building the system call filter")?;
     BpfProgram::try_from(filter).context("building the system call filter")
 }
 
+/// `include/uapi/asm-generic/ioctls.h`: pushing a byte into a terminal's input, and the Linux console's own
+/// requests (which can do the same).
+const TIOCSTI: u64 = 0x5412;
+const TIOCLINUX: u64 = 0x541c;
+/// `include/uapi/linux/sched.h`: the flags that make a namespace (CLONE_NEWTIME, 5.6, only clone3 and
+/// unshare take).
+const CLONE_NEW: u64 = 0x0002_0000 | 0x0200_0000 | 0x0400_0000 | 0x0800_0000 | 0x1000_0000 | 0x2000_0000 | 0x4000_0000;
+
+/// The arguments the tracer may pass where a call alone would allow too much (empty: any):
+/// - `ioctl`: not `TIOCSTI` (nor `TIOCLINUX`). Run from a shell, the tracer keeps the operator's terminal as
+///   its controlling terminal, and `tiocsti()` (drivers/tty/tty_io.c) lets its owner type into it whatever
+///   uid it runs as: into a root shell, once udptrace exits.
+/// - `clone`: no namespace. A new user namespace gives the child every capability inside it, from which
+///   the kernel's netlink interfaces (nf_tables) are within reach; `no_new_privs` does not prevent it. `clone3`
+///   passes its flags in memory a filter cannot read: [`install_tracer_filter`] answers it ENOSYS.
+fn limits(name: &str) -> Result<Vec<SeccompRule>> {
+    let condition = |arg, len, op, value| SeccompCondition::new(arg, len, op, value);
+    let rule = match name {
+        "ioctl" => SeccompRule::new(vec![
+            condition(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, TIOCSTI)?,
+            condition(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, TIOCLINUX)?,
+        ])?,
+        "clone" => {
+            SeccompRule::new(vec![condition(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(CLONE_NEW), 0)?])?
+        }
+        _ => return Ok(Vec::new()),
+    };
+    Ok(vec![rule])
+}
+
+/// A filter that answers `clone3` ENOSYS and allows every other call: the C library then makes its
+/// threads with `clone`, whose flags the tracer's filter reads (glibc 2.34+ falls back on ENOSYS; musl
+/// does not use `clone3`). Its answer overrides the tracer's filter's, which allows `clone3` (kernel/seccomp.c
+/// `seccomp_run_filters`: of the filters' answers the most restrictive is the call's).
+fn without_clone3(arch: TargetArch, numbers: &HashMap<&str, i64>) -> Result<Option<BpfProgram>> {
+    let Some(&nr) = numbers.get("clone3") else { return Ok(None) };
+    let filter = SeccompFilter::new(
+        BTreeMap::from([(nr, Vec::new())]),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        arch,
+    )
+    .context("building the clone3 filter")?;
+    Ok(Some(BpfProgram::try_from(filter).context("building the clone3 filter")?))
+}
+
 /// The tracer's filter for the architecture udptrace was built for.
 fn tracer_filter() -> Result<BpfProgram> {
+    let (arch, numbers) = native()?;
+    filter(Tracer, arch, &numbers)
+}
+
+/// The architecture udptrace was built for, and its system calls by name.
+fn native() -> Result<(TargetArch, HashMap<&'static str, i64>)> {
     use syscall_numbers::native;
     let arch = TargetArch::try_from(std::env::consts::ARCH).context("no system call filter for this architecture")?;
-    filter(Tracer, arch, &by_name(native::is_valid_sys_call_number, native::sys_call_name))
+    Ok((arch, by_name(native::is_valid_sys_call_number, native::sys_call_name)))
 }
 
 /// Puts the tracer's filter on every thread of this process, for good: on those running already (TSYNC), and
@@ -246,6 +304,11 @@ fn tracer_filter() -> Result<BpfProgram> {
 /// are not allowed after. seccompiler sets PR_SET_NO_NEW_PRIVS first, which a process without CAP_SYS_ADMIN
 /// needs to install a filter at all (kernel/seccomp.c `seccomp_prepare_filter`), and which it keeps.
 pub fn install_tracer_filter() -> Result<()> {
+    // The clone3 filter first: the tracer's does not let `seccomp` through.
+    let (arch, numbers) = native()?;
+    if let Some(clone3) = without_clone3(arch, &numbers)? {
+        seccompiler::apply_filter_all_threads(&clone3).context("cannot install the clone3 filter")?;
+    }
     let program = tracer_filter()?;
     seccompiler::apply_filter_all_threads(&program).context("cannot install the tracer's system call filter")
 }
@@ -417,6 +480,10 @@ mod tests {
     const CHILD_GETPID_FAILED: i32 = 12;
     const CHILD_SETNS_NOT_EPERM: i32 = 13;
     const CHILD_PERF_EVENT_OPEN_NOT_EPERM: i32 = 14;
+    const CHILD_TIOCSTI_NOT_EPERM: i32 = 15;
+    const CHILD_NAMESPACE_NOT_EPERM: i32 = 16;
+    const CHILD_CLONE3_NOT_ENOSYS: i32 = 17;
+    const CHILD_NO_THREAD: i32 = 18;
 
     /// In a child with the tracer's filter on: `getpid` reaches the kernel, and `setns` and `perf_event_open`
     /// fail with EPERM, where the kernel itself would have said EBADF and EFAULT to their arguments.
@@ -441,6 +508,27 @@ mod tests {
             {
                 return CHILD_PERF_EVENT_OPEN_NOT_EPERM;
             }
+            // Refused by the filter, where the kernel would say ENOTTY (or type the byte into a terminal).
+            let byte = b'x';
+            if libc::ioctl(libc::STDIN_FILENO, libc::TIOCSTI, &raw const byte) != -1 || errno() != Some(libc::EPERM) {
+                return CHILD_TIOCSTI_NOT_EPERM;
+            }
+            // A new user namespace: refused, where the kernel would make one (SIGCHLD: a fork-like clone).
+            let flags = (libc::CLONE_NEWUSER | libc::CLONE_NEWNET | libc::SIGCHLD) as libc::c_ulong;
+            let cloned = libc::syscall(libc::SYS_clone, flags, 0, 0, 0, 0);
+            if cloned == 0 {
+                libc::_exit(0);
+            }
+            if cloned != -1 || errno() != Some(libc::EPERM) {
+                return CHILD_NAMESPACE_NOT_EPERM;
+            }
+            if libc::syscall(libc::SYS_clone3, std::ptr::null::<u8>(), 0) != -1 || errno() != Some(libc::ENOSYS) {
+                return CHILD_CLONE3_NOT_ENOSYS;
+            }
+        }
+        // A thread, as the metrics server starts one after the split: clone without a namespace.
+        if std::thread::spawn(|| 7).join().ok() != Some(7) {
+            return CHILD_NO_THREAD;
         }
         CHILD_OK
     }
@@ -469,6 +557,10 @@ mod tests {
             CHILD_GETPID_FAILED => "getpid failed",
             CHILD_SETNS_NOT_EPERM => "setns did not fail with EPERM",
             CHILD_PERF_EVENT_OPEN_NOT_EPERM => "perf_event_open did not fail with EPERM",
+            CHILD_TIOCSTI_NOT_EPERM => "ioctl(TIOCSTI) did not fail with EPERM",
+            CHILD_NAMESPACE_NOT_EPERM => "clone(CLONE_NEWUSER) did not fail with EPERM",
+            CHILD_CLONE3_NOT_ENOSYS => "clone3 did not fail with ENOSYS",
+            CHILD_NO_THREAD => "no thread could be started",
             _ => "an unknown exit status",
         };
         panic!("in the filtered child: {found} ({code})");

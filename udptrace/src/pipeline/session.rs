@@ -142,7 +142,7 @@ enum Stop {
     Count,
     /// An output went away (e.g. `udptrace | head`).
     OutputClosed,
-    /// The privileged helper is gone, and `--require-helper` was given: why.
+    /// The privileged helper is gone, and `--require-helper` was given or the maps are read through it: why.
     HelperGone(String),
 }
 
@@ -239,6 +239,10 @@ pub async fn run(mut source: Source, parts: Parts, sinks: Vec<Box<dyn Sink>>, op
     }
     session.totals.filtered = session.stat(stat::FILTERED) + session.filtered_here;
     if let Stop::HelperGone(why) = stop {
+        if session.options.helper.as_ref().is_some_and(crate::privsep::client::Client::essential) {
+            // The counts are read through the helper here: a closing line would say zeros.
+            anyhow::bail!("{why}, and on this kernel the programs' maps are read through it: their counts are lost");
+        }
         // What was seen until then, before the error that ends the session.
         eprintln!("{}", session.totals.closing_line());
         anyhow::bail!("{why}, and --require-helper stops tracing then");
@@ -405,7 +409,7 @@ impl Session {
         self.parts.enricher.housekeeping();
         if let Some(helper) = &self.options.helper {
             helper.check();
-            if self.options.require_helper
+            if (self.options.require_helper || helper.essential())
                 && let Some(why) = helper.gone()
             {
                 return ControlFlow::Break(Stop::HelperGone(why));

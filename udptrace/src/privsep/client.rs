@@ -32,17 +32,30 @@ pub struct Client(Arc<Connection>);
 struct Connection {
     stream: Mutex<UnixStream>,
     helper: libc::pid_t,
+    /// The programs' maps are read through the helper (kernels before 5.19): without it the counts,
+    /// the losses and the stop would be wrong, not merely unknown.
+    carries_maps: bool,
     gone: AtomicBool,
     /// Why it is gone, once it is.
     why: Mutex<Option<String>>,
 }
 
 impl Client {
-    pub fn new(stream: UnixStream, helper: libc::pid_t) -> io::Result<Self> {
+    pub fn new(stream: UnixStream, helper: libc::pid_t, carries_maps: bool) -> io::Result<Self> {
         stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
-        let connection =
-            Connection { stream: Mutex::new(stream), helper, gone: AtomicBool::new(false), why: Mutex::new(None) };
+        let connection = Connection {
+            stream: Mutex::new(stream),
+            helper,
+            carries_maps,
+            gone: AtomicBool::new(false),
+            why: Mutex::new(None),
+        };
         Ok(Self(Arc::new(connection)))
+    }
+
+    /// Whether tracing cannot go on without the helper: it reads the programs' maps for the tracer.
+    pub fn essential(&self) -> bool {
+        self.0.carries_maps
     }
 
     /// Why the helper is gone, once it is.
@@ -113,10 +126,14 @@ impl Client {
             None => format!("closed its end: {e}"),
         };
         let why = format!("the privileged helper exited ({how})");
-        eprintln!(
-            "udptrace: warning: {why}: from now on owners come only from the programs' records, and a verdict \
-             that needs another namespace's socket table or a socket's tunnel type is null"
-        );
+        if self.0.carries_maps {
+            eprintln!("udptrace: warning: {why}: on this kernel the programs' maps are read through it; tracing stops");
+        } else {
+            eprintln!(
+                "udptrace: warning: {why}: from now on owners come only from the programs' records, and a verdict \
+                 that needs another namespace's socket table or a socket's tunnel type is null"
+            );
+        }
         if let Ok(mut slot) = self.0.why.lock() {
             *slot = Some(why);
         }

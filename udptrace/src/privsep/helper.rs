@@ -140,7 +140,7 @@ mod tests {
     fn answers_over_a_socketpair() {
         let (tracer, helper) = UnixStream::pair().unwrap();
         let serving = std::thread::spawn(move || serve(&helper, &mut Local::default(), None));
-        let mut client = super::super::client::Client::new(tracer, 0).unwrap();
+        let mut client = super::super::client::Client::new(tracer, 0, false).unwrap();
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let ino = crate::pipeline::enrich::owner::tests::inode_of(&socket);
         let Lookup::Found(holder) = client.owner(ino, Instant::now(), false) else {

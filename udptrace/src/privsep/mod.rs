@@ -11,8 +11,9 @@
 //!   each checked against what it holds ([`helper`]), and keeps only the capabilities they need
 //!   ([`helper::capabilities`]). It ends when the tracer's end of the socketpair closes, which the tracer's
 //!   death does (`PR_SET_PDEATHSIG` cannot: the kernel sends that signal with the dying parent's credentials,
-//!   which may not signal a root process once the tracer has dropped them, kernel/exit.c), and it holds no
-//!   link or program descriptor that would keep a program loaded.
+//!   which may not signal a root process once the tracer has dropped them, kernel/exit.c). It holds no link,
+//!   and the programs' descriptors only before 5.19 (their statistics): with the helper ended, nothing of
+//!   it keeps a program loaded.
 //!
 //! The requests are `pipeline::enrich::privileged`'s; tests, and the start before the split, answer them
 //! in-process (its `Local`).

@@ -77,9 +77,15 @@ pub fn after_attach(maps: &[RawMap], misses: &Misses, verbose: bool) -> Result<C
 /// then holds nothing. Must be called while the process has one thread: a thread would keep what the
 /// process gives up, and a fork copies only the calling thread.
 pub fn split(bpf: Option<Bpf>, verbose: bool) -> Result<Client> {
-    let threads = std::fs::read_dir("/proc/self/task").map(Iterator::count).unwrap_or(1);
-    if threads != 1 {
-        bail!("udptrace has {threads} threads where it must have one to give up its privileges");
+    // A thread joined a moment ago (the namespaces' counters are read from threads that enter them) may
+    // still be listed until the kernel has reaped it.
+    let threads = || std::fs::read_dir("/proc/self/task").map(Iterator::count).unwrap_or(1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    while threads() != 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    if threads() != 1 {
+        bail!("udptrace has {} threads where it must have one to give up its privileges", threads());
     }
     let user = User::unprivileged();
     let (tracer_end, helper_end) = UnixStream::pair().context("making the helper's socketpair")?;
@@ -96,8 +102,8 @@ pub fn split(bpf: Option<Bpf>, verbose: bool) -> Result<Client> {
         become_helper(&helper_end, parent, bpf);
     }
     drop(helper_end);
-    let client = Client::new(tracer_end, pid).context("setting up the helper's socket")?;
     let through_helper = bpf.is_some();
+    let client = Client::new(tracer_end, pid, through_helper).context("setting up the helper's socket")?;
     // The tracer's copies of what the helper holds for it: it calls them through the helper from now on.
     drop(bpf);
     if let Err(e) = become_tracer(user) {
@@ -137,6 +143,11 @@ fn become_tracer(user: User) -> Result<()> {
             | SECBIT_NO_CAP_AMBIENT_RAISE
             | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
         prctl(libc::PR_SET_SECUREBITS, bits).context("locking the secure bits")?;
+    } else {
+        eprintln!(
+            "udptrace: warning: without CAP_SETPCAP the tracer keeps its capability bounding set and cannot lock \
+             its secure bits (it still gives up its user and every capability)"
+        );
     }
     // SAFETY: plain calls on integers.
     if unsafe { libc::geteuid() } == 0 {
@@ -162,10 +173,19 @@ fn become_tracer(user: User) -> Result<()> {
 /// died). Nothing the parent built is dropped here (`_exit`): its destructors would detach the programs
 /// and deregister the tracer's event sources, which the two processes share.
 fn become_helper(stream: &UnixStream, parent: libc::pid_t, bpf: Option<Bpf>) -> ! {
-    let code = match helper_setup(stream, parent, bpf.as_ref()) {
+    // A panic must not unwind out of here, into the parent's frames and their destructors.
+    let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| helper_main(stream, parent, bpf.as_ref())))
+        .unwrap_or(101);
+    // SAFETY: ends this process without running anything the parent set up.
+    unsafe { libc::_exit(code) }
+}
+
+/// The helper's life, and its exit status.
+fn helper_main(stream: &UnixStream, parent: libc::pid_t, bpf: Option<&Bpf>) -> i32 {
+    match helper_setup(stream, parent, bpf) {
         Ok(()) => {
             let mut local = Local::default();
-            match helper::serve(stream, &mut local, bpf.as_ref()) {
+            match helper::serve(stream, &mut local, bpf) {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("udptrace: helper: {e}");
@@ -177,9 +197,7 @@ fn become_helper(stream: &UnixStream, parent: libc::pid_t, bpf: Option<Bpf>) -> 
             eprintln!("udptrace: helper: {}", crate::errors::one_line(&e));
             1
         }
-    };
-    // SAFETY: ends this process without running anything the parent set up.
-    unsafe { libc::_exit(code) }
+    }
 }
 
 fn helper_setup(stream: &UnixStream, parent: libc::pid_t, bpf: Option<&Bpf>) -> Result<()> {

@@ -158,9 +158,14 @@ pub fn receive<T: DeserializeOwned>(stream: &UnixStream) -> io::Result<(T, Optio
             let mut cmsg = libc::CMSG_FIRSTHDR(&header);
             while !cmsg.is_null() {
                 if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                    let received = libc::CMSG_DATA(cmsg).cast::<i32>().read_unaligned();
-                    // A second descriptor (never sent) would replace the first, which then closes.
-                    fd = Some(OwnedFd::from_raw_fd(received));
+                    // Every descriptor that came is owned, and all but the first closed here: a peer that
+                    // sends more (never udptrace's own) cannot fill this process's table.
+                    let data = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                    for i in 0..data / size_of::<i32>() {
+                        let received = libc::CMSG_DATA(cmsg).cast::<i32>().add(i).read_unaligned();
+                        let owned = OwnedFd::from_raw_fd(received);
+                        fd.get_or_insert(owned);
+                    }
                 }
                 cmsg = libc::CMSG_NXTHDR(&header, cmsg);
             }
