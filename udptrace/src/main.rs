@@ -160,8 +160,7 @@ fn trace(cli: Cli, facts: KernelFacts) -> Result<()> {
     let (sinks, server) = sinks(&cli, &outcomes)?;
     // Attached and bound: from here on this process parses what the network sends and serves HTTP, as a
     // user of no privilege; what still needs one is asked of the helper. The metrics thread starts after.
-    let helper = privsep::split::after_attach(&maps, &misses, cli.verbose)?;
-    drop((maps, misses));
+    let helper = privsep::split::after_attach(maps, misses, cli.verbose)?;
     parts.use_helper(&helper);
     let _serving = server.map(metrics::Server::start).transpose()?;
     let serving = cli.metrics.map(|addr| format!("; metrics on http://{addr}/metrics")).unwrap_or_default();

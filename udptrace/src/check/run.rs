@@ -198,8 +198,7 @@ pub fn probe_with_kernel(tracing: Tracing, probe: Probe, plan: &Plan) -> Result<
         ..
     } = tracing;
     // The probe's answers are parsed as a user of no privilege, as the tracer's events are (`privsep`).
-    let helper = crate::privsep::split::after_attach(&maps, &misses, false)?;
-    drop((maps, misses));
+    let helper = crate::privsep::split::after_attach(maps, misses, false)?;
     parts.use_helper(&helper);
     let events = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(tokio::sync::Notify::new());

@@ -234,9 +234,8 @@ mod tests {
         events::{Event, decode, samples},
     };
 
-    fn bytes_of<T: Copy>(value: &T) -> Vec<u8> {
-        // SAFETY: T is a plain #[repr(C)] record without implicit padding.
-        unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    fn bytes_of<T: aya::Pod>(value: &T) -> Vec<u8> {
+        crate::kernel::maps::bytes_of(value).to_vec()
     }
 
     fn header(kind: u8, family: u16) -> EventHeader {

@@ -56,12 +56,12 @@ impl Misses {
         Misses { programs }
     }
 
-    /// The same programs, by descriptors of their own.
     /// The programs' descriptors, which the privileged helper keeps open before 5.19.
     pub fn raw_fds(&self) -> impl Iterator<Item = std::os::fd::RawFd> + '_ {
         self.programs.iter().map(std::os::fd::AsRawFd::as_raw_fd)
     }
 
+    /// The same programs, by descriptors of their own.
     pub fn try_clone(&self) -> std::io::Result<Misses> {
         let programs = self.programs.iter().map(OwnedFd::try_clone).collect::<std::io::Result<_>>()?;
         Ok(Misses { programs })

@@ -61,15 +61,10 @@ impl User {
 }
 
 /// Splits a session whose programs are attached: the helper holds, for kernels whose `bpf()` wants a
-/// capability for every call, a copy of each map (`maps`) and of the programs' descriptors (`misses`).
-pub fn after_attach(maps: &[RawMap], misses: &Misses, verbose: bool) -> Result<Client> {
-    let bpf = if helper::bpf_through_helper() {
-        let maps = maps.iter().map(RawMap::try_clone).collect::<io::Result<_>>().context("copying the maps")?;
-        Some(Bpf { maps, misses: misses.try_clone().context("copying the programs' descriptors")? })
-    } else {
-        None
-    };
-    split(bpf, verbose)
+/// capability for every call, the maps (`maps`) and the programs' descriptors (`misses`), which the tracer
+/// closes; elsewhere both are closed.
+pub fn after_attach(maps: Vec<RawMap>, misses: Misses, verbose: bool) -> Result<Client> {
+    split(helper::bpf_through_helper().then(|| Bpf { maps, misses }), verbose)
 }
 
 /// Forks the helper. `bpf`: the maps and statistics it holds for the tracer (kernels before 5.19),

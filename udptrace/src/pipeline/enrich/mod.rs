@@ -140,11 +140,11 @@ impl Enricher {
             && let Some(ino) = e.sock_ino
         {
             match self.owners.of(&mut *self.helper, ino, *seen, may_wait) {
-                Ok(owner) => e.owner = Some(owner),
+                Lookup::Found(owner) => e.owner = Some(owner),
                 // No process holds it: a kernel socket (a tunnel's), or one closed since.
-                Err(Lookup::Unknown) => e.kernel_socket = e.local.is_some(),
-                Err(Lookup::Unasked | Lookup::Found(_)) => {}
-                Err(Lookup::Later(at)) => {
+                Lookup::Unknown => e.kernel_socket = e.local.is_some(),
+                Lookup::Unasked => {}
+                Lookup::Later(at) => {
                     self.wake_at = Some(at);
                     return None;
                 }
@@ -155,8 +155,8 @@ impl Enricher {
             && let Some(ino) = e.sock_ino
         {
             match self.owners.of(&mut *self.helper, ino, *seen, may_wait) {
-                Ok(owner) => e.owner = Some(owner),
-                Err(Lookup::Unknown) => {
+                Lookup::Found(owner) => e.owner = Some(owner),
+                Lookup::Unknown => {
                     // No process holds a socket that is still there: the kernel's own.
                     if let Some(remote) = e.remote {
                         let (sockets, helper) = (&mut self.sockets, &mut *self.helper);
@@ -166,8 +166,8 @@ impl Enricher {
                     }
                 }
                 // Whether a process holds it is not known: neither an owner nor the kernel's socket.
-                Err(Lookup::Unasked | Lookup::Found(_)) => {}
-                Err(Lookup::Later(at)) => {
+                Lookup::Unasked => {}
+                Lookup::Later(at) => {
                     self.wake_at = Some(at);
                     return None;
                 }
@@ -307,25 +307,16 @@ struct Owners {
 
 impl Owners {
     /// The owner /proc names for socket `ino`, with its cgroup: one named less than a second ago, else the
-    /// helper's answer (see `Resolver::by_socket_inode`), completed; or what /proc said instead.
-    fn of(
-        &mut self,
-        helper: &mut dyn Privileged,
-        ino: u64,
-        seen: Instant,
-        may_wait: bool,
-    ) -> Result<OwnerInfo, Lookup> {
+    /// helper's answer (see `Resolver::by_socket_inode`), completed.
+    fn of(&mut self, helper: &mut dyn Privileged, ino: u64, seen: Instant, may_wait: bool) -> Lookup<OwnerInfo> {
         if let Some(owner) = self.recent.recall(&ino) {
-            return Ok(owner);
+            return Lookup::Found(owner);
         }
-        match helper.owner(ino, seen, may_wait) {
-            Lookup::Found(holder) => {
-                let owner = self.cgroups.completed(holder.owner());
-                self.recent.remember(ino, owner.clone());
-                Ok(owner)
-            }
-            other => Err(other),
-        }
+        helper.owner(ino, seen, may_wait).map(|holder| {
+            let owner = self.cgroups.completed(holder.owner());
+            self.recent.remember(ino, owner.clone());
+            owner
+        })
     }
 }
 

@@ -26,10 +26,10 @@ use procfs::process::{FDTarget, Process};
 use super::recent::Recent;
 use crate::domain::OwnerInfo;
 
-/// What /proc says of a socket.
+/// What /proc says of a socket: its [`Holder`], or, once completed with its cgroup, its owner.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Lookup {
-    Found(Holder),
+pub enum Lookup<T = Holder> {
+    Found(T),
     /// No process holds it.
     Unknown,
     /// Not in the last scan, which is too recent to repeat: ask again from this instant.
@@ -37,6 +37,18 @@ pub enum Lookup {
     /// /proc could not be asked: the privileged helper that reads it is gone. Nothing is known, not even
     /// whether a process holds the socket.
     Unasked,
+}
+
+impl<T> Lookup<T> {
+    /// The same answer, what was found made into `found(it)`.
+    pub fn map<U>(self, found: impl FnOnce(T) -> U) -> Lookup<U> {
+        match self {
+            Lookup::Found(it) => Lookup::Found(found(it)),
+            Lookup::Unknown => Lookup::Unknown,
+            Lookup::Later(at) => Lookup::Later(at),
+            Lookup::Unasked => Lookup::Unasked,
+        }
+    }
 }
 
 /// The process /proc names for a socket: the lowest pid holding it (see [`Holders`]), its name, and how
