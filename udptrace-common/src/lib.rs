@@ -22,6 +22,9 @@ pub use maps::{buffer, names, stat};
 pub use net::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE, icmp, icmpv6};
 pub use offsets::{KernelOffsets, RECVERR_UNKNOWN};
 pub use record::{
+    conntrack::{
+        CT_TUPLE_LAYOUT, CT_UNKNOWN, Conntrack, ConntrackOffsets, CtTuple, NFCT_INFOMASK, conntrack_flags, ct_status,
+    },
     dns::{DNS_PORTS, DNS_PREFIX, DnsPrefix, WithDns},
     header::{EventHeader, kind, probe},
     icmp_sent::{ICMP_STACK_DEPTH, IcmpSent, icmp_sent_flags},

@@ -14,6 +14,9 @@ pub mod names {
     pub const OWNERS: &str = "OWNERS";
     /// The read-only global of [`KernelOffsets`](crate::KernelOffsets).
     pub const OFFSETS: &str = "OFFSETS";
+    /// One [`ConntrackOffsets`](crate::ConntrackOffsets), written when the `nf_conntrack` module's BTF is
+    /// there.
+    pub const CONNTRACK: &str = "CONNTRACK";
     /// The read-only global of [`Config`](crate::Config).
     pub const CONFIG: &str = "CONFIG";
     /// Whether the programs count records in the kernel, and in which generation ([`tally`](crate::tally)).
@@ -49,6 +52,7 @@ pub mod names {
         ICMP_SENT_PENDING,
         DROP_PENDING,
         OUTPUT_STOPPED,
+        CONNTRACK,
     ];
 }
 

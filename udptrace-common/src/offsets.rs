@@ -61,6 +61,10 @@ pub struct KernelOffsets {
     pub sk_rmem_alloc: u32,
     /// `sk_buff.tail`: where its linear data ends, as an offset from `head` (`sk_buff_data_t` on 64-bit).
     pub skb_tail: u32,
+    /// `sk_buff._nfct`: the packet's conntrack entry and its `ip_conntrack_info`
+    /// ([`NFCT_INFOMASK`](crate::NFCT_INFOMASK)), or [`CT_UNKNOWN`](crate::CT_UNKNOWN) in a kernel built
+    /// without conntrack (the member is there only with CONFIG_NF_CONNTRACK, include/linux/skbuff.h).
+    pub skb_nfct: u32,
 }
 
 /// [`KernelOffsets::recverr4_at`] or `recverr6_at` when the flag is not found.
@@ -71,4 +75,4 @@ pub const RECVERR_UNKNOWN: u32 = u32::MAX;
 unsafe impl aya::Pod for KernelOffsets {}
 
 /// No implicit padding: the size is the sum of the fields.
-const _: () = assert!(size_of::<KernelOffsets>() == 27 * 4 + 4 + 5 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 27 * 4 + 4 + 6 * 4);

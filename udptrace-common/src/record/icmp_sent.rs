@@ -1,6 +1,6 @@
 //! `icmp_sent`: this host emitted (or a rate limit stopped it from emitting) an ICMP error.
 
-use super::header::EventHeader;
+use super::{conntrack::Conntrack, header::EventHeader};
 
 /// Bits of [`IcmpSent::flags`].
 pub mod icmp_sent_flags {
@@ -47,6 +47,8 @@ pub struct IcmpSent {
     pub _pad0: [u8; 4],
     /// Kernel return addresses at the hook, innermost first.
     pub stack: [u64; ICMP_STACK_DEPTH],
+    /// The offending packet's conntrack entry.
+    pub conntrack: Conntrack,
 }
 
 // SAFETY: plain `#[repr(C)]` integers and arrays with explicit padding; every bit pattern is valid.
@@ -54,4 +56,4 @@ pub struct IcmpSent {
 unsafe impl aya::Pod for IcmpSent {}
 
 /// No implicit padding: the size is the sum of the fields.
-const _: () = assert!(size_of::<IcmpSent>() == 16 + 32 + 4 + 4 + 8 + 8 * ICMP_STACK_DEPTH);
+const _: () = assert!(size_of::<IcmpSent>() == 16 + 32 + 4 + 4 + 8 + 8 * ICMP_STACK_DEPTH + 88);

@@ -1,6 +1,6 @@
 //! `socket_error`: an ICMP error reached (or failed to reach) a UDP socket.
 
-use super::{header::EventHeader, owner::Owner};
+use super::{conntrack::Conntrack, header::EventHeader, owner::Owner};
 
 /// What the kernel did with an ICMP error that reached the UDP layer.
 pub mod verdict {
@@ -63,6 +63,8 @@ pub struct SocketError {
     pub sock_ino: u64,
     /// Valid with `OWNER_KNOWN`.
     pub owner: Owner,
+    /// The ICMP error's conntrack entry, which is the quoted datagram's (fentry and kprobe modes).
+    pub conntrack: Conntrack,
 }
 
 // SAFETY: plain `#[repr(C)]` integers and arrays with explicit padding; every bit pattern is valid (the
@@ -71,4 +73,4 @@ pub struct SocketError {
 unsafe impl aya::Pod for SocketError {}
 
 /// No implicit padding: the size is the sum of the fields.
-const _: () = assert!(size_of::<SocketError>() == 16 + 48 + 4 + 4 + 4 + 4 + 8 + 32);
+const _: () = assert!(size_of::<SocketError>() == 16 + 48 + 4 + 4 + 4 + 4 + 8 + 32 + 88);

@@ -1,7 +1,7 @@
 //! `udp_dropped`: the kernel dropped a UDP (or UDP-Lite) datagram, and how a flood of drops is counted
 //! instead of handed over one by one.
 
-use super::{header::EventHeader, owner::Owner};
+use super::{conntrack::Conntrack, header::EventHeader, owner::Owner};
 
 /// Dropped datagrams (`skb:kfree_skb`). The first drop of a flow (its reason, packet 5-tuple, socket) in a
 /// second is handed over at once; the rest of that second are counted in the kernel, in a per-CPU hash
@@ -91,6 +91,8 @@ pub struct UdpDropped {
     pub sock_ino: u64,
     /// Valid with `OWNER_KNOWN`.
     pub owner: Owner,
+    /// The datagram's conntrack entry.
+    pub conntrack: Conntrack,
 }
 
 // SAFETY: plain `#[repr(C)]` integers and arrays with explicit padding; every bit pattern is valid.
@@ -98,7 +100,7 @@ pub struct UdpDropped {
 unsafe impl aya::Pod for UdpDropped {}
 
 /// No implicit padding: the size is the sum of the fields.
-const _: () = assert!(size_of::<UdpDropped>() == 16 + 32 + 4 + 4 + 8 + 16 + 8 + 16 + 8 + 32);
+const _: () = assert!(size_of::<UdpDropped>() == 16 + 32 + 4 + 4 + 8 + 16 + 8 + 16 + 8 + 32 + 88);
 
 /// What a dropped datagram's count carries besides the count: the largest receive queue seen.
 #[repr(C)]

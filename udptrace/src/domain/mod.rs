@@ -3,9 +3,11 @@
 //! kind, are in `events`. Every other module speaks these types; this one depends on no other module of
 //! udptrace.
 
+mod conntrack;
 mod errno;
 mod names;
 
+pub use conntrack::{CtSource, Nat, Translation, Tuple};
 pub use errno::{Errno, errno_name, errno_number, icmp_errno};
 pub use names::{endpoint, icmp_name, proto_name, rfc3339};
 

@@ -7,14 +7,16 @@ use udptrace_common::{ICMP_STACK_DEPTH, IcmpSent as RawIcmpSent, WithDns, icmp_s
 
 use super::{
     Facts, Kind, Layout, Line, Metric, Row, Sample, Tone,
-    parts::{DnsJson, Head, PacketJson, dns_text, flow_text, lookup, to_json},
+    parts::{ConntrackJson, DnsJson, Head, PacketJson, dns_text, flow_text, lookup, to_json},
     record::{
         Clock, DecodeError, addr, dns_of,
-        fields::{addr_at, dns_matches, family_matches, header_matches, u16_at, u32_at, u64_at},
-        meta, read_record,
+        fields::{addr_at, conntrack_matches, dns_matches, family_matches, header_matches, u16_at, u32_at, u64_at},
+        meta, read_record, translation_of,
     },
 };
-use crate::domain::{Cause, Dns, Family, Icmp, Meta, Packet, endpoint, errno_name, icmp_errno, icmp_name, proto_name};
+use crate::domain::{
+    Cause, Dns, Family, Icmp, Meta, Packet, Translation, endpoint, errno_name, icmp_errno, icmp_name, proto_name,
+};
 
 /// An ICMP error this host sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +35,8 @@ pub struct IcmpSent {
     pub count: u64,
     /// What the offending datagram said as DNS, for one on a DNS port.
     pub dns: Option<Dns>,
+    /// The connection's conntrack entry, when conntrack translated it.
+    pub conntrack: Option<Translation>,
 }
 
 /// Its record's layout (`events::layout`), which `icmp_suppressed` shares.
@@ -56,6 +60,7 @@ struct Json<'a> {
     cause: &'static str,
     rate_limited: Option<bool>,
     dns: Option<DnsJson<'a>>,
+    conntrack: Option<ConntrackJson>,
 }
 
 /// An ICMP error's type and code.
@@ -105,6 +110,7 @@ impl Kind for IcmpSent {
             cause: self.cause.as_str(),
             rate_limited: self.rate_limited,
             dns: DnsJson::of(self.dns.as_ref()),
+            conntrack: ConntrackJson::of(self.conntrack.as_ref()),
         })
     }
 
@@ -181,6 +187,7 @@ impl IcmpSent {
             rate_limited: (raw.flags & icmp_sent_flags::AT_DROP == 0).then_some(false),
             count: 1,
             dns,
+            conntrack: translation_of(&raw.conntrack),
         };
         Ok((sent, raw))
     }
@@ -209,6 +216,7 @@ impl IcmpSent {
         let stack: Vec<u64> = (0..frames).map(|i| u64_at(input, offset_of!(RawIcmpSent, stack) + 8 * i)).collect();
         assert_eq!(self.stack, stack, "stack_bytes {stack_bytes}");
         dns_matches(&self.dns, has(icmp_sent_flags::DNS), input, size_of::<RawIcmpSent>());
+        conntrack_matches(&self.conntrack, input, offset_of!(RawIcmpSent, conntrack));
     }
 
     /// The errno the error gives the application it reaches.

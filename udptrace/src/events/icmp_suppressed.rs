@@ -6,7 +6,7 @@ use udptrace_common::{icmp_sent_flags, kind};
 use super::{
     Facts, IcmpSent, Kind, Line, Metric, Row, Sample, Tone,
     icmp_sent::IcmpJson,
-    parts::{DnsJson, Head, PacketJson, dns_text, flow_text, to_json},
+    parts::{ConntrackJson, DnsJson, Head, PacketJson, dns_text, flow_text, to_json},
     record::{
         Clock, DecodeError,
         fields::{family_matches, header_matches},
@@ -47,6 +47,7 @@ struct Json<'a> {
     count: u64,
     cause: Option<&'static str>,
     dns: Option<DnsJson<'a>>,
+    conntrack: Option<ConntrackJson>,
 }
 
 impl Kind for IcmpSuppressed {
@@ -89,6 +90,7 @@ impl Kind for IcmpSuppressed {
             count: self.count,
             cause: attempt.map(|a| a.cause.as_str()),
             dns: DnsJson::of(self.dns()),
+            conntrack: ConntrackJson::of(self.attempt.as_ref().and_then(|a| a.conntrack.as_ref())),
         })
     }
 

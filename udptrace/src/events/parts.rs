@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::domain::{Dns, Meta, OwnerInfo, Packet, endpoint, proto_name, rfc3339};
+use crate::domain::{Dns, Meta, OwnerInfo, Packet, Translation, Tuple, endpoint, proto_name, rfc3339};
 
 /// The fields every JSON object starts with.
 #[derive(Serialize)]
@@ -96,6 +96,36 @@ pub fn flow_text(packet: Option<Packet>) -> String {
         || "an unreadable packet".to_owned(),
         |p| format!("{} {} -> {}", proto_name(p.proto), endpoint(&p, true), endpoint(&p, false)),
     )
+}
+
+/// `conntrack`: the translated connection's two tuples, what NAT rewrote, whether it was ever answered,
+/// and its mark.
+#[derive(Serialize)]
+pub struct ConntrackJson {
+    original: TupleJson,
+    reply: TupleJson,
+    nat: &'static str,
+    replied: bool,
+    mark: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct TupleJson {
+    src: String,
+    dst: String,
+}
+
+impl ConntrackJson {
+    pub fn of(translation: Option<&Translation>) -> Option<Self> {
+        let tuple = |t: &Tuple| TupleJson { src: t.src.to_string(), dst: t.dst.to_string() };
+        translation.map(|t| Self {
+            original: tuple(&t.original),
+            reply: tuple(&t.reply),
+            nat: t.nat.as_str(),
+            replied: t.replied,
+            mark: t.mark,
+        })
+    }
 }
 
 /// `dns`: what the datagram's payload said; `payload_bytes` of `payload_length` were at hand.

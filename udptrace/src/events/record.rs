@@ -4,15 +4,17 @@
 
 use std::{
     fmt,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     time::{Duration, SystemTime},
 };
 
-use udptrace_common::{AF_INET, AF_INET6, DnsPrefix, EventHeader, probe};
+use udptrace_common::{
+    AF_INET, AF_INET6, Conntrack, CtTuple, DnsPrefix, EventHeader, conntrack_flags, ct_status, probe,
+};
 
 use crate::{
     dns,
-    domain::{AttachMode, Dns, Family, Meta, OwnerInfo},
+    domain::{AttachMode, CtSource, Dns, Family, Meta, Nat, OwnerInfo, Translation, Tuple},
 };
 
 /// The family of a record's `family` byte.
@@ -147,15 +149,40 @@ pub fn dns_of(prefix: &DnsPrefix) -> Dns {
     dns::parse(&prefix.bytes[..len], usize::from(prefix.total))
 }
 
+/// A record's conntrack part as the translation it says, `None` when it holds none: not flagged, not a
+/// translated connection, or of a family the record cannot be (a tuple whose bytes make no sense is no
+/// translation).
+pub fn translation_of(raw: &Conntrack) -> Option<Translation> {
+    if raw.flags & conntrack_flags::KNOWN == 0 {
+        return None;
+    }
+    let family = family_of(u8::try_from(raw.original.l3num).ok()?)?;
+    let nat = Nat::of(raw.status & ct_status::DST_NAT != 0, raw.status & ct_status::SRC_NAT != 0)?;
+    let tuple = |t: &CtTuple| Tuple {
+        src: SocketAddr::new(addr(family, t.src_addr), u16::from_be_bytes(t.src_port)),
+        dst: SocketAddr::new(addr(family, t.dst_addr), u16::from_be_bytes(t.dst_port)),
+    };
+    Some(Translation {
+        original: tuple(&raw.original),
+        reply: tuple(&raw.reply),
+        nat,
+        replied: raw.status & ct_status::SEEN_REPLY != 0,
+        mark: (raw.flags & conntrack_flags::MARK_KNOWN != 0).then_some(raw.mark),
+        source: CtSource::Packet,
+    })
+}
+
 /// Reading a record's bytes field by field, at the offsets of its type (`offset_of!`), not through the
 /// decoder: what each kind's [`Kind::check_record`](super::Kind::check_record) holds its event to.
 pub mod fields {
     use std::{mem::offset_of, net::IpAddr};
 
-    use udptrace_common::{AF_INET, AF_INET6, DnsPrefix, EventHeader, Owner, probe};
+    use udptrace_common::{
+        AF_INET, AF_INET6, Conntrack, CtTuple, DnsPrefix, EventHeader, Owner, conntrack_flags, ct_status, probe,
+    };
 
     use super::{CHECK_CLOCK, addr, dns_of, read_record};
-    use crate::domain::{AttachMode, Dns, Family, Meta, OwnerInfo};
+    use crate::domain::{AttachMode, Dns, Family, Meta, OwnerInfo, Translation};
 
     /// The header's namespace, time and mode are the event's: each mode back to the byte that says it, not
     /// through the decoder's reading of it.
@@ -198,6 +225,38 @@ pub mod fields {
             let prefix: DnsPrefix = read_record(&input[base..], 0).expect("the payload after the record");
             assert_eq!(*dns, dns_of(&prefix));
         }
+    }
+
+    /// A conntrack part at `at`: a translation exactly when it is flagged and says NAT, each tuple's
+    /// addresses and ports back to their bytes (ports in network order, as the kernel keeps them).
+    pub fn conntrack_matches(translation: &Option<Translation>, input: &[u8], at: usize) {
+        let flags = input[at + offset_of!(Conntrack, flags)];
+        let status = u16_at(input, at + offset_of!(Conntrack, status));
+        let Some(t) = translation else {
+            assert!(
+                flags & conntrack_flags::KNOWN == 0 || status & ct_status::NAT == 0 || {
+                    let l3num = u16_at(input, at + offset_of!(Conntrack, original) + offset_of!(CtTuple, l3num));
+                    l3num != AF_INET && l3num != AF_INET6
+                },
+                "a translation was left out"
+            );
+            return;
+        };
+        assert!(flags & conntrack_flags::KNOWN != 0);
+        let family = if t.original.src.is_ipv4() { Family::Ipv4 } else { Family::Ipv6 };
+        for (tuple, base) in [(t.original, offset_of!(Conntrack, original)), (t.reply, offset_of!(Conntrack, reply))] {
+            let base = at + base;
+            let port = |o: usize| u16::from_be_bytes([input[base + o], input[base + o + 1]]);
+            assert_eq!(tuple.src.ip(), addr_at(family, input, base + offset_of!(CtTuple, src_addr)));
+            assert_eq!(tuple.dst.ip(), addr_at(family, input, base + offset_of!(CtTuple, dst_addr)));
+            assert_eq!(tuple.src.port(), port(offset_of!(CtTuple, src_port)));
+            assert_eq!(tuple.dst.port(), port(offset_of!(CtTuple, dst_port)));
+        }
+        assert_eq!(t.replied, status & ct_status::SEEN_REPLY != 0);
+        assert_eq!(t.nat.as_str().contains("dnat"), status & ct_status::DST_NAT != 0);
+        assert_eq!(t.nat.as_str().contains("snat"), status & ct_status::SRC_NAT != 0);
+        let mark = u32_at(input, at + offset_of!(Conntrack, mark));
+        assert_eq!(t.mark, (flags & conntrack_flags::MARK_KNOWN != 0).then_some(mark));
     }
 
     /// The 16 bytes of an address field: IPv4 in the first four.
@@ -289,6 +348,7 @@ mod tests {
             stack_bytes: 16,
             _pad0: [0; 4],
             stack: [0; ICMP_STACK_DEPTH],
+            conntrack: Default::default(),
         };
         raw.src[..4].copy_from_slice(&[10, 0, 0, 2]);
         raw.dst[..4].copy_from_slice(&[10, 0, 0, 9]);

@@ -32,6 +32,7 @@ pub fn socket_error() -> SocketError {
         owner: None,
         count: 1,
         dns: None,
+        conntrack: None,
     }
 }
 
@@ -69,6 +70,7 @@ pub fn icmp_sent() -> IcmpSent {
         rate_limited: Some(false),
         count: 1,
         dns: None,
+        conntrack: None,
     }
 }
 
@@ -106,6 +108,7 @@ pub fn rcvbuf_drop() -> UdpDropped {
         count: 1,
         sources_folded: false,
         dns: None,
+        conntrack: None,
     }
 }
 

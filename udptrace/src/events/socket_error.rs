@@ -8,14 +8,17 @@ use udptrace_common::{SocketError as RawSocketError, WithDns, icmp, kind, socket
 
 use super::{
     Facts, Kind, Layout, Line, Metric, Row, Sample, Tone,
-    parts::{DnsJson, Head, OwnerJson, dns_text, lookup, owner_row, owner_text, to_json},
+    parts::{ConntrackJson, DnsJson, Head, OwnerJson, dns_text, lookup, owner_row, owner_text, to_json},
     record::{
         Clock, DecodeError, addr, dns_of,
-        fields::{addr_at, dns_matches, family_matches, header_matches, owner_matches, u16_at, u32_at, u64_at},
-        meta, read_record, recorded_owner,
+        fields::{
+            addr_at, conntrack_matches, dns_matches, family_matches, header_matches, owner_matches, u16_at, u32_at,
+            u64_at,
+        },
+        meta, read_record, recorded_owner, translation_of,
     },
 };
-use crate::domain::{Dns, Errno, Family, Icmp, Meta, OwnerInfo, Verdict, errno_name, icmp_name};
+use crate::domain::{Dns, Errno, Family, Icmp, Meta, OwnerInfo, Translation, Verdict, errno_name, icmp_name};
 
 /// An ICMP error that reached (or failed to reach) a UDP socket on this host.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +49,9 @@ pub struct SocketError {
     /// What the ICMP error quotes of the datagram, as DNS, for one on a DNS port (fentry and kprobe modes:
     /// tracepoint mode sees no quoted packet).
     pub dns: Option<Dns>,
+    /// The connection's conntrack entry, when conntrack translated it: from the ICMP error's packet, or asked
+    /// of conntrack by the flow.
+    pub conntrack: Option<Translation>,
 }
 
 /// Its record's layout (`events::layout`).
@@ -76,6 +82,7 @@ struct Json<'a> {
     #[serde(flatten)]
     owner: OwnerJson<'a>,
     dns: Option<DnsJson<'a>>,
+    conntrack: Option<ConntrackJson>,
 }
 
 /// The ICMP error: its type and code, and who sent it.
@@ -130,6 +137,7 @@ impl Kind for SocketError {
             recverr: self.recverr,
             owner: OwnerJson::of(self.owner.as_ref(), self.kernel_socket),
             dns: DnsJson::of(self.dns.as_ref()),
+            conntrack: ConntrackJson::of(self.conntrack.as_ref()),
         })
     }
 
@@ -213,6 +221,7 @@ impl Kind for SocketError {
         assert_eq!(self.owner.is_some(), has(socket_error_flags::OWNER_KNOWN));
         owner_matches(self.owner.as_ref(), input, offset_of!(RawSocketError, owner));
         dns_matches(&self.dns, has(socket_error_flags::DNS), input, size_of::<RawSocketError>());
+        conntrack_matches(&self.conntrack, input, offset_of!(RawSocketError, conntrack));
     }
 }
 
@@ -250,6 +259,7 @@ impl SocketError {
             owner: has(socket_error_flags::OWNER_KNOWN).then(|| recorded_owner(&raw.owner)),
             count: 1,
             dns,
+            conntrack: translation_of(&raw.conntrack),
         })
     }
 }

@@ -7,14 +7,20 @@ use udptrace_common::{UdpDropped as RawUdpDropped, WithDns, drops, kind, udp_dro
 
 use super::{
     Facts, Kind, Layout, Line, Metric, Row, Sample, Tone,
-    parts::{DnsJson, Head, OwnerJson, PacketJson, dns_text, flow_text, lookup, owner_row, owner_text, to_json},
+    parts::{
+        ConntrackJson, DnsJson, Head, OwnerJson, PacketJson, dns_text, flow_text, lookup, owner_row, owner_text,
+        to_json,
+    },
     record::{
         Clock, DecodeError, addr, dns_of,
-        fields::{addr_at, dns_matches, family_matches, header_matches, owner_matches, u16_at, u32_at, u64_at},
-        meta, read_record, recorded_owner,
+        fields::{
+            addr_at, conntrack_matches, dns_matches, family_matches, header_matches, owner_matches, u16_at, u32_at,
+            u64_at,
+        },
+        meta, read_record, recorded_owner, translation_of,
     },
 };
-use crate::domain::{Direction, Dns, Family, Meta, OwnerInfo, Packet, endpoint, proto_name};
+use crate::domain::{Direction, Dns, Family, Meta, OwnerInfo, Packet, Translation, endpoint, proto_name};
 
 /// A UDP datagram the kernel dropped.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,6 +57,8 @@ pub struct UdpDropped {
     pub sources_folded: bool,
     /// The datagram is to or from a DNS port: what its payload said.
     pub dns: Option<Dns>,
+    /// The connection's conntrack entry, when conntrack translated it.
+    pub conntrack: Option<Translation>,
 }
 
 /// Its record's layout (`events::layout`).
@@ -84,6 +92,7 @@ struct Json<'a> {
     queued: Option<u32>,
     count: u64,
     dns: Option<DnsJson<'a>>,
+    conntrack: Option<ConntrackJson>,
 }
 
 impl Kind for UdpDropped {
@@ -130,6 +139,7 @@ impl Kind for UdpDropped {
             queued: self.queued,
             count: self.count,
             dns: DnsJson::of(self.dns.as_ref()),
+            conntrack: ConntrackJson::of(self.conntrack.as_ref()),
         })
     }
 
@@ -208,6 +218,7 @@ impl Kind for UdpDropped {
         assert_eq!(self.owner.is_some(), has(udp_dropped_flags::OWNER_KNOWN));
         owner_matches(self.owner.as_ref(), input, offset_of!(RawUdpDropped, owner));
         dns_matches(&self.dns, has(udp_dropped_flags::DNS), input, size_of::<RawUdpDropped>());
+        conntrack_matches(&self.conntrack, input, offset_of!(RawUdpDropped, conntrack));
     }
 }
 
@@ -253,6 +264,7 @@ impl UdpDropped {
             count: 1,
             sources_folded: has(udp_dropped_flags::SOURCES_FOLDED),
             dns: None,
+            conntrack: translation_of(&raw.conntrack),
         })
     }
 

@@ -13,7 +13,7 @@
 use std::{cmp::Ordering, path::Path};
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use udptrace_common::{KernelOffsets, RECVERR_UNKNOWN};
+use udptrace_common::{CT_UNKNOWN, KernelOffsets, RECVERR_UNKNOWN};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -303,6 +303,8 @@ impl KernelBtf {
             skb_protocol: self.member_offset("sk_buff", "protocol")?,
             skb_iif: self.member_offset("sk_buff", "skb_iif")?,
             skb_tail: self.member_offset("sk_buff", "tail")?,
+            // Only with CONFIG_NF_CONNTRACK (include/linux/skbuff.h, 4.11+).
+            skb_nfct: self.member_offset("sk_buff", "_nfct").unwrap_or(CT_UNKNOWN),
             sk_rcvbuf: sock("sk_rcvbuf")?,
             // An atomic_t: its counter is its first member.
             sk_rmem_alloc: sock("sk_backlog.rmem_alloc")?,

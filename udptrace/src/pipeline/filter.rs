@@ -319,6 +319,7 @@ mod tests {
             owner: owner.map(|(pid, comm)| OwnerInfo { pid, comm: comm.to_owned(), ..Default::default() }),
             count: 1,
             dns: None,
+            conntrack: None,
         })
     }
 
@@ -338,6 +339,7 @@ mod tests {
             rate_limited: Some(false),
             count: 1,
             dns: None,
+            conntrack: None,
         })
     }
 
