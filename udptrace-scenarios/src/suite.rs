@@ -5,7 +5,8 @@
 //! This file is the table; the cases live by area, beside the program files they prove: `errors.rs` (one
 //! ICMP error from both ends: `socket_error.rs`, `icmp_sent.rs`), `delivery.rs` (where an error goes or does not),
 //! `drops.rs` and `path_drops.rs` (`udp_dropped.rs`), `owner.rs` (`owner.rs`), `check.rs` (`udptrace check`),
-//! `metrics.rs` (`--metrics`), `syscalls.rs` (the service's system call filter), `operator.rs` (what an
+//! `metrics.rs` (`--metrics`), `syscalls.rs` (the service's system call filter), `conntrack.rs` (behind NAT:
+//! the `conntrack` field of errors and drops, against `conntrack -L`), `operator.rs` (what an
 //! operator relies on under load: filters, floods, malformed ICMP), `process.rs` (udptrace as a process:
 //! what its tracer and helper hold, the healthy path, unloading, the helper's death, owner records freed);
 //! `fixtures.rs` is what they share, `procfs.rs` what `/proc` says of a udptrace's processes.
@@ -15,6 +16,7 @@ use anyhow::Result;
 use crate::{config::Config, outcome::Outcome, tracer::Tracer};
 
 mod check;
+mod conntrack;
 mod delivery;
 mod dns;
 mod drops;
@@ -66,6 +68,10 @@ pub const WITH_DROPS_ONLY: &[&str] = &[
     "bad_checksum",
     "closed_port_ipv6_once",
     "healthy_path",
+    "healthy_path_nat",
+    "nat_backend_gone_ipv4",
+    "nat_backend_gone_ipv6",
+    "nat_router_masquerade",
     "capabilities_dropped",
     // Its udptrace runs with `-v`: the verifier must accept the programs with their log calls wherever any load.
     "sigkill_unloads",
@@ -140,6 +146,7 @@ pub static SCENARIOS: &[Scenario] = &[
     Scenario { name: "malformed_icmp", run: operator::malformed_icmp },
     Scenario { name: "sigkill_unloads", run: process::sigkill_unloads },
     Scenario { name: "healthy_path", run: process::healthy_path },
+    Scenario { name: "healthy_path_nat", run: process::healthy_path_nat },
     Scenario { name: "owner_records_freed", run: process::owner_records_freed },
     Scenario { name: "capabilities_dropped", run: process::capabilities_dropped },
     Scenario { name: "helper_killed", run: process::helper_killed },
@@ -147,6 +154,16 @@ pub static SCENARIOS: &[Scenario] = &[
     Scenario { name: "hostile_names", run: hostile::hostile_names },
     Scenario { name: "hostile_flood", run: hostile::hostile_flood },
     Scenario { name: "syscall_filter", run: syscalls::syscall_filter },
+    Scenario { name: "nat_service_ipv4", run: |c, t| conntrack::nat_service(c, t, Family::V4) },
+    Scenario { name: "nat_service_ipv6", run: |c, t| conntrack::nat_service(c, t, Family::V6) },
+    Scenario { name: "nat_pod_ipv4", run: |c, t| conntrack::nat_pod(c, t, Family::V4) },
+    Scenario { name: "nat_pod_ipv6", run: |c, t| conntrack::nat_pod(c, t, Family::V6) },
+    Scenario { name: "nat_backend_gone_ipv4", run: |c, t| conntrack::nat_backend_gone(c, t, Family::V4) },
+    Scenario { name: "nat_backend_gone_ipv6", run: |c, t| conntrack::nat_backend_gone(c, t, Family::V6) },
+    Scenario { name: "nat_stale_entry", run: conntrack::nat_stale_entry },
+    Scenario { name: "nat_router_masquerade", run: conntrack::nat_router_masquerade },
+    Scenario { name: "nat_host_masquerade", run: conntrack::nat_host_masquerade },
+    Scenario { name: "nat_none_tracked", run: conntrack::nat_none_tracked },
 ];
 
 #[cfg(test)]

@@ -11,7 +11,9 @@ use anyhow::{Context as _, Result};
 use serde_json::json;
 
 use super::{
-    CLOSED_PORT, Family, Results, TwoHosts, compare, is_socket_error_of,
+    CLOSED_PORT, Family, Results, SERVER_V4, TwoHosts, compare, conntrack,
+    fixtures::SERVER_V6,
+    is_socket_error_of,
     operator::refused_socket,
     procfs::{ThreadStatus, helper_alive, helper_of, kernel_release, kernel_version, threads_of},
 };
@@ -191,11 +193,32 @@ fn flag(thread: &ThreadStatus, field: &str, want: &str) -> Option<String> {
 /// 20,000 runs). Then one refused datagram: the statistics must see the error path run, or they counted
 /// nothing and the first check proved nothing.
 pub fn healthy_path(_config: &Config, _shared: &mut Tracer) -> Result<Results> {
+    healthy(false)
+}
+
+/// [`healthy_path`] on a translated flow: conntrack on at both ends (a `ct state` rule), the client sending
+/// to a Service address its OUTPUT chain DNATs to the receiver. Every datagram's entry is read by nothing.
+pub fn healthy_path_nat(_config: &Config, _shared: &mut Tracer) -> Result<Results> {
+    healthy(true)
+}
+
+fn healthy(nat: bool) -> Result<Results> {
     const DATAGRAMS: u64 = 20_000;
     const OPEN_PORT: u16 = 7100;
     let hosts = TwoHosts::new()?;
     let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)?;
     let server = SocketAddr::new(TwoHosts::server_ip(Family::V4), OPEN_PORT);
+    // Where the sender sends: the receiver, or a Service address translated to it.
+    let to = if nat {
+        let service = SocketAddr::new(conntrack::SERVICE_V4.parse()?, OPEN_PORT);
+        conntrack::route_services(&hosts.client, SERVER_V4, SERVER_V6)?;
+        conntrack::dnat(&hosts.client, "output", service, server)?;
+        conntrack::track(&hosts.client)?;
+        conntrack::track(&hosts.server)?;
+        service
+    } else {
+        server
+    };
     let receiver = udp_socket(&hosts.server, server)?;
     receiver.set_read_timeout(Some(Duration::from_millis(500)))?;
     // Room for every datagram, so that none is dropped at the socket either: each takes the healthy path.
@@ -209,7 +232,7 @@ pub fn healthy_path(_config: &Config, _shared: &mut Tracer) -> Result<Results> {
         received
     });
     let sender = udp_socket(&hosts.client, SocketAddr::new(TwoHosts::client_ip(Family::V4), 0))?;
-    sender.connect(server)?;
+    sender.connect(to)?;
     let before = run_counts()?;
     for _ in 0..DATAGRAMS {
         sender.send(b"healthy")?;
