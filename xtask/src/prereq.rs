@@ -17,7 +17,8 @@ pub const BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd
 /// `prometheus`: the metrics test scrapes udptrace with a real one; `bpftrace` and `tcpdump`: what the
 /// benchmark compares udptrace with; `netcat-openbsd`: `nc -vzu` beside `udptrace check`; `bind9-dnsutils`:
 /// dig, a DNS client whose refused query the suite names; `dnsmasq-base`: a DNS server and forwarder;
-/// `strace`: the system calls udptrace makes, held against the service's filter.
+/// `strace`: the system calls udptrace makes, held against the service's filter; `conntrack`: the witness of
+/// the entries the NAT scenarios' events name (`conntrack -L`).
 pub const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "procps",
@@ -29,6 +30,7 @@ pub const TEST_PACKAGES: &[&str] = &[
     "bind9-dnsutils",
     "dnsmasq-base",
     "strace",
+    "conntrack",
 ];
 
 pub fn ensure_build() -> Result<()> {

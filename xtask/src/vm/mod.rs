@@ -5,8 +5,8 @@
 //! Kernels are resolved over apt lists kept in `.vm-cache/apt/` (bullseye, bookworm and its updates,
 //! trixie-backports; the machine's own apt setup is not touched), downloaded once into `.vm-cache/`, and
 //! booted from an initramfs holding busybox, iproute2's `ip` and `ss`, nftables' `nft`, OpenBSD's `nc`,
-//! udptrace, the scenario binary, their shared libraries and the kernel modules the scenarios need (veth,
-//! nftables REJECT). The VM prints one line per check; this side collects them into a kernel x mode x check
+//! conntrack-tools' `conntrack`, udptrace, the scenario binary, their shared libraries and the kernel modules
+//! the scenarios need (veth, nftables REJECT, conntrack and NAT). The VM prints one line per check; this side collects them into a kernel x mode x check
 //! matrix. The VMs run in lanes, one more than the cores.
 //!
 //! `kernels.rs` resolves and fetches the kernels, `initramfs.rs` builds what they boot (`init.sh` its
@@ -60,12 +60,28 @@ pub const VM_PACKAGES: &[&str] = &[
     "netcat-openbsd",
     "bind9-dnsutils",
     "dnsmasq-base",
+    "conntrack",
 ];
 
 /// Kernel modules the scenarios need (veth links; nftables DROP and REJECT; the UDP socket table through
 /// sock_diag, which a full system loads on first use), loaded with their dependencies: the cloud kernels
-/// build them as modules. VXLAN, for a socket that is the kernel's own.
-const MODULES: &[&str] = &["veth", "nft_reject_inet", "udp_diag", "vxlan"];
+/// build them as modules. VXLAN, for a socket that is the kernel's own. Conntrack and NAT behind the
+/// scenarios' Services and masquerades: nftables' `ct` expression (`nft_ct`), its NAT chains, `dnat` and
+/// `masquerade` (`nft_chain_nat`, `nft_nat`, `nft_masq`), with `nf_conntrack`, `nf_nat` and the
+/// defragmenters among their dependencies; and ctnetlink (`nf_conntrack_netlink`), which the `conntrack` tool
+/// and udptrace's lookups by flow ask. A full system loads them on first use (`request_module`), which this
+/// initramfs, without modprobe, cannot.
+const MODULES: &[&str] = &[
+    "veth",
+    "nft_reject_inet",
+    "udp_diag",
+    "vxlan",
+    "nft_ct",
+    "nft_chain_nat",
+    "nft_nat",
+    "nft_masq",
+    "nf_conntrack_netlink",
+];
 
 pub const MODES: &[&str] = &["fentry", "kprobe", "tracepoint"];
 /// A VM that has not powered off by then is killed and its run fails.
@@ -146,6 +162,8 @@ pub fn vm_test(
     let getent = fs::canonicalize("/usr/bin/getent").context("libc-bin's getent")?;
     // A DNS server and forwarder.
     let dnsmasq = fs::canonicalize("/usr/sbin/dnsmasq").context("dnsmasq-base's dnsmasq")?;
+    // The witness of the entries the NAT scenarios' events name (`conntrack -L`).
+    let conntrack = fs::canonicalize("/usr/sbin/conntrack").context("conntrack-tools' conntrack")?;
     let binaries = [
         (udptrace, "/usr/bin/udptrace"),
         (scenarios, "/usr/bin/udptrace-scenarios"),
@@ -158,6 +176,7 @@ pub fn vm_test(
         (dig, "/usr/local/sbin/dig"),
         (getent, "/usr/local/sbin/getent"),
         (dnsmasq, "/usr/local/sbin/dnsmasq"),
+        (conntrack, "/usr/local/sbin/conntrack"),
     ];
     fs::create_dir_all(cache_dir().join("logs"))?;
 
