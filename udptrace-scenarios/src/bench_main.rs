@@ -177,6 +177,29 @@ fn smoke_checks(report: &Report) -> ExitCode {
             );
         }
     }
+    let conntrack_ran = |rows: &[udptrace_scenarios::bench::ProgramCost]| {
+        let costs = udptrace_scenarios::bench::conntrack_costs(rows);
+        !costs.is_empty()
+            && costs.iter().any(|c| c.tracked.is_some_and(|p| p.runs > 0))
+            && costs.iter().any(|c| c.translated.is_some_and(|p| p.runs > 0))
+    };
+    if !report.conntrack_measured {
+        skipped += 1;
+        println!(
+            "bench  smoke  {:<24} skip, because conntrack and NAT could not be set up here (see \"Left out here\")",
+            "conntrack_costs_read"
+        );
+    } else if conntrack_ran(&report.error_programs) && conntrack_ran(&report.drops.programs) {
+        passed += 1;
+        println!("bench  smoke  {:<24} pass", "conntrack_costs_read");
+    } else {
+        failed += 1;
+        println!(
+            "bench  smoke  {:<24} FAIL: no udptrace program ran on the tracked or the translated flows of the \
+             error path or the drop flood",
+            "conntrack_costs_read"
+        );
+    }
     println!("bench: {passed} passed, {failed} failed, {skipped} skipped");
     if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

@@ -371,10 +371,18 @@ harness starts it, waits, and reads its count.
   per event, `--json`, `--quiet`, `--summary 1`): the bpftrace one-liner an operator would type,
   `tracepoint:skb:kfree_skb { @[args->reason] = count(); }`, whose ratio is udptrace's goal. udptrace's drops
   shown plus its lost count must equal the server's `Udp: RcvbufErrors`.
+- Conntrack: the error path's `udptrace MODE` and owner-recorded rows, and the one-flow drop flood's
+  `--json`, again on flows conntrack tracks but translates by nothing (`, tracked`: a `ct state` rule in the
+  input and output chains of both namespaces) and on flows it translates (`, DNAT`: sent to a Service
+  address that the client's OUTPUT and then the server's PREROUTING translate, so that every program reads
+  a translated entry on its side), each beside no tracer on the same flows. The rules are added before each
+  such measurement and deleted after it. A table sets each program's cost per run on those flows beside its
+  cost on untracked ones: the goal on tracked flows is at most 1.10 times, the ratio being the median of the
+  rounds' ratios.
 
 Each round measures every variant once, in a rotating order; the tables give medians over rounds, and each
-variant's ratio to no tracer is the median of its per-round ratios, so that a machine's drift between rounds
-cancels out. udptrace has `--netns SERVER`, but for the socket owner's rows, `--netns CLIENT`. Started as a user starts it, it hands over a record per
+variant's ratio to no tracer (on the same flows) is the median of its per-round ratios, so that a machine's
+drift between rounds cancels out. udptrace has `--netns SERVER`, but for the socket owner's rows, `--netns CLIENT`. Started as a user starts it, it hands over a record per
 error and prints a text line for each, to a pipe that is read and dropped (the hot path runs it so too);
 with `--quiet` (nothing printed) or `--summary 1` (a JSON table a second, to a pipe that is read), only
 counts are wanted, and its programs count in the kernel instead of handing over a record per error. The

@@ -40,6 +40,11 @@
 //!    `udp_dropped` events to the receiver with `--json`, the `udp_dropped` rows of the last table with
 //!    `--summary`, the closing line's events with `--quiet`) must be no more than the kernel counted, and
 //!    with the lost count no fewer; and the per-program cost, from BPF statistics.
+//! 5. Conntrack: the error path's and the drop flood's udptrace variants again on flows conntrack tracks
+//!    (`, tracked`: a `ct state` rule in both namespaces) and on flows it translates (`, DNAT`: sent to a
+//!    Service address that the client's OUTPUT and then the server's PREROUTING translate, so that the
+//!    entries on both sides are translated ones), each beside no tracer on the same flows, in the same
+//!    rounds. The programs' cost per run on those flows is set beside their cost on untracked ones.
 
 use std::{collections::BTreeSet, net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -83,6 +88,99 @@ pub struct Options {
     pub paths: Vec<String>,
 }
 
+/// The Service address the `, DNAT` variants send to, which the client's OUTPUT translates to
+/// [`SERVICE_HOP`], routed to the server, whose PREROUTING translates it to [`SERVER`]; ports are kept.
+const SERVICE: &str = "10.96.0.10";
+const SERVICE_HOP: &str = "10.96.0.20";
+/// The nft table the conntrack variants add to both namespaces, and delete after each measurement.
+const CT_TABLE: &str = "udptrace_bench";
+
+/// How a variant's flows meet conntrack, beyond untracked (the other variants).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ct {
+    /// Tracked, translated by nothing: a `ct state` rule in the input and output chains of both namespaces.
+    Tracked,
+    /// Translated: sent to [`SERVICE`], DNATed in the client's OUTPUT and again in the server's PREROUTING.
+    Translated,
+}
+
+impl Ct {
+    const ALL: [Ct; 2] = [Ct::Tracked, Ct::Translated];
+
+    fn word(self) -> &'static str {
+        match self {
+            Ct::Tracked => "tracked",
+            Ct::Translated => "DNAT",
+        }
+    }
+
+    /// The rules of each namespace, as nft scripts.
+    fn rules(self) -> (String, String) {
+        match self {
+            Ct::Tracked => {
+                let mut script = format!("add table inet {CT_TABLE}");
+                for hook in ["input", "output"] {
+                    script.push_str(&format!(
+                        "; add chain inet {CT_TABLE} {hook} {{ type filter hook {hook} priority 0; }}; \
+                         add rule inet {CT_TABLE} {hook} ct state established,related,new accept"
+                    ));
+                }
+                (script.clone(), script)
+            }
+            Ct::Translated => {
+                let nat = |hook: &str, from: &str, to: &str| {
+                    format!(
+                        "add table inet {CT_TABLE}; \
+                         add chain inet {CT_TABLE} {hook} {{ type nat hook {hook} priority -100; }}; \
+                         add rule inet {CT_TABLE} {hook} ip daddr {from} dnat ip to {to}"
+                    )
+                };
+                (nat("output", SERVICE, SERVICE_HOP), nat("prerouting", SERVICE_HOP, SERVER))
+            }
+        }
+    }
+
+    /// Adds this setting's rules to both namespaces until the guard drops.
+    fn apply(self, hosts: &Hosts) -> Result<CtRules<'_>> {
+        let guard = CtRules(hosts);
+        let (client, server) = self.rules();
+        for (ns, script) in [(&hosts.client, client), (&hosts.server, server)] {
+            crate::netns::exec_in(ns, "nft", &[&script])
+                .with_context(|| format!("conntrack {} (nf_conntrack, nft_ct, nft_nat)", self.word()))?;
+        }
+        Ok(guard)
+    }
+
+    /// Where the sender sends for `port`: the server, or the Service.
+    fn to(ct: Option<Ct>, port: u16) -> SocketAddr {
+        match ct {
+            Some(Ct::Translated) => SocketAddr::new(SERVICE.parse().expect("an IPv4 address"), port),
+            _ => Hosts::server(port),
+        }
+    }
+}
+
+/// The conntrack rules of a measurement, deleted from both namespaces on drop. The entries they made stay
+/// until they time out, but nothing looks them up once no rule needs conntrack in the namespace
+/// (`nf_ct_netns_put` unregisters its hooks).
+struct CtRules<'a>(&'a Hosts);
+
+impl Drop for CtRules<'_> {
+    fn drop(&mut self) {
+        for ns in [&self.0.client, &self.0.server] {
+            let _ = crate::netns::exec_in(ns, "nft", &["delete", "table", "inet", CT_TABLE]);
+        }
+    }
+}
+
+/// Whether the conntrack variants can run here: each setting applied once and taken away.
+fn conntrack_usable(hosts: &Hosts) -> Result<(), String> {
+    for ct in Ct::ALL {
+        ct.apply(hosts).map(drop).map_err(|e| crate::outcome::one_line(&format!("{e:#}")))?;
+    }
+    Ok(())
+}
+
 /// The source ports of the drop flood over many flows: more than the per-CPU last-flow caches and the
 /// kernel's first-drop table (`udptrace_common::drops::SEEN_ENTRIES`) hold.
 const MANY_FLOWS: u16 = 10_000;
@@ -118,6 +216,8 @@ enum Variant {
     /// `bpftrace -e` with [`paths::BPFTRACE_DROPS`], in the drop floods.
     BpftraceDrops,
     Tcpdump,
+    /// Another variant on flows conntrack tracks or translates.
+    Conntrack(Ct, Box<Variant>),
 }
 
 impl Variant {
@@ -138,12 +238,30 @@ impl Variant {
             Variant::Bpftrace => "bpftrace script".to_owned(),
             Variant::BpftraceDrops => "bpftrace one-liner".to_owned(),
             Variant::Tcpdump => "tcpdump -i any icmp -w".to_owned(),
+            Variant::Conntrack(ct, inner) => format!("{}, {}", inner.label(), ct.word()),
+        }
+    }
+
+    /// How its flows meet conntrack (`None`: untracked), and the variant it is on them.
+    fn split(&self) -> (Option<Ct>, &Variant) {
+        match self {
+            Variant::Conntrack(ct, inner) => (Some(*ct), inner),
+            other => (None, other),
+        }
+    }
+
+    /// What its rate is compared with, in each round: no tracer, on the same flows.
+    fn baseline(&self) -> Variant {
+        match self {
+            Variant::Conntrack(ct, _) => Variant::Conntrack(*ct, Box::new(Variant::Bare)),
+            _ => Variant::Bare,
         }
     }
 
     /// udptrace's mode in this variant, if it runs udptrace.
     fn mode(&self) -> Option<&str> {
         match self {
+            Variant::Conntrack(_, inner) => inner.mode(),
             Variant::Udptrace(mode)
             | Variant::Json(mode)
             | Variant::DnsJson(mode)
@@ -159,7 +277,7 @@ impl Variant {
     /// Whether the error path's sender is connected to the closed port, so that its socket is told of
     /// every error: the variants that measure the socket owner's lookup, and their baseline.
     fn connected_sender(&self) -> bool {
-        matches!(self, Variant::BareConnected | Variant::OwnerRecorded(_) | Variant::OwnerFromProc(_))
+        matches!(self.split().1, Variant::BareConnected | Variant::OwnerRecorded(_) | Variant::OwnerFromProc(_))
     }
 }
 
@@ -192,6 +310,8 @@ impl Hosts {
         let client = Netns::new("bclient")?;
         let server = Netns::new("bserver")?;
         veth(&client, &[&format!("{CLIENT}/24")], &server, &[&format!("{SERVER}/24")])?;
+        // The Service addresses of the `, DNAT` variants are reached through the server.
+        client.ip(&["route", "add", "10.96.0.0/24", "via", SERVER])?;
         // No ICMP type is rate-limited in the server: every datagram to the closed port draws an error.
         server.sysctl("net.ipv4.icmp_ratemask", "0")?;
         Ok(Self { client, server })
@@ -259,7 +379,8 @@ fn usable_modes(
 }
 
 /// Runs `measure` for every variant, `rounds` times, each round in another order; returns per variant the
-/// median rate and the median of its per-round ratio to the bare rate (the first variant's).
+/// median rate and the median of its per-round ratio to its baseline's rate in the same round (no tracer on
+/// the same flows; the first variant where that is not measured).
 fn rounds(
     variants: &[Variant],
     rounds: usize,
@@ -267,16 +388,17 @@ fn rounds(
 ) -> Result<Vec<(String, f64, f64)>> {
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    let baselines: Vec<usize> =
+        variants.iter().map(|v| variants.iter().position(|b| *b == v.baseline()).unwrap_or(0)).collect();
     for round in 0..rounds {
         let mut this_round = vec![f64::NAN; variants.len()];
         for k in 0..variants.len() {
             let index = (k + round) % variants.len();
             this_round[index] = measure(&variants[index])?;
         }
-        let bare = this_round[0];
-        for (index, rate) in this_round.into_iter().enumerate() {
-            rates[index].push(rate);
-            ratios[index].push(rate / bare);
+        for (index, rate) in this_round.iter().enumerate() {
+            rates[index].push(*rate);
+            ratios[index].push(rate / this_round[baselines[index]]);
         }
     }
     Ok(variants
@@ -323,18 +445,25 @@ pub fn run(options: &Options) -> Result<Report> {
     let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enabling BPF run-time statistics")?;
     let (modes, socket_error_modes) = usable_modes(&options, &hosts, &mut report, &mut starts);
     let wanted = |path: &str| options.paths.is_empty() || options.paths.iter().any(|p| p == path);
+    let conntrack = if wanted("errors") || wanted("drops") { conntrack_usable(&hosts) } else { Err(String::new()) };
+    match &conntrack {
+        Err(why) if !why.is_empty() => report.left_out.push(format!("the conntrack variants: {why}")),
+        _ => {}
+    }
+    report.conntrack_measured = conntrack.is_ok();
+    let ct = if conntrack.is_ok() { &Ct::ALL[..] } else { &[] };
     if wanted("hot") {
         hot_path(&options, &hosts, &modes, &mut report, &mut starts)?;
     }
     if wanted("errors") {
-        error_path(&options, &hosts, &modes, &socket_error_modes, &mut report, &mut starts)?;
+        error_path(&options, &hosts, &modes, &socket_error_modes, ct, &mut report, &mut starts)?;
     }
     if wanted("drops") {
-        let flood = drop_flood(&options, &hosts, &modes, How::Connected, &mut report, &mut starts)?;
+        let flood = drop_flood(&options, &hosts, &modes, How::Connected, ct, &mut report, &mut starts)?;
         report.drops = flood;
     }
     if wanted("many-flows") {
-        let flood = drop_flood(&options, &hosts, &modes, How::Flows(MANY_FLOWS), &mut report, &mut starts)?;
+        let flood = drop_flood(&options, &hosts, &modes, How::Flows(MANY_FLOWS), &[], &mut report, &mut starts)?;
         report.many_flows = Some(flood);
     }
     drop(stats);
@@ -355,6 +484,77 @@ mod tests {
         assert!(!row.healthy());
         assert!(HotRow { rounds: 3, healthy_rounds: 3, ..HotRow::default() }.healthy());
         assert!(!Report::default().accounted());
+    }
+
+    #[test]
+    fn each_ratio_is_to_no_tracer_on_the_same_flows() {
+        let tracked = |v: Variant| Variant::Conntrack(Ct::Tracked, Box::new(v));
+        let variants = [
+            Variant::Bare,
+            Variant::Udptrace("tracepoint".into()),
+            tracked(Variant::Bare),
+            tracked(Variant::Udptrace("tracepoint".into())),
+        ];
+        let rates = [100.0, 80.0, 50.0, 45.0];
+        let got = rounds(&variants, 3, |v| Ok(rates[variants.iter().position(|w| w == v).unwrap()])).unwrap();
+        let ratios: Vec<f64> = got.iter().map(|(_, _, ratio)| *ratio).collect();
+        assert_eq!(ratios, vec![1.0, 0.8, 1.0, 0.9]);
+        assert_eq!(got[3].0, "udptrace tracepoint, tracked");
+        assert!(variants[3].connected_sender() == variants[1].connected_sender());
+        assert_eq!(variants[3].mode(), Some("tracepoint"));
+    }
+
+    #[test]
+    fn the_conntrack_section_sets_each_program_beside_its_untracked_cost() {
+        // Two rounds: the first costs `ns` per run, the second twice that.
+        let cost = |variant: &str, name: &str, runs: u64, ns: u64| ProgramCost {
+            variant: variant.into(),
+            name: name.into(),
+            runs: 2 * runs,
+            run_time_ns: 3 * runs * ns,
+            datagrams: 2 * runs,
+            round_ns: if runs == 0 { vec![None, None] } else { vec![Some(ns as f64), Some(2.0 * ns as f64)] },
+        };
+        let rows = vec![
+            cost("udptrace tracepoint", "tp_icmp_send", 100, 100),
+            cost("udptrace tracepoint", "tp_sock_error", 0, 0),
+            cost("udptrace tracepoint, tracked", "tp_icmp_send", 100, 105),
+            cost("udptrace tracepoint, tracked", "tp_sock_error", 0, 0),
+            cost("udptrace tracepoint, DNAT", "tp_icmp_send", 100, 200),
+            cost("udptrace tracepoint, DNAT", "tp_sock_error", 0, 0),
+            // Set-up: a run per round for 200 datagrams, not on the path.
+            ProgramCost { datagrams: 200, ..cost("udptrace tracepoint", "cgroup_sock_cre", 1, 1000) },
+            ProgramCost { datagrams: 200, ..cost("udptrace tracepoint, tracked", "cgroup_sock_cre", 1, 3000) },
+        ];
+        let costs = conntrack_costs(&rows);
+        assert_eq!(costs.len(), 1, "a program that never ran, or not on the path, is left out: {costs:?}");
+        assert_eq!(costs[0].tracked_ratio(), Some(1.05));
+        assert_eq!(costs[0].translated_ratio(), Some(2.0));
+        let report = Report { error_programs: rows, conntrack_measured: true, ..Report::default() };
+        let text = report.markdown("## header");
+        assert!(text.contains("### 5. Conntrack"), "{text}");
+        assert!(
+            text.contains(
+                "| error path | udptrace tracepoint | tp_icmp_send | 200 | 150 | 200 | 158 | 1.050 | yes | 200 | 300 | 2.000 |"
+            ),
+            "{text}"
+        );
+        let worse = vec![
+            cost("udptrace fentry --json", "tp_kfree_skb", 10, 100),
+            cost("udptrace fentry --json, tracked", "tp_kfree_skb", 10, 120),
+        ];
+        let report = Report {
+            drops: DropFlood { programs: worse, ..DropFlood::default() },
+            conntrack_measured: true,
+            ..Report::default()
+        };
+        let text = report.markdown("## header");
+        assert!(
+            text.contains(
+                "| drop flood | udptrace fentry --json | tp_kfree_skb | 20 | 150 | 20 | 180 | 1.200 | NO | - | - | - |"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
@@ -528,6 +728,7 @@ mod tests {
                 runs: 0,
                 run_time_ns: 0,
                 datagrams: 1000,
+                round_ns: vec![None],
             }],
             ..Report::default()
         };

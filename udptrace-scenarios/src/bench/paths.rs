@@ -118,16 +118,18 @@ fn with_bare(modes: &[String], kinds: &[fn(String) -> Variant]) -> Vec<Variant> 
 /// 2. The error path: every variant, udptrace's accounting, and its programs' costs.
 ///
 /// What naming the owner of the socket an error reaches costs is measured in `socket_error_modes`, those
-/// whose socket_error hook attached here.
+/// whose socket_error hook attached here. Each of `conntrack` adds `udptrace MODE` and, in
+/// `socket_error_modes`, the owner the programs recorded, on flows conntrack tracks or translates, each with
+/// its own no tracer.
 pub(super) fn error_path(
     options: &Options,
     hosts: &Hosts,
     modes: &[String],
     socket_error_modes: &[String],
+    conntrack: &[Ct],
     report: &mut Report,
     starts: &mut Starts,
 ) -> Result<()> {
-    let to = Hosts::server(CLOSED_PORT);
     // Beside `udptrace MODE`, the same with every error about a DNS datagram: the cost of a DNS error.
     let mut variants = with_bare(modes, &[Variant::Udptrace, Variant::Dns, Variant::Quiet, Variant::Summary]);
     // The owner of a socket opened before udptrace started, from /proc, beside one the programs recorded.
@@ -136,6 +138,15 @@ pub(super) fn error_path(
     }
     for mode in socket_error_modes {
         variants.extend([Variant::OwnerRecorded(mode.clone()), Variant::OwnerFromProc(mode.clone())]);
+    }
+    for ct in conntrack {
+        let on = |variant: Variant| Variant::Conntrack(*ct, Box::new(variant));
+        variants.push(on(Variant::Bare));
+        variants.extend(modes.iter().cloned().map(Variant::Udptrace).map(on));
+        if !socket_error_modes.is_empty() {
+            variants.push(on(Variant::BareConnected));
+        }
+        variants.extend(socket_error_modes.iter().cloned().map(Variant::OwnerRecorded).map(on));
     }
     for mode in modes.iter().filter(|m| !socket_error_modes.contains(m)) {
         report.left_out.push(format!(
@@ -160,17 +171,20 @@ pub(super) fn error_path(
     let mut costs = Costs::default();
     let mut failed_tools: Vec<String> = Vec::new();
     let mut notes = Vec::new();
-    let send = || bench_traffic::send(&hosts.client, to, options.seconds, DATAGRAM_BYTES, How::Unconnected);
-    let open_connected =
-        || bench_traffic::Sender::open(&hosts.client, to, options.seconds, DATAGRAM_BYTES, How::Connected);
     let rates = rounds(&variants, options.rounds, |variant| {
         let label = variant.label();
+        let (ct, inner) = variant.split();
+        let _rules = ct.map(|ct| ct.apply(hosts)).transpose()?;
+        let to = Ct::to(ct, CLOSED_PORT);
+        let send = || bench_traffic::send(&hosts.client, to, options.seconds, DATAGRAM_BYTES, How::Unconnected);
+        let open_connected =
+            || bench_traffic::Sender::open(&hosts.client, to, options.seconds, DATAGRAM_BYTES, How::Connected);
         let before = icmp_counters(&hosts.server)?;
         let tool = |command: Command, ready: &str, scratch: Option<PathBuf>| {
             start_tool(command, ready, scratch)
                 .map_err(|e| format!("{label}: {}", crate::outcome::one_line(&format!("{e:#}"))))
         };
-        let sent = match variant {
+        let sent = match inner {
             Variant::Bare => send()?,
             Variant::BareConnected => open_connected()?.go()?,
             Variant::Udptrace(mode)
@@ -181,7 +195,7 @@ pub(super) fn error_path(
             | Variant::Summary(mode)
             | Variant::OwnerRecorded(mode)
             | Variant::OwnerFromProc(mode) => {
-                let from_proc = matches!(variant, Variant::OwnerFromProc(_));
+                let from_proc = matches!(inner, Variant::OwnerFromProc(_));
                 let mut sender = if from_proc { Some(open_connected()?) } else { None };
                 let (mut tracer, ids) = start_udptrace(options, variant, hosts, starts)?.context("udptrace")?;
                 if variant.connected_sender() && sender.is_none() {
@@ -212,8 +226,7 @@ pub(super) fn error_path(
                 let (seen, _, lost) = closing_counts(&line).with_context(|| format!("no counts in {line:?}"))?;
                 let mut owners = None;
                 let (source, events, lost) = match &mut tracer {
-                    Running::Counting(summary) if matches!(variant, Variant::Summary(_)) => match last_summary(summary)
-                    {
+                    Running::Counting(summary) if matches!(inner, Variant::Summary(_)) => match last_summary(summary) {
                         Some((events, lost)) => ("its last table", events, lost),
                         None => {
                             notes.push(format!(
@@ -255,6 +268,7 @@ pub(super) fn error_path(
                 sent
             }
             Variant::BpftraceDrops => bail!("the drop flood's one-liner is not an error-path variant"),
+            Variant::Conntrack(..) => bail!("{label}: a variant on flows conntrack sees holds another"),
             Variant::Bpftrace => {
                 let script = options.bpftrace_script.as_ref().context("no script")?;
                 let mut command = Command::new("bpftrace");
@@ -327,19 +341,26 @@ pub(super) fn error_path(
 /// connected socket) or from many source ports; what udptrace costs while nearly every datagram is dropped,
 /// beside a bpftrace one-liner that counts the drops' reasons, whether udptrace showed every drop, and its
 /// programs' costs.
+///
+/// Each of `conntrack` adds `--json` on flows conntrack tracks or translates, with its own no tracer.
 pub(super) fn drop_flood(
     options: &Options,
     hosts: &Hosts,
     modes: &[String],
     how: How,
+    conntrack: &[Ct],
     report: &mut Report,
     starts: &mut Starts,
 ) -> Result<DropFlood> {
-    let to = Hosts::server(DROP_PORT);
     let mut variants = with_bare(modes, &[Variant::Udptrace, Variant::Json, Variant::Quiet, Variant::Summary]);
     // From one flow, where each drop handed over is one more record: beside `--json`, the cost of a DNS one.
     if how == How::Connected {
         variants.extend(modes.iter().cloned().map(Variant::DnsJson));
+    }
+    for ct in conntrack {
+        let on = |variant: Variant| Variant::Conntrack(*ct, Box::new(variant));
+        variants.push(on(Variant::Bare));
+        variants.extend(modes.iter().cloned().map(Variant::Json).map(on));
     }
     if options.bpftrace_script.is_some() {
         match Command::new("bpftrace").arg("--version").output() {
@@ -362,8 +383,12 @@ pub(super) fn drop_flood(
     };
     let rates = rounds(&variants, options.rounds, |variant| {
         let label = variant.label();
+        let (ct, inner) = variant.split();
+        let _rules = ct.map(|ct| ct.apply(hosts)).transpose()?;
+        // The receiver binds the server's address, which a translated flow reaches after its DNATs.
+        let (to, sink_at) = (Ct::to(ct, DROP_PORT), Hosts::server(DROP_PORT));
         // The one-liner runs beside the flood as udptrace does; it accounts for nothing.
-        let (bpftrace, tool_ids) = match variant {
+        let (bpftrace, tool_ids) = match inner {
             Variant::BpftraceDrops => {
                 let mut command = Command::new("bpftrace");
                 command.args(["-e", BPFTRACE_DROPS]);
@@ -386,7 +411,7 @@ pub(super) fn drop_flood(
             Some((_, ids)) => ids.clone(),
             None => tool_ids,
         };
-        let sink = bench_traffic::Receiver::start_sink(&hosts.server, to, SINK_RCVBUF)?;
+        let sink = bench_traffic::Receiver::start_sink(&hosts.server, sink_at, SINK_RCVBUF)?;
         rcvbuf = rcvbuf.or(sink.rcvbuf);
         let udp_before = udp_counters(&hosts.server)?;
         let stats_before = stats_of(&ids);
@@ -406,7 +431,7 @@ pub(super) fn drop_flood(
             let line = running.stop()?;
             let (seen, _, lost) = closing_counts(&line).with_context(|| format!("no counts in {line:?}"))?;
             let from_closing_line = || DropCounts { drops: seen, ..DropCounts::default() };
-            let shown = match (variant, &mut running) {
+            let shown = match (inner, &mut running) {
                 (Variant::Json(_) | Variant::DnsJson(_), Running::Printing(printer)) => match printer.take_drops() {
                     Some(counts) => Some(("its JSON events", counts, lost)),
                     None => bail!("{label}: the reader of udptrace's output failed"),

@@ -313,7 +313,7 @@ pub(super) fn start_udptrace(
     let config = tracer_config(&options.udptrace, mode);
     let before = loaded_program_ids();
     let started = Instant::now();
-    let udptrace = match variant {
+    let udptrace = match variant.split().1 {
         Variant::Quiet(_) => Running::Counting(Tracer::start(&config, &["--quiet", "--netns", server_ns])?),
         // Not `--quiet`, which would leave the table out: the tables are piped and read.
         Variant::Summary(_) => Running::Counting(Tracer::start(&config, &["--summary", "1", "--netns", server_ns])?),

@@ -14,11 +14,21 @@ pub struct ProgramCost {
     pub run_time_ns: u64,
     /// Datagrams sent while these runs were counted.
     pub datagrams: u64,
+    /// Its nanoseconds per run in each round (`None` where it did not run), in the order of the rounds: the
+    /// variant is measured once in each.
+    pub round_ns: Vec<Option<f64>>,
 }
 
 impl ProgramCost {
     pub fn runs_per_datagram(&self) -> f64 {
         self.runs as f64 / self.datagrams as f64
+    }
+
+    /// The median over rounds of its cost per run over `other`'s in the same round, where both ran.
+    pub fn paired_ratio(&self, other: &ProgramCost) -> Option<f64> {
+        let mut ratios: Vec<f64> =
+            self.round_ns.iter().zip(&other.round_ns).filter_map(|(a, b)| Some(a.as_ref()? / b.as_ref()?)).collect();
+        (!ratios.is_empty()).then(|| median(&mut ratios))
     }
 }
 
@@ -246,6 +256,8 @@ pub struct Report {
     pub drops: DropFlood,
     /// The drop flood over many flows, when it was measured.
     pub many_flows: Option<DropFlood>,
+    /// Whether the error path and the drop flood were measured on tracked and translated flows too.
+    pub conntrack_measured: bool,
     /// Modes or tools left out, and why.
     pub left_out: Vec<String>,
     /// What else happened that a reader of the figures should know (failed sends).
@@ -313,8 +325,10 @@ impl Report {
              request per event: compare those two rows, and their ratios with the connected sender's without \
              a tracer. Where udptrace cannot keep up, its buffer fills and the records it loses cost the programs \
              less, so that a request's cost shows in the lost count and the CPU per event below rather than in \
-             the rate. Sent and port unreachables (`IcmpMsg: OutType3`) over all rounds.\n\n\
-             | variant | datagrams/s (median) | ratio to no tracer (median of rounds) | sent | port unreachables sent |\n\
+             the rate. The variants ending `, tracked` and `, DNAT` run on flows conntrack tracks or translates \
+             (section {CONNTRACK_SECTION}), each compared with no tracer on the same flows. Sent and port \
+             unreachables (`IcmpMsg: OutType3`) over all rounds.\n\n\
+             | variant | datagrams/s (median) | ratio to no tracer on the same flows (median of rounds) | sent | port unreachables sent |\n\
              |---|---:|---:|---:|---:|"
         );
         for row in &self.error {
@@ -373,6 +387,10 @@ impl Report {
         if let Some(many) = &self.many_flows {
             drop_section(&mut out, "5", many);
         }
+        if self.conntrack_measured {
+            let number = if self.many_flows.is_some() { "6" } else { "5" };
+            conntrack_section(&mut out, number, self);
+        }
         for (title, lines) in [("Left out here", &self.left_out), ("Also seen", &self.notes)] {
             if !lines.is_empty() {
                 let _ = writeln!(out, "\n{title}:\n");
@@ -421,14 +439,18 @@ fn drop_section(out: &mut String, number: &str, flood: &DropFlood) {
          flood in the kernel, one `udp_dropped` event per reason, flow and socket a second with a count, so \
          the goal is a ratio to no tracer of at least {goal_name} ({goal:.3}). `udptrace MODE` prints a text line per \
          event to a pipe that is read and dropped; `--json` is read by the harness and accounted; `--quiet` and \
-         `--summary 1` only count; the bpftrace one-liner `{}` counts the drops by reason. Sent, `RcvbufErrors`, what the receiver found queued at the end, and what \
-         is left (neither dropped at the socket nor read), over all rounds.\n\n\
-         | variant | datagrams/s (median) | ratio to no tracer (median of rounds) | at least {goal_name} | sent | `RcvbufErrors` | read at the end | left |\n\
+         `--summary 1` only count; the bpftrace one-liner `{}` counts the drops by reason; the variants ending \
+         `, tracked` and `, DNAT` run on flows conntrack tracks or translates (section {CONNTRACK_SECTION}), each \
+         compared with no tracer on the same flows. Sent, `RcvbufErrors`, what the receiver found queued at the \
+         end, and what is left (neither dropped at the socket nor read), over all rounds.\n\n\
+         | variant | datagrams/s (median) | ratio to no tracer on the same flows (median of rounds) | at least {goal_name} | sent | `RcvbufErrors` | read at the end | left |\n\
          |---|---:|---:|---|---:|---:|---:|---:|",
         super::paths::BPFTRACE_DROPS
     );
     for row in &flood.rows {
-        let goal = if row.label == Variant::Bare.label() || row.label == Variant::BpftraceDrops.label() {
+        let bare = [Variant::Bare.label(), Variant::BpftraceDrops.label()].contains(&row.label)
+            || Ct::ALL.iter().any(|ct| row.label == Variant::Conntrack(*ct, Box::new(Variant::Bare)).label());
+        let goal = if bare {
             "-"
         } else if row.ratio >= goal {
             "yes"
@@ -487,6 +509,128 @@ fn drop_section(out: &mut String, number: &str, flood: &DropFlood) {
          one on `skb:kfree_skb` runs for every datagram dropped, so about once per datagram sent.\n"
     );
     programs(out, &flood.programs);
+}
+
+/// The section on conntrack, by its title: where the rate tables send the reader.
+const CONNTRACK_SECTION: &str = "\"Conntrack\"";
+
+/// How much more a program may cost per run on a tracked flow than on an untracked one: the goal.
+pub const CONNTRACK_GOAL: f64 = 1.10;
+
+/// One program of one udptrace variant, on untracked, tracked and translated flows (each over all rounds).
+#[derive(Clone, Debug)]
+pub struct ConntrackCost<'a> {
+    /// The udptrace variant on untracked flows (`udptrace tracepoint`).
+    pub variant: &'a str,
+    pub program: &'a str,
+    pub untracked: Option<&'a ProgramCost>,
+    pub tracked: Option<&'a ProgramCost>,
+    pub translated: Option<&'a ProgramCost>,
+}
+
+impl ConntrackCost<'_> {
+    /// The cost per run on tracked flows over that on untracked ones: the median of the rounds' ratios.
+    pub fn tracked_ratio(&self) -> Option<f64> {
+        self.tracked?.paired_ratio(self.untracked?)
+    }
+
+    /// The same on translated flows.
+    pub fn translated_ratio(&self) -> Option<f64> {
+        self.translated?.paired_ratio(self.untracked?)
+    }
+}
+
+/// A program runs on the path measured when it ran for at least this share of the datagrams sent; the others
+/// ran for set-up or for other traffic, a few times, and their cost per run says nothing of the path.
+const ON_THE_PATH: f64 = 0.5;
+
+/// A program's nanoseconds per run, if it ran.
+fn per_run(cost: &ProgramCost) -> Option<f64> {
+    (cost.runs > 0).then(|| cost.run_time_ns as f64 / cost.runs as f64)
+}
+
+/// The programs of `rows` measured on tracked or translated flows, each beside its cost on untracked flows in
+/// the variant of the same udptrace; only those on the path measured in one of the three ([`ON_THE_PATH`]).
+pub fn conntrack_costs(rows: &[ProgramCost]) -> Vec<ConntrackCost<'_>> {
+    let suffix = |ct: Ct| format!(", {}", ct.word());
+    let find = |variant: &str, program: &str| rows.iter().find(|p| p.variant == variant && p.name == program);
+    let mut costs: Vec<ConntrackCost> = Vec::new();
+    for row in rows {
+        let Some(base) = Ct::ALL.iter().find_map(|ct| row.variant.strip_suffix(&suffix(*ct))) else {
+            continue;
+        };
+        if costs.iter().any(|c| c.variant == base && c.program == row.name) {
+            continue;
+        }
+        let cost = ConntrackCost {
+            variant: base,
+            program: &row.name,
+            untracked: find(base, &row.name),
+            tracked: find(&format!("{base}{}", suffix(Ct::Tracked)), &row.name),
+            translated: find(&format!("{base}{}", suffix(Ct::Translated)), &row.name),
+        };
+        if [cost.untracked, cost.tracked, cost.translated]
+            .into_iter()
+            .flatten()
+            .any(|p| p.runs > 0 && p.runs_per_datagram() >= ON_THE_PATH)
+        {
+            costs.push(cost);
+        }
+    }
+    costs
+}
+
+/// Section `number`: what the programs cost per run on tracked and translated flows, beside untracked ones.
+fn conntrack_section(out: &mut String, number: &str, report: &Report) {
+    let _ = writeln!(
+        out,
+        "\n### {number}. Conntrack: the programs' cost per run on tracked and translated flows\n\n\
+         The error path's and the drop flood's udptrace variants measured again, in the same rounds, on flows \
+         conntrack tracks but does not translate (`, tracked`: a `ct state` rule in the input and output chains \
+         of both namespaces) and on flows it translates (`, DNAT`: the sender sends to the Service address \
+         {SERVICE}, which the client's OUTPUT translates to {SERVICE_HOP} and the server's PREROUTING to \
+         {SERVER}, so that the entries on both sides are translated ones). Each program that runs on the path \
+         (for at least {ON_THE_PATH} of the datagrams sent), its runs and nanoseconds per run over all rounds (BPF \
+         statistics: run time over runs), and the ratio of its cost per run to that on untracked flows, the median \
+         of the rounds' ratios (each round measures the three); the goal on tracked flows is at most \
+         {CONNTRACK_GOAL:.2}.\n\n\
+         | path | variant | program | runs | ns per run | runs, tracked | ns per run, tracked | ratio (median of rounds) | at most {CONNTRACK_GOAL:.2} | runs, DNAT | ns per run, DNAT | ratio (median of rounds) |\n\
+         |---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|"
+    );
+    let cell = |cost: Option<&ProgramCost>| match cost {
+        Some(p) => (p.runs.to_string(), per_run(p).map_or_else(|| "-".to_owned(), |ns| format!("{ns:.0}"))),
+        None => ("-".to_owned(), "-".to_owned()),
+    };
+    let ratio = |r: Option<f64>| r.map_or_else(|| "-".to_owned(), |r| format!("{r:.3}"));
+    let mut any = false;
+    for (path, rows) in [("error path", &report.error_programs), ("drop flood", &report.drops.programs)] {
+        for cost in conntrack_costs(rows) {
+            any = true;
+            let (untracked, tracked, translated) = (cell(cost.untracked), cell(cost.tracked), cell(cost.translated));
+            let goal = match cost.tracked_ratio() {
+                Some(r) if r <= CONNTRACK_GOAL => "yes",
+                Some(_) => "NO",
+                None => "-",
+            };
+            let _ = writeln!(
+                out,
+                "| {path} | {} | {} | {} | {} | {} | {} | {} | {goal} | {} | {} | {} |",
+                cost.variant,
+                cost.program,
+                untracked.0,
+                untracked.1,
+                tracked.0,
+                tracked.1,
+                ratio(cost.tracked_ratio()),
+                translated.0,
+                translated.1,
+                ratio(cost.translated_ratio())
+            );
+        }
+    }
+    if !any {
+        let _ = writeln!(out, "| (no udptrace variant was measured) | | | | | | | | | | | |");
+    }
 }
 
 fn rounds_word(ok: usize, all: usize) -> String {

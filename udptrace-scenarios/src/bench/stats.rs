@@ -91,10 +91,13 @@ impl Costs {
                 runs: 0,
                 run_time_ns: 0,
                 datagrams: 0,
+                round_ns: Vec::new(),
             });
-            cost.runs += runs.saturating_sub(runs_before);
-            cost.run_time_ns += time.saturating_sub(time_before);
+            let (runs, time) = (runs.saturating_sub(runs_before), time.saturating_sub(time_before));
+            cost.runs += runs;
+            cost.run_time_ns += time;
             cost.datagrams += datagrams;
+            cost.round_ns.push((runs > 0).then(|| time as f64 / runs as f64));
         }
     }
 
@@ -148,5 +151,7 @@ mod tests {
             ]
         );
         assert_eq!(rows[0].runs_per_datagram(), 1.0);
+        assert_eq!(rows[0].round_ns, vec![Some(10.0), Some(10.0)]);
+        assert_eq!(rows[2].round_ns, vec![None, None]);
     }
 }
