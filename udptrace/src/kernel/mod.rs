@@ -2,6 +2,7 @@
 //!
 //! - `hooks`: the attach table (each logical hook, per mode, its programs and targets);
 //! - `btf`: the running kernel's structure layout and functions, from its BTF;
+//! - `conntrack`: where conntrack keeps a connection, once its module is there;
 //! - `kallsyms`: where a few kernel functions' text lies, for the programs that check their callers;
 //! - `loader`: loading the eBPF object with those offsets and walking the attach ladder;
 //! - `maps`: the programs' maps once loaded, read and written with this process's descriptors or the
@@ -13,6 +14,7 @@
 //!   them all, the tracer's own filter its side's;
 
 pub mod btf;
+pub mod conntrack;
 pub mod hooks;
 pub mod kallsyms;
 pub mod loader;
