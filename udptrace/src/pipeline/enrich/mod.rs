@@ -332,9 +332,10 @@ impl Owners {
     }
 }
 
-/// Lately asked flows and their answers, by the namespace of the event and the first flow: a flood of errors
-/// on one flow asks once a second, and at most as many flows are remembered as [`Recent`] holds. The socket's namespace is asked first, then udptrace's
-/// own: a pod's flow is translated in the node's namespace, by the pod's addresses.
+/// Conntrack's answers lately given, by the namespace of the event and its first flow: a flood of errors on
+/// one flow asks once a second, and at most as many flows are remembered as [`Recent`] holds. The socket's
+/// namespace is asked first, then udptrace's own: a pod's flow is translated in the node's namespace, by the
+/// pod's addresses.
 struct Conntracks {
     /// udptrace's own network namespace (the node's), read at start.
     own: Option<u64>,
