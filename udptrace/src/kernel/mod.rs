@@ -7,6 +7,7 @@
 //! - `loader`: loading the eBPF object with those offsets and walking the attach ladder;
 //! - `maps`: the programs' maps once loaded, read and written with this process's descriptors or the
 //!   privileged helper's;
+//! - `netlink`: a request and its answer on a netlink socket (sock_diag, rtnetlink, ctnetlink);
 //! - `misses`: the runs of the programs the kernel skipped, counted as lost;
 //! - `privileges`: the capabilities that takes;
 //! - `probes`: `udptrace probes`, the table tried on this kernel;
@@ -20,6 +21,7 @@ pub mod kallsyms;
 pub mod loader;
 pub mod maps;
 pub mod misses;
+pub mod netlink;
 pub mod privileges;
 pub mod probes;
 pub mod syscalls;
