@@ -221,7 +221,7 @@ impl IcmpSent {
         let stack: Vec<u64> = (0..frames).map(|i| u64_at(input, offset_of!(RawIcmpSent, stack) + 8 * i)).collect();
         assert_eq!(self.stack, stack, "stack_bytes {stack_bytes}");
         dns_matches(&self.dns, has(icmp_sent_flags::DNS), input, size_of::<RawIcmpSent>());
-        conntrack_matches(&self.conntrack, input, offset_of!(RawIcmpSent, conntrack));
+        conntrack_matches(&self.conntrack, None, input, offset_of!(RawIcmpSent, conntrack));
     }
 
     /// The errno the error gives the application it reaches.

@@ -36,6 +36,7 @@ pub fn socket_error() -> SocketError {
         count: 1,
         dns: None,
         conntrack: None,
+        conntrack_tracked: false,
     }
 }
 
@@ -112,6 +113,7 @@ pub fn rcvbuf_drop() -> UdpDropped {
         sources_folded: false,
         dns: None,
         conntrack: None,
+        conntrack_tracked: false,
     }
 }
 

@@ -4,7 +4,9 @@
 use std::{mem::offset_of, net::SocketAddr};
 
 use serde::Serialize;
-use udptrace_common::{SocketError as RawSocketError, WithDns, icmp, kind, socket_error_flags, verdict};
+use udptrace_common::{
+    SocketError as RawSocketError, WithDns, conntrack_flags, icmp, kind, socket_error_flags, verdict,
+};
 
 use super::{
     Facts, Kind, Layout, Line, Metric, Row, Sample, Tone,
@@ -55,6 +57,9 @@ pub struct SocketError {
     /// The connection's conntrack entry, when conntrack translated it: from the ICMP error's packet, or asked
     /// of conntrack by the flow.
     pub conntrack: Option<Translation>,
+    /// The program read the packet's conntrack entry (`conntrack_flags::TRACKED`): where `conntrack` is
+    /// `None`, conntrack tracked the packet and did not translate it, and there is nothing to ask it.
+    pub conntrack_tracked: bool,
 }
 
 /// Its record's layout (`events::layout`).
@@ -229,7 +234,7 @@ impl Kind for SocketError {
         assert_eq!(self.owner.is_some(), has(socket_error_flags::OWNER_KNOWN));
         owner_matches(self.owner.as_ref(), input, offset_of!(RawSocketError, owner));
         dns_matches(&self.dns, has(socket_error_flags::DNS), input, size_of::<RawSocketError>());
-        conntrack_matches(&self.conntrack, input, offset_of!(RawSocketError, conntrack));
+        conntrack_matches(&self.conntrack, Some(self.conntrack_tracked), input, offset_of!(RawSocketError, conntrack));
     }
 }
 
@@ -268,6 +273,7 @@ impl SocketError {
             count: 1,
             dns,
             conntrack: translation_of(&raw.conntrack),
+            conntrack_tracked: raw.conntrack.flags & conntrack_flags::TRACKED != 0,
         })
     }
 }

@@ -3,7 +3,7 @@
 use std::{mem::offset_of, net::SocketAddr};
 
 use serde::Serialize;
-use udptrace_common::{UdpDropped as RawUdpDropped, WithDns, drops, kind, udp_dropped_flags};
+use udptrace_common::{UdpDropped as RawUdpDropped, WithDns, conntrack_flags, drops, kind, udp_dropped_flags};
 
 use super::{
     Facts, Kind, Layout, Line, Metric, Row, Sample, Tone,
@@ -59,6 +59,9 @@ pub struct UdpDropped {
     pub dns: Option<Dns>,
     /// The connection's conntrack entry, when conntrack translated it.
     pub conntrack: Option<Translation>,
+    /// The program read the packet's conntrack entry (`conntrack_flags::TRACKED`): where `conntrack` is
+    /// `None`, conntrack tracked the packet and did not translate it, and there is nothing to ask it.
+    pub conntrack_tracked: bool,
 }
 
 /// Its record's layout (`events::layout`).
@@ -223,7 +226,7 @@ impl Kind for UdpDropped {
         assert_eq!(self.owner.is_some(), has(udp_dropped_flags::OWNER_KNOWN));
         owner_matches(self.owner.as_ref(), input, offset_of!(RawUdpDropped, owner));
         dns_matches(&self.dns, has(udp_dropped_flags::DNS), input, size_of::<RawUdpDropped>());
-        conntrack_matches(&self.conntrack, input, offset_of!(RawUdpDropped, conntrack));
+        conntrack_matches(&self.conntrack, Some(self.conntrack_tracked), input, offset_of!(RawUdpDropped, conntrack));
     }
 }
 
@@ -270,6 +273,7 @@ impl UdpDropped {
             sources_folded: has(udp_dropped_flags::SOURCES_FOLDED),
             dns: None,
             conntrack: translation_of(&raw.conntrack),
+            conntrack_tracked: raw.conntrack.flags & conntrack_flags::TRACKED != 0,
         })
     }
 

@@ -327,6 +327,7 @@ mod tests {
             count: 1,
             dns: None,
             conntrack: None,
+            conntrack_tracked: false,
         })
     }
 
