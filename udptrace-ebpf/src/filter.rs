@@ -7,8 +7,8 @@
 //! (`udptrace/src/pipeline/filter.rs`).
 
 use udptrace_common::{
-    AF_INET, AddrFilter, Config, FILTER_VALUES, IcmpSent, SocketError, TASK_COMM_LEN, UdpDropped, icmp,
-    icmp_sent_flags, icmpv6, socket_error_flags, udp_dropped_flags,
+    AF_INET, AddrFilter, Config, Conntrack, FILTER_VALUES, IcmpSent, SocketError, TASK_COMM_LEN, UdpDropped,
+    conntrack_flags, drops, icmp, icmp_sent_flags, icmpv6, socket_error_flags, udp_dropped_flags,
 };
 
 #[unsafe(no_mangle)]
@@ -131,6 +131,27 @@ fn addrs_pass(family: u16, a: Option<&[u8; 16]>, b: Option<&[u8; 16]>, c: Option
     })
 }
 
+/// Where `--addr` and `--port` look besides the packet: a translated connection's tuples, the addresses
+/// and ports the sender used and those conntrack sent it to. `Some(true)`: they pass; `Some(false)`: they
+/// do not; `None`: the program did not see the connection's entry, which user space may yet ask conntrack
+/// for (`may_ask`): the filters are left to user space.
+#[inline(always)]
+fn conntrack_passes(ct: &Conntrack, family: u16, may_ask: bool) -> Option<bool> {
+    if config!(filter.n_addrs) == 0 && config!(filter.n_ports) == 0 {
+        return Some(false);
+    }
+    if ct.flags & conntrack_flags::KNOWN == 0 {
+        return if may_ask && ct.flags & conntrack_flags::TRACKED == 0 { None } else { Some(false) };
+    }
+    let (o, r) = (&ct.original, &ct.reply);
+    let port = |bytes: [u8; 2]| Some(u16::from_be_bytes(bytes));
+    Some(
+        (ports_pass(port(o.src_port), port(o.dst_port)) || ports_pass(port(r.src_port), port(r.dst_port)))
+            && (addrs_pass(family, Some(&o.src_addr), Some(&o.dst_addr), None)
+                || addrs_pass(family, Some(&r.src_addr), Some(&r.dst_addr), None)),
+    )
+}
+
 /// The ICMP error maps to one of `--errno` (the masks user space built from the kernel's tables).
 #[inline(always)]
 fn icmp_errno_passes(family: u16, icmp_type: u8, code: u8) -> bool {
@@ -156,8 +177,19 @@ pub fn socket_error_passes(e: &SocketError) -> bool {
     let icmp = e.flags & socket_error_flags::ICMP_KNOWN != 0;
     netns_passes(e.header.netns)
         && (!owner || pid_passes(e.owner.pid) && comm_passes(&e.owner.comm))
-        && ports_pass(Some(e.local_port), remote.then_some(e.remote_port))
-        && addrs_pass(family, Some(&e.local_addr), remote.then_some(&e.remote_addr), icmp.then_some(&e.icmp_from))
+        && match conntrack_passes(&e.conntrack, family, true) {
+            Some(translated) => {
+                translated
+                    || ports_pass(Some(e.local_port), remote.then_some(e.remote_port))
+                        && addrs_pass(
+                            family,
+                            Some(&e.local_addr),
+                            remote.then_some(&e.remote_addr),
+                            icmp.then_some(&e.icmp_from),
+                        )
+            }
+            None => true,
+        }
         && if e.errno != 0 {
             errno_passes(e.errno)
         } else {
@@ -175,8 +207,9 @@ pub fn icmp_sent_passes(e: &IcmpSent) -> bool {
     config!(filter.n_pids) == 0
         && config!(filter.n_comms) == 0
         && netns_passes(e.header.netns)
-        && ports_pass(ports.then_some(e.sport), ports.then_some(e.dport))
-        && addrs_pass(family, packet.then_some(&e.src), packet.then_some(&e.dst), None)
+        && (conntrack_passes(&e.conntrack, family, false) == Some(true)
+            || ports_pass(ports.then_some(e.sport), ports.then_some(e.dport))
+                && addrs_pass(family, packet.then_some(&e.src), packet.then_some(&e.dst), None))
         && icmp_errno_passes(family, e.icmp_type, e.icmp_code)
 }
 
@@ -196,6 +229,14 @@ pub fn udp_dropped_passes(e: &UdpDropped, socket_final: bool) -> bool {
         } else {
             !(by_process && socket_final && !socket)
         }
-        && ports_pass(Some(e.sport), Some(e.dport))
-        && addrs_pass(family, Some(&e.src), Some(&e.dst), socket.then_some(&e.local_addr))
+        // User space asks conntrack for a datagram a socket sent that carried no entry (a pod's, whose entry
+        // the veth crossing reset).
+        && match conntrack_passes(&e.conntrack, family, socket && e.direction == drops::OUT) {
+            Some(translated) => {
+                translated
+                    || ports_pass(Some(e.sport), Some(e.dport))
+                        && addrs_pass(family, Some(&e.src), Some(&e.dst), socket.then_some(&e.local_addr))
+            }
+            None => true,
+        }
 }

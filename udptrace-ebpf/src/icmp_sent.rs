@@ -33,7 +33,7 @@ use udptrace_common::{
 };
 
 use crate::{
-    dns, filter,
+    conntrack, dns, filter,
     kernel::{
         Args, Btf, ETH_P_IP, Mem, Probe, ReadResult, SKB_WINDOW, copy, header, ip_start, offset, offsets, read,
         skb_dev_netns, skb_network, slot, sock_netns, zero,
@@ -151,6 +151,9 @@ fn fill<C: EbpfContext, M: Mem>(
             count_failure(dns::payload::<M>(skb, udp, &mut out.dns));
         }
     }
+    // The offending packet's connection, when conntrack translated it; a failed read is counted and the
+    // error still reported.
+    count_failure(conntrack::fill::<M>(skb, &mut event.conntrack));
     // The stack only serves an event that passes the filters; one that does not is counted when emitted.
     if filter::icmp_sent_passes(event) {
         fill_stack(ctx, event);

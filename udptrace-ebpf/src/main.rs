@@ -5,6 +5,7 @@
 //! - `udp_dropped.rs`: a UDP datagram the kernel drops;
 //!
 //! and what they share:
+//! - `conntrack.rs`: a packet's conntrack entry, carried in the record when its connection is translated;
 //! - `dns.rs`: a DNS datagram's payload, carried in the record of an event about it;
 //! - `owner.rs`: who owns a socket, recorded when its process creates it;
 //! - `tally.rs`: records counted in the kernel, when only counts are wanted;
@@ -24,6 +25,7 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+mod conntrack;
 mod dns;
 pub(crate) mod filter;
 mod icmp_sent;

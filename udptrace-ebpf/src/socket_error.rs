@@ -37,7 +37,7 @@ use udptrace_common::{
 };
 
 use crate::{
-    dns,
+    conntrack, dns,
     filter::{self, config},
     kernel::{
         Args, Probe, ReadResult, header, offset, offsets, read, read_into, skb_dev_netns, skb_ifindex, slot,
@@ -130,6 +130,9 @@ fn udp_err_enter<C: Args>(ctx: &C, mode: u8, entry: ErrEntry) -> ReadResult<()> 
     event.flags = socket_error_flags::ICMP_KNOWN | socket_error_flags::REMOTE_KNOWN;
     event.verdict = verdict::UNKNOWN;
     event.ifindex = skb_ifindex(skb, &off)?;
+    // The connection of the datagram the error quotes, when conntrack translated it (the ICMP packet carries
+    // its entry: `conntrack.rs`); a failed read is counted and the error still reported.
+    count_failure(conntrack::fill::<Probe>(skb, &mut event.conntrack));
     // The quoted packet was sent by a local socket: its source is the socket's address, its
     // destination the peer's.
     let (ports_at, quoted_proto) = match v6 {

@@ -37,7 +37,7 @@ use udptrace_common::{
 };
 
 use crate::{
-    dns,
+    conntrack, dns,
     filter::{self, config},
     icmp_sent,
     kernel::{
@@ -229,6 +229,9 @@ fn dropped(ctx: &BtfTracePointContext, event: &mut UdpDropped, level: u32) -> Re
     // holds UDP's own scratch data (`udp_skb_scratch`, net/ipv4/udp.c), which is not a pointer.
     let (ifindex, mut netns) = device_of(skb);
     event.ifindex = ifindex;
+    // The datagram's connection, when conntrack translated it; a failed read is counted and the drop still
+    // reported. Not on the fast path above: a flood of one flow is one connection.
+    count_failure(conntrack::fill::<Btf>(skb, &mut event.conntrack));
     let sk = if !rx_sk.is_null() {
         rx_sk
     } else if event.direction == drops::OUT {

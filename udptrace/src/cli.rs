@@ -23,6 +23,8 @@ Examples:
     udptrace -p 4711            udptrace --comm dns-client
   Errors to or from a subnet, in one container's network namespace:
     udptrace --addr 10.0.0.0/8 --netns /proc/4711/ns/net
+  Every error and drop about a Kubernetes Service address, whichever backend conntrack sent it to:
+    udptrace --addr 10.96.0.10
   Thousands of errors a second: a table every 10 seconds instead of a line each
     udptrace --summary 10
   Counters for Prometheus on every node, no per-event output:
@@ -81,12 +83,14 @@ pub struct Cli {
     #[arg(long = "dns-name", value_name = "SUFFIX", value_parser = dns::parse_dns_name, help_heading = "Filters")]
     pub dns_names: Vec<String>,
 
-    /// Only events with this local or remote port (for icmp_sent: the offending packet's ports).
+    /// Only events with this local or remote port (for icmp_sent: the offending packet's ports); on a
+    /// connection conntrack translated, a port of either tuple too.
     #[arg(long = "port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..),
           help_heading = "Filters")]
     pub ports: Vec<u16>,
 
-    /// Only events with an address in IP/LEN: local, remote, or who sent the ICMP (IPv4 or IPv6).
+    /// Only events with an address in IP/LEN: local, remote, or who sent the ICMP (IPv4 or IPv6); on a
+    /// connection conntrack translated, an address of either tuple too (a Service's and its backends').
     #[arg(long = "addr", value_name = "IP[/LEN]", value_parser = filter::parse_prefix, help_heading = "Filters")]
     pub addrs: Vec<Prefix>,
 
@@ -98,8 +102,8 @@ pub struct Cli {
     #[arg(long = "netns", value_name = "INODE", value_parser = filter::parse_netns, help_heading = "Filters")]
     pub netns: Vec<u32>,
 
-    /// A table of counts by (errno, verdict, remote, owner) every SECS seconds (default 5) and at exit,
-    /// instead of one line per event.
+    /// A table of counts by (event, errno, verdict or cause, address, translation, DNS question, owner) every
+    /// SECS seconds (default 5) and at exit, instead of one line per event.
     #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "5", value_parser = parse_duration)]
     pub summary: Option<Duration>,
 

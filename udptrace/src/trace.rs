@@ -119,6 +119,10 @@ impl Tracing {
         let stats = maps::take(&mut ebpf, names::STATS, &mut kept)?;
         let stop_output = maps::take(&mut ebpf, names::OUTPUT_STOPPED, &mut kept).ok();
         let creators = maps::take(&mut ebpf, names::OWNERS, &mut kept).ok();
+        let conntrack = maps::take(&mut ebpf, names::CONNTRACK, &mut kept).ok().map(|map| {
+            let found = std::mem::replace(&mut facts.conntrack, Ok(None)).map_err(anyhow::Error::msg);
+            crate::kernel::conntrack::Watch::start(map, found, setup.verbose)
+        });
         // Tracepoint mode sees no rate limit: read the kernel's counters instead, from before `tracing` on.
         let icmp_send_mode = outcomes.iter().find(|o| o.hook.name == hooks::ICMP_SEND).and_then(|o| o.attached);
         let counters = (icmp_send_mode == Some(AttachMode::Tracepoint))
@@ -178,6 +182,7 @@ impl Tracing {
             tally,
             drops,
             stop_output,
+            conntrack,
         };
         drop(entered);
         let cgroup_links = facts.take_cgroup_links();

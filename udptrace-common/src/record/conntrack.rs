@@ -54,6 +54,11 @@ pub mod conntrack_flags {
     pub const KNOWN: u8 = 1 << 0;
     /// `mark` was read (the kernel has CONFIG_NF_CONNTRACK_MARK).
     pub const MARK_KNOWN: u8 = 1 << 1;
+    /// The program read the packet's entry: without `KNOWN`, conntrack tracked the packet and did not
+    /// translate its connection, and there is nothing to ask conntrack afterwards. Without this bit the
+    /// packet carried no entry (conntrack did not see it in this namespace, or a veth crossing reset it), or
+    /// this kernel's entries are not readable.
+    pub const TRACKED: u8 = 1 << 2;
 }
 
 /// A translated connection's entry: zeros (no `KNOWN`) when the datagram's connection was not translated,

@@ -673,11 +673,11 @@ mod tests {
         let mut owners = SocketErrorOwners::default();
         for line in [
             // /proc named it: `holders` set. A name that quotes a key does not hide it.
-            r#"{"event":"socket_error","time":"2026-12-07T08:08:12.624622Z","netns":4026532174,"probe":"tracepoint","family":"ipv4","local":"10.241.0.1:54482","remote":"10.241.0.2:9001","icmp":null,"errno":"ECONNREFUSED","verdict":"delivered","recverr":false,"pid":30677,"tid":null,"comm":"a\"holders\":null","cgroup":"/init.scope","container":null,"holders":1,"dns":null}"#,
+            r#"{"event":"socket_error","time":"2026-12-07T08:08:12.624622Z","netns":4026532174,"probe":"tracepoint","family":"ipv4","local":"10.241.0.1:54482","remote":"10.241.0.2:9001","icmp":null,"errno":"ECONNREFUSED","verdict":"delivered","recverr":false,"pid":30677,"tid":null,"comm":"a\"holders\":null","cgroup":"/init.scope","container":null,"holders":1,"dns":null,"conntrack":null}"#,
             // The programs recorded it.
-            r#"{"event":"socket_error","time":"2026-12-07T08:08:12.626881Z","netns":4026532174,"probe":"tracepoint","family":"ipv4","local":"10.241.0.1:54482","remote":"10.241.0.2:9001","icmp":null,"errno":"ECONNREFUSED","verdict":"delivered","recverr":false,"pid":30677,"tid":30677,"comm":"udptrace-bench","cgroup":"/init.scope","container":null,"holders":null,"dns":null}"#,
+            r#"{"event":"socket_error","time":"2026-12-07T08:08:12.626881Z","netns":4026532174,"probe":"tracepoint","family":"ipv4","local":"10.241.0.1:54482","remote":"10.241.0.2:9001","icmp":null,"errno":"ECONNREFUSED","verdict":"delivered","recverr":false,"pid":30677,"tid":30677,"comm":"udptrace-bench","cgroup":"/init.scope","container":null,"holders":null,"dns":null,"conntrack":null}"#,
             // Nobody.
-            r#"{"event":"socket_error","time":"2026-12-07T08:08:12.629099Z","netns":4026532174,"probe":"tracepoint","family":"ipv4","local":"10.241.0.1:54482","remote":"10.241.0.2:9001","icmp":null,"errno":"ECONNREFUSED","verdict":"delivered","recverr":false,"pid":null,"tid":null,"comm":null,"cgroup":null,"container":null,"holders":null,"dns":null}"#,
+            r#"{"event":"socket_error","time":"2026-12-07T08:08:12.629099Z","netns":4026532174,"probe":"tracepoint","family":"ipv4","local":"10.241.0.1:54482","remote":"10.241.0.2:9001","icmp":null,"errno":"ECONNREFUSED","verdict":"delivered","recverr":false,"pid":null,"tid":null,"comm":null,"cgroup":null,"container":null,"holders":null,"dns":null,"conntrack":null}"#,
             r#"{"event":"icmp_sent","count":5}"#,
             "not json",
         ] {

@@ -53,8 +53,8 @@ fn run_counts() -> Result<std::collections::BTreeMap<u32, (String, u64)>> {
 
 /// What the helper keeps (`udptrace/src/privsep/`): CAP_DAC_READ_SEARCH (2) and CAP_SYS_PTRACE (19) for
 /// other processes' `/proc/PID/fd` and `pidfd_getfd`, CAP_SYS_ADMIN (21) for `setns` into another network
-/// namespace.
-const HELPER_CAPABILITIES: u64 = 1 << 2 | 1 << 19 | 1 << 21;
+/// namespace, CAP_NET_ADMIN (12) for ctnetlink (conntrack's entry of a flow).
+const HELPER_CAPABILITIES: u64 = 1 << 2 | 1 << 12 | 1 << 19 | 1 << 21;
 
 /// CAP_BPF (39), which the helper keeps too where every `bpf()` command asks for it.
 const CAP_BPF: u64 = 1 << 39;
@@ -493,7 +493,7 @@ mod tests {
     #[test]
     fn the_helper_keeps_cap_bpf_only_where_every_bpf_command_needs_it() {
         let (set, why) = helper_capabilities("5.10.0-35-amd64", "2").unwrap();
-        assert_eq!(set, 1 << 2 | 1 << 19 | 1 << 21 | 1 << 39);
+        assert_eq!(set, 1 << 2 | 1 << 12 | 1 << 19 | 1 << 21 | 1 << 39);
         assert!(why.contains("5.10.0-35-amd64 is before 5.19") && why.contains("CAP_BPF too"), "{why}");
         let (set, why) = helper_capabilities("5.18.19", "0").unwrap();
         assert_eq!(set, HELPER_CAPABILITIES);
@@ -536,11 +536,11 @@ mod tests {
         for (row, outcome) in tracer_rows(&[ThreadStatus::new("tracer", "13", status.to_owned())]) {
             assert_eq!(outcome, Outcome::Pass, "{row}");
         }
-        let helper = ThreadStatus::new("helper", "14", "CapEff:\t0000008000280004\n".to_owned());
+        let helper = ThreadStatus::new("helper", "14", "CapEff:\t0000008000281004\n".to_owned());
         assert_eq!(exact_set(&helper, "CapEff", HELPER_CAPABILITIES | CAP_BPF, "why"), None);
         assert_eq!(
             exact_set(&helper, "CapEff", HELPER_CAPABILITIES, "kernel 6.12 is 5.19 or later: no CAP_BPF").unwrap(),
-            "CapEff 0x8000280004, want 0x280004 (kernel 6.12 is 5.19 or later: no CAP_BPF): extra capabilities [39], \
+            "CapEff 0x8000281004, want 0x281004 (kernel 6.12 is 5.19 or later: no CAP_BPF): extra capabilities [39], \
              missing []"
         );
     }

@@ -12,7 +12,7 @@ use netlink_packet_route::{
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
-use crate::pipeline::enrich::sockets;
+use crate::kernel::netlink;
 
 /// The route the kernel picks for a destination.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,11 +113,11 @@ fn ask(request: RouteNetlinkMessage) -> io::Result<RouteNetlinkMessage> {
     let mut socket = Socket::new(NETLINK_ROUTE)?;
     socket.bind_auto()?;
     socket.connect(&SocketAddr::new(0, 0))?;
-    sockets::set_receive_timeout(&socket, Duration::from_secs(1))?;
+    netlink::set_receive_timeout(&socket, Duration::from_secs(1))?;
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST;
     let mut message = NetlinkMessage::new(header, NetlinkPayload::from(request));
-    match sockets::exchange(&socket, &mut message)?.payload {
+    match netlink::exchange(&socket, &mut message)?.payload {
         NetlinkPayload::InnerMessage(inner) => Ok(inner),
         NetlinkPayload::Error(e) => Err(e.code.map_or_else(
             || io::Error::other("the kernel acknowledged instead of answering"),

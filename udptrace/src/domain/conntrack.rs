@@ -4,7 +4,7 @@
 use std::{fmt, net::SocketAddr};
 
 /// One direction of a connection: who sends to whom.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Tuple {
     pub src: SocketAddr,
     pub dst: SocketAddr,
@@ -18,7 +18,7 @@ impl fmt::Display for Tuple {
 
 /// What NAT rewrote: the destination (DNAT: a Service address, a published port), the source (SNAT,
 /// masquerade), or both.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Nat {
     Dnat,
     Snat,
@@ -46,7 +46,7 @@ impl Nat {
 }
 
 /// Where an event's translation came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum CtSource {
     /// The packet's own entry, read by the program that saw it.
     Packet,
@@ -56,7 +56,7 @@ pub enum CtSource {
 }
 
 /// A translated connection's conntrack entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Translation {
     /// The flow as its sender addressed it: `dst` is the Service address.
     pub original: Tuple,

@@ -7,7 +7,7 @@ use udptrace_common::{ICMP_STACK_DEPTH, IcmpSent as RawIcmpSent, WithDns, icmp_s
 
 use super::{
     Facts, Kind, Layout, Line, Metric, Row, Sample, Tone,
-    parts::{ConntrackJson, DnsJson, Head, PacketJson, dns_text, flow_text, lookup, to_json},
+    parts::{ConntrackJson, DnsJson, Flow, Head, PacketJson, dns_text, flow_text, lookup, nat_sentence, to_json},
     record::{
         Clock, DecodeError, addr, dns_of,
         fields::{addr_at, conntrack_matches, dns_matches, family_matches, header_matches, u16_at, u32_at, u64_at},
@@ -90,6 +90,10 @@ impl Kind for IcmpSent {
         self.dns.as_ref()
     }
 
+    fn conntrack(&self) -> Option<&Translation> {
+        self.conntrack.as_ref()
+    }
+
     fn facts(&self) -> Option<Facts<'_>> {
         Some(Facts {
             netns: self.meta.netns,
@@ -98,6 +102,7 @@ impl Kind for IcmpSent {
             addrs: self.packet.map(|p| vec![p.src, p.dst]).unwrap_or_default(),
             errno: self.errno(),
             dns: self.dns.as_ref(),
+            conntrack: self.conntrack.as_ref(),
         })
     }
 
@@ -120,7 +125,7 @@ impl Kind for IcmpSent {
             tone: Tone::Sent,
             what: self.name().to_owned(),
             why: self.cause.as_str().to_owned(),
-            flow: Some(flow_text(self.packet)),
+            flow: Some(flow_text(self.packet, self.conntrack.as_ref())),
             details: self.dns.as_ref().map(dns_text).into_iter().chain([self.icmp_text()]).collect(),
             netns: Some(self.meta.netns),
             sentence: self.sentence(),
@@ -216,7 +221,7 @@ impl IcmpSent {
         let stack: Vec<u64> = (0..frames).map(|i| u64_at(input, offset_of!(RawIcmpSent, stack) + 8 * i)).collect();
         assert_eq!(self.stack, stack, "stack_bytes {stack_bytes}");
         dns_matches(&self.dns, has(icmp_sent_flags::DNS), input, size_of::<RawIcmpSent>());
-        conntrack_matches(&self.conntrack, input, offset_of!(RawIcmpSent, conntrack));
+        conntrack_matches(&self.conntrack, None, input, offset_of!(RawIcmpSent, conntrack));
     }
 
     /// The errno the error gives the application it reaches.
@@ -234,19 +239,30 @@ impl IcmpSent {
         format!("icmp {}", icmp_name(self.family, self.icmp.icmp_type, self.icmp.code))
     }
 
-    /// One short sentence: why this host sent the ICMP error.
+    /// One short sentence: why this host sent the ICMP error; on a translated connection, where conntrack sent
+    /// the packet (`nat_sentence`).
     pub fn sentence(&self) -> String {
         let mut why = self.cause_sentence();
         if let Some(lookup) = self.dns.as_ref().and_then(|d| lookup(d, None)) {
             why = format!("{lookup} was answered with an ICMP error: {why}");
         }
         if self.rate_limited.is_none() {
-            return format!(
+            why = format!(
                 "{why}; seen where the kernel decides to answer, before the rate limits, which tracepoint mode does \
                  not see: any they stopped are counted as icmp_suppressed"
             );
         }
-        why
+        why + &self.nat_sentence()
+    }
+
+    /// What the packet's translated connection means (`parts::nat_sentence`), which an ICMP error a rate limit
+    /// stopped says too; empty for a connection not translated.
+    pub(super) fn nat_sentence(&self) -> String {
+        let Some(packet) = self.packet else {
+            return String::new();
+        };
+        let no_answer = matches!(self.cause, Cause::NoListener | Cause::NoRoute | Cause::NeighbourUnreachable);
+        nat_sentence(self.conntrack.as_ref(), Flow::of(&packet), &proto_name(packet.proto), no_answer)
     }
 
     fn cause_sentence(&self) -> String {
@@ -270,5 +286,38 @@ impl IcmpSent {
             }
             Cause::Other => "sent by another kernel path".to_owned(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::samples;
+
+    #[test]
+    fn an_untranslated_error_says_nothing_of_conntrack() {
+        let sent = IcmpSent { cause: Cause::NoListener, ..samples::icmp_sent() };
+        assert_eq!(sent.sentence(), "no socket listens on udp/8888 here");
+        assert_eq!(sent.line().flow.as_deref(), Some("udp 10.0.0.2:40312 -> 10.0.0.9:8888"));
+    }
+
+    #[test]
+    fn an_error_about_a_translated_datagram_names_the_service_and_the_entry() {
+        let mut sent = samples::refused_at_backend();
+        assert_eq!(sent.line().flow.as_deref(), Some("udp 10.0.0.5:41234 -> 10.244.1.7:53 (dnat from 10.96.0.10:53)"));
+        assert_eq!(
+            sent.sentence(),
+            "no socket listens on udp/53 here; conntrack sent it, addressed to 10.96.0.10:53, on to 10.244.1.7:53, \
+             which has never answered this flow; to delete the entry: conntrack -D -p udp -s 10.0.0.5 -d \
+             10.96.0.10 --sport 41234 --dport 53"
+        );
+        sent.conntrack.as_mut().unwrap().replied = true;
+        assert!(sent.sentence().contains("the entry is stale"), "{}", sent.sentence());
+        // A REJECT rule answers whether or not the backend would.
+        sent.cause = Cause::FirewallReject;
+        assert!(!sent.sentence().contains("stale"), "{}", sent.sentence());
+        // Where the programs saw it before the rate limits, that is said before conntrack.
+        sent.rate_limited = None;
+        assert!(sent.sentence().contains("counted as icmp_suppressed; conntrack sent it"), "{}", sent.sentence());
     }
 }

@@ -12,7 +12,7 @@ use super::{
         fields::{family_matches, header_matches},
     },
 };
-use crate::domain::{Dns, Family, Meta, Scope, errno_name};
+use crate::domain::{Dns, Family, Meta, Scope, Translation, errno_name};
 
 /// ICMP errors this host wanted to send and a rate limit stopped.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,6 +63,10 @@ impl Kind for IcmpSuppressed {
         self.attempt.as_ref().and_then(|a| a.dns.as_ref())
     }
 
+    fn conntrack(&self) -> Option<&Translation> {
+        self.attempt.as_ref().and_then(|a| a.conntrack.as_ref())
+    }
+
     /// An error a hook saw is selected as that error; a count from the kernel's counters has no packet, no
     /// ICMP type, no owner.
     fn facts(&self) -> Option<Facts<'_>> {
@@ -75,6 +79,7 @@ impl Kind for IcmpSuppressed {
                 addrs: Vec::new(),
                 errno: None,
                 dns: None,
+                conntrack: None,
             }),
         }
     }
@@ -90,13 +95,13 @@ impl Kind for IcmpSuppressed {
             count: self.count,
             cause: attempt.map(|a| a.cause.as_str()),
             dns: DnsJson::of(self.dns()),
-            conntrack: ConntrackJson::of(self.attempt.as_ref().and_then(|a| a.conntrack.as_ref())),
+            conntrack: ConntrackJson::of(self.conntrack()),
         })
     }
 
     fn line(&self) -> Line {
         let (flow, icmp) = match &self.attempt {
-            Some(a) => (flow_text(a.packet), a.icmp_text()),
+            Some(a) => (flow_text(a.packet, a.conntrack.as_ref()), a.icmp_text()),
             None => {
                 let family = self.family.map_or_else(String::new, |f| format!(" {}", f.as_str()));
                 (format!("{}{family} ICMP errors", self.count), "icmp any type".to_owned())
@@ -154,8 +159,13 @@ impl IcmpSuppressed {
         Ok(IcmpSuppressed { meta: attempt.meta.clone(), family: Some(family), scope, count: 1, attempt: Some(attempt) })
     }
 
-    /// Which limit stopped the error, and the sysctl that governs it.
+    /// Which limit stopped the error, and the sysctl that governs it; on a translated connection, where
+    /// conntrack sent the packet.
     pub fn sentence(&self) -> String {
+        self.limit_sentence() + &self.attempt.as_ref().map(IcmpSent::nat_sentence).unwrap_or_default()
+    }
+
+    fn limit_sentence(&self) -> String {
         let from_counter = self.attempt.is_none();
         match (self.scope, self.family) {
             (Scope::Global, Some(Family::Ipv4)) => "the global ICMP rate limit stopped it: sysctl \
@@ -206,5 +216,22 @@ mod tests {
         assert!(!host6.contains("net.ipv4"), "{host6}");
         let seen = IcmpSuppressed { family: Some(Family::Ipv6), ..samples::host_limited(samples::icmp_sent()) };
         assert!(!seen.sentence().contains("no route"), "a hook saw the limit say no");
+    }
+
+    #[test]
+    fn a_suppressed_error_says_its_limit_then_its_translation() {
+        let suppressed = samples::host_limited(samples::refused_at_backend());
+        let limit = samples::host_limited(IcmpSent { conntrack: None, ..samples::refused_at_backend() }).sentence();
+        assert_eq!(
+            limit,
+            "the per-destination ICMP rate limit stopped it: sysctl net.ipv4.icmp_ratelimit (ms between errors to \
+             one host), for the types in net.ipv4.icmp_ratemask"
+        );
+        assert_eq!(suppressed.sentence(), format!("{limit}{}", samples::refused_at_backend().nat_sentence()));
+        assert!(suppressed.sentence().contains("; conntrack sent it, addressed to 10.96.0.10:53"));
+        assert_eq!(
+            suppressed.line().flow.as_deref(),
+            Some("udp 10.0.0.5:41234 -> 10.244.1.7:53 (dnat from 10.96.0.10:53)")
+        );
     }
 }

@@ -9,7 +9,7 @@ use super::{
     Facts, Kind, Line, Metric, Row, Sample, Tone,
     parts::{Head, to_json},
 };
-use crate::domain::{Dns, rfc3339};
+use crate::domain::{Dns, Translation, rfc3339};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lost {
@@ -43,6 +43,10 @@ impl Kind for Lost {
     }
 
     fn dns(&self) -> Option<&Dns> {
+        None
+    }
+
+    fn conntrack(&self) -> Option<&Translation> {
         None
     }
 

@@ -3,7 +3,7 @@
 //! it by, behind [`Kind`], which the outputs and the filter call. [`Event`] is the closed set of kinds,
 //! matched in one place ([`Event::kind`]): a new kind is a file, a variant and an arm there, and the
 //! compiler names whatever of [`Kind`] it lacks. What the kinds share is written once, in `parts`: the
-//! owner, the packet, the DNS question, and how each is shown.
+//! owner, the packet, the DNS question, the connection's translation, and how each is shown.
 
 mod icmp_sent;
 mod icmp_suppressed;
@@ -25,7 +25,7 @@ pub use udp_dropped::UdpDropped;
 use udptrace_common::{EventHeader, kind};
 
 use self::record::{Clock, DecodeError, family_of, read_record};
-use crate::domain::{Dns, OwnerInfo};
+use crate::domain::{Dns, OwnerInfo, Translation};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -110,6 +110,10 @@ pub trait Kind {
     /// What its datagram said as DNS, for one on a DNS port whose payload it carries.
     fn dns(&self) -> Option<&Dns>;
 
+    /// Its datagram's connection, when conntrack translated it: what the summary counts it by besides its
+    /// row, and what `udptrace_translated_total` counts.
+    fn conntrack(&self) -> Option<&Translation>;
+
     /// What the filter options select it by; `None`: every filter passes it.
     fn facts(&self) -> Option<Facts<'_>>;
 
@@ -140,6 +144,8 @@ pub struct Facts<'a> {
     /// The errno it gives or would give an application; `None` for none.
     pub errno: Option<i32>,
     pub dns: Option<&'a Dns>,
+    /// Its datagram's translated connection: `--addr` and `--port` match either tuple too.
+    pub conntrack: Option<&'a Translation>,
 }
 
 /// What an event's text line says at a glance, which the text output colours.

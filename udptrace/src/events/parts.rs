@@ -1,9 +1,11 @@
-//! What the kinds share, written once: the owner of a socket, the packet, the DNS question, and how each is
-//! shown in the JSON and the text.
+//! What the kinds share, written once: the owner of a socket, the packet, the DNS question, the connection's
+//! translation, and how each is shown in the JSON and the text.
+
+use std::net::{IpAddr, SocketAddr};
 
 use serde::Serialize;
 
-use crate::domain::{Dns, Meta, OwnerInfo, Packet, Translation, Tuple, endpoint, proto_name, rfc3339};
+use crate::domain::{Dns, Meta, Nat, OwnerInfo, Packet, Translation, Tuple, endpoint, proto_name, rfc3339};
 
 /// The fields every JSON object starts with.
 #[derive(Serialize)]
@@ -90,12 +92,143 @@ impl PacketJson {
     }
 }
 
-/// `udp 10.0.0.2:40312 -> 10.0.0.9:8888`.
-pub fn flow_text(packet: Option<Packet>) -> String {
+/// `udp 10.0.0.2:40312 -> 10.0.0.9:8888`, and what conntrack made of it when it translated the connection
+/// (`nat_text`).
+pub fn flow_text(packet: Option<Packet>, conntrack: Option<&Translation>) -> String {
     packet.map_or_else(
         || "an unreadable packet".to_owned(),
-        |p| format!("{} {} -> {}", proto_name(p.proto), endpoint(&p, true), endpoint(&p, false)),
+        |p| {
+            let nat = nat_text(conntrack, Flow::of(&p));
+            format!("{} {} -> {}{nat}", proto_name(p.proto), endpoint(&p, true), endpoint(&p, false))
+        },
     )
+}
+
+/// One end of a flow as an event shows it: an address and, when known, its port. An unspecified address (a
+/// socket bound to any) stands for any.
+#[derive(Clone, Copy, Debug)]
+pub struct End {
+    ip: IpAddr,
+    port: Option<u16>,
+}
+
+impl End {
+    /// A socket's address; an IPv4-mapped IPv6 one as the IPv4 address conntrack tracks.
+    pub fn socket(addr: SocketAddr) -> Self {
+        Self { ip: addr.ip().to_canonical(), port: Some(addr.port()) }
+    }
+
+    fn is(self, addr: SocketAddr) -> bool {
+        (self.ip.is_unspecified() || self.ip == addr.ip()) && self.port.is_none_or(|p| p == addr.port())
+    }
+}
+
+/// A datagram's flow as an event shows it: from `src` to `dst`, either `None` where not known (the sources
+/// of drops counted together, an unconnected socket's remote).
+#[derive(Clone, Copy, Debug)]
+pub struct Flow {
+    pub src: Option<End>,
+    pub dst: Option<End>,
+}
+
+/// Which way a datagram goes on a translated connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Leg {
+    /// From the sender toward the destination it addressed (the Service), before or after the translation.
+    Toward,
+    /// Back from the destination (the backend) to the sender.
+    Back,
+}
+
+impl Flow {
+    pub fn of(packet: &Packet) -> Self {
+        let end = |ip, port| Some(End { ip, port });
+        Self { src: end(packet.src, packet.ports.map(|(s, _)| s)), dst: end(packet.dst, packet.ports.map(|(_, d)| d)) }
+    }
+
+    /// Whether the flow has `addr` at either end.
+    fn shows(&self, addr: SocketAddr) -> bool {
+        [self.src, self.dst].into_iter().flatten().any(|end| end.is(addr))
+    }
+
+    /// Which way the datagram goes on `t`'s connection: by its destination (the Service or the backend, or the
+    /// sender before or after SNAT), else by its source; `None` for a flow that is neither.
+    fn leg(&self, t: &Translation) -> Option<Leg> {
+        let toward = [t.original.dst, t.reply.src];
+        let back = [t.original.src, t.reply.dst];
+        let by = |end: Option<End>, (first, then): (Leg, Leg)| {
+            let end = end?;
+            if toward.iter().any(|a| end.is(*a)) {
+                Some(first)
+            } else if back.iter().any(|a| end.is(*a)) {
+                Some(then)
+            } else {
+                None
+            }
+        };
+        by(self.dst, (Leg::Toward, Leg::Back)).or_else(|| by(self.src, (Leg::Back, Leg::Toward)))
+    }
+}
+
+/// What conntrack made of a flow, after it: ` (dnat 10.244.1.7:53)` for a flow to the Service, the backend
+/// it went to; ` (snat 192.0.2.1:40000)`, the source it went out from; ` (dnat 10.244.1.7:53, snat
+/// 192.0.2.1:40000)` for both. A flow seen after the translation says what it was before: ` (dnat from
+/// 10.96.0.10:53)`; one that shows neither address, both: ` (dnat 10.96.0.10:53 -> 10.244.1.7:53)`. Empty
+/// for a connection not translated.
+pub fn nat_text(conntrack: Option<&Translation>, flow: Flow) -> String {
+    let Some(t) = conntrack else {
+        return String::new();
+    };
+    // Each rewritten address: as the sender addressed it, as conntrack rewrote it.
+    let part = |nat: &str, before: SocketAddr, after: SocketAddr| {
+        if flow.shows(before) {
+            format!("{nat} {after}")
+        } else if flow.shows(after) {
+            format!("{nat} from {before}")
+        } else {
+            format!("{nat} {before} -> {after}")
+        }
+    };
+    let dnat = || part("dnat", t.original.dst, t.reply.src);
+    let snat = || part("snat", t.original.src, t.reply.dst);
+    let parts = match t.nat {
+        Nat::Dnat => dnat(),
+        Nat::Snat => snat(),
+        Nat::Both => format!("{}, {}", dnat(), snat()),
+    };
+    format!(" ({parts})")
+}
+
+/// What a translated connection means for an error or drop of a datagram on `flow`, after the kind's own
+/// sentence: empty for a connection not translated. Toward a translated destination: that conntrack sent the
+/// datagram for the Service address on to the backend, whether the backend ever answered this flow, and the
+/// `conntrack -D` command that deletes exactly that entry; the entry is stale when the backend answered before
+/// and `no_answer`, the event says the backend no longer does (refused, unreachable, no neighbour). Else, what
+/// conntrack translated the connection to. `proto` is the protocol as `conntrack -p` names it.
+pub fn nat_sentence(conntrack: Option<&Translation>, flow: Flow, proto: &str, no_answer: bool) -> String {
+    let Some(t) = conntrack else {
+        return String::new();
+    };
+    let (Some(backend), Some(Leg::Toward)) = (t.backend(), flow.leg(t)) else {
+        let (o, r) = (&t.original, &t.reply);
+        return format!(
+            "; conntrack translated its connection ({}): {o} is sent as {} -> {}",
+            t.nat.as_str(),
+            r.dst,
+            r.src
+        );
+    };
+    let from = if t.nat == Nat::Both { format!(" from {}", t.reply.dst) } else { String::new() };
+    let delete = t.delete_command(proto);
+    let answered = match (t.replied, no_answer) {
+        (false, _) => format!("which has never answered this flow; to delete the entry: {delete}"),
+        (true, true) => format!(
+            "which answered this flow before and no longer does: the entry is stale; deleting it translates the \
+             next datagram anew: {delete}"
+        ),
+        (true, false) => format!("which has answered this flow; to delete the entry: {delete}"),
+    };
+    format!("; conntrack sent it, addressed to {}, on to {backend}{from}, {answered}", t.original.dst)
 }
 
 /// `conntrack`: the translated connection's two tuples, what NAT rewrote, whether it was ever answered,
@@ -228,5 +361,78 @@ mod tests {
     fn a_container_is_cut_at_a_character() {
         let owner = OwnerInfo { container: Some("é".repeat(20)), ..OwnerInfo::default() };
         assert!(owner_text(Some(&owner), false).ends_with(&format!("container {}", "é".repeat(12))));
+    }
+
+    fn end(addr: &str) -> Option<End> {
+        Some(End::socket(addr.parse().unwrap()))
+    }
+
+    fn flow(src: &str, dst: &str) -> Flow {
+        Flow { src: end(src), dst: end(dst) }
+    }
+
+    #[test]
+    fn a_translated_flow_names_the_other_side_of_each_rewritten_address() {
+        let dnat = samples::dnat();
+        assert_eq!(nat_text(None, flow("10.0.0.5:41234", "10.96.0.10:53")), "");
+        // As the sender addressed it; as it left, to the backend; neither address (a folded source).
+        assert_eq!(nat_text(Some(&dnat), flow("10.0.0.5:41234", "10.96.0.10:53")), " (dnat 10.244.1.7:53)");
+        assert_eq!(nat_text(Some(&dnat), flow("10.0.0.5:41234", "10.244.1.7:53")), " (dnat from 10.96.0.10:53)");
+        assert_eq!(
+            nat_text(Some(&dnat), Flow { src: None, dst: end("10.0.0.9:53") }),
+            " (dnat 10.96.0.10:53 -> 10.244.1.7:53)"
+        );
+        let snat = samples::snat();
+        assert_eq!(nat_text(Some(&snat), flow("10.0.0.5:41234", "198.51.100.7:53")), " (snat 192.0.2.1:40000)");
+        assert_eq!(nat_text(Some(&snat), flow("192.0.2.1:40000", "198.51.100.7:53")), " (snat from 10.0.0.5:41234)");
+        let both = samples::dnat_snat();
+        assert_eq!(
+            nat_text(Some(&both), flow("10.0.0.5:41234", "10.96.0.10:53")),
+            " (dnat 10.244.1.7:53, snat 192.0.2.1:40000)"
+        );
+        assert_eq!(
+            nat_text(Some(&both), flow("192.0.2.1:40000", "10.244.1.7:53")),
+            " (dnat from 10.96.0.10:53, snat from 10.0.0.5:41234)"
+        );
+        // A socket bound to any address, an IPv4-mapped remote: the port and the IPv4 address still tell.
+        assert_eq!(nat_text(Some(&dnat), flow("0.0.0.0:41234", "[::ffff:10.96.0.10]:53")), " (dnat 10.244.1.7:53)");
+    }
+
+    #[test]
+    fn the_way_a_datagram_goes_is_told_by_its_destination_else_its_source() {
+        let t = samples::dnat_snat();
+        for (src, dst, leg) in [
+            ("10.0.0.5:41234", "10.96.0.10:53", Some(Leg::Toward)),
+            ("192.0.2.1:40000", "10.244.1.7:53", Some(Leg::Toward)),
+            ("10.244.1.7:53", "192.0.2.1:40000", Some(Leg::Back)),
+            ("10.96.0.10:53", "10.0.0.5:41234", Some(Leg::Back)),
+            ("10.0.0.5:41234", "10.0.0.9:53", Some(Leg::Toward)),
+            ("10.244.1.7:53", "10.0.0.9:53", Some(Leg::Back)),
+            ("10.0.0.8:1", "10.0.0.9:53", None),
+        ] {
+            assert_eq!(flow(src, dst).leg(&t), leg, "{src} -> {dst}");
+        }
+        assert_eq!(Flow { src: None, dst: end("10.244.1.7:53") }.leg(&t), Some(Leg::Toward));
+        assert_eq!(Flow { src: None, dst: None }.leg(&t), None);
+    }
+
+    #[test]
+    fn an_entry_is_stale_only_once_answered_and_no_longer_answering() {
+        let toward = flow("10.0.0.5:41234", "10.96.0.10:53");
+        let mut t = samples::dnat();
+        assert_eq!(nat_sentence(None, toward, "udp", true), "");
+        let unreplied = nat_sentence(Some(&t), toward, "udp", true);
+        assert!(unreplied.contains("which has never answered this flow") && !unreplied.contains("stale"));
+        t.replied = true;
+        assert!(nat_sentence(Some(&t), toward, "udp", true).contains("the entry is stale"));
+        assert!(!nat_sentence(Some(&t), toward, "udp", false).contains("stale"));
+        // IPv6: the command names the family.
+        t.original = Tuple { src: "[fd00::5]:41234".parse().unwrap(), dst: "[fd00:96::10]:53".parse().unwrap() };
+        t.reply = Tuple { src: "[fd00:244::7]:53".parse().unwrap(), dst: "[fd00::5]:41234".parse().unwrap() };
+        let v6 = nat_sentence(Some(&t), flow("[fd00::5]:41234", "[fd00:96::10]:53"), "udplite", true);
+        assert!(
+            v6.ends_with("conntrack -D -f ipv6 -p udplite -s fd00::5 -d fd00:96::10 --sport 41234 --dport 53"),
+            "{v6}"
+        );
     }
 }

@@ -229,8 +229,12 @@ pub mod fields {
 
     /// A conntrack part at `at`: a translation exactly when it is flagged and says NAT, each tuple's
     /// addresses and ports back to their bytes (ports in network order, as the kernel keeps them).
-    pub fn conntrack_matches(translation: &Option<Translation>, input: &[u8], at: usize) {
+    /// `tracked`: what the event says of the `TRACKED` bit, for a kind that keeps it.
+    pub fn conntrack_matches(translation: &Option<Translation>, tracked: Option<bool>, input: &[u8], at: usize) {
         let flags = input[at + offset_of!(Conntrack, flags)];
+        if let Some(tracked) = tracked {
+            assert_eq!(tracked, flags & conntrack_flags::TRACKED != 0);
+        }
         let status = u16_at(input, at + offset_of!(Conntrack, status));
         let Some(t) = translation else {
             assert!(

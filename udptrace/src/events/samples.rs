@@ -3,7 +3,10 @@
 use std::time::{Duration, SystemTime};
 
 use super::{IcmpSent, IcmpSuppressed, SocketError, UdpDropped};
-use crate::domain::{AttachMode, Cause, Direction, Dns, Errno, Family, Icmp, Meta, OwnerInfo, Packet, Scope, Verdict};
+use crate::domain::{
+    AttachMode, Cause, CtSource, Direction, Dns, Errno, Family, Icmp, Meta, Nat, OwnerInfo, Packet, Scope, Translation,
+    Tuple, Verdict,
+};
 
 /// 5 s after a boot at 2023-11-14T22:13:20Z.
 pub fn time() -> SystemTime {
@@ -33,6 +36,7 @@ pub fn socket_error() -> SocketError {
         count: 1,
         dns: None,
         conntrack: None,
+        conntrack_tracked: false,
     }
 }
 
@@ -109,6 +113,7 @@ pub fn rcvbuf_drop() -> UdpDropped {
         sources_folded: false,
         dns: None,
         conntrack: None,
+        conntrack_tracked: false,
     }
 }
 
@@ -141,5 +146,88 @@ pub fn host_limited(attempt: IcmpSent) -> IcmpSuppressed {
         scope: Scope::Host,
         count: 1,
         attempt: Some(attempt),
+    }
+}
+
+/// A client's flow to a Service address, `10.0.0.5:41234 -> 10.96.0.10:53`, that conntrack sent on to the
+/// backend `10.244.1.7:53`; never answered.
+pub fn dnat() -> Translation {
+    Translation {
+        original: Tuple { src: "10.0.0.5:41234".parse().unwrap(), dst: "10.96.0.10:53".parse().unwrap() },
+        reply: Tuple { src: "10.244.1.7:53".parse().unwrap(), dst: "10.0.0.5:41234".parse().unwrap() },
+        nat: Nat::Dnat,
+        replied: false,
+        mark: Some(0x4000),
+        source: CtSource::Packet,
+    }
+}
+
+/// A client's flow to `198.51.100.7:53` that a router sent on from `192.0.2.1:40000` (masquerade).
+pub fn snat() -> Translation {
+    Translation {
+        original: Tuple { src: "10.0.0.5:41234".parse().unwrap(), dst: "198.51.100.7:53".parse().unwrap() },
+        reply: Tuple { src: "198.51.100.7:53".parse().unwrap(), dst: "192.0.2.1:40000".parse().unwrap() },
+        nat: Nat::Snat,
+        replied: false,
+        mark: None,
+        source: CtSource::Packet,
+    }
+}
+
+/// The Service flow of [`dnat`], sent on to its backend from `192.0.2.1:40000` too.
+pub fn dnat_snat() -> Translation {
+    let mut both = dnat();
+    both.reply.dst = "192.0.2.1:40000".parse().unwrap();
+    both.nat = Nat::Both;
+    both
+}
+
+/// The client's ECONNREFUSED from the Service of [`dnat`] (conntrack translated the port unreachable back),
+/// whose backend's port is closed.
+pub fn refused_by_backend() -> SocketError {
+    SocketError {
+        local: "10.0.0.5:41234".parse().unwrap(),
+        remote: Some("10.96.0.10:53".parse().unwrap()),
+        icmp: Some(Icmp { icmp_type: 3, code: 3, from: Some("10.96.0.10".parse().unwrap()) }),
+        conntrack: Some(dnat()),
+        ..owned_socket_error()
+    }
+}
+
+/// The client's datagram to the Service of [`dnat`], translated to its backend, dropped on the way out: the
+/// backend did not answer ARP.
+pub fn backend_gone() -> UdpDropped {
+    UdpDropped {
+        packet: Packet {
+            src: "10.0.0.5".parse().unwrap(),
+            dst: "10.244.1.7".parse().unwrap(),
+            ports: Some((41234, 53)),
+            proto: 17,
+        },
+        direction: Direction::Out,
+        reason_code: Some(73),
+        reason: Some("neigh_failed".to_owned()),
+        location: Some("neigh_invalidate".to_owned()),
+        local: Some("10.0.0.5:41234".parse().unwrap()),
+        rcvbuf: None,
+        queued: None,
+        conntrack: Some(dnat()),
+        ..rcvbuf_drop()
+    }
+}
+
+/// A port unreachable this host sent about a datagram to the Service of [`dnat`], which conntrack sent on to
+/// a backend port of this host where nothing listens.
+pub fn refused_at_backend() -> IcmpSent {
+    IcmpSent {
+        packet: Some(Packet {
+            src: "10.0.0.5".parse().unwrap(),
+            dst: "10.244.1.7".parse().unwrap(),
+            ports: Some((41234, 53)),
+            proto: 17,
+        }),
+        cause: Cause::NoListener,
+        conntrack: Some(dnat()),
+        ..icmp_sent()
     }
 }

@@ -4,11 +4,16 @@
 use std::{mem::offset_of, net::SocketAddr};
 
 use serde::Serialize;
-use udptrace_common::{SocketError as RawSocketError, WithDns, icmp, kind, socket_error_flags, verdict};
+use udptrace_common::{
+    SocketError as RawSocketError, WithDns, conntrack_flags, icmp, kind, socket_error_flags, verdict,
+};
 
 use super::{
     Facts, Kind, Layout, Line, Metric, Row, Sample, Tone,
-    parts::{ConntrackJson, DnsJson, Head, OwnerJson, dns_text, lookup, owner_row, owner_text, to_json},
+    parts::{
+        ConntrackJson, DnsJson, End, Flow, Head, OwnerJson, dns_text, lookup, nat_sentence, nat_text, owner_row,
+        owner_text, to_json,
+    },
     record::{
         Clock, DecodeError, addr, dns_of,
         fields::{
@@ -52,6 +57,9 @@ pub struct SocketError {
     /// The connection's conntrack entry, when conntrack translated it: from the ICMP error's packet, or asked
     /// of conntrack by the flow.
     pub conntrack: Option<Translation>,
+    /// The program read the packet's conntrack entry (`conntrack_flags::TRACKED`): where `conntrack` is
+    /// `None`, conntrack tracked the packet and did not translate it, and there is nothing to ask it.
+    pub conntrack_tracked: bool,
 }
 
 /// Its record's layout (`events::layout`).
@@ -107,6 +115,10 @@ impl Kind for SocketError {
         self.dns.as_ref()
     }
 
+    fn conntrack(&self) -> Option<&Translation> {
+        self.conntrack.as_ref()
+    }
+
     fn facts(&self) -> Option<Facts<'_>> {
         Some(Facts {
             netns: self.meta.netns,
@@ -118,6 +130,7 @@ impl Kind for SocketError {
                 .collect(),
             errno: self.errno.is_set().then_some(self.errno.0),
             dns: self.dns.as_ref(),
+            conntrack: self.conntrack.as_ref(),
         })
     }
 
@@ -157,7 +170,7 @@ impl Kind for SocketError {
             tone: if self.verdict == Some(Verdict::Delivered) { Tone::Delivered } else { Tone::Ignored },
             what: self.errno.name().unwrap_or("-").to_owned(),
             why: self.verdict.map_or("?", Verdict::as_str).to_owned(),
-            flow: Some(format!("{} -> {remote}", self.local)),
+            flow: Some(format!("{} -> {remote}{}", self.local, nat_text(self.conntrack.as_ref(), self.flow()))),
             details: details.chain([icmp, owner_text(self.owner.as_ref(), self.kernel_socket)]).collect(),
             netns: Some(self.meta.netns),
             sentence: self.sentence(),
@@ -221,7 +234,7 @@ impl Kind for SocketError {
         assert_eq!(self.owner.is_some(), has(socket_error_flags::OWNER_KNOWN));
         owner_matches(self.owner.as_ref(), input, offset_of!(RawSocketError, owner));
         dns_matches(&self.dns, has(socket_error_flags::DNS), input, size_of::<RawSocketError>());
-        conntrack_matches(&self.conntrack, input, offset_of!(RawSocketError, conntrack));
+        conntrack_matches(&self.conntrack, Some(self.conntrack_tracked), input, offset_of!(RawSocketError, conntrack));
     }
 }
 
@@ -260,6 +273,7 @@ impl SocketError {
             count: 1,
             dns,
             conntrack: translation_of(&raw.conntrack),
+            conntrack_tracked: raw.conntrack.flags & conntrack_flags::TRACKED != 0,
         })
     }
 }
@@ -276,14 +290,29 @@ fn verdict_of(byte: u8) -> Option<Verdict> {
 
 impl SocketError {
     /// One short sentence: what happened to the socket and what the application sees; for a DNS query,
-    /// which one, and whose.
+    /// which one, and whose; on a translated connection, where conntrack sent the datagram (`nat_sentence`).
     pub fn sentence(&self) -> String {
         let what = self.outcome();
         let whose = self.owner.as_ref().filter(|_| !self.kernel_socket).map(|o| o.comm.as_str());
+        let nat = nat_sentence(self.conntrack.as_ref(), self.flow(), "udp", self.no_answer());
         match self.dns.as_ref().and_then(|d| lookup(d, whose)) {
-            Some(lookup) => format!("{lookup} was answered with an ICMP error: {what}"),
-            None => what,
+            Some(lookup) => format!("{lookup} was answered with an ICMP error: {what}{nat}"),
+            None => format!("{what}{nat}"),
         }
+    }
+
+    /// The datagram the error is about: the socket's, to its remote.
+    fn flow(&self) -> Flow {
+        Flow { src: Some(End::socket(self.local)), dst: self.remote.map(End::socket) }
+    }
+
+    /// Whether the error says its destination does not answer: the port refused, the host or network
+    /// unreachable (a frag-needed or a firewall's prohibition says something else).
+    fn no_answer(&self) -> bool {
+        matches!(
+            self.errno.0,
+            libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EHOSTDOWN | libc::ENONET
+        )
     }
 
     fn outcome(&self) -> String {
@@ -386,5 +415,92 @@ mod tests {
         texts.sort();
         texts.dedup();
         assert_eq!(texts.len(), 7, "{texts:?}");
+    }
+
+    /// Without a translation the sentence and the flow are as they always were.
+    #[test]
+    fn an_untranslated_error_says_nothing_of_conntrack() {
+        let e = samples::socket_error();
+        assert_eq!(
+            e.sentence(),
+            "the peer refused udp/8888 at 10.0.0.9 (no listener, or a firewall REJECT); the next send or receive \
+             fails with ECONNREFUSED"
+        );
+        assert_eq!(e.line().flow.as_deref(), Some("10.0.0.2:40312 -> 10.0.0.9:8888"));
+    }
+
+    #[test]
+    fn a_refusal_from_a_backend_names_it_whether_it_ever_answered_and_the_entry() {
+        let mut e = samples::refused_by_backend();
+        let untranslated = SocketError { conntrack: None, ..e.clone() }.sentence();
+        assert_eq!(e.line().flow.as_deref(), Some("10.0.0.5:41234 -> 10.96.0.10:53 (dnat 10.244.1.7:53)"));
+        assert_eq!(
+            e.sentence(),
+            format!(
+                "{untranslated}; conntrack sent it, addressed to 10.96.0.10:53, on to 10.244.1.7:53, which has never \
+                 answered this flow; to delete the entry: conntrack -D -p udp -s 10.0.0.5 -d 10.96.0.10 --sport \
+                 41234 --dport 53"
+            )
+        );
+        // Answered once, refused now: the backend is gone and the entry still points at it.
+        e.conntrack.as_mut().unwrap().replied = true;
+        let stale = e.sentence();
+        assert!(
+            stale.ends_with(
+                "on to 10.244.1.7:53, which answered this flow before and no longer does: the entry is stale; \
+                 deleting it translates the next datagram anew: conntrack -D -p udp -s 10.0.0.5 -d 10.96.0.10 \
+                 --sport 41234 --dport 53"
+            ),
+            "{stale}"
+        );
+        // A frag-needed says nothing of whether the backend answers.
+        e.errno = Errno(libc::EMSGSIZE);
+        let answered = e.sentence();
+        assert!(answered.contains("which has answered this flow; to delete the entry: conntrack -D"), "{answered}");
+        assert!(!answered.contains("stale"), "{answered}");
+    }
+
+    #[test]
+    fn source_nat_shows_the_source_it_went_out_from() {
+        let e = SocketError {
+            remote: Some("198.51.100.7:53".parse().unwrap()),
+            conntrack: Some(samples::snat()),
+            ..samples::refused_by_backend()
+        };
+        assert_eq!(e.line().flow.as_deref(), Some("10.0.0.5:41234 -> 198.51.100.7:53 (snat 192.0.2.1:40000)"));
+        assert!(
+            e.sentence().ends_with(
+                "; conntrack translated its connection (snat): 10.0.0.5:41234 -> 198.51.100.7:53 is sent as \
+                 192.0.2.1:40000 -> 198.51.100.7:53"
+            ),
+            "{}",
+            e.sentence()
+        );
+        let both = SocketError { conntrack: Some(samples::dnat_snat()), ..samples::refused_by_backend() };
+        assert_eq!(
+            both.line().flow.as_deref(),
+            Some("10.0.0.5:41234 -> 10.96.0.10:53 (dnat 10.244.1.7:53, snat 192.0.2.1:40000)")
+        );
+        assert!(both.sentence().contains("on to 10.244.1.7:53 from 192.0.2.1:40000, which has never"));
+    }
+
+    /// The backend's own socket, whose reply drew the error, is not the one conntrack sent anything to.
+    #[test]
+    fn an_error_on_the_way_back_is_not_called_the_backends() {
+        let e = SocketError {
+            local: "10.244.1.7:53".parse().unwrap(),
+            remote: Some("10.0.0.5:41234".parse().unwrap()),
+            ..samples::refused_by_backend()
+        };
+        let sentence = e.sentence();
+        assert!(
+            sentence.ends_with(
+                "; conntrack translated its connection (dnat): 10.0.0.5:41234 -> 10.96.0.10:53 is sent as \
+                 10.0.0.5:41234 -> 10.244.1.7:53"
+            ),
+            "{sentence}"
+        );
+        assert!(!sentence.contains("conntrack -D"), "{sentence}");
+        assert_eq!(e.line().flow.as_deref(), Some("10.244.1.7:53 -> 10.0.0.5:41234 (dnat from 10.96.0.10:53)"));
     }
 }

@@ -3,13 +3,13 @@
 use std::{mem::offset_of, net::SocketAddr};
 
 use serde::Serialize;
-use udptrace_common::{UdpDropped as RawUdpDropped, WithDns, drops, kind, udp_dropped_flags};
+use udptrace_common::{UdpDropped as RawUdpDropped, WithDns, conntrack_flags, drops, kind, udp_dropped_flags};
 
 use super::{
     Facts, Kind, Layout, Line, Metric, Row, Sample, Tone,
     parts::{
-        ConntrackJson, DnsJson, Head, OwnerJson, PacketJson, dns_text, flow_text, lookup, owner_row, owner_text,
-        to_json,
+        ConntrackJson, DnsJson, Flow, Head, OwnerJson, PacketJson, dns_text, flow_text, lookup, nat_sentence, nat_text,
+        owner_row, owner_text, to_json,
     },
     record::{
         Clock, DecodeError, addr, dns_of,
@@ -59,6 +59,9 @@ pub struct UdpDropped {
     pub dns: Option<Dns>,
     /// The connection's conntrack entry, when conntrack translated it.
     pub conntrack: Option<Translation>,
+    /// The program read the packet's conntrack entry (`conntrack_flags::TRACKED`): where `conntrack` is
+    /// `None`, conntrack tracked the packet and did not translate it, and there is nothing to ask it.
+    pub conntrack_tracked: bool,
 }
 
 /// Its record's layout (`events::layout`).
@@ -108,6 +111,10 @@ impl Kind for UdpDropped {
         self.dns.as_ref()
     }
 
+    fn conntrack(&self) -> Option<&Translation> {
+        self.conntrack.as_ref()
+    }
+
     /// A drop gives no errno: `--errno` leaves it out. `-p` and `--comm` select the socket's owner.
     fn facts(&self) -> Option<Facts<'_>> {
         let (sport, dport) = self.packet.ports.unwrap_or_default();
@@ -118,6 +125,7 @@ impl Kind for UdpDropped {
             addrs: [self.packet.src, self.packet.dst].into_iter().chain(self.local.map(|l| l.ip())).collect(),
             errno: None,
             dns: self.dns.as_ref(),
+            conntrack: self.conntrack.as_ref(),
         })
     }
 
@@ -218,7 +226,7 @@ impl Kind for UdpDropped {
         assert_eq!(self.owner.is_some(), has(udp_dropped_flags::OWNER_KNOWN));
         owner_matches(self.owner.as_ref(), input, offset_of!(RawUdpDropped, owner));
         dns_matches(&self.dns, has(udp_dropped_flags::DNS), input, size_of::<RawUdpDropped>());
-        conntrack_matches(&self.conntrack, input, offset_of!(RawUdpDropped, conntrack));
+        conntrack_matches(&self.conntrack, Some(self.conntrack_tracked), input, offset_of!(RawUdpDropped, conntrack));
     }
 }
 
@@ -265,6 +273,7 @@ impl UdpDropped {
             sources_folded: has(udp_dropped_flags::SOURCES_FOLDED),
             dns: None,
             conntrack: translation_of(&raw.conntrack),
+            conntrack_tracked: raw.conntrack.flags & conntrack_flags::TRACKED != 0,
         })
     }
 
@@ -282,10 +291,23 @@ impl UdpDropped {
     /// The datagrams' flow; `*` for the source of drops from many sources, counted together.
     fn flow(&self) -> String {
         if self.sources_folded {
-            format!("{} * -> {}", proto_name(self.packet.proto), endpoint(&self.packet, false))
+            let nat = nat_text(self.conntrack.as_ref(), self.packet_flow());
+            format!("{} * -> {}{nat}", proto_name(self.packet.proto), endpoint(&self.packet, false))
         } else {
-            flow_text(Some(self.packet))
+            flow_text(Some(self.packet), self.conntrack.as_ref())
         }
+    }
+
+    /// The datagram's flow, without the source of drops counted together.
+    fn packet_flow(&self) -> Flow {
+        let flow = Flow::of(&self.packet);
+        if self.sources_folded { Flow { src: None, ..flow } } else { flow }
+    }
+
+    /// Whether the drop says its destination does not answer: the next hop did not answer ARP/ND, or there is
+    /// no route to it.
+    fn no_answer(&self) -> bool {
+        matches!(self.reason.as_deref(), Some("neigh_failed" | "neigh_dead" | "ip_outnoroutes" | "ip_innoroutes"))
     }
 
     /// One short sentence: what dropping this datagram means, and what to do.
@@ -316,7 +338,8 @@ impl UdpDropped {
                 udptrace_common::drops::FLOWS_SHOWN
             ));
         }
-        text
+        let proto = proto_name(self.packet.proto);
+        text + &nat_sentence(self.conntrack.as_ref(), self.packet_flow(), &proto, self.no_answer())
     }
 }
 
@@ -390,5 +413,63 @@ mod tests {
         assert!(drop.sample().labels.contains(&("reason", drop.outcome())));
         drop.location = None;
         assert_eq!(drop.outcome(), "unknown");
+    }
+
+    #[test]
+    fn a_drop_toward_a_gone_backend_names_the_service_and_the_entry() {
+        let mut drop = samples::backend_gone();
+        let untranslated = UdpDropped { conntrack: None, ..drop.clone() };
+        assert_eq!(untranslated.line().flow.as_deref(), Some("out udp 10.0.0.5:41234 -> 10.244.1.7:53"));
+        assert_eq!(
+            untranslated.sentence(),
+            "the next hop did not answer ARP/ND: the host is down or not on this link; the sender may get EHOSTUNREACH"
+        );
+        assert_eq!(
+            drop.line().flow.as_deref(),
+            Some("out udp 10.0.0.5:41234 -> 10.244.1.7:53 (dnat from 10.96.0.10:53)")
+        );
+        assert_eq!(
+            drop.sentence(),
+            format!(
+                "{}; conntrack sent it, addressed to 10.96.0.10:53, on to 10.244.1.7:53, which has never answered \
+                 this flow; to delete the entry: conntrack -D -p udp -s 10.0.0.5 -d 10.96.0.10 --sport 41234 \
+                 --dport 53",
+                untranslated.sentence()
+            )
+        );
+        drop.conntrack.as_mut().unwrap().replied = true;
+        assert!(drop.sentence().contains("no longer does: the entry is stale"), "{}", drop.sentence());
+        // A firewall's drop says nothing of whether the backend answers.
+        drop.reason = Some("netfilter_drop".to_owned());
+        let dropped = drop.sentence();
+        assert!(dropped.contains("which has answered this flow; to delete") && !dropped.contains("stale"));
+        // Drops from many sources still tell their way by their destination.
+        drop.sources_folded = true;
+        assert_eq!(drop.line().flow.as_deref(), Some("out udp * -> 10.244.1.7:53 (dnat from 10.96.0.10:53)"));
+        assert!(drop.sentence().contains("conntrack -D"));
+    }
+
+    /// A reply dropped at the client's full socket buffer, after conntrack gave it the Service's address back.
+    #[test]
+    fn a_reply_dropped_on_its_way_back_is_not_called_stale() {
+        let drop = UdpDropped {
+            packet: Packet {
+                src: "10.96.0.10".parse().unwrap(),
+                dst: "10.0.0.5".parse().unwrap(),
+                ports: Some((53, 41234)),
+                proto: 17,
+            },
+            conntrack: Some(Translation { replied: true, ..samples::dnat() }),
+            ..samples::rcvbuf_drop()
+        };
+        assert_eq!(drop.line().flow.as_deref(), Some("in udp 10.96.0.10:53 -> 10.0.0.5:41234 (dnat 10.244.1.7:53)"));
+        let sentence = drop.sentence();
+        assert!(
+            sentence.ends_with(
+                "; conntrack translated its connection (dnat): 10.0.0.5:41234 -> 10.96.0.10:53 is sent as \
+                 10.0.0.5:41234 -> 10.244.1.7:53"
+            ),
+            "{sentence}"
+        );
     }
 }

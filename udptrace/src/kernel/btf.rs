@@ -13,7 +13,7 @@
 use std::{cmp::Ordering, path::Path};
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use udptrace_common::{CT_UNKNOWN, KernelOffsets, RECVERR_UNKNOWN};
+use udptrace_common::{CT_TUPLE_LAYOUT, CT_UNKNOWN, ConntrackOffsets, CtTuple, KernelOffsets, RECVERR_UNKNOWN};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -73,6 +73,10 @@ struct TypeRef {
 pub struct KernelBtf {
     data: Vec<u8>,
     strings: std::ops::Range<usize>,
+    /// A split BTF's own strings (a module's, read on top of vmlinux's): string offsets from the first
+    /// number here are in this range, counted from its start (libbpf's `btf__new_split`: a split BTF numbers
+    /// its strings after its base's, and its types after its base's).
+    split_strings: Option<(u32, std::ops::Range<usize>)>,
     /// Where each type starts; type id `n` is `starts[n - 1]` (id 0 is `void`).
     starts: Vec<u32>,
     /// Ids of the named structs, unions, typedefs and functions, sorted by name.
@@ -97,68 +101,73 @@ impl KernelBtf {
     }
 
     fn parse(data: Vec<u8>) -> Result<Self> {
-        let word = |at: usize| u32_at(&data, at).ok_or_else(|| anyhow!("truncated BTF header"));
-        if u16_at(&data, 0) != Some(MAGIC) {
-            bail!("not BTF in this machine's byte order");
-        }
-        let header_len = word(4)? as usize;
-        let section = |off: usize, len: usize| -> Result<std::ops::Range<usize>> {
-            let start = header_len.checked_add(word(off)? as usize).ok_or_else(|| anyhow!("bad BTF header"))?;
-            let end = start.checked_add(word(len)? as usize).ok_or_else(|| anyhow!("bad BTF header"))?;
-            if end > data.len() {
-                bail!("a BTF section runs past the end of the file");
-            }
-            Ok(start..end)
-        };
-        let types = section(8, 12)?;
-        let strings = section(16, 20)?;
-        // 7.x: `struct btf_layout` {info_sz, elem_sz, flags} per kind, when the header is long enough.
-        let layout = if header_len >= 32 { Some(section(24, 28)?) } else { None };
-        let size_of_kind = |kind: u8| -> Option<(usize, usize)> {
-            if let Some(layout) = &layout {
-                let at = layout.start + 4 * usize::from(kind);
-                if at + 4 <= layout.end {
-                    return Some((usize::from(data[at]), usize::from(data[at + 1])));
-                }
-            }
-            known_layout(kind)
-        };
+        let sections = Sections::of(&data, 0)?;
+        let starts = sections.type_starts(&data)?;
+        let mut btf = Self { data, strings: sections.strings, split_strings: None, starts, by_name: Vec::new() };
+        btf.by_name = btf.sorted_names(1..=btf.starts.len() as u32);
+        Ok(btf)
+    }
 
-        let mut starts = Vec::with_capacity(data.len() / 40);
-        let mut at = types.start;
-        while at < types.end {
-            let info = u32_at(&data, at + 4).ok_or_else(|| anyhow!("truncated BTF type"))?;
-            let kind = ((info >> 24) & 0x7f) as u8;
-            let vlen = (info & 0x00ff_ffff) as usize;
-            let (fixed, per_element) = size_of_kind(kind).ok_or_else(|| anyhow!("BTF kind {kind} is unknown"))?;
-            starts.push(u32::try_from(at).context("BTF larger than 4 GiB")?);
-            at += TYPE_HEADER + fixed + per_element * vlen;
+    /// A kernel module's BTF (`/sys/kernel/btf/<module>`), read on top of this one, its base: the module's
+    /// types refer to vmlinux's by their ids, and pahole left out of the module every type vmlinux has, so a
+    /// module's structure is found in either (`named` searches both).
+    pub fn with_split(mut self, module: &[u8]) -> Result<Self> {
+        if self.split_strings.is_some() {
+            bail!("a split BTF is not a base for another");
         }
-        if at != types.end {
-            bail!("the last BTF type runs past its section");
+        let base = self.data.len();
+        self.data.extend_from_slice(module);
+        let sections = Sections::of(&self.data, base)?;
+        let first_string = u32::try_from(self.strings.len()).context("BTF larger than 4 GiB")?;
+        self.split_strings = Some((first_string, sections.strings.clone()));
+        let first_id = self.starts.len() as u32 + 1;
+        let starts = sections.type_starts(&self.data)?;
+        self.starts.extend(starts);
+        let module_names = self.sorted_names(first_id..=self.starts.len() as u32);
+        // Both lists are sorted: merged, the names are still in order.
+        let base_names = std::mem::take(&mut self.by_name);
+        let mut merged = Vec::with_capacity(base_names.len() + module_names.len());
+        let (mut a, mut b) = (base_names.into_iter().peekable(), module_names.into_iter().peekable());
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(&x), Some(&y)) => {
+                    if self.name_of(y) < self.name_of(x) {
+                        b.next()
+                    } else {
+                        a.next()
+                    }
+                }
+                (Some(_), None) => a.next(),
+                (None, Some(_)) => b.next(),
+                (None, None) => break,
+            };
+            merged.extend(next);
         }
-        let mut btf = Self { data, strings, starts, by_name: Vec::new() };
-        // Each name found once (where it starts in `data`, its length), then sorted by its bytes: finding a
-        // name's end in every comparison was a third of udptrace's start-up.
-        let mut by_name: Vec<(u32, u32, u32)> = (1..=btf.starts.len() as u32)
+        self.by_name = merged;
+        Ok(self)
+    }
+
+    /// The named structs, unions, typedefs and functions among `ids`, sorted by name. Each name is found
+    /// once (where it starts in `data`, its length), then sorted by its bytes: finding a name's end in every
+    /// comparison was a third of udptrace's start-up.
+    fn sorted_names(&self, ids: std::ops::RangeInclusive<u32>) -> Vec<u32> {
+        let mut by_name: Vec<(u32, u32, u32)> = ids
             .filter_map(|id| {
-                let t = btf.type_ref(id)?;
+                let t = self.type_ref(id)?;
                 if t.name_off == 0 || !matches!(t.kind, kind::STRUCT | kind::UNION | kind::TYPEDEF | kind::FUNC) {
                     return None;
                 }
-                // `string` reads from here; an empty name (an offset out of range) names nothing.
-                let start = btf.strings.start.saturating_add(t.name_off as usize);
-                let len = btf.string(t.name_off).len();
+                // An empty name (an offset out of range) names nothing.
+                let (start, len) = self.string_at(t.name_off)?;
                 if len == 0 {
                     return None;
                 }
                 Some((u32::try_from(start).ok()?, u32::try_from(len).ok()?, id))
             })
             .collect();
-        let name = |&(start, len, _): &(u32, u32, u32)| &btf.data[start as usize..(start + len) as usize];
+        let name = |&(start, len, _): &(u32, u32, u32)| &self.data[start as usize..(start + len) as usize];
         by_name.sort_unstable_by(|a, b| name(a).cmp(name(b)));
-        btf.by_name = by_name.into_iter().map(|(_, _, id)| id).collect();
-        Ok(btf)
+        by_name.into_iter().map(|(_, _, id)| id).collect()
     }
 
     /// The byte offset of `path` (`a.b.c`, anonymous structs and unions searched through) in `struct
@@ -311,6 +320,41 @@ impl KernelBtf {
         })
     }
 
+    /// Where the programs find a connection's members in `struct nf_conn` (include/net/netfilter/
+    /// nf_conntrack.h): the two tuples of `tuplehash[IP_CT_DIR_MAX]`, `status`, and `mark` (only with
+    /// CONFIG_NF_CONNTRACK_MARK). The tuple must be laid out as the records copy it
+    /// ([`CT_TUPLE_LAYOUT`]); a kernel whose tuple differs is an error, not a misread.
+    pub fn conntrack_offsets(&self) -> Result<ConntrackOffsets> {
+        let tuple_size = self.named_struct("nf_conntrack_tuple")?.size_or_type;
+        if tuple_size as usize != size_of::<CtTuple>() {
+            bail!("struct nf_conntrack_tuple is {tuple_size} bytes in this kernel, not {}", size_of::<CtTuple>());
+        }
+        for (path, expected) in CT_TUPLE_LAYOUT {
+            let found = self.member_offset("nf_conntrack_tuple", path)?;
+            if found != expected {
+                bail!("nf_conntrack_tuple.{path} is at byte {found} in this kernel, not {expected}");
+            }
+        }
+        let hash = self.named_struct("nf_conntrack_tuple_hash")?.size_or_type;
+        let original = self
+            .member_offset("nf_conn", "tuplehash")?
+            .checked_add(self.member_offset("nf_conntrack_tuple_hash", "tuple")?)
+            .context("nf_conn.tuplehash: offset overflows")?;
+        Ok(ConntrackOffsets {
+            ready: 1,
+            status: self.member_offset("nf_conn", "status")?,
+            original,
+            reply: original.checked_add(hash).context("nf_conn.tuplehash[1]: offset overflows")?,
+            mark: self.member_offset("nf_conn", "mark").unwrap_or(CT_UNKNOWN),
+            _pad0: 0,
+        })
+    }
+
+    /// Whether `struct name` is in this BTF with its members (not only declared).
+    pub fn has_struct(&self, name: &str) -> bool {
+        self.named_struct(name).is_ok()
+    }
+
     /// The bit offset of a socket flag: in `inet_sock.inet_flags`, as the enumerator `flag` numbers it
     /// (6.6+ for IPv4's, 6.7+ for IPv6's: include/net/inet_sock.h), else the bitfield `old` of `struct
     /// in_struct` (before). Bit numbers count from the least significant bit of each byte (little-endian, as
@@ -337,12 +381,20 @@ impl KernelBtf {
         })
     }
 
-    /// A string of the string section; empty if the offset is out of it.
+    /// A string of the string sections; empty if the offset is out of them.
     fn string(&self, offset: u32) -> &[u8] {
-        let start = self.strings.start.saturating_add(offset as usize);
-        let section = self.data.get(start..self.strings.end).unwrap_or_default();
-        let len = section.iter().position(|&b| b == 0).unwrap_or(section.len());
-        &section[..len]
+        self.string_at(offset).map_or(&[][..], |(start, len)| &self.data[start..start + len])
+    }
+
+    /// Where the string at `offset` starts in `data`, and its length; `None` out of the sections.
+    fn string_at(&self, offset: u32) -> Option<(usize, usize)> {
+        let (section, offset) = match &self.split_strings {
+            Some((first, section)) if offset >= *first => (section, offset - first),
+            _ => (&self.strings, offset),
+        };
+        let start = section.start.checked_add(offset as usize)?;
+        let bytes = self.data.get(start..section.end)?;
+        Some((start, bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len())))
     }
 
     fn name_of(&self, id: u32) -> &[u8] {
@@ -425,6 +477,70 @@ impl KernelBtf {
     }
 }
 
+/// Where a BTF's sections are, the BTF starting at `base` in `data`.
+struct Sections {
+    types: std::ops::Range<usize>,
+    strings: std::ops::Range<usize>,
+    /// 7.x: `struct btf_layout` {info_sz, elem_sz, flags} per kind, when the header is long enough.
+    layout: Option<std::ops::Range<usize>>,
+}
+
+impl Sections {
+    fn of(data: &[u8], base: usize) -> Result<Self> {
+        let word = |at: usize| u32_at(data, base + at).ok_or_else(|| anyhow!("truncated BTF header"));
+        if u16_at(data, base) != Some(MAGIC) {
+            bail!("not BTF in this machine's byte order");
+        }
+        let header_len = word(4)? as usize;
+        let section = |off: usize, len: usize| -> Result<std::ops::Range<usize>> {
+            let start = base
+                .checked_add(header_len)
+                .and_then(|at| at.checked_add(word(off).ok()? as usize))
+                .ok_or_else(|| anyhow!("bad BTF header"))?;
+            let end = start.checked_add(word(len)? as usize).ok_or_else(|| anyhow!("bad BTF header"))?;
+            if end > data.len() {
+                bail!("a BTF section runs past the end of the file");
+            }
+            Ok(start..end)
+        };
+        Ok(Self {
+            types: section(8, 12)?,
+            strings: section(16, 20)?,
+            layout: if header_len >= 32 { Some(section(24, 28)?) } else { None },
+        })
+    }
+
+    /// Bytes after `struct btf_type` for `kind`: a fixed part and a part per element.
+    fn size_of_kind(&self, data: &[u8], kind: u8) -> Option<(usize, usize)> {
+        if let Some(layout) = &self.layout {
+            let at = layout.start + 4 * usize::from(kind);
+            if at + 4 <= layout.end {
+                return Some((usize::from(data[at]), usize::from(data[at + 1])));
+            }
+        }
+        known_layout(kind)
+    }
+
+    /// Where each type of the types section starts in `data`.
+    fn type_starts(&self, data: &[u8]) -> Result<Vec<u32>> {
+        let mut starts = Vec::with_capacity(self.types.len() / 40);
+        let mut at = self.types.start;
+        while at < self.types.end {
+            let info = u32_at(data, at + 4).ok_or_else(|| anyhow!("truncated BTF type"))?;
+            let kind = ((info >> 24) & 0x7f) as u8;
+            let vlen = (info & 0x00ff_ffff) as usize;
+            let (fixed, per_element) =
+                self.size_of_kind(data, kind).ok_or_else(|| anyhow!("BTF kind {kind} is unknown"))?;
+            starts.push(u32::try_from(at).context("BTF larger than 4 GiB")?);
+            at += TYPE_HEADER + fixed + per_element * vlen;
+        }
+        if at != self.types.end {
+            bail!("the last BTF type runs past its section");
+        }
+        Ok(starts)
+    }
+}
+
 fn u16_at(data: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_ne_bytes(data.get(at..at.checked_add(2)?)?.try_into().ok()?))
 }
@@ -464,6 +580,24 @@ mod tests {
         assert!(btf.tracepoint_args("no_such_tracepoint_here").is_none());
     }
 
+    /// Where conntrack is built in, or its module is loaded here, the running kernel's `struct nf_conn`: the
+    /// reply tuple one `nf_conntrack_tuple_hash` (a list node and a tuple) after the original.
+    #[test]
+    fn resolves_conntrack_offsets_from_the_running_kernel() {
+        let Ok(btf) = KernelBtf::load() else {
+            eprintln!("skipped: {VMLINUX_BTF} is not readable here");
+            return;
+        };
+        match crate::kernel::conntrack::offsets(btf).expect("conntrack's offsets") {
+            None => eprintln!("skipped: conntrack is neither built in nor loaded here"),
+            Some(off) => {
+                assert_eq!(off.ready, 1);
+                assert_eq!(off.reply - off.original, 16 + 40, "{off:?}");
+                assert!(off.status > off.reply, "{off:?}");
+            }
+        }
+    }
+
     /// A small BTF, written the way the kernel writes one.
     struct Writer {
         types: Vec<u8>,
@@ -474,6 +608,19 @@ mod tests {
     impl Writer {
         fn new() -> Self {
             Self { types: Vec::new(), strings: vec![0], next_id: 1 }
+        }
+
+        /// For a BTF split on top of `base`: its ids and strings numbered after the base's.
+        fn split(base: &Writer) -> Self {
+            Self { types: Vec::new(), strings: Vec::new(), next_id: base.next_id }
+        }
+
+        /// A string offset as a split BTF numbers it, from the end of `base`'s strings.
+        fn split_name(&mut self, base: &Writer, name: &str) -> u32 {
+            let at = self.strings.len() as u32 + base.strings.len() as u32;
+            self.strings.extend_from_slice(name.as_bytes());
+            self.strings.push(0);
+            at
         }
 
         fn name(&mut self, name: &str) -> u32 {
@@ -572,6 +719,42 @@ mod tests {
             assert!(!btf.has_function("outer"));
             assert!(btf.has_tracepoint("thing_happened"));
             assert!(!btf.has_tracepoint("do_thing"));
+        }
+    }
+
+    /// A module's BTF on top of vmlinux's: its struct's members of vmlinux's types, and of its own, found by
+    /// name in either; a name of each shadows nothing of the other.
+    #[test]
+    fn reads_a_module_split_on_top_of_its_base() {
+        let mut base = Writer::new();
+        let int = base.push("int", kind::INT, false, 0, 4, &[32]);
+        let a = base.member("a", int, 0);
+        base.push("in_base", kind::STRUCT, false, 1, 4, &a);
+        let mut module = Writer::split(&base);
+        let x = [module.split_name(&base, "x"), int, 0];
+        let inner = module.next_id;
+        let name = module.split_name(&base, "zz_inner");
+        for word in [name, (u32::from(kind::STRUCT) << 24) | 1, 4].iter().chain(&x) {
+            module.types.extend_from_slice(&word.to_ne_bytes());
+        }
+        module.next_id += 1;
+        let outer_name = module.split_name(&base, "module_struct");
+        let pad = [module.split_name(&base, "pad"), int, 0];
+        let deep = [module.split_name(&base, "deep"), inner, 64];
+        for word in [outer_name, (u32::from(kind::STRUCT) << 24) | 2, 12].iter().chain(&pad).chain(&deep) {
+            module.types.extend_from_slice(&word.to_ne_bytes());
+        }
+        let base_bytes = base.finish(false);
+        let module_bytes = module.finish(false);
+        let btf = KernelBtf::parse(base_bytes.clone()).unwrap().with_split(&module_bytes).expect("splits");
+        assert_eq!(btf.member_offset("module_struct", "deep.x").unwrap(), 8);
+        assert_eq!(btf.member_offset("in_base", "a").unwrap(), 0);
+        assert!(btf.has_struct("zz_inner") && btf.has_struct("in_base"));
+        assert!(!btf.has_struct("missing"));
+        // Truncated or foreign module bytes are an error.
+        for len in [0, 4, module_bytes.len() - 3] {
+            let base = KernelBtf::parse(base_bytes.clone()).unwrap();
+            assert!(base.with_split(&module_bytes[..len]).is_err(), "truncated at {len}");
         }
     }
 

@@ -65,6 +65,9 @@ pub struct KernelFacts {
     pub kfree_skb_args: u8,
     /// `enum skb_drop_reason` (5.17+): each value's name, lower case without `SKB_DROP_REASON_`.
     pub drop_reasons: std::collections::HashMap<u32, String>,
+    /// Where conntrack keeps a connection (`kernel::conntrack`): `None` while its module is not loaded; an
+    /// error for a kernel whose entries cannot be read.
+    pub conntrack: Result<Option<udptrace_common::ConntrackOffsets>, String>,
 }
 
 impl KernelFacts {
@@ -100,10 +103,15 @@ impl KernelFacts {
                 Some((u32::try_from(value).ok()?, name.to_ascii_lowercase()))
             })
             .collect();
+        let kfree_skb_args = btf.tracepoint_args("kfree_skb").map_or(0, |n| n.min(4) as u8);
+        let offsets = btf.kernel_offsets()?;
+        // Last: a module's BTF is read on top of vmlinux's, which it consumes.
+        let conntrack = super::conntrack::offsets(btf).map_err(|e| crate::errors::one_line(&e));
         Ok(Self {
-            kfree_skb_args: btf.tracepoint_args("kfree_skb").map_or(0, |n| n.min(4) as u8),
+            kfree_skb_args,
             drop_reasons,
-            offsets: btf.kernel_offsets()?,
+            offsets,
+            conntrack,
             functions,
             tracepoints,
             aya_btf: std::cell::OnceCell::new(),

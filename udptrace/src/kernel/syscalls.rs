@@ -152,10 +152,10 @@ pub const SYSCALLS: &[Group] = &[
     },
     Group {
         why: "Sockets: the metrics port served, sock_diag netlink (the tracer opens its own namespace's, the \
-              helper another's inside it), route netlink, `check`'s probes, their peer, pending error and error \
-              queue, a socket's tunnel type (UDP_ENCAP); the requests \
-              between the tracer and the helper and their answers (sendmsg, recvmsg: descriptors passed by \
-              SCM_RIGHTS)",
+              helper another's inside it), route netlink, ctnetlink (the helper's, conntrack's entry of a flow), \
+              `check`'s probes, their peer, pending error and error queue, a socket's tunnel type (UDP_ENCAP); \
+              the requests between the tracer and the helper and their answers (sendmsg, recvmsg: descriptors \
+              passed by SCM_RIGHTS)",
         sides: &[Start, Helper, Tracer],
         calls: &[
             "socket",

@@ -75,6 +75,7 @@ mod tests {
                 "queued": 213504,
                 "count": 1,
                 "dns": null,
+                "conntrack": null,
             })
         );
     }
@@ -95,8 +96,8 @@ mod tests {
                 "payload_length": 33,
             })
         );
-        let keys: Vec<&String> = value.as_object().unwrap().keys().collect();
-        assert_eq!(keys.last().map(|k| k.as_str()), Some("dns"));
+        let keys: Vec<&str> = value.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys[keys.len() - 2..], ["dns", "conntrack"]);
     }
 
     #[test]
@@ -106,10 +107,41 @@ mod tests {
         sent.dns = samples::dns_drop().dns;
         let value = json(&Event::IcmpSent(sent.clone()));
         assert_eq!(value["dns"]["qname"], "www.example.com");
-        let keys: Vec<&String> = value.as_object().unwrap().keys().collect();
-        assert_eq!(keys.last().map(|k| k.as_str()), Some("dns"));
+        let keys: Vec<&str> = value.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys[keys.len() - 2..], ["dns", "conntrack"]);
         let value = json(&Event::IcmpSuppressed(samples::host_limited(sent)));
         assert_eq!(value["dns"]["qtype"], "A");
+    }
+
+    /// `conntrack`, after `dns`, in each kind that has a datagram: the two tuples, what NAT rewrote, whether
+    /// conntrack saw a reply, the mark.
+    #[test]
+    fn a_translated_connection_shows_both_tuples() {
+        let want = json!({
+            "original": {"src": "10.0.0.5:41234", "dst": "10.96.0.10:53"},
+            "reply": {"src": "10.244.1.7:53", "dst": "10.0.0.5:41234"},
+            "nat": "dnat",
+            "replied": false,
+            "mark": 16384,
+        });
+        let sent = samples::refused_at_backend();
+        for event in [
+            Event::SocketError(samples::refused_by_backend()),
+            Event::UdpDropped(samples::backend_gone()),
+            Event::IcmpSent(sent.clone()),
+            Event::IcmpSuppressed(samples::host_limited(sent)),
+        ] {
+            let value = json(&event);
+            assert_eq!(value["conntrack"], want, "{}", event.name());
+            let keys: Vec<&str> = value.as_object().unwrap().keys().map(String::as_str).collect();
+            assert_eq!(keys.last(), Some(&"conntrack"), "{}", event.name());
+        }
+        let both = UdpDropped { conntrack: Some(samples::dnat_snat()), ..samples::backend_gone() };
+        let value = json(&Event::UdpDropped(both));
+        assert_eq!(value["conntrack"]["nat"], "dnat+snat");
+        assert_eq!(value["conntrack"]["reply"]["dst"], "192.0.2.1:40000");
+        let snat = UdpDropped { conntrack: Some(samples::snat()), ..samples::backend_gone() };
+        assert_eq!(json(&Event::UdpDropped(snat))["conntrack"]["mark"], Value::Null);
     }
 
     #[test]
@@ -144,6 +176,7 @@ mod tests {
                 "container": null,
                 "holders": null,
                 "dns": null,
+                "conntrack": null,
             })
         );
         let mut refused = samples::owned_socket_error();
@@ -168,6 +201,7 @@ mod tests {
                 "cause": "no_listener",
                 "rate_limited": false,
                 "dns": null,
+                "conntrack": null,
             })
         );
     }

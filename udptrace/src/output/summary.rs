@@ -4,12 +4,16 @@
 //! The address is the socket's remote for a `socket_error`, the offending packet's destination for an
 //! `icmp_sent` (the local service that answered with an error); ephemeral source ports would make every
 //! row unique. An event about a DNS datagram counts by its question too (`DnsKey`): the name, its type, and
-//! for an answer its response code; the message ID would make every row unique. Memory is bounded: past
-//! `MAX_ROWS` distinct rows in a table, new ones are counted in one `(other)` row.
+//! for an answer its response code; the message ID would make every row unique. An event on a connection
+//! conntrack translated counts by the destination its sender addressed and the backend conntrack sent it to
+//! (`NatKey`): two backends behind one Service are two rows; the translated source's port would make every
+//! row unique. Memory is bounded: past `MAX_ROWS` distinct rows in a table, new ones are counted in one
+//! `(other)` row.
 
 use std::{
     collections::HashMap,
     io::{self, Write},
+    net::SocketAddr,
     time::{Duration, SystemTime},
 };
 
@@ -17,7 +21,7 @@ use serde_json::{Value, json};
 
 use super::{Lines, Sink, escape};
 use crate::{
-    domain::{Dns, rfc3339},
+    domain::{Dns, Translation, rfc3339},
     events::{Event, Lost},
 };
 
@@ -94,6 +98,31 @@ pub struct Key {
     pub comm: Option<String>,
     /// The question of a DNS datagram's event.
     pub dns: Option<DnsKey>,
+    /// The translation of its datagram's connection.
+    pub nat: Option<NatKey>,
+}
+
+/// What a row keeps of a translated connection: what NAT rewrote, the destination the sender addressed (the
+/// Service), and, when the destination was translated, where conntrack sent it (the backend).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NatKey {
+    pub nat: &'static str,
+    pub original_dst: SocketAddr,
+    pub backend: Option<SocketAddr>,
+}
+
+impl NatKey {
+    fn of(t: &Translation) -> Self {
+        Self { nat: t.nat.as_str(), original_dst: t.original.dst, backend: t.backend() }
+    }
+
+    /// `dnat 10.96.0.10:53 -> 10.244.1.7:53`; `snat` alone, whose destination is the row's address.
+    fn text(&self) -> String {
+        match self.backend {
+            Some(backend) => format!("{} {} -> {backend}", self.nat, self.original_dst),
+            None => self.nat.to_owned(),
+        }
+    }
 }
 
 /// What a row keeps of a DNS message: what was asked, and for an answer, how it was answered.
@@ -123,7 +152,16 @@ impl DnsKey {
 
 impl Key {
     fn other() -> Self {
-        Key { event: "(other)", errno: None, outcome: String::new(), address: None, pid: None, comm: None, dns: None }
+        Key {
+            event: "(other)",
+            errno: None,
+            outcome: String::new(),
+            address: None,
+            pid: None,
+            comm: None,
+            dns: None,
+            nat: None,
+        }
     }
 
     /// The row an event counts in, and how many it counts for; `None` for one counted apart (`lost`).
@@ -139,6 +177,7 @@ impl Key {
             pid,
             comm,
             dns: kind.dns().map(DnsKey::of),
+            nat: kind.conntrack().map(NatKey::of),
         };
         Some((key, kind.count()))
     }
@@ -179,19 +218,26 @@ impl Table {
         if rows.is_empty() {
             return out;
         }
-        // The DNS column only when a row shown has a question.
+        // The NAT and DNS columns only when a row shown has a translation or a question.
+        let nat = rows.iter().take(SHOWN_ROWS).any(|(key, _)| key.nat.is_some());
         let dns = rows.iter().take(SHOWN_ROWS).any(|(key, _)| key.dns.is_some());
-        out.push_str(&row("COUNT", ["EVENT", "ERRNO", "VERDICT/CAUSE", "ADDRESS"], dns.then_some("DNS"), "OWNER"));
+        out.push_str(&row(
+            "COUNT",
+            ["EVENT", "ERRNO", "VERDICT/CAUSE", "ADDRESS"],
+            [nat.then_some("NAT"), dns.then_some("DNS")],
+            "OWNER",
+        ));
         for (key, count) in rows.iter().take(SHOWN_ROWS) {
             let owner = match (key.pid, &key.comm) {
                 (Some(pid), Some(comm)) => format!("pid {pid} {comm}"),
                 _ => "-".to_owned(),
             };
+            let translation = key.nat.as_ref().map_or_else(|| "-".to_owned(), NatKey::text);
             let question = key.dns.as_ref().map_or_else(|| "-".to_owned(), DnsKey::text);
             out.push_str(&row(
                 &count.to_string(),
                 [key.event, key.errno.unwrap_or("-"), &key.outcome, key.address.as_deref().unwrap_or("-")],
-                dns.then_some(&question),
+                [nat.then_some(&translation), dns.then_some(&question)],
                 &owner,
             ));
         }
@@ -222,6 +268,11 @@ impl Table {
                         "qtype": d.qtype,
                         "rcode": d.rcode,
                     })),
+                    "conntrack": key.nat.as_ref().map(|n| json!({
+                        "nat": n.nat,
+                        "original_dst": n.original_dst.to_string(),
+                        "backend": n.backend.map(|b| b.to_string()),
+                    })),
                 })
             })
             .collect();
@@ -237,18 +288,20 @@ impl Table {
 }
 
 /// One line of the table, each cell escaped (owners' names and DNS names come from traced processes and
-/// packets) and padded: the count, the event, errno, verdict or cause, address, the DNS question when the
-/// table has that column, the owner.
-fn row(count: &str, cells: [&str; 4], dns: Option<&str>, owner: &str) -> String {
+/// packets) and padded: the count, the event, errno, verdict or cause, address, the translation and the DNS
+/// question when the table has those columns, the owner.
+fn row(count: &str, cells: [&str; 4], optional: [Option<&str>; 2], owner: &str) -> String {
     let [event, errno, outcome, address] = cells.map(escape);
+    let [nat, dns] = optional;
+    let nat = nat.map(|translation| format!("{:<45}  ", escape(translation))).unwrap_or_default();
     let dns = dns.map(|question| format!("{:<40}  ", escape(question))).unwrap_or_default();
-    format!("{count:>9}  {event:<15}  {errno:<13}  {outcome:<20}  {address:<45}  {dns}{}\n", escape(owner))
+    format!("{count:>9}  {event:<15}  {errno:<13}  {outcome:<20}  {address:<45}  {nat}{dns}{}\n", escape(owner))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::samples;
+    use crate::events::{SocketError, samples};
 
     fn refused() -> Event {
         Event::SocketError(samples::owned_socket_error())
@@ -318,6 +371,61 @@ mod tests {
         let mut plain = Table::default();
         plain.add(&refused());
         assert!(!plain.text("t").contains("DNS"));
+    }
+
+    /// Two backends behind one Service are two rows, each showing both; the client's port is in no row.
+    #[test]
+    fn a_translated_event_counts_by_its_service_and_backend() {
+        let mut table = Table::default();
+        for (port, backend) in [(41234, "10.244.1.7:53"), (41235, "10.244.1.7:53"), (41236, "10.244.2.9:53")] {
+            let mut refused = samples::refused_by_backend();
+            refused.local.set_port(port);
+            let t = refused.conntrack.as_mut().unwrap();
+            t.original.src.set_port(port);
+            t.reply.dst.set_port(port);
+            t.reply.src = backend.parse().unwrap();
+            table.add(&Event::SocketError(refused));
+        }
+        table.add(&Event::UdpDropped(samples::backend_gone()));
+        table.add(&refused());
+        let text = table.text("t");
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].contains(" NAT ") && !lines[1].contains(" DNS "), "{text}");
+        assert!(
+            lines[2].trim_start().starts_with("2  socket_error     ECONNREFUSED   delivered             10.96.0.10:53")
+                && lines[2].contains("  dnat 10.96.0.10:53 -> 10.244.1.7:53  "),
+            "{text}"
+        );
+        let other = lines.iter().filter(|l| l.contains("dnat 10.96.0.10:53 -> 10.244.2.9:53")).count();
+        assert_eq!(other, 1, "{text}");
+        let drop = lines.iter().find(|l| l.contains("udp_dropped")).unwrap();
+        assert!(drop.contains("10.244.1.7:53") && drop.contains("dnat 10.96.0.10:53 -> 10.244.1.7:53"), "{drop}");
+        let plain = lines.iter().find(|l| l.contains("10.0.0.9:8888")).unwrap();
+        assert!(plain.contains("  -  "), "{plain}");
+        assert_eq!(table.rows.len(), 4);
+        let value = table.json(SystemTime::UNIX_EPOCH, None);
+        assert_eq!(
+            value["rows"][0]["conntrack"],
+            json!({"nat": "dnat", "original_dst": "10.96.0.10:53", "backend": "10.244.1.7:53"})
+        );
+        let untranslated = value["rows"].as_array().unwrap().iter().find(|r| r["address"] == "10.0.0.9:8888");
+        assert_eq!(untranslated.unwrap()["conntrack"], Value::Null);
+        // A source NAT has no backend: its row says so.
+        let mut snat = Table::default();
+        snat.add(&Event::SocketError(SocketError {
+            conntrack: Some(samples::snat()),
+            ..samples::refused_by_backend()
+        }));
+        let value = snat.json(SystemTime::UNIX_EPOCH, None);
+        assert_eq!(
+            value["rows"][0]["conntrack"],
+            json!({"nat": "snat", "original_dst": "198.51.100.7:53", "backend": null})
+        );
+        assert!(snat.text("t").lines().nth(2).unwrap().contains("  snat  "), "{}", snat.text("t"));
+        // Without a translation in the table, no NAT column.
+        let mut plain = Table::default();
+        plain.add(&refused());
+        assert!(!plain.text("t").contains("NAT"));
     }
 
     #[test]

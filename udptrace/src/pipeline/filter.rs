@@ -6,6 +6,10 @@
 //!   and who sent the ICMP, the errno;
 //! - `icmp_sent`, `icmp_suppressed`: the offending packet's ports and addresses, the errno its ICMP error
 //!   gives the sender; no process owns that packet, so `-p` and `--comm` select only `socket_error`;
+//! - `udp_dropped`: the datagram's ports and addresses, the socket's address and owner; no errno;
+//! - on a connection conntrack translated, `--addr` and `--port` also match the addresses and ports of both
+//!   its tuples: `--addr` with a Service address selects the errors and drops of the datagrams sent to it,
+//!   whichever backend conntrack sent them to, and one with the backend's those of the Service's datagrams;
 //! - `lost` always passes: udptrace never hides that it missed something.
 //!
 //! A field that is not known fails the option. The programs apply the same rules before an event takes
@@ -244,12 +248,15 @@ impl Filter {
             return true;
         };
         let owner = facts.owner;
+        let tuples = facts.conntrack.map(|t| [t.original.src, t.original.dst, t.reply.src, t.reply.dst]);
+        let translated = || tuples.into_iter().flatten();
+        let ports = || facts.ports.iter().copied().chain(translated().map(|a| a.port()));
+        let addrs = || facts.addrs.iter().copied().chain(translated().map(|a| a.ip()));
         (self.netns.is_empty() || self.netns.contains(&facts.netns))
             && (self.pids.is_empty() || owner.is_some_and(|o| self.pids.contains(&o.pid)))
             && (self.comms.is_empty() || owner.is_some_and(|o| self.comms.contains(&o.comm)))
-            && (self.ports.is_empty() || facts.ports.iter().any(|p| self.ports.contains(p)))
-            && (self.addrs.is_empty()
-                || self.addrs.iter().any(|prefix| facts.addrs.iter().any(|a| prefix.contains(*a))))
+            && (self.ports.is_empty() || ports().any(|p| self.ports.contains(&p)))
+            && (self.addrs.is_empty() || self.addrs.iter().any(|prefix| addrs().any(|a| prefix.contains(a))))
             && (self.errnos.is_empty() || facts.errno.is_some_and(|e| self.errnos.contains(&e)))
             && self.any_dns_name(facts.dns)
     }
@@ -296,7 +303,7 @@ mod tests {
         assert!(!filter(Filter { netns: vec![1], ..Default::default() }));
     }
     use crate::domain::{AttachMode, Cause, Errno, Icmp, Meta, OwnerInfo, Packet, Verdict};
-    use crate::events::{IcmpSent, Lost, SocketError};
+    use crate::events::{IcmpSent, Lost, SocketError, UdpDropped};
 
     fn meta(netns: u32) -> Meta {
         Meta { time: std::time::UNIX_EPOCH, netns, probe: AttachMode::FEntry }
@@ -320,6 +327,7 @@ mod tests {
             count: 1,
             dns: None,
             conntrack: None,
+            conntrack_tracked: false,
         })
     }
 
@@ -413,6 +421,50 @@ mod tests {
         assert!(!refused.matches(&sent(11, 0)));
         assert!(filter(|f| f.errnos = vec![libc::EHOSTUNREACH]).matches(&sent(11, 0)));
         assert!(filter(|f| f.ports = vec![8888]).matches(&sent(3, 3)));
+    }
+
+    /// `--addr` and `--port` match either tuple of a translated connection: the Service's address finds the
+    /// drop of a datagram already sent on to its backend, the backend's finds the error the client got from
+    /// the Service.
+    #[test]
+    fn addresses_and_ports_match_either_tuple_of_a_translation() {
+        use crate::events::samples;
+        let refused = Event::SocketError(samples::refused_by_backend());
+        let gone = Event::UdpDropped(samples::backend_gone());
+        let snat = Event::SocketError(SocketError {
+            remote: Some("198.51.100.7:53".parse().unwrap()),
+            conntrack: Some(samples::snat()),
+            ..samples::refused_by_backend()
+        });
+        let service = filter(|f| f.addrs = vec![parse_prefix("10.96.0.10").unwrap()]);
+        let backend = filter(|f| f.addrs = vec![parse_prefix("10.244.1.7").unwrap()]);
+        for event in [&refused, &gone] {
+            assert!(service.matches(event) && backend.matches(event));
+        }
+        // Without the translation each names one of them only.
+        let Event::SocketError(plain) = &refused else { panic!("a socket error") };
+        assert!(!backend.matches(&Event::SocketError(SocketError { conntrack: None, ..plain.clone() })));
+        let Event::UdpDropped(plain) = &gone else { panic!("a drop") };
+        assert!(!service.matches(&Event::UdpDropped(UdpDropped { conntrack: None, ..plain.clone() })));
+        // The address a router's SNAT gave the flow, and its port.
+        assert!(filter(|f| f.addrs = vec![parse_prefix("192.0.2.0/24").unwrap()]).matches(&snat));
+        assert!(!filter(|f| f.addrs = vec![parse_prefix("192.0.2.0/24").unwrap()]).matches(&refused));
+        assert!(filter(|f| f.ports = vec![40000]).matches(&snat));
+        assert!(!filter(|f| f.ports = vec![40000]).matches(&refused));
+        // A backend on another port than the Service's.
+        let mut moved = samples::refused_by_backend();
+        moved.conntrack.as_mut().unwrap().reply.src = "10.244.1.7:5353".parse().unwrap();
+        let moved = Event::SocketError(moved);
+        assert!(filter(|f| f.ports = vec![5353]).matches(&moved));
+        assert!(!filter(|f| f.ports = vec![5354]).matches(&moved));
+        // Still AND with the other options.
+        assert!(
+            !filter(|f| {
+                f.addrs = vec![parse_prefix("10.244.1.7").unwrap()];
+                f.netns = vec![1];
+            })
+            .matches(&refused)
+        );
     }
 
     #[test]

@@ -83,6 +83,8 @@ pub struct Parts {
     /// Set when the session stops (`names::OUTPUT_STOPPED`): the programs hand over nothing more, and count
     /// what they would have as lost.
     pub stop_output: Option<Array<u32>>,
+    /// Hands the programs conntrack's offsets once its module is loaded.
+    pub conntrack: Option<crate::kernel::conntrack::Watch>,
 }
 
 impl Parts {
@@ -407,6 +409,9 @@ impl Session {
             logs.flush();
         }
         self.parts.enricher.housekeeping();
+        if let Some(conntrack) = &mut self.parts.conntrack {
+            conntrack.poll();
+        }
         if let Some(helper) = &self.options.helper {
             helper.check();
             if (self.options.require_helper || helper.essential())

@@ -14,10 +14,11 @@ use std::{
 
 use super::wire::{self, Owner, Reply, Request};
 use crate::{
+    domain::Translation,
     kernel::maps::{MapOp, MapReply, Remote},
     pipeline::{
         counters::RateLimits,
-        enrich::{owner::Lookup, privileged::Privileged},
+        enrich::{conntrack::Flow, owner::Lookup, privileged::Privileged},
     },
 };
 
@@ -130,8 +131,9 @@ impl Client {
             eprintln!("udptrace: warning: {why}: on this kernel the programs' maps are read through it; tracing stops");
         } else {
             eprintln!(
-                "udptrace: warning: {why}: from now on owners come only from the programs' records, and a verdict \
-                 that needs another namespace's socket table or a socket's tunnel type is null"
+                "udptrace: warning: {why}: from now on owners come only from the programs' records, a verdict that \
+                 needs another namespace's socket table or a socket's tunnel type is null, and so is a conntrack \
+                 entry the program did not read"
             );
         }
         if let Ok(mut slot) = self.0.why.lock() {
@@ -222,6 +224,17 @@ impl Privileged for Client {
                 Vec::new()
             }
             None => Vec::new(),
+        }
+    }
+
+    fn conntrack(&mut self, netns: u64, flow: Flow) -> Option<Translation> {
+        match self.call(&Request::Conntrack { netns, flow })? {
+            (Reply::Conntrack(answer), _) => answer,
+            (Reply::Refused(_), _) => None,
+            (other, _) => {
+                self.unexpected(&other);
+                None
+            }
         }
     }
 }

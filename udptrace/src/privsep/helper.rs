@@ -1,5 +1,6 @@
 //! The helper's side: each request checked against what the helper holds, answered, and nothing else.
-//! A request for a map it does not hold, or a call it does not make on this kernel, is refused; a
+//! A request for a map it does not hold, or a call it does not make on this kernel, is refused; so is a
+//! conntrack question about anything but a UDP or UDP-Lite flow of one family; a
 //! namespace is entered only if a process is in it or a name refers to it (`Local::namespace`); a
 //! descriptor is copied out of a process only to read its tunnel type, and only if it is the socket asked
 //! about (`owner::encap_type`). The end of the stream (the tracer exited) ends the helper.
@@ -46,9 +47,16 @@ fn bpf_through_helper_on(release: &str) -> bool {
 
 /// What the helper keeps: CAP_SYS_ADMIN (`setns` into another network namespace, for its socket table and
 /// counters), CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (other processes' `/proc/PID/fd`, `pidfd_getfd` for a
-/// socket's tunnel type), and, before 5.19, CAP_BPF for the map calls it makes for the tracer.
+/// socket's tunnel type), CAP_NET_ADMIN (ctnetlink: every netfilter netlink message, a conntrack lookup
+/// too, needs it of the socket's opener and of the sender, `nfnetlink_rcv`, net/netfilter/nfnetlink.c, 5.10
+/// to 6.18), and, before 5.19, CAP_BPF for the map calls it makes for the tracer.
 pub fn capabilities(bpf: bool) -> Vec<Capability> {
-    let mut kept = vec![Capability::CAP_DAC_READ_SEARCH, Capability::CAP_SYS_PTRACE, Capability::CAP_SYS_ADMIN];
+    let mut kept = vec![
+        Capability::CAP_DAC_READ_SEARCH,
+        Capability::CAP_NET_ADMIN,
+        Capability::CAP_SYS_PTRACE,
+        Capability::CAP_SYS_ADMIN,
+    ];
     if bpf {
         kept.push(Capability::CAP_BPF);
     }
@@ -94,6 +102,8 @@ fn answer(local: &mut Local, bpf: Option<&Bpf>, request: Request) -> (Reply, Opt
             Err(e) => Reply::DiagSocket(Err(Failure::from(&e))),
         },
         Request::RateLimits => Reply::RateLimits(local.rate_limits()),
+        Request::Conntrack { netns, flow } if flow.valid() => Reply::Conntrack(local.conntrack(netns, flow)),
+        Request::Conntrack { flow, .. } => Reply::Refused(format!("conntrack holds no flow {flow:?}")),
         Request::Map { map, op } => match bpf.and_then(|bpf| bpf.maps.iter().find(|held| held.name() == map)) {
             Some(held) => Reply::Map(held.direct(op).map_err(|e| Failure::from(&e))),
             None => Reply::Refused(format!("no map {map:?} is held for the tracer")),
@@ -109,6 +119,7 @@ fn answer(local: &mut Local, bpf: Option<&Bpf>, request: Request) -> (Reply, Opt
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::enrich::conntrack::Flow;
 
     #[test]
     fn map_calls_go_through_the_helper_before_5_19_only() {
@@ -132,6 +143,12 @@ mod tests {
         assert!(matches!(reply, Reply::Refused(_)), "{reply:?}");
         let (reply, _) = answer(&mut local, None, Request::ProgramMisses);
         assert!(matches!(reply, Reply::Refused(_)), "{reply:?}");
+        // A conntrack question about TCP, or about a flow of two families.
+        let (src, dst) = ("10.0.0.5:41234".parse().unwrap(), "10.96.0.10:53".parse().unwrap());
+        for flow in [Flow { src, dst, proto: 6 }, Flow { src, dst: "[fd00::10]:53".parse().unwrap(), proto: 17 }] {
+            let (reply, _) = answer(&mut local, None, Request::Conntrack { netns: 1, flow });
+            assert!(matches!(reply, Reply::Refused(_)), "{reply:?}");
+        }
     }
 
     /// The tracer's requests answered by a helper on the other end of a socketpair, as after the split: this
@@ -148,6 +165,9 @@ mod tests {
         };
         assert_eq!(holder.pid, std::process::id());
         assert!(client.diag_socket(1).is_err());
+        // A flow no entry holds, in this process's namespace: asked and answered, none.
+        let flow = Flow::new("127.0.0.1:9".parse().unwrap(), "127.0.0.1:7".parse().unwrap(), 17).unwrap();
+        assert_eq!(client.conntrack(crate::pipeline::netns::own().unwrap(), flow), None);
         assert_eq!(client.gone(), None);
         drop(client);
         serving.join().unwrap().unwrap();

@@ -12,8 +12,12 @@ use std::{
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
+    domain::Translation,
     kernel::maps::{MapOp, MapReply},
-    pipeline::{counters::RateLimits, enrich::owner::Holder},
+    pipeline::{
+        counters::RateLimits,
+        enrich::{conntrack::Flow, owner::Holder},
+    },
 };
 
 /// What the tracer may ask. The helper checks each against what it holds before it acts.
@@ -30,6 +34,9 @@ pub enum Request {
     DiagSocket { netns: u64 },
     /// The ICMP rate-limit counters of every network namespace in use.
     RateLimits,
+    /// The translated conntrack entry of network namespace `netns` (a namespace in use) holding `flow`, a
+    /// UDP or UDP-Lite flow.
+    Conntrack { netns: u64, flow: Flow },
     /// A call on one of the programs' maps the helper holds (kernels before 5.19 only).
     Map { map: String, op: MapOp },
     /// The programs' runs the kernel skipped (kernels before 5.19 only).
@@ -74,6 +81,7 @@ pub enum Reply {
     /// The socket comes beside it when `Ok`.
     DiagSocket(Result<(), Failure>),
     RateLimits(Vec<(u64, Result<RateLimits, String>)>),
+    Conntrack(Option<Translation>),
     Map(Result<MapReply, Failure>),
     Misses(Result<u64, Failure>),
     /// A request the helper does not take: a map it does not hold, a call it does not make on this kernel.

@@ -2,8 +2,9 @@
 //! (`server`).
 //!
 //! Every label is bounded, whoever sends the packets. By default the labels are the kernel's own closed sets
-//! (errno, verdict, ICMP type and code, cause, scope, drop reason, family) and, for DNS, the question types and
-//! response codes the decoder names (the rest `other`). Addresses and DNS names become labels only with
+//! (errno, verdict, ICMP type and code, cause, scope, drop reason, family), for DNS the question types and
+//! response codes the decoder names (the rest `other`), and for a translated connection the event and whether
+//! conntrack saw a reply (`udptrace_translated_total`, never a tuple). Addresses and DNS names become labels only with
 //! `--metrics-addresses` and `--metrics-dns-names`, and then through `slots`: at most [`slots::MAX_VALUES`] per
 //! counter, a value only once seen in two different seconds, a slot freed after ten idle minutes; the rest
 //! count as `other`, and `udptrace_metrics_addresses_folded_total` says how many events were folded so. As a
@@ -86,6 +87,8 @@ pub struct Metrics {
     /// The counters of the kinds' metrics (`events::METRICS`) that count by labels.
     kinds: Vec<Series>,
     dns_errors: Series,
+    /// `translated`: errors and drops on connections conntrack translated.
+    translated: Series,
     /// `lost_events`.
     lost: Counter,
     /// Events whose address (or name) was folded into `other`, by counter name.
@@ -130,6 +133,13 @@ impl Metrics {
              bytes did not reach; \"other\" for a type or code without a mnemonic)",
             dns_names,
         );
+        let translated = Series::new(
+            &mut registry,
+            "translated",
+            "Errors and drops on connections conntrack translated (DNAT, SNAT), by event and whether conntrack ever \
+             saw a reply on the connection (\"false\": the destination it was sent to never answered the flow)",
+            false,
+        );
         registry.register("build", "udptrace's version", Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]));
         let modes = Family::<Labels, Gauge>::default();
         for (hook, mode) in hooks {
@@ -155,6 +165,7 @@ impl Metrics {
             registry: Arc::new(registry),
             kinds,
             dns_errors,
+            translated,
             lost,
             folded,
             overflow,
@@ -168,8 +179,9 @@ impl Metrics {
         self.count_at(event, self.started.elapsed().as_secs());
     }
 
-    /// Counts one event at `now`, in seconds from `started`: in its kind's counter, and for an event about a
-    /// DNS datagram in `udptrace_dns_errors_total`.
+    /// Counts one event at `now`, in seconds from `started`: in its kind's counter, for an event about a DNS
+    /// datagram in `udptrace_dns_errors_total`, and for one on a translated connection in
+    /// `udptrace_translated_total`.
     fn count_at(&self, event: &Event, now: u64) {
         let kind = event.kind();
         let sample = kind.sample();
@@ -179,6 +191,10 @@ impl Metrics {
             return;
         };
         self.add(series, sample.labels, sample.address, sample.count, now);
+        if let Some(translation) = kind.conntrack() {
+            let labels = vec![("event", kind.name().to_owned()), ("replied", translation.replied.to_string())];
+            self.add(&self.translated, labels, None, sample.count, now);
+        }
         if let Some(dns) = kind.dns() {
             self.dns(kind.name(), sample.outcome, dns, sample.count, now);
         }
@@ -317,6 +333,35 @@ mod tests {
         );
         assert!(!text.contains("remote=") && !text.contains("10.0.0.9"), "addresses only when asked: {text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    /// Errors and drops on translated connections count by event and whether conntrack saw a reply, never
+    /// by a tuple: a thousand flows to a thousand backends are at most one series per event and answer.
+    #[test]
+    fn translated_flows_count_by_event_and_reply_only() {
+        let metrics = Metrics::new(&[], Cardinality { addresses: true, ..Cardinality::default() });
+        for n in 0..1000u16 {
+            let mut refused = samples::refused_by_backend();
+            let t = refused.conntrack.as_mut().unwrap();
+            t.reply.src = SocketAddr::from(([10, 244, (n >> 8) as u8, n as u8], 53));
+            t.replied = n % 4 == 0;
+            metrics.count_at(&Event::SocketError(refused), 1);
+        }
+        let mut gone = samples::backend_gone();
+        gone.count = 7;
+        metrics.count(&Event::UdpDropped(gone));
+        metrics.count(&Event::IcmpSuppressed(samples::host_limited(samples::refused_at_backend())));
+        // Not translated: not counted there.
+        metrics.count(&events().0);
+        metrics.count(&events().1);
+        let text = metrics.encode();
+        assert!(text.contains("udptrace_translated_total{event=\"socket_error\",replied=\"false\"} 750"), "{text}");
+        assert!(text.contains("udptrace_translated_total{event=\"socket_error\",replied=\"true\"} 250"), "{text}");
+        assert!(text.contains("udptrace_translated_total{event=\"udp_dropped\",replied=\"false\"} 7"), "{text}");
+        assert!(text.contains("udptrace_translated_total{event=\"icmp_suppressed\",replied=\"false\"} 1"), "{text}");
+        assert_eq!(series(&text, "translated"), 4, "{text}");
+        let translated: Vec<&str> = text.lines().filter(|l| l.starts_with("udptrace_translated_total")).collect();
+        assert!(translated.iter().all(|l| !l.contains("10.")), "no address in a label: {translated:?}");
     }
 
     /// A socket error from `remote`.

@@ -1,12 +1,14 @@
 //! What user space adds to a decoded event: which socket ignored an error the kernel reported to nobody
 //! (`sockets`, from the namespace's socket table), the errno an ignored error would have given, the
 //! socket's owner where no program recorded one (`owner`, from /proc: a socket created before udptrace
-//! started), why this host sent an ICMP error (`cause`, from the kernel stack).
+//! started), why this host sent an ICMP error (`cause`, from the kernel stack), the conntrack entry of a
+//! translated flow where the program had none to read (`conntrack`, from ctnetlink).
 //!
 //! Events leave in the order they came. An event whose socket /proc has not been scanned for yet waits for
 //! the next scan (at most a second), and the events behind it wait with it.
 
 pub mod cause;
+pub mod conntrack;
 pub mod owner;
 pub mod privileged;
 pub mod recent;
@@ -16,6 +18,7 @@ use std::{collections::VecDeque, time::Instant};
 
 use self::{
     cause::Symbols,
+    conntrack::Flow,
     owner::{Cgroups, Lookup},
     privileged::{Local, Privileged},
     recent::Recent,
@@ -24,7 +27,7 @@ use self::{
 use udptrace_common::{icmp, icmpv6};
 
 use crate::{
-    domain::{Cause, Direction, Errno, Family, OwnerInfo, Verdict, icmp_errno},
+    domain::{Cause, Direction, Errno, Family, OwnerInfo, Translation, Verdict, icmp_errno},
     events::record::recorded_owner,
     events::{Event, SocketError, UdpDropped},
     kernel::maps::HashMap,
@@ -47,6 +50,8 @@ pub struct Enricher {
     /// and whether a socket's holder shows it a tunnel's. A flood of errors about one socket asks once.
     kernel_sockets: Recent<u64, bool>,
     tunnels: Recent<u64, Option<bool>>,
+    /// Conntrack's entries of translated flows, for events whose program read none.
+    conntracks: Conntracks,
     /// Sockets' creators as the programs recorded them, for sockets found in the socket table.
     creators: Option<Creators>,
     /// The names of this kernel's drop reasons (`enum skb_drop_reason`), by value.
@@ -80,6 +85,7 @@ impl Enricher {
             sockets: SocketTable::default(),
             kernel_sockets: Recent::default(),
             tunnels: Recent::default(),
+            conntracks: Conntracks::new(crate::pipeline::netns::own()),
             creators,
             drop_reasons,
             modules_checked: Instant::now(),
@@ -104,6 +110,9 @@ impl Enricher {
                     self.find_socket(e);
                 }
                 fill_errno(e);
+                if let Some(flows) = conntrack::flows_of_error(e) {
+                    e.conntrack = self.conntracks.lookup(&mut *self.helper, u64::from(e.meta.netns), &flows);
+                }
                 match &mut e.owner {
                     Some(owner) => self.owners.cgroups.complete(owner),
                     None => needs_owner = e.sock_ino.is_some(),
@@ -119,6 +128,9 @@ impl Enricher {
                 self.name_drop(e);
                 if e.local.is_none() {
                     self.find_receiving_socket(e);
+                }
+                if let Some(flows) = conntrack::flows_of_drop(e) {
+                    e.conntrack = self.conntracks.lookup(&mut *self.helper, u64::from(e.meta.netns), &flows);
                 }
                 match &mut e.owner {
                     Some(owner) => self.owners.cgroups.complete(owner),
@@ -320,6 +332,32 @@ impl Owners {
     }
 }
 
+/// Conntrack's answers lately given, by the namespace of the event and its first flow: a flood of errors on
+/// one flow asks once a second, and at most as many flows are remembered as [`Recent`] holds. The socket's
+/// namespace is asked first, then udptrace's own: a pod's flow is translated in the node's namespace, by the
+/// pod's addresses.
+struct Conntracks {
+    /// udptrace's own network namespace (the node's), read at start.
+    own: Option<u64>,
+    recent: Recent<(u64, Flow), Option<Translation>>,
+}
+
+impl Conntracks {
+    fn new(own: Option<u64>) -> Self {
+        Self { own, recent: Recent::default() }
+    }
+
+    /// The translated entry holding one of `flows` (tried in turn), in network namespace `netns`, else in
+    /// udptrace's own; `None` where neither holds one, or the helper is gone.
+    fn lookup(&mut self, helper: &mut dyn Privileged, netns: u64, flows: &[Flow]) -> Option<Translation> {
+        let first = *flows.first()?;
+        let own = self.own.filter(|&own| own != netns);
+        self.recent.get_or_ask((netns, first), || {
+            [Some(netns), own].into_iter().flatten().find_map(|ns| flows.iter().find_map(|&f| helper.conntrack(ns, f)))
+        })
+    }
+}
+
 /// Whether a received datagram was dropped by the socket it reached: by reason (a full buffer, UDP's
 /// memory limit, the socket's filter), or, on kernels without reasons, by the function that dropped it
 /// (net/ipv4/udp.c, net/ipv6/udp.c: the socket's queue, where `__udp_queue_rcv_skb` may be inlined into
@@ -448,6 +486,9 @@ mod tests {
         fn rate_limits(&mut self) -> Vec<(u64, Result<crate::pipeline::counters::RateLimits, String>)> {
             Vec::new()
         }
+        fn conntrack(&mut self, _: u64, _: Flow) -> Option<Translation> {
+            None
+        }
     }
 
     /// A flood of errors about one socket older than udptrace asks the helper once, not once per error, and
@@ -468,6 +509,128 @@ mod tests {
         enricher.push(error_on(8), Instant::now());
         assert!(enricher.next_complete().is_some());
         assert_eq!(asked.get(), 2);
+    }
+
+    /// The questions a helper was asked, namespace and flow.
+    type Asked = std::rc::Rc<std::cell::RefCell<Vec<(u64, Flow)>>>;
+
+    /// A helper whose conntrack holds one entry in one namespace, and records every question.
+    struct HoldsOneEntry {
+        asked: Asked,
+        netns: u64,
+        entry: Translation,
+    }
+
+    impl Privileged for HoldsOneEntry {
+        fn owner(&mut self, _: u64, _: Instant, _: bool) -> Lookup {
+            Lookup::Unasked
+        }
+        fn owners_end(&mut self) {}
+        fn tunnel(&mut self, _: u64, _: Option<u32>) -> Option<bool> {
+            None
+        }
+        fn diag_socket(&mut self, _: u64) -> std::io::Result<std::os::fd::OwnedFd> {
+            Err(std::io::Error::other("not here"))
+        }
+        fn rate_limits(&mut self) -> Vec<(u64, Result<crate::pipeline::counters::RateLimits, String>)> {
+            Vec::new()
+        }
+        fn conntrack(&mut self, netns: u64, flow: Flow) -> Option<Translation> {
+            self.asked.borrow_mut().push((netns, flow));
+            let e = &self.entry;
+            (netns == self.netns
+                && [e.original, e.reply].contains(&crate::domain::Tuple { src: flow.src, dst: flow.dst }))
+            .then_some(*e)
+        }
+    }
+
+    /// A Service address DNATed in the node's namespace to a backend, for a pod's flow.
+    fn service_entry() -> Translation {
+        use crate::domain::{CtSource, Nat, Tuple};
+        let addr = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        Translation {
+            original: Tuple { src: addr("10.0.0.2:40312"), dst: addr("10.0.0.9:8888") },
+            reply: Tuple { src: addr("10.244.1.7:8888"), dst: addr("10.0.0.2:40312") },
+            nat: Nat::Dnat,
+            replied: false,
+            mark: None,
+            source: CtSource::Netlink,
+        }
+    }
+
+    /// An enricher whose helper's conntrack holds [`service_entry`] in udptrace's own namespace; what it was
+    /// asked; that namespace.
+    fn enricher_asking() -> (Enricher, Asked, u64) {
+        let asked = Asked::default();
+        let mut enricher = Enricher::new(None, None, None, Default::default(), false);
+        let own = crate::pipeline::netns::own().expect("this process's namespace");
+        enricher.use_helper(Box::new(HoldsOneEntry { asked: asked.clone(), netns: own, entry: service_entry() }));
+        (enricher, asked, own)
+    }
+
+    /// A pod's connected socket's error in tracepoint mode (no packet): the flow is asked of the pod's
+    /// namespace, then of the node's (udptrace's own), where the translation is; a flood of errors on the flow
+    /// asks once.
+    #[test]
+    fn an_error_without_an_entry_asks_the_sockets_namespace_then_the_nodes() {
+        let (mut enricher, asked, own) = enricher_asking();
+        let pod = own + 1;
+        let error = || {
+            let mut e = samples::socket_error();
+            e.meta.netns = u32::try_from(pod).unwrap();
+            Event::SocketError(e)
+        };
+        for _ in 0..100 {
+            enricher.push(error(), Instant::now());
+            let Some(Event::SocketError(e)) = enricher.next_complete() else { panic!("the event") };
+            assert_eq!(e.conntrack, Some(service_entry()));
+        }
+        let flow = Flow::new("10.0.0.2:40312".parse().unwrap(), "10.0.0.9:8888".parse().unwrap(), 17).unwrap();
+        assert_eq!(*asked.borrow(), [(pod, flow), (own, flow)]);
+    }
+
+    /// What is not asked: an error whose program read the entry, one with no remote (an unconnected socket in
+    /// tracepoint mode), a drop on the way in.
+    #[test]
+    fn what_has_an_entry_or_no_flow_is_not_asked() {
+        let (mut enricher, asked, _) = enricher_asking();
+        let mut read = samples::socket_error();
+        let from_packet = Translation { source: crate::domain::CtSource::Packet, ..service_entry() };
+        read.conntrack = Some(from_packet);
+        enricher.push(Event::SocketError(read), Instant::now());
+        let Some(Event::SocketError(e)) = enricher.next_complete() else { panic!("the event") };
+        assert_eq!(e.conntrack, Some(from_packet));
+        let unconnected = SocketError { remote: None, ..samples::socket_error() };
+        enricher.push(Event::SocketError(unconnected), Instant::now());
+        let Some(Event::SocketError(e)) = enricher.next_complete() else { panic!("the event") };
+        assert_eq!(e.conntrack, None);
+        enricher.push(Event::UdpDropped(samples::rcvbuf_drop()), Instant::now());
+        assert!(matches!(enricher.next_complete(), Some(Event::UdpDropped(d)) if d.conntrack.is_none()));
+        assert!(asked.borrow().is_empty(), "asked {:?}", asked.borrow());
+    }
+
+    /// A drop on the way out after the destination was translated (the backend does not answer ARP), whose
+    /// packet carried no entry: found by the flow the other way, the entry's reply tuple.
+    #[test]
+    fn a_drop_after_the_translation_finds_the_entry_by_its_reply() {
+        let (mut enricher, asked, own) = enricher_asking();
+        let mut drop = samples::rcvbuf_drop();
+        drop.direction = Direction::Out;
+        drop.meta.netns = u32::try_from(own).unwrap();
+        drop.local = Some("10.0.0.2:40312".parse().unwrap());
+        drop.packet.src = "10.0.0.2".parse().unwrap();
+        drop.packet.dst = "10.244.1.7".parse().unwrap();
+        drop.packet.ports = Some((40312, 8888));
+        drop.packet.proto = 17;
+        enricher.push(Event::UdpDropped(drop.clone()), Instant::now());
+        let Some(Event::UdpDropped(d)) = enricher.next_complete() else { panic!("the event") };
+        assert_eq!(d.conntrack.map(|t| t.original.dst), Some("10.0.0.9:8888".parse().unwrap()));
+        assert_eq!(asked.borrow().len(), 2, "the flow as dropped, then the other way: {:?}", asked.borrow());
+        // Folded sources say nothing of the source: not asked.
+        asked.borrow_mut().clear();
+        enricher.push(Event::UdpDropped(UdpDropped { sources_folded: true, ..drop }), Instant::now());
+        assert!(matches!(enricher.next_complete(), Some(Event::UdpDropped(d)) if d.conntrack.is_none()));
+        assert!(asked.borrow().is_empty());
     }
 
     /// The final drain of a flood of drops at sockets no process holds (a tunnel's, the kernel's own), each

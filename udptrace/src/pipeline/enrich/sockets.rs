@@ -27,7 +27,10 @@ use netlink_packet_sock_diag::{
 use netlink_sys::{Socket, protocols::NETLINK_SOCK_DIAG};
 
 use super::{privileged::Privileged, recent::Recent};
-use crate::pipeline::netns;
+use crate::{
+    kernel::netlink::{exchange, set_receive_timeout},
+    pipeline::netns,
+};
 
 /// `TCP_ESTABLISHED`: what `connect()` sets on a UDP socket (`TCP_CLOSE` otherwise).
 const TCP_ESTABLISHED: u8 = 1;
@@ -158,62 +161,6 @@ fn prepare_socket(mut socket: Socket) -> io::Result<Socket> {
     }
 }
 
-/// The sequence numbers of this process's netlink requests.
-static SEQUENCE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
-
-/// Late answers to earlier requests (one that came after its receive timeout) read past before giving up.
-const LATE_ANSWERS: usize = 16;
-
-/// Sends `message` on a netlink socket and reads its answer: the kernel echoes the request's sequence number,
-/// and an answer to an earlier request, which arrived after that one gave up, is read past.
-pub fn exchange<T>(socket: &Socket, message: &mut NetlinkMessage<T>) -> io::Result<NetlinkMessage<T>>
-where
-    T: netlink_packet_core::NetlinkSerializable + netlink_packet_core::NetlinkDeserializable + std::fmt::Debug,
-{
-    let sequence = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    message.header.sequence_number = sequence;
-    message.finalize();
-    let mut buf = vec![0; message.buffer_len()];
-    message.serialize(&mut buf);
-    socket.send(&buf, 0)?;
-    let mut answer = Vec::with_capacity(8192);
-    answer_to(sequence, || {
-        answer.clear();
-        socket.recv(&mut answer, 0)?;
-        NetlinkMessage::<T>::deserialize(&answer).map_err(io::Error::other)
-    })
-}
-
-/// The first of the messages `read` gives that answers request `sequence`.
-fn answer_to<T>(
-    sequence: u32,
-    mut read: impl FnMut() -> io::Result<NetlinkMessage<T>>,
-) -> io::Result<NetlinkMessage<T>> {
-    for _ in 0..=LATE_ANSWERS {
-        let message = read()?;
-        if message.header.sequence_number == sequence {
-            return Ok(message);
-        }
-    }
-    Err(io::Error::other(format!("no answer to netlink request {sequence} among {LATE_ANSWERS} late ones")))
-}
-
-/// How long a netlink socket waits for the kernel's answer.
-pub fn set_receive_timeout(socket: &Socket, timeout: Duration) -> io::Result<()> {
-    let tv = libc::timeval { tv_sec: timeout.as_secs() as _, tv_usec: timeout.subsec_micros() as _ };
-    // SAFETY: a valid socket and a valid timeval of the size given.
-    let rc = unsafe {
-        libc::setsockopt(
-            std::os::fd::AsRawFd::as_raw_fd(socket),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&raw const tv).cast(),
-            size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
-}
-
 /// The request for the socket an error quoting `local -> remote` would match. The kernel's fields are the
 /// receive path's: `src` is the peer, `dst` the local socket ("swapped for historical reasons").
 fn request(protocol: u8, ifindex: u32, local: SocketAddr, remote: SocketAddr) -> NetlinkMessage<SockDiagMessage> {
@@ -276,20 +223,6 @@ mod tests {
 
     use super::*;
     use crate::pipeline::enrich::owner::tests::inode_of;
-
-    #[test]
-    fn a_late_answer_to_an_earlier_request_is_read_past() {
-        let message = |sequence: u32| {
-            let mut header = NetlinkHeader::default();
-            header.sequence_number = sequence;
-            NetlinkMessage::new(header, NetlinkPayload::<SockDiagMessage>::Noop)
-        };
-        let mut queued = vec![message(7), message(6)];
-        let answer = answer_to(7, || queued.pop().ok_or_else(|| io::Error::other("none left"))).unwrap();
-        assert_eq!(answer.header.sequence_number, 7);
-        let mut late = (0..).map(message);
-        assert!(answer_to(1_000, || Ok(late.next().unwrap())).is_err());
-    }
 
     #[test]
     fn the_sweep_closes_idle_sockets_and_keeps_busy_ones() {
