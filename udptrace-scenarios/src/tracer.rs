@@ -91,28 +91,56 @@ pub struct Tracer {
     verbose: bool,
 }
 
-/// How a udptrace is started: read only after [`Tracer::resume`], and with `--json`.
+/// How a udptrace is started: read only after [`Tracer::resume`], with `--json`, and in which network
+/// namespace (the suite's own, or this one's).
 #[derive(Clone, Copy)]
-struct Spawn {
+struct Spawn<'a> {
     stalled: bool,
     json: bool,
+    netns: Option<&'a crate::netns::Netns>,
 }
 
 impl Tracer {
     /// udptrace in the suite's mode and buffer, with `extra` options.
     pub fn start(config: &crate::config::Config, extra: &[&str]) -> Result<Self> {
-        Self::spawn(&config.udptrace, &config.mode, &config.buffer, extra, Spawn { stalled: false, json: true })
+        Self::spawn(
+            &config.udptrace,
+            &config.mode,
+            &config.buffer,
+            extra,
+            Spawn { stalled: false, json: true, netns: None },
+        )
     }
 
     /// Like [`Tracer::start`], but with text output: each line is a `Value::String`.
     pub fn start_text(config: &crate::config::Config, extra: &[&str]) -> Result<Self> {
-        Self::spawn(&config.udptrace, &config.mode, &config.buffer, extra, Spawn { stalled: false, json: false })
+        Self::spawn(
+            &config.udptrace,
+            &config.mode,
+            &config.buffer,
+            extra,
+            Spawn { stalled: false, json: false, netns: None },
+        )
     }
 
     /// Like [`Tracer::start`], but nothing reads udptrace's output until [`Tracer::resume`]: once the
     /// pipe is full udptrace blocks writing, and the kernel's buffer fills behind it.
     pub fn start_stalled(config: &crate::config::Config, extra: &[&str]) -> Result<Self> {
-        Self::spawn(&config.udptrace, &config.mode, &config.buffer, extra, Spawn { stalled: true, json: true })
+        Self::spawn(
+            &config.udptrace,
+            &config.mode,
+            &config.buffer,
+            extra,
+            Spawn { stalled: true, json: true, netns: None },
+        )
+    }
+
+    /// Like [`Tracer::start`], but udptrace runs in `ns`, which is then its own namespace (a node's, whose
+    /// conntrack it asks about the pods behind it). Only the network namespace changes: the mounts, `/sys`
+    /// and its cgroup hierarchy among them, stay the suite's.
+    pub fn start_in(config: &crate::config::Config, ns: &crate::netns::Netns, extra: &[&str]) -> Result<Self> {
+        let how = Spawn { stalled: false, json: true, netns: Some(ns) };
+        Self::spawn(&config.udptrace, &config.mode, &config.buffer, extra, how)
     }
 
     pub fn resume(&mut self) {
@@ -144,17 +172,32 @@ impl Tracer {
     }
 
     fn spawn(udptrace: &Path, mode: &str, buffer: &str, extra: &[&str], how: Spawn) -> Result<Self> {
-        let Spawn { stalled, json } = how;
+        let Spawn { stalled, json, netns } = how;
         let started = Instant::now();
-        let mut child = Command::new(udptrace)
+        let mut command = Command::new(udptrace);
+        command
             .args(json.then_some("--json"))
             .args(["--probe", mode, "--buffer", buffer])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {}", udptrace.display()))?;
+            .stderr(Stdio::piped());
+        // Opened here, entered in the child between fork and exec.
+        let netns = netns
+            .map(|ns| std::fs::File::open(ns.path()).with_context(|| format!("opening {}", ns.path())))
+            .transpose()?;
+        if let Some(file) = &netns {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(file);
+            // SAFETY: setns is async-signal-safe, and the closure touches nothing but the descriptor, which
+            // outlives the spawn.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+                    if libc::setns(fd, libc::CLONE_NEWNET) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+                });
+            }
+        }
+        let mut child = command.spawn().with_context(|| format!("starting {}", udptrace.display()))?;
+        drop(netns);
         let (event_tx, events) = channel();
         let stdout = child.stdout.take().context("udptrace stdout")?;
         let (gate, opened) = channel::<()>();

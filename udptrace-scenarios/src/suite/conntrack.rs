@@ -249,13 +249,16 @@ impl Pod {
 /// Kubernetes' pod case: the pod sends to the Service, the node's PREROUTING DNATs it to a backend in a
 /// third namespace, whose port is closed. The port unreachable comes back through the node (translated
 /// back: from the Service address) and over the veth into the pod, which resets the packet's entry
-/// (`skb_scrub_packet` -> `nf_reset_ct`), and the pod tracks nothing itself: in every mode the pod socket's
-/// `conntrack` is the node's entry, found by the pod's flow. The backend's `icmp_sent` is untranslated.
+/// (`skb_scrub_packet` -> `nf_reset_ct`), and the pod tracks nothing itself. udptrace runs on the node, in
+/// its namespace (a DaemonSet on the host network): in every mode the pod socket's `conntrack` is the node's
+/// entry, found by the pod's flow. The backend's `icmp_sent` is untranslated.
 pub(super) fn nat_pod(config: &Config, tracer: &mut Tracer, family: Family) -> Result<Results> {
     let net = Pod::new()?;
     let service = service(family);
     let backend = SocketAddr::new(family.pick("10.236.0.2", "fd00:236::2"), CLOSED_PORT);
     dnat(&net.node, "prerouting", service, backend)?;
+    let pod_ns = net.pod.inode.to_string();
+    let mut on_node = Tracer::start_in(config, &net.node, &["--netns", &pod_ns])?;
     let pod_ip = family.pick("10.235.0.2", "fd00:235::2");
     let (local, received, _socket) = send_and_receive(&net.pod, pod_ip, service, no_option, true, b"udptrace")?;
     let kernel = listed(&net.node, family);
@@ -276,7 +279,7 @@ pub(super) fn nat_pod(config: &Config, tracer: &mut Tracer, family: Family) -> R
     Ok(vec![
         ("client_errno", errno_check(&received, Some(libc::ECONNREFUSED))),
         ("node_entry", witness(&kernel, &translated)),
-        ("pod_socket_error", check_socket_error(config, tracer, &net.pod, local, expected, Some(tracepoint))),
+        ("pod_socket_error", check_socket_error(config, &mut on_node, &net.pod, local, expected, Some(tracepoint))),
         ("backend_icmp_sent", check_icmp_sent(config, tracer, &net.backend, family, local, sent)),
     ])
 }
@@ -459,13 +462,15 @@ pub(super) fn nat_stale_entry(config: &Config, tracer: &mut Tracer) -> Result<Re
 /// router's address, the client's port kept), and dropped at the router when ARP gives up: the router's
 /// `udp_dropped` and its host unreachable (`icmp_sent`) carry the entry, `nat` "snat". A datagram to the
 /// server's closed port is refused beyond the router: the client, which tracks nothing itself, gets the error
-/// over its veth, and its `socket_error` carries the router's entry, found by the client's flow as a pod's
-/// is on its node.
+/// over its veth, and to a udptrace running on the router, in its namespace, its `socket_error` carries the
+/// router's entry, found by the client's flow as a pod's is on its node.
 pub(super) fn nat_router_masquerade(config: &Config, tracer: &mut Tracer) -> Result<Results> {
     const DATAGRAMS: u64 = 3;
     let net = Routed::new(None)?;
     give_up_fast(&net.router, "veth-a")?;
     nat_rule(&net.router, "postrouting", &format!("oifname \"veth-a\" ct mark set {MARK} masquerade"))?;
+    let client_ns = net.client.inode.to_string();
+    let mut on_router = Tracer::start_in(config, &net.router, &["--netns", &client_ns])?;
     let router_out: IpAddr = "10.232.0.1".parse()?;
     let client_ip: IpAddr = CLIENT_V4.parse()?;
 
@@ -511,7 +516,8 @@ pub(super) fn nat_router_masquerade(config: &Config, tracer: &mut Tracer) -> Res
         "verdict": "delivered",
         "conntrack": refused_entry,
     });
-    let socket_error = check_socket_error(config, tracer, &net.client, refused_local, expected.clone(), Some(expected));
+    let socket_error =
+        check_socket_error(config, &mut on_router, &net.client, refused_local, expected.clone(), Some(expected));
     drop(socket);
     Ok(vec![
         ("router_entry", witness(&kernel, &dropped_entry)),
