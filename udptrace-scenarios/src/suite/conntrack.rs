@@ -40,13 +40,13 @@ const SERVICE_PORT: u16 = 7000;
 const SERVICE_NET_V4: &str = "10.96.0.0/24";
 const SERVICE_NET_V6: &str = "fd00:96::/64";
 /// The mark the NAT rules set on the entries they translate.
-pub(super) const MARK: u32 = 43;
+const MARK: u32 = 43;
 
 fn service(family: Family) -> SocketAddr {
     SocketAddr::new(family.pick(SERVICE_V4, SERVICE_V6), SERVICE_PORT)
 }
 
-/// Routes the Service addresses of `ns` through `via`.
+/// Routes the Service addresses of `ns` through `via_v4` and `via_v6`.
 pub(super) fn route_services(ns: &Netns, via_v4: &str, via_v6: &str) -> Result<()> {
     ns.ip(&["route", "add", SERVICE_NET_V4, "via", via_v4])?;
     ns.ip(&["-6", "route", "add", SERVICE_NET_V6, "via", via_v6])
@@ -74,7 +74,7 @@ fn nat_rule(ns: &Netns, hook: &str, rule: &str) -> Result<()> {
 }
 
 /// The rule that sends what goes to `service` to `backend` instead, and marks the entry.
-pub(super) fn dnat_rule(service: SocketAddr, backend: SocketAddr) -> String {
+fn dnat_rule(service: SocketAddr, backend: SocketAddr) -> String {
     let ip = if service.is_ipv4() { "ip" } else { "ip6" };
     format!("{ip} daddr {} udp dport {} ct mark set {MARK} dnat {ip} to {backend}", service.ip(), service.port())
 }
@@ -101,7 +101,7 @@ pub(super) fn track(ns: &Netns) -> Result<()> {
 /// (`original`), as conntrack expects it back (`reply`), what NAT rewrote (told by the tuples: a reply from
 /// elsewhere than the original destination is DNAT, one to elsewhere than the original source SNAT; `null`
 /// for neither), whether a reply was seen, the mark.
-pub(super) fn entry(
+fn entry(
     original: (SocketAddr, SocketAddr),
     reply: (SocketAddr, SocketAddr),
     replied: bool,
@@ -146,7 +146,7 @@ fn entry_of_line(line: &str) -> Option<Value> {
 /// What `conntrack -L` lists of UDP in `ns` for `family`, each entry as [`entry`] shows it; listed right
 /// after the traffic, before the events are awaited, so that no entry has timed out meanwhile. `Err` is the
 /// outcome of every check against it: a skip where the tool is missing, a failure where it did not run.
-pub(super) fn listed(ns: &Netns, family: Family) -> Result<Vec<Value>, Outcome> {
+fn listed(ns: &Netns, family: Family) -> Result<Vec<Value>, Outcome> {
     if which("conntrack").is_none() {
         return Err(Outcome::Skip("the conntrack tool is not installed (Debian's conntrack)".to_owned()));
     }
@@ -156,7 +156,7 @@ pub(super) fn listed(ns: &Netns, family: Family) -> Result<Vec<Value>, Outcome> 
 }
 
 /// The kernel holds `want`: among what `conntrack -L` listed, the entry of `want`'s original tuple is `want`.
-pub(super) fn witness(listed: &Result<Vec<Value>, Outcome>, want: &Value) -> Outcome {
+fn witness(listed: &Result<Vec<Value>, Outcome>, want: &Value) -> Outcome {
     let entries = match listed {
         Ok(entries) => entries,
         Err(outcome) => return outcome.clone(),
