@@ -371,8 +371,8 @@ harness starts it, waits, and reads its count.
   per event, `--json`, `--quiet`, `--summary 1`): the bpftrace one-liner an operator would type,
   `tracepoint:skb:kfree_skb { @[args->reason] = count(); }`, whose ratio is udptrace's goal. udptrace's drops
   shown plus its lost count must equal the server's `Udp: RcvbufErrors`.
-- Conntrack: the error path's `udptrace MODE` and owner-recorded rows, and the one-flow drop flood's
-  `--json`, again on flows conntrack tracks but translates by nothing (`, tracked`: a `ct state` rule in the
+- Conntrack: the error path's `--quiet` and owner-recorded rows, and the one-flow drop flood's `--json`,
+  again on flows conntrack tracks but translates by nothing (`, tracked`: a `ct state` rule in the
   input and output chains of both namespaces) and on flows it translates (`, DNAT`: sent to a Service
   address that the client's OUTPUT and then the server's PREROUTING translate, so that every program reads
   a translated entry on its side), each beside no tracer on the same flows. The rules are added before each

@@ -40,11 +40,13 @@
 //!    `udp_dropped` events to the receiver with `--json`, the `udp_dropped` rows of the last table with
 //!    `--summary`, the closing line's events with `--quiet`) must be no more than the kernel counted, and
 //!    with the lost count no fewer; and the per-program cost, from BPF statistics.
-//! 5. Conntrack: the error path's and the drop flood's udptrace variants again on flows conntrack tracks
-//!    (`, tracked`: a `ct state` rule in both namespaces) and on flows it translates (`, DNAT`: sent to a
-//!    Service address that the client's OUTPUT and then the server's PREROUTING translate, so that the
-//!    entries on both sides are translated ones), each beside no tracer on the same flows, in the same
-//!    rounds. The programs' cost per run on those flows is set beside their cost on untracked ones.
+//! 5. Conntrack: some of the error path's and the drop flood's udptrace variants (`--quiet`, which reads
+//!    the entry of every error but hands over no record for it; the owner the programs recorded; `--json`
+//!    in the drop flood) again on flows conntrack tracks (`, tracked`: a `ct state` rule in both
+//!    namespaces) and on flows it translates (`, DNAT`: sent to a Service address that the client's OUTPUT
+//!    and then the server's PREROUTING translate, so that the entries on both sides are translated ones),
+//!    each beside no tracer on the same flows, in the same rounds. The programs' cost per run on those
+//!    flows is set beside their cost on untracked ones.
 
 use std::{collections::BTreeSet, net::SocketAddr, path::PathBuf, time::Duration};
 

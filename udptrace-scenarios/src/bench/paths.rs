@@ -118,9 +118,10 @@ fn with_bare(modes: &[String], kinds: &[fn(String) -> Variant]) -> Vec<Variant> 
 /// 2. The error path: every variant, udptrace's accounting, and its programs' costs.
 ///
 /// What naming the owner of the socket an error reaches costs is measured in `socket_error_modes`, those
-/// whose socket_error hook attached here. Each of `conntrack` adds `udptrace MODE` and, in
-/// `socket_error_modes`, the owner the programs recorded, on flows conntrack tracks or translates, each with
-/// its own no tracer.
+/// whose socket_error hook attached here. Each of `conntrack` adds `--quiet` (the programs' own cost, the
+/// entry's read included, without a record handed over per error) and, in `socket_error_modes`, the owner the
+/// programs recorded (a `socket_error` handed over per error, and looked up in conntrack by user space where
+/// the program had no packet), on flows conntrack tracks or translates, each with its own no tracer.
 pub(super) fn error_path(
     options: &Options,
     hosts: &Hosts,
@@ -142,7 +143,7 @@ pub(super) fn error_path(
     for ct in conntrack {
         let on = |variant: Variant| Variant::Conntrack(*ct, Box::new(variant));
         variants.push(on(Variant::Bare));
-        variants.extend(modes.iter().cloned().map(Variant::Udptrace).map(on));
+        variants.extend(modes.iter().cloned().map(Variant::Quiet).map(on));
         if !socket_error_modes.is_empty() {
             variants.push(on(Variant::BareConnected));
         }

@@ -585,8 +585,11 @@ fn conntrack_section(out: &mut String, number: &str, report: &Report) {
     let _ = writeln!(
         out,
         "\n### {number}. Conntrack: the programs' cost per run on tracked and translated flows\n\n\
-         The error path's and the drop flood's udptrace variants measured again, in the same rounds, on flows \
-         conntrack tracks but does not translate (`, tracked`: a `ct state` rule in the input and output chains \
+         Some of the error path's and the drop flood's udptrace variants measured again, in the same rounds: \
+         `--quiet`, whose programs read each error's entry as every variant's do but hand over no record (the \
+         cost of a record handed over, and of waking its reader, varies by more than the entry's read costs), \
+         the owner the programs recorded (a `socket_error` handed over per error), and the drop flood's \
+         `--json`; on flows conntrack tracks but does not translate (`, tracked`: a `ct state` rule in the input and output chains \
          of both namespaces) and on flows it translates (`, DNAT`: the sender sends to the Service address \
          {SERVICE}, which the client's OUTPUT translates to {SERVICE_HOP} and the server's PREROUTING to \
          {SERVER}, so that the entries on both sides are translated ones). Each program that runs on the path \
