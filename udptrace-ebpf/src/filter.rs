@@ -133,15 +133,16 @@ fn addrs_pass(family: u16, a: Option<&[u8; 16]>, b: Option<&[u8; 16]>, c: Option
 
 /// Where `--addr` and `--port` look besides the packet: a translated connection's tuples, the addresses
 /// and ports the sender used and those conntrack sent it to. `Some(true)`: they pass; `Some(false)`: they
-/// do not; `None`: the program did not see the connection's entry, which user space may yet ask conntrack
-/// for (`may_ask`): the filters are left to user space.
+/// do not; `None`: the program saw no translation, which user space may yet find by asking conntrack
+/// (`may_ask`: in the namespace the packet carried no entry in, or in the node's, which translates a pod's
+/// flows whether or not the pod's own namespace tracks them): the filters are left to user space.
 #[inline(always)]
 fn conntrack_passes(ct: &Conntrack, family: u16, may_ask: bool) -> Option<bool> {
     if config!(filter.n_addrs) == 0 && config!(filter.n_ports) == 0 {
         return Some(false);
     }
     if ct.flags & conntrack_flags::KNOWN == 0 {
-        return if may_ask && ct.flags & conntrack_flags::TRACKED == 0 { None } else { Some(false) };
+        return if may_ask { None } else { Some(false) };
     }
     let (o, r) = (&ct.original, &ct.reply);
     let port = |bytes: [u8; 2]| Some(u16::from_be_bytes(bytes));

@@ -82,11 +82,10 @@ fn unmapped(addr: SocketAddr) -> SocketAddr {
 }
 
 /// The flow a `socket_error` is about, when it names a remote (a connected socket's peer, or the quoted
-/// datagram's destination), and has no entry from its packet (none was read: a packet whose entry was read
-/// and not translated is left alone): the socket's datagram, local to remote.
+/// datagram's destination), and has no entry from its packet: the socket's datagram, local to remote.
 /// UDP: the event does not say UDP-Lite, which next to nobody uses.
 pub fn flows_of_error(e: &SocketError) -> Option<Vec<Flow>> {
-    if e.conntrack.is_some() || e.conntrack_tracked {
+    if e.conntrack.is_some() {
         return None;
     }
     Some(vec![Flow::new(e.local, e.remote?, IPPROTO_UDP)?])
@@ -96,12 +95,7 @@ pub fn flows_of_error(e: &SocketError) -> Option<Vec<Flow>> {
 /// the datagram as dropped, and the other way round, which finds the entry by its reply tuple when the drop
 /// came after the destination was translated (a backend nobody answers ARP for).
 pub fn flows_of_drop(e: &UdpDropped) -> Option<Vec<Flow>> {
-    if e.conntrack.is_some()
-        || e.conntrack_tracked
-        || e.direction != Direction::Out
-        || e.local.is_none()
-        || e.sources_folded
-    {
+    if e.conntrack.is_some() || e.direction != Direction::Out || e.local.is_none() || e.sources_folded {
         return None;
     }
     let (sport, dport) = e.packet.ports?;

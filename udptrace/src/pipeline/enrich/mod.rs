@@ -111,7 +111,8 @@ impl Enricher {
                 }
                 fill_errno(e);
                 if let Some(flows) = conntrack::flows_of_error(e) {
-                    e.conntrack = self.conntracks.lookup(&mut *self.helper, u64::from(e.meta.netns), &flows);
+                    let netns = u64::from(e.meta.netns);
+                    e.conntrack = self.conntracks.lookup(&mut *self.helper, netns, !e.conntrack_tracked, &flows);
                 }
                 match &mut e.owner {
                     Some(owner) => self.owners.cgroups.complete(owner),
@@ -130,7 +131,8 @@ impl Enricher {
                     self.find_receiving_socket(e);
                 }
                 if let Some(flows) = conntrack::flows_of_drop(e) {
-                    e.conntrack = self.conntracks.lookup(&mut *self.helper, u64::from(e.meta.netns), &flows);
+                    let netns = u64::from(e.meta.netns);
+                    e.conntrack = self.conntracks.lookup(&mut *self.helper, netns, !e.conntrack_tracked, &flows);
                 }
                 match &mut e.owner {
                     Some(owner) => self.owners.cgroups.complete(owner),
@@ -347,13 +349,25 @@ impl Conntracks {
         Self { own, recent: Recent::default() }
     }
 
-    /// The translated entry holding one of `flows` (tried in turn), in network namespace `netns`, else in
-    /// udptrace's own; `None` where neither holds one, or the helper is gone.
-    fn lookup(&mut self, helper: &mut dyn Privileged, netns: u64, flows: &[Flow]) -> Option<Translation> {
+    /// The translated entry holding one of `flows` (tried in turn), in network namespace `netns` unless the
+    /// program already read the packet's entry there and found it untranslated (`!ask_netns`), else in
+    /// udptrace's own (a pod whose own namespace tracks its flows, for a sidecar's rules, is still
+    /// translated in the node's); `None` where neither holds one, or the helper is gone.
+    fn lookup(
+        &mut self,
+        helper: &mut dyn Privileged,
+        netns: u64,
+        ask_netns: bool,
+        flows: &[Flow],
+    ) -> Option<Translation> {
         let first = *flows.first()?;
         let own = self.own.filter(|&own| own != netns);
+        let first_ns = Some(netns).filter(|_| ask_netns);
+        if first_ns.is_none() && own.is_none() {
+            return None;
+        }
         self.recent.get_or_ask((netns, first), || {
-            [Some(netns), own].into_iter().flatten().find_map(|ns| flows.iter().find_map(|&f| helper.conntrack(ns, f)))
+            [first_ns, own].into_iter().flatten().find_map(|ns| flows.iter().find_map(|&f| helper.conntrack(ns, f)))
         })
     }
 }
@@ -587,6 +601,29 @@ mod tests {
         }
         let flow = Flow::new("10.0.0.2:40312".parse().unwrap(), "10.0.0.9:8888".parse().unwrap(), 17).unwrap();
         assert_eq!(*asked.borrow(), [(pod, flow), (own, flow)]);
+    }
+
+    /// An error whose program read the packet's entry in the pod's namespace and found it untranslated (a
+    /// sidecar's rules make the pod track its own flows): the pod's namespace is not asked again, the node's
+    /// is, where the translation is; in the node's own namespace nothing is asked.
+    #[test]
+    fn a_tracked_untranslated_error_asks_only_the_nodes_namespace() {
+        let (mut enricher, asked, own) = enricher_asking();
+        let pod = own + 1;
+        let mut e = samples::socket_error();
+        e.conntrack_tracked = true;
+        e.meta.netns = u32::try_from(pod).unwrap();
+        enricher.push(Event::SocketError(e.clone()), Instant::now());
+        let Some(Event::SocketError(found)) = enricher.next_complete() else { panic!("the event") };
+        assert_eq!(found.conntrack, Some(service_entry()));
+        let flow = Flow::new("10.0.0.2:40312".parse().unwrap(), "10.0.0.9:8888".parse().unwrap(), 17).unwrap();
+        assert_eq!(*asked.borrow(), [(own, flow)]);
+        asked.borrow_mut().clear();
+        e.meta.netns = u32::try_from(own).unwrap();
+        enricher.push(Event::SocketError(e), Instant::now());
+        let Some(Event::SocketError(found)) = enricher.next_complete() else { panic!("the event") };
+        assert_eq!(found.conntrack, None);
+        assert!(asked.borrow().is_empty(), "asked {:?}", asked.borrow());
     }
 
     /// What is not asked: an error whose program read the entry, one with no remote (an unconnected socket in
