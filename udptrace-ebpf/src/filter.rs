@@ -131,26 +131,17 @@ fn addrs_pass(family: u16, a: Option<&[u8; 16]>, b: Option<&[u8; 16]>, c: Option
     })
 }
 
-/// Where `--addr` and `--port` look besides the packet: a translated connection's tuples, the addresses
-/// and ports the sender used and those conntrack sent it to. `Some(true)`: they pass; `Some(false)`: they
-/// do not; `None`: the program saw no translation, which user space may yet find by asking conntrack
-/// (`may_ask`: in the namespace the packet carried no entry in, or in the node's, which translates a pod's
-/// flows whether or not the pod's own namespace tracks them): the filters are left to user space.
+/// Whether `--addr` and `--port` are left to user space for a connection conntrack may have translated:
+/// they match either tuple there, which user space has in full (`pipeline/filter.rs`): a translated
+/// connection, or one user space may yet find translated by asking conntrack (`may_ask`: the packet carried no
+/// entry in its namespace, or the node's namespace translates a pod's flows whether or not the pod's own
+/// tracks them). Otherwise, or without such an option, the packet decides here. The tuples are not matched
+/// here: their eight more tests per `--addr` and `--port` slot would weigh on every program's verification
+/// (5.10's most of all) for events that are few.
 #[inline(always)]
-fn conntrack_passes(ct: &Conntrack, family: u16, may_ask: bool) -> Option<bool> {
-    if config!(filter.n_addrs) == 0 && config!(filter.n_ports) == 0 {
-        return Some(false);
-    }
-    if ct.flags & conntrack_flags::KNOWN == 0 {
-        return if may_ask { None } else { Some(false) };
-    }
-    let (o, r) = (&ct.original, &ct.reply);
-    let port = |bytes: [u8; 2]| Some(u16::from_be_bytes(bytes));
-    Some(
-        (ports_pass(port(o.src_port), port(o.dst_port)) || ports_pass(port(r.src_port), port(r.dst_port)))
-            && (addrs_pass(family, Some(&o.src_addr), Some(&o.dst_addr), None)
-                || addrs_pass(family, Some(&r.src_addr), Some(&r.dst_addr), None)),
-    )
+fn left_to_user_space(ct: &Conntrack, may_ask: bool) -> bool {
+    (config!(filter.n_addrs) != 0 || config!(filter.n_ports) != 0)
+        && (ct.flags & conntrack_flags::KNOWN != 0 || may_ask)
 }
 
 /// The ICMP error maps to one of `--errno` (the masks user space built from the kernel's tables).
@@ -178,19 +169,14 @@ pub fn socket_error_passes(e: &SocketError) -> bool {
     let icmp = e.flags & socket_error_flags::ICMP_KNOWN != 0;
     netns_passes(e.header.netns)
         && (!owner || pid_passes(e.owner.pid) && comm_passes(&e.owner.comm))
-        && match conntrack_passes(&e.conntrack, family, true) {
-            Some(translated) => {
-                translated
-                    || ports_pass(Some(e.local_port), remote.then_some(e.remote_port))
-                        && addrs_pass(
-                            family,
-                            Some(&e.local_addr),
-                            remote.then_some(&e.remote_addr),
-                            icmp.then_some(&e.icmp_from),
-                        )
-            }
-            None => true,
-        }
+        && (left_to_user_space(&e.conntrack, true)
+            || ports_pass(Some(e.local_port), remote.then_some(e.remote_port))
+                && addrs_pass(
+                    family,
+                    Some(&e.local_addr),
+                    remote.then_some(&e.remote_addr),
+                    icmp.then_some(&e.icmp_from),
+                ))
         && if e.errno != 0 {
             errno_passes(e.errno)
         } else {
@@ -208,7 +194,7 @@ pub fn icmp_sent_passes(e: &IcmpSent) -> bool {
     config!(filter.n_pids) == 0
         && config!(filter.n_comms) == 0
         && netns_passes(e.header.netns)
-        && (conntrack_passes(&e.conntrack, family, false) == Some(true)
+        && (left_to_user_space(&e.conntrack, false)
             || ports_pass(ports.then_some(e.sport), ports.then_some(e.dport))
                 && addrs_pass(family, packet.then_some(&e.src), packet.then_some(&e.dst), None))
         && icmp_errno_passes(family, e.icmp_type, e.icmp_code)
@@ -230,14 +216,8 @@ pub fn udp_dropped_passes(e: &UdpDropped, socket_final: bool) -> bool {
         } else {
             !(by_process && socket_final && !socket)
         }
-        // User space asks conntrack for a datagram a socket sent that carried no entry (a pod's, whose entry
-        // the veth crossing reset).
-        && match conntrack_passes(&e.conntrack, family, socket && e.direction == drops::OUT) {
-            Some(translated) => {
-                translated
-                    || ports_pass(Some(e.sport), Some(e.dport))
-                        && addrs_pass(family, Some(&e.src), Some(&e.dst), socket.then_some(&e.local_addr))
-            }
-            None => true,
-        }
+        // User space asks conntrack for a datagram a socket sent (a pod's, whose entry the veth crossing reset).
+        && (left_to_user_space(&e.conntrack, socket && e.direction == drops::OUT)
+            || ports_pass(Some(e.sport), Some(e.dport))
+                && addrs_pass(family, Some(&e.src), Some(&e.dst), socket.then_some(&e.local_addr)))
 }

@@ -260,8 +260,25 @@ pub(super) fn check_icmp_sent(
             .expect("an icmp_sent", config.event_timeout, |e| {
                 e["event"] == "icmp_sent" && e["netns"] == ns.inode && e["packet"]["src"] == src.to_string()
             })
-            .map(|e| compare(&e, &expected)),
+            .map(|e| hidden_caller(&e, &expected).unwrap_or_else(|| compare(&e, &expected))),
     )
+}
+
+/// A skip for a kprobe-mode `icmp_sent` whose cause the stack could not show, on a kernel that cannot unwind
+/// past a kretprobe's trampoline (before 5.15): where a scenario runs a second udptrace beside the suite's,
+/// whose kretprobe on `__icmp_send` runs first (5.10's `add_new_kprobe` puts the newest probe first).
+pub(super) fn hidden_caller(event: &Value, expected: &Value) -> Option<Outcome> {
+    (event["probe"] == "kprobe"
+        && event["cause"] == "unknown"
+        && expected.get("cause").is_some_and(|cause| cause != "unknown")
+        && super::procfs::running_kernel() < (5, 15))
+        .then(|| {
+            Outcome::Skip(
+                "another udptrace's kretprobe on __icmp_send ran first and this kernel's unwinder (before 5.15) \
+                 stops at its trampoline: the cause is `unknown`, as it must be then"
+                    .to_owned(),
+            )
+        })
 }
 
 /// The offending packet of an `icmp_sent`.

@@ -117,6 +117,9 @@ pub enum Cause {
     /// Forwarding a DF packet over a link with a smaller MTU.
     FragNeeded,
     Other,
+    /// The stack does not reach the caller: another tool's kretprobe on the sender had replaced its return
+    /// address before udptrace's hook ran, and the kernel's unwinder stops at the trampoline (before 5.15).
+    Unknown,
 }
 
 impl Cause {

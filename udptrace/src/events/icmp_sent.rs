@@ -285,6 +285,9 @@ impl IcmpSent {
                 "the packet may not be fragmented (DF) and is larger than the next link's MTU".to_owned()
             }
             Cause::Other => "sent by another kernel path".to_owned(),
+            Cause::Unknown => "why is not known: another tool's kretprobe on the sender hid its caller from this \
+                               kernel's stack unwinder (before 5.15)"
+                .to_owned(),
         }
     }
 }

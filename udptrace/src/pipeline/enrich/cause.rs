@@ -92,6 +92,12 @@ pub fn classify<'a>(
         if !above_sender {
             continue;
         }
+        // arch/x86/kernel/kprobes/core.c: a kretprobe's entry handler puts its trampoline where the return
+        // address was; the unwinder recovers it only from 5.15 (arch/x86/include/asm/unwind.h,
+        // `unwind_recover_kretprobe`), and 5.10's `add_new_kprobe` runs the newest probe of an address first.
+        if matches!(name, "kretprobe_trampoline" | "__kretprobe_trampoline") {
+            return type_cause(family, icmp_type, code).unwrap_or(Cause::Unknown);
+        }
         // net/ipv4/route.c: ipv4_link_failure() -> ipv4_send_dest_unreach(); net/ipv6/route.c.
         if matches!(name, "ipv4_link_failure" | "ipv4_send_dest_unreach" | "ip6_link_failure") {
             return if frames.any(|caller| NEIGHBOUR_FAILURE.contains(&caller)) {
@@ -104,12 +110,18 @@ pub fn classify<'a>(
             return cause;
         }
     }
+    type_cause(family, icmp_type, code).unwrap_or(Cause::Other)
+}
+
+/// What the ICMP type says whoever sent it: frag-needed and packet-too-big are about the MTU,
+/// time-exceeded (code 0) about the TTL.
+fn type_cause(family: Family, icmp_type: u8, code: u8) -> Option<Cause> {
     match (family, icmp_type, code) {
         (Family::Ipv4, icmp::DEST_UNREACH, icmp::FRAG_NEEDED) | (Family::Ipv6, icmpv6::PKT_TOOBIG, _) => {
-            Cause::FragNeeded
+            Some(Cause::FragNeeded)
         }
-        (Family::Ipv4, icmp::TIME_EXCEEDED, 0) | (Family::Ipv6, icmpv6::TIME_EXCEED, 0) => Cause::TtlExceeded,
-        _ => Cause::Other,
+        (Family::Ipv4, icmp::TIME_EXCEEDED, 0) | (Family::Ipv6, icmpv6::TIME_EXCEED, 0) => Some(Cause::TtlExceeded),
+        _ => None,
     }
 }
 
@@ -234,6 +246,17 @@ mod tests {
         assert_eq!(k.function(0xffffffff81600010), Some("ip_forward"));
         assert_eq!(k.function(0xffffffffa0000044), Some("nf_send_unreach"));
         assert_eq!(k.function(0x1000), None);
+    }
+
+    /// Another tool's kretprobe on the sender had replaced its return address (5.10 to 5.14 cannot unwind
+    /// past its trampoline): the caller is unknown, not some other path; the ICMP type still says what it can.
+    #[test]
+    fn a_kretprobe_trampoline_above_the_sender_leaves_the_cause_unknown() {
+        let frames = |caller: &'static str| [Some("__icmp_send"), Some(caller), Some("__udp4_lib_rcv")];
+        assert_eq!(classify(frames("kretprobe_trampoline"), Family::Ipv4, 3, 3), Cause::Unknown);
+        assert_eq!(classify(frames("__kretprobe_trampoline"), Family::Ipv4, 3, 3), Cause::Unknown);
+        assert_eq!(classify(frames("kretprobe_trampoline"), Family::Ipv4, 11, 0), Cause::TtlExceeded);
+        assert_eq!(classify(frames("ip_local_deliver_finish"), Family::Ipv4, 3, 3), Cause::NoListener);
     }
 
     #[test]
