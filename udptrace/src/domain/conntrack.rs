@@ -45,16 +45,6 @@ impl Nat {
     }
 }
 
-/// Where an event's translation came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub enum CtSource {
-    /// The packet's own entry, read by the program that saw it.
-    Packet,
-    /// Asked of conntrack by the flow (ctnetlink) after the event, where the program had no packet or the
-    /// packet no longer carried its entry.
-    Netlink,
-}
-
 /// A translated connection's conntrack entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Translation {
@@ -67,7 +57,6 @@ pub struct Translation {
     pub replied: bool,
     /// The entry's mark, where the kernel keeps one.
     pub mark: Option<u32>,
-    pub source: CtSource,
 }
 
 impl Translation {

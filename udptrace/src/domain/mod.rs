@@ -7,7 +7,7 @@ mod conntrack;
 mod errno;
 mod names;
 
-pub use conntrack::{CtSource, Nat, Translation, Tuple};
+pub use conntrack::{Nat, Translation, Tuple};
 pub use errno::{Errno, errno_name, errno_number, icmp_errno};
 pub use names::{endpoint, icmp_name, proto_name, rfc3339};
 

@@ -14,7 +14,7 @@ use udptrace_common::{
 
 use crate::{
     dns,
-    domain::{AttachMode, CtSource, Dns, Family, Meta, Nat, OwnerInfo, Translation, Tuple},
+    domain::{AttachMode, Dns, Family, Meta, Nat, OwnerInfo, Translation, Tuple},
 };
 
 /// The family of a record's `family` byte.
@@ -168,7 +168,6 @@ pub fn translation_of(raw: &Conntrack) -> Option<Translation> {
         nat,
         replied: raw.status & ct_status::SEEN_REPLY != 0,
         mark: (raw.flags & conntrack_flags::MARK_KNOWN != 0).then_some(raw.mark),
-        source: CtSource::Packet,
     })
 }
 

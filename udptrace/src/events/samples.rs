@@ -4,8 +4,8 @@ use std::time::{Duration, SystemTime};
 
 use super::{IcmpSent, IcmpSuppressed, SocketError, UdpDropped};
 use crate::domain::{
-    AttachMode, Cause, CtSource, Direction, Dns, Errno, Family, Icmp, Meta, Nat, OwnerInfo, Packet, Scope, Translation,
-    Tuple, Verdict,
+    AttachMode, Cause, Direction, Dns, Errno, Family, Icmp, Meta, Nat, OwnerInfo, Packet, Scope, Translation, Tuple,
+    Verdict,
 };
 
 /// 5 s after a boot at 2023-11-14T22:13:20Z.
@@ -158,7 +158,6 @@ pub fn dnat() -> Translation {
         nat: Nat::Dnat,
         replied: false,
         mark: Some(0x4000),
-        source: CtSource::Packet,
     }
 }
 
@@ -170,7 +169,6 @@ pub fn snat() -> Translation {
         nat: Nat::Snat,
         replied: false,
         mark: None,
-        source: CtSource::Packet,
     }
 }
 

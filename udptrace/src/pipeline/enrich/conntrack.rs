@@ -31,7 +31,7 @@ use netlink_sys::{Socket, protocols::NETLINK_NETFILTER};
 use udptrace_common::{IPPROTO_UDP, IPPROTO_UDPLITE, ct_status};
 
 use crate::{
-    domain::{CtSource, Direction, Nat, Translation, Tuple},
+    domain::{Direction, Nat, Translation, Tuple},
     events::{SocketError, UdpDropped},
     kernel::netlink,
 };
@@ -195,7 +195,7 @@ fn translation_of(flow: &Flow, attributes: &[ConntrackAttribute]) -> Result<Opti
     let Some(nat) = Nat::of(bit(ct_status::DST_NAT), bit(ct_status::SRC_NAT)) else {
         return Ok(None);
     };
-    Ok(Some(Translation { original, reply, nat, replied: bit(ct_status::SEEN_REPLY), mark, source: CtSource::Netlink }))
+    Ok(Some(Translation { original, reply, nat, replied: bit(ct_status::SEEN_REPLY), mark }))
 }
 
 /// One direction of an entry, with its protocol: every part present, the addresses of one family.
@@ -352,7 +352,7 @@ mod tests {
         let got = answer(&flow, parse(&dnat_entry(status)).unwrap()).unwrap().expect("a translation");
         assert_eq!(got.original, Tuple { src: addr("10.0.0.5:41234"), dst: addr("10.96.0.10:53") });
         assert_eq!(got.reply, Tuple { src: addr("10.244.1.7:53"), dst: addr("10.0.0.5:41234") });
-        assert_eq!((got.nat, got.replied, got.mark, got.source), (Nat::Dnat, true, Some(0x4000), CtSource::Netlink));
+        assert_eq!((got.nat, got.replied, got.mark), (Nat::Dnat, true, Some(0x4000)));
         assert_eq!(got.backend(), Some(addr("10.244.1.7:53")));
         // Unreplied, and translated both ways.
         let got = answer(&flow, parse(&dnat_entry(IPS_DST_NAT | IPS_SRC_NAT)).unwrap()).unwrap().unwrap();

@@ -560,7 +560,7 @@ mod tests {
 
     /// A Service address DNATed in the node's namespace to a backend, for a pod's flow.
     fn service_entry() -> Translation {
-        use crate::domain::{CtSource, Nat, Tuple};
+        use crate::domain::{Nat, Tuple};
         let addr = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
         Translation {
             original: Tuple { src: addr("10.0.0.2:40312"), dst: addr("10.0.0.9:8888") },
@@ -568,7 +568,6 @@ mod tests {
             nat: Nat::Dnat,
             replied: false,
             mark: None,
-            source: CtSource::Netlink,
         }
     }
 
@@ -632,7 +631,7 @@ mod tests {
     fn what_has_an_entry_or_no_flow_is_not_asked() {
         let (mut enricher, asked, _) = enricher_asking();
         let mut read = samples::socket_error();
-        let from_packet = Translation { source: crate::domain::CtSource::Packet, ..service_entry() };
+        let from_packet = Translation { replied: true, ..service_entry() };
         read.conntrack = Some(from_packet);
         enricher.push(Event::SocketError(read), Instant::now());
         let Some(Event::SocketError(e)) = enricher.next_complete() else { panic!("the event") };

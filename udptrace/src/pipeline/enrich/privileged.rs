@@ -160,7 +160,7 @@ mod tests {
     use udptrace_scenarios::netns::{Netns, exec_in};
 
     use super::*;
-    use crate::domain::{CtSource, Nat, Tuple};
+    use crate::domain::{Nat, Tuple};
 
     /// Why this host cannot run the conntrack test, if it cannot.
     fn cannot_run() -> Option<&'static str> {
@@ -258,7 +258,7 @@ mod tests {
             assert_eq!(got.original, Tuple { src: sent, dst: service });
             assert_eq!(got.reply, Tuple { src: backend, dst: sent });
             assert_eq!((got.original, got.reply, got.replied, got.mark), (original, reply, replied, mark));
-            assert_eq!((got.nat, got.replied, got.source), (Nat::Dnat, false, CtSource::Netlink));
+            assert_eq!((got.nat, got.replied), (Nat::Dnat, false));
             assert_eq!(got.mark, Some(if family == "ipv4" { 0x2a } else { 0 }));
             // The same entry by its reply tuple, the flow the other way after the translation.
             let back = Flow::new(backend, sent, udptrace_common::IPPROTO_UDP).unwrap();
