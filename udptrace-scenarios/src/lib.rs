@@ -8,6 +8,7 @@ mod child;
 mod config;
 pub mod demo;
 pub mod helper;
+pub mod kube;
 pub mod netns;
 mod outcome;
 mod packets;

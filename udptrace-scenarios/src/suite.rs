@@ -8,7 +8,8 @@
 //! `metrics.rs` (`--metrics`), `syscalls.rs` (the service's system call filter), `conntrack.rs` (behind NAT:
 //! the `conntrack` field of errors and drops, against `conntrack -L`), `operator.rs` (what an
 //! operator relies on under load: filters, floods, malformed ICMP), `process.rs` (udptrace as a process:
-//! what its tracer and helper hold, the healthy path, unloading, the helper's death, owner records freed);
+//! what its tracer and helper hold, the healthy path, unloading, the helper's death, owner records freed),
+//! `pods.rs` (which pod an event is about, on a node `kube.rs` makes);
 //! `fixtures.rs` is what they share, `procfs.rs` what `/proc` says of a udptrace's processes.
 
 use anyhow::Result;
@@ -27,6 +28,7 @@ mod metrics;
 mod operator;
 mod owner;
 mod path_drops;
+mod pods;
 mod process;
 mod procfs;
 mod syscalls;
@@ -73,6 +75,7 @@ pub const WITH_DROPS_ONLY: &[&str] = &[
     "nat_backend_gone_ipv6",
     "nat_router_masquerade",
     "capabilities_dropped",
+    "pod_crio_drop",
     // Its udptrace runs with `-v`: the verifier must accept the programs with their log calls wherever any load.
     "sigkill_unloads",
     // `udptrace check` starts hooks of its own; with the drop hook alone it still has the error queue.
@@ -164,6 +167,14 @@ pub static SCENARIOS: &[Scenario] = &[
     Scenario { name: "nat_router_masquerade", run: conntrack::nat_router_masquerade },
     Scenario { name: "nat_host_masquerade", run: conntrack::nat_host_masquerade },
     Scenario { name: "nat_none_tracked", run: conntrack::nat_none_tracked },
+    Scenario { name: "pod_containerd", run: pods::pod_containerd },
+    Scenario { name: "pod_crio_drop", run: pods::pod_crio_drop },
+    Scenario { name: "pod_log_only", run: pods::pod_log_only },
+    Scenario { name: "pod_netns_icmp", run: pods::pod_netns_icmp },
+    Scenario { name: "pod_late_container", run: pods::pod_late_container },
+    Scenario { name: "pod_bad_bundle", run: pods::pod_bad_bundle },
+    Scenario { name: "pod_none", run: pods::pod_none },
+    Scenario { name: "pod_filters", run: pods::pod_filters },
 ];
 
 #[cfg(test)]

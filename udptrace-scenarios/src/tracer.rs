@@ -98,6 +98,8 @@ struct Spawn<'a> {
     stalled: bool,
     json: bool,
     netns: Option<&'a crate::netns::Netns>,
+    /// A mount namespace to start in (a node's: `kube::Node::mounts`).
+    mounts: Option<&'a Path>,
 }
 
 impl Tracer {
@@ -108,7 +110,7 @@ impl Tracer {
             &config.mode,
             &config.buffer,
             extra,
-            Spawn { stalled: false, json: true, netns: None },
+            Spawn { stalled: false, json: true, netns: None, mounts: None },
         )
     }
 
@@ -119,7 +121,7 @@ impl Tracer {
             &config.mode,
             &config.buffer,
             extra,
-            Spawn { stalled: false, json: false, netns: None },
+            Spawn { stalled: false, json: false, netns: None, mounts: None },
         )
     }
 
@@ -131,7 +133,7 @@ impl Tracer {
             &config.mode,
             &config.buffer,
             extra,
-            Spawn { stalled: true, json: true, netns: None },
+            Spawn { stalled: true, json: true, netns: None, mounts: None },
         )
     }
 
@@ -139,7 +141,20 @@ impl Tracer {
     /// conntrack it asks about the pods behind it). Only the network namespace changes: the mounts, `/sys`
     /// and its cgroup hierarchy among them, stay the suite's.
     pub fn start_in(config: &crate::config::Config, ns: &crate::netns::Netns, extra: &[&str]) -> Result<Self> {
-        let how = Spawn { stalled: false, json: true, netns: Some(ns) };
+        let how = Spawn { stalled: false, json: true, netns: Some(ns), mounts: None };
+        Self::spawn(&config.udptrace, &config.mode, &config.buffer, extra, how)
+    }
+
+    /// Like [`Tracer::start`], but udptrace runs in `node`'s mount namespace, where the runtimes' and the
+    /// kubelet's files are; its text lines instead of JSON unless `json`.
+    pub fn start_on(
+        config: &crate::config::Config,
+        node: &crate::kube::Node,
+        extra: &[&str],
+        json: bool,
+    ) -> Result<Self> {
+        let mounts = node.mounts();
+        let how = Spawn { stalled: false, json, netns: None, mounts: Some(&mounts) };
         Self::spawn(&config.udptrace, &config.mode, &config.buffer, extra, how)
     }
 
@@ -172,7 +187,7 @@ impl Tracer {
     }
 
     fn spawn(udptrace: &Path, mode: &str, buffer: &str, extra: &[&str], how: Spawn) -> Result<Self> {
-        let Spawn { stalled, json, netns } = how;
+        let Spawn { stalled, json, netns, mounts } = how;
         let started = Instant::now();
         let mut command = Command::new(udptrace);
         command
@@ -196,8 +211,20 @@ impl Tracer {
                 });
             }
         }
+        let mounts = mounts
+            .map(|path| std::fs::File::open(path).with_context(|| format!("opening {}", path.display())))
+            .transpose()?;
+        if let Some(file) = &mounts {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(file);
+            // SAFETY: as above. The child's fs_struct is its own after fork, as setns(CLONE_NEWNS) needs.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+                    if libc::setns(fd, libc::CLONE_NEWNS) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+                });
+            }
+        }
         let mut child = command.spawn().with_context(|| format!("starting {}", udptrace.display()))?;
-        drop(netns);
+        drop((netns, mounts));
         let (event_tx, events) = channel();
         let stdout = child.stdout.take().context("udptrace stdout")?;
         let (gate, opened) = channel::<()>();

@@ -9,6 +9,7 @@ use serde_json::json;
 use crate::{
     config::Config,
     helper::ClientProcess,
+    kube::cgroup2_mount,
     outcome::Outcome,
     packets::{port_unreachable_quoting, send_raw_icmp, udp_socket},
     tracer::Tracer,
@@ -67,15 +68,6 @@ impl OwnerCase {
         let tracepoint = as_tracepoint_sees(&expected, true);
         check_socket_error(config, tracer, &self.hosts.client, client.local, expected, Some(tracepoint))
     }
-}
-
-/// The cgroup v2 mount point (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on hybrid hosts).
-pub(super) fn cgroup2_mount() -> Option<String> {
-    std::fs::read_to_string("/proc/self/mountinfo").ok()?.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        (right.split_whitespace().next() == Some("cgroup2"))
-            .then(|| left.split_whitespace().nth(4).map(str::to_owned))?
-    })
 }
 
 /// A cgroup of the test's own, removed when dropped (after the processes in it are gone).
