@@ -18,6 +18,12 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // The processes the cases play (`helper udp-client --name syslog-client ...`) and the node's mount
+    // namespace (`helper node`) are this binary too.
+    let all: Vec<String> = std::env::args().collect();
+    if all.get(1).is_some_and(|a| a == "helper") {
+        return udptrace_scenarios::helper::main(&all[2..]);
+    }
     let args = Args::parse();
     // SAFETY: no arguments.
     if unsafe { libc::geteuid() } != 0 {
