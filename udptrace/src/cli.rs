@@ -83,6 +83,14 @@ pub struct Cli {
     #[arg(long = "dns-name", value_name = "SUFFIX", value_parser = dns::parse_dns_name, help_heading = "Filters")]
     pub dns_names: Vec<String>,
 
+    /// Only events in a pod of this Kubernetes namespace (named from the node's container runtime files).
+    #[arg(long = "k8s-namespace", value_name = "NS", value_parser = filter::parse_k8s_name, help_heading = "Filters")]
+    pub k8s_namespaces: Vec<String>,
+
+    /// Only events in a pod whose name starts with NAME (`--pod coredns` selects every replica).
+    #[arg(long = "pod", value_name = "NAME", value_parser = filter::parse_k8s_name, help_heading = "Filters")]
+    pub pods: Vec<String>,
+
     /// Only events with this local or remote port (for icmp_sent: the offending packet's ports); on a
     /// connection conntrack translated, a port of either tuple too.
     #[arg(long = "port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..),
@@ -121,6 +129,11 @@ pub struct Cli {
     /// reason as --metrics-addresses; at most 1,000 names, the rest "other".
     #[arg(long, requires = "metrics")]
     pub metrics_dns_names: bool,
+
+    /// Also label the metrics with the Kubernetes pod (k8s_namespace_name, k8s_pod_name: empty for an event in
+    /// no pod). Off by default: every pod becomes series of its own; at most 1,000 pods, the rest "other".
+    #[arg(long, requires = "metrics")]
+    pub metrics_pods: bool,
 
     /// No event lines or tables on stdout (with --metrics: serve the counters only).
     #[arg(short, long)]
@@ -216,6 +229,8 @@ impl Cli {
             errnos: self.errnos.clone(),
             netns: self.netns.clone(),
             dns_names: self.dns_names.clone(),
+            k8s_namespaces: self.k8s_namespaces.clone(),
+            pods: self.pods.clone(),
         }
     }
 
@@ -538,6 +553,11 @@ mod tests {
             &["--metrics", "127.0.0.1:70000"],
             &["--metrics-addresses"],
             &["--metrics-dns-names"],
+            &["--metrics-pods"],
+            &["--pod", "CoreDNS"],
+            &["--pod", ""],
+            &["--k8s-namespace", "kube_system"],
+            &["--k8s-namespace", "kube-system\x1b[2J"],
         ] {
             let err = parse(args).unwrap_err();
             assert_ne!(err.kind(), ErrorKind::DisplayHelp, "{args:?}");

@@ -193,7 +193,11 @@ fn sinks(cli: &Cli, outcomes: &[HookOutcome]) -> Result<(Sinks, Option<metrics::
             outcomes.iter().filter_map(|o| o.attached.map(|mode| (o.hook.name, mode.as_str()))).collect();
         let counters = metrics::Metrics::new(
             &hooks,
-            metrics::Cardinality { addresses: cli.metrics_addresses, dns_names: cli.metrics_dns_names },
+            metrics::Cardinality {
+                addresses: cli.metrics_addresses,
+                dns_names: cli.metrics_dns_names,
+                pods: cli.metrics_pods,
+            },
         );
         server = Some(metrics::bind(addr, counters.clone())?);
         sinks.push(Box::new(metrics::MetricsSink(counters)));

@@ -134,6 +134,18 @@ pub struct Meta {
     pub time: SystemTime,
     pub netns: u32,
     pub probe: AttachMode,
+    /// The Kubernetes pod it happened in: its socket owner's, else its network namespace's.
+    pub pod: Option<Pod>,
+}
+
+/// A Kubernetes pod, as the node's own files name it (`pipeline::enrich::pods`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Pod {
+    pub namespace: String,
+    pub name: String,
+    /// The container, where the event's owner is in one (not the pod's sandbox) and its runtime names it.
+    pub container: Option<String>,
+    pub uid: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

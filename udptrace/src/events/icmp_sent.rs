@@ -7,7 +7,9 @@ use udptrace_common::{ICMP_STACK_DEPTH, IcmpSent as RawIcmpSent, WithDns, icmp_s
 
 use super::{
     Facts, Kind, Layout, Line, Metric, Row, Sample, Tone,
-    parts::{ConntrackJson, DnsJson, Flow, Head, PacketJson, dns_text, flow_text, lookup, nat_sentence, to_json},
+    parts::{
+        ConntrackJson, DnsJson, Flow, Head, PacketJson, dns_text, flow_text, lookup, nat_sentence, pod_text, to_json,
+    },
     record::{
         Clock, DecodeError, addr, dns_of,
         fields::{addr_at, conntrack_matches, dns_matches, family_matches, header_matches, u16_at, u32_at, u64_at},
@@ -15,7 +17,7 @@ use super::{
     },
 };
 use crate::domain::{
-    Cause, Dns, Family, Icmp, Meta, Packet, Translation, endpoint, errno_name, icmp_errno, icmp_name, proto_name,
+    Cause, Dns, Family, Icmp, Meta, Packet, Pod, Translation, endpoint, errno_name, icmp_errno, icmp_name, proto_name,
 };
 
 /// An ICMP error this host sent.
@@ -53,7 +55,7 @@ pub static METRIC: Metric = Metric {
 #[derive(Serialize)]
 struct Json<'a> {
     #[serde(flatten)]
-    head: Head,
+    head: Head<'a>,
     family: &'static str,
     icmp: IcmpJson,
     packet: Option<PacketJson>,
@@ -94,6 +96,10 @@ impl Kind for IcmpSent {
         self.conntrack.as_ref()
     }
 
+    fn pod(&self) -> Option<&Pod> {
+        self.meta.pod.as_ref()
+    }
+
     fn facts(&self) -> Option<Facts<'_>> {
         Some(Facts {
             netns: self.meta.netns,
@@ -126,7 +132,14 @@ impl Kind for IcmpSent {
             what: self.name().to_owned(),
             why: self.cause.as_str().to_owned(),
             flow: Some(flow_text(self.packet, self.conntrack.as_ref())),
-            details: self.dns.as_ref().map(dns_text).into_iter().chain([self.icmp_text()]).collect(),
+            details: self
+                .dns
+                .as_ref()
+                .map(dns_text)
+                .into_iter()
+                .chain([self.icmp_text()])
+                .chain(self.meta.pod.as_ref().map(pod_text))
+                .collect(),
             netns: Some(self.meta.netns),
             sentence: self.sentence(),
         }

@@ -6,13 +6,13 @@ use udptrace_common::{icmp_sent_flags, kind};
 use super::{
     Facts, IcmpSent, Kind, Line, Metric, Row, Sample, Tone,
     icmp_sent::IcmpJson,
-    parts::{ConntrackJson, DnsJson, Head, PacketJson, dns_text, flow_text, to_json},
+    parts::{ConntrackJson, DnsJson, Head, PacketJson, dns_text, flow_text, pod_text, to_json},
     record::{
         Clock, DecodeError,
         fields::{family_matches, header_matches},
     },
 };
-use crate::domain::{Dns, Family, Meta, Scope, Translation, errno_name};
+use crate::domain::{Dns, Family, Meta, Pod, Scope, Translation, errno_name};
 
 /// ICMP errors this host wanted to send and a rate limit stopped.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,7 +39,7 @@ pub static METRIC: Metric = Metric {
 #[derive(Serialize)]
 struct Json<'a> {
     #[serde(flatten)]
-    head: Head,
+    head: Head<'a>,
     family: Option<&'static str>,
     icmp: Option<IcmpJson>,
     packet: Option<PacketJson>,
@@ -65,6 +65,10 @@ impl Kind for IcmpSuppressed {
 
     fn conntrack(&self) -> Option<&Translation> {
         self.attempt.as_ref().and_then(|a| a.conntrack.as_ref())
+    }
+
+    fn pod(&self) -> Option<&Pod> {
+        self.meta.pod.as_ref()
     }
 
     /// An error a hook saw is selected as that error; a count from the kernel's counters has no packet, no
@@ -113,7 +117,13 @@ impl Kind for IcmpSuppressed {
             what: self.name().to_owned(),
             why: format!("scope {}", self.scope.as_str()),
             flow: Some(flow),
-            details: self.dns().map(dns_text).into_iter().chain([icmp]).collect(),
+            details: self
+                .dns()
+                .map(dns_text)
+                .into_iter()
+                .chain([icmp])
+                .chain(self.meta.pod.as_ref().map(pod_text))
+                .collect(),
             netns: Some(self.meta.netns),
             sentence: self.sentence(),
         }

@@ -9,7 +9,7 @@ use super::{
     Facts, Kind, Line, Metric, Row, Sample, Tone,
     parts::{Head, to_json},
 };
-use crate::domain::{Dns, Translation, rfc3339};
+use crate::domain::{Dns, Pod, Translation, rfc3339};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lost {
@@ -28,7 +28,7 @@ pub static METRIC: Metric = Metric {
 #[derive(Serialize)]
 struct Json {
     #[serde(flatten)]
-    head: Head,
+    head: Head<'static>,
     count: u64,
 }
 
@@ -50,13 +50,17 @@ impl Kind for Lost {
         None
     }
 
+    fn pod(&self) -> Option<&Pod> {
+        None
+    }
+
     /// No filter can tell whose they were: every one passes them.
     fn facts(&self) -> Option<Facts<'_>> {
         None
     }
 
     fn json(&self) -> serde_json::Value {
-        let head = Head { event: self.name(), time: rfc3339(self.time), netns: None, probe: None };
+        let head = Head { event: self.name(), time: rfc3339(self.time), netns: None, probe: None, pod: None };
         to_json(&Json { head, count: self.count })
     }
 

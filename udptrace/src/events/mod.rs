@@ -25,7 +25,7 @@ pub use udp_dropped::UdpDropped;
 use udptrace_common::{EventHeader, kind};
 
 use self::record::{Clock, DecodeError, family_of, read_record};
-use crate::domain::{Dns, OwnerInfo, Translation};
+use crate::domain::{Dns, OwnerInfo, Pod, Translation};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -113,6 +113,10 @@ pub trait Kind {
     /// Its datagram's connection, when conntrack translated it: what the summary counts it by besides its
     /// row, and what `udptrace_translated_total` counts.
     fn conntrack(&self) -> Option<&Translation>;
+
+    /// The Kubernetes pod it happened in: what `--k8s-namespace` and `--pod` select, the summary's `POD`
+    /// column, the pod labels of `--metrics-pods`.
+    fn pod(&self) -> Option<&Pod>;
 
     /// What the filter options select it by; `None`: every filter passes it.
     fn facts(&self) -> Option<Facts<'_>>;

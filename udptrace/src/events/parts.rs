@@ -5,20 +5,27 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::Serialize;
 
-use crate::domain::{Dns, Meta, Nat, OwnerInfo, Packet, Translation, Tuple, endpoint, proto_name, rfc3339};
+use crate::domain::{Dns, Meta, Nat, OwnerInfo, Packet, Pod, Translation, Tuple, endpoint, proto_name, rfc3339};
 
 /// The fields every JSON object starts with.
 #[derive(Serialize)]
-pub struct Head {
+pub struct Head<'a> {
     pub event: &'static str,
     pub time: String,
     pub netns: Option<u32>,
     pub probe: Option<&'static str>,
+    pub pod: Option<&'a Pod>,
 }
 
-impl Head {
-    pub fn of(event: &'static str, meta: &Meta) -> Self {
-        Self { event, time: rfc3339(meta.time), netns: Some(meta.netns), probe: Some(meta.probe.as_str()) }
+impl<'a> Head<'a> {
+    pub fn of(event: &'static str, meta: &'a Meta) -> Self {
+        Self {
+            event,
+            time: rfc3339(meta.time),
+            netns: Some(meta.netns),
+            probe: Some(meta.probe.as_str()),
+            pod: meta.pod.as_ref(),
+        }
     }
 }
 
@@ -47,9 +54,9 @@ impl<'a> OwnerJson<'a> {
     }
 }
 
-/// `pid 4711 dns-client` with, when known, the container (12 characters, as docker shows it) or else the
-/// cgroup's last component; `kernel socket` for one no process holds.
-pub fn owner_text(owner: Option<&OwnerInfo>, kernel_socket: bool) -> String {
+/// `pid 4711 dns-client` with, when known, its pod (`pod_text`), else the container (12 characters, as
+/// docker shows it), else the cgroup's last component; `kernel socket` for one no process holds.
+pub fn owner_text(owner: Option<&OwnerInfo>, kernel_socket: bool, pod: Option<&Pod>) -> String {
     if kernel_socket {
         return "kernel socket".to_owned();
     }
@@ -60,12 +67,22 @@ pub fn owner_text(owner: Option<&OwnerInfo>, kernel_socket: bool) -> String {
     if let Some(others) = owner.holders.and_then(|n| n.checked_sub(1)).filter(|&n| n > 0) {
         text.push_str(&format!(" (+{others} more holding it)"));
     }
-    if let Some(container) = &owner.container {
+    if let Some(pod) = pod {
+        text.push_str(&format!(" {}", pod_text(pod)));
+    } else if let Some(container) = &owner.container {
         text.push_str(&format!(" container {}", container.chars().take(12).collect::<String>()));
     } else if let Some(cgroup) = owner.cgroup.as_deref().filter(|c| *c != "/") {
         text.push_str(&format!(" cgroup {}", cgroup.rsplit('/').next().unwrap_or(cgroup)));
     }
     text
+}
+
+/// `pod kube-system/coredns-7db6d8ff4d-x2x9k (coredns)`; without the container where only the pod is known.
+pub fn pod_text(pod: &Pod) -> String {
+    match &pod.container {
+        Some(container) => format!("pod {}/{} ({container})", pod.namespace, pod.name),
+        None => format!("pod {}/{}", pod.namespace, pod.name),
+    }
 }
 
 /// The owner's pid and name, for a summary row.
@@ -360,7 +377,28 @@ mod tests {
     #[test]
     fn a_container_is_cut_at_a_character() {
         let owner = OwnerInfo { container: Some("é".repeat(20)), ..OwnerInfo::default() };
-        assert!(owner_text(Some(&owner), false).ends_with(&format!("container {}", "é".repeat(12))));
+        assert!(owner_text(Some(&owner), false, None).ends_with(&format!("container {}", "é".repeat(12))));
+    }
+
+    /// A pod takes the container id's place; a pod's sandbox, or a pod known by its log directory alone,
+    /// names no container.
+    #[test]
+    fn the_pod_names_the_owner() {
+        let owner =
+            OwnerInfo { pid: 4711, comm: "coredns".into(), container: Some("4f9a".repeat(16)), ..OwnerInfo::default() };
+        let mut pod = Pod {
+            namespace: "kube-system".into(),
+            name: "coredns-7db6d8ff4d-x2x9k".into(),
+            container: Some("coredns".into()),
+            uid: "9b1f".into(),
+        };
+        assert_eq!(
+            owner_text(Some(&owner), false, Some(&pod)),
+            "pid 4711 coredns pod kube-system/coredns-7db6d8ff4d-x2x9k (coredns)"
+        );
+        pod.container = None;
+        assert_eq!(pod_text(&pod), "pod kube-system/coredns-7db6d8ff4d-x2x9k");
+        assert_eq!(owner_text(Some(&owner), false, None), "pid 4711 coredns container 4f9a4f9a4f9a");
     }
 
     fn end(addr: &str) -> Option<End> {

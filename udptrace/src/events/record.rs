@@ -138,6 +138,7 @@ pub fn meta(header: &EventHeader, clock: Clock) -> Result<Meta, DecodeError> {
         time: clock.wall(header.time_ns),
         netns: header.netns,
         probe: mode_of(header.probe).ok_or(DecodeError::UnknownProbe(header.probe))?,
+        pod: None,
     })
 }
 

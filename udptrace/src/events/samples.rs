@@ -13,8 +13,18 @@ pub fn time() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_nanos(1_700_000_005_000_000_000)
 }
 
+/// A pod of kube-system, by name.
+pub fn pod(name: &str) -> crate::domain::Pod {
+    crate::domain::Pod {
+        namespace: "kube-system".to_owned(),
+        name: name.to_owned(),
+        container: Some("coredns".to_owned()),
+        uid: "9b1f6c2e-8d4a-4f3b-a2c1-0e9d8c7b6a50".to_owned(),
+    }
+}
+
 pub fn meta() -> Meta {
-    Meta { time: time(), netns: 4026532001, probe: AttachMode::Tracepoint }
+    Meta { time: time(), netns: 4026532001, probe: AttachMode::Tracepoint, pod: None }
 }
 
 /// A delivered ECONNREFUSED on a connected IPv4 socket, its owner unknown.

@@ -23,7 +23,7 @@ use super::{
         meta, read_record, recorded_owner, translation_of,
     },
 };
-use crate::domain::{Dns, Errno, Family, Icmp, Meta, OwnerInfo, Translation, Verdict, errno_name, icmp_name};
+use crate::domain::{Dns, Errno, Family, Icmp, Meta, OwnerInfo, Pod, Translation, Verdict, errno_name, icmp_name};
 
 /// An ICMP error that reached (or failed to reach) a UDP socket on this host.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,7 +79,7 @@ pub static METRIC: Metric = Metric {
 #[derive(Serialize)]
 struct Json<'a> {
     #[serde(flatten)]
-    head: Head,
+    head: Head<'a>,
     family: &'static str,
     local: String,
     remote: Option<String>,
@@ -117,6 +117,10 @@ impl Kind for SocketError {
 
     fn conntrack(&self) -> Option<&Translation> {
         self.conntrack.as_ref()
+    }
+
+    fn pod(&self) -> Option<&Pod> {
+        self.meta.pod.as_ref()
     }
 
     fn facts(&self) -> Option<Facts<'_>> {
@@ -171,7 +175,9 @@ impl Kind for SocketError {
             what: self.errno.name().unwrap_or("-").to_owned(),
             why: self.verdict.map_or("?", Verdict::as_str).to_owned(),
             flow: Some(format!("{} -> {remote}{}", self.local, nat_text(self.conntrack.as_ref(), self.flow()))),
-            details: details.chain([icmp, owner_text(self.owner.as_ref(), self.kernel_socket)]).collect(),
+            details: details
+                .chain([icmp, owner_text(self.owner.as_ref(), self.kernel_socket, self.meta.pod.as_ref())])
+                .collect(),
             netns: Some(self.meta.netns),
             sentence: self.sentence(),
         }

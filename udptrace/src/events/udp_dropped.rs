@@ -9,7 +9,7 @@ use super::{
     Facts, Kind, Layout, Line, Metric, Row, Sample, Tone,
     parts::{
         ConntrackJson, DnsJson, Flow, Head, OwnerJson, PacketJson, dns_text, flow_text, lookup, nat_sentence, nat_text,
-        owner_row, owner_text, to_json,
+        owner_row, owner_text, pod_text, to_json,
     },
     record::{
         Clock, DecodeError, addr, dns_of,
@@ -20,7 +20,7 @@ use super::{
         meta, read_record, recorded_owner, translation_of,
     },
 };
-use crate::domain::{Direction, Dns, Family, Meta, OwnerInfo, Packet, Translation, endpoint, proto_name};
+use crate::domain::{Direction, Dns, Family, Meta, OwnerInfo, Packet, Pod, Translation, endpoint, proto_name};
 
 /// A UDP datagram the kernel dropped.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,7 +82,7 @@ pub static METRIC: Metric = Metric {
 #[derive(Serialize)]
 struct Json<'a> {
     #[serde(flatten)]
-    head: Head,
+    head: Head<'a>,
     family: &'static str,
     packet: PacketJson,
     reason: Option<&'a str>,
@@ -113,6 +113,10 @@ impl Kind for UdpDropped {
 
     fn conntrack(&self) -> Option<&Translation> {
         self.conntrack.as_ref()
+    }
+
+    fn pod(&self) -> Option<&Pod> {
+        self.meta.pod.as_ref()
     }
 
     /// A drop gives no errno: `--errno` leaves it out. `-p` and `--comm` select the socket's owner.
@@ -156,8 +160,11 @@ impl Kind for UdpDropped {
         if self.count > 1 {
             details.push(format!("x{}", self.count));
         }
+        let pod = self.meta.pod.as_ref();
         if let Some(local) = self.local {
-            details.push(format!("socket {local} {}", owner_text(self.owner.as_ref(), self.kernel_socket)));
+            details.push(format!("socket {local} {}", owner_text(self.owner.as_ref(), self.kernel_socket, pod)));
+        } else if let Some(pod) = pod {
+            details.push(pod_text(pod));
         }
         Line {
             time: self.meta.time,

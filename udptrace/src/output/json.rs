@@ -59,6 +59,7 @@ mod tests {
                 "time": "2023-11-14T22:13:25.000000Z",
                 "netns": 4026532001u32,
                 "probe": "tracepoint",
+                "pod": null,
                 "family": "ipv4",
                 "packet": {"src": "10.0.0.1:5000", "dst": "10.0.0.2:9996", "proto": "udp"},
                 "reason": "socket_rcvbuff",
@@ -145,6 +146,21 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_is_an_object_or_null() {
+        let mut e = samples::owned_socket_error();
+        e.meta.pod = Some(samples::pod("coredns-7db6d8ff4d-x2x9k"));
+        assert_eq!(
+            json(&Event::SocketError(e))["pod"],
+            json!({
+                "namespace": "kube-system",
+                "name": "coredns-7db6d8ff4d-x2x9k",
+                "container": "coredns",
+                "uid": "9b1f6c2e-8d4a-4f3b-a2c1-0e9d8c7b6a50",
+            })
+        );
+    }
+
+    #[test]
     fn drops_from_many_sources_have_no_source() {
         let drop = UdpDropped { sources_folded: true, count: 9000, ..samples::rcvbuf_drop() };
         let value = json(&Event::UdpDropped(drop));
@@ -162,6 +178,7 @@ mod tests {
                 "time": "2023-11-14T22:13:25.000000Z",
                 "netns": 4026532001u32,
                 "probe": "tracepoint",
+                "pod": null,
                 "family": "ipv4",
                 "local": "10.0.0.2:40312",
                 "remote": "10.0.0.9:8888",
@@ -195,6 +212,7 @@ mod tests {
                 "time": "2023-11-14T22:13:25.000000Z",
                 "netns": 4026532001u32,
                 "probe": "tracepoint",
+                "pod": null,
                 "family": "ipv4",
                 "icmp": {"type": 3, "code": 3},
                 "packet": {"src": "10.0.0.2:40312", "dst": "10.0.0.9:8888", "proto": "udp"},
@@ -222,7 +240,7 @@ mod tests {
         let event = Event::Lost(Lost { time: SystemTime::UNIX_EPOCH, count: 7 });
         assert_eq!(
             json(&event),
-            json!({"event": "lost", "time": "1970-01-01T00:00:00.000000Z", "netns": null, "probe": null, "count": 7})
+            json!({"event": "lost", "time": "1970-01-01T00:00:00.000000Z", "netns": null, "probe": null, "pod": null, "count": 7})
         );
     }
 

@@ -100,6 +100,8 @@ pub struct Key {
     pub dns: Option<DnsKey>,
     /// The translation of its datagram's connection.
     pub nat: Option<NatKey>,
+    /// Its pod, `namespace/name`.
+    pub pod: Option<String>,
 }
 
 /// What a row keeps of a translated connection: what NAT rewrote, the destination the sender addressed (the
@@ -161,6 +163,7 @@ impl Key {
             comm: None,
             dns: None,
             nat: None,
+            pod: None,
         }
     }
 
@@ -178,6 +181,7 @@ impl Key {
             comm,
             dns: kind.dns().map(DnsKey::of),
             nat: kind.conntrack().map(NatKey::of),
+            pod: kind.pod().map(|p| format!("{}/{}", p.namespace, p.name)),
         };
         Some((key, kind.count()))
     }
@@ -218,13 +222,14 @@ impl Table {
         if rows.is_empty() {
             return out;
         }
-        // The NAT and DNS columns only when a row shown has a translation or a question.
+        // The NAT, DNS and POD columns only when a row shown has a translation, a question, a pod.
         let nat = rows.iter().take(SHOWN_ROWS).any(|(key, _)| key.nat.is_some());
         let dns = rows.iter().take(SHOWN_ROWS).any(|(key, _)| key.dns.is_some());
+        let pod = rows.iter().take(SHOWN_ROWS).any(|(key, _)| key.pod.is_some());
         out.push_str(&row(
             "COUNT",
             ["EVENT", "ERRNO", "VERDICT/CAUSE", "ADDRESS"],
-            [nat.then_some("NAT"), dns.then_some("DNS")],
+            [nat.then_some("NAT"), dns.then_some("DNS"), pod.then_some("POD")],
             "OWNER",
         ));
         for (key, count) in rows.iter().take(SHOWN_ROWS) {
@@ -237,7 +242,7 @@ impl Table {
             out.push_str(&row(
                 &count.to_string(),
                 [key.event, key.errno.unwrap_or("-"), &key.outcome, key.address.as_deref().unwrap_or("-")],
-                [nat.then_some(&translation), dns.then_some(&question)],
+                [nat.then_some(&translation), dns.then_some(&question), pod.then(|| key.pod.as_deref().unwrap_or("-"))],
                 &owner,
             ));
         }
@@ -262,6 +267,7 @@ impl Table {
                     "address": key.address,
                     "pid": key.pid,
                     "comm": key.comm,
+                    "pod": key.pod,
                     "dns": key.dns.as_ref().map(|d| json!({
                         "response": d.response,
                         "qname": d.qname,
@@ -289,13 +295,14 @@ impl Table {
 
 /// One line of the table, each cell escaped (owners' names and DNS names come from traced processes and
 /// packets) and padded: the count, the event, errno, verdict or cause, address, the translation and the DNS
-/// question when the table has those columns, the owner.
-fn row(count: &str, cells: [&str; 4], optional: [Option<&str>; 2], owner: &str) -> String {
+/// question and the pod when the table has those columns, the owner.
+fn row(count: &str, cells: [&str; 4], optional: [Option<&str>; 3], owner: &str) -> String {
     let [event, errno, outcome, address] = cells.map(escape);
-    let [nat, dns] = optional;
+    let [nat, dns, pod] = optional;
     let nat = nat.map(|translation| format!("{:<45}  ", escape(translation))).unwrap_or_default();
     let dns = dns.map(|question| format!("{:<40}  ", escape(question))).unwrap_or_default();
-    format!("{count:>9}  {event:<15}  {errno:<13}  {outcome:<20}  {address:<45}  {nat}{dns}{}\n", escape(owner))
+    let pod = pod.map(|pod| format!("{:<40}  ", escape(pod))).unwrap_or_default();
+    format!("{count:>9}  {event:<15}  {errno:<13}  {outcome:<20}  {address:<45}  {nat}{dns}{pod}{}\n", escape(owner))
 }
 
 #[cfg(test)]
@@ -335,6 +342,29 @@ mod tests {
         assert_eq!(value["rows"][0]["pid"], 900);
         assert_eq!(value["rows"][1]["outcome"], "other");
         assert_eq!(value["lost"], 5);
+    }
+
+    /// Two pods' errors are two rows, with a POD column; a table whose rows have no pod has none.
+    #[test]
+    fn an_event_in_a_pod_counts_by_its_pod() {
+        let mut table = Table::default();
+        for name in ["coredns-1", "coredns-2", "coredns-2"] {
+            let mut e = samples::owned_socket_error();
+            e.meta.pod = Some(samples::pod(name));
+            table.add(&Event::SocketError(e));
+        }
+        table.add(&refused());
+        let text = table.text("last 5 s");
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].contains(" POD "), "{text}");
+        assert!(lines[2].contains("  kube-system/coredns-2  ") && lines[2].trim_start().starts_with('2'), "{text}");
+        assert!(lines.iter().any(|l| l.contains("  kube-system/coredns-1  ")), "{text}");
+        assert!(lines.iter().any(|l| l.trim_start().starts_with('1') && l.contains("  -  ")), "{text}");
+        let value = table.json(SystemTime::UNIX_EPOCH, None);
+        assert_eq!(value["rows"][0]["pod"], "kube-system/coredns-2");
+        let mut plain = Table::default();
+        plain.add(&refused());
+        assert!(!plain.text("t").contains("POD"));
     }
 
     #[test]

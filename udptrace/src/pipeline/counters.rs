@@ -155,6 +155,7 @@ impl Watcher {
                         time: SystemTime::now(),
                         netns: u32::try_from(inode).unwrap_or(u32::MAX),
                         probe: AttachMode::Tracepoint,
+                        pod: None,
                     },
                     family,
                     scope,

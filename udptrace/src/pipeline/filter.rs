@@ -10,6 +10,8 @@
 //! - on a connection conntrack translated, `--addr` and `--port` also match the addresses and ports of both
 //!   its tuples: `--addr` with a Service address selects the errors and drops of the datagrams sent to it,
 //!   whichever backend conntrack sent them to, and one with the backend's those of the Service's datagrams;
+//! - `--k8s-namespace` and `--pod` select an event by its pod (its socket owner's, else its network
+//!   namespace's): an event in no pod has none to match;
 //! - `lost` always passes: udptrace never hides that it missed something.
 //!
 //! A field that is not known fails the option. The programs apply the same rules before an event takes
@@ -22,7 +24,7 @@ use udptrace_common::{AF_INET, AF_INET6, AddrFilter, FILTER_VALUES, IcmpMask, TA
 
 use crate::{
     dns,
-    domain::{Dns, Family, errno_name, errno_number, icmp_errno},
+    domain::{Dns, Family, Pod, errno_name, errno_number, icmp_errno},
     events::Event,
 };
 
@@ -132,6 +134,16 @@ pub fn parse_netns(text: &str) -> Result<u32, String> {
     u32::try_from(meta.ino()).map_err(|_| format!("{text}: inode {} is not a namespace's", meta.ino()))
 }
 
+/// `--k8s-namespace NS` and `--pod NAME`: a Kubernetes name (lowercase letters, digits, `-`, `.`).
+pub fn parse_k8s_name(text: &str) -> Result<String, String> {
+    let valid = (1..=253).contains(&text.len())
+        && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if !valid {
+        return Err(format!("`{text}` is not a Kubernetes name (lowercase letters, digits, `-` and `.`)"));
+    }
+    Ok(text.to_owned())
+}
+
 /// `--comm NAME`: the kernel keeps 15 bytes of a task's name, so a longer one is cut there too.
 pub fn parse_comm(text: &str) -> Result<String, String> {
     if text.is_empty() {
@@ -154,6 +166,9 @@ pub struct Filter {
     pub netns: Vec<u32>,
     /// `--dns-name`: user space only (the programs do not read names).
     pub dns_names: Vec<String>,
+    /// `--k8s-namespace` and `--pod` (a prefix of the pod's name): user space only, as are pods.
+    pub k8s_namespaces: Vec<String>,
+    pub pods: Vec<String>,
 }
 
 impl Filter {
@@ -259,6 +274,13 @@ impl Filter {
             && (self.addrs.is_empty() || self.addrs.iter().any(|prefix| addrs().any(|a| prefix.contains(a))))
             && (self.errnos.is_empty() || facts.errno.is_some_and(|e| self.errnos.contains(&e)))
             && self.any_dns_name(facts.dns)
+            && self.any_pod(event.kind().pod())
+    }
+
+    /// `--k8s-namespace` and `--pod`: each not given, or the pod's namespace is one, its name starts with one.
+    fn any_pod(&self, pod: Option<&Pod>) -> bool {
+        (self.k8s_namespaces.is_empty() || pod.is_some_and(|p| self.k8s_namespaces.contains(&p.namespace)))
+            && (self.pods.is_empty() || pod.is_some_and(|p| self.pods.iter().any(|name| p.name.starts_with(name))))
     }
 
     /// `--dns-name`: not given, or the event's DNS name is under one of its suffixes.
@@ -289,6 +311,37 @@ mod tests {
         assert!(Filter::default().matches(&Event::UdpDropped(crate::events::samples::rcvbuf_drop())));
     }
 
+    /// `--k8s-namespace` and `--pod` (a prefix) select an event by its pod; an event in no pod matches
+    /// neither, and `lost` passes both.
+    #[test]
+    fn pods_select_by_namespace_and_name_prefix() {
+        let in_pod = |pod: Option<Pod>| {
+            let mut e = crate::events::samples::icmp_sent();
+            e.meta.pod = pod;
+            Event::IcmpSent(e)
+        };
+        let coredns = in_pod(Some(crate::events::samples::pod("coredns-7db6d8ff4d-x2x9k")));
+        let none = in_pod(None);
+        let filter = |namespaces: &[&str], pods: &[&str]| Filter {
+            k8s_namespaces: namespaces.iter().map(|n| (*n).to_owned()).collect(),
+            pods: pods.iter().map(|n| (*n).to_owned()).collect(),
+            ..Filter::default()
+        };
+        assert!(filter(&["kube-system"], &[]).matches(&coredns));
+        assert!(filter(&["default", "kube-system"], &["coredns"]).matches(&coredns));
+        assert!(filter(&[], &["web", "coredns-7db"]).matches(&coredns));
+        assert!(!filter(&["default"], &[]).matches(&coredns));
+        assert!(!filter(&[], &["dns"]).matches(&coredns));
+        assert!(!filter(&["kube-system"], &["web"]).matches(&coredns));
+        assert!(!filter(&["kube-system"], &[]).matches(&none));
+        assert!(!filter(&[], &["coredns"]).matches(&none));
+        assert!(filter(&[], &[]).matches(&none));
+        let lost = Event::Lost(crate::events::Lost { time: std::time::UNIX_EPOCH, count: 1 });
+        assert!(filter(&["kube-system"], &["coredns"]).matches(&lost));
+        assert_eq!(parse_k8s_name("kube-system"), Ok("kube-system".to_owned()));
+        assert!(parse_k8s_name("Kube").is_err() && parse_k8s_name("").is_err() && parse_k8s_name("a_b").is_err());
+    }
+
     #[test]
     fn a_drop_is_selected_by_its_packet_and_its_socket_owner_but_has_no_errno() {
         let drop = Event::UdpDropped(crate::events::samples::rcvbuf_drop());
@@ -306,7 +359,7 @@ mod tests {
     use crate::events::{IcmpSent, Lost, SocketError, UdpDropped};
 
     fn meta(netns: u32) -> Meta {
-        Meta { time: std::time::UNIX_EPOCH, netns, probe: AttachMode::FEntry }
+        Meta { time: std::time::UNIX_EPOCH, netns, probe: AttachMode::FEntry, pod: None }
     }
 
     fn refused(owner: Option<(u32, &str)>) -> Event {
@@ -492,7 +545,7 @@ mod tests {
             addrs: vec![parse_prefix("fd00::/8").unwrap(), parse_prefix("192.168.1.7/16").unwrap()],
             errnos: vec![],
             netns: vec![4026531840],
-            dns_names: vec![],
+            ..Filter::default()
         };
         let k = f.for_kernel();
         assert_eq!((k.n_pids, k.n_comms, k.n_ports, k.n_addrs, k.n_errnos, k.n_netns), (2, 1, 1, 2, 0, 1));

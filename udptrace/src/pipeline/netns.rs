@@ -32,6 +32,19 @@ pub fn paths() -> HashMap<u64, PathBuf> {
     found
 }
 
+/// Up to `max` processes in network namespace `ino`, lowest pids first (reading another process's
+/// `ns/net` takes CAP_SYS_PTRACE).
+pub fn members(ino: u64, max: usize) -> Vec<u32> {
+    let mut pids: Vec<i32> =
+        procfs::process::all_processes().into_iter().flatten().flatten().map(|p| p.pid()).collect();
+    pids.sort_unstable();
+    pids.into_iter()
+        .filter(|pid| fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == ino))
+        .filter_map(|pid| u32::try_from(pid).ok())
+        .take(max)
+        .collect()
+}
+
 /// Opens the namespace `ino` at `path`, if `path` still is that namespace.
 pub fn open(ino: u64, path: &Path) -> io::Result<File> {
     let file = File::open(path)?;

@@ -18,7 +18,12 @@ use crate::{
     kernel::maps::{MapOp, MapReply, Remote},
     pipeline::{
         counters::RateLimits,
-        enrich::{conntrack::Flow, owner::Lookup, privileged::Privileged},
+        enrich::{
+            conntrack::Flow,
+            owner::Lookup,
+            pods::{self, Runtime},
+            privileged::Privileged,
+        },
     },
 };
 
@@ -235,6 +240,28 @@ impl Privileged for Client {
                 self.unexpected(&other);
                 None
             }
+        }
+    }
+
+    fn bundle(&mut self, id: &str) -> Option<(Runtime, std::fs::File)> {
+        match self.call(&Request::Bundle { id: id.to_owned() })? {
+            (Reply::Bundle(Some(runtime)), Some(fd)) => Some((runtime, fd.into())),
+            (Reply::Bundle(None) | Reply::Refused(_), _) => None,
+            (other, _) => {
+                self.unexpected(&other);
+                None
+            }
+        }
+    }
+
+    fn netns_members(&mut self, netns: u64) -> Vec<u32> {
+        match self.call(&Request::NetnsMembers { netns }) {
+            Some((Reply::NetnsMembers(pids), _)) => pids.into_iter().take(pods::MAX_MEMBERS).collect(),
+            Some((other, _)) => {
+                self.unexpected(&other);
+                Vec::new()
+            }
+            None => Vec::new(),
         }
     }
 }

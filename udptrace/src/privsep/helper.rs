@@ -18,6 +18,7 @@ use crate::{
     kernel::{maps::RawMap, misses::Misses},
     pipeline::enrich::{
         owner::Lookup,
+        pods,
         privileged::{Local, Privileged},
     },
 };
@@ -104,6 +105,12 @@ fn answer(local: &mut Local, bpf: Option<&Bpf>, request: Request) -> (Reply, Opt
         Request::RateLimits => Reply::RateLimits(local.rate_limits()),
         Request::Conntrack { netns, flow } if flow.valid() => Reply::Conntrack(local.conntrack(netns, flow)),
         Request::Conntrack { flow, .. } => Reply::Refused(format!("conntrack holds no flow {flow:?}")),
+        Request::Bundle { id } if pods::is_container_id(&id) => match local.bundle(&id) {
+            Some((runtime, file)) => return (Reply::Bundle(Some(runtime)), Some(file.into())),
+            None => Reply::Bundle(None),
+        },
+        Request::Bundle { id } => Reply::Refused(format!("{id:?} is not a container id")),
+        Request::NetnsMembers { netns } => Reply::NetnsMembers(local.netns_members(netns)),
         Request::Map { map, op } => match bpf.and_then(|bpf| bpf.maps.iter().find(|held| held.name() == map)) {
             Some(held) => Reply::Map(held.direct(op).map_err(|e| Failure::from(&e))),
             None => Reply::Refused(format!("no map {map:?} is held for the tracer")),

@@ -16,7 +16,7 @@ use crate::{
     kernel::maps::{MapOp, MapReply},
     pipeline::{
         counters::RateLimits,
-        enrich::{conntrack::Flow, owner::Holder},
+        enrich::{conntrack::Flow, owner::Holder, pods::Runtime},
     },
 };
 
@@ -37,6 +37,10 @@ pub enum Request {
     /// The translated conntrack entry of network namespace `netns` (a namespace in use) holding `flow`, a
     /// UDP or UDP-Lite flow.
     Conntrack { netns: u64, flow: Flow },
+    /// Container `id`'s runtime bundle, handed over beside the reply; `id` is 64 hex digits.
+    Bundle { id: String },
+    /// Some of the processes in network namespace `netns`.
+    NetnsMembers { netns: u64 },
     /// A call on one of the programs' maps the helper holds (kernels before 5.19 only).
     Map { map: String, op: MapOp },
     /// The programs' runs the kernel skipped (kernels before 5.19 only).
@@ -82,6 +86,9 @@ pub enum Reply {
     DiagSocket(Result<(), Failure>),
     RateLimits(Vec<(u64, Result<RateLimits, String>)>),
     Conntrack(Option<Translation>),
+    /// The bundle's file comes beside it when `Some`.
+    Bundle(Option<Runtime>),
+    NetnsMembers(Vec<u32>),
     Map(Result<MapReply, Failure>),
     Misses(Result<u64, Failure>),
     /// A request the helper does not take: a map it does not hold, a call it does not make on this kernel.

@@ -35,7 +35,7 @@ use slots::Slots;
 
 use super::Sink;
 use crate::{
-    domain::Dns,
+    domain::{Dns, Pod},
     events::{Event, METRICS},
 };
 
@@ -70,13 +70,16 @@ struct Series {
     /// How many series `family` holds (only the tracing loop adds and removes them).
     held: Arc<AtomicUsize>,
     slots: Option<Arc<Mutex<Slots>>>,
+    /// The pods' slots, with `--metrics-pods`.
+    pods: Option<Arc<Mutex<Slots>>>,
 }
 
 impl Series {
-    fn new(registry: &mut Registry, name: &'static str, help: &str, outside: bool) -> Self {
+    fn new(registry: &mut Registry, name: &'static str, help: &str, outside: bool, pods: bool) -> Self {
         let family = Family::<Labels, Counter>::default();
         registry.register(name, help, family.clone());
-        Self { name, family, held: Arc::default(), slots: outside.then(Arc::default) }
+        let pods = pods.then(|| Arc::new(Mutex::new(Slots::trusted())));
+        Self { name, family, held: Arc::default(), slots: outside.then(Arc::default), pods }
     }
 }
 
@@ -108,19 +111,21 @@ pub struct Cardinality {
     pub addresses: bool,
     /// `--metrics-dns-names`.
     pub dns_names: bool,
+    /// `--metrics-pods`.
+    pub pods: bool,
 }
 
 impl Metrics {
     /// `hooks`: each logical hook and the mode it attached in.
     pub fn new(hooks: &[(&'static str, &'static str)], cardinality: Cardinality) -> Self {
-        let Cardinality { addresses, dns_names } = cardinality;
+        let Cardinality { addresses, dns_names, pods } = cardinality;
         let mut registry = Registry::with_prefix("udptrace");
         // A counter per kind's metric, as the kind names and explains it.
         let mut kinds = Vec::new();
         let lost = Counter::default();
         for metric in METRICS {
             if metric.labelled {
-                kinds.push(Series::new(&mut registry, metric.name, metric.help, addresses));
+                kinds.push(Series::new(&mut registry, metric.name, metric.help, addresses, pods));
             } else {
                 registry.register(metric.name, metric.help, lost.clone());
             }
@@ -132,12 +137,14 @@ impl Metrics {
              cause or rate-limit scope), question type and response code (\"none\" for a query; \"unknown\" where the \
              bytes did not reach; \"other\" for a type or code without a mnemonic)",
             dns_names,
+            pods,
         );
         let translated = Series::new(
             &mut registry,
             "translated",
             "Errors and drops on connections conntrack translated (DNAT, SNAT), by event and whether conntrack ever \
              saw a reply on the connection (\"false\": the destination it was sent to never answered the flow)",
+            false,
             false,
         );
         registry.register("build", "udptrace's version", Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]));
@@ -147,11 +154,11 @@ impl Metrics {
         }
         registry.register("hook_mode", "The mode each logical hook attached in (1 for the active one)", modes);
         let folded = Family::<Labels, Counter>::default();
-        if addresses || dns_names {
+        if addresses || dns_names || pods {
             registry.register(
                 "metrics_addresses_folded",
-                "Events counted with the address (or DNS name) other: not seen in two different seconds yet, or their \
-                 counter holding as many as it takes, by counter",
+                "Events counted with the address, DNS name or pod other: an address or name not seen in two different \
+                 seconds yet, or their counter holding as many as it takes, by counter",
                 folded.clone(),
             );
         }
@@ -190,19 +197,20 @@ impl Metrics {
             self.lost.inc_by(sample.count);
             return;
         };
-        self.add(series, sample.labels, sample.address, sample.count, now);
+        let pod = kind.pod();
+        self.add(series, sample.labels, sample.address, pod, sample.count, now);
         if let Some(translation) = kind.conntrack() {
             let labels = vec![("event", kind.name().to_owned()), ("replied", translation.replied.to_string())];
-            self.add(&self.translated, labels, None, sample.count, now);
+            self.add(&self.translated, labels, None, None, sample.count, now);
         }
         if let Some(dns) = kind.dns() {
-            self.dns(kind.name(), sample.outcome, dns, sample.count, now);
+            self.dns(kind.name(), sample.outcome, dns, pod, sample.count, now);
         }
     }
 
     /// Counts an event about a DNS datagram in `udptrace_dns_errors_total`. The type and response code are
     /// mnemonics or `other`; the name is a label only with `--metrics-dns-names`.
-    fn dns(&self, event: &'static str, outcome: String, dns: &Dns, count: u64, now: u64) {
+    fn dns(&self, event: &'static str, outcome: String, dns: &Dns, pod: Option<&Pod>, count: u64, now: u64) {
         let rcode = match dns.response {
             Some(true) => dns.rcode.as_deref().map_or("unknown", crate::dns::rcode_label),
             Some(false) => "none",
@@ -215,13 +223,22 @@ impl Metrics {
             ("rcode", rcode.to_owned()),
         ];
         let name = dns.qname.as_deref().map_or_else(|| "unknown".to_owned(), |n| crate::dns::shown(n).to_owned());
-        self.add(&self.dns_errors, labels, Some(("name", name)), count, now);
+        self.add(&self.dns_errors, labels, Some(("name", name)), pod, count, now);
     }
 
     /// Adds `count` to `series` under `labels` and, when its option is on and the event has one, the label
-    /// from outside (`other` until the value has a slot); past [`MAX_SERIES`] series, to the overflow count
-    /// instead.
-    fn add(&self, series: &Series, mut labels: Labels, outside: Option<(&'static str, String)>, count: u64, now: u64) {
+    /// from outside (`other` until the value has a slot) and the pod's (`k8s_namespace_name`,
+    /// `k8s_pod_name`: empty for an event in no pod, `other` past the slots); past [`MAX_SERIES`] series, to
+    /// the overflow count instead.
+    fn add(
+        &self,
+        series: &Series,
+        mut labels: Labels,
+        outside: Option<(&'static str, String)>,
+        pod: Option<&Pod>,
+        count: u64,
+        now: u64,
+    ) {
         let by_counter = || vec![("counter", series.name.to_owned())];
         let mut slots = series.slots.as_ref().map(|s| s.lock().unwrap_or_else(PoisonError::into_inner));
         let mut held = None;
@@ -239,6 +256,28 @@ impl Metrics {
                 self.folded.get_or_create(&by_counter()).inc_by(count);
             }
         }
+        let mut pods = series.pods.as_ref().map(|s| s.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut pod_held = None;
+        if let Some(pods) = &mut pods {
+            for gone in pods.sweep(now) {
+                if series.family.remove(&gone) {
+                    series.held.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+            let (namespace, name) = match pod {
+                None => (String::new(), String::new()),
+                Some(pod) if pods.admit(&format!("{}/{}", pod.namespace, pod.name), now) => {
+                    pod_held = Some(format!("{}/{}", pod.namespace, pod.name));
+                    (pod.namespace.clone(), pod.name.clone())
+                }
+                Some(_) => {
+                    self.folded.get_or_create(&by_counter()).inc_by(count);
+                    ("other".to_owned(), "other".to_owned())
+                }
+            };
+            labels.push(("k8s_namespace_name", namespace));
+            labels.push(("k8s_pod_name", name));
+        }
         match series.family.get(&labels) {
             Some(counter) => {
                 counter.inc_by(count);
@@ -254,6 +293,9 @@ impl Metrics {
         }
         if let (Some(slots), Some(value)) = (&mut slots, held) {
             slots.record(&value, &labels);
+        }
+        if let (Some(pods), Some(value)) = (&mut pods, pod_held) {
+            pods.record(&value, &labels);
         }
     }
 
@@ -488,13 +530,53 @@ mod tests {
         let labels = |n: usize| vec![("n", n.to_string())];
         let drops = metrics.kinds.iter().find(|s| s.name == "udp_drops").expect("the drops' counter");
         for n in 0..MAX_SERIES + 7 {
-            metrics.add(drops, labels(n), None, 2, 1);
+            metrics.add(drops, labels(n), None, None, 2, 1);
         }
         let text = metrics.encode();
         assert_eq!(series(&text, "udp_drops"), MAX_SERIES);
         assert!(text.contains("udptrace_metrics_series_overflow_total{counter=\"udp_drops\"} 14"), "{text}");
         // A series it holds still counts.
-        metrics.add(drops, labels(0), None, 1, 1);
+        metrics.add(drops, labels(0), None, None, 1, 1);
         assert!(metrics.encode().contains("udp_drops_total{n=\"0\"} 3"));
+    }
+
+    /// `--metrics-pods`: each counter labels the pod (empty for an event in none), a DNS event's counter too;
+    /// past MAX_VALUES pods the rest count as other, and are said to be folded.
+    #[test]
+    fn pods_label_the_counters_up_to_so_many() {
+        let metrics = Metrics::new(&[], Cardinality { pods: true, ..Cardinality::default() });
+        let in_pod = |name: &str| {
+            let mut e = samples::owned_socket_error();
+            e.meta.pod = Some(samples::pod(name));
+            Event::SocketError(e)
+        };
+        metrics.count_at(&in_pod("coredns-1"), 1);
+        metrics.count_at(&in_pod("coredns-1"), 1);
+        metrics.count_at(&Event::SocketError(samples::owned_socket_error()), 1);
+        let mut query = samples::dns_drop();
+        query.meta.pod = Some(samples::pod("coredns-1"));
+        metrics.count_at(&Event::UdpDropped(query), 1);
+        let text = metrics.encode();
+        let refused = "udptrace_socket_errors_total{errno=\"ECONNREFUSED\",verdict=\"delivered\",family=\"ipv4\"";
+        assert!(
+            text.contains(&format!("{refused},k8s_namespace_name=\"kube-system\",k8s_pod_name=\"coredns-1\"}} 2")),
+            "{text}"
+        );
+        assert!(text.contains(&format!("{refused},k8s_namespace_name=\"\",k8s_pod_name=\"\"}} 1")), "{text}");
+        assert!(
+            text.lines().any(|l| l.starts_with("udptrace_dns_errors_total{")
+                && l.contains("k8s_namespace_name=\"kube-system\",k8s_pod_name=\"coredns-1\"")),
+            "{text}"
+        );
+        for n in 0..MAX_VALUES + 5 {
+            metrics.count_at(&in_pod(&format!("p{n}")), 2);
+        }
+        let text = metrics.encode();
+        assert!(text.contains(&format!("{refused},k8s_namespace_name=\"other\",k8s_pod_name=\"other\"}} 6")), "{text}");
+        assert!(text.contains("udptrace_metrics_addresses_folded_total{counter=\"socket_errors\"} 6"), "{text}");
+        // Without the option, no pod label.
+        let plain = Metrics::new(&[], Cardinality::default());
+        plain.count_at(&in_pod("coredns-1"), 1);
+        assert!(!plain.encode().contains("k8s_"), "{}", plain.encode());
     }
 }

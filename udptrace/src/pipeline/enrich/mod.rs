@@ -10,6 +10,7 @@
 pub mod cause;
 pub mod conntrack;
 pub mod owner;
+pub mod pods;
 pub mod privileged;
 pub mod recent;
 pub mod sockets;
@@ -20,6 +21,7 @@ use self::{
     cause::Symbols,
     conntrack::Flow,
     owner::{Cgroups, Lookup},
+    pods::Pods,
     privileged::{Local, Privileged},
     recent::Recent,
     sockets::SocketTable,
@@ -52,6 +54,8 @@ pub struct Enricher {
     tunnels: Recent<u64, Option<bool>>,
     /// Conntrack's entries of translated flows, for events whose program read none.
     conntracks: Conntracks,
+    /// The Kubernetes pods of owners and network namespaces.
+    pods: Pods,
     /// Sockets' creators as the programs recorded them, for sockets found in the socket table.
     creators: Option<Creators>,
     /// The names of this kernel's drop reasons (`enum skb_drop_reason`), by value.
@@ -81,6 +85,7 @@ impl Enricher {
         Self {
             kallsyms,
             helper: Box::new(Local::default()),
+            pods: Pods::new(cgroup_root.clone(), crate::pipeline::netns::own()),
             owners: Owners { cgroups: Cgroups::new(cgroup_root), recent: Recent::default() },
             sockets: SocketTable::default(),
             kernel_sockets: Recent::default(),
@@ -190,6 +195,18 @@ impl Enricher {
         if let Event::SocketError(e) = event {
             tunnel_or_kernel(&mut *self.helper, &mut self.tunnels, e);
         }
+        let (meta, owner) = match event {
+            Event::SocketError(e) => (&mut e.meta, e.owner.as_ref()),
+            Event::UdpDropped(e) => (&mut e.meta, e.owner.as_ref()),
+            Event::IcmpSent(e) => (&mut e.meta, None),
+            Event::IcmpSuppressed(e) => (&mut e.meta, None),
+            Event::Lost(_) => return self.pop(),
+        };
+        meta.pod = self.pods.of_event(&mut *self.helper, owner, meta.netns);
+        self.pop()
+    }
+
+    fn pop(&mut self) -> Option<Event> {
         self.wake_at = None;
         self.queue.pop_front().map(|(event, ..)| event)
     }
@@ -199,9 +216,11 @@ impl Enricher {
         self.wake_at
     }
 
-    /// Once a second: closes what lookups left idle (see [`SocketTable::sweep`]).
+    /// Once a second: closes what lookups left idle (see [`SocketTable::sweep`]), forgets the pods of
+    /// containers that are gone.
     pub fn housekeeping(&mut self) {
         self.sockets.sweep();
+        self.pods.sweep();
     }
 
     /// From now on nothing waits: the session is ending, and the programs hand over nothing more, so one
@@ -503,6 +522,12 @@ mod tests {
         fn conntrack(&mut self, _: u64, _: Flow) -> Option<Translation> {
             None
         }
+        fn bundle(&mut self, _: &str) -> Option<(pods::Runtime, std::fs::File)> {
+            None
+        }
+        fn netns_members(&mut self, _: u64) -> Vec<u32> {
+            Vec::new()
+        }
     }
 
     /// A flood of errors about one socket older than udptrace asks the helper once, not once per error, and
@@ -555,6 +580,12 @@ mod tests {
             (netns == self.netns
                 && [e.original, e.reply].contains(&crate::domain::Tuple { src: flow.src, dst: flow.dst }))
             .then_some(*e)
+        }
+        fn bundle(&mut self, _: &str) -> Option<(pods::Runtime, std::fs::File)> {
+            None
+        }
+        fn netns_members(&mut self, _: u64) -> Vec<u32> {
+            Vec::new()
         }
     }
 

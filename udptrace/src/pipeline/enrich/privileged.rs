@@ -3,6 +3,7 @@
 
 use std::{
     collections::HashMap,
+    fs::File,
     io,
     os::fd::{FromRawFd as _, OwnedFd},
     path::PathBuf,
@@ -12,6 +13,7 @@ use std::{
 use super::{
     conntrack::{self, Flow},
     owner::{self, Lookup, Resolver},
+    pods::{self, Runtime},
 };
 use crate::{
     domain::Translation,
@@ -38,6 +40,11 @@ pub trait Privileged {
     /// The translated conntrack entry of network namespace `netns` that holds `flow` (ctnetlink, which takes
     /// CAP_NET_ADMIN); `None` where there is none, or it cannot be asked.
     fn conntrack(&mut self, netns: u64, flow: Flow) -> Option<Translation>;
+    /// Container `id`'s runtime bundle (`config.json`), opened for reading, and whose it is: the
+    /// directories are the runtime's, mode 0700. `None` where neither runtime has one.
+    fn bundle(&mut self, id: &str) -> Option<(Runtime, File)>;
+    /// Some of the processes in network namespace `netns` (at most [`pods::MAX_MEMBERS`]).
+    fn netns_members(&mut self, netns: u64) -> Vec<u32>;
 }
 
 /// The requests answered in this process: by the helper, and by a process that has not split (tests).
@@ -146,6 +153,20 @@ impl Privileged for Local {
                 None
             }
         }
+    }
+
+    fn bundle(&mut self, id: &str) -> Option<(Runtime, File)> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        // Only a regular file, not a link a container's writer could have put there.
+        let open = |path| std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path);
+        Runtime::bundles(id)?.into_iter().find_map(|(runtime, path)| {
+            let file = open(path).ok()?;
+            file.metadata().ok()?.is_file().then_some((runtime, file))
+        })
+    }
+
+    fn netns_members(&mut self, netns: u64) -> Vec<u32> {
+        netns::members(netns, pods::MAX_MEMBERS)
     }
 }
 
