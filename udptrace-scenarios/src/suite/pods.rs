@@ -103,7 +103,7 @@ fn text_line(config: &Config, text: &mut Tracer, holds: &[&str]) -> Result<Strin
 }
 
 /// Whether the text `line` names the pod as `want` says: `pod NS/NAME (CONTAINER)`, `pod NS/NAME` with no
-/// container after it, or no pod at all.
+/// container after it, or no pod at all. A pod takes the place of the container id (`container <12 hex>`).
 fn says(line: Result<String>, want: Want) -> Outcome {
     let line = match line {
         Ok(line) => line,
@@ -117,8 +117,12 @@ fn says(line: Result<String>, want: Want) -> Outcome {
         };
     };
     let named = pod.text(container);
+    let id_too = line
+        .match_indices(" container ")
+        .any(|(at, word)| line[at + word.len()..].chars().take(12).filter(char::is_ascii_hexdigit).count() == 12);
     match line.find(&named) {
         None => Outcome::Fail(format!("want `{named}` in {line:?}")),
+        Some(_) if id_too => Outcome::Fail(format!("want `{named}` in place of the container id in {line:?}")),
         Some(at) if container.is_none() && line[at + named.len()..].starts_with(" (") => {
             Outcome::Fail(format!("want `{named}` with no container after it in {line:?}"))
         }
@@ -328,7 +332,8 @@ pub(super) fn pod_bad_bundle(config: &Config, _shared: &mut Tracer) -> Result<Re
 }
 
 /// Processes that are no pod's, on a node with pods: one where the suite runs, one in a Docker container's
-/// cgroup (`/docker/<id>`, an id with no bundle of the CRI's). Neither has a pod.
+/// cgroup (`/docker/<id>`, an id with no bundle of the CRI's). Neither has a pod; nor has the port unreachable
+/// that refuses the first, sent from a network namespace no pod's process is in (`icmp_sent`, no owner).
 pub(super) fn pod_none(config: &Config, _shared: &mut Tracer) -> Result<Results> {
     if let Some(skip) = elsewhere(config) {
         return Ok(skip);
@@ -357,11 +362,15 @@ pub(super) fn pod_none(config: &Config, _shared: &mut Tracer) -> Result<Results>
     let docker_cgroup = format!("/docker/{docker_id}");
     let (docker_named, docker_said) =
         refused(config, out, &hosts, &in_docker, ("syslog-ng", Some(&docker_cgroup)), None);
+    let server = SocketAddr::new(TwoHosts::server_ip(Family::V4), CLOSED_PORT);
+    let sent = json!({"packet": packet(plain.local, server), "cause": "no_listener", "pod": null});
+    let no_pods_netns = check_icmp_sent(config, &mut json_out, &hosts.server, Family::V4, plain.local, sent);
     Ok(vec![
         ("plain_process", plain_named),
         ("plain_process_text", plain_said),
         ("docker_container", docker_named),
         ("docker_container_text", docker_said),
+        ("netns_of_no_pod", no_pods_netns),
     ])
 }
 
@@ -441,6 +450,8 @@ mod tests {
         let unowned = "... icmp port-unreachable pod shop/cart-1  netns 1  (...)";
         assert_eq!(says(line(unowned), Some((&pod, None))), Outcome::Pass);
         assert!(matches!(says(line(unowned), Some((&pod, Some("cart")))), Outcome::Fail(_)));
+        let both = "... pid 7 cart container 4f9a4f9a4f9a pod shop/cart-1 (cart)  netns 1  (...)";
+        assert!(matches!(says(line(both), Some((&pod, Some("cart")))), Outcome::Fail(_)));
         assert_eq!(says(line("... pid 7 ntpdate  netns 1  (...)"), None), Outcome::Pass);
         assert!(matches!(says(Err(anyhow::anyhow!("no line")), None), Outcome::Fail(_)));
     }
