@@ -536,7 +536,7 @@ fn marked_pid(name: &str) -> Option<u32> {
 
 /// Removes the cgroups a killed run left: marked with a pid that is gone.
 fn sweep_stale(root: &Path) {
-    for top in ["kubepods.slice", "kubepods"] {
+    for top in ["kubepods.slice", "kubepods", "docker"] {
         sweep_under(&root.join(top));
     }
 }
