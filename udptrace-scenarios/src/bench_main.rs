@@ -54,6 +54,10 @@ fn main() -> ExitCode {
     if argv.get(1).map(String::as_str) == Some(bench_traffic::COMMAND) {
         return bench_traffic::main(&argv[2..]);
     }
+    // The holder of the Kubernetes node of the `in a pod` variants (`kube::Node`).
+    if argv.get(1).map(String::as_str) == Some("helper") {
+        return udptrace_scenarios::helper::main(&argv[2..]);
+    }
     let args = Args::parse();
     let mut options = Options {
         udptrace: args.udptrace,

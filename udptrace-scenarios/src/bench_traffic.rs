@@ -119,8 +119,19 @@ fn send_main(args: &[String]) -> Result<()> {
         [rest @ .., last] if last == "wait" => (true, rest),
         _ => (false, args),
     };
+    // A cgroup to run in (a pod's container), joined before anything is opened: the socket's owner is
+    // recorded with the cgroup its creator is in.
+    let args = match args {
+        [rest @ .., last] if last.starts_with("cgroup=") => {
+            let dir = &last["cgroup=".len()..];
+            std::fs::write(format!("{dir}/cgroup.procs"), std::process::id().to_string())
+                .with_context(|| format!("joining the cgroup {dir}"))?;
+            rest
+        }
+        _ => args,
+    };
     let [netns, to, seconds, bytes, how] = args else {
-        bail!("usage: {COMMAND} send NETNS ADDR:PORT SECONDS BYTES connected|unconnected|flows=N [wait]");
+        bail!("usage: {COMMAND} send NETNS ADDR:PORT SECONDS BYTES connected|unconnected|flows=N [cgroup=DIR] [wait]");
     };
     let to = address(to)?;
     let seconds = match seconds.parse::<f64>() {
@@ -443,10 +454,24 @@ pub struct Sender {
 }
 
 impl Sender {
-    /// Starts a sender in `ns` that opens its socket to `to` as `how` says, and returns once it has.
-    pub fn open(ns: &Netns, to: SocketAddr, seconds: f64, bytes: usize, how: How) -> Result<Self> {
+    /// Starts a sender in `ns` that opens its socket to `to` as `how` says, and returns once it has; in the
+    /// cgroup whose directory is `cgroup`, joined before the socket is opened, where one is given.
+    pub fn open(
+        ns: &Netns,
+        to: SocketAddr,
+        seconds: f64,
+        bytes: usize,
+        how: How,
+        cgroup: Option<&str>,
+    ) -> Result<Self> {
         let (path, to, secs, bytes) = (ns.path(), to.to_string(), seconds.to_string(), bytes.to_string());
-        let (side, line) = Side::start(&["send", &path, &to, &secs, &bytes, &how.arg(), "wait"], "sender")?;
+        let mut args = vec!["send", &path, &to, &secs, &bytes];
+        let how = how.arg();
+        args.push(&how);
+        let joined = cgroup.map(|dir| format!("cgroup={dir}"));
+        args.extend(joined.as_deref());
+        args.push("wait");
+        let (side, line) = Side::start(&args, "sender")?;
         if line != "ready" {
             bail!("the sender said {line:?}");
         }

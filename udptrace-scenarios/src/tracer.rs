@@ -198,31 +198,9 @@ impl Tracer {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         // Opened here, entered in the child between fork and exec.
-        let netns = netns
-            .map(|ns| std::fs::File::open(ns.path()).with_context(|| format!("opening {}", ns.path())))
-            .transpose()?;
-        if let Some(file) = &netns {
-            let fd = std::os::fd::AsRawFd::as_raw_fd(file);
-            // SAFETY: setns is async-signal-safe, and the closure touches nothing but the descriptor, which
-            // outlives the spawn.
-            unsafe {
-                std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
-                    if libc::setns(fd, libc::CLONE_NEWNET) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
-                });
-            }
-        }
-        let mounts = mounts
-            .map(|path| std::fs::File::open(path).with_context(|| format!("opening {}", path.display())))
-            .transpose()?;
-        if let Some(file) = &mounts {
-            let fd = std::os::fd::AsRawFd::as_raw_fd(file);
-            // SAFETY: as above. The child's fs_struct is its own after fork, as setns(CLONE_NEWNS) needs.
-            unsafe {
-                std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
-                    if libc::setns(fd, libc::CLONE_NEWNS) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
-                });
-            }
-        }
+        let netns =
+            netns.map(|ns| enter_on_exec(&mut command, Path::new(&ns.path()), libc::CLONE_NEWNET)).transpose()?;
+        let mounts = mounts.map(|path| enter_on_exec(&mut command, path, libc::CLONE_NEWNS)).transpose()?;
         let mut child = command.spawn().with_context(|| format!("starting {}", udptrace.display()))?;
         drop((netns, mounts));
         let (event_tx, events) = channel();
@@ -502,4 +480,20 @@ mod tests {
         );
         assert!(parse_attached("").is_empty());
     }
+}
+
+/// Makes `command`'s child enter the namespace at `path` (of type `kind`) between fork and exec. Returns the
+/// namespace's descriptor, which must outlive the spawn.
+pub fn enter_on_exec(command: &mut Command, path: &Path, kind: libc::c_int) -> Result<std::fs::File> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    // SAFETY: setns is async-signal-safe, and the closure touches nothing but the descriptor, which outlives
+    // the spawn. For a mount namespace, the child's fs_struct is its own after fork, as setns(CLONE_NEWNS)
+    // needs.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(command, move || {
+            if libc::setns(fd, kind) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+        });
+    }
+    Ok(file)
 }

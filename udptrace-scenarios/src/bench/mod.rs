@@ -28,7 +28,8 @@
 //!    udptrace started, whose owner the programs recorded, and once with it opened before, whose owner
 //!    udptrace looks up in /proc through its privileged helper, a request per event. Each event's `holders`
 //!    (set only by /proc) is read to hold each run to the way it claims; and udptrace's CPU time per event,
-//!    with its helper's.
+//!    with its helper's. And once more with the sender in a Kubernetes pod's container (its cgroup, and its
+//!    runtime's bundle on the node udptrace runs on, `kube::Node`): what naming the pod adds per event.
 //! 3. Start-up (spawn to `udptrace: tracing`) and peak RSS.
 //! 4. Drop flood: the hot path's sender (`send()` on a connected socket to an open port, as fast as it
 //!    goes) to a receiver that reads nothing until the end and has a small receive buffer (`SO_RCVBUF`
@@ -214,6 +215,9 @@ enum Variant {
     /// As `OwnerRecorded`, with the socket opened before udptrace started: each event's owner is looked up
     /// in /proc by the privileged helper, a request per event.
     OwnerFromProc(String),
+    /// As `OwnerRecorded`, with the sender in a Kubernetes pod's container (its cgroup, its runtime's bundle
+    /// on the node udptrace runs on): each event names the pod, looked up once for the container.
+    OwnerInPod(String),
     Bpftrace,
     /// `bpftrace -e` with [`paths::BPFTRACE_DROPS`], in the drop floods.
     BpftraceDrops,
@@ -234,6 +238,7 @@ impl Variant {
             Variant::Summary(mode) => format!("udptrace {mode} --summary 1"),
             Variant::BareConnected => "no tracer, connected sender".to_owned(),
             Variant::OwnerRecorded(mode) => format!("udptrace {mode} --json --netns CLIENT"),
+            Variant::OwnerInPod(mode) => format!("udptrace {mode} --json --netns CLIENT, in a pod"),
             Variant::OwnerFromProc(mode) => {
                 format!("udptrace {mode} --json --netns CLIENT, socket older than udptrace")
             }
@@ -271,7 +276,8 @@ impl Variant {
             | Variant::Quiet(mode)
             | Variant::Summary(mode)
             | Variant::OwnerRecorded(mode)
-            | Variant::OwnerFromProc(mode) => Some(mode),
+            | Variant::OwnerFromProc(mode)
+            | Variant::OwnerInPod(mode) => Some(mode),
             _ => None,
         }
     }
@@ -279,7 +285,10 @@ impl Variant {
     /// Whether the error path's sender is connected to the closed port, so that its socket is told of
     /// every error: the variants that measure the socket owner's lookup, and their baseline.
     fn connected_sender(&self) -> bool {
-        matches!(self.split().1, Variant::BareConnected | Variant::OwnerRecorded(_) | Variant::OwnerFromProc(_))
+        matches!(
+            self.split().1,
+            Variant::BareConnected | Variant::OwnerRecorded(_) | Variant::OwnerFromProc(_) | Variant::OwnerInPod(_)
+        )
     }
 }
 
@@ -305,6 +314,27 @@ fn median(values: &mut [f64]) -> f64 {
 struct Hosts {
     client: Netns,
     server: Netns,
+    /// A Kubernetes node for the `in a pod` variants, with the container the sender runs in; why not, where
+    /// none could be made.
+    pod: std::result::Result<PodSender, String>,
+}
+
+/// A node (its runtime's files in a mount namespace of its own) and a pod's container on it.
+struct PodSender {
+    node: crate::kube::Node,
+    container: crate::kube::Container,
+}
+
+impl PodSender {
+    /// containerd, the systemd cgroup driver, a Burstable pod: the layout of most managed clusters.
+    fn new() -> Result<Self> {
+        use crate::kube::{Driver, Node, Pod, Qos, Runtime};
+        let node = Node::new(&std::env::current_exe()?)?;
+        let pod = Pod::new("bench", "sender-5d8f7c9b4-q7w2x", Qos::Burstable, Driver::Systemd, Runtime::Containerd)?;
+        node.start_pod(&pod)?;
+        let container = node.start_container(&pod, "sender")?;
+        Ok(Self { node, container })
+    }
 }
 
 impl Hosts {
@@ -316,7 +346,8 @@ impl Hosts {
         client.ip(&["route", "add", "10.96.0.0/24", "via", SERVER])?;
         // No ICMP type is rate-limited in the server: every datagram to the closed port draws an error.
         server.sysctl("net.ipv4.icmp_ratemask", "0")?;
-        Ok(Self { client, server })
+        let pod = PodSender::new().map_err(|e| crate::outcome::one_line(&format!("{e:#}")));
+        Ok(Self { client, server, pod })
     }
 
     fn server(port: u16) -> SocketAddr {

@@ -139,6 +139,10 @@ pub(super) fn error_path(
     }
     for mode in socket_error_modes {
         variants.extend([Variant::OwnerRecorded(mode.clone()), Variant::OwnerFromProc(mode.clone())]);
+        match &hosts.pod {
+            Ok(_) => variants.push(Variant::OwnerInPod(mode.clone())),
+            Err(why) => report.left_out.push(format!("udptrace {mode} --json --netns CLIENT, in a pod: {why}")),
+        }
     }
     for ct in conntrack {
         let on = |variant: Variant| Variant::Conntrack(*ct, Box::new(variant));
@@ -178,8 +182,15 @@ pub(super) fn error_path(
         let _rules = ct.map(|ct| ct.apply(hosts)).transpose()?;
         let to = Ct::to(ct, CLOSED_PORT);
         let send = || bench_traffic::send(&hosts.client, to, options.seconds, DATAGRAM_BYTES, How::Unconnected);
+        // The `in a pod` variant's sender runs in its pod's container.
+        let cgroup = match inner {
+            Variant::OwnerInPod(_) => {
+                Some(hosts.pod.as_ref().map_err(|why| anyhow::anyhow!("{why}"))?.container.dir.as_str())
+            }
+            _ => None,
+        };
         let open_connected =
-            || bench_traffic::Sender::open(&hosts.client, to, options.seconds, DATAGRAM_BYTES, How::Connected);
+            || bench_traffic::Sender::open(&hosts.client, to, options.seconds, DATAGRAM_BYTES, How::Connected, cgroup);
         let before = icmp_counters(&hosts.server)?;
         let tool = |command: Command, ready: &str, scratch: Option<PathBuf>| {
             start_tool(command, ready, scratch)
@@ -195,7 +206,8 @@ pub(super) fn error_path(
             | Variant::Quiet(mode)
             | Variant::Summary(mode)
             | Variant::OwnerRecorded(mode)
-            | Variant::OwnerFromProc(mode) => {
+            | Variant::OwnerFromProc(mode)
+            | Variant::OwnerInPod(mode) => {
                 let from_proc = matches!(inner, Variant::OwnerFromProc(_));
                 let mut sender = if from_proc { Some(open_connected()?) } else { None };
                 let (mut tracer, ids) = start_udptrace(options, variant, hosts, starts)?.context("udptrace")?;
@@ -256,8 +268,13 @@ pub(super) fn error_path(
                 let added_up = events <= kernel && kernel <= events + lost;
                 // An owners' variant measures what it says only if every event names an owner, and /proc named
                 // every one (the socket older than udptrace) or none (the programs recorded it).
-                let as_claimed =
-                    owners.is_none_or(|o| o.owned == o.events && o.from_proc == if from_proc { o.events } else { 0 });
+                // The `in a pod` variant's, only if every event names the pod.
+                let in_pod = matches!(inner, Variant::OwnerInPod(_));
+                let as_claimed = owners.is_none_or(|o| {
+                    o.owned == o.events
+                        && o.from_proc == if from_proc { o.events } else { 0 }
+                        && o.in_pod == if in_pod { o.events } else { 0 }
+                });
                 entry.accounted_rounds += usize::from(added_up && as_claimed);
                 entry.kernel += kernel;
                 entry.events += events;

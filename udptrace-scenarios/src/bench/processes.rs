@@ -136,15 +136,33 @@ pub(super) struct Printer {
 impl Printer {
     /// Prints text, or JSON whose events `reading` says are counted; only what happens in `netns`.
     pub(super) fn start(udptrace: &Path, mode: &str, netns: &str, reading: Reading, extra: &[&str]) -> Result<Self> {
-        let mut child = Command::new(udptrace)
+        let mut command = Command::new(udptrace);
+        command.args(extra);
+        Self::spawn(command, mode, netns, reading)
+    }
+
+    /// As [`Printer::start`], in the mount namespace at `mounts` (a Kubernetes node's).
+    pub(super) fn start_on(
+        udptrace: &Path,
+        mode: &str,
+        netns: &str,
+        reading: Reading,
+        mounts: Option<&Path>,
+    ) -> Result<Self> {
+        let mut command = Command::new(udptrace);
+        let _mounts = mounts.map(|m| crate::tracer::enter_on_exec(&mut command, m, libc::CLONE_NEWNS)).transpose()?;
+        Self::spawn(command, mode, netns, reading)
+    }
+
+    fn spawn(mut command: Command, mode: &str, netns: &str, reading: Reading) -> Result<Self> {
+        let mut child = command
             .args((!matches!(reading, Reading::Text)).then_some("--json"))
-            .args(extra)
             .args(["--probe", mode, "--netns", netns])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .with_context(|| format!("starting {}", udptrace.display()))?;
+            .with_context(|| format!("starting {}", command.get_program().to_string_lossy()))?;
         let mut stdout = child.stdout.take().context("udptrace stdout")?;
         let counted = match reading {
             Reading::Text => {
@@ -334,6 +352,12 @@ pub(super) fn start_udptrace(
         Variant::OwnerRecorded(_) | Variant::OwnerFromProc(_) => {
             let client_ns = &hosts.client.inode.to_string();
             Running::Printing(Printer::start(&options.udptrace, mode, client_ns, Reading::SocketErrors, &[])?)
+        }
+        Variant::OwnerInPod(_) => {
+            let client_ns = &hosts.client.inode.to_string();
+            let node = &hosts.pod.as_ref().map_err(|why| anyhow::anyhow!("{why}"))?.node;
+            let reading = Reading::SocketErrors;
+            Running::Printing(Printer::start_on(&options.udptrace, mode, client_ns, reading, Some(&node.mounts()))?)
         }
         _ => Running::Printing(Printer::start(&options.udptrace, mode, server_ns, Reading::Text, &[])?),
     };

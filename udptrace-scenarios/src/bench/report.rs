@@ -106,6 +106,8 @@ pub struct SocketErrorOwners {
     /// Those whose owner /proc named: `holders` is set only then (or for a kernel socket, which these are
     /// not).
     pub from_proc: u64,
+    /// Those that name a pod (`pod` set).
+    pub in_pod: u64,
 }
 
 impl SocketErrorOwners {
@@ -119,12 +121,14 @@ impl SocketErrorOwners {
         self.events += 1;
         self.owned += u64::from(!line.contains(r#""pid":null"#));
         self.from_proc += u64::from(!line.contains(r#""holders":null"#));
+        self.in_pod += u64::from(!line.contains(r#""pod":null"#));
     }
 
     pub(super) fn add(&mut self, other: Self) {
         self.events += other.events;
         self.owned += other.owned;
         self.from_proc += other.from_proc;
+        self.in_pod += other.in_pod;
     }
 }
 
@@ -346,7 +350,8 @@ impl Report {
              skipped are counted lost before the `--netns` filter). With `--netns CLIENT` the kernel's count is the \
              port unreachables the client received (`IcmpMsg: InType3`), and a round accounts only if every event \
              names an owner and, as the variant claims, every one (socket older than udptrace) or none (the \
-             programs' records) has the `holders` only /proc gives. CPU per event: udptrace's CPU time (user and \
+             programs' records) has the `holders` only /proc gives, and every one (`in a pod`) or none names a pod. \
+             CPU per event: udptrace's CPU time (user and \
              system, its helper's included) from the sender's start to the end of the wait after it, per event \
              shown:\n\n\
              | variant | counted from | rounds | kernel sent | events | lost | owner from /proc | accounted | CPU per event (us) |\n\
