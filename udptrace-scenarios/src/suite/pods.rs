@@ -133,24 +133,41 @@ fn says(line: Result<String>, want: Want) -> Outcome {
 /// A containerd container (systemd driver, Burstable: `cri-containerd-<id>.scope`) whose connected socket is
 /// refused: its `socket_error` names the pod and the container, from the bundle's annotations.
 pub(super) fn pod_containerd(config: &Config, _shared: &mut Tracer) -> Result<Results> {
+    let pod =
+        Pod::new("kube-system", "coredns-7db6d8ff4d-x2x9k", Qos::Burstable, Driver::Systemd, Runtime::Containerd)?;
+    refused_in_pod(config, pod, "coredns", Started::BeforeUdptrace)
+}
+
+/// When a pod's container starts, beside udptrace.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Started {
+    BeforeUdptrace,
+    AfterUdptrace,
+}
+
+/// `pod`, with a container `name` started `when`, whose connected socket is refused: its
+/// `socket_error` names the pod and the container.
+fn refused_in_pod(config: &Config, pod: Pod, name: &str, when: Started) -> Result<Results> {
     if let Some(skip) = elsewhere(config) {
         return Ok(skip);
     }
     let hosts = TwoHosts::new()?;
     let node = Node::new(&config.helper)?;
-    let pod =
-        Pod::new("kube-system", "coredns-7db6d8ff4d-x2x9k", Qos::Burstable, Driver::Systemd, Runtime::Containerd)?;
+    let mut outputs = (when == Started::AfterUdptrace).then(|| tracers(config, &node, &hosts)).transpose()?;
     node.start_pod(&pod)?;
-    let coredns = node.start_container(&pod, "coredns")?;
-    let (mut json_out, mut text_out) = tracers(config, &node, &hosts)?;
-    let client = client_in(config, &hosts, Some(&coredns), "coredns")?;
+    let container = node.start_container(&pod, name)?;
+    let (mut json_out, mut text_out) = match outputs.take() {
+        Some(outputs) => outputs,
+        None => tracers(config, &node, &hosts)?,
+    };
+    let client = client_in(config, &hosts, Some(&container), name)?;
     let (named, said) = refused(
         config,
         (&mut json_out, &mut text_out),
         &hosts,
         &client,
-        ("coredns", Some(&coredns.cgroup)),
-        Some((&pod, Some("coredns"))),
+        (name, Some(&container.cgroup)),
+        Some((&pod, Some(name))),
     );
     Ok(vec![("pod", named), ("text", said)])
 }
@@ -267,25 +284,8 @@ pub(super) fn pod_netns_icmp(config: &Config, _shared: &mut Tracer) -> Result<Re
 /// `kubepods/burstable/pod<uid>/<id>`): its bundle and cgroup are new to the running udptrace, which still
 /// names it.
 pub(super) fn pod_late_container(config: &Config, _shared: &mut Tracer) -> Result<Results> {
-    if let Some(skip) = elsewhere(config) {
-        return Ok(skip);
-    }
-    let hosts = TwoHosts::new()?;
-    let node = Node::new(&config.helper)?;
-    let (mut json_out, mut text_out) = tracers(config, &node, &hosts)?;
     let pod = Pod::new("shop", "checkout-7c9f8b6d4-x2x9k", Qos::Burstable, Driver::Cgroupfs, Runtime::Containerd)?;
-    node.start_pod(&pod)?;
-    let checkout = node.start_container(&pod, "checkout")?;
-    let client = client_in(config, &hosts, Some(&checkout), "checkout")?;
-    let (named, said) = refused(
-        config,
-        (&mut json_out, &mut text_out),
-        &hosts,
-        &client,
-        ("checkout", Some(&checkout.cgroup)),
-        Some((&pod, Some("checkout"))),
-    );
-    Ok(vec![("pod", named), ("text", said)])
+    refused_in_pod(config, pod, "checkout", Started::AfterUdptrace)
 }
 
 /// Bundles that cannot be believed, each in a pod whose log directory names it: one cut short (a runtime
