@@ -706,17 +706,19 @@ mod tests {
         let mut owners = SocketErrorOwners::default();
         for line in [
             // /proc named it: `holders` set. A name that quotes a key does not hide it.
-            r#"{"event":"socket_error","time":"2026-12-07T08:08:12.624622Z","netns":4026532174,"probe":"tracepoint","family":"ipv4","local":"10.241.0.1:54482","remote":"10.241.0.2:9001","icmp":null,"errno":"ECONNREFUSED","verdict":"delivered","recverr":false,"pid":30677,"tid":null,"comm":"a\"holders\":null","cgroup":"/init.scope","container":null,"holders":1,"dns":null,"conntrack":null}"#,
+            r#"{"event":"socket_error","time":"2026-12-07T08:08:12.624622Z","netns":4026532174,"probe":"tracepoint","pod":null,"family":"ipv4","local":"10.241.0.1:54482","remote":"10.241.0.2:9001","icmp":null,"errno":"ECONNREFUSED","verdict":"delivered","recverr":false,"pid":30677,"tid":null,"comm":"a\"holders\":null","cgroup":"/init.scope","container":null,"holders":1,"dns":null,"conntrack":null}"#,
             // The programs recorded it.
-            r#"{"event":"socket_error","time":"2026-12-07T08:08:12.626881Z","netns":4026532174,"probe":"tracepoint","family":"ipv4","local":"10.241.0.1:54482","remote":"10.241.0.2:9001","icmp":null,"errno":"ECONNREFUSED","verdict":"delivered","recverr":false,"pid":30677,"tid":30677,"comm":"udptrace-bench","cgroup":"/init.scope","container":null,"holders":null,"dns":null,"conntrack":null}"#,
+            r#"{"event":"socket_error","time":"2026-12-07T08:08:12.626881Z","netns":4026532174,"probe":"tracepoint","pod":null,"family":"ipv4","local":"10.241.0.1:54482","remote":"10.241.0.2:9001","icmp":null,"errno":"ECONNREFUSED","verdict":"delivered","recverr":false,"pid":30677,"tid":30677,"comm":"udptrace-bench","cgroup":"/init.scope","container":null,"holders":null,"dns":null,"conntrack":null}"#,
+            // Recorded, in a pod.
+            r#"{"event":"socket_error","time":"2026-12-07T08:08:12.627881Z","netns":4026532174,"probe":"tracepoint","pod":{"namespace":"bench","name":"sender-5d8f7c9b4-q7w2x","container":"sender","uid":"1b2c"},"family":"ipv4","local":"10.241.0.1:54482","remote":"10.241.0.2:9001","icmp":null,"errno":"ECONNREFUSED","verdict":"delivered","recverr":false,"pid":30678,"tid":30678,"comm":"udptrace-bench","cgroup":"/kubepods.slice","container":null,"holders":null,"dns":null,"conntrack":null}"#,
             // Nobody.
-            r#"{"event":"socket_error","time":"2026-12-07T08:08:12.629099Z","netns":4026532174,"probe":"tracepoint","family":"ipv4","local":"10.241.0.1:54482","remote":"10.241.0.2:9001","icmp":null,"errno":"ECONNREFUSED","verdict":"delivered","recverr":false,"pid":null,"tid":null,"comm":null,"cgroup":null,"container":null,"holders":null,"dns":null,"conntrack":null}"#,
+            r#"{"event":"socket_error","time":"2026-12-07T08:08:12.629099Z","netns":4026532174,"probe":"tracepoint","pod":null,"family":"ipv4","local":"10.241.0.1:54482","remote":"10.241.0.2:9001","icmp":null,"errno":"ECONNREFUSED","verdict":"delivered","recverr":false,"pid":null,"tid":null,"comm":null,"cgroup":null,"container":null,"holders":null,"dns":null,"conntrack":null}"#,
             r#"{"event":"icmp_sent","count":5}"#,
             "not json",
         ] {
             owners.add_json_line(line);
         }
-        assert_eq!(owners, SocketErrorOwners { events: 3, owned: 2, from_proc: 1 });
+        assert_eq!(owners, SocketErrorOwners { events: 4, owned: 3, from_proc: 1, in_pod: 1 });
 
         let report = Report {
             accounting: vec![Accounting {
@@ -727,7 +729,7 @@ mod tests {
                 kernel: 10,
                 events: 4,
                 lost: 6,
-                owners: Some(SocketErrorOwners { events: 4, owned: 4, from_proc: 4 }),
+                owners: Some(SocketErrorOwners { events: 4, owned: 4, from_proc: 4, in_pod: 0 }),
                 cpu: Some(Duration::from_micros(10)),
             }],
             ..Report::default()
