@@ -459,6 +459,22 @@ pub fn lost_in(events: &[Value]) -> u64 {
     events.iter().filter(|e| e["event"] == "lost").filter_map(|e| e["count"].as_u64()).sum()
 }
 
+/// Makes `command`'s child enter the namespace at `path` (of type `kind`) between fork and exec. Returns the
+/// namespace's descriptor, which must outlive the spawn.
+pub fn enter_on_exec(command: &mut Command, path: &Path, kind: libc::c_int) -> Result<std::fs::File> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    // SAFETY: setns is async-signal-safe, and the closure touches nothing but the descriptor, which outlives
+    // the spawn. For a mount namespace, the child's fs_struct is its own after fork, as setns(CLONE_NEWNS)
+    // needs.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(command, move || {
+            if libc::setns(fd, kind) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+        });
+    }
+    Ok(file)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -480,20 +496,4 @@ mod tests {
         );
         assert!(parse_attached("").is_empty());
     }
-}
-
-/// Makes `command`'s child enter the namespace at `path` (of type `kind`) between fork and exec. Returns the
-/// namespace's descriptor, which must outlive the spawn.
-pub fn enter_on_exec(command: &mut Command, path: &Path, kind: libc::c_int) -> Result<std::fs::File> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
-    // SAFETY: setns is async-signal-safe, and the closure touches nothing but the descriptor, which outlives
-    // the spawn. For a mount namespace, the child's fs_struct is its own after fork, as setns(CLONE_NEWNS)
-    // needs.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(command, move || {
-            if libc::setns(fd, kind) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
-        });
-    }
-    Ok(file)
 }
