@@ -5,7 +5,8 @@
 //! This file is the table; the cases live by area, beside the program files they prove: `errors.rs` (one
 //! ICMP error from both ends: `socket_error.rs`, `icmp_sent.rs`), `delivery.rs` (where an error goes or does not),
 //! `drops.rs` and `path_drops.rs` (`udp_dropped.rs`), `owner.rs` (`owner.rs`), `check.rs` (`udptrace check`),
-//! `metrics.rs` (`--metrics`), `syscalls.rs` (the service's system call filter), `conntrack.rs` (behind NAT:
+//! `metrics.rs` (`--metrics`), `dashboard.rs` (the Grafana dashboard's every panel, through Prometheus),
+//! `syscalls.rs` (the service's system call filter), `conntrack.rs` (behind NAT:
 //! the `conntrack` field of errors and drops, against `conntrack -L`), `operator.rs` (what an
 //! operator relies on under load: filters, floods, malformed ICMP), `process.rs` (udptrace as a process:
 //! what its tracer and helper hold, the healthy path, unloading, the helper's death, owner records freed),
@@ -18,6 +19,7 @@ use crate::{config::Config, outcome::Outcome, tracer::Tracer};
 
 mod check;
 mod conntrack;
+mod dashboard;
 mod delivery;
 mod dns;
 mod drops;
@@ -154,6 +156,7 @@ pub static SCENARIOS: &[Scenario] = &[
     Scenario { name: "capabilities_dropped", run: process::capabilities_dropped },
     Scenario { name: "helper_killed", run: process::helper_killed },
     Scenario { name: "prometheus", run: metrics::prometheus },
+    Scenario { name: "dashboard", run: dashboard::dashboard },
     Scenario { name: "hostile_names", run: hostile::hostile_names },
     Scenario { name: "hostile_flood", run: hostile::hostile_flood },
     Scenario { name: "syscall_filter", run: syscalls::syscall_filter },

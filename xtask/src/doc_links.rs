@@ -142,10 +142,15 @@ pub fn broken_links(pages: &BTreeMap<PathBuf, String>, read: impl Fn(&Path) -> O
 mod tests {
     use super::*;
 
-    /// A file's text from the repository on disk; a directory reads as empty.
+    /// A file's text from the repository on disk; a directory, or a file that is not text (an image),
+    /// reads as empty.
     fn read(root: &Path, path: &Path) -> Option<String> {
         let full = root.join(path);
-        if full.is_dir() { Some(String::new()) } else { std::fs::read_to_string(full).ok() }
+        if full.is_dir() {
+            Some(String::new())
+        } else {
+            std::fs::read(full).ok().map(|bytes| String::from_utf8(bytes).unwrap_or_default())
+        }
     }
 
     /// The README and every page of docs/.

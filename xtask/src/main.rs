@@ -4,12 +4,14 @@
 //! - `cargo xtask test`: install what is missing, then every test: unit tests, the root scenario suite on
 //!   this host (inside `cargo test`), the benchmark's smoke run, the QEMU kernel matrix.
 //! - `cargo xtask vm-test`: the QEMU kernel matrix alone.
+//! - `cargo xtask check-deploy`: the manifests in deploy/ alone (promtool, kubernetes-validate).
 //! - `cargo xtask bench`: what udptrace costs, on this host and in the QEMU kernels; writes
 //!   docs/benchmarks.md.
 //! - `cargo xtask dist`: what ships: the static binary and the Debian package, in target/dist/.
 //! - `cargo xtask demo`: the seed's cases played live in namespaces of their own, with udptrace's output.
 
 mod bullseye;
+mod deploy;
 mod dist;
 #[cfg(test)]
 mod doc_links;
@@ -60,6 +62,9 @@ enum Task {
     },
     /// Every test: unit tests (no root), the scenario suite on this host (root), the QEMU kernel matrix.
     Test,
+    /// Only the checks of the manifests in deploy/: the alerting rules (promtool), the DaemonSet and the
+    /// PodMonitor (kubernetes-validate).
+    CheckDeploy,
     /// The scenario suite in fentry, kprobe and tracepoint modes inside Debian's cloud kernels: 5.10, 6.1,
     /// 6.12, 6.18 and the newest 7.x.
     VmTest {
@@ -183,7 +188,7 @@ fn test() -> Result<()> {
     // The QEMU kernels mostly wait on their emulated CPU, and this host's suite mostly waits on its kernel:
     // the matrix runs beside the host's tests rather than after them. It is handed the binaries built above,
     // so that it takes no cargo lock from the test build.
-    let (vm, cargo_ok, smoke_ok, demo_ok, package_ok) = std::thread::scope(|scope| {
+    let (vm, cargo_ok, smoke_ok, demo_ok, package_ok, deploy_ok) = std::thread::scope(|scope| {
         let matrix = scope.spawn(|| {
             let mut vm_totals = results::Tally::default();
             let started = std::time::Instant::now();
@@ -233,14 +238,24 @@ fn test() -> Result<()> {
                 ok
             })
         });
+        // The manifests in deploy/, by promtool and kubernetes-validate.
+        say("checking the manifests in deploy/ (promtool, kubernetes-validate), beside the kernel matrix");
+        let deploy_ok = stages.time("the manifests in deploy/ (beside the matrix)", || {
+            deploy::test().map(|tally| {
+                let ok = tally.failed == 0;
+                totals.add(tally);
+                ok
+            })
+        });
         let (vm, vm_totals, took) = matrix.join().unwrap_or_else(|_| {
             (Err(anyhow::anyhow!("the kernel matrix panicked")), Default::default(), Default::default())
         });
         stages.add("the QEMU kernel matrix", took);
         totals.add(vm_totals);
-        (vm, cargo_ok, smoke_ok, demo_ok, package_ok)
+        (vm, cargo_ok, smoke_ok, demo_ok, package_ok, deploy_ok)
     });
-    let (cargo_ok, smoke_ok, demo_ok, package_ok) = (cargo_ok?, smoke_ok?, demo_ok?, package_ok?);
+    let (cargo_ok, smoke_ok, demo_ok, package_ok, deploy_ok) =
+        (cargo_ok?, smoke_ok?, demo_ok?, package_ok?, deploy_ok?);
     println!(
         "\n{}\n{}\n{}",
         stages.render(),
@@ -249,7 +264,7 @@ fn test() -> Result<()> {
     );
     println!("\ntests: {}", totals.line());
     vm?;
-    if !cargo_ok || !smoke_ok || !demo_ok || !package_ok || totals.failed > 0 {
+    if !cargo_ok || !smoke_ok || !demo_ok || !package_ok || !deploy_ok || totals.failed > 0 {
         bail!("tests failed");
     }
     if totals.passed == 0 {
@@ -274,6 +289,10 @@ fn main() {
         }),
         Task::Run { args } => run(args),
         Task::Test => test(),
+        Task::CheckDeploy => prereq::ensure_test().and_then(|()| deploy::test()).and_then(|tally| {
+            println!("\ndeploy: {}", tally.line());
+            if tally.failed > 0 { bail!("the manifests in deploy/ failed their checks") } else { Ok(()) }
+        }),
         Task::Bench { rounds, seconds, no_vm } => bench(rounds, seconds, no_vm),
         Task::VmTest { kernel, mode, only } => {
             let mut totals = results::Tally::default();

@@ -10,6 +10,8 @@ use crate::workspace::{cargo_bin_dir, is_root, path_with_cargo_bin, say, workspa
 /// The LLVM major that the preinstalled nightly uses; bpf-linker must link the same one.
 const LLVM_MAJOR: &str = "22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// The validator of the Kubernetes manifests in deploy/ (PyPI), with the schemas of Kubernetes up to 1.37.
+const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
 
 /// Debian packages, by what needs them: LLVM for bpf-linker; `musl-tools` (musl-gcc) for the static
 /// build's mimalloc, which is C.
@@ -18,7 +20,8 @@ pub const BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd
 /// benchmark compares udptrace with; `netcat-openbsd`: `nc -vzu` beside `udptrace check`; `bind9-dnsutils`:
 /// dig, a DNS client whose refused query the suite names; `dnsmasq-base`: a DNS server and forwarder;
 /// `strace`: the system calls udptrace makes, held against the service's filter; `conntrack`: the witness of
-/// the entries the NAT scenarios' events name (`conntrack -L`).
+/// the entries the NAT scenarios' events name (`conntrack -L`); `python3-venv`: a Python environment of its own
+/// for kubernetes-validate.
 pub const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "procps",
@@ -31,6 +34,7 @@ pub const TEST_PACKAGES: &[&str] = &[
     "dnsmasq-base",
     "strace",
     "conntrack",
+    "python3-venv",
 ];
 
 pub fn ensure_build() -> Result<()> {
@@ -41,7 +45,41 @@ pub fn ensure_build() -> Result<()> {
 
 pub fn ensure_test() -> Result<()> {
     ensure_build()?;
-    ensure_packages(TEST_PACKAGES)
+    ensure_packages(TEST_PACKAGES)?;
+    ensure_kubernetes_validate()
+}
+
+/// Where kubernetes-validate lives: a Python environment of its own, kept with the other downloads.
+fn kubernetes_validate_dir() -> std::path::PathBuf {
+    workspace_root().join(format!(".vm-cache/kubernetes-validate-{KUBERNETES_VALIDATE_VERSION}"))
+}
+
+/// The `kubernetes-validate` command.
+pub fn kubernetes_validate() -> std::path::PathBuf {
+    kubernetes_validate_dir().join("bin/kubernetes-validate")
+}
+
+/// The Python of kubernetes-validate's environment, which has its YAML parser.
+pub fn kubernetes_validate_python() -> std::path::PathBuf {
+    kubernetes_validate_dir().join("bin/python3")
+}
+
+/// kubernetes-validate at the pinned version, from PyPI, in a Python environment of its own made with
+/// Debian's Python (the system's own packages are left alone).
+fn ensure_kubernetes_validate() -> Result<()> {
+    let version = Command::new(kubernetes_validate()).arg("--version").output();
+    if version.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == KUBERNETES_VALIDATE_VERSION) {
+        return Ok(());
+    }
+    let dir = kubernetes_validate_dir();
+    say(&format!("installing kubernetes-validate {KUBERNETES_VALIDATE_VERSION} into {}", dir.display()));
+    let _ = std::fs::remove_dir_all(&dir);
+    run_visible(Command::new("/usr/bin/python3").arg("-m").arg("venv").arg(&dir))?;
+    run_visible(
+        Command::new(dir.join("bin/pip"))
+            .args(["install", "--disable-pip-version-check", "-q"])
+            .arg(format!("kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}")),
+    )
 }
 
 fn installed(package: &str) -> bool {

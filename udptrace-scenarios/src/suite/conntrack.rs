@@ -42,7 +42,7 @@ const SERVICE_NET_V6: &str = "fd00:96::/64";
 /// The mark the NAT rules set on the entries they translate.
 const MARK: u32 = 43;
 
-fn service(family: Family) -> SocketAddr {
+pub(super) fn service(family: Family) -> SocketAddr {
     SocketAddr::new(family.pick(SERVICE_V4, SERVICE_V6), SERVICE_PORT)
 }
 

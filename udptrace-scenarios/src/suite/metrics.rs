@@ -3,6 +3,7 @@
 //! by exactly as many.
 
 use std::{
+    collections::BTreeMap,
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
@@ -21,7 +22,7 @@ const PROMETHEUS_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A Prometheus process with its own configuration and storage in a directory of its own; stopped and
 /// removed on drop, also when a check fails.
-struct Prometheus {
+pub(super) struct Prometheus {
     child: Child,
     dir: PathBuf,
     addr: SocketAddr,
@@ -35,11 +36,11 @@ impl Drop for Prometheus {
     }
 }
 
-fn free_loopback_port() -> Result<SocketAddr> {
+pub(super) fn free_loopback_port() -> Result<SocketAddr> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
-fn find_prometheus() -> Option<PathBuf> {
+pub(super) fn find_prometheus() -> Option<PathBuf> {
     std::env::var_os("PATH")
         .into_iter()
         .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
@@ -48,8 +49,11 @@ fn find_prometheus() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// A series' labels, as a query answers them.
+pub(super) type LabelSet = BTreeMap<String, String>;
+
 impl Prometheus {
-    fn start(binary: &Path, target: SocketAddr) -> Result<Self> {
+    pub(super) fn start(binary: &Path, target: SocketAddr) -> Result<Self> {
         let dir = std::env::temp_dir().join(format!("udptrace-prometheus-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("data"))?;
@@ -96,7 +100,18 @@ impl Prometheus {
     }
 
     /// The value of an instant query that sums to one number; 0 when nothing matches yet.
-    fn query(&self, promql: &str) -> Result<f64> {
+    pub(super) fn query(&self, promql: &str) -> Result<f64> {
+        let (_, result) = self.instant(promql, None)?;
+        match result.as_slice() {
+            [] => Ok(0.0),
+            [(_, value)] => Ok(*value),
+            _ => bail!("query {promql} gave more than one series: {result:?}"),
+        }
+    }
+
+    /// An instant query evaluated at `time` (Unix seconds; `None`: now): the time it was evaluated at, and
+    /// each series' labels and value.
+    pub(super) fn instant(&self, promql: &str, time: Option<f64>) -> Result<(f64, Vec<(LabelSet, f64)>)> {
         let encoded: String = promql
             .bytes()
             .map(|b| {
@@ -107,19 +122,29 @@ impl Prometheus {
                 }
             })
             .collect();
-        let (status, body) = self.get(&format!("/api/v1/query?query={encoded}"))?;
+        let at = time.map_or_else(String::new, |t| format!("&time={t:.3}"));
+        let (status, body) = self.get(&format!("/api/v1/query?query={encoded}{at}"))?;
         let value: Value = serde_json::from_str(&body).with_context(|| format!("HTTP {status}: {body}"))?;
         if value["status"] != "success" {
             bail!("query {promql}: {body}");
         }
-        match value["data"]["result"].as_array().map(Vec::as_slice) {
-            Some([]) => Ok(0.0),
-            Some([one]) => one["value"][1].as_str().and_then(|v| v.parse().ok()).context("a sample without a value"),
-            _ => bail!("query {promql} gave more than one series: {body}"),
+        let mut evaluated = time;
+        let mut series = Vec::new();
+        for one in value["data"]["result"].as_array().context("a query answer without a result vector")? {
+            let labels = one["metric"]
+                .as_object()
+                .context("a series without labels")?
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect();
+            evaluated = one["value"][0].as_f64().or(evaluated);
+            let sample = one["value"][1].as_str().and_then(|v| v.parse().ok()).context("a sample without a value")?;
+            series.push((labels, sample));
         }
+        Ok((evaluated.unwrap_or(0.0), series))
     }
 
-    fn wait_for(&self, what: &str, done: impl Fn(&Self) -> Result<bool>) -> Result<()> {
+    pub(super) fn wait_for(&self, what: &str, done: impl Fn(&Self) -> Result<bool>) -> Result<()> {
         let deadline = Instant::now() + PROMETHEUS_TIMEOUT;
         loop {
             let last = done(self);

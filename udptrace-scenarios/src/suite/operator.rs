@@ -418,10 +418,10 @@ impl Drop for PinnedToOneCpu {
 }
 
 /// A process stopped (`SIGSTOP`) until this is dropped.
-struct Stopped(libc::pid_t);
+pub(super) struct Stopped(libc::pid_t);
 
 impl Stopped {
-    fn new(pid: u32) -> Self {
+    pub(super) fn new(pid: u32) -> Self {
         let pid = pid as libc::pid_t;
         // SAFETY: signals a child of ours.
         unsafe { libc::kill(pid, libc::SIGSTOP) };
