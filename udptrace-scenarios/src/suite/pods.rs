@@ -55,7 +55,12 @@ fn tracers(config: &Config, node: &Node, hosts: &TwoHosts) -> Result<(Tracer, Tr
 
 /// A client process called `name` in `container`'s cgroup (none: where the suite is), in the client
 /// namespace, whose connected socket sends once to the server's closed port.
-fn client_in(config: &Config, hosts: &TwoHosts, container: Option<&Container>, name: &str) -> Result<ClientProcess> {
+pub(super) fn client_in(
+    config: &Config,
+    hosts: &TwoHosts,
+    container: Option<&Container>,
+    name: &str,
+) -> Result<ClientProcess> {
     let server = SocketAddr::new(TwoHosts::server_ip(Family::V4), CLOSED_PORT).to_string();
     let mut args =
         vec!["--netns", hosts.client.name.as_str(), "--bind", CLIENT_V4, "--connect", &server, "--name", name];
