@@ -35,7 +35,13 @@ pub struct Dist {
 }
 
 pub fn dist_dir() -> PathBuf {
-    workspace_root().join("target/dist")
+    target_dir().join("dist")
+}
+
+/// Where cargo builds: `CARGO_TARGET_DIR` when set (a second checkout sharing one), else the workspace's
+/// `target`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from)
 }
 
 /// Builds the static binaries and the package.
@@ -54,7 +60,7 @@ pub fn build() -> Result<Dist> {
         "-p",
         "udptrace-scenarios",
     ]))?;
-    let built = workspace_root().join("target").join(TARGET).join("release");
+    let built = target_dir().join(TARGET).join("release");
     let (scenarios, bench) = (built.join("udptrace-scenarios"), built.join("udptrace-bench"));
     for binary in [&built.join("udptrace"), &scenarios, &bench] {
         if let Some(interpreter) = interpreter(binary)? {

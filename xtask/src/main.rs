@@ -98,7 +98,7 @@ fn build() -> Result<PathBuf> {
     prereq::ensure_build()?;
     say("building udptrace (release)");
     prereq::run_visible(cargo().args(["build", "--release", "-p", "udptrace"]))?;
-    Ok(workspace_root().join("target/release/udptrace"))
+    Ok(dist::target_dir().join("release/udptrace"))
 }
 
 /// The binaries the VMs and the benchmark run: the udptrace that ships (`cargo xtask dist`), the scenario
