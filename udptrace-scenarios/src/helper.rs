@@ -1,12 +1,13 @@
 //! A client in a process of its own, for the owner scenarios: the suite's binary runs itself as
-//! `helper udp-client --netns NAME --bind IP --connect IP:PORT [--fork | --no-send | --connect-in-child]
-//! [--cgroup DIR]`.
+//! `helper udp-client --netns NAME --bind IP --connect IP:PORT [--fork | --no-send | --connect-in-child |
+//! --thread NAME] [--cgroup DIR] [--name NAME] [--payload HEX]`.
 //!
-//! It joins the cgroup (if asked), enters the namespace, connects a UDP socket and sends once (not at all
-//! with `--no-send`: no send hook sees the socket); with `--fork` a child then sends on the same socket;
-//! with `--connect-in-child` the parent only creates the socket and a child connects it and sends. The
-//! process that sent last prints `ready LOCAL_ADDR PID` and everything stays alive until its standard
-//! input closes.
+//! It names itself (if asked), joins the cgroup (if asked), enters the namespace, connects a UDP socket and
+//! sends once (not at all with `--no-send`: no send hook sees the socket); with `--fork` a child then sends on
+//! the same socket; with `--connect-in-child` the parent only creates the socket and a child connects it and
+//! sends; with `--thread` a second thread, named so, creates, connects and sends instead of the main one. The
+//! process (and thread) that sent last prints `ready LOCAL_ADDR PID TID` and everything stays alive until its
+//! standard input closes.
 
 use std::{
     fs::File,
@@ -47,6 +48,31 @@ struct UdpClient {
     /// Join this cgroup first.
     #[arg(long)]
     cgroup: Option<String>,
+    /// Name the process (its main thread) so first.
+    #[arg(long)]
+    name: Option<String>,
+    /// A second thread, of this name, creates, connects and sends; the main thread waits for it.
+    #[arg(long, conflicts_with_all = ["fork", "no_send", "connect_in_child"])]
+    thread: Option<String>,
+    /// What the main thread or `--thread` sends, in hex (a DNS query, say).
+    #[arg(long, value_parser = parse_hex, conflicts_with_all = ["fork", "no_send", "connect_in_child"])]
+    payload: Option<Payload>,
+}
+
+/// `--payload`'s bytes (a type of its own: clap would take a `Vec` for a list of values).
+#[derive(Clone)]
+struct Payload(Vec<u8>);
+
+/// `--payload`: two hex digits a byte.
+fn parse_hex(text: &str) -> Result<Payload, String> {
+    if !text.len().is_multiple_of(2) || !text.is_ascii() {
+        return Err(format!("`{text}` is not hex bytes"));
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(&text[at..at + 2], 16).map_err(|_| format!("`{text}` is not hex bytes")))
+        .collect::<Result<_, _>>()
+        .map(Payload)
 }
 
 pub fn main(args: &[String]) -> ExitCode {
@@ -65,6 +91,9 @@ pub fn main(args: &[String]) -> ExitCode {
 }
 
 fn udp_client(args: &UdpClient) -> Result<()> {
+    if let Some(name) = &args.name {
+        name_this_thread(name)?;
+    }
     if let Some(cgroup) = &args.cgroup {
         std::fs::write(format!("{cgroup}/cgroup.procs"), std::process::id().to_string())
             .with_context(|| format!("joining cgroup {cgroup}"))?;
@@ -74,6 +103,20 @@ fn udp_client(args: &UdpClient) -> Result<()> {
     // SAFETY: a valid namespace fd; this process has a single thread.
     if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
         return Err(io::Error::last_os_error()).context("setns");
+    }
+    if let Some(name) = &args.thread {
+        // The thread starts in this thread's network namespace (clone copies it).
+        let (name, payload) = (name.clone(), args.payload.clone().map_or_else(|| b"thread".to_vec(), |p| p.0));
+        let (bind, connect) = (args.bind, args.connect);
+        return std::thread::spawn(move || -> Result<()> {
+            name_this_thread(&name)?;
+            let socket = UdpSocket::bind(SocketAddr::new(bind, 0))?;
+            socket.connect(connect)?;
+            socket.send(&payload)?;
+            announce(&socket)
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the client thread panicked"))?;
     }
     let socket = UdpSocket::bind(SocketAddr::new(args.bind, 0))?;
     if args.connect_in_child {
@@ -87,7 +130,7 @@ fn udp_client(args: &UdpClient) -> Result<()> {
     if args.no_send {
         return announce(&socket);
     }
-    socket.send(b"parent")?;
+    socket.send(args.payload.as_ref().map_or(b"parent", |p| &p.0))?;
     if args.fork {
         return in_child(|| {
             socket.send(b"child")?;
@@ -112,9 +155,22 @@ fn in_child(child: impl FnOnce() -> Result<()>) -> Result<()> {
     }
 }
 
-/// Prints `ready LOCAL PID`, then waits for standard input to close.
+/// Sets the calling thread's name (`comm`, 15 bytes kept) with `prctl(PR_SET_NAME)`; for the main thread this
+/// is the process's name.
+fn name_this_thread(name: &str) -> Result<()> {
+    let name = std::ffi::CString::new(name).context("a thread name with a NUL")?;
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string, which `name` is for the call's duration.
+    if unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) } != 0 {
+        return Err(io::Error::last_os_error()).context("prctl(PR_SET_NAME)");
+    }
+    Ok(())
+}
+
+/// Prints `ready LOCAL PID TID`, then waits for standard input to close.
 fn announce(socket: &UdpSocket) -> Result<()> {
-    println!("ready {} {}", socket.local_addr()?, std::process::id());
+    // SAFETY: a syscall without arguments.
+    let tid = unsafe { libc::gettid() };
+    println!("ready {} {} {tid}", socket.local_addr()?, std::process::id());
     io::stdout().flush()?;
     let mut sink = Vec::new();
     io::stdin().read_to_end(&mut sink)?;
@@ -128,6 +184,8 @@ pub struct ClientProcess {
     pub local: SocketAddr,
     /// The process that sent last.
     pub pid: u32,
+    /// Its thread that sent.
+    pub tid: u32,
 }
 
 impl ClientProcess {
@@ -143,11 +201,13 @@ impl ClientProcess {
         let mut line = String::new();
         io::BufReader::new(child.stdout.take().context("helper stdout")?).read_line(&mut line)?;
         let mut words = line.split_whitespace();
-        let (Some("ready"), Some(local), Some(pid)) = (words.next(), words.next(), words.next()) else {
+        let (Some("ready"), Some(local), Some(pid), Some(tid)) =
+            (words.next(), words.next(), words.next(), words.next())
+        else {
             let _ = child.kill();
             bail!("the helper client did not start: {line:?}");
         };
-        Ok(Self { local: local.parse()?, pid: pid.parse()?, child, stdin })
+        Ok(Self { local: local.parse()?, pid: pid.parse()?, tid: tid.parse()?, child, stdin })
     }
 }
 
