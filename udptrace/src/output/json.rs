@@ -68,6 +68,7 @@ mod tests {
                 "pid": 700,
                 "tid": 700,
                 "comm": "slow-reader",
+                "thread": null,
                 "cgroup": null,
                 "container": null,
                 "holders": null,
@@ -172,6 +173,7 @@ mod tests {
                 "pid": 900,
                 "tid": 901,
                 "comm": "dns-client",
+                "thread": "dns-worker",
                 "cgroup": null,
                 "container": null,
                 "holders": null,
@@ -243,6 +245,7 @@ mod tests {
         let value = json(&Event::SocketError(samples::socket_error()));
         assert_eq!(value["pid"], Value::Null);
         assert_eq!(value["comm"], Value::Null);
+        assert_eq!(value["thread"], Value::Null);
     }
 
     #[test]
