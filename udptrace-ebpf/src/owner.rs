@@ -16,13 +16,14 @@
 //! name is its thread group leader's, read through `current->group_leader` (`bpf_get_current_task()` and
 //! `bpf_probe_read_kernel()`, offered to cgroup sock and sock_addr programs by `bpf_base_func_proto` to a
 //! CAP_PERFMON loader since 5.8: net/core/filter.c `sock_filter_func_proto`, `sock_addr_func_proto` via
-//! `bpf_sk_base_func_proto`, kernel/bpf/helpers.c). The leader's `comm` is read without its task lock, as
-//! `bpf_get_current_comm()` reads the thread's: a rename at that very moment may read half done.
+//! `bpf_sk_base_func_proto`, kernel/bpf/helpers.c; `bpf_probe_read_kernel_str()` as well). The leader's
+//! `comm` is read without its task lock, as `bpf_get_current_comm()` reads the thread's: a rename at that
+//! very moment may read half done.
 
 use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_get_socket_cookie,
+        bpf_get_socket_cookie, generated::bpf_probe_read_kernel_str,
     },
     macros::{cgroup_sock, cgroup_sock_addr, map},
     maps::HashMap,
@@ -34,7 +35,7 @@ use udptrace_common::{
 };
 
 use crate::{
-    kernel::{ReadResult, copy, offset, offsets, read, read_into},
+    kernel::{ReadError, ReadResult, copy, offset, offsets, read},
     output::count,
 };
 
@@ -148,12 +149,24 @@ fn record(cookie: u64) {
 /// Reads the current thread's process's name (`current->group_leader->comm`) into `comm`. The leader's
 /// `task_struct` outlives every thread of its group (a leader that exits before them stays a zombie until
 /// the last one goes: kernel/exit.c `release_task`), so the pointer is good while the current thread runs.
+///
+/// Up to its NUL, the rest zeros, as `bpf_get_current_comm()` gives the thread's: `--comm` compares all 16
+/// bytes. A rename on older kernels does not clear what follows the new name's NUL (`__set_task_comm` is
+/// `strlcpy`, fs/exec.c, 5.10; `strscpy_pad` later), so a process renamed from a longer name keeps that
+/// name's tail in the array.
 #[inline(always)]
 fn leader_comm(comm: &mut [u8; TASK_COMM_LEN]) -> ReadResult<()> {
     // SAFETY: a helper without arguments; the task is only read through bpf_probe_read_kernel.
     let task = unsafe { bpf_get_current_task() } as *const u8;
     let leader = read::<*const u8>(task, offset!(task_group_leader), "task_struct.group_leader")?;
-    read_into(leader, offset!(task_comm), comm, "task_struct.comm")
+    let name = leader.wrapping_add(offset!(task_comm) as usize);
+    *comm = [0; TASK_COMM_LEN];
+    // SAFETY: the helper writes at most `TASK_COMM_LEN` bytes into `comm` and checks the kernel address.
+    let copied = unsafe { bpf_probe_read_kernel_str(comm.as_mut_ptr().cast(), TASK_COMM_LEN as u32, name.cast()) };
+    if copied < 0 {
+        return Err(ReadError { what: "task_struct.comm", code: copied });
+    }
+    Ok(())
 }
 
 /// The inode number of the socket `sk` belongs to (what `/proc/PID/fd` shows as `socket:[N]`); 0 for a
