@@ -28,7 +28,7 @@ pub use record::{
     dns::{DNS_PORTS, DNS_PREFIX, DnsPrefix, WithDns},
     header::{EventHeader, kind, probe},
     icmp_sent::{ICMP_STACK_DEPTH, IcmpSent, icmp_sent_flags},
-    owner::{OWNER_ENTRIES, Owner, TASK_COMM_LEN},
+    owner::{OWNER_ENTRIES, Owner, TASK_COMM_LEN, owner_flags},
     socket_error::{SocketError, socket_error_flags, verdict},
     udp_dropped::{DropCount, FlowsShown, UdpDropped, drops, udp_dropped_flags},
 };

@@ -65,6 +65,9 @@ pub struct KernelOffsets {
     /// ([`NFCT_INFOMASK`](crate::NFCT_INFOMASK)), or [`CT_UNKNOWN`](crate::CT_UNKNOWN) in a kernel built
     /// without conntrack (the member is there only with CONFIG_NF_CONNTRACK, include/linux/skbuff.h).
     pub skb_nfct: u32,
+    /// `task_struct.group_leader` and `task_struct.comm`: the name of the process a thread belongs to.
+    pub task_group_leader: u32,
+    pub task_comm: u32,
 }
 
 /// [`KernelOffsets::recverr4_at`] or `recverr6_at` when the flag is not found.
@@ -75,4 +78,4 @@ pub const RECVERR_UNKNOWN: u32 = u32::MAX;
 unsafe impl aya::Pod for KernelOffsets {}
 
 /// No implicit padding: the size is the sum of the fields.
-const _: () = assert!(size_of::<KernelOffsets>() == 27 * 4 + 4 + 6 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 27 * 4 + 4 + 8 * 4);

@@ -7,8 +7,8 @@
 //! (`udptrace/src/pipeline/filter.rs`).
 
 use udptrace_common::{
-    AF_INET, AddrFilter, Config, Conntrack, FILTER_VALUES, IcmpSent, SocketError, TASK_COMM_LEN, UdpDropped,
-    conntrack_flags, drops, icmp, icmp_sent_flags, icmpv6, socket_error_flags, udp_dropped_flags,
+    AF_INET, AddrFilter, Config, Conntrack, FILTER_VALUES, IcmpSent, Owner, SocketError, UdpDropped, conntrack_flags,
+    drops, icmp, icmp_sent_flags, icmpv6, socket_error_flags, udp_dropped_flags,
 };
 
 #[unsafe(no_mangle)]
@@ -107,10 +107,15 @@ fn words(bytes: [u8; 16]) -> [u64; 2] {
     unsafe { core::mem::transmute(bytes) }
 }
 
+/// `--comm` names the process or the thread: one of its values is the owner's process name or its thread's
+/// (a name not read is zeros, which no value is).
 #[inline(always)]
-fn comm_passes(comm: &[u8; TASK_COMM_LEN]) -> bool {
-    let comm = words(*comm);
-    option_passes!(n_comms, |i| config!(filter.comms[i]) == comm)
+fn comm_passes(owner: &Owner) -> bool {
+    let (comm, thread) = (words(owner.comm), words(owner.thread));
+    option_passes!(n_comms, |i| {
+        let name = config!(filter.comms[i]);
+        name == comm || name == thread
+    })
 }
 
 /// `addr` is inside the prefix of `filter`.
@@ -168,7 +173,7 @@ pub fn socket_error_passes(e: &SocketError) -> bool {
     let remote = e.flags & socket_error_flags::REMOTE_KNOWN != 0;
     let icmp = e.flags & socket_error_flags::ICMP_KNOWN != 0;
     netns_passes(e.header.netns)
-        && (!owner || pid_passes(e.owner.pid) && comm_passes(&e.owner.comm))
+        && (!owner || pid_passes(e.owner.pid) && comm_passes(&e.owner))
         && (left_to_user_space(&e.conntrack, true)
             || ports_pass(Some(e.local_port), remote.then_some(e.remote_port))
                 && addrs_pass(
@@ -212,7 +217,7 @@ pub fn udp_dropped_passes(e: &UdpDropped, socket_final: bool) -> bool {
     config!(filter.n_errnos) == 0
         && netns_passes(e.header.netns)
         && if owner {
-            pid_passes(e.owner.pid) && comm_passes(&e.owner.comm)
+            pid_passes(e.owner.pid) && comm_passes(&e.owner)
         } else {
             !(by_process && socket_final && !socket)
         }

@@ -10,19 +10,32 @@
 //! looks the record up. A socket handed to another process (fork, SCM_RIGHTS) keeps the process that
 //! created or last connected it. The event also carries the socket's inode number to user space, which
 //! looks up sockets created before udptrace started in `/proc/PID/fd`.
+//!
+//! The record names the process and the thread apart: `bpf_get_current_comm()` is the thread's name, which
+//! for a worker thread is whatever its runtime or library called it (dig's `isc-net-0000`); the process's
+//! name is its thread group leader's, read through `current->group_leader` (`bpf_get_current_task()` and
+//! `bpf_probe_read_kernel()`, offered to cgroup sock and sock_addr programs by `bpf_base_func_proto` to a
+//! CAP_PERFMON loader since 5.8: net/core/filter.c `sock_filter_func_proto`, `sock_addr_func_proto` via
+//! `bpf_sk_base_func_proto`, kernel/bpf/helpers.c; `bpf_probe_read_kernel_str()` as well). The leader's
+//! `comm` is read without its task lock, as `bpf_get_current_comm()` reads the thread's: a rename at that
+//! very moment may read half done.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_socket_cookie},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_get_socket_cookie, generated::bpf_probe_read_kernel_str,
+    },
     macros::{cgroup_sock, cgroup_sock_addr, map},
     maps::HashMap,
     programs::{SockAddrContext, SockContext},
 };
 use udptrace_common::{
-    AF_INET, AF_INET6, IPPROTO_UDP, IPPROTO_UDPLITE, OWNER_ENTRIES, Owner, SocketError, socket_error_flags, stat,
+    AF_INET, AF_INET6, IPPROTO_UDP, IPPROTO_UDPLITE, OWNER_ENTRIES, Owner, SocketError, TASK_COMM_LEN, owner_flags,
+    socket_error_flags, stat,
 };
 
 use crate::{
-    kernel::{ReadResult, copy, offsets, read},
+    kernel::{ReadError, ReadResult, copy, offset, offsets, read},
     output::count,
 };
 
@@ -107,19 +120,53 @@ fn record_creator(ctx: &SockContext) {
 #[inline(always)]
 fn record(cookie: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let owner = Owner {
-        pid: (pid_tgid >> 32) as u32,
-        tid: pid_tgid as u32,
+    let (pid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    let thread = bpf_get_current_comm().unwrap_or_default();
+    let mut owner = Owner {
+        pid,
+        tid,
         // SAFETY: a helper without arguments.
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        comm: bpf_get_current_comm().unwrap_or_default(),
+        // The thread group leader is the thread whose id is the process's: then its name is the process's.
+        comm: thread,
+        thread,
+        flags: owner_flags::PROCESS_NAMED,
+        _pad0: [0; 7],
     };
+    if pid != tid && leader_comm(&mut owner.comm).is_err() {
+        // Not the thread's name in its place: comm says the process's name or nothing.
+        owner.comm = [0; TASK_COMM_LEN];
+        owner.flags = 0;
+    }
     // A preallocated hash map replaces an existing key's value through the CPU's spare element
     // (`alloc_htab_elem`, kernel/bpf/hashtab.c, 5.10 to 7.3), not a free one: only a new socket can find
     // the map full.
     if OWNERS.insert(&cookie, &owner, 0).is_err() {
         count(stat::OWNER_NOT_RECORDED);
     }
+}
+
+/// Reads the current thread's process's name (`current->group_leader->comm`) into `comm`. The leader's
+/// `task_struct` outlives every thread of its group (a leader that exits before them stays a zombie until
+/// the last one goes: kernel/exit.c `release_task`), so the pointer is good while the current thread runs.
+///
+/// Up to its NUL, the rest zeros, as `bpf_get_current_comm()` gives the thread's: `--comm` compares all 16
+/// bytes. A rename on older kernels does not clear what follows the new name's NUL (`__set_task_comm` is
+/// `strlcpy`, fs/exec.c, 5.10; `strscpy_pad` later), so a process renamed from a longer name keeps that
+/// name's tail in the array.
+#[inline(always)]
+fn leader_comm(comm: &mut [u8; TASK_COMM_LEN]) -> ReadResult<()> {
+    // SAFETY: a helper without arguments; the task is only read through bpf_probe_read_kernel.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let leader = read::<*const u8>(task, offset!(task_group_leader), "task_struct.group_leader")?;
+    let name = leader.wrapping_add(offset!(task_comm) as usize);
+    *comm = [0; TASK_COMM_LEN];
+    // SAFETY: the helper writes at most `TASK_COMM_LEN` bytes into `comm` and checks the kernel address.
+    let copied = unsafe { bpf_probe_read_kernel_str(comm.as_mut_ptr().cast(), TASK_COMM_LEN as u32, name.cast()) };
+    if copied < 0 {
+        return Err(ReadError { what: "task_struct.comm", code: copied });
+    }
+    Ok(())
 }
 
 /// The inode number of the socket `sk` belongs to (what `/proc/PID/fd` shows as `socket:[N]`); 0 for a

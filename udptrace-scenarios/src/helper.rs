@@ -1,14 +1,16 @@
 //! Processes of their own that the scenarios and the demo start: their binary runs itself as `helper ...`.
 //!
-//! - `helper udp-client --netns NAME --bind IP --connect IP:PORT [--fork | --no-send | --connect-in-child]
-//!   [--cgroup DIR] [--name NAME] [--count N] [--size BYTES | --dns NAME] [--receive-for MS]`: joins the cgroup
-//!   (if asked), enters the namespace, connects a UDP socket and sends once (`--count` times; not at all with
-//!   `--no-send`: no send hook sees the socket); with `--fork` a child then sends on the same socket; with
-//!   `--connect-in-child` the parent only creates the socket and a child connects it and sends. With
-//!   `--receive-for` it then waits that long for one datagram or error. The process that sent last prints
-//!   `ready LOCAL_ADDR PID [WHAT THE RECEIVE GOT]` and everything stays alive until its standard input closes.
+//! - `helper udp-client --netns NAME --bind IP --connect IP:PORT [--fork | --no-send | --connect-in-child |
+//!   --thread NAME] [--cgroup DIR] [--name NAME] [--count N] [--size BYTES | --dns NAME | --payload HEX]
+//!   [--receive-for MS]`: joins the cgroup (if asked), enters the namespace, connects a UDP socket and sends
+//!   once (`--count` times; not at all with `--no-send`: no send hook sees the socket); with `--fork` a child
+//!   then sends on the same socket; with `--connect-in-child` the parent only creates the socket and a child
+//!   connects it and sends; with `--thread` a second thread, named so, creates, connects and sends instead of
+//!   the main one. With `--receive-for` it then waits that long for one datagram or error. The process (and
+//!   thread) that sent last prints `ready LOCAL_ADDR PID TID [WHAT THE RECEIVE GOT]` and everything stays alive
+//!   until its standard input closes.
 //! - `helper udp-server --netns NAME --bind IP:PORT [--rcvbuf BYTES] [--cgroup DIR] [--name NAME]`: a socket
-//!   that never reads; prints `ready LOCAL_ADDR PID` and waits as the client does.
+//!   that never reads; prints `ready LOCAL_ADDR PID TID` and waits as the client does.
 //! - `helper hold --netns NAME [--cgroup DIR] [--name NAME]`: a process that only sits in the namespace and
 //!   the cgroup (a pod's sandbox, `pause`); prints `ready PID` and waits.
 //! - `helper node`: a mount namespace of its own with the host's `/run` and `/var/log` copied over tmpfs
@@ -83,6 +85,28 @@ struct UdpClient {
     /// After sending, wait up to MS milliseconds for one datagram or error, and say what came.
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=60_000))]
     receive_for: Option<u64>,
+    /// A second thread, of this name, creates, connects and sends; the main thread waits for it.
+    #[arg(long, conflicts_with_all = ["fork", "no_send", "connect_in_child", "receive_for"])]
+    thread: Option<String>,
+    /// What the main thread or `--thread` sends, in hex (a DNS query, say).
+    #[arg(long, value_parser = parse_hex, conflicts_with_all = ["fork", "no_send", "connect_in_child", "size", "dns"])]
+    payload: Option<Payload>,
+}
+
+/// `--payload`'s bytes (a type of its own: clap would take a `Vec` for a list of values).
+#[derive(Clone)]
+struct Payload(Vec<u8>);
+
+/// `--payload`: two hex digits a byte.
+fn parse_hex(text: &str) -> Result<Payload, String> {
+    if !text.len().is_multiple_of(2) || !text.is_ascii() {
+        return Err(format!("`{text}` is not hex bytes"));
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(&text[at..at + 2], 16).map_err(|_| format!("`{text}` is not hex bytes")))
+        .collect::<Result<_, _>>()
+        .map(Payload)
 }
 
 #[derive(Args)]
@@ -123,11 +147,7 @@ pub fn main(args: &[String]) -> ExitCode {
 /// Takes the name, joins the cgroup and enters the network namespace of `place`.
 fn enter(place: &Place) -> Result<()> {
     if let Some(name) = &place.name {
-        let name = CString::new(name.as_str()).context("a process name with a NUL")?;
-        // SAFETY: PR_SET_NAME reads a NUL-terminated string (the kernel keeps its first 15 bytes).
-        if unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) } != 0 {
-            return Err(io::Error::last_os_error()).context("prctl(PR_SET_NAME)");
-        }
+        name_this_thread(name)?;
     }
     if let Some(cgroup) = &place.cgroup {
         std::fs::write(format!("{cgroup}/cgroup.procs"), std::process::id().to_string())
@@ -142,8 +162,33 @@ fn enter(place: &Place) -> Result<()> {
     Ok(())
 }
 
+/// Sets the calling thread's name (`comm`, 15 bytes kept) with `prctl(PR_SET_NAME)`; for the main thread this
+/// is the process's name.
+fn name_this_thread(name: &str) -> Result<()> {
+    let name = CString::new(name).context("a thread name with a NUL")?;
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string, which `name` is for the call's duration.
+    if unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) } != 0 {
+        return Err(io::Error::last_os_error()).context("prctl(PR_SET_NAME)");
+    }
+    Ok(())
+}
+
 fn udp_client(args: &UdpClient) -> Result<()> {
     enter(&args.place)?;
+    if let Some(name) = &args.thread {
+        // The thread starts in this thread's network namespace and cgroup (clone copies them).
+        let (name, payload) = (name.clone(), args.payload.clone().map_or_else(|| b"thread".to_vec(), |p| p.0));
+        let (bind, connect) = (args.bind, args.connect);
+        return std::thread::spawn(move || -> Result<()> {
+            name_this_thread(&name)?;
+            let socket = UdpSocket::bind(SocketAddr::new(bind, 0))?;
+            socket.connect(connect)?;
+            socket.send(&payload)?;
+            announce(&socket, "")
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the client thread panicked"))?;
+    }
     let socket = UdpSocket::bind(SocketAddr::new(args.bind, 0))?;
     if args.connect_in_child {
         return in_child(|| {
@@ -156,10 +201,11 @@ fn udp_client(args: &UdpClient) -> Result<()> {
     if args.no_send {
         return announce(&socket, "");
     }
-    let payload = match (&args.dns, args.size) {
-        (Some(name), _) => dns_query(name)?,
-        (None, Some(size)) => vec![0; usize::from(size)],
-        (None, None) => b"parent".to_vec(),
+    let payload = match (&args.payload, &args.dns, args.size) {
+        (Some(payload), ..) => payload.0.clone(),
+        (None, Some(name), _) => dns_query(name)?,
+        (None, None, Some(size)) => vec![0; usize::from(size)],
+        (None, None, None) => b"parent".to_vec(),
     };
     for _ in 0..args.count {
         socket.send(&payload)?;
@@ -226,9 +272,11 @@ fn in_child(child: impl FnOnce() -> Result<()>) -> Result<()> {
     }
 }
 
-/// Prints `ready LOCAL PID [RECEIVED]`, then waits for standard input to close.
+/// Prints `ready LOCAL PID TID [RECEIVED]`, then waits for standard input to close.
 fn announce(socket: &UdpSocket, received: &str) -> Result<()> {
-    let line = format!("{} {} {received}", socket.local_addr()?, std::process::id());
+    // SAFETY: a syscall without arguments.
+    let tid = unsafe { libc::gettid() };
+    let line = format!("{} {} {tid} {received}", socket.local_addr()?, std::process::id());
     wait_announced(line.trim_end())
 }
 
@@ -285,6 +333,8 @@ pub struct ClientProcess {
     pub local: SocketAddr,
     /// The process that sent last.
     pub pid: u32,
+    /// Its thread that sent.
+    pub tid: u32,
     /// What its receive got (`--receive-for`), as it said it.
     pub received: String,
 }
@@ -302,12 +352,12 @@ impl ClientProcess {
 
     fn spawn(helper: &Path, command: &str, args: &[&str]) -> Result<Self> {
         let started = Started::spawn(helper, command, args)?;
-        let (Some(local), Some(pid)) = (started.words.first(), started.words.get(1)) else {
-            bail!("the helper `{command}` said no address and pid: {:?}", started.words);
+        let [local, pid, tid, ..] = started.words.as_slice() else {
+            bail!("the helper `{command}` said no address, pid and tid: {:?}", started.words);
         };
-        let (local, pid) = (local.parse()?, pid.parse()?);
-        let received = started.words.get(2..).unwrap_or_default().join(" ");
-        Ok(Self { local, pid, received, started })
+        let (local, pid, tid) = (local.parse()?, pid.parse()?, tid.parse()?);
+        let received = started.words.get(3..).unwrap_or_default().join(" ");
+        Ok(Self { local, pid, tid, received, started })
     }
 
     /// The helper's own process: the parent when it forked.

@@ -48,7 +48,8 @@ use self::{
         is_socket_error_of, no_option, outcome_of, packet, send_and_receive, settled, which,
     },
     owner::{
-        owner, owner_back_to_back, owner_before_start, owner_connected_by_child, owner_forked_child, owner_records_full,
+        owner, owner_back_to_back, owner_before_start, owner_connected_by_child, owner_forked_child, owner_main_thread,
+        owner_records_full, owner_thread,
     },
 };
 
@@ -146,6 +147,8 @@ pub static SCENARIOS: &[Scenario] = &[
     Scenario { name: "owner_connected_by_child", run: owner_connected_by_child },
     Scenario { name: "owner_back_to_back", run: owner_back_to_back },
     Scenario { name: "owner_records_full", run: owner_records_full },
+    Scenario { name: "owner_thread", run: owner_thread },
+    Scenario { name: "owner_main_thread", run: owner_main_thread },
     Scenario { name: "filters", run: operator::filters },
     Scenario { name: "flood", run: operator::flood },
     Scenario { name: "malformed_icmp", run: operator::malformed_icmp },

@@ -74,7 +74,8 @@ pub struct Cli {
           help_heading = "Filters")]
     pub pids: Vec<u32>,
 
-    /// Only errors of sockets owned by a process of this name (its first 15 bytes, as the kernel keeps).
+    /// Only errors of sockets owned by a process of this name, or made by a thread of this name (dig's
+    /// isc-net-0000): its first 15 bytes, as the kernel keeps.
     #[arg(long = "comm", value_name = "NAME", value_parser = filter::parse_comm, help_heading = "Filters")]
     pub comms: Vec<String>,
 
@@ -155,7 +156,7 @@ pub struct Cli {
 
     /// How many open UDP sockets created or connected since udptrace started have their owner recorded,
     /// from 64 to 4194304 (suffixes K and M: thousands of 1024); beyond, an event names the socket's holder
-    /// from /proc, and the closing line counts the sockets not recorded. About 90 bytes of kernel memory
+    /// from /proc, and the closing line counts the sockets not recorded. About 110 bytes of kernel memory
     /// each, taken at start.
     #[arg(long, value_name = "SOCKETS", default_value_t = udptrace_common::OWNER_ENTRIES, value_parser = parse_owner_records)]
     pub owner_records: u32,

@@ -73,4 +73,4 @@ pub struct SocketError {
 unsafe impl aya::Pod for SocketError {}
 
 /// No implicit padding: the size is the sum of the fields.
-const _: () = assert!(size_of::<SocketError>() == 16 + 48 + 4 + 4 + 4 + 4 + 8 + 32 + 88);
+const _: () = assert!(size_of::<SocketError>() == 16 + 48 + 4 + 4 + 4 + 4 + 8 + 56 + 88);

@@ -100,7 +100,7 @@ pub struct UdpDropped {
 unsafe impl aya::Pod for UdpDropped {}
 
 /// No implicit padding: the size is the sum of the fields.
-const _: () = assert!(size_of::<UdpDropped>() == 16 + 32 + 4 + 4 + 8 + 16 + 8 + 16 + 8 + 32 + 88);
+const _: () = assert!(size_of::<UdpDropped>() == 16 + 32 + 4 + 4 + 8 + 16 + 8 + 16 + 8 + 56 + 88);
 
 /// What a dropped datagram's count carries besides the count: the largest receive queue seen.
 #[repr(C)]

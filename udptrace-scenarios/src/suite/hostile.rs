@@ -1,11 +1,11 @@
-//! What hosts and processes udptrace does not control write into its outputs: a process named with a
-//! newline, an escape sequence and a right-to-left override whose DNS query is refused (the text, the
-//! sentence and the summary show it escaped), and a flood of DNS datagrams from spoofed sources with random
+//! What hosts and processes udptrace does not control write into its outputs: a process and its thread named
+//! with a newline, an escape sequence and a right-to-left override whose DNS query is refused (the text, the
+//! sentence and the summary show them escaped), and a flood of DNS datagrams from spoofed sources with random
 //! names, types and codes (the metrics hold a bounded number of series, and udptrace's memory stays put).
 
 use std::{
     io::{Read as _, Write as _},
-    net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket},
+    net::{Ipv4Addr, SocketAddr, TcpStream},
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     time::{Duration, Instant},
 };
@@ -14,13 +14,17 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 
 use super::*;
-use crate::{config::Config, netns::exec_in, tracer::Tracer};
+use crate::{config::Config, helper::ClientProcess, netns::exec_in, tracer::Tracer};
 
-/// A thread name (15 bytes at most) a local user can give: a newline that would forge a log line, a screen
+/// A process name (15 bytes at most) a local user can give: a newline that would forge a log line, a screen
 /// clear, and a right-to-left override.
 const HOSTILE_COMM: &str = "q\n\x1b[2J\u{202e}evil";
 /// How the text and the summary must show it.
 const ESCAPED_COMM: &str = "q\\x0a\\x1b[2J\\u{202e}evil";
+/// The name of the process's thread that sends: a carriage return, a bold, a left-to-right isolate.
+const HOSTILE_THREAD: &str = "t\r\x1b[1m\u{2066}bad";
+/// How the text must show it.
+const ESCAPED_THREAD: &str = "t\\x0d\\x1b[1m\\u{2066}bad";
 
 /// A query for example.com A, ID 0x2233.
 const QUERY: &[u8] = b"\x22\x33\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01";
@@ -31,46 +35,51 @@ fn raw(line: &str) -> bool {
         .any(|c| c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c) || ('\u{2066}'..='\u{2069}').contains(&c))
 }
 
-/// A thread named [`HOSTILE_COMM`] sends [`QUERY`] from a socket connected to the server's closed port 53:
-/// the socket's owner is recorded under that name. The socket is returned, open.
-fn hostile_query(hosts: &TwoHosts) -> Result<UdpSocket> {
-    let server = SocketAddr::new(TwoHosts::server_ip(Family::V4), 53);
-    let client = SocketAddr::new(TwoHosts::client_ip(Family::V4), 0);
-    hosts.client.run(move || {
-        let name = std::ffi::CString::new(HOSTILE_COMM).expect("no NUL");
-        // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes; it names this thread only.
-        if unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) } != 0 {
-            return Err(std::io::Error::last_os_error()).context("PR_SET_NAME");
-        }
-        let socket = UdpSocket::bind(client)?;
-        socket.connect(server)?;
-        socket.send(QUERY)?;
-        Ok(socket)
-    })?
+/// A process named [`HOSTILE_COMM`] sends [`QUERY`] from its thread named [`HOSTILE_THREAD`], on a socket
+/// connected to the server's closed port 53: the socket's owner is recorded under those names. The process
+/// stays, its socket open, until it is dropped.
+fn hostile_query(config: &Config, hosts: &TwoHosts) -> Result<ClientProcess> {
+    let server = SocketAddr::new(TwoHosts::server_ip(Family::V4), 53).to_string();
+    let payload: String = QUERY.iter().map(|b| format!("{b:02x}")).collect();
+    ClientProcess::start(
+        &config.helper,
+        &[
+            "--netns",
+            &hosts.client.name,
+            "--bind",
+            CLIENT_V4,
+            "--connect",
+            &server,
+            "--name",
+            HOSTILE_COMM,
+            "--thread",
+            HOSTILE_THREAD,
+            "--payload",
+            &payload,
+        ],
+    )
 }
 
-/// The refused query of a thread with a hostile name, in the text (every mode), the sentence that names
-/// whose query it was (where the socket error carries `dns`: fentry, kprobe) and the summary: escaped, on one
-/// line, with no character a terminal acts on. The shared JSON tracer shows the name whole.
+/// The refused query of a process and a thread with hostile names, in the text (every mode: both names),
+/// the sentence that names whose query it was (where the socket error carries `dns`: fentry, kprobe; the
+/// process's name) and the summary (the process's name): escaped, on one line, with no character a terminal
+/// acts on. The shared JSON tracer shows the names whole.
 pub(super) fn hostile_names(config: &Config, tracer: &mut Tracer) -> Result<Results> {
     let hosts = TwoHosts::new()?;
     let netns = hosts.client.inode.to_string();
     let mut text = Tracer::start_text(config, &["--netns", &netns])?;
     let mut summary = Tracer::start_text(config, &["--netns", &netns, "--summary", "60"])?;
-    let socket = hostile_query(&hosts)?;
-    let local = socket.local_addr()?;
-    let json =
-        outcome_of(
-            tracer
-                .expect(
-                    "the socket_error of the hostile thread's query",
-                    config.event_timeout,
-                    is_socket_error_of(&hosts.client, local),
-                )
-                .map(|e| {
-                    if e["comm"] == HOSTILE_COMM { Outcome::Pass } else { Outcome::Fail(format!("comm {}", e["comm"])) }
-                }),
-        );
+    let client = hostile_query(config, &hosts)?;
+    let local = client.local;
+    let json = outcome_of(
+        tracer
+            .expect(
+                "the socket_error of the hostile thread's query",
+                config.event_timeout,
+                is_socket_error_of(&hosts.client, local),
+            )
+            .map(|e| compare(&e, &serde_json::json!({"comm": HOSTILE_COMM, "thread": HOSTILE_THREAD}))),
+    );
     let with_dns = tracer
         .seen
         .iter()
@@ -86,8 +95,8 @@ pub(super) fn hostile_names(config: &Config, tracer: &mut Tracer) -> Result<Resu
         Ok(Value::String(line)) if raw(&line) || lines.iter().any(|l| raw(l)) => {
             Outcome::Fail(format!("a character a terminal acts on reached the text: {lines:?}"))
         }
-        Ok(Value::String(line)) if !line.contains(&format!("pid {} {ESCAPED_COMM}", std::process::id())) => {
-            Outcome::Fail(format!("want the owner `{ESCAPED_COMM}` in {line:?}"))
+        Ok(Value::String(line)) if !line.contains(&format!("pid {} {ESCAPED_COMM} ({ESCAPED_THREAD})", client.pid)) => {
+            Outcome::Fail(format!("want the owner `{ESCAPED_COMM} ({ESCAPED_THREAD})` in {line:?}"))
         }
         Ok(Value::String(line))
             if with_dns && !line.contains(&format!("({ESCAPED_COMM}'s query for example.com A")) =>
@@ -112,7 +121,7 @@ pub(super) fn hostile_names(config: &Config, tracer: &mut Tracer) -> Result<Resu
     } else {
         Outcome::Pass
     };
-    drop(socket);
+    drop(client);
     Ok(vec![
         ("json_whole", json),
         ("text_escaped", text_outcome),

@@ -1,10 +1,10 @@
 //! Who owns the socket an error reaches (`owner.rs`): the process that created it, before or after
-//! udptrace started, a forked child, back-to-back sockets.
+//! udptrace started, a forked child, back-to-back sockets, the process and the thread that made it.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 
 use anyhow::{Result, bail};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::{
     config::Config,
@@ -49,14 +49,27 @@ impl OwnerCase {
         self.hosts.server.run(move || send_raw_icmp(client_ip, &icmp))?
     }
 
-    /// The event must name `pid` (its comm and cgroup as /proc shows them), not the injecting process.
+    /// The event must name `pid` (its comm and cgroup as /proc shows them), not the injecting process, and
+    /// no thread of another name: each of these clients made its socket in its main thread.
     pub(super) fn check(&self, config: &Config, tracer: &mut Tracer, client: &ClientProcess, pid: u32) -> Outcome {
+        self.check_with(config, tracer, client, pid, json!({"thread": null}))
+    }
+
+    /// [`OwnerCase::check`], with `more` fields expected as well.
+    pub(super) fn check_with(
+        &self,
+        config: &Config,
+        tracer: &mut Tracer,
+        client: &ClientProcess,
+        pid: u32,
+        more: Value,
+    ) -> Outcome {
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim_end().to_owned();
         let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
             .unwrap_or_default()
             .lines()
             .find_map(|l| l.strip_prefix("0::").map(str::to_owned));
-        let expected = json!({
+        let mut expected = json!({
             "local": client.local.to_string(),
             "remote": self.server.to_string(),
             "errno": "ECONNREFUSED",
@@ -65,6 +78,9 @@ impl OwnerCase {
             "comm": comm,
             "cgroup": cgroup,
         });
+        for (key, value) in more.as_object().into_iter().flatten() {
+            expected[key] = value.clone();
+        }
         let tracepoint = as_tracepoint_sees(&expected, true);
         check_socket_error(config, tracer, &self.hosts.client, client.local, expected, Some(tracepoint))
     }
@@ -231,4 +247,59 @@ pub(super) fn owner_records_full(config: &Config, shared: &mut Tracer) -> Result
         ("names_the_next", named_again),
         ("recorded_again", recorded),
     ])
+}
+
+/// The process's name for the owner scenarios' threads: its main thread's, set before anything else.
+const PROCESS_NAME: &str = "owner-main";
+/// The name of the second thread that makes the socket.
+const THREAD_NAME: &str = "owner-worker";
+
+/// A process named `owner-main` makes its socket in a second thread named `owner-worker` (`prctl(PR_SET_NAME)`
+/// there), which connects, sends and gets ECONNREFUSED: the event names the process by its own name (its
+/// thread group leader's, not the thread's), the thread by its name and id. `--comm` selects it by either name:
+/// tracers filtering on each, started before the socket, see it too (the kernel's filter and user space's).
+/// Without the cgroup programs no thread is known (`/proc` names processes), and there is nothing to check.
+pub(super) fn owner_thread(config: &Config, tracer: &mut Tracer) -> Result<Results> {
+    if tracer.mode_of("socket_owner").is_none() {
+        return Ok(vec![("all", Outcome::Skip("the socket_owner hook did not attach".to_owned()))]);
+    }
+    let mut by_thread = Tracer::start(config, &["--comm", THREAD_NAME])?;
+    let mut by_process = Tracer::start(config, &["--comm", PROCESS_NAME])?;
+    let case = OwnerCase::new()?;
+    let client = case.client(config, &["--name", PROCESS_NAME, "--thread", THREAD_NAME])?;
+    case.inject(&client)?;
+    let expected = json!({"comm": PROCESS_NAME, "thread": THREAD_NAME, "tid": client.tid});
+    let in_thread = if client.tid == client.pid {
+        Outcome::Fail(format!("the client's socket thread is its main thread ({})", client.tid))
+    } else {
+        Outcome::Pass
+    };
+    let named = case.check_with(config, tracer, &client, client.pid, expected.clone());
+    let selected_by_thread = case.check_with(config, &mut by_thread, &client, client.pid, expected.clone());
+    let selected_by_process = case.check_with(config, &mut by_process, &client, client.pid, expected);
+    drop(client);
+    let stopped = |mut tracer: Tracer| match tracer.stop() {
+        Ok(_) => Outcome::Pass,
+        Err(e) => Outcome::Fail(format!("{e:#}")),
+    };
+    Ok(vec![
+        ("second_thread", in_thread),
+        ("names_both", named),
+        ("comm_thread", selected_by_thread),
+        ("comm_process", selected_by_process),
+        ("clean_stop_thread", stopped(by_thread)),
+        ("clean_stop_process", stopped(by_process)),
+    ])
+}
+
+/// The same process makes its socket in its main thread: the process's name, the main thread's id, and no
+/// thread name (it is the process's).
+pub(super) fn owner_main_thread(config: &Config, tracer: &mut Tracer) -> Result<Results> {
+    let case = OwnerCase::new()?;
+    let client = case.client(config, &["--name", PROCESS_NAME])?;
+    case.inject(&client)?;
+    // The thread that made the socket is known only from the cgroup programs' record; /proc names the process.
+    let tid = if tracer.mode_of("socket_owner").is_some() { json!(client.pid) } else { Value::Null };
+    let expected = json!({"comm": PROCESS_NAME, "thread": null, "tid": tid});
+    Ok(vec![("names_the_process", case.check_with(config, tracer, &client, client.pid, expected))])
 }

@@ -480,7 +480,10 @@ fn owner_records(pid: u32) -> Result<usize> {
         if data.info()?.name_as_str() != Some("OWNERS") {
             continue;
         }
-        let map = aya::maps::HashMap::<_, u64, [u64; 4]>::try_from(aya::maps::Map::HashMap(data))?;
+        // Keys are counted; the values are read as the record's words, whatever it holds.
+        let map = aya::maps::HashMap::<_, u64, [u64; size_of::<udptrace_common::Owner>() / 8]>::try_from(
+            aya::maps::Map::HashMap(data),
+        )?;
         return Ok(map.keys().filter(Result::is_ok).count());
     }
     anyhow::bail!("udptrace (pid {pid}) holds no OWNERS map")

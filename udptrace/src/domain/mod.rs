@@ -162,7 +162,11 @@ pub struct OwnerInfo {
     pub pid: u32,
     /// The creating thread, when the creation was seen.
     pub tid: Option<u32>,
-    pub comm: String,
+    /// The process's name (its thread group leader's, as `/proc/PID/comm` shows it); `None` when the kernel
+    /// could not read it.
+    pub comm: Option<String>,
+    /// The creating thread's name, when the creation was seen and it differs from the process's.
+    pub thread: Option<String>,
     /// The cgroup v2 id the kernel gave, when the creation was seen.
     pub cgroup_id: Option<u64>,
     /// The cgroup v2 path (`/system.slice/foo.service`).

@@ -186,8 +186,8 @@ pub struct Row {
     /// outcome of a `udp_dropped`.
     pub outcome: String,
     pub address: Option<String>,
-    /// The socket owner's pid and name.
-    pub owner: Option<(u32, String)>,
+    /// The socket owner's pid and process name (`None` where not read).
+    pub owner: Option<(u32, Option<String>)>,
 }
 
 /// A counter of `--metrics`: `udptrace_NAME_total`.

@@ -29,13 +29,14 @@ impl<'a> Head<'a> {
     }
 }
 
-/// The socket's owner: `pid`, `tid`, `comm`, `cgroup`, `container`, `holders` (0 for a kernel socket, which
-/// no process holds).
+/// The socket's owner: `pid`, `tid`, `comm` (the process's name), `thread` (the thread's, when another),
+/// `cgroup`, `container`, `holders` (0 for a kernel socket, which no process holds).
 #[derive(Serialize)]
 pub struct OwnerJson<'a> {
     pid: Option<u32>,
     tid: Option<u32>,
     comm: Option<&'a str>,
+    thread: Option<&'a str>,
     cgroup: Option<&'a str>,
     container: Option<&'a str>,
     holders: Option<u32>,
@@ -46,7 +47,8 @@ impl<'a> OwnerJson<'a> {
         Self {
             pid: owner.map(|o| o.pid),
             tid: owner.and_then(|o| o.tid),
-            comm: owner.map(|o| o.comm.as_str()),
+            comm: owner.and_then(|o| o.comm.as_deref()),
+            thread: owner.and_then(|o| o.thread.as_deref()),
             cgroup: owner.and_then(|o| o.cgroup.as_deref()),
             container: owner.and_then(|o| o.container.as_deref()),
             holders: if kernel_socket { Some(0) } else { owner.and_then(|o| o.holders) },
@@ -54,8 +56,9 @@ impl<'a> OwnerJson<'a> {
     }
 }
 
-/// `pid 4711 dns-client` with, when known, its pod (`pod_text`), else the container (12 characters, as
-/// docker shows it), else the cgroup's last component; `kernel socket` for one no process holds.
+/// `pid 4711 dns-client`, the thread's name after the process's when it is another (`pid 4711 dig
+/// (isc-net-0000)`), with, when known, its pod (`pod_text`), else the container (12 characters, as docker
+/// shows it), else the cgroup's last component; `kernel socket` for one no process holds.
 pub fn owner_text(owner: Option<&OwnerInfo>, kernel_socket: bool, pod: Option<&Pod>) -> String {
     if kernel_socket {
         return "kernel socket".to_owned();
@@ -63,7 +66,13 @@ pub fn owner_text(owner: Option<&OwnerInfo>, kernel_socket: bool, pod: Option<&P
     let Some(owner) = owner else {
         return "owner unknown".to_owned();
     };
-    let mut text = format!("pid {} {}", owner.pid, owner.comm);
+    let mut text = format!("pid {}", owner.pid);
+    if let Some(comm) = &owner.comm {
+        text.push_str(&format!(" {comm}"));
+    }
+    if let Some(thread) = &owner.thread {
+        text.push_str(&format!(" ({thread})"));
+    }
     if let Some(others) = owner.holders.and_then(|n| n.checked_sub(1)).filter(|&n| n > 0) {
         text.push_str(&format!(" (+{others} more holding it)"));
     }
@@ -85,8 +94,8 @@ pub fn pod_text(pod: &Pod) -> String {
     }
 }
 
-/// The owner's pid and name, for a summary row.
-pub fn owner_row(owner: Option<&OwnerInfo>) -> Option<(u32, String)> {
+/// The owner's pid and process name, for a summary row: a row per process, whichever of its threads.
+pub fn owner_row(owner: Option<&OwnerInfo>) -> Option<(u32, Option<String>)> {
     owner.map(|o| (o.pid, o.comm.clone()))
 }
 
@@ -372,6 +381,28 @@ mod tests {
         assert_eq!(dns(root), "dns NS .");
     }
 
+    /// The process's name, then the thread's in parentheses when another thread created the socket; a process
+    /// whose name was not read is shown by its pid and its thread alone.
+    #[test]
+    fn names_the_process_then_the_thread() {
+        let owner = |comm: Option<&str>, thread: Option<&str>| OwnerInfo {
+            pid: 4711,
+            comm: comm.map(str::to_owned),
+            thread: thread.map(str::to_owned),
+            ..OwnerInfo::default()
+        };
+        let text = |o: OwnerInfo| owner_text(Some(&o), false, None);
+        assert_eq!(text(owner(Some("dig"), Some("isc-net-0000"))), "pid 4711 dig (isc-net-0000)");
+        assert_eq!(text(owner(Some("dig"), None)), "pid 4711 dig");
+        assert_eq!(text(owner(None, Some("isc-net-0000"))), "pid 4711 (isc-net-0000)");
+        let json = |o: OwnerInfo| serde_json::to_value(OwnerJson::of(Some(&o), false)).unwrap();
+        let value = json(owner(Some("dig"), Some("isc-net-0000")));
+        assert_eq!((value["comm"].as_str(), value["thread"].as_str()), (Some("dig"), Some("isc-net-0000")));
+        let value = json(owner(Some("dig"), None));
+        assert_eq!((value["comm"].as_str(), value["thread"].is_null()), (Some("dig"), true));
+        assert_eq!(owner_row(Some(&owner(Some("dig"), Some("isc-net-0000")))), Some((4711, Some("dig".to_owned()))));
+    }
+
     /// A container id is cut to 12 characters, not 12 bytes: one that a traced process wrote with a wide
     /// character there must not stop the line.
     #[test]
@@ -384,8 +415,12 @@ mod tests {
     /// names no container.
     #[test]
     fn the_pod_names_the_owner() {
-        let owner =
-            OwnerInfo { pid: 4711, comm: "coredns".into(), container: Some("4f9a".repeat(16)), ..OwnerInfo::default() };
+        let owner = OwnerInfo {
+            pid: 4711,
+            comm: Some("coredns".into()),
+            container: Some("4f9a".repeat(16)),
+            ..OwnerInfo::default()
+        };
         let mut pod = Pod {
             namespace: "kube-system".into(),
             name: "coredns-7db6d8ff4d-x2x9k".into(),

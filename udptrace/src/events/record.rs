@@ -9,7 +9,7 @@ use std::{
 };
 
 use udptrace_common::{
-    AF_INET, AF_INET6, Conntrack, CtTuple, DnsPrefix, EventHeader, conntrack_flags, ct_status, probe,
+    AF_INET, AF_INET6, Conntrack, CtTuple, DnsPrefix, EventHeader, conntrack_flags, ct_status, owner_flags, probe,
 };
 
 use crate::{
@@ -43,12 +43,16 @@ fn mode_of(byte: u8) -> Option<AttachMode> {
     }
 }
 
-/// What the programs recorded of a socket's owner at its creation.
+/// What the programs recorded of a socket's owner at its creation: the process's name when they could read
+/// it, and the thread's when it is another.
 pub fn recorded_owner(owner: &udptrace_common::Owner) -> OwnerInfo {
+    let comm = (owner.flags & owner_flags::PROCESS_NAMED != 0).then(|| c_string(&owner.comm));
+    let thread = Some(c_string(&owner.thread)).filter(|thread| Some(thread) != comm.as_ref());
     OwnerInfo {
         pid: owner.pid,
         tid: Some(owner.tid),
-        comm: c_string(&owner.comm),
+        comm,
+        thread,
         cgroup_id: Some(owner.cgroup_id),
         cgroup: None,
         container: None,
@@ -178,7 +182,8 @@ pub mod fields {
     use std::{mem::offset_of, net::IpAddr};
 
     use udptrace_common::{
-        AF_INET, AF_INET6, Conntrack, CtTuple, DnsPrefix, EventHeader, Owner, conntrack_flags, ct_status, probe,
+        AF_INET, AF_INET6, Conntrack, CtTuple, DnsPrefix, EventHeader, Owner, conntrack_flags, ct_status, owner_flags,
+        probe,
     };
 
     use super::{CHECK_CLOCK, addr, dns_of, read_record};
@@ -207,14 +212,20 @@ pub mod fields {
         assert_eq!(u16::from(input[offset_of!(EventHeader, family)]), af, "{family:?}");
     }
 
-    /// A recorded owner against the bytes of its [`Owner`] at `at`: its comm a string without NUL of at
-    /// most the kernel's 16 bytes (each byte that is not UTF-8 one replacement character).
+    /// A recorded owner against the bytes of its [`Owner`] at `at`: its names strings without NUL of at
+    /// most the kernel's 16 bytes (each byte that is not UTF-8 one replacement character), the process's there
+    /// exactly when flagged, the thread's only when it is another.
     pub fn owner_matches(owner: Option<&OwnerInfo>, input: &[u8], at: usize) {
         let Some(owner) = owner else { return };
         assert_eq!(owner.pid, u32_at(input, at + offset_of!(Owner, pid)));
         assert_eq!(owner.tid, Some(u32_at(input, at + offset_of!(Owner, tid))));
         assert_eq!(owner.cgroup_id, Some(u64_at(input, at + offset_of!(Owner, cgroup_id))));
-        assert!(!owner.comm.contains('\0') && owner.comm.chars().count() <= 16, "comm {:?}", owner.comm);
+        let named = input[at + offset_of!(Owner, flags)] & owner_flags::PROCESS_NAMED != 0;
+        assert_eq!(owner.comm.is_some(), named, "comm {:?}", owner.comm);
+        for name in owner.comm.iter().chain(&owner.thread) {
+            assert!(!name.contains('\0') && name.chars().count() <= 16, "name {name:?}");
+        }
+        assert!(owner.thread.is_none() || owner.thread != owner.comm, "{owner:?}");
     }
 
     /// The DNS payload after a record of `base` bytes: there exactly when flagged, and what `dns_of` says of
@@ -332,7 +343,15 @@ mod tests {
     fn raw_socket_error_v4_owned() -> RawSocketError {
         let mut raw = raw_socket_error_v4();
         raw.sock_ino = 88001;
-        raw.owner = udptrace_common::Owner { pid: 900, tid: 901, cgroup_id: 4242, comm: *b"dns-client\0\0\0\0\0\0" };
+        raw.owner = udptrace_common::Owner {
+            pid: 900,
+            tid: 901,
+            cgroup_id: 4242,
+            comm: *b"dns-client\0\0\0\0\0\0",
+            thread: *b"dns-worker\0\0\0\0\0\0",
+            flags: owner_flags::PROCESS_NAMED,
+            _pad0: [0; 7],
+        };
         raw.flags |= socket_error_flags::OWNER_KNOWN;
         raw
     }
@@ -376,6 +395,24 @@ mod tests {
     fn decodes_the_socket_owner() {
         let event = decode(&bytes_of(&raw_socket_error_v4_owned()), CLOCK).unwrap();
         assert_eq!(event, Event::SocketError(samples::owned_socket_error()));
+    }
+
+    /// The process's name and the thread's: the thread's is left out where it is the process's (the main
+    /// thread created the socket), and the process's is unknown where the programs could not read it, never
+    /// the thread's in its place.
+    #[test]
+    fn names_the_process_and_the_thread_apart() {
+        let mut owner = raw_socket_error_v4_owned().owner;
+        let info = recorded_owner(&owner);
+        assert_eq!((info.comm.as_deref(), info.thread.as_deref()), (Some("dns-client"), Some("dns-worker")));
+        owner.thread = owner.comm;
+        let info = recorded_owner(&owner);
+        assert_eq!((info.comm.as_deref(), info.thread), (Some("dns-client"), None));
+        owner.thread = *b"isc-net-0000\0\0\0\0";
+        owner.comm = [0; 16];
+        owner.flags = 0;
+        let info = recorded_owner(&owner);
+        assert_eq!((info.comm, info.thread.as_deref()), (None, Some("isc-net-0000")));
     }
 
     #[test]
@@ -442,7 +479,15 @@ mod tests {
             rcvbuf: 212992,
             queued: 213504,
             sock_ino: 88002,
-            owner: udptrace_common::Owner { pid: 700, tid: 700, cgroup_id: 0, comm: *b"slow-reader\0\0\0\0\0" },
+            owner: udptrace_common::Owner {
+                pid: 700,
+                tid: 700,
+                cgroup_id: 0,
+                comm: *b"slow-reader\0\0\0\0\0",
+                thread: *b"slow-reader\0\0\0\0\0",
+                flags: owner_flags::PROCESS_NAMED,
+                _pad0: [0; 7],
+            },
             ..Default::default()
         };
         raw.src[..4].copy_from_slice(&[10, 0, 0, 1]);

@@ -57,7 +57,8 @@ pub fn owned_socket_error() -> SocketError {
         owner: Some(OwnerInfo {
             pid: 900,
             tid: Some(901),
-            comm: "dns-client".to_owned(),
+            comm: Some("dns-client".to_owned()),
+            thread: Some("dns-worker".to_owned()),
             cgroup_id: Some(4242),
             cgroup: None,
             container: None,
@@ -109,7 +110,8 @@ pub fn rcvbuf_drop() -> UdpDropped {
         owner: Some(OwnerInfo {
             pid: 700,
             tid: Some(700),
-            comm: "slow-reader".to_owned(),
+            comm: Some("slow-reader".to_owned()),
+            thread: None,
             cgroup_id: None,
             cgroup: None,
             container: None,

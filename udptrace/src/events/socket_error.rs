@@ -299,7 +299,7 @@ impl SocketError {
     /// which one, and whose; on a translated connection, where conntrack sent the datagram (`nat_sentence`).
     pub fn sentence(&self) -> String {
         let what = self.outcome();
-        let whose = self.owner.as_ref().filter(|_| !self.kernel_socket).map(|o| o.comm.as_str());
+        let whose = self.owner.as_ref().filter(|_| !self.kernel_socket).and_then(|o| o.comm.as_deref());
         let nat = nat_sentence(self.conntrack.as_ref(), self.flow(), "udp", self.no_answer());
         match self.dns.as_ref().and_then(|d| lookup(d, whose)) {
             Some(lookup) => format!("{lookup} was answered with an ICMP error: {what}{nat}"),

@@ -317,6 +317,8 @@ impl KernelBtf {
             sk_rcvbuf: sock("sk_rcvbuf")?,
             // An atomic_t: its counter is its first member.
             sk_rmem_alloc: sock("sk_backlog.rmem_alloc")?,
+            task_group_leader: self.member_offset("task_struct", "group_leader")?,
+            task_comm: self.member_offset("task_struct", "comm")?,
         })
     }
 
@@ -565,6 +567,7 @@ mod tests {
         assert_eq!(off.sk_daddr, 0);
         assert_eq!(off.sk_rcv_saddr, 4);
         assert!(off.sk_err > off.sk_family);
+        assert!(off.task_group_leader > 0 && off.task_comm > 0, "{off:?}");
         assert!(btf.has_tracepoint("inet_sk_error_report"));
         assert!(!btf.has_tracepoint("no_such_tracepoint_here"));
         assert!(btf.has_function("__udp4_lib_err"));

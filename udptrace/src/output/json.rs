@@ -69,6 +69,7 @@ mod tests {
                 "pid": 700,
                 "tid": 700,
                 "comm": "slow-reader",
+                "thread": null,
                 "cgroup": null,
                 "container": null,
                 "holders": null,
@@ -189,6 +190,7 @@ mod tests {
                 "pid": 900,
                 "tid": 901,
                 "comm": "dns-client",
+                "thread": "dns-worker",
                 "cgroup": null,
                 "container": null,
                 "holders": null,
@@ -261,6 +263,7 @@ mod tests {
         let value = json(&Event::SocketError(samples::socket_error()));
         assert_eq!(value["pid"], Value::Null);
         assert_eq!(value["comm"], Value::Null);
+        assert_eq!(value["thread"], Value::Null);
     }
 
     #[test]

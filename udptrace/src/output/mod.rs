@@ -120,7 +120,8 @@ mod tests {
         let owner = OwnerInfo {
             pid: 900,
             tid: Some(901),
-            comm: HOSTILE.to_owned(),
+            comm: Some(HOSTILE.to_owned()),
+            thread: Some(HOSTILE.to_owned()),
             cgroup_id: Some(4242),
             cgroup: Some(format!("/kubepods/{HOSTILE}")),
             container: Some(HOSTILE.to_owned()),

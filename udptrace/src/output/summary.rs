@@ -172,6 +172,7 @@ impl Key {
         let kind = event.kind();
         let row = kind.row()?;
         let (pid, comm) = row.owner.unzip();
+        let comm = comm.flatten();
         let key = Key {
             event: kind.name(),
             errno: row.errno,
@@ -235,6 +236,7 @@ impl Table {
         for (key, count) in rows.iter().take(SHOWN_ROWS) {
             let owner = match (key.pid, &key.comm) {
                 (Some(pid), Some(comm)) => format!("pid {pid} {comm}"),
+                (Some(pid), None) => format!("pid {pid}"),
                 _ => "-".to_owned(),
             };
             let translation = key.nat.as_ref().map_or_else(|| "-".to_owned(), NatKey::text);

@@ -203,7 +203,7 @@ mod tests {
         assert_eq!(
             line,
             "22:13:25.000000  ECONNREFUSED     delivered            10.0.0.2:40312 -> 10.0.0.9:8888                \
-             icmp unseen  pid 900 dns-client  netns 4026532001  (the peer refused udp/8888 at 10.0.0.9 (no \
+             icmp unseen  pid 900 dns-client (dns-worker)  netns 4026532001  (the peer refused udp/8888 at 10.0.0.9 (no \
              listener, or a firewall REJECT); the next send or receive fails with ECONNREFUSED)"
         );
         assert_eq!(
@@ -252,7 +252,8 @@ mod tests {
     fn control_characters_in_a_comm_do_not_reach_the_terminal() {
         let mut e = samples::owned_socket_error();
         if let Some(owner) = &mut e.owner {
-            owner.comm = "a\x1b\nb".to_owned();
+            owner.comm = Some("a\x1b\nb".to_owned());
+            owner.thread = Some("c\x1b[2Jd".to_owned());
         }
         let line = text(&Event::SocketError(e));
         assert!(!line.chars().any(|c| c.is_control()), "{line:?}");

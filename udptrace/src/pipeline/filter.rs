@@ -24,7 +24,7 @@ use udptrace_common::{AF_INET, AF_INET6, AddrFilter, FILTER_VALUES, IcmpMask, TA
 
 use crate::{
     dns,
-    domain::{Dns, Family, Pod, errno_name, errno_number, icmp_errno},
+    domain::{Dns, Family, OwnerInfo, Pod, errno_name, errno_number, icmp_errno},
     events::Event,
 };
 
@@ -269,7 +269,7 @@ impl Filter {
         let addrs = || facts.addrs.iter().copied().chain(translated().map(|a| a.ip()));
         (self.netns.is_empty() || self.netns.contains(&facts.netns))
             && (self.pids.is_empty() || owner.is_some_and(|o| self.pids.contains(&o.pid)))
-            && (self.comms.is_empty() || owner.is_some_and(|o| self.comms.contains(&o.comm)))
+            && (self.comms.is_empty() || owner.is_some_and(|o| self.names_one(o)))
             && (self.ports.is_empty() || ports().any(|p| self.ports.contains(&p)))
             && (self.addrs.is_empty() || self.addrs.iter().any(|prefix| addrs().any(|a| prefix.contains(a))))
             && (self.errnos.is_empty() || facts.errno.is_some_and(|e| self.errnos.contains(&e)))
@@ -281,6 +281,12 @@ impl Filter {
     fn any_pod(&self, pod: Option<&Pod>) -> bool {
         (self.k8s_namespaces.is_empty() || pod.is_some_and(|p| self.k8s_namespaces.contains(&p.namespace)))
             && (self.pods.is_empty() || pod.is_some_and(|p| self.pods.iter().any(|name| p.name.starts_with(name))))
+    }
+
+    /// `--comm`: the owner's process name or its thread's is one of its values (as the programs decide:
+    /// `comm_passes`).
+    fn names_one(&self, owner: &OwnerInfo) -> bool {
+        owner.comm.iter().chain(&owner.thread).any(|name| self.comms.contains(name))
     }
 
     /// `--dns-name`: not given, or the event's DNS name is under one of its suffixes.
@@ -363,6 +369,10 @@ mod tests {
     }
 
     fn refused(owner: Option<(u32, &str)>) -> Event {
+        refused_by(owner.map(|(pid, comm)| OwnerInfo { pid, comm: Some(comm.to_owned()), ..Default::default() }))
+    }
+
+    fn refused_by(owner: Option<OwnerInfo>) -> Event {
         Event::SocketError(SocketError {
             meta: meta(4026532000),
             family: Family::Ipv4,
@@ -376,7 +386,7 @@ mod tests {
             unreported: false,
             kernel_socket: false,
             ifindex: 0,
-            owner: owner.map(|(pid, comm)| OwnerInfo { pid, comm: comm.to_owned(), ..Default::default() }),
+            owner,
             count: 1,
             dns: None,
             conntrack: None,
@@ -436,6 +446,25 @@ mod tests {
         assert!(!filter(|f| f.errnos = vec![libc::EHOSTUNREACH]).matches(&event));
         assert!(filter(|f| f.netns = vec![4026532000]).matches(&event));
         assert!(!filter(|f| f.netns = vec![4026532001]).matches(&event));
+    }
+
+    /// `--comm` selects a process by its name or by the name of the thread that made the socket: `dig` and
+    /// `isc-net-0000` both select dig's sockets; a process whose name is not known by its thread alone.
+    #[test]
+    fn comm_matches_the_process_or_the_thread() {
+        let owner = |comm: Option<&str>| OwnerInfo {
+            pid: 4711,
+            comm: comm.map(str::to_owned),
+            thread: Some("isc-net-0000".to_owned()),
+            ..Default::default()
+        };
+        let event = refused_by(Some(owner(Some("dig"))));
+        assert!(filter(|f| f.comms = vec!["dig".into()]).matches(&event));
+        assert!(filter(|f| f.comms = vec!["isc-net-0000".into()]).matches(&event));
+        assert!(!filter(|f| f.comms = vec!["isc-net".into()]).matches(&event));
+        let unnamed = refused_by(Some(owner(None)));
+        assert!(filter(|f| f.comms = vec!["isc-net-0000".into()]).matches(&unnamed));
+        assert!(!filter(|f| f.comms = vec!["dig".into()]).matches(&unnamed));
     }
 
     #[test]

@@ -542,7 +542,7 @@ mod tests {
         for _ in 0..1_000 {
             enricher.push(error_on(7), Instant::now());
             let Some(Event::SocketError(e)) = enricher.next_complete() else { panic!("the event") };
-            assert_eq!(e.owner.map(|o| (o.comm, o.holders)), Some(("flood".to_owned(), Some(1))));
+            assert_eq!(e.owner.map(|o| (o.comm, o.holders)), Some((Some("flood".to_owned()), Some(1))));
         }
         assert_eq!(asked.get(), 1);
         enricher.push(error_on(8), Instant::now());

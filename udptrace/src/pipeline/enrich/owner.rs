@@ -63,7 +63,8 @@ pub struct Holder {
 impl Holder {
     /// The owner an event shows; [`Cgroups::complete`] adds its cgroup and container.
     pub fn owner(self) -> OwnerInfo {
-        OwnerInfo { pid: self.pid, comm: self.comm, holders: Some(self.holders), ..OwnerInfo::default() }
+        // `/proc/PID/stat` names the process (its leader); which thread made the socket is not known here.
+        OwnerInfo { pid: self.pid, comm: Some(self.comm), holders: Some(self.holders), ..OwnerInfo::default() }
     }
 }
 
