@@ -14,7 +14,7 @@
 //! - `helper hold --netns NAME [--cgroup DIR] [--name NAME]`: a process that only sits in the namespace and
 //!   the cgroup (a pod's sandbox, `pause`); prints `ready PID` and waits.
 //! - `helper node`: a mount namespace of its own with the host's `/run` and `/var/log` copied over tmpfs
-//!   (`kube::hold_node`); prints `ready PID` and waits.
+//!   (`node_mounts::hold_node`); prints `ready PID` and waits.
 //!
 //! `--name` sets the process's name (`comm`, as `ps` and udptrace's owner show it) before anything else.
 
@@ -132,7 +132,9 @@ pub fn main(args: &[String]) -> ExitCode {
         Ok(Helper::UdpClient(client)) => udp_client(&client),
         Ok(Helper::UdpServer(server)) => udp_server(&server),
         Ok(Helper::Hold(hold)) => enter(&hold.place).and_then(|()| wait_announced(&std::process::id().to_string())),
-        Ok(Helper::Node) => crate::kube::hold_node().and_then(|()| wait_announced(&std::process::id().to_string())),
+        Ok(Helper::Node) => {
+            crate::node_mounts::hold_node().and_then(|()| wait_announced(&std::process::id().to_string()))
+        }
         Err(e) => e.exit(),
     };
     match result {
@@ -378,7 +380,7 @@ impl HeldProcess {
         Self::spawn(helper, "hold", args)
     }
 
-    /// `helper node`: a mount namespace of its own (`kube::hold_node`).
+    /// `helper node`: a mount namespace of its own (`node_mounts::hold_node`).
     pub fn node(helper: &Path) -> Result<Self> {
         Self::spawn(helper, "node", &[])
     }

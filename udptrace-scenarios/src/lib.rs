@@ -10,6 +10,7 @@ pub mod demo;
 pub mod helper;
 pub mod kube;
 pub mod netns;
+mod node_mounts;
 mod outcome;
 mod packets;
 mod run;

@@ -21,8 +21,8 @@ use crate::{
         enrich::{
             conntrack::Flow,
             owner::Lookup,
-            pods::{self, Runtime},
-            privileged::Privileged,
+            privileged::{MAX_NETNS_MEMBERS, Privileged},
+            runtime::Runtime,
         },
     },
 };
@@ -256,7 +256,7 @@ impl Privileged for Client {
 
     fn netns_members(&mut self, netns: u64) -> Vec<u32> {
         match self.call(&Request::NetnsMembers { netns }) {
-            Some((Reply::NetnsMembers(pids), _)) => pids.into_iter().take(pods::MAX_MEMBERS).collect(),
+            Some((Reply::NetnsMembers(pids), _)) => pids.into_iter().take(MAX_NETNS_MEMBERS).collect(),
             Some((other, _)) => {
                 self.unexpected(&other);
                 Vec::new()

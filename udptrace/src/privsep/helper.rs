@@ -18,8 +18,8 @@ use crate::{
     kernel::{maps::RawMap, misses::Misses},
     pipeline::enrich::{
         owner::Lookup,
-        pods,
         privileged::{Local, Privileged},
+        runtime,
     },
 };
 
@@ -105,7 +105,7 @@ fn answer(local: &mut Local, bpf: Option<&Bpf>, request: Request) -> (Reply, Opt
         Request::RateLimits => Reply::RateLimits(local.rate_limits()),
         Request::Conntrack { netns, flow } if flow.valid() => Reply::Conntrack(local.conntrack(netns, flow)),
         Request::Conntrack { flow, .. } => Reply::Refused(format!("conntrack holds no flow {flow:?}")),
-        Request::Bundle { id } if pods::is_container_id(&id) => match local.bundle(&id) {
+        Request::Bundle { id } if runtime::is_container_id(&id) => match local.bundle(&id) {
             Some((runtime, file)) => return (Reply::Bundle(Some(runtime)), Some(file.into())),
             None => Reply::Bundle(None),
         },

@@ -16,7 +16,7 @@ use crate::{
     kernel::maps::{MapOp, MapReply},
     pipeline::{
         counters::RateLimits,
-        enrich::{conntrack::Flow, owner::Holder, pods::Runtime},
+        enrich::{conntrack::Flow, owner::Holder, runtime::Runtime},
     },
 };
 

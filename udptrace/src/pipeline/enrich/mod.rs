@@ -13,6 +13,7 @@ pub mod owner;
 pub mod pods;
 pub mod privileged;
 pub mod recent;
+pub mod runtime;
 pub mod sockets;
 
 use std::{collections::VecDeque, time::Instant};
@@ -522,7 +523,7 @@ mod tests {
         fn conntrack(&mut self, _: u64, _: Flow) -> Option<Translation> {
             None
         }
-        fn bundle(&mut self, _: &str) -> Option<(pods::Runtime, std::fs::File)> {
+        fn bundle(&mut self, _: &str) -> Option<(runtime::Runtime, std::fs::File)> {
             None
         }
         fn netns_members(&mut self, _: u64) -> Vec<u32> {
@@ -581,7 +582,7 @@ mod tests {
                 && [e.original, e.reply].contains(&crate::domain::Tuple { src: flow.src, dst: flow.dst }))
             .then_some(*e)
         }
-        fn bundle(&mut self, _: &str) -> Option<(pods::Runtime, std::fs::File)> {
+        fn bundle(&mut self, _: &str) -> Option<(runtime::Runtime, std::fs::File)> {
             None
         }
         fn netns_members(&mut self, _: u64) -> Vec<u32> {

@@ -27,7 +27,7 @@ use std::{
 
 use serde::Deserialize;
 
-use super::{owner::container_id, privileged::Privileged};
+use super::{owner::container_id, privileged::Privileged, runtime::Runtime};
 use crate::domain::{OwnerInfo, Pod};
 
 /// Where kubelet keeps each pod's logs, a directory named `<namespace>_<name>_<uid>`.
@@ -39,38 +39,6 @@ const MAX_REMEMBERED: usize = 8192;
 /// A container or namespace found to have no pod is asked again after this long: a bundle written late, a
 /// pod's first process not yet in its namespace.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
-/// A network namespace's pod is looked up among at most this many of its processes.
-pub const MAX_MEMBERS: usize = 64;
-
-/// The runtime whose bundle a container has.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Runtime {
-    Containerd,
-    CriO,
-}
-
-impl Runtime {
-    /// Where `id`'s bundle is, for each runtime in turn. `id` must be a container id (64 hex digits):
-    /// nothing else may reach a path.
-    pub fn bundles(id: &str) -> Option<[(Runtime, PathBuf); 2]> {
-        is_container_id(id).then(|| {
-            [
-                (
-                    Runtime::Containerd,
-                    PathBuf::from(format!("/run/containerd/io.containerd.runtime.v2.task/k8s.io/{id}/config.json")),
-                ),
-                (
-                    Runtime::CriO,
-                    PathBuf::from(format!("/run/containers/storage/overlay-containers/{id}/userdata/config.json")),
-                ),
-            ]
-        })
-    }
-}
-
-pub fn is_container_id(id: &str) -> bool {
-    id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())
-}
 
 /// What a cgroup path says of a pod: its UID, and the container's id when the path is a container's.
 #[derive(Clone, Debug, PartialEq, Eq)]

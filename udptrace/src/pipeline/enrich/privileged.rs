@@ -13,7 +13,7 @@ use std::{
 use super::{
     conntrack::{self, Flow},
     owner::{self, Lookup, Resolver},
-    pods::{self, Runtime},
+    runtime::Runtime,
 };
 use crate::{
     domain::Translation,
@@ -22,6 +22,9 @@ use crate::{
         netns,
     },
 };
+
+/// A network namespace's pod is looked up among at most this many of its processes.
+pub const MAX_NETNS_MEMBERS: usize = 64;
 
 /// What the tracer asks of the helper.
 pub trait Privileged {
@@ -43,7 +46,7 @@ pub trait Privileged {
     /// Container `id`'s runtime bundle (`config.json`), opened for reading, and whose it is: the
     /// directories are the runtime's, mode 0700. `None` where neither runtime has one.
     fn bundle(&mut self, id: &str) -> Option<(Runtime, File)>;
-    /// Some of the processes in network namespace `netns` (at most [`pods::MAX_MEMBERS`]).
+    /// Some of the processes in network namespace `netns` (at most [`MAX_NETNS_MEMBERS`]).
     fn netns_members(&mut self, netns: u64) -> Vec<u32>;
 }
 
@@ -166,7 +169,7 @@ impl Privileged for Local {
     }
 
     fn netns_members(&mut self, netns: u64) -> Vec<u32> {
-        netns::members(netns, pods::MAX_MEMBERS)
+        netns::members(netns, MAX_NETNS_MEMBERS)
     }
 }
 
