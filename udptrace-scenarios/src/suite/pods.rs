@@ -33,10 +33,11 @@ use crate::{
 /// The mode the naming is checked in.
 const MODE: &str = "tracepoint";
 
-/// The skip for every other mode.
+/// The skip for every other mode: of the `pod` check, which the mode does not repeat (not of `all`, which
+/// says a scenario could not run in a mode that must run it).
 fn elsewhere(config: &Config) -> Option<Results> {
     (config.mode != MODE)
-        .then(|| vec![("all", Outcome::Skip(format!("the naming is user space and {MODE} mode proves it")))])
+        .then(|| vec![("pod", Outcome::Skip(format!("the naming is user space and {MODE} mode proves it")))])
 }
 
 /// What the event's `pod` must be: the pod and its container (`None`: no container known), or no pod.
