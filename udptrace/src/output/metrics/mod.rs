@@ -75,6 +75,15 @@ struct Series {
 }
 
 impl Series {
+    /// Removes the series of freed slots.
+    fn remove(&self, gone: Vec<Labels>) {
+        for labels in gone {
+            if self.family.remove(&labels) {
+                self.held.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     fn new(registry: &mut Registry, name: &'static str, help: &str, outside: bool, pods: bool) -> Self {
         let family = Family::<Labels, Counter>::default();
         registry.register(name, help, family.clone());
@@ -243,11 +252,7 @@ impl Metrics {
         let mut slots = series.slots.as_ref().map(|s| s.lock().unwrap_or_else(PoisonError::into_inner));
         let mut held = None;
         if let (Some(slots), Some((key, value))) = (&mut slots, outside) {
-            for gone in slots.sweep(now) {
-                if series.family.remove(&gone) {
-                    series.held.fetch_sub(1, Ordering::Relaxed);
-                }
-            }
+            series.remove(slots.sweep(now));
             if slots.admit(&value, now) {
                 labels.push((key, value.clone()));
                 held = Some(value);
@@ -259,11 +264,7 @@ impl Metrics {
         let mut pods = series.pods.as_ref().map(|s| s.lock().unwrap_or_else(PoisonError::into_inner));
         let mut pod_held = None;
         if let Some(pods) = &mut pods {
-            for gone in pods.sweep(now) {
-                if series.family.remove(&gone) {
-                    series.held.fetch_sub(1, Ordering::Relaxed);
-                }
-            }
+            series.remove(pods.sweep(now));
             let (namespace, name) = match pod {
                 None => (String::new(), String::new()),
                 Some(pod) if pods.admit(&format!("{}/{}", pod.namespace, pod.name), now) => {

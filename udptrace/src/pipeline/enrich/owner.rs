@@ -311,6 +311,11 @@ impl Cgroups {
     }
 }
 
+/// The cgroup v2 path of process `pid` (hierarchy 0 of `/proc/PID/cgroup`, which every user may read).
+pub fn cgroup_v2_of(pid: u32) -> Option<String> {
+    cgroups_of(pid)?.into_iter().find(|c| c.hierarchy == 0).map(|c| c.pathname)
+}
+
 /// The cgroups `pid` is in, one per hierarchy.
 fn cgroups_of(pid: u32) -> Option<Vec<procfs::ProcessCGroup>> {
     Process::new(i32::try_from(pid).ok()?).and_then(|p| p.cgroups()).ok().map(|c| c.0)

@@ -27,7 +27,11 @@ use std::{
 
 use serde::Deserialize;
 
-use super::{owner::container_id, privileged::Privileged, runtime::Runtime};
+use super::{
+    owner::{self, container_id},
+    privileged::Privileged,
+    runtime::Runtime,
+};
 use crate::domain::{OwnerInfo, Pod};
 
 /// Where kubelet keeps each pod's logs, a directory named `<namespace>_<name>_<uid>`.
@@ -57,6 +61,11 @@ impl PodRef {
     ///
     /// `None` for any other path, and for a pod directory outside a `kubepods` one.
     pub fn of_cgroup(path: &str) -> Option<PodRef> {
+        // Every layout has a `kubepods` component: the path of a process outside Kubernetes, the common
+        // case, is not split.
+        if !path.contains("kubepods") {
+            return None;
+        }
         let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
         let (at, uid) = components.iter().enumerate().find_map(|(i, c)| {
             let uid = match c.strip_suffix(".slice") {
@@ -172,7 +181,7 @@ fn read_bundle(file: File) -> Option<Vec<u8>> {
     (bytes.len() as u64 <= MAX_BUNDLE).then_some(bytes)
 }
 
-/// What is known of a container or namespace: its pod, since when, and the cgroup that tells it is gone.
+/// What is known of a container or namespace: its pod, and since when.
 struct Known {
     pod: Option<Pod>,
     at: Instant,
@@ -248,7 +257,7 @@ impl Pods {
         let mut refs: Vec<PodRef> = helper
             .netns_members(u64::from(netns))
             .into_iter()
-            .filter_map(|pid| PodRef::of_cgroup(&cgroup_of(pid)?))
+            .filter_map(|pid| PodRef::of_cgroup(&owner::cgroup_v2_of(pid)?))
             .collect();
         refs.sort_by(|a, b| (&a.uid, &a.container).cmp(&(&b.uid, &b.container)));
         refs.dedup_by(|a, b| a.uid == b.uid);
@@ -290,12 +299,6 @@ impl Pods {
         // A namespace's pod is asked again once its answer is old: its inode may be another's by now.
         self.by_netns.retain(|_, known| known.at.elapsed() < RETRY_AFTER * 6);
     }
-}
-
-/// The cgroup v2 path of process `pid` (`/proc/PID/cgroup`, which every user may read).
-fn cgroup_of(pid: u32) -> Option<String> {
-    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    text.lines().find_map(|line| line.strip_prefix("0::")).map(str::to_owned)
 }
 
 #[cfg(test)]
