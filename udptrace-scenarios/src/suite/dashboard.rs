@@ -27,7 +27,7 @@ use serde_json::Value;
 use super::{
     CLOSED_PORT, Family, Results, Routed, TwoHosts, conntrack,
     errors::nft_input_rule,
-    metrics::{LabelSet, Prometheus, find_prometheus, free_loopback_port},
+    metrics::{LabelSet, Prometheus, free_loopback_port, prometheus_here},
     no_option,
     operator::{Stopped, refused_socket},
     pods, send_and_receive, settled,
@@ -252,20 +252,9 @@ fn row_name(index: usize, metric: &str, pods: bool) -> &'static str {
 }
 
 pub fn dashboard(config: &Config, _shared: &mut Tracer) -> Result<Results> {
-    if config.buffer != "ring" {
-        return Ok(vec![(
-            "panels",
-            Outcome::Skip("the metrics do not depend on the buffer; checked with the ring buffer".to_owned()),
-        )]);
-    }
-    let Some(binary) = find_prometheus() else {
-        return Ok(vec![(
-            "panels",
-            Outcome::Skip(
-                "no prometheus binary on this machine (the host suite runs this check: `cargo xtask test` installs Debian's)"
-                    .to_owned(),
-            ),
-        )]);
+    let binary = match prometheus_here(config, "panels") {
+        Ok(binary) => binary,
+        Err(skip) => return Ok(skip),
     };
     let dashboard: Value = serde_json::from_str(DASHBOARD).context("deploy/grafana/udptrace.json is not JSON")?;
     let queries = panel_queries(&dashboard)?;

@@ -40,7 +40,22 @@ pub(super) fn free_loopback_port() -> Result<SocketAddr> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
-pub(super) fn find_prometheus() -> Option<PathBuf> {
+/// Debian's Prometheus, for a metrics scenario: the metrics do not depend on the buffer, so only the
+/// ring-buffer run asks, on a machine that has it; else the skip of the scenario's `check`, saying why.
+pub(super) fn prometheus_here(config: &Config, check: &'static str) -> std::result::Result<PathBuf, Results> {
+    let skip = |why: &str| vec![(check, Outcome::Skip(why.to_owned()))];
+    if config.buffer != "ring" {
+        return Err(skip("the metrics do not depend on the buffer; checked with the ring buffer"));
+    }
+    find_prometheus().ok_or_else(|| {
+        skip(
+            "no prometheus binary on this machine (the host suite runs this check: `cargo xtask test` installs \
+             Debian's)",
+        )
+    })
+}
+
+fn find_prometheus() -> Option<PathBuf> {
     std::env::var_os("PATH")
         .into_iter()
         .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
@@ -166,20 +181,9 @@ impl Prometheus {
 /// two namespaces) must count three delivered ECONNREFUSED and, where the send hook sees them, three
 /// port-unreachables sent for no listener; Prometheus must show exactly that rise.
 pub fn prometheus(config: &Config, _shared: &mut Tracer) -> Result<Results> {
-    if config.buffer != "ring" {
-        return Ok(vec![(
-            "scraped",
-            Outcome::Skip("the metrics do not depend on the buffer; checked with the ring buffer".to_owned()),
-        )]);
-    }
-    let Some(binary) = find_prometheus() else {
-        return Ok(vec![(
-            "scraped",
-            Outcome::Skip(
-                "no prometheus binary on this machine (the host suite runs this check: `cargo xtask test` installs Debian's)"
-                    .to_owned(),
-            ),
-        )]);
+    let binary = match prometheus_here(config, "scraped") {
+        Ok(binary) => binary,
+        Err(skip) => return Ok(skip),
     };
     let hosts = TwoHosts::new()?;
     let metrics_addr = free_loopback_port()?;
