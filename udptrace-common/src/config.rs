@@ -38,7 +38,9 @@ pub struct Config {
     /// How many arguments `skb:kfree_skb` has: 2 (skb, location; before 5.17), 3 (reason), 4 (`rx_sk`, 6.11).
     pub kfree_skb_args: u8,
     pub n_dns_ports: u8,
-    pub _pad1: [u8; 2],
+    /// `--pcap-snaplen` (at most [`PACKET_MAX`](crate::PACKET_MAX)) with `--pcap`, else 0: the programs copy
+    /// no packet.
+    pub pcap_snaplen: u16,
     /// [`DNS_PORTS`] slots, the first `n_dns_ports` in use.
     pub dns_ports: [u16; DNS_PORTS],
 }

@@ -29,6 +29,7 @@ pub use record::{
     header::{EventHeader, kind, probe},
     icmp_sent::{ICMP_STACK_DEPTH, IcmpSent, icmp_sent_flags},
     owner::{OWNER_ENTRIES, Owner, TASK_COMM_LEN, owner_flags},
+    packet::{PACKET_MAX, PACKET_SNAPLEN, PacketHead},
     socket_error::{SocketError, socket_error_flags, verdict},
     udp_dropped::{DropCount, FlowsShown, UdpDropped, drops, udp_dropped_flags},
 };

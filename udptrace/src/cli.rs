@@ -168,6 +168,29 @@ pub struct Cli {
     #[arg(long)]
     pub require_helper: bool,
 
+    /// Also write each event's packet to FILE as pcapng, for Wireshark: the dropped datagram, the datagram an
+    /// ICMP error answers, the ICMP error a socket got, each with the event as its comments. `-` writes to
+    /// standard output (`| tshark -r -`), and the text or JSON then go to standard error. The file is 0600.
+    #[arg(long, value_name = "FILE", value_parser = parse_pcap_target, help_heading = "Packets")]
+    pub pcap: Option<PcapTarget>,
+
+    /// How many bytes of each packet --pcap keeps, from its IP header on: 1 to 1500.
+    #[arg(long, value_name = "BYTES", default_value_t = udptrace_common::PACKET_SNAPLEN, requires = "pcap",
+          value_parser = clap::value_parser!(u16).range(1..=udptrace_common::PACKET_MAX as i64),
+          help_heading = "Packets")]
+    pub pcap_snaplen: u16,
+
+    /// Start a new --pcap file once the current one is larger than MB millions of bytes (as tcpdump's -C):
+    /// FILE, then FILE1, FILE2, ...
+    #[arg(short = 'C', long = "pcap-file-size", value_name = "MB", requires = "pcap",
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000), help_heading = "Packets")]
+    pub pcap_file_size: Option<u64>,
+
+    /// With -C, keep at most N files, overwriting the oldest (as tcpdump's -W): FILE0 to FILE<N-1>.
+    #[arg(short = 'W', long = "pcap-files", value_name = "N", requires = "pcap_file_size",
+          value_parser = clap::value_parser!(u32).range(1..=100_000), help_heading = "Packets")]
+    pub pcap_files: Option<u32>,
+
     /// Verbose: attach details, verifier logs on failure, the kernel stack of each icmp_sent.
     #[arg(short, long, global = true)]
     pub verbose: bool,
@@ -201,6 +224,22 @@ impl ProbeChoice {
             ProbeChoice::Auto => "any mode".to_owned(),
             _ => format!("--probe {}", self.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default()),
         }
+    }
+}
+
+/// `--pcap`: a file, or standard output (`-`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PcapTarget {
+    Stdout,
+    File(std::path::PathBuf),
+}
+
+fn parse_pcap_target(value: &str) -> Result<PcapTarget, String> {
+    match value {
+        "" => Err("an empty file name".to_owned()),
+        "-" => Ok(PcapTarget::Stdout),
+        path if path.ends_with('/') => Err(format!("{path:?} names a directory, not a file")),
+        path => Ok(PcapTarget::File(path.into())),
     }
 }
 
@@ -250,6 +289,12 @@ impl Cli {
     pub fn validate(&self) -> Result<(), clap::Error> {
         use clap::CommandFactory as _;
         let too_many = |e: String| Cli::command().error(clap::error::ErrorKind::TooManyValues, e);
+        if self.pcap == Some(PcapTarget::Stdout) && self.pcap_file_size.is_some() {
+            return Err(Cli::command().error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--pcap -: standard output is one stream, it cannot be rotated (-C)",
+            ));
+        }
         if self.dns_ports().len() > udptrace_common::DNS_PORTS {
             return Err(too_many(format!("--dns-port: at most {} ports besides 53", udptrace_common::DNS_PORTS - 1)));
         }

@@ -137,8 +137,9 @@ fn trace(cli: Cli, facts: KernelFacts) -> Result<()> {
         modes: cli.probe.modes(),
         asked: cli.probe.describe(),
         verbose: cli.verbose,
-        counts_only: (cli.quiet || cli.summary.is_some()) && cli.count.is_none(),
+        counts_only: (cli.quiet || cli.summary.is_some()) && cli.count.is_none() && cli.pcap.is_none(),
         dns_ports: cli.dns_ports(),
+        pcap_snaplen: if cli.pcap.is_some() { cli.pcap_snaplen } else { 0 },
     };
     let tracing = trace::Tracing::start(setup, facts)?;
     release_start_memory();

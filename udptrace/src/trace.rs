@@ -41,6 +41,8 @@ pub struct Setup<'a> {
     pub counts_only: bool,
     /// The DNS ports (53 and `--dns-port`'s), at most `DNS_PORTS`.
     pub dns_ports: Vec<u16>,
+    /// How many bytes of each event's packet the programs copy (`--pcap-snaplen` with `--pcap`); 0: none.
+    pub pcap_snaplen: u16,
 }
 
 /// Programs attached, the buffer open, the session's parts ready: what `session::run` needs.
@@ -84,7 +86,7 @@ impl Tracing {
                 .unwrap_or(udptrace_common::drops::NO_REASON),
             kfree_skb_args: facts.kfree_skb_args,
             n_dns_ports: setup.dns_ports.len().min(udptrace_common::DNS_PORTS) as u8,
-            _pad1: [0; 2],
+            pcap_snaplen: setup.pcap_snaplen,
             dns_ports: std::array::from_fn(|i| setup.dns_ports.get(i).copied().unwrap_or(0)),
         };
         if setup.verbose && kallsyms.is_some() && not_icmp_reporters.iter().any(|r| r.start == 0) {

@@ -18,6 +18,9 @@ pub mod icmp_sent_flags {
     pub const SUPPRESSED_HOST: u8 = 1 << 3;
     /// The record is a [`WithDns`](crate::WithDns): the offending datagram is to or from a DNS port.
     pub const DNS: u8 = 1 << 5;
+    /// The offending packet follows the record (and its DNS payload): a [`PacketHead`](crate::PacketHead)
+    /// and its bytes (`--pcap`).
+    pub const PACKET: u8 = 1 << 6;
 }
 
 /// Kernel return addresses recorded with each `icmp_sent`, innermost first. The caller that decided to send

@@ -6,5 +6,6 @@ pub mod dns;
 pub mod header;
 pub mod icmp_sent;
 pub mod owner;
+pub mod packet;
 pub mod socket_error;
 pub mod udp_dropped;

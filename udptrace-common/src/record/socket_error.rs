@@ -35,6 +35,9 @@ pub mod socket_error_flags {
     /// The record is a [`WithDns`](crate::WithDns): the quoted datagram is to or from a DNS port, and its
     /// payload is what the ICMP error quotes of it (fentry and kprobe modes).
     pub const DNS: u8 = 1 << 6;
+    /// The ICMP error follows the record (and its DNS payload), from its IP header on, with its quote: a
+    /// [`PacketHead`](crate::PacketHead) and its bytes (`--pcap`; fentry and kprobe modes).
+    pub const PACKET: u8 = 1 << 7;
 }
 
 /// An ICMP error reached (or failed to reach) a UDP socket.

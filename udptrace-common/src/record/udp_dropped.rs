@@ -58,6 +58,9 @@ pub mod udp_dropped_flags {
     pub const SOURCES_FOLDED: u8 = 1 << 3;
     /// The record is a [`WithDns`](crate::WithDns): the datagram is to or from a DNS port.
     pub const DNS: u8 = 1 << 4;
+    /// The packet follows the record (and its DNS payload): a [`PacketHead`](crate::PacketHead) and its
+    /// bytes (`--pcap`).
+    pub const PACKET: u8 = 1 << 5;
 }
 
 /// The kernel dropped a UDP (or UDP-Lite) datagram: `skb:kfree_skb`.

@@ -158,6 +158,7 @@ pub fn kernel_side(check: &Check, local: SocketAddr, target: SocketAddr) -> Resu
         verbose: check.verbose,
         counts_only: false,
         dns_ports: vec![53],
+        pcap_snaplen: 0,
     };
     let failed = |e: anyhow::Error| Without {
         text: format!("the kernel's hooks did not start: {}", one_line(&e)),

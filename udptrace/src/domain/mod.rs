@@ -136,6 +136,18 @@ pub struct Meta {
     pub probe: AttachMode,
     /// The Kubernetes pod it happened in: its socket owner's, else its network namespace's.
     pub pod: Option<Pod>,
+    /// Its packet as the programs copied it, with `--pcap`; `None` without, for an event whose mode sees no
+    /// packet, and for a count.
+    pub packet: Option<Captured>,
+}
+
+/// What the programs copied of an event's packet (`--pcap`), from its network header on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Captured {
+    /// No more than `--pcap-snaplen` bytes, the packet, or its linear data (a payload in pages is left out).
+    pub bytes: Vec<u8>,
+    /// The packet's length by its IP header: more than `bytes` holds when the capture is short.
+    pub length: u32,
 }
 
 /// A Kubernetes pod, as the node's own files name it (`pipeline::enrich::pods`).

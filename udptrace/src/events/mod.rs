@@ -25,7 +25,7 @@ pub use udp_dropped::UdpDropped;
 use udptrace_common::{EventHeader, kind};
 
 use self::record::{Clock, DecodeError, family_of, read_record};
-use crate::domain::{Dns, OwnerInfo, Pod, Translation};
+use crate::domain::{Dns, Meta, OwnerInfo, Pod, Translation};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -59,23 +59,48 @@ impl Event {
     pub fn count(&self) -> u64 {
         self.kind().count()
     }
+
+    /// The facts it shares with every kind; `None` for `lost`, which is about no event seen.
+    pub fn meta(&self) -> Option<&Meta> {
+        match self {
+            Event::SocketError(e) => Some(&e.meta),
+            Event::IcmpSent(e) => Some(&e.meta),
+            Event::IcmpSuppressed(e) => Some(&e.meta),
+            Event::UdpDropped(e) => Some(&e.meta),
+            Event::Lost(_) => None,
+        }
+    }
+
+    pub fn meta_mut(&mut self) -> Option<&mut Meta> {
+        match self {
+            Event::SocketError(e) => Some(&mut e.meta),
+            Event::IcmpSent(e) => Some(&mut e.meta),
+            Event::IcmpSuppressed(e) => Some(&mut e.meta),
+            Event::UdpDropped(e) => Some(&mut e.meta),
+            Event::Lost(_) => None,
+        }
+    }
 }
 
 /// A record from the programs, as the event of its kind: each kind decodes its own.
 pub fn decode(bytes: &[u8], clock: Clock) -> Result<Event, DecodeError> {
     let header: EventHeader = read_record(bytes, bytes.first().copied().unwrap_or(0))?;
     let family = family_of(header.family).ok_or(DecodeError::UnknownFamily(header.family))?;
-    Ok(match header.kind {
+    let mut event = match header.kind {
         kind::SOCKET_ERROR => Event::SocketError(SocketError::decode(bytes, family, clock)?),
         kind::ICMP_SENT => Event::IcmpSent(IcmpSent::decode(bytes, family, clock)?.0),
         kind::ICMP_SUPPRESSED => Event::IcmpSuppressed(IcmpSuppressed::decode(bytes, family, clock)?),
         kind::UDP_DROPPED => Event::UdpDropped(UdpDropped::decode(bytes, family, clock)?),
         other => return Err(DecodeError::UnknownKind(other)),
-    })
+    };
+    if let (Some(layout), Some(meta)) = (layout(header.kind), event.meta_mut()) {
+        meta.packet = record::packet_of(bytes, &layout, header.kind)?;
+    }
+    Ok(event)
 }
 
 /// What the bytes of a record of `kind` call for: its size without the DNS payload, where its flags byte is,
-/// and the flag that says a payload follows; `None` for a kind no record has. For the decoder's promises
+/// and the flags that say a DNS payload and a packet follow; `None` for a kind no record has. For the decoder's promises
 /// (`invariants::record`), beside the decoding it describes.
 pub fn layout(kind: u8) -> Option<Layout> {
     match kind {
@@ -92,6 +117,7 @@ pub struct Layout {
     pub base: usize,
     pub flags_at: usize,
     pub dns_flag: u8,
+    pub packet_flag: u8,
 }
 
 /// The counters of `--metrics` the kinds count in, in the order they are registered.

@@ -9,12 +9,13 @@ use std::{
 };
 
 use udptrace_common::{
-    AF_INET, AF_INET6, Conntrack, CtTuple, DnsPrefix, EventHeader, conntrack_flags, ct_status, owner_flags, probe,
+    AF_INET, AF_INET6, Conntrack, CtTuple, DnsPrefix, EventHeader, PACKET_MAX, PacketHead, conntrack_flags, ct_status,
+    owner_flags, probe,
 };
 
 use crate::{
     dns,
-    domain::{AttachMode, Dns, Family, Meta, Nat, OwnerInfo, Translation, Tuple},
+    domain::{AttachMode, Captured, Dns, Family, Meta, Nat, OwnerInfo, Translation, Tuple},
 };
 
 /// The family of a record's `family` byte.
@@ -143,7 +144,25 @@ pub fn meta(header: &EventHeader, clock: Clock) -> Result<Meta, DecodeError> {
         netns: header.netns,
         probe: mode_of(header.probe).ok_or(DecodeError::UnknownProbe(header.probe))?,
         pod: None,
+        packet: None,
     })
+}
+
+/// The packet a record of `layout` carries after its parts (`--pcap`), when its flags say so: no more bytes
+/// than its head says were copied, nor than the record holds (a record cut short gives `Short`).
+pub fn packet_of(bytes: &[u8], layout: &super::Layout, kind: u8) -> Result<Option<Captured>, DecodeError> {
+    let flags = bytes.get(layout.flags_at).copied().unwrap_or(0);
+    if flags & layout.packet_flag == 0 {
+        return Ok(None);
+    }
+    let at = layout.base + if flags & layout.dns_flag != 0 { size_of::<DnsPrefix>() } else { 0 };
+    let head: PacketHead = read_record(bytes.get(at..).unwrap_or_default(), kind)?;
+    let start = at + size_of::<PacketHead>();
+    let len = usize::from(head.len).min(PACKET_MAX);
+    let Some(copied) = bytes.get(start..start + len) else {
+        return Err(DecodeError::Short { kind, len: bytes.len(), need: start + len });
+    };
+    Ok(Some(Captured { bytes: copied.to_vec(), length: head.total.max(len as u32) }))
 }
 
 /// What the DNS payload a record carries says: its first `len` bytes, no more than the buffer holds, nor than

@@ -24,7 +24,7 @@ pub fn pod(name: &str) -> crate::domain::Pod {
 }
 
 pub fn meta() -> Meta {
-    Meta { time: time(), netns: 4026532001, probe: AttachMode::Tracepoint, pod: None }
+    Meta { time: time(), netns: 4026532001, probe: AttachMode::Tracepoint, pod: None, packet: None }
 }
 
 /// A delivered ECONNREFUSED on a connected IPv4 socket, its owner unknown.

@@ -67,6 +67,7 @@ pub const LAYOUT: Layout = Layout {
     base: size_of::<RawSocketError>(),
     flags_at: offset_of!(RawSocketError, flags),
     dns_flag: socket_error_flags::DNS,
+    packet_flag: socket_error_flags::PACKET,
 };
 
 pub static METRIC: Metric = Metric {

@@ -69,6 +69,7 @@ pub const LAYOUT: Layout = Layout {
     base: size_of::<RawUdpDropped>(),
     flags_at: offset_of!(RawUdpDropped, flags),
     dns_flag: udp_dropped_flags::DNS,
+    packet_flag: udp_dropped_flags::PACKET,
 };
 
 pub static METRIC: Metric = Metric {

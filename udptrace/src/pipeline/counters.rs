@@ -156,6 +156,7 @@ impl Watcher {
                         netns: u32::try_from(inode).unwrap_or(u32::MAX),
                         probe: AttachMode::Tracepoint,
                         pod: None,
+                        packet: None,
                     },
                     family,
                     scope,

@@ -365,7 +365,7 @@ mod tests {
     use crate::events::{IcmpSent, Lost, SocketError, UdpDropped};
 
     fn meta(netns: u32) -> Meta {
-        Meta { time: std::time::UNIX_EPOCH, netns, probe: AttachMode::FEntry, pod: None }
+        Meta { time: std::time::UNIX_EPOCH, netns, probe: AttachMode::FEntry, pod: None, packet: None }
     }
 
     fn refused(owner: Option<(u32, &str)>) -> Event {
