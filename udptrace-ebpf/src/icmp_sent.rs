@@ -38,7 +38,8 @@ use crate::{
         Args, Btf, ETH_P_IP, Mem, Probe, ReadResult, SKB_WINDOW, copy, header, ip_start, offset, offsets, read,
         skb_dev_netns, skb_network, slot, sock_netns, zero,
     },
-    output::{count_failure, output, to_hand_over},
+    output::{count_failure, to_hand_over},
+    packet,
     program::programs,
 };
 
@@ -52,6 +53,8 @@ pub struct IcmpSend {
     event: WithDns<IcmpSent>,
     /// The offending packet.
     skb: u64,
+    /// Where its bytes are, with `--pcap`.
+    packet: packet::At,
     /// The call is under way and its error not emitted yet.
     active: u8,
     /// The offending datagram is on a DNS port: its payload is in `event.dns`.
@@ -110,8 +113,9 @@ fn exit_state() -> Option<&'static mut IcmpSend> {
     level(n)
 }
 
-/// Fills `event` for the offending packet `skb`: header, ICMP type/code, the packet, the kernel stack. `M`:
-/// how `skb` is read, which the mode decides (`kernel::Mem`).
+/// Fills the slot's event for the offending packet `skb`: header, ICMP type/code, the packet, the kernel stack;
+/// and, with `--pcap`, where the packet's bytes are. `M`: how `skb` is read, which the mode decides
+/// (`kernel::Mem`).
 #[inline(always)]
 fn fill<C: EbpfContext, M: Mem>(
     ctx: &C,
@@ -120,8 +124,10 @@ fn fill<C: EbpfContext, M: Mem>(
     skb: *const u8,
     icmp_type: u8,
     icmp_code: u8,
-    out: &mut WithDns<IcmpSent>,
+    slot: &mut IcmpSend,
 ) -> ReadResult<bool> {
+    slot.packet = packet::At::default();
+    let out = &mut slot.event;
     let event = &mut out.record;
     let off = offsets();
     // The namespace of the device the packet came in on; a locally generated packet (REJECT in OUTPUT)
@@ -140,6 +146,7 @@ fn fill<C: EbpfContext, M: Mem>(
     event.icmp_code = icmp_code;
     let mut dns_datagram = false;
     if let Ok((_, ip)) = skb_network::<M>(skb, &mut [0; SKB_WINDOW]) {
+        slot.packet = packet::at::<M>(skb, ip);
         let udp = if family == AF_INET { read_ipv4_packet(ip, event) } else { read_ipv6_packet(ip, event) };
         // Only a datagram on a DNS port pays for the copy of its payload (`dns.rs`).
         if let Some(udp) = udp
@@ -162,18 +169,19 @@ fn fill<C: EbpfContext, M: Mem>(
 }
 
 /// Emits a prepared error; with the payload of its datagram if that is on a DNS port (`dns`), and then never
-/// counted in the kernel: a count would lose the name.
+/// counted in the kernel: a count would lose the name; with `--pcap`, with the datagram.
 #[inline(always)]
-fn emit_sent<C: EbpfContext>(ctx: &C, out: &mut WithDns<IcmpSent>, dns: bool) {
+fn emit_sent<C: EbpfContext>(ctx: &C, slot: &mut IcmpSend, dns: bool) {
+    let out = &mut slot.event;
     let passes = filter::icmp_sent_passes(&out.record);
     if !to_hand_over(&mut out.record, passes, dns) {
         return;
     }
     if dns {
         out.record.flags |= icmp_sent_flags::DNS;
-        output(ctx, out);
+        packet::output_with(ctx, out, slot.packet);
     } else {
-        output(ctx, &out.record);
+        packet::output_with(ctx, &out.record, slot.packet);
     }
 }
 
@@ -373,7 +381,7 @@ fn icmp_send_enter<C: EbpfContext + Args, M: Mem>(ctx: &C, mode: u8, family: u16
     let skb: *const u8 = ctx.get(0)?;
     // An `int` for IPv4, a `u8` for IPv6: the low byte either way.
     let (icmp_type, icmp_code) = (ctx.get::<u64>(1)? as u8, ctx.get::<u64>(2)? as u8);
-    slot.dns = u8::from(fill::<C, M>(ctx, mode, family, skb, icmp_type, icmp_code, &mut slot.event)?);
+    slot.dns = u8::from(fill::<C, M>(ctx, mode, family, skb, icmp_type, icmp_code, slot)?);
     slot.skb = skb as u64;
     slot.active = 1;
     Ok(())
@@ -398,7 +406,8 @@ fn reply_pushed<C: EbpfContext>(ctx: &C) -> ReadResult<()> {
 fn decided<C: EbpfContext>(ctx: &C, slot: &mut IcmpSend) {
     slot.active = 0;
     note_port_unreachable(slot.skb, &slot.event.record);
-    emit_sent(ctx, &mut slot.event, slot.dns != 0);
+    let dns = slot.dns != 0;
+    emit_sent(ctx, slot, dns);
 }
 
 /// Return of `icmp_global_allow()` (the global token bucket, `net.ipv4.icmp_msgs_per_sec` and
@@ -522,9 +531,9 @@ fn icmp_send_tracepoint(ctx: &BtfTracePointContext) -> ReadResult<()> {
     let Some(slot) = level(0) else { return Ok(()) };
     let skb: *const u8 = ctx.get(0)?;
     let (icmp_type, icmp_code) = (ctx.get::<u64>(1)? as u8, ctx.get::<u64>(2)? as u8);
-    let dns = fill::<_, Btf>(ctx, probe::TRACEPOINT, AF_INET, skb, icmp_type, icmp_code, &mut slot.event)?;
+    let dns = fill::<_, Btf>(ctx, probe::TRACEPOINT, AF_INET, skb, icmp_type, icmp_code, slot)?;
     note_port_unreachable(skb as u64, &slot.event.record);
-    emit_sent(ctx, &mut slot.event, dns);
+    emit_sent(ctx, slot, dns);
     Ok(())
 }
 
@@ -587,12 +596,12 @@ pub(crate) fn icmp_at_no_socket_drop(ctx: &BtfTracePointContext, skb: *const u8)
     } else {
         (AF_INET6, icmpv6::DEST_UNREACH, icmpv6::PORT_UNREACH)
     };
-    let dns = fill::<_, Btf>(ctx, probe::TRACEPOINT, family, skb, icmp_type, code, &mut slot.event)?;
+    let dns = fill::<_, Btf>(ctx, probe::TRACEPOINT, family, skb, icmp_type, code, slot)?;
     // TCP and others drop with the same reason, and answer otherwise (a reset).
     if slot.event.record.proto != IPPROTO_UDP && slot.event.record.proto != IPPROTO_UDPLITE {
         return Ok(());
     }
     slot.event.record.flags |= icmp_sent_flags::AT_DROP;
-    emit_sent(ctx, &mut slot.event, dns);
+    emit_sent(ctx, slot, dns);
     Ok(())
 }

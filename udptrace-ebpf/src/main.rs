@@ -32,6 +32,7 @@ mod icmp_sent;
 mod kernel;
 mod output;
 mod owner;
+mod packet;
 mod program;
 mod socket_error;
 mod tally;

@@ -40,9 +40,10 @@ pub(crate) fn count(stat: u32) {
     }
 }
 
-/// Hands `record` to user space through the buffer `--buffer` chose; a full buffer is counted here.
+/// Hands `record` to user space through the buffer `--buffer` chose; a full buffer is counted here. A record
+/// and the packet after it go as one slice of bytes (`packet.rs`).
 #[inline(always)]
-pub(crate) fn output<C: EbpfContext, T>(ctx: &C, record: &T) {
+pub(crate) fn output<C: EbpfContext, T: ?Sized>(ctx: &C, record: &T) {
     // Stopping: user space drains what the buffer holds, and no more comes; this one is lost, and counted.
     if OUTPUT_STOPPED.get(0).is_some_and(|stopped| *stopped != 0) {
         count(stat::LOST);
@@ -58,8 +59,8 @@ pub(crate) fn output<C: EbpfContext, T>(ctx: &C, record: &T) {
                 ctx.as_ptr(),
                 core::ptr::addr_of!(PERF_EVENTS).cast_mut().cast(),
                 BPF_F_CURRENT_CPU,
-                (record as *const T).cast_mut().cast(),
-                size_of::<T>() as u64,
+                core::ptr::from_ref(record).cast_mut().cast(),
+                size_of_val(record) as u64,
             ) < 0
         }
     } else {

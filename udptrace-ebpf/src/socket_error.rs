@@ -43,8 +43,9 @@ use crate::{
         Args, Probe, ReadResult, header, offset, offsets, read, read_into, skb_dev_netns, skb_ifindex, slot,
         sock_netns, zero,
     },
-    output::{count_failure, emit, output, to_hand_over},
+    output::{count_failure, emit, to_hand_over},
     owner::fill_owner,
+    packet,
     program::programs,
 };
 
@@ -67,6 +68,8 @@ pub struct UdpErr {
     /// The quoted datagram is on a DNS port: its payload is in `event.dns`.
     dns: u8,
     _pad: [u8; 5],
+    /// Where the ICMP error's bytes are, with `--pcap`.
+    packet: packet::At,
 }
 
 #[map]
@@ -119,6 +122,8 @@ fn udp_err_enter<C: Args>(ctx: &C, mode: u8, entry: ErrEntry) -> ReadResult<()> 
     let head = read::<*const u8>(skb, off.skb_head, "sk_buff.head")?;
     let outer = head.wrapping_add(read::<u16>(skb, off.skb_network_header, "sk_buff.network_header")? as usize);
     let netns = skb_dev_netns::<Probe>(skb, &off)?;
+    // The ICMP error from its IP header on, with its quote.
+    slot.packet = packet::at::<Probe>(skb, outer);
 
     // Built in place in the per-CPU slot: with a SocketError on the stack as well, the program would pass
     // the verifier's 512-byte stack limit (every kernel's).
@@ -249,9 +254,9 @@ fn udp_err_exit<C: EbpfContext>(ctx: &C, ret: Option<i64>) -> ReadResult<()> {
     if to_hand_over(event, passes, slot.dns != 0) {
         if slot.dns != 0 {
             event.flags |= socket_error_flags::DNS;
-            output(ctx, &slot.event);
+            packet::output_with(ctx, &slot.event, slot.packet);
         } else {
-            output(ctx, event);
+            packet::output_with(ctx, event, slot.packet);
         }
     }
     Ok(())

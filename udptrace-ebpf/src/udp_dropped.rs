@@ -44,9 +44,9 @@ use crate::{
         Args, Btf, ETH_P_IP, ETH_P_IPV6, Mem, Probe, ReadResult, SKB_WINDOW, copy, header, ip_start, netns_inum,
         offset, read, read_into, skb_network, sock_netns, zero,
     },
-    output::{count, count_failure, output},
+    output::{count, count_failure},
     owner::socket_owner,
-    tally,
+    packet, tally,
 };
 /// IPv4 `frag_off`: the fragment offset bits. A later fragment carries no UDP header.
 const IP_OFFSET_MASK: u16 = 0x1fff;
@@ -260,7 +260,7 @@ fn dropped(ctx: &BtfTracePointContext, event: &mut UdpDropped, level: u32) -> Re
         count(stat::FILTERED);
         return Ok(0);
     }
-    let until = hand_over_or_count(ctx, event, level, Datagram { skb, udp });
+    let until = hand_over_or_count(ctx, event, level, Datagram { skb, ip, udp });
     if let Some(last) = last {
         // SAFETY: as above.
         let last = unsafe { &mut *last };
@@ -430,10 +430,11 @@ fn hand_over_or_count<C: EbpfContext>(ctx: &C, event: &mut UdpDropped, level: u3
     since + drops::PERIOD_NS
 }
 
-/// The dropped packet, and where its UDP header starts.
+/// The dropped packet, and where its IP and UDP headers start.
 #[derive(Clone, Copy)]
 struct Datagram {
     skb: *const u8,
+    ip: *const u8,
     udp: *const u8,
 }
 
@@ -441,15 +442,17 @@ struct Datagram {
 #[map]
 static DNS_DROP_SLOTS: PerCpuArray<WithDns<UdpDropped>> = PerCpuArray::with_max_entries(NESTING, 0);
 
-/// Hands the record over; for a datagram to or from a DNS port, with the start of its payload.
+/// Hands the record over; for a datagram to or from a DNS port, with the start of its payload; with
+/// `--pcap`, with the datagram.
 #[inline(always)]
 fn hand_over<C: EbpfContext>(ctx: &C, event: &UdpDropped, level: u32, datagram: Datagram) {
+    let at = packet::at::<Btf>(datagram.skb, datagram.ip);
     if !dns_datagram(event) {
-        output(ctx, event);
+        packet::output_with(ctx, event, at);
         return;
     }
     let Some(slot) = DNS_DROP_SLOTS.get_ptr_mut(level) else {
-        output(ctx, event);
+        packet::output_with(ctx, event, at);
         return;
     };
     // SAFETY: this CPU's slot for this level, this run's alone.
@@ -458,7 +461,7 @@ fn hand_over<C: EbpfContext>(ctx: &C, event: &UdpDropped, level: u32, datagram: 
     slot.record.flags |= udp_dropped_flags::DNS;
     // A payload that could not be read is said empty (`len` 0) and counted; the drop is still handed over.
     let _ = count_failure(dns::payload::<Btf>(datagram.skb, datagram.udp, &mut slot.dns));
-    output(ctx, slot);
+    packet::output_with(ctx, slot, at);
 }
 
 /// Whether the datagram is to or from a DNS port: its record carries the start of its payload.

@@ -180,10 +180,10 @@ pub struct Cli {
           help_heading = "Packets")]
     pub pcap_snaplen: u16,
 
-    /// Start a new --pcap file once the current one is larger than MB millions of bytes (as tcpdump's -C):
-    /// FILE, then FILE1, FILE2, ...
-    #[arg(short = 'C', long = "pcap-file-size", value_name = "MB", requires = "pcap",
-          value_parser = clap::value_parser!(u64).range(1..=1_000_000), help_heading = "Packets")]
+    /// Start a new --pcap file once the current one is larger than SIZE (as tcpdump's -C): millions of bytes,
+    /// or with K or M, KiB or MiB. FILE, then FILE1, FILE2, ...
+    #[arg(short = 'C', long = "pcap-file-size", value_name = "SIZE", requires = "pcap",
+          value_parser = parse_pcap_file_size, help_heading = "Packets")]
     pub pcap_file_size: Option<u64>,
 
     /// With -C, keep at most N files, overwriting the oldest (as tcpdump's -W): FILE0 to FILE<N-1>.
@@ -431,6 +431,24 @@ fn parse_buffer_size(text: &str) -> Result<u32, String> {
     u32::try_from(bytes).map_err(|_| format!("`{text}` is too large"))
 }
 
+/// `-C`: bytes. A bare number is millions of bytes, as tcpdump's; K and M are KiB and MiB. From 4K (a
+/// file holds at least its headers and a packet) to 1,000,000 millions.
+fn parse_pcap_file_size(text: &str) -> Result<u64, String> {
+    const MIN: u64 = 4 << 10;
+    const MAX: u64 = 1_000_000 * 1_000_000;
+    let trimmed = text.trim();
+    let bytes = if trimmed.ends_with(|c: char| c.is_ascii_digit()) {
+        trimmed.parse::<u64>().ok().and_then(|n| n.checked_mul(1_000_000))
+    } else {
+        with_binary_suffix(trimmed)
+    };
+    let bytes = bytes.ok_or_else(|| format!("`{text}` is not a size (millions of bytes, such as 10, or 512K, 4M)"))?;
+    if !(MIN..=MAX).contains(&bytes) {
+        return Err(format!("`{text}`: a file size from 4K to 1000000 (millions of bytes)"));
+    }
+    Ok(bytes)
+}
+
 /// A whole number, times 1024 with a K, 1048576 with an M; `None` if it is not one or overflows.
 fn with_binary_suffix(text: &str) -> Option<u64> {
     let trimmed = text.trim();
@@ -548,6 +566,31 @@ mod tests {
         for bad in ["63", "5M", "", "K", "-1", "1.5K", "99999999999999999999"] {
             assert!(parse(&["--owner-records", bad]).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn pcap_options_are_checked() {
+        let cli = parse(&["--pcap", "drops.pcapng", "-C", "10", "-W", "3", "--pcap-snaplen", "1500"]).unwrap();
+        assert_eq!(cli.pcap, Some(PcapTarget::File("drops.pcapng".into())));
+        assert_eq!((cli.pcap_file_size, cli.pcap_files, cli.pcap_snaplen), (Some(10_000_000), Some(3), 1500));
+        assert_eq!(parse(&["--pcap", "-"]).unwrap().pcap, Some(PcapTarget::Stdout));
+        assert_eq!(parse(&["--pcap", "x", "-C", "64K"]).unwrap().pcap_file_size, Some(64 << 10));
+        assert_eq!(parse(&["--pcap", "x"]).unwrap().pcap_snaplen, udptrace_common::PACKET_SNAPLEN);
+        for bad in [
+            &["--pcap", ""][..],
+            &["--pcap", "dir/"],
+            &["--pcap", "x", "--pcap-snaplen", "1501"],
+            &["--pcap", "x", "--pcap-snaplen", "0"],
+            &["--pcap-snaplen", "100"],
+            &["--pcap", "x", "-C", "1K"],
+            &["--pcap", "x", "-C", "ten"],
+            &["--pcap", "x", "-W", "3"],
+            &["-C", "10"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} was taken");
+        }
+        let rotated_stdout = parse(&["--pcap", "-", "-C", "10"]).unwrap();
+        assert!(rotated_stdout.validate().is_err());
     }
 
     #[test]
