@@ -10,7 +10,7 @@
 //! the `conntrack` field of errors and drops, against `conntrack -L`), `operator.rs` (what an
 //! operator relies on under load: filters, floods, malformed ICMP), `process.rs` (udptrace as a process:
 //! what its tracer and helper hold, the healthy path, unloading, the helper's death, owner records freed),
-//! `pods.rs` (which pod an event is about, on a node `kube.rs` makes);
+//! `pods.rs` (which pod an event is about, on a node `kube.rs` makes), `pcap.rs` (`--pcap`'s files, read back);
 //! `fixtures.rs` is what they share, `procfs.rs` what `/proc` says of a udptrace's processes.
 
 use anyhow::Result;
@@ -30,6 +30,7 @@ mod metrics;
 mod operator;
 mod owner;
 mod path_drops;
+mod pcap;
 mod pods;
 mod process;
 mod procfs;
@@ -181,6 +182,9 @@ pub static SCENARIOS: &[Scenario] = &[
     Scenario { name: "pod_bad_bundle", run: pods::pod_bad_bundle },
     Scenario { name: "pod_none", run: pods::pod_none },
     Scenario { name: "pod_filters", run: pods::pod_filters },
+    Scenario { name: "pcap_file", run: pcap::pcap_file },
+    Scenario { name: "pcap_stdout", run: pcap::pcap_stdout },
+    Scenario { name: "pcap_rotation", run: pcap::pcap_rotation },
 ];
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use clap::Parser as _;
 
 use udptrace::{
     check,
-    cli::{Cli, Command},
+    cli::{Cli, Command, PcapTarget},
     errors::one_line,
     kernel::{
         loader::{HookOutcome, KernelFacts},
@@ -158,11 +158,18 @@ fn trace(cli: Cli, facts: KernelFacts) -> Result<()> {
         maps,
         misses,
     } = tracing;
-    let (sinks, server) = sinks(&cli, &outcomes)?;
+    let (mut sinks, server) = sinks(&cli, &outcomes)?;
     // Attached and bound: from here on this process parses what the network sends and serves HTTP, as a
     // user of no privilege; what still needs one is asked of the helper. The metrics thread starts after.
     let helper = privsep::split::after_attach(maps, misses, cli.verbose)?;
     parts.use_helper(&helper);
+    // The packets' file is the unprivileged tracer's: created by it, 0600.
+    if let Some(target) = cli.pcap.clone() {
+        let rotation = output::pcap::Rotation { file_size: cli.pcap_file_size, files: cli.pcap_files };
+        let mut pcap = output::pcap::PcapSink::new(target, cli.pcap_snaplen, rotation);
+        pcap.open()?;
+        sinks.push(Box::new(pcap));
+    }
     let _serving = server.map(metrics::Server::start).transpose()?;
     let serving = cli.metrics.map(|addr| format!("; metrics on http://{addr}/metrics")).unwrap_or_default();
     let options = session::Options {
@@ -204,15 +211,26 @@ fn sinks(cli: &Cli, outcomes: &[HookOutcome]) -> Result<(Sinks, Option<metrics::
         sinks.push(Box::new(metrics::MetricsSink(counters)));
     }
     if !cli.quiet {
-        let stdout = std::io::stdout();
-        let shown: Box<dyn Sink> = match (cli.summary, cli.json) {
-            (Some(period), json) => Box::new(SummarySink::new(stdout, json, period)),
-            (None, true) => Box::new(JsonSink::new(stdout)),
-            (None, false) => Box::new(TextSink::new(stdout, output::text::color_wanted())),
-        };
-        sinks.push(shown);
+        // With `--pcap -` standard output carries the pcapng alone: the lines go to standard error.
+        if cli.pcap == Some(PcapTarget::Stdout) {
+            sinks.push(shown(cli, std::io::stderr()));
+        } else {
+            sinks.push(shown(cli, std::io::stdout()));
+        }
     }
     Ok((sinks, server))
+}
+
+/// The text, JSON or summary output, on `out`.
+fn shown<W: std::io::Write + std::io::IsTerminal + 'static>(cli: &Cli, out: W) -> Box<dyn Sink> {
+    match (cli.summary, cli.json) {
+        (Some(period), json) => Box::new(SummarySink::new(out, json, period)),
+        (None, true) => Box::new(JsonSink::new(out)),
+        (None, false) => {
+            let color = output::text::color_wanted(&out);
+            Box::new(TextSink::new(out, color))
+        }
+    }
 }
 
 #[cfg(test)]

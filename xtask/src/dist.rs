@@ -114,6 +114,10 @@ if [ \"$1\" = configure ] && ! getent passwd udptrace >/dev/null; then
     useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin udptrace || true
   fi
 fi
+# Where that user may write --pcap's files (the unit lets the service write there alone).
+if [ \"$1\" = configure ] && getent passwd udptrace >/dev/null && [ ! -d /var/lib/udptrace ]; then
+  install -d -o udptrace -g udptrace -m 0750 /var/lib/udptrace
+fi
 if [ -d /run/systemd/system ]; then
   systemctl daemon-reload || true
   if [ \"$1\" = configure ] && [ -n \"$2\" ]; then

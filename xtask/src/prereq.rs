@@ -35,6 +35,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     "strace",
     "conntrack",
     "python3-venv",
+    // `--pcap`'s files read back: tshark's dissectors, capinfos (wireshark-common).
+    "tshark",
 ];
 
 pub fn ensure_build() -> Result<()> {

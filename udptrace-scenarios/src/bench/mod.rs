@@ -202,6 +202,11 @@ enum Variant {
     /// As `Udptrace`, with the error path's closed port a DNS port (`--dns-port`): each error carries the start
     /// of its datagram's payload, so that a DNS error's cost is measured beside another's.
     Dns(String),
+    /// As `Udptrace`, with `--pcap`: each error handed over carries its datagram, written with its event to a
+    /// pcapng file (rotated: `-C 10 -W 2`), so that the cost of the copy is measured beside the event's.
+    PcapText(String),
+    /// As `Json`, with `--pcap` as `PcapText`: the drops handed over carry their datagram.
+    PcapJson(String),
     /// udptrace in this mode, `--quiet`: nothing printed; the programs count in the kernel.
     Quiet(String),
     /// udptrace in this mode, `--summary 1`: counted in the kernel, a table a second on a pipe that is read.
@@ -234,6 +239,8 @@ impl Variant {
             Variant::Json(mode) => format!("udptrace {mode} --json"),
             Variant::DnsJson(mode) => format!("udptrace {mode} --json --dns-port {DROP_PORT}"),
             Variant::Dns(mode) => format!("udptrace {mode} --dns-port {CLOSED_PORT}"),
+            Variant::PcapText(mode) => format!("udptrace {mode} --pcap FILE"),
+            Variant::PcapJson(mode) => format!("udptrace {mode} --json --pcap FILE"),
             Variant::Quiet(mode) => format!("udptrace {mode} --quiet"),
             Variant::Summary(mode) => format!("udptrace {mode} --summary 1"),
             Variant::BareConnected => "no tracer, connected sender".to_owned(),
@@ -273,6 +280,8 @@ impl Variant {
             | Variant::Json(mode)
             | Variant::DnsJson(mode)
             | Variant::Dns(mode)
+            | Variant::PcapText(mode)
+            | Variant::PcapJson(mode)
             | Variant::Quiet(mode)
             | Variant::Summary(mode)
             | Variant::OwnerRecorded(mode)

@@ -132,7 +132,9 @@ pub(super) fn error_path(
     starts: &mut Starts,
 ) -> Result<()> {
     // Beside `udptrace MODE`, the same with every error about a DNS datagram: the cost of a DNS error.
-    let mut variants = with_bare(modes, &[Variant::Udptrace, Variant::Dns, Variant::Quiet, Variant::Summary]);
+    // Beside it too, the same with each error's datagram written to a pcapng file: the cost of `--pcap`.
+    let mut variants =
+        with_bare(modes, &[Variant::Udptrace, Variant::Dns, Variant::PcapText, Variant::Quiet, Variant::Summary]);
     // The owner of a socket opened before udptrace started, from /proc, beside one the programs recorded.
     if !socket_error_modes.is_empty() {
         variants.push(Variant::BareConnected);
@@ -203,6 +205,8 @@ pub(super) fn error_path(
             | Variant::Json(mode)
             | Variant::DnsJson(mode)
             | Variant::Dns(mode)
+            | Variant::PcapText(mode)
+            | Variant::PcapJson(mode)
             | Variant::Quiet(mode)
             | Variant::Summary(mode)
             | Variant::OwnerRecorded(mode)
@@ -370,7 +374,8 @@ pub(super) fn drop_flood(
     report: &mut Report,
     starts: &mut Starts,
 ) -> Result<DropFlood> {
-    let mut variants = with_bare(modes, &[Variant::Udptrace, Variant::Json, Variant::Quiet, Variant::Summary]);
+    let mut variants =
+        with_bare(modes, &[Variant::Udptrace, Variant::Json, Variant::PcapJson, Variant::Quiet, Variant::Summary]);
     // From one flow, where each drop handed over is one more record: beside `--json`, the cost of a DNS one.
     if how == How::Connected {
         variants.extend(modes.iter().cloned().map(Variant::DnsJson));
@@ -450,10 +455,12 @@ pub(super) fn drop_flood(
             let (seen, _, lost) = closing_counts(&line).with_context(|| format!("no counts in {line:?}"))?;
             let from_closing_line = || DropCounts { drops: seen, ..DropCounts::default() };
             let shown = match (inner, &mut running) {
-                (Variant::Json(_) | Variant::DnsJson(_), Running::Printing(printer)) => match printer.take_drops() {
-                    Some(counts) => Some(("its JSON events", counts, lost)),
-                    None => bail!("{label}: the reader of udptrace's output failed"),
-                },
+                (Variant::Json(_) | Variant::DnsJson(_) | Variant::PcapJson(_), Running::Printing(printer)) => {
+                    match printer.take_drops() {
+                        Some(counts) => Some(("its JSON events", counts, lost)),
+                        None => bail!("{label}: the reader of udptrace's output failed"),
+                    }
+                }
                 (Variant::Summary(_), Running::Counting(summary)) => match last_drop_summary(summary) {
                     Some((counts, lost)) => Some(("its last table", counts, lost)),
                     None => {

@@ -315,6 +315,17 @@ impl Starts {
     }
 }
 
+/// Where the `--pcap` variants write: a directory of this run the unprivileged tracer may create files in (at
+/// most two files of 10 MB each, `-C 10 -W 2`), emptied first.
+fn pcap_file() -> Result<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = std::env::temp_dir().join(format!("udptrace-bench-pcap-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777))?;
+    Ok(dir.join("events.pcapng").display().to_string())
+}
+
 /// udptrace as `variant` runs it, with the programs it loaded; `None` for a variant without udptrace. It
 /// watches the server's namespace, but for the socket owners' variants, the client's, where the sender's
 /// socket is told of its errors.
@@ -343,6 +354,15 @@ pub(super) fn start_udptrace(
             let port = DROP_PORT.to_string();
             let to = Reading::Drops(Hosts::server(DROP_PORT));
             Running::Printing(Printer::start(&options.udptrace, mode, server_ns, to, &["--dns-port", &port])?)
+        }
+        Variant::PcapText(_) | Variant::PcapJson(_) => {
+            let file = pcap_file()?;
+            let extra = ["--pcap", file.as_str(), "-C", "10", "-W", "2"];
+            let reading = match variant.split().1 {
+                Variant::PcapJson(_) => Reading::Drops(Hosts::server(DROP_PORT)),
+                _ => Reading::Text,
+            };
+            Running::Printing(Printer::start(&options.udptrace, mode, server_ns, reading, &extra)?)
         }
         Variant::Dns(_) => {
             let port = CLOSED_PORT.to_string();

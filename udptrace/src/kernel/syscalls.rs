@@ -128,6 +128,11 @@ pub const SYSCALLS: &[Group] = &[
         ],
     },
     Group {
+        why: "Files of --pcap, which the tracer creates 0600: one that existed is made 0600 too",
+        sides: &[Tracer],
+        calls: &["fchmod"],
+    },
+    Group {
         why: "Links in /proc: /proc/self at start, other processes' /proc/PID/fd and ns/net links in the helper",
         sides: &[Start, Helper],
         calls: &["readlinkat"],

@@ -42,10 +42,9 @@ fn clock_time(time: SystemTime) -> String {
     full.split_once('T').map_or(full.clone(), |(_, t)| t.trim_end_matches('Z').to_owned())
 }
 
-/// Text output is coloured when stdout is a terminal and `NO_COLOR` is unset or empty (no-color.org).
-pub fn color_wanted() -> bool {
-    use std::io::IsTerminal as _;
-    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+/// Text output is coloured when it goes to a terminal (`out`) and `NO_COLOR` is unset or empty (no-color.org).
+pub fn color_wanted(out: &impl std::io::IsTerminal) -> bool {
+    out.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// The SGR sequence of a line's tone.
