@@ -42,13 +42,12 @@ pub struct IcmpSent {
 }
 
 /// Its record's layout (`events::layout`), which `icmp_suppressed` shares.
-pub const LAYOUT: Layout =
-    Layout {
-        base: size_of::<RawIcmpSent>(),
-        flags_at: offset_of!(RawIcmpSent, flags),
-        dns_flag: icmp_sent_flags::DNS,
-        packet_flag: icmp_sent_flags::PACKET,
-    };
+pub const LAYOUT: Layout = Layout {
+    base: size_of::<RawIcmpSent>(),
+    flags_at: offset_of!(RawIcmpSent, flags),
+    dns_flag: icmp_sent_flags::DNS,
+    packet_flag: icmp_sent_flags::PACKET,
+};
 
 pub static METRIC: Metric = Metric {
     name: "icmp_errors_sent",
