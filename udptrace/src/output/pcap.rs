@@ -742,7 +742,12 @@ mod tests {
     fn blocks(path: &Path) -> Vec<Block<'static>> {
         let bytes = fs::read(path).unwrap();
         assert_eq!(bytes[..4], [0x0a, 0x0d, 0x0d, 0x0a], "{} starts with a section header", path.display());
-        let mut reader = PcapNgReader::new(bytes.as_slice()).unwrap();
+        read(&bytes)
+    }
+
+    /// The blocks of a capture in memory.
+    fn read(bytes: &[u8]) -> Vec<Block<'static>> {
+        let mut reader = PcapNgReader::new(bytes).unwrap();
         let mut all = vec![Block::SectionHeader(reader.section().clone())];
         while let Some(block) = reader.next_block() {
             all.push(block.unwrap().into_owned());
@@ -1166,27 +1171,10 @@ mod tests {
         sink.event(&rcvbuf(5001)).unwrap();
         assert_eq!(stream.0.borrow().len(), header, "buffered until the batch ends");
         sink.flush().unwrap();
-        let bytes = stream.0.borrow().clone();
-        let mut reader = PcapNgReader::new(bytes.as_slice()).unwrap();
-        let mut read = Vec::new();
-        while let Some(block) = reader.next_block() {
-            read.push(block.unwrap().into_owned());
-        }
-        assert_eq!(packets(&read).len(), 2);
+        assert_eq!(packets(&read(&stream.0.borrow())).len(), 2, "readable as it comes");
         sink.finish(Duration::ZERO).unwrap();
-        let bytes = stream.0.borrow().clone();
-        assert_eq!(
-            statistics(&{
-                let mut reader = PcapNgReader::new(bytes.as_slice()).unwrap();
-                let mut all = Vec::new();
-                while let Some(block) = reader.next_block() {
-                    all.push(block.unwrap().into_owned());
-                }
-                all
-            })
-            .interface_id,
-            0
-        );
+        let blocks = read(&stream.0.borrow());
+        assert_eq!((packets(&blocks).len(), statistics(&blocks).interface_id), (2, 0));
         assert_eq!(sink.closing_line(), "udptrace: --pcap: 2 packets written to standard output");
     }
 
