@@ -5,10 +5,12 @@
 //! - `text`: a line per event, with its sentence;
 //! - `json`: an object per line (NDJSON, the README's schema);
 //! - `summary`: tables of counts per period and for the run;
-//! - `metrics`: Prometheus counters, served over HTTP.
+//! - `metrics`: Prometheus counters, served over HTTP;
+//! - `pcap`: each event's packet as pcapng, the event in its comments.
 
 pub mod json;
 pub mod metrics;
+pub mod pcap;
 pub mod summary;
 pub mod text;
 
