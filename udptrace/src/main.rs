@@ -164,12 +164,17 @@ fn trace(cli: Cli, facts: KernelFacts) -> Result<()> {
     let helper = privsep::split::after_attach(maps, misses, cli.verbose)?;
     parts.use_helper(&helper);
     // The packets' file is the unprivileged tracer's: created by it, 0600.
-    if let Some(target) = cli.pcap.clone() {
-        let rotation = output::pcap::Rotation { file_size: cli.pcap_file_size, files: cli.pcap_files };
-        let mut pcap = output::pcap::PcapSink::new(target, cli.pcap_snaplen, rotation);
-        pcap.open()?;
-        sinks.push(Box::new(pcap));
-    }
+    let pcap = match cli.pcap.clone() {
+        Some(target) => {
+            let rotation = output::pcap::Rotation { file_size: cli.pcap_file_size, files: cli.pcap_files };
+            let mut pcap = output::pcap::PcapSink::new(target, cli.pcap_snaplen, rotation);
+            pcap.open()?;
+            let pcap = std::rc::Rc::new(std::cell::RefCell::new(pcap));
+            sinks.push(Box::new(pcap.clone()));
+            Some(pcap)
+        }
+        None => None,
+    };
     let _serving = server.map(metrics::Server::start).transpose()?;
     let serving = cli.metrics.map(|addr| format!("; metrics on http://{addr}/metrics")).unwrap_or_default();
     let options = session::Options {
@@ -184,7 +189,14 @@ fn trace(cli: Cli, facts: KernelFacts) -> Result<()> {
     let totals = runtime.block_on(session::run(source, parts, sinks, options));
     helper.finish();
     let totals = totals?;
-    eprintln!("{}", totals.closing_line());
+    match pcap {
+        Some(pcap) => {
+            // Closed whole first, if the session stopped without finishing its sinks (an output went away).
+            let _ = output::Sink::finish(&mut *pcap.borrow_mut(), std::time::Duration::ZERO);
+            eprintln!("{}; {}", totals.closing_line(), pcap.borrow().closing_line());
+        }
+        None => eprintln!("{}", totals.closing_line()),
+    }
     Ok(())
 }
 

@@ -279,7 +279,14 @@ fn rotated(first: &Path) -> Vec<PathBuf> {
 
 /// What `tshark -T json` says of a file: per frame, its layers.
 fn tshark_frames(tshark: &Path, file: &Path) -> Result<Vec<Value>> {
-    let out = Command::new(tshark).arg("-r").arg(file).args(["-T", "json"]).output().context("running tshark")?;
+    // Duplicate keys merged: a frame's comments are one array, not keys of which a JSON reader keeps the last.
+    let out = Command::new(tshark)
+        .arg("-r")
+        .arg(file)
+        .args(["-T", "json", "--no-duplicate-keys"])
+        .stderr(Stdio::piped())
+        .output()
+        .context("running tshark")?;
     ensure!(out.status.success(), "tshark -r {}: {}", file.display(), String::from_utf8_lossy(&out.stderr).trim());
     let frames: Value = serde_json::from_slice(&out.stdout).context("tshark's JSON")?;
     Ok(frames.as_array().cloned().unwrap_or_default().into_iter().map(|f| f["_source"]["layers"].clone()).collect())
@@ -349,6 +356,7 @@ fn tshark_agrees(files: &[PathBuf], events: &[Value]) -> Option<Result<()>> {
                 .arg("-r")
                 .arg(file)
                 .args(["-Y", "frame.comment contains \"udp_dropped\""])
+                .stderr(Stdio::piped())
                 .output()
                 .context("running tshark -Y")?;
             filtered += String::from_utf8_lossy(&out.stdout).lines().count();
@@ -358,18 +366,30 @@ fn tshark_agrees(files: &[PathBuf], events: &[Value]) -> Option<Result<()>> {
     })())
 }
 
-/// `capinfos` of a file: its encapsulation, snap length and packet count, as Wireshark's tools read them.
-fn capinfos_agrees(file: &Path, packets: usize, snaplen: u32) -> Option<Result<()>> {
+/// `capinfos` of a file: its type, encapsulation, timestamp precision, packet count and writer, as Wireshark's
+/// tools read them (a table: `-T`, one line of names, one of values).
+fn capinfos_agrees(file: &Path, packets: usize) -> Option<Result<()>> {
     let capinfos = which("capinfos")?;
     Some((|| {
-        let out = Command::new(capinfos).args(["-M", "-E", "-c", "-l"]).arg(file).output()?;
-        let text = String::from_utf8_lossy(&out.stdout);
+        let out = Command::new(capinfos).args(["-T", "-M", "-t", "-E", "-c", "-F"]).arg(file).output()?;
         ensure!(out.status.success(), "capinfos: {}", String::from_utf8_lossy(&out.stderr).trim());
-        ensure!(text.contains("Raw IP"), "capinfos does not say Raw IP: {text}");
-        ensure!(text.contains(&format!("Number of packets:   {packets}")), "capinfos: {text}");
-        ensure!(text.contains(&format!("Packet size limit:   file hdl: {snaplen} bytes")), "capinfos: {text}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let values: Vec<&str> = text.lines().nth(1).unwrap_or_default().split('\t').collect();
+        // Type, encapsulation, precision, packets, hardware, OS, application.
+        let count = packets.to_string();
+        ensure!(
+            values.get(1..5) == Some(&["pcapng", "rawip", "nanoseconds", count.as_str()][..])
+                && values.get(7).is_some_and(|app| app.starts_with("udptrace ")),
+            "capinfos says {values:?}, want pcapng, Raw IP, nanoseconds, {packets} packets, by udptrace"
+        );
         Ok(())
     })())
+}
+
+/// What read `--pcap -`'s stream: the crate, or tshark (its frames' layers).
+enum Reading {
+    Crate(Capture),
+    Tshark(Vec<Value>),
 }
 
 /// Sends `payload` from a new client socket to the server's `port`.
@@ -418,6 +438,10 @@ pub(super) fn pcap_file(config: &Config, tracer: &mut Tracer) -> Result<Results>
         ],
     )?;
     let (_sip, sip_server) = send(&hosts, Family::V4, SIP_PORT, &sip_invite())?;
+    // Four more SIP requests, each a flow: enough frames for `-C 4K` to start a second file.
+    let registers: Vec<UdpSocket> = (0..4)
+        .map(|_| send(&hosts, Family::V4, SIP_PORT, b"REGISTER sip:example.com SIP/2.0\r\n").map(|(s, _)| s))
+        .collect::<Result<_>>()?;
     let (_dns, _) = send(&hosts, Family::V6, 53, QUERY)?;
     let (_other, _) = send(&hosts, Family::V4, OTHER_PORT, b"left out by --port")?;
     let refused = udp_socket(&hosts.client, SocketAddr::new(TwoHosts::client_ip(Family::V4), 0))?;
@@ -429,6 +453,10 @@ pub(super) fn pcap_file(config: &Config, tracer: &mut Tracer) -> Result<Results>
     }
     let flood_src = flood.local_addr()?;
     let result = (|| {
+        pcap.expect_count("REGISTER drops", config.event_timeout, 5, |e| {
+            e["event"] == "udp_dropped" && e["packet"]["dst"] == sip_server.to_string()
+        })?;
+        drop(registers);
         let sip = wait(config, &mut pcap, "the INVITE's drop", |e| {
             e["event"] == "udp_dropped" && e["packet"]["dst"] == sip_server.to_string() && e["count"] == 1
         })?;
@@ -489,7 +517,7 @@ pub(super) fn pcap_file(config: &Config, tracer: &mut Tracer) -> Result<Results>
         if let Some(agrees) = tshark_agrees(&files, &events) {
             agrees.context("tshark")?;
         }
-        if let Some(agrees) = capinfos_agrees(&files[0], read_file(&files[0])?.frames.len(), 256) {
+        if let Some(agrees) = capinfos_agrees(&files[0], read_file(&files[0])?.frames.len()) {
             agrees.context("capinfos")?;
         }
         Ok(Outcome::Pass)
@@ -515,32 +543,18 @@ pub(super) fn pcap_stdout(config: &Config, tracer: &mut Tracer) -> Result<Result
         .spawn()
         .context("starting udptrace --pcap -")?;
     let stdout = udptrace.stdout.take().context("udptrace's stdout")?;
-    let tshark = which("tshark");
-    // The reader: tshark from the pipe, or the crate, on a thread of its own.
-    let reader = std::thread::spawn(move || -> Result<(Capture, Option<Vec<Value>>)> {
-        match tshark {
-            Some(tshark) => {
-                // tshark reads the pipe while a copy is kept for the crate's reading too.
-                let mut bytes = Vec::new();
-                let mut stdout = stdout;
-                stdout.read_to_end(&mut bytes)?;
-                let mut child = Command::new(tshark)
-                    .args(["-r", "-", "-T", "json"])
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .spawn()?;
-                std::io::Write::write_all(&mut child.stdin.take().context("tshark's stdin")?, &bytes)?;
-                let out = child.wait_with_output()?;
-                ensure!(out.status.success(), "tshark -r - failed");
-                let frames: Value = serde_json::from_slice(&out.stdout)?;
-                let layers = frames.as_array().cloned().unwrap_or_default();
-                Ok((
-                    read_capture(bytes.as_slice())?,
-                    Some(layers.into_iter().map(|f| f["_source"]["layers"].clone()).collect()),
-                ))
-            }
-            None => Ok((read_capture(stdout)?, None)),
-        }
+    // The reader: tshark straight from the pipe where installed, else the crate, on a thread of its own.
+    let reader = std::thread::spawn(move || -> Result<Reading> {
+        let Some(tshark) = which("tshark") else { return Ok(Reading::Crate(read_capture(stdout)?)) };
+        let out = Command::new(tshark)
+            .args(["-r", "-", "-T", "json", "--no-duplicate-keys"])
+            .stdin(Stdio::from(stdout))
+            .stderr(Stdio::null())
+            .output()?;
+        ensure!(out.status.success(), "tshark -r - failed");
+        let frames: Value = serde_json::from_slice(&out.stdout).context("tshark's JSON")?;
+        let layers = frames.as_array().cloned().unwrap_or_default();
+        Ok(Reading::Tshark(layers.into_iter().map(|f| f["_source"]["layers"].clone()).collect()))
     });
     let stderr = udptrace.stderr.take().context("udptrace's stderr")?;
     let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
@@ -580,23 +594,31 @@ pub(super) fn pcap_stdout(config: &Config, tracer: &mut Tracer) -> Result<Result
             wanted.iter().all(|w| events.iter().any(|e| e["packet"]["dst"] == w.to_string())),
             "the JSON on standard error lacks a drop: {events:?} ({stderr_lines:?})"
         );
-        let (capture, tshark) = reader.join().map_err(|_| anyhow::anyhow!("the reader panicked"))??;
-        well_formed(&capture, 100)?;
         let events: Vec<Value> = events.into_iter().filter(|e| e["event"] != "lost").collect();
-        frames_are_events(&capture.frames, &events)?;
-        ensure!(capture.frames.iter().all(|f| f.data.len() <= 100), "a frame longer than the snap length");
-        if let Some(layers) = tshark {
-            ensure!(
-                layers.len() == capture.frames.len(),
-                "tshark -r - reads {} frames, want {}",
-                layers.len(),
-                capture.frames.len()
-            );
-            for (layer, frame) in layers.iter().zip(&capture.frames) {
-                let caplen = strings(tshark_field(layer, "frame.cap_len"));
-                ensure!(caplen == [frame.data.len().to_string()], "tshark: frame.cap_len {caplen:?}");
-                let len = strings(tshark_field(layer, "frame.len"));
-                ensure!(len == [frame.original_len.to_string()], "tshark: frame.len {len:?}");
+        match reader.join().map_err(|_| anyhow::anyhow!("the reader panicked"))?? {
+            Reading::Crate(capture) => {
+                well_formed(&capture, 100)?;
+                frames_are_events(&capture.frames, &events)?;
+                ensure!(capture.frames.iter().all(|f| f.data.len() <= 100), "a frame longer than the snap length");
+            }
+            Reading::Tshark(layers) => {
+                let wanted: Vec<&Value> = events.iter().filter(|e| has_packet(e)).collect();
+                ensure!(
+                    layers.len() == wanted.len(),
+                    "tshark -r - reads {} frames, want {}",
+                    layers.len(),
+                    wanted.len()
+                );
+                for (layer, event) in layers.iter().zip(&wanted) {
+                    let comments = strings(tshark_field(layer, "frame.comment"));
+                    let json = comments.get(1).and_then(|c| serde_json::from_str::<Value>(c).ok());
+                    ensure!(json.as_ref() == Some(*event), "tshark -r - shows comments {comments:?} for {event}");
+                    let caplen = strings(tshark_field(layer, "frame.cap_len"));
+                    ensure!(
+                        caplen.len() == 1 && caplen[0].parse::<usize>().is_ok_and(|n| n <= 100),
+                        "frame.cap_len {caplen:?}"
+                    );
+                }
             }
         }
         Ok(Outcome::Pass)

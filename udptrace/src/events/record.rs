@@ -156,8 +156,11 @@ pub fn packet_of(bytes: &[u8], layout: &super::Layout, kind: u8) -> Result<Optio
         return Ok(None);
     }
     let at = layout.base + if flags & layout.dns_flag != 0 { size_of::<DnsPrefix>() } else { 0 };
-    let head: PacketHead = read_record(bytes.get(at..).unwrap_or_default(), kind)?;
     let start = at + size_of::<PacketHead>();
+    let Some(head) = bytes.get(at..start) else {
+        return Err(DecodeError::Short { kind, len: bytes.len(), need: start });
+    };
+    let head: PacketHead = read_record(head, kind)?;
     let len = usize::from(head.len).min(PACKET_MAX);
     let Some(copied) = bytes.get(start..start + len) else {
         return Err(DecodeError::Short { kind, len: bytes.len(), need: start + len });

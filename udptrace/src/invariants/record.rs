@@ -3,7 +3,7 @@
 //! (`offset_of!`, `events::Kind::check_record`), field by field, not through the decoder's own reading of
 //! the whole record; what every record promises is checked here.
 
-use udptrace_common::{AF_INET, AF_INET6, DnsPrefix, EventHeader, probe};
+use udptrace_common::{AF_INET, AF_INET6, DnsPrefix, EventHeader, PACKET_MAX, PacketHead, probe};
 
 use crate::{
     domain::{AttachMode, Family},
@@ -27,7 +27,8 @@ const CLOCK: Clock = CHECK_CLOCK;
 ///   type and code, errno, socket inode, interface, stack frames and the fields its flags make known are
 ///   the bytes at their fields' offsets ([`event_matches`]);
 /// - a DNS payload is there exactly when the flags say so, and is what `dns_of` says of the bytes after the
-///   record (`invariants::quote`).
+///   record (`invariants::quote`);
+/// - a packet is there exactly when the flags say so: the bytes its head says follow it ([`packet_matches`]).
 pub fn check(input: &[u8]) {
     let decoded = decode(input, CLOCK);
     assert_eq!(decode(input, CLOCK), decoded, "not deterministic");
@@ -41,7 +42,13 @@ pub fn check(input: &[u8]) {
         Err(DecodeError::Short { kind: said, len, need: wanted }) => {
             assert_eq!(*len, input.len(), "{decoded:?}");
             assert!(input.len() < *wanted, "{decoded:?}");
-            assert!(*wanted == header || layout.as_ref().is_some_and(|l| *wanted == l.base || *wanted == need));
+            assert!(
+                *wanted == header
+                    || layout
+                        .as_ref()
+                        .is_some_and(|l| *wanted == l.base || *wanted == record_of(l, input) || *wanted == need),
+                "{decoded:?}, need {need}"
+            );
             assert!(input.len() < header || *said == kind, "{decoded:?}");
         }
         Err(DecodeError::UnknownFamily(said)) => assert!(!known_family && *said == family, "{decoded:?}"),
@@ -60,16 +67,47 @@ pub fn check(input: &[u8]) {
     }
 }
 
-/// The whole record's size: with the DNS payload after it when its flags say so.
+/// The whole record's size: with the DNS payload after it when its flags say so, and the packet after that
+/// (its head, then as many bytes as the head says, at most `PACKET_MAX`; the head alone while it is cut short).
 fn need_of(layout: &Layout, input: &[u8]) -> usize {
+    let flags = input.get(layout.flags_at).copied().unwrap_or(0);
+    let record = record_of(layout, input);
+    if flags & layout.packet_flag == 0 {
+        return record;
+    }
+    let start = record + size_of::<PacketHead>();
+    match input.get(record..record + 2) {
+        Some(len) if input.len() >= start => start + usize::from(u16::from_ne_bytes([len[0], len[1]])).min(PACKET_MAX),
+        _ => start,
+    }
+}
+
+/// The record's size with its DNS payload, when its flags say it has one: where a packet would start.
+fn record_of(layout: &Layout, input: &[u8]) -> usize {
     let dns = input.get(layout.flags_at).is_some_and(|f| f & layout.dns_flag != 0);
     layout.base + if dns { size_of::<DnsPrefix>() } else { 0 }
+}
+
+/// The packet an event carries is the bytes after its head, as many as the head says, and its length the
+/// head's `total` (never less than what was copied); none unless the flags say so.
+fn packet_matches(event: &Event, input: &[u8], layout: &Layout) {
+    let packet = event.meta().and_then(|m| m.packet.as_ref());
+    let flags = input[layout.flags_at];
+    assert_eq!(packet.is_some(), flags & layout.packet_flag != 0, "{packet:?}");
+    if let Some(packet) = packet {
+        let record = record_of(layout, input);
+        let start = record + size_of::<PacketHead>();
+        assert_eq!(packet.bytes, input[start..need_of(layout, input)]);
+        let total = u32::from_ne_bytes(input[record + 4..record + 8].try_into().expect("4 bytes"));
+        assert_eq!(packet.length, total.max(packet.bytes.len() as u32));
+    }
 }
 
 /// Checks `event`, decoded from `input`, against the bytes at its record's fields, as its kind says them
 /// (`events::Kind::check_record`), and the DNS payload after the record, when it has one, as a quote.
 fn event_matches(event: &Event, input: &[u8], layout: &Layout) {
     event.kind().check_record(input);
+    packet_matches(event, input, layout);
     if event.dns().is_some() {
         super::quote::check(&input[layout.base..layout.base + size_of::<DnsPrefix>()]);
     }

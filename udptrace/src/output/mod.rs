@@ -48,6 +48,29 @@ pub trait Sink {
     }
 }
 
+/// A sink the caller keeps a handle to (`--pcap`'s, whose closing line main prints after the session).
+impl<S: Sink> Sink for std::rc::Rc<std::cell::RefCell<S>> {
+    fn event(&mut self, event: &Event) -> io::Result<()> {
+        self.borrow_mut().event(event)
+    }
+
+    fn period(&self) -> Option<Duration> {
+        self.borrow().period()
+    }
+
+    fn end_period(&mut self) -> io::Result<()> {
+        self.borrow_mut().end_period()
+    }
+
+    fn finish(&mut self, elapsed: Duration) -> io::Result<()> {
+        self.borrow_mut().finish(elapsed)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.borrow_mut().flush()
+    }
+}
+
 /// Lines on a buffered writer: the text, JSON and summary sinks write to stdout through one of these.
 pub struct Lines<W: Write> {
     out: io::BufWriter<W>,

@@ -124,7 +124,8 @@ impl PcapSink {
         }
     }
 
-    /// One line for stderr at the end: packets written, files, what could not be written and why.
+    /// What the closing line says of the file, after its counts: packets written, files, what could not be
+    /// written and why.
     pub fn closing_line(&self) -> String {
         let to = match (&self.target, &self.last_path) {
             (PcapTarget::Stdout, _) => "standard output".to_owned(),
@@ -139,7 +140,7 @@ impl PcapSink {
                 format!("{} files (the last {last}{overwritten})", self.files)
             }
         };
-        let mut line = format!("udptrace: --pcap: {} packets written to {to}", self.written);
+        let mut line = format!("--pcap: {} packets written to {to}", self.written);
         if self.not_written > 0 {
             let why = self.first_error.as_deref().unwrap_or("unknown");
             line.push_str(&format!(", {} not written ({why})", self.not_written));
@@ -860,7 +861,7 @@ mod tests {
             option(&statistics, |o| if let InterfaceStatisticsOption::IsbEndTime(t) = o { Some(*t) } else { None });
         assert!(nanos(SystemTime::now()) >= end && end >= start && start > 1_700_000_000_000_000_000, "{start} {end}");
         assert!(notes(&statistics).is_empty(), "{statistics:?}");
-        assert_eq!(sink.closing_line(), format!("udptrace: --pcap: 2 packets written to {}", path.display()));
+        assert_eq!(sink.closing_line(), format!("--pcap: 2 packets written to {}", path.display()));
     }
 
     #[test]
@@ -974,7 +975,7 @@ mod tests {
         let blocks = blocks(&path);
         assert_eq!(blocks.len(), 3, "{blocks:?}");
         assert!(notes(&statistics(&blocks)).is_empty());
-        assert_eq!(sink.closing_line(), format!("udptrace: --pcap: 0 packets written to {}", path.display()));
+        assert_eq!(sink.closing_line(), format!("--pcap: 0 packets written to {}", path.display()));
     }
 
     #[test]
@@ -1053,10 +1054,7 @@ mod tests {
         }
         assert_eq!(seen, (1..=9).collect::<Vec<u64>>());
         let last = names(files - 1).display().to_string();
-        assert_eq!(
-            sink.closing_line(),
-            format!("udptrace: --pcap: 9 packets written to {files} files (the last {last})")
-        );
+        assert_eq!(sink.closing_line(), format!("--pcap: 9 packets written to {files} files (the last {last})"));
     }
 
     #[test]
@@ -1081,10 +1079,7 @@ mod tests {
         assert_eq!(held, [vec![9], vec![10], vec![8]]);
         assert_eq!(
             sink.closing_line(),
-            format!(
-                "udptrace: --pcap: 10 packets written to 11 files (the last {}1, the oldest overwritten)",
-                path.display()
-            )
+            format!("--pcap: 10 packets written to 11 files (the last {}1, the oldest overwritten)", path.display())
         );
     }
 
@@ -1116,7 +1111,7 @@ mod tests {
         assert_eq!(fs::read(&target).unwrap(), b"kept");
         assert_eq!(
             sink.closing_line(),
-            format!("udptrace: --pcap: 0 packets written to no file ({} not opened)", link.display())
+            format!("--pcap: 0 packets written to no file ({} not opened)", link.display())
         );
     }
 
@@ -1175,7 +1170,7 @@ mod tests {
         sink.finish(Duration::ZERO).unwrap();
         let blocks = read(&stream.0.borrow());
         assert_eq!((packets(&blocks).len(), statistics(&blocks).interface_id), (2, 0));
-        assert_eq!(sink.closing_line(), "udptrace: --pcap: 2 packets written to standard output");
+        assert_eq!(sink.closing_line(), "--pcap: 2 packets written to standard output");
     }
 
     /// The stream's reader gone (`| head`), the session stops: the error is returned, from a flush or from an
@@ -1217,7 +1212,7 @@ mod tests {
         assert_eq!(
             sink.closing_line(),
             format!(
-                "udptrace: --pcap: 2 packets written to {}, 2 not written (Bad file descriptor (os error 9))",
+                "--pcap: 2 packets written to {}, 2 not written (Bad file descriptor (os error 9))",
                 path.display()
             )
         );
@@ -1308,7 +1303,7 @@ mod tests {
         let line = sink.closing_line();
         assert!(
             line.starts_with(&format!(
-                "udptrace: --pcap: 1 packets written to 2 files (the last {}), 2 not written (cannot write --pcap \
+                "--pcap: 1 packets written to 2 files (the last {}), 2 not written (cannot write --pcap \
                  file {}: ",
                 link.display(),
                 link.display()
