@@ -4,7 +4,7 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_F_CURRENT_CPU, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::generated::bpf_perf_event_output,
+    helpers::generated::{bpf_perf_event_output, bpf_ringbuf_output},
     macros::map,
     maps::{Array, PerCpuArray, PerfEventByteArray, RingBuf},
 };
@@ -40,10 +40,18 @@ pub(crate) fn count(stat: u32) {
     }
 }
 
-/// Hands `record` to user space through the buffer `--buffer` chose; a full buffer is counted here. A record
-/// and the packet after it go as one slice of bytes (`packet.rs`).
+/// Hands `record` to user space through the buffer `--buffer` chose; a full buffer is counted here.
 #[inline(always)]
-pub(crate) fn output<C: EbpfContext, T: ?Sized>(ctx: &C, record: &T) {
+pub(crate) fn output<C: EbpfContext, T>(ctx: &C, record: &T) {
+    output_bytes(ctx, core::ptr::from_ref(record).cast(), || size_of::<T>() as u64);
+}
+
+/// Hands the `size()` bytes at `data` to user space, as [`output`] does a record: a record and the packet after
+/// it (`packet.rs`). `size` is evaluated at the helper's call, so that a size the verifier must see bounded is
+/// bounded there: 5.10's bounds the register it compared, not a copy the compiler spilled to the stack and
+/// reloads for the call.
+#[inline(always)]
+pub(crate) fn output_bytes<C: EbpfContext>(ctx: &C, data: *const u8, size: impl Fn() -> u64) {
     // Stopping: user space drains what the buffer holds, and no more comes; this one is lost, and counted.
     if OUTPUT_STOPPED.get(0).is_some_and(|stopped| *stopped != 0) {
         count(stat::LOST);
@@ -52,15 +60,15 @@ pub(crate) fn output<C: EbpfContext, T: ?Sized>(ctx: &C, record: &T) {
     let full = if config!(buffer) == buffer::PERF {
         // aya's `PerfEventByteArray::output` drops the helper's result, and a perf buffer reports its
         // losses only with the next record that fits, which may never come: call the helper to count them.
-        // SAFETY: the map pointer is PERF_EVENTS itself (`repr(transparent)` over its definition), and
-        // `record` is a plain `#[repr(C)]` value read for its size only.
+        // SAFETY: the map pointer is PERF_EVENTS itself (`repr(transparent)` over its definition), and `data`
+        // is `size()` plain bytes, read for the copy only.
         unsafe {
             bpf_perf_event_output(
                 ctx.as_ptr(),
                 core::ptr::addr_of!(PERF_EVENTS).cast_mut().cast(),
                 BPF_F_CURRENT_CPU,
-                core::ptr::from_ref(record).cast_mut().cast(),
-                size_of_val(record) as u64,
+                data.cast_mut().cast(),
+                size(),
             ) < 0
         }
     } else {
@@ -70,7 +78,16 @@ pub(crate) fn output<C: EbpfContext, T: ?Sized>(ctx: &C, record: &T) {
         // trickle is not held back.
         let waiting = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
         let wakeup = if waiting >= WAKEUP_BYTES { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
-        EVENTS.output::<T>(record, wakeup as u64).is_err()
+        // SAFETY: the map pointer is EVENTS itself (`repr(transparent)` over its definition), and `data` is
+        // `size()` plain bytes, read for the copy only.
+        unsafe {
+            bpf_ringbuf_output(
+                core::ptr::addr_of!(EVENTS).cast_mut().cast(),
+                data.cast_mut().cast(),
+                size(),
+                u64::from(wakeup),
+            ) < 0
+        }
     };
     if full {
         count(stat::LOST);

@@ -16,7 +16,7 @@ use udptrace_common::{
 use crate::{
     filter::config,
     kernel::{Mem, offset, read},
-    output::output,
+    output::{output, output_bytes},
 };
 
 /// Where an event's packet is: its IP header, and the end of its linear data; `ip` 0 for none.
@@ -78,10 +78,23 @@ impl<T: Carries> Carries for WithDns<T> {
 /// The largest record a packet follows: a drop's with its DNS payload.
 const RECORD_MAX: usize = size_of::<WithDns<UdpDropped>>();
 
+/// The room for a packet's bytes: a power of two from [`PACKET_MAX`], so that a length masked with
+/// [`LEN_MASK`] stays within it whatever the verifier knows of it (`bounded`).
+const PACKET_ROOM: usize = PACKET_MAX.next_power_of_two();
+const LEN_MASK: u32 = PACKET_ROOM as u32 - 1;
+
 /// A record, its packet's head and bytes, as handed over.
 #[repr(C, align(8))]
 pub struct Scratch {
-    bytes: [u8; RECORD_MAX + size_of::<PacketHead>() + PACKET_MAX],
+    bytes: [u8; RECORD_MAX + size_of::<PacketHead>() + PACKET_ROOM],
+}
+
+/// `len`, checked to be at most [`PACKET_MAX`], bounded again where a helper takes it: 5.10's verifier bounds the
+/// register the check compared, not a copy the compiler spilled to the stack and reloads for the call
+/// ("R2 min value is negative"). Opaque to the compiler, which would drop a mask it knows changes nothing.
+#[inline(always)]
+fn bounded(len: u32) -> u32 {
+    core::hint::black_box(len) & LEN_MASK
 }
 
 /// How deep runs of the programs that hand a packet over nest on one CPU: one in a process (a drop on the
@@ -114,15 +127,17 @@ pub(crate) fn output_with<C: EbpfContext, T: Carries>(ctx: &C, record: &T, at: A
     let len = fill(unsafe { &mut *scratch }, record, at);
     unsafe { *depth = level };
     match len {
-        // SAFETY: the first `len` bytes of the slot, which `fill` wrote; `len` is bounded by its size.
-        Some(len) => output(ctx, unsafe { core::slice::from_raw_parts((*scratch).bytes.as_ptr(), len) }),
+        // The record, the head, and the bytes `fill` wrote; within the slot (`bounded`).
+        Some(len) => output_bytes(ctx, unsafe { (*scratch).bytes.as_ptr() }, || {
+            (size_of::<T>() + size_of::<PacketHead>()) as u64 + u64::from(bounded(len))
+        }),
         None => output(ctx, record),
     }
 }
 
-/// Writes the record, flagged, then the packet's head and bytes, into `scratch`; the length written.
+/// Writes the record, flagged, then the packet's head and bytes, into `scratch`; how many bytes of the packet.
 #[inline(always)]
-fn fill<T: Carries>(scratch: &mut Scratch, record: &T, at: At) -> Option<usize> {
+fn fill<T: Carries>(scratch: &mut Scratch, record: &T, at: At) -> Option<u32> {
     const { assert!(size_of::<T>() <= RECORD_MAX && size_of::<T>() % 8 == 0) };
     let base = size_of::<T>();
     // A record is larger than `kernel::copy` unrolls: one helper call copies it.
@@ -149,15 +164,14 @@ fn fill<T: Carries>(scratch: &mut Scratch, record: &T, at: At) -> Option<usize> 
     }
     let head = PacketHead { len: len as u16, _pad0: 0, total };
     // SAFETY: within the slot (`base + 8 <= RECORD_MAX + 8`), 8-aligned (the record's size is a whole number of
-    // words); the helper writes `len <= PACKET_MAX` bytes after it.
+    // words); the helper writes at most `PACKET_ROOM` bytes after it (`bounded`), `len` in fact.
     unsafe {
         scratch.bytes.as_mut_ptr().add(base).cast::<PacketHead>().write(head);
-        if bpf_probe_read_kernel(scratch.bytes.as_mut_ptr().add(base + size_of::<PacketHead>()).cast(), len, ip.cast())
-            < 0
-        {
+        let bytes = scratch.bytes.as_mut_ptr().add(base + size_of::<PacketHead>());
+        if bpf_probe_read_kernel(bytes.cast(), bounded(len), ip.cast()) < 0 {
             return None;
         }
     }
     scratch.bytes[T::FLAGS_AT] |= T::PACKET;
-    Some(base + size_of::<PacketHead>() + len as usize)
+    Some(len)
 }

@@ -31,6 +31,8 @@ Examples:
     udptrace --metrics 0.0.0.0:9464 --quiet
   NDJSON for 30 seconds, then stop:
     udptrace --json --duration 30
+  The dropped or refused SIP datagrams themselves, for Wireshark, each with its event as a comment:
+    udptrace --pcap drops.pcapng --port 5060
   Which hooks attach on this kernel, in which mode, and why not:
     udptrace probes -v
   Is a UDP port open, closed, filtered or unreachable, and why:

@@ -70,13 +70,16 @@ for mode in $modes; do
   # What one run of a kernel proves for the others, left out of them (each a minute or so of emulation):
   # the owner records are the cgroup programs', the same in every mode, so the fentry run checks them; the
   # helper's death is user space's, the same in every mode too, so the fentry run kills it (two starts of
-  # udptrace; sigkill_unloads still unloads each mode's programs); the flood's tracepoint programs are this
+  # udptrace; sigkill_unloads still unloads each mode's programs), and so are --pcap's stream and rotation
+  # (pcap_file still reads each mode's packets); the flood's tracepoint programs are this
   # host's suite's too, with both buffers, and here fentry floods the ring buffer and kprobe the perf
   # buffers.
   set --
   if [ "$mode" != fentry ]; then
     set -- "$@" --except "owner_records_full=the owner records are the cgroup programs', the same in every mode: the fentry run of this kernel checks them"
     set -- "$@" --except "helper_killed=the helper and the tracer without it are user space's, the same in every mode: the fentry run of this kernel kills it"
+    set -- "$@" --except "pcap_stdout=--pcap -'s stream is user space's, the same in every mode: the fentry run of this kernel pipes it"
+    set -- "$@" --except "pcap_rotation=--pcap's rotation is user space's, the same in every mode: the fentry run of this kernel rotates"
   fi
   # The metrics' bounds under a flood of hostile DNS are user space's, the same on every kernel: the host's
   # suite floods them. Tracepoint mode's socket errors carry no DNS, so no sentence names whose query a
