@@ -599,6 +599,14 @@ fn create(path: &Path) -> io::Result<File> {
             Some(libc::ELOOP) => {
                 io::Error::new(e.kind(), format!("{e}: a symbolic link, which --pcap does not follow"))
             }
+            // The tracer writes as the user it became at the split, whose directories are few.
+            Some(libc::EACCES) => io::Error::new(
+                e.kind(),
+                format!(
+                    "{e}: the tracer writes it as the user it runs as once attached (udptrace, else nobody): choose \
+                     a directory that user may write (/var/lib/udptrace from the package, /tmp)"
+                ),
+            ),
             _ => e,
         })?;
     let metadata = file.metadata()?;
