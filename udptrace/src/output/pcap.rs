@@ -518,18 +518,21 @@ struct FlowKey {
     event: &'static str,
     why: String,
     flow: Option<String>,
+    /// The same addresses in two network namespaces are two flows.
+    netns: Option<u32>,
 }
 
 impl FlowKey {
     fn of(event: &Event) -> Self {
         let line = event.kind().line();
-        Self { event: event.name(), why: line.why, flow: line.flow }
+        Self { event: event.name(), why: line.why, flow: line.flow, netns: event.meta().map(|m| m.netns) }
     }
 
-    /// `udp_dropped socket_rcvbuff in udp 10.0.0.1:5000 -> 10.0.0.2:9996`, escaped.
+    /// `udp_dropped socket_rcvbuff in udp 10.0.0.1:5000 -> 10.0.0.2:9996 netns 4026531833`, escaped.
     fn text(&self) -> String {
         let flow = self.flow.as_deref().map(|f| format!(" {}", escape(f))).unwrap_or_default();
-        format!("{} {}{flow}", self.event, escape(&self.why))
+        let netns = self.netns.map(|n| format!(" netns {n}")).unwrap_or_default();
+        format!("{} {}{flow}{netns}", self.event, escape(&self.why))
     }
 }
 
@@ -925,16 +928,24 @@ mod tests {
         sink.event(&rcvbuf_count(5000, 7)).unwrap();
         sink.event(&rcvbuf_count(5000, 2)).unwrap();
         sink.event(&rcvbuf_count(5002, 1)).unwrap();
+        // The same flow in another network namespace is another flow: its count is not this one's.
+        let mut elsewhere = rcvbuf_count(5000, 3);
+        if let Some(meta) = elsewhere.meta_mut() {
+            meta.netns += 1;
+        }
+        sink.event(&elsewhere).unwrap();
         sink.finish(Duration::ZERO).unwrap();
         let blocks = blocks(&path);
         assert_eq!(packets(&blocks).len(), 1, "a count is no packet");
         assert_eq!(
             notes(&statistics(&blocks)),
             [
-                "udptrace: 9 more drops of udp_dropped socket_rcvbuff in udp 10.0.0.1:5000 -> 10.0.0.2:9996 counted \
-                 in the kernel, with no packet of it after them",
-                "udptrace: 1 more drops of udp_dropped socket_rcvbuff in udp 10.0.0.1:5002 -> 10.0.0.2:9996 counted \
-                 in the kernel, with no packet of it after them",
+                "udptrace: 9 more drops of udp_dropped socket_rcvbuff in udp 10.0.0.1:5000 -> 10.0.0.2:9996 netns \
+                 4026532001 counted in the kernel, with no packet of it after them",
+                "udptrace: 3 more drops of udp_dropped socket_rcvbuff in udp 10.0.0.1:5000 -> 10.0.0.2:9996 netns \
+                 4026532002 counted in the kernel, with no packet of it after them",
+                "udptrace: 1 more drops of udp_dropped socket_rcvbuff in udp 10.0.0.1:5002 -> 10.0.0.2:9996 netns \
+                 4026532001 counted in the kernel, with no packet of it after them",
             ]
         );
     }
