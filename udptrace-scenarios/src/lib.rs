@@ -14,6 +14,7 @@ mod node_mounts;
 mod outcome;
 mod packets;
 mod run;
+mod scratch;
 pub mod suite;
 pub mod tracer;
 

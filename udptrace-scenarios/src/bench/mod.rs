@@ -509,7 +509,7 @@ pub fn run(options: &Options) -> Result<Report> {
         report.many_flows = Some(flood);
     }
     drop(stats);
-    report.startup = starts.0;
+    report.startup = std::mem::take(&mut starts.startups);
     Ok(report)
 }
 

@@ -298,15 +298,19 @@ pub(super) fn cpu_time(pid: u32) -> Option<Duration> {
 
 /// Start-up times and peak RSS, per way of running udptrace.
 #[derive(Default)]
-pub(super) struct Starts(pub(super) Vec<Startup>);
+pub(super) struct Starts {
+    pub(super) startups: Vec<Startup>,
+    /// Where the `--pcap` variants write, once one has run.
+    pcap_dir: Option<crate::scratch::ScratchDir>,
+}
 
 impl Starts {
     pub(super) fn entry(&mut self, label: &str) -> &mut Startup {
-        if let Some(at) = self.0.iter().position(|s| s.label == label) {
-            return &mut self.0[at];
+        if let Some(at) = self.startups.iter().position(|s| s.label == label) {
+            return &mut self.startups[at];
         }
-        self.0.push(Startup { label: label.to_owned(), ..Startup::default() });
-        self.0.last_mut().expect("just pushed")
+        self.startups.push(Startup { label: label.to_owned(), ..Startup::default() });
+        self.startups.last_mut().expect("just pushed")
     }
 
     pub(super) fn rss(&mut self, label: &str, udptrace: &Running) {
@@ -315,14 +319,13 @@ impl Starts {
     }
 }
 
-/// Where the `--pcap` variants write: a directory of this run the unprivileged tracer may create files in (at
-/// most two files of 10 MB each, `-C 10 -W 2`), emptied first.
-fn pcap_file() -> Result<String> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let dir = std::env::temp_dir().join(format!("udptrace-bench-pcap-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777))?;
+/// Where the `--pcap` variants write: a directory of the run the unprivileged tracer may create files in (at
+/// most two files of 10 MB each, `-C 10 -W 2`), made at the first and removed with `starts` at the end.
+fn pcap_file(starts: &mut Starts) -> Result<String> {
+    let dir = match &mut starts.pcap_dir {
+        Some(dir) => dir,
+        dir => dir.insert(crate::scratch::ScratchDir::new("bench-pcap", 0o1777)?),
+    };
     Ok(dir.join("events.pcapng").display().to_string())
 }
 
@@ -356,7 +359,7 @@ pub(super) fn start_udptrace(
             Running::Printing(Printer::start(&options.udptrace, mode, server_ns, to, &["--dns-port", &port])?)
         }
         Variant::PcapText(_) | Variant::PcapJson(_) => {
-            let file = pcap_file()?;
+            let file = pcap_file(starts)?;
             let extra = ["--pcap", file.as_str(), "-C", "10", "-W", "2"];
             let reading = match variant.split().1 {
                 Variant::PcapJson(_) => Reading::Drops(Hosts::server(DROP_PORT)),

@@ -22,7 +22,7 @@ use super::{
     drops::{NETFILTER_DROP, drop_hook, has_drop_reasons},
     nft_input_rule, nft_rule, which,
 };
-use crate::{config::Config, netns::Netns, outcome::Outcome, packets::udp_socket, tracer::Tracer};
+use crate::{config::Config, netns::Netns, outcome::Outcome, packets::udp_socket, scratch::ScratchDir, tracer::Tracer};
 
 /// Whether this suite run checks `udptrace check` as root. Each such run loads udptrace's programs anew
 /// (under emulation a score of seconds), and what it adds to them is the same in every mode (the hooks are
@@ -408,25 +408,18 @@ const NOBODY: u32 = 65534;
 
 /// udptrace copied where the unprivileged user can run it; removed on drop.
 struct Copy {
-    dir: PathBuf,
+    /// Removed with the copy.
+    _dir: ScratchDir,
     exe: PathBuf,
 }
 
 impl Copy {
     fn of(udptrace: &Path) -> Result<Self> {
-        let dir = std::env::temp_dir().join(format!("udptrace-check-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+        let dir = ScratchDir::new("check", 0o755)?;
         let exe = dir.join("udptrace");
         std::fs::copy(udptrace, &exe).with_context(|| format!("copying {}", udptrace.display()))?;
         std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755))?;
-        Ok(Self { dir, exe })
-    }
-}
-
-impl Drop for Copy {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        Ok(Self { _dir: dir, exe })
     }
 }
 

@@ -8,7 +8,7 @@
 use std::{
     io::Read,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
-    os::unix::fs::{MetadataExt, PermissionsExt},
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -30,7 +30,7 @@ use super::{
     errors::nft_input_rule,
     fixtures::{outcome_of, which},
 };
-use crate::{config::Config, outcome::Outcome, packets::udp_socket, tracer::Tracer};
+use crate::{config::Config, outcome::Outcome, packets::udp_socket, scratch::ScratchDir, tracer::Tracer};
 
 /// `LINKTYPE_RAW`: IPv4 and IPv6 in one interface, from the IP header on.
 const LINKTYPE_RAW: u32 = 101;
@@ -49,33 +49,6 @@ const QUERY: &[u8] = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07examp
 const SIP_PORT: u16 = 5060;
 /// Dropped too, but left out by `--port`: in neither the JSON nor the file.
 const OTHER_PORT: u16 = 9999;
-
-/// A directory the unprivileged tracer may create files in (as `/tmp` is), removed at the end.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(what: &str) -> Result<Self> {
-        let dir = std::env::temp_dir().join(format!("udptrace-{what}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777))?;
-        Ok(Self(dir))
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn arg(&self, name: &str) -> String {
-        self.path(name).display().to_string()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A frame as read back.
 #[derive(Debug)]
@@ -414,8 +387,8 @@ pub(super) fn pcap_file(config: &Config, tracer: &mut Tracer) -> Result<Results>
     }
     let hosts = TwoHosts::new()?;
     nft_input_rule(&hosts.server, &format!("udp dport {{ 53, {SIP_PORT}, {OTHER_PORT} }} drop"))?;
-    let scratch = Scratch::new("pcap")?;
-    let file = scratch.path("drops.pcapng");
+    let scratch = ScratchDir::new("pcap", 0o1777)?;
+    let file = scratch.join("drops.pcapng");
     let (server, client) = (hosts.server.inode.to_string(), hosts.client.inode.to_string());
     let closed = CLOSED_PORT.to_string();
     let mut pcap = Tracer::start(
@@ -432,7 +405,7 @@ pub(super) fn pcap_file(config: &Config, tracer: &mut Tracer) -> Result<Results>
             "--port",
             &closed,
             "--pcap",
-            &scratch.arg("drops.pcapng"),
+            &file.display().to_string(),
             "-C",
             "4K",
         ],
@@ -641,10 +614,12 @@ pub(super) fn pcap_rotation(config: &Config, tracer: &mut Tracer) -> Result<Resu
     }
     let hosts = TwoHosts::new()?;
     nft_input_rule(&hosts.server, "udp dport 20000-20099 drop")?;
-    let scratch = Scratch::new("pcap-ring")?;
+    let scratch = ScratchDir::new("pcap-ring", 0o1777)?;
     let server = hosts.server.inode.to_string();
-    let mut pcap =
-        Tracer::start(config, &["--netns", &server, "--pcap", &scratch.arg("ring.pcapng"), "-C", "4K", "-W", "3"])?;
+    let mut pcap = Tracer::start(
+        config,
+        &["--netns", &server, "--pcap", &scratch.join("ring.pcapng").display().to_string(), "-C", "4K", "-W", "3"],
+    )?;
     let socket = udp_socket(&hosts.client, SocketAddr::new(TwoHosts::client_ip(Family::V4), 0))?;
     // Each port a flow of its own, each drop a frame of about 1.3 KB with its comments: a file every few.
     for port in 20000..20030u16 {
@@ -653,7 +628,7 @@ pub(super) fn pcap_rotation(config: &Config, tracer: &mut Tracer) -> Result<Resu
     let result = (|| {
         pcap.expect_count("drops", config.event_timeout, 30, |e| e["event"] == "udp_dropped")?;
         pcap.stop()?;
-        let names: Vec<PathBuf> = (0..3).map(|i| scratch.path(&format!("ring.pcapng{i}"))).collect();
+        let names: Vec<PathBuf> = (0..3).map(|i| scratch.join(&format!("ring.pcapng{i}"))).collect();
         for name in &names {
             private(name)?;
             let capture = read_file(name)?;
@@ -661,7 +636,7 @@ pub(super) fn pcap_rotation(config: &Config, tracer: &mut Tracer) -> Result<Resu
             ensure!(!capture.frames.is_empty(), "{} holds no frame", name.display());
         }
         let mut all: Vec<String> =
-            std::fs::read_dir(&scratch.0)?.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
+            std::fs::read_dir(scratch.path())?.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
         all.sort();
         ensure!(all == ["ring.pcapng0", "ring.pcapng1", "ring.pcapng2"], "the directory holds {all:?}");
         Ok(Outcome::Pass)
