@@ -685,29 +685,10 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::events::{UdpDropped, samples};
-
-    /// A directory of the test's own, removed when dropped, a failed test's too.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(test: &str) -> Self {
-            let dir = std::env::temp_dir().join(format!("udptrace-pcap-{test}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).unwrap();
-            Self(dir)
-        }
-
-        fn file(&self, name: &str) -> PathBuf {
-            self.0.join(name)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::{
+        events::{UdpDropped, samples},
+        temp_dir::TempDir,
+    };
 
     /// An IPv4 UDP datagram of `total` bytes, `10.0.0.1:sport -> 10.0.0.2:dport`.
     fn ipv4(sport: u16, dport: u16, total: u16) -> Vec<u8> {
@@ -806,8 +787,8 @@ mod tests {
 
     #[test]
     fn a_file_holds_the_section_the_interface_the_packets_and_the_statistics() {
-        let dir = TempDir::new("blocks");
-        let path = dir.file("out.pcapng");
+        let dir = TempDir::new("pcap-blocks");
+        let path = dir.join("out.pcapng");
         let mut sink = opened(&path, Rotation::default());
         let mut drop = samples::rcvbuf_drop();
         drop.meta.time += Duration::from_nanos(123);
@@ -877,8 +858,8 @@ mod tests {
 
     #[test]
     fn a_short_capture_keeps_the_length_and_both_comments() {
-        let dir = TempDir::new("short");
-        let path = dir.file("short.pcapng");
+        let dir = TempDir::new("pcap-short");
+        let path = dir.join("short.pcapng");
         let mut sink = opened(&path, Rotation::default());
         let whole = ipv4(5000, 9996, 1200);
         sink.event(&dropped(samples::rcvbuf_drop(), whole[..40].to_vec(), 1200)).unwrap();
@@ -894,8 +875,8 @@ mod tests {
 
     #[test]
     fn a_count_is_said_on_the_next_packet_of_its_flow_only() {
-        let dir = TempDir::new("count");
-        let path = dir.file("count.pcapng");
+        let dir = TempDir::new("pcap-count");
+        let path = dir.join("count.pcapng");
         let mut sink = opened(&path, Rotation::default());
         sink.event(&rcvbuf_count(5000, 5)).unwrap();
         // Another flow's packet: its port, then its reason.
@@ -921,8 +902,8 @@ mod tests {
 
     #[test]
     fn counts_without_a_packet_after_them_are_in_the_closing_statistics() {
-        let dir = TempDir::new("pending");
-        let path = dir.file("pending.pcapng");
+        let dir = TempDir::new("pcap-pending");
+        let path = dir.join("pending.pcapng");
         let mut sink = opened(&path, Rotation::default());
         sink.event(&rcvbuf(5000)).unwrap();
         sink.event(&rcvbuf_count(5000, 7)).unwrap();
@@ -953,8 +934,8 @@ mod tests {
     /// Past 1,024 flows a count goes to one total: a sender choosing flows cannot grow memory.
     #[test]
     fn counts_are_kept_for_1024_flows_and_the_rest_in_one_total() {
-        let dir = TempDir::new("bound");
-        let path = dir.file("bound.pcapng");
+        let dir = TempDir::new("pcap-bound");
+        let path = dir.join("bound.pcapng");
         let mut sink = opened(&path, Rotation::default());
         for port in 10_000..11_100 {
             sink.event(&rcvbuf_count(port, 2)).unwrap();
@@ -984,8 +965,8 @@ mod tests {
     /// nor counted.
     #[test]
     fn other_events_without_a_packet_are_left_out() {
-        let dir = TempDir::new("none");
-        let path = dir.file("none.pcapng");
+        let dir = TempDir::new("pcap-none");
+        let path = dir.join("none.pcapng");
         let mut sink = opened(&path, Rotation::default());
         sink.event(&Event::SocketError(samples::owned_socket_error())).unwrap();
         sink.event(&Event::IcmpSent(samples::icmp_sent())).unwrap();
@@ -999,8 +980,8 @@ mod tests {
 
     #[test]
     fn lost_events_are_the_statistics_os_drops() {
-        let dir = TempDir::new("lost");
-        let path = dir.file("lost.pcapng");
+        let dir = TempDir::new("pcap-lost");
+        let path = dir.join("lost.pcapng");
         let mut sink = opened(&path, Rotation::default());
         sink.event(&Event::Lost(Lost { time: samples::time(), count: 3 })).unwrap();
         sink.event(&rcvbuf(5000)).unwrap();
@@ -1050,18 +1031,18 @@ mod tests {
 
     #[test]
     fn a_file_larger_than_the_size_is_followed_by_the_next() {
-        let dir = TempDir::new("rotate");
-        let path = dir.file("r.pcapng");
+        let dir = TempDir::new("pcap-rotate");
+        let path = dir.join("r.pcapng");
         let mut sink = opened(&path, Rotation { file_size: Some(2500), files: None });
         for n in 1..=9 {
             sink.event(&numbered(n)).unwrap();
         }
         sink.finish(Duration::ZERO).unwrap();
-        let names = |n: u64| if n == 0 { path.clone() } else { dir.file(&format!("r.pcapng{n}")) };
+        let names = |n: u64| if n == 0 { path.clone() } else { dir.join(&format!("r.pcapng{n}")) };
         let files = (0..).take_while(|&n| names(n).exists()).count() as u64;
         assert!(files >= 3, "{files} files");
-        assert!(!dir.file("r.pcapng0").exists());
-        assert_eq!(fs::read_dir(&dir.0).unwrap().count() as u64, files);
+        assert!(!dir.join("r.pcapng0").exists());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count() as u64, files);
         let mut seen = Vec::new();
         for n in 0..files {
             let packets = whole_file(&names(n));
@@ -1078,8 +1059,8 @@ mod tests {
 
     #[test]
     fn with_a_number_of_files_the_oldest_is_overwritten() {
-        let dir = TempDir::new("ring");
-        let path = dir.file("ring");
+        let dir = TempDir::new("pcap-ring");
+        let path = dir.join("ring");
         // Every file is larger than a byte: each packet starts a file (and the first file has none).
         let mut sink = opened(&path, Rotation { file_size: Some(1), files: Some(3) });
         for n in 1..=10 {
@@ -1087,12 +1068,12 @@ mod tests {
         }
         sink.finish(Duration::ZERO).unwrap();
         let mut names: Vec<String> =
-            fs::read_dir(&dir.0).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+            fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         names.sort();
         assert_eq!(names, ["ring0", "ring1", "ring2"]);
         let held: Vec<Vec<u64>> = names
             .iter()
-            .map(|name| whole_file(&dir.file(name)).iter().map(|p| p.timestamp.as_nanos() as u64).collect())
+            .map(|name| whole_file(&dir.join(name)).iter().map(|p| p.timestamp.as_nanos() as u64).collect())
             .collect();
         // Packet n went to file n: 10 in ring1, 9 in ring0, 8 in ring2.
         assert_eq!(held, [vec![9], vec![10], vec![8]]);
@@ -1108,20 +1089,20 @@ mod tests {
 
     #[test]
     fn files_are_0600_and_no_link_is_followed() {
-        let dir = TempDir::new("mode");
-        let new = dir.file("new.pcapng");
+        let dir = TempDir::new("pcap-mode");
+        let new = dir.join("new.pcapng");
         drop(opened(&new, Rotation::default()));
         assert_eq!(mode(&new), 0o600);
-        let old = dir.file("old.pcapng");
+        let old = dir.join("old.pcapng");
         fs::write(&old, b"an older file, longer than a capture's header, that a reader could see").unwrap();
         fs::set_permissions(&old, Permissions::from_mode(0o644)).unwrap();
         drop(opened(&old, Rotation::default()));
         assert_eq!(mode(&old), 0o600);
         assert!(whole_file(&old).is_empty(), "truncated, then written whole");
 
-        let target = dir.file("target");
+        let target = dir.join("target");
         fs::write(&target, b"kept").unwrap();
-        let link = dir.file("link.pcapng");
+        let link = dir.join("link.pcapng");
         symlink(&target, &link).unwrap();
         let mut sink = PcapSink::new(PcapTarget::File(link.clone()), 256, Rotation::default());
         let error = crate::errors::one_line(&sink.open().unwrap_err());
@@ -1209,8 +1190,8 @@ mod tests {
     /// written after is whole.
     #[test]
     fn a_file_that_fails_a_write_goes_on() {
-        let dir = TempDir::new("failing");
-        let path = dir.file("f.pcapng");
+        let dir = TempDir::new("pcap-failing");
+        let path = dir.join("f.pcapng");
         let mut sink = opened(&path, Rotation::default());
         sink.event(&numbered(1)).unwrap();
         sink.flush().unwrap();
@@ -1240,8 +1221,8 @@ mod tests {
     /// A session stopped by another output's going away finishes no sink: the file is closed whole anyway.
     #[test]
     fn a_file_dropped_unfinished_is_whole() {
-        let dir = TempDir::new("dropped");
-        let path = dir.file("d.pcapng");
+        let dir = TempDir::new("pcap-dropped");
+        let path = dir.join("d.pcapng");
         let mut sink = opened(&path, Rotation::default());
         sink.event(&rcvbuf(5000)).unwrap();
         drop(sink);
@@ -1250,8 +1231,8 @@ mod tests {
 
     #[test]
     fn a_terminal_is_refused() {
-        let dir = TempDir::new("terminal");
-        let plain = File::create(dir.file("plain")).unwrap();
+        let dir = TempDir::new("pcap-terminal");
+        let plain = File::create(dir.join("plain")).unwrap();
         assert!(refuse_terminal(&plain).is_ok());
         // A pseudo-terminal's master side is a terminal.
         let terminal = OpenOptions::new().read(true).write(true).open("/dev/ptmx").unwrap();
@@ -1275,8 +1256,8 @@ mod tests {
     /// Wireshark reads the statistics' times so.
     #[test]
     fn the_statistics_times_are_high_word_first() {
-        let dir = TempDir::new("words");
-        let path = dir.file("w.pcapng");
+        let dir = TempDir::new("pcap-words");
+        let path = dir.join("w.pcapng");
         let mut sink = opened(&path, Rotation::default());
         sink.event(&rcvbuf(5000)).unwrap();
         let before = nanos(SystemTime::now());
@@ -1301,11 +1282,11 @@ mod tests {
     /// a packet not written waits for the next.
     #[test]
     fn a_next_file_not_opened_is_tried_again() {
-        let dir = TempDir::new("reopen");
-        let path = dir.file("r");
+        let dir = TempDir::new("pcap-reopen");
+        let path = dir.join("r");
         let mut sink = opened(&path, Rotation { file_size: Some(1), files: None });
-        let link = dir.file("r1");
-        symlink(dir.file("elsewhere"), &link).unwrap();
+        let link = dir.join("r1");
+        symlink(dir.join("elsewhere"), &link).unwrap();
         sink.event(&rcvbuf_count(5000, 5)).unwrap();
         sink.event(&rcvbuf(5000)).unwrap();
         sink.event(&rcvbuf(5000)).unwrap();

@@ -304,6 +304,7 @@ impl Pods {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::temp_dir::TempDir;
 
     const ID: &str = "4f9a1c0e2b7d8e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f";
     const UID: &str = "9b1f6c2e-8d4a-4f3b-a2c1-0e9d8c7b6a50";
@@ -490,26 +491,17 @@ mod tests {
         assert_eq!(pods.of_netns(&mut helper, 8), None);
     }
 
-    /// A directory of the test's own, removed when dropped.
-    struct TempDir(PathBuf);
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
     #[test]
     fn kubelets_log_directory_names_the_pod() {
-        let dir = TempDir(std::env::temp_dir().join(format!("udptrace-pod-logs-{}", std::process::id())));
+        let dir = TempDir::new("pod-logs");
         for name in [format!("kube-system_coredns-7db6d8ff4d-x2x9k_{UID}"), "default_web-0_1234".to_owned()] {
-            fs::create_dir_all(dir.0.join(name)).unwrap();
+            fs::create_dir_all(dir.join(&name)).unwrap();
         }
-        assert_eq!(pod_of_logs(&dir.0, UID), Some(coredns(None)));
-        assert_eq!(pod_of_logs(&dir.0, "5678"), None);
+        assert_eq!(pod_of_logs(dir.path(), UID), Some(coredns(None)));
+        assert_eq!(pod_of_logs(dir.path(), "5678"), None);
         // A directory that is not `<namespace>_<name>_<uid>` names none.
-        fs::create_dir(dir.0.join("a_b_c_5678")).unwrap();
-        assert_eq!(pod_of_logs(&dir.0, "5678"), None);
+        fs::create_dir(dir.join("a_b_c_5678")).unwrap();
+        assert_eq!(pod_of_logs(dir.path(), "5678"), None);
         assert_eq!(pod_of_logs(Path::new("/nonexistent"), UID), None);
     }
 }
