@@ -29,7 +29,11 @@ pub struct Config {
     pub filter: Filter,
     /// A [`buffer`](crate::buffer) constant.
     pub buffer: u8,
-    pub _pad0: [u8; 7],
+    pub _pad0: [u8; 3],
+    /// A tick of `jiffies` in ns (`TICK_NSEC`, the resolution of `CLOCK_MONOTONIC_COARSE`), for the drop
+    /// program's flood path, which reads `jiffies` rather than the clock; 0 if not known: that path is then
+    /// never taken.
+    pub tick_ns: u32,
     /// The text of [`NOT_ICMP_REPORTERS`], in that order.
     pub not_icmp_reporters: [TextRange; 5],
     /// `SKB_DROP_REASON_NO_SOCKET` in this kernel's `enum skb_drop_reason`

@@ -19,7 +19,6 @@
 //! unwind per ICMP error, and ICMP errors are rare and rate-limited, unlike a correlation through
 //! `skb:kfree_skb`, which would run for every packet the host drops.
 
-use aya_ebpf::helpers::bpf_ktime_get_boot_ns;
 use aya_ebpf::{
     EbpfContext,
     helpers::generated::bpf_get_stack,
@@ -35,8 +34,8 @@ use udptrace_common::{
 use crate::{
     conntrack, dns, filter,
     kernel::{
-        Args, Btf, ETH_P_IP, Mem, Probe, ReadResult, SKB_WINDOW, copy, header, ip_start, offset, offsets, read,
-        skb_dev_netns, skb_network, slot, sock_netns, zero,
+        Args, Btf, ETH_P_IP, Mem, Probe, ReadResult, SKB_WINDOW, copy, ip_start, jiffies, now, offset, offsets, read,
+        skb_dev_netns, skb_network, slot, sock_netns, ticks, untimed_header, zero,
     },
     output::{count_failure, to_hand_over},
     packet,
@@ -139,9 +138,10 @@ fn fill<C: EbpfContext, M: Mem>(
             netns = sock_netns::<M>(sk)?;
         }
     }
-    // Every byte is part of a count's key (tally.rs): cleared first, the stack included.
+    // Every byte is part of a count's key (tally.rs): cleared first, the stack included. The time is read
+    // only if the record is handed over (`emit_sent`): a count has none.
     zero(event);
-    event.header = header(kind::ICMP_SENT, mode, family, netns);
+    event.header = untimed_header(kind::ICMP_SENT, mode, family, netns);
     event.icmp_type = icmp_type;
     event.icmp_code = icmp_code;
     let mut dns_datagram = false;
@@ -177,6 +177,7 @@ fn emit_sent<C: EbpfContext>(ctx: &C, slot: &mut IcmpSend, dns: bool) {
     if !to_hand_over(&mut out.record, passes, dns) {
         return;
     }
+    out.record.header.time_ns = now();
     if dns {
         out.record.flags |= icmp_sent_flags::DNS;
         packet::output_with(ctx, out, slot.packet);
@@ -216,7 +217,8 @@ impl FlowKey {
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct KnownStack {
-    time_ns: u64,
+    /// `jiffies` when it was walked.
+    jiffies: u64,
     stack_bytes: i64,
     stack: [u64; ICMP_STACK_DEPTH],
 }
@@ -258,13 +260,13 @@ fn fill_stack<C: EbpfContext>(ctx: &C, event: &mut IcmpSent) {
         _pad: 0,
         _pad2: 0,
     };
-    let now = event.header.time_ns;
+    let (now, reuse) = (jiffies(), ticks(STACK_REUSE_NS));
     // __icmp_send does not nest on one CPU.
     let last = slot(&LAST_FLOW);
     if known {
         if let Some(last) = &last
             && last.key.same(&key)
-            && now.wrapping_sub(last.known.time_ns) < STACK_REUSE_NS
+            && now.wrapping_sub(last.known.jiffies) < reuse
         {
             copy(&mut event.stack, &last.known.stack);
             event.stack_bytes = last.known.stack_bytes as i32;
@@ -272,7 +274,7 @@ fn fill_stack<C: EbpfContext>(ctx: &C, event: &mut IcmpSent) {
         }
         // SAFETY: a map lookup; the value is copied out.
         if let Some(cached) = unsafe { STACKS.get(&key) }
-            && now.wrapping_sub(cached.time_ns) < STACK_REUSE_NS
+            && now.wrapping_sub(cached.jiffies) < reuse
         {
             copy(&mut event.stack, &cached.stack);
             event.stack_bytes = cached.stack_bytes as i32;
@@ -294,7 +296,7 @@ fn fill_stack<C: EbpfContext>(ctx: &C, event: &mut IcmpSent) {
         && let Some(last) = last
     {
         last.key = key;
-        last.known.time_ns = now;
+        last.known.jiffies = now;
         last.known.stack_bytes = i64::from(event.stack_bytes);
         copy(&mut last.known.stack, &event.stack);
         let _ = STACKS.insert(&last.key, &last.known, 0);
@@ -537,11 +539,11 @@ fn icmp_send_tracepoint(ctx: &BtfTracePointContext) -> ReadResult<()> {
     Ok(())
 }
 
-/// The packet this CPU last answered with a port unreachable, and when.
+/// The packet this CPU last answered with a port unreachable, and when (`jiffies`).
 #[repr(C)]
 pub struct Answered {
     skb: u64,
-    time_ns: u64,
+    jiffies: u64,
 }
 
 #[map]
@@ -564,7 +566,7 @@ fn note_port_unreachable(skb: u64, event: &IcmpSent) {
     };
     if port_unreachable && let Some(answered) = slot(&ANSWERED) {
         answered.skb = skb;
-        answered.time_ns = event.header.time_ns;
+        answered.jiffies = jiffies();
     }
 }
 
@@ -576,8 +578,19 @@ pub(crate) fn answered_port_unreachable(skb: u64) -> bool {
         return false;
     }
     answered.skb = 0;
-    // SAFETY: a helper without arguments.
-    unsafe { bpf_ktime_get_boot_ns() }.wrapping_sub(answered.time_ns) < ANSWERED_NS
+    // A tick more: the note may be taken just before a tick, its drop just after.
+    jiffies().wrapping_sub(answered.jiffies) <= ticks(ANSWERED_NS) + 1
+}
+
+/// Uses up the note if it is `skb`'s, whose drop was told apart without it (`udp_dropped::reported_by_icmp_hook`):
+/// left, it would take a later packet at the same address for this one.
+#[inline(always)]
+pub(crate) fn forget_answered(skb: u64) {
+    if let Some(answered) = slot(&ANSWERED)
+        && answered.skb == skb
+    {
+        answered.skb = 0;
+    }
 }
 
 /// Where no hook sees a family's ICMP errors (IPv6 in tracepoint mode, which hooks `icmp:icmp_send`, IPv4

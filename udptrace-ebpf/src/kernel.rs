@@ -234,15 +234,37 @@ pub fn skb_ifindex(skb: *const u8, off: &KernelOffsets) -> ReadResult<u32> {
 /// The header every record starts with.
 #[inline(always)]
 pub fn header(kind: u8, probe: u8, family: u16, netns: u32) -> EventHeader {
-    EventHeader {
-        kind,
-        probe,
-        family: family as u8,
-        _pad0: 0,
-        netns,
-        // SAFETY: a helper without arguments.
-        time_ns: unsafe { bpf_ktime_get_boot_ns() },
-    }
+    EventHeader { time_ns: now(), ..untimed_header(kind, probe, family, netns) }
+}
+
+/// The header without its time, for a record that may be counted rather than handed over: the clock is read
+/// when it is handed over (`now`).
+#[inline(always)]
+pub fn untimed_header(kind: u8, probe: u8, family: u16, netns: u32) -> EventHeader {
+    EventHeader { kind, probe, family: family as u8, _pad0: 0, netns, time_ns: 0 }
+}
+
+/// The clock records carry (`CLOCK_BOOTTIME`). A helper call that reads the clock source: tens of ns on a
+/// virtual machine, as much as the rest of a counted drop; what only needs to know whether about a second
+/// has passed reads `jiffies` instead (`ticks`).
+#[inline(always)]
+pub fn now() -> u64 {
+    // SAFETY: a helper without arguments.
+    unsafe { bpf_ktime_get_boot_ns() }
+}
+
+/// `ns` in ticks of `jiffies` (`Config::tick_ns`), rounded down; 0 if the tick is not known. `bpf_jiffies64`
+/// (5.5) is a load of `jiffies_64`, inlined by the verifier on 64-bit hosts.
+#[inline(always)]
+pub fn ticks(ns: u64) -> u64 {
+    ns.checked_div(u64::from(crate::filter::config!(tick_ns))).unwrap_or(0)
+}
+
+/// `jiffies`.
+#[inline(always)]
+pub fn jiffies() -> u64 {
+    // SAFETY: a helper without arguments.
+    unsafe { aya_ebpf::helpers::bpf_jiffies64() }
 }
 
 /// `$body` for each `$i` from 0 below `$n`, written out: up to 32 steps, those past `$n` left out at compile

@@ -26,7 +26,6 @@ use core::intrinsics::AtomicOrdering;
 use aya_ebpf::{
     EbpfContext,
     bindings::BPF_NOEXIST,
-    helpers::bpf_ktime_get_boot_ns,
     macros::{btf_tracepoint, map},
     maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap},
     programs::BtfTracePointContext,
@@ -41,8 +40,8 @@ use crate::{
     filter::{self, config},
     icmp_sent,
     kernel::{
-        Args, Btf, ETH_P_IP, ETH_P_IPV6, Mem, Probe, ReadResult, SKB_WINDOW, copy, header, ip_start, netns_inum,
-        offset, read, read_into, skb_network, sock_netns, zero,
+        Args, Btf, ETH_P_IP, ETH_P_IPV6, Mem, Probe, ReadResult, SKB_WINDOW, copy, header, ip_start, jiffies,
+        netns_inum, offset, read, read_into, skb_network, sock_netns, ticks, zero,
     },
     output::{count, count_failure},
     owner::socket_owner,
@@ -81,6 +80,9 @@ static DROP_DESTS: LruHashMap<UdpDropped, FlowsShown> = LruHashMap::with_max_ent
 /// on a flood's path are plain loads (`kernel::Btf`), not helper calls.
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn tp_kfree_skb(ctx: BtfTracePointContext) -> i32 {
+    if reported_by_icmp_hook(&ctx) {
+        return 0;
+    }
     // Two calls side by side, not one inside the other: the verifier adds up the stacks of nested calls
     // (and on 5.10 rounds each frame up to 32 bytes) against its 512-byte limit.
     let skb = kfree_skb(&ctx);
@@ -88,6 +90,42 @@ pub fn tp_kfree_skb(ctx: BtfTracePointContext) -> i32 {
         count(stat::READ_ERROR);
     }
     0
+}
+
+/// Whether this is the drop of a datagram no socket took, whose port unreachable an ICMP hook reports: from
+/// 5.17, `__udp4_lib_rcv` and `__udp6_lib_rcv` (net/ipv4/udp.c, net/ipv6/udp.c) free it with
+/// `SKB_DROP_REASON_NO_SOCKET` right after `icmp_send()` / `icmpv6_send()`. The error path of a closed port
+/// runs this program too, for every error: told from the reason and the packet's protocol alone, before any
+/// slot is looked up or the packet read, it costs a few loads. The ICMP hook's note of the packet is used up
+/// (`icmp_sent::forget_answered`). Where no hook sees the family's errors (`drops::ICMP_AT_DROP`), the drop
+/// goes on to be reported as that error (`icmp_at_drop`).
+#[inline(always)]
+fn reported_by_icmp_hook(ctx: &BtfTracePointContext) -> bool {
+    let no_socket = config!(reason_no_socket);
+    if config!(kfree_skb_args) < 3 || no_socket == drops::NO_REASON {
+        return false;
+    }
+    match ctx.get::<u64>(2) {
+        Ok(reason) if reason as u32 == no_socket => {}
+        _ => return false,
+    }
+    let Ok(skb) = ctx.get::<*const u8>(0) else { return false };
+    if skb.is_null() {
+        return false;
+    }
+    let Ok(protocol) = Btf::load::<u16>(skb, offset!(skb_protocol), "sk_buff.protocol") else {
+        return false;
+    };
+    let bit = match u16::from_be(protocol) {
+        ETH_P_IP => drops::AT_DROP_IPV4,
+        ETH_P_IPV6 => drops::AT_DROP_IPV6,
+        _ => return false,
+    };
+    if DROP_CONTROL.get(drops::ICMP_AT_DROP).copied().unwrap_or(0) & bit != 0 {
+        return false;
+    }
+    icmp_sent::forget_answered(skb as u64);
+    true
 }
 
 /// A port unreachable the kernel decided to send, seen at the drop (see `icmp_sent::icmp_at_no_socket_drop`).
@@ -118,7 +156,7 @@ static DROP_DEPTH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 /// The last flow whose drop was built in full on this CPU and level: a flood of one flow is counted from the
 /// packet and the socket pointer alone, without reading the socket, its owner and the device again (a dozen
-/// kernel reads, most of the program's cost), until its period ends and it is built again.
+/// kernel reads, most of the program's cost), nor the clock, until its period ends and it is built again.
 #[repr(C)]
 pub struct LastDrop {
     /// The counted record (time and queue length zeroed) of the flow, as the full path built it.
@@ -126,8 +164,14 @@ pub struct LastDrop {
     /// What identifies the flow besides the packet's 5-tuple, reason and place: the socket and the device.
     rx_sk: u64,
     dev: u64,
-    /// Until when the fast path may count for it (the end of the second its first drop was handed over in).
-    until: u64,
+    /// Until which `jiffies` the fast path may count for it: the last whole tick before its period ends (the
+    /// second its first drop was handed over in). `bpf_jiffies64` is a load, where the clock
+    /// (`bpf_ktime_get_boot_ns`) was half the fast path's cost (tens of ns on a virtual machine).
+    until_jiffies: u64,
+    /// The epoch it was built in (`DROP_CONTROL`): a new one, each second user space reads the counts, builds
+    /// it again, whatever `jiffies` says (a tick that stalled, a suspend).
+    epoch: u32,
+    _pad0: u32,
 }
 
 #[map]
@@ -206,13 +250,17 @@ fn dropped(ctx: &BtfTracePointContext, event: &mut UdpDropped, level: u32) -> Re
     // The socket it was dropped at (6.11), else, on the way out, the one sending it.
     let rx_sk: *const u8 = if args >= 4 { ctx.get(3)? } else { core::ptr::null() };
     let dev = Btf::load::<u64>(skb, offset!(skb_dev), "sk_buff.dev").unwrap_or(0);
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let epoch = DROP_CONTROL.get(drops::EPOCH).copied().unwrap_or(0);
     let last = LAST_DROP.get_ptr_mut(level);
     if let Some(last) = last {
         // SAFETY: this CPU's entry for this level, this run's alone.
         let last = unsafe { &mut *last };
-        if now < last.until && last.rx_sk == rx_sk as u64 && last.dev == dev && same_flow(&last.record, event, family) {
+        if last.epoch == epoch
+            && jiffies() < last.until_jiffies
+            && last.rx_sk == rx_sk as u64
+            && last.dev == dev
+            && same_flow(&last.record, event, family)
+        {
             let queued = if rx_sk.is_null() {
                 0
             } else {
@@ -260,6 +308,8 @@ fn dropped(ctx: &BtfTracePointContext, event: &mut UdpDropped, level: u32) -> Re
         count(stat::FILTERED);
         return Ok(0);
     }
+    // `jiffies` read after the clock (in `header`), as the bound below assumes.
+    let (now, ticked) = (event.header.time_ns, jiffies());
     let until = hand_over_or_count(ctx, event, level, Datagram { skb, ip, udp });
     if let Some(last) = last {
         // SAFETY: as above.
@@ -269,9 +319,21 @@ fn dropped(ctx: &BtfTracePointContext, event: &mut UdpDropped, level: u32) -> Re
         last.record.queued = 0;
         last.rx_sk = rx_sk as u64;
         last.dev = dev;
-        last.until = until;
+        last.until_jiffies = until_jiffies(until, now, ticked);
+        last.epoch = epoch;
     }
     Ok(0)
+}
+
+/// The `jiffies` below which the clock is surely before `until`, from `jiffies` read just after the clock
+/// read `now`: tick `j` begins at most a tick after `now` plus `(j - jiffies)` ticks, so every time within
+/// it is before `now + (j - jiffies + 2)` ticks. 0 (never) if the tick is not known.
+#[inline(always)]
+fn until_jiffies(until: u64, now: u64, jiffies: u64) -> u64 {
+    match ticks(until.saturating_sub(now)) {
+        ticks @ 2.. => jiffies + ticks - 1,
+        _ => 0,
+    }
 }
 
 /// Whether `event`, as far as it is built (packet, reason, place; its header is not yet), is of the flow

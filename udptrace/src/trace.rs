@@ -77,7 +77,8 @@ impl Tracing {
         let config = udptrace_common::Config {
             filter: setup.filter.for_kernel(),
             buffer: setup.buffer.for_kernel(),
-            _pad0: [0; 7],
+            _pad0: [0; 3],
+            tick_ns: tick_ns(),
             not_icmp_reporters,
             reason_no_socket: facts
                 .drop_reasons
@@ -201,4 +202,17 @@ impl Tracing {
             misses: kept_misses,
         })
     }
+}
+
+/// A tick of `jiffies` in ns: the resolution of `CLOCK_MONOTONIC_COARSE` is the kernel's `TICK_NSEC`
+/// (kernel/time/posix-timers.c, `LOW_RES_NSEC`). 0 if it cannot be told: the drop program then takes its flood
+/// path by the clock alone.
+fn tick_ns() -> u32 {
+    let mut res = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid pointer to a timespec, written by the call.
+    let ok = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &raw mut res) } == 0;
+    if !ok || res.tv_sec != 0 || res.tv_nsec <= 0 {
+        return 0;
+    }
+    u32::try_from(res.tv_nsec).unwrap_or(0)
 }
