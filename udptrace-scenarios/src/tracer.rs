@@ -405,6 +405,30 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The proportional set size of process `pid` and its children (udptrace and its privileged helper), in KiB:
+/// the pages the fork left shared are counted once between them. `None` if `pid` is gone.
+pub fn tracing_pss_kib(pid: u32) -> Option<u64> {
+    let pss = |pid: &str| {
+        let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+        let line = rollup.lines().find(|l| l.starts_with("Pss:"))?;
+        line.split_whitespace().nth(1)?.parse::<u64>().ok()
+    };
+    // The parent is the 2nd field after the name, which ends at the last `)` of /proc/PID/stat (proc(5)).
+    let parent = |pid: &str| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse::<u32>().ok()
+    };
+    let mut total = pss(&pid.to_string())?;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else { continue };
+        if parent(name) == Some(pid) {
+            total += pss(name).unwrap_or(0);
+        }
+    }
+    Some(total)
+}
+
 /// Stops a udptrace `child` with SIGINT, as Ctrl-C: it must exit 0 and print its closing counts, the line
 /// returned; `stderr` carries its standard error line by line.
 pub fn stop_udptrace(child: &mut Child, stderr: &Receiver<String>) -> Result<String> {

@@ -70,10 +70,15 @@ impl Tracing {
     pub fn start(setup: Setup<'_>, mut facts: KernelFacts) -> Result<Self> {
         // Only tracepoint mode's socket_error program checks who reported (`NOT_ICMP_REPORTERS`), and the
         // addresses must be in its configuration before it loads. Where no hook may attach in tracepoint
-        // mode, `/proc/kallsyms` waits for the first event that needs a symbol.
+        // mode, `/proc/kallsyms` waits for the first event that needs a symbol. The table is not kept for the
+        // symbols: read, it is 5 MiB resident while the kernel's BTF is parsed (the start's peak), and in both
+        // processes after the split for as long as they trace; the first event that needs a symbol reads it
+        // again (through the descriptor `hold` keeps), as in the other modes.
         crate::kernel::kallsyms::hold();
         let kallsyms = if setup.modes.contains(&AttachMode::Tracepoint) { Snapshot::read().ok() } else { None };
         let not_icmp_reporters = text_ranges(kallsyms.as_ref(), udptrace_common::NOT_ICMP_REPORTERS);
+        let kallsyms_shown = kallsyms.is_some();
+        drop(kallsyms);
         let config = udptrace_common::Config {
             filter: setup.filter.for_kernel(),
             buffer: setup.buffer.for_kernel(),
@@ -90,7 +95,7 @@ impl Tracing {
             pcap_snaplen: setup.pcap_snaplen,
             dns_ports: std::array::from_fn(|i| setup.dns_ports.get(i).copied().unwrap_or(0)),
         };
-        if setup.verbose && kallsyms.is_some() && not_icmp_reporters.iter().any(|r| r.start == 0) {
+        if setup.verbose && kallsyms_shown && not_icmp_reporters.iter().any(|r| r.start == 0) {
             eprintln!(
                 "udptrace: /proc/kallsyms does not show all of {:?}: in tracepoint mode, error-queue reads and \
                  aborts may be reported as socket errors",
@@ -171,7 +176,6 @@ impl Tracing {
         let kept_misses = misses.try_clone().context("keeping the programs' descriptors")?;
         let parts = session::Parts {
             enricher: Enricher::new(
-                kallsyms,
                 creators,
                 facts.cgroup2.clone(),
                 std::mem::take(&mut facts.drop_reasons),

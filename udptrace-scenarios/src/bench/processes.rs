@@ -15,7 +15,7 @@ use anyhow::{Context as _, Result, bail};
 use super::*;
 use crate::{
     config::Config,
-    tracer::{Tracer, peak_rss_kib, stop_udptrace},
+    tracer::{Tracer, peak_rss_kib, stop_udptrace, tracing_pss_kib},
 };
 
 /// A comparison tool running for the duration of one measurement.
@@ -296,7 +296,7 @@ pub(super) fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_nanos(ticks.saturating_mul(1_000_000_000) / per_second))
 }
 
-/// Start-up times and peak RSS, per way of running udptrace.
+/// Start-up times, peak RSS and PSS while tracing, per way of running udptrace.
 #[derive(Default)]
 pub(super) struct Starts {
     pub(super) startups: Vec<Startup>,
@@ -313,9 +313,12 @@ impl Starts {
         self.startups.last_mut().expect("just pushed")
     }
 
+    /// The memory of `udptrace`, tracing for a while already (its start settled): its peak so far, and what it
+    /// and its helper hold now.
     pub(super) fn rss(&mut self, label: &str, udptrace: &Running) {
         let entry = self.entry(label);
         entry.peak_rss_kib = entry.peak_rss_kib.max(peak_rss_kib(udptrace.pid()));
+        entry.tracing_pss_kib = entry.tracing_pss_kib.max(tracing_pss_kib(udptrace.pid()));
     }
 }
 

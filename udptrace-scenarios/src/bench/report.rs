@@ -245,7 +245,14 @@ pub struct Startup {
     pub label: String,
     pub startups: Vec<Duration>,
     pub peak_rss_kib: Option<u64>,
+    /// The proportional set size of udptrace and its privileged helper together, while tracing, in KiB.
+    pub tracing_pss_kib: Option<u64>,
 }
+
+/// Issue 46's goals for the shipped binary: the tracer's peak resident memory from start to stop, and the
+/// memory both processes hold while tracing (their PSS: what the fork shares is counted once), in KiB.
+pub const PEAK_RSS_GOAL_KIB: u64 = 25 * 1024;
+pub const TRACING_PSS_GOAL_KIB: u64 = 16 * 1024;
 
 #[derive(Debug, Default)]
 pub struct Report {
@@ -380,13 +387,21 @@ impl Report {
 
         let _ = writeln!(
             out,
-            "\n### 3. Start-up and memory\n\n| udptrace | spawn to `udptrace: tracing` (median) | starts | peak RSS (largest) |\n|---|---:|---:|---:|"
+            "\n### 3. Start-up and memory\n\n| udptrace | spawn to `udptrace: tracing` (median) | starts | peak RSS (largest) | PSS while tracing, both processes (largest) |\n|---|---:|---:|---:|---:|"
         );
         for s in &self.startup {
-            let rss = s.peak_rss_kib.map_or_else(|| "?".to_owned(), |kib| format!("{:.1} MiB", kib as f64 / 1024.0));
             let mut ms: Vec<f64> = s.startups.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
-            let _ = writeln!(out, "| {} | {:.0} ms | {} | {rss} |", s.label, median(&mut ms), s.startups.len());
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} ms | {} | {} | {} |",
+                s.label,
+                median(&mut ms),
+                s.startups.len(),
+                mib(s.peak_rss_kib),
+                mib(s.tracing_pss_kib)
+            );
         }
+        let _ = writeln!(out, "\n{}", memory_goals(&self.startup));
 
         drop_section(&mut out, "4", &self.drops);
         if let Some(many) = &self.many_flows {
@@ -514,6 +529,30 @@ fn drop_section(out: &mut String, number: &str, flood: &DropFlood) {
          one on `skb:kfree_skb` runs for every datagram dropped, so about once per datagram sent.\n"
     );
     programs(out, &flood.programs);
+}
+
+/// KiB as MiB, `?` where not measured.
+fn mib(kib: Option<u64>) -> String {
+    kib.map_or_else(|| "?".to_owned(), |kib| format!("{:.1} MiB", kib as f64 / 1024.0))
+}
+
+/// The memory goals ([`PEAK_RSS_GOAL_KIB`], [`TRACING_PSS_GOAL_KIB`]) against the largest of `startups`: met
+/// where every way of running udptrace stayed within it.
+pub fn memory_goals(startups: &[Startup]) -> String {
+    let verdict = |goal: u64, largest: Option<u64>| match largest {
+        Some(kib) if kib <= goal => format!("met ({} at most)", mib(Some(kib))),
+        Some(kib) => format!("not met ({} at most)", mib(Some(kib))),
+        None => "not measured".to_owned(),
+    };
+    let peak = startups.iter().filter_map(|s| s.peak_rss_kib).max();
+    let tracing = startups.iter().filter_map(|s| s.tracing_pss_kib).max();
+    format!(
+        "Goals: peak RSS at most {}: {}; PSS while tracing, both processes, at most {}: {}.",
+        mib(Some(PEAK_RSS_GOAL_KIB)),
+        verdict(PEAK_RSS_GOAL_KIB, peak),
+        mib(Some(TRACING_PSS_GOAL_KIB)),
+        verdict(TRACING_PSS_GOAL_KIB, tracing)
+    )
 }
 
 /// The section on conntrack, by its title: where the rate tables send the reader.

@@ -1,7 +1,7 @@
 //! Where a few kernel functions' text lies, from `/proc/kallsyms`. The file is several MiB, and the kernel
-//! writes each line as it is read (under emulation, seconds): udptrace reads it at most once ([`Snapshot`]):
-//! at start-up where tracepoint mode may attach, for these ranges and then for the symbols
-//! `pipeline/enrich/cause.rs` keeps; else when the first event needs a symbol.
+//! writes each line as it is read (under emulation, seconds): udptrace reads it ([`Snapshot`]) at start-up
+//! only where tracepoint mode may attach, for these ranges, and frees it before the programs load; the
+//! symbols `pipeline/enrich/cause.rs` keeps are read when the first event needs one.
 
 use udptrace_common::TextRange;
 

@@ -128,8 +128,8 @@ fn type_cause(family: Family, icmp_type: u8, code: u8) -> Option<Cause> {
 /// The symbol table, read and parsed when an event first needs a symbol: a udptrace that sees no ICMP error
 /// and no drop never pays for it (hundreds of thousands of lines, each written by the kernel as it is read).
 pub enum Symbols {
-    /// Not parsed yet: `/proc/kallsyms` as start-up read it, or `None` to read it then.
-    Unread(Option<Snapshot>),
+    /// Not read yet.
+    Unread,
     Table(Kallsyms),
     /// Could not be read; said once.
     Unreadable,
@@ -137,9 +137,8 @@ pub enum Symbols {
 
 impl Symbols {
     pub fn get(&mut self) -> Option<&mut Kallsyms> {
-        if let Self::Unread(snapshot) = self {
-            let table = snapshot.take().map_or_else(Kallsyms::load, Kallsyms::from_snapshot);
-            *self = match table {
+        if let Self::Unread = self {
+            *self = match Kallsyms::load() {
                 Ok(table) => Self::Table(table),
                 Err(e) => {
                     eprintln!(

@@ -74,17 +74,15 @@ pub struct Enricher {
 }
 
 impl Enricher {
-    /// `kallsyms`: the table as read at start-up, if it was (else it is read when first needed).
+    /// The kernel's symbols are read when an event first needs one.
     pub fn new(
-        kallsyms: Option<crate::kernel::kallsyms::Snapshot>,
         creators: Option<Creators>,
         cgroup_root: Option<std::path::PathBuf>,
         drop_reasons: std::collections::HashMap<u32, String>,
         verbose: bool,
     ) -> Self {
-        let kallsyms = Symbols::Unread(kallsyms);
         Self {
-            kallsyms,
+            kallsyms: Symbols::Unread,
             helper: Box::new(Local::default()),
             pods: Pods::new(cgroup_root.clone(), crate::pipeline::netns::own()),
             owners: Owners { cgroups: Cgroups::new(cgroup_root), recent: Recent::default() },
@@ -474,7 +472,7 @@ mod tests {
     /// Events leave in order; one whose owner /proc must name holds the ones behind it until it can.
     #[test]
     fn events_wait_in_order_for_an_owner_scan() {
-        let mut enricher = Enricher::new(None, None, None, Default::default(), false);
+        let mut enricher = Enricher::new(None, None, Default::default(), false);
         // The symbols are read when an event first needs them (the `icmp_sent` below): read them now, so that
         // the read does not outlast the owner scans' spacing between the pushes, on a loaded machine.
         let _ = enricher.kallsyms.get();
@@ -536,7 +534,7 @@ mod tests {
     #[test]
     fn a_flood_on_one_old_socket_asks_the_helper_once() {
         let asked = std::rc::Rc::new(std::cell::Cell::new(0));
-        let mut enricher = Enricher::new(None, None, None, Default::default(), false);
+        let mut enricher = Enricher::new(None, None, Default::default(), false);
         enricher.use_helper(Box::new(NamesOne(asked.clone())));
         let error_on =
             |ino: u64| Event::SocketError(SocketError { sock_ino: Some(ino), owner: None, ..samples::socket_error() });
@@ -607,7 +605,7 @@ mod tests {
     /// asked; that namespace.
     fn enricher_asking() -> (Enricher, Asked, u64) {
         let asked = Asked::default();
-        let mut enricher = Enricher::new(None, None, None, Default::default(), false);
+        let mut enricher = Enricher::new(None, None, Default::default(), false);
         let own = crate::pipeline::netns::own().expect("this process's namespace");
         enricher.use_helper(Box::new(HoldsOneEntry { asked: asked.clone(), netns: own, entry: service_entry() }));
         (enricher, asked, own)
@@ -705,7 +703,7 @@ mod tests {
     /// a socket of its own: one /proc scan answers them all, not one scan per record.
     #[test]
     fn the_end_of_a_flood_on_kernel_sockets_scans_proc_once() {
-        let mut enricher = Enricher::new(None, None, None, Default::default(), false);
+        let mut enricher = Enricher::new(None, None, Default::default(), false);
         let (resolver, scans) = owner::tests::counting_resolver();
         enricher.use_helper(Box::new(Local::with_owners(resolver)));
         let drop_at =
