@@ -98,6 +98,10 @@ impl<W: Write> Lines<W> {
 /// Escapes what a traced process controls (its `comm`, its cgroup's name): no control character reaches the
 /// terminal, and no format character that reorders or hides what follows it on the line.
 pub fn escape(text: &str) -> String {
+    // Printable ASCII but the backslash, the common case, is its own escape: copied as it is.
+    if text.bytes().all(|b| matches!(b, b' '..=b'~') && b != b'\\') {
+        return text.to_owned();
+    }
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

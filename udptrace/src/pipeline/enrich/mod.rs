@@ -43,8 +43,16 @@ pub type Creators = HashMap<u64, udptrace_common::Owner>;
 /// sockets opened since the last scan.
 const MAX_WAITING: usize = 16_384;
 
+/// How long a stack's cause is taken as classified: as long as the programs reuse a flow's stack
+/// (`STACK_REUSE_NS` in udptrace-ebpf's icmp_sent.rs), so that a module loaded or unloaded since shows as soon.
+const LAST_CAUSE_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub struct Enricher {
     kallsyms: Symbols,
+    /// The last stack classified, its cause, and when: a flood's errors share their flow's stack, which the
+    /// programs walk once a second, and classifying it again (a table search per frame) was a tenth of the
+    /// text output's time per error. Kept as long as the programs keep a stack (`LAST_CAUSE_FOR`).
+    last_cause: Option<(Box<[u64]>, (Family, u8, u8), Cause, Instant)>,
     /// What takes a privilege: /proc's owners, other namespaces' socket tables, a socket's tunnel type.
     helper: Box<dyn Privileged>,
     owners: Owners,
@@ -83,6 +91,7 @@ impl Enricher {
     ) -> Self {
         Self {
             kallsyms: Symbols::Unread,
+            last_cause: None,
             helper: Box::new(Local::default()),
             pods: Pods::new(cgroup_root.clone(), crate::pipeline::netns::own()),
             owners: Owners { cgroups: Cgroups::new(cgroup_root), recent: Recent::default() },
@@ -315,6 +324,16 @@ impl Enricher {
         let Some(kallsyms) = self.kallsyms.get() else {
             return;
         };
+        let key = (e.family, e.icmp.icmp_type, e.icmp.code);
+        if let Some((stack, of, cause, at)) = &self.last_cause
+            && *of == key
+            && **stack == *e.stack
+            && at.elapsed() < LAST_CAUSE_FOR
+            && !self.verbose
+        {
+            e.cause = *cause;
+            return;
+        }
         e.cause = kallsyms.classify(&e.stack, e.family, e.icmp.icmp_type, e.icmp.code);
         if e.cause == Cause::Other {
             // A caller in a module loaded after start-up (nf_reject_ipv4 on the first REJECT) is not in the
@@ -322,6 +341,8 @@ impl Enricher {
             kallsyms.refresh_if_modules_changed();
             e.cause = kallsyms.classify(&e.stack, e.family, e.icmp.icmp_type, e.icmp.code);
         }
+        // `Other` is not kept: a module loaded since may name its caller (above).
+        self.last_cause = (e.cause != Cause::Other).then(|| (e.stack.clone().into(), key, e.cause, Instant::now()));
         if self.verbose {
             let frames: Vec<&str> = e.stack.iter().map(|&a| kallsyms.function(a).unwrap_or("?")).collect();
             eprintln!("udptrace: icmp_sent stack: {}", frames.join(" <- "));
