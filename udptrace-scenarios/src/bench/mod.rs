@@ -653,6 +653,45 @@ mod tests {
     }
 
     #[test]
+    fn the_per_event_goals_add_up_each_variants_programs() {
+        let cost = |variant: &str, name: &str, runs: u64, ns: u64, datagrams: u64| report::ProgramCost {
+            variant: variant.into(),
+            name: name.into(),
+            runs,
+            run_time_ns: runs * ns,
+            datagrams,
+            round_ns: vec![],
+        };
+        let errors = [
+            cost("udptrace tracepoint --quiet", "tp_icmp_send", 1000, 190, 1000),
+            cost("udptrace tracepoint --quiet", "tp_kfree_skb", 1000, 60, 1000),
+            cost("udptrace tracepoint --quiet", "cgroup_sock_cre", 0, 0, 1000),
+            cost("udptrace tracepoint --summary 1", "tp_icmp_send", 1000, 290, 1000),
+            cost("udptrace tracepoint --summary 1", "tp_kfree_skb", 1000, 60, 1000),
+            cost("udptrace tracepoint", "tp_icmp_send", 1000, 900, 1000),
+        ];
+        let line = report::error_cost_goal(&errors);
+        assert!(
+            line.contains("`udptrace tracepoint --quiet` 250 ns (tp_icmp_send 190 + tp_kfree_skb 60): met"),
+            "{line}"
+        );
+        assert!(line.contains("`udptrace tracepoint --summary 1` 350 ns"), "{line}");
+        assert!(line.contains("350 ns (tp_icmp_send 290 + tp_kfree_skb 60): not met"), "{line}");
+        assert!(!line.contains("900"), "printing is not held to it: {line}");
+
+        let drops = [
+            cost("udptrace tracepoint --quiet", "tp_kfree_skb", 1000, 110, 1000),
+            cost("udptrace tracepoint --json", "tp_kfree_skb", 1000, 130, 1000),
+            cost("bpftrace one-liner", "kfree_skb", 1000, 115, 1000),
+        ];
+        let line = report::drop_cost_goal(&drops);
+        assert!(line.contains("(115 ns)"), "{line}");
+        assert!(line.contains("`udptrace tracepoint --quiet` 110 ns: met"), "{line}");
+        assert!(line.contains("`udptrace tracepoint --json` 130 ns: not met"), "{line}");
+        assert!(report::drop_cost_goal(&drops[..1]).contains("not measured"));
+    }
+
+    #[test]
     fn the_markdown_has_the_drop_flood() {
         let row = |label: &str, ratio: f64| DropRow {
             label: label.into(),

@@ -384,6 +384,7 @@ impl Report {
             "\nudptrace's programs on the error path, and the bpftrace script's (BPF statistics, all rounds):\n"
         );
         programs(&mut out, &self.error_programs);
+        let _ = writeln!(out, "\n{}", error_cost_goal(&self.error_programs));
 
         let _ = writeln!(
             out,
@@ -529,6 +530,62 @@ fn drop_section(out: &mut String, number: &str, flood: &DropFlood) {
          one on `skb:kfree_skb` runs for every datagram dropped, so about once per datagram sent.\n"
     );
     programs(out, &flood.programs);
+    let _ = writeln!(out, "\n{}", drop_cost_goal(&flood.programs));
+}
+
+/// Issue 46's goals per event: an error costs at most this much in all of udptrace's programs together when
+/// it is counted (`--quiet`, `--summary`), and a drop at most [`DROP_RUN_GOAL_NS`] in the drop program.
+pub const ERROR_GOAL_NS: f64 = 300.0;
+pub const DROP_RUN_GOAL_NS: f64 = 120.0;
+
+/// What an error costs each counting variant in all its programs together (their time over the datagrams
+/// sent, each of which drew one error), against [`ERROR_GOAL_NS`].
+pub fn error_cost_goal(rows: &[ProgramCost]) -> String {
+    let mut variants: BTreeMap<&str, (u64, u64, Vec<String>)> = BTreeMap::new();
+    for p in rows.iter().filter(|p| p.variant.starts_with("udptrace") && counting(&p.variant) && p.runs > 0) {
+        let entry = variants.entry(&p.variant).or_insert((0, p.datagrams, Vec::new()));
+        entry.0 += p.run_time_ns;
+        entry.2.push(format!("{} {:.0}", p.name, p.run_time_ns as f64 / p.datagrams.max(1) as f64));
+    }
+    let lines: Vec<String> = variants
+        .iter()
+        .map(|(variant, (ns, datagrams, parts))| {
+            let per_error = *ns as f64 / (*datagrams).max(1) as f64;
+            let verdict = if per_error <= ERROR_GOAL_NS { "met" } else { "not met" };
+            format!("`{variant}` {per_error:.0} ns ({}): {verdict}", parts.join(" + "))
+        })
+        .collect();
+    let found = if lines.is_empty() { "no counting variant was measured".to_owned() } else { lines.join("; ") };
+    format!(
+        "Goal: an error counted costs at most {ERROR_GOAL_NS:.0} ns in all of udptrace's programs together, per datagram sent: {found}."
+    )
+}
+
+/// Whether a variant only counts (its programs count in the kernel).
+fn counting(variant: &str) -> bool {
+    variant.contains("--quiet") || variant.contains("--summary")
+}
+
+/// The drop program's cost per run in each udptrace variant, against [`DROP_RUN_GOAL_NS`] and the
+/// one-liner's program on the same drops.
+pub fn drop_cost_goal(rows: &[ProgramCost]) -> String {
+    let per_run = |p: &ProgramCost| p.run_time_ns as f64 / p.runs.max(1) as f64;
+    let one_liner = rows.iter().find(|p| p.variant == "bpftrace one-liner" && p.runs > 0).map(per_run);
+    let goal = one_liner.map_or(DROP_RUN_GOAL_NS, |ns| ns.min(DROP_RUN_GOAL_NS));
+    let lines: Vec<String> = rows
+        .iter()
+        .filter(|p| p.variant.starts_with("udptrace") && p.name.contains("kfree_skb") && p.runs > 0)
+        .map(|p| {
+            let ns = per_run(p);
+            format!("`{}` {ns:.0} ns: {}", p.variant, if ns <= goal { "met" } else { "not met" })
+        })
+        .collect();
+    let beside = one_liner.map_or_else(|| "not measured".to_owned(), |ns| format!("{ns:.0} ns"));
+    let found = if lines.is_empty() { "no udptrace variant was measured".to_owned() } else { lines.join("; ") };
+    format!(
+        "Goal: the drop program at most {DROP_RUN_GOAL_NS:.0} ns a run, and below the bpftrace one-liner's \
+         program on the same drops ({beside}): {found}."
+    )
 }
 
 /// KiB as MiB, `?` where not measured.
