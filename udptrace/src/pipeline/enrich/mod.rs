@@ -47,12 +47,20 @@ const MAX_WAITING: usize = 16_384;
 /// (`STACK_REUSE_NS` in udptrace-ebpf's icmp_sent.rs), so that a module loaded or unloaded since shows as soon.
 const LAST_CAUSE_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// A stack as classified: its ICMP error's family, type and code, the cause, and when.
+struct Classified {
+    stack: Box<[u64]>,
+    of: (Family, u8, u8),
+    cause: Cause,
+    at: Instant,
+}
+
 pub struct Enricher {
     kallsyms: Symbols,
     /// The last stack classified, its cause, and when: a flood's errors share their flow's stack, which the
     /// programs walk once a second, and classifying it again (a table search per frame) was a tenth of the
     /// text output's time per error. Kept as long as the programs keep a stack (`LAST_CAUSE_FOR`).
-    last_cause: Option<(Box<[u64]>, (Family, u8, u8), Cause, Instant)>,
+    last_cause: Option<Classified>,
     /// What takes a privilege: /proc's owners, other namespaces' socket tables, a socket's tunnel type.
     helper: Box<dyn Privileged>,
     owners: Owners,
@@ -325,13 +333,13 @@ impl Enricher {
             return;
         };
         let key = (e.family, e.icmp.icmp_type, e.icmp.code);
-        if let Some((stack, of, cause, at)) = &self.last_cause
-            && *of == key
-            && **stack == *e.stack
-            && at.elapsed() < LAST_CAUSE_FOR
+        if let Some(last) = &self.last_cause
+            && last.of == key
+            && *last.stack == *e.stack
+            && last.at.elapsed() < LAST_CAUSE_FOR
             && !self.verbose
         {
-            e.cause = *cause;
+            e.cause = last.cause;
             return;
         }
         e.cause = kallsyms.classify(&e.stack, e.family, e.icmp.icmp_type, e.icmp.code);
@@ -342,7 +350,12 @@ impl Enricher {
             e.cause = kallsyms.classify(&e.stack, e.family, e.icmp.icmp_type, e.icmp.code);
         }
         // `Other` is not kept: a module loaded since may name its caller (above).
-        self.last_cause = (e.cause != Cause::Other).then(|| (e.stack.clone().into(), key, e.cause, Instant::now()));
+        self.last_cause = (e.cause != Cause::Other).then(|| Classified {
+            stack: e.stack.clone().into(),
+            of: key,
+            cause: e.cause,
+            at: Instant::now(),
+        });
         if self.verbose {
             let frames: Vec<&str> = e.stack.iter().map(|&a| kallsyms.function(a).unwrap_or("?")).collect();
             eprintln!("udptrace: icmp_sent stack: {}", frames.join(" <- "));
