@@ -10,7 +10,7 @@ use udptrace_common::{icmp, icmpv6};
 
 use crate::{
     domain::{Cause, Family},
-    kernel::kallsyms::{Snapshot, base_name},
+    kernel::kallsyms::{Snapshot, Table, base_name},
 };
 
 /// The function that sends the ICMP; the caller that decided to is above it. `icmp_ndo_send` and
@@ -138,7 +138,9 @@ pub enum Symbols {
 impl Symbols {
     pub fn get(&mut self) -> Option<&mut Kallsyms> {
         if let Self::Unread = self {
-            *self = match Kallsyms::load() {
+            let loaded = Kallsyms::load();
+            release_freed();
+            *self = match loaded {
                 Ok(table) => Self::Table(table),
                 Err(e) => {
                     eprintln!(
@@ -156,10 +158,19 @@ impl Symbols {
     }
 }
 
+/// Hands back to the kernel what reading the symbols freed (its buffers as they grew, a table replaced):
+/// mimalloc keeps freed pages for reuse until told, in the tracer about 2 MiB beside the table.
+fn release_freed() {
+    #[cfg(target_env = "musl")]
+    // SAFETY: a call without pointers; every thread's heap stays valid.
+    unsafe {
+        libmimalloc_sys::mi_collect(true)
+    };
+}
+
 /// Kernel text symbols, for symbolising return addresses.
 pub struct Kallsyms {
-    /// Sorted by address.
-    symbols: Vec<(u64, Box<str>)>,
+    symbols: Table,
     /// `/proc/modules` when the table was read: a change means a module (e.g. nf_reject_ipv4) came or went.
     modules: String,
 }
@@ -171,13 +182,12 @@ impl Kallsyms {
 
     /// The table from `/proc/kallsyms` as read already.
     pub fn from_snapshot(snapshot: Snapshot) -> io::Result<Self> {
-        let table = Self::parse(&snapshot.text, snapshot.modules);
-        if table.symbols.is_empty() {
+        if snapshot.table.is_empty() {
             return Err(io::Error::other(
                 "/proc/kallsyms shows no addresses (kernel.kptr_restrict hides them from this user)",
             ));
         }
-        Ok(table)
+        Ok(Self { symbols: snapshot.table, modules: snapshot.modules })
     }
 
     /// Reads the table again if a module was loaded or unloaded since: a REJECT rule loads
@@ -189,27 +199,12 @@ impl Kallsyms {
         {
             *self = fresh;
         }
-    }
-
-    fn parse(text: &str, modules: String) -> Self {
-        let mut symbols: Vec<(u64, Box<str>)> = text
-            .lines()
-            .filter_map(|line| {
-                let mut fields = line.split_ascii_whitespace();
-                let addr = u64::from_str_radix(fields.next()?, 16).ok()?;
-                let kind = fields.next()?;
-                let name = fields.next()?;
-                (addr != 0 && matches!(kind, "t" | "T")).then(|| (addr, name.into()))
-            })
-            .collect();
-        symbols.sort_unstable_by_key(|(addr, _)| *addr);
-        Self { symbols, modules }
+        release_freed();
     }
 
     /// The function containing `addr`, if it is above the first known symbol.
     pub fn function(&self, addr: u64) -> Option<&str> {
-        let index = self.symbols.partition_point(|(start, _)| *start <= addr);
-        index.checked_sub(1).map(|i| &*self.symbols[i].1)
+        self.symbols.function(addr)
     }
 
     pub fn classify(&self, stack: &[u64], family: Family, icmp_type: u8, code: u8) -> Cause {
@@ -222,7 +217,7 @@ mod tests {
     use super::*;
 
     fn table() -> Kallsyms {
-        Kallsyms::parse(
+        parse(
             "ffffffff81000000 T _stext\n\
              ffffffff81100000 t bpf_trace_run3\n\
              ffffffff81200000 T __icmp_send\n\
@@ -292,6 +287,10 @@ mod tests {
         let stack =
             ["bpf_prog_1_fentry_icmp_send", "nf_conntrack_helper_fini", "ipv4_link_failure", "arp_error_report"];
         assert_eq!(by_names(&stack, Family::Ipv4, 3, 1), Cause::NeighbourUnreachable);
+    }
+
+    fn parse(text: &str, modules: String) -> Kallsyms {
+        Kallsyms { symbols: Table::parse(text.as_bytes()).unwrap(), modules }
     }
 
     impl Kallsyms {
