@@ -105,6 +105,12 @@ pub const SYSCALLS: &[Group] = &[
         calls: &["clock_gettime"],
     },
     Group {
+        why: "The length of a tick, for the drop program (the resolution of CLOCK_MONOTONIC_COARSE: a call in musl, \
+              the vDSO in glibc)",
+        sides: &[Start],
+        calls: &["clock_getres"],
+    },
+    Group {
         why: "Files: BTF, tracefs, kallsyms (the tracer reads it again through the descriptor opened before the \
               split: lseek), cgroups, /proc/PID/stat and cgroup, /proc/PID/fd in the helper, the output (open \
               and stat in musl, openat and statx in glibc); ioctl: the perf events enabled, and disabled as the \
