@@ -116,7 +116,7 @@ fn exit_state() -> Option<&'static mut IcmpSend> {
 /// and, with `--pcap`, where the packet's bytes are. `M`: how `skb` is read, which the mode decides
 /// (`kernel::Mem`).
 #[inline(always)]
-fn fill<C: EbpfContext, M: Mem>(
+fn fill<C: EbpfContext + Args, M: Mem>(
     ctx: &C,
     mode: u8,
     family: u16,
@@ -244,9 +244,11 @@ pub struct LastFlow {
 #[map]
 static LAST_FLOW: PerCpuArray<LastFlow> = PerCpuArray::with_max_entries(1, 0);
 
-/// Fills the event's kernel stack: walked, or reused from its flow's last walk (see `STACKS`).
+/// Fills the event's kernel stack: walked, or reused from its flow's last walk (see `STACKS`). The caller a
+/// walk from this program leaves out (`Args::missing_caller`) is put back in its place, after the first
+/// frame; the deepest frame gives way to it.
 #[inline(always)]
-fn fill_stack<C: EbpfContext>(ctx: &C, event: &mut IcmpSent) {
+fn fill_stack<C: EbpfContext + Args>(ctx: &C, event: &mut IcmpSent) {
     let known = event.flags & icmp_sent_flags::PACKET_KNOWN != 0;
     let key = FlowKey {
         src: event.src,
@@ -289,6 +291,14 @@ fn fill_stack<C: EbpfContext>(ctx: &C, event: &mut IcmpSent) {
     event.stack_bytes =
         unsafe { bpf_get_stack(ctx.as_ptr(), event.stack.as_mut_ptr().cast(), (ICMP_STACK_DEPTH * 8) as u32, 0) }
             as i32;
+    let caller = ctx.missing_caller();
+    if caller != 0 && event.stack_bytes > 0 {
+        for at in (2..ICMP_STACK_DEPTH).rev() {
+            event.stack[at] = event.stack[at - 1];
+        }
+        event.stack[1] = caller;
+        event.stack_bytes = (event.stack_bytes + 8).min((ICMP_STACK_DEPTH * 8) as i32);
+    }
     // Remembered in the per-CPU slot, and from there in the hash (a copy on the stack would add 80 bytes to
     // a stack the verifier holds to 512 bytes).
     if known

@@ -106,6 +106,18 @@ pub fn read_into(base: *const u8, offset: u32, buf: &mut [u8], what: &'static st
 pub trait Args {
     /// Argument `n` (from 0). For fexit, the argument after the last is the return value.
     fn get<T: Argument>(&self, n: usize) -> ReadResult<T>;
+
+    /// The return address into the traced function's caller where a kernel stack walked from this
+    /// program leaves that caller out, else 0. Only a kprobe on arm64: it fires at the function's first
+    /// instruction, before the function stores its frame record, and the walk (arch/arm64/kernel/
+    /// stacktrace.c, from the probe's pc and frame pointer) goes from the function to its caller's caller;
+    /// the caller's return address is still in the link register. x86_64's call has pushed it on the stack,
+    /// which its unwinder reads; arm64's BPF trampoline stores a frame record for the function and one for
+    /// its caller (arch/arm64/net/bpf_jit_comp.c, `prepare_trampoline`).
+    #[inline(always)]
+    fn missing_caller(&self) -> u64 {
+        0
+    }
 }
 
 impl Args for FEntryContext {
@@ -130,10 +142,18 @@ impl Args for BtfTracePointContext {
 }
 
 impl Args for ProbeContext {
-    /// From the registers: x86_64 passes six arguments in registers; a kprobe sees no others.
+    /// From the registers: x86_64 passes six arguments in registers, arm64 eight; a kprobe sees no others.
     #[inline(always)]
     fn get<T: Argument>(&self, n: usize) -> ReadResult<T> {
         self.arg(n).ok_or(ReadError { what: "a function argument", code: -1 })
+    }
+
+    /// x30, the link register (arch/arm64/include/uapi/asm/ptrace.h, `user_pt_regs.regs[30]`).
+    #[cfg(bpf_target_arch = "aarch64")]
+    #[inline(always)]
+    fn missing_caller(&self) -> u64 {
+        // SAFETY: a read of the context's registers, which the verifier checks against `user_pt_regs`.
+        unsafe { (*self.regs).regs[30] }
     }
 }
 

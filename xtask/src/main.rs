@@ -7,14 +7,18 @@
 //! - `cargo xtask check-deploy`: the manifests in deploy/ alone (promtool, kubernetes-validate).
 //! - `cargo xtask bench`: what udptrace costs, on this host and in the QEMU kernels; writes
 //!   docs/benchmarks.md.
-//! - `cargo xtask dist`: what ships: the static binary and the Debian package, in target/dist/.
+//! - `cargo xtask dist`: what ships: the static binaries and the Debian packages of x86_64 and aarch64, in
+//!   target/dist/.
 //! - `cargo xtask demo`: the seed's cases played live in namespaces of their own, with udptrace's output.
 
+mod apt;
+mod arch;
 mod bullseye;
 mod deploy;
 mod dist;
 #[cfg(test)]
 mod doc_links;
+mod elf;
 mod prereq;
 mod results;
 mod timing;
@@ -23,10 +27,13 @@ mod workspace;
 
 use std::{os::unix::process::CommandExt as _, path::PathBuf, process::Command};
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
-use crate::workspace::{cargo, is_root, say, workspace_root};
+use crate::{
+    arch::Arch,
+    workspace::{cargo, is_root, say, workspace_root},
+};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask")]
@@ -41,10 +48,15 @@ enum Task {
     Setup,
     /// Build target/release/udptrace.
     Build,
-    /// What ships: target/dist/udptrace (static, for any x86_64 Linux userland) and
-    /// target/dist/udptrace_VERSION_amd64.deb (the binary, manual pages, completions, a systemd unit).
+    /// What ships: target/dist/x86_64/udptrace and target/dist/aarch64/udptrace (static, for any Linux
+    /// userland of the architecture) and target/dist/udptrace_VERSION_{amd64,arm64}.deb (the binary, manual
+    /// pages, completions, a systemd unit).
     Dist {
-        /// Then install the package in a Debian 11 root and run it there (as `cargo xtask test` does).
+        /// Only this architecture (x86_64 or aarch64; amd64 and arm64 too).
+        #[arg(long, value_parser = Arch::parse)]
+        arch: Option<Arch>,
+        /// Then check the packages, and install the amd64 one in a Debian 11 root and run it there (as
+        /// `cargo xtask test` does).
         #[arg(long)]
         test: bool,
     },
@@ -65,12 +77,17 @@ enum Task {
     /// Only the checks of the manifests in deploy/: the alerting rules (promtool), the DaemonSet and the
     /// PodMonitor (kubernetes-validate).
     CheckDeploy,
-    /// The scenario suite in fentry, kprobe and tracepoint modes inside Debian's cloud kernels: 5.10, 6.1,
-    /// 6.12, 6.18 and the newest 7.x.
+    /// The scenario suite in fentry, kprobe and tracepoint modes inside Debian's cloud kernels: amd64's 5.10,
+    /// 6.1, 6.12, 6.18 and the newest 7.x; arm64's 6.1 and newest 7.x, with the scenarios that can differ by
+    /// architecture.
     VmTest {
         /// Only this kernel series (5.10, 6.1, 6.12, 6.18, or 7 for the newest 7.x).
         #[arg(long, alias = "series")]
         kernel: Option<String>,
+        /// Only this architecture's kernels (x86_64 or aarch64; amd64 and arm64 too). With aarch64, the
+        /// whole suite runs there.
+        #[arg(long, value_parser = Arch::parse)]
+        arch: Option<Arch>,
         /// Only these modes (fentry, kprobe, tracepoint; repeat or separate with commas), without the
         /// benchmark; a second udptrace then prints its text and kernel stacks (-v) beside the suite.
         #[arg(long, value_delimiter = ',')]
@@ -101,23 +118,36 @@ fn build() -> Result<PathBuf> {
     Ok(dist::target_dir().join("release/udptrace"))
 }
 
-/// The binaries the VMs and the benchmark run: the udptrace that ships (`cargo xtask dist`), the scenario
-/// suite and the benchmark, all three static.
-fn dist_binaries() -> Result<(PathBuf, PathBuf, PathBuf)> {
-    let dist = dist::build()?;
-    Ok((dist.udptrace, dist.scenarios, dist.bench))
+/// The architectures of `--arch`: the one asked for, or both.
+fn arches(arch: Option<Arch>) -> Vec<Arch> {
+    arch.map_or_else(|| Arch::ALL.to_vec(), |a| vec![a])
+}
+
+/// What a VM of each architecture runs, from `dists`.
+fn binaries_of(dists: &[dist::Dist]) -> impl Fn(Arch) -> Result<vm::Binaries> + '_ {
+    move |arch| dists.iter().find(|d| d.arch == arch).map(dist::Dist::binaries).context(format!("no {arch} build"))
 }
 
 /// Runs the QEMU matrix (the suite, then a smoke run of the benchmark), prints it, and adds its checks to
 /// `totals`.
-fn vm_test(totals: &mut results::Tally, series: Option<&str>, modes: Vec<String>, only: Option<String>) -> Result<()> {
-    prereq::ensure_build()?;
-    vm_test_with(dist_binaries, None, totals, series, modes, only)
+fn vm_test(
+    totals: &mut results::Tally,
+    series: Option<&str>,
+    arch: Option<Arch>,
+    modes: Vec<String>,
+    only: Option<String>,
+) -> Result<()> {
+    let dists = dist::build(&arches(arch))?;
+    let whole_suite_on_arm64 = arch == Some(Arch::Aarch64);
+    vm_test_with(binaries_of(&dists), &arches(arch), whole_suite_on_arm64, None, totals, series, modes, only)
 }
 
 /// [`vm_test`] with the release binaries from `binaries`.
+#[allow(clippy::too_many_arguments)]
 fn vm_test_with(
-    binaries: impl Fn() -> Result<(PathBuf, PathBuf, PathBuf)>,
+    binaries: impl Fn(Arch) -> Result<vm::Binaries>,
+    arches: &[Arch],
+    arm64_whole_suite: bool,
     host_tracepoint: Option<String>,
     totals: &mut results::Tally,
     series: Option<&str>,
@@ -129,7 +159,15 @@ fn vm_test_with(
     }
     let narrowed = !modes.is_empty() || only.is_some();
     let bench = if narrowed { "none" } else { "smoke" };
-    let plan = vm::Plan { suite: true, bench: bench.to_owned(), modes, only, host_tracepoint };
+    let plan = vm::Plan {
+        arches: arches.to_vec(),
+        arm64_whole_suite,
+        suite: true,
+        bench: bench.to_owned(),
+        modes,
+        only,
+        host_tracepoint,
+    };
     let runs = vm::vm_test(binaries, series, &plan)?;
     println!("\n{}", vm::matrix(&runs));
     let mut times = String::from("where each VM's time went:\n");
@@ -140,9 +178,10 @@ fn vm_test_with(
         for (mode, loads) in &run.loads {
             times.push_str(&format!("    {mode}: udptrace loads {loads}\n"));
         }
-        totals.took.extend(
-            run.took.iter().map(|t| timing::Took { place: format!("{} {}", run.series, t.place), ..t.clone() }),
-        );
+        totals.took.extend(run.took.iter().map(|t| timing::Took {
+            place: format!("{} {}", vm::machine(run.arch, &run.series), t.place),
+            ..t.clone()
+        }));
     }
     println!("{times}");
     let mut problems = Vec::new();
@@ -181,10 +220,14 @@ fn test() -> Result<()> {
     if !is_root() {
         say("not root: the scenario suites will report themselves skipped (they need root for namespaces and eBPF)");
     }
-    let dist = stages.time("release build: the static binaries and the package", dist::build)?;
-    let binaries = (dist.udptrace.clone(), dist.scenarios.clone(), dist.bench.clone());
-    let (udptrace, _, bench) = binaries.clone();
+    let dists = stages
+        .time("release build: the static binaries and the packages, both architectures", || dist::build(&Arch::ALL))?;
+    let dist = dists.iter().find(|d| d.arch.is_host()).context("no build for this machine")?;
+    let (udptrace, bench) = (dist.udptrace.clone(), dist.bench.clone());
     let mut totals = results::Tally::default();
+    for built in &dists {
+        totals.add(dist::check_package(built));
+    }
     // The QEMU kernels mostly wait on their emulated CPU, and this host's suite mostly waits on its kernel:
     // the matrix runs beside the host's tests rather than after them. It is handed the binaries built above,
     // so that it takes no cargo lock from the test build.
@@ -196,7 +239,7 @@ fn test() -> Result<()> {
                 say("running the QEMU kernel matrix");
                 // This host's suite runs tracepoint mode on its own kernel, as root, beside the matrix.
                 let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|r| r.trim().to_owned());
-                vm_test_with(|| Ok(binaries.clone()), host, &mut vm_totals, None, Vec::new(), None)
+                vm_test_with(binaries_of(&dists), &Arch::ALL, false, host, &mut vm_totals, None, Vec::new(), None)
             } else {
                 say("skipped the QEMU kernel matrix, because it needs root (apt, namespaces and eBPF inside the VM)");
                 vm_totals.skipped += 1;
@@ -279,13 +322,19 @@ fn main() {
         Task::Setup => prereq::ensure_test(),
         Task::Build => build().map(drop),
         Task::Demo { no_pause } => demo(no_pause),
-        Task::Dist { test } => dist::build().and_then(|dist| {
+        Task::Dist { arch, test } => dist::build(&arches(arch)).and_then(|dists| {
             if !test {
                 return Ok(());
             }
-            let tally = bullseye::test(&dist.deb)?;
+            let mut tally = results::Tally::default();
+            for built in &dists {
+                tally.add(dist::check_package(built));
+                if built.arch == Arch::X86_64 {
+                    tally.add(bullseye::test(&built.deb)?);
+                }
+            }
             println!("\ndist: {}", tally.line());
-            if tally.failed > 0 { bail!("the package failed in the Debian 11 root") } else { Ok(()) }
+            if tally.failed > 0 { bail!("a package failed its checks") } else { Ok(()) }
         }),
         Task::Run { args } => run(args),
         Task::Test => test(),
@@ -294,9 +343,9 @@ fn main() {
             if tally.failed > 0 { bail!("the manifests in deploy/ failed their checks") } else { Ok(()) }
         }),
         Task::Bench { rounds, seconds, no_vm } => bench(rounds, seconds, no_vm),
-        Task::VmTest { kernel, mode, only } => {
+        Task::VmTest { kernel, arch, mode, only } => {
             let mut totals = results::Tally::default();
-            let result = vm_test(&mut totals, kernel.as_deref(), mode, only);
+            let result = vm_test(&mut totals, kernel.as_deref(), arch, mode, only);
             println!("{}\n{}", timing::slowest(&totals.took, 10), timing::slowest_events(&totals.took, "flood"));
             println!("\nvm-test: {}", totals.line());
             result
@@ -316,8 +365,8 @@ fn bench(rounds: usize, seconds: f64, no_vm: bool) -> Result<()> {
         bail!("the benchmark loads eBPF programs and creates network namespaces: run `cargo xtask bench` as root");
     }
     prereq::ensure_test()?;
-    let binaries = dist_binaries()?;
-    let (udptrace, _, bench) = binaries.clone();
+    let dists = dist::build(&[Arch::X86_64])?;
+    let (udptrace, bench) = (dists[0].udptrace.clone(), dists[0].bench.clone());
     let host_md = workspace_root().join("target/bench-host.md");
     say(&format!("benchmarking on this host: {rounds} rounds of {seconds} s per variant"));
     prereq::run_visible(
@@ -333,9 +382,13 @@ fn bench(rounds: usize, seconds: f64, no_vm: bool) -> Result<()> {
     doc.push_str(&std::fs::read_to_string(&host_md)?);
     if !no_vm {
         say("benchmarking inside the QEMU kernels (emulated: ratios only)");
-        let plan =
-            vm::Plan { suite: false, bench: format!("{},{}", rounds.min(3), seconds.min(1.0)), ..vm::Plan::default() };
-        for (package, run) in vm::vm_test(|| Ok(binaries.clone()), None, &plan)? {
+        let plan = vm::Plan {
+            arches: vec![Arch::X86_64],
+            suite: false,
+            bench: format!("{},{}", rounds.min(3), seconds.min(1.0)),
+            ..vm::Plan::default()
+        };
+        for (package, run) in vm::vm_test(binaries_of(&dists), None, &plan)? {
             doc.push_str(&format!("\n## {package} under QEMU (TCG, emulated: compare the ratios, not the rates)\n\n"));
             let markdown: Vec<&str> =
                 run.bench.iter().map(String::as_str).skip_while(|l| !l.starts_with("## ")).skip(1).collect();
@@ -417,9 +470,10 @@ fn demo(no_pause: bool) -> Result<()> {
         bail!("the demo creates network namespaces and loads eBPF programs: run `cargo xtask demo` as root");
     }
     prereq::ensure_packages(&["iproute2", "nftables", "netcat-openbsd"])?;
-    let dist = dist::build()?;
-    let demo = dist.demo;
-    let mut command = Command::new(&demo);
+    let dists = dist::build(&[Arch::X86_64])?;
+    let dist = &dists[0];
+    let demo = &dist.demo;
+    let mut command = Command::new(demo);
     command.arg("--udptrace").arg(&dist.udptrace);
     if no_pause {
         command.arg("--no-pause");

@@ -8,14 +8,15 @@ use anyhow::{Context as _, Result, bail};
 use crate::workspace::{cargo_bin_dir, is_root, path_with_cargo_bin, say, workspace_root};
 
 /// The LLVM major that the preinstalled nightly uses; bpf-linker must link the same one.
-const LLVM_MAJOR: &str = "22";
+pub const LLVM_MAJOR: &str = "22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// The validator of the Kubernetes manifests in deploy/ (PyPI), with the schemas of Kubernetes up to 1.37.
 const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
 
-/// Debian packages, by what needs them: LLVM for bpf-linker; `musl-tools` (musl-gcc) for the static
-/// build's mimalloc, which is C.
-pub const BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev", "musl-tools"];
+/// Debian packages, by what needs them: LLVM for bpf-linker, and its `llvm-strip`, which strips the shipped
+/// binary of either architecture; `musl-tools` (musl-gcc) for the static build's mimalloc, which is C.
+pub const BUILD_PACKAGES: &[&str] =
+    &["llvm-22-dev", "llvm-22", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev", "musl-tools"];
 /// `prometheus`: the metrics test scrapes udptrace with a real one; `bpftrace` and `tcpdump`: what the
 /// benchmark compares udptrace with; `netcat-openbsd`: `nc -vzu` beside `udptrace check`; `bind9-dnsutils`:
 /// dig, a DNS client whose refused query the suite names; `dnsmasq-base`: a DNS server and forwarder;

@@ -23,6 +23,8 @@ pub struct VmCheck {
 pub struct VmRun {
     /// The series the kernel was resolved for (`6.1`).
     pub series: String,
+    /// The kernel's architecture.
+    pub arch: crate::arch::Arch,
     pub release: Option<String>,
     /// `/proc/version`, which names Debian's package version (`Debian 6.1.158-1`).
     pub version: Option<String>,
@@ -138,7 +140,7 @@ impl VmRun {
         if !self.done {
             problems.push("the VM did not finish".to_owned());
         }
-        for mode in plan.expected_modes(&self.series) {
+        for mode in plan.expected_modes(self.arch, &self.series) {
             if mode == "tracepoint" && self.on_host.is_some() {
                 continue;
             }

@@ -60,16 +60,6 @@ pub(super) fn decompress_module(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The shared libraries `binary` needs, with the dynamic loader, as absolute paths.
-pub(super) fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
-    let output = Command::new("ldd").arg(binary).output().context("running ldd")?;
-    Ok(String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| line.split_whitespace().find(|word| word.starts_with('/')))
-        .map(PathBuf::from)
-        .collect())
-}
-
 pub(super) fn copy_into(root: &Path, from: &Path, to: &str) -> Result<()> {
     let target = root.join(to.trim_start_matches('/'));
     fs::create_dir_all(target.parent().context("no parent")?)?;
@@ -81,17 +71,16 @@ pub(super) fn copy_into(root: &Path, from: &Path, to: &str) -> Result<()> {
 /// The VM's `/init`: what it runs is told on the kernel command line (`Job::append`).
 pub(super) const INIT: &str = include_str!("init.sh");
 
-/// Builds the initramfs for `kernel` (its own veth module) around the release binaries.
-pub(super) fn build_initramfs(kernel: &Kernel, binaries: &[(PathBuf, &str)]) -> Result<PathBuf> {
+/// Builds the initramfs for `kernel` (its own veth module) around `files` (file here, path in the image):
+/// the release binaries of the kernel's architecture and the userland's tools with their libraries.
+pub(super) fn build_initramfs(kernel: &Kernel, files: &[(PathBuf, String)]) -> Result<PathBuf> {
     let root = cache_dir().join(format!("initramfs-{}", kernel.package));
     let _ = fs::remove_dir_all(&root);
     for dir in ["bin", "dev", "proc", "sys", "run", "tmp", "lib/modules"] {
         fs::create_dir_all(root.join(dir))?;
     }
-    copy_into(&root, Path::new("/bin/busybox"), "/bin/busybox")?;
     let init = root.join("init");
     fs::write(&init, INIT)?;
-    prereq::run_visible(Command::new("chmod").arg("755").arg(&init).arg(root.join("bin/busybox")))?;
     let mut order = Vec::new();
     for module in &kernel.modules {
         let name = module.file_stem().and_then(|n| n.to_str()).context("module name")?;
@@ -99,12 +88,10 @@ pub(super) fn build_initramfs(kernel: &Kernel, binaries: &[(PathBuf, &str)]) -> 
         order.push(name.to_owned());
     }
     fs::write(root.join("lib/modules/order"), order.join("\n"))?;
-    for (binary, target) in binaries {
-        copy_into(&root, binary, target)?;
-        for library in shared_libraries(binary)? {
-            copy_into(&root, &library, &library.to_string_lossy())?;
-        }
+    for (file, target) in files {
+        copy_into(&root, file, target)?;
     }
+    prereq::run_visible(Command::new("chmod").arg("755").arg(&init).arg(root.join("bin/busybox")))?;
     // The kernel opens /dev/console for init before anything is mounted.
     let _ = Command::new("mknod").arg(root.join("dev/console")).args(["c", "5", "1"]).status();
     let image = cache_dir().join(format!("initramfs-{}.cpio.gz", kernel.package));

@@ -1,16 +1,11 @@
-//! Which kernels: the newest cloud kernel of each series over apt lists kept in `.vm-cache/apt/` (the
-//! machine's own apt setup is not touched), downloaded and unpacked once.
+//! Which kernels: the newest cloud kernel of each series and architecture over apt lists of udptrace's own
+//! (`crate::apt`: the machine's own apt setup is not touched), downloaded and unpacked once.
 
-use std::{
-    fs,
-    path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
-};
+use std::{fs, path::Path, process::Command};
 
 use anyhow::{Context as _, Result};
 
-use crate::{prereq, workspace::say};
+use crate::{apt::Apt, arch::Arch, prereq, workspace::say};
 
 use super::*;
 
@@ -34,16 +29,17 @@ pub(super) fn natural_key(name: &str) -> Vec<(String, u64)> {
     key
 }
 
-/// The newest signed cloud kernel package of `series` in the apt lists, from names like
-/// `linux-image-6.1.0-56-cloud-amd64` and `linux-image-6.12.117+deb12-cloud-amd64`.
-pub fn newest_package(apt_names: &str, series: &str) -> Option<String> {
+/// The newest signed cloud kernel package of `series` for `arch` in the apt lists, from names like
+/// `linux-image-6.1.0-56-cloud-amd64` and `linux-image-6.12.117+deb12-cloud-arm64`.
+pub fn newest_package(apt_names: &str, series: &str, arch: Arch) -> Option<String> {
     let prefix = format!("linux-image-{series}.");
+    let suffix = format!("-cloud-{}", arch.debian());
     apt_names
         .lines()
         .filter_map(|line| line.split_whitespace().next())
         .filter(|name| {
             name.strip_prefix(&prefix).is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
-                && name.ends_with("-cloud-amd64")
+                && name.ends_with(&suffix)
                 && !name.contains("unsigned")
                 && !name.contains("dbg")
         })
@@ -55,101 +51,14 @@ pub fn newest_package(apt_names: &str, series: &str) -> Option<String> {
 /// run time so that the matrix follows Debian's newest kernel without a code change.
 pub const SERIES: &[&str] = &["5.10", "6.1", "6.12", "6.18", "7"];
 
-/// The Debian suites the cloud kernels come from: bullseye (5.10), bookworm and its updates (6.1, 6.12),
-/// trixie-backports (6.16 to the newest 7.x).
-pub(super) const APT_SOURCES: &str = "\
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bullseye main
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security bullseye-security main
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm-updates main
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security bookworm-security main
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie-backports main
-";
-
-/// Lists older than this are fetched again before a kernel is resolved.
-pub(super) const APT_LISTS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
-
-/// apt over lists of udptrace's own, in `.vm-cache/apt/`: the machine's sources, lists and package cache
-/// are left as they were.
-pub(super) struct Apt {
-    pub(super) dir: PathBuf,
-}
-
-impl Apt {
-    pub(super) fn new() -> Result<Apt> {
-        let dir = cache_dir().join("apt");
-        for sub in ["lists/partial", "cache/archives/partial"] {
-            fs::create_dir_all(dir.join(sub))?;
-        }
-        fs::write(dir.join("sources.list"), APT_SOURCES)?;
-        Ok(Apt { dir })
-    }
-
-    pub(super) fn command(&self, program: &str) -> Command {
-        let mut command = Command::new(program);
-        let dir = self.dir.display();
-        for option in [
-            format!("Dir::Etc::SourceList={dir}/sources.list"),
-            "Dir::Etc::SourceParts=/nonexistent".to_owned(),
-            format!("Dir::State::Lists={dir}/lists"),
-            format!("Dir::Cache={dir}/cache"),
-            "Dir::State::status=/dev/null".to_owned(),
-        ] {
-            command.args(["-o", &option]);
-        }
-        command
-    }
-
-    pub(super) fn update(&self) -> Result<()> {
-        say("fetching the apt lists of Debian's kernel suites into .vm-cache/apt/");
-        prereq::run_visible(self.command("apt-get").args(["update", "-q"]))?;
-        fs::write(self.dir.join("updated"), "")?;
-        Ok(())
-    }
-
-    pub(super) fn fresh(&self) -> bool {
-        fs::metadata(self.dir.join("updated"))
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < APT_LISTS_MAX_AGE))
-    }
-
-    pub(super) fn search(&self, series: &str) -> Result<String> {
-        let output = self
-            .command("apt-cache")
-            .args([
-                "search",
-                "--names-only",
-                &format!("^linux-image-{}\\.[0-9].*-cloud-amd64$", series.replace('.', "\\.")),
-            ])
-            .output()
-            .context("running apt-cache")?;
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    }
-
-    /// The newest cloud kernel package of `series`.
-    pub(super) fn resolve(&self, series: &str) -> Result<String> {
-        if !self.fresh() {
-            self.update()?;
-        }
-        newest_package(&self.search(series)?, series)
-            .with_context(|| format!("no linux-image-{series}*-cloud-amd64 package in Debian's kernel suites"))
-    }
-
-    /// Downloads `package` into `dir`; once more after an update, since the lists may name a version the
-    /// mirror no longer has.
-    pub(super) fn download(&self, package: &str, dir: &Path) -> Result<()> {
-        let mut command = self.command("apt-get");
-        command.args(["download", "-q", package]).current_dir(dir);
-        if command.status().is_ok_and(|s| s.success()) {
-            return Ok(());
-        }
-        self.update()?;
-        prereq::run_visible(self.command("apt-get").args(["download", "-q", package]).current_dir(dir))
-    }
+/// The newest cloud kernel package of `series` for `arch`.
+pub(super) fn resolve(apt: &Apt, series: &str, arch: Arch) -> Result<String> {
+    newest_package(&apt.search(series)?, series, arch)
+        .with_context(|| format!("no linux-image-{series}*-cloud-{} package in Debian's kernel suites", arch.debian()))
 }
 
 /// Downloads and unpacks `package` once; later runs reuse `.vm-cache/<package>/`.
-pub(super) fn fetch(apt: &Apt, package: &str) -> Result<Kernel> {
+pub(super) fn fetch(apt: &Apt, package: &str, arch: Arch) -> Result<Kernel> {
     let dir = cache_dir().join(package);
     let order = dir.join("modules.order");
     let vmlinuz = dir.join("vmlinuz");
@@ -158,7 +67,7 @@ pub(super) fn fetch(apt: &Apt, package: &str) -> Result<Kernel> {
         && MODULES.iter().all(|wanted| names.lines().any(|name| name == *wanted))
     {
         let modules = names.lines().map(|name| dir.join(format!("{name}.ko"))).collect();
-        return Ok(Kernel { package: package.to_owned(), vmlinuz, modules });
+        return Ok(Kernel { package: package.to_owned(), arch, vmlinuz, modules });
     }
     say(&format!("downloading {package} (cached in .vm-cache/ for later runs)"));
     let work = cache_dir().join(format!("download-{package}"));
@@ -166,7 +75,7 @@ pub(super) fn fetch(apt: &Apt, package: &str) -> Result<Kernel> {
     fs::create_dir_all(&work)?;
     let tree = work.join("tree");
     let unpack = |package: &str| -> Result<()> {
-        apt.download(package, &work)?;
+        apt.download(&[package], &work)?;
         let deb = fs::read_dir(&work)?
             .flatten()
             .map(|e| e.path())
@@ -205,5 +114,5 @@ pub(super) fn fetch(apt: &Apt, package: &str) -> Result<Kernel> {
     fs::write(&order, names.join("\n"))?;
     fs::remove_dir_all(&work)?;
     let modules = names.iter().map(|name| dir.join(format!("{name}.ko"))).collect();
-    Ok(Kernel { package: package.to_owned(), vmlinuz, modules })
+    Ok(Kernel { package: package.to_owned(), arch, vmlinuz, modules })
 }

@@ -1,17 +1,19 @@
-//! `cargo xtask vm-test`: the scenario suite in each mode inside Debian's cloud kernels (5.10, 6.1, 6.12,
-//! 6.18 and the newest 7.x), booted under QEMU (TCG: KVM does not work on these machines), where kprobes
-//! and fentry exist.
+//! `cargo xtask vm-test`: the scenario suite in each mode inside Debian's cloud kernels, booted under QEMU
+//! (TCG: KVM does not work on these machines), where kprobes and fentry exist: amd64's 5.10, 6.1, 6.12,
+//! 6.18 and the newest 7.x, and arm64's 6.1 and newest 7.x (`qemu-system-aarch64`, the `virt` board).
 //!
-//! Kernels are resolved over apt lists kept in `.vm-cache/apt/` (bullseye, bookworm and its updates,
+//! Kernels are resolved over apt lists of udptrace's own (`crate::apt`: bullseye, bookworm and its updates,
 //! trixie-backports; the machine's own apt setup is not touched), downloaded once into `.vm-cache/`, and
 //! booted from an initramfs holding busybox, iproute2's `ip` and `ss`, nftables' `nft`, OpenBSD's `nc`,
-//! conntrack-tools' `conntrack`, udptrace, the scenario binary, their shared libraries and the kernel modules
-//! the scenarios need (veth, nftables REJECT, conntrack and NAT). The VM prints one line per check; this side collects them into a kernel x mode x check
-//! matrix. The VMs run in lanes, one more than the cores.
+//! conntrack-tools' `conntrack`, the DNS tools, their shared libraries (this machine's for amd64, Debian's
+//! arm64 packages for arm64), udptrace as its package holds it, the scenario binary and the kernel modules the
+//! scenarios need (veth, nftables REJECT, conntrack and NAT). The VM prints one line per check; this side
+//! collects them into a kernel x mode x check matrix. The VMs run in lanes, one more than the cores.
 //!
-//! `kernels.rs` resolves and fetches the kernels, `initramfs.rs` builds what they boot (`init.sh` its
-//! `/init`), `plan.rs` says what each VM runs, this file boots the VMs, `console.rs` reads what they print,
-//! `record.rs` keeps what passed and writes the matrix and the table in docs/kernels.md.
+//! `kernels.rs` resolves and fetches the kernels, `userland.rs` finds the tools, `initramfs.rs` builds what
+//! they boot (`init.sh` its `/init`), `plan.rs` says what each VM runs, this file boots the VMs,
+//! `console.rs` reads what they print, `record.rs` keeps what passed and writes the matrix and the table in
+//! docs/kernels.md.
 
 use std::{
     fs,
@@ -25,8 +27,10 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use crate::{
+    apt::{Apt, cache_dir},
+    arch::Arch,
     prereq,
-    workspace::{say, workspace_root},
+    workspace::say,
 };
 
 mod console;
@@ -34,34 +38,42 @@ mod initramfs;
 mod kernels;
 mod plan;
 mod record;
+mod userland;
 
 pub use self::{
     console::{VmCheck, VmRun},
     kernels::SERIES,
-    plan::{Part, Plan, major_minor},
+    plan::{Part, Plan, machine, major_minor, series_of},
     record::{kernel_note, matrix, proven_table, record_pass, write_proven_table},
 };
 use self::{
     initramfs::{add_with_dependencies, build_initramfs, decompress_module, find_file, module_file},
-    kernels::{Apt, fetch, natural_key},
+    kernels::{fetch, natural_key, resolve},
     record::{last_seconds, passed_file},
+    userland::Userland,
 };
 
-pub const VM_PACKAGES: &[&str] = &[
-    "qemu-system-x86",
-    "busybox-static",
-    "cpio",
-    "xz-utils",
-    "zstd",
-    "iproute2",
-    "nftables",
-    "kmod",
-    "bpftool",
-    "netcat-openbsd",
-    "bind9-dnsutils",
-    "dnsmasq-base",
-    "conntrack",
-];
+/// What this machine needs for the VMs, besides each architecture's emulator: the image's tools
+/// (`cpio`, `xz`, `zstd`, `modinfo`) and, for its own architecture, the userland the image takes from it.
+fn vm_packages(arches: &[Arch]) -> Vec<&'static str> {
+    let mut packages = vec!["cpio", "xz-utils", "zstd", "kmod"];
+    for arch in arches {
+        packages.push(arch.qemu_package());
+        if arch.is_host() {
+            packages.extend(userland::host_packages());
+        }
+    }
+    packages
+}
+
+/// The static binaries a VM of one architecture runs: udptrace as its package holds it, the scenario suite
+/// and the benchmark.
+#[derive(Clone, Debug)]
+pub struct Binaries {
+    pub udptrace: PathBuf,
+    pub scenarios: PathBuf,
+    pub bench: PathBuf,
+}
 
 /// Kernel modules the scenarios need (veth links; nftables DROP and REJECT; the UDP socket table through
 /// sock_diag, which a full system loads on first use), loaded with their dependencies: the cloud kernels
@@ -89,18 +101,17 @@ const VM_TIMEOUT: Duration = Duration::from_secs(25 * 60);
 
 struct Kernel {
     package: String,
+    arch: Arch,
     vmlinuz: PathBuf,
     /// Decompressed modules, dependencies before the modules that need them.
     modules: Vec<PathBuf>,
 }
 
-fn cache_dir() -> PathBuf {
-    workspace_root().join(".vm-cache")
-}
-
 fn boot(kernel: &Kernel, initramfs: &Path, log: &Path, append: &str) -> Result<VmRun> {
-    let mut child = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "1", "-nographic", "-no-reboot"])
+    let (qemu, machine) = kernel.arch.qemu();
+    let mut child = Command::new(qemu)
+        .args(machine)
+        .args(["-accel", "tcg", "-m", "1024", "-smp", "1", "-nographic", "-no-reboot"])
         .arg("-kernel")
         .arg(&kernel.vmlinuz)
         .arg("-initrd")
@@ -110,7 +121,7 @@ fn boot(kernel: &Kernel, initramfs: &Path, log: &Path, append: &str) -> Result<V
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .context("starting qemu-system-x86_64")?;
+        .with_context(|| format!("starting {qemu}"))?;
     let stdout = child.stdout.take().context("qemu's console")?;
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -143,52 +154,37 @@ fn boot(kernel: &Kernel, initramfs: &Path, log: &Path, append: &str) -> Result<V
 }
 
 pub fn vm_test(
-    binaries: impl Fn() -> Result<(PathBuf, PathBuf, PathBuf)>,
+    binaries: impl Fn(Arch) -> Result<Binaries>,
     only_series: Option<&str>,
     plan: &Plan,
 ) -> Result<Vec<(String, VmRun)>> {
-    prereq::ensure_packages(VM_PACKAGES)?;
-    let (udptrace, scenarios, bench) = binaries()?;
-    let ip = fs::canonicalize("/usr/sbin/ip").or_else(|_| fs::canonicalize("/sbin/ip")).context("iproute2's ip")?;
-    let nft = fs::canonicalize("/usr/sbin/nft").context("nftables' nft")?;
-    // iproute2's ss, for the scenario that destroys a socket (`ss -K`).
-    let ss = fs::canonicalize("/usr/bin/ss").or_else(|_| fs::canonicalize("/bin/ss")).context("iproute2's ss")?;
-    // bpftool, for what the kernel says of the programs in a narrowed run (`--mode`, `--only`).
-    let bpftool = fs::canonicalize("/usr/sbin/bpftool").context("bpftool")?;
-    // OpenBSD's nc, for `nc -vzu` beside `udptrace check` (BusyBox's has no -z).
-    let nc = fs::canonicalize("/bin/nc.openbsd").context("netcat-openbsd's nc")?;
-    // DNS clients whose refused queries the suite names: dig, and glibc's resolver through getent.
-    let dig = fs::canonicalize("/usr/bin/dig").context("bind9-dnsutils' dig")?;
-    let getent = fs::canonicalize("/usr/bin/getent").context("libc-bin's getent")?;
-    // A DNS server and forwarder.
-    let dnsmasq = fs::canonicalize("/usr/sbin/dnsmasq").context("dnsmasq-base's dnsmasq")?;
-    // The witness of the entries the NAT scenarios' events name (`conntrack -L`).
-    let conntrack = fs::canonicalize("/usr/sbin/conntrack").context("conntrack-tools' conntrack")?;
-    let binaries = [
-        (udptrace, "/usr/bin/udptrace"),
-        (scenarios, "/usr/bin/udptrace-scenarios"),
-        (bench, "/usr/bin/udptrace-bench"),
-        (ip, "/usr/local/sbin/ip"),
-        (nft, "/usr/local/sbin/nft"),
-        (ss, "/usr/local/sbin/ss"),
-        (bpftool, "/usr/local/sbin/bpftool"),
-        (nc, "/usr/local/sbin/nc"),
-        (dig, "/usr/local/sbin/dig"),
-        (getent, "/usr/local/sbin/getent"),
-        (dnsmasq, "/usr/local/sbin/dnsmasq"),
-        (conntrack, "/usr/local/sbin/conntrack"),
-    ];
+    prereq::ensure_packages(&vm_packages(&plan.arches))?;
     fs::create_dir_all(cache_dir().join("logs"))?;
-
-    let apt = Apt::new()?;
     let mut prepared = Vec::new();
-    for series in SERIES.iter().filter(|s| only_series.is_none_or(|o| o == **s)) {
-        let kernel = fetch(&apt, &apt.resolve(series)?)?;
-        let initramfs = build_initramfs(&kernel, &binaries)?;
-        prepared.push((*series, kernel, initramfs));
+    for &arch in &plan.arches {
+        let wanted: Vec<&str> =
+            series_of(arch).iter().copied().filter(|s| only_series.is_none_or(|o| o == *s)).collect();
+        if wanted.is_empty() {
+            continue;
+        }
+        let built = binaries(arch)?;
+        let mut files = vec![
+            (built.udptrace, "/usr/bin/udptrace".to_owned()),
+            (built.scenarios, "/usr/bin/udptrace-scenarios".to_owned()),
+            (built.bench, "/usr/bin/udptrace-bench".to_owned()),
+        ];
+        files.extend(Userland::of(arch)?.files()?);
+        let apt = Apt::new(arch)?;
+        for series in wanted {
+            let kernel = fetch(&apt, &resolve(&apt, series, arch)?, arch)?;
+            let initramfs = build_initramfs(&kernel, &files)?;
+            prepared.push((series, kernel, initramfs));
+        }
     }
     if prepared.is_empty() {
-        bail!("no kernel series {}: the matrix has {}", only_series.unwrap_or(""), SERIES.join(", "));
+        let all: Vec<String> =
+            plan.arches.iter().map(|a| format!("{}: {}", a.debian(), series_of(*a).join(", "))).collect();
+        bail!("no kernel series {}: the matrix has {}", only_series.unwrap_or(""), all.join("; "));
     }
     // One VM per part of each kernel (a mode of the suite, or the benchmark), longest first by what it took
     // when the suite last passed on that kernel (a part with no such record first of all): each lane takes the
@@ -197,23 +193,31 @@ pub fn vm_test(
     let mut jobs: Vec<(&str, &Kernel, &PathBuf, Part, bool)> = Vec::new();
     let host_series = plan.host_tracepoint.as_deref().map(major_minor);
     let on_host = |kernel: &Kernel| {
-        host_series.as_deref().is_some_and(|host| {
-            kernel.package.strip_prefix("linux-image-").is_some_and(|version| major_minor(version) == host)
-        })
+        kernel.arch.is_host()
+            && host_series.as_deref().is_some_and(|host| {
+                kernel.package.strip_prefix("linux-image-").is_some_and(|version| major_minor(version) == host)
+            })
     };
     for (series, kernel, initramfs) in &prepared {
-        let parts =
-            plan.parts(series).into_iter().filter(|p| !(on_host(kernel) && *p == Part::Suite("tracepoint".into())));
+        let parts = plan
+            .parts(kernel.arch, series)
+            .into_iter()
+            .filter(|p| !(on_host(kernel) && *p == Part::Suite("tracepoint".into())));
         for (at, part) in parts.enumerate() {
             // The first VM of a kernel says what attaches there (`udptrace probes -v`), for the table in docs/kernels.md.
             jobs.push((series, kernel, initramfs, part, at == 0));
         }
     }
-    // A part not yet timed on its kernel is taken to be as long as the longest it took on another.
-    let longest = |part: &str| SERIES.iter().filter_map(|series| last_seconds(&passed, series, part)).max();
-    jobs.sort_by_key(|(series, _, _, part, _)| {
+    // A part not yet timed on its kernel is taken to be as long as the longest it took on another of its
+    // architecture.
+    let longest = |arch: Arch, part: &str| {
+        series_of(arch).iter().filter_map(|series| last_seconds(&passed, &machine(arch, series), part)).max()
+    };
+    jobs.sort_by_key(|(series, kernel, _, part, _)| {
         std::cmp::Reverse(
-            last_seconds(&passed, series, part.name()).or_else(|| longest(part.name())).unwrap_or(u64::MAX),
+            last_seconds(&passed, &machine(kernel.arch, series), part.name())
+                .or_else(|| longest(kernel.arch, part.name()))
+                .unwrap_or(u64::MAX),
         )
     });
     let lanes = lanes().min(jobs.len());
@@ -223,7 +227,11 @@ pub fn vm_test(
         jobs.len(),
         if jobs.iter().any(|(_, _, _, part, _)| *part == Part::Bench) {
             format!(" and one for the benchmark ({}) on {}", plan.bench, {
-                let on: Vec<&str> = prepared.iter().map(|(s, _, _)| *s).filter(|s| plan.bench_on(s)).collect();
+                let on: Vec<&str> = prepared
+                    .iter()
+                    .filter(|(s, k, _)| plan.bench_on(k.arch, s))
+                    .map(|(_, k, _)| k.package.as_str())
+                    .collect();
                 on.join(" and ")
             })
         } else {
@@ -241,8 +249,10 @@ pub fn vm_test(
                 {
                     let log = cache_dir().join("logs").join(format!("{}-{}.log", kernel.package, part.name()));
                     let vm_started = Instant::now();
-                    let result = boot(kernel, initramfs, &log, &plan.append(series, part, *probes)).map(|mut run| {
+                    let append = plan.append(kernel.arch, series, part, *probes);
+                    let result = boot(kernel, initramfs, &log, &append).map(|mut run| {
                         run.series = (*series).to_owned();
+                        run.arch = kernel.arch;
                         run.wall = vm_started.elapsed();
                         run.parts.push((part.name().to_owned(), run.wall));
                         let row = crate::timing::vm_row(
@@ -285,7 +295,7 @@ pub fn vm_test(
         }
     }
     // In the matrix's order, whichever VM finished first.
-    runs.sort_by_key(|(_, run)| SERIES.iter().position(|s| *s == run.series));
+    runs.sort_by_key(|(_, run)| (run.arch, series_of(run.arch).iter().position(|s| *s == run.series)));
     Ok(runs)
 }
 
@@ -313,17 +323,30 @@ mod tests {
                      linux-image-6.12.9+deb12-cloud-amd64 - Linux 6.12\n\
                      linux-image-6.12.117+deb12-cloud-amd64 - Linux 6.12\n\
                      linux-image-6.12.111+deb12-cloud-amd64 - Linux 6.12\n";
-        assert_eq!(newest_package(names, "6.1").as_deref(), Some("linux-image-6.1.0-56-cloud-amd64"));
-        assert_eq!(newest_package(names, "6.12").as_deref(), Some("linux-image-6.12.117+deb12-cloud-amd64"));
-        assert_eq!(newest_package(names, "6.6"), None);
+        assert_eq!(newest_package(names, "6.1", Arch::X86_64).as_deref(), Some("linux-image-6.1.0-56-cloud-amd64"));
+        assert_eq!(
+            newest_package(names, "6.12", Arch::X86_64).as_deref(),
+            Some("linux-image-6.12.117+deb12-cloud-amd64")
+        );
+        assert_eq!(newest_package(names, "6.6", Arch::X86_64), None);
         let backports = "linux-image-5.10.0-46-cloud-amd64 - Linux 5.10\n\
                          linux-image-7.0.13+deb13-cloud-amd64 - Linux 7.0\n\
                          linux-image-7.3.4+deb13-cloud-amd64 - Linux 7.3\n\
                          linux-image-7.2.12+deb13-cloud-amd64 - Linux 7.2\n\
                          linux-image-6.18.15+deb13-cloud-amd64 - Linux 6.18\n";
-        assert_eq!(newest_package(backports, "7").as_deref(), Some("linux-image-7.3.4+deb13-cloud-amd64"));
-        assert_eq!(newest_package(backports, "5.10").as_deref(), Some("linux-image-5.10.0-46-cloud-amd64"));
-        assert_eq!(newest_package(backports, "6.1"), None);
+        assert_eq!(
+            newest_package(backports, "7", Arch::X86_64).as_deref(),
+            Some("linux-image-7.3.4+deb13-cloud-amd64")
+        );
+        assert_eq!(
+            newest_package(backports, "5.10", Arch::X86_64).as_deref(),
+            Some("linux-image-5.10.0-46-cloud-amd64")
+        );
+        assert_eq!(newest_package(backports, "6.1", Arch::X86_64), None);
+        let arm64 = "linux-image-6.1.0-57-cloud-arm64 - Linux 6.1\n\
+                     linux-image-6.1.0-58-cloud-amd64 - Linux 6.1\n";
+        assert_eq!(newest_package(arm64, "6.1", Arch::Aarch64).as_deref(), Some("linux-image-6.1.0-57-cloud-arm64"));
+        assert_eq!(newest_package(arm64, "6.1", Arch::X86_64).as_deref(), Some("linux-image-6.1.0-58-cloud-amd64"));
     }
 
     #[test]
@@ -370,7 +393,7 @@ mod tests {
         let row = table.lines().nth(2).unwrap();
         assert_eq!(
             row,
-            "| Debian 7.3.4+deb13-cloud-amd64 | 1 passed, 1 skipped; udp_err for __udp4_lib_err | **1 failed**, 0 passed | \
+            "| amd64 | Debian 7.3.4+deb13-cloud-amd64 | 1 passed, 1 skipped; udp_err for __udp4_lib_err | **1 failed**, 0 passed | \
              cannot run: socket_error: sock:inet_sk_error_report: tracepoint is absent (needs kernel 5.14) |"
         );
     }

@@ -9,8 +9,9 @@ use crate::workspace::workspace_root;
 
 use super::*;
 
-/// Where the kernels the suite last passed on are written, one line per series:
-/// `SERIES PACKAGE RELEASE DEBIAN-VERSION SECONDS` (how long its VM ran, which orders the lanes). The matrix resolves the newest kernel of each series, so a
+/// Where the kernels the suite last passed on are written, one line per series and architecture:
+/// `SERIES PACKAGE RELEASE DEBIAN-VERSION SECONDS` (how long its VM ran, which orders the lanes), where
+/// SERIES is [`machine`]'s name (`6.1` for amd64, `6.1/arm64`). The matrix resolves the newest kernel of each series, so a
 /// kernel Debian publishes can fail a suite that did not change; a failure then says what last passed.
 pub(super) fn passed_file() -> PathBuf {
     workspace_root().join("xtask/kernels-passed.txt")
@@ -48,7 +49,8 @@ pub(super) fn last_seconds(passed: &str, series: &str, part: &str) -> Option<u64
 /// What to say of a run that failed: which kernel it ran on and which one the suite last passed on.
 pub fn kernel_note(package: &str, run: &VmRun) -> String {
     let passed = fs::read_to_string(passed_file()).unwrap_or_default();
-    let last = match last_passed(&passed, &run.series).map(|l| l.split_whitespace().collect::<Vec<_>>()) {
+    let key = machine(run.arch, &run.series);
+    let last = match last_passed(&passed, &key).map(|l| l.split_whitespace().collect::<Vec<_>>()) {
         Some(words) if words.len() >= 3 => {
             let version = words.get(3).filter(|v| **v != "-").map(|v| format!(" (Debian {v})")).unwrap_or_default();
             if words[1] == package {
@@ -73,12 +75,10 @@ pub fn record_pass(package: &str, run: &VmRun) -> Result<()> {
     let release = run.release.as_deref().unwrap_or(package);
     let version = run.version.as_deref().and_then(debian_version).unwrap_or("-");
     let parts: Vec<String> = run.parts.iter().map(|(part, wall)| format!("{part}={:.0}", wall.as_secs_f64())).collect();
-    let line = format!("{} {package} {release} {version} {}", run.series, parts.join(","));
-    let mut lines: Vec<String> = passed
-        .lines()
-        .filter(|l| l.split_whitespace().next() != Some(run.series.as_str()))
-        .map(str::to_owned)
-        .collect();
+    let key = machine(run.arch, &run.series);
+    let line = format!("{key} {package} {release} {version} {}", parts.join(","));
+    let mut lines: Vec<String> =
+        passed.lines().filter(|l| l.split_whitespace().next() != Some(key.as_str())).map(str::to_owned).collect();
     lines.push(line);
     lines.sort_by_key(|l| natural_key(l));
     fs::write(&path, lines.join("\n") + "\n").with_context(|| format!("writing {}", path.display()))
@@ -158,11 +158,13 @@ pub(super) fn probes_of(run: &VmRun, mode: &str) -> (Vec<String>, Vec<String>) {
 /// The table of what the last full matrix proved (docs/kernels.md): one row per kernel, one column per mode.
 pub fn proven_table(runs: &[(String, VmRun)]) -> String {
     let mut out = String::from(
-        "| kernel | fentry (ring buffer) | kprobe (perf buffers) | tracepoint (ring buffer) |\n|---|---|---|---|\n",
+        "| arch | kernel | fentry (ring buffer) | kprobe (perf buffers) | tracepoint (ring buffer) |\n\
+         |---|---|---|---|---|\n",
     );
     for (package, run) in runs {
         out.push_str(&format!(
-            "| Debian {} |",
+            "| {} | Debian {} |",
+            run.arch.debian(),
             run.kernel(package).trim_end_matches(')').replacen(" (Debian ", ", ", 1)
         ));
         for mode in MODES {
