@@ -106,10 +106,12 @@ const KRETPROBE_UDP_ERR: Program = program("kretprobe_udp_lib_err", Kretprobe("u
 const KPROBE_UDPV6_ERR: Program = program("kprobe_udp6_lib_err", Kprobe("udpv6_err"));
 const KRETPROBE_UDPV6_ERR: Program = program("kretprobe_udp_lib_err", Kretprobe("udpv6_err"));
 
-/// BPF trampolines take at most six arguments on x86_64 before 6.3 (`arch/x86/net/bpf_jit_comp.c`);
-/// `__udp6_lib_err` takes seven. Its wrapper `udpv6_err` takes six, but 5.10's BTF lacks it and 6.1 refuses
-/// to patch it (EBUSY); `icmpv6_notify`, which calls it through the protocol table, takes four.
-const SEVEN_ARGUMENTS: &str = "a BPF trampoline cannot take a 7-argument function before 6.3 on x86_64";
+/// BPF trampolines take at most six arguments on x86_64 before 6.5 ("bpf, x86: allow function arguments up
+/// to 12 for TRACING", `arch/x86/net/bpf_jit_comp.c`); `__udp6_lib_err` takes seven. Its wrapper `udpv6_err`
+/// takes six, but 5.10's BTF lacks it and 6.1 refuses to patch it (EBUSY); `icmpv6_notify`, which calls it
+/// through the protocol table, takes four. arm64's take eight from 6.4, where they first attach to a kernel
+/// function (`arch/arm64/net/bpf_jit_comp.c`).
+const SEVEN_ARGUMENTS: &str = "a BPF trampoline cannot take a 7-argument function before 6.5 on x86_64";
 const FENTRY_UDPV6_ERR: Program =
     program("fentry_udpv6_err", FEntry("udpv6_err")).or(&FENTRY_ICMPV6_NOTIFY, "udpv6_err cannot be traced");
 const FEXIT_UDPV6_ERR: Program =
@@ -121,6 +123,12 @@ const FEXIT_ICMPV6_NOTIFY: Program = program("fexit_icmpv6_notify", FExit("icmpv
 /// net/ipv4/icmp.c), nothing before: fexit finds the return value after the arguments.
 const GLOBAL_ALLOW_NOARGS: &str = "icmp_global_allow takes no argument before 6.10";
 const FEXIT_GLOBAL_ALLOW_NOARGS: Program = program("fexit_global_allow_noargs", FExit("icmp_global_allow"));
+
+/// fentry and fexit on a kernel function: x86_64 from 5.5 (`arch/x86/net/bpf_jit_comp.c`); arm64 from 6.4,
+/// when ftrace first calls a BPF trampoline from a function's entry ("arm64: ftrace: Add direct call support",
+/// arch/arm64/kernel/ftrace.c). Before, arm64's `register_fentry()` (kernel/bpf/trampoline.c) answers ENOTSUPP
+/// (524), which `udptrace probes` shows.
+const TRAMPOLINES: &str = "BPF trampolines on kernel functions: x86_64 5.5, arm64 6.4";
 
 /// `void sk_error_report(struct sock *sk)` is 5.12 (net/core/sock.c); before, `__udp4_lib_err` calls
 /// `sk->sk_error_report(sk)` directly, which is `sock_def_error_report` for every socket a process opened
@@ -187,7 +195,7 @@ pub static HOOKS: &[Hook] = &[
                     program("fentry_sk_error_report", FEntry("sk_error_report"))
                         .or(&FENTRY_SOCK_DEF_ERROR_REPORT, NO_SK_ERROR_REPORT),
                 ],
-                since: "BPF trampolines: x86_64 5.5, arm64 6.0",
+                since: TRAMPOLINES,
                 limits: "every verdict, with the ICMP header, IPv4 and IPv6 (where neither __udp6_lib_err nor udpv6_err \
                          can be traced, as on 5.10 and 6.1: IPv6 through icmpv6_notify, which does not say that no \
                          socket matched, nor see quoted packets with extension headers); an error reported to no \
@@ -255,7 +263,7 @@ pub static HOOKS: &[Hook] = &[
                         .or(&FEXIT_GLOBAL_ALLOW_NOARGS, GLOBAL_ALLOW_NOARGS),
                     program("fexit_inet_peer_xrlim_allow", FExit("inet_peer_xrlim_allow")),
                 ],
-                since: "BPF trampolines: x86_64 5.5, arm64 6.0",
+                since: TRAMPOLINES,
                 limits: "IPv4 and IPv6; each ICMP error a rate limit stopped, with its packet",
             },
             Variant {

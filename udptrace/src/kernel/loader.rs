@@ -326,13 +326,13 @@ fn attach_program(ebpf: &mut Ebpf, facts: &KernelFacts, program: &Program) -> Re
             let fentry: &mut FEntry = prog.try_into().map_err(wrong_kind)?;
             let btf = facts.aya_btf().map_err(|e| (e, None))?;
             load_once(fentry.load(function, btf))?;
-            fentry.attach().map_err(describe_program_error)?;
+            fentry.attach().map_err(describe_trampoline_error)?;
         }
         Target::FExit(function) => {
             let fexit: &mut FExit = prog.try_into().map_err(wrong_kind)?;
             let btf = facts.aya_btf().map_err(|e| (e, None))?;
             load_once(fexit.load(function, btf))?;
-            fexit.attach().map_err(describe_program_error)?;
+            fexit.attach().map_err(describe_trampoline_error)?;
         }
         Target::Kprobe(function) | Target::Kretprobe(function) => {
             let kprobe: &mut KProbe = prog.try_into().map_err(wrong_kind)?;
@@ -435,6 +435,30 @@ fn unload_variant(ebpf: &mut Ebpf, variant: &Variant) {
     }
 }
 
+/// The kernel's internal `ENOTSUPP` (include/linux/errno.h), which no C library names.
+const ENOTSUPP: i32 = 524;
+
+/// An fentry or fexit attach that failed. ENOTSUPP is the kernel saying it cannot put a BPF trampoline on
+/// this function: `register_fentry()` without ftrace direct calls (kernel/bpf/trampoline.c; arm64 before 6.4)
+/// or an architecture's trampoline refusing the function's arguments (`arch_prepare_bpf_trampoline`: over six
+/// on x86_64 before 6.5, over eight on arm64 before 6.16).
+fn describe_trampoline_error(error: ProgramError) -> (String, Option<String>) {
+    match &error {
+        ProgramError::SyscallError(aya::sys::SyscallError { call, io_error })
+            if io_error.raw_os_error() == Some(ENOTSUPP) =>
+        {
+            (
+                format!(
+                    "`{call}` failed with ENOTSUPP (524): this kernel cannot put a BPF trampoline on this function \
+                     (arm64 before 6.4 has none for kernel functions; x86_64 before 6.5 takes at most six arguments)"
+                ),
+                None,
+            )
+        }
+        _ => describe_program_error(error),
+    }
+}
+
 fn describe_program_error(error: ProgramError) -> (String, Option<String>) {
     match error {
         ProgramError::LoadError { io_error, verifier_log } => {
@@ -495,6 +519,21 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
+
+    #[test]
+    fn a_trampoline_the_kernel_cannot_put_says_so_instead_of_an_unnamed_error() {
+        let failed = |code| {
+            ProgramError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_raw_tracepoint_open",
+                io_error: io::Error::from_raw_os_error(code),
+            })
+        };
+        let (reason, log) = describe_trampoline_error(failed(ENOTSUPP));
+        assert!(reason.starts_with("`bpf_raw_tracepoint_open` failed with ENOTSUPP (524): this kernel cannot"));
+        assert!(log.is_none());
+        let (reason, _) = describe_trampoline_error(failed(libc::EBUSY));
+        assert!(reason.contains("os error 16") && !reason.contains("ENOTSUPP"), "{reason}");
+    }
 
     /// The owner hook attaches whatever the mode; alone it traces nothing, so a forced mode in which no other
     /// hook attaches is still an error.

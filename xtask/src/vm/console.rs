@@ -26,6 +26,8 @@ pub struct VmRun {
     /// The kernel's architecture.
     pub arch: crate::arch::Arch,
     pub release: Option<String>,
+    /// What `udptrace --version` said in each VM: the binary the package holds, run on that kernel.
+    pub binary_versions: Vec<String>,
     /// `/proc/version`, which names Debian's package version (`Debian 6.1.158-1`).
     pub version: Option<String>,
     pub checks: Vec<VmCheck>,
@@ -56,6 +58,7 @@ impl VmRun {
     pub fn merge(&mut self, other: VmRun) {
         self.release = self.release.take().or(other.release);
         self.version = self.version.take().or(other.version);
+        self.binary_versions.extend(other.binary_versions);
         self.checks.extend(other.checks);
         self.mode_status.extend(other.mode_status);
         self.probes.extend(other.probes);
@@ -81,6 +84,8 @@ impl VmRun {
                 self.release = Some(release.to_owned());
             } else if let Some(version) = rest.strip_prefix("version ") {
                 self.version = Some(version.to_owned());
+            } else if let Some(said) = rest.strip_prefix("udptrace-version ") {
+                self.binary_versions.push(said.to_owned());
             } else if let Some(probes) = rest.strip_prefix("probes ") {
                 self.probes.push(probes.to_owned());
             } else if let Some(bench) = rest.strip_prefix("bench") {
@@ -140,6 +145,14 @@ impl VmRun {
         if !self.done {
             problems.push("the VM did not finish".to_owned());
         }
+        // The package's binary runs there: the very file, of this architecture, on this kernel.
+        let wanted = format!("udptrace {}", env!("CARGO_PKG_VERSION"));
+        if self.binary_versions.is_empty() {
+            problems.push("udptrace --version said nothing".to_owned());
+        }
+        for said in self.binary_versions.iter().filter(|said| **said != wanted) {
+            problems.push(format!("udptrace --version said {said:?}, not {wanted:?}"));
+        }
         for mode in plan.expected_modes(self.arch, &self.series) {
             if mode == "tracepoint" && self.on_host.is_some() {
                 continue;
@@ -167,6 +180,7 @@ mod tests {
         let mut run = VmRun::default();
         for line in [
             "\x1bc\x1b[?7l\x1b[2J@@udptrace-vm kernel 6.12.117+deb12-cloud-amd64",
+            &format!("@@udptrace-vm udptrace-version udptrace {}", env!("CARGO_PKG_VERSION")),
             "[    1.234] random kernel message",
             "fentry      closed_port_ipv4       socket_error     pass",
             "fentry      closed_port_ipv6       icmp_sent        FAIL: no icmp_sent within 30s",
@@ -196,6 +210,10 @@ mod tests {
         let problems = run.problems(&Plan { suite: true, bench: "smoke".into(), ..Plan::default() });
         assert!(problems.iter().any(|p| p.contains("no result for bench")));
         assert!(problems.iter().any(|p| p.contains("did not finish")));
+        assert!(problems.iter().any(|p| p.contains("udptrace --version said nothing")));
+        run.add_line("@@udptrace-vm udptrace-version udptrace 0.0.1");
+        let problems = run.problems(&Plan { suite: true, bench: "smoke".into(), ..Plan::default() });
+        assert!(problems.iter().any(|p| p.contains("udptrace --version said \"udptrace 0.0.1\"")));
         assert!(problems.iter().any(|p| p.contains("no result for kprobe")));
         assert!(problems.iter().any(|p| p.contains("fentry closed_port_ipv4 all")));
     }

@@ -25,6 +25,8 @@ for module in $(cat /lib/modules/order); do
 done
 echo "@@udptrace-vm kernel $(uname -r)"
 echo "@@udptrace-vm version $(cat /proc/version)"
+# The binary the package holds, of this VM's architecture: that it runs here at all.
+echo "@@udptrace-vm udptrace-version $(udptrace --version 2>&1 | head -1)"
 clock modules
 # What to run, from the kernel command line (xtask's `Job::append`), one VM per mode of a kernel and one for
 # its benchmark, so that the lanes share out the work evenly:

@@ -404,6 +404,7 @@ mod tests {
         assert_eq!(major_minor("6.18.15+deb13-cloud-amd64"), "6.18");
         assert_eq!(major_minor("5.10.0-46-cloud-amd64"), "5.10");
         let mut run = VmRun { on_host: Some("6.18.44-fc".into()), done: true, ..VmRun::default() };
+        run.add_line(&format!("@@udptrace-vm udptrace-version udptrace {}", env!("CARGO_PKG_VERSION")));
         run.add_line("fentry      closed_port_ipv4       socket_error     pass");
         run.add_line("kprobe      closed_port_ipv4       socket_error     pass");
         assert!(run.problems(&Plan { suite: true, ..Plan::default() }).is_empty());
