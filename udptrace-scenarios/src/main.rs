@@ -20,7 +20,7 @@ struct Args {
     /// udptrace's `--buffer`.
     #[arg(long, value_enum, default_value = "ring", value_name = "KIND")]
     buffer: Buffer,
-    /// Only scenarios whose name contains NAME.
+    /// Only scenarios whose name contains NAME (or is NAME, written `=NAME`); several, separated by commas.
     #[arg(long, value_name = "NAME")]
     only: Option<String>,
     /// Leave out the scenario NAME, which reports `skip, because WHY` (another run of the same kernel proves

@@ -62,7 +62,7 @@ pub fn run(config: &Config, prefix: &str) -> Report {
     };
     let scenarios: Vec<&suite::Scenario> = suite::SCENARIOS
         .iter()
-        .filter(|s| config.only.as_ref().is_none_or(|o| o.split(',').any(|part| s.name.contains(part))))
+        .filter(|s| config.only.as_ref().is_none_or(|o| o.split(',').any(|part| selects(part, s.name))))
         .collect();
     let all = |outcome: Outcome| {
         scenarios.iter().map(move |s| Check { scenario: s.name, name: "all", outcome: outcome.clone() })
@@ -155,4 +155,23 @@ pub fn run(config: &Config, prefix: &str) -> Report {
     println!("{prefix}{}", loads_line(&tracer::loads()));
     println!("{prefix}{}", took_line("suite", suite_started.elapsed()));
     report
+}
+
+/// Whether `--only`'s `part` selects the scenario `name`: `=NAME` that one alone, else every name containing it.
+fn selects(part: &str, name: &str) -> bool {
+    match part.strip_prefix('=') {
+        Some(exact) => name == exact,
+        None => name.contains(part),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::selects;
+
+    #[test]
+    fn only_selects_by_part_of_a_name_or_by_a_whole_one() {
+        assert!(selects("owner", "owner_thread") && selects("owner", "owner"));
+        assert!(selects("=owner", "owner") && !selects("=owner", "owner_thread"));
+    }
 }

@@ -34,6 +34,7 @@ clock modules
 # - `udptrace.modes=fentry,kprobe`: the suite in these modes (none without it);
 # - `udptrace.only=NAME`: only these scenarios (`cargo xtask vm-test --only`);
 # - `udptrace.check=1`: the `udptrace check` scenarios too;
+# - `udptrace.flood=1`: the flood too, in fentry and kprobe mode;
 # - `udptrace.narrowed=1` (`--mode`, `--only`): a second udptrace prints its text lines and kernel stacks (-v)
 #   beside the suite, and what bpftool says of the programs (a full run has none: on one emulated CPU it took
 #   time from every scenario, and nothing read what it printed);
@@ -91,6 +92,10 @@ for mode in $modes; do
   if [ "$mode" = tracepoint ]; then
     set -- "$@" --except "hostile_names=tracepoint mode's socket errors carry no DNS question to name: the host's suite checks this mode's text and summary"
     set -- "$@" --except "flood=the flood's tracepoint programs run on the host's suite with both buffers; here the fentry run floods the ring buffer and the kprobe run the perf buffers"
+  elif ! grep -q "udptrace.flood=1" /proc/cmdline; then
+    # What the flood adds to the suite (each buffer's losses counted under load) is the same between the
+    # oldest and newest kernels, which flood both buffers (`udptrace.flood=1`, xtask's `Plan::flood_on`).
+    set -- "$@" --except "flood=the oldest and newest kernels' fentry and kprobe runs flood the ring and perf buffers; the programs flooded are the suite's on every kernel"
   fi
   udptrace-scenarios --udptrace /usr/bin/udptrace --probe "$mode" --buffer $buffer --event-timeout 30 \
     $require $check $narrow "$@"

@@ -59,7 +59,7 @@ pub const ARM64_SCENARIOS: &[&str] = &[
     "firewall_drop",
     "neighbour_failed",
     "dns_refused",
-    "owner",
+    "=owner",
     "owner_before_start",
     "nat_backend_gone_ipv4",
     "pod_containerd",
@@ -155,6 +155,9 @@ impl Plan {
         if self.checks_on(arch, series, part) {
             append.push_str(" udptrace.check=1");
         }
+        if self.flood_on(arch, series) {
+            append.push_str(" udptrace.flood=1");
+        }
         if let Some(only) = self.only(arch) {
             append.push_str(&format!(" udptrace.only={only}"));
         }
@@ -176,6 +179,15 @@ impl Plan {
         *part == Part::Suite("fentry".into())
             && (arch == Arch::X86_64 || arm64_checks)
             && (self.narrowed() || SERIES.first() == Some(&series) || SERIES.last() == Some(&series))
+    }
+
+    /// Whether the fentry and kprobe runs of the kernel of `series` flood the buffers: on the oldest and
+    /// newest amd64 kernels (and any in a narrowed run, and arm64's with the whole suite). The flood (about
+    /// 50 s a VM) proves the buffers' loss accounting under load, which the kernels between them do not change;
+    /// the programs it floods are those the suite runs on every kernel.
+    fn flood_on(&self, arch: Arch, series: &str) -> bool {
+        let ends = SERIES.first() == Some(&series) || SERIES.last() == Some(&series);
+        self.narrowed() || (arch == Arch::X86_64 && ends) || (arch == Arch::Aarch64 && self.arm64_whole_suite)
     }
 
     /// The scenarios the VMs of `arch` run, `None` for all: `--only`, or [`ARM64_SCENARIOS`] on arm64.
@@ -245,6 +257,9 @@ mod tests {
         assert!(full.append(Arch::X86_64, oldest, &fentry, false).contains("udptrace.check=1"));
         assert!(full.append(Arch::X86_64, newest, &fentry, true).contains("udptrace.check=1"));
         assert!(!full.append(Arch::X86_64, "6.12", &fentry, false).contains("udptrace.check=1"));
+        // The flood too runs on the oldest and newest kernels alone.
+        assert!(full.append(Arch::X86_64, oldest, &Part::Suite("kprobe".into()), false).contains("udptrace.flood=1"));
+        assert!(!full.append(Arch::X86_64, "6.12", &fentry, false).contains("udptrace.flood=1"));
         assert!(!full.append(Arch::X86_64, oldest, &Part::Suite("kprobe".into()), false).contains("udptrace.check=1"));
         assert!(!full.append(Arch::X86_64, newest, &Part::Bench, false).contains("udptrace.check=1"));
         let narrowed = Plan { suite: true, bench: "none".into(), only: Some("check".into()), ..Plan::default() };
