@@ -62,16 +62,19 @@ pub fn target_dir() -> PathBuf {
 /// Builds the static binaries and the package of each of `arches`.
 pub fn build(arches: &[Arch]) -> Result<Vec<Dist>> {
     prereq::ensure_build()?;
-    let mut built = Vec::new();
-    // The pages and completions are written by running a udptrace: this machine's.
-    let writer = match arches.iter().find(|a| a.is_host()) {
+    let mut built: Vec<Dist> = Vec::new();
+    // The pages and completions are written by running a udptrace: this machine's, built first, or alone
+    // when only another architecture is asked for.
+    let mut arches = arches.to_vec();
+    arches.sort_by_key(|arch| !arch.is_host());
+    let writer = match arches.first().filter(|arch| arch.is_host()) {
         Some(_) => None,
         None => {
             let host = Arch::ALL.into_iter().find(|a| a.is_host()).context("no architecture of this machine")?;
             Some(compile(host, &["udptrace"])?.join("udptrace"))
         }
     };
-    for &arch in arches {
+    for arch in arches {
         let dir = compile(arch, &["udptrace", "udptrace-scenarios"])?;
         let (scenarios, bench) = (dir.join("udptrace-scenarios"), dir.join("udptrace-bench"));
         for binary in [&dir.join("udptrace"), &scenarios, &bench] {
@@ -88,7 +91,7 @@ pub fn build(arches: &[Arch]) -> Result<Vec<Dist>> {
         // Without its symbols and debug sections (a tenth of it): the programs it embeds are data, untouched.
         // LLVM's strip, which reads every architecture's ELF.
         prereq::run_visible(Command::new(format!("llvm-strip-{}", prereq::LLVM_MAJOR)).arg(&udptrace))?;
-        let pages_from = writer.clone().or_else(|| built.first().map(|d: &Dist| d.udptrace.clone()));
+        let pages_from = writer.clone().or_else(|| built.first().map(|host| host.udptrace.clone()));
         let deb = package(arch, &udptrace, pages_from.as_deref().unwrap_or(&udptrace))?;
         let packaged = unpack_binary(arch, &deb)?;
         say(&format!("wrote {} and {}", udptrace.display(), deb.display()));
