@@ -178,10 +178,9 @@ fn vm_test_with(
         for (mode, loads) in &run.loads {
             times.push_str(&format!("    {mode}: udptrace loads {loads}\n"));
         }
-        totals.took.extend(run.took.iter().map(|t| timing::Took {
-            place: format!("{} {}", vm::machine(run.arch, &run.series), t.place),
-            ..t.clone()
-        }));
+        totals.took.extend(
+            run.took.iter().map(|t| timing::Took { place: format!("{} {}", run.machine(), t.place), ..t.clone() }),
+        );
     }
     println!("{times}");
     let mut problems = Vec::new();

@@ -74,6 +74,11 @@ impl VmRun {
 }
 
 impl VmRun {
+    /// The name this run's kernel is recorded under (`6.1`, `6.1/arm64`: [`super::machine`]).
+    pub fn machine(&self) -> String {
+        super::machine(self.arch, &self.series)
+    }
+
     /// Reads one console line.
     pub fn add_line(&mut self, line: &str) {
         let line = line.trim_end_matches('\r');

@@ -27,6 +27,11 @@ pub fn machine(arch: Arch, series: &str) -> String {
     }
 }
 
+/// Whether `series` is the matrix's oldest or newest, where what one run proves for every kernel runs.
+fn oldest_or_newest(series: &str) -> bool {
+    SERIES.first() == Some(&series) || SERIES.last() == Some(&series)
+}
+
 /// Whether fentry and fexit attach to kernel functions on `arch` at `series`: arm64 calls a BPF trampoline
 /// from a function's ftrace site only from 6.4 ("arm64: ftrace: Add direct call support",
 /// arch/arm64/kernel/ftrace.c); before, `register_fentry()` (kernel/bpf/trampoline.c) answers ENOTSUPP
@@ -178,7 +183,7 @@ impl Plan {
         let arm64_checks = self.arm64_whole_suite || self.only.is_some();
         *part == Part::Suite("fentry".into())
             && (arch == Arch::X86_64 || arm64_checks)
-            && (self.narrowed() || SERIES.first() == Some(&series) || SERIES.last() == Some(&series))
+            && (self.narrowed() || oldest_or_newest(series))
     }
 
     /// Whether the fentry and kprobe runs of the kernel of `series` flood the buffers: on the oldest and
@@ -186,8 +191,9 @@ impl Plan {
     /// 50 s a VM) proves the buffers' loss accounting under load, which the kernels between them do not change;
     /// the programs it floods are those the suite runs on every kernel.
     fn flood_on(&self, arch: Arch, series: &str) -> bool {
-        let ends = SERIES.first() == Some(&series) || SERIES.last() == Some(&series);
-        self.narrowed() || (arch == Arch::X86_64 && ends) || (arch == Arch::Aarch64 && self.arm64_whole_suite)
+        self.narrowed()
+            || (arch == Arch::X86_64 && oldest_or_newest(series))
+            || (arch == Arch::Aarch64 && self.arm64_whole_suite)
     }
 
     /// The scenarios the VMs of `arch` run, `None` for all: `--only`, or [`ARM64_SCENARIOS`] on arm64.

@@ -49,7 +49,7 @@ pub(super) fn last_seconds(passed: &str, series: &str, part: &str) -> Option<u64
 /// What to say of a run that failed: which kernel it ran on and which one the suite last passed on.
 pub fn kernel_note(package: &str, run: &VmRun) -> String {
     let passed = fs::read_to_string(passed_file()).unwrap_or_default();
-    let key = machine(run.arch, &run.series);
+    let key = run.machine();
     let last = match last_passed(&passed, &key).map(|l| l.split_whitespace().collect::<Vec<_>>()) {
         Some(words) if words.len() >= 3 => {
             let version = words.get(3).filter(|v| **v != "-").map(|v| format!(" (Debian {v})")).unwrap_or_default();
@@ -75,7 +75,7 @@ pub fn record_pass(package: &str, run: &VmRun) -> Result<()> {
     let release = run.release.as_deref().unwrap_or(package);
     let version = run.version.as_deref().and_then(debian_version).unwrap_or("-");
     let parts: Vec<String> = run.parts.iter().map(|(part, wall)| format!("{part}={:.0}", wall.as_secs_f64())).collect();
-    let key = machine(run.arch, &run.series);
+    let key = run.machine();
     let line = format!("{key} {package} {release} {version} {}", parts.join(","));
     let mut lines: Vec<String> =
         passed.lines().filter(|l| l.split_whitespace().next() != Some(key.as_str())).map(str::to_owned).collect();
